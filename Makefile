@@ -1,0 +1,37 @@
+# The two commands a newcomer runs: `make demo` and `make test`.
+BUILD ?= build
+CMAKE_FLAGS ?=
+JOBS ?= $(shell nproc)
+
+.PHONY: all build deps test test-quick demo clean fuzz bench
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/build.ninja:
+	cmake -S . -B $(BUILD) -G Ninja $(CMAKE_FLAGS)
+
+build: $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Everything, including the long tests (Linux bzImage decompressor under emulated CPL0).
+test: deps build
+	ctest --test-dir $(BUILD) --output-on-failure -j 2 --timeout 1200
+
+# Short loop for development: leaves out tests labelled "long".
+test-quick: build
+	ctest --test-dir $(BUILD) --output-on-failure -j 2 -LE long
+
+demo: deps build
+	@scripts/demo.sh $(BUILD)
+
+bench: deps build
+	bench/run.sh $(BUILD)
+
+fuzz: build
+	cmake --build $(BUILD) --target fuzz_loader
+
+clean:
+	rm -rf $(BUILD)

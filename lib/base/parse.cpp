@@ -1,0 +1,49 @@
+#include "base/parse.hpp"
+
+#include <cctype>
+#include <limits>
+
+namespace azote {
+
+std::optional<uint64_t> parse_uint(std::string_view s, uint64_t lo, uint64_t hi) {
+  if (s.empty() || s.size() > 20) return std::nullopt;
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    const uint64_t d = static_cast<uint64_t>(c - '0');
+    if (v > (std::numeric_limits<uint64_t>::max() - d) / 10) return std::nullopt;
+    v = v * 10 + d;
+  }
+  if (v < lo || v > hi) return std::nullopt;
+  return v;
+}
+
+std::optional<uint64_t> parse_size(std::string_view s) {
+  size_t digits = 0;
+  while (digits < s.size() && std::isdigit(static_cast<unsigned char>(s[digits])) != 0) ++digits;
+  if (digits == 0) return std::nullopt;
+  auto base = parse_uint(s.substr(0, digits), 0, std::numeric_limits<uint64_t>::max());
+  if (!base) return std::nullopt;
+  std::string_view suffix = s.substr(digits);
+  unsigned shift = 0;
+  if (!suffix.empty()) {
+    switch (std::toupper(static_cast<unsigned char>(suffix[0]))) {
+      case 'K': shift = 10; break;
+      case 'M': shift = 20; break;
+      case 'G': shift = 30; break;
+      case 'T': shift = 40; break;
+      case 'B': shift = 0; break;
+      default: return std::nullopt;
+    }
+    std::string_view rest = suffix.substr(1);
+    if (std::toupper(static_cast<unsigned char>(suffix[0])) == 'B') {
+      if (!rest.empty()) return std::nullopt;
+    } else if (!(rest.empty() || rest == "B" || rest == "b" || rest == "iB" || rest == "ib")) {
+      return std::nullopt;
+    }
+  }
+  if (shift != 0 && *base > (std::numeric_limits<uint64_t>::max() >> shift)) return std::nullopt;
+  return *base << shift;
+}
+
+}  // namespace azote

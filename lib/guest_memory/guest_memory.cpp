@@ -1,0 +1,88 @@
+#include "guest_memory/guest_memory.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+namespace azote {
+namespace {
+constexpr uint64_t kPage = 4096;
+}
+
+Result<GuestMemory, MemoryError> GuestMemory::create(const std::vector<RegionSpec>& specs) {
+  if (specs.empty()) return make_error(MemoryErrc::kBadLayout, "no memory regions");
+  uint64_t total = 0;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const auto& s = specs[i];
+    if (s.size == 0 || s.size % kPage != 0 || s.start.raw % kPage != 0)
+      return make_error(MemoryErrc::kBadLayout, "region " + std::to_string(i) + " is empty or not page aligned");
+    if (s.start.raw + s.size < s.start.raw)
+      return make_error(MemoryErrc::kBadLayout, "region " + std::to_string(i) + " wraps around");
+    if (i > 0 && specs[i - 1].start.raw + specs[i - 1].size > s.start.raw)
+      return make_error(MemoryErrc::kBadLayout, "regions overlap or are not sorted");
+    total += s.size;
+  }
+
+  GuestMemory mem;
+  mem.fd_ = UniqueFd(::memfd_create("azote-guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!mem.fd_) return errno_error(MemoryErrc::kCreate, "memfd_create");
+  if (::ftruncate(mem.fd_.get(), static_cast<off_t>(total)) != 0)
+    return errno_error(MemoryErrc::kCreate, "ftruncate guest memfd to " + std::to_string(total));
+  // A peer that maps the memfd (a card) must never see it shrink under it (SIGBUS).
+  if (::fcntl(mem.fd_.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
+    return errno_error(MemoryErrc::kCreate, "seal guest memfd");
+  void* p = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, mem.fd_.get(), 0);
+  if (p == MAP_FAILED) return errno_error(MemoryErrc::kCreate, "mmap guest memory");
+  mem.map_ = MappedRegion(p, total);
+  // Guest RAM must not end up in a core dump of the VMM.
+  ::madvise(p, total, MADV_DONTDUMP);
+
+  uint64_t off = 0;
+  for (const auto& s : specs) {
+    mem.regions_.push_back(MemoryRegion{s.start, s.size, off, mem.map_.data() + off});
+    off += s.size;
+  }
+  mem.total_ = total;
+  return mem;
+}
+
+uint8_t* GuestMemory::translate(GuestAddress gpa, uint64_t len) const {
+  for (const auto& r : regions_) {
+    if (gpa.raw < r.start.raw) continue;
+    const uint64_t off = gpa.raw - r.start.raw;
+    if (off >= r.size && !(off == r.size && len == 0)) continue;
+    if (len > r.size - off) return nullptr;  // crosses the end of this region
+    return r.host + off;
+  }
+  return nullptr;
+}
+
+bool GuestMemory::contains(GuestAddress gpa, uint64_t len) const { return translate(gpa, len) != nullptr; }
+
+Result<void, MemoryError> GuestMemory::write(GuestAddress gpa, std::span<const uint8_t> bytes) {
+  uint8_t* h = translate(gpa, bytes.size());
+  if (h == nullptr)
+    return make_error(MemoryErrc::kOutOfRange, "guest write of " + std::to_string(bytes.size()) +
+                                                   " bytes at " + std::to_string(gpa.raw) + " is outside RAM");
+  std::memcpy(h, bytes.data(), bytes.size());
+  return {};
+}
+
+Result<void, MemoryError> GuestMemory::read(GuestAddress gpa, std::span<uint8_t> out) const {
+  const uint8_t* h = translate(gpa, out.size());
+  if (h == nullptr)
+    return make_error(MemoryErrc::kOutOfRange, "guest read of " + std::to_string(out.size()) +
+                                                   " bytes at " + std::to_string(gpa.raw) + " is outside RAM");
+  std::memcpy(out.data(), h, out.size());
+  return {};
+}
+
+Result<void, MemoryError> GuestMemory::fill(GuestAddress gpa, uint8_t value, uint64_t len) {
+  uint8_t* h = translate(gpa, len);
+  if (h == nullptr)
+    return make_error(MemoryErrc::kOutOfRange, "guest fill at " + std::to_string(gpa.raw) + " is outside RAM");
+  std::memset(h, value, len);
+  return {};
+}
+
+}  // namespace azote

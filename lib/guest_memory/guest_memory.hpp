@@ -1,0 +1,96 @@
+// Guest physical memory backed by one memfd, so cards can map the same pages later
+// (vhost-user SET_MEM_TABLE hands them the fd and each region's offset).
+//
+// Every access from the VMM goes through read()/write(), which check start, length
+// and overflow; no raw pointer into guest RAM leaves this library except the region
+// table the KVM layer needs for memslots. Keeping access behind this one interface is
+// what lets the mapping policy change in one place later (secret hiding: map pages
+// only transiently).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "base/error.hpp"
+#include "base/mapping.hpp"
+#include "base/unique_fd.hpp"
+
+namespace azote {
+
+// A guest-physical address. Deliberately not convertible to or from host pointers.
+struct GuestAddress {
+  uint64_t raw = 0;
+  constexpr GuestAddress() = default;
+  constexpr explicit GuestAddress(uint64_t v) : raw(v) {}
+  constexpr GuestAddress operator+(uint64_t off) const { return GuestAddress(raw + off); }
+  constexpr auto operator<=>(const GuestAddress&) const = default;
+};
+
+enum class MemoryErrc {
+  kCreate = 1,     // memfd/mmap failure
+  kBadLayout,      // overlapping, unaligned or empty regions
+  kOutOfRange,     // an access outside guest RAM or across a region boundary
+};
+using MemoryError = Error<MemoryErrc>;
+
+struct RegionSpec {
+  GuestAddress start;
+  uint64_t size = 0;
+};
+
+struct MemoryRegion {
+  GuestAddress start;
+  uint64_t size = 0;
+  uint64_t file_offset = 0;  // offset of this region inside the memfd
+  uint8_t* host = nullptr;   // VMM mapping, for KVM memslots only
+  GuestAddress end() const { return start + size; }
+};
+
+class GuestMemory {
+ public:
+  // Creates one memfd holding every region back to back (page-aligned regions,
+  // sorted, non-overlapping) and maps it shared.
+  static Result<GuestMemory, MemoryError> create(const std::vector<RegionSpec>& specs);
+
+  GuestMemory(GuestMemory&&) = default;
+  GuestMemory& operator=(GuestMemory&&) = default;
+
+  Result<void, MemoryError> write(GuestAddress gpa, std::span<const uint8_t> bytes);
+  Result<void, MemoryError> read(GuestAddress gpa, std::span<uint8_t> out) const;
+  Result<void, MemoryError> fill(GuestAddress gpa, uint8_t value, uint64_t len);
+
+  template <class T>
+  Result<void, MemoryError> write_obj(GuestAddress gpa, const T& obj) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    return write(gpa, std::span(reinterpret_cast<const uint8_t*>(&obj), sizeof(T)));  // NOLINT
+  }
+  template <class T>
+  Result<T, MemoryError> read_obj(GuestAddress gpa) const {
+    static_assert(std::is_trivially_copyable_v<T>);
+    T obj{};
+    AZOTE_TRYV(read(gpa, std::span(reinterpret_cast<uint8_t*>(&obj), sizeof(T))));  // NOLINT
+    return obj;
+  }
+
+  // True if [gpa, gpa+len) lies inside one region (len 0 allowed).
+  bool contains(GuestAddress gpa, uint64_t len) const;
+  const std::vector<MemoryRegion>& regions() const { return regions_; }
+  uint64_t total_size() const { return total_; }
+  int memfd() const { return fd_.get(); }
+
+ private:
+  GuestMemory() = default;
+  // Host pointer for [gpa, gpa+len) or nullptr if it is not inside one region.
+  uint8_t* translate(GuestAddress gpa, uint64_t len) const;
+
+  UniqueFd fd_;
+  MappedRegion map_;
+  std::vector<MemoryRegion> regions_;
+  uint64_t total_ = 0;
+};
+
+}  // namespace azote

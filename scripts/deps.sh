@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages azote needs. Idempotent: a quiet no-op when all are present.
+set -euo pipefail
+packages=(
+  cmake ninja-build g++ make pkg-config
+  libgtest-dev googletest          # unit and integration tests
+  nlohmann-json3-dev               # --config FILE.json
+  libssl-dev                       # reference SHA-256 in tests (and crypto in later cards)
+  clang libclang-rt-14-dev         # libFuzzer targets
+  qemu-system-x86                  # interop test and benchmark peer (qemu-system-x86_64 -M microvm)
+  lz4 binutils dpkg apt            # extracting the Debian cloud kernel for the Linux boot test
+)
+missing=()
+for p in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [[ "$status" == "install ok installed" ]] || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+if [[ $(id -u) -ne 0 ]]; then
+  SUDO=sudo
+else
+  SUDO=
+fi
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q >/dev/null
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+echo "deps: done"

@@ -1,0 +1,227 @@
+#include "hv/config.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <vector>
+
+#include "base/parse.hpp"
+#include "x86/layout.hpp"
+
+namespace azote::hv {
+namespace {
+
+constexpr uint32_t kMaxVcpus = 254;
+
+Unexpected<ConfigError> bad(const std::string& what) { return make_error(ConfigErrc::kBadValue, what); }
+
+Result<uint32_t, ConfigError> check_vcpus(const std::string& origin, const std::string& v) {
+  auto n = parse_uint(v, 1, kMaxVcpus);
+  if (!n) return bad(origin + ": \"" + v + "\" is not a vCPU count between 1 and " + std::to_string(kMaxVcpus));
+  return static_cast<uint32_t>(*n);
+}
+
+Result<uint64_t, ConfigError> check_memory(const std::string& origin, const std::string& v) {
+  auto n = parse_size(v);
+  if (!n) return bad(origin + ": \"" + v + "\" is not a size (use e.g. 128M, 2G)");
+  if (*n < x86::kMinMemory) return bad(origin + ": " + v + " is below the minimum of 8M");
+  if (*n > x86::kMaxMemory) return bad(origin + ": " + v + " is above the maximum of 1T");
+  if (*n % (1ull << 20) != 0) return bad(origin + ": " + v + " is not a whole number of MiB");
+  return *n;
+}
+
+Result<ConsoleConfig, ConfigError> check_console(const std::string& origin, const std::string& v) {
+  ConsoleConfig c;
+  if (v == "stdio") return c;
+  if (v.rfind("file:", 0) == 0 && v.size() > 5) {
+    c.kind = ConsoleKind::kFile;
+    c.path = v.substr(5);
+    return c;
+  }
+  if (v.rfind("unix:", 0) == 0 && v.size() > 5) {
+    c.kind = ConsoleKind::kUnix;
+    c.path = v.substr(5);
+    if (c.path.size() >= 108) return bad(origin + ": socket path is longer than 107 bytes");
+    return c;
+  }
+  return bad(origin + ": \"" + v + "\" is not stdio, file:PATH or unix:PATH");
+}
+
+Result<void, ConfigError> check_kernel(const std::string& origin, const std::string& v) {
+  if (v.empty()) return bad(origin + ": empty kernel");
+  if (v.rfind("builtin:", 0) == 0 && v.size() == 8) return bad(origin + ": builtin: needs a program name, e.g. builtin:hello");
+  return {};
+}
+
+}  // namespace
+
+std::string VmConfig::effective_cmdline() const {
+  if (!builtin()) return cmdline;
+  std::string c = "azote.run=" + builtin_name();
+  if (!cmdline.empty()) c += " " + cmdline;
+  return c;
+}
+
+const char* usage_text() {
+  return R"(Usage: azote-hv --kernel PATH|builtin:NAME [options]
+       azote-hv --config FILE.json [options]
+
+Runs one virtual machine on KVM until the guest ends it.
+
+Options:
+  --kernel PATH|builtin:NAME  Kernel to boot: an ELF with a PVH note (Xen note 18),
+                              an uncompressed Linux vmlinux (through its PVH note), or
+                              a Linux bzImage (64-bit boot protocol).
+                              builtin:NAME boots the built-in guest with azote.run=NAME
+                              (programs: hello, exit CODE, smp, cpu MIB, fault KIND).
+  --cmdline STR               Kernel command line. With builtin:NAME, the program's
+                              arguments (appended after azote.run=NAME).
+  --initrd PATH               Initial ramdisk (bzImage: ramdisk fields; PVH: module 0).
+  --vcpus N                   Number of vCPUs, 1-254 (default 1). One thread each.
+  --memory SIZE               Guest RAM, e.g. 128M or 2G; 8M to 1T, whole MiB
+                              (default 256M). Backed by a memfd.
+  --console stdio|file:PATH|unix:PATH
+                              Where the COM1 UART goes (default stdio). unix:PATH listens
+                              on a new socket at PATH; output before a client connects is
+                              kept (last 64 KiB) and replayed to it; input is forwarded.
+  --config FILE.json          Read the same fields from JSON: {"kernel", "cmdline",
+                              "initrd", "vcpus", "memory", "console", "log"}; memory may
+                              be a string ("256M") or a number of MiB. Flags given on the
+                              command line override the file.
+  --log PATH                  Diagnostics (register dumps, warnings) go to PATH instead of
+                              stderr.
+  -v, --verbose               Log boot steps.
+  -h, --help                  Show this help.
+  --version                   Show the version.
+
+Exit status:
+  0       the guest powered off, reset (i8042) or wrote 0 to the debug-exit port
+  N       the guest wrote N to the debug-exit port (I/O port 0xf4, 1-byte write)
+  64      bad command line or configuration
+  65      the kernel or initrd cannot be loaded
+  71      host or KVM setup failed
+  80      triple fault (KVM_EXIT_SHUTDOWN)
+  81      KVM could not emulate an instruction
+  82      other KVM internal error
+  83      port I/O to a port no device owns
+  84      MMIO access to an address no device owns
+  85      VM entry failed
+  86      unexpected KVM exit reason
+  143     stopped by SIGTERM or SIGINT
+On a failure, one line on stderr names the reason, vCPU, RIP and instruction bytes;
+the full register dump follows in the log.
+)";
+}
+
+Result<void, ConfigError> apply_json(const std::string& text, const std::string& origin, VmConfig* cfg) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    return make_error(ConfigErrc::kBadFile, origin + ": invalid JSON: " + e.what());
+  }
+  if (!j.is_object()) return make_error(ConfigErrc::kBadFile, origin + ": must be a JSON object");
+  static const std::set<std::string> kKeys = {"kernel", "cmdline", "initrd", "vcpus", "memory", "console", "log"};
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (kKeys.count(it.key()) == 0) return make_error(ConfigErrc::kBadFile, origin + ": unknown key \"" + it.key() + "\"");
+  auto str = [&](const char* key, std::string* out) -> Result<void, ConfigError> {
+    if (!j.contains(key)) return {};
+    if (!j[key].is_string()) return make_error(ConfigErrc::kBadFile, origin + ": \"" + key + "\" must be a string");
+    *out = j[key].get<std::string>();
+    return {};
+  };
+  AZOTE_TRYV(str("kernel", &cfg->kernel));
+  if (j.contains("kernel")) AZOTE_TRYV(check_kernel(origin + ": kernel", cfg->kernel));
+  AZOTE_TRYV(str("cmdline", &cfg->cmdline));
+  AZOTE_TRYV(str("initrd", &cfg->initrd));
+  AZOTE_TRYV(str("log", &cfg->log_path));
+  if (j.contains("vcpus")) {
+    const auto& v = j["vcpus"];
+    if (!v.is_number_unsigned()) return make_error(ConfigErrc::kBadFile, origin + ": \"vcpus\" must be a positive integer");
+    AZOTE_TRY(n, check_vcpus(origin + ": vcpus", std::to_string(v.get<uint64_t>())));
+    cfg->vcpus = n;
+  }
+  if (j.contains("memory")) {
+    const auto& v = j["memory"];
+    std::string s;
+    if (v.is_string()) s = v.get<std::string>();
+    else if (v.is_number_unsigned()) s = std::to_string(v.get<uint64_t>()) + "M";
+    else return make_error(ConfigErrc::kBadFile, origin + ": \"memory\" must be a size string or a number of MiB");
+    AZOTE_TRY(m, check_memory(origin + ": memory", s));
+    cfg->memory = m;
+  }
+  if (j.contains("console")) {
+    std::string s;
+    AZOTE_TRYV(str("console", &s));
+    AZOTE_TRY(c, check_console(origin + ": console", s));
+    cfg->console = c;
+  }
+  return {};
+}
+
+Result<ParseOutcome, ConfigError> parse_args(int argc, const char* const* argv) {
+  VmConfig cfg;
+  std::string config_file;
+  std::vector<std::pair<std::string, std::string>> flags;  // applied after the file
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "-h" || a == "--help") return ParseOutcome{ShowHelp{}};
+    if (a == "--version") return ParseOutcome{ShowVersion{}};
+    if (a == "-v" || a == "--verbose") {
+      cfg.verbose = true;
+      continue;
+    }
+    std::string value;
+    const auto eq = a.find('=');
+    if (a.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = a.substr(eq + 1);
+      a = a.substr(0, eq);
+    } else {
+      static const std::set<std::string> kWithValue = {"--kernel", "--cmdline", "--initrd", "--vcpus",
+                                                       "--memory", "--console", "--config", "--log"};
+      if (kWithValue.count(a) == 0)
+        return make_error(ConfigErrc::kUsage, "unknown option \"" + a + "\" (see --help)");
+      if (i + 1 >= argc) return make_error(ConfigErrc::kUsage, a + " needs a value");
+      value = argv[++i];
+    }
+    if (a == "--config") config_file = value;
+    else flags.emplace_back(a, value);
+  }
+  if (!config_file.empty()) {
+    std::ifstream f(config_file);
+    if (!f) return make_error(ConfigErrc::kBadFile, "--config: cannot read " + config_file, errno);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    AZOTE_TRYV(apply_json(ss.str(), "--config " + config_file, &cfg));
+  }
+  for (const auto& [flag, value] : flags) {
+    if (flag == "--kernel") {
+      AZOTE_TRYV(check_kernel(flag, value));
+      cfg.kernel = value;
+    } else if (flag == "--cmdline") {
+      cfg.cmdline = value;
+    } else if (flag == "--initrd") {
+      if (value.empty()) return bad("--initrd: empty path");
+      cfg.initrd = value;
+    } else if (flag == "--vcpus") {
+      AZOTE_TRY(n, check_vcpus(flag, value));
+      cfg.vcpus = n;
+    } else if (flag == "--memory") {
+      AZOTE_TRY(m, check_memory(flag, value));
+      cfg.memory = m;
+    } else if (flag == "--console") {
+      AZOTE_TRY(c, check_console(flag, value));
+      cfg.console = c;
+    } else if (flag == "--log") {
+      cfg.log_path = value;
+    } else {
+      return make_error(ConfigErrc::kUsage, "unknown option \"" + flag + "\" (see --help)");
+    }
+  }
+  if (cfg.kernel.empty()) return make_error(ConfigErrc::kUsage, "--kernel is required (or \"kernel\" in --config); see --help");
+  return ParseOutcome{cfg};
+}
+
+}  // namespace azote::hv

@@ -1,0 +1,49 @@
+// azote-hv configuration: from flags, from --config FILE.json, or both (flags win).
+// Every error names the flag or JSON key and the bad value.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <variant>
+
+#include "base/error.hpp"
+
+namespace azote::hv {
+
+enum class ConsoleKind { kStdio, kFile, kUnix };
+
+struct ConsoleConfig {
+  ConsoleKind kind = ConsoleKind::kStdio;
+  std::string path;
+};
+
+struct VmConfig {
+  std::string kernel;          // a path, or "builtin:NAME"
+  std::string cmdline;
+  std::string initrd;          // empty: none
+  uint32_t vcpus = 1;
+  uint64_t memory = 256ull << 20;
+  ConsoleConfig console;
+  std::string log_path;        // empty: stderr
+  bool verbose = false;
+
+  bool builtin() const { return kernel.rfind("builtin:", 0) == 0; }
+  std::string builtin_name() const { return kernel.substr(8); }
+  // The command line the guest sees (builtin: "azote.run=NAME" + cmdline).
+  std::string effective_cmdline() const;
+};
+
+enum class ConfigErrc { kUsage = 1, kBadValue, kBadFile };
+using ConfigError = Error<ConfigErrc>;
+
+struct ShowHelp {};
+struct ShowVersion {};
+using ParseOutcome = std::variant<VmConfig, ShowHelp, ShowVersion>;
+
+Result<ParseOutcome, ConfigError> parse_args(int argc, const char* const* argv);
+// Applies a JSON document's fields over `cfg` (used by --config).
+Result<void, ConfigError> apply_json(const std::string& text, const std::string& origin, VmConfig* cfg);
+
+const char* usage_text();
+
+}  // namespace azote::hv

@@ -1,0 +1,88 @@
+#include "hv/config.hpp"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+namespace azote::hv {
+namespace {
+
+Result<ParseOutcome, ConfigError> parse(std::vector<const char*> args) {
+  args.insert(args.begin(), "azote-hv");
+  return parse_args(static_cast<int>(args.size()), args.data());
+}
+
+TEST(Config, Defaults) {
+  auto r = parse({"--kernel", "builtin:hello"});
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  const auto& c = std::get<VmConfig>(*r);
+  EXPECT_EQ(c.vcpus, 1u);
+  EXPECT_EQ(c.memory, 256ull << 20);
+  EXPECT_EQ(c.console.kind, ConsoleKind::kStdio);
+  EXPECT_EQ(c.effective_cmdline(), "azote.run=hello");
+}
+
+TEST(Config, AllFlags) {
+  auto r = parse({"--kernel=builtin:exit", "--cmdline", "7", "--vcpus", "2", "--memory", "128M", "--console",
+                  "unix:/tmp/x.sock"});
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  const auto& c = std::get<VmConfig>(*r);
+  EXPECT_EQ(c.vcpus, 2u);
+  EXPECT_EQ(c.memory, 128ull << 20);
+  EXPECT_EQ(c.console.kind, ConsoleKind::kUnix);
+  EXPECT_EQ(c.console.path, "/tmp/x.sock");
+  EXPECT_EQ(c.effective_cmdline(), "azote.run=exit 7");
+}
+
+TEST(Config, ErrorsNameTheFlag) {
+  struct Case {
+    std::vector<const char*> args;
+    const char* needle;
+  };
+  for (const auto& tc : std::vector<Case>{
+           {{"--kernel", "k", "--vcpus", "0"}, "--vcpus"},
+           {{"--kernel", "k", "--vcpus", "999"}, "--vcpus"},
+           {{"--kernel", "k", "--memory", "12X"}, "--memory"},
+           {{"--kernel", "k", "--memory", "4M"}, "--memory"},
+           {{"--kernel", "k", "--memory", "9000K"}, "whole number of MiB"},
+           {{"--kernel", "k", "--console", "tcp:1"}, "--console"},
+           {{"--kernel", "builtin:"}, "builtin:"},
+           {{"--bogus"}, "--bogus"},
+           {{"--kernel"}, "--kernel needs a value"},
+           {{}, "--kernel is required"},
+       }) {
+    auto r = parse(tc.args);
+    ASSERT_FALSE(r.ok()) << tc.needle;
+    EXPECT_NE(r.error().message().find(tc.needle), std::string::npos) << r.error().message();
+  }
+}
+
+TEST(Config, Json) {
+  VmConfig c;
+  auto r = apply_json(R"({"kernel":"builtin:smp","vcpus":2,"memory":"64M","console":"file:/tmp/c"})", "t", &c);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(c.vcpus, 2u);
+  EXPECT_EQ(c.memory, 64ull << 20);
+  EXPECT_EQ(c.console.kind, ConsoleKind::kFile);
+  VmConfig d;
+  ASSERT_TRUE(apply_json(R"({"memory":512})", "t", &d).ok());
+  EXPECT_EQ(d.memory, 512ull << 20);
+}
+
+TEST(Config, JsonErrorsNameTheKey) {
+  VmConfig c;
+  auto unknown = apply_json(R"({"kernal":"x"})", "t", &c);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.error().message().find("kernal"), std::string::npos);
+  auto vcpus = apply_json(R"({"vcpus":"two"})", "t", &c);
+  ASSERT_FALSE(vcpus.ok());
+  EXPECT_NE(vcpus.error().message().find("vcpus"), std::string::npos);
+  auto junk = apply_json("{", "t", &c);
+  ASSERT_FALSE(junk.ok());
+  EXPECT_NE(junk.error().message().find("invalid JSON"), std::string::npos);
+  auto arr = apply_json("[]", "t", &c);
+  EXPECT_FALSE(arr.ok());
+}
+
+}  // namespace
+}  // namespace azote::hv

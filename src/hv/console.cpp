@@ -1,0 +1,133 @@
+#include "hv/console.hpp"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace azote::hv {
+namespace {
+
+void write_all(int fd, const uint8_t* p, size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return;  // the reader went away: console output is best effort
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+}  // namespace
+
+Result<Console, ConsoleError> Console::open(const ConsoleConfig& cfg) {
+  Console c;
+  c.cfg_ = cfg;
+  switch (cfg.kind) {
+    case ConsoleKind::kStdio:
+      c.out_ = UniqueFd(::fcntl(1, F_DUPFD_CLOEXEC, 3));
+      if (!c.out_) return errno_error(ConsoleErrc::kOpen, "--console stdio: dup stdout");
+      // Forward stdin only when it is something a person types into.
+      c.stdin_open_ = ::isatty(0) != 0;
+      break;
+    case ConsoleKind::kFile:
+      c.out_ = UniqueFd(::open(cfg.path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
+      if (!c.out_) return errno_error(ConsoleErrc::kOpen, "--console file:" + cfg.path);
+      break;
+    case ConsoleKind::kUnix: {
+      c.listen_ = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+      if (!c.listen_) return errno_error(ConsoleErrc::kOpen, "--console unix: socket");
+      sockaddr_un addr{};
+      addr.sun_family = AF_UNIX;
+      std::strncpy(addr.sun_path, cfg.path.c_str(), sizeof(addr.sun_path) - 1);
+      struct stat st{};
+      // Replace a stale socket from an earlier run, but never another kind of file.
+      if (::lstat(cfg.path.c_str(), &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) return make_error(ConsoleErrc::kOpen, "--console unix:" + cfg.path + " exists and is not a socket");
+        ::unlink(cfg.path.c_str());
+      }
+      if (::bind(c.listen_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)  // NOLINT
+        return errno_error(ConsoleErrc::kOpen, "--console unix:" + cfg.path + ": bind");
+      if (::listen(c.listen_.get(), 1) != 0) return errno_error(ConsoleErrc::kOpen, "--console unix: listen");
+      break;
+    }
+  }
+  return c;
+}
+
+Console::~Console() {
+  if (cfg_.kind == ConsoleKind::kUnix && listen_) ::unlink(cfg_.path.c_str());
+}
+
+void Console::write(std::span<const uint8_t> bytes) {
+  std::lock_guard lock(*mu_);
+  if (out_) {
+    write_all(out_.get(), bytes.data(), bytes.size());
+    return;
+  }
+  if (client_) {
+    send_to_client(bytes);
+    return;
+  }
+  backlog_.insert(backlog_.end(), bytes.begin(), bytes.end());
+  if (backlog_.size() > kBacklog) backlog_.erase(backlog_.begin(), backlog_.end() - kBacklog);
+}
+
+void Console::flush() {
+  std::lock_guard lock(*mu_);
+  if (out_ && cfg_.kind == ConsoleKind::kFile) ::fsync(out_.get());
+}
+
+void Console::send_to_client(std::span<const uint8_t> bytes) {
+  size_t off = 0;
+  while (off < bytes.size()) {
+    const ssize_t w = ::send(client_.get(), bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;  // slow reader: drop, never block a vCPU
+    if (w <= 0) {
+      drop_client();
+      return;
+    }
+    off += static_cast<size_t>(w);
+  }
+}
+
+void Console::poll_fds(std::vector<pollfd>* out) const {
+  if (listen_ && !client_) out->push_back({listen_.get(), POLLIN, 0});
+  if (client_) out->push_back({client_.get(), POLLIN, 0});
+  if (stdin_open_) out->push_back({0, POLLIN, 0});
+}
+
+void Console::accept_client() {
+  UniqueFd c(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+  if (!c) return;
+  std::lock_guard lock(*mu_);
+  client_ = std::move(c);
+  std::vector<uint8_t> backlog;
+  backlog.swap(backlog_);
+  send_to_client(backlog);
+}
+
+void Console::drop_client() { client_.reset(); }
+
+void Console::read_input(int fd, bool is_stdin, std::vector<uint8_t>* out) {
+  uint8_t buf[256];
+  const ssize_t n = ::read(fd, buf, sizeof buf);
+  if (n > 0) {
+    out->assign(buf, buf + n);
+    return;
+  }
+  if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
+  if (is_stdin) {
+    stdin_open_ = false;
+  } else {
+    std::lock_guard lock(*mu_);
+    drop_client();
+  }
+}
+
+}  // namespace azote::hv

@@ -1,0 +1,439 @@
+#include "hv/vm.hpp"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cinttypes>
+#include <cstring>
+
+#include "acpi/acpi.hpp"
+#include "base/log.hpp"
+#include "hv/exit_status.hpp"
+#include "loader/load.hpp"
+#include "x86/boot_cpu.hpp"
+#include "x86/cpuid.hpp"
+#include "x86/layout.hpp"
+
+#ifdef AZOTE_HAVE_BUILTIN_GUEST
+extern "C" const uint8_t azote_builtin_guest_start[];
+extern "C" const uint8_t azote_builtin_guest_end[];
+#endif
+
+namespace azote::hv {
+namespace {
+
+constexpr int kKickSignal = SIGUSR1;
+
+Unexpected<VmError> host_error(const std::string& what, const kvm::KvmError& e) {
+  return make_error(VmErrc::kHost, what + ": " + e.message());
+}
+
+std::string hexs(uint64_t v) {
+  char b[24];
+  std::snprintf(b, sizeof b, "%#" PRIx64, v);
+  return b;
+}
+
+const char* mode_name(const kvm_sregs& s) {
+  if ((s.cr0 & 1) == 0) return "real";
+  if ((s.efer & (1u << 10)) != 0) return s.cs.l != 0 ? "64-bit" : "compatibility";
+  return "protected";
+}
+
+}  // namespace
+
+Vm::~Vm() {
+  stopping_ = true;
+  for (auto& v : vcpus_) {
+    if (v->thread.joinable()) {
+      v->fd->run()->immediate_exit = 1;
+      pthread_kill(v->thread.native_handle(), kKickSignal);
+      v->thread.join();
+    }
+  }
+}
+
+Result<std::unique_ptr<Vm>, VmError> Vm::create(const VmConfig& cfg) {
+  std::unique_ptr<Vm> vm(new Vm(cfg));
+  AZOTE_TRYV(vm->setup());
+  return vm;
+}
+
+Result<void, VmError> Vm::setup() {
+  auto kvm = kvm::Kvm::open();
+  if (!kvm.ok()) return make_error(VmErrc::kHost, "cannot use KVM: " + kvm.error().message());
+  kvm_.emplace(std::move(kvm).value());
+  for (auto [cap, name] : {std::pair{KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP"}, {KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"},
+                           {KVM_CAP_PIT2, "KVM_CAP_PIT2"}, {KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID"},
+                           {KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD"}, {KVM_CAP_IRQFD, "KVM_CAP_IRQFD"}}) {
+    if (kvm_->check_extension(cap) <= 0) return make_error(VmErrc::kHost, std::string("KVM lacks ") + name);
+  }
+  const int max_vcpus = kvm_->check_extension(KVM_CAP_MAX_VCPUS);
+  if (max_vcpus > 0 && cfg_.vcpus > static_cast<uint32_t>(max_vcpus))
+    return make_error(VmErrc::kHost, "--vcpus " + std::to_string(cfg_.vcpus) + " exceeds this host's KVM limit of " +
+                                         std::to_string(max_vcpus));
+
+  auto vm = kvm_->create_vm();
+  if (!vm.ok()) return host_error("create VM", vm.error());
+  vm_ = std::move(vm).value();
+  if (auto r = vm_->set_tss_addr(x86::kKvmTssAddr); !r.ok()) return host_error("set TSS address", r.error());
+  if (auto r = vm_->set_identity_map_addr(x86::kKvmIdentityMapAddr); !r.ok()) return host_error("set identity map", r.error());
+  if (auto r = vm_->create_irqchip(); !r.ok()) return host_error("create in-kernel irqchip", r.error());
+  if (auto r = vm_->create_pit2(); !r.ok()) return host_error("create in-kernel PIT", r.error());
+
+  auto mem = GuestMemory::create(x86::ram_regions(cfg_.memory));
+  if (!mem.ok()) return make_error(VmErrc::kHost, "guest memory: " + mem.error().message());
+  mem_.emplace(std::move(mem).value());
+  uint32_t slot = 0;
+  for (const auto& r : mem_->regions()) {
+    if (auto s = vm_->set_user_memory_region(slot++, r.start.raw, r.size, r.host); !s.ok())
+      return host_error("register guest memory", s.error());
+  }
+
+  AZOTE_TRYV(load_kernel());
+
+  auto console = Console::open(cfg_.console);
+  if (!console.ok()) return make_error(VmErrc::kConsole, console.error().message());
+  console_.emplace(std::move(console).value());
+  platform_ = std::make_unique<Platform>(
+      [this](uint8_t b) { console_->write(std::span(&b, 1)); },
+      [this](uint32_t irq, bool level) {
+        if (auto r = vm_->irq_line(irq, level); !r.ok() && !stopping_) LOG_WARN("irq %u: %s", irq, r.error().message().c_str());
+      });
+
+  auto cpuid = kvm_->supported_cpuid();
+  if (!cpuid.ok()) return host_error("read supported CPUID", cpuid.error());
+  cpuid_ = std::move(cpuid).value();
+  auto msr_list = kvm_->msr_index_list();
+  if (!msr_list.ok()) return host_error("read MSR list", msr_list.error());
+  msrs_ = x86::boot_msrs(*msr_list);
+
+  for (uint32_t i = 0; i < cfg_.vcpus; ++i) {
+    auto v = std::make_unique<Vcpu>();
+    auto fd = vm_->create_vcpu(static_cast<int>(i));
+    if (!fd.ok()) return host_error("create vCPU " + std::to_string(i), fd.error());
+    v->fd = std::move(fd).value();
+    AZOTE_TRYV(setup_vcpu(*v, i == 0));
+    vcpus_.push_back(std::move(v));
+  }
+  exit_event_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!exit_event_) return make_error(VmErrc::kHost, "eventfd", errno);
+  return {};
+}
+
+Result<void, VmError> Vm::load_kernel() {
+  std::vector<uint8_t> owned;
+  std::span<const uint8_t> image;
+  if (cfg_.builtin()) {
+#ifdef AZOTE_HAVE_BUILTIN_GUEST
+    image = std::span(azote_builtin_guest_start, azote_builtin_guest_end);
+#else
+    return make_error(VmErrc::kImage, "--kernel builtin:" + cfg_.builtin_name() + ": this azote-hv was built without the built-in guest");
+#endif
+  } else {
+    auto f = loader::read_file(cfg_.kernel);
+    if (!f.ok()) return make_error(VmErrc::kImage, "--kernel: " + f.error().message());
+    owned = std::move(f).value();
+    image = owned;
+  }
+  std::vector<uint8_t> initrd;
+  loader::BootSpec spec;
+  spec.kernel = image;
+  spec.cmdline = cfg_.effective_cmdline();
+  spec.mem_size = cfg_.memory;
+  spec.e820 = x86::e820_map(cfg_.memory);
+  if (!cfg_.initrd.empty()) {
+    auto f = loader::read_file(cfg_.initrd, 2ull << 30);
+    if (!f.ok()) return make_error(VmErrc::kImage, "--initrd: " + f.error().message());
+    initrd = std::move(f).value();
+    spec.initrd = std::span<const uint8_t>(initrd);
+  }
+
+  if (auto r = x86::write_boot_tables(*mem_); !r.ok()) return make_error(VmErrc::kHost, "boot tables: " + r.error().message());
+  const acpi::Tables tables = acpi::build(x86::kAcpiAddr, cfg_.vcpus, x86::kLapicAddr, x86::kIoapicAddr);
+  if (tables.bytes.size() > x86::kAcpiEnd - x86::kAcpiAddr) return make_error(VmErrc::kHost, "ACPI tables too large");
+  if (auto r = mem_->write(GuestAddress(tables.base), tables.bytes); !r.ok())
+    return make_error(VmErrc::kHost, "ACPI tables: " + r.error().message());
+  spec.rsdp_addr = tables.rsdp_addr();
+
+  auto plan = loader::load(*mem_, spec);
+  if (!plan.ok()) {
+    const std::string what = cfg_.builtin() ? "built-in guest" : cfg_.kernel;
+    return make_error(VmErrc::kImage, "--kernel " + what + ": " + plan.error().message());
+  }
+  entry_ = plan->entry;
+  boot_info_ = plan->boot_info;
+  entry_mode_ = static_cast<int>(plan->mode);
+  LOG_INFO("boot: %s entry %#" PRIx64 " boot info %#" PRIx64 ", %u vCPUs, %" PRIu64 " MiB", plan->protocol, entry_,
+           boot_info_, cfg_.vcpus, cfg_.memory >> 20);
+  return {};
+}
+
+Result<void, VmError> Vm::setup_vcpu(Vcpu& v, bool boot) {
+  auto& fd = *v.fd;
+  kvm::CpuidEntries c = cpuid_;
+  x86::sanitize_cpuid(c, static_cast<uint32_t>(fd.id()), cfg_.vcpus);
+  if (auto r = fd.set_cpuid(c); !r.ok()) return host_error("set CPUID", r.error());
+  if (auto r = fd.set_msrs(msrs_); !r.ok()) return host_error("set MSRs", r.error());
+  // LINT0 = ExtINT (legacy PIC), LINT1 = NMI, as firmware leaves them.
+  auto lapic = fd.get_lapic();
+  if (!lapic.ok()) return host_error("read LAPIC", lapic.error());
+  auto set_lvt = [&](size_t off, uint32_t mode) {
+    uint32_t v32;
+    std::memcpy(&v32, &lapic->regs[off], 4);
+    v32 = (v32 & ~0x700u) | (mode << 8);
+    std::memcpy(&lapic->regs[off], &v32, 4);
+  };
+  set_lvt(0x350, 7);
+  set_lvt(0x360, 4);
+  if (auto r = fd.set_lapic(*lapic); !r.ok()) return host_error("set LAPIC", r.error());
+  if (!boot) return {};  // APs wait for INIT/SIPI from the guest
+
+  auto sregs = fd.get_sregs();
+  if (!sregs.ok()) return host_error("read sregs", sregs.error());
+  if (auto r = fd.set_sregs(x86::boot_sregs(*sregs, static_cast<x86::EntryMode>(entry_mode_))); !r.ok())
+    return host_error("set sregs", r.error());
+  if (auto r = fd.set_regs(x86::boot_regs(entry_, boot_info_)); !r.ok()) return host_error("set regs", r.error());
+  kvm_fpu fpu{};
+  fpu.fcw = 0x37f;
+  fpu.mxcsr = 0x1f80;
+  if (auto r = fd.set_fpu(fpu); !r.ok()) return host_error("set FPU", r.error());
+  return {};
+}
+
+void Vm::request_exit(int status) {
+  int expected = -1;
+  exit_status_.compare_exchange_strong(expected, status);
+  stopping_ = true;
+  for (auto& v : vcpus_) v->fd->run()->immediate_exit = 1;
+  for (auto& v : vcpus_)
+    if (v->started) pthread_kill(v->thread.native_handle(), kKickSignal);
+  const uint64_t one = 1;
+  if (exit_event_) (void)::write(exit_event_.get(), &one, sizeof one);
+}
+
+void Vm::vcpu_loop(Vcpu& v) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, kKickSignal);
+  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+  char name[16];
+  std::snprintf(name, sizeof name, "vcpu%d", v.fd->id());
+  pthread_setname_np(pthread_self(), name);
+  while (!stopping_) {
+    const int err = v.fd->run_once();
+    if (err == EINTR || err == EAGAIN) continue;
+    if (err != 0) {
+      fatal(v, kExitInternalError, std::string("KVM_RUN failed: ") + std::strerror(err));
+      return;
+    }
+    if (!handle_exit(v)) return;
+  }
+}
+
+bool Vm::handle_exit(Vcpu& v) {
+  kvm_run* run = v.fd->run();
+  switch (run->exit_reason) {
+    case KVM_EXIT_IO: {
+      const auto& io = run->io;
+      const uint64_t bytes = static_cast<uint64_t>(io.size) * io.count;
+      // The kernel fills these, but a bad offset would make us scribble: check anyway.
+      if ((io.size != 1 && io.size != 2 && io.size != 4) || io.data_offset < sizeof(kvm_run) ||
+          io.data_offset + bytes > v.fd->run_size()) {
+        fatal(v, kExitInternalError, "malformed KVM_EXIT_IO from the kernel");
+        return false;
+      }
+      auto* data = reinterpret_cast<uint8_t*>(run) + io.data_offset;  // NOLINT
+      const bool is_write = io.direction == KVM_EXIT_IO_OUT;
+      for (uint32_t i = 0; i < io.count; ++i) {
+        const PortResult r = platform_->io(io.port, is_write, std::span(data + i * io.size, io.size));
+        if (r.action == PortAction::kExit) {
+          LOG_INFO("vCPU %d: guest requested exit with status %d (port %#x)", v.fd->id(), r.exit_status, io.port);
+          request_exit(r.exit_status);
+          return false;
+        }
+        if (r.action == PortAction::kUnhandled) {
+          char what[96];
+          uint32_t value = 0;
+          std::memcpy(&value, data + i * io.size, io.size);
+          if (is_write)
+            std::snprintf(what, sizeof what, "unhandled port I/O: %u-byte write of %#x to port %#x", io.size, value, io.port);
+          else
+            std::snprintf(what, sizeof what, "unhandled port I/O: %u-byte read from port %#x", io.size, io.port);
+          fatal(v, kExitUnhandledIo, what);
+          return false;
+        }
+      }
+      return true;
+    }
+    case KVM_EXIT_MMIO: {
+      char what[96];
+      std::snprintf(what, sizeof what, "unhandled MMIO: %u-byte %s at guest-physical %#llx", run->mmio.len,
+                    run->mmio.is_write != 0 ? "write" : "read", static_cast<unsigned long long>(run->mmio.phys_addr));
+      fatal(v, kExitUnhandledMmio, what);
+      return false;
+    }
+    case KVM_EXIT_SHUTDOWN:
+      fatal(v, kExitTripleFault, "triple fault (KVM_EXIT_SHUTDOWN)");
+      return false;
+    case KVM_EXIT_INTERNAL_ERROR: {
+      const uint32_t sub = run->internal.suberror;
+      if (sub == KVM_INTERNAL_ERROR_EMULATION) {
+        fatal(v, kExitEmulationFailure, "KVM could not emulate an instruction (KVM_INTERNAL_ERROR_EMULATION)");
+      } else {
+        const char* names[] = {"?", "emulation", "simultaneous exception", "delivery event", "unexpected exit reason"};
+        fatal(v, kExitInternalError,
+              std::string("KVM internal error: ") + (sub < 5 ? names[sub] : "suberror " + std::to_string(sub)));
+      }
+      return false;
+    }
+    case KVM_EXIT_FAIL_ENTRY:
+      fatal(v, kExitEntryFailure,
+            "VM entry failed (hardware reason " + hexs(run->fail_entry.hardware_entry_failure_reason) + ")");
+      return false;
+    case KVM_EXIT_SYSTEM_EVENT:
+      if (run->system_event.type == KVM_SYSTEM_EVENT_SHUTDOWN || run->system_event.type == KVM_SYSTEM_EVENT_RESET) {
+        request_exit(kExitOk);
+        return false;
+      }
+      fatal(v, kExitUnexpected, "system event " + std::to_string(run->system_event.type));
+      return false;
+    case KVM_EXIT_HLT:
+    case KVM_EXIT_INTR:
+    case KVM_EXIT_IRQ_WINDOW_OPEN:
+      return true;
+    default:
+      fatal(v, kExitUnexpected, "unexpected KVM exit reason " + std::to_string(run->exit_reason));
+      return false;
+  }
+}
+
+std::string Vm::instruction_bytes(Vcpu& v, uint64_t rip, const kvm_sregs& s) {
+  uint64_t linear = rip;
+  if (std::string_view(mode_name(s)) != "64-bit") linear = (s.cs.base + rip) & 0xffffffffull;
+  std::string out;
+  uint8_t buf[15];
+  size_t got = 0;
+  while (got < sizeof buf) {
+    uint64_t gpa;
+    if ((s.cr0 & (1ull << 31)) != 0) {
+      auto t = v.fd->translate(linear + got);
+      if (!t.ok()) break;
+      gpa = *t;
+    } else {
+      gpa = linear + got;
+    }
+    const size_t chunk = std::min<size_t>(sizeof buf - got, 4096 - ((linear + got) & 0xfff));
+    if (!mem_->read(GuestAddress(gpa), std::span(buf + got, chunk)).ok()) break;
+    got += chunk;
+  }
+  if (got == 0) return "(not readable)";
+  char b[4];
+  for (size_t i = 0; i < got; ++i) {
+    std::snprintf(b, sizeof b, "%02x", buf[i]);
+    if (i != 0) out += ' ';
+    out += b;
+  }
+  return out;
+}
+
+void Vm::fatal(Vcpu& v, int status, const std::string& reason) {
+  auto regs = v.fd->get_regs();
+  auto sregs = v.fd->get_sregs();
+  if (!regs.ok() || !sregs.ok()) {
+    std::fprintf(stderr, "azote-hv: vCPU %d: %s (registers unavailable)\n", v.fd->id(), reason.c_str());
+    request_exit(status);
+    return;
+  }
+  const auto& r = *regs;
+  const auto& s = *sregs;
+  std::fprintf(stderr, "azote-hv: vCPU %d: %s at rip=%#llx (cs=%#x, %s mode, cpl %d); instruction bytes: %s\n", v.fd->id(),
+               reason.c_str(), static_cast<unsigned long long>(r.rip), s.cs.selector, mode_name(s), s.cs.dpl,
+               instruction_bytes(v, r.rip, s).c_str());
+  std::fflush(stderr);
+
+  std::FILE* f = log::sink();
+  std::fprintf(f, "azote-hv: vCPU %d register dump:\n", v.fd->id());
+  auto q = [](uint64_t x) { return static_cast<unsigned long long>(x); };
+  std::fprintf(f, "  rax=%016llx rbx=%016llx rcx=%016llx rdx=%016llx\n", q(r.rax), q(r.rbx), q(r.rcx), q(r.rdx));
+  std::fprintf(f, "  rsi=%016llx rdi=%016llx rbp=%016llx rsp=%016llx\n", q(r.rsi), q(r.rdi), q(r.rbp), q(r.rsp));
+  std::fprintf(f, "  r8 =%016llx r9 =%016llx r10=%016llx r11=%016llx\n", q(r.r8), q(r.r9), q(r.r10), q(r.r11));
+  std::fprintf(f, "  r12=%016llx r13=%016llx r14=%016llx r15=%016llx\n", q(r.r12), q(r.r13), q(r.r14), q(r.r15));
+  std::fprintf(f, "  rip=%016llx rflags=%016llx\n", q(r.rip), q(r.rflags));
+  auto seg = [&](const char* n, const kvm_segment& g) {
+    std::fprintf(f, "  %s=%04x base=%016llx limit=%08x type=%x dpl=%u l=%u db=%u p=%u\n", n, g.selector, q(g.base), g.limit,
+                 g.type, g.dpl, g.l, g.db, g.present);
+  };
+  seg("cs", s.cs); seg("ss", s.ss); seg("ds", s.ds); seg("es", s.es); seg("fs", s.fs); seg("gs", s.gs);
+  seg("tr", s.tr); seg("ldt", s.ldt);
+  std::fprintf(f, "  gdt=%016llx/%x idt=%016llx/%x\n", q(s.gdt.base), s.gdt.limit, q(s.idt.base), s.idt.limit);
+  std::fprintf(f, "  cr0=%016llx cr2=%016llx cr3=%016llx cr4=%016llx cr8=%llx\n", q(s.cr0), q(s.cr2), q(s.cr3), q(s.cr4),
+               q(s.cr8));
+  std::fprintf(f, "  efer=%016llx apic_base=%016llx\n", q(s.efer), q(s.apic_base));
+  if (auto e = v.fd->get_events(); e.ok()) {
+    std::fprintf(f, "  exception: injected=%u nr=%u has_error=%u error=%#x; nmi pending=%u\n", e->exception.injected,
+                 e->exception.nr, e->exception.has_error_code, e->exception.error_code, e->nmi.pending);
+  }
+  std::fflush(f);
+  request_exit(status);
+}
+
+int Vm::run() {
+  // SIGTERM/SIGINT arrive through a signalfd on this thread; SIGUSR1 only kicks vCPUs
+  // out of KVM_RUN (its handler does nothing; immediate_exit closes the race).
+  struct sigaction sa{};
+  sa.sa_handler = [](int) {};
+  sigemptyset(&sa.sa_mask);
+  sigaction(kKickSignal, &sa, nullptr);
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, kKickSignal);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  sigdelset(&stop, kKickSignal);
+  UniqueFd sfd(::signalfd(-1, &stop, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!sfd) {
+    std::fprintf(stderr, "azote-hv: error: signalfd: %s\n", std::strerror(errno));
+    return kExitHostSetup;
+  }
+
+  for (auto& v : vcpus_) {
+    Vcpu* raw = v.get();
+    v->thread = std::thread([this, raw] { vcpu_loop(*raw); });
+    v->started = true;
+  }
+  // A kick that raced with thread start would have been lost; repeat it.
+  if (stopping_) request_exit(kExitOk);
+
+  while (!stopping_) {
+    std::vector<pollfd> fds{{sfd.get(), POLLIN, 0}, {exit_event_.get(), POLLIN, 0}};
+    console_->poll_fds(&fds);
+    const int n = ::poll(fds.data(), fds.size(), -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    if (fds[0].revents != 0) {
+      signalfd_siginfo si{};
+      if (::read(sfd.get(), &si, sizeof si) == sizeof si) {
+        LOG_INFO("stopping the VM on signal %u", si.ssi_signo);
+        request_exit(kExitSignal);
+      }
+    }
+    if (fds[1].revents != 0) break;
+    console_->service(fds, [this](std::span<const uint8_t> in) { platform_->console_input(in); });
+  }
+  stopping_ = true;
+  for (auto& v : vcpus_) v->fd->run()->immediate_exit = 1;
+  for (auto& v : vcpus_) {
+    pthread_kill(v->thread.native_handle(), kKickSignal);
+    v->thread.join();
+  }
+  console_->flush();
+  const int status = exit_status_.load();
+  return status < 0 ? kExitOk : status;
+}
+
+}  // namespace azote::hv

@@ -1,0 +1,73 @@
+// One VM: KVM objects, guest memory, platform devices, one thread per vCPU, and the
+// main thread's loop (signals, console, the VM-exit event). Built in steps so later
+// issues can park vCPUs after setup ("empty shell") before releasing them.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/error.hpp"
+#include "base/unique_fd.hpp"
+#include "guest_memory/guest_memory.hpp"
+#include "hv/config.hpp"
+#include "hv/console.hpp"
+#include "hv/platform.hpp"
+#include "kvm/kvm.hpp"
+
+namespace azote::hv {
+
+enum class VmErrc { kHost = 1, kImage, kConsole };
+using VmError = Error<VmErrc>;
+
+class Vm {
+ public:
+  static Result<std::unique_ptr<Vm>, VmError> create(const VmConfig& cfg);
+  ~Vm();
+
+  // Starts the vCPU threads and runs until the guest or a signal ends the VM.
+  // Returns the process exit status.
+  int run();
+
+  // Called from any thread: the first caller's status wins; all vCPUs are kicked.
+  void request_exit(int status);
+
+ private:
+  struct Vcpu {
+    std::unique_ptr<kvm::VcpuFd> fd;
+    std::thread thread;
+    std::atomic<bool> started{false};
+  };
+
+  explicit Vm(const VmConfig& cfg) : cfg_(cfg) {}
+  Result<void, VmError> setup();
+  Result<void, VmError> load_kernel();
+  Result<void, VmError> setup_vcpu(Vcpu& v, bool boot);
+  void vcpu_loop(Vcpu& v);
+  // Handles one exit; returns false when the vCPU must stop.
+  bool handle_exit(Vcpu& v);
+  // Reports a fatal guest event: one line on stderr, registers in the log.
+  void fatal(Vcpu& v, int status, const std::string& reason);
+  std::string instruction_bytes(Vcpu& v, uint64_t rip, const kvm_sregs& s);
+
+  VmConfig cfg_;
+  std::optional<kvm::Kvm> kvm_;
+  std::unique_ptr<kvm::VmFd> vm_;
+  std::optional<GuestMemory> mem_;
+  std::optional<Console> console_;
+  std::unique_ptr<Platform> platform_;
+  std::vector<std::unique_ptr<Vcpu>> vcpus_;
+  kvm::CpuidEntries cpuid_;
+  std::vector<kvm::MsrEntry> msrs_;
+  uint64_t entry_ = 0;
+  uint64_t boot_info_ = 0;
+  int entry_mode_ = 0;
+  UniqueFd exit_event_;
+  std::atomic<int> exit_status_{-1};
+  std::atomic<bool> stopping_{false};
+};
+
+}  // namespace azote::hv
