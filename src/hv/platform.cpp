@@ -4,6 +4,33 @@
 
 namespace azote::hv {
 
+bool absent_legacy_port(uint16_t port) {
+  // Ports where PC software expects legacy hardware that azote-hv deliberately does
+  // not have. Stock kernels probe them and treat all-ones as "absent".
+  struct Range {
+    uint16_t first, last;
+  };
+  static constexpr Range kAbsent[] = {
+      {0x0000, 0x001f},  // DMA controller 1
+      {0x0022, 0x0023},  // IMCR
+      {0x0070, 0x0071},  // CMOS / RTC
+      {0x0080, 0x009f},  // POST code, DMA page registers
+      {0x00c0, 0x00df},  // DMA controller 2
+      {0x00ed, 0x00ed},  // alternative I/O delay port
+      {0x0092, 0x0092},  // system control port A
+      {0x0170, 0x0177}, {0x01f0, 0x01f7}, {0x0376, 0x0376},  // IDE
+      {0x0201, 0x0201},  // game port
+      {0x0278, 0x027a}, {0x0378, 0x037a}, {0x03bc, 0x03be},  // parallel ports
+      {0x02e8, 0x02ef}, {0x02f8, 0x02ff}, {0x03e8, 0x03ef},  // COM2-COM4
+      {0x03b0, 0x03df},  // VGA
+      {0x03f0, 0x03f7},  // floppy
+      {0x0cf8, 0x0cff},  // PCI configuration mechanism #1 (no PCI bus yet)
+  };
+  for (const auto& r : kAbsent)
+    if (port >= r.first && port <= r.last) return true;
+  return false;
+}
+
 Platform::Platform(TxSink tx, IrqLine irq)
     : com1_(std::move(tx), [irq](bool level) { irq(kCom1Irq, level); }) {}
 
@@ -31,6 +58,11 @@ PortResult Platform::io(uint16_t port, bool is_write, std::span<uint8_t> data) {
       std::fill(data.begin(), data.end(), 0);
     }
     return {};
+  }
+  if (absent_legacy_port(port)) {
+    if (!is_write) std::fill(data.begin(), data.end(), 0xff);
+    ++absent_accesses_;
+    return {PortAction::kAbsent, 0};
   }
   return {PortAction::kUnhandled, 0};
 }

@@ -255,6 +255,11 @@ bool Vm::handle_exit(Vcpu& v) {
           request_exit(r.exit_status);
           return false;
         }
+        if (r.action == PortAction::kAbsent) {
+          static log::RateLimit limit(8, std::chrono::seconds(10));
+          if (limit.allow()) LOG_INFO("vCPU %d: %s port %#x: no such legacy device", v.fd->id(), is_write ? "write to" : "read from", io.port);
+          continue;
+        }
         if (r.action == PortAction::kUnhandled) {
           char what[96];
           uint32_t value = 0;
