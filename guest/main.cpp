@@ -1,0 +1,133 @@
+// azote-guest user-mode entry points and the simple programs. The CPL0 boot code
+// (boot.S) irets here at CPL3 with IOPL=3.
+#include <cstddef>
+#include <cstdint>
+
+#include "platform.hpp"
+#include "programs.hpp"
+#include "rt.hpp"
+#include "sha256/cpu_stream.hpp"
+#include "sha256/sha256.hpp"
+
+extern "C" char __bss_start[], __bss_end[];
+
+namespace az {
+namespace {
+
+constexpr const char* kPrefix = "azote-guest: ";
+
+[[noreturn]] void usage_error(const char* prog, const char* what, Str arg) {
+  Line l;
+  l.s(kPrefix).s(prog).s(": ").s(what);
+  if (!arg.empty()) l.s(" '").s(arg).s("'");
+  l.print();
+  exit(126);
+}
+
+[[noreturn]] void prog_hello() {
+  const uint64_t mib = (platform::ram_bytes() + (1ull << 20) - 1) >> 20;
+  Line().s(kPrefix).s("hello vcpus=").u(platform::cpus().count).s(" memory=").u(mib).s("MiB").print();
+  exit(0);
+}
+
+[[noreturn]] void prog_exit(const Args& a) {
+  uint64_t code = 0;
+  if (a.argc < 1) usage_error("exit", "missing status (want 0-255)", Str{});
+  if (!parse_u64(a.argv[0], 255, &code)) usage_error("exit", "bad status (want 0-255):", a.argv[0]);
+  exit(static_cast<int>(code));
+}
+
+[[noreturn]] void prog_cpu(const Args& a) {
+  uint64_t mib = 0;
+  constexpr uint64_t kMaxMib = 1ull << 20;
+  if (a.argc < 1) usage_error("cpu", "missing MiB count (want 0-1048576)", Str{});
+  if (!parse_u64(a.argv[0], kMaxMib, &mib)) usage_error("cpu", "bad MiB count (want 0-1048576):", a.argv[0]);
+  const uint64_t buf_addr = platform::alloc(azote::cpu_stream::kBufferBytes, 4096, 1ull << 20, 1ull << 32);
+  if (buf_addr == 0) {
+    Line().s(kPrefix).s("cpu: no free 1 MiB of RAM for the buffer").print();
+    exit(1);
+  }
+  auto* buf = phys<uint8_t>(buf_addr);
+  azote::cpu_stream::fill(buf);
+  uint8_t digest[azote::Sha256::kDigestBytes];
+  const uint64_t t0 = rdtsc();
+  azote::cpu_stream::hash(buf, mib, digest);
+  const uint64_t cycles = rdtsc() - t0;
+  Line l;
+  l.s(kPrefix).s("cpu mib=").u(mib).s(" sha256=");
+  for (uint8_t b : digest) l.hex2(b);
+  l.s(" cycles=").u(cycles).print();
+  exit(0);
+}
+
+[[noreturn]] void prog_fault(const Args& a) {
+  const Str kind = a.argc > 0 ? a.argv[0] : Str{};
+  if (kind == "triple") {
+    triple_fault();
+    Line().s(kPrefix).s("fault triple: the CPU survived a triple fault").print();
+    exit(1);
+  }
+  if (kind == "ud") {
+    asm volatile("ud2" ::: "memory");
+    exit(1);
+  }
+  if (kind == "unmapped") {
+    *phys<volatile uint32_t>(1ull << 32) = 0x5a5a5a5a;  // beyond the 4 GiB identity map
+    exit(1);
+  }
+  if (kind == "io") {
+    asm volatile("outb %0, %1" : : "a"(uint8_t{0x5a}), "d"(uint16_t{0x5a5}) : "memory");
+    Line().s(kPrefix).s("fault io: the write to port 0x5a5 was ignored").print();
+    exit(1);
+  }
+  if (kind == "mmio") {
+    *phys<volatile uint32_t>(0xd0000000) = 0x5a5a5a5a;
+    Line().s(kPrefix).s("fault mmio: the write to 0xd0000000 was ignored").print();
+    exit(1);
+  }
+  usage_error("fault", kind.empty() ? "missing kind (want triple, ud, unmapped, io or mmio)"
+                                    : "unknown kind (want triple, ud, unmapped, io or mmio):",
+              kind);
+}
+
+const char* exception_name(uint64_t v) {
+  static constexpr const char* kNames[32] = {
+      "#DE", "#DB", "#NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "#CSO", "#TS",
+      "#NP", "#SS", "#GP",  "#PF", "#15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP",
+      "#22", "#23", "#24",  "#25", "#26", "#27", "#HV", "#VC", "#SX", "#31"};
+  return v < 32 ? kNames[v] : "#??";
+}
+
+uint32_t g_faulting;  // .bss
+
+}  // namespace
+}  // namespace az
+
+using namespace az;
+
+extern "C" [[noreturn]] void azote_user_main(uint64_t start_info) {
+  for (char* p = __bss_start; p < __bss_end; ++p) *p = 0;
+  platform::init(start_info);
+  const Args a = platform::args();
+  if (a.name == "hello") prog_hello();
+  if (a.name == "exit") prog_exit(a);
+  if (a.name == "cpu") prog_cpu(a);
+  if (a.name == "fault") prog_fault(a);
+  if (a.name == "smp") prog_smp(a);
+  Line().s(kPrefix).s("unknown program ").s(a.name).print();
+  exit(127);
+}
+
+// Every CPU exception lands here at CPL3 (see isr_common in boot.S).
+extern "C" [[noreturn]] void azote_user_fault(uint64_t vector, uint64_t rip, uint64_t error_code, uint64_t cs,
+                                              uint64_t cr2) {
+  (void)error_code;
+  // A second fault (while reporting, or on another CPU) ends the guest at once.
+  if (__atomic_exchange_n(&g_faulting, 1, __ATOMIC_ACQ_REL) != 0) exit(255);
+  Line l;
+  l.s(kPrefix).s("exception ").s(exception_name(vector)).s(" (vector ").u(vector).s(") rip=0x").x(rip);
+  if (vector == 14) l.s(" cr2=0x").x(cr2);
+  if ((cs & 3) == 0) l.s(" (in CPL0)");
+  l.print();
+  exit(static_cast<int>(128 + vector));
+}
