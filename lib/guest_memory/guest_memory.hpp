@@ -37,6 +37,19 @@ enum class MemoryErrc {
 };
 using MemoryError = Error<MemoryErrc>;
 
+// The one way code that walks guest-shared structures (virtqueues, request headers)
+// reaches guest RAM. Implemented by GuestMemory (the VMM's own mapping) and by a
+// vhost-user backend's mapping of the frontend's memfds, so the same virtqueue code
+// runs in both. Callers copy metadata out once and validate the copy; the returned
+// pointer is for bulk data only (zero-copy I/O).
+class GuestMemoryView {
+ public:
+  virtual ~GuestMemoryView() = default;
+  // Host pointer to [gpa, gpa+len) when that range lies inside one region (and does
+  // not wrap); nullptr otherwise. len 0 is valid at any address inside a region.
+  virtual uint8_t* range(GuestAddress gpa, uint64_t len) const = 0;
+};
+
 struct RegionSpec {
   GuestAddress start;
   uint64_t size = 0;
@@ -50,7 +63,7 @@ struct MemoryRegion {
   GuestAddress end() const { return start + size; }
 };
 
-class GuestMemory {
+class GuestMemory final : public GuestMemoryView {
  public:
   // Creates one memfd holding every region back to back (page-aligned regions,
   // sorted, non-overlapping) and maps it shared.
@@ -58,6 +71,7 @@ class GuestMemory {
 
   GuestMemory(GuestMemory&&) = default;
   GuestMemory& operator=(GuestMemory&&) = default;
+  ~GuestMemory() override = default;
 
   Result<void, MemoryError> write(GuestAddress gpa, std::span<const uint8_t> bytes);
   Result<void, MemoryError> read(GuestAddress gpa, std::span<uint8_t> out) const;
@@ -78,6 +92,7 @@ class GuestMemory {
 
   // True if [gpa, gpa+len) lies inside one region (len 0 allowed).
   bool contains(GuestAddress gpa, uint64_t len) const;
+  uint8_t* range(GuestAddress gpa, uint64_t len) const override { return translate(gpa, len); }
   const std::vector<MemoryRegion>& regions() const { return regions_; }
   uint64_t total_size() const { return total_; }
   int memfd() const { return fd_.get(); }
