@@ -169,6 +169,25 @@ KvmResult<std::unique_ptr<VcpuFd>> VmFd::create_vcpu(int id) {
   return std::make_unique<VcpuFd>(std::move(vfd), MappedRegion(p, static_cast<size_t>(run_size_)), id);
 }
 
+KvmResult<void> VmFd::ioeventfd(uint64_t addr, uint32_t len, uint64_t datamatch, int fd, bool deassign) {
+  kvm_ioeventfd e{};
+  e.addr = addr;
+  e.len = len;
+  e.datamatch = datamatch;
+  e.fd = fd;
+  e.flags = KVM_IOEVENTFD_FLAG_DATAMATCH | (deassign ? KVM_IOEVENTFD_FLAG_DEASSIGN : 0);
+  if (xioctl(fd_.get(), KVM_IOEVENTFD, &e) < 0) return ioctl_error("KVM_IOEVENTFD");
+  return {};
+}
+KvmResult<void> VmFd::irqfd(uint32_t gsi, int fd, bool deassign) {
+  kvm_irqfd e{};
+  e.fd = static_cast<uint32_t>(fd);
+  e.gsi = gsi;
+  e.flags = deassign ? KVM_IRQFD_FLAG_DEASSIGN : 0;
+  if (xioctl(fd_.get(), KVM_IRQFD, &e) < 0) return ioctl_error("KVM_IRQFD");
+  return {};
+}
+
 int VcpuFd::run_once() { return xioctl(fd_.get(), KVM_RUN, 0) < 0 ? errno : 0; }
 
 KvmResult<kvm_regs> VcpuFd::get_regs() const {

@@ -89,6 +89,11 @@ class VmFd {
   KvmResult<void> enable_cap(uint32_t cap, uint64_t arg0);
   int check_extension(long cap) const;
   KvmResult<std::unique_ptr<VcpuFd>> create_vcpu(int id);
+  // KVM_IOEVENTFD: a guest write of `len` bytes equal to `datamatch` at MMIO `addr`
+  // signals `fd` in the kernel, without an exit to this process.
+  KvmResult<void> ioeventfd(uint64_t addr, uint32_t len, uint64_t datamatch, int fd, bool deassign = false);
+  // KVM_IRQFD: a write to `fd` raises interrupt line `gsi` (edge), from any process.
+  KvmResult<void> irqfd(uint32_t gsi, int fd, bool deassign = false);
 
  private:
   UniqueFd fd_;

@@ -1,0 +1,83 @@
+// virtio-mmio (version 2) transport: the register file a driver programs (virtio 1.2
+// §4.2.2). It knows nothing of what the device is: identity, features, config space
+// and queue activation come from a DeviceBackend (in azote-hv: a card reached over
+// vhost-user). A virtio-pci transport can later sit on the same interface.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+namespace azote::virtio_mmio {
+
+inline constexpr uint64_t kWindowSize = 0x1000;
+inline constexpr uint32_t kMagic = 0x74726976;  // "virt"
+inline constexpr uint32_t kVendorId = 0x544f5a41; // "AZOT"
+
+struct QueueConfig {
+  uint16_t size = 0;
+  uint64_t desc = 0, avail = 0, used = 0;  // guest-physical
+};
+
+class DeviceBackend {
+ public:
+  virtual ~DeviceBackend() = default;
+  virtual uint32_t device_id() const = 0;
+  virtual uint64_t device_features() const = 0;
+  virtual uint16_t num_queues() const = 0;
+  virtual uint16_t max_queue_size() const = 0;
+  // Config space access; false if the range is outside the device's config.
+  virtual bool read_config(uint32_t offset, std::span<uint8_t> out) = 0;
+  virtual bool write_config(uint32_t offset, std::span<const uint8_t> in) = 0;
+  // DRIVER_OK: start every queue that is ready. false = the device cannot run
+  // (the transport then sets DEVICE_NEEDS_RESET).
+  virtual bool activate(uint64_t acked_features, const std::vector<std::optional<QueueConfig>>& queues) = 0;
+  // The driver wrote 0 to Status: stop all queues.
+  virtual void reset() = 0;
+};
+
+class Transport {
+ public:
+  explicit Transport(DeviceBackend& backend);
+
+  // `offset` is relative to the window; accesses outside registers read as 0 and
+  // writes are ignored (a misbehaving driver only confuses its own device).
+  void read(uint64_t offset, std::span<uint8_t> data);
+  void write(uint64_t offset, std::span<const uint8_t> data);
+
+  uint32_t status() const { return status_; }
+  bool active() const { return active_; }
+  // Interrupt status as the driver sees it. With irqfd the card raises the line
+  // directly, so "used buffer" is reported whenever the device is running.
+  uint32_t interrupt_status() const;
+
+  static constexpr uint32_t kStatusDriverOk = 4;
+  static constexpr uint32_t kStatusFeaturesOk = 8;
+  static constexpr uint32_t kStatusNeedsReset = 64;
+  static constexpr uint32_t kStatusFailed = 128;
+
+ private:
+  struct Queue {
+    uint16_t num = 0;
+    bool ready = false;
+    uint64_t desc = 0, avail = 0, used = 0;
+  };
+  uint32_t read_reg(uint64_t offset);
+  void write_reg(uint64_t offset, uint32_t value);
+  void write_status(uint32_t value);
+  void reset_state();
+  Queue* selected();
+
+  DeviceBackend& backend_;
+  uint32_t device_features_sel_ = 0;
+  uint32_t driver_features_sel_ = 0;
+  uint64_t driver_features_ = 0;
+  uint32_t queue_sel_ = 0;
+  uint32_t status_ = 0;
+  uint32_t config_generation_ = 0;
+  bool active_ = false;
+  std::vector<Queue> queues_;
+};
+
+}  // namespace azote::virtio_mmio
