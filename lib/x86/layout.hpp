@@ -9,7 +9,7 @@
 //   0x30000 - 0x9ffff free for the guest (trampolines, ...)
 //   0xe0000 - 0xfffff ACPI tables (RSDP first), reserved in the memory map
 //   0x100000 kernel (bzImage) / ELF segments (at their paddr, >= 1 MiB) ... RAM to 3 GiB
-//   3 GiB - 4 GiB: MMIO hole (LAPIC, IOAPIC, later virtio-mmio / PCI)
+//   3 GiB - 4 GiB: MMIO hole: virtio-mmio windows from 0xc0000000 (4 KiB each), IOAPIC, LAPIC
 //   4 GiB - ...  : the rest of RAM
 #pragma once
 
@@ -38,6 +38,11 @@ inline constexpr uint64_t kHighMemStart = 0x100000;
 inline constexpr uint64_t kMmioHoleStart = 3ull << 30;
 inline constexpr uint64_t kMmioHoleEnd = 4ull << 30;
 inline constexpr uint64_t kLapicAddr = 0xfee00000;
+// virtio-mmio device i: window at kVirtioMmioBase + i * kVirtioMmioStride, GSI
+// kVirtioFirstGsi + i (IOAPIC pins 5..20; 4 is COM1).
+inline constexpr uint64_t kVirtioMmioBase = 0xc0000000;
+inline constexpr uint64_t kVirtioMmioStride = 0x1000;
+inline constexpr uint32_t kVirtioFirstGsi = 5;
 inline constexpr uint64_t kIoapicAddr = 0xfec00000;
 // KVM needs three pages for the (unused on this path) real-mode TSS and one for the
 // identity map; placed just below the IOAPIC, inside the MMIO hole.

@@ -57,10 +57,50 @@ Result<void, ConfigError> check_kernel(const std::string& origin, const std::str
 
 }  // namespace
 
+Result<DeviceConfig, ConfigError> parse_device(const std::string& origin, const std::string& value) {
+  DeviceConfig d;
+  std::stringstream ss(value);
+  std::string part;
+  bool first = true;
+  while (std::getline(ss, part, ',')) {
+    if (first) {
+      d.type = part;
+      first = false;
+      if (d.type != "blk") return bad(origin + ": device type \"" + d.type + "\" is not supported (known: blk)");
+      continue;
+    }
+    const auto eq = part.find('=');
+    const std::string key = part.substr(0, eq);
+    const std::string val = eq == std::string::npos ? "" : part.substr(eq + 1);
+    if (key == "socket") {
+      if (val.empty()) return bad(origin + ": socket= needs a path");
+      if (val.size() >= 108) return bad(origin + ": socket path is longer than 107 bytes");
+      d.socket = val;
+    } else {
+      return bad(origin + ": unknown device option \"" + key + "\" (known: socket)");
+    }
+  }
+  if (d.type.empty()) return bad(origin + ": empty device (use e.g. blk,socket=/run/vol0.sock)");
+  if (d.socket.empty()) return bad(origin + ": " + d.type + " needs socket=PATH");
+  return d;
+}
+
 std::string VmConfig::effective_cmdline() const {
-  if (!builtin()) return cmdline;
-  std::string c = "azote.run=" + builtin_name();
-  if (!cmdline.empty()) c += " " + cmdline;
+  std::string c;
+  if (builtin()) {
+    c = "azote.run=" + builtin_name();
+    if (!cmdline.empty()) c += " " + cmdline;
+  } else {
+    c = cmdline;
+  }
+  for (size_t i = 0; i < devices.size(); ++i) {
+    char entry[64];
+    std::snprintf(entry, sizeof entry, "virtio_mmio.device=4K@%#llx:%u",
+                  static_cast<unsigned long long>(x86::kVirtioMmioBase + i * x86::kVirtioMmioStride),
+                  static_cast<unsigned>(x86::kVirtioFirstGsi + i));
+    if (!c.empty()) c += ' ';
+    c += entry;
+  }
   return c;
 }
 
@@ -86,10 +126,16 @@ Options:
                               Where the COM1 UART goes (default stdio). unix:PATH listens
                               on a new socket at PATH; output before a client connects is
                               kept (last 64 KiB) and replayed to it; input is forwarded.
+  --device blk,socket=PATH    A virtio-blk device served by a card (azote-card-blk,
+                              qemu-storage-daemon, ...) over the vhost-user socket PATH.
+                              Repeatable (up to 16). Each appears as a virtio-mmio device
+                              at 0xc0000000 + 4K*i, interrupt 5+i, announced on the
+                              kernel command line as virtio_mmio.device=4K@ADDR:IRQ.
   --config FILE.json          Read the same fields from JSON: {"kernel", "cmdline",
-                              "initrd", "vcpus", "memory", "console", "log"}; memory may
-                              be a string ("256M") or a number of MiB. Flags given on the
-                              command line override the file.
+                              "initrd", "vcpus", "memory", "console", "devices", "log"};
+                              memory may be a string ("256M") or a number of MiB; devices
+                              an array of "blk,socket=PATH" or {"type": "blk", "socket":
+                              PATH}. Flags given on the command line override the file.
   --log PATH                  Diagnostics (register dumps, warnings) go to PATH instead of
                               stderr.
   -v, --verbose               Log boot steps.
@@ -123,7 +169,7 @@ Result<void, ConfigError> apply_json(const std::string& text, const std::string&
     return make_error(ConfigErrc::kBadFile, origin + ": invalid JSON: " + e.what());
   }
   if (!j.is_object()) return make_error(ConfigErrc::kBadFile, origin + ": must be a JSON object");
-  static const std::set<std::string> kKeys = {"kernel", "cmdline", "initrd", "vcpus", "memory", "console", "log"};
+  static const std::set<std::string> kKeys = {"kernel", "cmdline", "initrd", "vcpus", "memory", "console", "devices", "log"};
   for (auto it = j.begin(); it != j.end(); ++it)
     if (kKeys.count(it.key()) == 0) return make_error(ConfigErrc::kBadFile, origin + ": unknown key \"" + it.key() + "\"");
   auto str = [&](const char* key, std::string* out) -> Result<void, ConfigError> {
@@ -152,6 +198,30 @@ Result<void, ConfigError> apply_json(const std::string& text, const std::string&
     AZOTE_TRY(m, check_memory(origin + ": memory", s));
     cfg->memory = m;
   }
+  if (j.contains("devices")) {
+    const auto& v = j["devices"];
+    if (!v.is_array()) return make_error(ConfigErrc::kBadFile, origin + ": \"devices\" must be an array");
+    cfg->devices.clear();
+    for (size_t i = 0; i < v.size(); ++i) {
+      const std::string where = origin + ": devices[" + std::to_string(i) + "]";
+      std::string spec;
+      if (v[i].is_string()) {
+        spec = v[i].get<std::string>();
+      } else if (v[i].is_object() && v[i].contains("type") && v[i]["type"].is_string()) {
+        spec = v[i]["type"].get<std::string>();
+        for (auto it = v[i].begin(); it != v[i].end(); ++it) {
+          if (it.key() == "type") continue;
+          if (!it.value().is_string()) return make_error(ConfigErrc::kBadFile, where + ": \"" + it.key() + "\" must be a string");
+          spec += "," + it.key() + "=" + it.value().get<std::string>();
+        }
+      } else {
+        return make_error(ConfigErrc::kBadFile, where + ": must be \"blk,socket=PATH\" or {\"type\": \"blk\", \"socket\": PATH}");
+      }
+      AZOTE_TRY(d, parse_device(where, spec));
+      cfg->devices.push_back(d);
+    }
+    if (cfg->devices.size() > kMaxDevices) return make_error(ConfigErrc::kBadFile, origin + ": more than " + std::to_string(kMaxDevices) + " devices");
+  }
   if (j.contains("console")) {
     std::string s;
     AZOTE_TRYV(str("console", &s));
@@ -179,8 +249,8 @@ Result<ParseOutcome, ConfigError> parse_args(int argc, const char* const* argv) 
       value = a.substr(eq + 1);
       a = a.substr(0, eq);
     } else {
-      static const std::set<std::string> kWithValue = {"--kernel", "--cmdline", "--initrd", "--vcpus",
-                                                       "--memory", "--console", "--config", "--log"};
+      static const std::set<std::string> kWithValue = {"--kernel", "--cmdline", "--initrd", "--vcpus", "--memory",
+                                                       "--console", "--config", "--log", "--device"};
       if (kWithValue.count(a) == 0)
         return make_error(ConfigErrc::kUsage, "unknown option \"" + a + "\" (see --help)");
       if (i + 1 >= argc) return make_error(ConfigErrc::kUsage, a + " needs a value");
@@ -196,8 +266,16 @@ Result<ParseOutcome, ConfigError> parse_args(int argc, const char* const* argv) 
     ss << f.rdbuf();
     AZOTE_TRYV(apply_json(ss.str(), "--config " + config_file, &cfg));
   }
+  bool devices_from_flags = false;
   for (const auto& [flag, value] : flags) {
-    if (flag == "--kernel") {
+    if (flag == "--device") {
+      // --device flags replace the file's device list as a whole.
+      if (!devices_from_flags) cfg.devices.clear();
+      devices_from_flags = true;
+      AZOTE_TRY(d, parse_device(flag, value));
+      cfg.devices.push_back(d);
+      if (cfg.devices.size() > kMaxDevices) return bad("--device: more than " + std::to_string(kMaxDevices) + " devices");
+    } else if (flag == "--kernel") {
       AZOTE_TRYV(check_kernel(flag, value));
       cfg.kernel = value;
     } else if (flag == "--cmdline") {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "base/error.hpp"
 
@@ -17,6 +18,13 @@ struct ConsoleConfig {
   std::string path;
 };
 
+// A device served by a card over vhost-user: "--device blk,socket=PATH".
+struct DeviceConfig {
+  std::string type;    // "blk"
+  std::string socket;  // the card's vhost-user socket
+};
+inline constexpr size_t kMaxDevices = 16;
+
 struct VmConfig {
   std::string kernel;          // a path, or "builtin:NAME"
   std::string cmdline;
@@ -24,12 +32,14 @@ struct VmConfig {
   uint32_t vcpus = 1;
   uint64_t memory = 256ull << 20;
   ConsoleConfig console;
+  std::vector<DeviceConfig> devices;
   std::string log_path;        // empty: stderr
   bool verbose = false;
 
   bool builtin() const { return kernel.rfind("builtin:", 0) == 0; }
   std::string builtin_name() const { return kernel.substr(8); }
-  // The command line the guest sees (builtin: "azote.run=NAME" + cmdline).
+  // The command line the guest sees: builtin: "azote.run=NAME" + cmdline, then one
+  // virtio_mmio.device= entry per device (the Linux syntax; the built-in guest reads it too).
   std::string effective_cmdline() const;
 };
 
@@ -42,6 +52,8 @@ using ParseOutcome = std::variant<VmConfig, ShowHelp, ShowVersion>;
 
 Result<ParseOutcome, ConfigError> parse_args(int argc, const char* const* argv);
 // Applies a JSON document's fields over `cfg` (used by --config).
+// Parses "blk,socket=PATH" (the --device value); `origin` names the flag or key.
+Result<DeviceConfig, ConfigError> parse_device(const std::string& origin, const std::string& value);
 Result<void, ConfigError> apply_json(const std::string& text, const std::string& origin, VmConfig* cfg);
 
 const char* usage_text();

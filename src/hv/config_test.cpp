@@ -57,6 +57,28 @@ TEST(Config, ErrorsNameTheFlag) {
   }
 }
 
+TEST(Config, DevicesAndTheirCmdlineEntries) {
+  auto r = parse({"--kernel", "builtin:blk-check", "--device", "blk,socket=/run/a.sock", "--device=blk,socket=/run/b.sock"});
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  const auto& c = std::get<VmConfig>(*r);
+  ASSERT_EQ(c.devices.size(), 2u);
+  EXPECT_EQ(c.devices[1].socket, "/run/b.sock");
+  EXPECT_EQ(c.effective_cmdline(),
+            "azote.run=blk-check virtio_mmio.device=4K@0xc0000000:5 virtio_mmio.device=4K@0xc0001000:6");
+  for (const char* bad : {"net,socket=/x", "blk", "blk,socket=", "blk,sock=/x", ""}) {
+    auto e = parse({"--kernel", "k", "--device", bad});
+    ASSERT_FALSE(e.ok()) << bad;
+    EXPECT_NE(e.error().message().find("--device"), std::string::npos) << e.error().message();
+  }
+  VmConfig j;
+  ASSERT_TRUE(apply_json(R"({"devices": ["blk,socket=/a", {"type": "blk", "socket": "/b"}]})", "t", &j).ok());
+  ASSERT_EQ(j.devices.size(), 2u);
+  EXPECT_EQ(j.devices[1].socket, "/b");
+  auto je = apply_json(R"({"devices": [{"type": "blk"}]})", "t", &j);
+  ASSERT_FALSE(je.ok());
+  EXPECT_NE(je.error().message().find("devices[0]"), std::string::npos);
+}
+
 TEST(Config, Json) {
   VmConfig c;
   auto r = apply_json(R"({"kernel":"builtin:smp","vcpus":2,"memory":"64M","console":"file:/tmp/c"})", "t", &c);
