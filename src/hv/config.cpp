@@ -138,6 +138,8 @@ Options:
                               PATH}. Flags given on the command line override the file.
   --log PATH                  Diagnostics (register dumps, warnings) go to PATH instead of
                               stderr.
+  --stats PATH                At exit, write JSON with each vCPU's exits to this process
+                              (port I/O, MMIO, other) and each thread's CPU time.
   -v, --verbose               Log boot steps.
   -h, --help                  Show this help.
   --version                   Show the version.
@@ -250,7 +252,7 @@ Result<ParseOutcome, ConfigError> parse_args(int argc, const char* const* argv) 
       a = a.substr(0, eq);
     } else {
       static const std::set<std::string> kWithValue = {"--kernel", "--cmdline", "--initrd", "--vcpus", "--memory",
-                                                       "--console", "--config", "--log", "--device"};
+                                                       "--console", "--config", "--log", "--device", "--stats"};
       if (kWithValue.count(a) == 0)
         return make_error(ConfigErrc::kUsage, "unknown option \"" + a + "\" (see --help)");
       if (i + 1 >= argc) return make_error(ConfigErrc::kUsage, a + " needs a value");
@@ -294,6 +296,8 @@ Result<ParseOutcome, ConfigError> parse_args(int argc, const char* const* argv) 
       cfg.console = c;
     } else if (flag == "--log") {
       cfg.log_path = value;
+    } else if (flag == "--stats") {
+      cfg.stats_path = value;
     } else {
       return make_error(ConfigErrc::kUsage, "unknown option \"" + flag + "\" (see --help)");
     }

@@ -34,6 +34,7 @@ struct VmConfig {
   ConsoleConfig console;
   std::vector<DeviceConfig> devices;
   std::string log_path;        // empty: stderr
+  std::string stats_path;      // empty: none
   bool verbose = false;
 
   bool builtin() const { return kernel.rfind("builtin:", 0) == 0; }

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -94,6 +95,8 @@ Result<void, VmError> Vm::setup() {
   }
 
   AZOTE_TRYV(load_kernel());
+  if (!cfg_.devices.empty())
+    return make_error(VmErrc::kConsole, "--device: vhost-user devices are not wired into azote-hv yet");
 
   auto console = Console::open(cfg_.console);
   if (!console.ok()) return make_error(VmErrc::kConsole, console.error().message());
@@ -225,18 +228,25 @@ void Vm::vcpu_loop(Vcpu& v) {
   pthread_setname_np(pthread_self(), name);
   while (!stopping_) {
     const int err = v.fd->run_once();
-    if (err == EINTR || err == EAGAIN) continue;
+    if (err == EINTR || err == EAGAIN) {
+      v.exits.interrupted.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
     if (err != 0) {
       fatal(v, kExitInternalError, std::string("KVM_RUN failed: ") + std::strerror(err));
-      return;
+      break;
     }
-    if (!handle_exit(v)) return;
+    if (!handle_exit(v)) break;
   }
+  getrusage(RUSAGE_THREAD, &v.cpu);
 }
 
 bool Vm::handle_exit(Vcpu& v) {
   kvm_run* run = v.fd->run();
-  switch (run->exit_reason) {
+  const uint32_t reason = run->exit_reason;
+  (reason == KVM_EXIT_IO ? v.exits.io : reason == KVM_EXIT_MMIO ? v.exits.mmio : v.exits.other)
+      .fetch_add(1, std::memory_order_relaxed);
+  switch (reason) {
     case KVM_EXIT_IO: {
       const auto& io = run->io;
       const uint64_t bytes = static_cast<uint64_t>(io.size) * io.count;
@@ -275,6 +285,14 @@ bool Vm::handle_exit(Vcpu& v) {
       return true;
     }
     case KVM_EXIT_MMIO: {
+      const auto& mmio = run->mmio;
+      if (mmio.len <= sizeof(mmio.data)) {
+        for (auto& d : devices_) {
+          if (!d->contains(mmio.phys_addr, mmio.len)) continue;
+          d->access(mmio.phys_addr, mmio.is_write != 0, std::span(run->mmio.data, mmio.len));
+          return true;
+        }
+      }
       char what[96];
       std::snprintf(what, sizeof what, "unhandled MMIO: %u-byte %s at guest-physical %#llx", run->mmio.len,
                     run->mmio.is_write != 0 ? "write" : "read", static_cast<unsigned long long>(run->mmio.phys_addr));
@@ -386,6 +404,38 @@ void Vm::fatal(Vcpu& v, int status, const std::string& reason) {
   request_exit(status);
 }
 
+static double seconds(const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; }
+
+void Vm::write_stats() const {
+  std::FILE* f = std::fopen(cfg_.stats_path.c_str(), "we");
+  if (f == nullptr) {
+    LOG_WARN("--stats: cannot write %s: %s", cfg_.stats_path.c_str(), std::strerror(errno));
+    return;
+  }
+  rusage self{}, main_thread{};
+  getrusage(RUSAGE_SELF, &self);
+  getrusage(RUSAGE_THREAD, &main_thread);
+  std::fprintf(f, "{\n  \"exit_status\": %d,\n  \"vcpus\": [", exit_status_.load());
+  double vcpu_total = 0;
+  for (size_t i = 0; i < vcpus_.size(); ++i) {
+    const auto& v = *vcpus_[i];
+    vcpu_total += seconds(v.cpu.ru_utime) + seconds(v.cpu.ru_stime);
+    std::fprintf(f,
+                 "%s\n    {\"id\": %zu, \"user_s\": %.6f, \"sys_s\": %.6f, \"exits\": {\"io\": %" PRIu64
+                 ", \"mmio\": %" PRIu64 ", \"other\": %" PRIu64 ", \"interrupted\": %" PRIu64 "}}",
+                 i == 0 ? "" : ",", i, seconds(v.cpu.ru_utime), seconds(v.cpu.ru_stime), v.exits.io.load(),
+                 v.exits.mmio.load(), v.exits.other.load(), v.exits.interrupted.load());
+  }
+  const double process = seconds(self.ru_utime) + seconds(self.ru_stime);
+  std::fprintf(f,
+               "\n  ],\n  \"main_thread\": {\"user_s\": %.6f, \"sys_s\": %.6f},\n"
+               "  \"process\": {\"user_s\": %.6f, \"sys_s\": %.6f, \"max_rss_kib\": %ld},\n"
+               "  \"non_vcpu_cpu_s\": %.6f\n}\n",
+               seconds(main_thread.ru_utime), seconds(main_thread.ru_stime), seconds(self.ru_utime),
+               seconds(self.ru_stime), self.ru_maxrss, process - vcpu_total);
+  std::fclose(f);
+}
+
 int Vm::run() {
   // SIGTERM/SIGINT arrive through a signalfd on this thread; SIGUSR1 only kicks vCPUs
   // out of KVM_RUN (its handler does nothing; immediate_exit closes the race).
@@ -437,6 +487,7 @@ int Vm::run() {
     v->thread.join();
   }
   console_->flush();
+  if (!cfg_.stats_path.empty()) write_stats();
   const int status = exit_status_.load();
   return status < 0 ? kExitOk : status;
 }

@@ -3,6 +3,8 @@
 // issues can park vCPUs after setup ("empty shell") before releasing them.
 #pragma once
 
+#include <sys/resource.h>
+
 #include <atomic>
 #include <memory>
 #include <optional>
@@ -16,6 +18,7 @@
 #include "hv/config.hpp"
 #include "hv/console.hpp"
 #include "hv/platform.hpp"
+#include "hv/virtio_device.hpp"
 #include "kvm/kvm.hpp"
 
 namespace azote::hv {
@@ -36,11 +39,19 @@ class Vm {
   void request_exit(int status);
 
  private:
+  // Exits to this process, per vCPU (each counter written only by its vCPU thread).
+  struct ExitCounts {
+    std::atomic<uint64_t> io{0}, mmio{0}, other{0}, interrupted{0};
+  };
   struct Vcpu {
     std::unique_ptr<kvm::VcpuFd> fd;
     std::thread thread;
     std::atomic<bool> started{false};
+    ExitCounts exits;
+    rusage cpu{};  // this thread's CPU time, taken as it ends
   };
+  // JSON with per-vCPU exit counts and per-thread CPU time (--stats FILE).
+  void write_stats() const;
 
   explicit Vm(const VmConfig& cfg) : cfg_(cfg) {}
   Result<void, VmError> setup();
@@ -59,6 +70,7 @@ class Vm {
   std::optional<GuestMemory> mem_;
   std::optional<Console> console_;
   std::unique_ptr<Platform> platform_;
+  std::vector<std::unique_ptr<VirtioMmioDevice>> devices_;
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
   kvm::CpuidEntries cpuid_;
   std::vector<kvm::MsrEntry> msrs_;

@@ -225,11 +225,30 @@ TEST(Hv, BadInputGetsClearErrors) {
   }
 }
 
+TEST(Hv, StatsFileCountsExitsAndThreadTime) {
+  REQUIRE_KVM();
+  const std::string path = ::testing::TempDir() + "/azote-stats.json";
+  std::remove(path.c_str());
+  auto o = run({kHv, "--kernel", "builtin:cpu", "--cmdline", "16", "--vcpus", "2", "--memory", "64M", "--stats", path});
+  ASSERT_EQ(o.status, 0) << o.err;
+  std::ifstream f(path);
+  std::string j((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  // vCPU 0 printed a line through COM1 (port I/O exits); the computation ran in vCPU 0's
+  // thread, so almost all CPU time is there and little elsewhere.
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(j, m, std::regex(R"(\{"id": 0, "user_s": ([0-9.]+), "sys_s": ([0-9.]+), "exits": \{"io": ([0-9]+))"))) << j;
+  EXPECT_GT(std::stoul(m[3]), 10u);
+  const double vcpu0 = std::stod(m[1]) + std::stod(m[2]);
+  ASSERT_TRUE(std::regex_search(j, m, std::regex(R"("non_vcpu_cpu_s": ([0-9.]+))"))) << j;
+  EXPECT_LT(std::stod(m[1]), vcpu0) << j;
+  EXPECT_NE(j.find(R"({"id": 1,)"), std::string::npos) << j;
+}
+
 TEST(Hv, HelpDocumentsEveryOption) {
   auto o = run({kHv, "--help"});
   EXPECT_EQ(o.status, 0);
   for (const char* flag : {"--kernel", "builtin:NAME", "--cmdline", "--initrd", "--vcpus", "--memory", "--console",
-                           "file:PATH", "unix:PATH", "--config", "--log", "Exit status"})
+                           "file:PATH", "unix:PATH", "--config", "--log", "--stats", "--device", "Exit status"})
     EXPECT_NE(o.out.find(flag), std::string::npos) << flag;
 }
 
