@@ -114,6 +114,8 @@ extern "C" [[noreturn]] void azote_user_main(uint64_t start_info) {
   if (a.name == "cpu") prog_cpu(a);
   if (a.name == "fault") prog_fault(a);
   if (a.name == "smp") prog_smp(a);
+  if (a.name == "blk-check") prog_blk_check(a);
+  if (a.name == "blk-bench") prog_blk_bench(a);
   Line().s(kPrefix).s("unknown program ").s(a.name).print();
   exit(127);
 }

@@ -1,5 +1,7 @@
 #include "platform.hpp"
 
+#include "virtio.hpp"
+
 extern "C" char __image_start[], __image_end[];
 
 namespace az::platform {
@@ -218,6 +220,7 @@ void init(uint64_t start_info) {
 }
 
 bool have_start_info() { return g_si != nullptr; }
+Str cmdline() { return g_cmdline; }
 uint64_t ram_bytes() {
   uint64_t sum = 0;
   for (uint32_t i = 0; i < g_memmap_n; ++i)
@@ -243,7 +246,7 @@ Args args() {
         found = true;
         a.name = Str{word.p + kLen, word.n - kLen};
       }
-    } else if (a.argc < sizeof a.argv / sizeof a.argv[0]) {
+    } else if (a.argc < sizeof a.argv / sizeof a.argv[0] && !virtio::is_device_word(word)) {
       a.argv[a.argc++] = word;
     }
   }

@@ -56,7 +56,10 @@ void init(uint64_t start_info);
 bool have_start_info();
 // Sum of RAM (type 1) in the memory map, bytes.
 uint64_t ram_bytes();
+// The whole command line (empty without start info).
+Str cmdline();
 // `azote.run=NAME args...` from the command line; name is empty when absent.
+// `virtio_mmio.device=` words are not arguments, wherever they appear.
 Args args();
 // CPUs from ACPI (MADT), else the MP table, else 1. Parsed once, then cached.
 const Cpus& cpus();

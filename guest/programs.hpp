@@ -10,4 +10,11 @@ namespace az {
 // first switches the BSP's local APIC to x2APIC mode (IPIs through MSRs).
 [[noreturn]] void prog_smp(const Args& args);
 
+// `blk-check [MIB]`: write a per-run pattern over the virtio-blk disk (or its first
+// MIB MiB), flush, read back and verify. Exit 0 (ok), 1 (mismatch, I/O error), 2
+// (no device). `blk-bench [QD] [SECONDS] [QUEUES]`: random 4 KiB and sequential
+// 1 MiB reads and writes at queue depth QD, one line per test. (blk_programs.cpp)
+[[noreturn]] void prog_blk_check(const Args& args);
+[[noreturn]] void prog_blk_bench(const Args& args);
+
 }  // namespace az

@@ -112,7 +112,8 @@ void Line::print() {
   n_ = 0;
 }
 
-uint64_t tsc_hz() {
+namespace {
+uint64_t tsc_hz_uncached() {
   const Cpuid hv = cpuid(0x40000000);
   if ((hv.a & 0xffff0000) == 0x40000000 && hv.a >= 0x40000010) {
     const Cpuid t = cpuid(0x40000010);
@@ -151,6 +152,18 @@ uint64_t tsc_hz() {
     }
   }
   return 0;
+}
+uint64_t g_tsc_hz_cache;  // .bss; 0 = not known yet
+}  // namespace
+
+uint64_t tsc_hz() {
+  // The pvclock path costs two CPL0 services (wrmsr): do it once.
+  uint64_t hz = __atomic_load_n(&g_tsc_hz_cache, __ATOMIC_RELAXED);
+  if (hz == 0) {
+    hz = tsc_hz_uncached();
+    __atomic_store_n(&g_tsc_hz_cache, hz, __ATOMIC_RELAXED);
+  }
+  return hz;
 }
 
 }  // namespace az

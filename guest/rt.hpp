@@ -110,7 +110,7 @@ class Line {
 };
 
 // The TSC frequency in Hz, from CPUID (hypervisor leaf 0x40000010, 0x15, 0x16) or
-// KVM's paravirtual clock; 0 if none of them says.
+// KVM's paravirtual clock; 0 if none of them says. Computed once, then cached.
 uint64_t tsc_hz();
 
 }  // namespace az

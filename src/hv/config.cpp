@@ -115,7 +115,8 @@ Options:
                               an uncompressed Linux vmlinux (through its PVH note), or
                               a Linux bzImage (64-bit boot protocol).
                               builtin:NAME boots the built-in guest with azote.run=NAME
-                              (programs: hello, exit CODE, smp, cpu MIB, fault KIND).
+                              (programs: hello, exit CODE, smp, cpu MIB, fault KIND,
+                              blk-check [MIB], blk-bench [QD] [SECONDS]).
   --cmdline STR               Kernel command line. With builtin:NAME, the program's
                               arguments (appended after azote.run=NAME).
   --initrd PATH               Initial ramdisk (bzImage: ramdisk fields; PVH: module 0).
