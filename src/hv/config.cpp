@@ -151,6 +151,7 @@ Exit status:
   64      bad command line or configuration
   65      the kernel or initrd cannot be loaded
   71      host or KVM setup failed
+  74      a --device card cannot be reached or negotiated with
   80      triple fault (KVM_EXIT_SHUTDOWN)
   81      KVM could not emulate an instruction
   82      other KVM internal error

@@ -8,6 +8,7 @@ enum ExitStatus : int {
   kExitUsage = 64,
   kExitImage = 65,
   kExitHostSetup = 71,
+  kExitDevice = 74,  // a --device card cannot be reached or negotiated with
   kExitTripleFault = 80,
   kExitEmulationFailure = 81,
   kExitInternalError = 82,

@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
       case hv::VmErrc::kImage: return hv::kExitImage;
       case hv::VmErrc::kConsole: return hv::kExitUsage;
       case hv::VmErrc::kHost: return hv::kExitHostSetup;
+      case hv::VmErrc::kDevice: return hv::kExitDevice;
     }
     return hv::kExitHostSetup;
   }

@@ -13,6 +13,7 @@
 #include "acpi/acpi.hpp"
 #include "base/log.hpp"
 #include "hv/exit_status.hpp"
+#include "hv/vhost_user_backend.hpp"
 #include "loader/load.hpp"
 #include "x86/boot_cpu.hpp"
 #include "x86/cpuid.hpp"
@@ -95,8 +96,13 @@ Result<void, VmError> Vm::setup() {
   }
 
   AZOTE_TRYV(load_kernel());
-  if (!cfg_.devices.empty())
-    return make_error(VmErrc::kConsole, "--device: vhost-user devices are not wired into azote-hv yet");
+  for (size_t i = 0; i < cfg_.devices.size(); ++i) {
+    const uint64_t base = x86::kVirtioMmioBase + i * x86::kVirtioMmioStride;
+    const uint32_t gsi = x86::kVirtioFirstGsi + static_cast<uint32_t>(i);
+    auto backend = VhostUserBackend::create(cfg_.devices[i], *vm_, *mem_, base, gsi);
+    if (!backend.ok()) return make_error(VmErrc::kDevice, backend.error());
+    devices_.push_back(std::make_unique<VirtioMmioDevice>(base, gsi, std::move(backend).value()));
+  }
 
   auto console = Console::open(cfg_.console);
   if (!console.ok()) return make_error(VmErrc::kConsole, console.error().message());

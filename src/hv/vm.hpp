@@ -23,7 +23,7 @@
 
 namespace azote::hv {
 
-enum class VmErrc { kHost = 1, kImage, kConsole };
+enum class VmErrc { kHost = 1, kImage, kConsole, kDevice };
 using VmError = Error<VmErrc>;
 
 class Vm {

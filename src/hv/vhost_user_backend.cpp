@@ -1,0 +1,166 @@
+#include "hv/vhost_user_backend.hpp"
+
+#include <sys/eventfd.h>
+
+#include "base/log.hpp"
+
+namespace azote::hv {
+namespace {
+
+constexpr uint32_t kVirtioIdBlock = 2;
+// Transport-level features azote-hv can honour for a card (virtio 1.2 §6): device
+// bits 0-23, INDIRECT_DESC (28), EVENT_IDX (29), VERSION_1 (32). Packed rings,
+// ACCESS_PLATFORM, notification data and the like are not offered to the driver.
+constexpr uint64_t kTransportFeatures = 0xffffffull | (1ull << 28) | (1ull << 29) | (1ull << 32);
+
+std::string where(const DeviceConfig& cfg) { return "--device " + cfg.type + ",socket=" + cfg.socket; }
+
+}  // namespace
+
+VhostUserBackend::VhostUserBackend(const DeviceConfig& cfg, kvm::VmFd& vm, const GuestMemory& mem,
+                                   vhost_user::Frontend fe, uint64_t mmio_base, uint32_t gsi)
+    : cfg_(cfg), vm_(vm), mem_(mem), fe_(std::move(fe)), mmio_base_(mmio_base), gsi_(gsi) {}
+
+VhostUserBackend::~VhostUserBackend() { unwire(); }
+
+Result<std::unique_ptr<VhostUserBackend>, std::string> VhostUserBackend::create(const DeviceConfig& cfg, kvm::VmFd& vm,
+                                                                                const GuestMemory& mem,
+                                                                                uint64_t mmio_base, uint32_t gsi) {
+  vhost_user::FrontendOptions opts;
+  opts.timeout = std::chrono::milliseconds(5000);
+  auto fe = vhost_user::Frontend::connect(cfg.socket, opts);
+  if (!fe.ok()) return Unexpected{where(cfg) + ": cannot reach the card: " + fe.error().message()};
+  std::unique_ptr<VhostUserBackend> b(new VhostUserBackend(cfg, vm, mem, std::move(fe).value(), mmio_base, gsi));
+  if (cfg.type == "blk") b->device_id_ = kVirtioIdBlock;
+  const uint64_t offered = b->fe_.backend_features();
+  if ((offered & (1ull << 32)) == 0) return Unexpected{where(cfg) + ": the card does not offer VIRTIO_F_VERSION_1"};
+  b->features_ = offered & kTransportFeatures;
+  if (b->fe_.queue_num() > 0) b->num_queues_ = static_cast<uint16_t>(std::min<uint32_t>(b->fe_.queue_num(), 16));
+  if ((b->fe_.protocol_features() & vhost_user::bit(vhost_user::kPfConfig)) == 0)
+    return Unexpected{where(cfg) + ": the card does not offer the CONFIG protocol feature (needed for config space)"};
+  LOG_INFO("%s: features %#llx, %u queue(s), protocol features %#llx", where(cfg).c_str(),
+           static_cast<unsigned long long>(b->features_), b->num_queues_,
+           static_cast<unsigned long long>(b->fe_.protocol_features()));
+  return b;
+}
+
+void VhostUserBackend::fail(const std::string& what, const std::string& why) {
+  static log::RateLimit limit(8, std::chrono::seconds(10));
+  if (limit.allow()) LOG_ERROR("%s: %s: %s", where(cfg_).c_str(), what.c_str(), why.c_str());
+}
+
+bool VhostUserBackend::read_config(uint32_t offset, std::span<uint8_t> out) {
+  if (out.empty() || offset > 256 || out.size() > 256 - offset) return false;
+  // Read the whole window up to the end of the access so partial reads of a field
+  // see one consistent snapshot of it.
+  auto r = fe_.get_config(0, static_cast<uint32_t>(offset + out.size()));
+  if (!r.ok()) {
+    fail("GET_CONFIG", r.error().message());
+    return false;
+  }
+  if (r->size() < offset + out.size()) return false;
+  std::copy(r->begin() + offset, r->begin() + static_cast<long>(offset + out.size()), out.begin());
+  return true;
+}
+
+bool VhostUserBackend::write_config(uint32_t offset, std::span<const uint8_t> in) {
+  auto r = fe_.set_config(offset, in);
+  if (!r.ok()) fail("SET_CONFIG", r.error().message());
+  return r.ok();
+}
+
+bool VhostUserBackend::activate(uint64_t acked, const std::vector<std::optional<virtio_mmio::QueueConfig>>& queues) {
+  if (auto r = fe_.set_features(acked & features_); !r.ok()) {
+    fail("SET_FEATURES", r.error().message());
+    return false;
+  }
+  if (!mem_table_sent_) {
+    if (auto r = fe_.set_mem_table(mem_); !r.ok()) {
+      fail("SET_MEM_TABLE", r.error().message());
+      return false;
+    }
+    mem_table_sent_ = true;
+  }
+  // Inflight tracking lets a restarted card finish what it had taken from the rings.
+  if ((fe_.protocol_features() & vhost_user::bit(vhost_user::kPfInflightShmfd)) != 0 && !fe_.setup().inflight) {
+    if (auto r = fe_.get_inflight_fd(num_queues_, kMaxQueueSize); !r.ok()) {
+      fail("GET_INFLIGHT_FD", r.error().message());
+      return false;
+    }
+    if (auto r = fe_.set_inflight_fd(); !r.ok()) {
+      fail("SET_INFLIGHT_FD", r.error().message());
+      return false;
+    }
+  }
+  for (uint32_t i = 0; i < queues.size(); ++i) {
+    if (!queues[i]) continue;
+    const auto& q = *queues[i];
+    auto desc = vhost_user::Frontend::user_addr(mem_, GuestAddress(q.desc), 16ull * q.size);
+    auto avail = vhost_user::Frontend::user_addr(mem_, GuestAddress(q.avail), 6 + 2ull * q.size);
+    auto used = vhost_user::Frontend::user_addr(mem_, GuestAddress(q.used), 6 + 8ull * q.size);
+    if (!desc || !avail || !used) {
+      fail("queue " + std::to_string(i), "the driver placed a ring outside guest RAM");
+      unwire();
+      return false;
+    }
+    Wiring w{i, UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)), UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK))};
+    if (!w.kick || !w.call) {
+      fail("queue " + std::to_string(i), "eventfd failed");
+      unwire();
+      return false;
+    }
+    // Kick: the driver writes the queue index to QueueNotify; KVM signals the eventfd.
+    if (auto r = vm_.ioeventfd(mmio_base_ + kQueueNotifyOffset, 4, i, w.kick.get()); !r.ok()) {
+      fail("queue " + std::to_string(i), r.error().message());
+      unwire();
+      return false;
+    }
+    if (auto r = vm_.irqfd(gsi_, w.call.get()); !r.ok()) {
+      (void)vm_.ioeventfd(mmio_base_ + kQueueNotifyOffset, 4, i, w.kick.get(), true);
+      fail("queue " + std::to_string(i), r.error().message());
+      unwire();
+      return false;
+    }
+    vhost_user::VringConfig vc;
+    vc.index = i;
+    vc.num = q.size;
+    vc.base = 0;
+    vc.desc_user_addr = *desc;
+    vc.avail_user_addr = *avail;
+    vc.used_user_addr = *used;
+    vc.kick_fd = w.kick.get();
+    vc.call_fd = w.call.get();
+    wired_.push_back(std::move(w));
+    if (auto r = fe_.setup_vring(vc); !r.ok()) {
+      fail("queue " + std::to_string(i) + " setup", r.error().message());
+      unwire();
+      return false;
+    }
+    if ((fe_.protocol_features() != 0)) {
+      if (auto r = fe_.set_vring_enable(i, true); !r.ok()) {
+        fail("queue " + std::to_string(i) + " enable", r.error().message());
+        unwire();
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+void VhostUserBackend::reset() {
+  for (const auto& w : wired_) {
+    if (!fe_.connected()) break;
+    if (auto r = fe_.get_vring_base(w.index); !r.ok()) fail("GET_VRING_BASE", r.error().message());
+  }
+  unwire();
+}
+
+void VhostUserBackend::unwire() {
+  for (auto& w : wired_) {
+    (void)vm_.ioeventfd(mmio_base_ + kQueueNotifyOffset, 4, w.index, w.kick.get(), true);
+    (void)vm_.irqfd(gsi_, w.call.get(), true);
+  }
+  wired_.clear();
+}
+
+}  // namespace azote::hv

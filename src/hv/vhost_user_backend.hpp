@@ -1,0 +1,66 @@
+// A virtio device whose model lives in a card: the virtio-mmio transport's backend
+// implemented over a vhost-user connection. azote-hv only wires the channel: guest
+// RAM (the memfd) goes to the card once; at DRIVER_OK each queue gets an ioeventfd on
+// the QueueNotify register (guest kick -> card, no exit to azote-hv) and an irqfd
+// (card -> guest interrupt). After that the data path never runs azote-hv code.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/error.hpp"
+#include "base/unique_fd.hpp"
+#include "guest_memory/guest_memory.hpp"
+#include "hv/config.hpp"
+#include "kvm/kvm.hpp"
+#include "vhost_user/frontend.hpp"
+#include "virtio_mmio/transport.hpp"
+
+namespace azote::hv {
+
+class VhostUserBackend final : public virtio_mmio::DeviceBackend {
+ public:
+  // Connects to the card (retrying while it starts) and negotiates; errors name the
+  // --device and the socket.
+  static Result<std::unique_ptr<VhostUserBackend>, std::string> create(const DeviceConfig& cfg, kvm::VmFd& vm,
+                                                                       const GuestMemory& mem, uint64_t mmio_base,
+                                                                       uint32_t gsi);
+  ~VhostUserBackend() override;
+
+  uint32_t device_id() const override { return device_id_; }
+  uint64_t device_features() const override { return features_; }
+  uint16_t num_queues() const override { return num_queues_; }
+  uint16_t max_queue_size() const override { return kMaxQueueSize; }
+  bool read_config(uint32_t offset, std::span<uint8_t> out) override;
+  bool write_config(uint32_t offset, std::span<const uint8_t> in) override;
+  bool activate(uint64_t acked, const std::vector<std::optional<virtio_mmio::QueueConfig>>& queues) override;
+  void reset() override;
+
+  static constexpr uint16_t kMaxQueueSize = 256;
+  static constexpr uint32_t kQueueNotifyOffset = 0x50;
+
+ private:
+  VhostUserBackend(const DeviceConfig& cfg, kvm::VmFd& vm, const GuestMemory& mem, vhost_user::Frontend fe,
+                   uint64_t mmio_base, uint32_t gsi);
+  struct Wiring {
+    uint32_t index;
+    UniqueFd kick, call;
+  };
+  void unwire();
+  void fail(const std::string& what, const std::string& why);
+
+  DeviceConfig cfg_;
+  kvm::VmFd& vm_;
+  const GuestMemory& mem_;
+  vhost_user::Frontend fe_;
+  uint64_t mmio_base_;
+  uint32_t gsi_;
+  uint32_t device_id_ = 0;
+  uint64_t features_ = 0;
+  uint16_t num_queues_ = 1;
+  bool mem_table_sent_ = false;
+  std::vector<Wiring> wired_;
+};
+
+}  // namespace azote::hv
