@@ -5,10 +5,12 @@ packages=(
   cmake ninja-build g++ make pkg-config
   libgtest-dev googletest          # unit and integration tests
   nlohmann-json3-dev               # --config FILE.json
-  libssl-dev                       # reference SHA-256 in tests (and crypto in later cards)
+  libssl-dev                       # AES-XTS in azote-card-blk; reference SHA-256 in tests
+  liburing-dev                     # io_uring in azote-card-blk
   clang libclang-rt-14-dev         # libFuzzer targets
   qemu-system-x86                  # interop test and benchmark peer (qemu-system-x86_64 -M microvm)
   lz4 binutils dpkg apt            # extracting the Debian cloud kernel for the Linux boot test
+  fio                              # block benchmark peer (raw io_uring on the same file)
 )
 missing=()
 for p in "${packages[@]}"; do
