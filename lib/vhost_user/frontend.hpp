@@ -118,6 +118,8 @@ class Frontend {
   Result<void, VuError> reconnect(UniqueFd sock);
 
   bool connected() const { return conn_.valid(); }
+  // Drops the connection (the backend hung up); the VringSetup is kept for reconnect().
+  void disconnect() { conn_.close(); }
   // The connection socket: poll it for POLLHUP/POLLIN to notice a dead backend.
   int socket_fd() const { return conn_.fd(); }
   const VringSetup& setup() const { return setup_; }

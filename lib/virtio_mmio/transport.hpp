@@ -47,6 +47,12 @@ class Transport {
   void write(uint64_t offset, std::span<const uint8_t> data);
 
   uint32_t status() const { return status_; }
+  // The device can no longer run its queues (e.g. its card restarted without state):
+  // report DEVICE_NEEDS_RESET; the driver must reset it (§2.1.2).
+  void set_needs_reset() {
+    status_ |= kStatusNeedsReset;
+    active_ = false;
+  }
   bool active() const { return active_; }
   // Interrupt status as the driver sees it. With irqfd the card raises the line
   // directly, so "used buffer" is reported whenever the device is running.

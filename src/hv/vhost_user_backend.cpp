@@ -155,6 +155,42 @@ void VhostUserBackend::reset() {
   unwire();
 }
 
+void VhostUserBackend::disconnected() {
+  LOG_WARN("%s: the card closed its connection; waiting for it to come back", where(cfg_).c_str());
+  // The ioeventfds and irqfds stay: kicks queue up in the eventfds and the restarted
+  // card picks them up with the replayed vrings.
+  fe_.disconnect();
+}
+
+VhostUserBackend::Reconnect VhostUserBackend::try_reconnect() {
+  const bool tracked = (fe_.protocol_features() & vhost_user::bit(vhost_user::kPfInflightShmfd)) != 0;
+  if (tracked || wired_.empty()) {
+    auto r = fe_.reconnect(cfg_.socket);
+    if (!r.ok()) {
+      LOG_DEBUG("%s: reconnect: %s", where(cfg_).c_str(), r.error().message().c_str());
+      return Reconnect::kNotYet;
+    }
+    ++reconnects_;
+    LOG_WARN("%s: reconnected to the card; %zu queue(s) replayed", where(cfg_).c_str(), wired_.size());
+    return Reconnect::kReplayed;
+  }
+  vhost_user::FrontendOptions opts;
+  opts.timeout = std::chrono::milliseconds(1000);
+  auto fe = vhost_user::Frontend::connect(cfg_.socket, opts);
+  if (!fe.ok()) {
+    LOG_DEBUG("%s: reconnect: %s", where(cfg_).c_str(), fe.error().message().c_str());
+    return Reconnect::kNotYet;
+  }
+  unwire();
+  fe_ = std::move(fe).value();
+  mem_table_sent_ = false;
+  ++reconnects_;
+  LOG_WARN("%s: reconnected to a card without in-flight tracking (INFLIGHT_SHMFD); the device needs a reset by the "
+           "guest driver",
+           where(cfg_).c_str());
+  return Reconnect::kNeedsReset;
+}
+
 void VhostUserBackend::unwire() {
   for (auto& w : wired_) {
     (void)vm_.ioeventfd(mmio_base_ + kQueueNotifyOffset, 4, w.index, w.kick.get(), true);

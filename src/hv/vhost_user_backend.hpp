@@ -37,6 +37,22 @@ class VhostUserBackend final : public virtio_mmio::DeviceBackend {
   bool activate(uint64_t acked, const std::vector<std::optional<virtio_mmio::QueueConfig>>& queues) override;
   void reset() override;
 
+  // Card restart: the connection's socket (watch it for hangup), and a reconnect
+  // attempt that redoes the handshake and replays memory, inflight fd and vrings.
+  // Both are called with the device lock held.
+  int socket_fd() const { return fe_.connected() ? fe_.socket_fd() : -1; }
+  bool connected() const { return fe_.connected(); }
+  void disconnected();
+  enum class Reconnect { kNotYet, kReplayed, kNeedsReset };
+  // kReplayed: the card tracks in-flight requests (INFLIGHT_SHMFD), so the vrings were
+  // replayed and the guest continues. kNeedsReset: the card cannot say which requests
+  // it had taken (replaying from the used index would redo completed ones and lose
+  // others when it completes out of order), so the queues are dropped and the caller
+  // sets DEVICE_NEEDS_RESET; the driver reinitialises against the new card.
+  Reconnect try_reconnect();
+  const std::string& socket_path() const { return cfg_.socket; }
+  uint64_t reconnects() const { return reconnects_; }
+
   static constexpr uint16_t kMaxQueueSize = 256;
   static constexpr uint32_t kQueueNotifyOffset = 0x50;
 
@@ -60,6 +76,7 @@ class VhostUserBackend final : public virtio_mmio::DeviceBackend {
   uint64_t features_ = 0;
   uint16_t num_queues_ = 1;
   bool mem_table_sent_ = false;
+  uint64_t reconnects_ = 0;
   std::vector<Wiring> wired_;
 };
 

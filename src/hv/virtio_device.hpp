@@ -18,6 +18,11 @@ class VirtioMmioDevice {
       : base_(base), gsi_(gsi), backend_(std::move(backend)), transport_(*backend_) {}
 
   uint64_t base() const { return base_; }
+  // Held by vCPU threads during register accesses; the main thread takes it to
+  // reconnect a card.
+  std::mutex& mutex() { return mu_; }
+  // Call with mutex() held.
+  void set_needs_reset() { transport_.set_needs_reset(); }
   uint32_t gsi() const { return gsi_; }
   bool contains(uint64_t addr, uint64_t len) const {
     return addr >= base_ && len <= virtio_mmio::kWindowSize && addr - base_ <= virtio_mmio::kWindowSize - len;

@@ -101,6 +101,7 @@ Result<void, VmError> Vm::setup() {
     const uint32_t gsi = x86::kVirtioFirstGsi + static_cast<uint32_t>(i);
     auto backend = VhostUserBackend::create(cfg_.devices[i], *vm_, *mem_, base, gsi);
     if (!backend.ok()) return make_error(VmErrc::kDevice, backend.error());
+    cards_.push_back(backend->get());
     devices_.push_back(std::make_unique<VirtioMmioDevice>(base, gsi, std::move(backend).value()));
   }
 
@@ -410,6 +411,36 @@ void Vm::fatal(Vcpu& v, int status, const std::string& reason) {
   request_exit(status);
 }
 
+void Vm::watch_cards(std::vector<pollfd>* fds, int* timeout_ms) {
+  for (size_t i = 0; i < cards_.size(); ++i) {
+    std::lock_guard lock(devices_[i]->mutex());
+    if (cards_[i]->connected()) {
+      fds->push_back({cards_[i]->socket_fd(), POLLIN | POLLRDHUP, 0});
+    } else {
+      switch (cards_[i]->try_reconnect()) {
+        case VhostUserBackend::Reconnect::kNotYet: *timeout_ms = 100; break;  // try again shortly
+        case VhostUserBackend::Reconnect::kNeedsReset: devices_[i]->set_needs_reset(); break;
+        case VhostUserBackend::Reconnect::kReplayed: break;
+      }
+    }
+  }
+}
+
+void Vm::service_cards(const std::vector<pollfd>& fds) {
+  for (size_t i = 0; i < cards_.size(); ++i) {
+    std::lock_guard lock(devices_[i]->mutex());
+    if (!cards_[i]->connected()) continue;
+    for (const auto& p : fds) {
+      if (p.fd != cards_[i]->socket_fd() || p.revents == 0) continue;
+      // The poll may have seen a reply meant for a vCPU thread's request. Now that we
+      // hold the device lock no request is in flight, so look again: a vhost-user
+      // backend never speaks unasked, and readability now means it hung up.
+      pollfd again{p.fd, POLLIN | POLLRDHUP, 0};
+      if (::poll(&again, 1, 0) == 1 && again.revents != 0) cards_[i]->disconnected();
+    }
+  }
+}
+
 static double seconds(const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; }
 
 void Vm::write_stats() const {
@@ -473,7 +504,9 @@ int Vm::run() {
   while (!stopping_) {
     std::vector<pollfd> fds{{sfd.get(), POLLIN, 0}, {exit_event_.get(), POLLIN, 0}};
     console_->poll_fds(&fds);
-    const int n = ::poll(fds.data(), fds.size(), -1);
+    int timeout_ms = -1;
+    watch_cards(&fds, &timeout_ms);
+    const int n = ::poll(fds.data(), fds.size(), timeout_ms);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) break;
     if (fds[0].revents != 0) {
@@ -485,6 +518,7 @@ int Vm::run() {
     }
     if (fds[1].revents != 0) break;
     console_->service(fds, [this](std::span<const uint8_t> in) { platform_->console_input(in); });
+    service_cards(fds);
   }
   stopping_ = true;
   for (auto& v : vcpus_) v->fd->run()->immediate_exit = 1;

@@ -18,6 +18,7 @@
 #include "hv/config.hpp"
 #include "hv/console.hpp"
 #include "hv/platform.hpp"
+#include "hv/vhost_user_backend.hpp"
 #include "hv/virtio_device.hpp"
 #include "kvm/kvm.hpp"
 
@@ -50,6 +51,9 @@ class Vm {
     ExitCounts exits;
     rusage cpu{};  // this thread's CPU time, taken as it ends
   };
+  // Main loop: watch card connections; reconnect the ones that went away.
+  void watch_cards(std::vector<pollfd>* fds, int* timeout_ms);
+  void service_cards(const std::vector<pollfd>& fds);
   // JSON with per-vCPU exit counts and per-thread CPU time (--stats FILE).
   void write_stats() const;
 
@@ -71,6 +75,7 @@ class Vm {
   std::optional<Console> console_;
   std::unique_ptr<Platform> platform_;
   std::vector<std::unique_ptr<VirtioMmioDevice>> devices_;
+  std::vector<VhostUserBackend*> cards_;  // devices_[i]'s backend, for reconnection
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
   kvm::CpuidEntries cpuid_;
   std::vector<kvm::MsrEntry> msrs_;

@@ -3,6 +3,7 @@
 // user-mode virtio-blk driver writes, reads back and verifies the disk; azote-hv's
 // --stats shows the data path never exited to azote-hv (kicks arrive by ioeventfd).
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -70,6 +71,37 @@ TEST_F(QsdBlk, BlkCheckPassesAndDataPathStaysOutOfTheHypervisor) {
   EXPECT_LT(std::stoul(m[1]), 100u) << j;
   ASSERT_TRUE(std::regex_search(o.out, m, std::regex(R"(notifies=([0-9]+))"))) << o.out;
   EXPECT_GT(std::stoul(m[1]), 100u);
+}
+
+// kill -9 of a card that has no in-flight tracking (qemu-storage-daemon offers no
+// INFLIGHT_SHMFD) while the guest is writing, then a restart: azote-hv reconnects but
+// cannot know which requests the dead card had taken, so instead of replaying the
+// rings (which would redo some completed requests and drop others) it reports
+// DEVICE_NEEDS_RESET and the guest's driver fails loudly rather than silently.
+TEST_F(QsdBlk, CardWithoutInflightTrackingKilledMidWriteNeedsReset) {
+  daemon_.reset();
+  ASSERT_EQ(run({"truncate", "-s", "1G", img_}).status, 0);
+  auto start_daemon = [&] {
+    return std::make_unique<Process>(std::vector<std::string>{
+        *qsd_, "--blockdev", "driver=file,node-name=f,filename=" + img_ + ",cache.direct=on", "--export",
+        "type=vhost-user-blk,id=e,node-name=f,addr.type=unix,addr.path=" + sock_ + ",writable=on"});
+  };
+  std::remove(sock_.c_str());
+  daemon_ = start_daemon();
+  for (int i = 0; i < 100 && !file_exists(sock_); ++i) std::this_thread::sleep_for(20ms);
+  Process vm({AZOTE_HV_BIN, "--kernel", "builtin:blk-check", "--memory", "256M", "--device", "blk,socket=" + sock_});
+  // blk-check announces its seed, then writes 1 GiB (hundreds of ms here).
+  ASSERT_TRUE(vm.wait_for_output("blk-check seed=", 30s));
+  std::this_thread::sleep_for(100ms);
+  daemon_->signal(SIGKILL);
+  daemon_.reset();
+  std::this_thread::sleep_for(300ms);
+  daemon_ = start_daemon();
+  auto o = vm.wait(120s);
+  ASSERT_FALSE(o.timed_out) << o.out << o.err;
+  EXPECT_EQ(o.status, 1) << o.out << o.err;
+  EXPECT_NE(o.out.find("NEEDS_RESET"), std::string::npos) << o.out << o.err;
+  EXPECT_NE(o.err.find("without in-flight tracking"), std::string::npos) << o.err;
 }
 
 TEST_F(QsdBlk, UnreachableCardIsAClearError) {
