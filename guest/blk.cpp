@@ -1,6 +1,7 @@
 #include "blk.hpp"
 
 #include "platform.hpp"
+#include "programs.hpp"
 
 namespace az::blk {
 
@@ -8,7 +9,6 @@ namespace {
 
 using namespace az::virtio;
 
-constexpr const char* kPrefix = "azote-guest: ";
 constexpr size_t kMaxWindows = 32;
 
 // Config space offsets (struct virtio_blk_config).

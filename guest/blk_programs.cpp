@@ -13,7 +13,6 @@ namespace {
 using blk::Completion;
 using blk::Device;
 
-constexpr const char* kPrefix = "azote-guest: ";
 constexpr uint64_t kSector = blk::kSectorBytes;
 
 constinit Device g_dev;
@@ -60,14 +59,6 @@ const char* status_name(uint8_t s) {
   l.s("op=").s(op_name(r.type)).s(" sector=").u(r.sector).s(" len=").u(r.len).s(" status=").u(status).s(" (").s(
       status_name(status)).s(")");
   g_dev.die(l);
-}
-
-[[noreturn]] void usage_error(const char* prog, const char* what, Str arg) {
-  Line l;
-  l.s(kPrefix).s(prog).s(": ").s(what);
-  if (!arg.empty()) l.s(" '").s(arg).s("'");
-  l.print();
-  exit(126);
 }
 
 void open_or_exit(const blk::Options& o) {

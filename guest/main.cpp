@@ -12,10 +12,6 @@
 extern "C" char __bss_start[], __bss_end[];
 
 namespace az {
-namespace {
-
-constexpr const char* kPrefix = "azote-guest: ";
-
 [[noreturn]] void usage_error(const char* prog, const char* what, Str arg) {
   Line l;
   l.s(kPrefix).s(prog).s(": ").s(what);
@@ -23,6 +19,8 @@ constexpr const char* kPrefix = "azote-guest: ";
   l.print();
   exit(126);
 }
+
+namespace {
 
 [[noreturn]] void prog_hello() {
   const uint64_t mib = (platform::ram_bytes() + (1ull << 20) - 1) >> 20;

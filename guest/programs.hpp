@@ -5,6 +5,12 @@
 
 namespace az {
 
+// Every line the guest prints starts with this.
+inline constexpr const char* kPrefix = "azote-guest: ";
+
+// Prints "azote-guest: PROG: WHAT 'ARG'" and exits 126 (bad program arguments). (main.cpp)
+[[noreturn]] void usage_error(const char* prog, const char* what, Str arg);
+
 // `smp [x2apic]`: start every CPU the firmware lists (INIT-SIPI-SIPI), each prints
 // "cpu K online" from user mode; exit 0 when all did, 1 on timeout. `x2apic`
 // first switches the BSP's local APIC to x2APIC mode (IPIs through MSRs).

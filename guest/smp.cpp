@@ -20,7 +20,6 @@ extern const char azote_trampoline[], azote_trampoline_end[];
 namespace az {
 namespace {
 
-constexpr const char* kPrefix = "azote-guest: ";
 constexpr uint32_t kMsrApicBase = 0x1b;
 constexpr uint32_t kMsrX2apicSvr = 0x80f;
 constexpr uint32_t kMsrX2apicIcr = 0x830;

@@ -1,10 +1,11 @@
 #include "virtio.hpp"
 
+#include "programs.hpp"
+
 namespace az::virtio {
 
 namespace {
 
-constexpr const char* kPrefix = "azote-guest: ";
 constexpr uint64_t kMmioLo = 3ull << 30;  // the uncached top GiB of the identity map
 constexpr uint64_t kMmioHi = 1ull << 32;
 constexpr Str kDeviceKey{"virtio_mmio.device=", 19};
