@@ -33,6 +33,7 @@ struct VmConfig {
   uint64_t memory = 256ull << 20;
   ConsoleConfig console;
   std::vector<DeviceConfig> devices;
+  bool pit = true;             // in-kernel i8254 PIT (--no-pit leaves it out)
   std::string log_path;        // empty: stderr
   std::string stats_path;      // empty: none
   bool verbose = false;

@@ -87,8 +87,13 @@ TEST(Config, Json) {
   EXPECT_EQ(c.memory, 64ull << 20);
   EXPECT_EQ(c.console.kind, ConsoleKind::kFile);
   VmConfig d;
-  ASSERT_TRUE(apply_json(R"({"memory":512})", "t", &d).ok());
+  ASSERT_TRUE(apply_json(R"({"memory":512, "pit": false})", "t", &d).ok());
   EXPECT_EQ(d.memory, 512ull << 20);
+  EXPECT_FALSE(d.pit);
+  EXPECT_FALSE(apply_json(R"({"pit": "no"})", "t", &d).ok());
+  auto r = parse({"--kernel", "builtin:hello", "--no-pit"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(std::get<VmConfig>(*r).pit);
 }
 
 TEST(Config, JsonErrorsNameTheKey) {

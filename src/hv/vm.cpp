@@ -84,7 +84,9 @@ Result<void, VmError> Vm::setup() {
   if (auto r = vm_->set_tss_addr(x86::kKvmTssAddr); !r.ok()) return host_error("set TSS address", r.error());
   if (auto r = vm_->set_identity_map_addr(x86::kKvmIdentityMapAddr); !r.ok()) return host_error("set identity map", r.error());
   if (auto r = vm_->create_irqchip(); !r.ok()) return host_error("create in-kernel irqchip", r.error());
-  if (auto r = vm_->create_pit2(); !r.ok()) return host_error("create in-kernel PIT", r.error());
+  if (cfg_.pit) {
+    if (auto r = vm_->create_pit2(); !r.ok()) return host_error("create in-kernel PIT", r.error());
+  }
 
   auto mem = GuestMemory::create(x86::ram_regions(cfg_.memory));
   if (!mem.ok()) return make_error(VmErrc::kHost, "guest memory: " + mem.error().message());

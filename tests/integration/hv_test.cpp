@@ -52,6 +52,13 @@ TEST(Hv, HelloSeesConfiguredSizes) {
   }
 }
 
+TEST(Hv, RunsWithoutThePit) {
+  REQUIRE_KVM();
+  auto o = run({kHv, "--kernel", "builtin:smp", "--vcpus", "2", "--memory", "64M", "--no-pit"});
+  EXPECT_EQ(o.status, 0) << o.err;
+  EXPECT_EQ(count_lines(o.out, "azote-guest: cpu 1 online"), 1) << o.out;
+}
+
 TEST(Hv, ExitCodePropagates) {
   REQUIRE_KVM();
   for (int code : {0, 1, 7, 42, 255}) {
@@ -248,7 +255,7 @@ TEST(Hv, HelpDocumentsEveryOption) {
   auto o = run({kHv, "--help"});
   EXPECT_EQ(o.status, 0);
   for (const char* flag : {"--kernel", "builtin:NAME", "--cmdline", "--initrd", "--vcpus", "--memory", "--console",
-                           "file:PATH", "unix:PATH", "--config", "--log", "--stats", "--device", "Exit status"})
+                           "file:PATH", "unix:PATH", "--config", "--log", "--stats", "--device", "--no-pit", "Exit status"})
     EXPECT_NE(o.out.find(flag), std::string::npos) << flag;
 }
 
