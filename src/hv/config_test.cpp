@@ -91,9 +91,9 @@ TEST(Config, Json) {
   EXPECT_EQ(d.memory, 512ull << 20);
   EXPECT_FALSE(d.pit);
   EXPECT_FALSE(apply_json(R"({"pit": "no"})", "t", &d).ok());
-  auto r = parse({"--kernel", "builtin:hello", "--no-pit"});
-  ASSERT_TRUE(r.ok());
-  EXPECT_FALSE(std::get<VmConfig>(*r).pit);
+  auto nopit = parse({"--kernel", "builtin:hello", "--no-pit"});
+  ASSERT_TRUE(nopit.ok());
+  EXPECT_FALSE(std::get<VmConfig>(*nopit).pit);
 }
 
 TEST(Config, JsonErrorsNameTheKey) {
