@@ -1,0 +1,59 @@
+// The azote-card-blk process: every volume with its vhost-user Backend, the control
+// loop that serves all their sockets on the calling thread, the metrics endpoint, and
+// a clean stop on SIGTERM/SIGINT.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "base/unique_fd.hpp"
+#include "cards/blk/device.hpp"
+#include "cards/blk/metrics.hpp"
+#include "cards/blk/options.hpp"
+#include "cards/blk/volume.hpp"
+#include "rate_limit/clock.hpp"
+#include "vhost_user/backend.hpp"
+
+namespace azote::card_blk {
+
+enum class CardErrc {
+  kVolume = 1,  // a backing file or key file cannot be used
+  kHost,        // sockets, epoll, signalfd, io_uring
+};
+using CardError = Error<CardErrc>;
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitUsage = 64;
+inline constexpr int kExitNoInput = 66;
+inline constexpr int kExitOsErr = 71;
+
+class Card {
+ public:
+  // Opens every volume (files, keys, io_uring rings), then listens on every socket and
+  // on the metrics socket. SIGTERM and SIGINT must already be blocked in the calling
+  // thread (run() takes them through a signalfd; threads started later inherit the mask).
+  static Result<std::unique_ptr<Card>, CardError> create(const CardOptions& options);
+  ~Card();  // stops every queue and removes the sockets
+
+  // Serves until SIGTERM/SIGINT or request_stop(). Returns the exit status.
+  int run();
+  // Makes run() return (thread-safe).
+  void request_stop();
+
+  size_t volumes() const { return served_.size(); }
+
+ private:
+  Card() = default;
+  struct Served {
+    std::unique_ptr<Volume> volume;  // destroyed last
+    std::unique_ptr<BlkDevice> device;
+    std::unique_ptr<vhost_user::Backend> backend;  // destroyed first: stops the queues
+  };
+
+  rate_limit::MonotonicClock clock_;
+  std::vector<Served> served_;
+  std::unique_ptr<MetricsServer> metrics_;
+  UniqueFd epoll_, signal_fd_, stop_fd_;
+};
+
+}  // namespace azote::card_blk

@@ -1,0 +1,67 @@
+#include "cards/blk/device.hpp"
+
+#include <cstring>
+
+#include "virtio/spec.hpp"
+
+namespace azote::card_blk {
+
+BlkDevice::BlkDevice(Volume& volume)
+    : volume_(volume), workers_(volume.params().queues), next_avail_(volume.params().queues, 0) {}
+
+BlkDevice::~BlkDevice() {
+  for (uint32_t i = 0; i < workers_.size(); ++i) (void)queue_stopped(i);
+}
+
+uint64_t BlkDevice::features() const {
+  using virtio::feature_bit;
+  return feature_bit(virtio::kFVersion1) | feature_bit(virtio::kFRingEventIdx) |
+         feature_bit(virtio::kFRingIndirectDesc) | volume_.blk().features();
+}
+
+uint64_t BlkDevice::protocol_features() const {
+  using vhost_user::bit;
+  return bit(vhost_user::kPfMq) | bit(vhost_user::kPfConfig) | bit(vhost_user::kPfReplyAck) |
+         bit(vhost_user::kPfInflightShmfd);
+}
+
+Result<std::vector<uint8_t>, vhost_user::VuError> BlkDevice::get_config(uint32_t offset, uint32_t size) {
+  const virtio::virtio_blk_config c = volume_.blk().config();
+  if (uint64_t{offset} + size > sizeof c)
+    return make_error(vhost_user::Errc::kDevice, "config read past virtio_blk_config");
+  std::vector<uint8_t> out(size);
+  // SAFETY: the config struct is trivially copyable; [offset, offset+size) is inside it.
+  std::memcpy(out.data(), reinterpret_cast<const uint8_t*>(&c) + offset, size);  // NOLINT(reinterpret-cast)
+  return out;
+}
+
+void BlkDevice::queue_started(const vhost_user::VringInfo& v) {
+  if (v.index >= workers_.size()) return;  // the session bounds indices by num_queues()
+  (void)queue_stopped(v.index);
+  next_avail_[v.index] = v.next_avail;
+  auto w = QueueWorker::create(volume_, v);
+  if (!w) {
+    // Host resources (or a ring the queue code refuses): this queue stays silent; the
+    // others and the other volumes go on.
+    if (log_limit_.allow())
+      LOG_ERROR("volume %s: cannot start %s", volume_.params().name.c_str(), w.error().message().c_str());
+    return;
+  }
+  workers_[v.index] = std::move(w).value();
+  workers_[v.index]->start();
+  volume_.metrics().queue_starts.fetch_add(1, std::memory_order_relaxed);
+  volume_.metrics().queues_running.fetch_add(1, std::memory_order_relaxed);
+  LOG_DEBUG("volume %s: queue %u started (size %u, next avail %u, %zu to resubmit)", volume_.params().name.c_str(),
+            v.index, v.size, v.next_avail, v.resubmit.size());
+}
+
+uint16_t BlkDevice::queue_stopped(uint32_t index) {
+  if (index >= workers_.size()) return 0;
+  if (workers_[index] == nullptr) return next_avail_[index];
+  next_avail_[index] = workers_[index]->stop();
+  workers_[index].reset();
+  volume_.metrics().queues_running.fetch_sub(1, std::memory_order_relaxed);
+  return next_avail_[index];
+}
+
+}  // namespace azote::card_blk

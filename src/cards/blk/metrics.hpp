@@ -1,0 +1,101 @@
+// Per-volume counters, updated by the queue workers (relaxed atomics, no locks on the
+// data path) and rendered as Prometheus text (exposition format 0.0.4) by the metrics
+// server, which serves them on a Unix socket: one connection, the full text, EOF.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/error.hpp"
+#include "base/unique_fd.hpp"
+#include "virtio/blk.hpp"
+
+namespace azote::card_blk {
+
+enum class OpKind : uint8_t { kRead, kWrite, kFlush, kDiscard, kWriteZeroes, kGetId };
+inline constexpr size_t kOpKinds = 6;
+const char* to_string(OpKind k);
+
+// Latency buckets (upper bounds, microseconds), Prometheus-style cumulative on output.
+inline constexpr std::array<uint64_t, 16> kLatencyBucketsUs = {25,    50,    100,    250,    500,    1000,
+                                                               2500,  5000,  10000,  25000,  50000,  100000,
+                                                               250000, 500000, 1000000, 2500000};
+inline constexpr size_t kRejectReasons = 11;  // BlkErrc values 1..10, index 0 unused
+
+struct LatencyHistogram {
+  std::array<std::atomic<uint64_t>, kLatencyBucketsUs.size() + 1> buckets{};  // last: +Inf
+  std::atomic<uint64_t> count{0};
+  std::atomic<uint64_t> sum_ns{0};
+  void record(uint64_t ns);
+};
+
+struct OpCounters {
+  std::atomic<uint64_t> ops{0};     // completed with status OK
+  std::atomic<uint64_t> bytes{0};   // data bytes moved (read/write) or covered (discard/zeroes)
+  std::atomic<uint64_t> errors{0};  // completed with IOERR because the backing store failed
+  LatencyHistogram latency;         // pop to completion, throttling included
+};
+
+struct VolumeMetrics {
+  std::array<OpCounters, kOpKinds> op;
+  // Requests the guest got wrong (completed with IOERR/UNSUPP without touching the
+  // store), by virtio::BlkErrc.
+  std::array<std::atomic<uint64_t>, kRejectReasons> rejects{};
+  std::atomic<uint64_t> queue_errors{0};      // the driver broke a queue (DEVICE_NEEDS_RESET territory)
+  std::atomic<uint64_t> throttled{0};         // requests that had to wait for the rate limiter
+  std::atomic<uint64_t> throttle_wait_ns{0};  // total time requests waited for it
+  std::atomic<uint64_t> resubmitted{0};       // heads taken over from a previous card process / queue start
+  std::atomic<uint64_t> bounce_waits{0};      // requests that waited for bounce memory
+  std::atomic<uint64_t> queue_starts{0};
+  std::atomic<uint64_t> queues_running{0};
+
+  OpCounters& of(OpKind k) { return op[static_cast<size_t>(k)]; }
+  void reject(virtio::BlkErrc why);
+};
+
+// What the text names a volume by.
+struct MetricsSource {
+  std::string volume;  // label value: the volume's serial
+  std::string socket;
+  const VolumeMetrics* metrics = nullptr;
+};
+
+// The whole exposition text for these volumes.
+std::string render_prometheus(const std::vector<MetricsSource>& sources);
+
+enum class MetricsErrc { kSocket = 1 };
+using MetricsError = Error<MetricsErrc>;
+
+// Listens on a Unix socket on its own thread, so a slow client never delays the
+// vhost-user control loop or a queue. Each client: up to 100 ms to send a request (an
+// HTTP GET gets an HTTP/1.0 header first; anything else, or nothing, plain text), the
+// text (within 1 s), then the connection is closed.
+class MetricsServer {
+ public:
+  static Result<std::unique_ptr<MetricsServer>, MetricsError> start(const std::string& path,
+                                                                    std::vector<MetricsSource> sources);
+  ~MetricsServer();  // stops the thread and removes the socket
+  MetricsServer(const MetricsServer&) = delete;
+  MetricsServer& operator=(const MetricsServer&) = delete;
+
+  uint64_t served() const { return served_.load(); }
+
+ private:
+  MetricsServer() = default;
+  void run();
+  void serve(UniqueFd client);
+
+  std::string path_;
+  std::vector<MetricsSource> sources_;
+  UniqueFd listen_, stop_;
+  std::thread thread_;
+  std::atomic<uint64_t> served_{0};
+};
+
+}  // namespace azote::card_blk
