@@ -81,8 +81,10 @@ bool VhostUserBackend::activate(uint64_t acked, const std::vector<std::optional<
     }
     mem_table_sent_ = true;
   }
-  // Inflight tracking lets a restarted card finish what it had taken from the rings.
-  if ((fe_.protocol_features() & vhost_user::bit(vhost_user::kPfInflightShmfd)) != 0 && !fe_.setup().inflight) {
+  // Inflight tracking lets a restarted card finish what it had taken from the rings. A
+  // fresh area at every activation (each follows a device reset or the first init), so
+  // marks from before a guest's reset can never be resubmitted into its new rings.
+  if ((fe_.protocol_features() & vhost_user::bit(vhost_user::kPfInflightShmfd)) != 0) {
     if (auto r = fe_.get_inflight_fd(num_queues_, kMaxQueueSize); !r.ok()) {
       fail("GET_INFLIGHT_FD", r.error().message());
       return false;
