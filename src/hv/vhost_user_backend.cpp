@@ -36,6 +36,7 @@ Result<std::unique_ptr<VhostUserBackend>, std::string> VhostUserBackend::create(
   if ((offered & (1ull << 32)) == 0) return Unexpected{where(cfg) + ": the card does not offer VIRTIO_F_VERSION_1"};
   b->features_ = offered & kTransportFeatures;
   if (b->fe_.queue_num() > 0) b->num_queues_ = static_cast<uint16_t>(std::min<uint32_t>(b->fe_.queue_num(), 16));
+  b->inflight_tracked_ = (b->fe_.protocol_features() & vhost_user::bit(vhost_user::kPfInflightShmfd)) != 0;
   if ((b->fe_.protocol_features() & vhost_user::bit(vhost_user::kPfConfig)) == 0)
     return Unexpected{where(cfg) + ": the card does not offer the CONFIG protocol feature (needed for config space)"};
   LOG_INFO("%s: features %#llx, %u queue(s), protocol features %#llx", where(cfg).c_str(),
@@ -84,7 +85,7 @@ bool VhostUserBackend::activate(uint64_t acked, const std::vector<std::optional<
   // Inflight tracking lets a restarted card finish what it had taken from the rings. A
   // fresh area at every activation (each follows a device reset or the first init), so
   // marks from before a guest's reset can never be resubmitted into its new rings.
-  if ((fe_.protocol_features() & vhost_user::bit(vhost_user::kPfInflightShmfd)) != 0) {
+  if (inflight_tracked_) {
     if (auto r = fe_.get_inflight_fd(num_queues_, kMaxQueueSize); !r.ok()) {
       fail("GET_INFLIGHT_FD", r.error().message());
       return false;
@@ -165,8 +166,7 @@ void VhostUserBackend::disconnected() {
 }
 
 VhostUserBackend::Reconnect VhostUserBackend::try_reconnect() {
-  const bool tracked = (fe_.protocol_features() & vhost_user::bit(vhost_user::kPfInflightShmfd)) != 0;
-  if (tracked || wired_.empty()) {
+  if (inflight_tracked_ || wired_.empty()) {
     auto r = fe_.reconnect(cfg_.socket);
     if (!r.ok()) {
       LOG_DEBUG("%s: reconnect: %s", where(cfg_).c_str(), r.error().message().c_str());
@@ -186,6 +186,7 @@ VhostUserBackend::Reconnect VhostUserBackend::try_reconnect() {
   unwire();
   fe_ = std::move(fe).value();
   mem_table_sent_ = false;
+  inflight_tracked_ = (fe_.protocol_features() & vhost_user::bit(vhost_user::kPfInflightShmfd)) != 0;
   ++reconnects_;
   LOG_WARN("%s: reconnected to a card without in-flight tracking (INFLIGHT_SHMFD); the device needs a reset by the "
            "guest driver",

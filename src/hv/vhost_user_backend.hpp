@@ -76,6 +76,9 @@ class VhostUserBackend final : public virtio_mmio::DeviceBackend {
   uint64_t features_ = 0;
   uint16_t num_queues_ = 1;
   bool mem_table_sent_ = false;
+  // Negotiated at attach time. Kept here because a failed reconnect attempt leaves the
+  // frontend's view of the protocol features half-reset.
+  bool inflight_tracked_ = false;
   uint64_t reconnects_ = 0;
   std::vector<Wiring> wired_;
 };
