@@ -15,7 +15,10 @@ enum : uint64_t {
   kRegQueueDriverHigh = 0x094, kRegQueueDeviceLow = 0x0a0, kRegQueueDeviceHigh = 0x0a4,
   kRegConfigGeneration = 0x0fc, kConfigSpace = 0x100,
 };
-constexpr uint64_t kFeatureVersion1 = 1ull << 32;
+constexpr uint64_t kFeatureVersion1 = uint64_t{1} << virtio::kFVersion1;
+using virtio::kStatusDriverOk;
+using virtio::kStatusFeaturesOk;
+using virtio::kStatusNeedsReset;
 
 void set_low(uint64_t* v, uint32_t x) { *v = (*v & ~0xffffffffull) | x; }
 void set_high(uint64_t* v, uint32_t x) { *v = (*v & 0xffffffffull) | (static_cast<uint64_t>(x) << 32); }

@@ -9,6 +9,8 @@
 #include <span>
 #include <vector>
 
+#include "virtio/spec.hpp"
+
 namespace azote::virtio_mmio {
 
 inline constexpr uint64_t kWindowSize = 0x1000;
@@ -50,7 +52,7 @@ class Transport {
   // The device can no longer run its queues (e.g. its card restarted without state):
   // report DEVICE_NEEDS_RESET; the driver must reset it (§2.1.2).
   void set_needs_reset() {
-    status_ |= kStatusNeedsReset;
+    status_ |= virtio::kStatusNeedsReset;
     active_ = false;
   }
   bool active() const { return active_; }
@@ -58,10 +60,6 @@ class Transport {
   // directly, so "used buffer" is reported whenever the device is running.
   uint32_t interrupt_status() const;
 
-  static constexpr uint32_t kStatusDriverOk = 4;
-  static constexpr uint32_t kStatusFeaturesOk = 8;
-  static constexpr uint32_t kStatusNeedsReset = 64;
-  static constexpr uint32_t kStatusFailed = 128;
 
  private:
   struct Queue {

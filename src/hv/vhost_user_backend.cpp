@@ -3,15 +3,17 @@
 #include <sys/eventfd.h>
 
 #include "base/log.hpp"
+#include "virtio/spec.hpp"
 
 namespace azote::hv {
 namespace {
 
-constexpr uint32_t kVirtioIdBlock = 2;
 // Transport-level features azote-hv can honour for a card (virtio 1.2 §6): device
 // bits 0-23, INDIRECT_DESC (28), EVENT_IDX (29), VERSION_1 (32). Packed rings,
 // ACCESS_PLATFORM, notification data and the like are not offered to the driver.
-constexpr uint64_t kTransportFeatures = 0xffffffull | (1ull << 28) | (1ull << 29) | (1ull << 32);
+constexpr uint64_t kVersion1 = uint64_t{1} << virtio::kFVersion1;
+constexpr uint64_t kTransportFeatures = 0xffffffull | (uint64_t{1} << virtio::kFRingIndirectDesc) |
+                                        (uint64_t{1} << virtio::kFRingEventIdx) | kVersion1;
 
 std::string where(const DeviceConfig& cfg) { return "--device " + cfg.type + ",socket=" + cfg.socket; }
 
@@ -31,9 +33,9 @@ Result<std::unique_ptr<VhostUserBackend>, std::string> VhostUserBackend::create(
   auto fe = vhost_user::Frontend::connect(cfg.socket, opts);
   if (!fe.ok()) return Unexpected{where(cfg) + ": cannot reach the card: " + fe.error().message()};
   std::unique_ptr<VhostUserBackend> b(new VhostUserBackend(cfg, vm, mem, std::move(fe).value(), mmio_base, gsi));
-  if (cfg.type == "blk") b->device_id_ = kVirtioIdBlock;
+  if (cfg.type == "blk") b->device_id_ = virtio::kDeviceIdBlock;
   const uint64_t offered = b->fe_.backend_features();
-  if ((offered & (1ull << 32)) == 0) return Unexpected{where(cfg) + ": the card does not offer VIRTIO_F_VERSION_1"};
+  if ((offered & kVersion1) == 0) return Unexpected{where(cfg) + ": the card does not offer VIRTIO_F_VERSION_1"};
   b->features_ = offered & kTransportFeatures;
   if (b->fe_.queue_num() > 0) b->num_queues_ = static_cast<uint16_t>(std::min<uint32_t>(b->fe_.queue_num(), 16));
   b->inflight_tracked_ = (b->fe_.protocol_features() & vhost_user::bit(vhost_user::kPfInflightShmfd)) != 0;
