@@ -11,6 +11,9 @@ packages=(
   qemu-system-x86                  # interop test and benchmark peer (qemu-system-x86_64 -M microvm)
   lz4 binutils dpkg apt            # extracting the Debian cloud kernel for the Linux boot test
   fio                              # block benchmark peer (raw io_uring on the same file)
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler  # controller API (gRPC, mTLS)
+  libsqlite3-dev                   # controller state
+  openssl                          # test fixtures: certificates signed by a foreign CA
 )
 missing=()
 for p in "${packages[@]}"; do
