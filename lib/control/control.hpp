@@ -1,0 +1,94 @@
+// Local control channel between azote-controller and the processes it runs (azote-hv,
+// the cards): one JSON object per line over a unix stream socket, one response line per
+// request line, strictly in order. The socket is created 0600 and a peer whose uid is
+// neither root nor the server's own is refused (SO_PEERCRED), so the filesystem
+// permissions are not the only guard.
+//
+// Requests are {"op": NAME, ...}; responses are {"ok": true, ...} or
+// {"ok": false, "error": SENTENCE}. The server never blocks on a slow client for long:
+// responses are small and a client that does not read them within one second is
+// dropped.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/error.hpp"
+#include "base/unique_fd.hpp"
+
+namespace azote::control {
+
+enum class ControlErrc {
+  kSocket = 1,  // socket, bind, listen, connect
+  kTimeout,     // no (complete) response in time
+  kClosed,      // the peer closed the connection
+  kProtocol,    // a line that is not a JSON object, or too long
+  kRefused,     // the server answered {"ok": false}
+};
+using ControlError = Error<ControlErrc>;
+
+inline constexpr size_t kMaxLineBytes = 64 * 1024;
+inline constexpr size_t kMaxClients = 16;
+
+using Json = nlohmann::json;
+// Returns the response object; the server adds "ok": true unless the handler set "ok".
+using Handler = std::function<Json(const Json& request)>;
+
+// A successful response with no more fields, and a refusal, for handlers.
+Json ok();
+Json refuse(std::string sentence);
+
+class Server {
+ public:
+  // Listens on `path` (a stale socket file there is replaced; any other file is an
+  // error). The socket file is removed again in the destructor.
+  static Result<std::unique_ptr<Server>, ControlError> listen(const std::string& path);
+  ~Server();
+
+  // Readable when a client connects or sends: add it to the owner's epoll set.
+  int poll_fd() const { return epoll_.get(); }
+  // Accepts, reads and answers whatever is ready, calling `handler` once per complete
+  // request line. Never blocks waiting for input.
+  void serve_ready(const Handler& handler);
+  const std::string& path() const { return path_; }
+  size_t clients() const { return clients_.size(); }
+
+ private:
+  struct Client {
+    UniqueFd fd;
+    std::string in;
+  };
+  Server() = default;
+  void accept_ready();
+  // False: drop the client.
+  bool read_ready(Client& c, const Handler& handler);
+
+  std::string path_;
+  UniqueFd listen_fd_, epoll_;
+  std::vector<std::unique_ptr<Client>> clients_;
+};
+
+class Client {
+ public:
+  // Connects, retrying until `timeout` while the socket does not exist yet or refuses
+  // (the server process may still be starting).
+  static Result<Client, ControlError> connect(const std::string& path, std::chrono::milliseconds timeout);
+  // Sends one request and waits for its response. {"ok": false} becomes a kRefused
+  // error whose context is the server's sentence.
+  Result<Json, ControlError> call(const Json& request, std::chrono::milliseconds timeout);
+
+ private:
+  explicit Client(UniqueFd fd) : fd_(std::move(fd)) {}
+  UniqueFd fd_;
+  std::string in_;
+};
+
+// Connect, one call, close: for the occasional request.
+Result<Json, ControlError> call_once(const std::string& path, const Json& request, std::chrono::milliseconds timeout);
+
+}  // namespace azote::control

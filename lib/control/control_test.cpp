@@ -1,0 +1,178 @@
+#include "control/control.hpp"
+
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+namespace azote::control {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A server on its own thread, answering {"op":"echo"} with the request and refusing
+// anything else.
+class ServerThread {
+ public:
+  explicit ServerThread(const std::string& path) {
+    auto s = Server::listen(path);
+    EXPECT_TRUE(s.ok()) << s.error().message();
+    server_ = std::move(s).value();
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        pollfd p{server_->poll_fd(), POLLIN, 0};
+        if (::poll(&p, 1, 20) > 0)
+          server_->serve_ready([this](const Json& r) -> Json {
+            ++calls_;
+            if (r["op"] == "echo") return Json{{"echo", r}};
+            if (r["op"] == "throw") return Json{{"x", r.at("missing").get<int>()}};
+            return refuse("unknown op " + r["op"].get<std::string>());
+          });
+      }
+    });
+  }
+  ~ServerThread() {
+    stop_ = true;
+    thread_.join();
+  }
+  Server& server() { return *server_; }
+  int calls() const { return calls_; }
+
+ private:
+  std::unique_ptr<Server> server_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> calls_{0};
+  std::thread thread_;
+};
+
+std::string temp_path(const char* name) { return "/tmp/azote-control-test-" + std::to_string(::getpid()) + "-" + name; }
+
+TEST(Control, RoundTripInOrderAndRefusals) {
+  const std::string path = temp_path("a");
+  ServerThread st(path);
+  auto c = Client::connect(path, 1s);
+  ASSERT_TRUE(c.ok()) << c.error().message();
+  for (int i = 0; i < 50; ++i) {
+    auto r = c->call(Json{{"op", "echo"}, {"i", i}}, 2s);
+    ASSERT_TRUE(r.ok()) << r.error().message();
+    EXPECT_EQ((*r)["ok"], true);
+    EXPECT_EQ((*r)["echo"]["i"], i);
+  }
+  auto bad = c->call(Json{{"op", "nope"}}, 2s);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code, ControlErrc::kRefused);
+  EXPECT_EQ(bad.error().context, "unknown op nope");
+  auto thrown = c->call(Json{{"op", "throw"}}, 2s);
+  ASSERT_FALSE(thrown.ok());
+  EXPECT_NE(thrown.error().context.find("bad request"), std::string::npos);
+  auto once = call_once(path, Json{{"op", "echo"}, {"x", "y"}}, 2s);
+  ASSERT_TRUE(once.ok());
+  EXPECT_EQ((*once)["echo"]["x"], "y");
+}
+
+// Raw socket helpers to send what Client never would.
+int raw_connect(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  return fd;
+}
+std::string raw_read_line(int fd) {
+  std::string s;
+  char ch;
+  pollfd p{fd, POLLIN, 0};
+  while (::poll(&p, 1, 2000) > 0 && ::recv(fd, &ch, 1, 0) == 1) {
+    if (ch == '\n') return s;
+    s += ch;
+  }
+  return s;
+}
+
+TEST(Control, MalformedAndOversizedRequests) {
+  const std::string path = temp_path("b");
+  ServerThread st(path);
+  const int fd = raw_connect(path);
+  ASSERT_GE(fd, 0);
+  ASSERT_GT(::send(fd, "not json\n[1,2]\n{\"op\":3}\n", 24, 0), 0);
+  for (int i = 0; i < 3; ++i) {
+    const Json r = Json::parse(raw_read_line(fd));
+    EXPECT_EQ(r["ok"], false);
+    EXPECT_NE(r["error"].get<std::string>().find("JSON object"), std::string::npos);
+  }
+  // The connection still works after malformed lines.
+  ASSERT_GT(::send(fd, "{\"op\":\"echo\"}\n", 14, 0), 0);
+  EXPECT_EQ(Json::parse(raw_read_line(fd))["ok"], true);
+  // A line without end beyond the limit: refused and disconnected.
+  const std::string big(kMaxLineBytes + 100, 'x');
+  (void)::send(fd, big.data(), big.size(), MSG_NOSIGNAL);
+  const Json r = Json::parse(raw_read_line(fd));
+  EXPECT_EQ(r["ok"], false);
+  EXPECT_NE(r["error"].get<std::string>().find("longer than"), std::string::npos);
+  char ch;
+  pollfd p{fd, POLLIN, 0};
+  ASSERT_GT(::poll(&p, 1, 2000), 0);
+  EXPECT_EQ(::recv(fd, &ch, 1, 0), 0);  // closed by the server
+  ::close(fd);
+}
+
+TEST(Control, SocketIsPrivateAndOtherUsersGetNoAnswer) {
+  const std::string path = temp_path("c");
+  ServerThread st(path);
+  struct stat s {};
+  ASSERT_EQ(::stat(path.c_str(), &s), 0);
+  EXPECT_EQ(s.st_mode & 0777, 0600u);
+  if (::geteuid() != 0) GTEST_SKIP() << "SKIPPED: needs root to try the socket as another user";
+  const pid_t child = ::fork();
+  if (child == 0) {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) _exit(3);
+    auto r = call_once(path, Json{{"op", "echo"}}, 500ms);
+    _exit(r.ok() ? 1 : 0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "a uid-65534 client got an answer";
+  EXPECT_EQ(st.calls(), 0);
+}
+
+TEST(Control, ListenReplacesStaleSocketButNotOtherFiles) {
+  const std::string path = temp_path("d");
+  { ServerThread st(path); }
+  EXPECT_NE(::access(path.c_str(), F_OK), 0) << "socket file left behind";
+  FILE* f = std::fopen(path.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fclose(f);
+  auto s = Server::listen(path);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().context.find("not a socket"), std::string::npos);
+  ::unlink(path.c_str());
+  auto c = Client::connect(path, 50ms);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error().code, ControlErrc::kSocket);
+}
+
+TEST(Control, CallTimesOutWhenServerIsSilent) {
+  const std::string path = temp_path("e");
+  auto s = Server::listen(path);  // nobody serves it
+  ASSERT_TRUE(s.ok());
+  auto c = Client::connect(path, 1s);
+  ASSERT_TRUE(c.ok());
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = c->call(Json{{"op", "echo"}}, 200ms);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ControlErrc::kTimeout);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 190ms);
+}
+
+}  // namespace
+}  // namespace azote::control
