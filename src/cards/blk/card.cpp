@@ -8,6 +8,8 @@
 
 #include <cstring>
 
+#include <openssl/crypto.h>
+
 #include "base/log.hpp"
 
 namespace azote::card_blk {
@@ -15,34 +17,23 @@ namespace {
 
 constexpr uint64_t kTagSignal = 0;
 constexpr uint64_t kTagStop = 1;
-constexpr uint64_t kTagBackend = 2;  // + volume index
+constexpr uint64_t kTagControl = 2;
+constexpr uint64_t kTagBackend = 16;  // + volume id
+
+Result<void, CardError> epoll_watch(int epoll, int fd, uint64_t tag) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = tag;
+  if (::epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &ev) != 0) return errno_error(CardErrc::kHost, "epoll_ctl");
+  return {};
+}
 
 }  // namespace
 
 Result<std::unique_ptr<Card>, CardError> Card::create(const CardOptions& options) {
   std::unique_ptr<Card> c(new Card());
-  for (const VolumeOptions& vo : options.volumes) {
-    auto v = Volume::open(vo, c->clock_);
-    if (!v) return make_error(v.error().code == VolumeErrc::kHost ? CardErrc::kHost : CardErrc::kVolume,
-                              v.error().message());
-    Served s;
-    s.volume = std::move(v).value();
-    s.device = std::make_unique<BlkDevice>(*s.volume);
-    c->served_.push_back(std::move(s));
-  }
-  for (Served& s : c->served_) {
-    auto b = vhost_user::Backend::listen(s.volume->params().socket, *s.device);
-    if (!b) return make_error(CardErrc::kHost, "socket=" + s.volume->params().socket + ": " + b.error().message());
-    s.backend = std::move(b).value();
-  }
-  if (!options.metrics_path.empty()) {
-    std::vector<MetricsSource> src;
-    for (const Served& s : c->served_) src.push_back({s.volume->params().name, s.volume->params().socket, &s.volume->metrics()});
-    auto m = MetricsServer::start(options.metrics_path, std::move(src));
-    if (!m) return make_error(CardErrc::kHost, m.error().message());
-    c->metrics_ = std::move(m).value();
-  }
-
+  c->metrics_path_ = options.metrics_path;
+  c->control_path_ = options.control_path;
   c->epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
   c->stop_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   sigset_t set;
@@ -51,24 +42,142 @@ Result<std::unique_ptr<Card>, CardError> Card::create(const CardOptions& options
   sigaddset(&set, SIGINT);
   c->signal_fd_ = UniqueFd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!c->epoll_ || !c->stop_fd_ || !c->signal_fd_) return errno_error(CardErrc::kHost, "epoll/eventfd/signalfd");
-  auto watch = [&](int fd, uint64_t tag) -> Result<void, CardError> {
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.u64 = tag;
-    if (::epoll_ctl(c->epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return errno_error(CardErrc::kHost, "epoll_ctl");
-    return {};
-  };
-  AZOTE_TRYV(watch(c->signal_fd_.get(), kTagSignal));
-  AZOTE_TRYV(watch(c->stop_fd_.get(), kTagStop));
-  for (size_t i = 0; i < c->served_.size(); ++i) AZOTE_TRYV(watch(c->served_[i].backend->poll_fd(), kTagBackend + i));
+  AZOTE_TRYV(epoll_watch(c->epoll_.get(), c->signal_fd_.get(), kTagSignal));
+  AZOTE_TRYV(epoll_watch(c->epoll_.get(), c->stop_fd_.get(), kTagStop));
+
+  for (const VolumeOptions& vo : options.volumes) AZOTE_TRYV(c->add_volume(vo));
+  if (!options.metrics_path.empty()) {
+    auto m = MetricsServer::start(options.metrics_path, {});
+    if (!m) return make_error(CardErrc::kHost, m.error().message());
+    c->metrics_ = std::move(m).value();
+    c->update_metrics();
+  }
+  if (!options.control_path.empty()) {
+    auto s = control::Server::listen(options.control_path);
+    if (!s) return make_error(CardErrc::kHost, "--control " + options.control_path + ": " + s.error().message());
+    c->control_ = std::move(s).value();
+    AZOTE_TRYV(epoll_watch(c->epoll_.get(), c->control_->poll_fd(), kTagControl));
+  }
   return c;
 }
 
 Card::~Card() {
+  control_.reset();
   metrics_.reset();
   // Backends first (each stops its queues and removes its socket), then devices, then volumes.
-  for (Served& s : served_) s.backend.reset();
+  for (auto& [id, s] : served_) s->backend.reset();
   served_.clear();
+}
+
+Result<void, CardError> Card::check_new(const VolumeOptions& o) const {
+  if (served_.size() >= kMaxVolumes)
+    return make_error(CardErrc::kVolume, o.origin + ": the card already serves " + std::to_string(kMaxVolumes) +
+                                             " volumes");
+  if (o.socket == metrics_path_ || o.socket == control_path_)
+    return make_error(CardErrc::kVolume, o.origin + ": socket " + o.socket + " is the card's own metrics or control socket");
+  for (const auto& [id, s] : served_) {
+    if (s->options.socket == o.socket)
+      return make_error(CardErrc::kVolume, o.origin + ": socket " + o.socket + " is used by another volume");
+  }
+  return {};
+}
+
+Result<void, CardError> Card::add_volume(VolumeOptions o) {
+  struct Wipe {  // the key lives on only inside the Volume
+    std::vector<uint8_t>& k;
+    ~Wipe() {
+      OPENSSL_cleanse(k.data(), k.size());
+      k.clear();
+    }
+  } wipe{o.key_bytes};
+  AZOTE_TRYV(check_new(o));
+  auto s = std::make_unique<Served>();
+  auto v = Volume::open(o, clock_);
+  if (!v) return make_error(v.error().code == VolumeErrc::kHost ? CardErrc::kHost : CardErrc::kVolume,
+                            v.error().message());
+  s->volume = std::move(v).value();
+  s->device = std::make_unique<BlkDevice>(*s->volume);
+  auto b = vhost_user::Backend::listen(s->volume->params().socket, *s->device);
+  if (!b) return make_error(CardErrc::kHost, "socket=" + s->volume->params().socket + ": " + b.error().message());
+  s->backend = std::move(b).value();
+  s->options = std::move(o);
+  const uint64_t id = next_id_++;
+  AZOTE_TRYV(epoll_watch(epoll_.get(), s->backend->poll_fd(), kTagBackend + id));
+  LOG_INFO("volume %s: serving %s on %s%s%s", s->volume->params().name.c_str(), s->options.file.c_str(),
+           s->options.socket.c_str(), s->volume->params().read_only ? " (read-only)" : "",
+           s->volume->params().encrypted ? " (encrypted)" : "");
+  served_.emplace(id, std::move(s));
+  update_metrics();
+  return {};
+}
+
+Result<void, CardError> Card::remove_volume(const std::string& socket, bool force) {
+  for (auto it = served_.begin(); it != served_.end(); ++it) {
+    Served& s = *it->second;
+    if (s.options.socket != socket) continue;
+    if (s.backend->connected() && !force)
+      return make_error(CardErrc::kVolume, "volume on " + socket +
+                                               " is in use by a connected hypervisor (\"force\": true detaches it anyway)");
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, s.backend->poll_fd(), nullptr);
+    const std::string name = s.volume->params().name;
+    auto owned = std::move(it->second);
+    served_.erase(it);
+    update_metrics();  // before the counters go away
+    owned->backend.reset();
+    owned.reset();
+    LOG_INFO("volume %s: removed (socket %s)", name.c_str(), socket.c_str());
+    return {};
+  }
+  return make_error(CardErrc::kVolume, "no volume is served on socket " + socket);
+}
+
+void Card::update_metrics() {
+  if (!metrics_) return;
+  std::vector<MetricsSource> src;
+  for (const auto& [id, s] : served_) src.push_back({s->volume->params().name, s->options.socket, &s->volume->metrics()});
+  metrics_->set_sources(std::move(src));
+}
+
+nlohmann::json Card::describe_volumes() const {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& [id, s] : served_) {
+    const VolumeParams& p = s->volume->params();
+    const VolumeMetrics& m = s->volume->metrics();
+    out.push_back(nlohmann::json{{"serial", p.name},
+                   {"socket", s->options.socket},
+                   {"file", s->options.file},
+                   {"read_only", p.read_only},
+                   {"encrypted", p.encrypted},
+                   {"queues", p.queues},
+                   {"iops", s->options.iops},
+                   {"mbps", s->options.mbps},
+                   {"sectors", s->volume->blk().capacity()},
+                   {"connected", s->backend->connected()},
+                   {"connections", s->backend->accepted()},
+                   {"reads", m.op[static_cast<size_t>(OpKind::kRead)].ops.load(std::memory_order_relaxed)},
+                   {"writes", m.op[static_cast<size_t>(OpKind::kWrite)].ops.load(std::memory_order_relaxed)}});
+  }
+  return out;
+}
+
+control::Json Card::handle_control(const control::Json& r) {
+  const std::string op = r["op"].get<std::string>();
+  if (op == "list-volumes") return {{"ok", true}, {"volumes", describe_volumes()}};
+  if (op == "add-volume") {
+    if (!r.contains("volume")) return control::refuse("add-volume needs \"volume\"");
+    auto o = parse_volume_json("add-volume", r["volume"], /*allow_key=*/true);
+    if (!o) return control::refuse(o.error().message());
+    const std::string socket = o->socket;
+    if (auto a = add_volume(std::move(o).value()); !a) return control::refuse(a.error().message());
+    return {{"ok", true}, {"socket", socket}};
+  }
+  if (op == "remove-volume") {
+    if (!r.contains("socket") || !r["socket"].is_string()) return control::refuse("remove-volume needs \"socket\"");
+    const bool force = r.contains("force") && r["force"].is_boolean() && r["force"].get<bool>();
+    if (auto d = remove_volume(r["socket"].get<std::string>(), force); !d) return control::refuse(d.error().message());
+    return control::ok();
+  }
+  return control::refuse("unknown op \"" + op + "\" (known: add-volume, remove-volume, list-volumes)");
 }
 
 void Card::request_stop() {
@@ -77,7 +186,7 @@ void Card::request_stop() {
 }
 
 int Card::run() {
-  LOG_INFO("azote-card-blk: serving %zu volume(s)", served_.size());
+  LOG_INFO("azote-card-blk: serving %zu volume(s)%s", served_.size(), control_ ? ", control socket open" : "");
   for (;;) {
     epoll_event ev[16];
     const int n = ::epoll_wait(epoll_.get(), ev, 16, -1);
@@ -95,10 +204,16 @@ int Card::run() {
         return kExitOk;
       }
       if (tag == kTagStop) return kExitOk;
-      const size_t idx = static_cast<size_t>(tag - kTagBackend);
-      if (idx >= served_.size()) continue;
-      if (auto r = served_[idx].backend->run_once(std::chrono::milliseconds(0)); !r)
-        LOG_ERROR("volume %s: %s", served_[idx].volume->params().name.c_str(), r.error().message().c_str());
+      if (tag == kTagControl) {
+        control_->serve_ready([this](const control::Json& r) { return handle_control(r); });
+        continue;
+      }
+      // A volume removed earlier in this batch is simply not found.
+      const auto it = served_.find(tag - kTagBackend);
+      if (tag < kTagBackend || it == served_.end()) continue;
+      Served& s = *it->second;
+      if (auto r = s.backend->run_once(std::chrono::milliseconds(0)); !r)
+        LOG_ERROR("volume %s: %s", s.volume->params().name.c_str(), r.error().message().c_str());
     }
   }
 }

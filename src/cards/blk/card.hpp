@@ -3,14 +3,18 @@
 // a clean stop on SIGTERM/SIGINT.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "base/unique_fd.hpp"
 #include "cards/blk/device.hpp"
 #include "cards/blk/metrics.hpp"
 #include "cards/blk/options.hpp"
 #include "cards/blk/volume.hpp"
+#include "control/control.hpp"
 #include "rate_limit/clock.hpp"
 #include "vhost_user/backend.hpp"
 
@@ -42,17 +46,30 @@ class Card {
 
   size_t volumes() const { return served_.size(); }
 
+  // Run-time changes (the control socket calls these; so can tests).
+  Result<void, CardError> add_volume(VolumeOptions o);
+  // Refuses a volume a hypervisor is connected to unless `force`.
+  Result<void, CardError> remove_volume(const std::string& socket, bool force);
+  nlohmann::json describe_volumes() const;
+
  private:
   Card() = default;
   struct Served {
+    VolumeOptions options;  // as given, minus the key
     std::unique_ptr<Volume> volume;  // destroyed last
     std::unique_ptr<BlkDevice> device;
     std::unique_ptr<vhost_user::Backend> backend;  // destroyed first: stops the queues
   };
+  Result<void, CardError> check_new(const VolumeOptions& o) const;
+  void update_metrics();
+  control::Json handle_control(const control::Json& request);
 
   rate_limit::MonotonicClock clock_;
-  std::vector<Served> served_;
+  std::string metrics_path_, control_path_;
+  uint64_t next_id_ = 0;
+  std::map<uint64_t, std::unique_ptr<Served>> served_;  // by id (epoll tag - kTagBackend)
   std::unique_ptr<MetricsServer> metrics_;
+  std::unique_ptr<control::Server> control_;
   UniqueFd epoll_, signal_fd_, stop_fd_;
 };
 

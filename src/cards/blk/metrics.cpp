@@ -173,6 +173,11 @@ std::string render_prometheus(const std::vector<MetricsSource>& sources) {
 
 // ---- server ---------------------------------------------------------------------------
 
+void MetricsServer::set_sources(std::vector<MetricsSource> sources) {
+  std::lock_guard lock(sources_mutex_);
+  sources_ = std::move(sources);
+}
+
 Result<std::unique_ptr<MetricsServer>, MetricsError> MetricsServer::start(const std::string& path,
                                                                           std::vector<MetricsSource> sources) {
   std::unique_ptr<MetricsServer> m(new MetricsServer());
@@ -246,7 +251,11 @@ void MetricsServer::serve(UniqueFd client) {
     if (n <= 0) break;
     got += static_cast<size_t>(n);
   }
-  std::string body = render_prometheus(sources_);
+  std::string body;
+  {
+    std::lock_guard lock(sources_mutex_);
+    body = render_prometheus(sources_);
+  }
   std::string out;
   if (got >= 4 && std::memcmp(req, "GET ", 4) == 0) {
     out = "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: " +

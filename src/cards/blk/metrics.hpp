@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -85,6 +86,9 @@ class MetricsServer {
   MetricsServer& operator=(const MetricsServer&) = delete;
 
   uint64_t served() const { return served_.load(); }
+  // Replaces the volume list (volumes added or removed at run time). Once this returns,
+  // no rendering refers to a source that is not in `sources`.
+  void set_sources(std::vector<MetricsSource> sources);
 
  private:
   MetricsServer() = default;
@@ -92,7 +96,8 @@ class MetricsServer {
   void serve(UniqueFd client);
 
   std::string path_;
-  std::vector<MetricsSource> sources_;
+  std::mutex sources_mutex_;
+  std::vector<MetricsSource> sources_;  // guarded by sources_mutex_
   UniqueFd listen_, stop_;
   std::thread thread_;
   std::atomic<uint64_t> served_{0};

@@ -100,6 +100,23 @@ Result<void, OptionsError> set_volume_key(VolumeOptions& v, const std::string& o
   return {};
 }
 
+bool parse_hex_key(const std::string& hex, std::vector<uint8_t>* out) {
+  if (hex.size() != 128) return false;
+  out->clear();
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    auto nib = [](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+      return -1;
+    };
+    const int hi = nib(hex[i]), lo = nib(hex[i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out->push_back(static_cast<uint8_t>(hi << 4 | lo));
+  }
+  return true;
+}
+
 Result<void, OptionsError> check_volume(const VolumeOptions& v) {
   if (v.socket.empty()) return bad(v.origin + ": needs socket=PATH");
   if (v.file.empty()) return bad(v.origin + ": needs file=PATH");
@@ -113,6 +130,11 @@ Result<std::string, OptionsError> parse_metrics(const std::string& origin, const
   std::string path = v.substr(5);
   if (path.size() >= 108) return bad(origin + " " + v + ": the socket path is longer than 107 bytes");
   return path;
+}
+
+Result<std::string, OptionsError> parse_control(const std::string& origin, const std::string& v) {
+  if (v.empty() || v.size() >= 108) return bad(origin + " \"" + v + "\": expected a socket path of 1-107 bytes");
+  return v;
 }
 
 Result<std::string, OptionsError> parse_log_level(const std::string& origin, const std::string& v) {
@@ -141,6 +163,36 @@ Result<VolumeOptions, OptionsError> parse_volume(const std::string& origin, cons
   return v;
 }
 
+Result<VolumeOptions, OptionsError> parse_volume_json(const std::string& where, const nlohmann::json& j,
+                                                      bool allow_key) {
+  if (j.is_string()) return parse_volume(where, j.get<std::string>());
+  if (!j.is_object()) return bad(where + ": must be an object or a \"socket=...,file=...\" string");
+  VolumeOptions v;
+  v.origin = where;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const auto& val = it.value();
+    if (it.key() == "key" && allow_key) {
+      if (!val.is_string() || !parse_hex_key(val.get<std::string>(), &v.key_bytes))
+        return bad(where + ": \"key\" must be 128 hex digits (64 bytes)");
+      continue;
+    }
+    std::string s;
+    if (val.is_string()) {
+      s = val.get<std::string>();
+    } else if (val.is_boolean()) {
+      s = val.get<bool>() ? "on" : "off";
+    } else if (val.is_number_unsigned()) {
+      s = std::to_string(val.get<uint64_t>());
+    } else {
+      return bad(where + ": \"" + it.key() + "\" must be a string, a boolean or a non-negative integer");
+    }
+    AZOTE_TRYV(set_volume_key(v, where, it.key(), s, true));
+  }
+  if (!v.key_bytes.empty() && !v.key_file.empty()) return bad(where + ": both \"key\" and \"key-file\" given");
+  AZOTE_TRYV(check_volume(v));
+  return v;
+}
+
 Result<void, OptionsError> apply_json(const std::string& text, const std::string& origin, CardOptions* out) {
   nlohmann::json j;
   try {
@@ -149,15 +201,20 @@ Result<void, OptionsError> apply_json(const std::string& text, const std::string
     return bad(origin + ": not valid JSON: " + e.what());
   }
   if (!j.is_object()) return bad(origin + ": the top level must be an object");
-  static const std::set<std::string> kKeys = {"volumes", "metrics", "log"};
+  static const std::set<std::string> kKeys = {"volumes", "metrics", "log", "control"};
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (kKeys.count(it.key()) == 0)
-      return bad(origin + ": unknown key \"" + it.key() + "\" (known: volumes, metrics, log)");
+      return bad(origin + ": unknown key \"" + it.key() + "\" (known: volumes, metrics, log, control)");
   }
   if (j.contains("metrics")) {
     if (!j["metrics"].is_string()) return bad(origin + ": \"metrics\" must be a string \"unix:PATH\"");
     AZOTE_TRY(p, parse_metrics(origin + ": metrics", j["metrics"].get<std::string>()));
     out->metrics_path = p;
+  }
+  if (j.contains("control")) {
+    if (!j["control"].is_string()) return bad(origin + ": \"control\" must be a string PATH");
+    AZOTE_TRY(c, parse_control(origin + ": control", j["control"].get<std::string>()));
+    out->control_path = c;
   }
   if (j.contains("log")) {
     if (!j["log"].is_string()) return bad(origin + ": \"log\" must be a string");
@@ -170,29 +227,7 @@ Result<void, OptionsError> apply_json(const std::string& text, const std::string
     out->volumes.clear();
     for (size_t i = 0; i < vs.size(); ++i) {
       const std::string where = origin + ": volumes[" + std::to_string(i) + "]";
-      if (vs[i].is_string()) {
-        AZOTE_TRY(v, parse_volume(where, vs[i].get<std::string>()));
-        out->volumes.push_back(std::move(v));
-        continue;
-      }
-      if (!vs[i].is_object()) return bad(where + ": must be an object or a \"socket=...,file=...\" string");
-      VolumeOptions v;
-      v.origin = where;
-      for (auto it = vs[i].begin(); it != vs[i].end(); ++it) {
-        const auto& val = it.value();
-        std::string s;
-        if (val.is_string()) {
-          s = val.get<std::string>();
-        } else if (val.is_boolean()) {
-          s = val.get<bool>() ? "on" : "off";
-        } else if (val.is_number_unsigned()) {
-          s = std::to_string(val.get<uint64_t>());
-        } else {
-          return bad(where + ": \"" + it.key() + "\" must be a string, a boolean or a non-negative integer");
-        }
-        AZOTE_TRYV(set_volume_key(v, where, it.key(), s, true));
-      }
-      AZOTE_TRYV(check_volume(v));
+      AZOTE_TRY(v, parse_volume_json(where, vs[i], /*allow_key=*/false));
       out->volumes.push_back(std::move(v));
     }
   }
@@ -200,12 +235,16 @@ Result<void, OptionsError> apply_json(const std::string& text, const std::string
 }
 
 Result<void, OptionsError> validate(const CardOptions& o) {
-  if (o.volumes.empty()) return bad("no volume: give at least one --volume socket=PATH,file=IMG (see --help)");
+  if (o.volumes.empty() && o.control_path.empty())
+    return bad("no volume: give at least one --volume socket=PATH,file=IMG or a --control socket (see --help)");
   if (o.volumes.size() > kMaxVolumes) return bad("more than " + std::to_string(kMaxVolumes) + " volumes");
+  if (!o.control_path.empty() && o.control_path == o.metrics_path)
+    return bad("--control " + o.control_path + " is also the --metrics socket");
   std::set<std::string> sockets;
   for (const auto& v : o.volumes) {
     if (!sockets.insert(v.socket).second) return bad(v.origin + ": socket " + v.socket + " is used by another volume");
     if (v.socket == o.metrics_path) return bad(v.origin + ": socket " + v.socket + " is also the --metrics socket");
+    if (v.socket == o.control_path) return bad(v.origin + ": socket " + v.socket + " is also the --control socket");
   }
   return {};
 }
@@ -217,7 +256,7 @@ Result<ParsedArgs, OptionsError> parse_args(const std::vector<std::string>& args
   };
   std::vector<Flag> flags;
   std::string config_path;
-  static const std::set<std::string> kWithValue = {"--volume", "--config", "--metrics", "--log-level"};
+  static const std::set<std::string> kWithValue = {"--volume", "--config", "--metrics", "--log-level", "--control"};
   for (size_t i = 0; i < args.size(); ++i) {
     std::string a = args[i];
     if (a == "-h" || a == "--help") {
@@ -267,6 +306,9 @@ Result<ParsedArgs, OptionsError> parse_args(const std::vector<std::string>& args
     } else if (f.name == "--metrics") {
       AZOTE_TRY(m, parse_metrics("--metrics", f.value));
       p.options.metrics_path = m;
+    } else if (f.name == "--control") {
+      AZOTE_TRY(c, parse_control("--control", f.value));
+      p.options.control_path = c;
     } else if (f.name == "--log-level") {
       AZOTE_TRY(l, parse_log_level("--log-level", f.value));
       p.options.log_level = l;
@@ -312,11 +354,16 @@ Options:
   --config FILE.json    {"volumes": [{"socket": PATH, "file": PATH, "readonly": true,
                         "key-file": PATH, "iops": N, "mbps": N, "burst-ms": N,
                         "queues": N, "serial": S, "discard": false} or "socket=...,..."],
-                        "metrics": "unix:PATH", "log": "info"}. --volume flags replace
+                        "metrics": "unix:PATH", "control": PATH, "log": "info"}. --volume flags replace
                         the file's volumes; other flags override its values.
   --metrics unix:PATH   Serve per-volume counters as Prometheus text on a Unix socket:
                         each connection gets the full text, then EOF (an HTTP GET gets
                         an HTTP/1.0 response, so curl --unix-socket works).
+  --control PATH        Listen for the host controller on a Unix socket (mode 0600,
+                        JSON lines): {"op":"add-volume","volume":{...as in --config,
+                        plus "key": 128 hex digits}}, {"op":"remove-volume",
+                        "socket":PATH[,"force":true]}, {"op":"list-volumes"}. With it,
+                        the card may start with no volume.
   --log-level LEVEL     error, warn, info (default) or debug; logs go to stderr.
   -h, --help            Show this help.
   --version             Show the version.

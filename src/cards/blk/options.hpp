@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "base/error.hpp"
 
 namespace azote::card_blk {
@@ -32,11 +34,15 @@ struct VolumeOptions {
   uint32_t queues = 1;     // virtqueues offered (MQ when > 1)
   std::string serial;      // GET_ID; empty: derived from the file's identity
   std::optional<bool> discard;  // default: on for plain volumes, off for encrypted ones
+  // The key itself (64 bytes), handed over at attach time through the control socket
+  // ("key": hex); never from the command line or a configuration file.
+  std::vector<uint8_t> key_bytes;
 };
 
 struct CardOptions {
   std::vector<VolumeOptions> volumes;
   std::string metrics_path;  // --metrics unix:PATH; empty: no metrics endpoint
+  std::string control_path;  // --control PATH; empty: the volume set is fixed at startup
   std::string log_level = "info";
 };
 
@@ -59,7 +65,13 @@ Result<VolumeOptions, OptionsError> parse_volume(const std::string& origin, cons
 // Applies a JSON configuration (see usage_text()) on top of `out`.
 Result<void, OptionsError> apply_json(const std::string& text, const std::string& origin, CardOptions* out);
 
-// Checks what only the whole set can tell: at least one volume, distinct sockets.
+// One volume given as JSON: an object of volume keys or a "socket=...,file=..." string.
+// "key" (128 hex digits) is accepted only when `allow_key` (the control socket).
+Result<VolumeOptions, OptionsError> parse_volume_json(const std::string& where, const nlohmann::json& j,
+                                                      bool allow_key);
+
+// Checks what only the whole set can tell: at least one volume (unless a control
+// socket can add them later), distinct sockets.
 Result<void, OptionsError> validate(const CardOptions& o);
 
 const char* usage_text();

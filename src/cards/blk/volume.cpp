@@ -36,7 +36,11 @@ Result<std::unique_ptr<Volume>, VolumeError> Volume::open(const VolumeOptions& o
                                                           bool allow_direct) {
   // The key first: a bad key must not leave a locked file behind for nothing.
   std::optional<XtsKey> key;
-  if (!o.key_file.empty()) {
+  if (!o.key_bytes.empty()) {
+    auto k = XtsKey::from_bytes(o.key_bytes);
+    if (!k) return make_error(VolumeErrc::kKey, o.origin + ": " + k.error().message());
+    key = std::move(k).value();
+  } else if (!o.key_file.empty()) {
     auto k = XtsKey::load(o.key_file);
     if (!k) return make_error(VolumeErrc::kKey, o.origin + ": " + k.error().message());
     key = std::move(k).value();
