@@ -48,6 +48,7 @@ Line Device::error_line() const {
 
 void Device::die(Line& l) const {
   l.print();
+  if (on_fatal_ != nullptr) on_fatal_();
   exit(1);
 }
 
@@ -77,6 +78,7 @@ uint64_t Device::notifies() const {
 
 Device::Open Device::open(const Options& o) {
   who_ = o.who;
+  on_fatal_ = o.on_fatal;
   MmioWindow w[kMaxWindows];
   const size_t n = find_windows(platform::cmdline(), w, kMaxWindows);
   for (size_t i = 0; i < n; ++i) {
@@ -248,7 +250,8 @@ void Device::submit(uint32_t slot, uint32_t type, uint64_t sector, uint64_t buf,
   e->addr = reinterpret_cast<uint64_t>(hdr);
   e->len = sizeof(ReqHeader);
   e->flags = kDescFNext;
-  const uint16_t data_flags = static_cast<uint16_t>(kDescFNext | (type == kTypeIn ? kDescFWrite : 0));
+  const bool device_writes = type == kTypeIn || type == kTypeGetId;
+  const uint16_t data_flags = static_cast<uint16_t>(kDescFNext | (device_writes ? kDescFWrite : 0));
   for (uint32_t off = 0; off < len; off += seg_bytes_) {
     e->next = ++d;
     e = &q.desc(d);

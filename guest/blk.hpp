@@ -17,6 +17,8 @@ namespace az::blk {
 inline constexpr uint32_t kTypeIn = 0;
 inline constexpr uint32_t kTypeOut = 1;
 inline constexpr uint32_t kTypeFlush = 4;
+inline constexpr uint32_t kTypeGetId = 8;  // the device writes its serial (kIdBytes) into the data
+inline constexpr uint32_t kIdBytes = 20;
 inline constexpr uint8_t kStatusOk = 0;
 inline constexpr uint8_t kStatusIoErr = 1;
 inline constexpr uint8_t kStatusUnsupp = 2;
@@ -38,6 +40,9 @@ struct Options {
   uint32_t slots = 32;            // requests the program wants in flight
   uint32_t max_request = 1 << 20;  // largest data length it will submit, bytes
   uint16_t queues = 1;            // queues it wants (more only if the device offers MQ)
+  // Called after a fatal device error's io-error line instead of exit(1), for a
+  // program that must go on without its device (init). Must not return.
+  void (*on_fatal)() = nullptr;
 };
 
 struct Completion {
@@ -65,6 +70,7 @@ class Device {
 
   // Queues a request on idle `slot`: type, first sector, guest-physical buffer and
   // its length in bytes (a multiple of 512, at most max_request(); 0 for a flush).
+  // The data is device-writable for kTypeIn and kTypeGetId, device-readable otherwise.
   // The device sees it at the next kick().
   void submit(uint32_t slot, uint32_t type, uint64_t sector, uint64_t buf, uint32_t len);
   // Publishes everything submitted: at most one QueueNotify per queue.
@@ -76,7 +82,8 @@ class Device {
   Completion wait();
   uint32_t in_flight() const { return in_flight_; }
 
-  // "azote-guest: WHO io-error " -- the caller appends details, then calls die().
+  // "azote-guest: WHO io-error " -- the caller appends details, then calls die(),
+  // which prints the line and exits 1 (or calls Options::on_fatal).
   Line error_line() const;
   [[noreturn]] void die(Line& l) const;
 
@@ -87,6 +94,7 @@ class Device {
   [[noreturn]] void device_trouble(uint32_t status) const;
 
   const char* who_ = "blk";
+  void (*on_fatal_)() = nullptr;
   virtio::MmioDevice dev_;
   virtio::SplitQueue q_[kMaxQueues];
   uint16_t nqueues_ = 0;

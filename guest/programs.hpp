@@ -23,4 +23,10 @@ inline constexpr const char* kPrefix = "azote-guest: ";
 [[noreturn]] void prog_blk_check(const Args& args);
 [[noreturn]] void prog_blk_bench(const Args& args);
 
+// `init [--no-idle]`: an instance's program. Hello line, boot count on the root
+// volume (the first virtio-blk device; record format in init.cpp), `ready`, then
+// parks the CPU in HLT for good (--no-idle: exit 0). I/O errors print one line
+// and init goes on. (init.cpp)
+[[noreturn]] void prog_init(const Args& args);
+
 }  // namespace az
