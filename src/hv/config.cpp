@@ -49,6 +49,12 @@ Result<ConsoleConfig, ConfigError> check_console(const std::string& origin, cons
   return bad(origin + ": \"" + v + "\" is not stdio, file:PATH or unix:PATH");
 }
 
+Result<void, ConfigError> check_control(const std::string& origin, const std::string& v) {
+  if (v.empty()) return bad(origin + ": empty socket path");
+  if (v.size() >= 108) return bad(origin + ": socket path \"" + v + "\" is longer than 107 bytes");
+  return {};
+}
+
 Result<void, ConfigError> check_kernel(const std::string& origin, const std::string& v) {
   if (v.empty()) return bad(origin + ": empty kernel");
   if (v.rfind("builtin:", 0) == 0 && v.size() == 8) return bad(origin + ": builtin: needs a program name, e.g. builtin:hello");
@@ -132,11 +138,19 @@ Options:
                               Repeatable (up to 16). Each appears as a virtio-mmio device
                               at 0xc0000000 + 4K*i, interrupt 5+i, announced on the
                               kernel command line as virtio_mmio.device=4K@ADDR:IRQ.
+  --control PATH              Empty-shell mode: set the VM up (memory, kernel, vCPUs,
+                              --device cards) but keep the vCPUs parked, and take
+                              requests on a new unix socket at PATH (mode 0600), one
+                              JSON object per line: {"op": "describe"}, {"op":
+                              "attach-device", "kind": "blk", "socket": PATH},
+                              {"op": "start"}, {"op": "stop"}. The socket is served
+                              while the guest runs and removed at exit.
   --config FILE.json          Read the same fields from JSON: {"kernel", "cmdline",
-                              "initrd", "vcpus", "memory", "console", "devices", "pit", "log"};
-                              memory may be a string ("256M") or a number of MiB; devices
-                              an array of "blk,socket=PATH" or {"type": "blk", "socket":
-                              PATH}. Flags given on the command line override the file.
+                              "initrd", "vcpus", "memory", "console", "devices", "pit",
+                              "log", "control"}; memory may be a string ("256M") or a
+                              number of MiB; devices an array of "blk,socket=PATH" or
+                              {"type": "blk", "socket": PATH}. Flags given on the
+                              command line override the file.
   --no-pit                    Leave out the in-kernel i8254 PIT. Guests that use the LAPIC
                               timer and kvm-clock (the built-in guest; Linux with this
                               platform's hardware-reduced ACPI) do not need it, and KVM's
@@ -152,7 +166,8 @@ Options:
 Exit status:
   0       the guest powered off, reset (i8042) or wrote 0 to the debug-exit port
   N       the guest wrote N to the debug-exit port (I/O port 0xf4, 1-byte write)
-  64      bad command line or configuration
+  64      bad command line or configuration (including a --control socket that
+          cannot be created)
   65      the kernel or initrd cannot be loaded
   71      host or KVM setup failed
   74      a --device card cannot be reached or negotiated with
@@ -163,7 +178,7 @@ Exit status:
   84      MMIO access to an address no device owns
   85      VM entry failed
   86      unexpected KVM exit reason
-  143     stopped by SIGTERM or SIGINT
+  143     stopped by SIGTERM or SIGINT, or by a "stop" control request
 On a failure, one line on stderr names the reason, vCPU, RIP and instruction bytes;
 the full register dump follows in the log.
 )";
@@ -177,7 +192,8 @@ Result<void, ConfigError> apply_json(const std::string& text, const std::string&
     return make_error(ConfigErrc::kBadFile, origin + ": invalid JSON: " + e.what());
   }
   if (!j.is_object()) return make_error(ConfigErrc::kBadFile, origin + ": must be a JSON object");
-  static const std::set<std::string> kKeys = {"kernel", "cmdline", "initrd", "vcpus", "memory", "console", "devices", "pit", "log"};
+  static const std::set<std::string> kKeys = {"kernel", "cmdline", "initrd", "vcpus", "memory", "console", "devices",
+                                              "pit", "log", "control"};
   for (auto it = j.begin(); it != j.end(); ++it)
     if (kKeys.count(it.key()) == 0) return make_error(ConfigErrc::kBadFile, origin + ": unknown key \"" + it.key() + "\"");
   auto str = [&](const char* key, std::string* out) -> Result<void, ConfigError> {
@@ -191,6 +207,8 @@ Result<void, ConfigError> apply_json(const std::string& text, const std::string&
   AZOTE_TRYV(str("cmdline", &cfg->cmdline));
   AZOTE_TRYV(str("initrd", &cfg->initrd));
   AZOTE_TRYV(str("log", &cfg->log_path));
+  AZOTE_TRYV(str("control", &cfg->control_path));
+  if (j.contains("control")) AZOTE_TRYV(check_control(origin + ": control", cfg->control_path));
   if (j.contains("vcpus")) {
     const auto& v = j["vcpus"];
     if (!v.is_number_unsigned()) return make_error(ConfigErrc::kBadFile, origin + ": \"vcpus\" must be a positive integer");
@@ -266,7 +284,8 @@ Result<ParseOutcome, ConfigError> parse_args(int argc, const char* const* argv) 
       a = a.substr(0, eq);
     } else {
       static const std::set<std::string> kWithValue = {"--kernel", "--cmdline", "--initrd", "--vcpus", "--memory",
-                                                       "--console", "--config", "--log", "--device", "--stats"};
+                                                       "--console", "--config", "--log", "--device", "--stats",
+                                                       "--control"};
       if (kWithValue.count(a) == 0)
         return make_error(ConfigErrc::kUsage, "unknown option \"" + a + "\" (see --help)");
       if (i + 1 >= argc) return make_error(ConfigErrc::kUsage, a + " needs a value");
@@ -312,6 +331,9 @@ Result<ParseOutcome, ConfigError> parse_args(int argc, const char* const* argv) 
       cfg.log_path = value;
     } else if (flag == "--stats") {
       cfg.stats_path = value;
+    } else if (flag == "--control") {
+      AZOTE_TRYV(check_control(flag, value));
+      cfg.control_path = value;
     } else {
       return make_error(ConfigErrc::kUsage, "unknown option \"" + flag + "\" (see --help)");
     }

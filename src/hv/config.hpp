@@ -22,6 +22,7 @@ struct ConsoleConfig {
 struct DeviceConfig {
   std::string type;    // "blk"
   std::string socket;  // the card's vhost-user socket
+  bool from_control = false;  // attached by an "attach-device" request (--control), not --device
 };
 inline constexpr size_t kMaxDevices = 16;
 
@@ -36,6 +37,7 @@ struct VmConfig {
   bool pit = true;             // in-kernel i8254 PIT (--no-pit leaves it out)
   std::string log_path;        // empty: stderr
   std::string stats_path;      // empty: none
+  std::string control_path;    // --control: empty shell, vCPUs parked until "start"
   bool verbose = false;
 
   bool builtin() const { return kernel.rfind("builtin:", 0) == 0; }

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <string>
 #include <vector>
 
 namespace azote::hv {
@@ -94,6 +96,52 @@ TEST(Config, Json) {
   auto nopit = parse({"--kernel", "builtin:hello", "--no-pit"});
   ASSERT_TRUE(nopit.ok());
   EXPECT_FALSE(std::get<VmConfig>(*nopit).pit);
+}
+
+TEST(Config, ControlSocket) {
+  auto none = parse({"--kernel", "builtin:hello"});
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(std::get<VmConfig>(*none).control_path, "");
+  auto r = parse({"--kernel", "builtin:hello", "--control", "/run/azote/i-1.ctl"});
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(std::get<VmConfig>(*r).control_path, "/run/azote/i-1.ctl");
+  auto eq = parse({"--kernel", "builtin:hello", "--control=/tmp/c.sock"});
+  ASSERT_TRUE(eq.ok()) << eq.error().message();
+  EXPECT_EQ(std::get<VmConfig>(*eq).control_path, "/tmp/c.sock");
+  const std::string long_path = "/tmp/" + std::string(120, 'x');
+  for (const char* bad : {"", long_path.c_str()}) {
+    auto e = parse({"--kernel", "k", "--control", bad});
+    ASSERT_FALSE(e.ok()) << bad;
+    EXPECT_NE(e.error().message().find("--control"), std::string::npos) << e.error().message();
+  }
+  auto missing = parse({"--kernel", "k", "--control"});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.error().message().find("--control needs a value"), std::string::npos);
+
+  VmConfig j;
+  ASSERT_TRUE(apply_json(R"({"control": "/tmp/j.sock"})", "t", &j).ok());
+  EXPECT_EQ(j.control_path, "/tmp/j.sock");
+  auto notstr = apply_json(R"({"control": 1})", "t", &j);
+  ASSERT_FALSE(notstr.ok());
+  EXPECT_NE(notstr.error().message().find("\"control\""), std::string::npos) << notstr.error().message();
+  auto empty = apply_json(R"({"control": ""})", "t", &j);
+  ASSERT_FALSE(empty.ok());
+  EXPECT_NE(empty.error().message().find("control"), std::string::npos) << empty.error().message();
+  // The flag overrides the file.
+  const std::string file = ::testing::TempDir() + "/azote-hv-control-config.json";
+  {
+    std::FILE* f = std::fopen(file.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs(R"({"kernel": "builtin:hello", "control": "/tmp/from-file.sock"})", f);
+    std::fclose(f);
+  }
+  auto from_file = parse({"--config", file.c_str()});
+  ASSERT_TRUE(from_file.ok()) << from_file.error().message();
+  EXPECT_EQ(std::get<VmConfig>(*from_file).control_path, "/tmp/from-file.sock");
+  auto overridden = parse({"--config", file.c_str(), "--control", "/tmp/from-flag.sock"});
+  ASSERT_TRUE(overridden.ok()) << overridden.error().message();
+  EXPECT_EQ(std::get<VmConfig>(*overridden).control_path, "/tmp/from-flag.sock");
+  std::remove(file.c_str());
 }
 
 TEST(Config, JsonErrorsNameTheKey) {

@@ -15,7 +15,10 @@ constexpr uint64_t kVersion1 = uint64_t{1} << virtio::kFVersion1;
 constexpr uint64_t kTransportFeatures = 0xffffffull | (uint64_t{1} << virtio::kFRingIndirectDesc) |
                                         (uint64_t{1} << virtio::kFRingEventIdx) | kVersion1;
 
-std::string where(const DeviceConfig& cfg) { return "--device " + cfg.type + ",socket=" + cfg.socket; }
+std::string where(const DeviceConfig& cfg) {
+  if (cfg.from_control) return cfg.type + " device on socket " + cfg.socket;
+  return "--device " + cfg.type + ",socket=" + cfg.socket;
+}
 
 }  // namespace
 

@@ -22,7 +22,8 @@ namespace azote::hv {
 class VhostUserBackend final : public virtio_mmio::DeviceBackend {
  public:
   // Connects to the card (retrying while it starts) and negotiates; errors name the
-  // --device and the socket.
+  // --device (or, for a device attached over the control socket, the device) and the
+  // socket.
   static Result<std::unique_ptr<VhostUserBackend>, std::string> create(const DeviceConfig& cfg, kvm::VmFd& vm,
                                                                        const GuestMemory& mem, uint64_t mmio_base,
                                                                        uint32_t gsi);

@@ -5,10 +5,15 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstring>
+#include <filesystem>
+#include <set>
+#include <system_error>
 
 #include "acpi/acpi.hpp"
 #include "base/log.hpp"
@@ -37,6 +42,15 @@ std::string hexs(uint64_t v) {
   char b[24];
   std::snprintf(b, sizeof b, "%#" PRIx64, v);
   return b;
+}
+
+// Whether two socket paths name the same socket: the same path once normalised, or
+// the same inode.
+bool same_socket(const std::string& a, const std::string& b) {
+  namespace fs = std::filesystem;
+  if (fs::path(a).lexically_normal() == fs::path(b).lexically_normal()) return true;
+  struct stat sa{}, sb{};
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
 const char* mode_name(const kvm_sregs& s) {
@@ -98,14 +112,7 @@ Result<void, VmError> Vm::setup() {
   }
 
   AZOTE_TRYV(load_kernel());
-  for (size_t i = 0; i < cfg_.devices.size(); ++i) {
-    const uint64_t base = x86::kVirtioMmioBase + i * x86::kVirtioMmioStride;
-    const uint32_t gsi = x86::kVirtioFirstGsi + static_cast<uint32_t>(i);
-    auto backend = VhostUserBackend::create(cfg_.devices[i], *vm_, *mem_, base, gsi);
-    if (!backend.ok()) return make_error(VmErrc::kDevice, backend.error());
-    cards_.push_back(backend->get());
-    devices_.push_back(std::make_unique<VirtioMmioDevice>(base, gsi, std::move(backend).value()));
-  }
+  for (const auto& d : cfg_.devices) AZOTE_TRYV(attach_device(d));
 
   auto console = Console::open(cfg_.console);
   if (!console.ok()) return make_error(VmErrc::kConsole, console.error().message());
@@ -133,6 +140,18 @@ Result<void, VmError> Vm::setup() {
   }
   exit_event_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!exit_event_) return make_error(VmErrc::kHost, "eventfd", errno);
+  return {};
+}
+
+Result<void, VmError> Vm::attach_device(const DeviceConfig& d) {
+  const size_t i = devices_.size();
+  if (i >= kMaxDevices) return make_error(VmErrc::kDevice, "more than " + std::to_string(kMaxDevices) + " devices");
+  const uint64_t base = x86::kVirtioMmioBase + i * x86::kVirtioMmioStride;
+  const uint32_t gsi = x86::kVirtioFirstGsi + static_cast<uint32_t>(i);
+  auto backend = VhostUserBackend::create(d, *vm_, *mem_, base, gsi);
+  if (!backend.ok()) return make_error(VmErrc::kDevice, backend.error());
+  cards_.push_back(backend->get());
+  devices_.push_back(std::make_unique<VirtioMmioDevice>(base, gsi, std::move(backend).value()));
   return {};
 }
 
@@ -178,6 +197,12 @@ Result<void, VmError> Vm::load_kernel() {
   }
   entry_ = plan->entry;
   boot_info_ = plan->boot_info;
+  // What the loader allowed for the command line, for the one "start" rewrites with
+  // the devices attached over the control socket.
+  cmdline_max_ = x86::kCmdlineMax - 1;
+  if (loader::detect(image) == loader::ImageKind::kBzImage) {
+    if (auto bz = loader::parse_bzimage(image); bz.ok()) cmdline_max_ = std::min<uint64_t>(cmdline_max_, bz->cmdline_size);
+  }
   entry_mode_ = static_cast<int>(plan->mode);
   LOG_INFO("boot: %s entry %#" PRIx64 " boot info %#" PRIx64 ", %u vCPUs, %" PRIu64 " MiB", plan->protocol, entry_,
            boot_info_, cfg_.vcpus, cfg_.memory >> 20);
@@ -475,6 +500,144 @@ void Vm::write_stats() const {
   std::fclose(f);
 }
 
+bool Vm::start_vcpus() {
+  started_ = true;
+  for (auto& v : vcpus_) {
+    Vcpu* raw = v.get();
+    try {
+      v->thread = std::thread([this, raw] { vcpu_loop(*raw); });
+    } catch (const std::system_error& e) {
+      std::fprintf(stderr, "azote-hv: error: cannot start the thread of vCPU %d: %s\n", raw->fd->id(), e.what());
+      request_exit(kExitHostSetup);
+      return false;
+    }
+    v->started = true;
+  }
+  // A kick that raced with thread start would have been lost; repeat it.
+  if (stopping_) request_exit(kExitOk);
+  return true;
+}
+
+const char* Vm::state() const {
+  if (stopping_) return "stopping";
+  return started_ ? "running" : "created";
+}
+
+control::Json Vm::device_json(size_t i) const {
+  bool connected = false;
+  {
+    std::lock_guard lock(devices_[i]->mutex());
+    connected = cards_[i]->connected();
+  }
+  return control::Json{{"kind", cfg_.devices[i].type},
+                       {"socket", cfg_.devices[i].socket},
+                       {"connected", connected},
+                       {"mmio_base", hexs(devices_[i]->base())},
+                       {"gsi", devices_[i]->gsi()}};
+}
+
+control::Json Vm::describe() const {
+  control::Json devices = control::Json::array();
+  for (size_t i = 0; i < devices_.size(); ++i) devices.push_back(device_json(i));
+  uint64_t io = 0, mmio = 0, other = 0;
+  for (const auto& v : vcpus_) {
+    io += v->exits.io.load(std::memory_order_relaxed);
+    mmio += v->exits.mmio.load(std::memory_order_relaxed);
+    other += v->exits.other.load(std::memory_order_relaxed);
+  }
+  control::Json r = control::ok();
+  r["state"] = state();
+  r["vcpus"] = cfg_.vcpus;
+  r["memory_mib"] = cfg_.memory >> 20;
+  r["devices"] = std::move(devices);
+  r["pid"] = static_cast<int64_t>(::getpid());
+  r["exits"] = control::Json{{"io", io}, {"mmio", mmio}, {"other", other}};
+  return r;
+}
+
+control::Json Vm::attach_request(const control::Json& req) {
+  if (started_ || stopping_) return control::refuse("devices can only be attached before start");
+  const auto kind = req.find("kind");
+  if (kind == req.end() || !kind->is_string())
+    return control::refuse("attach-device needs \"kind\" as a string (known kinds: blk)");
+  DeviceConfig d;
+  d.type = kind->get<std::string>();
+  d.from_control = true;
+  if (d.type != "blk") return control::refuse("unknown device kind \"" + d.type + "\" (known kinds: blk)");
+  const auto sock = req.find("socket");
+  if (sock == req.end() || !sock->is_string() || sock->get_ref<const std::string&>().empty())
+    return control::refuse("attach-device needs \"socket\": the path of the card's vhost-user socket");
+  d.socket = sock->get<std::string>();
+  if (d.socket.find('\0') != std::string::npos) return control::refuse("socket path \"" + d.socket + "\" contains a NUL byte");
+  if (d.socket.size() >= 108) return control::refuse("socket path \"" + d.socket + "\" is longer than 107 bytes");
+  for (const auto& e : cfg_.devices)
+    if (same_socket(e.socket, d.socket)) return control::refuse("a device on socket " + d.socket + " is already attached");
+  if (devices_.size() >= kMaxDevices)
+    return control::refuse("no room for the device on socket " + d.socket + ": all " + std::to_string(kMaxDevices) +
+                           " virtio-mmio windows of the layout are taken");
+  VmConfig with = cfg_;
+  with.devices.push_back(d);
+  const size_t len = with.effective_cmdline().size();
+  if (len > cmdline_max_)
+    return control::refuse("the device on socket " + d.socket + " would make the kernel command line " +
+                           std::to_string(len) + " bytes; this kernel accepts at most " + std::to_string(cmdline_max_));
+  // A card that is not listening is refused at once (the controller starts cards
+  // before attaching them); one that is still starting gets the usual retries.
+  struct stat st{};
+  if (::stat(d.socket.c_str(), &st) != 0)
+    return control::refuse("cannot reach the card at socket " + d.socket + ": " + std::strerror(errno));
+  if (!S_ISSOCK(st.st_mode)) return control::refuse("cannot reach the card at socket " + d.socket + ": not a socket");
+  if (auto r = attach_device(d); !r.ok()) return control::refuse(r.error().message());
+  cfg_.devices.push_back(d);
+  LOG_INFO("control: attached %s device %zu on %s", d.type.c_str(), devices_.size() - 1, d.socket.c_str());
+  control::Json r = control::ok();
+  r["device"] = device_json(devices_.size() - 1);
+  return r;
+}
+
+control::Json Vm::start_request() {
+  if (stopping_) return control::refuse("the VM is stopping");
+  if (started_) return control::refuse("the VM is already running (\"start\" was accepted before)");
+  // The loader wrote the command line for the --device devices; devices attached since
+  // are announced to the guest (virtio_mmio.device=) only now.
+  const std::string cmdline = cfg_.effective_cmdline();
+  if (cmdline.size() > cmdline_max_)
+    return control::refuse("the kernel command line is " + std::to_string(cmdline.size()) +
+                           " bytes; this kernel accepts at most " + std::to_string(cmdline_max_));
+  std::vector<uint8_t> bytes(cmdline.begin(), cmdline.end());
+  bytes.push_back(0);
+  if (auto r = mem_->write(GuestAddress(x86::kCmdlineAddr), bytes); !r.ok())
+    return control::refuse("cannot write the kernel command line: " + r.error().message());
+  LOG_INFO("control: start with %zu device(s); command line \"%s\"", devices_.size(), cmdline.c_str());
+  if (!start_vcpus()) return control::refuse("the vCPU threads could not be started; the VM is stopping");
+  control::Json r = control::ok();
+  r["state"] = "running";
+  return r;
+}
+
+control::Json Vm::control_request(const control::Json& req) {
+  const auto op_it = req.find("op");
+  if (op_it == req.end() || !op_it->is_string()) return control::refuse("request has no string \"op\"");
+  const std::string op = op_it->get<std::string>();
+  static const std::vector<std::pair<std::string, std::set<std::string>>> kOps = {
+      {"describe", {}}, {"attach-device", {"kind", "socket"}}, {"start", {}}, {"stop", {}}};
+  const auto known = std::find_if(kOps.begin(), kOps.end(), [&](const auto& o) { return o.first == op; });
+  if (known == kOps.end())
+    return control::refuse("unknown op \"" + op + "\" (known: describe, attach-device, start, stop)");
+  for (auto it = req.begin(); it != req.end(); ++it) {
+    if (it.key() != "op" && known->second.count(it.key()) == 0)
+      return control::refuse(op + ": unknown field \"" + it.key() + "\"");
+  }
+  if (op == "describe") return describe();
+  if (op == "attach-device") return attach_request(req);
+  if (op == "start") return start_request();
+  if (!stopping_) {
+    LOG_INFO("stopping the VM on a control request");
+    request_exit(kExitSignal);
+  }
+  return control::ok();
+}
+
 int Vm::run() {
   // SIGTERM/SIGINT arrive through a signalfd on this thread; SIGUSR1 only kicks vCPUs
   // out of KVM_RUN (its handler does nothing; immediate_exit closes the race).
@@ -495,16 +658,22 @@ int Vm::run() {
     return kExitHostSetup;
   }
 
-  for (auto& v : vcpus_) {
-    Vcpu* raw = v.get();
-    v->thread = std::thread([this, raw] { vcpu_loop(*raw); });
-    v->started = true;
+  if (!cfg_.control_path.empty()) {
+    auto server = control::Server::listen(cfg_.control_path);
+    if (!server.ok()) {
+      std::fprintf(stderr, "azote-hv: error: --control: %s\n", server.error().message().c_str());
+      return kExitUsage;
+    }
+    control_ = std::move(server).value();
+    LOG_INFO("control: listening on %s; vCPUs parked until a \"start\" request", control_->path().c_str());
+  } else {
+    start_vcpus();
   }
-  // A kick that raced with thread start would have been lost; repeat it.
-  if (stopping_) request_exit(kExitOk);
 
+  const control::Handler handler = [this](const control::Json& req) { return control_request(req); };
   while (!stopping_) {
     std::vector<pollfd> fds{{sfd.get(), POLLIN, 0}, {exit_event_.get(), POLLIN, 0}};
+    if (control_) fds.push_back({control_->poll_fd(), POLLIN, 0});
     console_->poll_fds(&fds);
     int timeout_ms = -1;
     watch_cards(&fds, &timeout_ms);
@@ -519,15 +688,18 @@ int Vm::run() {
       }
     }
     if (fds[1].revents != 0) break;
+    if (control_ && fds[2].revents != 0) control_->serve_ready(handler);
     console_->service(fds, [this](std::span<const uint8_t> in) { platform_->console_input(in); });
     service_cards(fds);
   }
   stopping_ = true;
   for (auto& v : vcpus_) v->fd->run()->immediate_exit = 1;
   for (auto& v : vcpus_) {
+    if (!v->thread.joinable()) continue;
     pthread_kill(v->thread.native_handle(), kKickSignal);
     v->thread.join();
   }
+  control_.reset();  // closes the clients and removes the socket file
   console_->flush();
   if (!cfg_.stats_path.empty()) write_stats();
   const int status = exit_status_.load();

@@ -1,6 +1,7 @@
 // One VM: KVM objects, guest memory, platform devices, one thread per vCPU, and the
-// main thread's loop (signals, console, the VM-exit event). Built in steps so later
-// issues can park vCPUs after setup ("empty shell") before releasing them.
+// main thread's loop (signals, console, cards, the VM-exit event, the control socket).
+// With --control the VM is an "empty shell" after setup: vCPUs created but parked,
+// devices attachable over the control socket until a "start" request releases them.
 #pragma once
 
 #include <sys/resource.h>
@@ -14,6 +15,7 @@
 
 #include "base/error.hpp"
 #include "base/unique_fd.hpp"
+#include "control/control.hpp"
 #include "guest_memory/guest_memory.hpp"
 #include "hv/config.hpp"
 #include "hv/console.hpp"
@@ -32,8 +34,9 @@ class Vm {
   static Result<std::unique_ptr<Vm>, VmError> create(const VmConfig& cfg);
   ~Vm();
 
-  // Starts the vCPU threads and runs until the guest or a signal ends the VM.
-  // Returns the process exit status.
+  // Starts the vCPU threads (with --control: serves the control socket and starts
+  // them on a "start" request) and runs until the guest, a signal or a "stop" request
+  // ends the VM. Returns the process exit status.
   int run();
 
   // Called from any thread: the first caller's status wins; all vCPUs are kicked.
@@ -56,6 +59,17 @@ class Vm {
   void service_cards(const std::vector<pollfd>& fds);
   // JSON with per-vCPU exit counts and per-thread CPU time (--stats FILE).
   void write_stats() const;
+  // Releases the vCPUs. False (and the VM is stopping) if a thread cannot be created.
+  bool start_vcpus();
+  // Connects to a card and adds its virtio-mmio window as the next device.
+  Result<void, VmError> attach_device(const DeviceConfig& d);
+  // Control requests (main thread only): one per line from control::Server.
+  control::Json control_request(const control::Json& req);
+  control::Json describe() const;
+  control::Json device_json(size_t i) const;
+  control::Json attach_request(const control::Json& req);
+  control::Json start_request();
+  const char* state() const;
 
   explicit Vm(const VmConfig& cfg) : cfg_(cfg) {}
   Result<void, VmError> setup();
@@ -81,10 +95,13 @@ class Vm {
   std::vector<kvm::MsrEntry> msrs_;
   uint64_t entry_ = 0;
   uint64_t boot_info_ = 0;
+  uint64_t cmdline_max_ = 0;  // longest command line this kernel accepts (without the NUL)
   int entry_mode_ = 0;
   UniqueFd exit_event_;
   std::atomic<int> exit_status_{-1};
   std::atomic<bool> stopping_{false};
+  bool started_ = false;  // vCPU threads released (main thread only)
+  std::unique_ptr<control::Server> control_;
 };
 
 }  // namespace azote::hv

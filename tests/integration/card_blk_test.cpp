@@ -21,6 +21,7 @@
 #include <regex>
 #include <thread>
 
+#include "control/control.hpp"
 #include "guest_memory/guest_memory.hpp"
 #include "process.hpp"
 #include "vhost_user/frontend.hpp"
@@ -448,6 +449,82 @@ TEST_F(CardBlk, KilledCardLosesNoRequest) {
   for (const auto& u : c.used()) ids.push_back(u.id);
   std::sort(ids.begin(), ids.end());
   EXPECT_EQ(std::adjacent_find(ids.begin(), ids.end()), ids.end());
+}
+
+
+// (h) The controller's path: a card started with only a control socket gets volumes
+// added and removed at run time; bad requests leave it serving; an encrypted volume's
+// key comes over the socket (and the file holds no plaintext); a removed volume's
+// socket is gone and its file can be served again.
+TEST_F(CardBlk, VolumesAddedAndRemovedAtRunTime) {
+  const std::string ctl = path("card.ctl"), img = path("a.img"), sock = path("a.sock");
+  const std::string eimg = path("e.img"), esock = path("e.sock");
+  write_file(img, std::string(16 << 20, '\0'));
+  write_file(eimg, std::string(16 << 20, '\0'));
+  start_card({"--control", ctl}, {ctl});
+  using control::Json;
+  auto call = [&](const Json& r) { return control::call_once(ctl, r, 10s); };
+  auto list = call(Json{{"op", "list-volumes"}});
+  ASSERT_TRUE(list.ok()) << list.error().message();
+  EXPECT_TRUE((*list)["volumes"].empty());
+
+  auto add = call(Json{{"op", "add-volume"}, {"volume", {{"socket", sock}, {"file", img}, {"serial", "vol-a"}}}});
+  ASSERT_TRUE(add.ok()) << add.error().message();
+  auto dup = call(Json{{"op", "add-volume"}, {"volume", {{"socket", sock}, {"file", eimg}}}});
+  ASSERT_FALSE(dup.ok());
+  EXPECT_NE(dup.error().context.find("socket " + sock + " is used by another volume"), std::string::npos)
+      << dup.error().context;
+  auto missing = call(Json{{"op", "add-volume"}, {"volume", {{"socket", path("m.sock")}, {"file", path("none.img")}}}});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.error().context.find("none.img"), std::string::npos) << missing.error().context;
+  auto badkey = call(Json{{"op", "add-volume"}, {"volume", {{"socket", esock}, {"file", eimg}, {"key", "abc"}}}});
+  ASSERT_FALSE(badkey.ok());
+  EXPECT_NE(badkey.error().context.find("128 hex digits"), std::string::npos) << badkey.error().context;
+  std::string hex;
+  for (int i = 0; i < 64; ++i) hex += "0123456789abcdef"[(i * 7 + i / 32) % 16], hex += "fedcba9876543210"[i % 16];
+  auto enc = call(Json{{"op", "add-volume"}, {"volume", {{"socket", esock}, {"file", eimg}, {"key", hex}}}});
+  ASSERT_TRUE(enc.ok()) << enc.error().message();
+
+  auto o = vm("blk-check", "", {sock});
+  EXPECT_EQ(o.status, 0) << o.out << o.err;
+  EXPECT_NE(o.out.find("blk-check ok sectors=32768"), std::string::npos) << o.out;
+  auto e = vm("blk-check", "", {esock});
+  EXPECT_EQ(e.status, 0) << e.out << e.err;
+  const auto seed = seed_of(e.out);
+  ASSERT_TRUE(seed) << e.out;
+  const std::string edata = slurp(eimg);
+  EXPECT_NE(edata.substr(512 * 100, 512), guest_sector(*seed, 100)) << "plaintext in the encrypted file";
+
+  list = call(Json{{"op", "list-volumes"}});
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ((*list)["volumes"].size(), 2u) << list->dump();
+  for (const auto& v : (*list)["volumes"]) {
+    EXPECT_EQ(v["connected"], false) << v.dump();
+    EXPECT_GE(v["writes"].get<uint64_t>(), 1u) << v.dump();
+    EXPECT_EQ(v["encrypted"], v["socket"] == esock) << v.dump();
+  }
+
+  auto rm = call(Json{{"op", "remove-volume"}, {"socket", sock}});
+  ASSERT_TRUE(rm.ok()) << rm.error().message();
+  EXPECT_FALSE(file_exists(sock)) << "removed volume's socket left behind";
+  auto gone = vm("blk-check", "", {sock}, 30s);
+  EXPECT_EQ(gone.status, 74) << gone.out << gone.err;  // no card on that socket
+  auto rm2 = call(Json{{"op", "remove-volume"}, {"socket", sock}});
+  ASSERT_FALSE(rm2.ok());
+  EXPECT_NE(rm2.error().context.find("no volume is served on socket"), std::string::npos);
+  // The file's lock went with the volume: it can be served again.
+  add = call(Json{{"op", "add-volume"}, {"volume", "socket=" + sock + ",file=" + img}});
+  ASSERT_TRUE(add.ok()) << add.error().message();
+  o = vm("blk-check", "", {sock});
+  EXPECT_EQ(o.status, 0) << o.out << o.err;
+
+  auto unknown = call(Json{{"op", "format-disk"}});
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.error().context.find("unknown op"), std::string::npos);
+  auto c = stop_card();
+  EXPECT_EQ(c.status, 0) << c.err;
+  EXPECT_FALSE(file_exists(ctl)) << "control socket left behind";
+  EXPECT_FALSE(file_exists(esock));
 }
 
 // Startup errors name the bad input and use the documented exit statuses.
