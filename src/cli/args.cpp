@@ -1,0 +1,870 @@
+#include "cli/args.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "base/parse.hpp"
+#include "base/unique_fd.hpp"
+#include "pki/pki.hpp"
+
+namespace azote::cli {
+namespace {
+
+constexpr uint64_t kU32Max = std::numeric_limits<uint32_t>::max();
+constexpr uint64_t kMaxUserDataFile = 1 << 20;         // the controller allows 16 KiB
+constexpr uint64_t kMaxImageFile = uint64_t{1} << 30;  // kernel, initrd, root content
+
+using K = FlagKind;
+
+const FlagSpec kWait{"--wait", K::kSwitch, false, "",
+                     "poll until every instance reaches the target state"};
+
+std::vector<CommandSpec> build_commands() {
+  const FlagSpec ids_required{"--instance-ids", K::kList, true, "ID ...", "the instances"};
+  const FlagSpec tags_instance{"--tag-specifications", K::kList, false, "SPEC ...",
+                               "tags: 'ResourceType=instance,Tags=[{Key=k,Value=v},...]' (or JSON)"};
+  const FlagSpec tags_volume{"--tag-specifications", K::kList, false, "SPEC ...",
+                             "tags: 'ResourceType=volume,Tags=[{Key=k,Value=v},...]' (or JSON)"};
+  const FlagSpec token{"--client-token", K::kValue, false, "TOKEN",
+                       "idempotency token: the same token returns the same result"};
+  return {
+      {"run-instances", Rpc::kRunInstances, "launch instances of an image", "",
+       {{"--image-id", K::kValue, true, "ID", "the image to boot (ami-...)"},
+        {"--instance-type", K::kValue, false, "TYPE", "instance type (default t3.micro)"},
+        {"--count", K::kValue, false, "N", "how many instances, 1 to 64 (default 1)"},
+        {"--user-data", K::kValue, false, "TEXT|file://PATH",
+         "user data: the text itself, or the bytes of a file"},
+        tags_instance,
+        token,
+        {"--root-volume-size", K::kValue, false, "GiB", "root volume size (default: the image's)"},
+        {"--root-volume-type", K::kValue, false, "TYPE", "root volume type (default gp3)"},
+        {kWait.name, kWait.kind, false, "", "wait until every instance is running"}}},
+      {"describe-instances", Rpc::kDescribeInstances, "describe instances", "",
+       {{"--instance-ids", K::kList, false, "ID ...", "only these instances (default: all)"}}},
+      {"get-console-output", Rpc::kGetConsoleOutput,
+       "print the last 64 KiB an instance wrote to its serial console", "",
+       {{"--instance-id", K::kValue, true, "ID", "the instance"}}},
+      {"stop-instances", Rpc::kStopInstances, "stop instances", "",
+       {ids_required,
+        {"--force", K::kSwitch, false, "", "do not wait for the guest to shut down"},
+        {kWait.name, kWait.kind, false, "", "wait until every instance is stopped"}}},
+      {"start-instances", Rpc::kStartInstances, "start stopped instances", "",
+       {ids_required, {kWait.name, kWait.kind, false, "", "wait until every instance is running"}}},
+      {"reboot-instances", Rpc::kRebootInstances, "reboot instances", "",
+       {ids_required, {kWait.name, kWait.kind, false, "", "wait until every instance is running"}}},
+      {"terminate-instances", Rpc::kTerminateInstances, "terminate instances", "",
+       {ids_required,
+        {kWait.name, kWait.kind, false, "", "wait until every instance is terminated"}}},
+      {"describe-instance-types", Rpc::kDescribeInstanceTypes, "describe instance types", "",
+       {{"--instance-types", K::kList, false, "TYPE ...", "only these types (default: all)"}}},
+      {"describe-images", Rpc::kDescribeImages, "describe images", "",
+       {{"--image-ids", K::kList, false, "ID ...", "only these images (default: all)"}}},
+      {"register-image", Rpc::kRegisterImage, "register an image from a kernel (and initrd)", "",
+       {{"--name", K::kValue, true, "NAME", "the image's name"},
+        {"--kernel", K::kValue, true, "PATH", "kernel: ELF (PVH) or bzImage"},
+        {"--initrd", K::kValue, false, "PATH", "initial ramdisk"},
+        {"--cmdline", K::kValue, false, "TEXT", "kernel command line"},
+        {"--description", K::kValue, false, "TEXT", "a description"},
+        {"--root-volume-size", K::kValue, false, "GiB", "root volume size (default 1)"},
+        {"--root-content", K::kValue, false, "PATH",
+         "bytes written at the start of each new root volume"}}},
+      {"create-volume", Rpc::kCreateVolume, "create a volume", "",
+       {{"--size", K::kValue, true, "GiB", "size in GiB"},
+        {"--volume-type", K::kValue, false, "TYPE", "gp2, gp3, io1, io2 or standard (default gp3)"},
+        {"--iops", K::kValue, false, "N", "provisioned IOPS (io1/io2; gp3 default 3000)"},
+        {"--throughput", K::kValue, false, "MB/s", "throughput, gp3 only (default 125)"},
+        {"--encrypted", K::kSwitch, false, "", "encrypt the volume (the default)"},
+        {"--no-encrypted", K::kSwitch, false, "", "do not encrypt the volume"},
+        tags_volume,
+        token}},
+      {"attach-volume", Rpc::kAttachVolume, "attach a volume to an instance", "",
+       {{"--volume-id", K::kValue, true, "ID", "the volume"},
+        {"--instance-id", K::kValue, true, "ID", "the instance"},
+        {"--device", K::kValue, false, "DEVICE", "device name, e.g. /dev/vdb (default: the next free)"}}},
+      {"detach-volume", Rpc::kDetachVolume, "detach a volume", "",
+       {{"--volume-id", K::kValue, true, "ID", "the volume"},
+        {"--force", K::kSwitch, false, "", "detach without waiting for the guest"}}},
+      {"delete-volume", Rpc::kDeleteVolume, "delete a volume", "",
+       {{"--volume-id", K::kValue, true, "ID", "the volume"}}},
+      {"describe-volumes", Rpc::kDescribeVolumes, "describe volumes", "",
+       {{"--volume-ids", K::kList, false, "ID ...", "only these volumes (default: all)"}}},
+      {"get-metrics", Rpc::kGetMetrics, "print the controller's metrics (Prometheus text)", "", {}},
+      {"admin issue-cert", Rpc::kNone,
+       "issue a client certificate from the host CA (local, no controller needed)", "",
+       {{"--state-dir", K::kValue, true, "DIR", "the controller's state directory (PKI in DIR/pki)"},
+        {"--role", K::kValue, true, "ROLE", "the role (certificate OU), e.g. operator"},
+        {"--name", K::kValue, true, "NAME", "the client's name (certificate CN)"},
+        {"--days", K::kValue, false, "N", "validity in days (default 365)"},
+        {"--out", K::kValue, true, "DIR", "where to write ca.pem, cert.pem and key.pem (0600)"}}},
+      {"admin revoke-cert", Rpc::kNone, "revoke a client certificate (local)", "",
+       {{"--state-dir", K::kValue, true, "DIR", "the controller's state directory"},
+        {"--serial", K::kValue, true, "HEX", "the certificate's serial, as issue-cert printed it"}}},
+      {"audit verify", Rpc::kNone, "verify a signed audit log (local)", "FILE",
+       {{"--public-key", K::kValue, false, "PEM_FILE",
+         "the host's audit public key (default: signing.pub next to FILE)"},
+        {"--head", K::kValue, false, "FILE", "the head anchor (default: FILE.head)"}}},
+  };
+}
+
+struct GlobalSpec {
+  std::string_view name;
+  bool takes_value;
+  std::string_view metavar;
+  std::string_view help;
+};
+constexpr GlobalSpec kGlobals[] = {
+    {"--endpoint", true, "EP", "unix:PATH or HOST:PORT (env AZOTE_ENDPOINT; default unix:/var/lib/azote/api.sock)"},
+    {"--credentials", true, "DIR", "ca.pem, cert.pem, key.pem (env AZOTE_CREDENTIALS; default $HOME/.azote)"},
+    {"--output", true, "FORMAT", "table, json or text (default table)"},
+    {"--timeout", true, "SECONDS", "limit of each call and of --wait (default 30)"},
+    {"--help", false, "", "help (also after a command)"},
+    {"--version", false, "", "print the version"},
+};
+
+const GlobalSpec* find_global(std::string_view name) {
+  for (const auto& g : kGlobals) {
+    if (g.name == name) return &g;
+  }
+  return nullptr;
+}
+
+const FlagSpec* find_flag(const CommandSpec& cmd, std::string_view name) {
+  for (const auto& f : cmd.flags) {
+    if (f.name == name) return &f;
+  }
+  return nullptr;
+}
+
+bool is_group(std::string_view word) { return word == "admin" || word == "audit"; }
+
+std::string quote(std::string_view s) {
+  std::string q(1, '"');
+  q.append(s);
+  q += '"';
+  return q;
+}
+
+Unexpected<CliError> usage(std::string message) {
+  return Unexpected{CliError{CliErrc::kUsage, 0, std::move(message)}};
+}
+
+// What the generic pass collects for one command.
+struct RawArgs {
+  std::map<std::string, std::vector<std::string>, std::less<>> values;
+  std::vector<std::string> positionals;
+
+  bool has(std::string_view flag) const { return values.find(flag) != values.end(); }
+  std::string get(std::string_view flag, std::string fallback = "") const {
+    auto it = values.find(flag);
+    return it == values.end() || it->second.empty() ? fallback : it->second.front();
+  }
+  const std::vector<std::string>& list(std::string_view flag) const {
+    static const std::vector<std::string> kEmpty;
+    auto it = values.find(flag);
+    return it == values.end() ? kEmpty : it->second;
+  }
+};
+
+// Builds the typed action of one command from its already checked flags.
+class Builder {
+ public:
+  Builder(const CommandSpec& cmd, const RawArgs& raw) : cmd_(cmd), raw_(raw) {}
+
+  CliResult<Action> build();
+
+ private:
+  std::string prefix() const { return std::string(cmd_.name) + ": "; }
+  // An unsigned number within [lo, hi]; 0 when the flag is absent.
+  CliResult<uint64_t> number(std::string_view flag, uint64_t lo, uint64_t hi) const {
+    if (!raw_.has(flag)) return uint64_t{0};
+    const std::string v = raw_.get(flag);
+    auto n = parse_uint(v, lo, hi);
+    if (!n) {
+      return usage(prefix() + std::string(flag) + " " + quote(v) + " is not a number from " +
+                   std::to_string(lo) + " to " + std::to_string(hi));
+    }
+    return *n;
+  }
+  CliResult<std::string> file_bytes(std::string_view flag, uint64_t max) const {
+    if (!raw_.has(flag)) return std::string();
+    auto data = read_whole_file(raw_.get(flag), max);
+    if (!data.ok()) return usage(prefix() + std::string(flag) + ": " + data.error());
+    return std::move(data).value();
+  }
+  CliResult<std::vector<v1::Tag>> tags(std::string_view resource_type) const {
+    std::vector<v1::Tag> all;
+    for (const auto& spec : raw_.list("--tag-specifications")) {
+      auto t = parse_tag_specification(spec, resource_type);
+      if (!t.ok()) return usage(prefix() + "--tag-specifications: " + t.error());
+      all.insert(all.end(), t->begin(), t->end());
+    }
+    return all;
+  }
+  template <class Ids>
+  void add_all(Ids* field, std::string_view flag) const {
+    for (const auto& v : raw_.list(flag)) field->Add(std::string(v));
+  }
+  RemoteCall remote(std::shared_ptr<google::protobuf::Message> req) const {
+    return RemoteCall{cmd_.rpc, std::move(req), raw_.has("--wait")};
+  }
+  CliResult<Action> instance_ids_request() const {
+    auto req = std::make_shared<v1::InstanceIdsRequest>();
+    add_all(req->mutable_instance_ids(), "--instance-ids");
+    req->set_force(raw_.has("--force"));
+    return Action{remote(req)};
+  }
+
+  const CommandSpec& cmd_;
+  const RawArgs& raw_;
+};
+
+CliResult<Action> Builder::build() {
+  switch (cmd_.rpc) {
+    case Rpc::kRunInstances: {
+      auto req = std::make_shared<v1::RunInstancesRequest>();
+      req->set_image_id(raw_.get("--image-id"));
+      req->set_instance_type(raw_.get("--instance-type"));
+      AZOTE_TRY(count, number("--count", 1, 64));
+      req->set_count(static_cast<uint32_t>(count));
+      if (raw_.has("--user-data")) {
+        auto ud = user_data_bytes(raw_.get("--user-data"));
+        if (!ud.ok()) return usage(prefix() + "--user-data: " + ud.error());
+        req->set_user_data(std::move(ud).value());
+      }
+      AZOTE_TRY(tag_list, tags("instance"));
+      for (auto& t : tag_list) *req->add_tags() = std::move(t);
+      req->set_client_token(raw_.get("--client-token"));
+      AZOTE_TRY(root_size, number("--root-volume-size", 1, kU32Max));
+      req->set_root_volume_size_gib(static_cast<uint32_t>(root_size));
+      req->set_root_volume_type(raw_.get("--root-volume-type"));
+      return Action{remote(req)};
+    }
+    case Rpc::kDescribeInstances: {
+      auto req = std::make_shared<v1::DescribeInstancesRequest>();
+      add_all(req->mutable_instance_ids(), "--instance-ids");
+      return Action{remote(req)};
+    }
+    case Rpc::kStopInstances:
+    case Rpc::kStartInstances:
+    case Rpc::kRebootInstances:
+    case Rpc::kTerminateInstances:
+      return instance_ids_request();
+    case Rpc::kGetConsoleOutput: {
+      auto req = std::make_shared<v1::GetConsoleOutputRequest>();
+      req->set_instance_id(raw_.get("--instance-id"));
+      return Action{remote(req)};
+    }
+    case Rpc::kDescribeInstanceTypes: {
+      auto req = std::make_shared<v1::DescribeInstanceTypesRequest>();
+      add_all(req->mutable_instance_types(), "--instance-types");
+      return Action{remote(req)};
+    }
+    case Rpc::kRegisterImage: {
+      auto req = std::make_shared<v1::RegisterImageRequest>();
+      req->set_name(raw_.get("--name"));
+      req->set_description(raw_.get("--description"));
+      req->set_cmdline(raw_.get("--cmdline"));
+      AZOTE_TRY(size, number("--root-volume-size", 1, kU32Max));
+      req->set_root_volume_size_gib(static_cast<uint32_t>(size));
+      AZOTE_TRY(kernel, file_bytes("--kernel", kMaxImageFile));
+      AZOTE_TRY(initrd, file_bytes("--initrd", kMaxImageFile));
+      AZOTE_TRY(root, file_bytes("--root-content", kMaxImageFile));
+      req->set_kernel(std::move(kernel));
+      req->set_initrd(std::move(initrd));
+      req->set_root_content(std::move(root));
+      return Action{remote(req)};
+    }
+    case Rpc::kDescribeImages: {
+      auto req = std::make_shared<v1::DescribeImagesRequest>();
+      add_all(req->mutable_image_ids(), "--image-ids");
+      return Action{remote(req)};
+    }
+    case Rpc::kCreateVolume: {
+      auto req = std::make_shared<v1::CreateVolumeRequest>();
+      AZOTE_TRY(size, number("--size", 1, kU32Max));
+      req->set_size_gib(static_cast<uint32_t>(size));
+      req->set_volume_type(raw_.get("--volume-type"));
+      AZOTE_TRY(iops, number("--iops", 1, kU32Max));
+      req->set_iops(static_cast<uint32_t>(iops));
+      AZOTE_TRY(tput, number("--throughput", 1, kU32Max));
+      req->set_throughput_mbps(static_cast<uint32_t>(tput));
+      if (raw_.has("--encrypted") && raw_.has("--no-encrypted")) {
+        return usage(prefix() + "--encrypted and --no-encrypted exclude each other");
+      }
+      if (raw_.has("--encrypted")) req->set_encrypted(true);
+      if (raw_.has("--no-encrypted")) req->set_encrypted(false);
+      AZOTE_TRY(tag_list, tags("volume"));
+      for (auto& t : tag_list) *req->add_tags() = std::move(t);
+      req->set_client_token(raw_.get("--client-token"));
+      return Action{remote(req)};
+    }
+    case Rpc::kAttachVolume: {
+      auto req = std::make_shared<v1::AttachVolumeRequest>();
+      req->set_volume_id(raw_.get("--volume-id"));
+      req->set_instance_id(raw_.get("--instance-id"));
+      req->set_device(raw_.get("--device"));
+      return Action{remote(req)};
+    }
+    case Rpc::kDetachVolume: {
+      auto req = std::make_shared<v1::DetachVolumeRequest>();
+      req->set_volume_id(raw_.get("--volume-id"));
+      req->set_force(raw_.has("--force"));
+      return Action{remote(req)};
+    }
+    case Rpc::kDeleteVolume: {
+      auto req = std::make_shared<v1::DeleteVolumeRequest>();
+      req->set_volume_id(raw_.get("--volume-id"));
+      return Action{remote(req)};
+    }
+    case Rpc::kDescribeVolumes: {
+      auto req = std::make_shared<v1::DescribeVolumesRequest>();
+      add_all(req->mutable_volume_ids(), "--volume-ids");
+      return Action{remote(req)};
+    }
+    case Rpc::kGetMetrics:
+      return Action{remote(std::make_shared<v1::GetMetricsRequest>())};
+    case Rpc::kNone:
+      break;
+  }
+  if (cmd_.name == "admin issue-cert") {
+    IssueCert ic;
+    ic.state_dir = raw_.get("--state-dir");
+    ic.role = raw_.get("--role");
+    ic.name = raw_.get("--name");
+    ic.out_dir = raw_.get("--out");
+    AZOTE_TRY(days, number("--days", 1, 36500));
+    if (days != 0) ic.days = static_cast<uint32_t>(days);
+    return Action{ic};
+  }
+  if (cmd_.name == "admin revoke-cert") {
+    RevokeCert rc;
+    rc.state_dir = raw_.get("--state-dir");
+    auto serial = pki::normalize_serial(raw_.get("--serial"));
+    if (!serial.ok()) {
+      return usage(prefix() + "--serial " + quote(raw_.get("--serial")) +
+                   " is not a serial number (1 to 40 hex digits)");
+    }
+    rc.serial = *serial;
+    return Action{rc};
+  }
+  // audit verify
+  AuditVerify av;
+  av.file = raw_.positionals.front();
+  av.public_key = raw_.get("--public-key");
+  if (av.public_key.empty()) {
+    const size_t slash = av.file.rfind('/');
+    av.public_key = (slash == std::string::npos ? std::string(".") : av.file.substr(0, slash)) +
+                    "/signing.pub";
+    if (slash == 0) av.public_key = "/signing.pub";
+  }
+  av.head = raw_.get("--head");
+  return Action{av};
+}
+
+CliResult<double> parse_timeout(const std::string& v) {
+  const auto bad = [&] { return usage("--timeout " + quote(v) + " is not a number of seconds from 0.1 to 86400"); };
+  if (v.empty() || v.size() > 32) return bad();
+  for (char c : v) {
+    if ((c < '0' || c > '9') && c != '.') return bad();
+  }
+  char* end = nullptr;
+  const double d = std::strtod(v.c_str(), &end);
+  if (end != v.c_str() + v.size() || !std::isfinite(d) || d < 0.1 || d > 86400) return bad();
+  return d;
+}
+
+// ----- --tag-specifications shorthand -----------------------------------------------
+
+class Shorthand {
+ public:
+  explicit Shorthand(std::string_view text) : s_(text) {}
+
+  Result<std::vector<v1::Tag>, std::string> parse(std::string_view resource_type) {
+    std::string type;
+    std::vector<v1::Tag> tags;
+    bool have_tags = false;
+    for (;;) {
+      skip_space();
+      std::string key = read_key();
+      if (key.empty()) return fail("expected ResourceType=... or Tags=[...]");
+      if (!eat('=')) return fail("expected '=' after " + key);
+      if (key == "ResourceType") {
+        auto v = read_scalar();
+        if (!v) return fail("unterminated quote");
+        type = *v;
+      } else if (key == "Tags") {
+        have_tags = true;
+        if (!read_tags(tags)) return fail(error_.empty() ? "malformed Tags=[...]" : error_);
+      } else {
+        return fail("unknown key " + key + " (ResourceType and Tags are known)");
+      }
+      skip_space();
+      if (pos_ == s_.size()) break;
+      if (!eat(',')) return fail("expected ',' after the value of " + key);
+    }
+    if (type.empty()) return fail("ResourceType=" + std::string(resource_type) + " is missing");
+    if (type != resource_type) {
+      return Unexpected{"ResourceType=" + type + " is not supported here (only ResourceType=" +
+                        std::string(resource_type) + ")"};
+    }
+    if (!have_tags) return fail("Tags=[...] is missing");
+    return tags;
+  }
+
+ private:
+  Unexpected<std::string> fail(const std::string& why) const {
+    return Unexpected{why + " at offset " + std::to_string(pos_) + " of " + quote(s_)};
+  }
+  void skip_space() {
+    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n')) ++pos_;
+  }
+  bool eat(char c) {
+    skip_space();
+    if (pos_ < s_.size() && s_[pos_] == c) {
+      ++pos_;
+      return true;
+    }
+    return false;
+  }
+  std::string read_key() {
+    std::string k;
+    while (pos_ < s_.size() && (std::isalnum(static_cast<unsigned char>(s_[pos_])) != 0)) {
+      k += s_[pos_++];
+    }
+    return k;
+  }
+  // A value: "quoted", 'quoted', or up to the next ',', '}' or ']' (backslash escapes
+  // one character), with surrounding blanks trimmed. '=' is an ordinary character.
+  std::optional<std::string> read_scalar() {
+    skip_space();
+    std::string v;
+    if (pos_ < s_.size() && (s_[pos_] == '"' || s_[pos_] == '\'')) {
+      const char q = s_[pos_++];
+      while (pos_ < s_.size() && s_[pos_] != q) {
+        if (s_[pos_] == '\\' && pos_ + 1 < s_.size()) ++pos_;
+        v += s_[pos_++];
+      }
+      if (pos_ == s_.size()) return std::nullopt;
+      ++pos_;
+      return v;
+    }
+    size_t keep = 0;  // length of v up to its last non-blank or escaped character
+    while (pos_ < s_.size() && s_[pos_] != ',' && s_[pos_] != '}' && s_[pos_] != ']') {
+      if (s_[pos_] == '\\' && pos_ + 1 < s_.size()) {
+        ++pos_;
+        v += s_[pos_++];
+        keep = v.size();
+        continue;
+      }
+      v += s_[pos_];
+      if (s_[pos_] != ' ' && s_[pos_] != '\t') keep = v.size();
+      ++pos_;
+    }
+    v.resize(keep);
+    return v;
+  }
+  bool read_tags(std::vector<v1::Tag>& out) {
+    if (!eat('[')) return false;
+    if (eat(']')) return true;
+    for (;;) {
+      if (!eat('{')) {
+        error_ = "expected '{' starting a tag";
+        return false;
+      }
+      v1::Tag tag;
+      bool have_key = false;
+      for (;;) {
+        skip_space();
+        const std::string k = read_key();
+        if (k != "Key" && k != "Value") {
+          error_ = k.empty() ? "expected Key=... or Value=..." : "unknown tag field " + k;
+          return false;
+        }
+        if (!eat('=')) {
+          error_ = "expected '=' after " + k;
+          return false;
+        }
+        auto v = read_scalar();
+        if (!v) {
+          error_ = "unterminated quote";
+          return false;
+        }
+        if (k == "Key") {
+          tag.set_key(*v);
+          have_key = true;
+        } else {
+          tag.set_value(*v);
+        }
+        if (eat('}')) break;
+        if (!eat(',')) {
+          error_ = "expected ',' or '}' in a tag";
+          return false;
+        }
+      }
+      if (!have_key) {
+        error_ = "a tag without Key=";
+        return false;
+      }
+      out.push_back(std::move(tag));
+      if (eat(']')) return true;
+      if (!eat(',')) {
+        error_ = "expected ',' or ']' after a tag";
+        return false;
+      }
+    }
+  }
+
+  std::string_view s_;
+  size_t pos_ = 0;
+  std::string error_;
+};
+
+Result<std::vector<v1::Tag>, std::string> parse_tag_json(std::string_view text,
+                                                         std::string_view resource_type) {
+  const nlohmann::json doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) return Unexpected{std::string("not valid JSON: ") + quote(text)};
+  std::vector<v1::Tag> tags;
+  const auto one = [&](const nlohmann::json& spec) -> std::string {
+    if (!spec.is_object()) return "a tag specification must be a JSON object";
+    auto rt = spec.find("ResourceType");
+    if (rt == spec.end() || !rt->is_string()) return "\"ResourceType\" is missing";
+    if (rt->get<std::string>() != resource_type) {
+      return "ResourceType=" + rt->get<std::string>() + " is not supported here (only ResourceType=" +
+             std::string(resource_type) + ")";
+    }
+    auto ts = spec.find("Tags");
+    if (ts == spec.end() || !ts->is_array()) return "\"Tags\" must be an array";
+    for (const auto& t : *ts) {
+      if (!t.is_object() || !t.contains("Key") || !t["Key"].is_string()) {
+        return "each tag needs a string \"Key\"";
+      }
+      v1::Tag tag;
+      tag.set_key(t["Key"].get<std::string>());
+      if (t.contains("Value")) {
+        if (!t["Value"].is_string()) return "a tag's \"Value\" must be a string";
+        tag.set_value(t["Value"].get<std::string>());
+      }
+      tags.push_back(std::move(tag));
+    }
+    return "";
+  };
+  if (doc.is_array()) {
+    for (const auto& spec : doc) {
+      if (auto why = one(spec); !why.empty()) return Unexpected{why};
+    }
+  } else if (auto why = one(doc); !why.empty()) {
+    return Unexpected{why};
+  }
+  return tags;
+}
+
+}  // namespace
+
+const std::vector<CommandSpec>& commands() {
+  static const std::vector<CommandSpec> kCommands = build_commands();
+  return kCommands;
+}
+
+const CommandSpec* find_command(std::string_view name) {
+  for (const auto& c : commands()) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
+Env process_env() {
+  return [](const char* name) -> std::optional<std::string> {
+    const char* v = std::getenv(name);
+    if (v == nullptr) return std::nullopt;
+    return std::string(v);
+  };
+}
+
+Result<std::string, std::string> read_whole_file(const std::string& path, uint64_t max_bytes) {
+  if (path.empty()) return Unexpected{std::string("empty file name")};
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return Unexpected{"cannot open " + path + ": " + std::strerror(errno)};
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return Unexpected{"cannot stat " + path + ": " + std::strerror(errno)};
+  if (!S_ISREG(st.st_mode)) return Unexpected{path + " is not a regular file"};
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+    return Unexpected{path + " is larger than " + std::to_string(max_bytes) + " bytes"};
+  }
+  std::string data;
+  data.reserve(static_cast<size_t>(st.st_size));
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Unexpected{"cannot read " + path + ": " + std::strerror(errno)};
+    }
+    if (n == 0) break;
+    data.append(buf, static_cast<size_t>(n));
+    if (data.size() > max_bytes) {
+      return Unexpected{path + " is larger than " + std::to_string(max_bytes) + " bytes"};
+    }
+  }
+  return data;
+}
+
+Result<std::string, std::string> user_data_bytes(const std::string& value) {
+  for (std::string_view scheme : {"file://", "fileb://"}) {
+    if (value.rfind(scheme, 0) == 0) return read_whole_file(value.substr(scheme.size()), kMaxUserDataFile);
+  }
+  return value;
+}
+
+Result<std::vector<v1::Tag>, std::string> parse_tag_specification(std::string_view text,
+                                                                   std::string_view resource_type) {
+  size_t first = 0;
+  while (first < text.size() && std::isspace(static_cast<unsigned char>(text[first])) != 0) ++first;
+  if (first < text.size() && (text[first] == '[' || text[first] == '{')) {
+    return parse_tag_json(text, resource_type);
+  }
+  return Shorthand(text).parse(resource_type);
+}
+
+CliResult<Invocation> parse_command_line(const std::vector<std::string>& args, const Env& env) {
+  Invocation inv;
+  std::optional<std::string> endpoint, credentials;
+  bool help = false;
+  bool version = false;
+  std::string group;
+  const CommandSpec* cmd = nullptr;
+  RawArgs raw;
+  const auto where = [&]() -> std::string {
+    if (cmd != nullptr) return std::string(cmd->name) + ": ";
+    return group.empty() ? std::string() : group + ": ";
+  };
+
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "-h") {
+      help = true;
+      continue;
+    }
+    if (a.size() > 2 && a.rfind("--", 0) == 0) {
+      const size_t eq = a.find('=');
+      const std::string name = a.substr(0, eq);
+      std::optional<std::string> inline_value;
+      if (eq != std::string::npos) inline_value = a.substr(eq + 1);
+      // The value of a --flag: inline, or the next argument unless that is an option.
+      const auto take_value = [&]() -> CliResult<std::string> {
+        if (inline_value) return *inline_value;
+        if (i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0) return args[++i];
+        return usage(where() + name + " needs a value");
+      };
+      if (const GlobalSpec* g = find_global(name)) {
+        if (!g->takes_value) {
+          if (inline_value) return usage(where() + name + " takes no value");
+          (name == "--help" ? help : version) = true;
+          continue;
+        }
+        AZOTE_TRY(v, take_value());
+        if (name == "--endpoint") {
+          endpoint = v;
+        } else if (name == "--credentials") {
+          credentials = v;
+        } else if (name == "--output") {
+          if (v == "table") {
+            inv.globals.output = OutputFormat::kTable;
+          } else if (v == "json") {
+            inv.globals.output = OutputFormat::kJson;
+          } else if (v == "text") {
+            inv.globals.output = OutputFormat::kText;
+          } else {
+            return usage("--output " + quote(v) + " is not table, json or text");
+          }
+        } else {
+          AZOTE_TRY(t, parse_timeout(v));
+          inv.globals.timeout_s = t;
+        }
+        continue;
+      }
+      if (cmd == nullptr) {
+        if (help) continue;  // "azote --help --whatever": the help is what was asked for
+        return usage(where() + "unknown option " + name + " (options of a command follow the command)");
+      }
+      const FlagSpec* f = find_flag(*cmd, name);
+      if (f == nullptr) {
+        if (help) continue;
+        return usage(where() + "unknown option " + name + " (see azote " + std::string(cmd->name) +
+                     " --help)");
+      }
+      switch (f->kind) {
+        case FlagKind::kSwitch:
+          if (inline_value) return usage(where() + name + " takes no value");
+          raw.values[name];
+          break;
+        case FlagKind::kValue: {
+          if (raw.has(name)) return usage(where() + name + " given more than once");
+          AZOTE_TRY(v, take_value());
+          raw.values[name].push_back(v);
+          break;
+        }
+        case FlagKind::kList: {
+          auto& vals = raw.values[name];
+          const size_t before = vals.size();
+          if (inline_value) vals.push_back(*inline_value);
+          while (i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0) vals.push_back(args[++i]);
+          if (vals.size() == before) return usage(where() + name + " needs at least one value");
+          break;
+        }
+      }
+      continue;
+    }
+    // A word: the command, then positional arguments.
+    if (cmd == nullptr) {
+      if (group.empty() && a == "help") {
+        help = true;
+        continue;
+      }
+      if (group.empty() && is_group(a)) {
+        group = a;
+        continue;
+      }
+      const std::string name = group.empty() ? a : group + " " + a;
+      cmd = find_command(name);
+      if (cmd == nullptr) {
+        if (help) continue;
+        return usage(where() + "unknown command " + quote(a) + " (see azote " +
+                     (group.empty() ? "" : group + " ") + "--help)");
+      }
+      inv.command = name;
+      continue;
+    }
+    if (help) continue;
+    if (cmd->positional.empty() || !raw.positionals.empty()) {
+      return usage(where() + "unexpected argument " + quote(a));
+    }
+    raw.positionals.push_back(a);
+  }
+
+  if (version) {
+    inv.action = ShowVersion{};
+    return inv;
+  }
+  if (help) {
+    inv.action = ShowHelp{help_text(cmd != nullptr ? cmd->name : std::string_view(group))};
+    return inv;
+  }
+  if (cmd == nullptr) {
+    if (!group.empty()) {
+      return usage(group + ": missing subcommand (see azote " + group + " --help)");
+    }
+    return usage("no command given (see azote --help)");
+  }
+  for (const auto& f : cmd->flags) {
+    if (f.required && !raw.has(f.name)) {
+      return usage(where() + "missing " + std::string(f.name) + " " + std::string(f.metavar));
+    }
+  }
+  if (!cmd->positional.empty() && raw.positionals.empty()) {
+    return usage(where() + "missing " + std::string(cmd->positional));
+  }
+
+  // Globals from the environment where the command line gave none.
+  if (endpoint) {
+    inv.globals.endpoint = *endpoint;
+  } else if (auto e = env("AZOTE_ENDPOINT"); e && !e->empty()) {
+    inv.globals.endpoint = *e;
+  }
+  if (credentials) {
+    inv.globals.credentials_dir = *credentials;
+  } else if (auto c = env("AZOTE_CREDENTIALS"); c && !c->empty()) {
+    inv.globals.credentials_dir = *c;
+  } else if (auto h = env("HOME"); h && !h->empty()) {
+    inv.globals.credentials_dir = *h + "/.azote";
+  }
+
+  AZOTE_TRY(action, Builder(*cmd, raw).build());
+  inv.action = std::move(action);
+  return inv;
+}
+
+std::string help_text(std::string_view command) {
+  std::ostringstream o;
+  const auto flag_line = [&](std::string_view name, std::string_view metavar, std::string_view help) {
+    std::string left = "  " + std::string(name);
+    if (!metavar.empty()) left += " " + std::string(metavar);
+    o << left;
+    if (left.size() < 30) {
+      o << std::string(30 - left.size(), ' ');
+    } else {
+      o << "\n" << std::string(30, ' ');
+    }
+    o << help << "\n";
+  };
+  const auto globals = [&] {
+    o << "\nglobal options (before or after the command):\n";
+    for (const auto& g : kGlobals) flag_line(g.name, g.metavar, g.help);
+  };
+
+  if (const CommandSpec* cmd = find_command(command)) {
+    o << "usage: azote " << cmd->name;
+    for (const auto& f : cmd->flags) {
+      o << " " << (f.required ? "" : "[") << f.name;
+      if (!f.metavar.empty()) o << " " << f.metavar;
+      o << (f.required ? "" : "]");
+    }
+    if (!cmd->positional.empty()) o << " " << cmd->positional;
+    std::string summary(cmd->summary);
+    summary[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(summary[0])));
+    o << "\n\n" << summary << ".\n";
+    if (!cmd->flags.empty()) {
+      o << "\noptions:\n";
+      for (const auto& f : cmd->flags) {
+        flag_line(f.name, f.metavar, std::string(f.help) + (f.required ? " (required)" : ""));
+      }
+    }
+    if (cmd->rpc == Rpc::kNone) {
+      o << "\nThis command works on local files and never talks to the controller.\n";
+    } else {
+      globals();
+    }
+    if (cmd->name == "audit verify") {
+      o << "\nPrints \"ok: N records, last seq S\" and exits 0, or the reason and exits 1.\n";
+    }
+    return o.str();
+  }
+
+  const bool is_grp = is_group(command);
+  o << "usage: azote " << (is_grp ? std::string(command) + " " : std::string())
+    << "COMMAND [options]\n\n";
+  if (!is_grp) {
+    o << "The command line of azote-controller, modelled on `aws ec2`.\n\ncommands:\n";
+  } else {
+    o << "commands:\n";
+  }
+  for (const auto& c : commands()) {
+    if (is_grp && c.name.rfind(std::string(command) + " ", 0) != 0) continue;
+    flag_line(c.name, "", c.summary);
+  }
+  if (!is_grp) {
+    globals();
+    o << "\n`azote COMMAND --help` describes a command and its options.\n"
+         "\nexit status:\n"
+         "  0    success\n"
+         "  1    audit verify: the log does not verify\n"
+         "  2    bad command line or unreadable argument file\n"
+         "  254  the controller returned an error (printed as \"Code: sentence\"), or an\n"
+         "       instance reached another final state than --wait waited for\n"
+         "  255  the controller cannot be reached, TLS or credentials failed, a local\n"
+         "       PKI operation failed, or --wait timed out\n";
+  }
+  return o.str();
+}
+
+}  // namespace azote::cli

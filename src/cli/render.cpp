@@ -1,0 +1,264 @@
+#include "cli/render.hpp"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <algorithm>
+
+namespace azote::cli {
+namespace {
+
+size_t display_width(const std::string& s) {
+  size_t n = 0;
+  for (char c : s) {
+    if ((static_cast<unsigned char>(c) & 0xC0) != 0x80) ++n;
+  }
+  return n;
+}
+
+std::string or_dash(const std::string& s) { return s.empty() ? "-" : s; }
+
+// One cell of a text row: never empty (aws prints None), never a tab or a newline.
+std::string text_cell(std::string s) {
+  if (s.empty()) return "None";
+  std::replace_if(s.begin(), s.end(), [](char c) { return c == '\t' || c == '\n' || c == '\r'; }, ' ');
+  return s;
+}
+
+void text_row(std::string& out, std::initializer_list<std::string> cells) {
+  bool first = true;
+  for (const auto& c : cells) {
+    if (!first) out += '\t';
+    out += text_cell(c);
+    first = false;
+  }
+  out += '\n';
+}
+
+std::string gib(uint64_t n) { return std::to_string(n) + " GiB"; }
+
+std::string mib(uint64_t n) {
+  if (n != 0 && n % 1024 == 0) return gib(n / 1024);
+  return std::to_string(n) + " MiB";
+}
+
+std::string num_or_dash(uint64_t n) { return n == 0 ? "-" : std::to_string(n); }
+
+std::string reason_of(const v1::StateReason& r) {
+  if (r.code().empty()) return r.message();
+  if (r.message().empty()) return r.code();
+  return r.code() + ": " + r.message();
+}
+
+std::string attached_to(const v1::Volume& v) {
+  std::string s;
+  for (const auto& a : v.attachments()) {
+    if (!s.empty()) s += ", ";
+    s += a.instance_id();
+    std::string detail = a.device();
+    if (!a.state().empty() && a.state() != "attached") {
+      detail += (detail.empty() ? "" : ", ") + a.state();
+    }
+    if (!detail.empty()) s += " (" + detail + ")";
+  }
+  return or_dash(s);
+}
+
+void text_tags(std::string& out, const google::protobuf::RepeatedPtrField<v1::Tag>& tags) {
+  for (const auto& t : tags) text_row(out, {"TAGS", t.key(), t.value()});
+}
+
+void text_instances(std::string& out, const google::protobuf::RepeatedPtrField<v1::Instance>& list) {
+  for (const auto& i : list) {
+    text_row(out, {"INSTANCES", i.instance_id(), i.state().name(), i.instance_type(), i.image_id(),
+                   i.launch_time(), i.state_reason().code(), i.state_reason().message()});
+    text_tags(out, i.tags());
+  }
+}
+
+void text_volume(std::string& out, const v1::Volume& v) {
+  text_row(out, {"VOLUMES", v.volume_id(), v.state(), std::to_string(v.size_gib()), v.volume_type(),
+                 std::to_string(v.iops()), std::to_string(v.throughput_mbps()),
+                 v.encrypted() ? "true" : "false", v.create_time()});
+  for (const auto& a : v.attachments()) {
+    text_row(out, {"ATTACHMENTS", a.volume_id(), a.instance_id(), a.device(), a.state()});
+  }
+  text_tags(out, v.tags());
+}
+
+Table volume_row_table(const v1::Volume& v) {
+  google::protobuf::RepeatedPtrField<v1::Volume> one;
+  *one.Add() = v;
+  return volumes_table(one);
+}
+
+const char* state_change_prefix(Rpc rpc) {
+  switch (rpc) {
+    case Rpc::kStopInstances: return "STOPPINGINSTANCES";
+    case Rpc::kStartInstances: return "STARTINGINSTANCES";
+    case Rpc::kRebootInstances: return "REBOOTINGINSTANCES";
+    default: return "TERMINATINGINSTANCES";
+  }
+}
+
+}  // namespace
+
+std::string render_table(const Table& table) {
+  const size_t cols = table.header.size();
+  std::vector<size_t> width(cols, 0);
+  for (size_t c = 0; c < cols; ++c) width[c] = display_width(table.header[c]);
+  for (const auto& row : table.rows) {
+    for (size_t c = 0; c < cols && c < row.size(); ++c) width[c] = std::max(width[c], display_width(row[c]));
+  }
+  std::string out;
+  const auto line = [&](const std::vector<std::string>& cells) {
+    std::string l;
+    for (size_t c = 0; c < cols; ++c) {
+      const std::string cell = c < cells.size() ? cells[c] : "";
+      l += cell;
+      if (c + 1 < cols) l += std::string(width[c] - display_width(cell) + 2, ' ');
+    }
+    while (!l.empty() && l.back() == ' ') l.pop_back();
+    out += l + "\n";
+  };
+  line(table.header);
+  for (const auto& row : table.rows) line(row);
+  return out;
+}
+
+std::string to_json(const google::protobuf::Message& msg) {
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.add_whitespace = true;
+  opts.preserve_proto_field_names = true;
+  opts.always_print_primitive_fields = true;
+  std::string out;
+  const auto status = google::protobuf::util::MessageToJsonString(msg, &out, opts);
+  if (!status.ok()) return "{\"error\": \"cannot print the response as JSON\"}\n";
+  if (out.empty() || out.back() != '\n') out += '\n';
+  return out;
+}
+
+Table instances_table(const google::protobuf::RepeatedPtrField<v1::Instance>& instances) {
+  Table t{{"INSTANCE ID", "STATE", "TYPE", "IMAGE", "LAUNCH TIME", "REASON"}, {}};
+  for (const auto& i : instances) {
+    t.rows.push_back({i.instance_id(), or_dash(i.state().name()), or_dash(i.instance_type()),
+                      or_dash(i.image_id()), or_dash(i.launch_time()), or_dash(reason_of(i.state_reason()))});
+  }
+  return t;
+}
+
+Table volumes_table(const google::protobuf::RepeatedPtrField<v1::Volume>& volumes) {
+  Table t{{"VOLUME ID", "STATE", "SIZE", "TYPE", "IOPS", "ENCRYPTED", "ATTACHED TO"}, {}};
+  for (const auto& v : volumes) {
+    t.rows.push_back({v.volume_id(), or_dash(v.state()), gib(v.size_gib()), or_dash(v.volume_type()),
+                      num_or_dash(v.iops()), v.encrypted() ? "yes" : "no", attached_to(v)});
+  }
+  return t;
+}
+
+std::string render_response(Rpc rpc, const google::protobuf::Message& response, OutputFormat format) {
+  if (format == OutputFormat::kJson) return to_json(response);
+  const bool table = format == OutputFormat::kTable;
+  std::string out;
+  switch (rpc) {
+    case Rpc::kRunInstances: {
+      const auto& r = static_cast<const v1::RunInstancesResponse&>(response);
+      if (table) return render_table(instances_table(r.instances()));
+      text_row(out, {"RESERVATIONS", r.reservation_id()});
+      text_instances(out, r.instances());
+      return out;
+    }
+    case Rpc::kDescribeInstances: {
+      const auto& r = static_cast<const v1::DescribeInstancesResponse&>(response);
+      if (table) return render_table(instances_table(r.instances()));
+      text_instances(out, r.instances());
+      return out;
+    }
+    case Rpc::kStopInstances:
+    case Rpc::kStartInstances:
+    case Rpc::kRebootInstances:
+    case Rpc::kTerminateInstances: {
+      const auto& r = static_cast<const v1::InstanceStateChangesResponse&>(response);
+      Table t{{"INSTANCE ID", "PREVIOUS STATE", "CURRENT STATE"}, {}};
+      for (const auto& c : r.instances()) {
+        if (table) {
+          t.rows.push_back({c.instance_id(), or_dash(c.previous_state().name()),
+                            or_dash(c.current_state().name())});
+        } else {
+          text_row(out, {state_change_prefix(rpc), c.instance_id(), c.previous_state().name(),
+                         c.current_state().name()});
+        }
+      }
+      return table ? render_table(t) : out;
+    }
+    case Rpc::kGetConsoleOutput:
+      return static_cast<const v1::GetConsoleOutputResponse&>(response).output();
+    case Rpc::kDescribeInstanceTypes: {
+      const auto& r = static_cast<const v1::DescribeInstanceTypesResponse&>(response);
+      Table t{{"TYPE", "VCPUS", "MEMORY", "NETWORK", "EBS BANDWIDTH", "EBS IOPS"}, {}};
+      for (const auto& it : r.instance_types()) {
+        if (table) {
+          t.rows.push_back({it.instance_type(), std::to_string(it.vcpus()), mib(it.memory_mib()),
+                            std::to_string(it.network_mbps()) + " Mbit/s",
+                            std::to_string(it.ebs_mbps()) + " Mbit/s", std::to_string(it.ebs_iops())});
+        } else {
+          text_row(out, {"INSTANCETYPES", it.instance_type(), std::to_string(it.vcpus()),
+                         std::to_string(it.memory_mib()), std::to_string(it.network_mbps()),
+                         std::to_string(it.ebs_mbps()), std::to_string(it.ebs_iops())});
+        }
+      }
+      return table ? render_table(t) : out;
+    }
+    case Rpc::kRegisterImage: {
+      const auto& r = static_cast<const v1::RegisterImageResponse&>(response);
+      if (table) return render_table(Table{{"IMAGE ID"}, {{r.image_id()}}});
+      return text_cell(r.image_id()) + "\n";
+    }
+    case Rpc::kDescribeImages: {
+      const auto& r = static_cast<const v1::DescribeImagesResponse&>(response);
+      Table t{{"IMAGE ID", "NAME", "STATE", "ROOT SIZE", "CREATED", "DESCRIPTION"}, {}};
+      for (const auto& im : r.images()) {
+        if (table) {
+          t.rows.push_back({im.image_id(), or_dash(im.name()), or_dash(im.state()),
+                            gib(im.root_volume_size_gib()), or_dash(im.creation_date()),
+                            or_dash(im.description())});
+        } else {
+          text_row(out, {"IMAGES", im.image_id(), im.name(), im.state(),
+                         std::to_string(im.root_volume_size_gib()), im.creation_date(), im.description()});
+        }
+      }
+      return table ? render_table(t) : out;
+    }
+    case Rpc::kCreateVolume: {
+      const auto& v = static_cast<const v1::Volume&>(response);
+      if (table) return render_table(volume_row_table(v));
+      text_volume(out, v);
+      return out;
+    }
+    case Rpc::kAttachVolume:
+    case Rpc::kDetachVolume: {
+      const auto& a = static_cast<const v1::VolumeAttachment&>(response);
+      if (table) {
+        return render_table(Table{{"VOLUME ID", "INSTANCE ID", "DEVICE", "STATE"},
+                                  {{a.volume_id(), or_dash(a.instance_id()), or_dash(a.device()),
+                                    or_dash(a.state())}}});
+      }
+      text_row(out, {"ATTACHMENTS", a.volume_id(), a.instance_id(), a.device(), a.state()});
+      return out;
+    }
+    case Rpc::kDeleteVolume:
+      return "";
+    case Rpc::kDescribeVolumes: {
+      const auto& r = static_cast<const v1::DescribeVolumesResponse&>(response);
+      if (table) return render_table(volumes_table(r.volumes()));
+      for (const auto& v : r.volumes()) text_volume(out, v);
+      return out;
+    }
+    case Rpc::kGetMetrics:
+      return static_cast<const v1::GetMetricsResponse&>(response).text();
+    case Rpc::kNone:
+      break;
+  }
+  return out;
+}
+
+}  // namespace azote::cli
