@@ -1,0 +1,1137 @@
+#include "controller/host.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "base/log.hpp"
+#include "control/control.hpp"
+#include "pki/keywrap.hpp"
+#include "sha256/sha256.hpp"
+
+namespace azote::controller {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using K = ApiError::Kind;
+
+constexpr int kWorkers = 3;
+constexpr auto kControlTimeout = 10s;
+constexpr int kStopGraceMs = 10'000;
+constexpr size_t kConsoleBytes = 64 * 1024;
+constexpr uint64_t kTagWake = ~0ull;
+
+std::string hex(const uint8_t* p, size_t n) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < n; ++i) s += kHex[p[i] >> 4], s += kHex[p[i] & 15];
+  return s;
+}
+std::string sha256_hex(const std::string& data) {
+  uint8_t d[Sha256::kDigestBytes];
+  Sha256::digest(data.data(), data.size(), d);
+  return hex(d, sizeof d);
+}
+
+// States that hold host capacity.
+bool holds_capacity(std::string_view s) {
+  return s == state::kPending || s == state::kRunning || s == state::kStopping || s == state::kShuttingDown;
+}
+
+std::string read_tail(const std::string& path, size_t max) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return {};
+  f.seekg(0, std::ios::end);
+  const std::streamoff size = f.tellg();
+  const std::streamoff from = size > static_cast<std::streamoff>(max) ? size - static_cast<std::streamoff>(max) : 0;
+  f.seekg(from);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+// Everything a Unix socket server sends before closing (the card's metrics endpoint).
+std::string read_unix_socket(const std::string& path) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (!fd || path.size() >= sizeof a.sun_path) return {};
+  std::memcpy(a.sun_path, path.data(), path.size());
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0) return {};
+  std::string out;
+  char buf[8192];
+  for (;;) {
+    pollfd p{fd.get(), POLLIN, 0};
+    if (::poll(&p, 1, 1000) <= 0) break;
+    const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+bool write_file(const std::string& path, const std::string& data) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(data.data(), static_cast<std::streamsize>(data.size()));
+  return static_cast<bool>(f);
+}
+
+std::string request_hash(const RunRequest& r) {
+  nlohmann::json j = {{"image", r.image_id}, {"type", r.instance_type}, {"count", r.count},
+                      {"user_data", sha256_hex(r.user_data)}, {"root_type", r.root_volume_type},
+                      {"root_size", r.root_volume_size_gib}};
+  for (const auto& [k, v] : r.tags) j["tags"].push_back({k, v});
+  return sha256_hex(j.dump());
+}
+
+std::string exit_reason(int status) {
+  switch (status) {
+    case 64: return "the hypervisor refused its configuration (status 64)";
+    case 65: return "the kernel image could not be loaded (status 65)";
+    case 71: return "the hypervisor could not set up host resources (status 71)";
+    case 74: return "a card could not be reached (status 74)";
+    case 80: return "the guest triple-faulted (status 80)";
+    case 81: return "the guest ran an instruction the hypervisor cannot emulate (status 81)";
+    case 137: return "the hypervisor was killed (SIGKILL)";
+    case -1: return "the hypervisor exited; its status is unknown (adopted after a controller restart)";
+    default: return "the hypervisor exited with status " + std::to_string(status);
+  }
+}
+
+}  // namespace
+
+Unexpected<ApiError> api_error(ApiError::Kind kind, std::string code, std::string sentence) {
+  return Unexpected{ApiError{kind, std::move(code), std::move(sentence)}};
+}
+
+Host::Host(const HostOptions& o, const pki::HostPki& pki, Store store) : opt_(o), pki_(pki), store_(std::move(store)) {}
+
+ApiResult<std::unique_ptr<Host>> Host::open(const HostOptions& o, const pki::HostPki& pki) {
+  std::error_code ec;
+  for (const char* d : {"instances", "volumes", "images", "s"}) {
+    fs::create_directories(o.state_dir + "/" + d, ec);
+    if (ec) return api_error(K::kInternal, "InternalError", "cannot create " + o.state_dir + "/" + d + ": " + ec.message());
+    ::chmod((o.state_dir + "/" + d).c_str(), 0700);
+  }
+  auto store = Store::open(o.state_dir + "/controller.db");
+  if (!store) return api_error(K::kInternal, "InternalError", store.error().message());
+  std::unique_ptr<Host> h(new Host(o, pki, std::move(store).value()));
+  if (h->opt_.capacity_vcpus == 0) h->opt_.capacity_vcpus = 8 * static_cast<uint32_t>(std::max(1, get_nprocs()));
+  if (h->opt_.capacity_memory_mib == 0) {
+    struct sysinfo si {};
+    ::sysinfo(&si);
+    h->opt_.capacity_memory_mib = static_cast<uint64_t>(si.totalram) * si.mem_unit / (1 << 20) * 8 / 10;
+  }
+  auto load = [&](auto r, auto& map) -> ApiResult<void> {
+    if (!r) return api_error(K::kInternal, "InternalError", r.error().message());
+    for (auto& rec : *r) map[rec.id] = std::move(rec);
+    return {};
+  };
+  AZOTE_TRYV(load(h->store_.instances(), h->instances_));
+  AZOTE_TRYV(load(h->store_.volumes(), h->volumes_));
+  AZOTE_TRYV(load(h->store_.images(), h->images_));
+  auto toks = h->store_.tokens();
+  if (!toks) return api_error(K::kInternal, "InternalError", toks.error().message());
+  for (auto& t : *toks) h->tokens_[t.kind + "/" + t.token] = t;
+  if (!h->images_.count(std::string(kBuiltinImageId))) {
+    ImageRec b;
+    b.id = kBuiltinImageId;
+    b.name = "azote-builtin";
+    b.description = "The built-in azote guest: prints its boot count from the root volume, then idles";
+    b.kernel = "builtin:init";
+    b.kernel_sha256 = "builtin";
+    b.root_size_gib = 1;
+    b.creation_date = now_rfc3339();
+    if (auto p = h->store_.put(b); !p) return api_error(K::kInternal, "InternalError", p.error().message());
+    h->images_[b.id] = b;
+  }
+  for (auto& [id, r] : h->instances_) h->rt_[id];
+
+  h->epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+  h->wake_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kTagWake;
+  if (!h->epoll_ || !h->wake_ || ::epoll_ctl(h->epoll_.get(), EPOLL_CTL_ADD, h->wake_.get(), &ev) != 0)
+    return api_error(K::kInternal, "InternalError", std::string("epoll: ") + std::strerror(errno));
+  AZOTE_TRYV(h->recover());
+  h->supervisor_ = std::thread([p = h.get()] { p->supervisor_loop(); });
+  for (int i = 0; i < kWorkers; ++i) h->workers_.emplace_back([p = h.get()] { p->worker_loop(); });
+  return h;
+}
+
+Host::~Host() { shutdown(); }
+
+// ---- processes -------------------------------------------------------------------
+
+void Host::watch(int pidfd) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = static_cast<uint64_t>(pidfd);
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, pidfd, &ev);
+}
+
+std::string Host::volume_socket(const std::string& volume_id) const { return opt_.state_dir + "/s/" + volume_id + ".sock"; }
+std::string Host::instance_dir(const std::string& id) const { return opt_.state_dir + "/instances/" + id; }
+
+ApiResult<void> Host::ensure_card() {
+  std::lock_guard card_lock(card_mu_);
+  {
+    std::lock_guard lock(mu_);
+    if (card_ && !wait_exit(*card_, 0)) return {};
+  }
+  const std::string ctl = opt_.state_dir + "/card-blk.ctl";
+  auto p = spawn({opt_.card_blk_bin, "--control", ctl, "--metrics", "unix:" + opt_.state_dir + "/card-blk.metrics"},
+                 opt_.state_dir + "/card-blk.log");
+  if (!p) return api_error(K::kInternal, "InternalError", "cannot start the block card: " + p.error().message());
+  auto c = control::Client::connect(ctl, kControlTimeout);
+  if (!c) {
+    send_signal(*p, SIGKILL);
+    return api_error(K::kInternal, "InternalError", "the block card did not open its control socket: " + c.error().message());
+  }
+  std::lock_guard lock(mu_);
+  card_ = std::move(p).value();
+  card_expect_exit_ = false;
+  (void)store_.put(CardRec{"blk", card_->pid, card_->starttime});
+  watch(card_->pidfd.get());
+  LOG_INFO("controller: block card started (pid %d)", card_->pid);
+  return {};
+}
+
+ApiResult<void> Host::card_add(const VolumeRec& v, const InstanceType* type) {
+  nlohmann::json vol = {{"socket", volume_socket(v.id)}, {"file", v.file}, {"serial", "vol" + v.id.substr(4)}};
+  uint64_t iops = v.iops, mbps = v.throughput_mbps;
+  if (type) {
+    iops = std::min<uint64_t>(iops, type->ebs_iops);
+    mbps = std::min<uint64_t>(mbps, type->ebs_mbps / 8);
+  }
+  if (iops) vol["iops"] = iops;
+  if (mbps) vol["mbps"] = mbps;
+  std::string key_hex;
+  if (v.encrypted) {
+    auto key = pki::unwrap_key(pki_.master_key(), v.wrapped_key, v.id);
+    if (!key) return api_error(K::kInternal, "InternalError", "volume " + v.id + ": key unwrap failed: " + key.error().message());
+    key_hex = hex(key->data(), key->size());
+    pki::wipe(*key);
+    vol["key"] = key_hex;
+  }
+  auto r = control::call_once(opt_.state_dir + "/card-blk.ctl", {{"op", "add-volume"}, {"volume", vol}}, kControlTimeout);
+  std::fill(key_hex.begin(), key_hex.end(), '\0');
+  if (!r) return api_error(K::kInternal, "InternalError", "block card: " + r.error().message());
+  return {};
+}
+
+void Host::card_remove(const std::string& volume_id) {
+  (void)control::call_once(opt_.state_dir + "/card-blk.ctl",
+                           {{"op", "remove-volume"}, {"socket", volume_socket(volume_id)}, {"force", true}}, kControlTimeout);
+}
+
+// ---- state helpers (mu_ held) ----------------------------------------------------
+
+void Host::persist(const InstanceRec& r) {
+  if (auto p = store_.put(r); !p) LOG_ERROR("controller: saving %s: %s", r.id.c_str(), p.error().message().c_str());
+}
+void Host::persist(const VolumeRec& r) {
+  if (auto p = store_.put(r); !p) LOG_ERROR("controller: saving %s: %s", r.id.c_str(), p.error().message().c_str());
+}
+
+void Host::set_state(InstanceRec& r, std::string_view s, const std::string& code, const std::string& message) {
+  if (r.state != s) LOG_INFO("instance %s: %s -> %.*s%s%s", r.id.c_str(), r.state.c_str(), static_cast<int>(s.size()),
+                             s.data(), code.empty() ? "" : " ", code.c_str());
+  r.state = s;
+  r.reason_code = code;
+  r.reason_message = message;
+  persist(r);
+  cv_.notify_all();
+}
+
+ApiResult<InstanceRec*> Host::find_instance(const std::string& id) {
+  if (!valid_id(id, "i")) return api_error(K::kInvalid, "InvalidInstanceID.Malformed", "invalid id: \"" + id + "\"");
+  auto it = instances_.find(id);
+  if (it == instances_.end())
+    return api_error(K::kNotFound, "InvalidInstanceID.NotFound", "the instance ID '" + id + "' does not exist");
+  return &it->second;
+}
+
+ApiResult<VolumeRec*> Host::find_volume(const std::string& id) {
+  if (!valid_id(id, "vol")) return api_error(K::kInvalid, "InvalidVolumeID.Malformed", "invalid id: \"" + id + "\"");
+  auto it = volumes_.find(id);
+  if (it == volumes_.end()) return api_error(K::kNotFound, "InvalidVolume.NotFound", "the volume '" + id + "' does not exist");
+  return &it->second;
+}
+
+std::vector<VolumeRec*> Host::volumes_of(const std::string& instance_id) {
+  std::vector<VolumeRec*> out;
+  for (auto& [id, v] : volumes_)
+    if (v.instance_id == instance_id) out.push_back(&v);
+  std::sort(out.begin(), out.end(), [](const VolumeRec* a, const VolumeRec* b) { return a->device < b->device; });
+  return out;
+}
+
+uint32_t Host::used_vcpus() const {
+  uint32_t n = 0;
+  for (const auto& [id, r] : instances_)
+    if (holds_capacity(r.state)) n += r.vcpus;
+  return n;
+}
+uint64_t Host::used_memory_mib() const {
+  uint64_t n = 0;
+  for (const auto& [id, r] : instances_)
+    if (holds_capacity(r.state)) n += r.memory_mib;
+  return n;
+}
+
+ApiResult<VolumeRec> Host::new_volume(const VolumeSpec& spec, bool encrypted, const Tags& tags, const std::string& token) {
+  VolumeRec v;
+  v.id = new_id("vol");
+  v.type = spec.type;
+  v.size_gib = spec.size_gib;
+  v.iops = spec.iops;
+  v.throughput_mbps = spec.throughput_mbps;
+  v.encrypted = encrypted;
+  v.state = "available";
+  v.create_time = now_rfc3339();
+  v.tags = tags;
+  v.client_token = token;
+  v.file = opt_.state_dir + "/volumes/" + v.id + ".img";
+  if (encrypted) {
+    // AES-XTS-256 wants two different 32-byte halves; 64 random bytes differ with
+    // overwhelming probability, and the card checks.
+    std::vector<uint8_t> key(64);
+    std::ifstream rnd("/dev/urandom", std::ios::binary);
+    rnd.read(reinterpret_cast<char*>(key.data()), 64);
+    if (!rnd) return api_error(K::kInternal, "InternalError", "no randomness for a volume key");
+    auto w = pki::wrap_key(pki_.master_key(), key, v.id);
+    pki::wipe(key);
+    if (!w) return api_error(K::kInternal, "InternalError", "key wrap: " + w.error().message());
+    v.wrapped_key = std::move(w).value();
+  }
+  const int fd = ::open(v.file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(v.size_gib) << 30) != 0) {
+    const int e = errno;
+    if (fd >= 0) ::close(fd);
+    ::unlink(v.file.c_str());
+    return api_error(K::kInternal, "InternalError", "cannot create " + v.file + ": " + std::strerror(e));
+  }
+  ::close(fd);
+  return v;
+}
+
+void Host::delete_volume_files(VolumeRec& v) {
+  ::unlink(v.file.c_str());
+  if (!v.wrapped_key.empty()) std::fill(v.wrapped_key.begin(), v.wrapped_key.end(), 0);
+  v.wrapped_key.clear();  // with the file gone, the key is destroyed too
+  v.state = "deleted";
+  if (auto e = store_.erase_volume(v.id); !e) LOG_ERROR("controller: deleting %s: %s", v.id.c_str(), e.error().message().c_str());
+}
+
+// ---- API -----------------------------------------------------------------------
+
+ApiResult<RunResult> Host::run_instances(const RunRequest& req) {
+  RunRequest r = req;
+  if (r.instance_type.empty()) r.instance_type = kDefaultInstanceType;
+  if (r.count == 0) r.count = 1;
+  const InstanceType* type = find_instance_type(r.instance_type);
+  if (!type)
+    return api_error(K::kInvalid, "InvalidParameterValue", "instance type \"" + r.instance_type + "\" does not exist");
+  if (r.count > kMaxCount)
+    return api_error(K::kInvalid, "InvalidParameterValue", "count " + std::to_string(r.count) + " is above " + std::to_string(kMaxCount));
+  if (r.user_data.size() > kMaxUserDataBytes)
+    return api_error(K::kInvalid, "InvalidParameterValue", "user data is " + std::to_string(r.user_data.size()) +
+                                                               " bytes; the limit is 16384");
+  if (r.client_token.size() > 64)
+    return api_error(K::kInvalid, "InvalidParameterValue", "client token is longer than 64 characters");
+  if (r.tags.size() > kMaxTags) return api_error(K::kInvalid, "TagLimitExceeded", "more than 50 tags");
+  for (const auto& [k, v] : r.tags) {
+    if (k.empty() || k.size() > 128 || v.size() > 256)
+      return api_error(K::kInvalid, "InvalidParameterValue", "tag \"" + k + "\": keys are 1-128 and values 0-256 characters");
+    if (k.rfind("aws:", 0) == 0) return api_error(K::kInvalid, "InvalidParameterValue", "tag keys may not start with \"aws:\"");
+  }
+  std::unique_lock lock(mu_);
+  if (!valid_id(r.image_id, "ami") && r.image_id != kBuiltinImageId)
+    return api_error(K::kInvalid, "InvalidAMIID.Malformed", "invalid id: \"" + r.image_id + "\"");
+  const auto img = images_.find(r.image_id);
+  if (img == images_.end()) return api_error(K::kNotFound, "InvalidAMIID.NotFound", "the image id '" + r.image_id + "' does not exist");
+  VolumeSpec root;
+  root.type = r.root_volume_type;
+  root.size_gib = r.root_volume_size_gib ? r.root_volume_size_gib : img->second.root_size_gib;
+  if (root.size_gib < img->second.root_size_gib)
+    return api_error(K::kInvalid, "InvalidParameterValue", "root volume size " + std::to_string(root.size_gib) +
+                                                               " GiB is smaller than the image's " +
+                                                               std::to_string(img->second.root_size_gib) + " GiB");
+  if (auto e = complete_volume_spec(&root, false, false)) return api_error(K::kInvalid, "InvalidParameterValue", *e);
+
+  const std::string hash = request_hash(r);
+  if (!r.client_token.empty()) {
+    const auto t = tokens_.find("run/" + r.client_token);
+    if (t != tokens_.end()) {
+      if (t->second.request_hash != hash)
+        return api_error(K::kConflict, "IdempotentParameterMismatch",
+                         "client token \"" + r.client_token + "\" was used with different parameters");
+      RunResult out{t->second.result, {}};
+      for (const auto& [id, inst] : instances_)
+        if (inst.reservation_id == out.reservation_id) out.instances.push_back(inst);
+      return out;
+    }
+  }
+  const uint32_t want_vcpus = type->vcpus * r.count;
+  const uint64_t want_mem = type->memory_mib * r.count;
+  if (used_vcpus() + want_vcpus > opt_.capacity_vcpus || used_memory_mib() + want_mem > opt_.capacity_memory_mib)
+    return api_error(K::kCapacity, "InsufficientInstanceCapacity",
+                     "not enough capacity for " + std::to_string(r.count) + " " + r.instance_type + " (needs " +
+                         std::to_string(want_vcpus) + " vCPUs and " + std::to_string(want_mem) + " MiB; free " +
+                         std::to_string(opt_.capacity_vcpus - std::min(opt_.capacity_vcpus, used_vcpus())) + " vCPUs and " +
+                         std::to_string(opt_.capacity_memory_mib - std::min(opt_.capacity_memory_mib, used_memory_mib())) +
+                         " MiB)");
+
+  RunResult out;
+  out.reservation_id = new_id("r");
+  std::vector<VolumeRec> vols;
+  const std::string now = now_rfc3339();
+  for (uint32_t i = 0; i < r.count; ++i) {
+    InstanceRec inst;
+    inst.id = new_id("i");
+    inst.reservation_id = out.reservation_id;
+    inst.image_id = r.image_id;
+    inst.type = r.instance_type;
+    inst.state = state::kPending;
+    inst.launch_time = now;
+    inst.vcpus = type->vcpus;
+    inst.memory_mib = type->memory_mib;
+    inst.user_data = r.user_data;
+    inst.tags = r.tags;
+    inst.client_token = r.client_token;
+    auto v = new_volume(root, true, {}, "");
+    if (!v) {
+      for (auto& made : vols) ::unlink(made.file.c_str());
+      return Unexpected{v.error()};
+    }
+    v->state = "in-use";
+    v->instance_id = inst.id;
+    v->device = "/dev/vda";
+    v->attach_state = "attached";
+    v->delete_on_termination = true;
+    vols.push_back(std::move(v).value());
+    out.instances.push_back(std::move(inst));
+  }
+  std::optional<TokenRec> token;
+  if (!r.client_token.empty()) token = TokenRec{r.client_token, "run", hash, out.reservation_id};
+  if (auto p = store_.put_all(out.instances, vols, token); !p) {
+    for (auto& v : vols) ::unlink(v.file.c_str());
+    return api_error(K::kInternal, "InternalError", "state not saved: " + p.error().message());
+  }
+  if (token) tokens_["run/" + token->token] = *token;
+  for (auto& v : vols) volumes_[v.id] = v;
+  for (auto& inst : out.instances) {
+    instances_[inst.id] = inst;
+    rt_[inst.id] = Runtime{};
+    rt_[inst.id].first_boot = true;
+  }
+  lock.unlock();
+  for (auto& inst : out.instances) enqueue(inst.id, Job::kLaunch);
+  return out;
+}
+
+ApiResult<std::vector<InstanceRec>> Host::describe_instances(const std::vector<std::string>& ids) {
+  std::lock_guard lock(mu_);
+  std::vector<InstanceRec> out;
+  if (ids.empty()) {
+    for (const auto& [id, r] : instances_) out.push_back(r);
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.launch_time < b.launch_time; });
+    return out;
+  }
+  for (const auto& id : ids) {
+    AZOTE_TRY(r, find_instance(id));
+    out.push_back(*r);
+  }
+  return out;
+}
+
+ApiResult<std::vector<StateChange>> Host::stop_instances(const std::vector<std::string>& ids, bool force) {
+  std::vector<StateChange> out;
+  std::vector<std::string> jobs;
+  {
+    std::lock_guard lock(mu_);
+    if (ids.empty()) return api_error(K::kInvalid, "MissingParameter", "no instance ids given");
+    for (const auto& id : ids) {  // all valid before any changes
+      AZOTE_TRY(r, find_instance(id));
+      if (r->state == state::kPending || r->state == state::kShuttingDown || r->state == state::kTerminated)
+        return api_error(K::kConflict, "IncorrectInstanceState",
+                         "the instance '" + id + "' is " + r->state + " and cannot be stopped");
+    }
+    for (const auto& id : ids) {
+      InstanceRec& r = instances_[id];
+      out.push_back({id, r.state, r.state});
+      if (r.state != state::kRunning) continue;  // stopping or stopped already
+      set_state(r, state::kStopping);
+      out.back().current = r.state;
+      jobs.push_back(id);
+    }
+  }
+  for (const auto& id : jobs) enqueue(id, force ? Job::kStopForce : Job::kStop);
+  return out;
+}
+
+ApiResult<std::vector<StateChange>> Host::start_instances(const std::vector<std::string>& ids) {
+  std::vector<StateChange> out;
+  std::vector<std::string> jobs;
+  {
+    std::lock_guard lock(mu_);
+    if (ids.empty()) return api_error(K::kInvalid, "MissingParameter", "no instance ids given");
+    uint32_t vcpus = 0;
+    uint64_t mem = 0;
+    for (const auto& id : ids) {
+      AZOTE_TRY(r, find_instance(id));
+      if (r->state != state::kStopped && r->state != state::kRunning && r->state != state::kPending)
+        return api_error(K::kConflict, "IncorrectInstanceState",
+                         "the instance '" + id + "' is " + r->state + " and cannot be started");
+      if (r->state == state::kStopped) vcpus += r->vcpus, mem += r->memory_mib;
+    }
+    if (used_vcpus() + vcpus > opt_.capacity_vcpus || used_memory_mib() + mem > opt_.capacity_memory_mib)
+      return api_error(K::kCapacity, "InsufficientInstanceCapacity",
+                       "not enough capacity to start " + std::to_string(ids.size()) + " instance(s)");
+    for (const auto& id : ids) {
+      InstanceRec& r = instances_[id];
+      out.push_back({id, r.state, r.state});
+      if (r.state != state::kStopped) continue;
+      set_state(r, state::kPending);
+      out.back().current = r.state;
+      jobs.push_back(id);
+    }
+  }
+  for (const auto& id : jobs) enqueue(id, Job::kLaunch);
+  return out;
+}
+
+ApiResult<std::vector<StateChange>> Host::reboot_instances(const std::vector<std::string>& ids) {
+  std::vector<StateChange> out;
+  {
+    std::lock_guard lock(mu_);
+    if (ids.empty()) return api_error(K::kInvalid, "MissingParameter", "no instance ids given");
+    for (const auto& id : ids) {
+      AZOTE_TRY(r, find_instance(id));
+      if (r->state != state::kRunning)
+        return api_error(K::kConflict, "IncorrectInstanceState",
+                         "the instance '" + id + "' is " + r->state + " and cannot be rebooted");
+    }
+    for (const auto& id : ids) out.push_back({id, state::kRunning.data(), state::kRunning.data()});
+  }
+  for (const auto& id : ids) enqueue(id, Job::kReboot);
+  return out;
+}
+
+ApiResult<std::vector<StateChange>> Host::terminate_instances(const std::vector<std::string>& ids) {
+  std::vector<StateChange> out;
+  std::vector<std::string> jobs;
+  {
+    std::lock_guard lock(mu_);
+    if (ids.empty()) return api_error(K::kInvalid, "MissingParameter", "no instance ids given");
+    for (const auto& id : ids) AZOTE_TRYV(find_instance(id));
+    for (const auto& id : ids) {
+      InstanceRec& r = instances_[id];
+      out.push_back({id, r.state, r.state});
+      if (r.state == state::kTerminated || r.state == state::kShuttingDown) continue;
+      rt_[id].terminate_requested = true;
+      set_state(r, state::kShuttingDown);
+      out.back().current = r.state;
+      jobs.push_back(id);
+    }
+  }
+  for (const auto& id : jobs) enqueue(id, Job::kTerminate);
+  return out;
+}
+
+ApiResult<std::string> Host::console_output(const std::string& id) {
+  {
+    std::lock_guard lock(mu_);
+    AZOTE_TRYV(find_instance(id));
+  }
+  return read_tail(instance_dir(id) + "/console.log", kConsoleBytes);
+}
+
+ApiResult<ImageRec> Host::register_image(const ImageRequest& r) {
+  if (r.name.size() < 3 || r.name.size() > 128)
+    return api_error(K::kInvalid, "InvalidParameterValue", "image name must be 3-128 characters");
+  if (r.kernel.empty()) return api_error(K::kInvalid, "MissingParameter", "no kernel given");
+  const bool elf = r.kernel.size() > 4 && r.kernel.compare(0, 4, "\x7f" "ELF") == 0;
+  const bool bz = r.kernel.size() > 0x206 && r.kernel.compare(0x202, 4, "HdrS") == 0;
+  if (!elf && !bz) return api_error(K::kInvalid, "InvalidParameterValue", "the kernel is neither an ELF (PVH) image nor a bzImage");
+  if (!r.root_content.empty())
+    return api_error(K::kUnsupported, "Unsupported",
+                     "root volume content is not supported yet: root volumes are encrypted by the card, and the "
+                     "controller has no path to write through it");
+  if (r.cmdline.size() > 2048) return api_error(K::kInvalid, "InvalidParameterValue", "cmdline is longer than 2048 bytes");
+  ImageRec img;
+  img.name = r.name;
+  img.description = r.description;
+  img.kernel_sha256 = sha256_hex(r.kernel);
+  img.initrd_sha256 = r.initrd.empty() ? "" : sha256_hex(r.initrd);
+  img.cmdline = r.cmdline;
+  img.root_size_gib = r.root_volume_size_gib ? r.root_volume_size_gib : 1;
+  if (img.root_size_gib > 16384) return api_error(K::kInvalid, "InvalidParameterValue", "root volume size above 16384 GiB");
+  img.id = image_id_from_hash(sha256_hex(img.kernel_sha256 + "|" + img.initrd_sha256 + "|" + img.cmdline + "|" +
+                                         std::to_string(img.root_size_gib)));
+  std::lock_guard lock(mu_);
+  if (auto it = images_.find(img.id); it != images_.end()) return it->second;  // same content, same image
+  img.kernel = opt_.state_dir + "/images/" + img.kernel_sha256 + ".kernel";
+  if (!write_file(img.kernel, r.kernel)) return api_error(K::kInternal, "InternalError", "cannot write " + img.kernel);
+  if (!r.initrd.empty()) {
+    img.initrd = opt_.state_dir + "/images/" + img.initrd_sha256 + ".initrd";
+    if (!write_file(img.initrd, r.initrd)) return api_error(K::kInternal, "InternalError", "cannot write " + img.initrd);
+  }
+  img.creation_date = now_rfc3339();
+  if (auto p = store_.put(img); !p) return api_error(K::kInternal, "InternalError", p.error().message());
+  images_[img.id] = img;
+  return img;
+}
+
+ApiResult<std::vector<ImageRec>> Host::describe_images(const std::vector<std::string>& ids) {
+  std::lock_guard lock(mu_);
+  std::vector<ImageRec> out;
+  if (ids.empty()) {
+    for (const auto& [id, i] : images_) out.push_back(i);
+    return out;
+  }
+  for (const auto& id : ids) {
+    if (!valid_id(id, "ami") && id != kBuiltinImageId)
+      return api_error(K::kInvalid, "InvalidAMIID.Malformed", "invalid id: \"" + id + "\"");
+    auto it = images_.find(id);
+    if (it == images_.end()) return api_error(K::kNotFound, "InvalidAMIID.NotFound", "the image id '" + id + "' does not exist");
+    out.push_back(it->second);
+  }
+  return out;
+}
+
+ApiResult<VolumeRec> Host::create_volume(const VolumeRequest& r) {
+  VolumeSpec spec = r.spec;
+  if (spec.size_gib == 0) return api_error(K::kInvalid, "MissingParameter", "the volume size is required");
+  if (auto e = complete_volume_spec(&spec, r.iops_given, r.throughput_given))
+    return api_error(K::kInvalid, "InvalidParameterValue", *e);
+  if (r.client_token.size() > 64)
+    return api_error(K::kInvalid, "InvalidParameterValue", "client token is longer than 64 characters");
+  const std::string hash = sha256_hex(spec.type + "|" + std::to_string(spec.size_gib) + "|" + std::to_string(spec.iops) +
+                                      "|" + std::to_string(spec.throughput_mbps) + "|" +
+                                      std::to_string(r.encrypted.value_or(true)));
+  std::lock_guard lock(mu_);
+  if (!r.client_token.empty()) {
+    const auto t = tokens_.find("volume/" + r.client_token);
+    if (t != tokens_.end()) {
+      if (t->second.request_hash != hash)
+        return api_error(K::kConflict, "IdempotentParameterMismatch",
+                         "client token \"" + r.client_token + "\" was used with different parameters");
+      if (auto v = volumes_.find(t->second.result); v != volumes_.end()) return v->second;
+      return api_error(K::kNotFound, "InvalidVolume.NotFound", "the volume created with this token was deleted");
+    }
+  }
+  AZOTE_TRY(v, new_volume(spec, r.encrypted.value_or(true), r.tags, r.client_token));
+  std::optional<TokenRec> token;
+  if (!r.client_token.empty()) token = TokenRec{r.client_token, "volume", hash, v.id};
+  if (auto p = store_.put_all({}, {v}, token); !p) {
+    ::unlink(v.file.c_str());
+    return api_error(K::kInternal, "InternalError", "state not saved: " + p.error().message());
+  }
+  if (token) tokens_["volume/" + token->token] = *token;
+  volumes_[v.id] = v;
+  return v;
+}
+
+ApiResult<VolumeRec> Host::attach_volume(const std::string& volume_id, const std::string& instance_id, std::string device) {
+  std::lock_guard lock(mu_);
+  AZOTE_TRY(v, find_volume(volume_id));
+  AZOTE_TRY(inst, find_instance(instance_id));
+  if (v->state != "available")
+    return api_error(K::kConflict, "VolumeInUse", "volume " + volume_id + " is " + v->state + " (attached to " + v->instance_id + ")");
+  if (inst->state != state::kStopped)
+    return api_error(K::kConflict, "IncorrectInstanceState",
+                     "instance " + instance_id + " is " + inst->state +
+                         "; azote-hv cannot hot-plug devices yet, so volumes attach to stopped instances");
+  const auto attached = volumes_of(instance_id);
+  if (attached.size() >= 16) return api_error(K::kInvalid, "AttachmentLimitExceeded", "instance " + instance_id + " has 16 volumes");
+  auto taken = [&](const std::string& d) {
+    return std::any_of(attached.begin(), attached.end(), [&](const VolumeRec* a) { return a->device == d; });
+  };
+  if (device.empty()) {
+    for (char c = 'b'; c <= 'z' && device.empty(); ++c)
+      if (!taken(std::string("/dev/vd") + c)) device = std::string("/dev/vd") + c;
+  } else if (device.size() != 8 || device.compare(0, 7, "/dev/vd") != 0 || device[7] < 'b' || device[7] > 'z') {
+    return api_error(K::kInvalid, "InvalidParameterValue", "device \"" + device + "\" is not /dev/vdb ... /dev/vdz");
+  } else if (taken(device)) {
+    return api_error(K::kInvalid, "InvalidParameterValue", "device " + device + " is already used on " + instance_id);
+  }
+  v->state = "in-use";
+  v->instance_id = instance_id;
+  v->device = device;
+  v->attach_state = "attached";
+  v->delete_on_termination = false;
+  persist(*v);
+  return *v;
+}
+
+ApiResult<VolumeRec> Host::detach_volume(const std::string& volume_id, bool force) {
+  (void)force;
+  std::lock_guard lock(mu_);
+  AZOTE_TRY(v, find_volume(volume_id));
+  if (v->state != "in-use") return api_error(K::kConflict, "IncorrectState", "volume " + volume_id + " is not attached");
+  if (v->device == "/dev/vda")
+    return api_error(K::kConflict, "OperationNotPermitted", "volume " + volume_id + " is the root volume of " + v->instance_id);
+  const InstanceRec& inst = instances_[v->instance_id];
+  if (inst.state != state::kStopped)
+    return api_error(K::kConflict, "IncorrectInstanceState",
+                     "instance " + inst.id + " is " + inst.state + "; volumes detach from stopped instances");
+  VolumeRec before = *v;
+  v->state = "available";
+  v->instance_id.clear();
+  v->device.clear();
+  v->attach_state.clear();
+  v->delete_on_termination = false;
+  persist(*v);
+  before.attach_state = "detached";
+  return before;
+}
+
+ApiResult<void> Host::delete_volume(const std::string& volume_id) {
+  std::lock_guard lock(mu_);
+  AZOTE_TRY(v, find_volume(volume_id));
+  if (v->state != "available")
+    return api_error(K::kConflict, "VolumeInUse", "volume " + volume_id + " is attached to " + v->instance_id);
+  delete_volume_files(*v);
+  volumes_.erase(volume_id);
+  return {};
+}
+
+ApiResult<std::vector<VolumeRec>> Host::describe_volumes(const std::vector<std::string>& ids) {
+  std::lock_guard lock(mu_);
+  std::vector<VolumeRec> out;
+  if (ids.empty()) {
+    for (const auto& [id, v] : volumes_) out.push_back(v);
+    return out;
+  }
+  for (const auto& id : ids) {
+    AZOTE_TRY(v, find_volume(id));
+    out.push_back(*v);
+  }
+  return out;
+}
+
+std::string Host::metrics_text() {
+  std::string out;
+  {
+    std::lock_guard lock(mu_);
+    std::map<std::string, int> by_state;
+    for (auto s : {state::kPending, state::kRunning, state::kStopping, state::kStopped, state::kShuttingDown, state::kTerminated})
+      by_state[std::string(s)] = 0;
+    for (const auto& [id, r] : instances_) ++by_state[r.state];
+    out += "# HELP azote_instances Instances on this host by state.\n# TYPE azote_instances gauge\n";
+    for (const auto& [s, n] : by_state) out += "azote_instances{state=\"" + s + "\"} " + std::to_string(n) + "\n";
+    out += "# HELP azote_vcpus_allocated vCPUs held by pending, running and stopping instances.\n# TYPE azote_vcpus_allocated gauge\n";
+    out += "azote_vcpus_allocated " + std::to_string(used_vcpus()) + "\n";
+    out += "# HELP azote_vcpus_capacity vCPUs this host sells.\n# TYPE azote_vcpus_capacity gauge\n";
+    out += "azote_vcpus_capacity " + std::to_string(opt_.capacity_vcpus) + "\n";
+    out += "# HELP azote_memory_allocated_bytes Guest memory held by instances.\n# TYPE azote_memory_allocated_bytes gauge\n";
+    out += "azote_memory_allocated_bytes " + std::to_string(used_memory_mib() << 20) + "\n";
+    out += "# HELP azote_memory_capacity_bytes Guest memory this host sells.\n# TYPE azote_memory_capacity_bytes gauge\n";
+    out += "azote_memory_capacity_bytes " + std::to_string(opt_.capacity_memory_mib << 20) + "\n";
+    size_t vols = 0;
+    for (const auto& [id, v] : volumes_) vols += v.state != "deleted";
+    out += "# HELP azote_volumes Volumes on this host.\n# TYPE azote_volumes gauge\nazote_volumes " + std::to_string(vols) + "\n";
+    out += "# HELP azote_card_restarts_total Block card restarts after it died.\n# TYPE azote_card_restarts_total counter\n";
+    out += "azote_card_restarts_total " + std::to_string(card_restarts_) + "\n";
+  }
+  // The card's own counters (ops, bytes, latency per volume), as it renders them.
+  out += read_unix_socket(opt_.state_dir + "/card-blk.metrics");
+  return out;
+}
+
+// ---- jobs ------------------------------------------------------------------------
+
+void Host::enqueue(const std::string& id, Job job) {
+  std::lock_guard lock(mu_);
+  jobs_.emplace_back(id, job);
+  cv_.notify_all();
+}
+
+void Host::worker_loop() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    auto it = jobs_.end();
+    cv_.wait(lock, [&] {
+      if (stopping_) return true;
+      it = std::find_if(jobs_.begin(), jobs_.end(), [&](const auto& j) { return !rt_[j.first].busy; });
+      return it != jobs_.end();
+    });
+    if (stopping_) return;
+    const auto [id, job] = *it;
+    jobs_.erase(it);
+    rt_[id].busy = true;
+    lock.unlock();
+    run_job(id, job);
+    lock.lock();
+    rt_[id].busy = false;
+    cv_.notify_all();
+  }
+}
+
+void Host::run_job(const std::string& id, Job job) {
+  switch (job) {
+    case Job::kLaunch: {
+      {
+        std::lock_guard lock(mu_);
+        if (instances_[id].state != state::kPending) return;  // terminated meanwhile
+      }
+      auto r = launch(id);
+      if (r) return;
+      LOG_WARN("instance %s: launch failed: %s", id.c_str(), r.error().sentence.c_str());
+      stop_hv(id, true);
+      std::unique_lock lock(mu_);
+      InstanceRec& inst = instances_[id];
+      if (inst.state != state::kPending) return;  // a terminate is queued and will finish the job
+      std::vector<std::string> vols;
+      for (VolumeRec* v : volumes_of(id)) vols.push_back(v->id);
+      const bool first_boot = rt_[id].first_boot;
+      inst.hv_pid = 0;
+      if (first_boot) {
+        set_state(inst, state::kShuttingDown);
+        lock.unlock();
+        finish_terminate(id);
+        lock.lock();
+        set_state(instances_[id], state::kTerminated, "Server.InternalError", r.error().sentence);
+      } else {
+        set_state(inst, state::kStopped, "Server.InternalError", r.error().sentence);
+      }
+      return;
+    }
+    case Job::kStop:
+    case Job::kStopForce: {
+      stop_hv(id, job == Job::kStopForce);
+      std::lock_guard lock(mu_);
+      InstanceRec& inst = instances_[id];
+      if (inst.state == state::kStopping) {
+        inst.hv_pid = 0;
+        set_state(inst, state::kStopped, "Client.UserInitiatedShutdown", "User initiated shutdown");
+      }
+      return;
+    }
+    case Job::kReboot: {
+      stop_hv(id, false);
+      auto r = launch(id);
+      if (r) return;
+      stop_hv(id, true);
+      std::lock_guard lock(mu_);
+      InstanceRec& inst = instances_[id];
+      inst.hv_pid = 0;
+      if (inst.state == state::kRunning) set_state(inst, state::kStopped, "Server.InternalError", r.error().sentence);
+      return;
+    }
+    case Job::kTerminate: {
+      stop_hv(id, false);
+      finish_terminate(id);
+      std::lock_guard lock(mu_);
+      InstanceRec& inst = instances_[id];
+      inst.hv_pid = 0;
+      set_state(inst, state::kTerminated, "Client.UserInitiatedShutdown", "User initiated shutdown");
+      return;
+    }
+  }
+}
+
+ApiResult<void> Host::launch(const std::string& id) {
+  InstanceRec inst;
+  ImageRec img;
+  std::vector<VolumeRec> vols;
+  {
+    std::lock_guard lock(mu_);
+    inst = instances_[id];
+    img = images_[inst.image_id];
+    for (VolumeRec* v : volumes_of(id)) vols.push_back(*v);
+    Runtime& rt = rt_[id];
+    rt.expect_exit = false;
+    rt.exited = false;
+    rt.exit_status = -1;
+  }
+  const InstanceType* type = find_instance_type(inst.type);
+  // 1. The card: every volume of the instance served on its socket.
+  AZOTE_TRYV(ensure_card());
+  for (const VolumeRec& v : vols) {
+    card_remove(v.id);
+    AZOTE_TRYV(card_add(v, type));
+  }
+  // 2. The empty shell: memory, vCPUs parked, kernel loaded, a control socket.
+  const std::string dir = instance_dir(id);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  const std::string ctl = dir + "/hv.ctl";
+  std::vector<std::string> argv = {opt_.hv_bin, "--control", ctl, "--kernel", img.kernel,
+                                   "--vcpus", std::to_string(inst.vcpus), "--memory", std::to_string(inst.memory_mib) + "M",
+                                   "--console", "file:" + dir + "/console.log"};
+  if (!img.initrd.empty()) argv.insert(argv.end(), {"--initrd", img.initrd});
+  if (!img.cmdline.empty()) argv.insert(argv.end(), {"--cmdline", img.cmdline});
+  auto p = spawn(argv, dir + "/hv.log");
+  if (!p) return api_error(K::kInternal, "InternalError", "cannot start the hypervisor: " + p.error().message());
+  {
+    std::lock_guard lock(mu_);
+    InstanceRec& r = instances_[id];
+    r.hv_pid = p->pid;
+    r.hv_starttime = p->starttime;
+    persist(r);
+    watch(p->pidfd.get());
+    rt_[id].hv = std::move(p).value();
+  }
+  auto c = control::Client::connect(ctl, kControlTimeout);
+  if (!c) return api_error(K::kInternal, "InternalError", "the hypervisor did not open its control socket: " + c.error().message());
+  // 3. The channels: one virtio device per volume, root first.
+  for (const VolumeRec& v : vols) {
+    auto a = c->call({{"op", "attach-device"}, {"kind", "blk"}, {"socket", volume_socket(v.id)}}, kControlTimeout);
+    if (!a) return api_error(K::kInternal, "InternalError", "attaching " + v.id + ": " + a.error().message());
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (rt_[id].terminate_requested) return api_error(K::kInternal, "InternalError", "terminated during launch");
+  }
+  // 4. Release the vCPUs.
+  auto s = c->call({{"op", "start"}}, kControlTimeout);
+  if (!s) return api_error(K::kInternal, "InternalError", "starting the vCPUs: " + s.error().message());
+  std::lock_guard lock(mu_);
+  rt_[id].first_boot = false;
+  InstanceRec& r = instances_[id];
+  if (r.state == state::kPending) set_state(r, state::kRunning);
+  return {};
+}
+
+void Host::stop_hv(const std::string& id, bool force) {
+  std::unique_lock lock(mu_);
+  Runtime& rt = rt_[id];
+  if (!rt.hv) {
+    lock.unlock();
+    std::vector<std::string> vols;
+    {
+      std::lock_guard l2(mu_);
+      for (VolumeRec* v : volumes_of(id)) vols.push_back(v->id);
+    }
+    for (const auto& v : vols) card_remove(v);
+    return;
+  }
+  rt.expect_exit = true;
+  send_signal(*rt.hv, force ? SIGKILL : SIGTERM);
+  if (!cv_.wait_for(lock, std::chrono::milliseconds(kStopGraceMs), [&] { return rt.exited || stopping_; })) {
+    LOG_WARN("instance %s: the hypervisor did not stop within %d ms; killing it", id.c_str(), kStopGraceMs);
+    send_signal(*rt.hv, SIGKILL);
+    cv_.wait_for(lock, 5s, [&] { return rt.exited || stopping_; });
+  }
+  std::vector<std::string> vols;
+  for (VolumeRec* v : volumes_of(id)) vols.push_back(v->id);
+  lock.unlock();
+  for (const auto& v : vols) card_remove(v);
+}
+
+void Host::finish_terminate(const std::string& id) {
+  std::lock_guard lock(mu_);
+  for (VolumeRec* v : volumes_of(id)) {
+    if (v->delete_on_termination) {
+      const std::string vid = v->id;
+      delete_volume_files(*v);
+      volumes_.erase(vid);
+    } else {
+      v->state = "available";
+      v->instance_id.clear();
+      v->device.clear();
+      v->attach_state.clear();
+      persist(*v);
+    }
+  }
+}
+
+// ---- supervision -----------------------------------------------------------------
+
+void Host::supervisor_loop() {
+  for (;;) {
+    epoll_event ev[16];
+    const int n = ::epoll_wait(epoll_.get(), ev, 16, -1);
+    if (n < 0 && errno != EINTR) return;
+    bool card_died = false;
+    std::vector<std::string> cleanup;
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+      for (int i = 0; i < n; ++i) {
+        if (ev[i].data.u64 == kTagWake) continue;
+        const int fd = static_cast<int>(ev[i].data.u64);
+        ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+        if (card_ && card_->pidfd.get() == fd) {
+          const int status = reap(*card_);
+          LOG_WARN("controller: the block card (pid %d) exited (status %d)", card_->pid, status);
+          card_.reset();
+          card_died = !card_expect_exit_;
+          continue;
+        }
+        for (auto& [id, rt] : rt_) {
+          if (!rt.hv || rt.hv->pidfd.get() != fd) continue;
+          rt.exit_status = reap(*rt.hv);
+          rt.exited = true;
+          rt.hv.reset();
+          InstanceRec& r = instances_[id];
+          LOG_INFO("instance %s: hypervisor exited (status %d)", id.c_str(), rt.exit_status);
+          if (!rt.expect_exit && !rt.busy && r.state == state::kRunning) {
+            r.hv_pid = 0;
+            if (rt.exit_status == 0)
+              set_state(r, state::kStopped, "Client.InstanceInitiatedShutdown", "Instance initiated shutdown");
+            else
+              set_state(r, state::kStopped, "Server.InternalError", exit_reason(rt.exit_status));
+            cleanup.push_back(id);
+          }
+          cv_.notify_all();
+          break;
+        }
+      }
+    }
+    for (const auto& id : cleanup) {
+      std::vector<std::string> vols;
+      {
+        std::lock_guard lock(mu_);
+        for (VolumeRec* v : volumes_of(id)) vols.push_back(v->id);
+      }
+      for (const auto& v : vols) card_remove(v);
+    }
+    if (card_died) {
+      // Restart the card and hand it every volume a live hypervisor is using; the
+      // hypervisors reconnect to the sockets by themselves.
+      if (auto c = ensure_card(); !c) {
+        LOG_ERROR("controller: restarting the block card failed: %s", c.error().sentence.c_str());
+        continue;
+      }
+      std::vector<std::pair<VolumeRec, const InstanceType*>> readd;
+      {
+        std::lock_guard lock(mu_);
+        ++card_restarts_;
+        for (auto& [id, r] : instances_) {
+          if (r.state != state::kRunning && r.state != state::kPending && r.state != state::kStopping) continue;
+          for (VolumeRec* v : volumes_of(id)) readd.emplace_back(*v, find_instance_type(r.type));
+        }
+      }
+      for (const auto& [v, t] : readd)
+        if (auto a = card_add(v, t); !a) LOG_ERROR("controller: re-adding %s: %s", v.id.c_str(), a.error().sentence.c_str());
+      LOG_INFO("controller: block card restarted, %zu volume(s) re-added", readd.size());
+    }
+  }
+}
+
+ApiResult<void> Host::recover() {
+  // The card from last time, if it still runs: adopt it (its volumes stay served).
+  auto cards = store_.cards();
+  if (cards) {
+    for (const auto& c : *cards) {
+      if (c.name != "blk") continue;
+      auto p = adopt(static_cast<pid_t>(c.pid), c.starttime);
+      if (p) {
+        card_ = std::move(p).value();
+        watch(card_->pidfd.get());
+        LOG_INFO("controller: adopted the block card (pid %d)", card_->pid);
+      }
+    }
+  }
+  // Orphaned volume files (a crash between creating one and saving its record).
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(opt_.state_dir + "/volumes", ec)) {
+    const std::string name = e.path().stem().string();
+    if (e.path().extension() == ".img" && !volumes_.count(name)) {
+      LOG_WARN("controller: removing %s, a volume file with no record", e.path().c_str());
+      fs::remove(e.path(), ec);
+    }
+  }
+  for (auto& [id, r] : instances_) {
+    Runtime& rt = rt_[id];
+    std::optional<Proc> hv;
+    if (r.hv_pid > 0) {
+      auto p = adopt(static_cast<pid_t>(r.hv_pid), r.hv_starttime);
+      if (p) hv = std::move(p).value();
+    }
+    if (r.state == state::kRunning) {
+      if (hv) {
+        watch(hv->pidfd.get());
+        rt.hv = std::move(hv);
+        LOG_INFO("instance %s: adopted its hypervisor (pid %lld)", id.c_str(), static_cast<long long>(r.hv_pid));
+      } else {
+        r.hv_pid = 0;
+        set_state(r, state::kStopped, "Server.InternalError",
+                  "the hypervisor exited while the controller was not running");
+      }
+      continue;
+    }
+    if (r.state == state::kPending || r.state == state::kStopping || r.state == state::kShuttingDown) {
+      if (hv) {  // half-launched or half-stopped: that process is not trusted to be complete
+        send_signal(*hv, SIGKILL);
+        wait_exit(*hv, 5000);
+        LOG_INFO("instance %s: killed the hypervisor left %s by the previous controller", id.c_str(), r.state.c_str());
+      }
+      r.hv_pid = 0;
+      persist(r);
+      if (r.state == state::kPending) jobs_.emplace_back(id, Job::kLaunch);
+      if (r.state == state::kStopping) set_state(r, state::kStopped, "Client.UserInitiatedShutdown", "User initiated shutdown");
+      if (r.state == state::kShuttingDown) jobs_.emplace_back(id, Job::kTerminate);
+      continue;
+    }
+    if (hv) {  // stopped or terminated, yet a process runs: it is not ours to keep
+      send_signal(*hv, SIGKILL);
+      r.hv_pid = 0;
+      persist(r);
+    }
+  }
+  return {};
+}
+
+void Host::shutdown() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_ && workers_.empty() && !supervisor_.joinable()) return;
+  }
+  if (opt_.stop_on_exit) {
+    std::vector<std::string> ids;
+    {
+      std::lock_guard lock(mu_);
+      for (auto& [id, r] : instances_)
+        if (rt_[id].hv) ids.push_back(id);
+    }
+    for (const auto& id : ids) {
+      stop_hv(id, false);
+      std::lock_guard lock(mu_);
+      InstanceRec& r = instances_[id];
+      r.hv_pid = 0;
+      if (r.state == state::kRunning || r.state == state::kStopping || r.state == state::kPending)
+        set_state(r, state::kStopped, "Server.ScheduledStop", "the host controller stopped");
+    }
+  }
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    cv_.notify_all();
+  }
+  const uint64_t one = 1;
+  (void)!::write(wake_.get(), &one, sizeof one);
+  for (auto& w : workers_) w.join();
+  workers_.clear();
+  if (supervisor_.joinable()) supervisor_.join();
+  if (opt_.stop_on_exit) {
+    std::lock_guard lock(mu_);
+    if (card_) {
+      card_expect_exit_ = true;
+      send_signal(*card_, SIGTERM);
+      if (!wait_exit(*card_, 10'000)) send_signal(*card_, SIGKILL);
+      reap(*card_);
+      card_.reset();
+    }
+  }
+}
+
+}  // namespace azote::controller

@@ -1,0 +1,129 @@
+// azote-controller: a thin main — options, state directory, PKI, audit log, the Host,
+// the gRPC server, then wait for SIGTERM/SIGINT.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <grpcpp/grpcpp.h>
+
+#include "audit/log.hpp"
+#include "audit/signing.hpp"
+#include "base/log.hpp"
+#include "controller/host.hpp"
+#include "controller/options.hpp"
+#include "controller/service.hpp"
+#include "controller/tls.hpp"
+#include "pki/files.hpp"
+#include "pki/pki.hpp"
+
+using namespace azote;
+using namespace azote::controller;
+
+namespace {
+
+constexpr int kExitUsage = 64;
+constexpr int kExitSetup = 71;
+
+int fail(const std::string& what) {
+  std::fprintf(stderr, "azote-controller: error: %s\n", what.c_str());
+  return kExitSetup;
+}
+
+std::string sibling(const char* name) {
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return (ec ? std::filesystem::path(".") : self.parent_path()) / name;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto parsed = parse_options(std::vector<std::string>(argv + 1, argv + argc));
+  if (!parsed) {
+    std::fprintf(stderr, "azote-controller: error: %s\n", parsed.error().message().c_str());
+    return kExitUsage;
+  }
+  Options o = std::move(parsed).value();
+  if (o.help) {
+    std::fputs(usage_text(), stdout);
+    return 0;
+  }
+  if (o.version) {
+    std::printf("azote-controller %s\n", AZOTE_VERSION);
+    return 0;
+  }
+  log::set_level(o.log_level == "error" ? log::Level::kError
+                 : o.log_level == "warn" ? log::Level::kWarn
+                 : o.log_level == "debug" ? log::Level::kDebug
+                                          : log::Level::kInfo);
+  // Signals go to sigwait below; threads started from here on inherit the mask.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  ::umask(077);
+
+  std::error_code ec;
+  std::filesystem::create_directories(o.state_dir + "/audit", ec);
+  if (ec) return fail("state directory " + o.state_dir + ": " + ec.message());
+  ::chmod(o.state_dir.c_str(), 0700);
+
+  auto pki = pki::HostPki::open_or_create(o.state_dir + "/pki");
+  if (!pki) return fail("PKI in " + o.state_dir + "/pki: " + pki.error().message());
+
+  // The host's audit signing key (Ed25519), and its public half next to the log for
+  // `azote audit verify`.
+  const std::string key_path = o.state_dir + "/pki/audit-signing.key";
+  auto key = std::filesystem::exists(key_path) ? audit::SigningKey::load_pem_file(key_path) : audit::SigningKey::generate();
+  if (!key) return fail("audit signing key: " + key.error().message());
+  if (!std::filesystem::exists(key_path))
+    if (auto s = key->save_pem_file(key_path); !s) return fail("audit signing key: " + s.error().message());
+  auto pub = key->public_pem();
+  if (!pub) return fail("audit signing key: " + pub.error().message());
+  if (auto w = pki::write_file_atomic(o.state_dir + "/audit/signing.pub", *pub, 0644); !w)
+    return fail("audit public key: " + w.error().message());
+  auto audit_log = audit::AuditLog::open(o.state_dir + "/audit/audit.log", *key);
+  if (!audit_log) return fail("audit log: " + audit_log.error().message());
+
+  HostOptions ho;
+  ho.state_dir = o.state_dir;
+  ho.hv_bin = o.hv_bin.empty() ? sibling("azote-hv") : o.hv_bin;
+  ho.card_blk_bin = o.card_blk_bin.empty() ? sibling("azote-card-blk") : o.card_blk_bin;
+  ho.capacity_vcpus = o.capacity_vcpus;
+  ho.capacity_memory_mib = o.capacity_memory_mib;
+  ho.stop_on_exit = o.stop_on_exit;
+  auto host = Host::open(ho, *pki);
+  if (!host) return fail(host.error().message());
+
+  Service service(**host, *pki, **audit_log);
+  grpc::ServerBuilder builder;
+  if (o.listen.rfind("unix:", 0) == 0) ::unlink(o.listen.substr(5).c_str());
+  int port = 0;
+  builder.AddListeningPort(o.listen, server_credentials(*pki, [&service](const std::string& who, const std::string& why) {
+                             service.audit_refused_handshake(who, why);
+                           }),
+                           &port);
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(300 << 20);  // RegisterImage carries a kernel and an initrd
+  auto server = builder.BuildAndStart();
+  if (!server || (o.listen.rfind("unix:", 0) != 0 && port == 0)) {
+    (*host)->shutdown();
+    return fail("cannot listen on " + o.listen);
+  }
+  std::printf("azote-controller: ready endpoint=%s state=%s\n", o.listen.c_str(), o.state_dir.c_str());
+  std::fflush(stdout);
+
+  int sig = 0;
+  sigwait(&set, &sig);
+  LOG_INFO("azote-controller: %s: stopping", strsignal(sig));
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  (*host)->shutdown();
+  if (o.listen.rfind("unix:", 0) == 0) ::unlink(o.listen.substr(5).c_str());
+  return 0;
+}

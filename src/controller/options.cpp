@@ -1,0 +1,109 @@
+#include "controller/options.hpp"
+
+#include "base/parse.hpp"
+
+namespace azote::controller {
+namespace {
+
+Unexpected<OptionsError> bad(std::string s) { return make_error(OptionsErrc::kUsage, std::move(s)); }
+
+}  // namespace
+
+Result<Options, OptionsError> parse_options(const std::vector<std::string>& args) {
+  Options o;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string a = args[i], v;
+    bool has_inline = false;
+    if (const size_t eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
+      v = a.substr(eq + 1);
+      a = a.substr(0, eq);
+      has_inline = true;
+    }
+    if (a == "-h" || a == "--help") {
+      o.help = true;
+      return o;
+    }
+    if (a == "--version") {
+      o.version = true;
+      return o;
+    }
+    const bool wants_value = a == "--state-dir" || a == "--listen" || a == "--hv" || a == "--card-blk" ||
+                             a == "--capacity-vcpus" || a == "--capacity-memory" || a == "--on-exit" ||
+                             a == "--log-level";
+    if (!wants_value) return bad("unknown option \"" + args[i] + "\" (see --help)");
+    if (!has_inline) {
+      if (i + 1 >= args.size()) return bad(a + " needs a value");
+      v = args[++i];
+    }
+    const std::string& x = v;
+    if (a == "--state-dir") {
+      if (x.empty() || x[0] != '/') return bad("--state-dir \"" + x + "\": give an absolute path");
+      o.state_dir = x;
+    } else if (a == "--listen") {
+      if (x.rfind("unix:", 0) != 0 && x.find(':') == std::string::npos)
+        return bad("--listen \"" + x + "\": expected unix:PATH or HOST:PORT");
+      if (x.rfind("unix:", 0) == 0 && (x.size() == 5 || x.size() - 5 >= 108))
+        return bad("--listen \"" + x + "\": the socket path must be 1-107 bytes");
+      o.listen = x;
+    } else if (a == "--hv") {
+      o.hv_bin = x;
+    } else if (a == "--card-blk") {
+      o.card_blk_bin = x;
+    } else if (a == "--capacity-vcpus") {
+      const auto n = parse_uint(x, 1, 4096);
+      if (!n) return bad("--capacity-vcpus \"" + x + "\": expected 1-4096");
+      o.capacity_vcpus = static_cast<uint32_t>(*n);
+    } else if (a == "--capacity-memory") {
+      auto bytes = parse_size(x);
+      if (!bytes || *bytes < (64ull << 20)) return bad("--capacity-memory \"" + x + "\": expected a size such as 16G (at least 64M)");
+      o.capacity_memory_mib = *bytes >> 20;
+    } else if (a == "--on-exit") {
+      if (x != "keep" && x != "stop") return bad("--on-exit \"" + x + "\": expected keep or stop");
+      o.stop_on_exit = x == "stop";
+    } else if (a == "--log-level") {
+      if (x != "error" && x != "warn" && x != "info" && x != "debug")
+        return bad("--log-level \"" + x + "\": expected error, warn, info or debug");
+      o.log_level = x;
+    }
+  }
+  if (o.listen.empty()) o.listen = "unix:" + o.state_dir + "/api.sock";
+  if (o.listen.rfind("unix:", 0) == 0 && o.listen.size() - 5 >= 108)
+    return bad("the API socket path " + o.listen.substr(5) + " is longer than 107 bytes; use a shorter --state-dir or --listen");
+  return o;
+}
+
+const char* usage_text() {
+  return R"(Usage: azote-controller [--state-dir DIR] [--listen unix:PATH|HOST:PORT] [options]
+
+The host controller: the only management interface of this host. Serves the Nitro
+API (lib/api/azote.proto) over gRPC with mutual TLS 1.3: clients present a certificate
+issued by this host's CA (azote admin issue-cert) whose role is control-plane (every
+call) or operator (read-only calls). Nothing listens in plaintext. Every call,
+accepted or denied, and every refused TLS handshake is appended to a hash-chained,
+signed audit log (azote audit verify). Runs one azote-hv per instance and one
+azote-card-blk for all volumes; state is kept in SQLite and survives restarts, which
+re-adopt running processes.
+
+Options:
+  --state-dir DIR         State: controller.db, pki/ (CA, server and host keys),
+                          audit/ (audit.log, audit.log.head, signing.pub), volumes/,
+                          images/, instances/. Default /var/lib/azote. Created 0700.
+  --listen EP             unix:PATH or HOST:PORT (default unix:DIR/api.sock)
+  --hv PATH               azote-hv binary (default: next to this program)
+  --card-blk PATH         azote-card-blk binary (default: next to this program)
+  --capacity-vcpus N      vCPUs this host sells (default 8 per host CPU)
+  --capacity-memory SIZE  guest memory this host sells, e.g. 16G (default 80% of RAM)
+  --on-exit keep|stop     on SIGTERM/SIGINT, leave instances and the card running for
+                          the next controller (keep, default) or stop them (stop)
+  --log-level LEVEL       error, warn, info (default) or debug; logs go to stderr
+  -h, --help              show this help
+  --version               show the version
+
+Prints "azote-controller: ready endpoint=EP" on stdout once it serves.
+
+Exit status: 0 stopped by SIGTERM/SIGINT, 64 bad command line, 71 the state
+directory, PKI, audit log or listening socket cannot be set up.
+)";
+}
+
+}  // namespace azote::controller

@@ -1,0 +1,29 @@
+// azote-controller's command line. Pure parsing.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/error.hpp"
+
+namespace azote::controller {
+
+enum class OptionsErrc { kUsage = 1 };
+using OptionsError = Error<OptionsErrc>;
+
+struct Options {
+  std::string state_dir = "/var/lib/azote";
+  std::string listen;  // "unix:PATH" or "HOST:PORT"; default unix:STATE/api.sock
+  std::string hv_bin, card_blk_bin;  // default: next to this program
+  uint32_t capacity_vcpus = 0;
+  uint64_t capacity_memory_mib = 0;
+  bool stop_on_exit = false;
+  std::string log_level = "info";
+  bool help = false, version = false;
+};
+
+Result<Options, OptionsError> parse_options(const std::vector<std::string>& args);
+const char* usage_text();
+
+}  // namespace azote::controller

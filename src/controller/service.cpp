@@ -1,0 +1,378 @@
+#include "controller/service.hpp"
+
+#include "base/log.hpp"
+
+namespace azote::controller {
+namespace {
+
+using K = ApiError::Kind;
+
+grpc::StatusCode status_code(K k) {
+  switch (k) {
+    case K::kInvalid: return grpc::StatusCode::INVALID_ARGUMENT;
+    case K::kNotFound: return grpc::StatusCode::NOT_FOUND;
+    case K::kConflict: return grpc::StatusCode::FAILED_PRECONDITION;
+    case K::kCapacity: return grpc::StatusCode::RESOURCE_EXHAUSTED;
+    case K::kUnsupported: return grpc::StatusCode::UNIMPLEMENTED;
+    case K::kDenied: return grpc::StatusCode::PERMISSION_DENIED;
+    case K::kUnauthenticated: return grpc::StatusCode::UNAUTHENTICATED;
+    case K::kInternal: break;
+  }
+  return grpc::StatusCode::INTERNAL;
+}
+
+void fill(v1::Instance* o, const InstanceRec& r, const std::vector<VolumeRec>& vols) {
+  o->set_instance_id(r.id);
+  o->set_image_id(r.image_id);
+  o->set_instance_type(r.type);
+  o->mutable_state()->set_name(r.state);
+  if (!r.reason_code.empty()) {
+    o->mutable_state_reason()->set_code(r.reason_code);
+    o->mutable_state_reason()->set_message(r.reason_message);
+  }
+  o->set_launch_time(r.launch_time);
+  o->set_vcpus(r.vcpus);
+  o->set_memory_mib(r.memory_mib);
+  o->set_reservation_id(r.reservation_id);
+  o->set_client_token(r.client_token);
+  o->set_root_device_name("/dev/vda");
+  o->set_hypervisor_pid(r.state == state::kRunning ? r.hv_pid : 0);
+  for (const auto& [k, v] : r.tags) {
+    auto* t = o->add_tags();
+    t->set_key(k);
+    t->set_value(v);
+  }
+  for (const auto& v : vols) {
+    if (v.instance_id != r.id) continue;
+    auto* m = o->add_block_device_mappings();
+    m->set_device_name(v.device);
+    m->set_volume_id(v.id);
+    m->set_delete_on_termination(v.delete_on_termination);
+    m->set_status(v.attach_state);
+  }
+}
+
+void fill(v1::Volume* o, const VolumeRec& v) {
+  o->set_volume_id(v.id);
+  o->set_size_gib(v.size_gib);
+  o->set_volume_type(v.type);
+  o->set_iops(v.iops);
+  o->set_throughput_mbps(v.throughput_mbps);
+  o->set_encrypted(v.encrypted);
+  o->set_state(v.state);
+  o->set_create_time(v.create_time);
+  for (const auto& [k, val] : v.tags) {
+    auto* t = o->add_tags();
+    t->set_key(k);
+    t->set_value(val);
+  }
+  if (!v.instance_id.empty()) {
+    auto* a = o->add_attachments();
+    a->set_volume_id(v.id);
+    a->set_instance_id(v.instance_id);
+    a->set_device(v.device);
+    a->set_state(v.attach_state);
+    a->set_delete_on_termination(v.delete_on_termination);
+  }
+}
+
+void fill(v1::VolumeAttachment* a, const VolumeRec& v) {
+  a->set_volume_id(v.id);
+  a->set_instance_id(v.instance_id);
+  a->set_device(v.device);
+  a->set_state(v.attach_state);
+  a->set_delete_on_termination(v.delete_on_termination);
+}
+
+void fill(v1::Image* o, const ImageRec& i) {
+  o->set_image_id(i.id);
+  o->set_name(i.name);
+  o->set_description(i.description);
+  o->set_state("available");
+  o->set_kernel_sha256(i.kernel_sha256);
+  o->set_initrd_sha256(i.initrd_sha256);
+  o->set_cmdline(i.cmdline);
+  o->set_root_volume_size_gib(i.root_size_gib);
+  o->set_root_content_sha256(i.root_sha256);
+  o->set_creation_date(i.creation_date);
+}
+
+void fill(v1::InstanceStateChangesResponse* resp, const std::vector<StateChange>& changes) {
+  for (const auto& c : changes) {
+    auto* s = resp->add_instances();
+    s->set_instance_id(c.id);
+    s->mutable_previous_state()->set_name(c.previous);
+    s->mutable_current_state()->set_name(c.current);
+  }
+}
+
+Tags tags_of(const google::protobuf::RepeatedPtrField<v1::Tag>& in) {
+  Tags t;
+  for (const auto& x : in) t.emplace_back(x.key(), x.value());
+  return t;
+}
+
+std::vector<std::string> ids_of(const google::protobuf::RepeatedPtrField<std::string>& in) {
+  return {in.begin(), in.end()};
+}
+
+}  // namespace
+
+void Service::audit_refused_handshake(const std::string& subject, const std::string& reason) {
+  audit::Entry e;
+  e.principal = subject;
+  e.method = "tls.handshake";
+  e.outcome = "denied";
+  e.error = reason;
+  if (auto a = audit_.append(e); !a) LOG_ERROR("audit: %s", a.error().message().c_str());
+  std::lock_guard lock(stats_mu_);
+  ++calls_[{"tls.handshake", "denied"}];
+}
+
+std::string Service::call_metrics() {
+  std::lock_guard lock(stats_mu_);
+  std::string out = "# HELP azote_api_calls_total API calls by method and outcome.\n# TYPE azote_api_calls_total counter\n";
+  for (const auto& [k, n] : calls_)
+    out += "azote_api_calls_total{method=\"" + k.first + "\",outcome=\"" + k.second + "\"} " + std::to_string(n) + "\n";
+  return out;
+}
+
+grpc::Status Service::finish(grpc::ServerContext* ctx, const std::string& principal, const char* method,
+                             const std::vector<std::string>& resources, const std::optional<ApiError>& err) {
+  audit::Entry e;
+  e.principal = principal;
+  e.method = method;
+  e.resources = resources;
+  e.outcome = !err ? "allowed" : (err->kind == K::kDenied || err->kind == K::kUnauthenticated) ? "denied" : "failed";
+  if (err) e.error = err->message();
+  {
+    std::lock_guard lock(stats_mu_);
+    ++calls_[{method, e.outcome}];
+  }
+  // No record, no answer: a call whose audit record cannot be written fails.
+  if (auto a = audit_.append(e); !a) {
+    LOG_ERROR("audit: %s", a.error().message().c_str());
+    return grpc::Status(grpc::StatusCode::INTERNAL, "InternalError: the audit log cannot be written");
+  }
+  if (!err) return grpc::Status::OK;
+  ctx->AddTrailingMetadata("azote-error-code", err->code);
+  return grpc::Status(status_code(err->kind), err->message());
+}
+
+template <class Body>
+grpc::Status Service::call(grpc::ServerContext* ctx, const char* method, Access access,
+                           std::vector<std::string> resources, Body&& body) {
+  const auto certs = ctx->auth_context()->FindPropertyValues("x509_pem_cert");
+  if (certs.empty())
+    return finish(ctx, "", method, resources,
+                  ApiError{K::kUnauthenticated, "AuthFailure", "no client certificate"});
+  auto principal = pki_.verify_client(std::string(certs.front().data(), certs.front().size()));
+  if (!principal) return finish(ctx, "", method, resources, ApiError{K::kUnauthenticated, "AuthFailure", principal.error().context});
+  const std::string who = principal->role + "/" + principal->name;
+  const bool allowed = principal->role == "control-plane" || (principal->role == "operator" && access == Access::kRead);
+  if (!allowed)
+    return finish(ctx, who, method, resources,
+                  ApiError{K::kDenied, "UnauthorizedOperation",
+                           "role \"" + principal->role + "\" may not call " + method});
+  std::optional<ApiError> err;
+  if (auto r = body(resources); !r) err = r.error();
+  return finish(ctx, who, method, resources, err);
+}
+
+grpc::Status Service::RunInstances(grpc::ServerContext* ctx, const v1::RunInstancesRequest* req,
+                                   v1::RunInstancesResponse* resp) {
+  return call(ctx, "RunInstances", Access::kWrite, {req->image_id()}, [&](std::vector<std::string>& res) -> ApiResult<void> {
+    RunRequest r;
+    r.image_id = req->image_id();
+    r.instance_type = req->instance_type();
+    r.count = req->count();
+    r.user_data = req->user_data();
+    r.tags = tags_of(req->tags());
+    r.client_token = req->client_token();
+    r.root_volume_size_gib = req->root_volume_size_gib();
+    r.root_volume_type = req->root_volume_type();
+    AZOTE_TRY(out, host_.run_instances(r));
+    AZOTE_TRY(vols, host_.describe_volumes({}));
+    resp->set_reservation_id(out.reservation_id);
+    res.push_back(out.reservation_id);
+    for (const auto& i : out.instances) {
+      fill(resp->add_instances(), i, vols);
+      res.push_back(i.id);
+    }
+    return {};
+  });
+}
+
+grpc::Status Service::DescribeInstances(grpc::ServerContext* ctx, const v1::DescribeInstancesRequest* req,
+                                        v1::DescribeInstancesResponse* resp) {
+  return call(ctx, "DescribeInstances", Access::kRead, ids_of(req->instance_ids()),
+              [&](std::vector<std::string>&) -> ApiResult<void> {
+                AZOTE_TRY(is, host_.describe_instances(ids_of(req->instance_ids())));
+                AZOTE_TRY(vols, host_.describe_volumes({}));
+                for (const auto& i : is) fill(resp->add_instances(), i, vols);
+                return {};
+              });
+}
+
+grpc::Status Service::StopInstances(grpc::ServerContext* ctx, const v1::InstanceIdsRequest* req,
+                                    v1::InstanceStateChangesResponse* resp) {
+  return call(ctx, "StopInstances", Access::kWrite, ids_of(req->instance_ids()),
+              [&](std::vector<std::string>&) -> ApiResult<void> {
+                AZOTE_TRY(c, host_.stop_instances(ids_of(req->instance_ids()), req->force()));
+                fill(resp, c);
+                return {};
+              });
+}
+
+grpc::Status Service::StartInstances(grpc::ServerContext* ctx, const v1::InstanceIdsRequest* req,
+                                     v1::InstanceStateChangesResponse* resp) {
+  return call(ctx, "StartInstances", Access::kWrite, ids_of(req->instance_ids()),
+              [&](std::vector<std::string>&) -> ApiResult<void> {
+                AZOTE_TRY(c, host_.start_instances(ids_of(req->instance_ids())));
+                fill(resp, c);
+                return {};
+              });
+}
+
+grpc::Status Service::RebootInstances(grpc::ServerContext* ctx, const v1::InstanceIdsRequest* req,
+                                      v1::InstanceStateChangesResponse* resp) {
+  return call(ctx, "RebootInstances", Access::kWrite, ids_of(req->instance_ids()),
+              [&](std::vector<std::string>&) -> ApiResult<void> {
+                AZOTE_TRY(c, host_.reboot_instances(ids_of(req->instance_ids())));
+                fill(resp, c);
+                return {};
+              });
+}
+
+grpc::Status Service::TerminateInstances(grpc::ServerContext* ctx, const v1::InstanceIdsRequest* req,
+                                         v1::InstanceStateChangesResponse* resp) {
+  return call(ctx, "TerminateInstances", Access::kWrite, ids_of(req->instance_ids()),
+              [&](std::vector<std::string>&) -> ApiResult<void> {
+                AZOTE_TRY(c, host_.terminate_instances(ids_of(req->instance_ids())));
+                fill(resp, c);
+                return {};
+              });
+}
+
+grpc::Status Service::GetConsoleOutput(grpc::ServerContext* ctx, const v1::GetConsoleOutputRequest* req,
+                                       v1::GetConsoleOutputResponse* resp) {
+  return call(ctx, "GetConsoleOutput", Access::kRead, {req->instance_id()},
+              [&](std::vector<std::string>&) -> ApiResult<void> {
+                AZOTE_TRY(out, host_.console_output(req->instance_id()));
+                resp->set_instance_id(req->instance_id());
+                resp->set_output(out);
+                resp->set_timestamp(now_rfc3339());
+                return {};
+              });
+}
+
+grpc::Status Service::DescribeInstanceTypes(grpc::ServerContext* ctx, const v1::DescribeInstanceTypesRequest* req,
+                                            v1::DescribeInstanceTypesResponse* resp) {
+  return call(ctx, "DescribeInstanceTypes", Access::kRead, ids_of(req->instance_types()),
+              [&](std::vector<std::string>&) -> ApiResult<void> {
+                std::vector<const InstanceType*> want;
+                for (const auto& n : req->instance_types()) {
+                  const InstanceType* t = find_instance_type(n);
+                  if (!t) return api_error(K::kInvalid, "InvalidInstanceType", "instance type \"" + n + "\" does not exist");
+                  want.push_back(t);
+                }
+                if (want.empty())
+                  for (const auto& t : instance_types()) want.push_back(&t);
+                for (const InstanceType* t : want) {
+                  auto* o = resp->add_instance_types();
+                  o->set_instance_type(std::string(t->name));
+                  o->set_vcpus(t->vcpus);
+                  o->set_memory_mib(t->memory_mib);
+                  o->set_network_mbps(t->network_mbps);
+                  o->set_ebs_mbps(t->ebs_mbps);
+                  o->set_ebs_iops(t->ebs_iops);
+                }
+                return {};
+              });
+}
+
+grpc::Status Service::RegisterImage(grpc::ServerContext* ctx, const v1::RegisterImageRequest* req,
+                                    v1::RegisterImageResponse* resp) {
+  return call(ctx, "RegisterImage", Access::kWrite, {req->name()}, [&](std::vector<std::string>& res) -> ApiResult<void> {
+    ImageRequest r;
+    r.name = req->name();
+    r.description = req->description();
+    r.kernel = req->kernel();
+    r.initrd = req->initrd();
+    r.cmdline = req->cmdline();
+    r.root_content = req->root_content();
+    r.root_volume_size_gib = req->root_volume_size_gib();
+    AZOTE_TRY(img, host_.register_image(r));
+    resp->set_image_id(img.id);
+    res.push_back(img.id);
+    return {};
+  });
+}
+
+grpc::Status Service::DescribeImages(grpc::ServerContext* ctx, const v1::DescribeImagesRequest* req,
+                                     v1::DescribeImagesResponse* resp) {
+  return call(ctx, "DescribeImages", Access::kRead, ids_of(req->image_ids()), [&](std::vector<std::string>&) -> ApiResult<void> {
+    AZOTE_TRY(is, host_.describe_images(ids_of(req->image_ids())));
+    for (const auto& i : is) fill(resp->add_images(), i);
+    return {};
+  });
+}
+
+grpc::Status Service::CreateVolume(grpc::ServerContext* ctx, const v1::CreateVolumeRequest* req, v1::Volume* resp) {
+  return call(ctx, "CreateVolume", Access::kWrite, {}, [&](std::vector<std::string>& res) -> ApiResult<void> {
+    VolumeRequest r;
+    r.spec.type = req->volume_type();
+    r.spec.size_gib = req->size_gib();
+    r.spec.iops = req->iops();
+    r.spec.throughput_mbps = req->throughput_mbps();
+    r.iops_given = req->iops() != 0;
+    r.throughput_given = req->throughput_mbps() != 0;
+    if (req->has_encrypted()) r.encrypted = req->encrypted();
+    r.tags = tags_of(req->tags());
+    r.client_token = req->client_token();
+    AZOTE_TRY(v, host_.create_volume(r));
+    fill(resp, v);
+    res.push_back(v.id);
+    return {};
+  });
+}
+
+grpc::Status Service::AttachVolume(grpc::ServerContext* ctx, const v1::AttachVolumeRequest* req, v1::VolumeAttachment* resp) {
+  return call(ctx, "AttachVolume", Access::kWrite, {req->volume_id(), req->instance_id()},
+              [&](std::vector<std::string>&) -> ApiResult<void> {
+                AZOTE_TRY(v, host_.attach_volume(req->volume_id(), req->instance_id(), req->device()));
+                fill(resp, v);
+                return {};
+              });
+}
+
+grpc::Status Service::DetachVolume(grpc::ServerContext* ctx, const v1::DetachVolumeRequest* req, v1::VolumeAttachment* resp) {
+  return call(ctx, "DetachVolume", Access::kWrite, {req->volume_id()}, [&](std::vector<std::string>&) -> ApiResult<void> {
+    AZOTE_TRY(v, host_.detach_volume(req->volume_id(), req->force()));
+    fill(resp, v);
+    return {};
+  });
+}
+
+grpc::Status Service::DeleteVolume(grpc::ServerContext* ctx, const v1::DeleteVolumeRequest* req, v1::DeleteVolumeResponse*) {
+  return call(ctx, "DeleteVolume", Access::kWrite, {req->volume_id()},
+              [&](std::vector<std::string>&) -> ApiResult<void> { return host_.delete_volume(req->volume_id()); });
+}
+
+grpc::Status Service::DescribeVolumes(grpc::ServerContext* ctx, const v1::DescribeVolumesRequest* req,
+                                      v1::DescribeVolumesResponse* resp) {
+  return call(ctx, "DescribeVolumes", Access::kRead, ids_of(req->volume_ids()), [&](std::vector<std::string>&) -> ApiResult<void> {
+    AZOTE_TRY(vs, host_.describe_volumes(ids_of(req->volume_ids())));
+    for (const auto& v : vs) fill(resp->add_volumes(), v);
+    return {};
+  });
+}
+
+grpc::Status Service::GetMetrics(grpc::ServerContext* ctx, const v1::GetMetricsRequest*, v1::GetMetricsResponse* resp) {
+  return call(ctx, "GetMetrics", Access::kRead, {}, [&](std::vector<std::string>&) -> ApiResult<void> {
+    resp->set_text(host_.metrics_text() + call_metrics());
+    return {};
+  });
+}
+
+}  // namespace azote::controller

@@ -1,0 +1,78 @@
+// The Nitro API over gRPC: every call is authenticated (the client certificate, checked
+// again per call so a revocation applies at once), authorized by the role in that
+// certificate, carried out by the Host, and written to the audit log — accepted or
+// denied — before the answer leaves.
+//
+// Roles: control-plane may do everything; operator may only read (describe, console
+// output, metrics); any other role is denied. There is no method that opens a shell or
+// reads guest memory.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "api/azote.grpc.pb.h"
+#include "audit/log.hpp"
+#include "controller/host.hpp"
+#include "pki/pki.hpp"
+
+namespace azote::controller {
+
+enum class Access { kRead, kWrite };
+
+class Service final : public azote::v1::Ec2::Service {
+ public:
+  Service(Host& host, const pki::HostPki& pki, audit::AuditLog& audit) : host_(host), pki_(pki), audit_(audit) {}
+
+  // Called by the TLS verifier for every refused handshake, so those are on record too.
+  void audit_refused_handshake(const std::string& subject, const std::string& reason);
+  // "method outcome count" lines for the metrics text.
+  std::string call_metrics();
+
+  grpc::Status RunInstances(grpc::ServerContext*, const v1::RunInstancesRequest*, v1::RunInstancesResponse*) override;
+  grpc::Status DescribeInstances(grpc::ServerContext*, const v1::DescribeInstancesRequest*,
+                                 v1::DescribeInstancesResponse*) override;
+  grpc::Status StopInstances(grpc::ServerContext*, const v1::InstanceIdsRequest*,
+                             v1::InstanceStateChangesResponse*) override;
+  grpc::Status StartInstances(grpc::ServerContext*, const v1::InstanceIdsRequest*,
+                              v1::InstanceStateChangesResponse*) override;
+  grpc::Status RebootInstances(grpc::ServerContext*, const v1::InstanceIdsRequest*,
+                               v1::InstanceStateChangesResponse*) override;
+  grpc::Status TerminateInstances(grpc::ServerContext*, const v1::InstanceIdsRequest*,
+                                  v1::InstanceStateChangesResponse*) override;
+  grpc::Status GetConsoleOutput(grpc::ServerContext*, const v1::GetConsoleOutputRequest*,
+                                v1::GetConsoleOutputResponse*) override;
+  grpc::Status DescribeInstanceTypes(grpc::ServerContext*, const v1::DescribeInstanceTypesRequest*,
+                                     v1::DescribeInstanceTypesResponse*) override;
+  grpc::Status RegisterImage(grpc::ServerContext*, const v1::RegisterImageRequest*, v1::RegisterImageResponse*) override;
+  grpc::Status DescribeImages(grpc::ServerContext*, const v1::DescribeImagesRequest*, v1::DescribeImagesResponse*) override;
+  grpc::Status CreateVolume(grpc::ServerContext*, const v1::CreateVolumeRequest*, v1::Volume*) override;
+  grpc::Status AttachVolume(grpc::ServerContext*, const v1::AttachVolumeRequest*, v1::VolumeAttachment*) override;
+  grpc::Status DetachVolume(grpc::ServerContext*, const v1::DetachVolumeRequest*, v1::VolumeAttachment*) override;
+  grpc::Status DeleteVolume(grpc::ServerContext*, const v1::DeleteVolumeRequest*, v1::DeleteVolumeResponse*) override;
+  grpc::Status DescribeVolumes(grpc::ServerContext*, const v1::DescribeVolumesRequest*,
+                               v1::DescribeVolumesResponse*) override;
+  grpc::Status GetMetrics(grpc::ServerContext*, const v1::GetMetricsRequest*, v1::GetMetricsResponse*) override;
+
+ private:
+  // Authenticates and authorizes, runs `body` (which fills the response and the
+  // resource ids), audits, and turns an ApiError into a gRPC status.
+  template <class Body>
+  grpc::Status call(grpc::ServerContext* ctx, const char* method, Access access, std::vector<std::string> resources,
+                    Body&& body);
+  grpc::Status finish(grpc::ServerContext* ctx, const std::string& principal, const char* method,
+                      const std::vector<std::string>& resources, const std::optional<ApiError>& err);
+
+  Host& host_;
+  const pki::HostPki& pki_;
+  audit::AuditLog& audit_;
+  std::mutex stats_mu_;
+  std::map<std::pair<std::string, std::string>, uint64_t> calls_;  // (method, outcome)
+};
+
+}  // namespace azote::controller
