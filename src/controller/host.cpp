@@ -889,8 +889,32 @@ ApiResult<void> Host::launch(const std::string& id) {
     watch(p->pidfd.get());
     rt_[id].hv = std::move(p).value();
   }
-  auto c = control::Client::connect(ctl, kControlTimeout);
-  if (!c) return api_error(K::kInternal, "InternalError", "the hypervisor did not open its control socket: " + c.error().message());
+  // Wait for the control socket, but not for a hypervisor that already gave up (a
+  // kernel it cannot load, a host resource it cannot get): its own words are the reason.
+  std::optional<control::Client> c;
+  const auto deadline = std::chrono::steady_clock::now() + kControlTimeout;
+  for (;;) {
+    auto attempt = control::Client::connect(ctl, 100ms);
+    if (attempt) {
+      c.emplace(std::move(attempt).value());
+      break;
+    }
+    bool exited = false;
+    int status = -1;
+    {
+      std::lock_guard lock(mu_);
+      exited = rt_[id].exited;
+      status = rt_[id].exit_status;
+    }
+    if (exited || std::chrono::steady_clock::now() >= deadline) {
+      std::string last = read_tail(dir + "/hv.log", 4096);
+      while (!last.empty() && last.back() == '\n') last.pop_back();
+      if (const size_t nl = last.rfind('\n'); nl != std::string::npos) last = last.substr(nl + 1);
+      return api_error(K::kInternal, "InternalError",
+                       (exited ? exit_reason(status) : "the hypervisor did not open its control socket") +
+                           (last.empty() ? "" : " (" + last + ")"));
+    }
+  }
   // 3. The channels: one virtio device per volume, root first.
   for (const VolumeRec& v : vols) {
     auto a = c->call({{"op", "attach-device"}, {"kind", "blk"}, {"socket", volume_socket(v.id)}}, kControlTimeout);

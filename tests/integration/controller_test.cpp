@@ -262,6 +262,32 @@ TEST_F(ControllerTest, BadInputsChangeNothing) {
   EXPECT_EQ(state(id), "running");
 }
 
+// Images are content-addressed; an image azote-hv cannot boot ends its instance as
+// terminated with a reason that says why, at once (no wait for a control socket).
+TEST_F(ControllerTest, RegisteredImageThatCannotBootIsTerminatedWithTheReason) {
+  // /bin/true is an ELF, so the controller accepts it, but it has no PVH entry.
+  auto r1 = cli_json(cp_, {"register-image", "--name", "not-a-kernel", "--kernel", "/bin/true"});
+  auto r2 = cli_json(cp_, {"register-image", "--name", "not-a-kernel", "--kernel", "/bin/true"});
+  const std::string ami = r1["image_id"];
+  EXPECT_EQ(r1["image_id"], r2["image_id"]) << "same content, same id";
+  EXPECT_TRUE(std::regex_match(ami, std::regex("ami-[0-9a-f]{17}"))) << ami;
+  auto bad = cli(cp_, {"register-image", "--name", "text", "--kernel", AZOTE_SOURCE_DIR "/README.md"});
+  EXPECT_EQ(bad.status, 254);
+  EXPECT_NE(bad.err.find("neither an ELF"), std::string::npos) << bad.err;
+
+  const auto t0 = std::chrono::steady_clock::now();
+  Json r = cli_json(cp_, {"run-instances", "--image-id", ami, "--instance-type", "t3.nano"});
+  const std::string id = r["instances"][0]["instance_id"];
+  ASSERT_TRUE(wait_state(id, "terminated", 30s)) << state(id);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  const Json i = instance(id);
+  EXPECT_EQ(i["state_reason"]["code"], "Server.InternalError") << i.dump();
+  EXPECT_NE(i["state_reason"]["message"].get<std::string>().find("kernel image could not be loaded"), std::string::npos)
+      << i.dump();
+  auto vols = cli_json(cp_, {"describe-volumes"});
+  EXPECT_TRUE(!vols.contains("volumes") || vols["volumes"].empty()) << "root volume left behind: " << vols.dump();
+}
+
 // Roles: control-plane does everything, operator only reads, anything else nothing;
 // every decision is in the audit log with the principal and the outcome.
 TEST_F(ControllerTest, AuthorizationMatrixIsEnforcedAndAudited) {
