@@ -17,6 +17,10 @@ const char* name(Level l) {
 }
 }  // namespace
 
+Level level_from_name(const std::string& n) {
+  return n == "error" ? Level::kError : n == "warn" ? Level::kWarn : n == "debug" ? Level::kDebug : Level::kInfo;
+}
+
 void set_level(Level l) { g_level.store(l); }
 Level level() { return g_level.load(std::memory_order_relaxed); }
 void set_sink(std::FILE* f) { g_sink.store(f); }

@@ -2,6 +2,8 @@
 // through RateLimit so a guest cannot flood the host log.
 #pragma once
 
+#include <string>
+
 #include <atomic>
 #include <chrono>
 #include <cstdarg>
@@ -13,6 +15,8 @@ namespace azote::log {
 enum class Level { kError = 0, kWarn = 1, kInfo = 2, kDebug = 3 };
 
 void set_level(Level l);
+// "error", "warn", "info", "debug" (what --log-level takes); anything else is kInfo.
+Level level_from_name(const std::string& name);
 Level level();
 // Where full diagnostics (register dumps) go; stderr by default.
 void set_sink(std::FILE* f);

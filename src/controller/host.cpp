@@ -228,7 +228,10 @@ ApiResult<void> Host::card_add(const VolumeRec& v, const InstanceType* type) {
     pki::wipe(*key);
     vol["key"] = key_hex;
   }
-  auto r = control::call_once(opt_.state_dir + "/card-blk.ctl", {{"op", "add-volume"}, {"volume", vol}}, kControlTimeout);
+  control::Json req = {{"op", "add-volume"}, {"volume", vol}};
+  if (!v.import_from.empty()) req["import"] = v.import_from;
+  // Importing content writes (and encrypts) it all before the answer: allow for that.
+  auto r = control::call_once(opt_.state_dir + "/card-blk.ctl", req, v.import_from.empty() ? kControlTimeout : 300s);
   std::fill(key_hex.begin(), key_hex.end(), '\0');
   if (!r) return api_error(K::kInternal, "InternalError", "block card: " + r.error().message());
   return {};
@@ -424,6 +427,7 @@ ApiResult<RunResult> Host::run_instances(const RunRequest& req) {
     v->device = "/dev/vda";
     v->attach_state = "attached";
     v->delete_on_termination = true;
+    v->import_from = img->second.root_content;
     vols.push_back(std::move(v).value());
     out.instances.push_back(std::move(inst));
   }
@@ -569,10 +573,8 @@ ApiResult<ImageRec> Host::register_image(const ImageRequest& r) {
   const bool elf = r.kernel.size() > 4 && r.kernel.compare(0, 4, "\x7f" "ELF") == 0;
   const bool bz = r.kernel.size() > 0x206 && r.kernel.compare(0x202, 4, "HdrS") == 0;
   if (!elf && !bz) return api_error(K::kInvalid, "InvalidParameterValue", "the kernel is neither an ELF (PVH) image nor a bzImage");
-  if (!r.root_content.empty())
-    return api_error(K::kUnsupported, "Unsupported",
-                     "root volume content is not supported yet: root volumes are encrypted by the card, and the "
-                     "controller has no path to write through it");
+  if (r.root_content.size() > (uint64_t{r.root_volume_size_gib ? r.root_volume_size_gib : 1} << 30))
+    return api_error(K::kInvalid, "InvalidParameterValue", "root volume content is larger than the root volume");
   if (r.cmdline.size() > 2048) return api_error(K::kInvalid, "InvalidParameterValue", "cmdline is longer than 2048 bytes");
   ImageRec img;
   img.name = r.name;
@@ -581,9 +583,10 @@ ApiResult<ImageRec> Host::register_image(const ImageRequest& r) {
   img.initrd_sha256 = r.initrd.empty() ? "" : sha256_hex(r.initrd);
   img.cmdline = r.cmdline;
   img.root_size_gib = r.root_volume_size_gib ? r.root_volume_size_gib : 1;
+  img.root_sha256 = r.root_content.empty() ? "" : sha256_hex(r.root_content);
   if (img.root_size_gib > 16384) return api_error(K::kInvalid, "InvalidParameterValue", "root volume size above 16384 GiB");
   img.id = image_id_from_hash(sha256_hex(img.kernel_sha256 + "|" + img.initrd_sha256 + "|" + img.cmdline + "|" +
-                                         std::to_string(img.root_size_gib)));
+                                         std::to_string(img.root_size_gib) + "|" + img.root_sha256));
   std::lock_guard lock(mu_);
   if (auto it = images_.find(img.id); it != images_.end()) return it->second;  // same content, same image
   img.kernel = opt_.state_dir + "/images/" + img.kernel_sha256 + ".kernel";
@@ -591,6 +594,11 @@ ApiResult<ImageRec> Host::register_image(const ImageRequest& r) {
   if (!r.initrd.empty()) {
     img.initrd = opt_.state_dir + "/images/" + img.initrd_sha256 + ".initrd";
     if (!write_file(img.initrd, r.initrd)) return api_error(K::kInternal, "InternalError", "cannot write " + img.initrd);
+  }
+  if (!r.root_content.empty()) {
+    img.root_content = opt_.state_dir + "/images/" + img.root_sha256 + ".root";
+    if (!write_file(img.root_content, r.root_content))
+      return api_error(K::kInternal, "InternalError", "cannot write " + img.root_content);
   }
   img.creation_date = now_rfc3339();
   if (auto p = store_.put(img); !p) return api_error(K::kInternal, "InternalError", p.error().message());
@@ -867,6 +875,13 @@ ApiResult<void> Host::launch(const std::string& id) {
   for (const VolumeRec& v : vols) {
     card_remove(v.id);
     AZOTE_TRYV(card_add(v, type));
+    if (!v.import_from.empty()) {  // the content is in: never again
+      std::lock_guard lock(mu_);
+      if (auto it = volumes_.find(v.id); it != volumes_.end()) {
+        it->second.import_from.clear();
+        persist(it->second);
+      }
+    }
   }
   // 2. The empty shell: memory, vCPUs parked, kernel loaded, a control socket.
   const std::string dir = instance_dir(id);

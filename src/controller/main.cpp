@@ -4,7 +4,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdio>
+#include <mutex>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 
@@ -56,10 +59,7 @@ int main(int argc, char** argv) {
     std::printf("azote-controller %s\n", AZOTE_VERSION);
     return 0;
   }
-  log::set_level(o.log_level == "error" ? log::Level::kError
-                 : o.log_level == "warn" ? log::Level::kWarn
-                 : o.log_level == "debug" ? log::Level::kDebug
-                                          : log::Level::kInfo);
+  log::set_level(log::level_from_name(o.log_level));
   // Signals go to sigwait below; threads started from here on inherit the mask.
   sigset_t set;
   sigemptyset(&set);
@@ -119,10 +119,36 @@ int main(int argc, char** argv) {
   std::printf("azote-controller: ready endpoint=%s state=%s\n", o.listen.c_str(), o.state_dir.c_str());
   std::fflush(stdout);
 
+  // Metrics for node_exporter's textfile collector: written every 5 s, atomically.
+  std::mutex metrics_mu;
+  std::condition_variable metrics_cv;
+  bool metrics_stop = false;
+  std::thread metrics_writer;
+  if (!o.metrics_textfile.empty()) {
+    metrics_writer = std::thread([&] {
+      std::unique_lock lock(metrics_mu);
+      do {
+        lock.unlock();
+        const std::string text = (*host)->metrics_text() + service.call_metrics();
+        if (auto w = pki::write_file_atomic(o.metrics_textfile, text, 0644); !w)
+          LOG_WARN("controller: --metrics-textfile: %s", w.error().message().c_str());
+        lock.lock();
+      } while (!metrics_cv.wait_for(lock, std::chrono::seconds(5), [&] { return metrics_stop; }));
+    });
+  }
+
   int sig = 0;
   sigwait(&set, &sig);
   LOG_INFO("azote-controller: %s: stopping", strsignal(sig));
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (metrics_writer.joinable()) {
+    {
+      std::lock_guard lock(metrics_mu);
+      metrics_stop = true;
+    }
+    metrics_cv.notify_all();
+    metrics_writer.join();
+  }
   (*host)->shutdown();
   if (o.listen.rfind("unix:", 0) == 0) ::unlink(o.listen.substr(5).c_str());
   return 0;

@@ -29,7 +29,7 @@ Result<Options, OptionsError> parse_options(const std::vector<std::string>& args
     }
     const bool wants_value = a == "--state-dir" || a == "--listen" || a == "--hv" || a == "--card-blk" ||
                              a == "--capacity-vcpus" || a == "--capacity-memory" || a == "--on-exit" ||
-                             a == "--log-level";
+                             a == "--log-level" || a == "--metrics-textfile";
     if (!wants_value) return bad("unknown option \"" + args[i] + "\" (see --help)");
     if (!has_inline) {
       if (i + 1 >= args.size()) return bad(a + " needs a value");
@@ -60,6 +60,10 @@ Result<Options, OptionsError> parse_options(const std::vector<std::string>& args
     } else if (a == "--on-exit") {
       if (x != "keep" && x != "stop") return bad("--on-exit \"" + x + "\": expected keep or stop");
       o.stop_on_exit = x == "stop";
+    } else if (a == "--metrics-textfile") {
+      if (x.empty() || x[0] != '/' || x.back() == '/')
+        return bad("--metrics-textfile \"" + x + "\": give an absolute file path (e.g. ending in .prom)");
+      o.metrics_textfile = x;
     } else if (a == "--log-level") {
       if (x != "error" && x != "warn" && x != "info" && x != "debug")
         return bad("--log-level \"" + x + "\": expected error, warn, info or debug");
@@ -95,6 +99,11 @@ Options:
   --capacity-memory SIZE  guest memory this host sells, e.g. 16G (default 80% of RAM)
   --on-exit keep|stop     on SIGTERM/SIGINT, leave instances and the card running for
                           the next controller (keep, default) or stop them (stop)
+  --metrics-textfile PATH write the Prometheus text (instances by state, vCPU and
+                          memory allocated, API calls by method and outcome, the card's
+                          counters) to PATH every 5 s, atomically, for node_exporter's
+                          textfile collector; the same text is the GetMetrics call
+                          (azote get-metrics). There is no plaintext scrape port.
   --log-level LEVEL       error, warn, info (default) or debug; logs go to stderr
   -h, --help              show this help
   --version               show the version

@@ -19,6 +19,7 @@ struct Options {
   uint32_t capacity_vcpus = 0;
   uint64_t capacity_memory_mib = 0;
   bool stop_on_exit = false;
+  std::string metrics_textfile;  // written every 5 s for node_exporter's textfile collector
   std::string log_level = "info";
   bool help = false, version = false;
 };

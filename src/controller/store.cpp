@@ -8,7 +8,7 @@
 namespace azote::controller {
 namespace {
 
-constexpr std::array<std::string_view, 1> kSchema = {R"sql(
+constexpr std::array<std::string_view, 2> kSchema = {R"sql(
 CREATE TABLE instances (
   id TEXT PRIMARY KEY, reservation_id TEXT NOT NULL, image_id TEXT NOT NULL, type TEXT NOT NULL,
   state TEXT NOT NULL, reason_code TEXT NOT NULL, reason_message TEXT NOT NULL, launch_time TEXT NOT NULL,
@@ -25,6 +25,9 @@ CREATE TABLE images (
   root_content TEXT NOT NULL, root_sha256 TEXT NOT NULL, creation_date TEXT NOT NULL, root_size_gib INTEGER NOT NULL);
 CREATE TABLE tokens (token TEXT PRIMARY KEY, kind TEXT NOT NULL, request_hash TEXT NOT NULL, result TEXT NOT NULL);
 CREATE TABLE cards (name TEXT PRIMARY KEY, pid INTEGER NOT NULL, starttime INTEGER NOT NULL);
+)sql",
+                                                     R"sql(
+ALTER TABLE volumes ADD COLUMN import_from TEXT NOT NULL DEFAULT '';
 )sql"};
 
 std::string tags_json(const Tags& t) {
@@ -63,11 +66,12 @@ sqlite::SqliteResult<void> put_instance(sqlite::Db& db, const InstanceRec& r) {
   return {};
 }
 sqlite::SqliteResult<void> put_volume(sqlite::Db& db, const VolumeRec& r) {
-  AZOTE_TRYV(db.run("INSERT OR REPLACE INTO volumes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", r.id, r.type, r.state,
+  AZOTE_TRYV(db.run("INSERT OR REPLACE INTO volumes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", r.id, r.type, r.state,
                     r.create_time, r.client_token, r.file, static_cast<int64_t>(r.size_gib),
                     static_cast<int64_t>(r.iops), static_cast<int64_t>(r.throughput_mbps),
                     static_cast<int64_t>(r.encrypted), std::span<const uint8_t>(r.wrapped_key), tags_json(r.tags),
-                    r.instance_id, r.device, r.attach_state, static_cast<int64_t>(r.delete_on_termination)));
+                    r.instance_id, r.device, r.attach_state, static_cast<int64_t>(r.delete_on_termination),
+                    r.import_from));
   return {};
 }
 sqlite::SqliteResult<void> put_token(sqlite::Db& db, const TokenRec& r) {
@@ -130,6 +134,7 @@ Result<std::vector<VolumeRec>, StoreError> Store::volumes() {
     r.tags = tags_from(st->text(c++));
     r.instance_id = st->text(c++), r.device = st->text(c++), r.attach_state = st->text(c++);
     r.delete_on_termination = st->int64(c++) != 0;
+    r.import_from = st->text(c++);
     out.push_back(std::move(r));
   }
   return out;

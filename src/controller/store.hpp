@@ -38,6 +38,7 @@ struct VolumeRec {
   // Attachment (empty instance_id: none).
   std::string instance_id, device, attach_state;
   bool delete_on_termination = false;
+  std::string import_from;  // content the card writes in before first use (an image's root content)
 };
 
 struct ImageRec {

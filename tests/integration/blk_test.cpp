@@ -68,9 +68,16 @@ TEST_F(QsdBlk, BlkCheckPassesAndDataPathStaysOutOfTheHypervisor) {
   std::smatch m;
   const std::string j = slurp(stats);
   ASSERT_TRUE(std::regex_search(j, m, std::regex(R"re("mmio": ([0-9]+))re"))) << j;
-  EXPECT_LT(std::stoul(m[1]), 100u) << j;
+  const unsigned long mmio = std::stoul(m[1]);
   ASSERT_TRUE(std::regex_search(o.out, m, std::regex(R"(notifies=([0-9]+))"))) << o.out;
-  EXPECT_GT(std::stoul(m[1]), 100u);
+  const unsigned long notifies = std::stoul(m[1]);
+  // Device setup takes ~40 MMIO exits. With EVENT_IDX the number of kicks depends on
+  // timing (a busy host coalesces more: 75 seen under CI load, hundreds when idle), so
+  // the check is relative: had the kicks exited to azote-hv, MMIO exits would be at
+  // least setup + notifies.
+  EXPECT_GE(notifies, 25u) << o.out;
+  EXPECT_LT(mmio, 40u + notifies) << j;
+  EXPECT_LT(mmio, 64u) << j;
 }
 
 // kill -9 of a card that has no in-flight tracking (qemu-storage-daemon offers no

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -286,6 +287,69 @@ TEST_F(ControllerTest, RegisteredImageThatCannotBootIsTerminatedWithTheReason) {
       << i.dump();
   auto vols = cli_json(cp_, {"describe-volumes"});
   EXPECT_TRUE(!vols.contains("volumes") || vols["volumes"].empty()) << "root volume left behind: " << vols.dump();
+}
+
+// Reboot keeps the instance running on a new hypervisor process, with the same root
+// volume; the metrics text file follows the host's state.
+TEST_F(ControllerTest, RebootRestartsTheGuestAndMetricsFileFollows) {
+  stop_controller(SIGTERM);
+  start_controller({"--metrics-textfile", dir_ + "/metrics.prom"});
+  const std::string id = run_one();
+  ASSERT_TRUE(wait_state(id, "running"));
+  ASSERT_TRUE(console_has(id, "boot-count=1 "));
+  const int64_t before = hv_pid(id);
+  auto o = cli(cp_, {"reboot-instances", "--instance-ids", id, "--wait"});
+  ASSERT_EQ(o.status, 0) << o.out << o.err;
+  ASSERT_TRUE(console_has(id, "boot-count=2 ")) << console(id);
+  EXPECT_EQ(state(id), "running");
+  EXPECT_NE(hv_pid(id), before);
+  EXPECT_GT(hv_pid(id), 0);
+  o = cli(cp_, {"reboot-instances", "--instance-ids", "i-0123456789abcdef0"});
+  EXPECT_EQ(o.status, 254);
+  std::string text;
+  for (int i = 0; i < 80 && text.find("azote_instances{state=\"running\"} 1") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(100ms);
+    text = slurp(dir_ + "/metrics.prom");
+  }
+  EXPECT_NE(text.find("azote_instances{state=\"running\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("azote_api_calls_total{method=\"RebootInstances\",outcome=\"allowed\"} 1"), std::string::npos)
+      << text;
+}
+
+// An image with a kernel file and root-volume content: the content reaches the guest
+// through the card's encryption (the guest reads the boot record we put there), and the
+// volume file never holds it in clear.
+TEST_F(ControllerTest, ImageRootContentReachesTheGuestEncrypted) {
+  // The built-in guest's boot record (guest/init.cpp): "AZOTEBOOT" + 3 NULs, u32 version 1,
+  // u64 count, u64 FNV-1a-64 of the first 24 bytes; little-endian.
+  std::string rec(32, '\0');
+  std::memcpy(rec.data(), "AZOTEBOOT", 9);
+  const uint32_t version = 1;
+  const uint64_t count = 41;
+  std::memcpy(rec.data() + 12, &version, 4);
+  std::memcpy(rec.data() + 16, &count, 8);
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (int i = 0; i < 24; ++i) h = (h ^ static_cast<uint8_t>(rec[i])) * 0x100000001b3ull;
+  std::memcpy(rec.data() + 24, &h, 8);
+  std::filesystem::create_directories(dir_ + "/in");
+  std::ofstream(dir_ + "/in/root.img", std::ios::binary) << rec << std::string(4096 - 32, 'z');
+  Json img = cli_json(cp_, {"register-image", "--name", "guest-with-content", "--kernel", AZOTE_GUEST_ELF,
+                            "--cmdline", "azote.run=init", "--root-content", dir_ + "/in/root.img"});
+  const std::string ami = img["image_id"];
+  Json desc = cli_json(cp_, {"describe-images", "--image-ids", ami});
+  EXPECT_EQ(desc["images"][0]["root_content_sha256"].get<std::string>().size(), 64u) << desc.dump();
+  Json r = cli_json(cp_, {"run-instances", "--image-id", ami, "--instance-type", "t3.nano"});
+  const std::string id = r["instances"][0]["instance_id"];
+  ASSERT_TRUE(wait_state(id, "running")) << instance(id).dump();
+  ASSERT_TRUE(console_has(id, "boot-count=42 ")) << console(id);
+  const std::string root = instance(id)["block_device_mappings"][0]["volume_id"];
+  const std::string data = slurp(dir_ + "/volumes/" + root + ".img").substr(0, 1 << 20);
+  EXPECT_EQ(data.find("AZOTEBOOT"), std::string::npos) << "the root content is in clear in the volume file";
+  EXPECT_EQ(data.find("zzzzzzzz"), std::string::npos);
+  // Stop/start does not import again: the count goes on.
+  EXPECT_EQ(cli(cp_, {"stop-instances", "--instance-ids", id, "--wait"}).status, 0);
+  EXPECT_EQ(cli(cp_, {"start-instances", "--instance-ids", id, "--wait"}).status, 0);
+  ASSERT_TRUE(console_has(id, "boot-count=43 ")) << console(id);
 }
 
 // Roles: control-plane does everything, operator only reads, anything else nothing;

@@ -11,6 +11,7 @@
 #include <openssl/crypto.h>
 
 #include "base/log.hpp"
+#include "cards/blk/import.hpp"
 
 namespace azote::card_blk {
 namespace {
@@ -82,7 +83,7 @@ Result<void, CardError> Card::check_new(const VolumeOptions& o) const {
   return {};
 }
 
-Result<void, CardError> Card::add_volume(VolumeOptions o) {
+Result<uint64_t, CardError> Card::add_volume(VolumeOptions o, const std::string& import_from) {
   struct Wipe {  // the key lives on only inside the Volume
     std::vector<uint8_t>& k;
     ~Wipe() {
@@ -96,6 +97,14 @@ Result<void, CardError> Card::add_volume(VolumeOptions o) {
   if (!v) return make_error(v.error().code == VolumeErrc::kHost ? CardErrc::kHost : CardErrc::kVolume,
                             v.error().message());
   s->volume = std::move(v).value();
+  uint64_t imported = 0;
+  if (!import_from.empty()) {
+    if (s->volume->params().read_only)
+      return make_error(CardErrc::kVolume, o.origin + ": cannot import into a read-only volume");
+    auto n = import_content(import_from, o.file, s->volume->blk().capacity() * 512, s->volume->key());
+    if (!n) return make_error(CardErrc::kVolume, o.origin + ": " + n.error().message());
+    imported = *n;
+  }
   s->device = std::make_unique<BlkDevice>(*s->volume);
   auto b = vhost_user::Backend::listen(s->volume->params().socket, *s->device);
   if (!b) return make_error(CardErrc::kHost, "socket=" + s->volume->params().socket + ": " + b.error().message());
@@ -108,7 +117,7 @@ Result<void, CardError> Card::add_volume(VolumeOptions o) {
            s->volume->params().encrypted ? " (encrypted)" : "");
   served_.emplace(id, std::move(s));
   update_metrics();
-  return {};
+  return imported;
 }
 
 Result<void, CardError> Card::remove_volume(const std::string& socket, bool force) {
@@ -168,8 +177,15 @@ control::Json Card::handle_control(const control::Json& r) {
     auto o = parse_volume_json("add-volume", r["volume"], /*allow_key=*/true);
     if (!o) return control::refuse(o.error().message());
     const std::string socket = o->socket;
-    if (auto a = add_volume(std::move(o).value()); !a) return control::refuse(a.error().message());
-    return {{"ok", true}, {"socket", socket}};
+    std::string import_from;
+    if (r.contains("import")) {
+      if (!r["import"].is_string() || r["import"].get<std::string>().empty())
+        return control::refuse("\"import\" must be the path of a file");
+      import_from = r["import"].get<std::string>();
+    }
+    auto a = add_volume(std::move(o).value(), import_from);
+    if (!a) return control::refuse(a.error().message());
+    return {{"ok", true}, {"socket", socket}, {"imported_bytes", *a}};
   }
   if (op == "remove-volume") {
     if (!r.contains("socket") || !r["socket"].is_string()) return control::refuse("remove-volume needs \"socket\"");

@@ -47,7 +47,9 @@ class Card {
   size_t volumes() const { return served_.size(); }
 
   // Run-time changes (the control socket calls these; so can tests).
-  Result<void, CardError> add_volume(VolumeOptions o);
+  // `import_from`: a plain image written (encrypted with the volume's key, if any) at
+  // the start of the volume before it is served; returns the bytes imported.
+  Result<uint64_t, CardError> add_volume(VolumeOptions o, const std::string& import_from = {});
   // Refuses a volume a hypervisor is connected to unless `force`.
   Result<void, CardError> remove_volume(const std::string& socket, bool force);
   nlohmann::json describe_volumes() const;

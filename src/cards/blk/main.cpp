@@ -29,11 +29,7 @@ int main(int argc, char** argv) {
     return kExitOk;
   }
   const CardOptions& o = parsed->options;
-  const std::string& l = o.log_level;
-  log::set_level(l == "error" ? log::Level::kError
-                 : l == "warn" ? log::Level::kWarn
-                 : l == "debug" ? log::Level::kDebug
-                                : log::Level::kInfo);
+  log::set_level(log::level_from_name(o.log_level));
 
   // Before any thread exists: SIGTERM/SIGINT go to the control loop's signalfd, and a
   // peer closing a socket is an error return, not a signal.

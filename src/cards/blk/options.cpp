@@ -361,7 +361,9 @@ Options:
                         an HTTP/1.0 response, so curl --unix-socket works).
   --control PATH        Listen for the host controller on a Unix socket (mode 0600,
                         JSON lines): {"op":"add-volume","volume":{...as in --config,
-                        plus "key": 128 hex digits}}, {"op":"remove-volume",
+                        plus "key": 128 hex digits}[,"import":PATH]} (PATH's bytes are
+                        written, encrypted if keyed, at the volume's start before it is
+                        served), {"op":"remove-volume",
                         "socket":PATH[,"force":true]}, {"op":"list-volumes"}. With it,
                         the card may start with no volume.
   --log-level LEVEL     error, warn, info (default) or debug; logs go to stderr.
