@@ -16,14 +16,17 @@ constexpr uint32_t kCfgCapacity = 0;
 constexpr uint32_t kCfgSizeMax = 8;
 constexpr uint32_t kCfgSegMax = 12;
 constexpr uint32_t kCfgBlkSize = 20;
+constexpr uint32_t kCfgWriteback = 32;
 constexpr uint32_t kCfgNumQueues = 34;
 constexpr uint32_t kCfgBytes = 36;  // what this driver reads
 
 // Features this driver takes when offered. VERSION_1 is required; ACCESS_PLATFORM
 // and ORDER_PLATFORM need nothing more here (no IOMMU: guest-physical addresses
 // are bus addresses; the barriers are real ones anyway).
-constexpr uint64_t kWanted =
-    kFVersion1 | kFAccessPlatform | kFOrderPlatform | kFSizeMax | kFSegMax | kFRo | kFBlkSize | kFFlush | kFMq;
+// CONFIG_WCE changes nothing by itself: the device keeps its default cache mode
+// until a program writes `writeback`.
+constexpr uint64_t kWanted = kFVersion1 | kFAccessPlatform | kFOrderPlatform | kFSizeMax | kFSegMax | kFRo |
+                             kFBlkSize | kFFlush | kFConfigWce | kFMq;
 
 struct ReqHeader {
   uint32_t type;
@@ -228,6 +231,13 @@ void Device::setup(uint64_t base, uint32_t irq, const Options& o) {
       .s(" max_request=")
       .u(max_request_)
       .print();
+}
+
+uint8_t Device::writeback() const { return dev_.config8(kCfgWriteback); }
+
+uint8_t Device::set_writeback(uint8_t v) {
+  dev_.set_config8(kCfgWriteback, v);
+  return writeback();
 }
 
 void Device::submit(uint32_t slot, uint32_t type, uint64_t sector, uint64_t buf, uint32_t len) {

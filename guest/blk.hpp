@@ -29,6 +29,7 @@ inline constexpr uint64_t kFSegMax = 1ull << 2;
 inline constexpr uint64_t kFRo = 1ull << 5;
 inline constexpr uint64_t kFBlkSize = 1ull << 6;
 inline constexpr uint64_t kFFlush = 1ull << 9;
+inline constexpr uint64_t kFConfigWce = 1ull << 11;  // cache mode in the config field `writeback`
 inline constexpr uint64_t kFMq = 1ull << 12;
 
 inline constexpr uint64_t kSectorBytes = 512;
@@ -63,6 +64,15 @@ class Device {
   uint32_t block_size() const { return blk_size_; }
   bool can_flush() const { return (features_ & kFFlush) != 0; }
   bool read_only() const { return (features_ & kFRo) != 0; }
+  // VIRTIO_BLK_F_CONFIG_WCE negotiated: the cache mode can be read and set. The device
+  // starts in its default mode; only a program that asks changes it.
+  bool config_wce() const { return (features_ & kFConfigWce) != 0; }
+  // The config field `writeback` (1 write-back, 0 write-through: every write is
+  // durable when it completes). Only meaningful with config_wce().
+  uint8_t writeback() const;
+  // Writes `writeback` (one 8-bit config write), then reads it back: what the device
+  // reports now (a device may refuse the change).
+  uint8_t set_writeback(uint8_t v);
   uint32_t slots() const { return nslots_; }
   uint32_t max_request() const { return max_request_; }
   uint16_t queues() const { return nqueues_; }

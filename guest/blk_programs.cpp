@@ -1,7 +1,8 @@
 // The block programs: `blk-check [MIB]` (write a per-run pattern, flush, read it
-// back, verify) and `blk-bench [QD] [SECONDS] [QUEUES]` (4 KiB random and 1 MiB
-// sequential reads and writes at a queue depth). Both drive the user-mode
-// virtio-blk driver (blk.hpp) with many requests in flight.
+// back, verify), `blk-fua [MIB]` (switch the device to write-through, confirm it,
+// write the pattern with no flush, read it back, verify) and `blk-bench [QD] [SECONDS]
+// [QUEUES]` (4 KiB random and 1 MiB sequential reads and writes at a queue depth). All
+// drive the user-mode virtio-blk driver (blk.hpp) with many requests in flight.
 #include "blk.hpp"
 #include "platform.hpp"
 #include "programs.hpp"
@@ -110,14 +111,14 @@ void fill(uint64_t seed, uint64_t sector, uint64_t buf, uint32_t len) {
     for (uint64_t i = 0; i < kSector / 8; ++i) w[s * (kSector / 8) + i] = pattern(seed, sector + s, i);
 }
 
-void verify(uint64_t seed, const Req& r) {
+void verify(const char* who, uint64_t seed, const Req& r) {
   const auto* w = phys<const uint64_t>(r.buf);
   for (uint64_t s = 0; s < r.len / kSector; ++s) {
     for (uint64_t i = 0; i < kSector / 8; ++i) {
       const uint64_t want = pattern(seed, r.sector + s, i), got = w[s * (kSector / 8) + i];
       if (want == got) continue;
       Line l;
-      l.s(kPrefix).s("blk-check mismatch sector=").u(r.sector + s).s(" offset=").u(i * 8).s(" expected=0x");
+      l.s(kPrefix).s(who).s(" mismatch sector=").u(r.sector + s).s(" offset=").u(i * 8).s(" expected=0x");
       hex64(l, want).s(" got=0x");
       hex64(l, got).print();
       exit(1);
@@ -125,17 +126,40 @@ void verify(uint64_t seed, const Req& r) {
   }
 }
 
-[[noreturn]] void prog_blk_check_impl(const Args& a) {
-  uint64_t mib = 0;
-  const bool limited = a.argc > 0;
-  if (limited && !parse_u64(a.argv[0], 1ull << 40, &mib)) usage_error("blk-check", "bad MiB count:", a.argv[0]);
+// The pattern over the first `total` sectors, in requests of `chunk` bytes, one
+// buffer per slot: written (fill) or read back and verified.
+struct PatternRun {
+  const char* who;
+  uint64_t seed;
+  uint64_t total;
+  uint32_t chunk;
+  uint64_t bufs;
 
-  blk::Options o;
-  o.who = "blk-check";
-  o.slots = 16;
-  o.max_request = 256 << 10;
-  open_or_exit(o);
+  void pass(uint32_t type) const {
+    const uint64_t chunk_sec = chunk / kSector;
+    uint64_t next = 0;
+    pump(
+        [&](uint32_t slot, Req* r) {
+          if (next >= total) return false;
+          const uint64_t n = total - next < chunk_sec ? total - next : chunk_sec;
+          r->type = type;
+          r->sector = next;
+          r->buf = bufs + uint64_t{slot} * chunk;
+          r->len = static_cast<uint32_t>(n * kSector);
+          if (type == blk::kTypeOut) fill(seed, r->sector, r->buf, r->len);
+          next += n;
+          return true;
+        },
+        [&](uint32_t, const Req& r, uint8_t st) {
+          if (st != blk::kStatusOk) request_failed(r, st);
+          if (type == blk::kTypeIn) verify(who, seed, r);
+        });
+  }
+};
 
+// Sizes the run (the whole disk, or its first MIB MiB when `limited`), checks the
+// device can take it, allocates one buffer per slot and draws the seed.
+PatternRun prepare_pattern(const char* who, bool limited, uint64_t mib) {
   const uint64_t bsec = g_dev.block_size() / kSector;  // sectors per logical block
   uint64_t total = g_dev.capacity();
   if (limited && mib * 2048 < total) total = mib * 2048;
@@ -158,31 +182,32 @@ void verify(uint64_t seed, const Req& r) {
     l.s("no free RAM for ").u(slots).s(" buffers of ").u(chunk).s(" bytes");
     g_dev.die(l);
   }
-  const uint64_t seed = mix(rdtsc() ^ 0x617a6f7465ull);
-  Line l;
-  l.s(kPrefix).s("blk-check seed=0x");
-  hex64(l, seed).s(" sectors=").u(total).s(" request=").u(chunk).s(" slots=").u(slots).print();
+  return PatternRun{who, mix(rdtsc() ^ 0x617a6f7465ull), total, chunk, bufs};
+}
 
-  const uint64_t chunk_sec = chunk / kSector;
-  uint64_t next = 0;
-  auto next_io = [&](uint32_t type) {
-    return [&, type](uint32_t slot, Req* r) {
-      if (next >= total) return false;
-      const uint64_t n = total - next < chunk_sec ? total - next : chunk_sec;
-      r->type = type;
-      r->sector = next;
-      r->buf = bufs + uint64_t{slot} * chunk;
-      r->len = static_cast<uint32_t>(n * kSector);
-      if (type == blk::kTypeOut) fill(seed, r->sector, r->buf, r->len);
-      next += n;
-      return true;
-    };
-  };
+void print_seed(const PatternRun& p) {
+  Line l;
+  l.s(kPrefix).s(p.who).s(" seed=0x");
+  hex64(l, p.seed).s(" sectors=").u(p.total).s(" request=").u(p.chunk).s(" slots=").u(g_dev.slots()).print();
+}
+
+[[noreturn]] void prog_blk_check_impl(const Args& a) {
+  uint64_t mib = 0;
+  const bool limited = a.argc > 0;
+  if (limited && !parse_u64(a.argv[0], 1ull << 40, &mib)) usage_error("blk-check", "bad MiB count:", a.argv[0]);
+
+  blk::Options o;
+  o.who = "blk-check";
+  o.slots = 16;
+  o.max_request = 256 << 10;
+  open_or_exit(o);
+
+  const PatternRun run = prepare_pattern("blk-check", limited, mib);
+  const uint64_t total = run.total;
+  print_seed(run);
 
   const uint64_t t0 = rdtsc();
-  pump(next_io(blk::kTypeOut), [](uint32_t, const Req& r, uint8_t st) {
-    if (st != blk::kStatusOk) request_failed(r, st);
-  });
+  run.pass(blk::kTypeOut);
   const uint64_t t1 = rdtsc();
   bool flushed = false;
   if (g_dev.can_flush()) {
@@ -200,11 +225,7 @@ void verify(uint64_t seed, const Req& r) {
     flushed = true;
   }
   const uint64_t t2 = rdtsc();
-  next = 0;
-  pump(next_io(blk::kTypeIn), [&](uint32_t, const Req& r, uint8_t st) {
-    if (st != blk::kStatusOk) request_failed(r, st);
-    verify(seed, r);
-  });
+  run.pass(blk::kTypeIn);
   const uint64_t t3 = rdtsc();
 
   const uint64_t hz = tsc_hz();
@@ -218,6 +239,57 @@ void verify(uint64_t seed, const Req& r) {
     t.s(" read_verify_ms=").u((t3 - t2) * 1000 / hz).s(" notifies=").u(g_dev.notifies()).print();
   }
   Line().s(kPrefix).s("blk-check ok sectors=").u(total).print();
+  exit(0);
+}
+
+// ------------------------------------------------------------------ blk-fua
+// Write-through (VIRTIO_BLK_F_CONFIG_WCE): the driver writes 0 to the config field
+// `writeback`, reads it back, then every write it makes is durable when it completes
+// (FUA on every write), so none of this run's writes is followed by a FLUSH.
+[[noreturn]] void prog_blk_fua_impl(const Args& a) {
+  uint64_t mib = 4;
+  if (a.argc > 0 && (!parse_u64(a.argv[0], 1ull << 40, &mib) || mib == 0))
+    usage_error("blk-fua", "bad MiB count:", a.argv[0]);
+
+  blk::Options o;
+  o.who = "blk-fua";
+  o.slots = 16;
+  o.max_request = 256 << 10;
+  open_or_exit(o);
+  if (!g_dev.config_wce()) {
+    Line l = g_dev.error_line();
+    l.s("device does not offer VIRTIO_BLK_F_CONFIG_WCE (no write-through mode to choose)");
+    g_dev.die(l);
+  }
+  const PatternRun run = prepare_pattern("blk-fua", true, mib);
+  const uint8_t was = g_dev.writeback();
+  const uint8_t now = g_dev.set_writeback(0);
+  if (now != 0) {
+    Line l = g_dev.error_line();
+    l.s("device kept writeback=").u(now).s(" after the driver wrote 0 (write-through refused)");
+    g_dev.die(l);
+  }
+  Line().s(kPrefix).s("blk write-through on").print();
+  print_seed(run);
+
+  const uint64_t t0 = rdtsc();
+  run.pass(blk::kTypeOut);  // no FLUSH: each write was durable when it completed
+  const uint64_t t1 = rdtsc();
+  run.pass(blk::kTypeIn);
+  const uint64_t t2 = rdtsc();
+  const uint64_t hz = tsc_hz();
+  if (hz != 0) {
+    Line()
+        .s(kPrefix)
+        .s("blk-fua writeback_was=")
+        .u(was)
+        .s(" write_ms=")
+        .u((t1 - t0) * 1000 / hz)
+        .s(" read_verify_ms=")
+        .u((t2 - t1) * 1000 / hz)
+        .print();
+  }
+  Line().s(kPrefix).s("blk-fua ok sectors=").u(run.total).print();
   exit(0);
 }
 
@@ -343,6 +415,7 @@ uint64_t run_test(const Test& t, uint64_t bufs, uint64_t seconds, uint64_t hz, R
 }  // namespace
 
 [[noreturn]] void prog_blk_check(const Args& args) { prog_blk_check_impl(args); }
+[[noreturn]] void prog_blk_fua(const Args& args) { prog_blk_fua_impl(args); }
 [[noreturn]] void prog_blk_bench(const Args& args) { prog_blk_bench_impl(args); }
 
 }  // namespace az

@@ -22,6 +22,11 @@ inline constexpr const char* kPrefix = "azote-guest: ";
 // 1 MiB reads and writes at queue depth QD, one line per test. (blk_programs.cpp)
 [[noreturn]] void prog_blk_check(const Args& args);
 [[noreturn]] void prog_blk_bench(const Args& args);
+// `blk-fua [MIB]`: switch the device to write-through (VIRTIO_BLK_F_CONFIG_WCE,
+// writeback = 0), read it back ("blk write-through on"), write the blk-check pattern
+// over the first MIB MiB (default 4) with no FLUSH, read back and verify. Exit 0, 1
+// (mismatch, I/O error, no CONFIG_WCE, mode refused, read-only), 2 (no device).
+[[noreturn]] void prog_blk_fua(const Args& args);
 
 // `init [--no-idle]`: an instance's program. Hello line, boot count on the root
 // volume (the first virtio-blk device; record format in init.cpp), `ready`, then

@@ -102,6 +102,7 @@ inline uint8_t mmio_rd8(uint64_t a) {
   return v;
 }
 inline void mmio_wr32(uint64_t a, uint32_t v) { asm volatile("movl %0, (%1)" : : "r"(v), "r"(a) : "memory"); }
+inline void mmio_wr8(uint64_t a, uint8_t v) { asm volatile("movb %0, (%1)" : : "q"(v), "r"(a) : "memory"); }
 
 }  // namespace
 
@@ -193,6 +194,7 @@ uint32_t MmioDevice::config32(uint32_t off) const {
   } while (gen != read(kRegConfigGeneration));
   return v;
 }
+void MmioDevice::set_config8(uint32_t off, uint8_t v) const { mmio_wr8(base_ + kRegConfig + off, v); }
 uint64_t MmioDevice::config64(uint32_t off) const {
   uint32_t gen, lo, hi;
   do {

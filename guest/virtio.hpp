@@ -121,6 +121,8 @@ class MmioDevice {
   uint16_t config16(uint32_t off) const;
   uint32_t config32(uint32_t off) const;
   uint64_t config64(uint32_t off) const;
+  // Writes an 8-bit config field with one 8-bit access (§4.2.2.2).
+  void set_config8(uint32_t off, uint8_t v) const;
 
  private:
   uint64_t base_ = 0;

@@ -80,8 +80,14 @@ class Device {
   // have taken (the value GET_VRING_BASE reports).
   virtual uint16_t queue_stopped(uint32_t index) = 0;
 
+  // RESET_DEVICE (protocol feature RESET_DEVICE): the driver reset the device. All
+  // queues are already stopped; return every piece of driver-visible state (config
+  // fields the driver wrote, modes it chose) to its initial value. The connection,
+  // memory table and negotiated protocol features stay.
+  virtual void device_reset() {}
+
   // The frontend went away; all queues are already stopped. The next frontend starts
-  // a fresh negotiation.
+  // a fresh negotiation (and a fresh device state, as after device_reset()).
   virtual void frontend_disconnected() {}
 };
 

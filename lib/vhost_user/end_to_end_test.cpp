@@ -76,7 +76,9 @@ class EndToEnd : public ::testing::Test {
 TEST_F(EndToEnd, HandshakeNegotiatesFeatures) {
   Frontend f = connect();
   EXPECT_EQ(f.backend_features(), dev.feats | bit(kFProtocolFeatures));
-  EXPECT_EQ(f.protocol_features(), bit(kPfMq) | bit(kPfReplyAck) | bit(kPfConfig) | bit(kPfInflightShmfd));
+  EXPECT_EQ(f.protocol_features(),
+            bit(kPfMq) | bit(kPfReplyAck) | bit(kPfConfig) | bit(kPfInflightShmfd) | bit(kPfResetDevice));
+  EXPECT_TRUE(f.can_reset_device());
   EXPECT_EQ(f.queue_num(), 2u);
   EXPECT_FALSE(f.set_features(bit(50)));  // not offered: refused before sending
   ASSERT_TRUE(f.set_features(dev.feats & ~bit(1)));
@@ -256,6 +258,80 @@ TEST_F(EndToEnd, ReconnectReplaysAfterCardRestart) {
   uint64_t got = 0;
   EXPECT_EQ(::read(dev2.started[0].kick.get(), &got, 8), 8);
   EXPECT_EQ(got, 1u);
+}
+
+// The driver's accepted config writes survive a card restart (a new backend session
+// starts from the device's defaults) and are forgotten at a device reset.
+TEST_F(EndToEnd, ConfigWritesReplayedAfterReconnectUntilReset) {
+  Frontend f = connect();
+  full_setup(f, true);
+  const std::vector<uint8_t> w{7, 8};
+  ASSERT_TRUE(f.set_config(2, w));
+  ASSERT_TRUE(f.set_config(3, std::vector<uint8_t>{9}));  // overlaps: both kept, in order
+  {
+    std::lock_guard l(dev.mu);
+    dev.refuse_set_config = true;
+  }
+  EXPECT_EQ(f.set_config(6, std::vector<uint8_t>{1}).error().code, Errc::kNack);  // refused: not recorded
+  ASSERT_EQ(f.setup().config_writes.size(), 2u);
+  thread.reset();
+  start_backend(dev2);
+  auto r = f.reconnect(path);
+  ASSERT_TRUE(r) << r.error().message();
+  ASSERT_TRUE(wait_for([&] { return dev2.running(0) && dev2.running(1); }));
+  {
+    std::lock_guard l(dev2.mu);
+    EXPECT_EQ(dev2.config[2], 7);
+    EXPECT_EQ(dev2.config[3], 9);       // replayed in the order they were accepted
+    EXPECT_EQ(dev2.config[6], 0xa6);    // the refused one was not
+  }
+  // The driver resets the device: the backend is told, rings and writes are forgotten.
+  ASSERT_TRUE(f.get_vring_base(0));
+  ASSERT_TRUE(f.get_vring_base(1));
+  ASSERT_TRUE(f.reset_device());
+  EXPECT_TRUE(f.setup().config_writes.empty());
+  EXPECT_TRUE(f.setup().vrings.empty());
+  {
+    std::lock_guard l(dev2.mu);
+    EXPECT_EQ(dev2.device_resets, 1);
+  }
+  // A backend that cannot be reset keeps its state: nothing is forgotten.
+  thread.reset();
+  FakeDevice dev3;
+  dev3.pfeats = kBackendProtocolFeatures & ~bit(kPfResetDevice);
+  start_backend(dev3);
+  ASSERT_TRUE(f.reconnect(path));
+  EXPECT_EQ(dev3.config[2], 0xa2);  // nothing replayed after the reset
+  EXPECT_FALSE(f.can_reset_device());
+  ASSERT_TRUE(f.set_config(2, w));
+  EXPECT_EQ(f.reset_device().error().code, Errc::kUnsupported);
+  EXPECT_EQ(f.setup().config_writes.size(), 1u);
+  thread.reset();  // before dev3 goes
+}
+
+TEST_F(EndToEnd, ConfigWritesToReplayAreBounded) {
+  {
+    std::lock_guard l(dev.mu);
+    dev.config.assign(64, 0);
+  }
+  Frontend f = connect();
+  for (uint32_t i = 0; i < kMaxConfigWrites; ++i) ASSERT_TRUE(f.set_config(i, std::vector<uint8_t>{1})) << i;
+  ASSERT_TRUE(f.set_config(5, std::vector<uint8_t>{2}));  // the same field again: replaces
+  auto r = f.set_config(kMaxConfigWrites, std::vector<uint8_t>{1});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kBadState);  // refused before it was sent
+  EXPECT_TRUE(f.connected());
+  {
+    std::lock_guard l(dev.mu);
+    EXPECT_EQ(dev.config[kMaxConfigWrites], 0);
+    EXPECT_EQ(dev.config[5], 2);
+  }
+  // A write covering all of them supersedes them.
+  ASSERT_TRUE(f.set_config(0, std::vector<uint8_t>(64, 3)));
+  EXPECT_EQ(f.setup().config_writes.size(), 1u);
+  // Live-migration writes (flags 1) are not the driver's: never recorded.
+  ASSERT_TRUE(f.set_config(0, std::vector<uint8_t>{4}, 1));
+  EXPECT_EQ(f.setup().config_writes.size(), 1u);
 }
 
 TEST_F(EndToEnd, ReconnectWithoutInflightResumesFromUsedIdx) {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <array>
 
 namespace azote::vhost_user {
@@ -127,7 +128,10 @@ Result<void, VuError> Frontend::handshake(bool replay) {
     }
     queue_num_ = static_cast<uint32_t>(n);
   }
-  if (!replay) return {};
+  if (!replay) {
+    resettable_ = (protocol_ & bit(kPfResetDevice)) != 0;
+    return {};
+  }
 
   // The restarted backend must still offer everything the driver and we relied on.
   auto incompatible = [&](const std::string& what) {
@@ -143,6 +147,9 @@ Result<void, VuError> Frontend::handshake(bool replay) {
     return incompatible("no longer offers INFLIGHT_SHMFD");
   if (!setup_.vrings.empty() && queue_num_ != 0 && setup_.vrings.rbegin()->first >= queue_num_)
     return incompatible("has fewer queues than are set up");
+  if (!setup_.config_writes.empty() && (protocol_ & bit(kPfConfig)) == 0)
+    return incompatible("no longer offers CONFIG (the driver's config writes cannot be replayed)");
+  resettable_ = (protocol_ & bit(kPfResetDevice)) != 0;
   return {};
 }
 
@@ -279,7 +286,7 @@ Result<std::vector<uint8_t>, VuError> Frontend::get_config(uint32_t offset, uint
   return std::vector<uint8_t>(m.payload.begin() + sizeof(ConfigHeader), m.payload.end());
 }
 
-Result<void, VuError> Frontend::set_config(uint32_t offset, std::span<const uint8_t> data, uint32_t flags) {
+Result<void, VuError> Frontend::send_config(uint32_t offset, std::span<const uint8_t> data, uint32_t flags) {
   if ((protocol_ & bit(kPfConfig)) == 0) return bad(Errc::kUnsupported, "SET_CONFIG: CONFIG not negotiated");
   if (data.size() > kMaxConfigSize) return bad(Errc::kBadPayload, "SET_CONFIG: more than 256 bytes");
   std::vector<uint8_t> p(sizeof(ConfigHeader));
@@ -287,6 +294,33 @@ Result<void, VuError> Frontend::set_config(uint32_t offset, std::span<const uint
   std::memcpy(p.data(), &ch, sizeof ch);
   p.insert(p.end(), data.begin(), data.end());
   AZOTE_TRYV(transact(Request::kSetConfig, p));
+  return {};
+}
+
+Result<void, VuError> Frontend::set_config(uint32_t offset, std::span<const uint8_t> data, uint32_t flags) {
+  auto& writes = setup_.config_writes;
+  // Earlier writes this one covers entirely are superseded by it.
+  auto covered = [&](const VringSetup::ConfigWrite& w) {
+    return w.offset >= offset && uint64_t{w.offset} + w.data.size() <= uint64_t{offset} + data.size();
+  };
+  const auto kept =
+      static_cast<size_t>(std::count_if(writes.begin(), writes.end(), [&](const auto& w) { return !covered(w); }));
+  if (flags == 0 && kept >= kMaxConfigWrites)
+    return bad(Errc::kBadState, "SET_CONFIG: more than " + std::to_string(kMaxConfigWrites) +
+                                    " distinct config writes to replay after a reconnect");
+  AZOTE_TRYV(send_config(offset, data, flags));
+  if (flags == 0) {  // 1 is live migration: not the driver's state
+    std::erase_if(writes, covered);
+    writes.push_back(VringSetup::ConfigWrite{offset, std::vector<uint8_t>(data.begin(), data.end())});
+  }
+  return {};
+}
+
+Result<void, VuError> Frontend::reset_device() {
+  if (!resettable_) return bad(Errc::kUnsupported, "RESET_DEVICE: the backend does not offer it");
+  setup_.config_writes.clear();
+  setup_.vrings.clear();
+  AZOTE_TRYV(transact(Request::kResetDevice, {}));
   return {};
 }
 
@@ -334,6 +368,16 @@ Result<void, VuError> Frontend::replay() {
   if (setup_.acked_features) AZOTE_TRYV(send_u64(Request::kSetFeatures, *setup_.acked_features));
   if (!setup_.regions.empty()) AZOTE_TRYV(send_mem_table());
   if (setup_.inflight && setup_.inflight_sent) AZOTE_TRYV(send_inflight());
+  // Before the rings run: the driver's choices (e.g. virtio-blk's cache mode) apply to
+  // every request the new backend takes.
+  for (const auto& w : setup_.config_writes) {
+    if (auto r = send_config(w.offset, w.data, 0); !r) {
+      conn_.close();
+      return bad(Errc::kBadState, "reconnected backend refused a config write it had accepted (offset " +
+                                      std::to_string(w.offset) + ", " + std::to_string(w.data.size()) +
+                                      " bytes): " + r.error().message());
+    }
+  }
   for (const auto& [index, v] : setup_.vrings) {
     if (!v.active) continue;
     // The old backend is gone: everything before used->idx was completed. A backend

@@ -10,7 +10,9 @@
 //
 // Everything that shapes backend state is recorded in a VringSetup, so reconnect()
 // can redo the handshake on a new connection and replay: features, memory table,
-// inflight fd, then every active vring (its base is the used ring's idx, read from
+// inflight fd, the driver's accepted config writes (a new backend session starts from
+// the device's defaults, and the driver must not see its choices undone by a card
+// restart), then every active vring (its base is the used ring's idx, read from
 // guest memory; a backend with INFLIGHT_SHMFD adds the heads it still had in flight)
 // and its enable state.
 //
@@ -32,7 +34,10 @@ namespace azote::vhost_user {
 
 // Protocol features the frontend asks for when the backend offers them.
 inline constexpr uint64_t kFrontendProtocolFeatures =
-    bit(kPfMq) | bit(kPfReplyAck) | bit(kPfConfig) | bit(kPfInflightShmfd);
+    bit(kPfMq) | bit(kPfReplyAck) | bit(kPfConfig) | bit(kPfInflightShmfd) | bit(kPfResetDevice);
+// Distinct config writes (offset, size) the frontend records for replay; a further
+// one is refused before it is sent.
+inline constexpr size_t kMaxConfigWrites = 32;
 // Largest inflight area the frontend agrees to hold for a backend.
 inline constexpr uint64_t kMaxInflightBytes = 64ull << 20;
 
@@ -71,6 +76,13 @@ struct VringSetup {
   std::optional<InflightDesc> inflight;  // from GET_INFLIGHT_FD
   UniqueFd inflight_fd;
   bool inflight_sent = false;  // SET_INFLIGHT_FD sent
+  // SET_CONFIG writes the backend accepted since the last device reset, oldest first;
+  // a write replaces earlier ones it covers entirely.
+  struct ConfigWrite {
+    uint32_t offset = 0;
+    std::vector<uint8_t> data;
+  };
+  std::vector<ConfigWrite> config_writes;
   std::map<uint32_t, Vring> vrings;
 };
 
@@ -104,9 +116,18 @@ class Frontend {
   // GET_VRING_BASE: stops the ring; returns the next avail index.
   Result<uint16_t, VuError> get_vring_base(uint32_t index);
   // GET_CONFIG / SET_CONFIG (requires CONFIG). A backend refusal is kDevice / kNack
-  // and keeps the connection.
+  // and keeps the connection. An accepted SET_CONFIG (flags 0) is recorded and
+  // replayed by reconnect() until reset_device().
   Result<std::vector<uint8_t>, VuError> get_config(uint32_t offset, uint32_t size);
   Result<void, VuError> set_config(uint32_t offset, std::span<const uint8_t> data, uint32_t flags = 0);
+  // RESET_DEVICE (requires RESET_DEVICE): the driver reset the device; the backend
+  // stops and forgets every ring and returns the device to its initial state. The
+  // recorded vrings and config writes are forgotten here too, also when the message
+  // cannot be sent (a backend that misses it is gone, and the next one starts from
+  // its initial state anyway). kUnsupported, with nothing forgotten, when the backend
+  // did not offer RESET_DEVICE at the last successful handshake.
+  Result<void, VuError> reset_device();
+  bool can_reset_device() const { return resettable_; }
   // GET_INFLIGHT_FD: the backend allocates the tracking area; the frontend keeps the
   // fd (never maps it). set_inflight_fd() hands it back (SET_INFLIGHT_FD).
   Result<void, VuError> get_inflight_fd(uint16_t num_queues, uint16_t queue_size);
@@ -137,6 +158,7 @@ class Frontend {
   Result<void, VuError> send_state(Request r, uint32_t index, uint32_t num);
   Result<void, VuError> send_mem_table();
   Result<void, VuError> send_inflight();
+  Result<void, VuError> send_config(uint32_t offset, std::span<const uint8_t> data, uint32_t flags);
   Result<void, VuError> send_vring(const VringSetup::Vring& v, uint16_t base);
   Result<void, VuError> send_vring_fd(Request r, uint32_t index, int fd);
   Result<void, VuError> replay();
@@ -147,6 +169,7 @@ class Frontend {
   uint64_t backend_features_ = 0;
   uint64_t protocol_ = 0;
   uint32_t queue_num_ = 0;
+  bool resettable_ = false;  // RESET_DEVICE negotiated at the last complete handshake
   VringSetup setup_;
 };
 

@@ -257,6 +257,14 @@ Session::Handled Session::dispatch(const Header& hdr, std::span<const uint8_t> p
       }
       return none;
 
+    case Request::kResetDevice:
+      AZOTE_TRYV(require(kPfResetDevice, req));
+      for (uint32_t i = 0; i < vrings_.size(); ++i) stop(i);
+      vrings_.clear();
+      vrings_.resize(num_queues_);  // closes every kick/call/err fd
+      device_.device_reset();
+      return none;
+
     case Request::kGetProtocolFeatures:
       return std::optional<Reply>(make_reply(hdr, bytes_of(offered_protocol())));
 

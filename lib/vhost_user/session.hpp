@@ -7,6 +7,10 @@
 // a REPLY_ACK failure if one was asked for, drops the connection and calls reset().
 // The only non-fatal refusals are the device's own answers to GET_CONFIG/SET_CONFIG.
 //
+// RESET_DEVICE (the driver reset the device) stops every queue, forgets the rings
+// (sizes, addresses, bases, fds, enable state) and tells the device (device_reset());
+// the memory table, the inflight area and the negotiated features stay.
+//
 // Queue lifecycle (vhost-user.rst "Ring states"): a ring is started by SET_VRING_KICK
 // and stopped by GET_VRING_BASE; it is enabled by SET_VRING_ENABLE (or from the start
 // if VHOST_USER_F_PROTOCOL_FEATURES was not acked). The device sees a queue as running
@@ -29,7 +33,8 @@ namespace azote::vhost_user {
 
 // Protocol features this backend implements (offered when the device also wants them).
 inline constexpr uint64_t kBackendProtocolFeatures = bit(kPfMq) | bit(kPfReplyAck) | bit(kPfConfig) |
-                                                     bit(kPfInflightShmfd) | bit(kPfConfigureMemSlots);
+                                                     bit(kPfInflightShmfd) | bit(kPfResetDevice) |
+                                                     bit(kPfConfigureMemSlots);
 
 // Checks a device's advertised limits (queue count and size) before serving it.
 Result<void, VuError> check_device(const Device& device);

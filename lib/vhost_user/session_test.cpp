@@ -291,6 +291,36 @@ TEST_F(SessionTest, ReplyAckAndConfig) {
   EXPECT_EQ(load<uint64_t>((*r)->payload), 1u);  // NACK, not a disconnect
 }
 
+TEST_F(SessionTest, ResetDeviceStopsAndForgetsRingsButKeepsTheRest) {
+  negotiate(kBackendProtocolFeatures & ~bit(kPfResetDevice));
+  EXPECT_EQ(code(send(Request::kResetDevice, {})), Errc::kUnsupported);  // not negotiated
+  session.reset();
+  negotiate();
+  mem_table();
+  run_queue(0, kUser0);
+  run_queue(1, kUser1);
+  ASSERT_TRUE(dev.running(0) && dev.running(1));
+  const auto r = send(Request::kResetDevice, {}, {}, kVersion | kFlagNeedReply);
+  ASSERT_TRUE(r && *r) << (r ? "" : r.error().message());
+  EXPECT_EQ(load<uint64_t>((*r)->payload), 0u);
+  EXPECT_FALSE(dev.running(0));
+  EXPECT_FALSE(dev.running(1));
+  EXPECT_EQ(dev.device_resets, 1);
+  EXPECT_EQ(dev.disconnects, 1);  // only the session.reset() above
+  // The rings are forgotten: disabled, and without size or addresses they cannot start.
+  ASSERT_TRUE(send(Request::kSetVringKick, pod_bytes(uint64_t{0}), fds(make_eventfd())));
+  EXPECT_FALSE(dev.running(0));
+  EXPECT_EQ(code(send(Request::kSetVringEnable, pod_bytes(VringState{0, 1}))), Errc::kBadState);
+  // Memory table and negotiation stay: the queue runs again once it is set up anew.
+  session.reset();
+  negotiate();
+  mem_table();
+  ASSERT_TRUE(send(Request::kResetDevice, {}));
+  run_queue(0, kUser0);
+  EXPECT_TRUE(dev.running(0));
+  EXPECT_EQ(dev.device_resets, 2);
+}
+
 TEST_F(SessionTest, MemorySlots) {
   negotiate();
   auto r = send(Request::kGetMaxMemSlots, {});

@@ -108,6 +108,10 @@ class FakeDevice : public Device {
     stopped.push_back(index);
     return next;
   }
+  void device_reset() override {
+    std::lock_guard l(mu);
+    ++device_resets;
+  }
   void frontend_disconnected() override {
     std::lock_guard l(mu);
     ++disconnects;
@@ -133,6 +137,7 @@ class FakeDevice : public Device {
   std::vector<uint32_t> stopped;
   int starts = 0;
   int disconnects = 0;
+  int device_resets = 0;
 
   FakeDevice() {
     for (size_t i = 0; i < config.size(); ++i) config[i] = static_cast<uint8_t>(0xa0 + i);

@@ -108,6 +108,11 @@ BlkConfig& BlkConfig::write_zeroes(uint32_t max_sectors, uint32_t max_seg, bool 
   return *this;
 }
 
+BlkConfig& BlkConfig::config_wce(bool on) {
+  config_wce_ = on;
+  return *this;
+}
+
 uint64_t BlkConfig::features() const {
   uint64_t f = feature_bit(kBlkFSegMax);
   if (read_only_) f |= feature_bit(kBlkFRo);
@@ -115,6 +120,7 @@ uint64_t BlkConfig::features() const {
   if (num_queues_ > 1) f |= feature_bit(kBlkFMq);
   if (discard_) f |= feature_bit(kBlkFDiscard);
   if (write_zeroes_) f |= feature_bit(kBlkFWriteZeroes);
+  if (config_wce_) f |= feature_bit(kBlkFConfigWce);
   return f;
 }
 
@@ -123,6 +129,7 @@ virtio_blk_config BlkConfig::config() const {
   c.capacity = capacity_;
   c.seg_max = seg_max_;
   c.num_queues = num_queues_;
+  if (config_wce_) c.writeback = 1;
   if (discard_) {
     c.max_discard_sectors = max_discard_sectors_;
     c.max_discard_seg = max_discard_seg_;

@@ -44,6 +44,10 @@ class BlkConfig {
   BlkConfig& discard(uint32_t max_sectors, uint32_t max_seg, uint32_t sector_alignment);
   // VIRTIO_BLK_F_WRITE_ZEROES with its limits; max_seg clamped to at least 1.
   BlkConfig& write_zeroes(uint32_t max_sectors, uint32_t max_seg, bool may_unmap);
+  // VIRTIO_BLK_F_CONFIG_WCE: the driver reads and sets the cache mode through the
+  // config field `writeback` (1 write-back, 0 write-through). config() reports the
+  // default mode (write-back); the device overlays its current one.
+  BlkConfig& config_wce(bool on);
 
   // Block-device feature bits to offer (VERSION_1 and the ring features are the card's).
   uint64_t features() const;
@@ -56,6 +60,7 @@ class BlkConfig {
   bool has_flush() const { return flush_; }
   bool has_discard() const { return discard_; }
   bool has_write_zeroes() const { return write_zeroes_; }
+  bool has_config_wce() const { return config_wce_; }
   uint32_t max_discard_sectors() const { return max_discard_sectors_; }
   uint32_t max_discard_seg() const { return max_discard_seg_; }
   uint32_t max_write_zeroes_sectors() const { return max_write_zeroes_sectors_; }
@@ -72,6 +77,7 @@ class BlkConfig {
   bool write_zeroes_ = false;
   uint32_t max_write_zeroes_sectors_ = 0, max_write_zeroes_seg_ = 1;
   bool write_zeroes_may_unmap_ = false;
+  bool config_wce_ = false;
 };
 
 enum class BlkOp : uint8_t { kIn, kOut, kFlush, kGetId, kDiscard, kWriteZeroes };

@@ -110,6 +110,16 @@ TEST(BlkConfig, BuildsConfigSpaceAndFeatures) {
   EXPECT_EQ(raw[56], 1);    // write_zeroes_may_unmap
   EXPECT_EQ(raw[40], 8);    // max_discard_seg
   EXPECT_FALSE(BlkConfig(1).flush(false).features() & feature_bit(kBlkFFlush));
+  EXPECT_EQ(raw[32], 0);    // writeback: only with CONFIG_WCE
+  EXPECT_FALSE(full.features() & feature_bit(kBlkFConfigWce));
+
+  // CONFIG_WCE: offered, and the config space reports the default mode, write-back.
+  const BlkConfig wce = BlkConfig(8).config_wce(true);
+  EXPECT_TRUE(wce.has_config_wce());
+  EXPECT_EQ(wce.features(), feature_bit(kBlkFSegMax) | feature_bit(kBlkFFlush) | feature_bit(kBlkFConfigWce));
+  const virtio_blk_config cw = wce.config();
+  std::memcpy(raw, &cw, sizeof cw);
+  EXPECT_EQ(raw[32], 1);
 }
 
 // ---- well-formed requests --------------------------------------------------------------------------

@@ -107,7 +107,8 @@ void Transport::write_reg(uint64_t offset, uint32_t v) {
 
 void Transport::write_status(uint32_t v) {
   if (v == 0) {
-    if (active_) backend_.reset();
+    // Also before DRIVER_OK: the driver may have written config fields already.
+    backend_.reset();
     reset_state();
     return;
   }

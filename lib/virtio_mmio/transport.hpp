@@ -29,13 +29,17 @@ class DeviceBackend {
   virtual uint64_t device_features() const = 0;
   virtual uint16_t num_queues() const = 0;
   virtual uint16_t max_queue_size() const = 0;
-  // Config space access; false if the range is outside the device's config.
+  // Config space access; false if the range is outside the device's config (reads),
+  // or the device refused the write (a read-only field, a value it does not take).
+  // Writes reach the device as the driver made them (offset and width).
   virtual bool read_config(uint32_t offset, std::span<uint8_t> out) = 0;
   virtual bool write_config(uint32_t offset, std::span<const uint8_t> in) = 0;
   // DRIVER_OK: start every queue that is ready. false = the device cannot run
   // (the transport then sets DEVICE_NEEDS_RESET).
   virtual bool activate(uint64_t acked_features, const std::vector<std::optional<QueueConfig>>& queues) = 0;
-  // The driver wrote 0 to Status: stop all queues.
+  // The driver wrote 0 to Status (a device reset, §2.4), whether or not the device was
+  // running: stop all queues and return the device's state, config fields the driver
+  // wrote included, to its initial values.
   virtual void reset() = 0;
 };
 

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <utility>
+#include <vector>
 
 namespace azote::virtio_mmio {
 namespace {
@@ -17,7 +19,12 @@ struct FakeBackend : DeviceBackend {
     std::memcpy(out.data(), config + offset, out.size());
     return true;
   }
-  bool write_config(uint32_t, std::span<const uint8_t>) override { return false; }
+  bool write_config(uint32_t offset, std::span<const uint8_t> in) override {
+    writes.push_back({offset, std::vector<uint8_t>(in.begin(), in.end())});
+    if (offset + in.size() > sizeof config || offset != 7) return false;  // only byte 7 is writable
+    std::memcpy(config + offset, in.data(), in.size());
+    return true;
+  }
   bool activate(uint64_t acked, const std::vector<std::optional<QueueConfig>>& q) override {
     activations++;
     acked_features = acked;
@@ -30,6 +37,7 @@ struct FakeBackend : DeviceBackend {
   bool accept = true;
   uint64_t acked_features = 0;
   std::vector<std::optional<QueueConfig>> queues;
+  std::vector<std::pair<uint32_t, std::vector<uint8_t>>> writes;
 };
 
 struct Rig {
@@ -124,6 +132,32 @@ TEST(VirtioMmio, BackendFailureSetsNeedsReset) {
   r.init((1ull << 32));
   EXPECT_NE(r.rd(0x70) & 64, 0u);
   EXPECT_FALSE(r.t.active());
+}
+
+// Config writes reach the device with the driver's offset and width, and reads show
+// what the device kept; a reset reaches the device whether or not it was running (the
+// driver may have written config fields before DRIVER_OK).
+TEST(VirtioMmio, ConfigWritesAndResetsReachTheDevice) {
+  Rig r;
+  r.wr(0x70, 1 | 2);
+  const uint8_t one[1] = {0x5a};
+  r.t.write(0x100 + 7, one);
+  const uint8_t wide[4] = {1, 2, 3, 4};
+  r.t.write(0x100 + 0, wide);  // refused by the device: nothing changes
+  ASSERT_EQ(r.be.writes.size(), 2u);
+  EXPECT_EQ(r.be.writes[0].first, 7u);
+  EXPECT_EQ(r.be.writes[0].second, std::vector<uint8_t>{0x5a});
+  EXPECT_EQ(r.be.writes[1].second.size(), 4u);
+  uint8_t b[8];
+  r.t.read(0x100, b);
+  EXPECT_EQ(b[0], 0);  // the refused write left capacity alone
+  EXPECT_EQ(b[1], 0x10);
+  EXPECT_EQ(b[7], 0x5a);
+  r.wr(0x70, 0);  // reset before DRIVER_OK
+  EXPECT_EQ(r.be.resets, 1);
+  r.init((1ull << 32));
+  r.wr(0x70, 0);  // and after
+  EXPECT_EQ(r.be.resets, 2);
 }
 
 TEST(VirtioMmio, OddAccessesAreHarmless) {

@@ -70,6 +70,9 @@ bool VhostUserBackend::read_config(uint32_t offset, std::span<uint8_t> out) {
 }
 
 bool VhostUserBackend::write_config(uint32_t offset, std::span<const uint8_t> in) {
+  // Forwarded as is: the card validates which fields the driver may write. The call
+  // is bounded by the frontend's timeout, so a hung card cannot hold this vCPU longer.
+  // Later reads ask the card again (GET_CONFIG), so they show what it accepted.
   auto r = fe_.set_config(offset, in);
   if (!r.ok()) fail("SET_CONFIG", r.error().message());
   return r.ok();
@@ -161,6 +164,14 @@ void VhostUserBackend::reset() {
     if (auto r = fe_.get_vring_base(w.index); !r.ok()) fail("GET_VRING_BASE", r.error().message());
   }
   unwire();
+  // The device's own state goes back to its initial values too (virtio 1.2 §2.4), e.g.
+  // a virtio-blk cache mode the driver chose: the card does that on RESET_DEVICE. A card
+  // without it keeps its state, and the frontend keeps replaying the config writes it
+  // accepted. A card that is away gets the reset implicitly: its next session starts
+  // from the initial state and nothing is replayed.
+  if (fe_.can_reset_device()) {
+    if (auto r = fe_.reset_device(); !r.ok() && fe_.connected()) fail("RESET_DEVICE", r.error().message());
+  }
 }
 
 void VhostUserBackend::disconnected() {

@@ -413,6 +413,48 @@ TEST_F(CardBlk, TwoVolumesTwoVmsAtOnce) {
   EXPECT_EQ(both.status, 0) << both.out << both.err;
 }
 
+// (f) FUA through the standard write-cache control (VIRTIO_BLK_F_CONFIG_WCE): the guest
+// writes writeback = 0 into the config space (azote-hv forwards it as SET_CONFIG), reads
+// write-through back, writes its pattern with no FLUSH and verifies it; the card wrote
+// every one of those writes durably (RWF_DSYNC). The mode is the driver's session: once
+// that VM is gone the volume is write-back again, and the next VM's writes are plain.
+TEST_F(CardBlk, WriteThroughModeFromTheGuest) {
+  const std::string img = path("fua.img"), sock = path("fua.sock"), msock = path("m.sock");
+  write_file(img, std::string(16 << 20, '\0'));
+  start_card({"--volume", "socket=" + sock + ",file=" + img + ",serial=fua", "--metrics", "unix:" + msock}, {sock});
+  auto o = vm("blk-fua", "4", {sock});
+  ASSERT_FALSE(o.timed_out) << o.out << o.err;
+  ASSERT_EQ(o.status, 0) << o.out << o.err;
+  EXPECT_NE(o.out.find("azote-guest: blk write-through on\n"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("azote-guest: blk-fua ok sectors=8192"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("blk-fua writeback_was=1 "), std::string::npos) << o.out;  // the default
+  std::smatch sm;
+  ASSERT_TRUE(std::regex_search(o.out, sm, std::regex("blk-fua seed=0x([0-9a-f]{16})"))) << o.out;
+  const uint64_t seed = std::stoull(sm[1], nullptr, 16);
+  const std::string data = slurp(img);
+  for (uint64_t s : {0ull, 1ull, 4000ull, 8191ull}) EXPECT_EQ(data.substr(s * 512, 512), guest_sector(seed, s)) << s;
+
+  const std::string l = "{volume=\"fua\",socket=\"" + sock + "\"";
+  std::string m = fetch_metrics(msock);
+  const uint64_t writes = metric(m, "azote_blk_requests_total" + l + ",op=\"write\"");
+  EXPECT_EQ(writes, 16u) << m;  // 4 MiB in 256 KiB requests
+  EXPECT_EQ(metric(m, "azote_blk_write_through_writes_total" + l), writes) << m;
+  EXPECT_EQ(metric(m, "azote_blk_requests_total" + l + ",op=\"flush\""), 0u) << m;
+  EXPECT_EQ(metric(m, "azote_blk_config_write_refusals_total" + l), 0u) << m;
+  // The VM is gone: its connection closed, the volume is back to write-back.
+  for (int i = 0; i < 100 && metric(m, "azote_blk_write_cache_writeback" + l) != 1; ++i) {
+    std::this_thread::sleep_for(20ms);
+    m = fetch_metrics(msock);
+  }
+  EXPECT_EQ(metric(m, "azote_blk_write_cache_writeback" + l), 1u) << m;
+
+  auto c = vm("blk-check", "4", {sock});
+  ASSERT_EQ(c.status, 0) << c.out << c.err;
+  m = fetch_metrics(msock);
+  EXPECT_EQ(metric(m, "azote_blk_requests_total" + l + ",op=\"write\""), 32u) << m;
+  EXPECT_EQ(metric(m, "azote_blk_write_through_writes_total" + l), 16u) << m;  // none of blk-check's
+}
+
 // Card restart without loss: requests waiting in a killed card (throttled, so still
 // in flight) are resubmitted by the next card process from the inflight area.
 TEST_F(CardBlk, KilledCardLosesNoRequest) {

@@ -1,5 +1,6 @@
 #include "cards/blk/device.hpp"
 
+#include <cstddef>
 #include <cstring>
 
 #include "virtio/spec.hpp"
@@ -21,18 +22,54 @@ uint64_t BlkDevice::features() const {
 
 uint64_t BlkDevice::protocol_features() const {
   using vhost_user::bit;
+  // RESET_DEVICE: a driver's device reset returns the cache mode to write-back.
   return bit(vhost_user::kPfMq) | bit(vhost_user::kPfConfig) | bit(vhost_user::kPfReplyAck) |
-         bit(vhost_user::kPfInflightShmfd);
+         bit(vhost_user::kPfInflightShmfd) | bit(vhost_user::kPfResetDevice);
 }
 
 Result<std::vector<uint8_t>, vhost_user::VuError> BlkDevice::get_config(uint32_t offset, uint32_t size) {
-  const virtio::virtio_blk_config c = volume_.blk().config();
+  virtio::virtio_blk_config c = volume_.blk().config();
+  if (volume_.blk().has_config_wce()) c.writeback = volume_.write_through() ? 0 : 1;
   if (uint64_t{offset} + size > sizeof c)
     return make_error(vhost_user::Errc::kDevice, "config read past virtio_blk_config");
   std::vector<uint8_t> out(size);
   // SAFETY: the config struct is trivially copyable; [offset, offset+size) is inside it.
   std::memcpy(out.data(), reinterpret_cast<const uint8_t*>(&c) + offset, size);  // NOLINT(reinterpret-cast)
   return out;
+}
+
+Result<void, vhost_user::VuError> BlkDevice::set_config(uint32_t offset, std::span<const uint8_t> data,
+                                                        uint32_t flags) {
+  constexpr uint32_t kWriteback = offsetof(virtio::virtio_blk_config, writeback);
+  const char* why = nullptr;
+  if (!volume_.blk().has_config_wce()) {
+    why = "the config space is read-only (no VIRTIO_BLK_F_CONFIG_WCE on this volume)";
+  } else if (flags != 0) {
+    why = "live-migration config writes are not supported";
+  } else if (offset != kWriteback || data.size() != 1) {
+    why = "only the writeback byte (offset 32, 1 byte) is writable";
+  } else if (data[0] > 1) {
+    why = "writeback must be 0 (write-through) or 1 (write-back)";
+  }
+  if (why != nullptr) {
+    volume_.metrics().config_write_refusals.fetch_add(1, std::memory_order_relaxed);
+    if (config_log_limit_.allow())
+      LOG_WARN("volume %s: config write of %zu byte(s) at offset %u (flags %u) refused: %s",
+               volume_.params().name.c_str(), data.size(), offset, flags, why);
+    return make_error(vhost_user::Errc::kDevice, why);
+  }
+  set_mode(data[0] == 0, "driver");
+  return {};
+}
+
+void BlkDevice::set_mode(bool write_through, const char* why) {
+  if (volume_.write_through() == write_through) return;
+  // Requests taken off the ring from now on follow the new mode; ones already taken
+  // finish in the mode they were taken in.
+  volume_.set_write_through(write_through);
+  if (config_log_limit_.allow())
+    LOG_INFO("volume %s: cache mode %s (%s)", volume_.params().name.c_str(),
+             write_through ? "write-through: every write is durable when it completes" : "write-back", why);
 }
 
 void BlkDevice::queue_started(const vhost_user::VringInfo& v) {

@@ -2,8 +2,9 @@
 // (lib/virtio/testing) lays out a virtqueue in a memfd-backed GuestMemory, the test
 // hands the ring to BlkDevice::queue_started() as the vhost-user session would, kicks
 // the eventfd, and checks the used ring, the status bytes, guest memory, the backing
-// file and the counters. The store is a real file through io_uring; the rate limiter
-// runs on a fake clock, so throttling is deterministic.
+// file and the counters. The store is a real file through io_uring, wrapped in a
+// RecordingStore that logs every operation the workers hand it (kind, durable flag);
+// the rate limiter runs on a fake clock, so throttling is deterministic.
 #include "cards/blk/device.hpp"
 
 #include <fcntl.h>
@@ -13,11 +14,15 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <thread>
+#include <utility>
 
 #include "cards/blk/file_store.hpp"
+#include "vhost_user/session.hpp"
 #include "virtio/testing/driver.hpp"
 
 namespace azote::card_blk {
@@ -57,6 +62,65 @@ std::vector<uint8_t> file_bytes(const std::string& path, uint64_t off, size_t n)
   return out;
 }
 
+// What the workers asked the store to do, in order (iov pointers are not kept).
+struct OpRecord {
+  StoreOpKind kind;
+  uint64_t offset;
+  bool durable;
+};
+class OpLog {
+ public:
+  void add(const StoreOp& op) {
+    std::lock_guard l(mu_);
+    ops_.push_back({op.kind, op.offset, op.durable});
+  }
+  std::vector<OpRecord> take() {
+    std::lock_guard l(mu_);
+    return std::exchange(ops_, {});
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<OpRecord> ops_;
+};
+
+class RecordingQueue final : public StoreQueue {
+ public:
+  RecordingQueue(std::unique_ptr<StoreQueue> inner, std::shared_ptr<OpLog> log)
+      : inner_(std::move(inner)), log_(std::move(log)) {}
+  uint32_t room() const override { return inner_->room(); }
+  bool prepare(const StoreOp& op) override {
+    if (!inner_->prepare(op)) return false;
+    log_->add(op);
+    return true;
+  }
+  uint32_t unsubmitted() const override { return inner_->unsubmitted(); }
+  Result<uint32_t, StoreError> submit() override { return inner_->submit(); }
+  uint32_t in_flight() const override { return inner_->in_flight(); }
+  int completion_fd() const override { return inner_->completion_fd(); }
+  uint32_t reap(std::span<StoreCompletion> out) override { return inner_->reap(out); }
+
+ private:
+  std::unique_ptr<StoreQueue> inner_;
+  std::shared_ptr<OpLog> log_;
+};
+
+class RecordingStore final : public Store {
+ public:
+  RecordingStore(std::unique_ptr<Store> inner, std::shared_ptr<OpLog> log)
+      : inner_(std::move(inner)), log_(std::move(log)) {}
+  const StoreInfo& info() const override { return inner_->info(); }
+  Result<std::unique_ptr<StoreQueue>, StoreError> open_queue(uint32_t depth) override {
+    auto q = inner_->open_queue(depth);
+    if (!q) return q;
+    return std::unique_ptr<StoreQueue>(std::make_unique<RecordingQueue>(std::move(q).value(), log_));
+  }
+
+ private:
+  std::unique_ptr<Store> inner_;
+  std::shared_ptr<OpLog> log_;
+};
+
 class CardDevice : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -84,7 +148,8 @@ class CardDevice : public ::testing::Test {
     ASSERT_TRUE(s) << s.error().message();
     std::optional<XtsKey> key;
     if (encrypted) key = std::move(XtsKey::from_bytes(key_bytes())).value();
-    auto v = Volume::create(o, std::move(s).value(), std::move(key), clock_);
+    auto store = std::make_unique<RecordingStore>(std::move(s).value(), ops_);
+    auto v = Volume::create(o, std::move(store), std::move(key), clock_);
     ASSERT_TRUE(v) << v.error().message();
     vol_ = std::move(v).value();
     dev_ = std::make_unique<BlkDevice>(*vol_);
@@ -177,6 +242,7 @@ class CardDevice : public ::testing::Test {
   }
 
   rate_limit::FakeClock clock_;
+  std::shared_ptr<OpLog> ops_ = std::make_shared<OpLog>();
   std::unique_ptr<GuestMemory> mem_;
   std::string path_;
   std::unique_ptr<Volume> vol_;
@@ -196,7 +262,8 @@ TEST_F(CardDevice, OffersWhatTheVolumeHas) {
   EXPECT_EQ(f & virtio::feature_bit(virtio::kBlkFRo), 0u);
   EXPECT_EQ(f & virtio::feature_bit(virtio::kBlkFMq), 0u);
   const uint64_t pf = dev_->protocol_features();
-  for (unsigned b : {vhost_user::kPfMq, vhost_user::kPfConfig, vhost_user::kPfReplyAck, vhost_user::kPfInflightShmfd})
+  for (unsigned b : {vhost_user::kPfMq, vhost_user::kPfConfig, vhost_user::kPfReplyAck, vhost_user::kPfInflightShmfd,
+                     vhost_user::kPfResetDevice})
     EXPECT_NE(pf & vhost_user::bit(b), 0u) << b;
   auto cfg = dev_->get_config(0, sizeof(virtio::virtio_blk_config));
   ASSERT_TRUE(cfg);
@@ -547,6 +614,199 @@ TEST_F(CardDevice, SameHeadTwiceWhileInFlight) {
   ASSERT_EQ(u.size(), 1u);  // b completes once
   EXPECT_EQ(u[0].id, b.head);
   EXPECT_EQ(status(a), virtio::kBlkSOk);
+}
+
+// ---- cache mode (VIRTIO_BLK_F_CONFIG_WCE) ---------------------------------------------
+
+constexpr uint32_t kWritebackOffset = offsetof(virtio::virtio_blk_config, writeback);
+
+std::vector<OpRecord> of_kind(const std::vector<OpRecord>& ops, StoreOpKind k) {
+  std::vector<OpRecord> out;
+  for (const auto& o : ops)
+    if (o.kind == k) out.push_back(o);
+  return out;
+}
+
+TEST_F(CardDevice, ConfigWceOfferedWithWritebackReported) {
+  open();
+  EXPECT_NE(dev_->features() & virtio::feature_bit(virtio::kBlkFConfigWce), 0u);
+  EXPECT_NE(dev_->features() & virtio::feature_bit(virtio::kBlkFFlush), 0u);
+  auto wb = dev_->get_config(kWritebackOffset, 1);
+  ASSERT_TRUE(wb);
+  EXPECT_EQ(*wb, std::vector<uint8_t>{1});  // write-back, today's behaviour, by default
+  auto all = dev_->get_config(0, sizeof(virtio::virtio_blk_config));
+  ASSERT_TRUE(all);
+  EXPECT_EQ((*all)[kWritebackOffset], 1);
+  EXPECT_EQ((*all)[kWritebackOffset + 1], 0);  // unused0
+  EXPECT_FALSE(dev_->write_through());
+  EXPECT_EQ(vol_->metrics().write_cache_writeback.load(), 1u);
+  // A read-only volume has no cache mode to choose: not offered, not writable.
+  dev_.reset();
+  vol_.reset();
+  VolumeOptions ro;
+  ro.read_only = true;
+  open(ro);
+  EXPECT_EQ(dev_->features() & virtio::feature_bit(virtio::kBlkFConfigWce), 0u);
+  EXPECT_EQ(*dev_->get_config(kWritebackOffset, 1), std::vector<uint8_t>{0});
+  const uint8_t zero = 0;
+  EXPECT_FALSE(dev_->set_config(kWritebackOffset, std::span(&zero, 1), 0));
+  EXPECT_EQ(vol_->metrics().config_write_refusals.load(), 1u);
+}
+
+TEST_F(CardDevice, WriteThroughWritesAreDurable) {
+  open();
+  start();
+  // Write-back: plain writes, FLUSH for durability.
+  const auto a = pattern(4096, 20);
+  EXPECT_EQ(run(virtio::kBlkTOut, 8, {{put(a), 4096}}, false), virtio::kBlkSOk);
+  auto ops = of_kind(ops_->take(), StoreOpKind::kWrite);
+  ASSERT_EQ(ops.size(), 1u);
+  EXPECT_FALSE(ops[0].durable);
+  // The driver writes writeback = 0: write-through, and the config space says so.
+  const uint8_t zero = 0;
+  ASSERT_TRUE(dev_->set_config(kWritebackOffset, std::span(&zero, 1), 0));
+  EXPECT_TRUE(dev_->write_through());
+  EXPECT_EQ(*dev_->get_config(kWritebackOffset, 1), std::vector<uint8_t>{0});
+  EXPECT_EQ(vol_->metrics().write_cache_writeback.load(), 0u);
+  // Zero-copy (or page-cache) write and a misaligned one through a bounce buffer:
+  // every store write carries RWF_DSYNC.
+  const auto b = pattern(8192, 21);
+  EXPECT_EQ(run(virtio::kBlkTOut, 16, {{put(b), 8192}}, false), virtio::kBlkSOk);
+  const auto c = pattern(1536, 22);
+  const GuestAddress odd = drv_->alloc(2000, 1) + 3;
+  ASSERT_TRUE(mem_->write(odd, c));
+  EXPECT_EQ(run(virtio::kBlkTOut, 40, {{odd, 100}, {odd + 100, 1436}}, false), virtio::kBlkSOk);
+  ops = ops_->take();
+  const auto writes = of_kind(ops, StoreOpKind::kWrite);
+  ASSERT_GE(writes.size(), 2u);
+  for (const auto& w : writes) EXPECT_TRUE(w.durable) << "write at " << w.offset;
+  EXPECT_EQ(file_bytes(path_, 16 * 512, 8192), b);
+  EXPECT_EQ(file_bytes(path_, 40 * 512, 1536), c);
+  EXPECT_EQ(vol_->metrics().write_through_writes.load(), 2u);
+  EXPECT_EQ(vol_->metrics().of(OpKind::kWrite).ops.load(), 3u);
+  // Reads are untouched, and FLUSH still works.
+  const GuestAddress r = drv_->alloc(8192, 512);
+  EXPECT_EQ(run(virtio::kBlkTIn, 16, {{r, 8192}}, true), virtio::kBlkSOk);
+  EXPECT_EQ(get(r, 8192), b);
+  EXPECT_EQ(run(virtio::kBlkTFlush, 0, {}, false), virtio::kBlkSOk);
+  // WRITE_ZEROES as a ZERO_RANGE has no per-write FUA: an fdatasync follows it before
+  // the request completes.
+  ops_->take();
+  virtio::virtio_blk_discard_write_zeroes z{64, 8, 0};
+  const GuestAddress za = drv_->alloc(16);
+  drv_->write_obj(za, z);
+  EXPECT_EQ(run(virtio::kBlkTWriteZeroes, 0, {{za, 16}}, false), virtio::kBlkSOk);
+  EXPECT_EQ(file_bytes(path_, 64 * 512, 4096), std::vector<uint8_t>(4096, 0));
+  ops = ops_->take();
+  if (!vol_->zero_range_unsupported.load()) {
+    ASSERT_EQ(ops.size(), 2u);
+    EXPECT_EQ(ops[0].kind, StoreOpKind::kZeroRange);
+    EXPECT_EQ(ops[1].kind, StoreOpKind::kFlush);
+  } else {  // a file system without ZERO_RANGE: zeros written out, durably
+    const auto zw = of_kind(ops, StoreOpKind::kWrite);
+    ASSERT_FALSE(zw.empty());
+    for (const auto& w : zw) EXPECT_TRUE(w.durable);
+  }
+  // Back to write-back: plain writes again.
+  const uint8_t one = 1;
+  ASSERT_TRUE(dev_->set_config(kWritebackOffset, std::span(&one, 1), 0));
+  EXPECT_EQ(run(virtio::kBlkTOut, 8, {{put(a), 4096}}, false), virtio::kBlkSOk);
+  ops = of_kind(ops_->take(), StoreOpKind::kWrite);
+  ASSERT_EQ(ops.size(), 1u);
+  EXPECT_FALSE(ops[0].durable);
+  EXPECT_EQ(vol_->metrics().write_through_writes.load(), 2u);
+  EXPECT_EQ(vol_->metrics().write_cache_writeback.load(), 1u);
+}
+
+TEST_F(CardDevice, WriteThroughOnAnEncryptedVolume) {
+  open({}, /*encrypted=*/true);
+  start();
+  const uint8_t zero = 0;
+  ASSERT_TRUE(dev_->set_config(kWritebackOffset, std::span(&zero, 1), 0));
+  const size_t n = (256 << 10) + 4096;  // two bounce chunks
+  const auto data = pattern(n, 23);
+  EXPECT_EQ(run(virtio::kBlkTOut, 200, {{put(data), static_cast<uint32_t>(n)}}, false), virtio::kBlkSOk);
+  const auto writes = of_kind(ops_->take(), StoreOpKind::kWrite);
+  ASSERT_EQ(writes.size(), 2u);
+  for (const auto& w : writes) EXPECT_TRUE(w.durable) << "chunk at " << w.offset;
+  EXPECT_NE(file_bytes(path_, 200 * 512, n), data);  // ciphertext on disk
+  const GuestAddress r = drv_->alloc(n, 512);
+  EXPECT_EQ(run(virtio::kBlkTIn, 200, {{r, static_cast<uint32_t>(n)}}, true), virtio::kBlkSOk);
+  EXPECT_EQ(get(r, n), data);
+  EXPECT_EQ(vol_->metrics().write_through_writes.load(), 1u);
+}
+
+TEST_F(CardDevice, OnlyTheWritebackByteIsWritable) {
+  open();
+  const auto before = dev_->get_config(0, sizeof(virtio::virtio_blk_config));
+  ASSERT_TRUE(before);
+  const std::vector<uint8_t> eight(8, 0), two{0, 0};
+  const uint8_t zero = 0, bad = 2;
+  EXPECT_FALSE(dev_->set_config(0, eight, 0));                                 // capacity
+  EXPECT_FALSE(dev_->set_config(kWritebackOffset, two, 0));                    // writeback + unused0
+  EXPECT_FALSE(dev_->set_config(kWritebackOffset - 1, two, 0));                // topology + writeback
+  EXPECT_FALSE(dev_->set_config(kWritebackOffset + 1, std::span(&zero, 1), 0));  // unused0
+  EXPECT_FALSE(dev_->set_config(34, std::span(&zero, 1), 0));                  // num_queues
+  EXPECT_FALSE(dev_->set_config(kWritebackOffset, std::span(&bad, 1), 0));     // not 0 or 1
+  EXPECT_FALSE(dev_->set_config(kWritebackOffset, std::span(&zero, 1), 1));    // live migration
+  EXPECT_FALSE(dev_->set_config(kWritebackOffset, {}, 0));                     // nothing
+  EXPECT_EQ(vol_->metrics().config_write_refusals.load(), 8u);
+  EXPECT_FALSE(dev_->write_through());
+  EXPECT_EQ(*dev_->get_config(0, sizeof(virtio::virtio_blk_config)), *before);
+}
+
+// Through the vhost-user session, as the frontend's messages arrive: SET_CONFIG of the
+// writeback byte switches the mode (ACK), a refused write is a NACK that keeps the
+// connection, and RESET_DEVICE and a disconnect each return to write-back.
+TEST_F(CardDevice, ResetAndNewConnectionReturnToWriteBack) {
+  open();
+  vhost_user::Session session(*dev_);
+  auto send = [&](vhost_user::Request r, std::vector<uint8_t> payload, bool ack = true) -> std::optional<uint64_t> {
+    vhost_user::Header h{static_cast<uint32_t>(r), vhost_user::kVersion | (ack ? vhost_user::kFlagNeedReply : 0u),
+                         static_cast<uint32_t>(payload.size())};
+    auto res = session.handle(h, payload, {});
+    EXPECT_TRUE(res) << vhost_user::request_name(r) << ": " << (res ? "" : res.error().message());
+    if (!res || !*res) return std::nullopt;
+    return vhost_user::load<uint64_t>((*res)->payload);
+  };
+  auto u64 = [](uint64_t v) {
+    std::vector<uint8_t> b(8);
+    std::memcpy(b.data(), &v, 8);
+    return b;
+  };
+  auto set_writeback = [&](uint32_t offset, std::vector<uint8_t> bytes) {
+    vhost_user::ConfigHeader ch{offset, static_cast<uint32_t>(bytes.size()), 0};
+    std::vector<uint8_t> p(sizeof ch);
+    std::memcpy(p.data(), &ch, sizeof ch);
+    p.insert(p.end(), bytes.begin(), bytes.end());
+    return send(vhost_user::Request::kSetConfig, p);
+  };
+  using vhost_user::bit;
+  ASSERT_FALSE(send(vhost_user::Request::kSetProtocolFeatures,
+                    u64(bit(vhost_user::kPfReplyAck) | bit(vhost_user::kPfConfig) | bit(vhost_user::kPfResetDevice)),
+                    false));
+  EXPECT_EQ(set_writeback(kWritebackOffset, {0}), 0u);  // ACK
+  EXPECT_TRUE(dev_->write_through());
+  EXPECT_EQ(set_writeback(0, {1, 2, 3, 4}), 1u);  // NACK: capacity is read-only
+  EXPECT_TRUE(dev_->write_through());            // and nothing else changed
+  EXPECT_EQ(send(vhost_user::Request::kResetDevice, {}), 0u);
+  EXPECT_FALSE(dev_->write_through());
+  EXPECT_EQ(*dev_->get_config(kWritebackOffset, 1), std::vector<uint8_t>{1});
+  EXPECT_EQ(vol_->metrics().write_cache_writeback.load(), 1u);
+  // Write-back again after the reset: the next driver's writes are plain ones.
+  start();
+  const auto a = pattern(512, 24);
+  EXPECT_EQ(run(virtio::kBlkTOut, 1, {{put(a), 512}}, false), virtio::kBlkSOk);
+  auto ops = of_kind(ops_->take(), StoreOpKind::kWrite);
+  ASSERT_EQ(ops.size(), 1u);
+  EXPECT_FALSE(ops[0].durable);
+  (void)dev_->queue_stopped(0);
+  // A new connection starts from write-back too.
+  EXPECT_EQ(set_writeback(kWritebackOffset, {0}), 0u);
+  EXPECT_TRUE(dev_->write_through());
+  session.reset();  // the frontend went away
+  EXPECT_FALSE(dev_->write_through());
+  EXPECT_EQ(vol_->metrics().config_write_refusals.load(), 1u);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -69,7 +70,9 @@ class UringQueue final : public StoreQueue {
         io_uring_prep_readv(sqe, fd_, op.iov, op.iovcnt, op.offset);
         break;
       case StoreOpKind::kWrite:
-        io_uring_prep_writev(sqe, fd_, op.iov, op.iovcnt, op.offset);
+        // RWF_DSYNC: per-write O_DSYNC (a FUA write on a device that has it, else
+        // write + flush of the range), so its completion means durable.
+        io_uring_prep_writev2(sqe, fd_, op.iov, op.iovcnt, op.offset, op.durable ? RWF_DSYNC : 0);
         break;
       case StoreOpKind::kFlush:
         io_uring_prep_fsync(sqe, fd_, IORING_FSYNC_DATASYNC);

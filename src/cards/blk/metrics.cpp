@@ -148,6 +148,15 @@ std::string render_prometheus(const std::vector<MetricsSource>& sources) {
          [](const VolumeMetrics& m) { return get(m.queue_starts); });
   scalar("azote_blk_queues_running", "gauge", "Virtqueues being served now.",
          [](const VolumeMetrics& m) { return get(m.queues_running); });
+  scalar("azote_blk_write_cache_writeback", "gauge",
+         "Cache mode the driver chose (VIRTIO_BLK_F_CONFIG_WCE): 1 write-back, 0 write-through (FUA on every write).",
+         [](const VolumeMetrics& m) { return get(m.write_cache_writeback); });
+  scalar("azote_blk_write_through_writes_total", "counter",
+         "Write requests completed in write-through mode: durable (RWF_DSYNC) before completion.",
+         [](const VolumeMetrics& m) { return get(m.write_through_writes); });
+  scalar("azote_blk_config_write_refusals_total", "counter",
+         "Config space writes refused (only a writeback byte of 0 or 1 is accepted).",
+         [](const VolumeMetrics& m) { return get(m.config_write_refusals); });
 
   const char* h = "azote_blk_request_duration_seconds";
   t.header(h, "histogram", "Time from taking a request off the ring to completing it, by operation.");

@@ -55,6 +55,12 @@ struct VolumeMetrics {
   std::atomic<uint64_t> bounce_waits{0};      // requests that waited for bounce memory
   std::atomic<uint64_t> queue_starts{0};
   std::atomic<uint64_t> queues_running{0};
+  // VIRTIO_BLK_F_CONFIG_WCE: the driver's cache mode (gauge: 1 write-back, 0
+  // write-through), write requests completed durably in write-through mode, and config
+  // writes refused (anything but a valid `writeback` byte).
+  std::atomic<uint64_t> write_cache_writeback{1};
+  std::atomic<uint64_t> write_through_writes{0};
+  std::atomic<uint64_t> config_write_refusals{0};
 
   OpCounters& of(OpKind k) { return op[static_cast<size_t>(k)]; }
   void reject(virtio::BlkErrc why);

@@ -48,6 +48,9 @@ TEST(Metrics, PrometheusText) {
   m.reject(virtio::BlkErrc::kOutOfRange);
   m.throttled = 2;
   m.throttle_wait_ns = 1'500'000'000;
+  m.write_cache_writeback = 0;
+  m.write_through_writes = 5;
+  m.config_write_refusals = 2;
   const std::string t = render_prometheus({{"vol\"0", "/run/v0.sock", &m}});
   const std::string l = "volume=\"vol\\\"0\",socket=\"/run/v0.sock\"";
   for (const std::string& want : std::vector<std::string>{
@@ -58,6 +61,10 @@ TEST(Metrics, PrometheusText) {
            "azote_blk_guest_rejects_total{" + l + ",reason=\"out-of-range\"} 1",
            "azote_blk_throttled_total{" + l + "} 2",
            "azote_blk_throttle_wait_seconds_total{" + l + "} 1.5",
+           std::string("# TYPE azote_blk_write_cache_writeback gauge"),
+           "azote_blk_write_cache_writeback{" + l + "} 0",
+           "azote_blk_write_through_writes_total{" + l + "} 5",
+           "azote_blk_config_write_refusals_total{" + l + "} 2",
            std::string("# TYPE azote_blk_request_duration_seconds histogram"),
            "azote_blk_request_duration_seconds_bucket{" + l + ",op=\"read\",le=\"2.5e-05\"} 0",
            "azote_blk_request_duration_seconds_bucket{" + l + ",op=\"read\",le=\"5e-05\"} 1",
@@ -82,6 +89,9 @@ TEST(Metrics, ServerPlainAndHttp) {
   EXPECT_EQ(http.rfind("HTTP/1.0 200 OK\r\n", 0), 0u) << http.substr(0, 200);
   EXPECT_NE(http.find("Content-Type: text/plain; version=0.0.4"), std::string::npos);
   EXPECT_EQ(http.substr(http.find("\r\n\r\n") + 4), render_prometheus({{"v", "/s", &m}}));
+  // The server counts a client after it shut the connection down, which the client
+  // may see (EOF) first.
+  for (int i = 0; i < 200 && (*s)->served() < 2; ++i) ::usleep(1000);
   EXPECT_EQ((*s)->served(), 2u);
   s.value().reset();
   EXPECT_NE(::access(path.c_str(), F_OK), 0);  // socket removed at stop

@@ -326,6 +326,11 @@ Serves virtio-blk volumes to hypervisors (azote-hv --device blk,socket=PATH) ove
 vhost-user: one listening Unix socket per volume, one process for all of them. The
 data path (io_uring on the backing file, AES-XTS, rate limits) runs in the card,
 one thread per started queue; the hypervisor is not involved after setup.
+Offered to the guest: FLUSH, WRITE_ZEROES, DISCARD (see discard=), MQ (queues=), RO
+(readonly), and CONFIG_WCE on writable volumes: the driver chooses write-back (the
+default: FLUSH makes writes durable) or write-through (config field writeback = 0:
+every write is durable, RWF_DSYNC, when it completes) for its session; a device
+reset or a new connection returns to write-back.
 
 Volume options (comma-separated after --volume):
   socket=PATH        vhost-user socket to listen on (mode 0600; a stale one is replaced)

@@ -363,7 +363,8 @@ void QueueWorker::take(const virtio::Chain& chain) {
   s.popped_ns = now_ns();
   s.throttled_ns = 0;
   s.throttled = false;
-  s.admitted = s.bounce_waited = s.force_bounce = s.zero_writes = s.zero_fallback = false;
+  s.admitted = s.bounce_waited = s.force_bounce = s.zero_writes = s.zero_fallback = s.synced = false;
+  s.write_through = false;
   s.ops = 0;
   s.err = 0;
   s.done = s.chunk_off = s.chunk_len = s.chunk_done = s.seg_done = 0;
@@ -382,6 +383,9 @@ void QueueWorker::take(const virtio::Chain& chain) {
     finish(head, virtio::kBlkSOk);
     return;
   }
+  // The cache mode when the request is taken decides how its writes go to the store.
+  s.write_through = (s.req.op == virtio::BlkOp::kOut || s.req.op == virtio::BlkOp::kWriteZeroes) &&
+                    vol_.write_through();
   s.state = Slot::State::kWaiting;
   waiting_.push_back(head);
 }
@@ -479,6 +483,7 @@ bool QueueWorker::start_request(uint16_t head) {
         op.iov = r.iov.data();
         op.iovcnt = static_cast<uint32_t>(r.iov.size());
         op.tag = head;
+        op.durable = s.write_through;
         (void)prepare_op(op, s);
         return true;
       }
@@ -496,6 +501,16 @@ bool QueueWorker::start_request(uint16_t head) {
     case virtio::BlkOp::kDiscard:
     case virtio::BlkOp::kWriteZeroes: {
       const bool discard = r.op == virtio::BlkOp::kDiscard;
+      if (s.synced) {
+        // Write-through: the zeroed ranges are done; make them durable before completing.
+        if (!ensure_room(1)) return false;
+        s.state = Slot::State::kRunning;
+        StoreOp op;
+        op.kind = StoreOpKind::kFlush;
+        op.tag = head;
+        (void)prepare_op(op, s);
+        return true;
+      }
       if (!discard && (cipher_ || s.zero_writes || vol_.zero_range_unsupported.load(std::memory_order_relaxed))) {
         s.zero_writes = true;
         break;  // written out as data through a bounce buffer
@@ -587,6 +602,7 @@ void QueueWorker::prepare_chunk(uint16_t head) {
   op.iov = &s.one;
   op.iovcnt = 1;
   op.tag = head;
+  op.durable = writing && s.write_through;
   (void)prepare_op(op, s);
 }
 
@@ -613,7 +629,8 @@ void QueueWorker::on_completion(uint16_t head, int64_t res) {
     return;
   }
   if (res < 0 && s.err == 0) s.err = static_cast<int>(-res);
-  if (op == virtio::BlkOp::kWriteZeroes && (res == -EOPNOTSUPP || res == -EINVAL)) s.zero_fallback = true;
+  if (op == virtio::BlkOp::kWriteZeroes && !s.synced && (res == -EOPNOTSUPP || res == -EINVAL))
+    s.zero_fallback = true;
   if (s.ops != 0) return;
   if (s.zero_fallback) {
     // The file system cannot zero a range: write zeroes out, now and from now on.
@@ -621,6 +638,12 @@ void QueueWorker::on_completion(uint16_t head, int64_t res) {
       LOG_INFO("volume %s: ZERO_RANGE is not supported here; write-zeroes requests write zeroes out",
                vol_.params().name.c_str());
     s.zero_writes = true;
+    requeue(head);
+    return;
+  }
+  if (s.err == 0 && s.write_through && op == virtio::BlkOp::kWriteZeroes && !s.synced) {
+    // ZERO_RANGE has no per-operation FUA: an fdatasync follows it (start_request).
+    s.synced = true;
     requeue(head);
     return;
   }
@@ -656,6 +679,7 @@ void QueueWorker::on_data_completion(uint16_t head, int64_t res) {
     op.iov = s.rest.data();
     op.iovcnt = static_cast<uint32_t>(std::min<size_t>(s.rest.size(), virtio::kBlkMaxDataSegments));
     op.tag = head;
+    op.durable = s.write_through && op.kind == StoreOpKind::kWrite;
     if (!ensure_room(1) || !prepare_op(op, s)) {
       s.err = EAGAIN;  // SQ full right after a completion freed an entry: cannot happen
       finish(head, virtio::kBlkSIoErr);
@@ -718,6 +742,8 @@ void QueueWorker::finish(uint16_t head, uint8_t status) {
     uint64_t bytes = r.data_bytes;
     if (r.op == virtio::BlkOp::kDiscard || r.op == virtio::BlkOp::kWriteZeroes) bytes = segment_bytes(r);
     if (r.op != virtio::BlkOp::kGetId) c.bytes.fetch_add(bytes, std::memory_order_relaxed);
+    if (r.op == virtio::BlkOp::kOut && s.write_through)
+      vol_.metrics().write_through_writes.fetch_add(1, std::memory_order_relaxed);
     if (r.op == virtio::BlkOp::kIn || r.op == virtio::BlkOp::kGetId) written = r.data_bytes;
   } else {
     c.errors.fetch_add(1, std::memory_order_relaxed);

@@ -68,6 +68,8 @@ class QueueWorker {
     bool force_bounce = false;   // zero-copy direct I/O was refused (EINVAL): use a card buffer
     bool zero_writes = false;    // write zeroes written out as data
     bool zero_fallback = false;  // a ZERO_RANGE came back unsupported
+    bool write_through = false;  // taken in write-through mode: its writes are durable ones
+    bool synced = false;         // write-through ZERO_RANGE: the flush after it was issued
     uint8_t* bounce = nullptr;
     uint32_t ops = 0;  // store operations outstanding
     int err = 0;       // first store failure (errno)

@@ -28,7 +28,7 @@ using StoreError = Error<StoreErrc>;
 
 enum class StoreOpKind : uint8_t {
   kRead,       // readv(iov) at offset
-  kWrite,      // writev(iov) at offset
+  kWrite,      // writev(iov) at offset; with `durable`, on stable storage when it completes
   kFlush,      // fdatasync
   kPunchHole,  // deallocate [offset, offset+length); reads return zeros
   kZeroRange,  // [offset, offset+length) reads as zeros; may fail with -EOPNOTSUPP
@@ -41,6 +41,10 @@ struct StoreOp {
   const iovec* iov = nullptr;    // kRead, kWrite: valid until the completion is reaped
   uint32_t iovcnt = 0;
   uint64_t tag = 0;              // returned with the completion
+  // kWrite: complete only once the data (and what is needed to read it back) is on
+  // stable storage, as if followed by a kFlush of that range: FUA. FileStore uses
+  // RWF_DSYNC. The write-through cache mode (VIRTIO_BLK_F_CONFIG_WCE) sets it.
+  bool durable = false;
 };
 
 struct StoreCompletion {

@@ -80,6 +80,9 @@ Result<std::unique_ptr<Volume>, VolumeError> Volume::create(const VolumeOptions&
       .flush(true);
   if (p.discard) v->blk_.discard(kDiscardMaxSectors, kDiscardMaxSegments, 8);
   if (!p.read_only) v->blk_.write_zeroes(kWriteZeroesMaxSectors, kWriteZeroesMaxSegments, false);
+  // The driver chooses write-back or write-through (FUA on every write); there is no
+  // cache mode to choose for a volume it cannot write.
+  if (!p.read_only) v->blk_.config_wce(true);
 
   for (uint32_t i = 0; i < o.queues; ++i) {
     auto q = v->store_->open_queue(kMaxQueueSize);

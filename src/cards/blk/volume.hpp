@@ -69,6 +69,17 @@ class Volume {
   // out as data. Any worker may set it.
   std::atomic<bool> zero_range_unsupported{false};
 
+  // The cache mode the driver chose through VIRTIO_BLK_F_CONFIG_WCE (config field
+  // `writeback`): false = write-back (the default; FLUSH makes writes durable), true =
+  // write-through (every write and write-zeroes is durable when it completes). Set by
+  // BlkDevice on the control thread (set_write_through also updates the gauge); read by
+  // the queue workers when they take a request off the ring.
+  bool write_through() const { return write_through_.load(std::memory_order_acquire); }
+  void set_write_through(bool on) {
+    write_through_.store(on, std::memory_order_release);
+    metrics_.write_cache_writeback.store(on ? 0 : 1, std::memory_order_relaxed);
+  }
+
  private:
   Volume(const rate_limit::Clock& clock, const rate_limit::LimiterConfig& lc) : clock_(clock), limiter_(lc, clock) {}
 
@@ -80,6 +91,7 @@ class Volume {
   rate_limit::Limiter limiter_;
   VolumeMetrics metrics_;
   std::vector<std::unique_ptr<StoreQueue>> queues_;
+  std::atomic<bool> write_through_{false};
 };
 
 // "az" + 16 hex digits of a hash of the file's device and inode numbers: stable for one
