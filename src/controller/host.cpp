@@ -964,11 +964,17 @@ void Host::stop_hv(const std::string& id, bool force) {
   }
   rt.expect_exit = true;
   send_signal(*rt.hv, force ? SIGKILL : SIGTERM);
-  if (!cv_.wait_for(lock, std::chrono::milliseconds(kStopGraceMs), [&] { return rt.exited || stopping_; })) {
+  // Wait on our own duplicate of the pidfd, not on the supervisor (which may be busy
+  // restarting a card); it still reaps and records the exit.
+  const Proc waiter{rt.hv->pid, rt.hv->starttime, UniqueFd(::fcntl(rt.hv->pidfd.get(), F_DUPFD_CLOEXEC, 0)), false};
+  lock.unlock();
+  if (!wait_exit(waiter, kStopGraceMs)) {
     LOG_WARN("instance %s: the hypervisor did not stop within %d ms; killing it", id.c_str(), kStopGraceMs);
-    send_signal(*rt.hv, SIGKILL);
-    cv_.wait_for(lock, 5s, [&] { return rt.exited || stopping_; });
+    send_signal(waiter, SIGKILL);
+    wait_exit(waiter, 5000);
   }
+  lock.lock();
+  cv_.wait_for(lock, 2s, [&] { return rt.exited || stopping_; });
   std::vector<std::string> vols;
   for (VolumeRec* v : volumes_of(id)) vols.push_back(v->id);
   lock.unlock();
@@ -997,7 +1003,12 @@ void Host::finish_terminate(const std::string& id) {
 void Host::supervisor_loop() {
   for (;;) {
     epoll_event ev[16];
-    const int n = ::epoll_wait(epoll_.get(), ev, 16, -1);
+    int timeout_ms = -1;
+    if (card_restart_at_)
+      timeout_ms = static_cast<int>(std::max<int64_t>(
+          0, std::chrono::duration_cast<std::chrono::milliseconds>(*card_restart_at_ - std::chrono::steady_clock::now())
+                 .count()));
+    const int n = ::epoll_wait(epoll_.get(), ev, 16, timeout_ms);
     if (n < 0 && errno != EINTR) return;
     bool card_died = false;
     std::vector<std::string> cleanup;
@@ -1043,27 +1054,46 @@ void Host::supervisor_loop() {
       }
       for (const auto& v : vols) card_remove(v);
     }
+    const auto now = std::chrono::steady_clock::now();
     if (card_died) {
-      // Restart the card and hand it every volume a live hypervisor is using; the
-      // hypervisors reconnect to the sockets by themselves.
-      if (auto c = ensure_card(); !c) {
-        LOG_ERROR("controller: restarting the block card failed: %s", c.error().sentence.c_str());
-        continue;
-      }
-      std::vector<std::pair<VolumeRec, const InstanceType*>> readd;
-      {
-        std::lock_guard lock(mu_);
-        ++card_restarts_;
-        for (auto& [id, r] : instances_) {
-          if (r.state != state::kRunning && r.state != state::kPending && r.state != state::kStopping) continue;
-          for (VolumeRec* v : volumes_of(id)) readd.emplace_back(*v, find_instance_type(r.type));
-        }
-      }
-      for (const auto& [v, t] : readd)
-        if (auto a = card_add(v, t); !a) LOG_ERROR("controller: re-adding %s: %s", v.id.c_str(), a.error().sentence.c_str());
-      LOG_INFO("controller: block card restarted, %zu volume(s) re-added", readd.size());
+      // Restart at once the first time; a card that keeps dying is restarted with a
+      // growing delay (0.1 s doubling to 10 s) so a crash loop does not eat the host.
+      card_deaths_.push_back(now);
+      while (!card_deaths_.empty() && now - card_deaths_.front() > 60s) card_deaths_.pop_front();
+      const size_t recent = card_deaths_.size();
+      const auto delay = recent <= 1 ? 0ms : std::min<std::chrono::milliseconds>(100ms * (1u << std::min<size_t>(recent - 2, 7)), 10s);
+      if (delay > 0ms)
+        LOG_WARN("controller: the block card died %zu times in a minute; restarting it in %lld ms", recent,
+                 static_cast<long long>(delay.count()));
+      card_restart_at_ = now + delay;
+    }
+    if (card_restart_at_ && now >= *card_restart_at_) {
+      card_restart_at_.reset();
+      restart_card();
     }
   }
+}
+
+void Host::restart_card() {
+  // Restart the card and hand it every volume a live hypervisor is using; the
+  // hypervisors reconnect to the sockets by themselves.
+  if (auto c = ensure_card(); !c) {
+    LOG_ERROR("controller: restarting the block card failed: %s", c.error().sentence.c_str());
+    card_restart_at_ = std::chrono::steady_clock::now() + 1s;
+    return;
+  }
+  std::vector<std::pair<VolumeRec, const InstanceType*>> readd;
+  {
+    std::lock_guard lock(mu_);
+    ++card_restarts_;
+    for (auto& [id, r] : instances_) {
+      if (r.state != state::kRunning && r.state != state::kPending && r.state != state::kStopping) continue;
+      for (VolumeRec* v : volumes_of(id)) readd.emplace_back(*v, find_instance_type(r.type));
+    }
+  }
+  for (const auto& [v, t] : readd)
+    if (auto a = card_add(v, t); !a) LOG_ERROR("controller: re-adding %s: %s", v.id.c_str(), a.error().sentence.c_str());
+  LOG_INFO("controller: block card restarted, %zu volume(s) re-added", readd.size());
 }
 
 ApiResult<void> Host::recover() {

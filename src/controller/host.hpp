@@ -12,6 +12,7 @@
 // live processes and reports the ones that died meanwhile.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -122,6 +123,8 @@ class Host {
   ApiResult<void> recover();  // after open: adopt or report every process
   void worker_loop();
   void supervisor_loop();
+  // Starts the card again and re-adds every volume of a live instance.
+  void restart_card();
   void enqueue(const std::string& id, Job job);
   void run_job(const std::string& id, Job job);
 
@@ -162,6 +165,9 @@ class Host {
   std::optional<Proc> card_;
   bool card_expect_exit_ = false;
   uint64_t card_restarts_ = 0;
+  // Deaths in the last minute, for the restart backoff (supervisor thread only).
+  std::deque<std::chrono::steady_clock::time_point> card_deaths_;
+  std::optional<std::chrono::steady_clock::time_point> card_restart_at_;
   std::deque<std::pair<std::string, Job>> jobs_;
   bool stopping_ = false;
   std::vector<std::thread> workers_;

@@ -85,6 +85,8 @@ Result<Store, StoreError> Store::open(const std::string& path) {
   auto db = sqlite::Db::open(path);
   if (!db) return make_error(StoreErrc::kDb, db.error().message());
   if (auto m = db->migrate(kSchema); !m) return make_error(StoreErrc::kDb, m.error().message());
+  // A deleted volume's wrapped key must not linger in free pages.
+  if (auto e = db->exec("PRAGMA secure_delete = ON"); !e) return make_error(StoreErrc::kDb, e.error().message());
   return Store(std::move(db).value());
 }
 
@@ -204,6 +206,9 @@ Result<void, StoreError> Store::put(const CardRec& r) {
 Result<void, StoreError> Store::erase_volume(const std::string& id) {
   auto x = db_.run("DELETE FROM volumes WHERE id = ?", id);
   if (!x) return make_error(StoreErrc::kDb, x.error().message());
+  // secure_delete zeroes the row in the database file; the checkpoint moves that into
+  // it and truncates the WAL, which still held the page with the key.
+  if (auto c = db_.exec("PRAGMA wal_checkpoint(TRUNCATE)"); !c) return make_error(StoreErrc::kDb, c.error().message());
   return {};
 }
 

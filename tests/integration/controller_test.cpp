@@ -202,6 +202,10 @@ TEST_F(ControllerTest, RunStopStartTerminateKeepsTheRootVolume) {
   EXPECT_EQ(o.status, 254);
   EXPECT_NE(o.err.find("InvalidVolume.NotFound"), std::string::npos) << o.err;
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/volumes/" + root + ".img"));
+  // Its wrapped key is gone from the database files too (secure_delete + checkpoint):
+  // the volume id, stored next to the key, appears nowhere any more.
+  const std::string db = slurp(dir_ + "/controller.db") + slurp(dir_ + "/controller.db-wal");
+  EXPECT_EQ(db.find(root), std::string::npos) << "the deleted volume's record lingers in the database files";
   Json v = cli_json(cp_, {"describe-volumes", "--volume-ids", vid});
   EXPECT_EQ(v["volumes"][0]["state"], "available") << v.dump();
   EXPECT_TRUE(processes_mentioning(dir_ + "/instances/" + id).empty()) << "the hypervisor outlived termination";
