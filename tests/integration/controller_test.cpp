@@ -347,7 +347,8 @@ TEST_F(ControllerTest, ImageRootContentReachesTheGuestEncrypted) {
   ASSERT_TRUE(wait_state(id, "running")) << instance(id).dump();
   ASSERT_TRUE(console_has(id, "boot-count=42 ")) << console(id);
   const std::string root = instance(id)["block_device_mappings"][0]["volume_id"];
-  const std::string data = slurp(dir_ + "/volumes/" + root + ".img").substr(0, 1 << 20);
+  std::string data(1 << 20, '\0');  // the first MiB; the file is a sparse 1 GiB
+  std::ifstream(dir_ + "/volumes/" + root + ".img", std::ios::binary).read(data.data(), 1 << 20);
   EXPECT_EQ(data.find("AZOTEBOOT"), std::string::npos) << "the root content is in clear in the volume file";
   EXPECT_EQ(data.find("zzzzzzzz"), std::string::npos);
   // Stop/start does not import again: the count goes on.
