@@ -14,6 +14,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler  # controller API (gRPC, mTLS)
   libsqlite3-dev                   # controller state
   openssl                          # test fixtures: certificates signed by a foreign CA
+  libldns-dev                      # lib/net: ldns, the independent DNS reference its tests and fuzz_dns check against
 )
 missing=()
 for p in "${packages[@]}"; do
