@@ -110,6 +110,7 @@ Device::Open Device::open(const Options& o) {
       Line().s(kPrefix).s("virtio-blk at 0x").x(w[i].base).s(": window too small for its config space, skipped").print();
       continue;
     }
+    opts_ = o;
     setup(w[i].base, w[i].irq, o);
     return Open::kOk;
   }
@@ -118,6 +119,7 @@ Device::Open Device::open(const Options& o) {
 
 void Device::setup(uint64_t base, uint32_t irq, const Options& o) {
   dev_ = MmioDevice(base);
+  irq_ = irq;
   tsc_hz_ = tsc_hz();
   if (tsc_hz_ == 0) tsc_hz_ = 3000000000ull;  // unknown: timeouts only get longer
 
@@ -306,7 +308,24 @@ bool Device::poll(Completion* c) {
 
 Completion Device::wait() {
   Completion c;
-  if (poll(&c)) return c;
+  (void)wait_impl(&c, true);
+  return c;
+}
+
+bool Device::wait_or_needs_reset(Completion* c) { return wait_impl(c, false); }
+
+void Device::recover() {
+  // setup() starts with the reset (status 0, then waiting until it reads back 0); the
+  // old queues and slots are left behind (the allocator never frees): a recovery is
+  // rare, and the memory is small.
+  for (uint32_t k = 0; k < kMaxSlots; ++k) busy_[k] = false;
+  in_flight_ = 0;
+  setup(dev_.base(), irq_, opts_);
+}
+
+bool Device::wait_impl(Completion* out, bool fatal_needs_reset) {
+  Completion& c = *out;
+  if (poll(&c)) return true;
   if (in_flight_ == 0) {
     Line l = error_line();
     l.s("waiting with nothing in flight (driver misuse)");
@@ -318,13 +337,17 @@ Completion Device::wait() {
   uint64_t next_check = start + check_every;
   for (;;) {
     for (int i = 0; i < 256; ++i) {
-      if (poll(&c)) return c;
+      if (poll(&c)) return true;
       cpu_relax();
     }
     const uint64_t now = rdtsc();
     if (now < next_check) continue;
     next_check = now + check_every;
     const uint32_t st = dev_.status();
+    if (st & kStatusNeedsReset) {
+      Line().s(kPrefix).s("blk device needs reset").print();
+      if (!fatal_needs_reset) return false;
+    }
     if ((st & (kStatusNeedsReset | kStatusFailed)) || !(st & kStatusDriverOk)) device_trouble(st);
     if (now - start > give_up) {
       Line l = error_line();

@@ -90,6 +90,14 @@ class Device {
   // Waits for the next completion. Device trouble (NEEDS_RESET, FAILED, no
   // completion for 30 s) is fatal.
   Completion wait();
+  // Like wait(), but a device that reports DEVICE_NEEDS_RESET (virtio 1.2 §2.1.2: it
+  // cannot go on, e.g. because this driver broke a queue) is not fatal: prints
+  // "azote-guest: blk device needs reset" and returns false. recover() then resets it.
+  bool wait_or_needs_reset(Completion* c);
+  // Resets the device and sets it up again (new queues, same options and window),
+  // like open() did. Every request in flight is abandoned: after a reset the device
+  // completes none of them. A device that fails to come back is fatal.
+  void recover();
   uint32_t in_flight() const { return in_flight_; }
 
   // "azote-guest: WHO io-error " -- the caller appends details, then calls die(),
@@ -102,9 +110,14 @@ class Device {
   // Brings the device to DRIVER_OK; any failure is fatal.
   void setup(uint64_t base, uint32_t irq, const Options& o);
   [[noreturn]] void device_trouble(uint32_t status) const;
+  // wait() and wait_or_needs_reset(): false only when NEEDS_RESET was seen and
+  // `fatal_needs_reset` is false.
+  bool wait_impl(Completion* c, bool fatal_needs_reset);
 
   const char* who_ = "blk";
   void (*on_fatal_)() = nullptr;
+  Options opts_;      // as given to open(), for recover()
+  uint32_t irq_ = 0;  // the window's interrupt line (only reported)
   virtio::MmioDevice dev_;
   virtio::SplitQueue q_[kMaxQueues];
   uint16_t nqueues_ = 0;

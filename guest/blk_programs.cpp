@@ -1,8 +1,10 @@
 // The block programs: `blk-check [MIB]` (write a per-run pattern, flush, read it
 // back, verify), `blk-fua [MIB]` (switch the device to write-through, confirm it,
-// write the pattern with no flush, read it back, verify) and `blk-bench [QD] [SECONDS]
-// [QUEUES]` (4 KiB random and 1 MiB sequential reads and writes at a queue depth). All
-// drive the user-mode virtio-blk driver (blk.hpp) with many requests in flight.
+// write the pattern with no flush, read it back, verify), `blk-bench [QD] [SECONDS]
+// [QUEUES]` (4 KiB random and 1 MiB sequential reads and writes at a queue depth), all
+// with many requests in flight, and `blk-hostile` (break the device with a buffer
+// outside guest RAM, see DEVICE_NEEDS_RESET, reset, then a working round trip). All
+// drive the user-mode virtio-blk driver (blk.hpp).
 #include "blk.hpp"
 #include "platform.hpp"
 #include "programs.hpp"
@@ -293,6 +295,65 @@ void print_seed(const PatternRun& p) {
   exit(0);
 }
 
+// ------------------------------------------------------------------ blk-hostile
+// A driver that breaks its own device on purpose, then recovers the standard way: a
+// read whose data buffer lies outside guest RAM makes the device stop that queue and
+// report DEVICE_NEEDS_RESET (virtio 1.2 §2.1.2); the driver sees it in the Status
+// register when the request does not complete, resets the device, sets it up again,
+// and a write + read round trip works.
+[[noreturn]] void prog_blk_hostile_impl(const Args& a) {
+  if (a.argc > 0) usage_error("blk-hostile", "takes no arguments, got", a.argv[0]);
+  blk::Options o;
+  o.who = "blk-hostile";
+  o.slots = 2;
+  o.max_request = 4096;
+  open_or_exit(o);
+  if (g_dev.read_only() || g_dev.capacity() < 16) {
+    Line l = g_dev.error_line();
+    l.s("needs a writable device of at least 16 sectors");
+    g_dev.die(l);
+  }
+  const uint64_t bufs = platform::alloc(2 * 4096, 4096, 1ull << 20, 3ull << 30);
+  if (bufs == 0) {
+    Line l = g_dev.error_line();
+    l.s("no free RAM for two 4 KiB buffers");
+    g_dev.die(l);
+  }
+
+  // (a) 0xd0000000 is in the MMIO hole below 4 GiB, never RAM (and no device window).
+  constexpr uint64_t kOutsideRam = 0xd0000000;
+  g_dev.submit(0, blk::kTypeIn, 0, kOutsideRam, 4096);
+  g_dev.kick();
+  Line().s(kPrefix).s("blk-hostile read into 0x").x(kOutsideRam).s(" (outside guest RAM) submitted").print();
+  // (b) The driver prints "blk device needs reset" when it sees the bit.
+  Completion c;
+  if (g_dev.wait_or_needs_reset(&c)) {
+    Line l = g_dev.error_line();
+    l.s("the device completed a read into memory outside guest RAM (status ").u(c.status).s(")");
+    g_dev.die(l);
+  }
+  // (c)
+  g_dev.recover();
+  Line().s(kPrefix).s("blk-hostile device reset and set up again").print();
+
+  // (d) A pattern written to sectors 8-15, read back into the other buffer.
+  const uint64_t seed = mix(rdtsc() ^ 0x686f7374ull);
+  const Req w{blk::kTypeOut, 8, bufs, 4096}, r{blk::kTypeIn, 8, bufs + 4096, 4096};
+  fill(seed, w.sector, w.buf, w.len);
+  auto* rd = phys<uint64_t>(r.buf);
+  for (uint64_t i = 0; i < 4096 / 8; ++i) rd[i] = 0;
+  const Req* const round_trip[] = {&w, &r};
+  for (const Req* q : round_trip) {
+    g_dev.submit(0, q->type, q->sector, q->buf, q->len);
+    g_dev.kick();
+    const Completion done = g_dev.wait();
+    if (done.status != blk::kStatusOk) request_failed(*q, done.status);
+  }
+  verify("blk-hostile", seed, r);
+  Line().s(kPrefix).s("blk-hostile recovered").print();
+  exit(0);
+}
+
 // ------------------------------------------------------------------ blk-bench
 struct Rng {
   uint64_t s;
@@ -417,5 +478,6 @@ uint64_t run_test(const Test& t, uint64_t bufs, uint64_t seconds, uint64_t hz, R
 [[noreturn]] void prog_blk_check(const Args& args) { prog_blk_check_impl(args); }
 [[noreturn]] void prog_blk_fua(const Args& args) { prog_blk_fua_impl(args); }
 [[noreturn]] void prog_blk_bench(const Args& args) { prog_blk_bench_impl(args); }
+[[noreturn]] void prog_blk_hostile(const Args& args) { prog_blk_hostile_impl(args); }
 
 }  // namespace az

@@ -115,6 +115,7 @@ extern "C" [[noreturn]] void azote_user_main(uint64_t start_info) {
   if (a.name == "blk-check") prog_blk_check(a);
   if (a.name == "blk-bench") prog_blk_bench(a);
   if (a.name == "blk-fua") prog_blk_fua(a);
+  if (a.name == "blk-hostile") prog_blk_hostile(a);
   if (a.name == "init") prog_init(a);
   Line().s(kPrefix).s("unknown program ").s(a.name).print();
   exit(127);

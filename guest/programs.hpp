@@ -28,6 +28,13 @@ inline constexpr const char* kPrefix = "azote-guest: ";
 // (mismatch, I/O error, no CONFIG_WCE, mode refused, read-only), 2 (no device).
 [[noreturn]] void prog_blk_fua(const Args& args);
 
+// `blk-hostile`: submit a read whose data buffer is outside guest RAM, wait until the
+// device reports DEVICE_NEEDS_RESET ("blk device needs reset"), reset and set up the
+// device again, then write and read back 4 KiB: "blk-hostile recovered", exit 0. Exit
+// 1 if the device completes the bad read, never reports NEEDS_RESET (30 s) or the round
+// trip fails; 2 without a device.
+[[noreturn]] void prog_blk_hostile(const Args& args);
+
 // `init [--no-idle]`: an instance's program. Hello line, boot count on the root
 // volume (the first virtio-blk device; record format in init.cpp), `ready`, then
 // parks the CPU in HLT for good (--no-idle: exit 0). I/O errors print one line

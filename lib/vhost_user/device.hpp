@@ -80,11 +80,19 @@ class Device {
   // have taken (the value GET_VRING_BASE reports).
   virtual uint16_t queue_stopped(uint32_t index) = 0;
 
-  // RESET_DEVICE (protocol feature RESET_DEVICE): the driver reset the device. All
-  // queues are already stopped; return every piece of driver-visible state (config
-  // fields the driver wrote, modes it chose) to its initial value. The connection,
-  // memory table and negotiated protocol features stay.
+  // RESET_DEVICE (protocol feature RESET_DEVICE), or SET_STATUS 0 (protocol feature
+  // STATUS): the driver reset the device. All queues are already stopped; return every
+  // piece of driver-visible state (config fields the driver wrote, modes it chose, a
+  // needs_reset() condition) to its initial value. The connection, memory table and
+  // negotiated protocol features stay.
   virtual void device_reset() {}
+
+  // GET_STATUS (protocol feature STATUS): true once the device has entered an error
+  // state that only a device reset ends (virtio 1.2 §2.1.2, DEVICE_NEEDS_RESET), e.g.
+  // the driver broke one of its queues. The backend ORs kDeviceStatusNeedsReset into
+  // the status it reports. device_reset() and frontend_disconnected() clear it. Called
+  // on the backend's thread; may read a flag the device's queue workers set (an atomic).
+  virtual bool needs_reset() const { return false; }
 
   // The frontend went away; all queues are already stopped. The next frontend starts
   // a fresh negotiation (and a fresh device state, as after device_reset()).

@@ -76,9 +76,10 @@ class EndToEnd : public ::testing::Test {
 TEST_F(EndToEnd, HandshakeNegotiatesFeatures) {
   Frontend f = connect();
   EXPECT_EQ(f.backend_features(), dev.feats | bit(kFProtocolFeatures));
-  EXPECT_EQ(f.protocol_features(),
-            bit(kPfMq) | bit(kPfReplyAck) | bit(kPfConfig) | bit(kPfInflightShmfd) | bit(kPfResetDevice));
+  EXPECT_EQ(f.protocol_features(), bit(kPfMq) | bit(kPfReplyAck) | bit(kPfConfig) | bit(kPfInflightShmfd) |
+                                       bit(kPfResetDevice) | bit(kPfStatus));
   EXPECT_TRUE(f.can_reset_device());
+  EXPECT_TRUE(f.has_status());
   EXPECT_EQ(f.queue_num(), 2u);
   EXPECT_FALSE(f.set_features(bit(50)));  // not offered: refused before sending
   ASSERT_TRUE(f.set_features(dev.feats & ~bit(1)));
@@ -309,6 +310,65 @@ TEST_F(EndToEnd, ConfigWritesReplayedAfterReconnectUntilReset) {
   thread.reset();  // before dev3 goes
 }
 
+// Device status (STATUS): GET_STATUS shows what the driver set plus the device's
+// DEVICE_NEEDS_RESET; the status is sent again to a restarted backend after the rings;
+// SET_STATUS 0 is a device reset (rings and config writes forgotten, as with
+// RESET_DEVICE); without STATUS nothing is sent.
+TEST_F(EndToEnd, DeviceStatusReportedReplayedAndReset) {
+  Frontend f = connect();
+  auto status = [&f]() -> int {
+    auto r = f.get_status();
+    EXPECT_TRUE(r) << r.error().message();
+    return r ? *r : -1;
+  };
+  ASSERT_TRUE(f.has_status());
+  full_setup(f, true);
+  auto st = f.get_status();
+  ASSERT_TRUE(st) << st.error().message();
+  EXPECT_EQ(*st, 0u);
+  ASSERT_TRUE(f.set_status(1 | 2 | 8 | 4));
+  EXPECT_EQ(status(), 15u);
+  {
+    std::lock_guard l(dev.mu);
+    dev.broken = true;  // e.g. the driver broke a queue
+  }
+  EXPECT_EQ(status(), 15u | 0x40u);
+  ASSERT_TRUE(f.set_config(2, std::vector<uint8_t>{7}));
+
+  thread.reset();
+  start_backend(dev2);
+  auto r = f.reconnect(path);
+  ASSERT_TRUE(r) << r.error().message();
+  ASSERT_TRUE(wait_for([&] { return dev2.running(0) && dev2.running(1); }));
+  EXPECT_EQ(status(), 15u);  // replayed; the new device is fine
+
+  // The driver resets the device through its status.
+  ASSERT_TRUE(f.get_vring_base(0));
+  ASSERT_TRUE(f.get_vring_base(1));
+  ASSERT_TRUE(f.set_status(0));
+  EXPECT_TRUE(f.setup().vrings.empty());
+  EXPECT_TRUE(f.setup().config_writes.empty());
+  EXPECT_EQ(f.setup().status, 0u);
+  EXPECT_EQ(status(), 0u);
+  {
+    std::lock_guard l(dev2.mu);
+    EXPECT_EQ(dev2.device_resets, 1);
+  }
+
+  // A backend without STATUS: nothing is asked or sent, and the connection stays.
+  thread.reset();
+  FakeDevice dev3;
+  dev3.pfeats = kBackendProtocolFeatures & ~bit(kPfStatus);
+  start_backend(dev3);
+  ASSERT_TRUE(f.reconnect(path));
+  EXPECT_FALSE(f.has_status());
+  EXPECT_EQ(f.get_status().error().code, Errc::kUnsupported);
+  EXPECT_EQ(f.set_status(15).error().code, Errc::kUnsupported);
+  EXPECT_TRUE(f.connected());
+  EXPECT_EQ(thread->backend().rejected(), 0u);
+  thread.reset();  // before dev3 goes
+}
+
 TEST_F(EndToEnd, ConfigWritesToReplayAreBounded) {
   {
     std::lock_guard l(dev.mu);
@@ -422,6 +482,50 @@ TEST_F(FakeBackendPeer, DeadBackendTimesOut) {
   ASSERT_FALSE(f);
   EXPECT_EQ(f.error().code, Errc::kTimeout) << f.error().message();
   EXPECT_LT(Clock::now() - t0, std::chrono::seconds(2));
+}
+
+// A backend that offers STATUS (handshake replies queued up front), then answers
+// GET_STATUS with something that is no status, or not at all: the frontend refuses the
+// reply or gives up within its timeout, and drops the connection either way.
+TEST_F(FakeBackendPeer, BadOrMissingStatusReplies) {
+  auto handshake = [](int peer) {
+    return send_raw(peer, raw_message(1, kVersion | kFlagReply, pod_bytes(bit(kFProtocolFeatures) | bit(kFVersion1)))) &&
+           send_raw(peer, raw_message(15, kVersion | kFlagReply, pod_bytes(bit(kPfStatus))));
+  };
+  ASSERT_TRUE(handshake(theirs.get()));
+  auto f = Frontend::adopt(std::move(ours), FrontendOptions{std::chrono::milliseconds(300)});
+  ASSERT_TRUE(f) << f.error().message();
+  ASSERT_TRUE(f->has_status());
+  ASSERT_TRUE(send_raw(theirs.get(), raw_message(40, kVersion | kFlagReply, pod_bytes(uint64_t{0x14f}))));
+  auto st = f->get_status();
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code, Errc::kBadReply) << st.error().message();
+  EXPECT_FALSE(f->connected());
+  for (const auto& bad : {raw_message(40, kVersion | kFlagReply, pod_bytes(uint32_t{15})),  // short
+                          raw_message(39, kVersion | kFlagReply, pod_bytes(uint64_t{15}))}) {  // another request
+    auto p = socket_pair();
+    ASSERT_TRUE(p);
+    ASSERT_TRUE(handshake(p->second.get()));
+    auto g = Frontend::adopt(std::move(p->first), FrontendOptions{std::chrono::milliseconds(300)});
+    ASSERT_TRUE(g);
+    ASSERT_TRUE(send_raw(p->second.get(), bad));
+    auto s2 = g->get_status();
+    ASSERT_FALSE(s2);
+    EXPECT_EQ(s2.error().code, Errc::kBadReply) << s2.error().message();
+    EXPECT_FALSE(g->connected());
+  }
+  // Silence: bounded by the timeout.
+  auto p = socket_pair();
+  ASSERT_TRUE(p);
+  ASSERT_TRUE(handshake(p->second.get()));
+  auto g = Frontend::adopt(std::move(p->first), FrontendOptions{std::chrono::milliseconds(300)});
+  ASSERT_TRUE(g);
+  const auto t0 = Clock::now();
+  auto s3 = g->get_status();
+  ASSERT_FALSE(s3);
+  EXPECT_EQ(s3.error().code, Errc::kTimeout);
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(2));
+  EXPECT_FALSE(g->connected());
 }
 
 TEST_F(FakeBackendPeer, MalformedRepliesAreRefused) {

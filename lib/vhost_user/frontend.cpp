@@ -130,6 +130,7 @@ Result<void, VuError> Frontend::handshake(bool replay) {
   }
   if (!replay) {
     resettable_ = (protocol_ & bit(kPfResetDevice)) != 0;
+    status_negotiated_ = (protocol_ & bit(kPfStatus)) != 0;
     return {};
   }
 
@@ -150,6 +151,7 @@ Result<void, VuError> Frontend::handshake(bool replay) {
   if (!setup_.config_writes.empty() && (protocol_ & bit(kPfConfig)) == 0)
     return incompatible("no longer offers CONFIG (the driver's config writes cannot be replayed)");
   resettable_ = (protocol_ & bit(kPfResetDevice)) != 0;
+  status_negotiated_ = (protocol_ & bit(kPfStatus)) != 0;
   return {};
 }
 
@@ -320,7 +322,30 @@ Result<void, VuError> Frontend::reset_device() {
   if (!resettable_) return bad(Errc::kUnsupported, "RESET_DEVICE: the backend does not offer it");
   setup_.config_writes.clear();
   setup_.vrings.clear();
+  setup_.status = 0;
   AZOTE_TRYV(transact(Request::kResetDevice, {}));
+  return {};
+}
+
+Result<uint8_t, VuError> Frontend::get_status() {
+  if (!has_status()) return bad(Errc::kUnsupported, "GET_STATUS: STATUS not negotiated");
+  AZOTE_TRY(v, get_u64(Request::kGetStatus));
+  if ((v & ~kDeviceStatusMask) != 0) {
+    conn_.close();
+    return bad(Errc::kBadReply, "GET_STATUS reply " + std::to_string(v) + " is not an 8-bit device status");
+  }
+  return static_cast<uint8_t>(v);
+}
+
+Result<void, VuError> Frontend::set_status(uint8_t status) {
+  if (!has_status()) return bad(Errc::kUnsupported, "SET_STATUS: STATUS not negotiated");
+  if (status == 0) {  // a device reset, as with RESET_DEVICE
+    setup_.config_writes.clear();
+    setup_.vrings.clear();
+    setup_.status = 0;
+  }
+  AZOTE_TRYV(send_u64(Request::kSetStatus, status));
+  setup_.status = status;  // recorded only once the backend took it
   return {};
 }
 
@@ -391,6 +416,9 @@ Result<void, VuError> Frontend::replay() {
     AZOTE_TRYV(send_vring(v, base));
     if (v.enabled) AZOTE_TRYV(send_state(Request::kSetVringEnable, index, 1));
   }
+  // Last, as the driver's DRIVER_OK came after its queues. A backend that no longer
+  // offers STATUS does without (the rings do not depend on it here).
+  if (setup_.status != 0 && has_status()) AZOTE_TRYV(send_u64(Request::kSetStatus, setup_.status));
   return {};
 }
 

@@ -14,7 +14,7 @@
 // the device's defaults, and the driver must not see its choices undone by a card
 // restart), then every active vring (its base is the used ring's idx, read from
 // guest memory; a backend with INFLIGHT_SHMFD adds the heads it still had in flight)
-// and its enable state.
+// and its enable state, then the device status (STATUS).
 //
 // Not thread-safe: one thread (the VMM's device-setup thread) uses a Frontend.
 #pragma once
@@ -33,8 +33,8 @@
 namespace azote::vhost_user {
 
 // Protocol features the frontend asks for when the backend offers them.
-inline constexpr uint64_t kFrontendProtocolFeatures =
-    bit(kPfMq) | bit(kPfReplyAck) | bit(kPfConfig) | bit(kPfInflightShmfd) | bit(kPfResetDevice);
+inline constexpr uint64_t kFrontendProtocolFeatures = bit(kPfMq) | bit(kPfReplyAck) | bit(kPfConfig) |
+                                                      bit(kPfInflightShmfd) | bit(kPfResetDevice) | bit(kPfStatus);
 // Distinct config writes (offset, size) the frontend records for replay; a further
 // one is refused before it is sent.
 inline constexpr size_t kMaxConfigWrites = 32;
@@ -84,6 +84,9 @@ struct VringSetup {
   };
   std::vector<ConfigWrite> config_writes;
   std::map<uint32_t, Vring> vrings;
+  // The last non-zero device status sent with SET_STATUS since the last device reset
+  // (0: none), sent again after the rings on a reconnection.
+  uint8_t status = 0;
 };
 
 class Frontend {
@@ -128,6 +131,19 @@ class Frontend {
   // did not offer RESET_DEVICE at the last successful handshake.
   Result<void, VuError> reset_device();
   bool can_reset_device() const { return resettable_; }
+  // STATUS negotiated at the last complete handshake.
+  bool has_status() const { return status_negotiated_; }
+  // GET_STATUS (requires STATUS): the device status the backend reports, e.g. with
+  // DEVICE_NEEDS_RESET (kDeviceStatusNeedsReset) once the driver broke a queue. Bounded
+  // by the timeout like every request; a reply with bits above the status byte is
+  // kBadReply and closes the connection.
+  Result<uint8_t, VuError> get_status();
+  // SET_STATUS (requires STATUS): the driver's device status. A non-zero status is
+  // recorded and sent again by reconnect() after the rings (a backend may wait for
+  // DRIVER_OK before it serves them). Status 0 is a device reset: the recorded vrings,
+  // config writes and status are forgotten as by reset_device(), also when the message
+  // cannot be sent. kUnsupported, with nothing sent or forgotten, without STATUS.
+  Result<void, VuError> set_status(uint8_t status);
   // GET_INFLIGHT_FD: the backend allocates the tracking area; the frontend keeps the
   // fd (never maps it). set_inflight_fd() hands it back (SET_INFLIGHT_FD).
   Result<void, VuError> get_inflight_fd(uint16_t num_queues, uint16_t queue_size);
@@ -170,6 +186,7 @@ class Frontend {
   uint64_t protocol_ = 0;
   uint32_t queue_num_ = 0;
   bool resettable_ = false;  // RESET_DEVICE negotiated at the last complete handshake
+  bool status_negotiated_ = false;  // STATUS, likewise
   VringSetup setup_;
 };
 

@@ -10,7 +10,8 @@
 // over the limit, or input ending inside a payload: the frontend is dropped). Every
 // error resets the session, as Backend does. Checked invariants, beyond ASan/UBSan:
 // every ring a device is given lies inside the memory it is given, resubmitted heads
-// are inside the ring, and no fd outlives the input.
+// are inside the ring, a GET_STATUS reply is one status byte, and no fd outlives the
+// input.
 #include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -61,11 +62,18 @@ class FuzzDevice final : public Device {
       v.inflight->commit_used(static_cast<uint16_t>(v.next_avail + 1));
     }
     next_[v.index % 2] = v.next_avail;
+    if ((++starts_ & 1) == 0) broken_ = true;
   }
   uint16_t queue_stopped(uint32_t index) override { return next_[index % 2]; }
+  // DEVICE_NEEDS_RESET after every other queue start, until a device reset.
+  void device_reset() override { broken_ = false; }
+  void frontend_disconnected() override { broken_ = false; }
+  bool needs_reset() const override { return broken_; }
 
  private:
   uint16_t next_[2] = {0, 0};
+  bool broken_ = false;
+  unsigned starts_ = 0;
 };
 
 int make_fd(unsigned kind) {
@@ -125,6 +133,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (*r) {
         const auto& reply = **r;
         if (reply.hdr.size != reply.payload.size() || reply.payload.size() > kMaxPayloadSize) __builtin_trap();
+        // GET_STATUS answers with a status byte, never more.
+        if (hdr.request == static_cast<uint32_t>(Request::kGetStatus) &&
+            (reply.payload.size() != 8 || (load<uint64_t>(reply.payload) & ~kDeviceStatusMask) != 0))
+          __builtin_trap();
       }
     }
   }

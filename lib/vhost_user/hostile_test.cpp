@@ -184,5 +184,20 @@ TEST_F(Hostile, EofInsideThePayload) {
 
 TEST_F(Hostile, KickWithoutItsFd) { attack(Prelude::kMemory, raw_message(12, kVersion, pod_bytes(uint64_t{0}))); }
 
+// Device status messages: not negotiated, wrong sizes, a value that is no status, an fd.
+TEST_F(Hostile, GetStatusWithoutStatusNegotiated) { attack(Prelude::kNone, raw_message(40, kVersion, {})); }
+TEST_F(Hostile, GetStatusWithAPayload) {
+  attack(Prelude::kNegotiated, raw_message(40, kVersion, pod_bytes(uint64_t{0})));
+}
+TEST_F(Hostile, SetStatusTooShort) { attack(Prelude::kNegotiated, raw_message(39, kVersion, pod_bytes(uint32_t{15}))); }
+TEST_F(Hostile, SetStatusOverEightBits) {
+  attack(Prelude::kNegotiated, raw_message(39, kVersion | kFlagNeedReply, pod_bytes(uint64_t{1} << 40)));
+}
+TEST_F(Hostile, SetStatusWithAnFd) {
+  std::vector<UniqueFd> f;
+  f.push_back(make_eventfd());
+  attack(Prelude::kNegotiated, raw_message(39, kVersion, pod_bytes(uint64_t{15})), std::move(f));
+}
+
 }  // namespace
 }  // namespace azote::vhost_user

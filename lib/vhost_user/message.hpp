@@ -145,6 +145,11 @@ enum ProtocolFeature : unsigned {
   kPfStatus = 16,
 };
 
+// Virtio device status bits the protocol layer itself uses (GET/SET_STATUS carry the
+// virtio 1.2 §2.1 device status byte in a u64).
+inline constexpr uint64_t kDeviceStatusMask = 0xff;        // anything above is not a status
+inline constexpr uint64_t kDeviceStatusNeedsReset = 0x40;  // DEVICE_NEEDS_RESET (set by the device)
+
 // ---- Payload layouts ----------------------------------------------------------------
 
 struct Header {

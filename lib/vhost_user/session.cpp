@@ -259,11 +259,28 @@ Session::Handled Session::dispatch(const Header& hdr, std::span<const uint8_t> p
 
     case Request::kResetDevice:
       AZOTE_TRYV(require(kPfResetDevice, req));
-      for (uint32_t i = 0; i < vrings_.size(); ++i) stop(i);
-      vrings_.clear();
-      vrings_.resize(num_queues_);  // closes every kick/call/err fd
-      device_.device_reset();
+      reset_device();
       return none;
+
+    case Request::kSetStatus: {
+      AZOTE_TRYV(require(kPfStatus, req));
+      const auto v = load<uint64_t>(payload);
+      if ((v & ~kDeviceStatusMask) != 0)
+        return bad(Errc::kBadPayload, "SET_STATUS " + std::to_string(v) + " is not an 8-bit device status");
+      if (v == 0) {
+        reset_device();  // writing 0 to the status resets the device (virtio 1.2 §2.1)
+        return none;
+      }
+      status_ = static_cast<uint8_t>(v & ~kDeviceStatusNeedsReset);
+      return none;
+    }
+
+    case Request::kGetStatus: {
+      AZOTE_TRYV(require(kPfStatus, req));
+      uint64_t st = status_;
+      if (device_.needs_reset()) st |= kDeviceStatusNeedsReset;
+      return std::optional<Reply>(make_reply(hdr, bytes_of(st)));
+    }
 
     case Request::kGetProtocolFeatures:
       return std::optional<Reply>(make_reply(hdr, bytes_of(offered_protocol())));
@@ -451,6 +468,14 @@ Session::Handled Session::dispatch(const Header& hdr, std::span<const uint8_t> p
   }
 }
 
+void Session::reset_device() {
+  for (uint32_t i = 0; i < vrings_.size(); ++i) stop(i);
+  vrings_.clear();
+  vrings_.resize(num_queues_);  // closes every kick/call/err fd
+  status_ = 0;
+  device_.device_reset();
+}
+
 void Session::reset() {
   for (uint32_t i = 0; i < vrings_.size(); ++i) stop(i);
   vrings_.clear();
@@ -459,6 +484,7 @@ void Session::reset() {
   memory_.clear();
   acked_features_ = 0;
   acked_protocol_ = 0;
+  status_ = 0;
   device_.frontend_disconnected();
 }
 

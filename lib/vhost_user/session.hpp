@@ -8,8 +8,15 @@
 // The only non-fatal refusals are the device's own answers to GET_CONFIG/SET_CONFIG.
 //
 // RESET_DEVICE (the driver reset the device) stops every queue, forgets the rings
-// (sizes, addresses, bases, fds, enable state) and tells the device (device_reset());
-// the memory table, the inflight area and the negotiated features stay.
+// (sizes, addresses, bases, fds, enable state) and the device status, and tells the
+// device (device_reset()); the memory table, the inflight area and the negotiated
+// features stay. SET_STATUS 0 (protocol feature STATUS) is the same device reset.
+//
+// Device status (protocol feature STATUS): SET_STATUS stores the driver's status byte
+// (a value over 8 bits is a protocol error; the DEVICE_NEEDS_RESET bit is the device's
+// to set and is not stored); GET_STATUS answers with it, plus DEVICE_NEEDS_RESET while
+// Device::needs_reset() says so. The status does not gate the rings: they start and
+// stop as described below, whether or not a frontend ever sends SET_STATUS.
 //
 // Queue lifecycle (vhost-user.rst "Ring states"): a ring is started by SET_VRING_KICK
 // and stopped by GET_VRING_BASE; it is enabled by SET_VRING_ENABLE (or from the start
@@ -34,7 +41,7 @@ namespace azote::vhost_user {
 // Protocol features this backend implements (offered when the device also wants them).
 inline constexpr uint64_t kBackendProtocolFeatures = bit(kPfMq) | bit(kPfReplyAck) | bit(kPfConfig) |
                                                      bit(kPfInflightShmfd) | bit(kPfResetDevice) |
-                                                     bit(kPfConfigureMemSlots);
+                                                     bit(kPfConfigureMemSlots) | bit(kPfStatus);
 
 // Checks a device's advertised limits (queue count and size) before serving it.
 Result<void, VuError> check_device(const Device& device);
@@ -73,6 +80,7 @@ class Session {
   uint64_t acked_protocol_features() const { return acked_protocol_; }
   bool queue_running(uint32_t index) const { return index < vrings_.size() && vrings_[index].running; }
   bool has_inflight() const { return inflight_.has_value(); }
+  uint8_t status() const { return status_; }  // as stored by SET_STATUS (no NEEDS_RESET)
 
  private:
   struct Vring {
@@ -115,6 +123,9 @@ class Session {
   Result<void, VuError> with_queues_stopped(F&& change);
   Result<InflightArea, VuError> make_inflight_area(UniqueFd fd, const InflightDesc& d, bool fresh);
   Result<void, VuError> check_inflight_geometry(const InflightDesc& d) const;
+  // RESET_DEVICE / SET_STATUS 0: stop and forget every ring, forget the status, tell
+  // the device.
+  void reset_device();
 
   Device& device_;
   uint32_t num_queues_;
@@ -124,6 +135,7 @@ class Session {
   MemoryTable memory_;
   std::vector<Vring> vrings_;
   std::optional<InflightArea> inflight_;
+  uint8_t status_ = 0;  // the driver's device status from SET_STATUS
 };
 
 }  // namespace azote::vhost_user

@@ -321,6 +321,71 @@ TEST_F(SessionTest, ResetDeviceStopsAndForgetsRingsButKeepsTheRest) {
   EXPECT_EQ(dev.device_resets, 2);
 }
 
+// Device status (protocol feature STATUS): gated by its negotiation, exact sizes, an
+// 8-bit status stored as the frontend sent it (without NEEDS_RESET, which is the
+// device's), GET_STATUS adding NEEDS_RESET while the device says so, and SET_STATUS 0
+// resetting the device like RESET_DEVICE.
+TEST_F(SessionTest, DeviceStatus) {
+  negotiate(kBackendProtocolFeatures & ~bit(kPfStatus));
+  EXPECT_EQ(code(send(Request::kGetStatus, {})), Errc::kUnsupported);  // not negotiated
+  session.reset();
+  negotiate(kBackendProtocolFeatures & ~bit(kPfStatus));
+  EXPECT_EQ(code(send(Request::kSetStatus, pod_bytes(uint64_t{15}))), Errc::kUnsupported);
+  session.reset();
+  negotiate();
+  auto get = [&]() -> uint64_t {
+    auto r = send(Request::kGetStatus, {});
+    EXPECT_TRUE(r && *r) << (r ? "no reply" : r.error().message());
+    if (!r || !*r) return ~0ull;
+    EXPECT_EQ((*r)->hdr.request, static_cast<uint32_t>(Request::kGetStatus));
+    EXPECT_EQ((*r)->payload.size(), 8u);
+    return load<uint64_t>((*r)->payload);
+  };
+  EXPECT_EQ(get(), 0u);
+  // REPLY_ACK applies to SET_STATUS; GET_STATUS has its own reply only.
+  auto r = send(Request::kSetStatus, pod_bytes(uint64_t{1 | 2 | 8}), {}, kVersion | kFlagNeedReply);
+  ASSERT_TRUE(r && *r);
+  EXPECT_EQ(load<uint64_t>((*r)->payload), 0u);
+  EXPECT_EQ(get(), 11u);
+  ASSERT_TRUE(send(Request::kSetStatus, pod_bytes(uint64_t{1 | 2 | 8 | 4 | 0x40})));
+  EXPECT_EQ(session.status(), 15u);  // NEEDS_RESET is not the frontend's to set
+  EXPECT_EQ(get(), 15u);
+  {
+    std::lock_guard l(dev.mu);
+    dev.broken = true;
+  }
+  EXPECT_EQ(get(), 15u | 0x40u);
+  // Sizes and values: each a protocol error.
+  EXPECT_EQ(code(send(Request::kGetStatus, pod_bytes(uint64_t{0}))), Errc::kBadPayload);
+  EXPECT_EQ(code(send(Request::kSetStatus, pod_bytes(uint32_t{15}))), Errc::kBadPayload);
+  EXPECT_EQ(code(send(Request::kSetStatus, {})), Errc::kBadPayload);
+  EXPECT_EQ(code(send(Request::kSetStatus, pod_bytes(uint64_t{0x10f}))), Errc::kBadPayload);
+  EXPECT_EQ(code(send(Request::kSetStatus, pod_bytes(uint64_t{15}), fds(make_eventfd()))), Errc::kBadFds);
+  EXPECT_EQ(session.status(), 15u);  // refused messages changed nothing
+
+  // SET_STATUS 0: a device reset, as RESET_DEVICE (rings stopped and forgotten).
+  mem_table();
+  run_queue(0, kUser0);
+  ASSERT_TRUE(dev.running(0));
+  const int resets = dev.device_resets;
+  ASSERT_TRUE(send(Request::kSetStatus, pod_bytes(uint64_t{0})));
+  EXPECT_FALSE(dev.running(0));
+  EXPECT_EQ(dev.device_resets, resets + 1);
+  EXPECT_EQ(session.status(), 0u);
+  // The ring is forgotten: without size or addresses it cannot start again.
+  ASSERT_TRUE(send(Request::kSetVringKick, pod_bytes(uint64_t{0}), fds(make_eventfd())));
+  EXPECT_EQ(code(send(Request::kSetVringEnable, pod_bytes(VringState{0, 1}))), Errc::kBadState);
+  session.reset();
+  negotiate();
+  // RESET_DEVICE and a disconnect forget the status too.
+  ASSERT_TRUE(send(Request::kSetStatus, pod_bytes(uint64_t{15})));
+  ASSERT_TRUE(send(Request::kResetDevice, {}));
+  EXPECT_EQ(session.status(), 0u);
+  ASSERT_TRUE(send(Request::kSetStatus, pod_bytes(uint64_t{15})));
+  session.reset();
+  EXPECT_EQ(session.status(), 0u);
+}
+
 TEST_F(SessionTest, MemorySlots) {
   negotiate();
   auto r = send(Request::kGetMaxMemSlots, {});

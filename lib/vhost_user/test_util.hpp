@@ -116,6 +116,10 @@ class FakeDevice : public Device {
     std::lock_guard l(mu);
     ++disconnects;
   }
+  bool needs_reset() const override {
+    std::lock_guard l(mu);
+    return broken;
+  }
 
   bool running(uint32_t index) {
     std::lock_guard l(mu);
@@ -138,6 +142,7 @@ class FakeDevice : public Device {
   int starts = 0;
   int disconnects = 0;
   int device_resets = 0;
+  bool broken = false;  // what needs_reset() answers (GET_STATUS)
 
   FakeDevice() {
     for (size_t i = 0; i < config.size(); ++i) config[i] = static_cast<uint8_t>(0xa0 + i);

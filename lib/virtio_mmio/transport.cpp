@@ -67,7 +67,12 @@ uint32_t Transport::read_reg(uint64_t offset) {
     case kRegQueueNumMax: return q != nullptr ? backend_.max_queue_size() : 0;
     case kRegQueueReady: return q != nullptr && q->ready ? 1 : 0;
     case kRegInterruptStatus: return interrupt_status();
-    case kRegStatus: return status_;
+    case kRegStatus:
+      // A running device may have broken since DRIVER_OK; the backend is asked on this
+      // read only (never on the data path) and, once it said so, no more: the bit stays
+      // until the driver resets the device.
+      if (active_ && (status_ & kStatusNeedsReset) == 0 && backend_.needs_reset()) status_ |= kStatusNeedsReset;
+      return status_;
     case kRegConfigGeneration: return config_generation_;
     default: return 0;
   }

@@ -41,6 +41,12 @@ class DeviceBackend {
   // running: stop all queues and return the device's state, config fields the driver
   // wrote included, to its initial values.
   virtual void reset() = 0;
+  // Asked when the driver reads Status while the device runs (after a successful
+  // activate(), until reset()), and only until it first says yes: whether the device
+  // has entered an error state only a reset ends (§2.1.2, e.g. the driver broke one of
+  // its queues). The transport then reports DEVICE_NEEDS_RESET until the driver resets
+  // the device. May ask another process, so it must bound its own wait.
+  virtual bool needs_reset() { return false; }
 };
 
 class Transport {
@@ -54,7 +60,8 @@ class Transport {
 
   uint32_t status() const { return status_; }
   // The device can no longer run its queues (e.g. its card restarted without state):
-  // report DEVICE_NEEDS_RESET; the driver must reset it (§2.1.2).
+  // report DEVICE_NEEDS_RESET; the driver must reset it (§2.1.2). (A device that
+  // breaks while running says so through DeviceBackend::needs_reset() instead.)
   void set_needs_reset() {
     status_ |= virtio::kStatusNeedsReset;
     active_ = false;

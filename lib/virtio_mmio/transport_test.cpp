@@ -32,6 +32,12 @@ struct FakeBackend : DeviceBackend {
     return accept;
   }
   void reset() override { resets++; }
+  bool needs_reset() override {
+    status_queries++;
+    return broken;
+  }
+  bool broken = false;  // what needs_reset() answers
+  int status_queries = 0;
   uint8_t config[8] = {0x00, 0x10, 0, 0, 0, 0, 0, 0};  // capacity 4096 sectors
   int activations = 0, resets = 0;
   bool accept = true;
@@ -132,6 +138,36 @@ TEST(VirtioMmio, BackendFailureSetsNeedsReset) {
   r.init((1ull << 32));
   EXPECT_NE(r.rd(0x70) & 64, 0u);
   EXPECT_FALSE(r.t.active());
+}
+
+// A device that breaks while running (a card whose queue the driver broke) shows
+// DEVICE_NEEDS_RESET on the driver's next Status read. The device is asked only on
+// Status reads of a running device, not once more after it said yes, and a reset
+// clears the bit.
+TEST(VirtioMmio, RunningDeviceThatBreaksReportsNeedsReset) {
+  Rig r;
+  r.be.broken = true;
+  r.wr(0x70, 1 | 2);
+  EXPECT_EQ(r.rd(0x70), 3u);  // not running: not asked
+  EXPECT_EQ(r.be.status_queries, 0);
+  r.wr(0x70, 0);
+  r.be.broken = false;
+  r.init((1ull << 32));
+  ASSERT_TRUE(r.t.active());
+  EXPECT_EQ(r.rd(0x60), 1u);  // InterruptStatus, QueueNotify...: never a query
+  r.wr(0x50, 0);
+  EXPECT_EQ(r.be.status_queries, 0);
+  EXPECT_EQ(r.rd(0x70) & 64, 0u);  // fine so far
+  EXPECT_EQ(r.be.status_queries, 1);
+  r.be.broken = true;
+  EXPECT_NE(r.rd(0x70) & 64, 0u);
+  EXPECT_EQ(r.rd(0x70), 1u | 2u | 4u | 8u | 64u);
+  EXPECT_EQ(r.be.status_queries, 2);  // latched: the second read did not ask
+  r.wr(0x70, 0);
+  EXPECT_EQ(r.rd(0x70), 0u);
+  r.be.broken = false;
+  r.init((1ull << 32));
+  EXPECT_EQ(r.rd(0x70) & 64, 0u);  // a fresh start
 }
 
 // Config writes reach the device with the driver's offset and width, and reads show

@@ -79,9 +79,17 @@ bool VhostUserBackend::write_config(uint32_t offset, std::span<const uint8_t> in
 }
 
 bool VhostUserBackend::activate(uint64_t acked, const std::vector<std::optional<virtio_mmio::QueueConfig>>& queues) {
+  constexpr uint8_t kFeaturesOk = virtio::kStatusAcknowledge | virtio::kStatusDriver | virtio::kStatusFeaturesOk;
   if (auto r = fe_.set_features(acked & features_); !r.ok()) {
     fail("SET_FEATURES", r.error().message());
     return false;
+  }
+  // The driver's status as it is now (it set FEATURES_OK, then DRIVER_OK to get here).
+  if (fe_.has_status()) {
+    if (auto r = fe_.set_status(kFeaturesOk); !r.ok()) {
+      fail("SET_STATUS", r.error().message());
+      return false;
+    }
   }
   if (!mem_table_sent_) {
     if (auto r = fe_.set_mem_table(mem_); !r.ok()) {
@@ -155,6 +163,14 @@ bool VhostUserBackend::activate(uint64_t acked, const std::vector<std::optional<
       }
     }
   }
+  if (fe_.has_status()) {
+    if (auto r = fe_.set_status(static_cast<uint8_t>(kFeaturesOk | virtio::kStatusDriverOk)); !r.ok()) {
+      fail("SET_STATUS", r.error().message());
+      unwire();
+      return false;
+    }
+  }
+  next_status_query_ = {};
   return true;
 }
 
@@ -169,9 +185,35 @@ void VhostUserBackend::reset() {
   // without it keeps its state, and the frontend keeps replaying the config writes it
   // accepted. A card that is away gets the reset implicitly: its next session starts
   // from the initial state and nothing is replayed.
-  if (fe_.can_reset_device()) {
+  // With STATUS the driver's own reset (status 0) is forwarded as it is: the card resets
+  // the device as on RESET_DEVICE, and forgets a DEVICE_NEEDS_RESET condition with it.
+  if (fe_.has_status()) {
+    if (auto r = fe_.set_status(0); !r.ok() && fe_.connected()) fail("SET_STATUS 0", r.error().message());
+  } else if (fe_.can_reset_device()) {
     if (auto r = fe_.reset_device(); !r.ok() && fe_.connected()) fail("RESET_DEVICE", r.error().message());
   }
+}
+
+bool VhostUserBackend::needs_reset() {
+  if (!fe_.connected() || !fe_.has_status()) return false;
+  const auto now = std::chrono::steady_clock::now();
+  if (now < next_status_query_) return false;
+  next_status_query_ = now + kStatusQueryInterval;
+  // Bounded by the frontend's timeout; a card that does not answer loses its connection
+  // (and is reconnected by the main thread), the vCPU goes on.
+  auto r = fe_.get_status();
+  if (!r.ok()) {
+    fail("GET_STATUS", r.error().message());
+    return false;
+  }
+  if ((*r & virtio::kStatusNeedsReset) == 0) return false;
+  // A guest may break and reset its device in a loop: rate-limited like fail().
+  static log::RateLimit limit(8, std::chrono::seconds(10));
+  if (limit.allow())
+    LOG_WARN("%s: the card reports DEVICE_NEEDS_RESET (a queue broke or could not start); the driver must reset "
+             "the device",
+             where(cfg_).c_str());
+  return true;
 }
 
 void VhostUserBackend::disconnected() {

@@ -3,8 +3,14 @@
 // RAM (the memfd) goes to the card once; at DRIVER_OK each queue gets an ioeventfd on
 // the QueueNotify register (guest kick -> card, no exit to azote-hv) and an irqfd
 // (card -> guest interrupt). After that the data path never runs azote-hv code.
+//
+// With the STATUS protocol feature the driver's device status is mirrored to the card
+// (SET_STATUS: FEATURES_OK and DRIVER_OK at activation, 0 at a reset, which is then the
+// device reset instead of RESET_DEVICE), and a Status read of a running device asks the
+// card for DEVICE_NEEDS_RESET (GET_STATUS).
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,6 +43,12 @@ class VhostUserBackend final : public virtio_mmio::DeviceBackend {
   bool write_config(uint32_t offset, std::span<const uint8_t> in) override;
   bool activate(uint64_t acked, const std::vector<std::optional<virtio_mmio::QueueConfig>>& queues) override;
   void reset() override;
+  // A card that negotiated STATUS is asked (GET_STATUS, bounded by the frontend's
+  // timeout) whether it marked the device DEVICE_NEEDS_RESET, e.g. because the driver
+  // broke a queue; at most once per kStatusQueryInterval, so a driver spinning on the
+  // Status register costs the card a bounded number of control messages. Without STATUS:
+  // false (the card cannot say; its broken queue just stays silent).
+  bool needs_reset() override;
 
   // Card restart: the connection's socket (watch it for hangup), and a reconnect
   // attempt that redoes the handshake and replays memory, inflight fd and vrings.
@@ -55,6 +67,7 @@ class VhostUserBackend final : public virtio_mmio::DeviceBackend {
   uint64_t reconnects() const { return reconnects_; }
 
   static constexpr uint16_t kMaxQueueSize = 256;
+  static constexpr std::chrono::milliseconds kStatusQueryInterval{10};
   static constexpr uint32_t kQueueNotifyOffset = 0x50;
 
  private:
@@ -81,6 +94,7 @@ class VhostUserBackend final : public virtio_mmio::DeviceBackend {
   // frontend's view of the protocol features half-reset.
   bool inflight_tracked_ = false;
   uint64_t reconnects_ = 0;
+  std::chrono::steady_clock::time_point next_status_query_{};
   std::vector<Wiring> wired_;
 };
 

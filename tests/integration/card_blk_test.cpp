@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -453,6 +454,68 @@ TEST_F(CardBlk, WriteThroughModeFromTheGuest) {
   m = fetch_metrics(msock);
   EXPECT_EQ(metric(m, "azote_blk_requests_total" + l + ",op=\"write\""), 32u) << m;
   EXPECT_EQ(metric(m, "azote_blk_write_through_writes_total" + l), 16u) << m;  // none of blk-check's
+}
+
+// (g) A malicious driver can at worst break its own device: the built-in guest's
+// blk-hostile hands the card a read into memory outside guest RAM; the card stops that
+// queue, counts it, logs it once and reports DEVICE_NEEDS_RESET (GET_STATUS, asked by
+// azote-hv when the guest reads its Status register); the guest sees it, resets the
+// device and does a working write + read. Meanwhile another VM runs blk-check on the
+// card's other volume, undisturbed, and the card process is the same one throughout.
+TEST_F(CardBlk, HostileDriverNeedsResetRecoversAndHarmsNoOneElse) {
+  const std::string a = path("hostile.img"), b = path("other.img"), sa = path("hostile.sock"),
+                    sb = path("other.sock"), msock = path("m.sock");
+  write_file(a, std::string(8 << 20, '\0'));
+  write_file(b, std::string(64 << 20, '\0'));
+  start_card({"--volume", "socket=" + sa + ",file=" + a + ",serial=hostile", "--volume",
+              "socket=" + sb + ",file=" + b + ",serial=other", "--metrics", "unix:" + msock},
+             {sa, sb});
+  ASSERT_TRUE(card_);
+  const pid_t card_pid = card_->pid();
+  // The other VM is writing its disk when the hostile one starts.
+  Process other({AZOTE_HV_BIN, "--kernel", "builtin:blk-check", "--memory", "128M", "--device", "blk,socket=" + sb});
+  ASSERT_TRUE(other.wait_for_output("blk-check seed=", 60s));
+  const Outcome oh = vm("blk-hostile", "", {sa});
+  const Outcome oo = other.wait(90s);
+  ASSERT_FALSE(oh.timed_out) << oh.out << oh.err;
+  EXPECT_EQ(oh.status, 0) << oh.out << oh.err;
+  const size_t needs_reset = oh.out.find("azote-guest: blk device needs reset\n");
+  const size_t recovered = oh.out.find("azote-guest: blk-hostile recovered\n");
+  EXPECT_NE(needs_reset, std::string::npos) << oh.out;
+  EXPECT_NE(recovered, std::string::npos) << oh.out;
+  EXPECT_LT(needs_reset, recovered) << oh.out;
+  EXPECT_NE(oh.err.find("DEVICE_NEEDS_RESET"), std::string::npos) << oh.err;  // azote-hv's warning
+  ASSERT_FALSE(oo.timed_out) << oo.out << oo.err;
+  EXPECT_EQ(oo.status, 0) << oo.out << oo.err;
+  EXPECT_NE(oo.out.find("azote-guest: blk-check ok sectors=131072"), std::string::npos) << oo.out;
+  EXPECT_EQ(oo.out.find("needs reset"), std::string::npos) << oo.out;
+
+  const std::string m = fetch_metrics(msock);
+  const std::string lh = "{volume=\"hostile\",socket=\"" + sa + "\"";
+  const std::string lo = "{volume=\"other\",socket=\"" + sb + "\"";
+  EXPECT_EQ(metric(m, "azote_blk_queue_errors_total" + lh), 1u) << m;
+  EXPECT_EQ(metric(m, "azote_blk_queue_errors_total" + lo), 0u) << m;
+  EXPECT_EQ(metric(m, "azote_blk_device_needs_reset" + lh), 0u) << m;  // the guest reset it
+  EXPECT_EQ(metric(m, "azote_blk_device_needs_reset" + lo), 0u) << m;
+  EXPECT_EQ(metric(m, "azote_blk_requests_total" + lh + ",op=\"write\""), 1u) << m;  // the round trip
+  EXPECT_EQ(metric(m, "azote_blk_requests_total" + lh + ",op=\"read\""), 1u) << m;   // (the bad read never ran)
+  EXPECT_EQ(metric(m, "azote_blk_bytes_total" + lo + ",op=\"read\""), 64u << 20) << m;
+
+  // The same card process, alive and serving: it neither crashed nor restarted.
+  ASSERT_EQ(card_->pid(), card_pid);
+  siginfo_t info{};
+  ASSERT_EQ(::waitid(P_PID, static_cast<id_t>(card_pid), &info, WEXITED | WNOHANG | WNOWAIT), 0);
+  EXPECT_EQ(info.si_pid, 0) << "the card exited";
+  auto again = vm("blk-check", "4", {sa});
+  EXPECT_EQ(again.status, 0) << again.out << again.err;
+  auto c = stop_card();
+  EXPECT_EQ(c.status, 0) << c.err;
+  size_t broke = 0;
+  for (size_t p = c.err.find("the driver broke the queue"); p != std::string::npos;
+       p = c.err.find("the driver broke the queue", p + 1))
+    ++broke;
+  EXPECT_EQ(broke, 1u) << c.err;
+  EXPECT_NE(c.err.find("is not inside guest memory"), std::string::npos) << c.err;
 }
 
 // Card restart without loss: requests waiting in a killed card (throttled, so still

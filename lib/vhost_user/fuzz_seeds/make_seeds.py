@@ -48,6 +48,10 @@ table = msg(5, struct.pack("<II", 1, 0) + region(0, 1 << 20, USER, 0), 1)
 ring0 = (msg(8, state(0, 256)) + msg(10, state(0, 3)) + msg(9, addr(0, USER + 0x10000)) +
          msg(13, u64(0), 1, EVENTFD) + msg(12, u64(0), 1, EVENTFD) + msg(18, state(0, 1), flags=V | NEED))
 
+# Device status: STATUS and RESET_DEVICE negotiated too.
+STATUS_PF = ALL_PF | (1 << 13) | (1 << 16)
+negotiate_status = msg(1) + msg(15) + msg(16, u64(STATUS_PF)) + msg(17) + msg(2, u64(FEATS))
+
 seeds = {
     "handshake.bin": negotiate,
     "ring.bin": negotiate + table + ring0 + msg(11, state(0, 0)),
@@ -59,6 +63,9 @@ seeds = {
                     ring0 + msg(38, u64(0) + region(0, 1 << 20, USER, 0)),
     "hot-table.bin": negotiate + table + ring0 + msg(13, u64(0), 1, EVENTFD) + table +
                      msg(18, state(0, 0)) + msg(18, state(0, 1)),
+    "status.bin": negotiate_status + msg(39, u64(0x0b), flags=V | NEED) + table + ring0 + msg(40) +
+                  msg(39, u64(0x0f)) + msg(40) + msg(11, state(0, 0)) + msg(39, u64(0)) + msg(40) +
+                  ring0 + msg(34, flags=V | NEED) + msg(40),
 }
 
 here = os.path.dirname(os.path.abspath(__file__))

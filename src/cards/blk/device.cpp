@@ -23,8 +23,9 @@ uint64_t BlkDevice::features() const {
 uint64_t BlkDevice::protocol_features() const {
   using vhost_user::bit;
   // RESET_DEVICE: a driver's device reset returns the cache mode to write-back.
+  // STATUS: GET_STATUS tells the frontend DEVICE_NEEDS_RESET when the driver broke a queue.
   return bit(vhost_user::kPfMq) | bit(vhost_user::kPfConfig) | bit(vhost_user::kPfReplyAck) |
-         bit(vhost_user::kPfInflightShmfd) | bit(vhost_user::kPfResetDevice);
+         bit(vhost_user::kPfInflightShmfd) | bit(vhost_user::kPfResetDevice) | bit(vhost_user::kPfStatus);
 }
 
 Result<std::vector<uint8_t>, vhost_user::VuError> BlkDevice::get_config(uint32_t offset, uint32_t size) {
@@ -72,14 +73,23 @@ void BlkDevice::set_mode(bool write_through, const char* why) {
              write_through ? "write-through: every write is durable when it completes" : "write-back", why);
 }
 
+void BlkDevice::new_session(const char* why) {
+  set_mode(false, why);
+  if (volume_.needs_reset()) {
+    volume_.set_needs_reset(false);
+    if (log_limit_.allow()) LOG_INFO("volume %s: DEVICE_NEEDS_RESET cleared (%s)", volume_.params().name.c_str(), why);
+  }
+}
+
 void BlkDevice::queue_started(const vhost_user::VringInfo& v) {
   if (v.index >= workers_.size()) return;  // the session bounds indices by num_queues()
   (void)queue_stopped(v.index);
   next_avail_[v.index] = v.next_avail;
   auto w = QueueWorker::create(volume_, v);
   if (!w) {
-    // Host resources (or a ring the queue code refuses): this queue stays silent; the
-    // others and the other volumes go on.
+    // Host resources (or a ring the queue code refuses): this queue stays silent and the
+    // driver is told to reset the device; the other queues and volumes go on.
+    volume_.set_needs_reset(true);
     if (log_limit_.allow())
       LOG_ERROR("volume %s: cannot start %s", volume_.params().name.c_str(), w.error().message().c_str());
     return;

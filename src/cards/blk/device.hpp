@@ -4,7 +4,9 @@
 //
 // Config space: read-only but for `writeback` (VIRTIO_BLK_F_CONFIG_WCE, offset 32,
 // one byte, 0 = write-through, 1 = write-back), which is the driver's session state:
-// a device reset (RESET_DEVICE) or a new frontend connection returns it to write-back.
+// a device reset (RESET_DEVICE, SET_STATUS 0) or a new frontend connection returns it
+// to write-back. So is DEVICE_NEEDS_RESET (reported through GET_STATUS): set when the
+// driver breaks any queue, cleared by the same device reset or new connection.
 #pragma once
 
 #include <memory>
@@ -34,8 +36,12 @@ class BlkDevice final : public vhost_user::Device {
                                                uint32_t flags) override;
   void queue_started(const vhost_user::VringInfo& v) override;
   uint16_t queue_stopped(uint32_t index) override;
-  void device_reset() override { set_mode(false, "device reset"); }
-  void frontend_disconnected() override { set_mode(false, "frontend disconnected"); }
+  // A device reset or a new frontend: write-back again, and a broken queue's
+  // DEVICE_NEEDS_RESET is over (every worker has stopped by now).
+  void device_reset() override { new_session("device reset"); }
+  void frontend_disconnected() override { new_session("frontend disconnected"); }
+  // Set when the driver broke a queue (QueueWorker) or a queue could not start.
+  bool needs_reset() const override { return volume_.needs_reset(); }
 
   uint64_t acked_features() const { return acked_; }
   bool write_through() const { return volume_.write_through(); }
@@ -47,6 +53,7 @@ class BlkDevice final : public vhost_user::Device {
   std::vector<std::unique_ptr<QueueWorker>> workers_;
   std::vector<uint16_t> next_avail_;  // for a queue whose worker could not be created
   void set_mode(bool write_through, const char* why);
+  void new_session(const char* why);
 
   log::RateLimit log_limit_{10, std::chrono::seconds(10)};
   log::RateLimit config_log_limit_{10, std::chrono::seconds(10)};

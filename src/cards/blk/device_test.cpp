@@ -263,7 +263,7 @@ TEST_F(CardDevice, OffersWhatTheVolumeHas) {
   EXPECT_EQ(f & virtio::feature_bit(virtio::kBlkFMq), 0u);
   const uint64_t pf = dev_->protocol_features();
   for (unsigned b : {vhost_user::kPfMq, vhost_user::kPfConfig, vhost_user::kPfReplyAck, vhost_user::kPfInflightShmfd,
-                     vhost_user::kPfResetDevice})
+                     vhost_user::kPfResetDevice, vhost_user::kPfStatus})
     EXPECT_NE(pf & vhost_user::bit(b), 0u) << b;
   auto cfg = dev_->get_config(0, sizeof(virtio::virtio_blk_config));
   ASSERT_TRUE(cfg);
@@ -590,6 +590,83 @@ TEST_F(CardDevice, HostileDriverBreaksOnlyItsQueue) {
   start();
   const auto data = pattern(512, 8);
   EXPECT_EQ(run(virtio::kBlkTOut, 5, {{put(data), 512}}, false), virtio::kBlkSOk);
+}
+
+// DEVICE_NEEDS_RESET through the vhost-user session (GET_STATUS), as azote-hv asks for
+// it when the guest reads its Status register: a driver that hands the card a buffer
+// outside guest memory breaks its queue, the device then reports NEEDS_RESET next to
+// the status the driver set, and a device reset (SET_STATUS 0, RESET_DEVICE) or a new
+// connection ends it; the next driver's queue works.
+TEST_F(CardDevice, BrokenQueueNeedsResetUntilTheDeviceIsReset) {
+  open();
+  vhost_user::Session session(*dev_);
+  auto send = [&](vhost_user::Request r, uint64_t value, bool has_value) -> std::optional<uint64_t> {
+    std::vector<uint8_t> p;
+    if (has_value) {
+      p.resize(8);
+      std::memcpy(p.data(), &value, 8);
+    }
+    vhost_user::Header h{static_cast<uint32_t>(r), vhost_user::kVersion, static_cast<uint32_t>(p.size())};
+    auto res = session.handle(h, p, {});
+    EXPECT_TRUE(res) << vhost_user::request_name(r) << ": " << (res ? "" : res.error().message());
+    if (!res || !*res) return std::nullopt;
+    return vhost_user::load<uint64_t>((*res)->payload);
+  };
+  auto get_status = [&] { return send(vhost_user::Request::kGetStatus, 0, false).value_or(0xdead); };
+  auto set_status = [&](uint64_t v) { (void)send(vhost_user::Request::kSetStatus, v, true); };
+  // Out of the driver's 32 MiB, as a hostile driver would point it.
+  auto break_queue = [&] {
+    const uint64_t errors = vol_->metrics().queue_errors.load();
+    (void)add(virtio::kBlkTIn, 0, {{GuestAddress(64 << 20), 4096}}, true);
+    kick();
+    for (int i = 0; i < 2000 && vol_->metrics().queue_errors.load() == errors; ++i) std::this_thread::sleep_for(1ms);
+    EXPECT_EQ(vol_->metrics().queue_errors.load(), errors + 1);
+  };
+  using vhost_user::bit;
+  (void)send(vhost_user::Request::kSetProtocolFeatures,
+             bit(vhost_user::kPfConfig) | bit(vhost_user::kPfResetDevice) | bit(vhost_user::kPfStatus), true);
+  constexpr uint64_t kRunning = 1 | 2 | 8 | 4;  // ACKNOWLEDGE, DRIVER, FEATURES_OK, DRIVER_OK
+  set_status(kRunning);
+  EXPECT_EQ(get_status(), kRunning);
+  EXPECT_FALSE(dev_->needs_reset());
+
+  start();
+  const auto data = pattern(512, 31);
+  EXPECT_EQ(run(virtio::kBlkTOut, 2, {{put(data), 512}}, false), virtio::kBlkSOk);
+  EXPECT_EQ(get_status(), kRunning);  // a working queue: nothing to report
+  break_queue();
+  EXPECT_TRUE(dev_->needs_reset());
+  EXPECT_EQ(get_status(), kRunning | 0x40);
+  EXPECT_EQ(vol_->metrics().needs_reset.load(), 1u);
+  set_status(kRunning | 0x40);  // echoed back by a frontend: NEEDS_RESET stays the device's
+  EXPECT_EQ(session.status(), kRunning);
+  // Still reported while the driver has not reset: stopping the queue is not enough.
+  (void)dev_->queue_stopped(0);
+  EXPECT_EQ(get_status(), kRunning | 0x40);
+
+  set_status(0);  // the driver's reset, forwarded as the status it wrote
+  EXPECT_FALSE(dev_->needs_reset());
+  EXPECT_EQ(get_status(), 0u);
+  EXPECT_EQ(vol_->metrics().needs_reset.load(), 0u);
+  drv_.reset();  // the driver sets its queue up anew
+  start();
+  EXPECT_EQ(run(virtio::kBlkTOut, 3, {{put(data), 512}}, false), virtio::kBlkSOk);
+  EXPECT_EQ(get_status(), 0u);
+
+  // RESET_DEVICE ends it the same way, and so does a new connection.
+  break_queue();
+  EXPECT_EQ(get_status(), 0x40u);
+  (void)dev_->queue_stopped(0);
+  (void)send(vhost_user::Request::kResetDevice, 0, false);
+  EXPECT_FALSE(dev_->needs_reset());
+  drv_.reset();
+  start();
+  break_queue();
+  EXPECT_TRUE(dev_->needs_reset());
+  (void)dev_->queue_stopped(0);
+  session.reset();
+  EXPECT_FALSE(dev_->needs_reset());
+  EXPECT_EQ(vol_->metrics().queue_errors.load(), 3u);  // every break counted
 }
 
 TEST_F(CardDevice, SameHeadTwiceWhileInFlight) {

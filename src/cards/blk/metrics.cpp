@@ -134,6 +134,9 @@ std::string render_prometheus(const std::vector<MetricsSource>& sources) {
   };
   scalar("azote_blk_queue_errors_total", "counter", "Virtqueues the driver broke (the queue stops until reset).",
          [](const VolumeMetrics& m) { return get(m.queue_errors); });
+  scalar("azote_blk_device_needs_reset", "gauge",
+         "1 while the device reports DEVICE_NEEDS_RESET to its driver (a queue broke; cleared by a device reset).",
+         [](const VolumeMetrics& m) { return get(m.needs_reset); });
   scalar("azote_blk_throttled_total", "counter", "Requests that waited for the rate limiter.",
          [](const VolumeMetrics& m) { return get(m.throttled); });
   t.header("azote_blk_throttle_wait_seconds_total", "counter", "Time requests spent waiting for the rate limiter.");

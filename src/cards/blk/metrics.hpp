@@ -48,7 +48,8 @@ struct VolumeMetrics {
   // Requests the guest got wrong (completed with IOERR/UNSUPP without touching the
   // store), by virtio::BlkErrc.
   std::array<std::atomic<uint64_t>, kRejectReasons> rejects{};
-  std::atomic<uint64_t> queue_errors{0};      // the driver broke a queue (DEVICE_NEEDS_RESET territory)
+  std::atomic<uint64_t> queue_errors{0};      // the driver broke a queue (the device then needs a reset)
+  std::atomic<uint64_t> needs_reset{0};       // gauge: 1 while the device reports DEVICE_NEEDS_RESET
   std::atomic<uint64_t> throttled{0};         // requests that had to wait for the rate limiter
   std::atomic<uint64_t> throttle_wait_ns{0};  // total time requests waited for it
   std::atomic<uint64_t> resubmitted{0};       // heads taken over from a previous card process / queue start

@@ -796,9 +796,12 @@ void QueueWorker::arm_timer(uint64_t ns) {
 void QueueWorker::break_queue(const std::string& why) {
   if (broken_) return;
   broken_ = true;
+  // DEVICE_NEEDS_RESET for the driver (GET_STATUS), until it resets the device.
+  vol_.set_needs_reset(true);
   vol_.metrics().queue_errors.fetch_add(1, std::memory_order_relaxed);
   if (log_limit_.allow())
-    LOG_WARN("volume %s queue %u: the driver broke the queue (%s); no more requests are taken until it is reset",
+    LOG_WARN("volume %s queue %u: the driver broke the queue (%s); no more requests are taken until it resets the "
+             "device (DEVICE_NEEDS_RESET)",
              vol_.params().name.c_str(), index_, why.c_str());
   notify_fd(ring_.err_fd);
 }

@@ -80,6 +80,16 @@ class Volume {
     metrics_.write_cache_writeback.store(on ? 0 : 1, std::memory_order_relaxed);
   }
 
+  // DEVICE_NEEDS_RESET (virtio 1.2 §2.1.2), also driver session state: set by a queue
+  // worker when the driver breaks its queue (or by BlkDevice when a queue cannot start),
+  // reported to the frontend through GET_STATUS, cleared by a device reset or a new
+  // frontend connection (BlkDevice, on the control thread, once every worker stopped).
+  bool needs_reset() const { return needs_reset_.load(std::memory_order_acquire); }
+  void set_needs_reset(bool on) {
+    needs_reset_.store(on, std::memory_order_release);
+    metrics_.needs_reset.store(on ? 1 : 0, std::memory_order_relaxed);
+  }
+
  private:
   Volume(const rate_limit::Clock& clock, const rate_limit::LimiterConfig& lc) : clock_(clock), limiter_(lc, clock) {}
 
@@ -92,6 +102,7 @@ class Volume {
   VolumeMetrics metrics_;
   std::vector<std::unique_ptr<StoreQueue>> queues_;
   std::atomic<bool> write_through_{false};
+  std::atomic<bool> needs_reset_{false};
 };
 
 // "az" + 16 hex digits of a hash of the file's device and inode numbers: stable for one
