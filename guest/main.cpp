@@ -117,6 +117,10 @@ extern "C" [[noreturn]] void azote_user_main(uint64_t start_info) {
   if (a.name == "blk-fua") prog_blk_fua(a);
   if (a.name == "blk-hostile") prog_blk_hostile(a);
   if (a.name == "init") prog_init(a);
+  if (a.name == "net-dhcp") prog_net_dhcp(a);
+  if (a.name == "net-ping") prog_net_ping(a);
+  if (a.name == "net-echo") prog_net_echo(a);
+  if (a.name == "net-bench") prog_net_bench(a);
   Line().s(kPrefix).s("unknown program ").s(a.name).print();
   exit(127);
 }

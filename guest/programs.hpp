@@ -41,4 +41,17 @@ inline constexpr const char* kPrefix = "azote-guest: ";
 // and init goes on. (init.cpp)
 [[noreturn]] void prog_init(const Args& args);
 
+// The network programs (net_programs.cpp), over the user-mode virtio-net driver and
+// the inet stack; each takes a DHCP lease first and prints it ("WHO ip=A/PREFIX
+// router=R dns=D mtu=M hostname=H lease=S"). Exit 2 without a virtio-net device, 1
+// when DHCP times out (30 s). `net-dhcp`: the lease, exit 0. `net-ping ADDR [COUNT]`:
+// one echo request per second, a line per reply and a summary; exit 0 if any reply
+// came. `net-echo [PORT]`: UDP echo server on PORT (7), forever. `net-bench ADDR
+// [PORT] [SECONDS] [SIZE]`: UDP datagrams to an echo server, one line with the rates
+// sent and received; exit 0 if any came back.
+[[noreturn]] void prog_net_dhcp(const Args& args);
+[[noreturn]] void prog_net_ping(const Args& args);
+[[noreturn]] void prog_net_echo(const Args& args);
+[[noreturn]] void prog_net_bench(const Args& args);
+
 }  // namespace az
