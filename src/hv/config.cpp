@@ -63,6 +63,21 @@ Result<void, ConfigError> check_kernel(const std::string& origin, const std::str
 
 }  // namespace
 
+const DeviceKind* find_device_kind(const std::string& name) {
+  for (const auto& k : kDeviceKinds)
+    if (name == k.name) return &k;
+  return nullptr;
+}
+
+std::string known_device_kinds() {
+  std::string s;
+  for (const auto& k : kDeviceKinds) {
+    if (!s.empty()) s += ", ";
+    s += k.name;
+  }
+  return s;
+}
+
 Result<DeviceConfig, ConfigError> parse_device(const std::string& origin, const std::string& value) {
   DeviceConfig d;
   std::stringstream ss(value);
@@ -72,7 +87,8 @@ Result<DeviceConfig, ConfigError> parse_device(const std::string& origin, const 
     if (first) {
       d.type = part;
       first = false;
-      if (d.type != "blk") return bad(origin + ": device type \"" + d.type + "\" is not supported (known: blk)");
+      if (find_device_kind(d.type) == nullptr)
+        return bad(origin + ": device type \"" + d.type + "\" is not supported (known: " + known_device_kinds() + ")");
       continue;
     }
     const auto eq = part.find('=');
@@ -135,22 +151,25 @@ Options:
                               kept (last 64 KiB) and replayed to it; input is forwarded.
   --device blk,socket=PATH    A virtio-blk device served by a card (azote-card-blk,
                               qemu-storage-daemon, ...) over the vhost-user socket PATH.
-                              Repeatable (up to 16). Each appears as a virtio-mmio device
+  --device net,socket=PATH    A virtio-net device (an ENI) served by azote-card-net over
+                              the vhost-user socket PATH: queues rx=0, tx=1; MAC, link
+                              status and MTU come from the card's config space.
+                              Repeatable (up to 16 devices in all, any kinds). Each appears as a virtio-mmio device
                               at 0xc0000000 + 4K*i, interrupt 5+i, announced on the
                               kernel command line as virtio_mmio.device=4K@ADDR:IRQ.
   --control PATH              Empty-shell mode: set the VM up (memory, kernel, vCPUs,
                               --device cards) but keep the vCPUs parked, and take
                               requests on a new unix socket at PATH (mode 0600), one
                               JSON object per line: {"op": "describe"}, {"op":
-                              "attach-device", "kind": "blk", "socket": PATH},
+                              "attach-device", "kind": "blk"|"net", "socket": PATH},
                               {"op": "start"}, {"op": "stop"}. The socket is served
                               while the guest runs and removed at exit.
   --config FILE.json          Read the same fields from JSON: {"kernel", "cmdline",
                               "initrd", "vcpus", "memory", "console", "devices", "pit",
                               "log", "control"}; memory may be a string ("256M") or a
-                              number of MiB; devices an array of "blk,socket=PATH" or
-                              {"type": "blk", "socket": PATH}. Flags given on the
-                              command line override the file.
+                              number of MiB; devices an array of "KIND,socket=PATH" or
+                              {"type": KIND, "socket": PATH} (KIND blk or net).
+                              Flags given on the command line override the file.
   --no-pit                    Leave out the in-kernel i8254 PIT. Guests that use the LAPIC
                               timer and kvm-clock (the built-in guest; Linux with this
                               platform's hardware-reduced ACPI) do not need it, and KVM's

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "base/error.hpp"
+#include "virtio/spec.hpp"
 
 namespace azote::hv {
 
@@ -18,13 +19,27 @@ struct ConsoleConfig {
   std::string path;
 };
 
-// A device served by a card over vhost-user: "--device blk,socket=PATH".
+// A device served by a card over vhost-user: "--device KIND,socket=PATH". The kind
+// gives only the device's identity (the virtio device id the transport shows the
+// driver); the transport and the vhost-user wiring are the same for every kind.
 struct DeviceConfig {
-  std::string type;    // "blk"
+  std::string type;    // a kind from kDeviceKinds: "blk", "net"
   std::string socket;  // the card's vhost-user socket
   bool from_control = false;  // attached by an "attach-device" request (--control), not --device
 };
 inline constexpr size_t kMaxDevices = 16;
+
+struct DeviceKind {
+  const char* name;    // --device NAME,..., "kind" of attach-device
+  uint32_t device_id;  // virtio device id (virtio 1.2 §5)
+};
+// Every kind azote-hv can wire to a card. Queues, features and config space come from
+// the card (GET_QUEUE_NUM, GET_FEATURES, GET_CONFIG), never from this table.
+inline constexpr DeviceKind kDeviceKinds[] = {{"blk", virtio::kDeviceIdBlock}, {"net", virtio::kDeviceIdNet}};
+// The kind called `name`, or nullptr.
+const DeviceKind* find_device_kind(const std::string& name);
+// "blk, net": for messages.
+std::string known_device_kinds();
 
 struct VmConfig {
   std::string kernel;          // a path, or "builtin:NAME"

@@ -67,7 +67,7 @@ TEST(Config, DevicesAndTheirCmdlineEntries) {
   EXPECT_EQ(c.devices[1].socket, "/run/b.sock");
   EXPECT_EQ(c.effective_cmdline(),
             "azote.run=blk-check virtio_mmio.device=4K@0xc0000000:5 virtio_mmio.device=4K@0xc0001000:6");
-  for (const char* bad : {"net,socket=/x", "blk", "blk,socket=", "blk,sock=/x", ""}) {
+  for (const char* bad : {"scsi,socket=/x", "blk", "net", "blk,socket=", "blk,sock=/x", ""}) {
     auto e = parse({"--kernel", "k", "--device", bad});
     ASSERT_FALSE(e.ok()) << bad;
     EXPECT_NE(e.error().message().find("--device"), std::string::npos) << e.error().message();
@@ -76,6 +76,16 @@ TEST(Config, DevicesAndTheirCmdlineEntries) {
   ASSERT_TRUE(apply_json(R"({"devices": ["blk,socket=/a", {"type": "blk", "socket": "/b"}]})", "t", &j).ok());
   ASSERT_EQ(j.devices.size(), 2u);
   EXPECT_EQ(j.devices[1].socket, "/b");
+  // net: the same wiring, another device identity.
+  auto n = parse({"--kernel", "builtin:hello", "--device", "net,socket=/run/eni.sock", "--device", "blk,socket=/run/v"});
+  ASSERT_TRUE(n.ok()) << n.error().message();
+  EXPECT_EQ(std::get<VmConfig>(*n).devices[0].type, "net");
+  ASSERT_NE(find_device_kind("net"), nullptr);
+  EXPECT_EQ(find_device_kind("net")->device_id, 1u);
+  EXPECT_EQ(find_device_kind("blk")->device_id, 2u);
+  EXPECT_EQ(find_device_kind("scsi"), nullptr);
+  ASSERT_TRUE(apply_json(R"({"devices": [{"type": "net", "socket": "/e"}]})", "t", &j).ok());
+  EXPECT_EQ(j.devices[0].type, "net");
   auto je = apply_json(R"({"devices": [{"type": "blk"}]})", "t", &j);
   ASSERT_FALSE(je.ok());
   EXPECT_NE(je.error().message().find("devices[0]"), std::string::npos);

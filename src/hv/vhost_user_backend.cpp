@@ -36,7 +36,10 @@ Result<std::unique_ptr<VhostUserBackend>, std::string> VhostUserBackend::create(
   auto fe = vhost_user::Frontend::connect(cfg.socket, opts);
   if (!fe.ok()) return Unexpected{where(cfg) + ": cannot reach the card: " + fe.error().message()};
   std::unique_ptr<VhostUserBackend> b(new VhostUserBackend(cfg, vm, mem, std::move(fe).value(), mmio_base, gsi));
-  if (cfg.type == "blk") b->device_id_ = virtio::kDeviceIdBlock;
+  // Identity only: everything else (queues, features, config) is the card's.
+  const DeviceKind* kind = find_device_kind(cfg.type);
+  if (kind == nullptr) return Unexpected{where(cfg) + ": unknown device kind (known: " + known_device_kinds() + ")"};
+  b->device_id_ = kind->device_id;
   const uint64_t offered = b->fe_.backend_features();
   if ((offered & kVersion1) == 0) return Unexpected{where(cfg) + ": the card does not offer VIRTIO_F_VERSION_1"};
   b->features_ = offered & kTransportFeatures;

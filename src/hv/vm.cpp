@@ -559,11 +559,12 @@ control::Json Vm::attach_request(const control::Json& req) {
   if (started_ || stopping_) return control::refuse("devices can only be attached before start");
   const auto kind = req.find("kind");
   if (kind == req.end() || !kind->is_string())
-    return control::refuse("attach-device needs \"kind\" as a string (known kinds: blk)");
+    return control::refuse("attach-device needs \"kind\" as a string (known kinds: " + known_device_kinds() + ")");
   DeviceConfig d;
   d.type = kind->get<std::string>();
   d.from_control = true;
-  if (d.type != "blk") return control::refuse("unknown device kind \"" + d.type + "\" (known kinds: blk)");
+  if (find_device_kind(d.type) == nullptr)
+    return control::refuse("unknown device kind \"" + d.type + "\" (known kinds: " + known_device_kinds() + ")");
   const auto sock = req.find("socket");
   if (sock == req.end() || !sock->is_string() || sock->get_ref<const std::string&>().empty())
     return control::refuse("attach-device needs \"socket\": the path of the card's vhost-user socket");
@@ -571,7 +572,9 @@ control::Json Vm::attach_request(const control::Json& req) {
   if (d.socket.find('\0') != std::string::npos) return control::refuse("socket path \"" + d.socket + "\" contains a NUL byte");
   if (d.socket.size() >= 108) return control::refuse("socket path \"" + d.socket + "\" is longer than 107 bytes");
   for (const auto& e : cfg_.devices)
-    if (same_socket(e.socket, d.socket)) return control::refuse("a device on socket " + d.socket + " is already attached");
+    if (same_socket(e.socket, d.socket))
+      return control::refuse("cannot attach a \"" + d.type + "\" device on socket " + d.socket +
+                             ": a device on that socket is already attached");
   if (devices_.size() >= kMaxDevices)
     return control::refuse("no room for the device on socket " + d.socket + ": all " + std::to_string(kMaxDevices) +
                            " virtio-mmio windows of the layout are taken");

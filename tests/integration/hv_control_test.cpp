@@ -148,7 +148,10 @@ TEST_F(HvControl, AttachedCardServesTheGuest) {
   // The same card twice, and kinds azote-hv does not know, are refused.
   EXPECT_NE(refused({{"op", "attach-device"}, {"kind", "blk"}, {"socket", sock}}).find("already attached"),
             std::string::npos);
-  EXPECT_NE(refused({{"op", "attach-device"}, {"kind", "net"}, {"socket", sock}}).find("\"net\""), std::string::npos);
+  EXPECT_NE(refused({{"op", "attach-device"}, {"kind", "net"}, {"socket", sock}}).find("already attached"),
+            std::string::npos);
+  EXPECT_NE(refused({{"op", "attach-device"}, {"kind", "scsi"}, {"socket", sock + "-x"}}).find("\"scsi\""),
+            std::string::npos);
   EXPECT_NE(refused({{"op", "attach-device"}, {"kind", "blk"}}).find("socket"), std::string::npos);
   EXPECT_NE(refused({{"op", "attach-device"}, {"kind", "blk"}, {"socket", sock}, {"size", 1}}).find("\"size\""),
             std::string::npos);

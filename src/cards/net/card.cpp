@@ -1,0 +1,332 @@
+#include "cards/net/card.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <set>
+
+#include "base/log.hpp"
+
+namespace azote::card_net {
+namespace {
+
+constexpr uint64_t kTagSignal = 0;
+constexpr uint64_t kTagStop = 1;
+constexpr uint64_t kTagControl = 2;
+constexpr uint64_t kTagTimer = 3;
+constexpr uint64_t kTagBackend = 16;  // + ENI serial
+
+Result<void, CardError> epoll_watch(int epoll, int fd, uint64_t tag) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = tag;
+  if (::epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &ev) != 0) return errno_error(CardErrc::kHost, "epoll_ctl");
+  return {};
+}
+
+Unexpected<CardError> model(const SwitchError& e) {
+  return make_error(e.code == SwitchErrc::kHost ? CardErrc::kHost : CardErrc::kModel, e.message());
+}
+
+// The smallest prefix holding every one of `ps`.
+net::Ipv4Prefix covering(const std::vector<net::Ipv4Prefix>& ps) {
+  uint32_t len = ps.front().length();
+  const uint32_t base = ps.front().network().value();
+  for (const auto& p : ps) {
+    const uint32_t diff = base ^ p.network().value();
+    const uint32_t common = diff == 0 ? 32u : static_cast<uint32_t>(std::countl_zero(diff));
+    len = std::min({len, common, static_cast<uint32_t>(p.length())});
+  }
+  return net::Ipv4Prefix::of(ps.front().network(), static_cast<uint8_t>(len));
+}
+
+const char* lease_name(uint8_t s) { return net::to_string(static_cast<net::DhcpLeaseState>(s)); }
+
+}  // namespace
+
+Result<std::unique_ptr<Card>, CardError> Card::create(const CardOptions& o) {
+  std::unique_ptr<Card> c(new Card());
+  c->metrics_path_ = o.metrics_path;
+  c->control_path_ = o.control_path;
+  SwitchConfig sc;
+  sc.region = o.region;
+  sc.account = o.account;
+  sc.flow_log = !o.flow_log_path.empty();
+  sc.flow_log_window_s = o.flow_log_window_s;
+  c->switch_ = std::make_unique<Switch>(c->clock_, sc);
+  Switch& sw = *c->switch_;
+
+  // The model: declared VPCs, then implicit ones (the smallest CIDR holding the
+  // subnets their ENIs name), subnets, groups (all created before any rule, so rules
+  // may reference groups declared later), rules, ENIs.
+  for (const auto& v : o.vpcs)
+    if (auto r = sw.add_vpc(v); !r) return model(r.error());
+  std::map<std::string, std::vector<net::Ipv4Prefix>> implicit;
+  for (const auto& e : o.enis) {
+    if (e.vpc.empty() || sw.has_vpc(e.vpc)) continue;
+    auto p = net::Ipv4Prefix::parse(e.subnet);
+    if (!p) return make_error(CardErrc::kModel, e.origin + ": subnet " + e.subnet + " is not declared");
+    implicit[e.vpc].push_back(*p);
+  }
+  for (const auto& [id, subnets] : implicit) {
+    const VpcSpec v{id, covering(subnets)};
+    if (auto r = sw.add_vpc(v); !r) return model(r.error());
+    LOG_INFO("vpc %s: not declared; CIDR %s from its ENIs' subnets", id.c_str(), v.cidr.to_string().c_str());
+  }
+  for (const auto& s : o.subnets)
+    if (auto r = sw.add_subnet(s); !r) return model(r.error());
+  std::set<std::string> declared;
+  for (const auto& g : o.groups) {
+    if (!declared.insert(g.id).second) return make_error(CardErrc::kModel, "security group " + g.id + " is declared twice");
+    if (auto r = sw.set_group(GroupSpec{g.id, {}, {}}); !r) return model(r.error());
+  }
+  for (const auto& e : o.enis)
+    for (const auto& g : e.groups)
+      if (!sw.has_group(g)) {
+        if (auto r = sw.set_group(GroupSpec{g, {}, {}}); !r) return model(r.error());
+        LOG_INFO("security group %s: not declared; EC2 defaults (all outbound, no inbound)", g.c_str());
+      }
+  for (const auto& g : o.groups)
+    if (auto r = sw.set_group(g); !r) return model(r.error());
+
+  c->epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+  c->stop_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  c->signal_fd_ = UniqueFd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+  c->timer_fd_ = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+  if (!c->epoll_ || !c->stop_fd_ || !c->signal_fd_ || !c->timer_fd_)
+    return errno_error(CardErrc::kHost, "epoll/eventfd/signalfd/timerfd");
+  const itimerspec every_second{{1, 0}, {1, 0}};
+  ::timerfd_settime(c->timer_fd_.get(), 0, &every_second, nullptr);
+  AZOTE_TRYV(epoll_watch(c->epoll_.get(), c->signal_fd_.get(), kTagSignal));
+  AZOTE_TRYV(epoll_watch(c->epoll_.get(), c->stop_fd_.get(), kTagStop));
+  AZOTE_TRYV(epoll_watch(c->epoll_.get(), c->timer_fd_.get(), kTagTimer));
+  if (!o.flow_log_path.empty()) {
+    c->flow_log_ = UniqueFd(::open(o.flow_log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+    if (!c->flow_log_) return errno_error(CardErrc::kHost, "--flow-log " + o.flow_log_path);
+  }
+  for (const auto& e : o.enis) AZOTE_TRYV(c->add_eni(e));
+  if (!o.metrics_path.empty()) {
+    auto m = MetricsServer::start(o.metrics_path);
+    if (!m) return make_error(CardErrc::kHost, m.error().message());
+    c->metrics_ = std::move(m).value();
+    c->update_metrics();
+  }
+  if (!o.control_path.empty()) {
+    auto s = control::Server::listen(o.control_path);
+    if (!s) return make_error(CardErrc::kHost, "--control " + o.control_path + ": " + s.error().message());
+    c->control_ = std::move(s).value();
+    AZOTE_TRYV(epoll_watch(c->epoll_.get(), c->control_->poll_fd(), kTagControl));
+  }
+  return c;
+}
+
+Card::~Card() {
+  control_.reset();
+  metrics_.reset();
+  for (auto& [id, s] : served_) s->backend.reset();
+  served_.clear();
+  if (switch_) write_flow_log(switch_->close_flow_logs());
+}
+
+Result<void, CardError> Card::add_eni(const EniSpec& e) {
+  if (e.socket == metrics_path_ || e.socket == control_path_)
+    return make_error(CardErrc::kModel, e.origin + ": socket " + e.socket + " is the card's metrics or control socket");
+  auto port = switch_->add_eni(e);
+  if (!port) return model(port.error());
+  auto s = std::make_unique<Served>();
+  s->port = *port;
+  s->device = std::make_unique<NetDevice>(s->port, *switch_);
+  auto b = vhost_user::Backend::listen(e.socket, *s->device);
+  if (!b) {
+    (void)switch_->remove_eni(e.id);
+    return make_error(CardErrc::kHost, e.origin + ": " + b.error().message());
+  }
+  s->backend = std::move(b).value();
+  const uint64_t id = next_id_++;
+  if (auto r = epoll_watch(epoll_.get(), s->backend->poll_fd(), kTagBackend + id); !r) {
+    (void)switch_->remove_eni(e.id);
+    return r;
+  }
+  const Port& p = *s->port;
+  LOG_INFO("eni %s: %s %s in %s (%s), groups %zu, source-dest-check %s, on %s", p.id().c_str(),
+           p.mac().to_string().c_str(), p.ip().to_string().c_str(), p.subnet().to_string().c_str(),
+           p.vpc().id.c_str(), p.spec().groups.size(), p.spec().source_dest_check ? "on" : "off",
+           p.spec().socket.c_str());
+  served_.emplace(id, std::move(s));
+  update_metrics();
+  return {};
+}
+
+Result<void, CardError> Card::remove_eni(const std::string& eni, bool force) {
+  for (auto it = served_.begin(); it != served_.end(); ++it) {
+    Served& s = *it->second;
+    if (s.port->id() != eni) continue;
+    if (s.backend->connected() && !force)
+      return make_error(CardErrc::kModel,
+                        "ENI " + eni + " is in use by a connected hypervisor (\"force\": true detaches it anyway)");
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, s.backend->poll_fd(), nullptr);
+    (void)switch_->remove_eni(eni);
+    auto owned = std::move(it->second);
+    served_.erase(it);
+    update_metrics();  // before the backend goes away
+    owned->backend.reset();
+    LOG_INFO("eni %s: removed", eni.c_str());
+    return {};
+  }
+  return make_error(CardErrc::kModel, "no ENI " + eni);
+}
+
+void Card::update_metrics() {
+  if (!metrics_) return;
+  std::vector<MetricsSource> src;
+  for (const auto& [id, s] : served_) src.push_back({s->port, s->backend.get()});
+  metrics_->set_sources(std::move(src));
+}
+
+void Card::write_flow_log(const std::vector<std::string>& lines) {
+  if (!flow_log_ || lines.empty()) return;
+  std::string text;
+  for (const auto& l : lines) text += l + "\n";
+  size_t off = 0;
+  while (off < text.size()) {
+    const ssize_t n = ::write(flow_log_.get(), text.data() + off, text.size() - off);
+    if (n <= 0) {
+      static log::RateLimit limit(4, std::chrono::seconds(60));
+      if (limit.allow()) LOG_ERROR("flow log: write: %s", std::strerror(errno));
+      return;
+    }
+    off += static_cast<size_t>(n);
+  }
+}
+
+nlohmann::json Card::describe_enis() const {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& [id, s] : served_) {
+    const Port& p = *s->port;
+    const PortCounters& c = p.counters();
+    nlohmann::json drops = nlohmann::json::object();
+    for (size_t d = 0; d < kDropCount; ++d)
+      if (c.drops[d].load() != 0) drops[to_string(static_cast<Drop>(d))] = c.drops[d].load();
+    out.push_back(nlohmann::json{{"id", p.id()},
+                                 {"socket", p.spec().socket},
+                                 {"mac", p.mac().to_string()},
+                                 {"ip", p.ip().to_string()},
+                                 {"subnet", p.subnet().to_string()},
+                                 {"vpc", p.vpc().id},
+                                 {"security_groups", p.spec().groups},
+                                 {"source_dest_check", p.spec().source_dest_check},
+                                 {"connected", s->backend->connected()},
+                                 {"connections", s->backend->accepted()},
+                                 {"lease", lease_name(p.lease_state.load())},
+                                 {"tx_packets", c.tx_packets.load()},
+                                 {"rx_packets", c.rx_packets.load()},
+                                 {"drops", drops}});
+  }
+  return out;
+}
+
+control::Json Card::handle_control(const control::Json& r) {
+  const std::string op = r["op"].get<std::string>();
+  if (op == "list-enis") return {{"ok", true}, {"enis", describe_enis()}};
+  if (op == "list-security-groups") return {{"ok", true}, {"security_groups", switch_->describe_groups()}};
+  if (op == "add-vpc") {
+    if (!r.contains("vpc") || !r["vpc"].is_object() || !r["vpc"].contains("id") || !r["vpc"]["id"].is_string() ||
+        !r["vpc"].contains("cidr") || !r["vpc"]["cidr"].is_string())
+      return control::refuse("add-vpc needs \"vpc\": {\"id\", \"cidr\"}");
+    auto cidr = net::Ipv4Prefix::parse(r["vpc"]["cidr"].get<std::string>());
+    if (!cidr) return control::refuse("add-vpc: \"" + r["vpc"]["cidr"].get<std::string>() + "\" is not a CIDR");
+    if (auto a = switch_->add_vpc(VpcSpec{r["vpc"]["id"].get<std::string>(), *cidr}); !a)
+      return control::refuse(a.error().message());
+    return control::ok();
+  }
+  if (op == "add-eni") {
+    if (!r.contains("eni")) return control::refuse("add-eni needs \"eni\"");
+    auto e = parse_eni_json("add-eni", r["eni"]);
+    if (!e) return control::refuse(e.error().message());
+    if (!e->vpc.empty() && !switch_->has_vpc(e->vpc))
+      return control::refuse("add-eni: no VPC " + e->vpc + " (add it first with add-vpc)");
+    for (const auto& g : e->groups)
+      if (!switch_->has_group(g))
+        return control::refuse("add-eni: no security group " + g + " (create it with set-security-group-rules)");
+    if (auto a = add_eni(*e); !a) return control::refuse(a.error().message());
+    return {{"ok", true}, {"socket", e->socket}};
+  }
+  if (op == "remove-eni") {
+    if (!r.contains("id") || !r["id"].is_string()) return control::refuse("remove-eni needs \"id\"");
+    const bool force = r.contains("force") && r["force"].is_boolean() && r["force"].get<bool>();
+    if (auto d = remove_eni(r["id"].get<std::string>(), force); !d) return control::refuse(d.error().message());
+    return control::ok();
+  }
+  if (op == "set-security-group-rules") {
+    if (!r.contains("group") || !r["group"].is_string())
+      return control::refuse("set-security-group-rules needs \"group\" (and \"ingress\" and/or \"egress\")");
+    GroupSpec g{r["group"].get<std::string>(), {}, {}};
+    for (const char* dir : {"ingress", "egress"}) {
+      if (!r.contains(dir)) continue;
+      auto rules = parse_rules_json(std::string("set-security-group-rules: ") + dir, r[dir]);
+      if (!rules) return control::refuse(rules.error().message());
+      (std::strcmp(dir, "ingress") == 0 ? g.ingress : g.egress) = std::move(rules).value();
+    }
+    if (auto s = switch_->set_group(g); !s) return control::refuse(s.error().message());
+    return control::ok();
+  }
+  return control::refuse("unknown op \"" + op +
+                         "\" (known: add-vpc, add-eni, remove-eni, list-enis, set-security-group-rules, "
+                         "list-security-groups)");
+}
+
+void Card::request_stop() {
+  const uint64_t one = 1;
+  (void)!::write(stop_fd_.get(), &one, sizeof one);
+}
+
+int Card::run() {
+  LOG_INFO("azote-card-net: serving %zu ENI(s)%s", served_.size(), control_ ? ", control socket open" : "");
+  for (;;) {
+    epoll_event ev[16];
+    const int n = ::epoll_wait(epoll_.get(), ev, 16, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      LOG_ERROR("azote-card-net: epoll_wait: %s", std::strerror(errno));
+      return kExitOsErr;
+    }
+    for (int i = 0; i < n; ++i) {
+      const uint64_t tag = ev[i].data.u64;
+      if (tag == kTagSignal) {
+        signalfd_siginfo si{};
+        if (::read(signal_fd_.get(), &si, sizeof si) == static_cast<ssize_t>(sizeof si))
+          LOG_INFO("azote-card-net: %s: stopping", strsignal(static_cast<int>(si.ssi_signo)));
+        return kExitOk;
+      }
+      if (tag == kTagStop) return kExitOk;
+      if (tag == kTagTimer) {
+        uint64_t expirations;
+        (void)!::read(timer_fd_.get(), &expirations, sizeof expirations);
+        write_flow_log(switch_->tick());
+        continue;
+      }
+      if (tag == kTagControl) {
+        control_->serve_ready([this](const control::Json& req) { return handle_control(req); });
+        continue;
+      }
+      const auto it = served_.find(tag - kTagBackend);
+      if (tag < kTagBackend || it == served_.end()) continue;
+      if (auto r = it->second->backend->run_once(std::chrono::milliseconds(0)); !r)
+        LOG_ERROR("eni %s: %s", it->second->port->id().c_str(), r.error().message().c_str());
+    }
+  }
+}
+
+}  // namespace azote::card_net

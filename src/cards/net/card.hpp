@@ -1,0 +1,71 @@
+// The azote-card-net process: the Switch (the host's VPC), one vhost-user Backend and
+// NetDevice per ENI, the control loop serving every socket on the calling thread, a
+// 1 s timer for flow logs and conntrack expiry, the metrics endpoint and the control
+// socket, and a clean stop on SIGTERM/SIGINT.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "base/unique_fd.hpp"
+#include "cards/net/device.hpp"
+#include "cards/net/metrics.hpp"
+#include "cards/net/options.hpp"
+#include "cards/net/switch.hpp"
+#include "control/control.hpp"
+#include "rate_limit/clock.hpp"
+#include "vhost_user/backend.hpp"
+
+namespace azote::card_net {
+
+enum class CardErrc {
+  kModel = 1,  // the VPC model or an ENI is inconsistent
+  kHost,       // sockets, epoll, files
+};
+using CardError = Error<CardErrc>;
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitUsage = 64;
+inline constexpr int kExitNoInput = 66;
+inline constexpr int kExitOsErr = 71;
+
+class Card {
+ public:
+  // Builds the model (declared VPCs, subnets, groups; implicit ones for what --eni
+  // names), listens on every ENI socket, the metrics and control sockets, opens the
+  // flow log. SIGTERM/SIGINT must already be blocked in the calling thread.
+  static Result<std::unique_ptr<Card>, CardError> create(const CardOptions& options);
+  ~Card();  // stops every queue, writes the last flow-log lines, removes the sockets
+
+  int run();
+  void request_stop();
+
+  Result<void, CardError> add_eni(const EniSpec& e);
+  Result<void, CardError> remove_eni(const std::string& id, bool force);
+  nlohmann::json describe_enis() const;
+
+ private:
+  Card() = default;
+  struct Served {
+    std::shared_ptr<Port> port;
+    std::unique_ptr<NetDevice> device;
+    std::unique_ptr<vhost_user::Backend> backend;  // destroyed first: stops the queues
+  };
+  void update_metrics();
+  void write_flow_log(const std::vector<std::string>& lines);
+  control::Json handle_control(const control::Json& request);
+
+  rate_limit::MonotonicClock clock_;
+  std::unique_ptr<Switch> switch_;  // outlives every Served
+  std::string metrics_path_, control_path_;
+  uint64_t next_id_ = 0;
+  std::map<uint64_t, std::unique_ptr<Served>> served_;
+  std::unique_ptr<MetricsServer> metrics_;
+  std::unique_ptr<control::Server> control_;
+  UniqueFd epoll_, signal_fd_, stop_fd_, timer_fd_, flow_log_;
+};
+
+}  // namespace azote::card_net

@@ -1,0 +1,162 @@
+#include "cards/net/metrics.hpp"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include "base/log.hpp"
+
+namespace azote::card_net {
+namespace {
+
+uint64_t get(const std::atomic<uint64_t>& c) { return c.load(std::memory_order_relaxed); }
+
+std::string escape(const std::string& s) {
+  std::string o;
+  for (char ch : s) {
+    if (ch == '\\' || ch == '"') o += '\\';
+    if (ch == '\n') {
+      o += "\\n";
+      continue;
+    }
+    o += ch;
+  }
+  return o;
+}
+
+}  // namespace
+
+std::string render_prometheus(const std::vector<MetricsSource>& sources) {
+  std::string out;
+  auto header = [&](const char* name, const char* type, const char* help) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+  };
+  auto labels = [](const MetricsSource& s) {
+    return "eni=\"" + escape(s.port->id()) + "\",socket=\"" + escape(s.port->spec().socket) + "\"";
+  };
+  auto sample = [&](const char* name, const std::string& l, uint64_t v) {
+    out += std::string(name) + "{" + l + "} " + std::to_string(v) + "\n";
+  };
+  auto scalar = [&](const char* name, const char* type, const char* help, auto field) {
+    header(name, type, help);
+    for (const auto& s : sources) sample(name, labels(s), field(s));
+  };
+  scalar("azote_net_tx_packets_total", "counter", "Frames the guest transmitted (dropped ones included).",
+         [](const MetricsSource& s) { return get(s.port->counters().tx_packets); });
+  scalar("azote_net_tx_bytes_total", "counter", "Bytes of the frames the guest transmitted.",
+         [](const MetricsSource& s) { return get(s.port->counters().tx_bytes); });
+  scalar("azote_net_rx_packets_total", "counter", "Frames delivered into the guest's receive queue.",
+         [](const MetricsSource& s) { return get(s.port->counters().rx_packets); });
+  scalar("azote_net_rx_bytes_total", "counter", "Bytes of the frames delivered to the guest.",
+         [](const MetricsSource& s) { return get(s.port->counters().rx_bytes); });
+  scalar("azote_net_forwarded_total", "counter", "Frames routed from this ENI to another one.",
+         [](const MetricsSource& s) { return get(s.port->counters().forwarded); });
+  header("azote_net_drops_total", "counter", "Frames not delivered, by reason, counted where they died.");
+  for (const auto& s : sources)
+    for (size_t d = 0; d < kDropCount; ++d)
+      sample("azote_net_drops_total", labels(s) + ",reason=\"" + to_string(static_cast<Drop>(d)) + "\"",
+             get(s.port->counters().drops[d]));
+  header("azote_net_parse_errors_total", "counter", "Frames lib/net refused, by error.");
+  for (const auto& s : sources)
+    for (size_t e = 1; e < net::kNetErrcCount; ++e)
+      sample("azote_net_parse_errors_total", labels(s) + ",error=\"" + net::to_string(static_cast<net::NetErrc>(e)) + "\"",
+             get(s.port->counters().parse_errors[e]));
+  header("azote_net_service_replies_total", "counter", "Answers the card sent the guest, by service.");
+  for (const auto& s : sources) {
+    const PortCounters& c = s.port->counters();
+    sample("azote_net_service_replies_total", labels(s) + ",service=\"arp\"", get(c.arp_replies));
+    sample("azote_net_service_replies_total", labels(s) + ",service=\"dhcp\"", get(c.dhcp_replies));
+    sample("azote_net_service_replies_total", labels(s) + ",service=\"dns\"", get(c.dns_replies));
+    sample("azote_net_service_replies_total", labels(s) + ",service=\"icmp\"", get(c.icmp_replies));
+  }
+  scalar("azote_net_queue_errors_total", "counter", "Virtqueues the driver broke (the device then needs a reset).",
+         [](const MetricsSource& s) { return get(s.port->counters().queue_errors); });
+  scalar("azote_net_connected", "gauge", "1 while a hypervisor is connected to the ENI's socket.",
+         [](const MetricsSource& s) { return uint64_t{s.backend != nullptr && s.backend->connected()}; });
+  scalar("azote_net_connections_total", "counter", "Hypervisor connections accepted on the ENI's socket.",
+         [](const MetricsSource& s) { return s.backend != nullptr ? s.backend->accepted() : 0; });
+  scalar("azote_net_inbox_frames", "gauge", "Frames waiting for the guest's receive buffers.",
+         [](const MetricsSource& s) { return static_cast<uint64_t>(s.port->inbox().size()); });
+  return out;
+}
+
+Result<std::unique_ptr<MetricsServer>, MetricsError> MetricsServer::start(const std::string& path) {
+  std::unique_ptr<MetricsServer> m(new MetricsServer());
+  m->path_ = path;
+  sockaddr_un a{};
+  if (path.size() >= sizeof a.sun_path) return make_error(MetricsErrc::kSocket, "--metrics: socket path too long");
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, path.data(), path.size());
+  m->listen_ = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  m->stop_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!m->listen_ || !m->stop_) return make_error(MetricsErrc::kSocket, "--metrics: socket", errno);
+  struct stat st{};
+  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
+  if (::bind(m->listen_.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0)  // NOLINT(reinterpret-cast)
+    return make_error(MetricsErrc::kSocket, "--metrics: bind " + path, errno);
+  ::chmod(path.c_str(), 0600);
+  if (::listen(m->listen_.get(), 16) != 0) return make_error(MetricsErrc::kSocket, "--metrics: listen", errno);
+  m->thread_ = std::thread([p = m.get()] { p->run(); });
+  return m;
+}
+
+MetricsServer::~MetricsServer() {
+  if (thread_.joinable()) {
+    const uint64_t one = 1;
+    (void)!::write(stop_.get(), &one, sizeof one);
+    thread_.join();
+  }
+  if (!path_.empty()) ::unlink(path_.c_str());
+}
+
+void MetricsServer::set_sources(std::vector<MetricsSource> sources) {
+  std::lock_guard lock(mu_);
+  sources_ = std::move(sources);
+}
+
+void MetricsServer::run() {
+  for (;;) {
+    pollfd p[2] = {{listen_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
+    if (::poll(p, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    if (p[1].revents != 0) return;
+    if (p[0].revents == 0) continue;
+    UniqueFd c(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (c) serve(c.get());
+  }
+}
+
+void MetricsServer::serve(int client) {
+  // Up to 100 ms for a request: an HTTP GET gets a header, anything else plain text.
+  char req[512];
+  ssize_t got = 0;
+  pollfd p{client, POLLIN, 0};
+  if (::poll(&p, 1, 100) > 0) got = ::recv(client, req, sizeof req, MSG_DONTWAIT);
+  std::string text;
+  {
+    std::lock_guard lock(mu_);
+    text = render_prometheus(sources_);
+  }
+  if (got >= 4 && std::memcmp(req, "GET ", 4) == 0)
+    text = "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: " +
+           std::to_string(text.size()) + "\r\n\r\n" + text;
+  const timeval tv{1, 0};
+  ::setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  size_t off = 0;
+  while (off < text.size()) {
+    const ssize_t n = ::send(client, text.data() + off, text.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    off += static_cast<size_t>(n);
+  }
+}
+
+}  // namespace azote::card_net

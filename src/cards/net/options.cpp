@@ -1,0 +1,380 @@
+#include "cards/net/options.hpp"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "base/parse.hpp"
+
+namespace azote::card_net {
+namespace {
+
+Unexpected<OptionsError> bad(std::string sentence) { return make_error(OptionsErrc::kUsage, std::move(sentence)); }
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string part;
+  while (std::getline(ss, part, sep)) out.push_back(part);
+  return out;
+}
+
+Result<bool, OptionsError> on_off(const std::string& where, const std::string& v) {
+  if (v == "on" || v == "true" || v == "1") return true;
+  if (v == "off" || v == "false" || v == "0") return false;
+  return bad(where + ": \"" + v + "\" is not on or off");
+}
+
+// Sets one ENI key from its text value; shared by --eni and JSON.
+Result<void, OptionsError> set_eni_key(const std::string& where, EniSpec& e, const std::string& key,
+                                       const std::string& val) {
+  if (key == "socket") {
+    if (val.empty() || val.size() >= 108) return bad(where + ": socket= needs a path shorter than 108 bytes");
+    e.socket = val;
+  } else if (key == "id") {
+    if (!vpc::valid_id(val)) return bad(where + ": id \"" + val + "\" is not a printable id without spaces");
+    e.id = val;
+  } else if (key == "mac") {
+    auto m = net::MacAddress::parse(val);
+    if (!m) return bad(where + ": mac \"" + val + "\" is not a MAC address (e.g. 02:00:0a:00:01:05)");
+    if (!m->is_unicast() || m->is_zero()) return bad(where + ": mac " + val + " is not a unicast address");
+    e.mac = *m;
+  } else if (key == "ip") {
+    auto a = net::Ipv4Address::parse(val);
+    if (!a) return bad(where + ": ip \"" + val + "\" is not an IPv4 address");
+    e.ip = *a;
+  } else if (key == "subnet") {
+    if (val.empty()) return bad(where + ": subnet= needs a CIDR or a subnet id");
+    e.subnet = val;
+  } else if (key == "vpc") {
+    if (!vpc::valid_id(val)) return bad(where + ": vpc \"" + val + "\" is not a printable id without spaces");
+    e.vpc = val;
+  } else if (key == "sg" || key == "security_groups") {
+    e.groups.clear();
+    for (const auto& g : split(val, '+')) {
+      if (!vpc::valid_id(g)) return bad(where + ": security group \"" + g + "\" is not a printable id without spaces");
+      e.groups.push_back(g);
+    }
+  } else if (key == "source-dest-check" || key == "source_dest_check") {
+    AZOTE_TRY(b, on_off(where + ": source-dest-check", val));
+    e.source_dest_check = b;
+  } else {
+    return bad(where + ": unknown ENI key \"" + key +
+               "\" (known: socket, id, mac, ip, subnet, vpc, sg, source-dest-check)");
+  }
+  return {};
+}
+
+Result<void, OptionsError> check_eni(const std::string& where, const EniSpec& e) {
+  for (const auto& [name, missing] : {std::pair{"socket", e.socket.empty()}, std::pair{"id", e.id.empty()},
+                                      std::pair{"mac", e.mac.is_zero()}, std::pair{"ip", e.ip.is_any()},
+                                      std::pair{"subnet", e.subnet.empty()}})
+    if (missing) return bad(where + ": the ENI needs " + name + "=");
+  if (e.groups.empty()) return bad(where + ": the ENI needs at least one security group (sg=sg-a[+sg-b])");
+  return {};
+}
+
+Result<net::Ipv4Prefix, OptionsError> cidr_of(const std::string& where, const nlohmann::json& j) {
+  if (!j.is_string()) return bad(where + " must be a CIDR string such as \"10.0.0.0/16\"");
+  auto p = net::Ipv4Prefix::parse(j.get<std::string>());
+  if (!p) return bad(where + ": \"" + j.get<std::string>() + "\" is not a CIDR with zero host bits");
+  return *p;
+}
+
+Result<std::string, OptionsError> id_of(const std::string& where, const nlohmann::json& j, const char* key) {
+  if (!j.contains(key) || !j[key].is_string() || !vpc::valid_id(j[key].get<std::string>()))
+    return bad(where + ": needs \"" + key + "\": a printable id without spaces");
+  return j[key].get<std::string>();
+}
+
+Result<void, OptionsError> only_keys(const std::string& where, const nlohmann::json& j,
+                                     const std::set<std::string>& keys) {
+  if (!j.is_object()) return bad(where + " must be an object");
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (keys.count(it.key()) == 0) return bad(where + ": unknown key \"" + it.key() + "\"");
+  return {};
+}
+
+}  // namespace
+
+Result<EniSpec, OptionsError> parse_eni(const std::string& origin, const std::string& spec) {
+  EniSpec e;
+  e.origin = origin;
+  for (const auto& part : split(spec, ',')) {
+    const auto eq = part.find('=');
+    if (eq == std::string::npos) return bad(origin + ": \"" + part + "\" is not KEY=VALUE");
+    AZOTE_TRYV(set_eni_key(origin, e, part.substr(0, eq), part.substr(eq + 1)));
+  }
+  AZOTE_TRYV(check_eni(origin, e));
+  return e;
+}
+
+Result<EniSpec, OptionsError> parse_eni_json(const std::string& where, const nlohmann::json& j) {
+  if (j.is_string()) return parse_eni(where, j.get<std::string>());
+  if (!j.is_object()) return bad(where + " must be an object or an --eni string");
+  EniSpec e;
+  e.origin = where;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& key = it.key();
+    const auto& v = it.value();
+    if ((key == "security_groups" || key == "sg") && v.is_array()) {
+      std::string joined;
+      for (const auto& g : v) {
+        if (!g.is_string()) return bad(where + ": \"" + key + "\" must list group ids");
+        joined += (joined.empty() ? "" : "+") + g.get<std::string>();
+      }
+      AZOTE_TRYV(set_eni_key(where, e, key, joined));
+    } else if ((key == "source_dest_check" || key == "source-dest-check") && v.is_boolean()) {
+      e.source_dest_check = v.get<bool>();
+    } else if (v.is_string()) {
+      AZOTE_TRYV(set_eni_key(where, e, key, v.get<std::string>()));
+    } else {
+      return bad(where + ": \"" + key + "\" has the wrong type");
+    }
+  }
+  AZOTE_TRYV(check_eni(where, e));
+  return e;
+}
+
+Result<vpc::Rule, OptionsError> parse_rule_json(const std::string& where, const nlohmann::json& j) {
+  AZOTE_TRYV(only_keys(where, j, {"protocol", "from_port", "to_port", "port", "cidr", "group"}));
+  vpc::Rule r;
+  if (!j.contains("protocol")) return bad(where + ": needs \"protocol\" (tcp, udp, icmp, -1 or a number)");
+  std::string proto = j["protocol"].is_number_integer() ? std::to_string(j["protocol"].get<int64_t>())
+                      : j["protocol"].is_string()       ? j["protocol"].get<std::string>()
+                                                        : "";
+  auto p = vpc::parse_protocol(proto);
+  if (!p) return bad(where + ": protocol: " + p.error().message());
+  r.protocol = *p;
+  auto port = [&](const char* key, int* out) -> Result<void, OptionsError> {
+    if (!j.contains(key)) return {};
+    if (!j[key].is_number_integer()) return bad(where + ": \"" + key + "\" must be an integer");
+    const int64_t v = j[key].get<int64_t>();
+    if (v < -1 || v > 65535) return bad(where + ": \"" + key + "\" is out of range");
+    *out = static_cast<int>(v);
+    return {};
+  };
+  if (j.contains("port")) {
+    AZOTE_TRYV(port("port", &r.from_port));
+    r.to_port = r.from_port;
+  }
+  AZOTE_TRYV(port("from_port", &r.from_port));
+  AZOTE_TRYV(port("to_port", &r.to_port));
+  const bool ported = r.protocol == vpc::kProtoTcp || r.protocol == vpc::kProtoUdp;
+  if (ported && !j.contains("port") && !j.contains("from_port") && !j.contains("to_port")) {
+    r.from_port = 0;
+    r.to_port = 65535;
+  }
+  if (j.contains("cidr") == j.contains("group")) return bad(where + ": needs exactly one of \"cidr\" and \"group\"");
+  if (j.contains("cidr")) {
+    if (!j["cidr"].is_string()) return bad(where + ": \"cidr\" must be a string");
+    auto c = vpc::Cidr::parse(j["cidr"].get<std::string>());
+    if (!c) return bad(where + ": cidr: " + c.error().message());
+    r.peer = *c;
+  } else {
+    AZOTE_TRY(g, id_of(where, j, "group"));
+    r.peer = vpc::GroupRef{g};
+  }
+  if (auto v = vpc::validate(r); !v) return bad(where + ": " + v.error().message());
+  return r;
+}
+
+Result<std::vector<vpc::Rule>, OptionsError> parse_rules_json(const std::string& where, const nlohmann::json& j) {
+  if (!j.is_array()) return bad(where + " must be an array of rules");
+  std::vector<vpc::Rule> out;
+  for (size_t i = 0; i < j.size(); ++i) {
+    AZOTE_TRY(r, parse_rule_json(where + "[" + std::to_string(i) + "]", j[i]));
+    out.push_back(r);
+  }
+  return out;
+}
+
+Result<void, OptionsError> apply_json(const std::string& text, const std::string& origin, CardOptions* out) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    return bad(origin + ": invalid JSON: " + e.what());
+  }
+  AZOTE_TRYV(only_keys(origin, j, {"region", "account", "vpcs", "subnets", "security_groups", "enis", "metrics",
+                                   "control", "flow_log", "flow_log_window", "log_level"}));
+  auto str = [&](const char* key, std::string* dst) -> Result<void, OptionsError> {
+    if (!j.contains(key)) return {};
+    if (!j[key].is_string() || j[key].get<std::string>().empty()) return bad(origin + ": \"" + key + "\" must be a string");
+    *dst = j[key].get<std::string>();
+    return {};
+  };
+  AZOTE_TRYV(str("region", &out->region));
+  AZOTE_TRYV(str("account", &out->account));
+  AZOTE_TRYV(str("control", &out->control_path));
+  AZOTE_TRYV(str("flow_log", &out->flow_log_path));
+  AZOTE_TRYV(str("log_level", &out->log_level));
+  if (j.contains("metrics")) {
+    std::string m;
+    AZOTE_TRYV(str("metrics", &m));
+    if (m.rfind("unix:", 0) != 0 || m.size() <= 5) return bad(origin + ": \"metrics\" must be unix:PATH");
+    out->metrics_path = m.substr(5);
+  }
+  if (j.contains("flow_log_window")) {
+    if (!j["flow_log_window"].is_number_unsigned() || j["flow_log_window"].get<uint64_t>() < 1 ||
+        j["flow_log_window"].get<uint64_t>() > 3600)
+      return bad(origin + ": \"flow_log_window\" must be 1..3600 seconds");
+    out->flow_log_window_s = static_cast<uint32_t>(j["flow_log_window"].get<uint64_t>());
+  }
+  auto array = [&](const char* key) -> Result<nlohmann::json, OptionsError> {
+    if (!j.contains(key)) return nlohmann::json::array();
+    if (!j[key].is_array()) return bad(origin + ": \"" + std::string(key) + "\" must be an array");
+    return j[key];
+  };
+  AZOTE_TRY(vpcs, array("vpcs"));
+  for (size_t i = 0; i < vpcs.size(); ++i) {
+    const std::string w = origin + ": vpcs[" + std::to_string(i) + "]";
+    AZOTE_TRYV(only_keys(w, vpcs[i], {"id", "cidr"}));
+    AZOTE_TRY(id, id_of(w, vpcs[i], "id"));
+    if (!vpcs[i].contains("cidr")) return bad(w + ": needs \"cidr\"");
+    AZOTE_TRY(c, cidr_of(w + ": cidr", vpcs[i]["cidr"]));
+    out->vpcs.push_back({id, c});
+  }
+  AZOTE_TRY(subnets, array("subnets"));
+  for (size_t i = 0; i < subnets.size(); ++i) {
+    const std::string w = origin + ": subnets[" + std::to_string(i) + "]";
+    AZOTE_TRYV(only_keys(w, subnets[i], {"id", "vpc", "cidr"}));
+    AZOTE_TRY(id, id_of(w, subnets[i], "id"));
+    AZOTE_TRY(v, id_of(w, subnets[i], "vpc"));
+    if (!subnets[i].contains("cidr")) return bad(w + ": needs \"cidr\"");
+    AZOTE_TRY(c, cidr_of(w + ": cidr", subnets[i]["cidr"]));
+    out->subnets.push_back({id, v, c});
+  }
+  AZOTE_TRY(groups, array("security_groups"));
+  for (size_t i = 0; i < groups.size(); ++i) {
+    const std::string w = origin + ": security_groups[" + std::to_string(i) + "]";
+    AZOTE_TRYV(only_keys(w, groups[i], {"id", "ingress", "egress"}));
+    GroupSpec g;
+    AZOTE_TRY(id, id_of(w, groups[i], "id"));
+    g.id = id;
+    if (groups[i].contains("ingress")) {
+      AZOTE_TRY(r, parse_rules_json(w + ": ingress", groups[i]["ingress"]));
+      g.ingress = r;
+    }
+    if (groups[i].contains("egress")) {
+      AZOTE_TRY(r, parse_rules_json(w + ": egress", groups[i]["egress"]));
+      g.egress = r;
+    }
+    out->groups.push_back(std::move(g));
+  }
+  AZOTE_TRY(enis, array("enis"));
+  for (size_t i = 0; i < enis.size(); ++i) {
+    AZOTE_TRY(e, parse_eni_json(origin + ": enis[" + std::to_string(i) + "]", enis[i]));
+    out->enis.push_back(std::move(e));
+  }
+  return {};
+}
+
+Result<ParsedArgs, OptionsError> parse_args(const std::vector<std::string>& args) {
+  ParsedArgs p;
+  std::vector<std::pair<std::string, std::string>> flags;
+  std::string config;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string a = args[i];
+    if (a == "-h" || a == "--help") {
+      p.help = true;
+      return p;
+    }
+    if (a == "--version") {
+      p.version = true;
+      return p;
+    }
+    std::string value;
+    const auto eq = a.find('=');
+    if (a.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = a.substr(eq + 1);
+      a = a.substr(0, eq);
+    } else {
+      static const std::set<std::string> kWithValue = {"--eni", "--config", "--metrics", "--flow-log",
+                                                       "--flow-log-window", "--control", "--log-level", "--region"};
+      if (kWithValue.count(a) == 0) return bad("unknown option \"" + a + "\" (see --help)");
+      if (i + 1 >= args.size()) return bad(a + " needs a value");
+      value = args[++i];
+    }
+    if (a == "--config") config = value;
+    else flags.emplace_back(a, value);
+  }
+  if (!config.empty()) {
+    std::ifstream f(config);
+    if (!f) return bad("--config: cannot read " + config);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    AZOTE_TRYV(apply_json(ss.str(), "--config " + config, &p.options));
+  }
+  CardOptions& o = p.options;
+  for (const auto& [flag, value] : flags) {
+    if (flag == "--eni") {
+      AZOTE_TRY(e, parse_eni("--eni " + value, value));
+      o.enis.push_back(std::move(e));
+    } else if (flag == "--metrics") {
+      if (value.rfind("unix:", 0) != 0 || value.size() <= 5) return bad("--metrics: \"" + value + "\" is not unix:PATH");
+      o.metrics_path = value.substr(5);
+    } else if (flag == "--flow-log") {
+      if (value.empty()) return bad("--flow-log: empty path");
+      o.flow_log_path = value;
+    } else if (flag == "--flow-log-window") {
+      auto n = parse_uint(value, 1, 3600);
+      if (!n) return bad("--flow-log-window: \"" + value + "\" is not 1..3600 seconds");
+      o.flow_log_window_s = static_cast<uint32_t>(*n);
+    } else if (flag == "--control") {
+      if (value.empty() || value.size() >= 108) return bad("--control: needs a socket path shorter than 108 bytes");
+      o.control_path = value;
+    } else if (flag == "--log-level") {
+      o.log_level = value;
+    } else if (flag == "--region") {
+      o.region = value;
+    }
+  }
+  if (o.enis.size() > kMaxEnis) return bad("more than " + std::to_string(kMaxEnis) + " ENIs");
+  if (o.enis.empty() && o.control_path.empty())
+    return bad("no ENI to serve: give --eni, \"enis\" in --config, or --control to add them later");
+  return p;
+}
+
+const char* usage_text() {
+  return R"(Usage: azote-card-net [--eni SPEC]... [--config FILE.json] [options]
+
+Serves virtio-net devices (ENIs) to hypervisors over vhost-user, one socket per ENI,
+and is their VPC: ARP, DHCP, DNS and the gateway are answered by the card; traffic
+between ENIs of the same VPC on this host is routed through security groups.
+
+Options:
+  --eni SPEC                One ENI (repeatable):
+                              socket=PATH,id=eni-...,mac=02:..,ip=10.0.1.5,
+                              subnet=10.0.1.0/24|subnet-id,sg=sg-a[+sg-b],vpc=vpc-1
+                              [,source-dest-check=off]
+                            A VPC or security group named here and not declared in
+                            --config is created: the VPC as the smallest CIDR holding
+                            its ENIs' subnets, the group with EC2's defaults (all
+                            outbound allowed, nothing inbound).
+  --config FILE.json        The VPC model: {"region", "account", "vpcs": [{"id",
+                            "cidr"}], "subnets": [{"id", "vpc", "cidr"}],
+                            "security_groups": [{"id", "ingress": [RULE],
+                            "egress": [RULE]}], "enis": [{"socket", "id", "mac", "ip",
+                            "subnet", "vpc", "security_groups": [...],
+                            "source_dest_check"}], "metrics", "control", "flow_log",
+                            "flow_log_window"}. RULE: {"protocol": "tcp"|"udp"|"icmp"|
+                            "-1"|N, "from_port", "to_port" (or "port"), "cidr" |
+                            "group"}.
+  --metrics unix:PATH       Prometheus text on a Unix socket: per ENI packets and bytes
+                            (tx = sent by the guest, rx = delivered to it), drops by
+                            reason, connections.
+  --flow-log FILE           VPC flow-log records (version 2) appended to FILE.
+  --flow-log-window SECONDS Capture window, 1..3600 (default 60).
+  --control PATH            JSON-lines control socket: add-eni, remove-eni, list-enis,
+                            set-security-group-rules.
+  --region NAME             DNS zone <NAME>.compute.internal (default local-1).
+  --log-level LEVEL         error, warn, info (default), debug.
+  -h, --help                This text.    --version   The version.
+
+Exit status: 0 stopped by SIGTERM/SIGINT; 64 usage; 66 an ENI or the VPC model is
+inconsistent; 71 host failure (sockets, threads).
+)";
+}
+
+}  // namespace azote::card_net

@@ -1,0 +1,582 @@
+#include "cards/net/switch.hpp"
+
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+#include <variant>
+
+#include "net/arp.hpp"
+#include "net/ethernet.hpp"
+#include "net/frame.hpp"
+#include "net/ipv4.hpp"
+#include "net/l4.hpp"
+
+namespace azote::card_net {
+namespace {
+
+Unexpected<SwitchError> invalid(std::string s) { return make_error(SwitchErrc::kInvalid, std::move(s)); }
+
+rate_limit::Nanos unix_offset() {
+  timespec rt{}, mono{};
+  ::clock_gettime(CLOCK_REALTIME, &rt);
+  ::clock_gettime(CLOCK_MONOTONIC, &mono);
+  const int64_t ns = (int64_t{rt.tv_sec} - mono.tv_sec) * 1'000'000'000 + (rt.tv_nsec - mono.tv_nsec);
+  return rate_limit::Nanos(ns);
+}
+
+// The gateway's MAC in a subnet: locally administered, derived from the subnet so
+// two subnets never share one.
+net::MacAddress gateway_mac_for(const net::Ipv4Prefix& subnet) {
+  const auto b = subnet.network().bytes();
+  return net::MacAddress({0x02, 0xa2, b[0], b[1], b[2], b[3]});
+}
+
+// The smallest flow key lib/vpc_policy needs from the quoted header of an ICMP error.
+bool quoted_key(std::span<const uint8_t> q, vpc::FlowKey* out) {
+  if (q.size() < net::kIpv4HeaderLen || (q[0] >> 4) != 4) return false;
+  const size_t ihl = static_cast<size_t>(q[0] & 0x0f) * 4;
+  if (ihl < net::kIpv4HeaderLen || q.size() < ihl) return false;
+  const uint8_t proto = q[9];
+  const uint32_t src = net::Ipv4Address::from_bytes(q.subspan(12)).value();
+  const uint32_t dst = net::Ipv4Address::from_bytes(q.subspan(16)).value();
+  const auto l4 = q.subspan(ihl);
+  if ((proto == vpc::kProtoTcp || proto == vpc::kProtoUdp) && l4.size() >= 4) {
+    const auto sp = static_cast<uint16_t>(l4[0] << 8 | l4[1]), dp = static_cast<uint16_t>(l4[2] << 8 | l4[3]);
+    *out = proto == vpc::kProtoTcp ? vpc::FlowKey::tcp(src, sp, dst, dp) : vpc::FlowKey::udp(src, sp, dst, dp);
+  } else if (proto == vpc::kProtoIcmp && l4.size() >= 8) {
+    *out = vpc::FlowKey::icmp(src, dst, l4[0], l4[1], static_cast<uint16_t>(l4[4] << 8 | l4[5]));
+  } else {
+    *out = vpc::FlowKey::other(proto, src, dst);
+  }
+  return true;
+}
+
+}  // namespace
+
+const char* to_string(Drop d) {
+  switch (d) {
+    case Drop::kBadHeader: return "bad_header";
+    case Drop::kOversized: return "oversized";
+    case Drop::kMalformed: return "malformed";
+    case Drop::kUnsupported: return "unsupported";
+    case Drop::kSpoofedMac: return "spoofed_mac";
+    case Drop::kSpoofedIp: return "spoofed_ip";
+    case Drop::kFragment: return "fragment";
+    case Drop::kArpIgnored: return "arp_ignored";
+    case Drop::kNotToGateway: return "not_to_gateway";
+    case Drop::kBroadcast: return "broadcast";
+    case Drop::kNoService: return "no_service";
+    case Drop::kDhcpIgnored: return "dhcp_ignored";
+    case Drop::kTtlExpired: return "ttl_expired";
+    case Drop::kOtherVpc: return "other_vpc";
+    case Drop::kNoRoute: return "no_route";
+    case Drop::kSgEgress: return "sg_egress";
+    case Drop::kSgIngress: return "sg_ingress";
+    case Drop::kRxNotReady: return "rx_not_ready";
+    case Drop::kRxQueueFull: return "rx_queue_full";
+    case Drop::kRxBufferTooSmall: return "rx_buffer_too_small";
+    case Drop::kCount: break;
+  }
+  return "?";
+}
+
+std::string hostname_for(net::Ipv4Address a) {
+  const auto b = a.bytes();
+  return "ip-" + std::to_string(b[0]) + "-" + std::to_string(b[1]) + "-" + std::to_string(b[2]) + "-" +
+         std::to_string(b[3]);
+}
+
+// ---- Inbox
+
+Inbox::Inbox() : slots_(kSlots), notify_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+
+bool Inbox::push(std::span<const uint8_t> frame) {
+  if (frame.size() > kSlotBytes) return false;
+  std::lock_guard lock(mu_);
+  if (count_ == slots_.size()) return false;
+  Slot& s = slots_[(head_ + count_) % slots_.size()];
+  std::memcpy(s.bytes.data(), frame.data(), frame.size());
+  s.len = frame.size();
+  ++count_;
+  return true;
+}
+
+void Inbox::notify() {
+  const uint64_t one = 1;
+  (void)!::write(notify_.get(), &one, sizeof one);
+}
+
+std::span<const uint8_t> Inbox::front() {
+  std::lock_guard lock(mu_);
+  if (count_ == 0) return {};
+  // The consumer is the only one to pop: the front slot stays put until it does.
+  return {slots_[head_].bytes.data(), slots_[head_].len};
+}
+
+void Inbox::pop() {
+  std::lock_guard lock(mu_);
+  if (count_ == 0) return;
+  head_ = (head_ + 1) % slots_.size();
+  --count_;
+}
+
+size_t Inbox::size() const {
+  std::lock_guard lock(mu_);
+  return count_;
+}
+
+void Inbox::clear() {
+  std::lock_guard lock(mu_);
+  head_ = count_ = 0;
+}
+
+// ---- Port
+
+Port::Port(EniSpec spec, net::Ipv4Prefix subnet, const Vpc& vpc, net::DhcpServer dhcp)
+    : spec_(std::move(spec)), subnet_(subnet), gateway_mac_(gateway_mac_for(subnet)), vpc_(&vpc),
+      dhcp_(std::move(dhcp)) {}
+
+// ---- Switch: the model
+
+Switch::Switch(const rate_limit::Clock& clock, SwitchConfig config)
+    : clock_(clock), config_(std::move(config)), policy_(clock, vpc::EngineConfig{unix_offset()}) {}
+
+Switch::~Switch() = default;
+
+Vpc* Switch::vpc_of(const std::string& id) {
+  for (auto& v : vpcs_)
+    if (v->id == id) return v.get();
+  return nullptr;
+}
+
+bool Switch::has_vpc(const std::string& id) const {
+  std::shared_lock lock(mu_);
+  return std::any_of(vpcs_.begin(), vpcs_.end(), [&](const auto& v) { return v->id == id; });
+}
+
+bool Switch::has_group(const std::string& id) const {
+  std::shared_lock lock(mu_);
+  return std::find(groups_.begin(), groups_.end(), id) != groups_.end();
+}
+
+Result<void, SwitchError> Switch::add_vpc(const VpcSpec& v) {
+  std::unique_lock lock(mu_);
+  if (!vpc::valid_id(v.id)) return invalid("VPC id \"" + v.id + "\" is not a printable id without spaces");
+  if (vpc_of(v.id) != nullptr) return invalid("VPC " + v.id + " is declared twice");
+  if (v.cidr.length() < 8 || v.cidr.length() > 28)
+    return invalid("VPC " + v.id + ": CIDR " + v.cidr.to_string() + " must be /8 to /28");
+  auto zone = net::DnsZone::create({config_.region, "", v.cidr, {}, 60});
+  if (!zone) return invalid("VPC " + v.id + ": DNS zone: " + zone.error().message());
+  auto p = std::make_unique<Vpc>();
+  p->id = v.id;
+  p->cidr = v.cidr;
+  p->index = static_cast<uint32_t>(vpcs_.size());
+  p->zone = std::make_unique<net::DnsZone>(std::move(zone).value());
+  vpcs_.push_back(std::move(p));
+  return {};
+}
+
+Result<void, SwitchError> Switch::add_subnet(const SubnetSpec& s) {
+  std::unique_lock lock(mu_);
+  Vpc* v = vpc_of(s.vpc);
+  if (v == nullptr) return invalid("subnet " + s.id + ": no VPC " + s.vpc);
+  if (s.cidr.length() < 16 || s.cidr.length() > 28)
+    return invalid("subnet " + s.id + ": CIDR " + s.cidr.to_string() + " must be /16 to /28");
+  if (!v->cidr.contains(s.cidr))
+    return invalid("subnet " + s.id + ": " + s.cidr.to_string() + " is outside VPC " + v->id + " (" +
+                   v->cidr.to_string() + ")");
+  for (const auto& other : vpcs_)
+    for (const auto& o : other->subnets) {
+      if (o.id == s.id) return invalid("subnet " + s.id + " is declared twice");
+      if (other.get() == v && o.cidr.overlaps(s.cidr))
+        return invalid("subnet " + s.id + ": " + s.cidr.to_string() + " overlaps subnet " + o.id);
+    }
+  v->subnets.push_back(s);
+  return {};
+}
+
+Result<void, SwitchError> Switch::set_group(const GroupSpec& g) {
+  if (!vpc::valid_id(g.id)) return invalid("security group id \"" + g.id + "\" is not a printable id without spaces");
+  std::unique_lock lock(mu_);
+  std::lock_guard plock(policy_mu_);
+  const bool known = std::find(groups_.begin(), groups_.end(), g.id) != groups_.end();
+  // Check everything before changing anything: referenced groups, quotas.
+  for (const auto* list : {&g.ingress, &g.egress}) {
+    if (!list->has_value()) continue;
+    if ((*list)->size() > 60) return invalid("security group " + g.id + ": more than 60 rules in one direction");
+    for (const auto& r : **list)
+      if (const auto* ref = std::get_if<vpc::GroupRef>(&r.peer);
+          ref != nullptr && ref->group_id != g.id &&
+          std::find(groups_.begin(), groups_.end(), ref->group_id) == groups_.end())
+        return invalid("security group " + g.id + ": rule \"" + r.to_string() + "\" names unknown group " +
+                       ref->group_id);
+  }
+  if (!known) {
+    if (auto r = policy_.create_group(g.id); !r) return invalid("security group " + g.id + ": " + r.error().message());
+    groups_.push_back(g.id);
+  }
+  auto replace = [&](vpc::Direction dir, const std::vector<vpc::Rule>& rules) -> Result<void, SwitchError> {
+    auto old = policy_.rules(g.id, dir);
+    if (old)
+      for (const auto& r : *old) (void)policy_.remove_rule(g.id, dir, r);
+    for (const auto& r : rules) {
+      if (auto a = policy_.add_rule(g.id, dir, r); !a && a.error().code != vpc::VpcErrc::kDuplicate)
+        return invalid("security group " + g.id + ": rule \"" + r.to_string() + "\": " + a.error().message());
+    }
+    return {};
+  };
+  if (g.ingress) AZOTE_TRYV(replace(vpc::Direction::kIngress, *g.ingress));
+  if (g.egress) AZOTE_TRYV(replace(vpc::Direction::kEgress, *g.egress));
+  update_members();
+  return {};
+}
+
+nlohmann::json Switch::describe_groups() const {
+  std::shared_lock lock(mu_);
+  std::lock_guard plock(policy_mu_);
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& id : groups_) {
+    nlohmann::json g{{"id", id}, {"ingress", nlohmann::json::array()}, {"egress", nlohmann::json::array()}};
+    for (auto [dir, key] : {std::pair{vpc::Direction::kIngress, "ingress"}, std::pair{vpc::Direction::kEgress, "egress"}}) {
+      auto rules = policy_.rules(id, dir);
+      if (rules)
+        for (const auto& r : *rules) g[key].push_back(r.to_string());
+    }
+    out.push_back(std::move(g));
+  }
+  return out;
+}
+
+void Switch::update_members() {
+  for (const auto& g : groups_) {
+    std::vector<uint32_t> ips;
+    for (const auto& [id, p] : by_id_)
+      if (std::find(p->spec().groups.begin(), p->spec().groups.end(), g) != p->spec().groups.end())
+        ips.push_back(p->ip().value());
+    (void)policy_.set_members(g, ips);
+  }
+}
+
+Result<std::shared_ptr<Port>, SwitchError> Switch::add_eni(const EniSpec& e) {
+  std::unique_lock lock(mu_);
+  const std::string w = e.origin.empty() ? "ENI " + e.id : e.origin;
+  if (by_id_.size() >= kMaxEnis) return invalid(w + ": the card already serves " + std::to_string(kMaxEnis) + " ENIs");
+  // The subnet: by id anywhere, or by CIDR inside the named VPC (declared implicitly).
+  Vpc* v = nullptr;
+  std::optional<SubnetSpec> subnet;
+  if (auto cidr = net::Ipv4Prefix::parse(e.subnet); cidr) {
+    v = vpc_of(e.vpc);
+    if (v == nullptr) return invalid(w + ": " + (e.vpc.empty() ? "vpc= is needed with subnet=CIDR" : "no VPC " + e.vpc));
+    for (const auto& s : v->subnets)
+      if (s.cidr == *cidr) subnet = s;
+    if (!subnet) {
+      lock.unlock();
+      AZOTE_TRYV(add_subnet(SubnetSpec{cidr->to_string(), e.vpc, *cidr}));
+      lock.lock();
+      subnet = SubnetSpec{cidr->to_string(), e.vpc, *cidr};
+    }
+  } else {
+    for (auto& cand : vpcs_)
+      for (const auto& s : cand->subnets)
+        if (s.id == e.subnet) {
+          v = cand.get();
+          subnet = s;
+        }
+    if (!subnet) return invalid(w + ": no subnet " + e.subnet);
+    if (!e.vpc.empty() && e.vpc != v->id) return invalid(w + ": subnet " + e.subnet + " is in " + v->id + ", not " + e.vpc);
+  }
+  const net::Ipv4Prefix& sn = subnet->cidr;
+  const uint32_t host = e.ip.value() - sn.network().value();
+  if (!sn.contains(e.ip)) return invalid(w + ": ip " + e.ip.to_string() + " is outside subnet " + sn.to_string());
+  if (host <= 3 || e.ip == sn.last())
+    return invalid(w + ": ip " + e.ip.to_string() + " is reserved in " + sn.to_string() +
+                   " (network, gateway .1, DNS .2, .3 and broadcast)");
+  if (e.mac == gateway_mac_for(sn)) return invalid(w + ": mac " + e.mac.to_string() + " is the gateway's");
+  if (e.groups.empty() || e.groups.size() > 5) return invalid(w + ": an ENI has 1 to 5 security groups");
+  for (const auto& g : e.groups)
+    if (std::find(groups_.begin(), groups_.end(), g) == groups_.end()) return invalid(w + ": no security group " + g);
+  for (const auto& [id, p] : by_id_) {
+    if (id == e.id) return invalid(w + ": ENI " + e.id + " exists");
+    if (p->spec().socket == e.socket) return invalid(w + ": socket " + e.socket + " is used by " + id);
+    if (p->mac() == e.mac) return invalid(w + ": mac " + e.mac.to_string() + " is used by " + id);
+  }
+  if (routes_.count(route_key(v->index, e.ip)) != 0)
+    return invalid(w + ": ip " + e.ip.to_string() + " is used in " + v->id);
+
+  net::DhcpConfig dc;
+  dc.mac = e.mac;
+  dc.address = e.ip;
+  dc.subnet = sn;
+  dc.router = net::Ipv4Address::from_u32(sn.network().value() + 1);
+  dc.router_mac = gateway_mac_for(sn);
+  dc.dns = {net::Ipv4Address::from_u32(sn.network().value() + 2)};
+  dc.hostname = hostname_for(e.ip);
+  dc.domain_name = v->zone->domain().to_text();
+  dc.mtu = kMtu;
+  auto dhcp = net::DhcpServer::create(dc);
+  if (!dhcp) return invalid(w + ": DHCP: " + dhcp.error().message());
+  std::shared_ptr<Port> port(new Port(e, sn, *v, std::move(dhcp).value()));
+  port->spec_.subnet = subnet->id;
+  port->spec_.vpc = v->id;
+  if (!port->inbox_.notify_fd()) return make_error(SwitchErrc::kHost, "eventfd", errno);
+  {
+    std::lock_guard plock(policy_mu_);
+    vpc::InterfaceConfig ic;
+    ic.id = e.id;
+    ic.groups = e.groups;
+    ic.flow_log.enabled = config_.flow_log;
+    ic.flow_log.account_id = config_.account;
+    ic.flow_log.window = std::chrono::seconds(config_.flow_log_window_s);
+    auto h = policy_.add_interface(ic);
+    if (!h) return invalid(w + ": " + h.error().message());
+    port->policy_ = *h;
+    by_id_[e.id] = port;
+    routes_[route_key(v->index, e.ip)] = port;
+    update_members();
+  }
+  return port;
+}
+
+Result<void, SwitchError> Switch::remove_eni(const std::string& id) {
+  std::unique_lock lock(mu_);
+  auto it = by_id_.find(id);
+  if (it == by_id_.end()) return invalid("no ENI " + id);
+  auto port = it->second;
+  by_id_.erase(it);
+  routes_.erase(route_key(port->vpc().index, port->ip()));
+  std::lock_guard plock(policy_mu_);
+  (void)policy_.remove_interface(port->policy_);
+  update_members();
+  return {};
+}
+
+std::shared_ptr<Port> Switch::find(const std::string& id) const {
+  std::shared_lock lock(mu_);
+  auto it = by_id_.find(id);
+  return it == by_id_.end() ? nullptr : it->second;
+}
+
+std::vector<std::shared_ptr<Port>> Switch::ports() const {
+  std::shared_lock lock(mu_);
+  std::vector<std::shared_ptr<Port>> out;
+  for (const auto& [id, p] : by_id_) out.push_back(p);
+  return out;
+}
+
+std::vector<std::string> Switch::tick() {
+  std::lock_guard plock(policy_mu_);
+  const auto now = clock_.now();
+  auto lines = policy_.flush(now);
+  policy_.expire(now);
+  return lines;
+}
+
+std::vector<std::string> Switch::close_flow_logs() {
+  std::shared_lock lock(mu_);
+  std::lock_guard plock(policy_mu_);
+  for (const auto& [id, p] : by_id_) (void)policy_.remove_interface(p->policy_);
+  return policy_.flush(clock_.now());
+}
+
+// ---- Switch: the data path
+
+void Switch::reply(Port& to, std::span<const uint8_t> frame) {
+  if (!to.inbox_.push(frame)) {
+    to.counters_.drop(Drop::kRxQueueFull);
+    return;
+  }
+  to.inbox_.notify();
+}
+
+void Switch::transmit_one(Port& from, std::span<const uint8_t> frame) {
+  std::vector<TxFrame> one(1);
+  if (frame.size() > kMaxFrame) {
+    from.counters_.tx_packets.fetch_add(1, std::memory_order_relaxed);
+    from.counters_.drop(Drop::kOversized);
+    return;
+  }
+  std::memcpy(one[0].bytes.data(), frame.data(), frame.size());
+  one[0].len = frame.size();
+  transmit(from, one);
+}
+
+void Switch::transmit(Port& from, std::span<TxFrame> frames) {
+  std::vector<Candidate> cands;
+  for (size_t i = 0; i < frames.size(); ++i) {
+    from.counters_.tx_packets.fetch_add(1, std::memory_order_relaxed);
+    from.counters_.tx_bytes.fetch_add(frames[i].len, std::memory_order_relaxed);
+    handle(from, frames[i], i, cands);
+  }
+  if (cands.empty()) return;
+  {
+    // One lock for the batch's verdicts: egress at the sender, then ingress at the
+    // receiver, both stateful and both flow-logged.
+    std::lock_guard plock(policy_mu_);
+    for (auto& c : cands) {
+      if (!policy_.process(from.policy_, vpc::Direction::kEgress, c.packet).accepted()) {
+        from.counters_.drop(Drop::kSgEgress);
+        c.to.reset();
+        continue;
+      }
+      if (!policy_.process(c.to->policy_, vpc::Direction::kIngress, c.packet).accepted()) {
+        c.to->counters_.drop(Drop::kSgIngress);
+        c.to.reset();
+      }
+    }
+  }
+  std::vector<Port*> woken;
+  for (auto& c : cands) {
+    if (!c.to) continue;
+    Port& to = *c.to;
+    if (!to.rx_ready.load(std::memory_order_acquire)) {
+      to.counters_.drop(Drop::kRxNotReady);
+      continue;
+    }
+    TxFrame& f = frames[c.frame];
+    // Routed: from the receiver's gateway to the receiver, one hop less to live.
+    to.mac().store(std::span(f.bytes).subspan(0, 6));
+    to.gateway_mac().store(std::span(f.bytes).subspan(6, 6));
+    const auto ip_header = std::span(f.bytes).subspan(net::kEthernetHeaderLen, net::kIpv4HeaderLen);
+    net::ipv4_set_ttl(std::span(f.bytes).subspan(net::kEthernetHeaderLen, static_cast<size_t>(f.bytes[14] & 0x0f) * 4),
+                      static_cast<uint8_t>(ip_header[8] - 1));
+    const size_t len = net::kEthernetHeaderLen + (size_t{ip_header[2]} << 8 | ip_header[3]);
+    if (!to.inbox_.push(std::span(f.bytes).subspan(0, len))) {
+      to.counters_.drop(Drop::kRxQueueFull);
+      continue;
+    }
+    from.counters_.forwarded.fetch_add(1, std::memory_order_relaxed);
+    if (std::find(woken.begin(), woken.end(), &to) == woken.end()) woken.push_back(&to);
+  }
+  for (Port* p : woken) p->inbox_.notify();
+}
+
+void Switch::handle_arp(Port& from, const net::Arp& arp, net::MacAddress eth_src) {
+  PortCounters& c = from.counters_;
+  if (arp.op != net::ArpOp::kRequest) return c.drop(Drop::kArpIgnored);
+  if (from.spec_.source_dest_check) {
+    if (arp.sender_mac != from.mac()) return c.drop(Drop::kSpoofedMac);
+    if (arp.sender_ip != from.ip() && !arp.sender_ip.is_any()) return c.drop(Drop::kSpoofedIp);
+  }
+  const net::Ipv4Address t = arp.target_ip;
+  // Its own address (duplicate address detection, announcements) gets no answer;
+  // every other address of the subnet is the gateway's to deliver: nothing is flooded.
+  if (t == from.ip() || arp.is_announcement() || !from.subnet_.contains(t) || t == from.subnet_.network() ||
+      t == from.subnet_.last())
+    return c.drop(Drop::kArpIgnored);
+  std::array<uint8_t, 64> buf{};
+  auto n = net::build_arp_reply(std::span(buf).subspan(net::kEthernetHeaderLen), arp, from.gateway_mac());
+  if (!n) return c.drop(Drop::kMalformed);
+  auto len = net::build_ethernet(buf, net::EthernetFields{eth_src, from.gateway_mac(), net::kEtherTypeArp, {}}, *n);
+  if (!len) return c.drop(Drop::kMalformed);
+  reply(from, std::span(buf).subspan(0, *len));
+  c.arp_replies.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Switch::handle(Port& from, const TxFrame& f, size_t index, std::vector<Candidate>& out) {
+  PortCounters& c = from.counters_;
+  const std::span<const uint8_t> frame(f.bytes.data(), f.len);
+  auto parsed = net::parse_frame(frame);
+  if (!parsed) {
+    c.parse_errors[static_cast<size_t>(parsed.error().code)].fetch_add(1, std::memory_order_relaxed);
+    return c.drop(parsed.error().code == net::NetErrc::kUnsupported ? Drop::kUnsupported : Drop::kMalformed);
+  }
+  const net::EthernetView& eth = parsed->eth;
+  if (eth.vlan) return c.drop(Drop::kUnsupported);
+  const bool check = from.spec_.source_dest_check;
+  if (check && eth.src != from.mac()) return c.drop(Drop::kSpoofedMac);
+  if (parsed->arp) return handle_arp(from, *parsed->arp, eth.src);
+  if (!parsed->ip) return c.drop(Drop::kUnsupported);
+  const net::Ipv4View& ip = *parsed->ip;
+  if (ip.is_fragment()) return c.drop(Drop::kFragment);
+  const auto* udp = std::get_if<net::UdpView>(&parsed->l4);
+  std::array<uint8_t, kSlotBytes> buf;
+  const net::EthernetFields to_guest{eth.src, from.gateway_mac(), net::kEtherTypeIpv4, {}};
+
+  // DHCP: before the source check, a client has no address yet.
+  if (udp != nullptr && udp->dst_port == net::kDhcpServerPort) {
+    if (!ip.dst.is_broadcast() && ip.dst != from.gateway()) return c.drop(Drop::kNoService);
+    if (check && !ip.src.is_any() && ip.src != from.ip()) return c.drop(Drop::kSpoofedIp);
+    auto m = net::parse_dhcp(udp->payload);
+    if (!m) {
+      c.parse_errors[static_cast<size_t>(m.error().code)].fetch_add(1, std::memory_order_relaxed);
+      return c.drop(Drop::kMalformed);
+    }
+    const net::DhcpDecision d = from.dhcp_.handle(*m);
+    from.lease_state.store(static_cast<uint8_t>(from.dhcp_.state()), std::memory_order_relaxed);
+    if (!d.reply) return c.drop(Drop::kDhcpIgnored);
+    auto n = from.dhcp_.build_reply_frame(buf, *m, d);
+    if (!n) return c.drop(Drop::kMalformed);
+    reply(from, std::span(buf).subspan(0, *n));
+    c.dhcp_replies.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  if (check && ip.src != from.ip()) return c.drop(Drop::kSpoofedIp);
+  if (eth.dst != from.gateway_mac()) return c.drop(eth.dst.is_multicast() ? Drop::kBroadcast : Drop::kNotToGateway);
+  if (ip.dst.is_broadcast() || ip.dst.is_multicast() || ip.dst == from.subnet_.last())
+    return c.drop(Drop::kBroadcast);
+
+  if (ip.dst == from.gateway()) {
+    const auto* icmp = std::get_if<net::IcmpView>(&parsed->l4);
+    if (icmp == nullptr || icmp->type != net::kIcmpEchoRequest) return c.drop(Drop::kNoService);
+    constexpr size_t at = net::kEthernetHeaderLen + net::kIpv4HeaderLen;
+    auto n = net::build_icmp_echo_reply(std::span(buf).subspan(at), *icmp);
+    if (!n) return c.drop(Drop::kMalformed);
+    net::Ipv4Fields f4{from.gateway(), ip.src, net::kIpProtoIcmp, kDefaultTtl, 0, 0, true};
+    auto len = net::build_ipv4_frame(buf, to_guest, f4, std::span(buf).subspan(at, *n));
+    if (!len) return c.drop(Drop::kMalformed);
+    reply(from, std::span(buf).subspan(0, *len));
+    c.icmp_replies.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  if (ip.dst == from.dns_server()) {
+    if (udp == nullptr || udp->dst_port != net::kDnsPort) return c.drop(Drop::kNoService);
+    auto q = net::parse_dns_query(udp->payload);
+    if (!q) {
+      c.parse_errors[static_cast<size_t>(q.error().code)].fetch_add(1, std::memory_order_relaxed);
+      return c.drop(Drop::kMalformed);
+    }
+    constexpr size_t at = net::kEthernetHeaderLen + net::kIpv4HeaderLen + net::kUdpHeaderLen;
+    auto n = net::answer(*q, *from.vpc_->zone, std::span(buf).subspan(at));
+    if (!n) return c.drop(Drop::kMalformed);
+    net::Ipv4Fields f4{from.dns_server(), ip.src, net::kIpProtoUdp, kDefaultTtl, 0, 0, true};
+    auto len = net::build_udp_frame(buf, to_guest, f4, net::kDnsPort, udp->src_port, std::span(buf).subspan(at, *n));
+    if (!len) return c.drop(Drop::kMalformed);
+    reply(from, std::span(buf).subspan(0, *len));
+    c.dns_replies.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+
+  // Routing inside the VPC.
+  if (!from.vpc_->cidr.contains(ip.dst)) return c.drop(Drop::kOtherVpc);
+  std::shared_ptr<Port> to;
+  {
+    std::shared_lock lock(mu_);
+    auto it = routes_.find(route_key(from.vpc_->index, ip.dst));
+    if (it != routes_.end()) to = it->second;
+  }
+  if (!to) return c.drop(Drop::kNoRoute);
+  if (ip.ttl <= 1) return c.drop(Drop::kTtlExpired);
+
+  vpc::Packet p;
+  p.bytes = ip.total_len;
+  const uint32_t s = ip.src.value(), d = ip.dst.value();
+  if (udp != nullptr) {
+    p.key = vpc::FlowKey::udp(s, udp->src_port, d, udp->dst_port);
+  } else if (const auto* tcp = std::get_if<net::TcpView>(&parsed->l4)) {
+    p.key = vpc::FlowKey::tcp(s, tcp->src_port, d, tcp->dst_port);
+    p.tcp_flags = static_cast<uint8_t>(tcp->flags);
+  } else if (const auto* icmp = std::get_if<net::IcmpView>(&parsed->l4)) {
+    const bool query = vpc::icmp_query(icmp->type).has_value();
+    p.key = vpc::FlowKey::icmp(s, d, icmp->type, icmp->code, query ? icmp->echo_id() : uint16_t{0});
+    if (vpc::is_icmp_error(icmp->type)) p.has_inner = quoted_key(icmp->body, &p.inner);
+  } else {
+    p.key = vpc::FlowKey::other(ip.protocol, s, d);
+  }
+  out.push_back(Candidate{index, std::move(to), p});
+}
+
+}  // namespace azote::card_net

@@ -1,0 +1,242 @@
+// The VPC of one host, without vhost-user: the ENIs (Ports) and what the card does
+// with every frame a guest transmits. Switch::transmit() parses a frame (lib/net),
+// checks its source, answers the services the card itself provides (ARP for the
+// whole subnet, DHCP, DNS on .2, ICMP echo to the gateway .1), and routes IPv4 to
+// the ENI of the same VPC that owns the destination, through the security groups of
+// both ends (lib/vpc_policy, stateful, flow-logged). Whatever goes to a guest is put
+// in that Port's Inbox; its worker (worker.hpp) copies it into the guest's receive
+// queue. Every frame not delivered is counted by reason on the Port where it died.
+//
+// Threads: transmit() runs on the sending ENI's worker; the ENI table is read under
+// a shared lock, the policy engine (not thread-safe) is taken once per batch. The
+// control thread adds and removes VPCs, groups and ENIs.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/error.hpp"
+#include "base/log.hpp"
+#include "base/unique_fd.hpp"
+#include "cards/net/options.hpp"
+#include "net/addr.hpp"
+#include "net/arp.hpp"
+#include "net/dhcp.hpp"
+#include "net/dns.hpp"
+#include "net/error.hpp"
+#include "rate_limit/clock.hpp"
+#include "vpc_policy/engine.hpp"
+
+namespace azote::card_net {
+
+enum class SwitchErrc {
+  kInvalid = 1,  // the VPC model is inconsistent (address outside subnet, duplicate, unknown id)
+  kHost,         // eventfd
+};
+using SwitchError = Error<SwitchErrc>;
+
+inline constexpr uint16_t kMtu = 1500;
+inline constexpr size_t kMaxFrame = kMtu + 14;  // Ethernet without FCS; no VLAN tags
+inline constexpr size_t kSlotBytes = 1536;
+inline constexpr uint8_t kDefaultTtl = 64;
+
+// Why a frame was not delivered. Counted per ENI (the one where it was dropped).
+enum class Drop : uint8_t {
+  kBadHeader,        // virtio-net header too short, or asking for offloads never offered
+  kOversized,        // longer than the MTU allows
+  kMalformed,        // lib/net refused it (parse_errors has the NetErrc)
+  kUnsupported,      // not ARP or IPv4 (IPv6, LLC, ...), VLAN-tagged
+  kSpoofedMac,       // Ethernet / ARP source MAC not the ENI's (source-dest-check on)
+  kSpoofedIp,        // IPv4 / ARP source address not the ENI's (source-dest-check on)
+  kFragment,         // IPv4 fragments: no reassembly in the card
+  kArpIgnored,       // ARP replies, announcements, probes of its own address, targets outside the subnet
+  kNotToGateway,     // unicast IPv4 not sent to the gateway's MAC
+  kBroadcast,        // IPv4 broadcast or multicast that is not DHCP
+  kNoService,        // to .1 / .2 but nothing the card answers there (e.g. TCP to .2:53)
+  kDhcpIgnored,      // DHCP the server stays silent for (another chaddr, DECLINE, RELEASE, ...)
+  kTtlExpired,       // TTL <= 1 before routing
+  kOtherVpc,         // destination outside the sender's VPC (no gateways, no peering yet)
+  kNoRoute,          // inside the VPC but no ENI here owns it (no fabric yet)
+  kSgEgress,         // the sender's security groups refused it
+  kSgIngress,        // the receiver's security groups refused it
+  kRxNotReady,       // the receiver's guest has no running receive queue
+  kRxQueueFull,      // the receiver's inbox is full (its guest does not post buffers fast enough)
+  kRxBufferTooSmall, // a receive buffer of the guest cannot hold the frame
+  kCount
+};
+inline constexpr size_t kDropCount = static_cast<size_t>(Drop::kCount);
+const char* to_string(Drop d);
+
+struct PortCounters {
+  // tx: frames the guest transmitted (all of them, dropped ones included); rx: frames
+  // written into the guest's receive queue.
+  std::atomic<uint64_t> tx_packets{0}, tx_bytes{0}, rx_packets{0}, rx_bytes{0};
+  std::array<std::atomic<uint64_t>, kDropCount> drops{};
+  std::array<std::atomic<uint64_t>, net::kNetErrcCount> parse_errors{};
+  std::atomic<uint64_t> forwarded{0};  // frames routed to another ENI (accepted by both groups)
+  std::atomic<uint64_t> arp_replies{0}, dhcp_replies{0}, dns_replies{0}, icmp_replies{0};
+  std::atomic<uint64_t> queue_errors{0};  // virtqueues the driver broke
+
+  void drop(Drop d) { drops[static_cast<size_t>(d)].fetch_add(1, std::memory_order_relaxed); }
+  uint64_t dropped(Drop d) const { return drops[static_cast<size_t>(d)].load(std::memory_order_relaxed); }
+};
+
+// Frames waiting for one guest's receive queue: a bounded ring of card-owned slots.
+// Any thread may push; one consumer (the ENI's worker) reads the front in place and
+// pops it once copied. notify_fd() becomes readable after a push.
+class Inbox {
+ public:
+  static constexpr size_t kSlots = 256;
+  Inbox();
+  int notify_fd() const { return notify_.get(); }
+  // false: full (the frame is not taken).
+  bool push(std::span<const uint8_t> frame);
+  void notify();
+  // The oldest frame, valid until pop(); empty when there is none.
+  std::span<const uint8_t> front();
+  void pop();
+  size_t size() const;
+  void clear();
+
+ private:
+  struct Slot {
+    std::array<uint8_t, kSlotBytes> bytes;
+    size_t len = 0;
+  };
+  mutable std::mutex mu_;
+  std::vector<Slot> slots_;
+  size_t head_ = 0, count_ = 0;
+  UniqueFd notify_;
+};
+
+struct Vpc {
+  std::string id;
+  net::Ipv4Prefix cidr;
+  uint32_t index = 0;  // in route keys
+  std::unique_ptr<net::DnsZone> zone;
+  std::vector<SubnetSpec> subnets;
+};
+
+// One ENI: its configuration, its DHCP server, counters and inbox.
+class Port {
+ public:
+  const EniSpec& spec() const { return spec_; }
+  const std::string& id() const { return spec_.id; }
+  net::MacAddress mac() const { return spec_.mac; }
+  net::Ipv4Address ip() const { return spec_.ip; }
+  const net::Ipv4Prefix& subnet() const { return subnet_; }
+  net::Ipv4Address gateway() const { return net::Ipv4Address::from_u32(subnet_.network().value() + 1); }
+  net::Ipv4Address dns_server() const { return net::Ipv4Address::from_u32(subnet_.network().value() + 2); }
+  net::MacAddress gateway_mac() const { return gateway_mac_; }
+  const Vpc& vpc() const { return *vpc_; }
+  PortCounters& counters() { return counters_; }
+  const PortCounters& counters() const { return counters_; }
+  Inbox& inbox() { return inbox_; }
+  const Inbox& inbox() const { return inbox_; }
+  // Set by the worker while the guest's receive queue runs.
+  std::atomic<bool> rx_ready{false};
+  // The DHCP lease as last seen (net::DhcpLeaseState), for list-enis.
+  std::atomic<uint8_t> lease_state{0};
+
+ private:
+  friend class Switch;
+  Port(EniSpec spec, net::Ipv4Prefix subnet, const Vpc& vpc, net::DhcpServer dhcp);
+  EniSpec spec_;
+  net::Ipv4Prefix subnet_;
+  net::MacAddress gateway_mac_;
+  const Vpc* vpc_;
+  net::DhcpServer dhcp_;  // the sending worker's only
+  vpc::EniHandle policy_;
+  PortCounters counters_;
+  Inbox inbox_;
+};
+
+// A frame taken from a guest's transmit queue, in a buffer the card owns.
+struct TxFrame {
+  std::array<uint8_t, kSlotBytes> bytes;
+  size_t len = 0;
+};
+
+struct SwitchConfig {
+  std::string region = "local-1";
+  std::string account = "000000000000";
+  bool flow_log = false;
+  uint32_t flow_log_window_s = 60;
+};
+
+class Switch {
+ public:
+  Switch(const rate_limit::Clock& clock, SwitchConfig config);
+  ~Switch();
+
+  // --- the VPC model (control thread) ---
+  Result<void, SwitchError> add_vpc(const VpcSpec& v);
+  Result<void, SwitchError> add_subnet(const SubnetSpec& s);
+  // Creates the group (EC2 defaults) or replaces its rules: ingress as given, egress as
+  // given or, when nullopt, left as they are.
+  Result<void, SwitchError> set_group(const GroupSpec& g);
+  bool has_vpc(const std::string& id) const;
+  bool has_group(const std::string& id) const;
+  // Checks the ENI against the model (address inside its subnet and not reserved,
+  // subnet inside its VPC, unique id/socket/MAC/address, existing groups) and adds it.
+  Result<std::shared_ptr<Port>, SwitchError> add_eni(const EniSpec& e);
+  // The ENI leaves the routing table and the policy engine at once; senders that
+  // already hold it may still put frames in its inbox.
+  Result<void, SwitchError> remove_eni(const std::string& id);
+  std::shared_ptr<Port> find(const std::string& id) const;
+  std::vector<std::shared_ptr<Port>> ports() const;
+  nlohmann::json describe_groups() const;
+
+  // --- data path (the sending ENI's worker) ---
+  // Handles a batch of frames the guest of `from` transmitted (virtio-net header
+  // already removed). Frames may be rewritten in place.
+  void transmit(Port& from, std::span<TxFrame> frames);
+  // One frame, for tests.
+  void transmit_one(Port& from, std::span<const uint8_t> frame);
+
+  // --- maintenance (control thread timer) ---
+  // Flow-log lines of every window ended by now, and conntrack expiry.
+  std::vector<std::string> tick();
+  // Every ENI's flow log closed now (at exit): the remaining lines.
+  std::vector<std::string> close_flow_logs();
+
+ private:
+  struct Candidate {
+    size_t frame;
+    std::shared_ptr<Port> to;
+    vpc::Packet packet;
+  };
+  void handle(Port& from, const TxFrame& f, size_t index, std::vector<Candidate>& out);
+  void handle_arp(Port& from, const net::Arp& arp, net::MacAddress eth_src);
+  void reply(Port& to, std::span<const uint8_t> frame);
+  void update_members();  // with mu_ held exclusively
+  Vpc* vpc_of(const std::string& id);
+  static uint64_t route_key(uint32_t vpc, net::Ipv4Address ip) { return uint64_t{vpc} << 32 | ip.value(); }
+
+  const rate_limit::Clock& clock_;
+  SwitchConfig config_;
+  mutable std::shared_mutex mu_;  // the model and the routing table
+  std::vector<std::unique_ptr<Vpc>> vpcs_;
+  std::map<std::string, std::shared_ptr<Port>> by_id_;
+  std::vector<std::string> groups_;  // every group created, for member updates
+  std::unordered_map<uint64_t, std::shared_ptr<Port>> routes_;
+  mutable std::mutex policy_mu_;  // the engine is not thread-safe
+  vpc::PolicyEngine policy_;
+  log::RateLimit log_limit_{10, std::chrono::seconds(10)};
+};
+
+// The hostname DHCP hands out: "ip-10-0-1-5".
+std::string hostname_for(net::Ipv4Address a);
+
+}  // namespace azote::card_net

@@ -1,0 +1,259 @@
+// The card's forwarding and service logic without vhost-user: a Switch with a fake
+// ENI pair (and one ENI of another VPC), frames built by lib/net pushed through
+// Switch::transmit_one(), and what lands in each ENI's inbox parsed back.
+#include "cards/net/switch.hpp"
+
+#include <gtest/gtest.h>
+
+#include "cards/net/test_frames.hpp"
+#include "net/frame.hpp"
+
+namespace azote::card_net {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::Guest;
+
+net::Ipv4Address ip(const char* s) { return *net::Ipv4Address::parse(s); }
+net::MacAddress mac(const char* s) { return *net::MacAddress::parse(s); }
+
+std::vector<uint8_t> take(Port& p) {
+  auto f = p.inbox().front();
+  std::vector<uint8_t> out(f.begin(), f.end());
+  if (!f.empty()) p.inbox().pop();
+  return out;
+}
+
+class SwitchTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    sw_ = std::make_unique<Switch>(clock_, SwitchConfig{"test-1", "123456789012", true, 1});
+    ASSERT_TRUE(sw_->add_vpc({"vpc-1", *net::Ipv4Prefix::parse("10.0.0.0/16")}));
+    ASSERT_TRUE(sw_->add_vpc({"vpc-2", *net::Ipv4Prefix::parse("10.1.0.0/16")}));
+    ASSERT_TRUE(sw_->add_subnet({"subnet-a", "vpc-1", *net::Ipv4Prefix::parse("10.0.1.0/24")}));
+    GroupSpec web{"sg-web", std::vector<vpc::Rule>{vpc::Rule::udp(5000, 5000, *vpc::Cidr::parse("10.0.0.0/16"))}, {}};
+    ASSERT_TRUE(sw_->set_group(web));
+    ASSERT_TRUE(sw_->set_group({"sg-closed", {}, {}}));
+    a_ = add("eni-a", "02:00:00:00:00:0a", "10.0.1.5", "subnet-a", "", {"sg-web"});
+    b_ = add("eni-b", "02:00:00:00:00:0b", "10.0.1.6", "subnet-a", "", {"sg-web"});
+    c_ = add("eni-c", "02:00:00:00:00:0c", "10.1.1.5", "10.1.1.0/24", "vpc-2", {"sg-web"});
+    ASSERT_TRUE(a_ && b_ && c_) << last_error_;
+    ga_ = {a_->mac(), a_->ip(), a_->gateway_mac()};
+    gb_ = {b_->mac(), b_->ip(), b_->gateway_mac()};
+  }
+  std::shared_ptr<Port> add(const char* id, const char* m, const char* a, const char* subnet, const char* vpc,
+                            std::vector<std::string> groups, bool sdc = true) {
+    EniSpec e;
+    e.id = id;
+    e.socket = std::string("/tmp/") + id;
+    e.mac = mac(m);
+    e.ip = ip(a);
+    e.subnet = subnet;
+    e.vpc = vpc;
+    e.groups = std::move(groups);
+    e.source_dest_check = sdc;
+    auto p = sw_->add_eni(e);
+    if (!p) {
+      last_error_ = p.error().message();
+      return nullptr;
+    }
+    (*p)->rx_ready = true;
+    return *p;
+  }
+  std::string last_error_;
+  std::vector<uint8_t> payload_{'h', 'e', 'l', 'l', 'o'};
+  rate_limit::FakeClock clock_{std::chrono::seconds(1000)};
+  std::unique_ptr<Switch> sw_;
+  std::shared_ptr<Port> a_, b_, c_;
+  Guest ga_, gb_;
+};
+
+TEST_F(SwitchTest, ArpIsAnsweredForTheSubnetButNotForItsOwnAddress) {
+  for (const char* target : {"10.0.1.1", "10.0.1.6", "10.0.1.77"}) {
+    sw_->transmit_one(*a_, testing::arp_request(ga_, ip(target)));
+    auto r = take(*a_);
+    auto f = net::parse_frame(r);
+    ASSERT_TRUE(f && f->arp) << target;
+    EXPECT_EQ(f->arp->op, net::ArpOp::kReply);
+    EXPECT_EQ(f->arp->sender_ip, ip(target));
+    EXPECT_EQ(f->arp->sender_mac, a_->gateway_mac());
+    EXPECT_EQ(f->arp->target_mac, a_->mac());
+    EXPECT_EQ(f->eth.dst, a_->mac());
+  }
+  EXPECT_EQ(a_->counters().arp_replies.load(), 3u);
+  // Its own address (duplicate address detection) and addresses outside the subnet.
+  sw_->transmit_one(*a_, testing::arp_request(ga_, ip("10.0.1.5")));
+  sw_->transmit_one(*a_, testing::arp_request(ga_, ip("10.0.2.9")));
+  EXPECT_EQ(a_->inbox().size(), 0u);
+  EXPECT_EQ(a_->counters().dropped(Drop::kArpIgnored), 2u);
+  // Nothing reached the other ENI: no flooding.
+  EXPECT_EQ(b_->inbox().size(), 0u);
+}
+
+TEST_F(SwitchTest, DhcpOffersTheConfiguredLease) {
+  sw_->transmit_one(*a_, testing::dhcp_discover(ga_, 0x1234));
+  auto r = take(*a_);
+  auto f = net::parse_frame(r);
+  ASSERT_TRUE(f && f->ip);
+  EXPECT_EQ(f->ip->src, ip("10.0.1.1"));
+  const auto& u = std::get<net::UdpView>(f->l4);
+  EXPECT_EQ(u.src_port, 67);
+  auto m = net::parse_dhcp(u.payload, net::BootpOp::kReply);
+  ASSERT_TRUE(m) << m.error().message();
+  EXPECT_EQ(m->type, net::DhcpMessageType::kOffer);
+  EXPECT_EQ(m->xid, 0x1234u);
+  EXPECT_EQ(m->yiaddr, ip("10.0.1.5"));
+  auto opt = [&](uint8_t code) {
+    auto o = m->find(code);
+    return o ? std::vector<uint8_t>(o->begin(), o->end()) : std::vector<uint8_t>{};
+  };
+  EXPECT_EQ(opt(net::dhcp_option::kSubnetMask), (std::vector<uint8_t>{255, 255, 255, 0}));
+  EXPECT_EQ(opt(net::dhcp_option::kRouter), (std::vector<uint8_t>{10, 0, 1, 1}));
+  EXPECT_EQ(opt(net::dhcp_option::kDns), (std::vector<uint8_t>{10, 0, 1, 2}));
+  EXPECT_EQ(opt(net::dhcp_option::kMtu), (std::vector<uint8_t>{0x05, 0xdc}));
+  const auto host = opt(net::dhcp_option::kHostname);
+  EXPECT_EQ(std::string(host.begin(), host.end()), "ip-10-0-1-5");
+  // Another client's MAC gets nothing.
+  Guest other = ga_;
+  other.mac = mac("02:00:00:00:00:99");
+  sw_->transmit_one(*a_, testing::dhcp_discover(other, 7));
+  EXPECT_EQ(a_->inbox().size(), 0u);
+}
+
+TEST_F(SwitchTest, DnsAnswersTheVpcAndRefusesTheRest) {
+  auto ask = [&](uint16_t id, const std::string& name) {
+    sw_->transmit_one(*a_, testing::udp(ga_, a_->ip(), ip("10.0.1.2"), 40000, 53, testing::dns_query(id, name)));
+    auto r = take(*a_);
+    auto f = net::parse_frame(r);
+    EXPECT_TRUE(f && f->ip) << name;
+    if (!f || !f->ip) return testing::DnsResult{};
+    EXPECT_EQ(f->ip->src, ip("10.0.1.2"));
+    return testing::parse_dns_response(std::get<net::UdpView>(f->l4).payload);
+  };
+  auto in = ask(7, "ip-10-0-1-6.test-1.compute.internal");
+  EXPECT_EQ(in.id, 7);
+  EXPECT_EQ(in.rcode, 0);
+  ASSERT_EQ(in.a.size(), 1u);
+  EXPECT_EQ(in.a[0], ip("10.0.1.6"));
+  EXPECT_EQ(ask(8, "example.com").rcode, 5);  // REFUSED
+  // Another VPC's name is outside this VPC's zone.
+  EXPECT_EQ(ask(9, "ip-10-1-1-5.test-1.compute.internal").rcode, 3);  // NXDOMAIN
+}
+
+TEST_F(SwitchTest, GatewayAnswersPing) {
+  sw_->transmit_one(*a_, testing::ping(ga_, ip("10.0.1.1"), 0x42, 3));
+  auto r = take(*a_);
+  auto f = net::parse_frame(r);
+  ASSERT_TRUE(f && f->ip);
+  EXPECT_EQ(f->ip->src, ip("10.0.1.1"));
+  EXPECT_EQ(f->ip->dst, a_->ip());
+  const auto& icmp = std::get<net::IcmpView>(f->l4);
+  EXPECT_EQ(icmp.type, net::kIcmpEchoReply);
+  EXPECT_EQ(icmp.echo_id(), 0x42);
+  EXPECT_EQ(icmp.echo_seq(), 3);
+  // A ping to a VPC address no ENI owns here goes nowhere.
+  sw_->transmit_one(*a_, testing::ping(ga_, ip("10.0.1.77"), 1, 1));
+  EXPECT_EQ(a_->counters().dropped(Drop::kNoRoute), 1u);
+}
+
+TEST_F(SwitchTest, UdpIsRoutedWhenTheReceiversGroupAllowsIt) {
+  sw_->transmit_one(*a_, testing::udp(ga_, a_->ip(), b_->ip(), 40000, 5000, payload_));
+  auto r = take(*b_);
+  auto f = net::parse_frame(r);  // checksums verified: the TTL rewrite kept them right
+  ASSERT_TRUE(f && f->ip) << (f ? "" : f.error().message());
+  EXPECT_EQ(f->eth.src, b_->gateway_mac());
+  EXPECT_EQ(f->eth.dst, b_->mac());
+  EXPECT_EQ(f->ip->ttl, 63);
+  EXPECT_EQ(f->ip->src, a_->ip());
+  const auto& u = std::get<net::UdpView>(f->l4);
+  EXPECT_EQ(std::vector<uint8_t>(u.payload.begin(), u.payload.end()), payload_);
+  EXPECT_EQ(a_->counters().forwarded.load(), 1u);
+  // The reply goes back although sg-web allows no inbound from port 5000: stateful.
+  sw_->transmit_one(*b_, testing::udp(gb_, b_->ip(), a_->ip(), 5000, 40000, payload_));
+  EXPECT_EQ(a_->inbox().size(), 1u);
+  EXPECT_EQ(a_->counters().dropped(Drop::kSgIngress), 0u);
+  // Unsolicited traffic to that port is refused.
+  sw_->transmit_one(*b_, testing::udp(gb_, b_->ip(), a_->ip(), 5001, 40001, payload_));
+  EXPECT_EQ(a_->counters().dropped(Drop::kSgIngress), 1u);
+}
+
+TEST_F(SwitchTest, UdpToAClosedPortIsDroppedAndFlowLoggedReject) {
+  sw_->transmit_one(*a_, testing::udp(ga_, a_->ip(), b_->ip(), 40000, 6000, payload_));
+  EXPECT_EQ(b_->inbox().size(), 0u);
+  EXPECT_EQ(b_->counters().dropped(Drop::kSgIngress), 1u);
+  clock_.advance(2s);
+  std::string all;
+  for (const auto& l : sw_->tick()) all += l + "\n";
+  EXPECT_NE(all.find("2 123456789012 eni-b 10.0.1.5 10.0.1.6 40000 6000 17 1 33 "), std::string::npos) << all;
+  EXPECT_NE(all.find("REJECT OK"), std::string::npos) << all;
+  // The sender's egress accepted it.
+  EXPECT_NE(all.find("eni-a 10.0.1.5 10.0.1.6 40000 6000 17 1 33"), std::string::npos) << all;
+}
+
+TEST_F(SwitchTest, SpoofedSourcesAreDropped) {
+  sw_->transmit_one(*a_, testing::udp(ga_, ip("10.0.1.99"), b_->ip(), 40000, 5000, payload_));
+  EXPECT_EQ(a_->counters().dropped(Drop::kSpoofedIp), 1u);
+  sw_->transmit_one(*a_, testing::udp(ga_, a_->ip(), b_->ip(), 40000, 5000, payload_, mac("02:00:00:00:00:66")));
+  EXPECT_EQ(a_->counters().dropped(Drop::kSpoofedMac), 1u);
+  EXPECT_EQ(b_->inbox().size(), 0u);
+  // With source-dest-check off, the same packet is routed.
+  auto d = add("eni-d", "02:00:00:00:00:0d", "10.0.1.7", "subnet-a", "", {"sg-web"}, false);
+  ASSERT_TRUE(d);
+  Guest gd{d->mac(), d->ip(), d->gateway_mac()};
+  sw_->transmit_one(*d, testing::udp(gd, ip("10.0.1.99"), b_->ip(), 40000, 5000, payload_));
+  EXPECT_EQ(b_->inbox().size(), 1u);
+}
+
+TEST_F(SwitchTest, AnotherVpcIsUnreachable) {
+  sw_->transmit_one(*a_, testing::udp(ga_, a_->ip(), c_->ip(), 40000, 5000, payload_));
+  EXPECT_EQ(a_->counters().dropped(Drop::kOtherVpc), 1u);
+  EXPECT_EQ(c_->inbox().size(), 0u);
+  // TTL 1 cannot be routed; a receiver without a running queue gets nothing.
+  sw_->transmit_one(*a_, testing::udp(ga_, a_->ip(), b_->ip(), 40000, 5000, payload_, {}, 1));
+  EXPECT_EQ(a_->counters().dropped(Drop::kTtlExpired), 1u);
+  b_->rx_ready = false;
+  sw_->transmit_one(*a_, testing::udp(ga_, a_->ip(), b_->ip(), 40000, 5000, payload_));
+  EXPECT_EQ(b_->counters().dropped(Drop::kRxNotReady), 1u);
+}
+
+TEST_F(SwitchTest, RuleChangesApplyToNewFlows) {
+  GroupSpec open{"sg-web", std::vector<vpc::Rule>{vpc::Rule::udp(6000, 6000, *vpc::Cidr::parse("10.0.1.5/32"))}, {}};
+  ASSERT_TRUE(sw_->set_group(open));
+  sw_->transmit_one(*a_, testing::udp(ga_, a_->ip(), b_->ip(), 40000, 6000, payload_));
+  EXPECT_EQ(b_->inbox().size(), 1u);
+  sw_->transmit_one(*a_, testing::udp(ga_, a_->ip(), b_->ip(), 40002, 5000, payload_));
+  EXPECT_EQ(b_->counters().dropped(Drop::kSgIngress), 1u);
+  // A group referencing a group that does not exist is refused without changing anything.
+  GroupSpec bad{"sg-web", std::vector<vpc::Rule>{vpc::Rule::all(vpc::GroupRef{"sg-nope"})}, {}};
+  EXPECT_FALSE(sw_->set_group(bad));
+}
+
+TEST_F(SwitchTest, TheModelIsChecked) {
+  EXPECT_EQ(add("eni-x", "02:00:00:00:01:01", "10.0.2.5", "subnet-a", "", {"sg-web"}), nullptr);  // outside
+  EXPECT_EQ(add("eni-x", "02:00:00:00:01:01", "10.0.1.1", "subnet-a", "", {"sg-web"}), nullptr);  // the gateway
+  EXPECT_EQ(add("eni-x", "02:00:00:00:01:01", "10.0.1.255", "subnet-a", "", {"sg-web"}), nullptr);  // broadcast
+  EXPECT_EQ(add("eni-x", "02:00:00:00:00:0a", "10.0.1.9", "subnet-a", "", {"sg-web"}), nullptr);  // a's MAC
+  EXPECT_EQ(add("eni-x", "02:00:00:00:01:01", "10.0.1.6", "subnet-a", "", {"sg-web"}), nullptr);  // b's address
+  EXPECT_EQ(add("eni-x", "02:00:00:00:01:01", "10.0.1.9", "subnet-a", "", {"sg-nope"}), nullptr);  // no group
+  EXPECT_EQ(add("eni-x", "02:00:00:00:01:01", "10.2.1.9", "10.2.1.0/24", "vpc-1", {"sg-web"}), nullptr);  // not in VPC
+  EXPECT_FALSE(sw_->add_subnet({"subnet-b", "vpc-1", *net::Ipv4Prefix::parse("10.0.1.128/25")}));  // overlaps
+  // Removed: no longer routed.
+  ASSERT_TRUE(sw_->remove_eni("eni-b"));
+  sw_->transmit_one(*a_, testing::udp(ga_, a_->ip(), ip("10.0.1.6"), 40000, 5000, payload_));
+  EXPECT_EQ(a_->counters().dropped(Drop::kNoRoute), 1u);
+}
+
+TEST_F(SwitchTest, GarbageIsCountedNotDelivered) {
+  const std::vector<uint8_t> runt = {1, 2, 3};
+  sw_->transmit_one(*a_, runt);
+  auto frame = testing::udp(ga_, a_->ip(), b_->ip(), 40000, 5000, payload_);
+  frame[net::kEthernetHeaderLen + 10] ^= 0xff;  // IPv4 header checksum
+  sw_->transmit_one(*a_, frame);
+  EXPECT_EQ(a_->counters().dropped(Drop::kMalformed), 2u);
+  EXPECT_EQ(a_->counters().parse_errors[static_cast<size_t>(net::NetErrc::kBadChecksum)].load(), 1u);
+  EXPECT_EQ(a_->counters().tx_packets.load(), 2u);
+  EXPECT_EQ(b_->inbox().size(), 0u);
+}
+
+}  // namespace
+}  // namespace azote::card_net

@@ -1,0 +1,238 @@
+#include "cards/net/worker.hpp"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "cards/net/virtio_net.hpp"
+#include "virtio/shared_memory.hpp"
+
+namespace azote::card_net {
+namespace {
+
+constexpr uint64_t kTagStop = 100;
+constexpr uint64_t kTagInbox = 101;  // rings: their index
+
+void drain(int fd) {
+  uint64_t v;
+  (void)!::read(fd, &v, sizeof v);
+}
+
+// Copies [offset, offset + n) of the chain's readable bytes into `dst`.
+void gather(const virtio::Chain& c, uint64_t offset, uint8_t* dst, uint64_t n) {
+  for (const auto& b : c.readable) {
+    if (n == 0) return;
+    if (offset >= b.len) {
+      offset -= b.len;
+      continue;
+    }
+    const uint64_t take = std::min<uint64_t>(b.len - offset, n);
+    virtio::shared::copy_in(dst, b.host + offset, take);
+    dst += take;
+    n -= take;
+    offset = 0;
+  }
+}
+
+// Writes `src` into the chain's writable buffers from `offset` on.
+void scatter(const virtio::Chain& c, uint64_t offset, const uint8_t* src, uint64_t n) {
+  for (const auto& b : c.writable) {
+    if (n == 0) return;
+    if (offset >= b.len) {
+      offset -= b.len;
+      continue;
+    }
+    const uint64_t put = std::min<uint64_t>(b.len - offset, n);
+    virtio::shared::copy_out(b.host + offset, src, put);
+    src += put;
+    n -= put;
+    offset = 0;
+  }
+}
+
+}  // namespace
+
+Worker::Worker(Port& port, Switch& sw, std::atomic<bool>& needs_reset)
+    : port_(port), sw_(sw), needs_reset_(needs_reset), frames_(kBatch) {}
+
+Worker::~Worker() { (void)stop(); }
+
+Result<std::unique_ptr<Worker>, WorkerError> Worker::start(Port& port, Switch& sw,
+                                                           const std::optional<vhost_user::VringInfo>& rx,
+                                                           const std::optional<vhost_user::VringInfo>& tx,
+                                                           std::atomic<bool>& needs_reset) {
+  std::unique_ptr<Worker> w(new Worker(port, sw, needs_reset));
+  w->epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+  w->stop_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!w->epoll_ || !w->stop_) return make_error(WorkerErrc::kSetup, "epoll/eventfd", errno);
+  auto watch = [&](int fd, uint64_t tag) -> Result<void, WorkerError> {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = tag;
+    if (::epoll_ctl(w->epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return make_error(WorkerErrc::kSetup, "epoll_ctl", errno);
+    return {};
+  };
+  AZOTE_TRYV(watch(w->stop_.get(), kTagStop));
+  AZOTE_TRYV(watch(port.inbox().notify_fd(), kTagInbox));
+  if (rx) AZOTE_TRYV(w->setup(kRxQueue, *rx));
+  if (tx) AZOTE_TRYV(w->setup(kTxQueue, *tx));
+  for (uint32_t i = 0; i < 2; ++i)
+    if (w->rings_[i] && w->rings_[i]->info.kick_fd >= 0) AZOTE_TRYV(watch(w->rings_[i]->info.kick_fd, i));
+  port.rx_ready.store(w->rings_[kRxQueue] && !w->rings_[kRxQueue]->broken, std::memory_order_release);
+  w->thread_ = std::thread([p = w.get()] { p->run(); });
+  return w;
+}
+
+Result<void, WorkerError> Worker::setup(uint32_t index, const vhost_user::VringInfo& v) {
+  Ring r;
+  r.info = v;
+  r.queue = std::make_unique<virtio::SplitQueue>(*v.memory);
+  const bool event_idx = (v.features & virtio::feature_bit(virtio::kFRingEventIdx)) != 0;
+  const bool indirect = (v.features & virtio::feature_bit(virtio::kFRingIndirectDesc)) != 0;
+  r.queue->set_next_avail(v.next_avail);
+  r.queue->set_next_used(v.next_avail);
+  rings_[index] = std::move(r);
+  if (auto c = rings_[index]->queue->configure(v.size, v.desc, v.avail, v.used, event_idx, indirect); !c)
+    break_queue(*rings_[index], c.error().message());
+  return {};
+}
+
+std::array<uint16_t, 2> Worker::stop() {
+  if (thread_.joinable()) {
+    const uint64_t one = 1;
+    (void)!::write(stop_.get(), &one, sizeof one);
+    thread_.join();
+  }
+  port_.rx_ready.store(false, std::memory_order_release);
+  std::array<uint16_t, 2> next{};
+  for (uint32_t i = 0; i < 2; ++i)
+    if (rings_[i]) next[i] = rings_[i]->queue->next_avail();
+  return next;
+}
+
+void Worker::break_queue(Ring& r, const std::string& why) {
+  r.broken = true;
+  if (r.info.index == kRxQueue) port_.rx_ready.store(false, std::memory_order_release);
+  port_.counters().queue_errors.fetch_add(1, std::memory_order_relaxed);
+  needs_reset_.store(true, std::memory_order_release);
+  if (r.info.err_fd >= 0) {
+    const uint64_t one = 1;
+    (void)!::write(r.info.err_fd, &one, sizeof one);
+  }
+  if (log_limit_.allow())
+    LOG_WARN("eni %s: the driver broke queue %u: %s; the device needs a reset", port_.id().c_str(), r.info.index,
+             why.c_str());
+}
+
+void Worker::interrupt(Ring& r) {
+  if (r.info.call_fd < 0 || !r.queue->needs_interrupt()) return;
+  const uint64_t one = 1;
+  (void)!::write(r.info.call_fd, &one, sizeof one);
+}
+
+bool Worker::transmit() {
+  if (!rings_[kTxQueue] || rings_[kTxQueue]->broken) return false;
+  Ring& r = *rings_[kTxQueue];
+  size_t n = 0;
+  bool used = false;
+  PortCounters& c = port_.counters();
+  while (n < kBatch) {
+    auto got = r.queue->pop_into(chain_);
+    if (!got) {
+      break_queue(r, got.error().message());
+      break;
+    }
+    if (!*got) break;
+    const uint64_t total = chain_.readable_bytes;
+    bool take = false;
+    if (total < sizeof(virtio_net_hdr)) {
+      c.drop(Drop::kBadHeader);
+    } else if (total - sizeof(virtio_net_hdr) > kMaxFrame) {
+      c.drop(Drop::kOversized);
+    } else {
+      virtio_net_hdr h{};
+      gather(chain_, 0, reinterpret_cast<uint8_t*>(&h), sizeof h);  // NOLINT(reinterpret-cast)
+      // No offload was offered: a header asking for one is a driver bug.
+      if (h.flags != 0 || h.gso_type != kNetHdrGsoNone) {
+        c.drop(Drop::kBadHeader);
+      } else {
+        frames_[n].len = total - sizeof h;
+        gather(chain_, sizeof h, frames_[n].bytes.data(), frames_[n].len);
+        take = true;
+      }
+    }
+    if (!take) {
+      c.tx_packets.fetch_add(1, std::memory_order_relaxed);
+      c.tx_bytes.fetch_add(total, std::memory_order_relaxed);
+    }
+    // Copied (or refused): the guest may reuse the buffers at once.
+    (void)r.queue->push_used(chain_.head, 0);
+    used = true;
+    if (take) ++n;
+  }
+  if (used) interrupt(r);
+  if (n > 0) sw_.transmit(port_, std::span(frames_.data(), n));
+  return n == kBatch;
+}
+
+void Worker::receive() {
+  if (!rings_[kRxQueue] || rings_[kRxQueue]->broken) return;
+  Ring& r = *rings_[kRxQueue];
+  Inbox& in = port_.inbox();
+  PortCounters& c = port_.counters();
+  bool used = false;
+  for (;;) {
+    const auto frame = in.front();
+    if (frame.empty()) break;
+    auto got = r.queue->pop_into(chain_);
+    if (!got) {
+      break_queue(r, got.error().message());
+      break;
+    }
+    if (!*got) break;  // no buffer posted: the frame waits for the next rx kick
+    const uint64_t need = sizeof(virtio_net_hdr) + frame.size();
+    uint32_t written = 0;
+    if (chain_.writable_bytes < need) {
+      c.drop(Drop::kRxBufferTooSmall);
+    } else {
+      virtio_net_hdr h{};
+      h.num_buffers = 1;
+      scatter(chain_, 0, reinterpret_cast<const uint8_t*>(&h), sizeof h);  // NOLINT(reinterpret-cast)
+      scatter(chain_, sizeof h, frame.data(), frame.size());
+      written = static_cast<uint32_t>(need);
+      c.rx_packets.fetch_add(1, std::memory_order_relaxed);
+      c.rx_bytes.fetch_add(frame.size(), std::memory_order_relaxed);
+    }
+    (void)r.queue->push_used(chain_.head, written);
+    used = true;
+    in.pop();
+  }
+  if (used) interrupt(r);
+}
+
+void Worker::run() {
+  // Rings without a kick fd are polled.
+  const bool polled = (rings_[0] && rings_[0]->info.kick_fd < 0) || (rings_[1] && rings_[1]->info.kick_fd < 0);
+  bool more = true;  // look at the rings once at start: kicks may predate us
+  for (;;) {
+    epoll_event ev[4];
+    const int n = ::epoll_wait(epoll_.get(), ev, 4, more ? 0 : (polled ? 1 : -1));
+    if (n < 0 && errno != EINTR) {
+      LOG_ERROR("eni %s: epoll_wait: %s", port_.id().c_str(), std::strerror(errno));
+      return;
+    }
+    for (int i = 0; i < n; ++i) {
+      const uint64_t tag = ev[i].data.u64;
+      if (tag == kTagStop) return;
+      if (tag == kTagInbox) drain(port_.inbox().notify_fd());
+      else if (tag < 2 && rings_[tag]) drain(rings_[tag]->info.kick_fd);
+    }
+    more = transmit();
+    receive();
+  }
+}
+
+}  // namespace azote::card_net

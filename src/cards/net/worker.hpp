@@ -1,0 +1,78 @@
+// The data path of one ENI: a thread that owns both of its virtqueues. It wakes on
+// the guest's kicks (transmit queue: frames to handle; receive queue: new buffers)
+// and on its Inbox (frames for the guest), and works in batches:
+//
+//   transmit: up to kBatch chains popped -> each copied once out of guest memory
+//   (virtio-net header + frame, lib/virtio validated the chain) into card buffers and
+//   completed at once -> Switch::transmit() on the batch -> one interrupt if due.
+//   receive: inbox frames copied into the guest's posted buffers (header first,
+//   num_buffers 1) -> used ring -> one interrupt if due. Frames wait in the inbox
+//   while the guest posts no buffer.
+//
+// A queue the driver breaks (lib/virtio refuses a chain) stops; the device reports
+// DEVICE_NEEDS_RESET until the driver resets it. Created and stopped on the vhost-user
+// control thread (NetDevice); nothing here throws.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "base/error.hpp"
+#include "base/log.hpp"
+#include "base/unique_fd.hpp"
+#include "cards/net/switch.hpp"
+#include "vhost_user/device.hpp"
+#include "virtio/queue.hpp"
+
+namespace azote::card_net {
+
+inline constexpr size_t kBatch = 32;
+
+enum class WorkerErrc { kSetup = 1 };
+using WorkerError = Error<WorkerErrc>;
+
+class Worker {
+ public:
+  // `rx`/`tx`: the running rings (either may be absent). `needs_reset` is the
+  // device's flag, set when a queue breaks.
+  static Result<std::unique_ptr<Worker>, WorkerError> start(Port& port, Switch& sw,
+                                                            const std::optional<vhost_user::VringInfo>& rx,
+                                                            const std::optional<vhost_user::VringInfo>& tx,
+                                                            std::atomic<bool>& needs_reset);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Joins the thread; returns each queue's next avail index (0 for an absent one).
+  std::array<uint16_t, 2> stop();
+
+ private:
+  struct Ring {
+    vhost_user::VringInfo info;
+    std::unique_ptr<virtio::SplitQueue> queue;
+    bool broken = false;
+  };
+  Worker(Port& port, Switch& sw, std::atomic<bool>& needs_reset);
+  Result<void, WorkerError> setup(uint32_t index, const vhost_user::VringInfo& v);
+  void run();
+  bool transmit();  // true: the batch was full, more may wait
+  void receive();
+  void interrupt(Ring& r);
+  void break_queue(Ring& r, const std::string& why);
+
+  Port& port_;
+  Switch& sw_;
+  std::atomic<bool>& needs_reset_;
+  std::array<std::optional<Ring>, 2> rings_;
+  std::vector<TxFrame> frames_;
+  virtio::Chain chain_;
+  UniqueFd epoll_, stop_;
+  std::thread thread_;
+  log::RateLimit log_limit_{10, std::chrono::seconds(10)};
+};
+
+}  // namespace azote::card_net

@@ -1,0 +1,369 @@
+// azote-card-net end to end: the real card binary with the test as two (or three)
+// virtual NICs — lib/vhost_user's Frontend plus lib/virtio's MockDriver per ENI —
+// exchanging frames built by lib/net; and the real azote-hv with
+// `--device net,socket=...` connecting to it.
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "cards/net/test_frames.hpp"
+#include "control/control.hpp"
+#include "guest_memory/guest_memory.hpp"
+#include "net/frame.hpp"
+#include "process.hpp"
+#include "vhost_user/frontend.hpp"
+#include "virtio/spec.hpp"
+#include "virtio/testing/driver.hpp"
+
+namespace azote::test {
+namespace {
+
+using namespace std::chrono_literals;
+using card_net::testing::Guest;
+
+net::Ipv4Address ip(const char* s) { return *net::Ipv4Address::parse(s); }
+net::MacAddress mac(const char* s) { return *net::MacAddress::parse(s); }
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+std::string scrape(const std::string& path) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, path.data(), std::min(path.size(), sizeof a.sun_path - 1));
+  std::string out;
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0) return out;  // NOLINT
+  char buf[16384];
+  for (;;) {
+    pollfd p{fd.get(), POLLIN, 0};
+    if (::poll(&p, 1, 3000) <= 0) break;
+    const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+// The value of the sample `name{labels}`; ~0 when absent.
+uint64_t metric(const std::string& text, const std::string& sample) {
+  const size_t p = text.find("\n" + sample + " ");
+  if (p == std::string::npos) return ~0ull;
+  return std::stoull(text.substr(p + sample.size() + 2));
+}
+
+// One virtual NIC: a vhost-user frontend with its own guest memory and a mock driver
+// per queue (rx 0, tx 1), 12-byte virtio-net headers.
+class NetClient {
+ public:
+  static constexpr uint16_t kQueueSize = 64;
+  static constexpr uint32_t kRxBuf = 12 + 1536;
+
+  bool connect(const std::string& sock, std::string* err) {
+    auto m = GuestMemory::create({{GuestAddress(0), 16 << 20}});
+    if (!m) return fail(err, "guest memory: " + m.error().message());
+    mem_ = std::make_unique<GuestMemory>(std::move(m).value());
+    vhost_user::FrontendOptions o;
+    o.timeout = 5000ms;
+    auto fe = vhost_user::Frontend::connect(sock, o);
+    if (!fe) return fail(err, "connect: " + fe.error().message());
+    fe_ = std::make_unique<vhost_user::Frontend>(std::move(fe).value());
+    if (fe_->queue_num() != 2) return fail(err, "the card offers " + std::to_string(fe_->queue_num()) + " queues");
+    const uint64_t want = virtio::feature_bit(virtio::kFVersion1) | virtio::feature_bit(5) | virtio::feature_bit(16) |
+                          virtio::feature_bit(virtio::kFRingEventIdx);
+    if (auto r = fe_->set_features(want & fe_->backend_features()); !r) return fail(err, r.error().message());
+    if (auto r = fe_->set_mem_table(*mem_); !r) return fail(err, r.error().message());
+    for (uint32_t q = 0; q < 2; ++q) {
+      drv_[q] = std::make_unique<virtio::testing::MockDriver>(*mem_, kQueueSize, GuestAddress(0x10000 + q * (6 << 20)),
+                                                             6 << 20);
+      kick_[q] = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+      call_[q] = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+      vhost_user::VringConfig vc;
+      vc.index = q;
+      vc.num = kQueueSize;
+      vc.desc_user_addr = *vhost_user::Frontend::user_addr(*mem_, drv_[q]->desc_addr(), virtio::desc_table_size(kQueueSize));
+      vc.avail_user_addr = *vhost_user::Frontend::user_addr(*mem_, drv_[q]->avail_addr(), virtio::avail_ring_size(kQueueSize));
+      vc.used_user_addr = *vhost_user::Frontend::user_addr(*mem_, drv_[q]->used_addr(), virtio::used_ring_size(kQueueSize));
+      vc.kick_fd = kick_[q].get();
+      vc.call_fd = call_[q].get();
+      if (auto r = fe_->setup_vring(vc); !r) return fail(err, r.error().message());
+      if (auto r = fe_->set_vring_enable(q, true); !r) return fail(err, r.error().message());
+    }
+    for (int i = 0; i < 32; ++i) post_rx();
+    kick(0);
+    return true;
+  }
+  std::vector<uint8_t> config(uint32_t size) {
+    auto c = fe_->get_config(0, size);
+    return c ? *c : std::vector<uint8_t>{};
+  }
+  void send(std::span<const uint8_t> frame) {
+    std::vector<uint8_t> b(12, 0);
+    b.insert(b.end(), frame.begin(), frame.end());
+    const GuestAddress a = drv_[1]->put(b);
+    (void)drv_[1]->add_chain({{a, static_cast<uint32_t>(b.size()), false}});
+    kick(1);
+    (void)drv_[1]->take_used();  // reclaims descriptors of completed sends
+  }
+  // The next frame the card delivered, or nullopt after `timeout`.
+  std::optional<std::vector<uint8_t>> recv(std::chrono::milliseconds timeout = 3000ms) {
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      for (const auto& e : drv_[0]->take_used()) {
+        const GuestAddress a = rx_bufs_[static_cast<uint16_t>(e.id)];
+        std::vector<uint8_t> b(e.len);
+        (void)mem_->read(a, std::span(b));
+        if (b.size() >= 12) pending_.emplace_back(b.begin() + 12, b.end());
+        post_rx();
+        kick(0);
+      }
+      if (!pending_.empty()) {
+        auto f = std::move(pending_.front());
+        pending_.erase(pending_.begin());
+        return f;
+      }
+      if (std::chrono::steady_clock::now() >= end) return std::nullopt;
+      std::this_thread::sleep_for(2ms);
+    }
+  }
+
+ private:
+  static bool fail(std::string* err, std::string m) {
+    *err = std::move(m);
+    return false;
+  }
+  void post_rx() {
+    const GuestAddress a = drv_[0]->alloc(kRxBuf);
+    auto h = drv_[0]->add_chain({{a, kRxBuf, true}});
+    if (h) rx_bufs_[*h] = a;
+  }
+  void kick(uint32_t q) {
+    drv_[q]->publish();
+    const uint64_t one = 1;
+    (void)!::write(kick_[q].get(), &one, sizeof one);
+  }
+  std::unique_ptr<GuestMemory> mem_;  // outlives the frontend
+  std::unique_ptr<vhost_user::Frontend> fe_;
+  std::unique_ptr<virtio::testing::MockDriver> drv_[2];
+  UniqueFd kick_[2], call_[2];
+  std::map<uint16_t, GuestAddress> rx_bufs_;
+  std::vector<std::vector<uint8_t>> pending_;
+};
+
+class CardNet : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "azote-card-net-" + std::to_string(::getpid()) + "-" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::filesystem::remove_all(dir_);
+    ASSERT_TRUE(std::filesystem::create_directories(dir_)) << dir_;
+  }
+  void TearDown() override {
+    card_.reset();
+    if (!dir_.empty() && !HasFailure()) std::filesystem::remove_all(dir_);
+  }
+  std::string path(const std::string& n) const { return dir_ + "/" + n; }
+  std::string eni(const char* id, const char* m, const char* a, const char* vpc, const char* subnet) {
+    return std::string("{\"id\": \"") + id + "\", \"socket\": \"" + path(std::string(id) + ".sock") + "\", \"mac\": \"" +
+           m + "\", \"ip\": \"" + a + "\", \"vpc\": \"" + vpc + "\", \"subnet\": \"" + subnet +
+           "\", \"security_groups\": [\"sg-app\"]}";
+  }
+  void start_card(const std::string& config, const std::vector<std::string>& sockets) {
+    std::ofstream(path("vpc.json")) << config;
+    card_ = std::make_unique<Process>(std::vector<std::string>{
+        AZOTE_CARD_NET_BIN, "--config", path("vpc.json"), "--metrics", "unix:" + path("metrics.sock"), "--flow-log",
+        path("flow.log"), "--flow-log-window", "1", "--control", path("control.sock")});
+    for (int i = 0; i < 250; ++i) {
+      bool all = file_exists(path("metrics.sock")) && file_exists(path("control.sock"));
+      for (const auto& s : sockets) all = all && file_exists(s);
+      if (all) return;
+      std::this_thread::sleep_for(20ms);
+    }
+    auto o = card_->wait(1s);
+    FAIL() << "the card did not create its sockets (status " << o.status << "): " << o.err;
+  }
+  Outcome stop_card() {
+    card_->signal(SIGTERM);
+    Outcome o = card_->wait(10s);
+    card_.reset();
+    return o;
+  }
+  std::string dir_;
+  std::unique_ptr<Process> card_;
+};
+
+// The whole first slice through the real card: two NICs of one VPC, one of another.
+TEST_F(CardNet, TwoNicsThroughTheRealCard) {
+  start_card(R"({"region": "test-1", "account": "111122223333",
+    "vpcs": [{"id": "vpc-1", "cidr": "10.0.0.0/16"}, {"id": "vpc-2", "cidr": "10.1.0.0/16"}],
+    "security_groups": [{"id": "sg-app", "ingress": [{"protocol": "udp", "port": 5000, "cidr": "10.0.0.0/16"}]}],
+    "enis": [)" + eni("eni-a", "02:00:00:00:00:0a", "10.0.1.5", "vpc-1", "10.0.1.0/24") + "," +
+                 eni("eni-b", "02:00:00:00:00:0b", "10.0.1.6", "vpc-1", "10.0.1.0/24") + "," +
+                 eni("eni-c", "02:00:00:00:00:0c", "10.1.1.5", "vpc-2", "10.1.1.0/24") + "]}",
+             {path("eni-a.sock"), path("eni-b.sock"), path("eni-c.sock")});
+  NetClient a, b, c;
+  std::string err;
+  ASSERT_TRUE(a.connect(path("eni-a.sock"), &err)) << err;
+  ASSERT_TRUE(b.connect(path("eni-b.sock"), &err)) << err;
+  ASSERT_TRUE(c.connect(path("eni-c.sock"), &err)) << err;
+  // Config space: the ENI's MAC, link up.
+  const auto cfg = a.config(8);
+  ASSERT_EQ(cfg.size(), 8u);
+  EXPECT_EQ(net::MacAddress::from_bytes(cfg), mac("02:00:00:00:00:0a"));
+  EXPECT_EQ(cfg[6], 1);
+
+  Guest ga{mac("02:00:00:00:00:0a"), ip("10.0.1.5"), {}};
+  // DHCP: the configured lease.
+  a.send(card_net::testing::dhcp_discover(ga, 0xabcd));
+  auto offer = a.recv();
+  ASSERT_TRUE(offer) << "no DHCP answer";
+  auto of = net::parse_frame(*offer);
+  ASSERT_TRUE(of && of->ip);
+  auto m = net::parse_dhcp(std::get<net::UdpView>(of->l4).payload, net::BootpOp::kReply);
+  ASSERT_TRUE(m) << m.error().message();
+  EXPECT_EQ(m->type, net::DhcpMessageType::kOffer);
+  EXPECT_EQ(m->yiaddr, ip("10.0.1.5"));
+  ASSERT_TRUE(m->find(net::dhcp_option::kRouter));
+  EXPECT_EQ(net::Ipv4Address::from_bytes(*m->find(net::dhcp_option::kRouter)), ip("10.0.1.1"));
+  EXPECT_EQ(net::Ipv4Address::from_bytes(*m->find(net::dhcp_option::kDns)), ip("10.0.1.2"));
+
+  // ARP for the gateway: answered, and the answer is the MAC to send to.
+  a.send(card_net::testing::arp_request(ga, ip("10.0.1.1")));
+  auto arp = a.recv();
+  ASSERT_TRUE(arp) << "no ARP answer";
+  auto af = net::parse_frame(*arp);
+  ASSERT_TRUE(af && af->arp);
+  EXPECT_EQ(af->arp->sender_ip, ip("10.0.1.1"));
+  ga.gateway_mac = af->arp->sender_mac;
+  Guest gb{mac("02:00:00:00:00:0b"), ip("10.0.1.6"), ga.gateway_mac};
+
+  // Ping the gateway.
+  a.send(card_net::testing::ping(ga, ip("10.0.1.1"), 9, 1));
+  auto pong = a.recv();
+  ASSERT_TRUE(pong) << "no echo reply";
+  auto pf = net::parse_frame(*pong);
+  ASSERT_TRUE(pf && pf->ip);
+  EXPECT_EQ(std::get<net::IcmpView>(pf->l4).type, net::kIcmpEchoReply);
+
+  // UDP A -> B: port 5000 allowed by B's group, port 6000 not.
+  const std::vector<uint8_t> hello = {'h', 'i'};
+  a.send(card_net::testing::udp(ga, ga.ip, gb.ip, 40000, 5000, hello));
+  auto got = b.recv();
+  ASSERT_TRUE(got) << "UDP to an allowed port did not arrive";
+  auto gf = net::parse_frame(*got);
+  ASSERT_TRUE(gf && gf->ip);
+  EXPECT_EQ(gf->ip->src, ga.ip);
+  EXPECT_EQ(gf->eth.dst, gb.mac);
+  EXPECT_EQ(std::get<net::UdpView>(gf->l4).dst_port, 5000);
+  a.send(card_net::testing::udp(ga, ga.ip, gb.ip, 40000, 6000, hello));
+  EXPECT_FALSE(b.recv(500ms)) << "UDP to a closed port arrived";
+  // A spoofed source address, and a destination in another VPC.
+  a.send(card_net::testing::udp(ga, ip("10.0.1.99"), gb.ip, 40000, 5000, hello));
+  a.send(card_net::testing::udp(ga, ga.ip, ip("10.1.1.5"), 40000, 5000, hello));
+  EXPECT_FALSE(b.recv(500ms)) << "a spoofed packet arrived";
+  EXPECT_FALSE(c.recv(100ms)) << "a packet crossed VPCs";
+
+  // The flow log has the REJECT (written within the 1 s window + 1 s tick).
+  std::string log;
+  for (int i = 0; i < 50 && log.find("REJECT") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(100ms);
+    log = slurp(path("flow.log"));
+  }
+  EXPECT_NE(log.find("2 111122223333 eni-b 10.0.1.5 10.0.1.6 40000 6000 17 1 30 "), std::string::npos) << log;
+  EXPECT_NE(log.find(" REJECT OK"), std::string::npos) << log;
+  EXPECT_NE(log.find("eni-b 10.0.1.5 10.0.1.6 40000 5000 17 1 30 "), std::string::npos) << log;
+
+  const std::string mt = scrape(path("metrics.sock"));
+  auto l = [&](const char* id) { return std::string("{eni=\"") + id + "\",socket=\"" + path(std::string(id) + ".sock") + "\""; };
+  EXPECT_EQ(metric(mt, "azote_net_drops_total" + l("eni-a") + ",reason=\"spoofed_ip\"}"), 1u) << mt;
+  EXPECT_EQ(metric(mt, "azote_net_drops_total" + l("eni-a") + ",reason=\"other_vpc\"}"), 1u) << mt;
+  EXPECT_EQ(metric(mt, "azote_net_drops_total" + l("eni-b") + ",reason=\"sg_ingress\"}"), 1u) << mt;
+  EXPECT_EQ(metric(mt, "azote_net_tx_packets_total" + l("eni-a") + "}"), 7u) << mt;
+  EXPECT_EQ(metric(mt, "azote_net_rx_packets_total" + l("eni-b") + "}"), 1u) << mt;
+  EXPECT_EQ(metric(mt, "azote_net_rx_packets_total" + l("eni-c") + "}"), 0u) << mt;
+  EXPECT_EQ(metric(mt, "azote_net_connected" + l("eni-a") + "}"), 1u) << mt;
+
+  auto s = stop_card();
+  EXPECT_EQ(s.status, 0) << s.err;
+  EXPECT_FALSE(file_exists(path("eni-a.sock")));
+}
+
+// The control socket: ENIs and rules change at run time.
+TEST_F(CardNet, ControlSocket) {
+  start_card(R"({"vpcs": [{"id": "vpc-1", "cidr": "10.0.0.0/16"}], "security_groups": [{"id": "sg-app"}],
+    "enis": [)" + eni("eni-a", "02:00:00:00:00:0a", "10.0.1.5", "vpc-1", "10.0.1.0/24") + "]}",
+             {path("eni-a.sock")});
+  auto call = [&](const control::Json& j) { return control::call_once(path("control.sock"), j, 5s); };
+  auto added = call(control::Json::parse("{\"op\": \"add-eni\", \"eni\": " +
+                                         eni("eni-b", "02:00:00:00:00:0b", "10.0.1.6", "vpc-1", "10.0.1.0/24") + "}"));
+  ASSERT_TRUE(added) << added.error().message();
+  EXPECT_TRUE(file_exists(path("eni-b.sock")));
+  auto dup = call(control::Json::parse("{\"op\": \"add-eni\", \"eni\": " +
+                                       eni("eni-x", "02:00:00:00:00:0d", "10.0.1.6", "vpc-1", "10.0.1.0/24") + "}"));
+  ASSERT_FALSE(dup);
+  EXPECT_NE(dup.error().message().find("10.0.1.6"), std::string::npos) << dup.error().message();
+  auto rules = call({{"op", "set-security-group-rules"}, {"group", "sg-app"},
+                     {"ingress", control::Json::parse(R"([{"protocol": "udp", "port": 7000, "cidr": "10.0.0.0/16"}])")}});
+  ASSERT_TRUE(rules) << rules.error().message();
+
+  NetClient a, b;
+  std::string err;
+  ASSERT_TRUE(a.connect(path("eni-a.sock"), &err)) << err;
+  ASSERT_TRUE(b.connect(path("eni-b.sock"), &err)) << err;
+  a.send(card_net::testing::arp_request({mac("02:00:00:00:00:0a"), ip("10.0.1.5"), {}}, ip("10.0.1.6")));
+  auto arp = a.recv();
+  ASSERT_TRUE(arp);
+  const Guest ga{mac("02:00:00:00:00:0a"), ip("10.0.1.5"), net::parse_frame(*arp)->arp->sender_mac};
+  const std::vector<uint8_t> hi = {'h', 'i'};
+  a.send(card_net::testing::udp(ga, ga.ip, ip("10.0.1.6"), 40000, 7000, hi));
+  EXPECT_TRUE(b.recv()) << "the new rule did not let port 7000 through";
+
+  auto list = call({{"op", "list-enis"}});
+  ASSERT_TRUE(list);
+  ASSERT_EQ((*list)["enis"].size(), 2u) << list->dump();
+  EXPECT_EQ((*list)["enis"][1]["connected"], true) << list->dump();
+  auto busy = call({{"op", "remove-eni"}, {"id", "eni-b"}});
+  EXPECT_FALSE(busy) << "removed an ENI in use without force";
+  auto gone = call({{"op", "remove-eni"}, {"id", "eni-b"}, {"force", true}});
+  ASSERT_TRUE(gone) << gone.error().message();
+  EXPECT_FALSE(file_exists(path("eni-b.sock")));
+  EXPECT_FALSE(call({{"op", "frobnicate"}}));
+}
+
+// azote-hv wires the card as a virtio-net device; the built-in guest has no net driver
+// yet and ignores it; the card saw the hypervisor connect.
+TEST_F(CardNet, HypervisorConnectsWithDeviceNet) {
+  std::string why;
+  if (!kvm_usable(&why)) GTEST_SKIP() << "SKIPPED: needs KVM (" << why << ")";
+  start_card(R"({"vpcs": [{"id": "vpc-1", "cidr": "10.0.0.0/16"}], "security_groups": [{"id": "sg-app"}],
+    "enis": [)" + eni("eni-a", "02:00:00:00:00:0a", "10.0.1.5", "vpc-1", "10.0.1.0/24") + "]}",
+             {path("eni-a.sock")});
+  auto o = run({AZOTE_HV_BIN, "--kernel", "builtin:hello", "--memory", "128M", "--device",
+                "net,socket=" + path("eni-a.sock")},
+               60s);
+  ASSERT_FALSE(o.timed_out) << o.out << o.err;
+  EXPECT_EQ(o.status, 0) << o.out << o.err;
+  EXPECT_NE(o.out.find("azote-guest: hello"), std::string::npos) << o.out;
+  const std::string mt = scrape(path("metrics.sock"));
+  const std::string l = "{eni=\"eni-a\",socket=\"" + path("eni-a.sock") + "\"}";
+  EXPECT_EQ(metric(mt, "azote_net_connections_total" + l), 1u) << mt;
+  // A card that is not there: azote-hv says so (74).
+  auto missing = run({AZOTE_HV_BIN, "--kernel", "builtin:hello", "--device", "net,socket=" + path("nope.sock")}, 60s);
+  EXPECT_EQ(missing.status, 74) << missing.err;
+  EXPECT_NE(missing.err.find("--device net,socket="), std::string::npos) << missing.err;
+}
+
+}  // namespace
+}  // namespace azote::test
