@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <thread>
 
 #include "cards/net/test_frames.hpp"
@@ -363,6 +364,54 @@ TEST_F(CardNet, HypervisorConnectsWithDeviceNet) {
   auto missing = run({AZOTE_HV_BIN, "--kernel", "builtin:hello", "--device", "net,socket=" + path("nope.sock")}, 60s);
   EXPECT_EQ(missing.status, 74) << missing.err;
   EXPECT_NE(missing.err.find("--device net,socket="), std::string::npos) << missing.err;
+}
+
+// The built-in guest on both ends, through azote-hv and the card: DHCP gives each
+// guest its ENI's lease, one pings the other and UDP-echoes through it; a security
+// group change cuts ICMP and restoring it brings it back (rules apply to new flows).
+TEST_F(CardNet, BuiltinGuestsLeasePingAndEchoThroughTheCard) {
+  std::string why;
+  if (!kvm_usable(&why)) GTEST_SKIP() << "SKIPPED: needs KVM (" << why << ")";
+  start_card(R"({"vpcs": [{"id": "vpc-1", "cidr": "10.0.0.0/16"}],
+    "security_groups": [{"id": "sg-app", "ingress": [{"protocol": "icmp", "from_port": -1, "to_port": -1, "cidr": "10.0.0.0/16"},
+                                                      {"protocol": "udp", "port": 7, "cidr": "10.0.0.0/16"}]}],
+    "enis": [)" + eni("eni-a", "02:00:00:00:00:0a", "10.0.1.5", "vpc-1", "10.0.1.0/24") + ", " +
+                 eni("eni-b", "02:00:00:00:00:0b", "10.0.1.6", "vpc-1", "10.0.1.0/24") + "]}",
+             {path("eni-a.sock"), path("eni-b.sock")});
+  auto guest = [&](const std::string& prog, const std::string& args, const std::string& sock) {
+    return std::vector<std::string>{AZOTE_HV_BIN, "--kernel", "builtin:" + prog, "--cmdline", args, "--memory", "128M",
+                                    "--device", "net,socket=" + sock};
+  };
+  Process echo(guest("net-echo", "", path("eni-b.sock")));
+  ASSERT_TRUE(echo.wait_for_output("net-echo ready ip=10.0.1.6 port=7", 60s));
+
+  auto lease = run(guest("net-dhcp", "", path("eni-a.sock")), 60s);
+  EXPECT_EQ(lease.status, 0) << lease.out << lease.err;
+  EXPECT_NE(lease.out.find("net-dhcp ip=10.0.1.5/24 router=10.0.1.1 dns=10.0.1.2 mtu=1500 hostname=ip-10-0-1-5"),
+            std::string::npos)
+      << lease.out;
+  auto ping = [&] { return run(guest("net-ping", "10.0.1.6 3", path("eni-a.sock")), 90s); };
+  auto p1 = ping();
+  EXPECT_NE(p1.out.find("sent=3 received=3"), std::string::npos) << p1.out << p1.err;
+  auto bench = run(guest("net-bench", "10.0.1.6 7 1", path("eni-a.sock")), 60s);
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(bench.out, m, std::regex(R"(sent=([0-9]+) received=([0-9]+))"))) << bench.out;
+  EXPECT_GT(std::stoull(m[2]), 0u) << bench.out;
+
+  auto call = [&](const control::Json& j) { return control::call_once(path("control.sock"), j, 5s); };
+  auto cut = call({{"op", "set-security-group-rules"}, {"group", "sg-app"},
+                   {"ingress", control::Json::parse(R"([{"protocol": "udp", "port": 7, "cidr": "10.0.0.0/16"}])")}});
+  ASSERT_TRUE(cut) << cut.error().message();
+  auto p2 = ping();
+  EXPECT_NE(p2.out.find("sent=3 received=0"), std::string::npos) << p2.out << p2.err;
+  auto back = call({{"op", "set-security-group-rules"}, {"group", "sg-app"},
+                    {"ingress", control::Json::parse(R"([{"protocol": "icmp", "from_port": -1, "to_port": -1, "cidr": "10.0.0.0/16"},
+                                                         {"protocol": "udp", "port": 7, "cidr": "10.0.0.0/16"}])")}});
+  ASSERT_TRUE(back) << back.error().message();
+  auto p3 = ping();
+  EXPECT_NE(p3.out.find("sent=3 received=3"), std::string::npos) << p3.out << p3.err;
+  echo.signal(SIGTERM);
+  EXPECT_EQ(echo.wait(10s).status, 143);
 }
 
 }  // namespace
