@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <sys/random.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
@@ -39,6 +40,7 @@ constexpr uint64_t kTagWake = ~0ull;
 std::string hex(const uint8_t* p, size_t n) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string s;
+  s.reserve(2 * n);  // one buffer, no reallocation leaving copies behind (keys pass through here)
   for (size_t i = 0; i < n; ++i) s += kHex[p[i] >> 4], s += kHex[p[i] & 15];
   return s;
 }
@@ -203,6 +205,12 @@ ApiResult<void> Host::ensure_card() {
     return api_error(K::kInternal, "InternalError", "the block card did not open its control socket: " + c.error().message());
   }
   std::lock_guard lock(mu_);
+  if (card_) {  // it died and the supervisor has not seen it yet: reap it, re-add everyone's volumes
+    reap(*card_);
+    card_readd_ = true;
+    const uint64_t one = 1;
+    (void)!::write(wake_.get(), &one, sizeof one);
+  }
   card_ = std::move(p).value();
   card_expect_exit_ = false;
   (void)store_.put(CardRec{"blk", card_->pid, card_->starttime});
@@ -226,13 +234,19 @@ ApiResult<void> Host::card_add(const VolumeRec& v, const InstanceType* type) {
     if (!key) return api_error(K::kInternal, "InternalError", "volume " + v.id + ": key unwrap failed: " + key.error().message());
     key_hex = hex(key->data(), key->size());
     pki::wipe(*key);
-    vol["key"] = key_hex;
   }
   control::Json req = {{"op", "add-volume"}, {"volume", vol}};
+  if (!key_hex.empty()) req["volume"]["key"] = key_hex;
   if (!v.import_from.empty()) req["import"] = v.import_from;
   // Importing content writes (and encrypts) it all before the answer: allow for that.
   auto r = control::call_once(opt_.state_dir + "/card-blk.ctl", req, v.import_from.empty() ? kControlTimeout : 300s);
+  // Wipe the copies this process made (the serialized request inside call_once is
+  // freed unwiped: a residual risk noted in docs/threat-model.md).
   std::fill(key_hex.begin(), key_hex.end(), '\0');
+  if (!key_hex.empty()) {
+    auto& k = req["volume"]["key"].get_ref<std::string&>();
+    std::fill(k.begin(), k.end(), '\0');
+  }
   if (!r) return api_error(K::kInternal, "InternalError", "block card: " + r.error().message());
   return {};
 }
@@ -314,9 +328,8 @@ ApiResult<VolumeRec> Host::new_volume(const VolumeSpec& spec, bool encrypted, co
     // AES-XTS-256 wants two different 32-byte halves; 64 random bytes differ with
     // overwhelming probability, and the card checks.
     std::vector<uint8_t> key(64);
-    std::ifstream rnd("/dev/urandom", std::ios::binary);
-    rnd.read(reinterpret_cast<char*>(key.data()), 64);
-    if (!rnd) return api_error(K::kInternal, "InternalError", "no randomness for a volume key");
+    if (::getrandom(key.data(), key.size(), 0) != static_cast<ssize_t>(key.size()))
+      return api_error(K::kInternal, "InternalError", "no randomness for a volume key");
     auto w = pki::wrap_key(pki_.master_key(), key, v.id);
     pki::wipe(key);
     if (!w) return api_error(K::kInternal, "InternalError", "key wrap: " + w.error().message());
@@ -776,11 +789,11 @@ void Host::worker_loop() {
   for (;;) {
     auto it = jobs_.end();
     cv_.wait(lock, [&] {
-      if (stopping_) return true;
+      if (workers_stop_) return true;
       it = std::find_if(jobs_.begin(), jobs_.end(), [&](const auto& j) { return !rt_[j.first].busy; });
       return it != jobs_.end();
     });
-    if (stopping_) return;
+    if (workers_stop_) return;
     const auto [id, job] = *it;
     jobs_.erase(it);
     rt_[id].busy = true;
@@ -833,6 +846,10 @@ void Host::run_job(const std::string& id, Job job) {
       return;
     }
     case Job::kReboot: {
+      {
+        std::lock_guard lock(mu_);  // the hv may have died (and the instance stopped) since it was queued
+        if (instances_[id].state != state::kRunning) return;
+      }
       stop_hv(id, false);
       auto r = launch(id);
       if (r) return;
@@ -843,6 +860,9 @@ void Host::run_job(const std::string& id, Job job) {
       if (inst.state == state::kRunning) set_state(inst, state::kStopped, "Server.InternalError", r.error().sentence);
       return;
     }
+    case Job::kCleanup:  // an hv that exited on its own: its volumes leave the card, in queue order
+      stop_hv(id, false);
+      return;
     case Job::kTerminate: {
       stop_hv(id, false);
       finish_terminate(id);
@@ -869,6 +889,8 @@ ApiResult<void> Host::launch(const std::string& id) {
     rt.exited = false;
     rt.exit_status = -1;
   }
+  if (inst.state != state::kPending && inst.state != state::kRunning)
+    return api_error(K::kInternal, "InternalError", "instance is " + inst.state + "; not launching");
   const InstanceType* type = find_instance_type(inst.type);
   // 1. The card: every volume of the instance served on its socket.
   AZOTE_TRYV(ensure_card());
@@ -944,6 +966,8 @@ ApiResult<void> Host::launch(const std::string& id) {
   if (!s) return api_error(K::kInternal, "InternalError", "starting the vCPUs: " + s.error().message());
   std::lock_guard lock(mu_);
   rt_[id].first_boot = false;
+  // An hv that died right after start was skipped by the supervisor (the job was busy).
+  if (rt_[id].exited) return api_error(K::kInternal, "InternalError", exit_reason(rt_[id].exit_status));
   InstanceRec& r = instances_[id];
   if (r.state == state::kPending) set_state(r, state::kRunning);
   return {};
@@ -1002,6 +1026,14 @@ void Host::finish_terminate(const std::string& id) {
 
 void Host::supervisor_loop() {
   for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      if (card_readd_) {
+        card_readd_ = false;
+        lock.unlock();
+        restart_card();
+      }
+    }
     epoll_event ev[16];
     int timeout_ms = -1;
     if (card_restart_at_)
@@ -1011,7 +1043,6 @@ void Host::supervisor_loop() {
     const int n = ::epoll_wait(epoll_.get(), ev, 16, timeout_ms);
     if (n < 0 && errno != EINTR) return;
     bool card_died = false;
-    std::vector<std::string> cleanup;
     {
       std::lock_guard lock(mu_);
       if (stopping_) return;
@@ -1039,20 +1070,12 @@ void Host::supervisor_loop() {
               set_state(r, state::kStopped, "Client.InstanceInitiatedShutdown", "Instance initiated shutdown");
             else
               set_state(r, state::kStopped, "Server.InternalError", exit_reason(rt.exit_status));
-            cleanup.push_back(id);
+            jobs_.emplace_back(id, Job::kCleanup);
           }
           cv_.notify_all();
           break;
         }
       }
-    }
-    for (const auto& id : cleanup) {
-      std::vector<std::string> vols;
-      {
-        std::lock_guard lock(mu_);
-        for (VolumeRec* v : volumes_of(id)) vols.push_back(v->id);
-      }
-      for (const auto& v : vols) card_remove(v);
     }
     const auto now = std::chrono::steady_clock::now();
     if (card_died) {
@@ -1088,6 +1111,7 @@ void Host::restart_card() {
     ++card_restarts_;
     for (auto& [id, r] : instances_) {
       if (r.state != state::kRunning && r.state != state::kPending && r.state != state::kStopping) continue;
+      if (r.state == state::kPending && rt_[id].busy) continue;  // its launch adds them
       for (VolumeRec* v : volumes_of(id)) readd.emplace_back(*v, find_instance_type(r.type));
     }
   }
@@ -1111,6 +1135,7 @@ ApiResult<void> Host::recover() {
     }
   }
   // Orphaned volume files (a crash between creating one and saving its record).
+  bool running = false;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(opt_.state_dir + "/volumes", ec)) {
     const std::string name = e.path().stem().string();
@@ -1128,6 +1153,7 @@ ApiResult<void> Host::recover() {
     }
     if (r.state == state::kRunning) {
       if (hv) {
+        running = true;
         watch(hv->pidfd.get());
         rt.hv = std::move(hv);
         LOG_INFO("instance %s: adopted its hypervisor (pid %lld)", id.c_str(), static_cast<long long>(r.hv_pid));
@@ -1157,6 +1183,9 @@ ApiResult<void> Host::recover() {
       persist(r);
     }
   }
+  // Running instances whose card did not survive: start one and re-add their volumes
+  // (the supervisor does it first thing).
+  if (running && !card_) card_readd_ = true;
   return {};
 }
 
@@ -1164,8 +1193,12 @@ void Host::shutdown() {
   {
     std::lock_guard lock(mu_);
     if (stopping_ && workers_.empty() && !supervisor_.joinable()) return;
+    workers_stop_ = true;  // first the workers: no launch may start an hv after this
+    cv_.notify_all();
   }
-  if (opt_.stop_on_exit) {
+  for (auto& w : workers_) w.join();
+  workers_.clear();
+  if (opt_.stop_on_exit) {  // the supervisor still runs: it reaps what stop_hv stops
     std::vector<std::string> ids;
     {
       std::lock_guard lock(mu_);
@@ -1188,8 +1221,6 @@ void Host::shutdown() {
   }
   const uint64_t one = 1;
   (void)!::write(wake_.get(), &one, sizeof one);
-  for (auto& w : workers_) w.join();
-  workers_.clear();
   if (supervisor_.joinable()) supervisor_.join();
   if (opt_.stop_on_exit) {
     std::lock_guard lock(mu_);

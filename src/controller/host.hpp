@@ -117,7 +117,7 @@ class Host {
     bool exited = false;
     bool first_boot = false;      // a failed launch terminates (RunInstances) rather than stops
   };
-  enum class Job { kLaunch, kStop, kStopForce, kReboot, kTerminate };
+  enum class Job { kLaunch, kStop, kStopForce, kReboot, kTerminate, kCleanup };
 
   Host(const HostOptions& o, const pki::HostPki& pki, Store store);
   ApiResult<void> recover();  // after open: adopt or report every process
@@ -169,7 +169,9 @@ class Host {
   std::deque<std::chrono::steady_clock::time_point> card_deaths_;
   std::optional<std::chrono::steady_clock::time_point> card_restart_at_;
   std::deque<std::pair<std::string, Job>> jobs_;
-  bool stopping_ = false;
+  bool stopping_ = false;         // the supervisor ends
+  bool workers_stop_ = false;     // the workers end (first, at shutdown)
+  bool card_readd_ = false;       // the card was replaced outside the supervisor: re-add volumes
   std::vector<std::thread> workers_;
   std::thread supervisor_;
   UniqueFd epoll_, wake_;
