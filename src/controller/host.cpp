@@ -21,6 +21,7 @@
 
 #include "base/log.hpp"
 #include "control/control.hpp"
+#include "pki/files.hpp"
 #include "pki/keywrap.hpp"
 #include "sha256/sha256.hpp"
 
@@ -85,10 +86,11 @@ std::string read_unix_socket(const std::string& path) {
   return out;
 }
 
+// Content-addressed files: one already there has these very bytes (a launching hv may
+// be reading it), so it is kept; a new one is written to a temp file, synced, renamed.
 bool write_file(const std::string& path, const std::string& data) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(data.data(), static_cast<std::streamsize>(data.size()));
-  return static_cast<bool>(f);
+  if (::access(path.c_str(), F_OK) == 0) return true;
+  return pki::write_file_atomic(path, data, 0600).ok();
 }
 
 std::string request_hash(const RunRequest& r) {
@@ -346,12 +348,14 @@ ApiResult<VolumeRec> Host::new_volume(const VolumeSpec& spec, bool encrypted, co
   return v;
 }
 
-void Host::delete_volume_files(VolumeRec& v) {
-  ::unlink(v.file.c_str());
+ApiResult<void> Host::delete_volume_files(VolumeRec& v) {
+  if (auto e = store_.erase_volume(v.id); !e)
+    return api_error(K::kInternal, "InternalError", "deleting " + v.id + ": " + e.error().message());
+  ::unlink(v.file.c_str());  // a crash before this leaves an orphan file, which recover() removes
   if (!v.wrapped_key.empty()) std::fill(v.wrapped_key.begin(), v.wrapped_key.end(), 0);
-  v.wrapped_key.clear();  // with the file gone, the key is destroyed too
+  v.wrapped_key.clear();  // with the record and the file gone, the key is destroyed too
   v.state = "deleted";
-  if (auto e = store_.erase_volume(v.id); !e) LOG_ERROR("controller: deleting %s: %s", v.id.c_str(), e.error().message().c_str());
+  return {};
 }
 
 // ---- API -----------------------------------------------------------------------
@@ -728,7 +732,7 @@ ApiResult<void> Host::delete_volume(const std::string& volume_id) {
   AZOTE_TRY(v, find_volume(volume_id));
   if (v->state != "available")
     return api_error(K::kConflict, "VolumeInUse", "volume " + volume_id + " is attached to " + v->instance_id);
-  delete_volume_files(*v);
+  AZOTE_TRYV(delete_volume_files(*v));
   volumes_.erase(volume_id);
   return {};
 }
@@ -1010,7 +1014,10 @@ void Host::finish_terminate(const std::string& id) {
   for (VolumeRec* v : volumes_of(id)) {
     if (v->delete_on_termination) {
       const std::string vid = v->id;
-      delete_volume_files(*v);
+      if (auto d = delete_volume_files(*v); !d) {
+        LOG_ERROR("instance %s: %s", id.c_str(), d.error().sentence.c_str());
+        continue;  // the record stays (in-use): visible, and deletable later
+      }
       volumes_.erase(vid);
     } else {
       v->state = "available";

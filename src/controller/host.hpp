@@ -150,7 +150,8 @@ class Host {
   uint32_t used_vcpus() const;
   uint64_t used_memory_mib() const;
   ApiResult<VolumeRec> new_volume(const VolumeSpec& spec, bool encrypted, const Tags& tags, const std::string& token);
-  void delete_volume_files(VolumeRec& v);
+  // The record first (so a failure leaves the volume whole), then the file and key.
+  ApiResult<void> delete_volume_files(VolumeRec& v);
 
   HostOptions opt_;
   const pki::HostPki& pki_;
