@@ -85,31 +85,7 @@ Device::Open Device::open(const Options& o) {
   MmioWindow w[kMaxWindows];
   const size_t n = find_windows(platform::cmdline(), w, kMaxWindows);
   for (size_t i = 0; i < n; ++i) {
-    const MmioDevice d(w[i].base);
-    const uint32_t magic = d.read(kRegMagic);
-    if (magic != kMagicValue) {
-      Line().s(kPrefix).s("virtio-mmio at 0x").x(w[i].base).s(": bad magic 0x").x(magic).s(", skipped").print();
-      continue;
-    }
-    const uint32_t version = d.read(kRegVersion), id = d.read(kRegDeviceId);
-    if (id != kDeviceIdBlock) continue;  // 0: an empty slot; anything else: not ours
-    if (version == 1) {
-      Line()
-          .s(kPrefix)
-          .s("virtio-blk at 0x")
-          .x(w[i].base)
-          .s(": legacy virtio-mmio (version 1) is not supported, need version 2; skipped")
-          .print();
-      continue;
-    }
-    if (version != 2) {
-      Line().s(kPrefix).s("virtio-blk at 0x").x(w[i].base).s(": unknown virtio-mmio version ").u(version).s(", skipped").print();
-      continue;
-    }
-    if (w[i].size < kRegConfig + kCfgBytes) {
-      Line().s(kPrefix).s("virtio-blk at 0x").x(w[i].base).s(": window too small for its config space, skipped").print();
-      continue;
-    }
+    if (!usable_window(w[i], kDeviceIdBlock, "virtio-blk", kCfgBytes)) continue;
     opts_ = o;
     setup(w[i].base, w[i].irq, o);
     return Open::kOk;

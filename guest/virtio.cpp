@@ -108,6 +108,36 @@ inline void mmio_wr8(uint64_t a, uint8_t v) { asm volatile("movb %0, (%1)" : : "
 
 bool is_device_word(Str word) { return starts_with(word, kDeviceKey); }
 
+bool usable_window(const MmioWindow& w, uint32_t device_id, const char* name, uint32_t cfg_bytes) {
+  const MmioDevice d(w.base);
+  const uint32_t magic = d.read(kRegMagic);
+  if (magic != kMagicValue) {
+    Line().s(kPrefix).s("virtio-mmio at 0x").x(w.base).s(": bad magic 0x").x(magic).s(", skipped").print();
+    return false;
+  }
+  const uint32_t version = d.read(kRegVersion), id = d.read(kRegDeviceId);
+  if (id != device_id) return false;  // 0: an empty slot; anything else: not this driver's
+  if (version == 1) {
+    Line()
+        .s(kPrefix)
+        .s(name)
+        .s(" at 0x")
+        .x(w.base)
+        .s(": legacy virtio-mmio (version 1) is not supported, need version 2; skipped")
+        .print();
+    return false;
+  }
+  if (version != 2) {
+    Line().s(kPrefix).s(name).s(" at 0x").x(w.base).s(": unknown virtio-mmio version ").u(version).s(", skipped").print();
+    return false;
+  }
+  if (w.size < kRegConfig + cfg_bytes) {
+    Line().s(kPrefix).s(name).s(" at 0x").x(w.base).s(": window too small for its config space, skipped").print();
+    return false;
+  }
+  return true;
+}
+
 size_t find_windows(Str cl, MmioWindow* out, size_t max) {
   auto space = [](char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r'; };
   size_t n = 0, i = 0;

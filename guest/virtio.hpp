@@ -93,6 +93,12 @@ struct MmioWindow {
 // (3-4 GiB), are reported on the console and skipped. Returns how many were stored.
 size_t find_windows(Str cmdline, MmioWindow* out, size_t max);
 
+// Whether window `w` holds a virtio-mmio version 2 device with `device_id` and a config
+// space of at least `cfg_bytes`. A window with a bad magic, or one of this id that
+// cannot be used (legacy version 1, unknown version, too small), is reported on the
+// console as skipped, naming the device as `name` ("virtio-blk").
+bool usable_window(const MmioWindow& w, uint32_t device_id, const char* name, uint32_t cfg_bytes);
+
 // Whether `word` is a `virtio_mmio.device=` entry (the program's argument list
 // leaves them out, wherever the hypervisor put them).
 bool is_device_word(Str word);
