@@ -1,9 +1,5 @@
 #include "cards/blk/card.hpp"
 
-#include <signal.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -14,37 +10,14 @@
 #include "cards/blk/import.hpp"
 
 namespace azote::card_blk {
-namespace {
-
-constexpr uint64_t kTagSignal = 0;
-constexpr uint64_t kTagStop = 1;
-constexpr uint64_t kTagControl = 2;
-constexpr uint64_t kTagBackend = 16;  // + volume id
-
-Result<void, CardError> epoll_watch(int epoll, int fd, uint64_t tag) {
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = tag;
-  if (::epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &ev) != 0) return errno_error(CardErrc::kHost, "epoll_ctl");
-  return {};
-}
-
-}  // namespace
 
 Result<std::unique_ptr<Card>, CardError> Card::create(const CardOptions& options) {
   std::unique_ptr<Card> c(new Card());
   c->metrics_path_ = options.metrics_path;
   c->control_path_ = options.control_path;
-  c->epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
-  c->stop_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  c->signal_fd_ = UniqueFd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
-  if (!c->epoll_ || !c->stop_fd_ || !c->signal_fd_) return errno_error(CardErrc::kHost, "epoll/eventfd/signalfd");
-  AZOTE_TRYV(epoll_watch(c->epoll_.get(), c->signal_fd_.get(), kTagSignal));
-  AZOTE_TRYV(epoll_watch(c->epoll_.get(), c->stop_fd_.get(), kTagStop));
+  auto loop = runtime::Loop::create("azote-card-blk");
+  if (!loop) return make_error(CardErrc::kHost, loop.error().message(), loop.error().errnum);
+  c->loop_ = std::move(loop).value();
 
   for (const VolumeOptions& vo : options.volumes) AZOTE_TRYV(c->add_volume(vo));
   if (!options.metrics_path.empty()) {
@@ -57,7 +30,11 @@ Result<std::unique_ptr<Card>, CardError> Card::create(const CardOptions& options
     auto s = control::Server::listen(options.control_path);
     if (!s) return make_error(CardErrc::kHost, "--control " + options.control_path + ": " + s.error().message());
     c->control_ = std::move(s).value();
-    AZOTE_TRYV(epoll_watch(c->epoll_.get(), c->control_->poll_fd(), kTagControl));
+    if (auto w = c->loop_->watch(c->control_->poll_fd(), [p = c.get()] {
+          p->control_->serve_ready([p](const control::Json& r) { return p->handle_control(r); });
+        });
+        !w)
+      return make_error(CardErrc::kHost, w.error().message(), w.error().errnum);
   }
   return c;
 }
@@ -111,7 +88,8 @@ Result<uint64_t, CardError> Card::add_volume(VolumeOptions o, const std::string&
   s->backend = std::move(b).value();
   s->options = std::move(o);
   const uint64_t id = next_id_++;
-  AZOTE_TRYV(epoll_watch(epoll_.get(), s->backend->poll_fd(), kTagBackend + id));
+  if (auto w = loop_->watch(s->backend->poll_fd(), [this, id] { serve_backend(id); }); !w)
+    return make_error(CardErrc::kHost, w.error().message(), w.error().errnum);
   LOG_INFO("volume %s: serving %s on %s%s%s", s->volume->params().name.c_str(), s->options.file.c_str(),
            s->options.socket.c_str(), s->volume->params().read_only ? " (read-only)" : "",
            s->volume->params().encrypted ? " (encrypted)" : "");
@@ -127,7 +105,7 @@ Result<void, CardError> Card::remove_volume(const std::string& socket, bool forc
     if (s.backend->connected() && !force)
       return make_error(CardErrc::kVolume, "volume on " + socket +
                                                " is in use by a connected hypervisor (\"force\": true detaches it anyway)");
-    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, s.backend->poll_fd(), nullptr);
+    loop_->unwatch(s.backend->poll_fd());
     const std::string name = s.volume->params().name;
     auto owned = std::move(it->second);
     served_.erase(it);
@@ -196,42 +174,19 @@ control::Json Card::handle_control(const control::Json& r) {
   return control::refuse("unknown op \"" + op + "\" (known: add-volume, remove-volume, list-volumes)");
 }
 
-void Card::request_stop() {
-  const uint64_t one = 1;
-  (void)!::write(stop_fd_.get(), &one, sizeof one);
+void Card::request_stop() { loop_->request_stop(); }
+
+void Card::serve_backend(uint64_t id) {
+  const auto it = served_.find(id);
+  if (it == served_.end()) return;
+  Served& s = *it->second;
+  if (auto r = s.backend->run_once(std::chrono::milliseconds(0)); !r)
+    LOG_ERROR("volume %s: %s", s.volume->params().name.c_str(), r.error().message().c_str());
 }
 
 int Card::run() {
   LOG_INFO("azote-card-blk: serving %zu volume(s)%s", served_.size(), control_ ? ", control socket open" : "");
-  for (;;) {
-    epoll_event ev[16];
-    const int n = ::epoll_wait(epoll_.get(), ev, 16, -1);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      LOG_ERROR("azote-card-blk: epoll_wait: %s", std::strerror(errno));
-      return kExitOsErr;
-    }
-    for (int i = 0; i < n; ++i) {
-      const uint64_t tag = ev[i].data.u64;
-      if (tag == kTagSignal) {
-        signalfd_siginfo si{};
-        if (::read(signal_fd_.get(), &si, sizeof si) == static_cast<ssize_t>(sizeof si))
-          LOG_INFO("azote-card-blk: %s: stopping", strsignal(static_cast<int>(si.ssi_signo)));
-        return kExitOk;
-      }
-      if (tag == kTagStop) return kExitOk;
-      if (tag == kTagControl) {
-        control_->serve_ready([this](const control::Json& r) { return handle_control(r); });
-        continue;
-      }
-      // A volume removed earlier in this batch is simply not found.
-      const auto it = served_.find(tag - kTagBackend);
-      if (tag < kTagBackend || it == served_.end()) continue;
-      Served& s = *it->second;
-      if (auto r = s.backend->run_once(std::chrono::milliseconds(0)); !r)
-        LOG_ERROR("volume %s: %s", s.volume->params().name.c_str(), r.error().message().c_str());
-    }
-  }
+  return loop_->run();
 }
 
 }  // namespace azote::card_blk

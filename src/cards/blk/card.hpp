@@ -16,6 +16,7 @@
 #include "cards/blk/volume.hpp"
 #include "control/control.hpp"
 #include "rate_limit/clock.hpp"
+#include "runtime/runtime.hpp"
 #include "vhost_user/backend.hpp"
 
 namespace azote::card_blk {
@@ -26,10 +27,10 @@ enum class CardErrc {
 };
 using CardError = Error<CardErrc>;
 
-inline constexpr int kExitOk = 0;
-inline constexpr int kExitUsage = 64;
-inline constexpr int kExitNoInput = 66;
-inline constexpr int kExitOsErr = 71;
+using runtime::kExitNoInput;
+using runtime::kExitOk;
+using runtime::kExitOsErr;
+using runtime::kExitUsage;
 
 class Card {
  public:
@@ -64,15 +65,16 @@ class Card {
   };
   Result<void, CardError> check_new(const VolumeOptions& o) const;
   void update_metrics();
+  void serve_backend(uint64_t id);  // its socket is readable
   control::Json handle_control(const control::Json& request);
 
   rate_limit::MonotonicClock clock_;
   std::string metrics_path_, control_path_;
   uint64_t next_id_ = 0;
-  std::map<uint64_t, std::unique_ptr<Served>> served_;  // by id (epoll tag - kTagBackend)
+  std::map<uint64_t, std::unique_ptr<Served>> served_;  // by id
   std::unique_ptr<MetricsServer> metrics_;
   std::unique_ptr<control::Server> control_;
-  UniqueFd epoll_, signal_fd_, stop_fd_;
+  std::unique_ptr<runtime::Loop> loop_;
 };
 
 }  // namespace azote::card_blk

@@ -1,7 +1,5 @@
 // azote-card-blk: serves virtio-blk volumes to hypervisors over vhost-user. A thin
 // main: options, signals, then the Card (see card.hpp and DESIGN.md).
-#include <signal.h>
-
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -9,6 +7,7 @@
 #include "base/log.hpp"
 #include "cards/blk/card.hpp"
 #include "cards/blk/options.hpp"
+#include "runtime/runtime.hpp"
 
 using namespace azote;
 using namespace azote::card_blk;
@@ -31,14 +30,8 @@ int main(int argc, char** argv) {
   const CardOptions& o = parsed->options;
   log::set_level(log::level_from_name(o.log_level));
 
-  // Before any thread exists: SIGTERM/SIGINT go to the control loop's signalfd, and a
-  // peer closing a socket is an error return, not a signal.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  // Before any thread exists: SIGTERM/SIGINT go to the control loop's signalfd.
+  runtime::block_stop_signals();
 
   auto card = Card::create(o);
   if (!card) {

@@ -15,6 +15,7 @@
 
 #include "base/error.hpp"
 #include "base/unique_fd.hpp"
+#include "runtime/runtime.hpp"
 #include "virtio/blk.hpp"
 
 namespace azote::card_blk {
@@ -80,34 +81,23 @@ std::string render_prometheus(const std::vector<MetricsSource>& sources);
 enum class MetricsErrc { kSocket = 1 };
 using MetricsError = Error<MetricsErrc>;
 
-// Listens on a Unix socket on its own thread, so a slow client never delays the
-// vhost-user control loop or a queue. Each client: up to 100 ms to send a request (an
-// HTTP GET gets an HTTP/1.0 header first; anything else, or nothing, plain text), the
-// text (within 1 s), then the connection is closed.
+// The volumes' text on a Unix socket (lib/runtime TextEndpoint: its own thread, so a
+// slow client never delays the vhost-user control loop or a queue; up to 100 ms for a
+// request, HTTP/1.0 header for a GET, the text within 1 s, then EOF).
 class MetricsServer {
  public:
   static Result<std::unique_ptr<MetricsServer>, MetricsError> start(const std::string& path,
                                                                     std::vector<MetricsSource> sources);
-  ~MetricsServer();  // stops the thread and removes the socket
-  MetricsServer(const MetricsServer&) = delete;
-  MetricsServer& operator=(const MetricsServer&) = delete;
-
-  uint64_t served() const { return served_.load(); }
+  uint64_t served() const { return endpoint_->served(); }
   // Replaces the volume list (volumes added or removed at run time). Once this returns,
   // no rendering refers to a source that is not in `sources`.
   void set_sources(std::vector<MetricsSource> sources);
 
  private:
   MetricsServer() = default;
-  void run();
-  void serve(UniqueFd client);
-
-  std::string path_;
   std::mutex sources_mutex_;
   std::vector<MetricsSource> sources_;  // guarded by sources_mutex_
-  UniqueFd listen_, stop_;
-  std::thread thread_;
-  std::atomic<uint64_t> served_{0};
+  std::unique_ptr<runtime::TextEndpoint> endpoint_;  // declared last: stopped first
 };
 
 }  // namespace azote::card_blk

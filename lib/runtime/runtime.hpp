@@ -1,0 +1,118 @@
+// The process scaffolding every long-running azote service shares (the cards, the tap
+// bridge): stop signals routed to a signalfd, the control thread's event loop (epoll:
+// signals, a stop eventfd, periodic timers and the fds a service watches), a plain-text
+// endpoint on a Unix socket (Prometheus metrics) and the exposition-format builder.
+//
+// The loop runs handlers on its own thread, one at a time; only request_stop() is
+// thread-safe. Handlers must not block (the control socket, vhost-user sockets and
+// timers all share the thread).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "base/error.hpp"
+#include "base/unique_fd.hpp"
+
+namespace azote::runtime {
+
+enum class RuntimeErrc { kHost = 1, kSocket };
+using RuntimeError = Error<RuntimeErrc>;
+
+// Exit statuses (sysexits.h) the services share.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitUsage = 64;
+inline constexpr int kExitNoInput = 66;
+inline constexpr int kExitOsErr = 71;
+
+// Blocks SIGTERM and SIGINT in the calling thread (threads started later inherit the
+// mask; the Loop takes them through a signalfd) and ignores SIGPIPE (a peer closing a
+// socket is an error return). Call in main() before any thread exists.
+void block_stop_signals();
+
+class Loop {
+ public:
+  using Handler = std::function<void()>;
+  // `name` prefixes the loop's own log lines ("azote-card-net: Terminated: stopping").
+  static Result<std::unique_ptr<Loop>, RuntimeError> create(std::string name);
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  // Calls `h` on the loop thread whenever `fd` is readable (level-triggered). One
+  // handler per fd; the caller keeps the fd open until unwatch().
+  Result<void, RuntimeError> watch(int fd, Handler h);
+  // Safe from inside a handler: events already fetched for `fd` are dropped.
+  void unwatch(int fd);
+  // Calls `h` every `period` (a timerfd; missed periods are coalesced into one call).
+  Result<void, RuntimeError> every(std::chrono::milliseconds period, Handler h);
+  // Makes run() return kExitOk after the current handler (any thread).
+  void request_stop();
+  // Until SIGTERM/SIGINT (logged) or request_stop(): kExitOk; kExitOsErr if epoll fails.
+  int run();
+
+ private:
+  explicit Loop(std::string name) : name_(std::move(name)) {}
+  Result<void, RuntimeError> add(int fd, uint64_t token);
+
+  std::string name_;
+  UniqueFd epoll_, signal_fd_, stop_fd_;
+  struct Watch {
+    int fd;
+    std::shared_ptr<Handler> handler;
+  };
+  std::map<uint64_t, Watch> watches_;  // by epoll token (never reused)
+  std::map<int, uint64_t> token_of_;   // fd -> token
+  std::map<uint64_t, UniqueFd> timers_;  // token -> timerfd
+  uint64_t next_token_ = 16;
+};
+
+// Serves a text document on a Unix socket (mode 0600) from a thread of its own: one
+// connection, the whole text, EOF. A request starting "GET " (an HTTP scraper through a
+// proxy) gets an HTTP/1.0 header first; anything else, or nothing within 100 ms, gets
+// the plain text. A slow reader is given 1 s. Refuses to replace a socket another
+// process is serving; removes a stale one.
+class TextEndpoint {
+ public:
+  using Render = std::function<std::string()>;
+  // `what` names the option in errors ("--metrics unix:PATH").
+  static Result<std::unique_ptr<TextEndpoint>, RuntimeError> start(const std::string& path, Render render,
+                                                                   const std::string& what = "--metrics");
+  ~TextEndpoint();  // stops the thread, removes the socket
+  TextEndpoint(const TextEndpoint&) = delete;
+  TextEndpoint& operator=(const TextEndpoint&) = delete;
+  uint64_t served() const { return served_.load(); }
+
+ private:
+  TextEndpoint() = default;
+  void run();
+  void serve(UniqueFd client);
+
+  std::string path_;
+  Render render_;
+  UniqueFd listen_, stop_;
+  std::thread thread_;
+  std::atomic<uint64_t> served_{0};
+};
+
+// Prometheus text exposition format 0.0.4.
+class PromText {
+ public:
+  void header(const char* name, const char* type, const char* help);
+  // `labels` without braces: `volume="vol-1",op="read"` (values escaped by label()).
+  void sample(const std::string& name, const std::string& labels, uint64_t v);
+  void sample(const std::string& name, const std::string& labels, double v);
+  std::string take() { return std::move(out_); }
+  // `key="value"` with the value escaped.
+  static std::string label(const char* key, const std::string& value);
+
+ private:
+  std::string out_;
+};
+
+}  // namespace azote::runtime
