@@ -15,6 +15,8 @@ packages=(
   libsqlite3-dev                   # controller state
   openssl                          # test fixtures: certificates signed by a foreign CA
   libldns-dev                      # lib/net: ldns, the independent DNS reference its tests and fuzz_dns check against
+  libmicrohttpd-dev                # lib/imds: the HTTP server of the instance metadata service
+  curl iproute2 iputils-ping ethtool  # IMDS and namespace tests (curl, ip, ping); bench/net (ethtool: offloads off)
 )
 missing=()
 for p in "${packages[@]}"; do
