@@ -17,6 +17,7 @@ packages=(
   libldns-dev                      # lib/net: ldns, the independent DNS reference its tests and fuzz_dns check against
   libmicrohttpd-dev                # lib/imds: the HTTP server of the instance metadata service
   curl iproute2 iputils-ping ethtool  # IMDS and namespace tests (curl, ip, ping); bench/net (ethtool: offloads off)
+  udhcpc bind9-dnsutils iperf3 netcat-openbsd iproute2  # card_net_ns_test: udhcpc, dig, iperf3, nc in namespaces via azote-tap-bridge
 )
 missing=()
 for p in "${packages[@]}"; do
