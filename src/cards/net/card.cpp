@@ -116,6 +116,17 @@ Result<std::unique_ptr<Card>, CardError> Card::create(const CardOptions& o) {
     c->flow_log_ = UniqueFd(::open(o.flow_log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
     if (!c->flow_log_) return errno_error(CardErrc::kHost, "--flow-log " + o.flow_log_path);
   }
+  if (o.underlay) {
+    auto l = FabricLink::start(sw, c->clock_, o.host_id, *o.underlay);
+    if (!l) return make_error(l.error().code == LinkErrc::kHost ? CardErrc::kHost : CardErrc::kModel, l.error().message());
+    c->fabric_ = std::move(l).value();
+    sw.set_fabric(c->fabric_.get(), o.host_id);
+    for (const auto& p : o.peers)
+      if (auto r = c->fabric_->set_peer(p); !r) return make_error(CardErrc::kModel, r.error().message());
+    for (size_t i = 0; i < o.mappings.size(); ++i)
+      if (auto r = c->add_mapping(o.mappings[i]); !r)
+        return make_error(CardErrc::kModel, "fabric: mappings[" + std::to_string(i) + "]: " + r.error().message());
+  }
   for (const auto& e : o.enis) AZOTE_TRYV(c->add_eni(e));
   if (!o.metrics_path.empty()) {
     auto m = MetricsServer::start(o.metrics_path);
@@ -137,6 +148,9 @@ Card::~Card() {
   metrics_.reset();
   for (auto& [id, s] : served_) s->backend.reset();
   served_.clear();
+  // No worker is left to send; the link's receive thread stops before the Switch goes.
+  if (switch_) switch_->set_fabric(nullptr, 0);
+  fabric_.reset();
   if (switch_) write_flow_log(switch_->close_flow_logs());
 }
 
@@ -242,13 +256,10 @@ control::Json Card::handle_control(const control::Json& r) {
   if (op == "list-enis") return {{"ok", true}, {"enis", describe_enis()}};
   if (op == "list-security-groups") return {{"ok", true}, {"security_groups", switch_->describe_groups()}};
   if (op == "add-vpc") {
-    if (!r.contains("vpc") || !r["vpc"].is_object() || !r["vpc"].contains("id") || !r["vpc"]["id"].is_string() ||
-        !r["vpc"].contains("cidr") || !r["vpc"]["cidr"].is_string())
-      return control::refuse("add-vpc needs \"vpc\": {\"id\", \"cidr\"}");
-    auto cidr = net::Ipv4Prefix::parse(r["vpc"]["cidr"].get<std::string>());
-    if (!cidr) return control::refuse("add-vpc: \"" + r["vpc"]["cidr"].get<std::string>() + "\" is not a CIDR");
-    if (auto a = switch_->add_vpc(VpcSpec{r["vpc"]["id"].get<std::string>(), *cidr}); !a)
-      return control::refuse(a.error().message());
+    if (!r.contains("vpc")) return control::refuse("add-vpc needs \"vpc\": {\"id\", \"cidr\", \"vni\"?}");
+    auto v = parse_vpc_json("add-vpc: vpc", r["vpc"]);
+    if (!v) return control::refuse(v.error().message());
+    if (auto a = switch_->add_vpc(*v); !a) return control::refuse(a.error().message());
     return control::ok();
   }
   if (op == "add-eni") {
@@ -282,9 +293,88 @@ control::Json Card::handle_control(const control::Json& r) {
     if (auto s = switch_->set_group(g); !s) return control::refuse(s.error().message());
     return control::ok();
   }
+  if (op.find("fabric") != std::string::npos) return handle_fabric_control(op, r);
   return control::refuse("unknown op \"" + op +
                          "\" (known: add-vpc, add-eni, remove-eni, list-enis, set-security-group-rules, "
-                         "list-security-groups)");
+                         "list-security-groups, set-fabric-peer, rotate-fabric-key, add-fabric-mapping, "
+                         "remove-fabric-mapping, list-fabric)");
+}
+
+Result<void, CardError> Card::add_mapping(const FabricMappingSpec& m) {
+  if (!fabric_) return make_error(CardErrc::kModel, "the card has no fabric (--underlay and --host-id)");
+  if (m.host != fabric_->self() && !fabric_->has_peer(m.host))
+    return make_error(CardErrc::kModel, "mapping " + m.vpc + " " + m.ip.to_string() + ": host " +
+                                            std::to_string(m.host) + " is not a fabric peer (set-fabric-peer first)");
+  if (auto r = switch_->add_mapping(m); !r) return model(r.error());
+  return {};
+}
+
+nlohmann::json Card::describe_fabric() const {
+  nlohmann::json out = fabric_->describe();
+  uint64_t no_route = 0, fabric_errors = 0;
+  for (const auto& [id, s] : served_) {
+    no_route += s->port->counters().dropped(Drop::kNoRoute);
+    fabric_errors += s->port->counters().dropped(Drop::kFabricError);
+  }
+  out["no_mapping"] = no_route;  // frames for a VPC address neither here nor mapped
+  out["fabric_errors"] = fabric_errors;
+  nlohmann::json maps = nlohmann::json::array();
+  for (const auto& m : switch_->mappings())
+    maps.push_back({{"vpc", m.vpc}, {"ip", m.ip.to_string()}, {"host", m.host}});
+  out["mappings"] = std::move(maps);
+  return out;
+}
+
+control::Json Card::handle_fabric_control(const std::string& op, const control::Json& r) {
+  if (!fabric_) return control::refuse(op + ": the card has no fabric (start it with --underlay and --host-id)");
+  if (op == "list-fabric") return {{"ok", true}, {"fabric", describe_fabric()}};
+  if (op == "set-fabric-peer") {
+    if (!r.contains("peer")) return control::refuse("set-fabric-peer needs \"peer\": {\"host\", \"address\", \"key\", \"key_id\", \"cipher\"}");
+    auto p = parse_peer_json("set-fabric-peer: peer", r["peer"]);
+    if (!p) return control::refuse(p.error().message());
+    if (auto s = fabric_->set_peer(*p); !s) return control::refuse(s.error().message());
+    return control::ok();
+  }
+  if (op == "rotate-fabric-key") {
+    if (!r.contains("host")) return control::refuse("rotate-fabric-key needs \"host\", \"key\", \"key_id\" (and \"cipher\")");
+    auto h = parse_host_id("rotate-fabric-key: host", r["host"]);
+    if (!h) return control::refuse(h.error().message());
+    nlohmann::json k = nlohmann::json::object();
+    for (const char* key : {"key", "key_id", "cipher"})
+      if (r.contains(key)) k[key] = r[key];
+    auto key = parse_key_json("rotate-fabric-key", k);
+    if (!key) return control::refuse(key.error().message());
+    if (auto s = fabric_->rotate(*h, *key); !s) return control::refuse("rotate-fabric-key: " + s.error().message());
+    return control::ok();
+  }
+  if (op == "add-fabric-mapping") {
+    std::vector<nlohmann::json> items;
+    if (r.contains("mapping")) items.push_back(r["mapping"]);
+    if (r.contains("mappings") && r["mappings"].is_array())
+      for (const auto& m : r["mappings"]) items.push_back(m);
+    if (items.empty()) return control::refuse("add-fabric-mapping needs \"mapping\": {\"vpc\", \"ip\", \"host\"} or \"mappings\": [...]");
+    std::vector<FabricMappingSpec> ms;
+    for (size_t i = 0; i < items.size(); ++i) {
+      auto m = parse_mapping_json("add-fabric-mapping[" + std::to_string(i) + "]", items[i]);
+      if (!m) return control::refuse(m.error().message());
+      ms.push_back(*m);
+    }
+    for (const auto& m : ms)
+      if (auto a = add_mapping(m); !a) return control::refuse("add-fabric-mapping: " + a.error().message());
+    return control::ok();
+  }
+  if (op == "remove-fabric-mapping") {
+    if (!r.contains("vpc") || !r["vpc"].is_string() || !r.contains("ip") || !r["ip"].is_string())
+      return control::refuse("remove-fabric-mapping needs \"vpc\" and \"ip\"");
+    auto ip = net::Ipv4Address::parse(r["ip"].get<std::string>());
+    if (!ip) return control::refuse("remove-fabric-mapping: \"" + r["ip"].get<std::string>() + "\" is not an IPv4 address");
+    if (auto d = switch_->remove_mapping(r["vpc"].get<std::string>(), *ip); !d)
+      return control::refuse("remove-fabric-mapping: " + d.error().message());
+    return control::ok();
+  }
+  return control::refuse("unknown op \"" + op +
+                         "\" (fabric ops: set-fabric-peer, rotate-fabric-key, add-fabric-mapping, remove-fabric-mapping, "
+                         "list-fabric)");
 }
 
 void Card::request_stop() {
@@ -315,6 +405,7 @@ int Card::run() {
         uint64_t expirations;
         (void)!::read(timer_fd_.get(), &expirations, sizeof expirations);
         write_flow_log(switch_->tick());
+        if (fabric_) fabric_->tick();
         continue;
       }
       if (tag == kTagControl) {

@@ -1,7 +1,8 @@
 // The azote-card-net process: the Switch (the host's VPC), one vhost-user Backend and
 // NetDevice per ENI, the control loop serving every socket on the calling thread, a
-// 1 s timer for flow logs and conntrack expiry, the metrics endpoint and the control
-// socket, and a clean stop on SIGTERM/SIGINT.
+// 1 s timer for flow logs, conntrack and fabric key expiry, the metrics endpoint and the
+// control socket, the fabric link to other hosts (--underlay), and a clean stop on
+// SIGTERM/SIGINT.
 #pragma once
 
 #include <map>
@@ -12,6 +13,7 @@
 
 #include "base/unique_fd.hpp"
 #include "cards/net/device.hpp"
+#include "cards/net/fabric_link.hpp"
 #include "cards/net/metrics.hpp"
 #include "cards/net/options.hpp"
 #include "cards/net/switch.hpp"
@@ -46,6 +48,8 @@ class Card {
   Result<void, CardError> add_eni(const EniSpec& e);
   Result<void, CardError> remove_eni(const std::string& id, bool force);
   nlohmann::json describe_enis() const;
+  nlohmann::json describe_fabric() const;
+  Result<void, CardError> add_mapping(const FabricMappingSpec& m);
 
  private:
   Card() = default;
@@ -57,9 +61,11 @@ class Card {
   void update_metrics();
   void write_flow_log(const std::vector<std::string>& lines);
   control::Json handle_control(const control::Json& request);
+  control::Json handle_fabric_control(const std::string& op, const control::Json& request);
 
   rate_limit::MonotonicClock clock_;
-  std::unique_ptr<Switch> switch_;  // outlives every Served
+  std::unique_ptr<Switch> switch_;  // outlives every Served and the fabric link
+  std::unique_ptr<FabricLink> fabric_;  // null without --underlay
   std::string metrics_path_, control_path_;
   uint64_t next_id_ = 0;
   std::map<uint64_t, std::unique_ptr<Served>> served_;

@@ -1,5 +1,6 @@
 #include "cards/net/options.hpp"
 
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -95,6 +96,115 @@ Result<void, OptionsError> only_keys(const std::string& where, const nlohmann::j
   return {};
 }
 
+Result<uint64_t, OptionsError> uint_in(const std::string& where, const nlohmann::json& j, uint64_t lo, uint64_t hi) {
+  if (!j.is_number_unsigned() || j.get<uint64_t>() < lo || j.get<uint64_t>() > hi)
+    return bad(where + " must be an integer from " + std::to_string(lo) + " to " + std::to_string(hi));
+  return j.get<uint64_t>();
+}
+
+// Standard base64 (RFC 4648 §4) with padding; nullopt when it is not.
+std::optional<std::string> base64_decode(const std::string& in) {
+  if (in.size() % 4 != 0) return std::nullopt;
+  auto value = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  std::string out;
+  for (size_t i = 0; i < in.size(); i += 4) {
+    const bool last = i + 4 == in.size();
+    int v[4];
+    int pad = 0;
+    for (int k = 0; k < 4; ++k) {
+      const char c = in[i + static_cast<size_t>(k)];
+      if (c == '=' && last && k >= 2) {
+        v[k] = 0;
+        ++pad;
+        continue;
+      }
+      if (pad > 0) return std::nullopt;  // data after padding
+      v[k] = value(c);
+      if (v[k] < 0) return std::nullopt;
+    }
+    const uint32_t n = static_cast<uint32_t>(v[0] << 18 | v[1] << 12 | v[2] << 6 | v[3]);
+    out += static_cast<char>(n >> 16);
+    if (pad < 2) out += static_cast<char>((n >> 8) & 0xff);
+    if (pad < 1) out += static_cast<char>(n & 0xff);
+  }
+  return out;
+}
+
+bool valid_hostname(const std::string& h) {
+  if (h.empty() || h.size() > 253) return false;
+  size_t label = 0;
+  for (size_t i = 0; i < h.size(); ++i) {
+    const char c = h[i];
+    if (c == '.') {
+      if (label == 0 || h[i - 1] == '-') return false;
+      label = 0;
+      continue;
+    }
+    const bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    if (!alnum && !(c == '-' && label > 0)) return false;
+    if (++label > 63) return false;
+  }
+  return h.back() != '-' && h.back() != '.';
+}
+
+Result<EniLimits, OptionsError> parse_limits(const std::string& where, const nlohmann::json& j) {
+  AZOTE_TRYV(only_keys(where, j, {"bandwidth_mbps", "pps"}));
+  if (j.empty()) return bad(where + ": needs \"bandwidth_mbps\" and/or \"pps\"");
+  EniLimits l;
+  if (j.contains("bandwidth_mbps")) {
+    AZOTE_TRY(v, uint_in(where + ": \"bandwidth_mbps\"", j["bandwidth_mbps"], 1, 400'000));
+    l.bandwidth_mbps = v;
+  }
+  if (j.contains("pps")) {
+    AZOTE_TRY(v, uint_in(where + ": \"pps\"", j["pps"], 1, 100'000'000));
+    l.pps = v;
+  }
+  return l;
+}
+
+Result<InstanceMetadata, OptionsError> parse_metadata(const std::string& where, const nlohmann::json& j) {
+  AZOTE_TRYV(only_keys(where, j, {"instance_id", "instance_type", "ami_id", "availability_zone", "hostname",
+                                  "user_data_b64", "http_tokens"}));
+  InstanceMetadata m;
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (!it.value().is_string()) return bad(where + ": \"" + it.key() + "\" must be a string");
+  auto id = [&](const char* key, const char* prefix, std::string* dst) -> Result<void, OptionsError> {
+    if (!j.contains(key)) return {};
+    const std::string v = j[key].get<std::string>();
+    if (!vpc::valid_id(v) || v.size() > 64 || v.rfind(prefix, 0) != 0 || v.size() == std::strlen(prefix))
+      return bad(where + ": \"" + key + "\": \"" + v + "\" is not " + prefix + "... (printable, no spaces, at most 64)");
+    *dst = v;
+    return {};
+  };
+  AZOTE_TRYV(id("instance_id", "i-", &m.instance_id));
+  AZOTE_TRYV(id("ami_id", "ami-", &m.ami_id));
+  AZOTE_TRYV(id("instance_type", "", &m.instance_type));
+  AZOTE_TRYV(id("availability_zone", "", &m.availability_zone));
+  if (j.contains("hostname")) {
+    m.hostname = j["hostname"].get<std::string>();
+    if (!valid_hostname(m.hostname)) return bad(where + ": \"hostname\": \"" + m.hostname + "\" is not a DNS name");
+  }
+  if (j.contains("user_data_b64")) {
+    auto d = base64_decode(j["user_data_b64"].get<std::string>());
+    if (!d) return bad(where + ": \"user_data_b64\" is not padded base64 (RFC 4648)");
+    if (d->size() > 16384) return bad(where + ": user data is " + std::to_string(d->size()) + " bytes, over 16384");
+    m.user_data = std::move(*d);
+  }
+  if (j.contains("http_tokens")) {
+    const std::string t = j["http_tokens"].get<std::string>();
+    if (t != "optional" && t != "required") return bad(where + ": \"http_tokens\" must be \"optional\" or \"required\"");
+    m.http_tokens_required = t == "required";
+  }
+  return m;
+}
+
 }  // namespace
 
 Result<EniSpec, OptionsError> parse_eni(const std::string& origin, const std::string& spec) {
@@ -126,6 +236,12 @@ Result<EniSpec, OptionsError> parse_eni_json(const std::string& where, const nlo
       AZOTE_TRYV(set_eni_key(where, e, key, joined));
     } else if ((key == "source_dest_check" || key == "source-dest-check") && v.is_boolean()) {
       e.source_dest_check = v.get<bool>();
+    } else if (key == "limits") {
+      AZOTE_TRY(l, parse_limits(where + ": limits", v));
+      e.limits = l;
+    } else if (key == "metadata") {
+      AZOTE_TRY(m, parse_metadata(where + ": metadata", v));
+      e.metadata = std::move(m);
     } else if (v.is_string()) {
       AZOTE_TRYV(set_eni_key(where, e, key, v.get<std::string>()));
     } else {
@@ -189,6 +305,117 @@ Result<std::vector<vpc::Rule>, OptionsError> parse_rules_json(const std::string&
   return out;
 }
 
+uint32_t vni_for(const std::string& vpc_id) {
+  uint32_t h = 2166136261u;  // FNV-1a
+  for (unsigned char c : vpc_id) {
+    h ^= c;
+    h *= 16777619u;
+  }
+  const uint32_t v = (h >> 24) ^ (h & 0xffffff);
+  return v == 0 ? 1 : v;
+}
+
+Result<Endpoint, OptionsError> parse_endpoint(const std::string& where, const std::string& text) {
+  Endpoint e;
+  std::string host = text;
+  if (const auto colon = text.find(':'); colon != std::string::npos) {
+    host = text.substr(0, colon);
+    auto port = parse_uint(text.substr(colon + 1), 1, 65535);
+    if (!port) return bad(where + ": port in \"" + text + "\" is not 1..65535");
+    e.port = static_cast<uint16_t>(*port);
+  }
+  auto a = net::Ipv4Address::parse(host);
+  if (!a) return bad(where + ": \"" + text + "\" is not IPV4[:PORT]");
+  if (a->is_broadcast() || a->is_multicast()) return bad(where + ": " + host + " is not a unicast address");
+  e.addr = *a;
+  return e;
+}
+
+Result<fabric::HostId, OptionsError> parse_host_id(const std::string& where, const nlohmann::json& j) {
+  std::optional<uint64_t> v;
+  if (j.is_number_unsigned()) v = j.get<uint64_t>();
+  else if (j.is_string()) v = parse_uint(j.get<std::string>(), 1, 0xfffffffeu);
+  if (!v || *v < 1 || *v > 0xfffffffeu) return bad(where + ": a host id is an integer from 1 to 4294967294");
+  return static_cast<fabric::HostId>(*v);
+}
+
+Result<fabric::PeerKey, OptionsError> parse_key_json(const std::string& where, const nlohmann::json& j) {
+  fabric::PeerKey k;
+  if (j.contains("cipher")) {
+    auto c = j["cipher"].is_string() ? fabric::parse_cipher(j["cipher"].get<std::string>()) : std::nullopt;
+    if (!c) return bad(where + ": \"cipher\" must be \"aes-256-gcm\" or \"none\"");
+    k.cipher = *c;
+  }
+  if (!j.contains("key_id")) return bad(where + ": needs \"key_id\" (0 .. 4294967295)");
+  AZOTE_TRY(id, uint_in(where + ": \"key_id\"", j["key_id"], 0, 0xffffffffu));
+  k.key_id = static_cast<uint32_t>(id);
+  if (k.cipher == fabric::Cipher::kNone) {
+    if (j.contains("key")) return bad(where + ": \"key\" is meaningless with \"cipher\": \"none\"");
+    return k;
+  }
+  if (!j.contains("key") || !j["key"].is_string()) return bad(where + ": needs \"key\": 64 hex digits (32 bytes)");
+  const std::string hex = j["key"].get<std::string>();
+  if (hex.size() != 2 * fabric::kSecretLen) return bad(where + ": \"key\" must be 64 hex digits, not " + std::to_string(hex.size()) + " characters");
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  bool zero = true;
+  for (size_t i = 0; i < fabric::kSecretLen; ++i) {
+    const int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return bad(where + ": \"key\" has a character that is not a hex digit");
+    k.secret[i] = static_cast<uint8_t>(hi << 4 | lo);
+    zero = zero && k.secret[i] == 0;
+  }
+  if (zero) return bad(where + ": \"key\" is all zeros");
+  return k;
+}
+
+Result<FabricPeerSpec, OptionsError> parse_peer_json(const std::string& where, const nlohmann::json& j) {
+  AZOTE_TRYV(only_keys(where, j, {"host", "address", "key", "key_id", "cipher"}));
+  FabricPeerSpec p;
+  p.origin = where;
+  if (!j.contains("host")) return bad(where + ": needs \"host\"");
+  AZOTE_TRY(h, parse_host_id(where + ": host", j["host"]));
+  p.host = h;
+  if (!j.contains("address") || !j["address"].is_string()) return bad(where + ": needs \"address\": \"IPV4[:PORT]\"");
+  AZOTE_TRY(a, parse_endpoint(where + ": address", j["address"].get<std::string>()));
+  p.address = a;
+  AZOTE_TRY(k, parse_key_json(where, j));
+  p.key = k;
+  return p;
+}
+
+Result<FabricMappingSpec, OptionsError> parse_mapping_json(const std::string& where, const nlohmann::json& j) {
+  AZOTE_TRYV(only_keys(where, j, {"vpc", "ip", "host"}));
+  FabricMappingSpec m;
+  AZOTE_TRY(v, id_of(where, j, "vpc"));
+  m.vpc = v;
+  if (!j.contains("ip") || !j["ip"].is_string()) return bad(where + ": needs \"ip\": an IPv4 address");
+  auto a = net::Ipv4Address::parse(j["ip"].get<std::string>());
+  if (!a) return bad(where + ": ip \"" + j["ip"].get<std::string>() + "\" is not an IPv4 address");
+  m.ip = *a;
+  if (!j.contains("host")) return bad(where + ": needs \"host\"");
+  AZOTE_TRY(h, parse_host_id(where + ": host", j["host"]));
+  m.host = h;
+  return m;
+}
+
+Result<VpcSpec, OptionsError> parse_vpc_json(const std::string& where, const nlohmann::json& j) {
+  AZOTE_TRYV(only_keys(where, j, {"id", "cidr", "vni"}));
+  AZOTE_TRY(id, id_of(where, j, "id"));
+  if (!j.contains("cidr")) return bad(where + ": needs \"cidr\"");
+  AZOTE_TRY(c, cidr_of(where + ": cidr", j["cidr"]));
+  VpcSpec v{id, c, std::nullopt};
+  if (j.contains("vni")) {
+    AZOTE_TRY(n, uint_in(where + ": \"vni\"", j["vni"], 1, fabric::kMaxVni));
+    v.vni = static_cast<uint32_t>(n);
+  }
+  return v;
+}
+
 Result<void, OptionsError> apply_json(const std::string& text, const std::string& origin, CardOptions* out) {
   nlohmann::json j;
   try {
@@ -197,7 +424,7 @@ Result<void, OptionsError> apply_json(const std::string& text, const std::string
     return bad(origin + ": invalid JSON: " + e.what());
   }
   AZOTE_TRYV(only_keys(origin, j, {"region", "account", "vpcs", "subnets", "security_groups", "enis", "metrics",
-                                   "control", "flow_log", "flow_log_window", "log_level"}));
+                                   "control", "flow_log", "flow_log_window", "log_level", "fabric"}));
   auto str = [&](const char* key, std::string* dst) -> Result<void, OptionsError> {
     if (!j.contains(key)) return {};
     if (!j[key].is_string() || j[key].get<std::string>().empty()) return bad(origin + ": \"" + key + "\" must be a string");
@@ -228,12 +455,8 @@ Result<void, OptionsError> apply_json(const std::string& text, const std::string
   };
   AZOTE_TRY(vpcs, array("vpcs"));
   for (size_t i = 0; i < vpcs.size(); ++i) {
-    const std::string w = origin + ": vpcs[" + std::to_string(i) + "]";
-    AZOTE_TRYV(only_keys(w, vpcs[i], {"id", "cidr"}));
-    AZOTE_TRY(id, id_of(w, vpcs[i], "id"));
-    if (!vpcs[i].contains("cidr")) return bad(w + ": needs \"cidr\"");
-    AZOTE_TRY(c, cidr_of(w + ": cidr", vpcs[i]["cidr"]));
-    out->vpcs.push_back({id, c});
+    AZOTE_TRY(v, parse_vpc_json(origin + ": vpcs[" + std::to_string(i) + "]", vpcs[i]));
+    out->vpcs.push_back(std::move(v));
   }
   AZOTE_TRY(subnets, array("subnets"));
   for (size_t i = 0; i < subnets.size(); ++i) {
@@ -267,6 +490,34 @@ Result<void, OptionsError> apply_json(const std::string& text, const std::string
     AZOTE_TRY(e, parse_eni_json(origin + ": enis[" + std::to_string(i) + "]", enis[i]));
     out->enis.push_back(std::move(e));
   }
+  if (j.contains("fabric")) {
+    const nlohmann::json& f = j["fabric"];
+    const std::string w = origin + ": fabric";
+    AZOTE_TRYV(only_keys(w, f, {"host_id", "underlay", "peers", "mappings"}));
+    if (f.contains("host_id")) {
+      AZOTE_TRY(h, parse_host_id(w + ": host_id", f["host_id"]));
+      out->host_id = h;
+    }
+    if (f.contains("underlay")) {
+      if (!f["underlay"].is_string()) return bad(w + ": \"underlay\" must be \"IPV4[:PORT]\"");
+      AZOTE_TRY(u, parse_endpoint(w + ": underlay", f["underlay"].get<std::string>()));
+      out->underlay = u;
+    }
+    for (const char* key : {"peers", "mappings"})
+      if (f.contains(key) && !f[key].is_array()) return bad(w + ": \"" + key + "\" must be an array");
+    if (f.contains("peers"))
+      for (size_t i = 0; i < f["peers"].size(); ++i) {
+        AZOTE_TRY(p, parse_peer_json(w + ": peers[" + std::to_string(i) + "]", f["peers"][i]));
+        for (const auto& q : out->peers)
+          if (q.host == p.host) return bad(p.origin + ": host " + std::to_string(p.host) + " is listed twice");
+        out->peers.push_back(std::move(p));
+      }
+    if (f.contains("mappings"))
+      for (size_t i = 0; i < f["mappings"].size(); ++i) {
+        AZOTE_TRY(m, parse_mapping_json(w + ": mappings[" + std::to_string(i) + "]", f["mappings"][i]));
+        out->mappings.push_back(std::move(m));
+      }
+  }
   return {};
 }
 
@@ -290,8 +541,9 @@ Result<ParsedArgs, OptionsError> parse_args(const std::vector<std::string>& args
       value = a.substr(eq + 1);
       a = a.substr(0, eq);
     } else {
-      static const std::set<std::string> kWithValue = {"--eni", "--config", "--metrics", "--flow-log",
-                                                       "--flow-log-window", "--control", "--log-level", "--region"};
+      static const std::set<std::string> kWithValue = {
+          "--eni", "--config", "--metrics", "--flow-log", "--flow-log-window", "--control", "--log-level", "--region",
+          "--underlay", "--host-id"};
       if (kWithValue.count(a) == 0) return bad("unknown option \"" + a + "\" (see --help)");
       if (i + 1 >= args.size()) return bad(a + " needs a value");
       value = args[++i];
@@ -328,8 +580,20 @@ Result<ParsedArgs, OptionsError> parse_args(const std::vector<std::string>& args
       o.log_level = value;
     } else if (flag == "--region") {
       o.region = value;
+    } else if (flag == "--underlay") {
+      AZOTE_TRY(u, parse_endpoint("--underlay", value));
+      o.underlay = u;
+    } else if (flag == "--host-id") {
+      AZOTE_TRY(h, parse_host_id("--host-id", nlohmann::json(value)));
+      o.host_id = h;
     }
   }
+  if (o.underlay.has_value() != (o.host_id != 0))
+    return bad("the fabric needs both --underlay ADDR[:PORT] and --host-id ID (or \"fabric\": {\"underlay\", \"host_id\"})");
+  if (!o.underlay && (!o.peers.empty() || !o.mappings.empty()))
+    return bad("fabric peers and mappings need --underlay and --host-id");
+  for (const auto& peer : o.peers)
+    if (peer.host == o.host_id) return bad(peer.origin + ": host " + std::to_string(peer.host) + " is this host (--host-id)");
   if (o.enis.size() > kMaxEnis) return bad("more than " + std::to_string(kMaxEnis) + " ENIs");
   if (o.enis.empty() && o.control_path.empty())
     return bad("no ENI to serve: give --eni, \"enis\" in --config, or --control to add them later");
@@ -341,7 +605,8 @@ const char* usage_text() {
 
 Serves virtio-net devices (ENIs) to hypervisors over vhost-user, one socket per ENI,
 and is their VPC: ARP, DHCP, DNS and the gateway are answered by the card; traffic
-between ENIs of the same VPC on this host is routed through security groups.
+between ENIs of the same VPC is routed through security groups, on this host or, with
+the fabric, to the card of another host (Geneve over UDP, AES-256-GCM).
 
 Options:
   --eni SPEC                One ENI (repeatable):
@@ -357,8 +622,16 @@ Options:
                             "security_groups": [{"id", "ingress": [RULE],
                             "egress": [RULE]}], "enis": [{"socket", "id", "mac", "ip",
                             "subnet", "vpc", "security_groups": [...],
-                            "source_dest_check"}], "metrics", "control", "flow_log",
-                            "flow_log_window"}. RULE: {"protocol": "tcp"|"udp"|"icmp"|
+                            "source_dest_check", "limits": {"bandwidth_mbps", "pps"},
+                            "metadata": {"instance_id", "instance_type", "ami_id",
+                            "availability_zone", "hostname", "user_data_b64",
+                            "http_tokens"}}], "metrics", "control", "flow_log",
+                            "flow_log_window", "fabric": {"host_id", "underlay",
+                            "peers": [PEER], "mappings": [{"vpc", "ip", "host"}]}}.
+                            A VPC may give "vni" (1..16777215, the same on every
+                            host); by default it is derived from its id. PEER:
+                            {"host": ID, "address": "IPV4[:PORT]", "key": 64 hex
+                            digits, "key_id": N, "cipher": "aes-256-gcm"|"none"}. RULE: {"protocol": "tcp"|"udp"|"icmp"|
                             "-1"|N, "from_port", "to_port" (or "port"), "cidr" |
                             "group"}.
   --metrics unix:PATH       Prometheus text on a Unix socket: per ENI packets and bytes
@@ -366,9 +639,16 @@ Options:
                             reason, connections.
   --flow-log FILE           VPC flow-log records (version 2) appended to FILE.
   --flow-log-window SECONDS Capture window, 1..3600 (default 60).
-  --control PATH            JSON-lines control socket: add-eni, remove-eni, list-enis,
-                            set-security-group-rules.
+  --control PATH            JSON-lines control socket: add-vpc, add-eni, remove-eni,
+                            list-enis, set-security-group-rules, list-security-groups,
+                            set-fabric-peer, rotate-fabric-key, add-fabric-mapping,
+                            remove-fabric-mapping, list-fabric.
   --region NAME             DNS zone <NAME>.compute.internal (default local-1).
+  --underlay IPV4[:PORT]    The fabric: the UDP address (default port 6081) this card
+                            binds, in its network namespace, to reach other hosts'
+                            cards. Their packets are Geneve with an IPv4 datagram of up
+                            to 1586 bytes: the underlay's MTU must allow it.
+  --host-id ID              This host's id on the fabric (1..4294967294).
   --log-level LEVEL         error, warn, info (default), debug.
   -h, --help                This text.    --version   The version.
 

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.hpp"
+#include "fabric/session.hpp"
 #include "net/addr.hpp"
 #include "vpc_policy/security_group.hpp"
 
@@ -25,7 +26,11 @@ inline constexpr uint32_t kMaxEnis = 64;
 struct VpcSpec {
   std::string id;        // "vpc-..."
   net::Ipv4Prefix cidr;  // /8 .. /28
+  // The Geneve VNI of the VPC on the fabric (1 .. 0xffffff), the same on every host;
+  // nullopt: derived from the id (vni_for(), FNV-1a folded to 24 bits).
+  std::optional<uint32_t> vni = std::nullopt;
 };
+uint32_t vni_for(const std::string& vpc_id);
 
 struct SubnetSpec {
   std::string id;  // "subnet-..." (an implicit subnet from --eni is named by its CIDR)
@@ -41,6 +46,24 @@ struct GroupSpec {
   std::optional<std::vector<vpc::Rule>> egress;
 };
 
+// Per-ENI limits (validated and stored; not enforced yet).
+struct EniLimits {
+  uint64_t bandwidth_mbps = 0;  // 0: not given
+  uint64_t pps = 0;
+};
+
+// What the instance metadata service will serve for the ENI's instance (validated and
+// stored; not served yet).
+struct InstanceMetadata {
+  std::string instance_id;  // "i-..."
+  std::string instance_type;
+  std::string ami_id;       // "ami-..."
+  std::string availability_zone;
+  std::string hostname;
+  std::string user_data;    // decoded from "user_data_b64" (at most 16 KiB, as EC2)
+  bool http_tokens_required = false;  // "http_tokens": "optional" (default) | "required"
+};
+
 struct EniSpec {
   std::string origin;  // for messages: "--eni id=..." or "FILE: enis[1]"
   std::string id;      // "eni-..."
@@ -51,6 +74,30 @@ struct EniSpec {
   std::string vpc;     // may be empty when `subnet` names a declared subnet
   std::vector<std::string> groups;  // 1..5
   bool source_dest_check = true;
+  std::optional<EniLimits> limits = std::nullopt;          // "limits" (JSON only)
+  std::optional<InstanceMetadata> metadata = std::nullopt;  // "metadata" (JSON only)
+};
+
+// An IPv4 address and UDP port on the underlay ("ADDR[:PORT]", default port 6081).
+struct Endpoint {
+  net::Ipv4Address addr;
+  uint16_t port = 6081;
+  std::string to_string() const { return addr.to_string() + ":" + std::to_string(port); }
+};
+
+// A host at the other end of the fabric and the key this host shares with it.
+struct FabricPeerSpec {
+  std::string origin;  // for messages
+  fabric::HostId host = 0;
+  Endpoint address;
+  fabric::PeerKey key;
+};
+
+// Where an address of a VPC lives: (VPC, private IPv4) -> host.
+struct FabricMappingSpec {
+  std::string vpc;
+  net::Ipv4Address ip;
+  fabric::HostId host = 0;
 };
 
 struct CardOptions {
@@ -65,6 +112,11 @@ struct CardOptions {
   std::string flow_log_path;  // --flow-log FILE (appended)
   uint32_t flow_log_window_s = 60;  // --flow-log-window SECONDS (1..3600)
   std::string log_level = "info";
+  // The fabric (--host-id, --underlay, "fabric" in --config): both or neither.
+  fabric::HostId host_id = 0;
+  std::optional<Endpoint> underlay = std::nullopt;
+  std::vector<FabricPeerSpec> peers;
+  std::vector<FabricMappingSpec> mappings;
 };
 
 struct ParsedArgs {
@@ -86,6 +138,20 @@ Result<EniSpec, OptionsError> parse_eni_json(const std::string& where, const nlo
 // from_port = type, to_port = code (-1: any).
 Result<vpc::Rule, OptionsError> parse_rule_json(const std::string& where, const nlohmann::json& j);
 Result<std::vector<vpc::Rule>, OptionsError> parse_rules_json(const std::string& where, const nlohmann::json& j);
+
+// "ADDR[:PORT]" (IPv4; port 1..65535, default 6081).
+Result<Endpoint, OptionsError> parse_endpoint(const std::string& where, const std::string& text);
+// A host id: 1 .. 4294967294 (a JSON number or a decimal string).
+Result<fabric::HostId, OptionsError> parse_host_id(const std::string& where, const nlohmann::json& j);
+// {"host": ID, "address": "ADDR[:PORT]", "key": 64 hex digits, "key_id": N,
+//  "cipher": "aes-256-gcm" (default) | "none"}; "key" is not needed with "none".
+Result<FabricPeerSpec, OptionsError> parse_peer_json(const std::string& where, const nlohmann::json& j);
+// {"host": ID, "key": hex, "key_id": N, "cipher"}: a rotation (no address).
+Result<fabric::PeerKey, OptionsError> parse_key_json(const std::string& where, const nlohmann::json& j);
+// {"vpc": "vpc-1", "ip": "10.0.1.6", "host": ID}.
+Result<FabricMappingSpec, OptionsError> parse_mapping_json(const std::string& where, const nlohmann::json& j);
+// {"id", "cidr", "vni"?}.
+Result<VpcSpec, OptionsError> parse_vpc_json(const std::string& where, const nlohmann::json& j);
 
 Result<void, OptionsError> apply_json(const std::string& text, const std::string& origin, CardOptions* out);
 

@@ -65,3 +65,110 @@ TEST(Options, Args) {
 
 }  // namespace
 }  // namespace azote::card_net
+
+namespace azote::card_net {
+namespace {
+
+TEST(Options, Fabric) {
+  const std::string key(64, 'a');
+  CardOptions o;
+  auto r = apply_json(R"({"vpcs": [{"id": "vpc-1", "cidr": "10.0.0.0/16", "vni": 4242}],
+    "fabric": {"host_id": 1, "underlay": "192.168.50.1",
+               "peers": [{"host": 2, "address": "192.168.50.2:7000", "key": ")" + key + R"(", "key_id": 3},
+                         {"host": 3, "address": "192.168.50.3", "key_id": 0, "cipher": "none"}],
+               "mappings": [{"vpc": "vpc-1", "ip": "10.0.1.6", "host": 2}]}})",
+                      "t", &o);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(o.vpcs[0].vni, 4242u);
+  EXPECT_EQ(o.host_id, 1u);
+  ASSERT_TRUE(o.underlay);
+  EXPECT_EQ(o.underlay->to_string(), "192.168.50.1:6081");
+  ASSERT_EQ(o.peers.size(), 2u);
+  EXPECT_EQ(o.peers[0].address.to_string(), "192.168.50.2:7000");
+  EXPECT_EQ(o.peers[0].key.key_id, 3u);
+  EXPECT_EQ(o.peers[0].key.secret[0], 0xaa);
+  EXPECT_EQ(o.peers[1].key.cipher, fabric::Cipher::kNone);
+  ASSERT_EQ(o.mappings.size(), 1u);
+  EXPECT_EQ(o.mappings[0].ip.to_string(), "10.0.1.6");
+  // Every bad input is named.
+  const std::pair<std::string, std::string> bad[] = {
+      {R"({"fabric": {"host_id": 0}})", "host_id"},
+      {R"({"fabric": {"underlay": "10.0.0.1:0"}})", "port"},
+      {R"({"fabric": {"underlay": "example.org"}})", "example.org"},
+      {R"({"fabric": {"peers": [{"host": 2, "address": "1.2.3.4", "key": "abc", "key_id": 1}]}})", "64 hex digits"},
+      {R"({"fabric": {"peers": [{"host": 2, "address": "1.2.3.4", "key": ")" + std::string(63, 'a') + "g" +
+           R"(", "key_id": 1}]}})", "hex digit"},
+      {R"({"fabric": {"peers": [{"host": 2, "address": "1.2.3.4", "key": ")" + std::string(64, '0') +
+           R"(", "key_id": 1}]}})", "all zeros"},
+      {R"({"fabric": {"peers": [{"host": 2, "address": "1.2.3.4", "key": ")" + key + R"(", "key_id": -1}]}})", "key_id"},
+      {R"({"fabric": {"peers": [{"host": 2, "address": "1.2.3.4", "key": ")" + key + R"(", "key_id": 1, "cipher": "rot13"}]}})", "cipher"},
+      {R"({"fabric": {"peers": [{"host": 2, "address": "1.2.3.4", "key_id": 1}]}})", "key"},
+      {R"({"fabric": {"peers": [{"host": 2, "address": "1.2.3.4", "key_id": 1, "cipher": "none", "key": ")" + key + R"("}]}})", "meaningless"},
+      {R"({"fabric": {"mappings": [{"vpc": "vpc-1", "ip": "10.0.1", "host": 2}]}})", "10.0.1"},
+      {R"({"fabric": {"mappings": [{"vpc": "vpc-1", "ip": "10.0.1.6"}]}})", "host"},
+      {R"({"fabric": {"mapping": []}})", "mapping"},
+      {R"({"vpcs": [{"id": "vpc-1", "cidr": "10.0.0.0/16", "vni": 16777216}]})", "vni"},
+  };
+  for (const auto& [text, word] : bad) {
+    CardOptions x;
+    auto e = apply_json(text, "t", &x);
+    ASSERT_FALSE(e) << text;
+    EXPECT_NE(e.error().message().find(word), std::string::npos) << e.error().message();
+  }
+  // Flags: both or neither; a peer cannot be this host.
+  EXPECT_TRUE(parse_args({"--control", "/c", "--underlay", "10.9.0.1:6081", "--host-id", "5"}));
+  EXPECT_FALSE(parse_args({"--control", "/c", "--underlay", "10.9.0.1"}));
+  EXPECT_FALSE(parse_args({"--control", "/c", "--host-id", "5"}));
+  EXPECT_FALSE(parse_args({"--control", "/c", "--underlay", "10.9.0.1", "--host-id", "0"}));
+  EXPECT_NE(vni_for("vpc-1"), vni_for("vpc-2"));
+  EXPECT_LE(vni_for("vpc-1"), 0xffffffu);
+}
+
+TEST(Options, EniLimitsAndMetadata) {
+  const std::string base = R"("id": "eni-a", "socket": "/a", "mac": "02:00:00:00:00:01", "ip": "10.0.1.5",
+    "subnet": "10.0.1.0/24", "vpc": "vpc-1", "security_groups": ["sg-a"])";
+  auto e = parse_eni_json("add-eni", nlohmann::json::parse("{" + base + R"(, "limits": {"bandwidth_mbps": 1000, "pps": 50000},
+    "metadata": {"instance_id": "i-0123456789abcdef0", "instance_type": "t3.micro", "ami_id": "ami-builtin",
+                 "availability_zone": "local-1a", "hostname": "ip-10-0-1-5.local-1.compute.internal",
+                 "user_data_b64": "aGVsbG8gd29ybGQ=", "http_tokens": "required"}})"));
+  ASSERT_TRUE(e) << e.error().message();
+  ASSERT_TRUE(e->limits);
+  EXPECT_EQ(e->limits->bandwidth_mbps, 1000u);
+  EXPECT_EQ(e->limits->pps, 50000u);
+  ASSERT_TRUE(e->metadata);
+  EXPECT_EQ(e->metadata->instance_id, "i-0123456789abcdef0");
+  EXPECT_EQ(e->metadata->user_data, "hello world");
+  EXPECT_TRUE(e->metadata->http_tokens_required);
+  auto plain = parse_eni_json("add-eni", nlohmann::json::parse("{" + base + "}"));
+  ASSERT_TRUE(plain);
+  EXPECT_FALSE(plain->limits);
+  EXPECT_FALSE(plain->metadata);
+  const std::pair<std::string, std::string> bad[] = {
+      {R"("limits": {"bandwidth_mbps": 0})", "bandwidth_mbps"},
+      {R"("limits": {"pps": 1.5})", "pps"},
+      {R"("limits": {"burst": 1})", "burst"},
+      {R"("limits": {})", "limits"},
+      {R"("limits": 5)", "limits"},
+      {R"("metadata": {"instance_id": "x-1"})", "instance_id"},
+      {R"("metadata": {"ami_id": "ami-"})", "ami_id"},
+      {R"("metadata": {"hostname": "-bad-.example"})", "hostname"},
+      {R"("metadata": {"user_data_b64": "aGVsbG8"})", "user_data_b64"},
+      {R"("metadata": {"user_data_b64": "aGV=bG8="})", "user_data_b64"},
+      {R"("metadata": {"http_tokens": "sometimes"})", "http_tokens"},
+      {R"("metadata": {"instance_type": 3})", "instance_type"},
+      {R"("metadata": {"color": "blue"})", "color"},
+  };
+  for (const auto& [extra, word] : bad) {
+    auto x = parse_eni_json("add-eni", nlohmann::json::parse("{" + base + ", " + extra + "}"));
+    ASSERT_FALSE(x) << extra;
+    EXPECT_NE(x.error().message().find(word), std::string::npos) << x.error().message();
+  }
+  // User data over EC2's 16 KiB.
+  const std::string big(21848, 'A');  // 16386 bytes decoded
+  auto x = parse_eni_json("add-eni", nlohmann::json::parse("{" + base + R"(, "metadata": {"user_data_b64": ")" + big + "\"}}"));
+  ASSERT_FALSE(x);
+  EXPECT_NE(x.error().message().find("16384"), std::string::npos) << x.error().message();
+}
+
+}  // namespace
+}  // namespace azote::card_net

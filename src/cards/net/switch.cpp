@@ -55,6 +55,37 @@ bool quoted_key(std::span<const uint8_t> q, vpc::FlowKey* out) {
   return true;
 }
 
+// The 5-tuple (and more) lib/vpc_policy judges, from a parsed IPv4 frame.
+vpc::Packet packet_of(const net::Frame& f) {
+  const net::Ipv4View& ip = *f.ip;
+  vpc::Packet p;
+  p.bytes = ip.total_len;
+  const uint32_t s = ip.src.value(), d = ip.dst.value();
+  if (const auto* udp = std::get_if<net::UdpView>(&f.l4)) {
+    p.key = vpc::FlowKey::udp(s, udp->src_port, d, udp->dst_port);
+  } else if (const auto* tcp = std::get_if<net::TcpView>(&f.l4)) {
+    p.key = vpc::FlowKey::tcp(s, tcp->src_port, d, tcp->dst_port);
+    p.tcp_flags = static_cast<uint8_t>(tcp->flags);
+  } else if (const auto* icmp = std::get_if<net::IcmpView>(&f.l4)) {
+    const bool query = vpc::icmp_query(icmp->type).has_value();
+    p.key = vpc::FlowKey::icmp(s, d, icmp->type, icmp->code, query ? icmp->echo_id() : uint16_t{0});
+    if (vpc::is_icmp_error(icmp->type)) p.has_inner = quoted_key(icmp->body, &p.inner);
+  } else {
+    p.key = vpc::FlowKey::other(ip.protocol, s, d);
+  }
+  return p;
+}
+
+// Routed to `to`: from its gateway to it, one hop less to live; returns the length.
+size_t route_rewrite(std::span<uint8_t> f, const Port& to) {
+  to.mac().store(f.subspan(0, 6));
+  to.gateway_mac().store(f.subspan(6, 6));
+  const auto ip_header = f.subspan(net::kEthernetHeaderLen, net::kIpv4HeaderLen);
+  net::ipv4_set_ttl(f.subspan(net::kEthernetHeaderLen, static_cast<size_t>(f[14] & 0x0f) * 4),
+                    static_cast<uint8_t>(ip_header[8] - 1));
+  return net::kEthernetHeaderLen + (size_t{ip_header[2]} << 8 | ip_header[3]);
+}
+
 }  // namespace
 
 const char* to_string(Drop d) {
@@ -79,7 +110,24 @@ const char* to_string(Drop d) {
     case Drop::kRxNotReady: return "rx_not_ready";
     case Drop::kRxQueueFull: return "rx_queue_full";
     case Drop::kRxBufferTooSmall: return "rx_buffer_too_small";
+    case Drop::kFabricError: return "fabric_error";
     case Drop::kCount: break;
+  }
+  return "?";
+}
+
+const char* to_string(RemoteVerdict v) {
+  switch (v) {
+    case RemoteVerdict::kDelivered: return "delivered";
+    case RemoteVerdict::kMalformed: return "malformed";
+    case RemoteVerdict::kUnknownVni: return "unknown_vni";
+    case RemoteVerdict::kNoEni: return "no_eni";
+    case RemoteVerdict::kSpoofedSource: return "spoofed_source";
+    case RemoteVerdict::kTtlExpired: return "ttl_expired";
+    case RemoteVerdict::kSgIngress: return "sg_ingress";
+    case RemoteVerdict::kRxNotReady: return "rx_not_ready";
+    case RemoteVerdict::kRxQueueFull: return "rx_queue_full";
+    case RemoteVerdict::kCount: break;
   }
   return "?";
 }
@@ -169,11 +217,18 @@ Result<void, SwitchError> Switch::add_vpc(const VpcSpec& v) {
   if (vpc_of(v.id) != nullptr) return invalid("VPC " + v.id + " is declared twice");
   if (v.cidr.length() < 8 || v.cidr.length() > 28)
     return invalid("VPC " + v.id + ": CIDR " + v.cidr.to_string() + " must be /8 to /28");
+  const uint32_t vni = v.vni ? *v.vni : vni_for(v.id);
+  if (vni == 0 || vni > fabric::kMaxVni) return invalid("VPC " + v.id + ": VNI " + std::to_string(vni) + " is not 1..16777215");
+  for (const auto& o : vpcs_)
+    if (o->vni == vni)
+      return invalid("VPC " + v.id + ": VNI " + std::to_string(vni) + " is VPC " + o->id + "'s" +
+                     (v.vni ? "" : " (derived from the id; give \"vni\")"));
   auto zone = net::DnsZone::create({config_.region, "", v.cidr, {}, 60});
   if (!zone) return invalid("VPC " + v.id + ": DNS zone: " + zone.error().message());
   auto p = std::make_unique<Vpc>();
   p->id = v.id;
   p->cidr = v.cidr;
+  p->vni = vni;
   p->index = static_cast<uint32_t>(vpcs_.size());
   p->zone = std::make_unique<net::DnsZone>(std::move(zone).value());
   vpcs_.push_back(std::move(p));
@@ -354,6 +409,49 @@ Result<void, SwitchError> Switch::remove_eni(const std::string& id) {
   return {};
 }
 
+void Switch::set_fabric(FabricSender* sender, fabric::HostId self) {
+  std::unique_lock lock(mu_);
+  self_host_ = self;
+  fabric_.store(sender, std::memory_order_release);
+}
+
+Result<void, SwitchError> Switch::add_mapping(const FabricMappingSpec& m) {
+  std::unique_lock lock(mu_);
+  const std::string w = "mapping " + m.vpc + " " + m.ip.to_string() + " -> host " + std::to_string(m.host);
+  Vpc* v = vpc_of(m.vpc);
+  if (v == nullptr) return invalid(w + ": no VPC " + m.vpc + " on this host");
+  if (!v->cidr.contains(m.ip)) return invalid(w + ": " + m.ip.to_string() + " is outside " + v->cidr.to_string());
+  if (m.host == 0 || m.host == self_host_) return invalid(w + ": host " + std::to_string(m.host) + " is this host");
+  remote_[route_key(v->index, m.ip)] = m.host;
+  return {};
+}
+
+Result<void, SwitchError> Switch::remove_mapping(const std::string& vpc, net::Ipv4Address ip) {
+  std::unique_lock lock(mu_);
+  Vpc* v = vpc_of(vpc);
+  if (v == nullptr) return invalid("no VPC " + vpc + " on this host");
+  if (remote_.erase(route_key(v->index, ip)) == 0) return invalid("no mapping of " + ip.to_string() + " in " + vpc);
+  return {};
+}
+
+std::vector<FabricMappingSpec> Switch::mappings() const {
+  std::shared_lock lock(mu_);
+  std::vector<FabricMappingSpec> out;
+  for (const auto& [key, host] : remote_)
+    out.push_back({vpcs_[key >> 32]->id, net::Ipv4Address::from_u32(static_cast<uint32_t>(key)), host});
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return a.vpc != b.vpc ? a.vpc < b.vpc : a.ip.value() < b.ip.value();
+  });
+  return out;
+}
+
+bool Switch::maps_to(fabric::HostId host) const {
+  std::shared_lock lock(mu_);
+  for (const auto& [key, h] : remote_)
+    if (h == host) return true;
+  return false;
+}
+
 std::shared_ptr<Port> Switch::find(const std::string& id) const {
   std::shared_lock lock(mu_);
   auto it = by_id_.find(id);
@@ -414,36 +512,46 @@ void Switch::transmit(Port& from, std::span<TxFrame> frames) {
   if (cands.empty()) return;
   {
     // One lock for the batch's verdicts: egress at the sender, then ingress at the
-    // receiver, both stateful and both flow-logged.
+    // receiver, both stateful and both flow-logged. A frame for another host meets
+    // its receiver's groups on that host's card.
     std::lock_guard plock(policy_mu_);
     for (auto& c : cands) {
       if (!policy_.process(from.policy_, vpc::Direction::kEgress, c.packet).accepted()) {
         from.counters_.drop(Drop::kSgEgress);
         c.to.reset();
+        c.remote = 0;
         continue;
       }
-      if (!policy_.process(c.to->policy_, vpc::Direction::kIngress, c.packet).accepted()) {
+      if (c.to && !policy_.process(c.to->policy_, vpc::Direction::kIngress, c.packet).accepted()) {
         c.to->counters_.drop(Drop::kSgIngress);
         c.to.reset();
       }
     }
   }
   std::vector<Port*> woken;
+  std::array<RemoteFrame, 64> remote;
+  size_t nremote = 0;
   for (auto& c : cands) {
+    TxFrame& f = frames[c.frame];
+    if (c.remote != 0) {
+      // One hop (this card) less to live; the receiving card sets the Ethernet addresses.
+      const auto ip_header = std::span(f.bytes).subspan(net::kEthernetHeaderLen);
+      net::ipv4_set_ttl(ip_header.subspan(0, static_cast<size_t>(f.bytes[14] & 0x0f) * 4),
+                        static_cast<uint8_t>(ip_header[8] - 1));
+      const size_t len = net::kEthernetHeaderLen + (size_t{ip_header[2]} << 8 | ip_header[3]);
+      if (nremote < remote.size())
+        remote[nremote++] = RemoteFrame{c.remote, c.vni, std::span<const uint8_t>(f.bytes.data(), len), &from};
+      else
+        from.counters_.drop(Drop::kFabricError);
+      continue;
+    }
     if (!c.to) continue;
     Port& to = *c.to;
     if (!to.rx_ready.load(std::memory_order_acquire)) {
       to.counters_.drop(Drop::kRxNotReady);
       continue;
     }
-    TxFrame& f = frames[c.frame];
-    // Routed: from the receiver's gateway to the receiver, one hop less to live.
-    to.mac().store(std::span(f.bytes).subspan(0, 6));
-    to.gateway_mac().store(std::span(f.bytes).subspan(6, 6));
-    const auto ip_header = std::span(f.bytes).subspan(net::kEthernetHeaderLen, net::kIpv4HeaderLen);
-    net::ipv4_set_ttl(std::span(f.bytes).subspan(net::kEthernetHeaderLen, static_cast<size_t>(f.bytes[14] & 0x0f) * 4),
-                      static_cast<uint8_t>(ip_header[8] - 1));
-    const size_t len = net::kEthernetHeaderLen + (size_t{ip_header[2]} << 8 | ip_header[3]);
+    const size_t len = route_rewrite(f.bytes, to);
     if (!to.inbox_.push(std::span(f.bytes).subspan(0, len))) {
       to.counters_.drop(Drop::kRxQueueFull);
       continue;
@@ -452,6 +560,60 @@ void Switch::transmit(Port& from, std::span<TxFrame> frames) {
     if (std::find(woken.begin(), woken.end(), &to) == woken.end()) woken.push_back(&to);
   }
   for (Port* p : woken) p->inbox_.notify();
+  if (nremote > 0) {
+    if (FabricSender* fs = fabric_.load(std::memory_order_acquire); fs != nullptr) {
+      fs->send(std::span(remote.data(), nremote));
+    } else {
+      from.counters_.drops[static_cast<size_t>(Drop::kFabricError)].fetch_add(nremote, std::memory_order_relaxed);
+    }
+  }
+}
+
+RemoteVerdict Switch::receive_remote(fabric::HostId from, uint32_t vni, std::span<uint8_t> frame) {
+  if (frame.size() > kMaxFrame) return RemoteVerdict::kMalformed;
+  auto parsed = net::parse_frame(frame);
+  if (!parsed || parsed->eth.vlan || !parsed->ip || parsed->ip->is_fragment()) return RemoteVerdict::kMalformed;
+  const net::Ipv4View& ip = *parsed->ip;
+  if (ip.dst.is_broadcast() || ip.dst.is_multicast() || ip.src.is_multicast()) return RemoteVerdict::kMalformed;
+  std::shared_ptr<Port> to;
+  {
+    std::shared_lock lock(mu_);
+    const Vpc* v = nullptr;
+    for (const auto& cand : vpcs_)
+      if (cand->vni == vni) v = cand.get();
+    if (v == nullptr) return RemoteVerdict::kUnknownVni;
+    auto it = routes_.find(route_key(v->index, ip.dst));
+    if (it == routes_.end()) return RemoteVerdict::kNoEni;
+    // The sending host speaks only for the addresses mapped to it.
+    auto src = remote_.find(route_key(v->index, ip.src));
+    if (src == remote_.end() || src->second != from) return RemoteVerdict::kSpoofedSource;
+    to = it->second;
+  }
+  Port& p = *to;
+  if (ip.dst == p.subnet_.network() || ip.dst == p.subnet_.last()) return RemoteVerdict::kNoEni;
+  if (ip.ttl == 0) return RemoteVerdict::kTtlExpired;
+  {
+    std::lock_guard plock(policy_mu_);
+    if (!policy_.process(p.policy_, vpc::Direction::kIngress, packet_of(*parsed)).accepted()) {
+      p.counters_.drop(Drop::kSgIngress);
+      return RemoteVerdict::kSgIngress;
+    }
+  }
+  if (!p.rx_ready.load(std::memory_order_acquire)) {
+    p.counters_.drop(Drop::kRxNotReady);
+    return RemoteVerdict::kRxNotReady;
+  }
+  // As if routed here: from the receiver's gateway, with the TTL the sender left (the
+  // sending card already took one off).
+  p.mac().store(frame.subspan(0, 6));
+  p.gateway_mac().store(frame.subspan(6, 6));
+  const size_t len = net::kEthernetHeaderLen + ip.total_len;
+  if (!p.inbox_.push(frame.subspan(0, len))) {
+    p.counters_.drop(Drop::kRxQueueFull);
+    return RemoteVerdict::kRxQueueFull;
+  }
+  p.inbox_.notify();
+  return RemoteVerdict::kDelivered;
 }
 
 void Switch::handle_arp(Port& from, const net::Arp& arp, net::MacAddress eth_src) {
@@ -550,33 +712,20 @@ void Switch::handle(Port& from, const TxFrame& f, size_t index, std::vector<Cand
     return;
   }
 
-  // Routing inside the VPC.
+  // Routing inside the VPC: an ENI here, or a fabric mapping to another host.
   if (!from.vpc_->cidr.contains(ip.dst)) return c.drop(Drop::kOtherVpc);
   std::shared_ptr<Port> to;
+  fabric::HostId remote = 0;
   {
     std::shared_lock lock(mu_);
-    auto it = routes_.find(route_key(from.vpc_->index, ip.dst));
-    if (it != routes_.end()) to = it->second;
+    const uint64_t key = route_key(from.vpc_->index, ip.dst);
+    if (auto it = routes_.find(key); it != routes_.end()) to = it->second;
+    else if (auto r = remote_.find(key); r != remote_.end() && fabric_.load(std::memory_order_acquire) != nullptr)
+      remote = r->second;
   }
-  if (!to) return c.drop(Drop::kNoRoute);
+  if (!to && remote == 0) return c.drop(Drop::kNoRoute);
   if (ip.ttl <= 1) return c.drop(Drop::kTtlExpired);
-
-  vpc::Packet p;
-  p.bytes = ip.total_len;
-  const uint32_t s = ip.src.value(), d = ip.dst.value();
-  if (udp != nullptr) {
-    p.key = vpc::FlowKey::udp(s, udp->src_port, d, udp->dst_port);
-  } else if (const auto* tcp = std::get_if<net::TcpView>(&parsed->l4)) {
-    p.key = vpc::FlowKey::tcp(s, tcp->src_port, d, tcp->dst_port);
-    p.tcp_flags = static_cast<uint8_t>(tcp->flags);
-  } else if (const auto* icmp = std::get_if<net::IcmpView>(&parsed->l4)) {
-    const bool query = vpc::icmp_query(icmp->type).has_value();
-    p.key = vpc::FlowKey::icmp(s, d, icmp->type, icmp->code, query ? icmp->echo_id() : uint16_t{0});
-    if (vpc::is_icmp_error(icmp->type)) p.has_inner = quoted_key(icmp->body, &p.inner);
-  } else {
-    p.key = vpc::FlowKey::other(ip.protocol, s, d);
-  }
-  out.push_back(Candidate{index, std::move(to), p});
+  out.push_back(Candidate{index, std::move(to), remote, from.vpc_->vni, packet_of(*parsed)});
 }
 
 }  // namespace azote::card_net

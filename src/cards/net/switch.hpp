@@ -3,7 +3,10 @@
 // checks its source, answers the services the card itself provides (ARP for the
 // whole subnet, DHCP, DNS on .2, ICMP echo to the gateway .1), and routes IPv4 to
 // the ENI of the same VPC that owns the destination, through the security groups of
-// both ends (lib/vpc_policy, stateful, flow-logged). Whatever goes to a guest is put
+// both ends (lib/vpc_policy, stateful, flow-logged); an address another host owns
+// (a fabric mapping) goes through the sender's egress groups to the FabricSender, and
+// frames the fabric brings in go through receive_remote(): the receiving ENI's ingress
+// groups, then its inbox. Whatever goes to a guest is put
 // in that Port's Inbox; its worker (worker.hpp) copies it into the guest's receive
 // queue. Every frame not delivered is counted by reason on the Port where it died.
 //
@@ -30,6 +33,7 @@
 #include "base/log.hpp"
 #include "base/unique_fd.hpp"
 #include "cards/net/options.hpp"
+#include "fabric/session.hpp"
 #include "net/addr.hpp"
 #include "net/arp.hpp"
 #include "net/dhcp.hpp"
@@ -67,12 +71,14 @@ enum class Drop : uint8_t {
   kDhcpIgnored,      // DHCP the server stays silent for (another chaddr, DECLINE, RELEASE, ...)
   kTtlExpired,       // TTL <= 1 before routing
   kOtherVpc,         // destination outside the sender's VPC (no gateways, no peering yet)
-  kNoRoute,          // inside the VPC but no ENI here owns it (no fabric yet)
+  kNoRoute,          // inside the VPC but neither an ENI here nor a fabric mapping owns it
   kSgEgress,         // the sender's security groups refused it
   kSgIngress,        // the receiver's security groups refused it
   kRxNotReady,       // the receiver's guest has no running receive queue
   kRxQueueFull,      // the receiver's inbox is full (its guest does not post buffers fast enough)
   kRxBufferTooSmall, // a receive buffer of the guest cannot hold the frame
+  kFabricError,      // mapped to another host, but the fabric did not take it (no key, key
+                     // exhausted, socket error: FabricLink counts which)
   kCount
 };
 inline constexpr size_t kDropCount = static_cast<size_t>(Drop::kCount);
@@ -123,6 +129,7 @@ class Inbox {
 struct Vpc {
   std::string id;
   net::Ipv4Prefix cidr;
+  uint32_t vni = 0;    // on the fabric
   uint32_t index = 0;  // in route keys
   std::unique_ptr<net::DnsZone> zone;
   std::vector<SubnetSpec> subnets;
@@ -168,6 +175,39 @@ struct TxFrame {
   size_t len = 0;
 };
 
+// A frame for an ENI on another host, after the sender's egress groups (TTL already
+// decremented); `frame` is valid during FabricSender::send() only.
+struct RemoteFrame {
+  fabric::HostId host = 0;
+  uint32_t vni = 0;
+  std::span<const uint8_t> frame;
+  Port* from = nullptr;  // for its kFabricError count
+};
+
+// Where the Switch hands frames for other hosts (the card's FabricLink; a loopback in
+// tests). Called on the sending ENI's worker thread, once per transmitted batch.
+class FabricSender {
+ public:
+  virtual ~FabricSender() = default;
+  virtual void send(std::span<const RemoteFrame> frames) = 0;
+};
+
+// What became of a frame the fabric brought in (counted per peer by FabricLink).
+enum class RemoteVerdict : uint8_t {
+  kDelivered,
+  kMalformed,      // lib/net refused it, or not unicast IPv4 (ARP, broadcast, fragments, VLAN)
+  kUnknownVni,     // no VPC with this VNI on this host
+  kNoEni,          // no ENI of that VPC here owns the destination
+  kSpoofedSource,  // the inner source is not mapped to the sending host
+  kTtlExpired,
+  kSgIngress,      // the receiving ENI's groups refused it
+  kRxNotReady,
+  kRxQueueFull,
+  kCount
+};
+inline constexpr size_t kRemoteVerdictCount = static_cast<size_t>(RemoteVerdict::kCount);
+const char* to_string(RemoteVerdict v);
+
 struct SwitchConfig {
   std::string region = "local-1";
   std::string account = "000000000000";
@@ -198,6 +238,23 @@ class Switch {
   std::vector<std::shared_ptr<Port>> ports() const;
   nlohmann::json describe_groups() const;
 
+  // --- the fabric (control thread) ---
+  // Set once before any ENI transmits, cleared after every worker stopped.
+  void set_fabric(FabricSender* sender, fabric::HostId self);
+  // (VPC, ip) -> host: the VPC must exist here, ip be inside its CIDR, host not this
+  // one. Replaces an existing mapping of the address. A local ENI owning the address
+  // takes precedence over a mapping.
+  Result<void, SwitchError> add_mapping(const FabricMappingSpec& m);
+  Result<void, SwitchError> remove_mapping(const std::string& vpc, net::Ipv4Address ip);
+  std::vector<FabricMappingSpec> mappings() const;
+  bool maps_to(fabric::HostId host) const;
+
+  // --- the fabric's receive path (FabricLink's thread) ---
+  // A frame `from` sent for VPC `vni`, authenticated and decrypted: checked (unicast
+  // IPv4 for a local ENI of that VPC, source mapped to `from`), the receiver's ingress
+  // groups (stateful: replies to its own flows pass), MACs rewritten, inbox.
+  RemoteVerdict receive_remote(fabric::HostId from, uint32_t vni, std::span<uint8_t> frame);
+
   // --- data path (the sending ENI's worker) ---
   // Handles a batch of frames the guest of `from` transmitted (virtio-net header
   // already removed). Frames may be rewritten in place.
@@ -214,7 +271,9 @@ class Switch {
  private:
   struct Candidate {
     size_t frame;
-    std::shared_ptr<Port> to;
+    std::shared_ptr<Port> to;  // a local ENI, or
+    fabric::HostId remote;     // another host (to is null)
+    uint32_t vni;
     vpc::Packet packet;
   };
   void handle(Port& from, const TxFrame& f, size_t index, std::vector<Candidate>& out);
@@ -231,6 +290,9 @@ class Switch {
   std::map<std::string, std::shared_ptr<Port>> by_id_;
   std::vector<std::string> groups_;  // every group created, for member updates
   std::unordered_map<uint64_t, std::shared_ptr<Port>> routes_;
+  std::unordered_map<uint64_t, fabric::HostId> remote_;  // fabric mappings, same keys
+  std::atomic<FabricSender*> fabric_{nullptr};
+  fabric::HostId self_host_ = 0;
   mutable std::mutex policy_mu_;  // the engine is not thread-safe
   vpc::PolicyEngine policy_;
   log::RateLimit log_limit_{10, std::chrono::seconds(10)};
