@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# make demo: a local azote host — azote-controller with the block card — under a temp
+# make demo: a local azote host — azote-controller with the block and network cards — under a temp
 # state directory; run an instance of the built-in image through the azote CLI, wait
 # for it, show it and its console, terminate it, shut the host down cleanly.
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
-for b in azote-controller azote azote-hv azote-card-blk; do
+for b in azote-controller azote azote-hv azote-card-blk azote-card-net; do
   [[ -x "$build/bin/$b" ]] || { echo "demo: $build/bin/$b is missing; run 'make' first" >&2; exit 1; }
 done
 if [[ ! -r /dev/kvm || ! -w /dev/kvm ]]; then

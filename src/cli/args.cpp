@@ -30,6 +30,20 @@ using K = FlagKind;
 const FlagSpec kWait{"--wait", K::kSwitch, false, "",
                      "poll until every instance reaches the target state"};
 
+// The flags of Authorize/Revoke SecurityGroup Ingress/Egress: one rule per call.
+std::vector<FlagSpec> rule_flags(std::string_view peer) {
+  static const std::string cidr_help[2] = {"source CIDR block, e.g. 10.0.0.0/16", "destination CIDR block, e.g. 0.0.0.0/0"};
+  static const std::string group_help[2] = {"source security group (its members' addresses)",
+                                            "destination security group (its members' addresses)"};
+  const int i = peer == "source" ? 0 : 1;
+  return {{"--group-id", K::kValue, true, "ID", "the security group"},
+          {"--protocol", K::kValue, false, "PROTO", "tcp, udp, icmp, -1 (all traffic) or a number 0-255"},
+          {"--port", K::kValue, false, "PORT[-PORT]",
+           "tcp/udp: a port or a range; icmp: TYPE or TYPE-CODE (-1: any)"},
+          {"--cidr", K::kValue, false, "CIDR", cidr_help[i]},
+          {"--source-group", K::kValue, false, "ID", group_help[i]}};
+}
+
 std::vector<CommandSpec> build_commands() {
   const FlagSpec ids_required{"--instance-ids", K::kList, true, "ID ...", "the instances"};
   const FlagSpec tags_instance{"--tag-specifications", K::kList, false, "SPEC ...",
@@ -49,6 +63,13 @@ std::vector<CommandSpec> build_commands() {
         token,
         {"--root-volume-size", K::kValue, false, "GiB", "root volume size (default: the image's)"},
         {"--root-volume-type", K::kValue, false, "TYPE", "root volume type (default gp3)"},
+        {"--security-group-ids", K::kList, false, "SG ...",
+         "security groups of the primary network interface, 1 to 5 (default: the VPC's default group)"},
+        {"--subnet-id", K::kValue, false, "ID", "subnet of the primary network interface (default: the default subnet)"},
+        {"--metadata-options", K::kValue, false, "HttpTokens=optional|required",
+         "instance metadata service: optional (default: IMDSv1 and IMDSv2) or required (IMDSv2 only)"},
+        {"--no-network-interface", K::kSwitch, false, "",
+         "launch without a network interface (also when the host has no network card)"},
         {kWait.name, kWait.kind, false, "", "wait until every instance is running"}}},
       {"describe-instances", Rpc::kDescribeInstances, "describe instances", "",
        {{"--instance-ids", K::kList, false, "ID ...", "only these instances (default: all)"}}},
@@ -100,6 +121,26 @@ std::vector<CommandSpec> build_commands() {
       {"describe-volumes", Rpc::kDescribeVolumes, "describe volumes", "",
        {{"--volume-ids", K::kList, false, "ID ...", "only these volumes (default: all)"}}},
       {"get-metrics", Rpc::kGetMetrics, "print the controller's metrics (Prometheus text)", "", {}},
+      {"describe-vpcs", Rpc::kDescribeVpcs, "describe the host's VPCs", "",
+       {{"--vpc-ids", K::kList, false, "ID ...", "only these VPCs (default: all)"}}},
+      {"describe-subnets", Rpc::kDescribeSubnets, "describe subnets", "",
+       {{"--subnet-ids", K::kList, false, "ID ...", "only these subnets (default: all)"}}},
+      {"create-security-group", Rpc::kCreateSecurityGroup, "create a security group (no inbound, all outbound)", "",
+       {{"--group-name", K::kValue, true, "NAME", "unique in the VPC"},
+        {"--description", K::kValue, true, "TEXT", "a description"},
+        {"--vpc-id", K::kValue, false, "ID", "the VPC (default: the default VPC)"}}},
+      {"delete-security-group", Rpc::kDeleteSecurityGroup, "delete a security group no interface or rule uses", "",
+       {{"--group-id", K::kValue, true, "ID", "the group"}}},
+      {"authorize-security-group-ingress", Rpc::kAuthorizeSecurityGroupIngress, "add an inbound rule to a security group",
+       "", rule_flags("source")},
+      {"authorize-security-group-egress", Rpc::kAuthorizeSecurityGroupEgress, "add an outbound rule to a security group",
+       "", rule_flags("destination")},
+      {"revoke-security-group-ingress", Rpc::kRevokeSecurityGroupIngress, "remove an inbound rule from a security group",
+       "", rule_flags("source")},
+      {"revoke-security-group-egress", Rpc::kRevokeSecurityGroupEgress, "remove an outbound rule from a security group",
+       "", rule_flags("destination")},
+      {"describe-security-groups", Rpc::kDescribeSecurityGroups, "describe security groups and their rules", "",
+       {{"--group-ids", K::kList, false, "ID ...", "only these groups (default: all)"}}},
       {"admin issue-cert", Rpc::kNone,
        "issue a client certificate from the host CA (local, no controller needed)", "",
        {{"--state-dir", K::kValue, true, "DIR", "the controller's state directory (PKI in DIR/pki)"},
@@ -248,6 +289,14 @@ CliResult<Action> Builder::build() {
       AZOTE_TRY(root_size, number("--root-volume-size", 1, kU32Max));
       req->set_root_volume_size_gib(static_cast<uint32_t>(root_size));
       req->set_root_volume_type(raw_.get("--root-volume-type"));
+      add_all(req->mutable_security_group_ids(), "--security-group-ids");
+      req->set_subnet_id(raw_.get("--subnet-id"));
+      if (raw_.has("--metadata-options")) {
+        auto tokens = parse_metadata_options(raw_.get("--metadata-options"));
+        if (!tokens.ok()) return usage(prefix() + "--metadata-options: " + tokens.error());
+        req->set_http_tokens(*tokens);
+      }
+      req->set_no_network_interface(raw_.has("--no-network-interface"));
       return Action{remote(req)};
     }
     case Rpc::kDescribeInstances: {
@@ -334,6 +383,51 @@ CliResult<Action> Builder::build() {
     }
     case Rpc::kGetMetrics:
       return Action{remote(std::make_shared<v1::GetMetricsRequest>())};
+    case Rpc::kDescribeVpcs: {
+      auto req = std::make_shared<v1::DescribeVpcsRequest>();
+      add_all(req->mutable_vpc_ids(), "--vpc-ids");
+      return Action{remote(req)};
+    }
+    case Rpc::kDescribeSubnets: {
+      auto req = std::make_shared<v1::DescribeSubnetsRequest>();
+      add_all(req->mutable_subnet_ids(), "--subnet-ids");
+      return Action{remote(req)};
+    }
+    case Rpc::kCreateSecurityGroup: {
+      auto req = std::make_shared<v1::CreateSecurityGroupRequest>();
+      req->set_group_name(raw_.get("--group-name"));
+      req->set_description(raw_.get("--description"));
+      req->set_vpc_id(raw_.get("--vpc-id"));
+      return Action{remote(req)};
+    }
+    case Rpc::kDeleteSecurityGroup: {
+      auto req = std::make_shared<v1::DeleteSecurityGroupRequest>();
+      req->set_group_id(raw_.get("--group-id"));
+      return Action{remote(req)};
+    }
+    case Rpc::kAuthorizeSecurityGroupIngress:
+    case Rpc::kAuthorizeSecurityGroupEgress:
+    case Rpc::kRevokeSecurityGroupIngress:
+    case Rpc::kRevokeSecurityGroupEgress: {
+      auto req = std::make_shared<v1::SecurityGroupRulesRequest>();
+      req->set_group_id(raw_.get("--group-id"));
+      auto* p = req->add_ip_permissions();
+      p->set_ip_protocol(raw_.get("--protocol"));
+      if (raw_.has("--port")) {
+        auto range = parse_port_range(raw_.get("--port"));
+        if (!range.ok()) return usage(prefix() + "--port " + quote(raw_.get("--port")) + ": " + range.error());
+        p->set_from_port(range->first);
+        p->set_to_port(range->second);
+      }
+      if (raw_.has("--cidr")) p->add_cidr_ips(raw_.get("--cidr"));
+      if (raw_.has("--source-group")) p->add_source_group_ids(raw_.get("--source-group"));
+      return Action{remote(req)};
+    }
+    case Rpc::kDescribeSecurityGroups: {
+      auto req = std::make_shared<v1::DescribeSecurityGroupsRequest>();
+      add_all(req->mutable_group_ids(), "--group-ids");
+      return Action{remote(req)};
+    }
     case Rpc::kNone:
       break;
   }
@@ -617,6 +711,52 @@ Result<std::string, std::string> read_whole_file(const std::string& path, uint64
     }
   }
   return data;
+}
+
+Result<std::string, std::string> parse_metadata_options(std::string_view text) {
+  std::string tokens;
+  bool have = false;
+  const auto take = [&](const std::string& key, const std::string& value) -> std::string {
+    if (key != "HttpTokens") return "unknown key " + quote(key) + " (only HttpTokens is supported)";
+    tokens = value;
+    have = true;
+    return "";
+  };
+  size_t first = 0;
+  while (first < text.size() && std::isspace(static_cast<unsigned char>(text[first])) != 0) ++first;
+  if (first < text.size() && text[first] == '{') {
+    const nlohmann::json doc = nlohmann::json::parse(text, nullptr, false);
+    if (doc.is_discarded() || !doc.is_object()) return Unexpected{"not a JSON object: " + quote(text)};
+    for (auto it = doc.begin(); it != doc.end(); ++it) {
+      if (!it.value().is_string()) return Unexpected{quote(it.key()) + " must be a string"};
+      if (auto why = take(it.key(), it.value().get<std::string>()); !why.empty()) return Unexpected{why};
+    }
+  } else {
+    std::stringstream in{std::string(text)};
+    for (std::string part; std::getline(in, part, ',');) {
+      const size_t eq = part.find('=');
+      if (eq == std::string::npos || eq == 0) return Unexpected{quote(part) + " is not KEY=VALUE"};
+      if (auto why = take(part.substr(0, eq), part.substr(eq + 1)); !why.empty()) return Unexpected{why};
+    }
+  }
+  if (!have) return Unexpected{std::string("HttpTokens=optional|required is missing")};
+  return tokens;
+}
+
+Result<std::pair<int, int>, std::string> parse_port_range(std::string_view text) {
+  const auto one = [](std::string_view v) -> std::optional<int> {
+    if (v == "-1") return -1;
+    auto n = parse_uint(std::string(v), 0, 65535);
+    if (!n) return std::nullopt;
+    return static_cast<int>(*n);
+  };
+  const std::string why = "not a port (0-65535, -1: any) or a range FROM-TO";
+  if (auto single = one(text)) return std::pair{*single, *single};
+  const size_t dash = text.find('-', 1);
+  if (dash == std::string_view::npos) return Unexpected{why};
+  auto from = one(text.substr(0, dash)), to = one(text.substr(dash + 1));
+  if (!from || !to) return Unexpected{why};
+  return std::pair{*from, *to};
 }
 
 Result<std::string, std::string> user_data_bytes(const std::string& value) {

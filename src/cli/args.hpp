@@ -75,6 +75,15 @@ enum class Rpc {
   kDeleteVolume,
   kDescribeVolumes,
   kGetMetrics,
+  kDescribeVpcs,
+  kDescribeSubnets,
+  kCreateSecurityGroup,
+  kDeleteSecurityGroup,
+  kAuthorizeSecurityGroupIngress,
+  kAuthorizeSecurityGroupEgress,
+  kRevokeSecurityGroupIngress,
+  kRevokeSecurityGroupEgress,
+  kDescribeSecurityGroups,
   kNone,  // a local command
 };
 
@@ -138,6 +147,13 @@ std::string help_text(std::string_view command);
 // Tags of resource_type only; an error (a sentence) otherwise.
 Result<std::vector<v1::Tag>, std::string> parse_tag_specification(std::string_view text,
                                                                    std::string_view resource_type);
+
+// --metadata-options: shorthand "HttpTokens=required" or JSON {"HttpTokens": "required"};
+// the value of HttpTokens (the controller judges it), or a sentence.
+Result<std::string, std::string> parse_metadata_options(std::string_view text);
+
+// --port: "22", "1000-2000", "-1", or for ICMP "TYPE-CODE" ("8--1": type 8, any code).
+Result<std::pair<int, int>, std::string> parse_port_range(std::string_view text);
 
 // --user-data: the text itself, or the bytes of PATH for file://PATH or fileb://PATH.
 Result<std::string, std::string> user_data_bytes(const std::string& value);

@@ -69,6 +69,15 @@ Result<std::unique_ptr<Message>, api::ApiError> call(Stub& s, Rpc rpc, const Mes
     case Rpc::kDeleteVolume: return invoke(s, &Stub::DeleteVolume, req, g);
     case Rpc::kDescribeVolumes: return invoke(s, &Stub::DescribeVolumes, req, g);
     case Rpc::kGetMetrics: return invoke(s, &Stub::GetMetrics, req, g);
+    case Rpc::kDescribeVpcs: return invoke(s, &Stub::DescribeVpcs, req, g);
+    case Rpc::kDescribeSubnets: return invoke(s, &Stub::DescribeSubnets, req, g);
+    case Rpc::kCreateSecurityGroup: return invoke(s, &Stub::CreateSecurityGroup, req, g);
+    case Rpc::kDeleteSecurityGroup: return invoke(s, &Stub::DeleteSecurityGroup, req, g);
+    case Rpc::kAuthorizeSecurityGroupIngress: return invoke(s, &Stub::AuthorizeSecurityGroupIngress, req, g);
+    case Rpc::kAuthorizeSecurityGroupEgress: return invoke(s, &Stub::AuthorizeSecurityGroupEgress, req, g);
+    case Rpc::kRevokeSecurityGroupIngress: return invoke(s, &Stub::RevokeSecurityGroupIngress, req, g);
+    case Rpc::kRevokeSecurityGroupEgress: return invoke(s, &Stub::RevokeSecurityGroupEgress, req, g);
+    case Rpc::kDescribeSecurityGroups: return invoke(s, &Stub::DescribeSecurityGroups, req, g);
     case Rpc::kNone: break;
   }
   return Unexpected{api::ApiError{api::ApiError::Category::kApi, "Unsupported", "not an API command"}};

@@ -113,6 +113,74 @@ Ran run(const std::vector<std::string>& args, std::map<std::string, std::string>
 
 // ----- parsing ---------------------------------------------------------------------
 
+TEST(Parse, RunInstancesNetworkFlags) {
+  auto r = parse({"run-instances", "--image-id", "ami-0123", "--security-group-ids", "sg-a", "sg-b", "--subnet-id",
+                  "subnet-1", "--metadata-options", "HttpTokens=required"});
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  const auto& req = request_of<v1::RunInstancesRequest>(*r);
+  ASSERT_EQ(req.security_group_ids_size(), 2);
+  EXPECT_EQ(req.security_group_ids(1), "sg-b");
+  EXPECT_EQ(req.subnet_id(), "subnet-1");
+  EXPECT_EQ(req.http_tokens(), "required");
+  EXPECT_FALSE(req.no_network_interface());
+  r = parse({"run-instances", "--image-id", "ami-0123", "--no-network-interface", "--metadata-options",
+             R"({"HttpTokens": "optional"})"});
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_TRUE(request_of<v1::RunInstancesRequest>(*r).no_network_interface());
+  EXPECT_EQ(request_of<v1::RunInstancesRequest>(*r).http_tokens(), "optional");
+  // The value is the controller's to judge; the syntax is ours.
+  r = parse({"run-instances", "--image-id", "ami-0123", "--metadata-options", "HttpTokens=maybe"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(request_of<v1::RunInstancesRequest>(*r).http_tokens(), "maybe");
+  for (const char* bad : {"HttpEndpoint=enabled", "required", "", "{\"HttpTokens\": 1}", "{nope"}) {
+    r = parse({"run-instances", "--image-id", "ami-0123", "--metadata-options", bad});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.error().message().find("run-instances: --metadata-options: "), std::string::npos) << r.error().message();
+  }
+}
+
+TEST(Parse, SecurityGroupRuleCommands) {
+  auto r = parse({"authorize-security-group-ingress", "--group-id", "sg-1", "--protocol", "tcp", "--port", "1000-2000",
+                  "--cidr", "10.0.0.0/8"});
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(std::get<RemoteCall>(r->action).rpc, Rpc::kAuthorizeSecurityGroupIngress);
+  const auto& req = request_of<v1::SecurityGroupRulesRequest>(*r);
+  EXPECT_EQ(req.group_id(), "sg-1");
+  ASSERT_EQ(req.ip_permissions_size(), 1);
+  EXPECT_EQ(req.ip_permissions(0).ip_protocol(), "tcp");
+  EXPECT_EQ(req.ip_permissions(0).from_port(), 1000);
+  EXPECT_EQ(req.ip_permissions(0).to_port(), 2000);
+  EXPECT_EQ(req.ip_permissions(0).cidr_ips(0), "10.0.0.0/8");
+  r = parse({"revoke-security-group-egress", "--group-id", "sg-1", "--protocol", "icmp", "--port", "8--1",
+             "--source-group", "sg-2"});
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(std::get<RemoteCall>(r->action).rpc, Rpc::kRevokeSecurityGroupEgress);
+  const auto& icmp = request_of<v1::SecurityGroupRulesRequest>(*r).ip_permissions(0);
+  EXPECT_EQ(icmp.from_port(), 8);
+  EXPECT_EQ(icmp.to_port(), -1);
+  EXPECT_EQ(icmp.source_group_ids(0), "sg-2");
+  r = parse({"authorize-security-group-egress", "--group-id", "sg-1", "--protocol", "-1", "--cidr", "0.0.0.0/0"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(request_of<v1::SecurityGroupRulesRequest>(*r).ip_permissions(0).has_from_port());
+  r = parse({"authorize-security-group-ingress", "--group-id", "sg-1", "--port", "-1"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(request_of<v1::SecurityGroupRulesRequest>(*r).ip_permissions(0).from_port(), -1);
+  for (const char* bad : {"x", "70000", "1-", "-", "1-2-3", "--5"}) {
+    r = parse({"authorize-security-group-ingress", "--group-id", "sg-1", "--protocol", "tcp", "--port", bad});
+    EXPECT_FALSE(r.ok()) << bad;
+  }
+  EXPECT_FALSE(parse({"authorize-security-group-ingress", "--protocol", "tcp"}).ok()) << "--group-id is required";
+  r = parse({"create-security-group", "--group-name", "web", "--description", "web servers", "--vpc-id", "vpc-1"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(request_of<v1::CreateSecurityGroupRequest>(*r).description(), "web servers");
+  r = parse({"describe-security-groups", "--group-ids", "sg-1", "sg-2"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(request_of<v1::DescribeSecurityGroupsRequest>(*r).group_ids_size(), 2);
+  EXPECT_TRUE(parse({"describe-vpcs"}).ok());
+  EXPECT_TRUE(parse({"describe-subnets", "--subnet-ids", "subnet-1"}).ok());
+  EXPECT_TRUE(parse({"delete-security-group", "--group-id", "sg-1"}).ok());
+}
+
 TEST(Parse, RunInstancesEveryFlag) {
   TempDir dir;
   spit(dir / "ud.sh", "#!/bin/sh\necho hi\n");
@@ -480,7 +548,8 @@ TEST(Help, EveryCommandExitsZeroAndMentionsEachFlag) {
   // Written out independently of the command table.
   const std::map<std::string, std::vector<std::string>> expected = {
       {"run-instances", {"--image-id", "--instance-type", "--count", "--user-data", "--tag-specifications",
-                         "--client-token", "--wait"}},
+                         "--client-token", "--wait", "--security-group-ids", "--subnet-id", "--metadata-options",
+                         "--no-network-interface"}},
       {"describe-instances", {"--instance-ids"}},
       {"get-console-output", {"--instance-id"}},
       {"stop-instances", {"--instance-ids", "--force", "--wait"}},
@@ -497,6 +566,15 @@ TEST(Help, EveryCommandExitsZeroAndMentionsEachFlag) {
       {"delete-volume", {"--volume-id"}},
       {"describe-volumes", {"--volume-ids"}},
       {"get-metrics", {}},
+      {"describe-vpcs", {"--vpc-ids"}},
+      {"describe-subnets", {"--subnet-ids"}},
+      {"create-security-group", {"--group-name", "--description", "--vpc-id"}},
+      {"delete-security-group", {"--group-id"}},
+      {"authorize-security-group-ingress", {"--group-id", "--protocol", "--port", "--cidr", "--source-group"}},
+      {"authorize-security-group-egress", {"--group-id", "--protocol", "--port", "--cidr", "--source-group"}},
+      {"revoke-security-group-ingress", {"--group-id", "--protocol", "--port", "--cidr", "--source-group"}},
+      {"revoke-security-group-egress", {"--group-id", "--protocol", "--port", "--cidr", "--source-group"}},
+      {"describe-security-groups", {"--group-ids"}},
       {"admin issue-cert", {"--state-dir", "--role", "--name", "--days", "--out"}},
       {"admin revoke-cert", {"--state-dir", "--serial"}},
       {"audit verify", {"--public-key", "--head", "FILE"}},
@@ -653,6 +731,98 @@ TEST(Render, VolumesTypesImagesAndRaw) {
   EXPECT_EQ(render_response(Rpc::kRegisterImage, ri, OutputFormat::kText), "ami-0123456789abcdef0\n");
   EXPECT_EQ(render_response(Rpc::kDeleteVolume, v1::DeleteVolumeResponse(), OutputFormat::kTable), "");
   EXPECT_EQ(render_response(Rpc::kDeleteVolume, v1::DeleteVolumeResponse(), OutputFormat::kJson), "{}\n");
+}
+
+TEST(Render, InstancesWithNetworkInterfaces) {
+  v1::DescribeInstancesResponse resp = sample_instances();
+  auto* a = resp.mutable_instances(0);
+  a->set_private_ip_address("10.0.1.4");
+  auto* n = a->add_network_interfaces();
+  n->set_network_interface_id("eni-0123456789abcdef0");
+  n->set_mac_address("02:12:34:56:78:9a");
+  n->set_private_ip_address("10.0.1.4");
+  n->set_private_dns_name("ip-10-0-1-4.local-1.compute.internal");
+  n->set_subnet_id("subnet-1");
+  n->set_vpc_id("vpc-1");
+  n->set_status("in-use");
+  auto* g = n->add_groups();
+  g->set_group_id("sg-1");
+  g->set_group_name("default");
+  EXPECT_EQ(render_response(Rpc::kDescribeInstances, resp, OutputFormat::kTable),
+            "INSTANCE ID          STATE       PRIVATE IP  TYPE      IMAGE                  LAUNCH TIME           REASON\n"
+            "i-0123456789abcdef0  running     10.0.1.4    t3.micro  ami-0a1b2c3d4e5f60718  2025-01-31T12:34:56Z  -\n"
+            "i-0fedcba9876543210  terminated  -           m5.large  ami-0a1b2c3d4e5f60718  -                     "
+            "Server.InternalError: azote-hv exited with status 81\n");
+  EXPECT_EQ(render_response(Rpc::kDescribeInstances, resp, OutputFormat::kText),
+            "INSTANCES\ti-0123456789abcdef0\trunning\tt3.micro\tami-0a1b2c3d4e5f60718\t2025-01-31T12:34:56Z\tNone\tNone\n"
+            "NETWORKINTERFACES\teni-0123456789abcdef0\t02:12:34:56:78:9a\t10.0.1.4\t"
+            "ip-10-0-1-4.local-1.compute.internal\tsubnet-1\tvpc-1\tin-use\n"
+            "GROUPS\tsg-1\tdefault\n"
+            "TAGS\tName\tweb\n"
+            "INSTANCES\ti-0fedcba9876543210\tterminated\tm5.large\tami-0a1b2c3d4e5f60718\tNone\t"
+            "Server.InternalError\tazote-hv exited with status 81\n");
+}
+
+TEST(Render, SecurityGroupsVpcsSubnets) {
+  v1::DescribeSecurityGroupsResponse r;
+  auto* g = r.add_security_groups();
+  g->set_group_id("sg-1");
+  g->set_group_name("web");
+  g->set_description("web servers");
+  g->set_vpc_id("vpc-1");
+  auto* in = g->add_ip_permissions();
+  in->set_ip_protocol("tcp");
+  in->set_from_port(22);
+  in->set_to_port(22);
+  in->add_cidr_ips("10.0.0.0/16");
+  auto* icmp = g->add_ip_permissions();
+  icmp->set_ip_protocol("icmp");
+  icmp->set_from_port(8);
+  icmp->set_to_port(-1);
+  icmp->add_source_group_ids("sg-2");
+  auto* out = g->add_ip_permissions_egress();
+  out->set_ip_protocol("-1");
+  out->add_cidr_ips("0.0.0.0/0");
+  auto* empty = r.add_security_groups();
+  empty->set_group_id("sg-2");
+  empty->set_group_name("bare");
+  empty->set_vpc_id("vpc-1");
+  EXPECT_EQ(render_response(Rpc::kDescribeSecurityGroups, r, OutputFormat::kTable),
+            "GROUP ID  NAME  VPC    DIRECTION  PROTOCOL  PORTS            PEER\n"
+            "sg-1      web   vpc-1  inbound    tcp       22               10.0.0.0/16\n"
+            "sg-1      web   vpc-1  inbound    icmp      type 8 code any  sg-2\n"
+            "sg-1      web   vpc-1  outbound   all       all              0.0.0.0/0\n"
+            "sg-2      bare  vpc-1  -          -         -                -\n");
+  EXPECT_EQ(render_response(Rpc::kDescribeSecurityGroups, r, OutputFormat::kText),
+            "SECURITYGROUPS\tweb servers\tsg-1\tweb\tvpc-1\n"
+            "IPPERMISSIONS\t22\ttcp\t22\nIPRANGES\t10.0.0.0/16\n"
+            "IPPERMISSIONS\t8\ticmp\t-1\nUSERIDGROUPPAIRS\tsg-2\n"
+            "IPPERMISSIONSEGRESS\tNone\t-1\tNone\nIPRANGES\t0.0.0.0/0\n"
+            "SECURITYGROUPS\tNone\tsg-2\tbare\tvpc-1\n");
+  v1::DescribeVpcsResponse vr;
+  auto* v = vr.add_vpcs();
+  v->set_vpc_id("vpc-1");
+  v->set_cidr_block("10.0.0.0/16");
+  v->set_state("available");
+  v->set_is_default(true);
+  EXPECT_EQ(render_response(Rpc::kDescribeVpcs, vr, OutputFormat::kTable),
+            "VPC ID  CIDR         STATE      DEFAULT\nvpc-1   10.0.0.0/16  available  yes\n");
+  EXPECT_EQ(render_response(Rpc::kDescribeVpcs, vr, OutputFormat::kText), "VPCS\t10.0.0.0/16\tTrue\tavailable\tvpc-1\n");
+  v1::DescribeSubnetsResponse sr;
+  auto* sn = sr.add_subnets();
+  sn->set_subnet_id("subnet-1");
+  sn->set_vpc_id("vpc-1");
+  sn->set_cidr_block("10.0.1.0/24");
+  sn->set_availability_zone("local-1a");
+  sn->set_available_ip_address_count(249);
+  sn->set_default_for_az(true);
+  EXPECT_EQ(render_response(Rpc::kDescribeSubnets, sr, OutputFormat::kTable),
+            "SUBNET ID  VPC ID  CIDR         ZONE      FREE ADDRESSES  DEFAULT\n"
+            "subnet-1   vpc-1   10.0.1.0/24  local-1a  249             yes\n");
+  v1::CreateSecurityGroupResponse cr;
+  cr.set_group_id("sg-0123456789abcdef0");
+  EXPECT_EQ(render_response(Rpc::kCreateSecurityGroup, cr, OutputFormat::kText), "sg-0123456789abcdef0\n");
+  EXPECT_EQ(render_response(Rpc::kDeleteSecurityGroup, v1::DeleteSecurityGroupResponse(), OutputFormat::kTable), "");
 }
 
 TEST(Render, TableIsUtf8Aware) {

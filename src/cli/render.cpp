@@ -71,7 +71,45 @@ void text_instances(std::string& out, const google::protobuf::RepeatedPtrField<v
   for (const auto& i : list) {
     text_row(out, {"INSTANCES", i.instance_id(), i.state().name(), i.instance_type(), i.image_id(),
                    i.launch_time(), i.state_reason().code(), i.state_reason().message()});
+    for (const auto& n : i.network_interfaces()) {
+      text_row(out, {"NETWORKINTERFACES", n.network_interface_id(), n.mac_address(), n.private_ip_address(),
+                     n.private_dns_name(), n.subnet_id(), n.vpc_id(), n.status()});
+      for (const auto& g : n.groups()) text_row(out, {"GROUPS", g.group_id(), g.group_name()});
+    }
     text_tags(out, i.tags());
+  }
+}
+
+std::string ports_of(const v1::IpPermission& p) {
+  const int from = p.has_from_port() ? p.from_port() : -1, to = p.has_to_port() ? p.to_port() : -1;
+  if (p.ip_protocol() == "tcp" || p.ip_protocol() == "udp") {
+    if (from == 0 && to == 65535) return "all";
+    return from == to ? std::to_string(from) : std::to_string(from) + "-" + std::to_string(to);
+  }
+  if (p.ip_protocol() == "icmp") {
+    return "type " + (from < 0 ? std::string("any") : std::to_string(from)) + " code " +
+           (to < 0 ? std::string("any") : std::to_string(to));
+  }
+  return "all";
+}
+
+std::string peer_of(const v1::IpPermission& p) {
+  std::string s;
+  for (const auto& c : p.cidr_ips()) s += (s.empty() ? "" : ", ") + c;
+  for (const auto& g : p.source_group_ids()) s += (s.empty() ? "" : ", ") + g;
+  return or_dash(s);
+}
+
+void text_group(std::string& out, const v1::SecurityGroup& g) {
+  text_row(out, {"SECURITYGROUPS", g.description(), g.group_id(), g.group_name(), g.vpc_id()});
+  for (const auto* list : {&g.ip_permissions(), &g.ip_permissions_egress()}) {
+    const char* head = list == &g.ip_permissions() ? "IPPERMISSIONS" : "IPPERMISSIONSEGRESS";
+    for (const auto& p : *list) {
+      text_row(out, {head, p.has_from_port() ? std::to_string(p.from_port()) : "", p.ip_protocol(),
+                     p.has_to_port() ? std::to_string(p.to_port()) : ""});
+      for (const auto& c : p.cidr_ips()) text_row(out, {"IPRANGES", c});
+      for (const auto& sg : p.source_group_ids()) text_row(out, {"USERIDGROUPPAIRS", sg});
+    }
   }
 }
 
@@ -138,10 +176,33 @@ std::string to_json(const google::protobuf::Message& msg) {
 }
 
 Table instances_table(const google::protobuf::RepeatedPtrField<v1::Instance>& instances) {
+  // The address column only when some instance has a network interface.
+  const bool net = std::any_of(instances.begin(), instances.end(),
+                               [](const v1::Instance& i) { return !i.private_ip_address().empty(); });
   Table t{{"INSTANCE ID", "STATE", "TYPE", "IMAGE", "LAUNCH TIME", "REASON"}, {}};
+  if (net) t.header.insert(t.header.begin() + 2, "PRIVATE IP");
   for (const auto& i : instances) {
     t.rows.push_back({i.instance_id(), or_dash(i.state().name()), or_dash(i.instance_type()),
                       or_dash(i.image_id()), or_dash(i.launch_time()), or_dash(reason_of(i.state_reason()))});
+    if (net) t.rows.back().insert(t.rows.back().begin() + 2, or_dash(i.private_ip_address()));
+  }
+  return t;
+}
+
+Table security_groups_table(const google::protobuf::RepeatedPtrField<v1::SecurityGroup>& groups) {
+  Table t{{"GROUP ID", "NAME", "VPC", "DIRECTION", "PROTOCOL", "PORTS", "PEER"}, {}};
+  for (const auto& g : groups) {
+    const size_t before = t.rows.size();
+    for (const auto* list : {&g.ip_permissions(), &g.ip_permissions_egress()}) {
+      for (const auto& p : *list) {
+        t.rows.push_back({g.group_id(), or_dash(g.group_name()), or_dash(g.vpc_id()),
+                          list == &g.ip_permissions() ? "inbound" : "outbound",
+                          p.ip_protocol() == "-1" ? "all" : or_dash(p.ip_protocol()), ports_of(p), peer_of(p)});
+      }
+    }
+    if (t.rows.size() == before) {
+      t.rows.push_back({g.group_id(), or_dash(g.group_name()), or_dash(g.vpc_id()), "-", "-", "-", "-"});
+    }
   }
   return t;
 }
@@ -255,6 +316,58 @@ std::string render_response(Rpc rpc, const google::protobuf::Message& response, 
     }
     case Rpc::kGetMetrics:
       return static_cast<const v1::GetMetricsResponse&>(response).text();
+    case Rpc::kDescribeVpcs: {
+      const auto& r = static_cast<const v1::DescribeVpcsResponse&>(response);
+      Table t{{"VPC ID", "CIDR", "STATE", "DEFAULT"}, {}};
+      for (const auto& v : r.vpcs()) {
+        if (table) {
+          t.rows.push_back({v.vpc_id(), or_dash(v.cidr_block()), or_dash(v.state()), v.is_default() ? "yes" : "no"});
+        } else {
+          text_row(out, {"VPCS", v.cidr_block(), v.is_default() ? "True" : "False", v.state(), v.vpc_id()});
+        }
+      }
+      return table ? render_table(t) : out;
+    }
+    case Rpc::kDescribeSubnets: {
+      const auto& r = static_cast<const v1::DescribeSubnetsResponse&>(response);
+      Table t{{"SUBNET ID", "VPC ID", "CIDR", "ZONE", "FREE ADDRESSES", "DEFAULT"}, {}};
+      for (const auto& sn : r.subnets()) {
+        if (table) {
+          t.rows.push_back({sn.subnet_id(), or_dash(sn.vpc_id()), or_dash(sn.cidr_block()),
+                            or_dash(sn.availability_zone()), std::to_string(sn.available_ip_address_count()),
+                            sn.default_for_az() ? "yes" : "no"});
+        } else {
+          text_row(out, {"SUBNETS", sn.availability_zone(), std::to_string(sn.available_ip_address_count()),
+                         sn.cidr_block(), sn.default_for_az() ? "True" : "False", sn.state(), sn.subnet_id(),
+                         sn.vpc_id()});
+        }
+      }
+      return table ? render_table(t) : out;
+    }
+    case Rpc::kCreateSecurityGroup: {
+      const auto& r = static_cast<const v1::CreateSecurityGroupResponse&>(response);
+      if (table) return render_table(Table{{"GROUP ID"}, {{r.group_id()}}});
+      return text_cell(r.group_id()) + "\n";
+    }
+    case Rpc::kDeleteSecurityGroup:
+      return "";
+    case Rpc::kAuthorizeSecurityGroupIngress:
+    case Rpc::kAuthorizeSecurityGroupEgress:
+    case Rpc::kRevokeSecurityGroupIngress:
+    case Rpc::kRevokeSecurityGroupEgress: {
+      const auto& r = static_cast<const v1::SecurityGroupRulesResponse&>(response);
+      google::protobuf::RepeatedPtrField<v1::SecurityGroup> one;
+      *one.Add() = r.security_group();
+      if (table) return render_table(security_groups_table(one));
+      text_group(out, r.security_group());
+      return out;
+    }
+    case Rpc::kDescribeSecurityGroups: {
+      const auto& r = static_cast<const v1::DescribeSecurityGroupsResponse&>(response);
+      if (table) return render_table(security_groups_table(r.security_groups()));
+      for (const auto& g : r.security_groups()) text_group(out, g);
+      return out;
+    }
     case Rpc::kNone:
       break;
   }

@@ -28,5 +28,7 @@ std::string render_response(Rpc rpc, const google::protobuf::Message& response, 
 // The tables behind render_response, for tests.
 Table instances_table(const google::protobuf::RepeatedPtrField<v1::Instance>& instances);
 Table volumes_table(const google::protobuf::RepeatedPtrField<v1::Volume>& volumes);
+// One row per rule (a group without rules: one row of dashes).
+Table security_groups_table(const google::protobuf::RepeatedPtrField<v1::SecurityGroup>& groups);
 
 }  // namespace azote::cli

@@ -11,23 +11,24 @@ namespace azote::controller {
 namespace {
 
 // vCPU and memory as EC2 sells them; network and EBS figures are the "up to" values
-// EC2 publishes for each size, used here as the limits the cards enforce.
+// EC2 publishes for each size, used here as the limits the cards enforce; packets per
+// second are azote's own figure (catalog.hpp).
 constexpr std::array<InstanceType, 15> kTypes = {{
-    {"t3.nano", 2, 512, 5000, 2085, 11800},
-    {"t3.micro", 2, 1024, 5000, 2085, 11800},
-    {"t3.small", 2, 2048, 5000, 2085, 11800},
-    {"t3.medium", 2, 4096, 5000, 2085, 11800},
-    {"t3.large", 2, 8192, 5000, 2780, 15700},
-    {"t3.xlarge", 4, 16384, 5000, 2780, 15700},
-    {"t3.2xlarge", 8, 32768, 5000, 2780, 15700},
-    {"m5.large", 2, 8192, 10000, 4750, 18750},
-    {"m5.xlarge", 4, 16384, 10000, 4750, 18750},
-    {"m5.2xlarge", 8, 32768, 10000, 4750, 18750},
-    {"m5.4xlarge", 16, 65536, 10000, 4750, 18750},
-    {"c5.large", 2, 4096, 10000, 4750, 20000},
-    {"c5.xlarge", 4, 8192, 10000, 4750, 20000},
-    {"c5.2xlarge", 8, 16384, 10000, 4750, 20000},
-    {"c5.4xlarge", 16, 32768, 10000, 4750, 20000},
+    {"t3.nano", 2, 512, 5000, 2085, 11800, 5000 * kPpsPerMbps},
+    {"t3.micro", 2, 1024, 5000, 2085, 11800, 5000 * kPpsPerMbps},
+    {"t3.small", 2, 2048, 5000, 2085, 11800, 5000 * kPpsPerMbps},
+    {"t3.medium", 2, 4096, 5000, 2085, 11800, 5000 * kPpsPerMbps},
+    {"t3.large", 2, 8192, 5000, 2780, 15700, 5000 * kPpsPerMbps},
+    {"t3.xlarge", 4, 16384, 5000, 2780, 15700, 5000 * kPpsPerMbps},
+    {"t3.2xlarge", 8, 32768, 5000, 2780, 15700, 5000 * kPpsPerMbps},
+    {"m5.large", 2, 8192, 10000, 4750, 18750, 10000 * kPpsPerMbps},
+    {"m5.xlarge", 4, 16384, 10000, 4750, 18750, 10000 * kPpsPerMbps},
+    {"m5.2xlarge", 8, 32768, 10000, 4750, 18750, 10000 * kPpsPerMbps},
+    {"m5.4xlarge", 16, 65536, 10000, 4750, 18750, 10000 * kPpsPerMbps},
+    {"c5.large", 2, 4096, 10000, 4750, 20000, 10000 * kPpsPerMbps},
+    {"c5.xlarge", 4, 8192, 10000, 4750, 20000, 10000 * kPpsPerMbps},
+    {"c5.2xlarge", 8, 16384, 10000, 4750, 20000, 10000 * kPpsPerMbps},
+    {"c5.4xlarge", 16, 32768, 10000, 4750, 20000, 10000 * kPpsPerMbps},
 }};
 
 bool is_hex(std::string_view s) {

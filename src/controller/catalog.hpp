@@ -18,7 +18,14 @@ struct InstanceType {
   uint32_t network_mbps;  // Mbit/s
   uint32_t ebs_mbps;      // Mbit/s
   uint32_t ebs_iops;
+  // Packets per second the network card allows the instance's primary interface. EC2
+  // publishes no per-type figure (it enforces undisclosed PPS allowances); azote's is
+  // 50 packets/s per Mbit/s of network bandwidth: 250,000 for the 5 Gbit/s types,
+  // 500,000 for the 10 Gbit/s ones (line rate at ~2,500-byte averages, and headroom
+  // for small packets). See catalog.cpp.
+  uint32_t network_pps;
 };
+inline constexpr uint32_t kPpsPerMbps = 50;
 std::span<const InstanceType> instance_types();
 const InstanceType* find_instance_type(std::string_view name);
 inline constexpr std::string_view kDefaultInstanceType = "t3.micro";

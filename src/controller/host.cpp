@@ -24,6 +24,7 @@
 #include "pki/files.hpp"
 #include "pki/keywrap.hpp"
 #include "sha256/sha256.hpp"
+#include "vpc_policy/flow.hpp"
 
 namespace azote::controller {
 namespace {
@@ -98,6 +99,10 @@ std::string request_hash(const RunRequest& r) {
                       {"user_data", sha256_hex(r.user_data)}, {"root_type", r.root_volume_type},
                       {"root_size", r.root_volume_size_gib}};
   for (const auto& [k, v] : r.tags) j["tags"].push_back({k, v});
+  if (r.no_network) j["no_network"] = true;
+  if (!r.subnet_id.empty()) j["subnet"] = r.subnet_id;
+  if (!r.security_group_ids.empty()) j["groups"] = r.security_group_ids;
+  if (!r.http_tokens.empty()) j["http_tokens"] = r.http_tokens;
   return sha256_hex(j.dump());
 }
 
@@ -147,6 +152,11 @@ ApiResult<std::unique_ptr<Host>> Host::open(const HostOptions& o, const pki::Hos
   AZOTE_TRYV(load(h->store_.instances(), h->instances_));
   AZOTE_TRYV(load(h->store_.volumes(), h->volumes_));
   AZOTE_TRYV(load(h->store_.images(), h->images_));
+  AZOTE_TRYV(load(h->store_.vpcs(), h->vpcs_));
+  AZOTE_TRYV(load(h->store_.subnets(), h->subnets_));
+  AZOTE_TRYV(load(h->store_.security_groups(), h->groups_));
+  AZOTE_TRYV(load(h->store_.enis(), h->enis_));
+  AZOTE_TRYV(h->ensure_default_network());
   auto toks = h->store_.tokens();
   if (!toks) return api_error(K::kInternal, "InternalError", toks.error().message());
   for (auto& t : *toks) h->tokens_[t.kind + "/" + t.token] = t;
@@ -191,33 +201,244 @@ void Host::watch(int pidfd) {
 std::string Host::volume_socket(const std::string& volume_id) const { return opt_.state_dir + "/s/" + volume_id + ".sock"; }
 std::string Host::instance_dir(const std::string& id) const { return opt_.state_dir + "/instances/" + id; }
 
-ApiResult<void> Host::ensure_card() {
-  std::lock_guard card_lock(card_mu_);
+std::string Host::card_path(const Card& c, const char* suffix) const {
+  return opt_.state_dir + "/card-" + c.name + suffix;
+}
+std::string Host::eni_socket(const std::string& eni_id) const { return opt_.state_dir + "/s/" + eni_id + ".sock"; }
+
+ApiResult<void> Host::ensure_card(Card& c, bool* started) {
+  if (started) *started = false;
+  std::lock_guard card_lock(c.start_mu);
   {
     std::lock_guard lock(mu_);
-    if (card_ && !wait_exit(*card_, 0)) return {};
+    if (c.proc && !wait_exit(*c.proc, 0)) return {};
   }
-  const std::string ctl = opt_.state_dir + "/card-blk.ctl";
-  auto p = spawn({opt_.card_blk_bin, "--control", ctl, "--metrics", "unix:" + opt_.state_dir + "/card-blk.metrics"},
-                 opt_.state_dir + "/card-blk.log");
-  if (!p) return api_error(K::kInternal, "InternalError", "cannot start the block card: " + p.error().message());
-  auto c = control::Client::connect(ctl, kControlTimeout);
-  if (!c) {
-    send_signal(*p, SIGKILL);
-    return api_error(K::kInternal, "InternalError", "the block card did not open its control socket: " + c.error().message());
+  const std::string ctl = card_path(c, ".ctl");
+  std::vector<std::string> argv = {&c == &blk_ ? opt_.card_blk_bin : opt_.card_net_bin, "--control", ctl, "--metrics",
+                                   "unix:" + card_path(c, ".metrics")};
+  if (&c == &net_) argv.insert(argv.end(), {"--region", opt_.region});
+  auto p = spawn(argv, card_path(c, ".log"));
+  if (!p) return api_error(K::kInternal, "InternalError", "cannot start the " + c.label + ": " + p.error().message());
+  // Wait for the control socket, but not for a card that already gave up (a bad
+  // binary, a socket it cannot make): its last words are the reason.
+  const auto deadline = std::chrono::steady_clock::now() + kControlTimeout;
+  for (;;) {
+    if (control::Client::connect(ctl, 100ms)) break;
+    const bool gone = wait_exit(*p, 0);
+    if (gone || std::chrono::steady_clock::now() >= deadline) {
+      send_signal(*p, SIGKILL);
+      wait_exit(*p, 2000);
+      const int status = reap(*p);
+      std::string last = read_tail(card_path(c, ".log"), 512);
+      while (!last.empty() && last.back() == '\n') last.pop_back();
+      if (const size_t nl = last.rfind('\n'); nl != std::string::npos) last = last.substr(nl + 1);
+      return api_error(K::kInternal, "InternalError",
+                       "the " + c.label +
+                           (gone ? " exited before opening its control socket (status " + std::to_string(status) + ")"
+                                 : " did not open its control socket within " +
+                                       std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kControlTimeout).count()) + " s") +
+                           (last.empty() ? "" : " (" + last + ")"));
+    }
   }
   std::lock_guard lock(mu_);
-  if (card_) {  // it died and the supervisor has not seen it yet: reap it, re-add everyone's volumes
-    reap(*card_);
-    card_readd_ = true;
+  if (c.proc) {  // it died and the supervisor has not seen it yet: reap it, re-add everything it served
+    reap(*c.proc);
+    c.readd = true;
     const uint64_t one = 1;
     (void)!::write(wake_.get(), &one, sizeof one);
   }
-  card_ = std::move(p).value();
-  card_expect_exit_ = false;
-  (void)store_.put(CardRec{"blk", card_->pid, card_->starttime});
-  watch(card_->pidfd.get());
-  LOG_INFO("controller: block card started (pid %d)", card_->pid);
+  c.proc = std::move(p).value();
+  c.expect_exit = false;
+  (void)store_.put(CardRec{c.name, c.proc->pid, c.proc->starttime});
+  watch(c.proc->pidfd.get());
+  LOG_INFO("controller: %s started (pid %d)", c.label.c_str(), c.proc->pid);
+  if (started) *started = true;
+  return {};
+}
+
+// ---- the network card ------------------------------------------------------------
+
+ApiResult<void> Host::ensure_net() {
+  bool started = false;
+  if (auto e = ensure_card(net_, &started); !e) {
+    return api_error(K::kInternal, "InternalError",
+                     "the network card (azote-card-net) is not available: " + e.error().sentence);
+  }
+  if (started) net_model_ok_ = false;
+  if (!net_model_ok_) {
+    AZOTE_TRYV(net_push_model());
+    net_model_ok_ = true;
+  }
+  return {};
+}
+
+ApiResult<void> Host::net_push_model() {
+  std::vector<VpcRec> vpcs;
+  std::vector<SecurityGroupRec> groups;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, v] : vpcs_) vpcs.push_back(v);
+    for (const auto& [id, g] : groups_) groups.push_back(g);
+  }
+  const std::string ctl = card_path(net_, ".ctl");
+  for (const auto& v : vpcs) {
+    auto r = control::call_once(ctl, {{"op", "add-vpc"}, {"vpc", {{"id", v.id}, {"cidr", v.cidr}}}}, kControlTimeout);
+    // An adopted card has it already.
+    if (!r && !(r.error().code == control::ControlErrc::kRefused && r.error().context.find("declared twice") != std::string::npos))
+      return api_error(K::kInternal, "InternalError", "network card: add-vpc " + v.id + ": " + r.error().message());
+  }
+  // Every group first (rules may name each other), then their rules.
+  for (int pass = 0; pass < 2; ++pass)
+    for (const auto& g : groups) {
+      control::Json req = {{"op", "set-security-group-rules"}, {"group", g.id}};
+      if (pass == 1) {
+        req["ingress"] = rules_json(g.ingress);
+        req["egress"] = rules_json(g.egress);
+      }
+      if (auto r = control::call_once(ctl, req, kControlTimeout); !r)
+        return api_error(K::kInternal, "InternalError",
+                         "network card: security group " + g.id + ": " + r.error().message());
+    }
+  return {};
+}
+
+void Host::net_push_group(const std::string& group_id) {
+  std::lock_guard net_lock(net_mu_);
+  control::Json req = {{"op", "set-security-group-rules"}, {"group", group_id}};
+  {
+    std::lock_guard lock(mu_);
+    if (!net_.proc || !net_model_ok_) return;  // the card gets every group when it (re)starts
+    auto it = groups_.find(group_id);
+    // The card cannot forget a group: a deleted one is left without rules.
+    req["ingress"] = it == groups_.end() ? control::Json::array() : rules_json(it->second.ingress);
+    req["egress"] = it == groups_.end() ? control::Json::array() : rules_json(it->second.egress);
+  }
+  if (auto r = control::call_once(card_path(net_, ".ctl"), req, kControlTimeout); !r) {
+    LOG_ERROR("controller: network card: security group %s: %s (the whole model is pushed again on the next launch)",
+              group_id.c_str(), r.error().message().c_str());
+    net_model_ok_ = false;
+  }
+}
+
+EniRec* Host::eni_of(const std::string& instance_id) {
+  for (auto& [id, e] : enis_)
+    if (e.instance_id == instance_id) return &e;
+  return nullptr;
+}
+
+std::optional<control::Json> Host::eni_request(const std::string& instance_id) {
+  const EniRec* e = eni_of(instance_id);
+  if (!e) return std::nullopt;
+  const InstanceRec& inst = instances_[instance_id];
+  const auto sn = subnets_.find(e->subnet_id);
+  if (sn == subnets_.end()) return std::nullopt;
+  const InstanceType* type = find_instance_type(inst.type);
+  const auto ip = vpc::parse_ipv4(e->private_ip);
+  control::Json eni = {{"id", e->id},     {"socket", eni_socket(e->id)}, {"mac", e->mac},
+                       {"ip", e->private_ip}, {"subnet", sn->second.cidr}, {"vpc", e->vpc_id},
+                       {"security_groups", e->groups}};
+  // Optional keys of the ENI: the instance type's limits and what the card's metadata
+  // service answers (a card from before them refuses the ENI: "unknown ENI key").
+  if (type) eni["limits"] = {{"bandwidth_mbps", type->network_mbps}, {"pps", type->network_pps}};
+  eni["metadata"] = {{"instance_id", inst.id},
+                     {"instance_type", inst.type},
+                     {"ami_id", inst.image_id},
+                     {"availability_zone", sn->second.availability_zone},
+                     {"hostname", private_dns_name(ip ? *ip : 0, opt_.region)},
+                     {"user_data_b64", base64(inst.user_data)},
+                     {"http_tokens", inst.http_tokens}};
+  return control::Json{{"op", "add-eni"}, {"eni", eni}};
+}
+
+ApiResult<void> Host::net_add_eni(const std::string& instance_id) {
+  std::optional<control::Json> req;
+  std::string eni_id;
+  {
+    std::lock_guard lock(mu_);
+    req = eni_request(instance_id);
+    if (!req) return api_error(K::kInternal, "InternalError", "instance " + instance_id + " has no usable network interface record");
+    eni_id = (*req)["eni"]["id"].get<std::string>();
+  }
+  const std::string ctl = card_path(net_, ".ctl");
+  (void)control::call_once(ctl, {{"op", "remove-eni"}, {"id", eni_id}, {"force", true}}, kControlTimeout);
+  if (auto r = control::call_once(ctl, *req, kControlTimeout); !r)
+    return api_error(K::kInternal, "InternalError", "network card: add-eni " + eni_id + ": " + r.error().message());
+  return {};
+}
+
+void Host::net_remove_eni(const std::string& instance_id) {
+  std::lock_guard net_lock(net_mu_);
+  std::string eni_id;
+  {
+    std::lock_guard lock(mu_);
+    const EniRec* e = eni_of(instance_id);
+    if (!e || !net_.proc) return;
+    eni_id = e->id;
+  }
+  (void)control::call_once(card_path(net_, ".ctl"), {{"op", "remove-eni"}, {"id", eni_id}, {"force", true}},
+                           kControlTimeout);
+}
+
+void Host::net_reconcile() {
+  std::lock_guard net_lock(net_mu_);
+  if (auto m = net_push_model(); !m) {
+    LOG_ERROR("controller: the adopted network card: %s", m.error().sentence.c_str());
+    return;  // pushed again on the next launch or restart
+  }
+  net_model_ok_ = true;
+  auto listed = control::call_once(card_path(net_, ".ctl"), {{"op", "list-enis"}}, kControlTimeout);
+  if (!listed) {
+    LOG_ERROR("controller: the adopted network card: list-enis: %s", listed.error().message().c_str());
+    return;
+  }
+  std::set<std::string> on_card;
+  for (const auto& e : (*listed)["enis"])
+    if (e.contains("id") && e["id"].is_string()) on_card.insert(e["id"].get<std::string>());
+  std::vector<std::string> add, remove;
+  {
+    std::lock_guard lock(mu_);
+    std::set<std::string> live;
+    for (const auto& [id, e] : enis_)
+      if (instances_.count(e.instance_id) && instances_[e.instance_id].state == state::kRunning) {
+        live.insert(id);
+        if (!on_card.count(id)) add.push_back(e.instance_id);
+      }
+    for (const auto& id : on_card)
+      if (!live.count(id)) remove.push_back(id);
+  }
+  for (const auto& id : remove)
+    (void)control::call_once(card_path(net_, ".ctl"), {{"op", "remove-eni"}, {"id", id}, {"force", true}}, kControlTimeout);
+  for (const auto& iid : add)
+    if (auto a = net_add_eni(iid); !a) LOG_ERROR("controller: %s", a.error().sentence.c_str());
+  LOG_INFO("controller: adopted network card reconciled: %zu ENI(s) added, %zu removed", add.size(), remove.size());
+}
+
+ApiResult<void> Host::ensure_default_network() {
+  std::lock_guard lock(mu_);
+  for (const auto& [id, v] : vpcs_)
+    if (v.is_default) {
+      if (v.cidr != opt_.vpc_cidr)
+        LOG_WARN("controller: the default VPC %s keeps its CIDR %s (--vpc-cidr %s applies to a new state directory only)",
+                 id.c_str(), v.cidr.c_str(), opt_.vpc_cidr.c_str());
+      return {};
+    }
+  if (auto e = check_network_layout(opt_.vpc_cidr, opt_.subnet_cidr))
+    return api_error(K::kInvalid, "InvalidParameterValue", *e);
+  VpcRec v{new_id("vpc"), parse_cidr(opt_.vpc_cidr)->to_string(), true};
+  SubnetRec sn{new_id("subnet"), v.id, parse_cidr(opt_.subnet_cidr)->to_string(), opt_.region + "a", true};
+  SecurityGroupRec g;
+  g.id = new_id("sg");
+  g.vpc_id = v.id;
+  g.name = "default";
+  g.description = "default VPC security group";
+  g.ingress = default_group_ingress(g.id);
+  g.egress = default_egress();
+  if (auto p = store_.put_network(v, sn, g); !p) return api_error(K::kInternal, "InternalError", p.error().message());
+  vpcs_[v.id] = v;
+  subnets_[sn.id] = sn;
+  groups_[g.id] = g;
+  LOG_INFO("controller: default VPC %s (%s), subnet %s (%s), security group %s", v.id.c_str(), v.cidr.c_str(),
+           sn.id.c_str(), sn.cidr.c_str(), g.id.c_str());
   return {};
 }
 
@@ -241,7 +462,7 @@ ApiResult<void> Host::card_add(const VolumeRec& v, const InstanceType* type) {
   if (!key_hex.empty()) req["volume"]["key"] = key_hex;
   if (!v.import_from.empty()) req["import"] = v.import_from;
   // Importing content writes (and encrypts) it all before the answer: allow for that.
-  auto r = control::call_once(opt_.state_dir + "/card-blk.ctl", req, v.import_from.empty() ? kControlTimeout : 300s);
+  auto r = control::call_once(card_path(blk_, ".ctl"), req, v.import_from.empty() ? kControlTimeout : 300s);
   // Wipe the copies this process made (the serialized request inside call_once is
   // freed unwiped: a residual risk noted in docs/threat-model.md).
   std::fill(key_hex.begin(), key_hex.end(), '\0');
@@ -254,7 +475,11 @@ ApiResult<void> Host::card_add(const VolumeRec& v, const InstanceType* type) {
 }
 
 void Host::card_remove(const std::string& volume_id) {
-  (void)control::call_once(opt_.state_dir + "/card-blk.ctl",
+  {
+    std::lock_guard lock(mu_);
+    if (!blk_.proc) return;  // nothing serves it (and connecting would wait for a socket that never comes)
+  }
+  (void)control::call_once(card_path(blk_, ".ctl"),
                            {{"op", "remove-volume"}, {"socket", volume_socket(volume_id)}, {"force", true}}, kControlTimeout);
 }
 
@@ -407,6 +632,68 @@ ApiResult<RunResult> Host::run_instances(const RunRequest& req) {
       return out;
     }
   }
+  // The primary network interface: subnet, groups, addresses (checked before anything is made).
+  const SubnetRec* subnet = nullptr;
+  std::vector<std::string> groups;
+  std::vector<uint32_t> ips;
+  if (r.no_network) {
+    if (!r.subnet_id.empty() || !r.security_group_ids.empty())
+      return api_error(K::kInvalid, "InvalidParameterCombination",
+                       "a subnet or security groups were given for an instance without a network interface");
+  } else {
+    if (::access(opt_.card_net_bin.c_str(), X_OK) != 0) {
+      const std::string why = std::strerror(errno);
+      return api_error(K::kUnsupported, "Unsupported",
+                       "this host has no network card (" + opt_.card_net_bin + ": " + why +
+                           "): launch with no network interface (--no-network-interface) or install azote-card-net");
+    }
+    if (r.subnet_id.empty()) {
+      for (const auto& [sid, sn] : subnets_)
+        if (sn.is_default) subnet = &sn;
+      if (!subnet) return api_error(K::kInvalid, "VPCIdNotSpecified", "this host has no default subnet; give a subnet id");
+    } else {
+      if (!valid_id(r.subnet_id, "subnet"))
+        return api_error(K::kInvalid, "InvalidSubnetID.Malformed", "invalid id: \"" + r.subnet_id + "\"");
+      const auto it = subnets_.find(r.subnet_id);
+      if (it == subnets_.end())
+        return api_error(K::kNotFound, "InvalidSubnetID.NotFound", "the subnet ID '" + r.subnet_id + "' does not exist");
+      subnet = &it->second;
+    }
+    for (const auto& g : r.security_group_ids) {
+      AZOTE_TRY(rec, find_group(g));
+      if (rec->vpc_id != subnet->vpc_id)
+        return api_error(K::kInvalid, "InvalidParameter",
+                         "security group " + g + " and subnet " + subnet->id + " belong to different networks");
+      if (std::find(groups.begin(), groups.end(), g) == groups.end()) groups.push_back(g);
+    }
+    if (groups.empty())
+      for (const auto& [gid, g] : groups_)
+        if (g.vpc_id == subnet->vpc_id && g.name == "default") groups.push_back(gid);
+    if (groups.empty()) return api_error(K::kNotFound, "InvalidGroup.NotFound", "the VPC " + subnet->vpc_id + " has no default security group");
+    if (groups.size() > 5)
+      return api_error(K::kInvalid, "SecurityGroupsPerInterfaceLimitExceeded",
+                       "an interface has at most 5 security groups; " + std::to_string(groups.size()) + " were given");
+    const auto cidr = parse_cidr(subnet->cidr);
+    std::set<uint32_t> used;
+    for (const auto& [eid, e] : enis_)
+      if (e.subnet_id == subnet->id)
+        if (auto ip = vpc::parse_ipv4(e.private_ip)) used.insert(*ip);
+    for (uint32_t i = 0; cidr && i < r.count; ++i) {
+      auto ip = next_free_address(*cidr, used);
+      if (!ip) break;
+      used.insert(*ip);
+      ips.push_back(*ip);
+    }
+    if (ips.size() < r.count)
+      return api_error(K::kCapacity, "InsufficientFreeAddressesInSubnet",
+                       "subnet " + subnet->id + " (" + subnet->cidr + ") has " + std::to_string(ips.size()) +
+                           " free address(es); " + std::to_string(r.count) + " needed");
+  }
+  std::string http_tokens = r.http_tokens.empty() ? "optional" : r.http_tokens;
+  if (http_tokens != "optional" && http_tokens != "required")
+    return api_error(K::kInvalid, "InvalidParameterValue",
+                     "HttpTokens \"" + http_tokens + "\" is not optional or required");
+
   const uint32_t want_vcpus = type->vcpus * r.count;
   const uint64_t want_mem = type->memory_mib * r.count;
   if (used_vcpus() + want_vcpus > opt_.capacity_vcpus || used_memory_mib() + want_mem > opt_.capacity_memory_mib)
@@ -420,6 +707,9 @@ ApiResult<RunResult> Host::run_instances(const RunRequest& req) {
   RunResult out;
   out.reservation_id = new_id("r");
   std::vector<VolumeRec> vols;
+  std::vector<EniRec> enis;
+  std::set<std::string> macs;
+  for (const auto& [eid, e] : enis_) macs.insert(e.mac);
   const std::string now = now_rfc3339();
   for (uint32_t i = 0; i < r.count; ++i) {
     InstanceRec inst;
@@ -434,6 +724,19 @@ ApiResult<RunResult> Host::run_instances(const RunRequest& req) {
     inst.user_data = r.user_data;
     inst.tags = r.tags;
     inst.client_token = r.client_token;
+    inst.http_tokens = http_tokens;
+    if (subnet) {
+      EniRec e;
+      e.id = new_id("eni");
+      e.instance_id = inst.id;
+      e.subnet_id = subnet->id;
+      e.vpc_id = subnet->vpc_id;
+      e.mac = new_mac(macs);
+      macs.insert(e.mac);
+      e.private_ip = vpc::format_ipv4(ips[i]);
+      e.groups = groups;
+      enis.push_back(std::move(e));
+    }
     auto v = new_volume(root, true, {}, "");
     if (!v) {
       for (auto& made : vols) ::unlink(made.file.c_str());
@@ -450,11 +753,12 @@ ApiResult<RunResult> Host::run_instances(const RunRequest& req) {
   }
   std::optional<TokenRec> token;
   if (!r.client_token.empty()) token = TokenRec{r.client_token, "run", hash, out.reservation_id};
-  if (auto p = store_.put_all(out.instances, vols, token); !p) {
+  if (auto p = store_.put_all(out.instances, vols, token, enis); !p) {
     for (auto& v : vols) ::unlink(v.file.c_str());
     return api_error(K::kInternal, "InternalError", "state not saved: " + p.error().message());
   }
   if (token) tokens_["run/" + token->token] = *token;
+  for (auto& e : enis) enis_[e.id] = e;
   for (auto& v : vols) volumes_[v.id] = v;
   for (auto& inst : out.instances) {
     instances_[inst.id] = inst;
@@ -751,6 +1055,189 @@ ApiResult<std::vector<VolumeRec>> Host::describe_volumes(const std::vector<std::
   return out;
 }
 
+// ---- VPC ---------------------------------------------------------------------------
+
+ApiResult<SecurityGroupRec*> Host::find_group(const std::string& id) {
+  if (!valid_id(id, "sg")) return api_error(K::kInvalid, "InvalidGroupId.Malformed", "invalid id: \"" + id + "\"");
+  auto it = groups_.find(id);
+  if (it == groups_.end())
+    return api_error(K::kNotFound, "InvalidGroup.NotFound", "the security group '" + id + "' does not exist");
+  return &it->second;
+}
+
+ApiResult<std::vector<VpcRec>> Host::describe_vpcs(const std::vector<std::string>& ids) {
+  std::lock_guard lock(mu_);
+  std::vector<VpcRec> out;
+  if (ids.empty()) {
+    for (const auto& [id, v] : vpcs_) out.push_back(v);
+    return out;
+  }
+  for (const auto& id : ids) {
+    if (!valid_id(id, "vpc")) return api_error(K::kInvalid, "InvalidVpcID.Malformed", "invalid id: \"" + id + "\"");
+    auto it = vpcs_.find(id);
+    if (it == vpcs_.end()) return api_error(K::kNotFound, "InvalidVpcID.NotFound", "the vpc ID '" + id + "' does not exist");
+    out.push_back(it->second);
+  }
+  return out;
+}
+
+ApiResult<std::vector<SubnetView>> Host::describe_subnets(const std::vector<std::string>& ids) {
+  std::lock_guard lock(mu_);
+  std::vector<const SubnetRec*> want;
+  if (ids.empty()) {
+    for (const auto& [id, sn] : subnets_) want.push_back(&sn);
+  } else {
+    for (const auto& id : ids) {
+      if (!valid_id(id, "subnet")) return api_error(K::kInvalid, "InvalidSubnetID.Malformed", "invalid id: \"" + id + "\"");
+      auto it = subnets_.find(id);
+      if (it == subnets_.end())
+        return api_error(K::kNotFound, "InvalidSubnetID.NotFound", "the subnet ID '" + id + "' does not exist");
+      want.push_back(&it->second);
+    }
+  }
+  std::vector<SubnetView> out;
+  for (const SubnetRec* sn : want) {
+    uint32_t used = 0;
+    for (const auto& [eid, e] : enis_) used += e.subnet_id == sn->id;
+    const auto cidr = parse_cidr(sn->cidr);
+    const uint32_t usable = cidr ? usable_addresses(*cidr) : 0;
+    out.push_back({*sn, usable > used ? usable - used : 0});
+  }
+  return out;
+}
+
+ApiResult<SecurityGroupRec> Host::create_security_group(const std::string& name, const std::string& description,
+                                                        const std::string& vpc_id) {
+  if (name.empty()) return api_error(K::kInvalid, "MissingParameter", "the request must contain the parameter groupName");
+  if (description.empty())
+    return api_error(K::kInvalid, "MissingParameter", "the request must contain the parameter groupDescription");
+  auto printable = [](const std::string& t) {
+    return std::all_of(t.begin(), t.end(), [](char c) { return c >= ' ' && c <= '~'; });
+  };
+  if (name.size() > 255 || !printable(name))
+    return api_error(K::kInvalid, "InvalidParameterValue", "group name: 1-255 printable ASCII characters");
+  if (description.size() > 255 || !printable(description))
+    return api_error(K::kInvalid, "InvalidParameterValue", "group description: 1-255 printable ASCII characters");
+  if (name.rfind("sg-", 0) == 0)
+    return api_error(K::kInvalid, "InvalidParameterValue", "group names may not be in the format sg-*");
+  SecurityGroupRec g;
+  {
+    std::lock_guard lock(mu_);
+    std::string vpc = vpc_id;
+    if (vpc.empty()) {
+      for (const auto& [id, v] : vpcs_)
+        if (v.is_default) vpc = id;
+    } else if (!valid_id(vpc, "vpc")) {
+      return api_error(K::kInvalid, "InvalidVpcID.Malformed", "invalid id: \"" + vpc + "\"");
+    }
+    if (!vpcs_.count(vpc)) return api_error(K::kNotFound, "InvalidVpcID.NotFound", "the vpc ID '" + vpc + "' does not exist");
+    if (name == "default")
+      return api_error(K::kInvalid, "InvalidGroup.Reserved", "the security group name 'default' is reserved");
+    for (const auto& [id, other] : groups_)
+      if (other.vpc_id == vpc && other.name == name)
+        return api_error(K::kConflict, "InvalidGroup.Duplicate",
+                         "the security group '" + name + "' already exists for VPC '" + vpc + "'");
+    g.id = new_id("sg");
+    g.vpc_id = vpc;
+    g.name = name;
+    g.description = description;
+    g.egress = default_egress();  // EC2: a new group allows all outbound traffic, no inbound
+    if (auto p = store_.put(g); !p) return api_error(K::kInternal, "InternalError", "state not saved: " + p.error().message());
+    groups_[g.id] = g;
+  }
+  net_push_group(g.id);
+  return g;
+}
+
+ApiResult<void> Host::delete_security_group(const std::string& id) {
+  {
+    std::lock_guard lock(mu_);
+    AZOTE_TRY(g, find_group(id));
+    if (g->name == "default")
+      return api_error(K::kConflict, "CannotDelete", "the default security group of " + g->vpc_id + " cannot be deleted");
+    for (const auto& [eid, e] : enis_)
+      if (std::find(e.groups.begin(), e.groups.end(), id) != e.groups.end())
+        return api_error(K::kConflict, "DependencyViolation",
+                         "resource " + id + " has a dependent object: network interface " + eid + " of " + e.instance_id);
+    for (const auto& [gid, other] : groups_) {
+      if (gid == id) continue;
+      for (const auto* rules : {&other.ingress, &other.egress})
+        for (const auto& r : *rules)
+          if (const auto* ref = std::get_if<vpc::GroupRef>(&r.peer); ref && ref->group_id == id)
+            return api_error(K::kConflict, "DependencyViolation",
+                             "resource " + id + " has a dependent object: a rule of security group " + gid);
+    }
+    if (auto e = store_.erase_security_group(id); !e)
+      return api_error(K::kInternal, "InternalError", "state not saved: " + e.error().message());
+    groups_.erase(id);
+  }
+  net_push_group(id);
+  return {};
+}
+
+ApiResult<SecurityGroupRec> Host::change_rules(const std::string& group_id, bool ingress, bool authorize,
+                                               const std::vector<Permission>& perms) {
+  SecurityGroupRec out;
+  {
+    std::lock_guard lock(mu_);
+    if (group_id.empty()) return api_error(K::kInvalid, "MissingParameter", "the request must contain the parameter groupId");
+    AZOTE_TRY(g, find_group(group_id));
+    const std::string vpc = g->vpc_id;
+    AZOTE_TRY(rules, rules_of(perms, [&](const std::string& ref) {
+                auto it = groups_.find(ref);
+                return it != groups_.end() && it->second.vpc_id == vpc;
+              }));
+    std::vector<vpc::Rule> next = ingress ? g->ingress : g->egress;
+    for (const auto& r : rules) {
+      const auto at = std::find(next.begin(), next.end(), r);
+      if (authorize) {
+        if (at != next.end())
+          return api_error(K::kConflict, "InvalidPermission.Duplicate",
+                           "the specified rule \"" + r.to_string() + "\" already exists in " + group_id);
+        next.push_back(r);
+      } else {
+        if (at == next.end())
+          return api_error(K::kNotFound, "InvalidPermission.NotFound",
+                           "the specified rule \"" + r.to_string() + "\" does not exist in " + group_id);
+        next.erase(at);
+      }
+    }
+    if (next.size() > 60)
+      return api_error(K::kInvalid, "RulesPerSecurityGroupLimitExceeded",
+                       "a security group has at most 60 " + std::string(ingress ? "inbound" : "outbound") + " rules");
+    SecurityGroupRec updated = *g;
+    (ingress ? updated.ingress : updated.egress) = std::move(next);
+    if (auto p = store_.put(updated); !p) return api_error(K::kInternal, "InternalError", "state not saved: " + p.error().message());
+    *g = updated;
+    out = updated;
+  }
+  net_push_group(group_id);
+  return out;
+}
+
+ApiResult<std::vector<SecurityGroupRec>> Host::describe_security_groups(const std::vector<std::string>& ids) {
+  std::lock_guard lock(mu_);
+  std::vector<SecurityGroupRec> out;
+  if (ids.empty()) {
+    for (const auto& [id, g] : groups_) out.push_back(g);
+    return out;
+  }
+  for (const auto& id : ids) {
+    AZOTE_TRY(g, find_group(id));
+    out.push_back(*g);
+  }
+  return out;
+}
+
+NetworkView Host::network_view() {
+  std::lock_guard lock(mu_);
+  NetworkView v;
+  for (const auto& [id, e] : enis_) v.eni_of[e.instance_id] = e;
+  for (const auto& [id, g] : groups_) v.group_names[id] = g.name;
+  v.region = opt_.region;
+  return v;
+}
+
 std::string Host::metrics_text() {
   std::string out;
   {
@@ -773,10 +1260,16 @@ std::string Host::metrics_text() {
     for (const auto& [id, v] : volumes_) vols += v.state != "deleted";
     out += "# HELP azote_volumes Volumes on this host.\n# TYPE azote_volumes gauge\nazote_volumes " + std::to_string(vols) + "\n";
     out += "# HELP azote_card_restarts_total Block card restarts after it died.\n# TYPE azote_card_restarts_total counter\n";
-    out += "azote_card_restarts_total " + std::to_string(card_restarts_) + "\n";
+    out += "azote_card_restarts_total " + std::to_string(blk_.restarts) + "\n";
+    out += "# HELP azote_card_net_restarts_total Network card restarts after it died.\n# TYPE azote_card_net_restarts_total counter\n";
+    out += "azote_card_net_restarts_total " + std::to_string(net_.restarts) + "\n";
+    out += "# HELP azote_network_interfaces ENIs on this host (kept by stopped instances too).\n# TYPE azote_network_interfaces gauge\n";
+    out += "azote_network_interfaces " + std::to_string(enis_.size()) + "\n";
   }
-  // The card's own counters (ops, bytes, latency per volume), as it renders them.
-  out += read_unix_socket(opt_.state_dir + "/card-blk.metrics");
+  // The cards' own counters (ops, bytes, latency per volume; packets, drops per ENI),
+  // as they render them.
+  out += read_unix_socket(card_path(blk_, ".metrics"));
+  out += read_unix_socket(card_path(net_, ".metrics"));
   return out;
 }
 
@@ -883,11 +1376,13 @@ ApiResult<void> Host::launch(const std::string& id) {
   InstanceRec inst;
   ImageRec img;
   std::vector<VolumeRec> vols;
+  std::string eni_id;
   {
     std::lock_guard lock(mu_);
     inst = instances_[id];
     img = images_[inst.image_id];
     for (VolumeRec* v : volumes_of(id)) vols.push_back(*v);
+    if (const EniRec* e = eni_of(id)) eni_id = e->id;
     Runtime& rt = rt_[id];
     rt.expect_exit = false;
     rt.exited = false;
@@ -896,20 +1391,7 @@ ApiResult<void> Host::launch(const std::string& id) {
   if (inst.state != state::kPending && inst.state != state::kRunning)
     return api_error(K::kInternal, "InternalError", "instance is " + inst.state + "; not launching");
   const InstanceType* type = find_instance_type(inst.type);
-  // 1. The card: every volume of the instance served on its socket.
-  AZOTE_TRYV(ensure_card());
-  for (const VolumeRec& v : vols) {
-    card_remove(v.id);
-    AZOTE_TRYV(card_add(v, type));
-    if (!v.import_from.empty()) {  // the content is in: never again
-      std::lock_guard lock(mu_);
-      if (auto it = volumes_.find(v.id); it != volumes_.end()) {
-        it->second.import_from.clear();
-        persist(it->second);
-      }
-    }
-  }
-  // 2. The empty shell: memory, vCPUs parked, kernel loaded, a control socket.
+  // 1. The empty shell: memory, vCPUs parked, kernel loaded, a control socket.
   const std::string dir = instance_dir(id);
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -930,8 +1412,29 @@ ApiResult<void> Host::launch(const std::string& id) {
     watch(p->pidfd.get());
     rt_[id].hv = std::move(p).value();
   }
-  // Wait for the control socket, but not for a hypervisor that already gave up (a
-  // kernel it cannot load, a host resource it cannot get): its own words are the reason.
+  // 2. The block card: every volume of the instance served on its socket (while the
+  // shell sets itself up).
+  AZOTE_TRYV(ensure_card(blk_));
+  for (const VolumeRec& v : vols) {
+    card_remove(v.id);
+    AZOTE_TRYV(card_add(v, type));
+    if (!v.import_from.empty()) {  // the content is in: never again
+      std::lock_guard lock(mu_);
+      if (auto it = volumes_.find(v.id); it != volumes_.end()) {
+        it->second.import_from.clear();
+        persist(it->second);
+      }
+    }
+  }
+  // 3. The network card: the instance's ENI (its address, MAC, groups, limits and
+  // metadata) served on its socket.
+  if (!eni_id.empty()) {
+    std::lock_guard net_lock(net_mu_);
+    AZOTE_TRYV(ensure_net());
+    AZOTE_TRYV(net_add_eni(id));
+  }
+  // Wait for the shell's control socket, but not for a hypervisor that already gave up
+  // (a kernel it cannot load, a host resource it cannot get): its own words are the reason.
   std::optional<control::Client> c;
   const auto deadline = std::chrono::steady_clock::now() + kControlTimeout;
   for (;;) {
@@ -956,16 +1459,20 @@ ApiResult<void> Host::launch(const std::string& id) {
                            (last.empty() ? "" : " (" + last + ")"));
     }
   }
-  // 3. The channels: one virtio device per volume, root first.
+  // 4. The channels: one virtio device per volume, root first, then the ENI.
   for (const VolumeRec& v : vols) {
     auto a = c->call({{"op", "attach-device"}, {"kind", "blk"}, {"socket", volume_socket(v.id)}}, kControlTimeout);
     if (!a) return api_error(K::kInternal, "InternalError", "attaching " + v.id + ": " + a.error().message());
+  }
+  if (!eni_id.empty()) {
+    auto a = c->call({{"op", "attach-device"}, {"kind", "net"}, {"socket", eni_socket(eni_id)}}, kControlTimeout);
+    if (!a) return api_error(K::kInternal, "InternalError", "attaching " + eni_id + ": " + a.error().message());
   }
   {
     std::lock_guard lock(mu_);
     if (rt_[id].terminate_requested) return api_error(K::kInternal, "InternalError", "terminated during launch");
   }
-  // 4. Release the vCPUs.
+  // 5. Release the vCPUs.
   auto s = c->call({{"op", "start"}}, kControlTimeout);
   if (!s) return api_error(K::kInternal, "InternalError", "starting the vCPUs: " + s.error().message());
   std::lock_guard lock(mu_);
@@ -988,6 +1495,7 @@ void Host::stop_hv(const std::string& id, bool force) {
       for (VolumeRec* v : volumes_of(id)) vols.push_back(v->id);
     }
     for (const auto& v : vols) card_remove(v);
+    net_remove_eni(id);
     return;
   }
   rt.expect_exit = true;
@@ -1007,10 +1515,18 @@ void Host::stop_hv(const std::string& id, bool force) {
   for (VolumeRec* v : volumes_of(id)) vols.push_back(v->id);
   lock.unlock();
   for (const auto& v : vols) card_remove(v);
+  net_remove_eni(id);
 }
 
 void Host::finish_terminate(const std::string& id) {
   std::lock_guard lock(mu_);
+  // The ENI goes with the instance, and its address back to the subnet (the card no
+  // longer has it: stop_hv removed it).
+  if (EniRec* e = eni_of(id)) {
+    const std::string eid = e->id;
+    if (auto d = store_.erase_eni(eid); !d) LOG_ERROR("instance %s: deleting %s: %s", id.c_str(), eid.c_str(), d.error().message().c_str());
+    else enis_.erase(eid);
+  }
   for (VolumeRec* v : volumes_of(id)) {
     if (v->delete_on_termination) {
       const std::string vid = v->id;
@@ -1032,24 +1548,28 @@ void Host::finish_terminate(const std::string& id) {
 // ---- supervision -----------------------------------------------------------------
 
 void Host::supervisor_loop() {
+  Card* const cards[] = {&blk_, &net_};
   for (;;) {
-    {
+    for (Card* c : cards) {
       std::unique_lock lock(mu_);
-      if (card_readd_) {
-        card_readd_ = false;
+      if (c->readd) {
+        c->readd = false;
         lock.unlock();
-        restart_card();
+        restart_card(*c);
       }
     }
     epoll_event ev[16];
     int timeout_ms = -1;
-    if (card_restart_at_)
-      timeout_ms = static_cast<int>(std::max<int64_t>(
-          0, std::chrono::duration_cast<std::chrono::milliseconds>(*card_restart_at_ - std::chrono::steady_clock::now())
-                 .count()));
+    for (Card* c : cards)
+      if (c->restart_at) {
+        const int ms = static_cast<int>(std::max<int64_t>(
+            0, std::chrono::duration_cast<std::chrono::milliseconds>(*c->restart_at - std::chrono::steady_clock::now())
+                   .count()));
+        timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms);
+      }
     const int n = ::epoll_wait(epoll_.get(), ev, 16, timeout_ms);
     if (n < 0 && errno != EINTR) return;
-    bool card_died = false;
+    std::vector<Card*> died;
     {
       std::lock_guard lock(mu_);
       if (stopping_) return;
@@ -1057,13 +1577,16 @@ void Host::supervisor_loop() {
         if (ev[i].data.u64 == kTagWake) continue;
         const int fd = static_cast<int>(ev[i].data.u64);
         ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
-        if (card_ && card_->pidfd.get() == fd) {
-          const int status = reap(*card_);
-          LOG_WARN("controller: the block card (pid %d) exited (status %d)", card_->pid, status);
-          card_.reset();
-          card_died = !card_expect_exit_;
-          continue;
+        bool was_card = false;
+        for (Card* c : cards) {
+          if (!c->proc || c->proc->pidfd.get() != fd) continue;
+          const int status = reap(*c->proc);
+          LOG_WARN("controller: the %s (pid %d) exited (status %d)", c->label.c_str(), c->proc->pid, status);
+          c->proc.reset();
+          if (!c->expect_exit) died.push_back(c);
+          was_card = true;
         }
+        if (was_card) continue;
         for (auto& [id, rt] : rt_) {
           if (!rt.hv || rt.hv->pidfd.get() != fd) continue;
           rt.exit_status = reap(*rt.hv);
@@ -1085,59 +1608,75 @@ void Host::supervisor_loop() {
       }
     }
     const auto now = std::chrono::steady_clock::now();
-    if (card_died) {
+    for (Card* c : died) {
       // Restart at once the first time; a card that keeps dying is restarted with a
       // growing delay (0.1 s doubling to 10 s) so a crash loop does not eat the host.
-      card_deaths_.push_back(now);
-      while (!card_deaths_.empty() && now - card_deaths_.front() > 60s) card_deaths_.pop_front();
-      const size_t recent = card_deaths_.size();
+      c->deaths.push_back(now);
+      while (!c->deaths.empty() && now - c->deaths.front() > 60s) c->deaths.pop_front();
+      const size_t recent = c->deaths.size();
       const auto delay = recent <= 1 ? 0ms : std::min<std::chrono::milliseconds>(100ms * (1u << std::min<size_t>(recent - 2, 7)), 10s);
       if (delay > 0ms)
-        LOG_WARN("controller: the block card died %zu times in a minute; restarting it in %lld ms", recent,
+        LOG_WARN("controller: the %s died %zu times in a minute; restarting it in %lld ms", c->label.c_str(), recent,
                  static_cast<long long>(delay.count()));
-      card_restart_at_ = now + delay;
+      c->restart_at = now + delay;
     }
-    if (card_restart_at_ && now >= *card_restart_at_) {
-      card_restart_at_.reset();
-      restart_card();
-    }
+    for (Card* c : cards)
+      if (c->restart_at && now >= *c->restart_at) {
+        c->restart_at.reset();
+        restart_card(*c);
+      }
   }
 }
 
-void Host::restart_card() {
-  // Restart the card and hand it every volume a live hypervisor is using; the
+void Host::restart_card(Card& c) {
+  // Restart the card and hand it everything a live hypervisor is using; the
   // hypervisors reconnect to the sockets by themselves.
-  if (auto c = ensure_card(); !c) {
-    LOG_ERROR("controller: restarting the block card failed: %s", c.error().sentence.c_str());
-    card_restart_at_ = std::chrono::steady_clock::now() + 1s;
+  const bool net = &c == &net_;
+  std::unique_lock<std::mutex> net_lock(net_mu_, std::defer_lock);
+  if (net) net_lock.lock();
+  if (auto e = net ? ensure_net() : ensure_card(c); !e) {
+    LOG_ERROR("controller: restarting the %s failed: %s", c.label.c_str(), e.error().sentence.c_str());
+    c.restart_at = std::chrono::steady_clock::now() + 1s;
     return;
   }
   std::vector<std::pair<VolumeRec, const InstanceType*>> readd;
+  std::vector<std::string> readd_enis;  // instance ids
   {
     std::lock_guard lock(mu_);
-    ++card_restarts_;
+    ++c.restarts;
     for (auto& [id, r] : instances_) {
       if (r.state != state::kRunning && r.state != state::kPending && r.state != state::kStopping) continue;
       if (r.state == state::kPending && rt_[id].busy) continue;  // its launch adds them
-      for (VolumeRec* v : volumes_of(id)) readd.emplace_back(*v, find_instance_type(r.type));
+      if (net) {
+        if (eni_of(id)) readd_enis.push_back(id);
+      } else {
+        for (VolumeRec* v : volumes_of(id)) readd.emplace_back(*v, find_instance_type(r.type));
+      }
     }
   }
   for (const auto& [v, t] : readd)
     if (auto a = card_add(v, t); !a) LOG_ERROR("controller: re-adding %s: %s", v.id.c_str(), a.error().sentence.c_str());
-  LOG_INFO("controller: block card restarted, %zu volume(s) re-added", readd.size());
+  for (const auto& id : readd_enis)
+    if (auto a = net_add_eni(id); !a) LOG_ERROR("controller: re-adding the ENI of %s: %s", id.c_str(), a.error().sentence.c_str());
+  if (net)
+    LOG_INFO("controller: network card restarted, VPC and groups pushed, %zu ENI(s) re-added", readd_enis.size());
+  else
+    LOG_INFO("controller: block card restarted, %zu volume(s) re-added", readd.size());
 }
 
 ApiResult<void> Host::recover() {
-  // The card from last time, if it still runs: adopt it (its volumes stay served).
+  // The cards from last time, if they still run: adopt them (their volumes and ENIs
+  // stay served).
   auto cards = store_.cards();
   if (cards) {
     for (const auto& c : *cards) {
-      if (c.name != "blk") continue;
+      Card* card = c.name == "blk" ? &blk_ : c.name == "net" ? &net_ : nullptr;
+      if (!card) continue;
       auto p = adopt(static_cast<pid_t>(c.pid), c.starttime);
       if (p) {
-        card_ = std::move(p).value();
-        watch(card_->pidfd.get());
-        LOG_INFO("controller: adopted the block card (pid %d)", card_->pid);
+        card->proc = std::move(p).value();
+        watch(card->proc->pidfd.get());
+        LOG_INFO("controller: adopted the %s (pid %d)", card->label.c_str(), card->proc->pid);
       }
     }
   }
@@ -1191,8 +1730,13 @@ ApiResult<void> Host::recover() {
     }
   }
   // Running instances whose card did not survive: start one and re-add their volumes
-  // (the supervisor does it first thing).
-  if (running && !card_) card_readd_ = true;
+  // or ENIs (the supervisor does it first thing). An adopted network card gets the
+  // model again and exactly the ENIs of running instances.
+  if (running && !blk_.proc) blk_.readd = true;
+  bool running_eni = false;
+  for (const auto& [id, e] : enis_) running_eni |= instances_.count(e.instance_id) && instances_[e.instance_id].state == state::kRunning;
+  if (net_.proc) net_reconcile();
+  else if (running_eni) net_.readd = true;
   return {};
 }
 
@@ -1231,12 +1775,13 @@ void Host::shutdown() {
   if (supervisor_.joinable()) supervisor_.join();
   if (opt_.stop_on_exit) {
     std::lock_guard lock(mu_);
-    if (card_) {
-      card_expect_exit_ = true;
-      send_signal(*card_, SIGTERM);
-      if (!wait_exit(*card_, 10'000)) send_signal(*card_, SIGKILL);
-      reap(*card_);
-      card_.reset();
+    for (Card* c : {&blk_, &net_}) {
+      if (!c->proc) continue;
+      c->expect_exit = true;
+      send_signal(*c->proc, SIGTERM);
+      if (!wait_exit(*c->proc, 10'000)) send_signal(*c->proc, SIGKILL);
+      reap(*c->proc);
+      c->proc.reset();
     }
   }
 }

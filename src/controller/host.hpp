@@ -1,15 +1,18 @@
-// The host: every instance, volume and image this controller owns, the processes that
-// realise them (one azote-hv per instance, one azote-card-blk for all volumes), and
-// the lifecycle in Nitro's order — an empty shell (azote-hv with memory and parked
-// vCPUs), the card set up (volumes added), the channels connected (devices attached),
-// then the vCPUs released.
+// The host: every instance, volume and image this controller owns, its VPC (one
+// default VPC and subnet, security groups, one primary ENI per instance), the
+// processes that realise them (one azote-hv per instance, one azote-card-blk for all
+// volumes, one azote-card-net for all ENIs), and the lifecycle in Nitro's order — an
+// empty shell (azote-hv with memory and parked vCPUs), the cards set up (volumes, then
+// the ENI added), the channels connected (devices attached), then the vCPUs released.
 //
 // Calls validate, change the in-memory records and write them to SQLite before they
 // return; the slow work (processes, sockets) runs on worker threads, one job at a time
 // per instance. A supervisor thread watches every process through pidfds: an hv that
 // dies stops its instance with a reason, a card that dies is restarted and its volumes
-// re-added (the hypervisors reconnect by themselves). A controller restart re-adopts
-// live processes and reports the ones that died meanwhile.
+// (block card) or its VPC, security groups and ENIs (network card) re-added; the
+// hypervisors reconnect by themselves. A controller restart re-adopts live processes
+// and reports the ones that died meanwhile. Every security group change is pushed to
+// the network card at once (set-security-group-rules).
 #pragma once
 
 #include <chrono>
@@ -26,28 +29,21 @@
 #include <vector>
 
 #include "controller/catalog.hpp"
+#include "controller/errors.hpp"
+#include "controller/network.hpp"
 #include "controller/processes.hpp"
 #include "controller/store.hpp"
+#include "control/control.hpp"
 #include "pki/pki.hpp"
 
 namespace azote::controller {
 
-// An EC2-style API error: code (e.g. "InvalidParameterValue"), the gRPC category it
-// maps to, and one sentence.
-struct ApiError {
-  enum class Kind { kInvalid, kNotFound, kConflict, kCapacity, kUnsupported, kInternal, kDenied, kUnauthenticated };
-  Kind kind = Kind::kInternal;
-  std::string code;
-  std::string sentence;
-  std::string message() const { return code + ": " + sentence; }
-};
-template <class T>
-using ApiResult = Result<T, ApiError>;
-Unexpected<ApiError> api_error(ApiError::Kind kind, std::string code, std::string sentence);
-
 struct HostOptions {
   std::string state_dir;
-  std::string hv_bin, card_blk_bin;
+  std::string hv_bin, card_blk_bin, card_net_bin;
+  std::string region = "local-1";           // DNS: ip-a-b-c-d.<region>.compute.internal; zone <region>a
+  std::string vpc_cidr = "10.0.0.0/16";     // the default VPC, made once (the stored one wins later)
+  std::string subnet_cidr = "10.0.1.0/24";  // its default subnet
   uint32_t capacity_vcpus = 0;      // 0: 8 per host CPU
   uint64_t capacity_memory_mib = 0; // 0: 80% of MemTotal
   bool stop_on_exit = false;        // shutdown(): stop instances and the card too
@@ -57,6 +53,21 @@ struct RunRequest {
   std::string image_id, instance_type, user_data, client_token, root_volume_type;
   uint32_t count = 1, root_volume_size_gib = 0;
   Tags tags;
+  std::vector<std::string> security_group_ids;  // default: the VPC's "default" group
+  std::string subnet_id;                        // default: the default subnet
+  std::string http_tokens;                      // "optional" (default) or "required"
+  bool no_network = false;                      // no network interface at all
+};
+struct SubnetView {
+  SubnetRec rec;
+  uint32_t available = 0;  // usable addresses not held by an ENI
+};
+// What DescribeInstances shows of the network: the ENI of each instance that has one,
+// and the names of the groups.
+struct NetworkView {
+  std::map<std::string, EniRec> eni_of;             // by instance id
+  std::map<std::string, std::string> group_names;   // by group id
+  std::string region;
 };
 struct RunResult {
   std::string reservation_id;
@@ -99,6 +110,17 @@ class Host {
   ApiResult<void> delete_volume(const std::string& volume_id);
   ApiResult<std::vector<VolumeRec>> describe_volumes(const std::vector<std::string>& ids);
 
+  ApiResult<std::vector<VpcRec>> describe_vpcs(const std::vector<std::string>& ids);
+  ApiResult<std::vector<SubnetView>> describe_subnets(const std::vector<std::string>& ids);
+  ApiResult<SecurityGroupRec> create_security_group(const std::string& name, const std::string& description,
+                                                    const std::string& vpc_id);
+  ApiResult<void> delete_security_group(const std::string& id);
+  // Authorize (add) or revoke (remove) rules of one direction: all of them or none.
+  ApiResult<SecurityGroupRec> change_rules(const std::string& group_id, bool ingress, bool authorize,
+                                           const std::vector<Permission>& perms);
+  ApiResult<std::vector<SecurityGroupRec>> describe_security_groups(const std::vector<std::string>& ids);
+  NetworkView network_view();
+
   // Prometheus text: instances by state, capacity, the card's own counters.
   std::string metrics_text();
 
@@ -119,12 +141,29 @@ class Host {
   };
   enum class Job { kLaunch, kStop, kStopForce, kReboot, kTerminate, kCleanup };
 
+  // One supervised card process (azote-card-blk, azote-card-net).
+  struct Card {
+    explicit Card(std::string n, std::string l) : name(std::move(n)), label(std::move(l)) {}
+    const std::string name;   // "blk", "net": card-NAME.ctl, .metrics, .log in the state dir
+    const std::string label;  // "block card", "network card"
+    std::optional<Proc> proc;            // mu_
+    bool expect_exit = false;            // mu_
+    bool readd = false;                  // mu_: replaced outside the supervisor; re-add its objects
+    uint64_t restarts = 0;               // mu_
+    // Deaths in the last minute, for the restart backoff (supervisor thread only).
+    std::deque<std::chrono::steady_clock::time_point> deaths;
+    std::optional<std::chrono::steady_clock::time_point> restart_at;
+    std::mutex start_mu;  // one (re)start at a time
+  };
+
   Host(const HostOptions& o, const pki::HostPki& pki, Store store);
   ApiResult<void> recover();  // after open: adopt or report every process
+  ApiResult<void> ensure_default_network();
   void worker_loop();
   void supervisor_loop();
-  // Starts the card again and re-adds every volume of a live instance.
-  void restart_card();
+  // Starts the card again and re-adds what it serves to live instances: every volume
+  // (block card), or the VPC, the groups and every ENI (network card).
+  void restart_card(Card& c);
   void enqueue(const std::string& id, Job job);
   void run_job(const std::string& id, Job job);
 
@@ -132,10 +171,25 @@ class Host {
   ApiResult<void> launch(const std::string& id);
   void stop_hv(const std::string& id, bool force);
   void finish_terminate(const std::string& id);
-  ApiResult<void> ensure_card();
+  // Starts the card unless it runs; *started tells whether a new process was made.
+  ApiResult<void> ensure_card(Card& c, bool* started = nullptr);
   ApiResult<void> card_add(const VolumeRec& v, const InstanceType* type);
   void card_remove(const std::string& volume_id);
   std::string volume_socket(const std::string& volume_id) const;
+  std::string card_path(const Card& c, const char* suffix) const;
+  // The network card (net_mu_ held): running, with the VPC model (VPCs, groups).
+  ApiResult<void> ensure_net();
+  ApiResult<void> net_push_model();
+  // The ENI of `instance_id` (removed first if the card has it), with its limits and
+  // metadata; net_mu_ held.
+  ApiResult<void> net_add_eni(const std::string& instance_id);
+  void net_remove_eni(const std::string& instance_id);
+  // Pushes one group's rules (net_mu_ taken here); a deleted group is emptied.
+  void net_push_group(const std::string& group_id);
+  // After adopting a network card: the model again, ENIs of running instances added,
+  // others removed.
+  void net_reconcile();
+  std::string eni_socket(const std::string& eni_id) const;
   std::string instance_dir(const std::string& id) const;
   void watch(int pidfd);
 
@@ -147,6 +201,9 @@ class Host {
   ApiResult<InstanceRec*> find_instance(const std::string& id);
   ApiResult<VolumeRec*> find_volume(const std::string& id);
   std::vector<VolumeRec*> volumes_of(const std::string& instance_id);
+  EniRec* eni_of(const std::string& instance_id);
+  std::optional<control::Json> eni_request(const std::string& instance_id);
+  ApiResult<SecurityGroupRec*> find_group(const std::string& id);
   uint32_t used_vcpus() const;
   uint64_t used_memory_mib() const;
   ApiResult<VolumeRec> new_volume(const VolumeSpec& spec, bool encrypted, const Tags& tags, const std::string& token);
@@ -163,20 +220,23 @@ class Host {
   std::map<std::string, VolumeRec> volumes_;
   std::map<std::string, ImageRec> images_;
   std::map<std::string, TokenRec> tokens_;
-  std::optional<Proc> card_;
-  bool card_expect_exit_ = false;
-  uint64_t card_restarts_ = 0;
-  // Deaths in the last minute, for the restart backoff (supervisor thread only).
-  std::deque<std::chrono::steady_clock::time_point> card_deaths_;
-  std::optional<std::chrono::steady_clock::time_point> card_restart_at_;
+  std::map<std::string, VpcRec> vpcs_;
+  std::map<std::string, SubnetRec> subnets_;
+  std::map<std::string, SecurityGroupRec> groups_;
+  std::map<std::string, EniRec> enis_;  // by ENI id
+  Card blk_{"blk", "block card"};
+  Card net_{"net", "network card"};
   std::deque<std::pair<std::string, Job>> jobs_;
   bool stopping_ = false;         // the supervisor ends
   bool workers_stop_ = false;     // the workers end (first, at shutdown)
-  bool card_readd_ = false;       // the card was replaced outside the supervisor: re-add volumes
   std::vector<std::thread> workers_;
   std::thread supervisor_;
   UniqueFd epoll_, wake_;
-  std::mutex card_mu_;  // one card (re)start at a time
+  // Every request to the network card, so changes reach it in the order they were
+  // made (a group change never overtakes a full model push). Taken before mu_, never
+  // while mu_ is held.
+  std::mutex net_mu_;
+  bool net_model_ok_ = false;  // net_mu_: the running card has the VPC and every group
 };
 
 }  // namespace azote::controller

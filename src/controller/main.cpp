@@ -95,6 +95,10 @@ int main(int argc, char** argv) {
   ho.state_dir = o.state_dir;
   ho.hv_bin = o.hv_bin.empty() ? sibling("azote-hv") : o.hv_bin;
   ho.card_blk_bin = o.card_blk_bin.empty() ? sibling("azote-card-blk") : o.card_blk_bin;
+  ho.card_net_bin = o.card_net_bin.empty() ? sibling("azote-card-net") : o.card_net_bin;
+  ho.region = o.region;
+  ho.vpc_cidr = o.vpc_cidr;
+  ho.subnet_cidr = o.subnet_cidr;
   ho.capacity_vcpus = o.capacity_vcpus;
   ho.capacity_memory_mib = o.capacity_memory_mib;
   ho.stop_on_exit = o.stop_on_exit;

@@ -1,6 +1,9 @@
 #include "controller/options.hpp"
 
+#include <algorithm>
+
 #include "base/parse.hpp"
+#include "controller/network.hpp"
 
 namespace azote::controller {
 namespace {
@@ -28,6 +31,7 @@ Result<Options, OptionsError> parse_options(const std::vector<std::string>& args
       return o;
     }
     const bool wants_value = a == "--state-dir" || a == "--listen" || a == "--hv" || a == "--card-blk" ||
+                             a == "--card-net" || a == "--region" || a == "--vpc-cidr" || a == "--subnet-cidr" ||
                              a == "--capacity-vcpus" || a == "--capacity-memory" || a == "--on-exit" ||
                              a == "--log-level" || a == "--metrics-textfile";
     if (!wants_value) return bad("unknown option \"" + args[i] + "\" (see --help)");
@@ -49,6 +53,18 @@ Result<Options, OptionsError> parse_options(const std::vector<std::string>& args
       o.hv_bin = x;
     } else if (a == "--card-blk") {
       o.card_blk_bin = x;
+    } else if (a == "--card-net") {
+      o.card_net_bin = x;
+    } else if (a == "--region") {
+      const bool ok = !x.empty() && x.size() <= 32 && std::all_of(x.begin(), x.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+      }) && x.front() != '-' && x.back() != '-';
+      if (!ok) return bad("--region \"" + x + "\": expected 1-32 lowercase letters, digits and inner dashes (e.g. local-1)");
+      o.region = x;
+    } else if (a == "--vpc-cidr") {
+      o.vpc_cidr = x;
+    } else if (a == "--subnet-cidr") {
+      o.subnet_cidr = x;
     } else if (a == "--capacity-vcpus") {
       const auto n = parse_uint(x, 1, 4096);
       if (!n) return bad("--capacity-vcpus \"" + x + "\": expected 1-4096");
@@ -70,6 +86,7 @@ Result<Options, OptionsError> parse_options(const std::vector<std::string>& args
       o.log_level = x;
     }
   }
+  if (auto e = check_network_layout(o.vpc_cidr, o.subnet_cidr)) return bad("--vpc-cidr/--subnet-cidr: " + *e);
   if (o.listen.empty()) o.listen = "unix:" + o.state_dir + "/api.sock";
   if (o.listen.rfind("unix:", 0) == 0 && o.listen.size() - 5 >= 108)
     return bad("the API socket path " + o.listen.substr(5) + " is longer than 107 bytes; use a shorter --state-dir or --listen");
@@ -84,20 +101,32 @@ API (lib/api/azote.proto) over gRPC with mutual TLS 1.3: clients present a certi
 issued by this host's CA (azote admin issue-cert) whose role is control-plane (every
 call) or operator (read-only calls). Nothing listens in plaintext. Every call,
 accepted or denied, and every refused TLS handshake is appended to a hash-chained,
-signed audit log (azote audit verify). Runs one azote-hv per instance and one
-azote-card-blk for all volumes; state is kept in SQLite and survives restarts, which
-re-adopt running processes.
+signed audit log (azote audit verify). Runs one azote-hv per instance, one
+azote-card-blk for all volumes and one azote-card-net for all network interfaces
+(the host's VPC: a default VPC and subnet, security groups, one ENI per instance);
+state is kept in SQLite and survives restarts, which re-adopt running processes.
 
 Options:
   --state-dir DIR         State: controller.db, pki/ (CA, server and host keys),
                           audit/ (audit.log, audit.log.head, signing.pub), volumes/,
-                          images/, instances/. Default /var/lib/azote. Created 0700.
+                          images/, instances/, s/ (vhost-user sockets), card-*.ctl,
+                          card-*.log. Default /var/lib/azote. Created 0700.
   --listen EP             unix:PATH or HOST:PORT (default unix:DIR/api.sock)
   --hv PATH               azote-hv binary (default: next to this program)
   --card-blk PATH         azote-card-blk binary (default: next to this program)
+  --card-net PATH         azote-card-net binary (default: next to this program). If it
+                          is missing or cannot start, only instances launched without a
+                          network interface (--no-network-interface) can run
+  --region NAME           region name: DNS names ip-a-b-c-d.NAME.compute.internal, the
+                          availability zone NAMEa (default local-1)
+  --vpc-cidr CIDR         the default VPC, made with a new state directory
+                          (default 10.0.0.0/16; /16 to /28)
+  --subnet-cidr CIDR      its default subnet (default 10.0.1.0/24; inside the VPC,
+                          /16 to /28); an instance gets the next free address (EC2
+                          reserves the network address, .1, .2, .3 and broadcast)
   --capacity-vcpus N      vCPUs this host sells (default 8 per host CPU)
   --capacity-memory SIZE  guest memory this host sells, e.g. 16G (default 80% of RAM)
-  --on-exit keep|stop     on SIGTERM/SIGINT, leave instances and the card running for
+  --on-exit keep|stop     on SIGTERM/SIGINT, leave instances and the cards running for
                           the next controller (keep, default) or stop them (stop)
   --metrics-textfile PATH write the Prometheus text (instances by state, vCPU and
                           memory allocated, API calls by method and outcome, the card's

@@ -15,7 +15,9 @@ using OptionsError = Error<OptionsErrc>;
 struct Options {
   std::string state_dir = "/var/lib/azote";
   std::string listen;  // "unix:PATH" or "HOST:PORT"; default unix:STATE/api.sock
-  std::string hv_bin, card_blk_bin;  // default: next to this program
+  std::string hv_bin, card_blk_bin, card_net_bin;  // default: next to this program
+  std::string region = "local-1";
+  std::string vpc_cidr = "10.0.0.0/16", subnet_cidr = "10.0.1.0/24";
   uint32_t capacity_vcpus = 0;
   uint64_t capacity_memory_mib = 0;
   bool stop_on_exit = false;

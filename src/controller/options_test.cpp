@@ -39,5 +39,30 @@ TEST(ControllerOptions, ErrorsNameTheInput) {
   EXPECT_TRUE(parse_options({"--help"})->help);
 }
 
+TEST(ControllerOptions, NetworkDefaultsAndChecks) {
+  auto o = parse_options({});
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->vpc_cidr, "10.0.0.0/16");
+  EXPECT_EQ(o->subnet_cidr, "10.0.1.0/24");
+  EXPECT_EQ(o->region, "local-1");
+  EXPECT_EQ(o->card_net_bin, "");
+  o = parse_options({"--vpc-cidr", "172.16.0.0/20", "--subnet-cidr=172.16.4.0/24", "--region", "eu-west-9",
+                     "--card-net", "/opt/azote-card-net"});
+  ASSERT_TRUE(o.ok()) << o.error().message();
+  EXPECT_EQ(o->vpc_cidr, "172.16.0.0/20");
+  EXPECT_EQ(o->subnet_cidr, "172.16.4.0/24");
+  EXPECT_EQ(o->region, "eu-west-9");
+  EXPECT_EQ(o->card_net_bin, "/opt/azote-card-net");
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"--subnet-cidr", "10.1.0.0/24"},   // outside the VPC
+        std::vector<std::string>{"--vpc-cidr", "10.0.0.0/8"},       // larger than /16
+        std::vector<std::string>{"--subnet-cidr", "10.0.1.1/24"},   // host bits
+        std::vector<std::string>{"--subnet-cidr", "10.0.1.0/29"},   // smaller than /28
+        std::vector<std::string>{"--region", "Local 1"}, std::vector<std::string>{"--region", "-x"}}) {
+    auto e = parse_options(bad);
+    EXPECT_FALSE(e.ok()) << bad[0] << " " << bad[1];
+  }
+}
+
 }  // namespace
 }  // namespace azote::controller

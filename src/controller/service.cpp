@@ -1,6 +1,7 @@
 #include "controller/service.hpp"
 
 #include "base/log.hpp"
+#include "vpc_policy/flow.hpp"
 
 namespace azote::controller {
 namespace {
@@ -21,7 +22,7 @@ grpc::StatusCode status_code(K k) {
   return grpc::StatusCode::INTERNAL;
 }
 
-void fill(v1::Instance* o, const InstanceRec& r, const std::vector<VolumeRec>& vols) {
+void fill(v1::Instance* o, const InstanceRec& r, const std::vector<VolumeRec>& vols, const NetworkView& net) {
   o->set_instance_id(r.id);
   o->set_image_id(r.image_id);
   o->set_instance_type(r.type);
@@ -50,6 +51,70 @@ void fill(v1::Instance* o, const InstanceRec& r, const std::vector<VolumeRec>& v
     m->set_delete_on_termination(v.delete_on_termination);
     m->set_status(v.attach_state);
   }
+  auto* md = o->mutable_metadata_options();
+  md->set_http_tokens(r.http_tokens);
+  md->set_http_endpoint("enabled");
+  md->set_state("applied");
+  const auto e = net.eni_of.find(r.id);
+  if (e == net.eni_of.end()) return;  // none asked for, or terminated (the address is released)
+  const EniRec& eni = e->second;
+  const auto ip = vpc::parse_ipv4(eni.private_ip);
+  const std::string dns = private_dns_name(ip ? *ip : 0, net.region);
+  o->set_private_ip_address(eni.private_ip);
+  o->set_private_dns_name(dns);
+  o->set_mac_address(eni.mac);
+  o->set_subnet_id(eni.subnet_id);
+  o->set_vpc_id(eni.vpc_id);
+  auto* n = o->add_network_interfaces();
+  n->set_network_interface_id(eni.id);
+  n->set_subnet_id(eni.subnet_id);
+  n->set_vpc_id(eni.vpc_id);
+  n->set_mac_address(eni.mac);
+  n->set_private_ip_address(eni.private_ip);
+  n->set_private_dns_name(dns);
+  n->set_status("in-use");
+  n->set_source_dest_check(true);
+  n->mutable_attachment()->set_device_index(0);
+  n->mutable_attachment()->set_status("attached");
+  n->mutable_attachment()->set_delete_on_termination(true);
+  for (const auto& g : eni.groups) {
+    const auto name = net.group_names.find(g);
+    for (auto* gi : {o->add_security_groups(), n->add_groups()}) {
+      gi->set_group_id(g);
+      gi->set_group_name(name == net.group_names.end() ? "" : name->second);
+    }
+  }
+}
+
+void fill(v1::IpPermission* o, const Permission& p) {
+  o->set_ip_protocol(p.protocol);
+  if (p.from_port) o->set_from_port(*p.from_port);
+  if (p.to_port) o->set_to_port(*p.to_port);
+  for (const auto& c : p.cidrs) o->add_cidr_ips(c);
+  for (const auto& g : p.groups) o->add_source_group_ids(g);
+}
+
+void fill(v1::SecurityGroup* o, const SecurityGroupRec& g) {
+  o->set_group_id(g.id);
+  o->set_group_name(g.name);
+  o->set_description(g.description);
+  o->set_vpc_id(g.vpc_id);
+  for (const auto& r : g.ingress) fill(o->add_ip_permissions(), permission_of(r));
+  for (const auto& r : g.egress) fill(o->add_ip_permissions_egress(), permission_of(r));
+}
+
+std::vector<Permission> permissions_of(const google::protobuf::RepeatedPtrField<v1::IpPermission>& in) {
+  std::vector<Permission> out;
+  for (const auto& p : in) {
+    Permission x;
+    x.protocol = p.ip_protocol();
+    if (p.has_from_port()) x.from_port = p.from_port();
+    if (p.has_to_port()) x.to_port = p.to_port();
+    x.cidrs.assign(p.cidr_ips().begin(), p.cidr_ips().end());
+    x.groups.assign(p.source_group_ids().begin(), p.source_group_ids().end());
+    out.push_back(std::move(x));
+  }
+  return out;
 }
 
 void fill(v1::Volume* o, const VolumeRec& v) {
@@ -191,12 +256,17 @@ grpc::Status Service::RunInstances(grpc::ServerContext* ctx, const v1::RunInstan
     r.client_token = req->client_token();
     r.root_volume_size_gib = req->root_volume_size_gib();
     r.root_volume_type = req->root_volume_type();
+    r.security_group_ids = ids_of(req->security_group_ids());
+    r.subnet_id = req->subnet_id();
+    r.http_tokens = req->http_tokens();
+    r.no_network = req->no_network_interface();
     AZOTE_TRY(out, host_.run_instances(r));
     AZOTE_TRY(vols, host_.describe_volumes({}));
+    const NetworkView net = host_.network_view();
     resp->set_reservation_id(out.reservation_id);
     res.push_back(out.reservation_id);
     for (const auto& i : out.instances) {
-      fill(resp->add_instances(), i, vols);
+      fill(resp->add_instances(), i, vols, net);
       res.push_back(i.id);
     }
     return {};
@@ -209,7 +279,8 @@ grpc::Status Service::DescribeInstances(grpc::ServerContext* ctx, const v1::Desc
               [&](std::vector<std::string>&) -> ApiResult<void> {
                 AZOTE_TRY(is, host_.describe_instances(ids_of(req->instance_ids())));
                 AZOTE_TRY(vols, host_.describe_volumes({}));
-                for (const auto& i : is) fill(resp->add_instances(), i, vols);
+                const NetworkView net = host_.network_view();
+                for (const auto& i : is) fill(resp->add_instances(), i, vols, net);
                 return {};
               });
 }
@@ -286,6 +357,7 @@ grpc::Status Service::DescribeInstanceTypes(grpc::ServerContext* ctx, const v1::
                   o->set_network_mbps(t->network_mbps);
                   o->set_ebs_mbps(t->ebs_mbps);
                   o->set_ebs_iops(t->ebs_iops);
+                  o->set_network_pps(t->network_pps);
                 }
                 return {};
               });
@@ -366,6 +438,93 @@ grpc::Status Service::DescribeVolumes(grpc::ServerContext* ctx, const v1::Descri
     for (const auto& v : vs) fill(resp->add_volumes(), v);
     return {};
   });
+}
+
+grpc::Status Service::DescribeVpcs(grpc::ServerContext* ctx, const v1::DescribeVpcsRequest* req,
+                                   v1::DescribeVpcsResponse* resp) {
+  return call(ctx, "DescribeVpcs", Access::kRead, ids_of(req->vpc_ids()), [&](std::vector<std::string>&) -> ApiResult<void> {
+    AZOTE_TRY(vs, host_.describe_vpcs(ids_of(req->vpc_ids())));
+    for (const auto& v : vs) {
+      auto* o = resp->add_vpcs();
+      o->set_vpc_id(v.id);
+      o->set_cidr_block(v.cidr);
+      o->set_state("available");
+      o->set_is_default(v.is_default);
+    }
+    return {};
+  });
+}
+
+grpc::Status Service::DescribeSubnets(grpc::ServerContext* ctx, const v1::DescribeSubnetsRequest* req,
+                                      v1::DescribeSubnetsResponse* resp) {
+  return call(ctx, "DescribeSubnets", Access::kRead, ids_of(req->subnet_ids()),
+              [&](std::vector<std::string>&) -> ApiResult<void> {
+                AZOTE_TRY(ss, host_.describe_subnets(ids_of(req->subnet_ids())));
+                for (const auto& s : ss) {
+                  auto* o = resp->add_subnets();
+                  o->set_subnet_id(s.rec.id);
+                  o->set_vpc_id(s.rec.vpc_id);
+                  o->set_cidr_block(s.rec.cidr);
+                  o->set_availability_zone(s.rec.availability_zone);
+                  o->set_available_ip_address_count(s.available);
+                  o->set_state("available");
+                  o->set_default_for_az(s.rec.is_default);
+                }
+                return {};
+              });
+}
+
+grpc::Status Service::CreateSecurityGroup(grpc::ServerContext* ctx, const v1::CreateSecurityGroupRequest* req,
+                                          v1::CreateSecurityGroupResponse* resp) {
+  return call(ctx, "CreateSecurityGroup", Access::kWrite, {req->group_name()},
+              [&](std::vector<std::string>& res) -> ApiResult<void> {
+                AZOTE_TRY(g, host_.create_security_group(req->group_name(), req->description(), req->vpc_id()));
+                resp->set_group_id(g.id);
+                res.push_back(g.id);
+                return {};
+              });
+}
+
+grpc::Status Service::DeleteSecurityGroup(grpc::ServerContext* ctx, const v1::DeleteSecurityGroupRequest* req,
+                                          v1::DeleteSecurityGroupResponse*) {
+  return call(ctx, "DeleteSecurityGroup", Access::kWrite, {req->group_id()},
+              [&](std::vector<std::string>&) -> ApiResult<void> { return host_.delete_security_group(req->group_id()); });
+}
+
+grpc::Status Service::rules_call(grpc::ServerContext* ctx, const char* method, bool ingress, bool authorize,
+                                 const v1::SecurityGroupRulesRequest* req, v1::SecurityGroupRulesResponse* resp) {
+  return call(ctx, method, Access::kWrite, {req->group_id()}, [&](std::vector<std::string>&) -> ApiResult<void> {
+    AZOTE_TRY(g, host_.change_rules(req->group_id(), ingress, authorize, permissions_of(req->ip_permissions())));
+    fill(resp->mutable_security_group(), g);
+    return {};
+  });
+}
+
+grpc::Status Service::AuthorizeSecurityGroupIngress(grpc::ServerContext* ctx, const v1::SecurityGroupRulesRequest* req,
+                                                    v1::SecurityGroupRulesResponse* resp) {
+  return rules_call(ctx, "AuthorizeSecurityGroupIngress", true, true, req, resp);
+}
+grpc::Status Service::AuthorizeSecurityGroupEgress(grpc::ServerContext* ctx, const v1::SecurityGroupRulesRequest* req,
+                                                   v1::SecurityGroupRulesResponse* resp) {
+  return rules_call(ctx, "AuthorizeSecurityGroupEgress", false, true, req, resp);
+}
+grpc::Status Service::RevokeSecurityGroupIngress(grpc::ServerContext* ctx, const v1::SecurityGroupRulesRequest* req,
+                                                 v1::SecurityGroupRulesResponse* resp) {
+  return rules_call(ctx, "RevokeSecurityGroupIngress", true, false, req, resp);
+}
+grpc::Status Service::RevokeSecurityGroupEgress(grpc::ServerContext* ctx, const v1::SecurityGroupRulesRequest* req,
+                                                v1::SecurityGroupRulesResponse* resp) {
+  return rules_call(ctx, "RevokeSecurityGroupEgress", false, false, req, resp);
+}
+
+grpc::Status Service::DescribeSecurityGroups(grpc::ServerContext* ctx, const v1::DescribeSecurityGroupsRequest* req,
+                                             v1::DescribeSecurityGroupsResponse* resp) {
+  return call(ctx, "DescribeSecurityGroups", Access::kRead, ids_of(req->group_ids()),
+              [&](std::vector<std::string>&) -> ApiResult<void> {
+                AZOTE_TRY(gs, host_.describe_security_groups(ids_of(req->group_ids())));
+                for (const auto& g : gs) fill(resp->add_security_groups(), g);
+                return {};
+              });
 }
 
 grpc::Status Service::GetMetrics(grpc::ServerContext* ctx, const v1::GetMetricsRequest*, v1::GetMetricsResponse* resp) {

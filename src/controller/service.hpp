@@ -58,6 +58,22 @@ class Service final : public azote::v1::Ec2::Service {
   grpc::Status DescribeVolumes(grpc::ServerContext*, const v1::DescribeVolumesRequest*,
                                v1::DescribeVolumesResponse*) override;
   grpc::Status GetMetrics(grpc::ServerContext*, const v1::GetMetricsRequest*, v1::GetMetricsResponse*) override;
+  grpc::Status DescribeVpcs(grpc::ServerContext*, const v1::DescribeVpcsRequest*, v1::DescribeVpcsResponse*) override;
+  grpc::Status DescribeSubnets(grpc::ServerContext*, const v1::DescribeSubnetsRequest*, v1::DescribeSubnetsResponse*) override;
+  grpc::Status CreateSecurityGroup(grpc::ServerContext*, const v1::CreateSecurityGroupRequest*,
+                                   v1::CreateSecurityGroupResponse*) override;
+  grpc::Status DeleteSecurityGroup(grpc::ServerContext*, const v1::DeleteSecurityGroupRequest*,
+                                   v1::DeleteSecurityGroupResponse*) override;
+  grpc::Status AuthorizeSecurityGroupIngress(grpc::ServerContext*, const v1::SecurityGroupRulesRequest*,
+                                             v1::SecurityGroupRulesResponse*) override;
+  grpc::Status AuthorizeSecurityGroupEgress(grpc::ServerContext*, const v1::SecurityGroupRulesRequest*,
+                                            v1::SecurityGroupRulesResponse*) override;
+  grpc::Status RevokeSecurityGroupIngress(grpc::ServerContext*, const v1::SecurityGroupRulesRequest*,
+                                          v1::SecurityGroupRulesResponse*) override;
+  grpc::Status RevokeSecurityGroupEgress(grpc::ServerContext*, const v1::SecurityGroupRulesRequest*,
+                                         v1::SecurityGroupRulesResponse*) override;
+  grpc::Status DescribeSecurityGroups(grpc::ServerContext*, const v1::DescribeSecurityGroupsRequest*,
+                                      v1::DescribeSecurityGroupsResponse*) override;
 
  private:
   // Authenticates and authorizes, runs `body` (which fills the response and the
@@ -65,6 +81,8 @@ class Service final : public azote::v1::Ec2::Service {
   template <class Body>
   grpc::Status call(grpc::ServerContext* ctx, const char* method, Access access, std::vector<std::string> resources,
                     Body&& body);
+  grpc::Status rules_call(grpc::ServerContext* ctx, const char* method, bool ingress, bool authorize,
+                          const v1::SecurityGroupRulesRequest* req, v1::SecurityGroupRulesResponse* resp);
   grpc::Status finish(grpc::ServerContext* ctx, const std::string& principal, const char* method,
                       const std::vector<std::string>& resources, const std::optional<ApiError>& err);
 

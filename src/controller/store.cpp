@@ -5,10 +5,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "controller/network.hpp"
+
 namespace azote::controller {
 namespace {
 
-constexpr std::array<std::string_view, 2> kSchema = {R"sql(
+constexpr std::array<std::string_view, 3> kSchema = {R"sql(
 CREATE TABLE instances (
   id TEXT PRIMARY KEY, reservation_id TEXT NOT NULL, image_id TEXT NOT NULL, type TEXT NOT NULL,
   state TEXT NOT NULL, reason_code TEXT NOT NULL, reason_message TEXT NOT NULL, launch_time TEXT NOT NULL,
@@ -28,6 +30,16 @@ CREATE TABLE cards (name TEXT PRIMARY KEY, pid INTEGER NOT NULL, starttime INTEG
 )sql",
                                                      R"sql(
 ALTER TABLE volumes ADD COLUMN import_from TEXT NOT NULL DEFAULT '';
+)sql",
+                                                     R"sql(
+ALTER TABLE instances ADD COLUMN http_tokens TEXT NOT NULL DEFAULT 'optional';
+CREATE TABLE vpcs (id TEXT PRIMARY KEY, cidr TEXT NOT NULL, is_default INTEGER NOT NULL);
+CREATE TABLE subnets (id TEXT PRIMARY KEY, vpc_id TEXT NOT NULL, cidr TEXT NOT NULL, availability_zone TEXT NOT NULL,
+  is_default INTEGER NOT NULL);
+CREATE TABLE security_groups (id TEXT PRIMARY KEY, vpc_id TEXT NOT NULL, name TEXT NOT NULL, description TEXT NOT NULL,
+  ingress TEXT NOT NULL, egress TEXT NOT NULL, UNIQUE (vpc_id, name));
+CREATE TABLE enis (id TEXT PRIMARY KEY, instance_id TEXT NOT NULL, subnet_id TEXT NOT NULL, vpc_id TEXT NOT NULL,
+  mac TEXT NOT NULL UNIQUE, private_ip TEXT NOT NULL, groups TEXT NOT NULL, UNIQUE (vpc_id, private_ip));
 )sql"};
 
 std::string tags_json(const Tags& t) {
@@ -58,11 +70,37 @@ Result<T, StoreError> wrap(sqlite::SqliteResult<T> r) {
   }
 }
 
+std::string strings_json(const std::vector<std::string>& v) { return nlohmann::json(v).dump(); }
+std::vector<std::string> strings_from(const std::string& s) {
+  std::vector<std::string> out;
+  const auto j = nlohmann::json::parse(s, nullptr, false);
+  if (!j.is_array()) return out;
+  for (const auto& e : j)
+    if (e.is_string()) out.push_back(e.get<std::string>());
+  return out;
+}
+
 sqlite::SqliteResult<void> put_instance(sqlite::Db& db, const InstanceRec& r) {
-  AZOTE_TRYV(db.run("INSERT OR REPLACE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", r.id,
+  AZOTE_TRYV(db.run("INSERT OR REPLACE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", r.id,
                     r.reservation_id, r.image_id, r.type, r.state, r.reason_code, r.reason_message, r.launch_time,
                     static_cast<int64_t>(r.vcpus), static_cast<int64_t>(r.memory_mib), bytes(r.user_data),
-                    tags_json(r.tags), r.client_token, r.hv_pid, static_cast<int64_t>(r.hv_starttime)));
+                    tags_json(r.tags), r.client_token, r.hv_pid, static_cast<int64_t>(r.hv_starttime), r.http_tokens));
+  return {};
+}
+sqlite::SqliteResult<void> put_eni(sqlite::Db& db, const EniRec& r) {
+  // An upsert on the id only (not OR REPLACE): a second ENI with a taken address or
+  // MAC is an error, never a silent replacement of the first.
+  AZOTE_TRYV(db.run("INSERT INTO enis VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET instance_id = excluded.instance_id, "
+                    "subnet_id = excluded.subnet_id, vpc_id = excluded.vpc_id, mac = excluded.mac, "
+                    "private_ip = excluded.private_ip, groups = excluded.groups",
+                    r.id, r.instance_id, r.subnet_id, r.vpc_id, r.mac, r.private_ip, strings_json(r.groups)));
+  return {};
+}
+sqlite::SqliteResult<void> put_group(sqlite::Db& db, const SecurityGroupRec& r) {
+  AZOTE_TRYV(db.run("INSERT INTO security_groups VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+                    "vpc_id = excluded.vpc_id, name = excluded.name, description = excluded.description, "
+                    "ingress = excluded.ingress, egress = excluded.egress",
+                    r.id, r.vpc_id, r.name, r.description, rules_json(r.ingress).dump(), rules_json(r.egress).dump()));
   return {};
 }
 sqlite::SqliteResult<void> put_volume(sqlite::Db& db, const VolumeRec& r) {
@@ -111,6 +149,7 @@ Result<std::vector<InstanceRec>, StoreError> Store::instances() {
     r.client_token = st->text(c++);
     r.hv_pid = st->int64(c++);
     r.hv_starttime = static_cast<uint64_t>(st->int64(c++));
+    r.http_tokens = st->text(c++);
     out.push_back(std::move(r));
   }
   return out;
@@ -188,6 +227,72 @@ Result<std::vector<CardRec>, StoreError> Store::cards() {
   return out;
 }
 
+Result<std::vector<VpcRec>, StoreError> Store::vpcs() {
+  std::vector<VpcRec> out;
+  auto st = db_.query("SELECT id, cidr, is_default FROM vpcs ORDER BY id");
+  if (!st) return make_error(StoreErrc::kDb, st.error().message());
+  auto r = st->for_each([&](const sqlite::Stmt& s) { out.push_back({s.text(0), s.text(1), s.int64(2) != 0}); });
+  if (!r) return make_error(StoreErrc::kDb, r.error().message());
+  return out;
+}
+
+Result<std::vector<SubnetRec>, StoreError> Store::subnets() {
+  std::vector<SubnetRec> out;
+  auto st = db_.query("SELECT id, vpc_id, cidr, availability_zone, is_default FROM subnets ORDER BY id");
+  if (!st) return make_error(StoreErrc::kDb, st.error().message());
+  auto r = st->for_each(
+      [&](const sqlite::Stmt& s) { out.push_back({s.text(0), s.text(1), s.text(2), s.text(3), s.int64(4) != 0}); });
+  if (!r) return make_error(StoreErrc::kDb, r.error().message());
+  return out;
+}
+
+Result<std::vector<SecurityGroupRec>, StoreError> Store::security_groups() {
+  std::vector<SecurityGroupRec> out;
+  auto st = db_.query("SELECT id, vpc_id, name, description, ingress, egress FROM security_groups ORDER BY id");
+  if (!st) return make_error(StoreErrc::kDb, st.error().message());
+  auto r = st->for_each([&](const sqlite::Stmt& s) {
+    out.push_back({s.text(0), s.text(1), s.text(2), s.text(3), rules_from_json(s.text(4)), rules_from_json(s.text(5))});
+  });
+  if (!r) return make_error(StoreErrc::kDb, r.error().message());
+  return out;
+}
+
+Result<std::vector<EniRec>, StoreError> Store::enis() {
+  std::vector<EniRec> out;
+  auto st = db_.query("SELECT id, instance_id, subnet_id, vpc_id, mac, private_ip, groups FROM enis ORDER BY id");
+  if (!st) return make_error(StoreErrc::kDb, st.error().message());
+  auto r = st->for_each([&](const sqlite::Stmt& s) {
+    out.push_back({s.text(0), s.text(1), s.text(2), s.text(3), s.text(4), s.text(5), strings_from(s.text(6))});
+  });
+  if (!r) return make_error(StoreErrc::kDb, r.error().message());
+  return out;
+}
+
+Result<void, StoreError> Store::put(const SecurityGroupRec& r) { return wrap(put_group(db_, r)); }
+Result<void, StoreError> Store::put(const EniRec& r) { return wrap(put_eni(db_, r)); }
+
+Result<void, StoreError> Store::erase_security_group(const std::string& id) {
+  if (auto x = db_.run("DELETE FROM security_groups WHERE id = ?", id); !x) return make_error(StoreErrc::kDb, x.error().message());
+  return {};
+}
+Result<void, StoreError> Store::erase_eni(const std::string& id) {
+  if (auto x = db_.run("DELETE FROM enis WHERE id = ?", id); !x) return make_error(StoreErrc::kDb, x.error().message());
+  return {};
+}
+
+Result<void, StoreError> Store::put_network(const VpcRec& v, const SubnetRec& s, const SecurityGroupRec& g) {
+  auto tx = db_.begin_immediate();
+  if (!tx) return make_error(StoreErrc::kDb, tx.error().message());
+  if (auto r = db_.run("INSERT OR REPLACE INTO vpcs VALUES (?,?,?)", v.id, v.cidr, static_cast<int64_t>(v.is_default)); !r)
+    return make_error(StoreErrc::kDb, r.error().message());
+  if (auto r = db_.run("INSERT OR REPLACE INTO subnets VALUES (?,?,?,?,?)", s.id, s.vpc_id, s.cidr, s.availability_zone,
+                       static_cast<int64_t>(s.is_default));
+      !r)
+    return make_error(StoreErrc::kDb, r.error().message());
+  if (auto r = put_group(db_, g); !r) return make_error(StoreErrc::kDb, r.error().message());
+  return wrap(tx->commit());
+}
+
 Result<void, StoreError> Store::put(const InstanceRec& r) { return wrap(put_instance(db_, r)); }
 Result<void, StoreError> Store::put(const VolumeRec& r) { return wrap(put_volume(db_, r)); }
 Result<void, StoreError> Store::put(const TokenRec& r) { return wrap(put_token(db_, r)); }
@@ -213,13 +318,15 @@ Result<void, StoreError> Store::erase_volume(const std::string& id) {
 }
 
 Result<void, StoreError> Store::put_all(const std::vector<InstanceRec>& is, const std::vector<VolumeRec>& vs,
-                                        const std::optional<TokenRec>& token) {
+                                        const std::optional<TokenRec>& token, const std::vector<EniRec>& enis) {
   auto tx = db_.begin_immediate();
   if (!tx) return make_error(StoreErrc::kDb, tx.error().message());
   for (const auto& i : is)
     if (auto r = put_instance(db_, i); !r) return make_error(StoreErrc::kDb, r.error().message());
   for (const auto& v : vs)
     if (auto r = put_volume(db_, v); !r) return make_error(StoreErrc::kDb, r.error().message());
+  for (const auto& e : enis)
+    if (auto r = put_eni(db_, e); !r) return make_error(StoreErrc::kDb, r.error().message());
   if (token)
     if (auto r = put_token(db_, *token); !r) return make_error(StoreErrc::kDb, r.error().message());
   return wrap(tx->commit());

@@ -1,5 +1,6 @@
 // The controller's durable state in SQLite (WAL, synchronous=FULL): instances,
-// volumes, images, client tokens and the card process. The host keeps the same
+// volumes, images, client tokens, the card processes, and the VPC (VPCs, subnets,
+// security groups with their rules, ENIs). The host keeps the same
 // records in memory and writes each change through before it answers, so a
 // controller restart finds exactly what callers were told.
 #pragma once
@@ -13,6 +14,7 @@
 
 #include "base/error.hpp"
 #include "sqlite/sqlite.hpp"
+#include "vpc_policy/security_group.hpp"
 
 namespace azote::controller {
 
@@ -27,6 +29,7 @@ struct InstanceRec {
   std::string client_token;
   int64_t hv_pid = 0;            // 0: no hypervisor process
   uint64_t hv_starttime = 0;     // /proc/PID/stat field 22, to recognise the same process after a restart
+  std::string http_tokens = "optional";  // the metadata service: "optional" or "required" (IMDSv2 only)
 };
 
 struct VolumeRec {
@@ -57,6 +60,28 @@ struct CardRec {
   uint64_t starttime = 0;
 };
 
+struct VpcRec {
+  std::string id, cidr;  // "vpc-...", "10.0.0.0/16"
+  bool is_default = false;
+};
+
+struct SubnetRec {
+  std::string id, vpc_id, cidr, availability_zone;
+  bool is_default = false;
+};
+
+struct SecurityGroupRec {
+  std::string id, vpc_id, name, description;
+  std::vector<vpc::Rule> ingress, egress;
+};
+
+// An instance's primary network interface. Lives from RunInstances to the end of
+// TerminateInstances (stop/start keep it, and its address, as EC2 does).
+struct EniRec {
+  std::string id, instance_id, subnet_id, vpc_id, mac, private_ip;
+  std::vector<std::string> groups;  // 1..5 security group ids
+};
+
 enum class StoreErrc { kDb = 1 };
 using StoreError = Error<StoreErrc>;
 
@@ -69,18 +94,28 @@ class Store {
   Result<std::vector<ImageRec>, StoreError> images();
   Result<std::vector<TokenRec>, StoreError> tokens();
   Result<std::vector<CardRec>, StoreError> cards();
+  Result<std::vector<VpcRec>, StoreError> vpcs();
+  Result<std::vector<SubnetRec>, StoreError> subnets();
+  Result<std::vector<SecurityGroupRec>, StoreError> security_groups();
+  Result<std::vector<EniRec>, StoreError> enis();
 
   Result<void, StoreError> put(const InstanceRec& r);
   Result<void, StoreError> put(const VolumeRec& r);
   Result<void, StoreError> put(const ImageRec& r);
   Result<void, StoreError> put(const TokenRec& r);
   Result<void, StoreError> put(const CardRec& r);
+  Result<void, StoreError> put(const SecurityGroupRec& r);
+  Result<void, StoreError> put(const EniRec& r);
   Result<void, StoreError> erase_volume(const std::string& id);
+  Result<void, StoreError> erase_security_group(const std::string& id);
+  Result<void, StoreError> erase_eni(const std::string& id);
+  // A VPC with its subnet and default group, all or nothing.
+  Result<void, StoreError> put_network(const VpcRec& v, const SubnetRec& s, const SecurityGroupRec& g);
 
-  // Several puts at once, all or nothing (a launch of N instances, their volumes and
-  // the client token).
+  // Several puts at once, all or nothing (a launch of N instances, their volumes, their
+  // ENIs and the client token).
   Result<void, StoreError> put_all(const std::vector<InstanceRec>& is, const std::vector<VolumeRec>& vs,
-                                   const std::optional<TokenRec>& token);
+                                   const std::optional<TokenRec>& token, const std::vector<EniRec>& enis = {});
 
  private:
   explicit Store(sqlite::Db db) : db_(std::move(db)) {}

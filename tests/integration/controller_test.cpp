@@ -3,13 +3,18 @@
 // the real audit log. What each test checks is named in its title.
 #include <dirent.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
 #include <set>
 #include <thread>
@@ -47,6 +52,37 @@ std::vector<pid_t> processes_mentioning(const std::string& needle) {
   }
   ::closedir(d);
   return out;
+}
+
+// One request on a card's JSON-lines control socket (lib/control's protocol: one
+// object per line, one answer line). Written out here because this test links no
+// azote library beyond pki; an empty object when the card cannot be reached.
+Json card_call(const std::string& path, const Json& request) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+  if (fd < 0 || ::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0) {
+    if (fd >= 0) ::close(fd);
+    return Json::object();
+  }
+  const std::string line = request.dump() + "\n";
+  std::string in;
+  if (::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size())) {
+    const auto end = std::chrono::steady_clock::now() + 10s;
+    char buf[4096];
+    while (in.find('\n') == std::string::npos && std::chrono::steady_clock::now() < end) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 1000) <= 0) continue;
+      const ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n <= 0) break;
+      in.append(buf, static_cast<size_t>(n));
+    }
+  }
+  ::close(fd);
+  if (in.find('\n') == std::string::npos) return Json::object();
+  Json j = Json::parse(in.substr(0, in.find('\n')), nullptr, false);
+  return j.is_discarded() ? Json::object() : j;
 }
 
 class ControllerTest : public ::testing::Test {
@@ -152,6 +188,49 @@ class ControllerTest : public ::testing::Test {
     if (!i.contains("hypervisor_pid")) return 0;
     const Json& p = i["hypervisor_pid"];
     return p.is_string() ? std::stoll(p.get<std::string>()) : p.get<int64_t>();
+  }
+
+  // The network card, through its control socket in the state directory.
+  Json card_net(const Json& request) { return card_call(dir_ + "/card-net.ctl", request); }
+  Json enis_on_card() {
+    Json r = card_net({{"op", "list-enis"}});
+    return r.value("ok", false) ? r["enis"] : Json::array();
+  }
+  Json card_eni(const std::string& eni_id) {
+    for (const auto& e : enis_on_card())
+      if (e.value("id", "") == eni_id) return e;
+    return Json::object();
+  }
+  // The card's rules of one group ("tcp 22-22 10.0.0.0/16", ...), "ingress" or "egress".
+  std::set<std::string> card_rules(const std::string& group, const std::string& dir) {
+    Json r = card_net({{"op", "list-security-groups"}});
+    std::set<std::string> out;
+    if (!r.value("ok", false)) return out;
+    for (const auto& g : r["security_groups"])
+      if (g.value("id", "") == group)
+        for (const auto& rule : g[dir]) out.insert(rule.get<std::string>());
+    return out;
+  }
+  template <class Pred>
+  bool eventually(Pred pred, std::chrono::seconds timeout = 30s) {
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(100ms);
+    }
+    return pred();
+  }
+  std::string default_group() {
+    const Json all = cli_json(cp_, {"describe-security-groups"});
+    for (const auto& g : all["security_groups"])
+      if (g["group_name"] == "default") return g["group_id"];
+    return "";
+  }
+  // A call that must fail with EC2's code: exit 254 and "Code: ..." on stderr.
+  void expect_code(const std::vector<std::string>& args, const std::string& code) {
+    auto o = cli(cp_, args);
+    EXPECT_EQ(o.status, 254) << testing::PrintToString(args) << "\n" << o.out << o.err;
+    EXPECT_NE(o.err.find("azote: " + code + ": "), std::string::npos) << testing::PrintToString(args) << "\n" << o.err;
   }
 
   std::string dir_, cp_;
@@ -563,6 +642,363 @@ TEST_F(ControllerTest, ControllerRestartReadoptsAndReconciles) {
   // Keep is still the same process, and terminate works on everything.
   EXPECT_EQ(hv_pid(keep), keep_pid);
   EXPECT_EQ(cli(cp_, {"terminate-instances", "--instance-ids", keep, dies, mid, "--wait"}).status, 0);
+  EXPECT_EQ(audit_verify().status, 0);
+}
+
+
+// ---- the VPC: ENIs, private addresses, security groups, the network card -----------
+
+// Two instances get distinct addresses and MACs in the default subnet, each a primary
+// ENI the network card serves with the right groups; describe shows what EC2 shows.
+TEST_F(ControllerTest, InstancesGetEnisInTheDefaultSubnet) {
+  const std::string sg_default = default_group();
+  ASSERT_FALSE(sg_default.empty());
+  Json web = cli_json(cp_, {"create-security-group", "--group-name", "web", "--description", "web servers"});
+  const std::string sg_web = web["group_id"];
+  auto a = cli(cp_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--wait", "--output", "json"});
+  ASSERT_EQ(a.status, 0) << a.out << a.err;
+  auto b = cli(cp_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--security-group-ids",
+                     sg_web, sg_default, "--metadata-options", "HttpTokens=required", "--wait", "--output", "json"});
+  ASSERT_EQ(b.status, 0) << b.out << b.err;
+  const std::string ia = Json::parse(a.out)["instances"][0]["instance_id"];
+  const std::string ib = Json::parse(b.out)["instances"][0]["instance_id"];
+  const Json da = instance(ia), db = instance(ib);
+  const Json vpcs = cli_json(cp_, {"describe-vpcs"});
+  ASSERT_EQ(vpcs["vpcs"].size(), 1u) << vpcs.dump();
+  EXPECT_EQ(vpcs["vpcs"][0]["cidr_block"], "10.0.0.0/16");
+  EXPECT_EQ(vpcs["vpcs"][0]["is_default"], true);
+  const std::string vpc = vpcs["vpcs"][0]["vpc_id"];
+  EXPECT_TRUE(std::regex_match(vpc, std::regex("vpc-[0-9a-f]{17}"))) << vpc;
+  const Json subnets = cli_json(cp_, {"describe-subnets"});
+  ASSERT_EQ(subnets["subnets"].size(), 1u);
+  const Json& sn = subnets["subnets"][0];
+  EXPECT_EQ(sn["cidr_block"], "10.0.1.0/24");
+  EXPECT_EQ(sn["vpc_id"], vpc);
+  EXPECT_EQ(sn["availability_zone"], "local-1a");
+  EXPECT_EQ(sn["available_ip_address_count"], 251 - 2) << sn.dump();
+  EXPECT_TRUE(std::regex_match(sn["subnet_id"].get<std::string>(), std::regex("subnet-[0-9a-f]{17}")));
+
+  std::set<std::string> ips, macs;
+  for (const Json* d : {&da, &db}) {
+    const Json& i = *d;
+    const std::string ip = i["private_ip_address"];
+    EXPECT_TRUE(std::regex_match(ip, std::regex(R"(10\.0\.1\.([4-9]|[1-9][0-9]|1[0-9][0-9]|2[0-4][0-9]|25[0-4]))"))) << ip;
+    ips.insert(ip);
+    macs.insert(i["mac_address"].get<std::string>());
+    EXPECT_TRUE(std::regex_match(i["mac_address"].get<std::string>(), std::regex("02(:[0-9a-f]{2}){5}"))) << i.dump();
+    std::string dashed = ip;
+    std::replace(dashed.begin(), dashed.end(), '.', '-');
+    EXPECT_EQ(i["private_dns_name"], "ip-" + dashed + ".local-1.compute.internal");
+    EXPECT_EQ(i["subnet_id"], sn["subnet_id"]);
+    EXPECT_EQ(i["vpc_id"], vpc);
+    ASSERT_EQ(i["network_interfaces"].size(), 1u) << i.dump();
+    const Json& n = i["network_interfaces"][0];
+    EXPECT_TRUE(std::regex_match(n["network_interface_id"].get<std::string>(), std::regex("eni-[0-9a-f]{17}")));
+    EXPECT_EQ(n["private_ip_address"], ip);
+    EXPECT_EQ(n["mac_address"], i["mac_address"]);
+    EXPECT_EQ(n["status"], "in-use");
+    EXPECT_EQ(n["attachment"]["device_index"], 0);
+  }
+  EXPECT_EQ(ips.size(), 2u);
+  EXPECT_EQ(macs.size(), 2u);
+  EXPECT_EQ(da["private_ip_address"], "10.0.1.4") << "the first free address";
+  ASSERT_EQ(da["security_groups"].size(), 1u);
+  EXPECT_EQ(da["security_groups"][0]["group_id"], sg_default);
+  EXPECT_EQ(da["security_groups"][0]["group_name"], "default");
+  ASSERT_EQ(db["security_groups"].size(), 2u);
+  EXPECT_EQ(db["security_groups"][0]["group_name"], "web");
+  EXPECT_EQ(da["metadata_options"]["http_tokens"], "optional");
+  EXPECT_EQ(db["metadata_options"]["http_tokens"], "required");
+
+  // The card serves both ENIs with these addresses, MACs and groups, and each
+  // hypervisor is connected to its ENI.
+  for (const Json* d : {&da, &db}) {
+    const std::string eni = (*d)["network_interfaces"][0]["network_interface_id"];
+    ASSERT_TRUE(eventually([&] { return card_eni(eni).value("connected", false); })) << enis_on_card().dump();
+    const Json e = card_eni(eni);
+    EXPECT_EQ(e["ip"], (*d)["private_ip_address"]);
+    EXPECT_EQ(e["mac"], (*d)["mac_address"]);
+    EXPECT_EQ(e["vpc"], vpc);
+    EXPECT_EQ(e["subnet"], "10.0.1.0/24");
+    EXPECT_EQ(e["socket"], dir_ + "/s/" + eni + ".sock");
+    std::vector<std::string> want;
+    for (const auto& g : (*d)["security_groups"]) want.push_back(g["group_id"]);
+    EXPECT_EQ(e["security_groups"].get<std::vector<std::string>>(), want) << e.dump();
+  }
+  EXPECT_EQ(enis_on_card().size(), 2u);
+  // The default group as EC2 makes it, on the card too.
+  EXPECT_EQ(card_rules(sg_default, "ingress"), std::set<std::string>{"-1 all " + sg_default});
+  EXPECT_EQ(card_rules(sg_default, "egress"), std::set<std::string>{"-1 all 0.0.0.0/0"});
+  EXPECT_TRUE(card_rules(sg_web, "ingress").empty());
+
+  // Rules: every change reaches the card at once.
+  auto o = cli(cp_, {"authorize-security-group-ingress", "--group-id", sg_web, "--protocol", "tcp", "--port", "22",
+                     "--cidr", "10.0.0.0/16"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  EXPECT_NE(o.out.find("inbound"), std::string::npos) << o.out;
+  EXPECT_EQ(card_rules(sg_web, "ingress"), std::set<std::string>{"tcp 22-22 10.0.0.0/16"});
+  EXPECT_EQ(cli(cp_, {"authorize-security-group-ingress", "--group-id", sg_web, "--protocol", "icmp", "--port", "8--1",
+                      "--source-group", sg_default})
+                .status,
+            0);
+  EXPECT_EQ(card_rules(sg_web, "ingress"),
+            (std::set<std::string>{"tcp 22-22 10.0.0.0/16", "icmp type 8 code -1 " + sg_default}));
+  EXPECT_EQ(cli(cp_, {"revoke-security-group-egress", "--group-id", sg_web, "--protocol", "-1", "--cidr", "0.0.0.0/0"}).status, 0);
+  EXPECT_TRUE(card_rules(sg_web, "egress").empty());
+  EXPECT_EQ(cli(cp_, {"authorize-security-group-egress", "--group-id", sg_web, "--protocol", "udp", "--port", "53",
+                      "--cidr", "10.0.0.2/32"})
+                .status,
+            0);
+  EXPECT_EQ(card_rules(sg_web, "egress"), std::set<std::string>{"udp 53-53 10.0.0.2/32"});
+  EXPECT_EQ(cli(cp_, {"revoke-security-group-ingress", "--group-id", sg_web, "--protocol", "tcp", "--port", "22",
+                      "--cidr", "10.0.0.0/16"})
+                .status,
+            0);
+  EXPECT_EQ(card_rules(sg_web, "ingress"), std::set<std::string>{"icmp type 8 code -1 " + sg_default});
+  const Json g = cli_json(cp_, {"describe-security-groups", "--group-ids", sg_web});
+  ASSERT_EQ(g["security_groups"].size(), 1u);
+  EXPECT_EQ(g["security_groups"][0]["ip_permissions"].size(), 1u) << g.dump();
+  EXPECT_EQ(g["security_groups"][0]["ip_permissions"][0]["ip_protocol"], "icmp");
+  EXPECT_EQ(g["security_groups"][0]["ip_permissions_egress"][0]["cidr_ips"][0], "10.0.0.2/32");
+  // In use: not deletable.
+  expect_code({"delete-security-group", "--group-id", sg_web}, "DependencyViolation");
+
+  // The CLI shows addresses in its table and text forms.
+  auto table = cli(cp_, {"describe-instances"});
+  EXPECT_NE(table.out.find("PRIVATE IP"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find(da["private_ip_address"].get<std::string>()), std::string::npos) << table.out;
+  auto text = cli(cp_, {"describe-instances", "--instance-ids", ib, "--output", "text"});
+  EXPECT_NE(text.out.find("NETWORKINTERFACES\t" + db["network_interfaces"][0]["network_interface_id"].get<std::string>()),
+            std::string::npos)
+      << text.out;
+  EXPECT_NE(text.out.find("GROUPS\t" + sg_web + "\tweb"), std::string::npos) << text.out;
+  EXPECT_EQ(audit_verify().status, 0);
+}
+
+// EC2 keeps an instance's private address across stop/start and releases it at
+// termination; the card serves the ENI only while the instance runs.
+TEST_F(ControllerTest, StopStartKeepsTheAddressTerminateFreesIt) {
+  auto r = cli(cp_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--count", "2", "--wait",
+                     "--output", "json"});
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  const Json rj = Json::parse(r.out);
+  const std::string a = rj["instances"][0]["instance_id"], b = rj["instances"][1]["instance_id"];
+  const Json before = instance(a);
+  const std::string ip = before["private_ip_address"], mac = before["mac_address"];
+  const std::string eni = before["network_interfaces"][0]["network_interface_id"];
+  ASSERT_FALSE(card_eni(eni).empty());
+
+  ASSERT_EQ(cli(cp_, {"stop-instances", "--instance-ids", a, "--wait"}).status, 0);
+  Json stopped = instance(a);
+  EXPECT_EQ(stopped["private_ip_address"], ip) << stopped.dump();
+  EXPECT_EQ(stopped["network_interfaces"][0]["network_interface_id"], eni);
+  EXPECT_TRUE(card_eni(eni).empty()) << "a stopped instance's ENI is still on the card";
+  ASSERT_EQ(cli(cp_, {"start-instances", "--instance-ids", a, "--wait"}).status, 0);
+  const Json started = instance(a);
+  EXPECT_EQ(started["private_ip_address"], ip);
+  EXPECT_EQ(started["mac_address"], mac);
+  EXPECT_TRUE(eventually([&] { return card_eni(eni).value("connected", false); })) << enis_on_card().dump();
+  EXPECT_EQ(card_eni(eni)["ip"], ip);
+
+  ASSERT_EQ(cli(cp_, {"terminate-instances", "--instance-ids", a, "--wait"}).status, 0);
+  const Json gone = instance(a);
+  EXPECT_EQ(gone.value("private_ip_address", ""), "") << gone.dump();
+  EXPECT_TRUE(!gone.contains("network_interfaces") || gone["network_interfaces"].empty()) << gone.dump();
+  EXPECT_TRUE(card_eni(eni).empty());
+  EXPECT_EQ(enis_on_card().size(), 1u) << "b's ENI stays: " << enis_on_card().dump();
+  EXPECT_EQ(cli_json(cp_, {"describe-subnets"})["subnets"][0]["available_ip_address_count"], 250);
+  // The released address is the lowest free one again.
+  const std::string c = run_one();
+  ASSERT_FALSE(c.empty());
+  EXPECT_EQ(instance(c)["private_ip_address"], ip);
+  EXPECT_NE(instance(c)["network_interfaces"][0]["network_interface_id"], eni);
+  ASSERT_TRUE(wait_state(c, "running"));
+  EXPECT_EQ(cli(cp_, {"terminate-instances", "--instance-ids", b, c, "--wait"}).status, 0);
+  EXPECT_TRUE(enis_on_card().empty()) << enis_on_card().dump();
+}
+
+// kill -9 of the network card: restarted, the VPC, the groups with their rules and
+// every ENI of a running instance re-added; a controller restart adopts the card.
+TEST_F(ControllerTest, KilledNetworkCardIsRestartedWithItsEnis) {
+  auto r = cli(cp_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--count", "2", "--wait",
+                     "--output", "json"});
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  const Json rj = Json::parse(r.out);
+  const std::string a = rj["instances"][0]["instance_id"], b = rj["instances"][1]["instance_id"];
+  const std::string sg = default_group();
+  ASSERT_EQ(cli(cp_, {"authorize-security-group-ingress", "--group-id", sg, "--protocol", "tcp", "--port", "80",
+                      "--cidr", "0.0.0.0/0"})
+                .status,
+            0);
+  std::set<std::string> enis;
+  for (const auto& id : {a, b}) enis.insert(instance(id)["network_interfaces"][0]["network_interface_id"].get<std::string>());
+  auto on_card = [&] {
+    std::set<std::string> got;
+    for (const auto& e : enis_on_card()) got.insert(e.value("id", ""));
+    return got;
+  };
+  ASSERT_EQ(on_card(), enis);
+  const auto cards = processes_mentioning(dir_ + "/card-net.ctl");
+  ASSERT_EQ(cards.size(), 1u);
+  ::kill(cards[0], SIGKILL);
+  std::vector<pid_t> now;
+  ASSERT_TRUE(eventually([&] {
+    now = processes_mentioning(dir_ + "/card-net.ctl");
+    return now.size() == 1 && now[0] != cards[0] && on_card() == enis;
+  })) << "ENIs on the new card: " << enis_on_card().dump();
+  EXPECT_EQ(card_rules(sg, "ingress"), (std::set<std::string>{"-1 all " + sg, "tcp 80-80 0.0.0.0/0"}));
+  // The hypervisors reconnect by themselves; the instances never stopped.
+  EXPECT_TRUE(eventually([&] {
+    for (const auto& e : enis_on_card())
+      if (!e.value("connected", false)) return false;
+    return true;
+  })) << enis_on_card().dump();
+  EXPECT_EQ(state(a), "running");
+  EXPECT_EQ(state(b), "running");
+  auto m = cli(cp_, {"get-metrics"});
+  EXPECT_NE(m.out.find("azote_card_net_restarts_total 1"), std::string::npos) << m.out;
+  EXPECT_NE(m.out.find("azote_network_interfaces 2"), std::string::npos) << m.out;
+
+  // The controller dies; the card and its ENIs live on and are adopted, not replaced.
+  stop_controller(SIGKILL);
+  start_controller();
+  EXPECT_EQ(processes_mentioning(dir_ + "/card-net.ctl"), now);
+  EXPECT_EQ(on_card(), enis);
+  ASSERT_EQ(cli(cp_, {"stop-instances", "--instance-ids", a, "--wait"}).status, 0);
+  EXPECT_EQ(on_card().size(), 1u);
+  EXPECT_EQ(cli(cp_, {"terminate-instances", "--instance-ids", a, b, "--wait"}).status, 0);
+  EXPECT_TRUE(on_card().empty());
+}
+
+// Without a usable network card, only instances that ask for no network interface
+// launch; the others fail with an EC2 error that says why.
+TEST_F(ControllerTest, WithoutANetworkCardOnlyInstancesWithoutInterfaceRun) {
+  // A card that exists but cannot start: the launch ends with the reason; an instance
+  // without a network interface runs.
+  stop_controller(SIGTERM);
+  start_controller({"--card-net", "/bin/false"});
+  auto o = cli(cp_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--no-network-interface",
+                     "--wait", "--output", "json"});
+  ASSERT_EQ(o.status, 0) << o.out << o.err;
+  const std::string bare = Json::parse(o.out)["instances"][0]["instance_id"];
+  const Json i = instance(bare);
+  EXPECT_EQ(i.value("private_ip_address", ""), "") << i.dump();
+  EXPECT_TRUE(!i.contains("network_interfaces") || i["network_interfaces"].empty());
+  Json r = cli_json(cp_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano"});
+  const std::string id = r["instances"][0]["instance_id"];
+  ASSERT_TRUE(wait_state(id, "terminated", 30s)) << instance(id).dump();
+  const Json t = instance(id);
+  EXPECT_EQ(t["state_reason"]["code"], "Server.InternalError") << t.dump();
+  EXPECT_NE(t["state_reason"]["message"].get<std::string>().find("network card"), std::string::npos) << t.dump();
+  EXPECT_EQ(state(bare), "running") << "the instance without a network interface was affected";
+  EXPECT_EQ(cli_json(cp_, {"describe-subnets"})["subnets"][0]["available_ip_address_count"], 251) << "address kept";
+  // No card binary at all: refused at once.
+  stop_controller(SIGTERM);
+  start_controller({"--card-net", dir_ + "/no-such-card"});
+  expect_code({"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano"}, "Unsupported");
+  o = cli(cp_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--no-network-interface",
+                "--wait"});
+  EXPECT_EQ(o.status, 0) << o.out << o.err;
+  EXPECT_TRUE(processes_mentioning(dir_ + "/card-net.ctl").empty());
+}
+
+// Bad network inputs get EC2's codes, exit 254 and change nothing; the new calls are
+// audited and follow the roles (operator: describe only).
+TEST_F(ControllerTest, NetworkBadInputsGiveEc2Codes) {
+  const std::string sg = default_group();
+  const std::string app = cli_json(cp_, {"create-security-group", "--group-name", "app", "--description", "d"})["group_id"];
+  const std::string db = cli_json(cp_, {"create-security-group", "--group-name", "db", "--description", "d"})["group_id"];
+  ASSERT_EQ(cli(cp_, {"authorize-security-group-ingress", "--group-id", db, "--protocol", "tcp", "--port", "5432",
+                      "--source-group", app})
+                .status,
+            0);
+  const Json before = cli_json(cp_, {"describe-security-groups"});
+  const std::string nf = "0123456789abcdef0";
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"run-instances", "--image-id", "ami-builtin", "--subnet-id", "subnet-x"}, "InvalidSubnetID.Malformed"},
+      {{"run-instances", "--image-id", "ami-builtin", "--subnet-id", "subnet-" + nf}, "InvalidSubnetID.NotFound"},
+      {{"run-instances", "--image-id", "ami-builtin", "--security-group-ids", "sg-x"}, "InvalidGroupId.Malformed"},
+      {{"run-instances", "--image-id", "ami-builtin", "--security-group-ids", sg, "sg-" + nf}, "InvalidGroup.NotFound"},
+      {{"run-instances", "--image-id", "ami-builtin", "--metadata-options", "HttpTokens=maybe"}, "InvalidParameterValue"},
+      {{"run-instances", "--image-id", "ami-builtin", "--no-network-interface", "--security-group-ids", sg},
+       "InvalidParameterCombination"},
+      {{"create-security-group", "--group-name", "default", "--description", "d"}, "InvalidGroup.Reserved"},
+      {{"create-security-group", "--group-name", "app", "--description", "d"}, "InvalidGroup.Duplicate"},
+      {{"create-security-group", "--group-name", "sg-app", "--description", "d"}, "InvalidParameterValue"},
+      {{"create-security-group", "--group-name", "x", "--description", "d", "--vpc-id", "vpc-" + nf}, "InvalidVpcID.NotFound"},
+      {{"delete-security-group", "--group-id", sg}, "CannotDelete"},
+      {{"delete-security-group", "--group-id", app}, "DependencyViolation"},  // db's rule names it
+      {{"delete-security-group", "--group-id", "sg-" + nf}, "InvalidGroup.NotFound"},
+      {{"delete-security-group", "--group-id", "sg-zz"}, "InvalidGroupId.Malformed"},
+      {{"authorize-security-group-ingress", "--group-id", app, "--protocol", "tcp", "--cidr", "0.0.0.0/0"},
+       "InvalidParameterValue"},  // TCP needs ports
+      {{"authorize-security-group-ingress", "--group-id", app, "--protocol", "gre2", "--cidr", "0.0.0.0/0"},
+       "InvalidParameterValue"},
+      {{"authorize-security-group-ingress", "--group-id", app, "--protocol", "tcp", "--port", "22", "--cidr", "10.0.0.1/8"},
+       "InvalidParameterValue"},
+      {{"authorize-security-group-ingress", "--group-id", app, "--protocol", "tcp", "--port", "22"}, "MissingParameter"},
+      {{"authorize-security-group-ingress", "--group-id", app, "--port", "22", "--cidr", "0.0.0.0/0"}, "MissingParameter"},
+      {{"authorize-security-group-ingress", "--group-id", app, "--protocol", "tcp", "--port", "22", "--source-group",
+        "sg-" + nf},
+       "InvalidGroup.NotFound"},
+      {{"authorize-security-group-ingress", "--group-id", "sg-" + nf, "--protocol", "-1", "--cidr", "0.0.0.0/0"},
+       "InvalidGroup.NotFound"},
+      {{"authorize-security-group-ingress", "--group-id", db, "--protocol", "tcp", "--port", "5432", "--source-group", app},
+       "InvalidPermission.Duplicate"},
+      {{"authorize-security-group-egress", "--group-id", app, "--protocol", "-1", "--cidr", "0.0.0.0/0"},
+       "InvalidPermission.Duplicate"},  // a new group's default egress rule
+      {{"revoke-security-group-ingress", "--group-id", app, "--protocol", "tcp", "--port", "22", "--cidr", "0.0.0.0/0"},
+       "InvalidPermission.NotFound"},
+      {{"revoke-security-group-egress", "--group-id", app, "--protocol", "udp", "--port", "53", "--cidr", "0.0.0.0/0"},
+       "InvalidPermission.NotFound"},
+      {{"describe-security-groups", "--group-ids", "sg-" + nf}, "InvalidGroup.NotFound"},
+      {{"describe-subnets", "--subnet-ids", "subnet-" + nf}, "InvalidSubnetID.NotFound"},
+      {{"describe-vpcs", "--vpc-ids", "vpc-x"}, "InvalidVpcID.Malformed"},
+  };
+  for (const auto& [args, code] : cases) expect_code(args, code);
+  // Six groups on one interface.
+  std::vector<std::string> six{"run-instances", "--image-id", "ami-builtin", "--security-group-ids", sg, app, db};
+  for (int i = 0; i < 3; ++i)
+    six.push_back(cli_json(cp_, {"create-security-group", "--group-name", "g" + std::to_string(i), "--description", "d"})["group_id"]);
+  expect_code(six, "SecurityGroupsPerInterfaceLimitExceeded");
+  EXPECT_EQ(cli_json(cp_, {"describe-instances"}).value("instances", Json::array()).size(), 0u) << "an instance was made";
+  const Json after = cli_json(cp_, {"describe-security-groups"});
+  EXPECT_EQ(after["security_groups"].size(), before["security_groups"].size() + 3);
+  for (const auto& g : before["security_groups"]) {
+    for (const auto& h : after["security_groups"]) {
+      if (h["group_id"] == g["group_id"]) {
+        EXPECT_EQ(h.dump(), g.dump()) << "a refused call changed a group";
+      }
+    }
+  }
+  // A group no one uses goes.
+  EXPECT_EQ(cli(cp_, {"delete-security-group", "--group-id", six.back()}).status, 0);
+  expect_code({"describe-security-groups", "--group-ids", six.back()}, "InvalidGroup.NotFound");
+
+  // Roles and audit.
+  const std::string op = issue("operator", "net-ops");
+  for (const std::vector<std::string>& read :
+       {std::vector<std::string>{"describe-vpcs"}, {"describe-subnets"}, {"describe-security-groups"}})
+    EXPECT_EQ(cli(op, read).status, 0) << read[0];
+  for (const std::vector<std::string>& write :
+       {std::vector<std::string>{"create-security-group", "--group-name", "x", "--description", "d"},
+        {"delete-security-group", "--group-id", app},
+        {"authorize-security-group-ingress", "--group-id", app, "--protocol", "-1", "--cidr", "0.0.0.0/0"},
+        {"authorize-security-group-egress", "--group-id", app, "--protocol", "-1", "--cidr", "0.0.0.0/0"},
+        {"revoke-security-group-ingress", "--group-id", db, "--protocol", "-1", "--cidr", "0.0.0.0/0"},
+        {"revoke-security-group-egress", "--group-id", app, "--protocol", "-1", "--cidr", "0.0.0.0/0"}}) {
+    auto o = cli(op, write);
+    EXPECT_EQ(o.status, 254) << write[0];
+    EXPECT_NE(o.err.find("UnauthorizedOperation"), std::string::npos) << o.err;
+  }
+  std::map<std::string, std::set<std::string>> outcomes;
+  for (const auto& rec : audit_records()) outcomes[rec.value("method", "")].insert(rec.value("outcome", ""));
+  for (const char* m : {"CreateSecurityGroup", "DeleteSecurityGroup", "AuthorizeSecurityGroupIngress",
+                        "AuthorizeSecurityGroupEgress", "RevokeSecurityGroupIngress", "RevokeSecurityGroupEgress"})
+    EXPECT_TRUE(outcomes[m].count("denied") && outcomes[m].count("failed")) << m;
+  for (const char* m : {"DescribeVpcs", "DescribeSubnets", "DescribeSecurityGroups"})
+    EXPECT_TRUE(outcomes[m].count("allowed") && outcomes[m].count("failed")) << m;
+  EXPECT_TRUE(outcomes["CreateSecurityGroup"].count("allowed"));
   EXPECT_EQ(audit_verify().status, 0);
 }
 
