@@ -36,6 +36,8 @@ sigset_t stop_signals() {
 
 }  // namespace
 
+void set_log_level(const std::string& name) { log::set_level(log::level_from_name(name)); }
+
 void block_stop_signals() {
   const sigset_t set = stop_signals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);

@@ -11,9 +11,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -35,6 +37,31 @@ inline constexpr int kExitOsErr = 71;
 // mask; the Loop takes them through a signalfd) and ignores SIGPIPE (a peer closing a
 // socket is an error return). Call in main() before any thread exists.
 void block_stop_signals();
+
+// The start every service's main() shares, for a parse result (Result<P, E>) whose P has
+// `help`, `version` and `options.log_level`: a parse error is printed as "NAME: error:
+// MESSAGE" and ends the process with `usage_status`; --help prints the usage and
+// --version "NAME VERSION" (status 0). Otherwise the log level is set and nullopt
+// returned: the service goes on.
+void set_log_level(const std::string& name);
+template <class ParseResult>
+std::optional<int> handle_common_options(const char* name, const char* version, const ParseResult& parsed,
+                                         const char* usage, int usage_status = kExitUsage) {
+  if (!parsed) {
+    std::fprintf(stderr, "%s: error: %s\n", name, parsed.error().message().c_str());
+    return usage_status;
+  }
+  if (parsed->help) {
+    std::fputs(usage, stdout);
+    return kExitOk;
+  }
+  if (parsed->version) {
+    std::printf("%s %s\n", name, version);
+    return kExitOk;
+  }
+  set_log_level(parsed->options.log_level);
+  return std::nullopt;
+}
 
 class Loop {
  public:

@@ -4,7 +4,6 @@
 #include <string>
 #include <vector>
 
-#include "base/log.hpp"
 #include "cards/blk/card.hpp"
 #include "cards/blk/options.hpp"
 #include "runtime/runtime.hpp"
@@ -15,20 +14,8 @@ using namespace azote::card_blk;
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   auto parsed = parse_args(args);
-  if (!parsed) {
-    std::fprintf(stderr, "azote-card-blk: error: %s\n", parsed.error().message().c_str());
-    return kExitUsage;
-  }
-  if (parsed->help) {
-    std::fputs(usage_text(), stdout);
-    return kExitOk;
-  }
-  if (parsed->version) {
-    std::printf("azote-card-blk %s\n", AZOTE_VERSION);
-    return kExitOk;
-  }
+  if (auto done = runtime::handle_common_options("azote-card-blk", AZOTE_VERSION, parsed, usage_text())) return *done;
   const CardOptions& o = parsed->options;
-  log::set_level(log::level_from_name(o.log_level));
 
   // Before any thread exists: SIGTERM/SIGINT go to the control loop's signalfd.
   runtime::block_stop_signals();
