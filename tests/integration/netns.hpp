@@ -9,9 +9,12 @@
 // GTEST_SKIP() with its reason when it says no.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "process.hpp"
@@ -82,6 +85,54 @@ class Veth {
   bool created_ = false;
   bool ok_ = false;
   std::string error_;
+};
+
+}  // namespace azote::test
+
+namespace azote::test {
+
+// What a PacketCapture saw. IPv4 frames are classified; "Geneve" is IPv4 UDP to or from
+// port 6081 (the VPC fabric), "sealed" the Geneve datagrams whose first option is the
+// azote option (class 0xFF2A, type 0x81: critical, sealed), "with_vni" those carrying
+// the VNI asked for.
+struct CaptureCounts {
+  uint64_t frames = 0;       // every frame, both directions
+  uint64_t ipv4 = 0;
+  uint64_t geneve = 0;
+  uint64_t sealed = 0;
+  uint64_t with_vni = 0;
+  uint64_t other_ipv4 = 0;   // IPv4 frames that are not Geneve
+  uint64_t needle_hits = 0;  // frames holding the needle anywhere (headers included)
+  uint64_t kernel_drops = 0; // frames the socket missed (PACKET_STATISTICS)
+};
+
+// An AF_PACKET capture (every protocol, both directions) of interface `ifname` in
+// namespace `ns` (nullptr: the test's own), drained by its own thread (which joins the
+// namespace) from construction until stop(): counts only, nothing is stored. The socket
+// is bound before the constructor returns, so nothing sent afterwards is missed except
+// what the kernel drops when the drain falls behind (counted; a 32 MiB buffer is forced).
+class PacketCapture {
+ public:
+  PacketCapture(const Netns* ns, std::string ifname, std::string needle, uint32_t vni = 0);
+  ~PacketCapture();
+  PacketCapture(const PacketCapture&) = delete;
+  PacketCapture& operator=(const PacketCapture&) = delete;
+
+  bool ok() const { return ok_; }
+  const std::string& error() const { return error_; }
+  // Drains what is queued, stops the thread, returns the totals (idempotent).
+  CaptureCounts stop();
+
+ private:
+  void drain_until_stopped();
+  std::string ifname_, needle_;
+  uint32_t vni_;
+  int fd_ = -1;
+  bool ok_ = false;
+  std::string error_;
+  std::atomic<bool> stop_{false};
+  CaptureCounts counts_;
+  std::thread thread_;
 };
 
 }  // namespace azote::test
