@@ -50,12 +50,32 @@ net::Ipv4Prefix covering(const std::vector<net::Ipv4Prefix>& ps) {
 
 const char* lease_name(uint8_t s) { return net::to_string(static_cast<net::DhcpLeaseState>(s)); }
 
+// lib/imds's Service as the Switch's MetadataSink.
+class ImdsSink final : public MetadataSink {
+ public:
+  explicit ImdsSink(imds::Service& s) : s_(s) {}
+  bool inject(uint32_t slot, std::span<const uint8_t> ipv4) override { return s_.inject(slot, ipv4).ok(); }
+
+ private:
+  imds::Service& s_;
+};
+
+template <size_t N, typename Name>
+nlohmann::json nonzero(const std::array<uint64_t, N>& a, Name name, size_t from = 0) {
+  nlohmann::json out = nlohmann::json::object();
+  for (size_t i = from; i < N; ++i)
+    if (a[i] != 0) out[name(i)] = a[i];
+  return out;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Card>, CardError> Card::create(const CardOptions& o) {
   std::unique_ptr<Card> c(new Card());
   c->metrics_path_ = o.metrics_path;
   c->control_path_ = o.control_path;
+  c->region_ = o.region;
+  c->account_ = o.account;
   SwitchConfig sc;
   sc.region = o.region;
   sc.account = o.account;
@@ -127,11 +147,28 @@ Result<std::unique_ptr<Card>, CardError> Card::create(const CardOptions& o) {
       if (auto r = c->add_mapping(o.mappings[i]); !r)
         return make_error(CardErrc::kModel, "fabric: mappings[" + std::to_string(i) + "]: " + r.error().message());
   }
+  // The metadata service: before the ENIs (their slots), after the Switch (its output).
+  if (!o.imds) {
+    c->imds_state_ = "off";
+  } else if (auto s = imds::Service::start(); !s) {
+    c->imds_state_ = "unavailable: " + s.error().message();
+    LOG_WARN("imds: the instance metadata service cannot start (%s); the card runs without it and drops "
+             "packets to 169.254.169.254 (imds_unavailable)",
+             s.error().message().c_str());
+  } else {
+    c->imds_ = std::move(s).value();
+    c->imds_sink_ = std::make_unique<ImdsSink>(*c->imds_);
+    // On the service's reader thread: the Switch finds the slot's ENI under its lock.
+    c->imds_->set_output([&sw](uint32_t slot, std::span<const uint8_t> ipv4) { (void)sw.deliver_metadata(slot, ipv4); });
+    sw.set_metadata_sink(c->imds_sink_.get());
+    c->imds_state_ = "running";
+  }
   for (const auto& e : o.enis) AZOTE_TRYV(c->add_eni(e));
   if (!o.metrics_path.empty()) {
     auto m = MetricsServer::start(o.metrics_path);
     if (!m) return make_error(CardErrc::kHost, m.error().message());
     c->metrics_ = std::move(m).value();
+    c->metrics_->set_imds(c->imds_.get());
     c->update_metrics();
   }
   if (!o.control_path.empty()) {
@@ -148,6 +185,10 @@ Card::~Card() {
   metrics_.reset();
   for (auto& [id, s] : served_) s->backend.reset();
   served_.clear();
+  // No worker is left to inject; the service's reader stops before the Switch goes.
+  if (switch_) switch_->set_metadata_sink(nullptr);
+  imds_.reset();
+  imds_sink_.reset();
   // No worker is left to send; the link's receive thread stops before the Switch goes.
   if (switch_) switch_->set_fabric(nullptr, 0);
   fabric_.reset();
@@ -161,22 +202,35 @@ Result<void, CardError> Card::add_eni(const EniSpec& e) {
   if (!port) return model(port.error());
   auto s = std::make_unique<Served>();
   s->port = *port;
+  s->metadata = e.metadata;
+  auto undo = [&] {
+    detach_imds(*s->port);
+    (void)switch_->remove_eni(e.id);
+  };
+  if (e.metadata) {
+    if (auto r = attach_imds(*s->port, *e.metadata); !r) {
+      undo();
+      return make_error(CardErrc::kModel, e.origin + ": metadata: " + r.error().message());
+    }
+  }
   s->device = std::make_unique<NetDevice>(s->port, *switch_);
   auto b = vhost_user::Backend::listen(e.socket, *s->device);
   if (!b) {
-    (void)switch_->remove_eni(e.id);
+    undo();
     return make_error(CardErrc::kHost, e.origin + ": " + b.error().message());
   }
   s->backend = std::move(b).value();
   const uint64_t id = next_id_++;
   if (auto r = epoll_watch(epoll_.get(), s->backend->poll_fd(), kTagBackend + id); !r) {
-    (void)switch_->remove_eni(e.id);
+    undo();
     return r;
   }
   const Port& p = *s->port;
-  LOG_INFO("eni %s: %s %s in %s (%s), groups %zu, source-dest-check %s, on %s", p.id().c_str(),
+  const auto slot = p.imds_slot();
+  LOG_INFO("eni %s: %s %s in %s (%s), groups %zu, source-dest-check %s, imds %s, on %s", p.id().c_str(),
            p.mac().to_string().c_str(), p.ip().to_string().c_str(), p.subnet().to_string().c_str(),
            p.vpc().id.c_str(), p.spec().groups.size(), p.spec().source_dest_check ? "on" : "off",
+           slot ? ("slot " + std::to_string(*slot)).c_str() : e.metadata ? "unavailable" : "none (no metadata)",
            p.spec().socket.c_str());
   served_.emplace(id, std::move(s));
   update_metrics();
@@ -191,6 +245,7 @@ Result<void, CardError> Card::remove_eni(const std::string& eni, bool force) {
       return make_error(CardErrc::kModel,
                         "ENI " + eni + " is in use by a connected hypervisor (\"force\": true detaches it anyway)");
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, s.backend->poll_fd(), nullptr);
+    detach_imds(*s.port);
     (void)switch_->remove_eni(eni);
     auto owned = std::move(it->second);
     served_.erase(it);
@@ -200,6 +255,87 @@ Result<void, CardError> Card::remove_eni(const std::string& eni, bool force) {
     return {};
   }
   return make_error(CardErrc::kModel, "no ENI " + eni);
+}
+
+imds::InstanceMetadata Card::imds_metadata(const Port& port, const InstanceMetadata& md) const {
+  imds::InstanceMetadata m;
+  m.instance_id = md.instance_id;
+  m.instance_type = md.instance_type;
+  m.ami_id = md.ami_id;
+  m.local_ipv4 = port.ip().to_string();
+  m.mac = port.mac().to_string();
+  // EC2's hostname and local-hostname are both the private DNS name: the VPC zone's.
+  m.hostname = md.hostname.empty() ? hostname_for(port.ip()) + "." + region_ + ".compute.internal" : md.hostname;
+  m.local_hostname = m.hostname;
+  m.availability_zone = md.availability_zone;
+  m.region = region_;
+  m.account_id = account_;
+  m.security_groups = port.spec().groups;
+  m.user_data.assign(md.user_data.begin(), md.user_data.end());
+  m.http_tokens_required = md.http_tokens_required;
+  return m;
+}
+
+Result<void, CardError> Card::attach_imds(const Port& port, const InstanceMetadata& md) {
+  if (!imds_) return {};  // the ENI's packets to 169.254.169.254: imds_unavailable
+  const imds::InstanceMetadata m = imds_metadata(port, md);
+  if (const auto slot = port.imds_slot()) {
+    if (auto r = imds_->update(*slot, m); !r) return make_error(CardErrc::kModel, "imds: " + r.error().message());
+    return {};
+  }
+  auto slot = imds_->add(m);
+  if (!slot) return make_error(CardErrc::kModel, "imds: " + slot.error().message());
+  if (auto r = switch_->set_imds_slot(port.id(), *slot); !r) {
+    (void)imds_->remove(*slot);
+    return model(r.error());
+  }
+  return {};
+}
+
+void Card::detach_imds(const Port& port) {
+  const auto slot = port.imds_slot();
+  if (!slot) return;
+  (void)switch_->set_imds_slot(port.id(), std::nullopt);  // no reply reaches the ENI from now on
+  if (imds_) (void)imds_->remove(*slot);                   // its tokens die
+}
+
+Result<bool, CardError> Card::set_eni_metadata(const std::string& id, const std::optional<InstanceMetadata>& md) {
+  for (auto& [serial, s] : served_) {
+    if (s->port->id() != id) continue;
+    if (md) {
+      AZOTE_TRYV(attach_imds(*s->port, *md));
+    } else {
+      detach_imds(*s->port);
+    }
+    s->metadata = md;
+    const auto slot = s->port->imds_slot();
+    LOG_INFO("eni %s: metadata %s%s", id.c_str(), md ? "updated" : "removed",
+             slot ? (", imds slot " + std::to_string(*slot)).c_str() : "");
+    return slot.has_value();
+  }
+  return make_error(CardErrc::kModel, "no ENI " + id);
+}
+
+nlohmann::json Card::describe_imds() const {
+  nlohmann::json out{{"state", imds_state_}};
+  size_t slots = 0;
+  for (const auto& [serial, s] : served_) slots += s->port->imds_slot().has_value() ? 1 : 0;
+  out["slots"] = slots;
+  if (!imds_) return out;
+  const imds::Counters c = imds_->counters();
+  nlohmann::json responses = nlohmann::json::object();
+  for (size_t i = 0; i < c.responses.size(); ++i)
+    responses[i < imds::kCountedStatuses.size() ? std::to_string(imds::kCountedStatuses[i]) : "other"] = c.responses[i];
+  out["responses"] = std::move(responses);
+  out["tokens_issued"] = c.tokens_issued;
+  out["refusals"] = nonzero(c.refusals, [](size_t i) { return imds::to_string(static_cast<imds::Refusal>(i)); }, 1);
+  out["packets_in"] = c.packets_in;
+  out["packets_out"] = c.packets_out;
+  out["dropped_in"] = nonzero(c.dropped_in, [](size_t i) { return imds::to_string(static_cast<imds::Drop>(i)); });
+  out["dropped_out"] = nonzero(c.dropped_out, [](size_t i) { return imds::to_string(static_cast<imds::Drop>(i)); });
+  out["ttl_rewritten"] = c.ttl_rewritten;
+  out["connections"] = c.connections;
+  return out;
 }
 
 void Card::update_metrics() {
@@ -247,6 +383,20 @@ nlohmann::json Card::describe_enis() const {
                                  {"tx_packets", c.tx_packets.load()},
                                  {"rx_packets", c.rx_packets.load()},
                                  {"drops", drops}});
+    const auto slot = p.imds_slot();
+    nlohmann::json imds{{"metadata", s->metadata.has_value()},
+                        {"slot", slot ? nlohmann::json(*slot) : nlohmann::json(nullptr)},
+                        {"packets_in", c.imds_in.load()},
+                        {"packets_out", c.imds_out.load()},
+                        {"drops", {{"unavailable", c.dropped(Drop::kImdsUnavailable)},
+                                   {"no_metadata", c.dropped(Drop::kImdsNoMetadata)},
+                                   {"refused", c.dropped(Drop::kImdsRefused)}}}};
+    if (s->metadata) {
+      imds["instance_id"] = s->metadata->instance_id;
+      imds["http_tokens"] = s->metadata->http_tokens_required ? "required" : "optional";
+    }
+    out.back()["imds"] = std::move(imds);
+    out.back()["rate_limits"] = p.limits().describe();  // limits.hpp: limits, per-direction throttling
   }
   return out;
 }
@@ -255,6 +405,20 @@ control::Json Card::handle_control(const control::Json& r) {
   const std::string op = r["op"].get<std::string>();
   if (op == "list-enis") return {{"ok", true}, {"enis", describe_enis()}};
   if (op == "list-security-groups") return {{"ok", true}, {"security_groups", switch_->describe_groups()}};
+  if (op == "describe-imds") return {{"ok", true}, {"imds", describe_imds()}};
+  if (op == "set-eni-metadata") {
+    if (!r.contains("id") || !r["id"].is_string() || !r.contains("metadata"))
+      return control::refuse("set-eni-metadata needs \"id\" and \"metadata\": {...} (or null: no metadata)");
+    std::optional<InstanceMetadata> md;
+    if (!r["metadata"].is_null()) {
+      auto m = parse_metadata_json("set-eni-metadata: metadata", r["metadata"]);
+      if (!m) return control::refuse(m.error().message());
+      md = std::move(m).value();
+    }
+    auto served = set_eni_metadata(r["id"].get<std::string>(), md);
+    if (!served) return control::refuse("set-eni-metadata: " + served.error().message());
+    return {{"ok", true}, {"served", *served}};
+  }
   if (op == "add-vpc") {
     if (!r.contains("vpc")) return control::refuse("add-vpc needs \"vpc\": {\"id\", \"cidr\", \"vni\"?}");
     auto v = parse_vpc_json("add-vpc: vpc", r["vpc"]);
@@ -280,6 +444,18 @@ control::Json Card::handle_control(const control::Json& r) {
     if (auto d = remove_eni(r["id"].get<std::string>(), force); !d) return control::refuse(d.error().message());
     return control::ok();
   }
+  if (op == "set-eni-limits") {  // {"id", "limits": {"bandwidth_mbps", "pps"} | null}: at once (limits.hpp)
+    if (!r.contains("id") || !r["id"].is_string() || !r.contains("limits"))
+      return control::refuse(
+          "set-eni-limits needs \"id\" and \"limits\": {\"bandwidth_mbps\", \"pps\"} (or null: none)");
+    auto l = parse_limits_json("set-eni-limits: limits", r["limits"]);
+    if (!l) return control::refuse(l.error().message());
+    auto port = switch_->find(r["id"].get<std::string>());
+    if (!port) return control::refuse("set-eni-limits: no ENI " + r["id"].get<std::string>());
+    port->limits().set(*l);
+    port->inbox().notify();  // the worker asks again now, not after a wait computed at the old rate
+    return control::ok();
+  }
   if (op == "set-security-group-rules") {
     if (!r.contains("group") || !r["group"].is_string())
       return control::refuse("set-security-group-rules needs \"group\" (and \"ingress\" and/or \"egress\")");
@@ -296,8 +472,8 @@ control::Json Card::handle_control(const control::Json& r) {
   if (op.find("fabric") != std::string::npos) return handle_fabric_control(op, r);
   return control::refuse("unknown op \"" + op +
                          "\" (known: add-vpc, add-eni, remove-eni, list-enis, set-security-group-rules, "
-                         "list-security-groups, set-fabric-peer, rotate-fabric-key, add-fabric-mapping, "
-                         "remove-fabric-mapping, list-fabric)");
+                         "list-security-groups, set-eni-metadata, set-eni-limits, describe-imds, set-fabric-peer, "
+                         "rotate-fabric-key, add-fabric-mapping, remove-fabric-mapping, list-fabric)");
 }
 
 Result<void, CardError> Card::add_mapping(const FabricMappingSpec& m) {

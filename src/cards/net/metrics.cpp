@@ -9,7 +9,9 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <optional>
 
 #include "base/log.hpp"
 
@@ -33,7 +35,7 @@ std::string escape(const std::string& s) {
 
 }  // namespace
 
-std::string render_prometheus(const std::vector<MetricsSource>& sources) {
+std::string render_prometheus(const std::vector<MetricsSource>& sources, const imds::Counters* imds) {
   std::string out;
   auto header = [&](const char* name, const char* type, const char* help) {
     out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
@@ -84,6 +86,71 @@ std::string render_prometheus(const std::vector<MetricsSource>& sources) {
          [](const MetricsSource& s) { return s.backend != nullptr ? s.backend->accepted() : 0; });
   scalar("azote_net_inbox_frames", "gauge", "Frames waiting for the guest's receive buffers.",
          [](const MetricsSource& s) { return static_cast<uint64_t>(s.port->inbox().size()); });
+  // Rate limits (limits.hpp): per direction, tx = guest -> card, rx = card -> guest.
+  scalar("azote_net_limit_bandwidth_mbps", "gauge", "The ENI's bandwidth limit per direction, Mbit/s (0: none).",
+         [](const MetricsSource& s) { const auto l = s.port->limits().get(); return l ? l->bandwidth_mbps : 0; });
+  scalar("azote_net_limit_pps", "gauge", "The ENI's packets-per-second limit per direction (0: none).",
+         [](const MetricsSource& s) { const auto l = s.port->limits().get(); return l ? l->pps : 0; });
+  auto per_direction = [&](const char* name, const char* type, const char* help, auto field) {
+    header(name, type, help);
+    for (const auto& s : sources) {
+      sample(name, labels(s) + ",direction=\"tx\"", field(s.port->limits().tx()));
+      sample(name, labels(s) + ",direction=\"rx\"", field(s.port->limits().rx()));
+    }
+  };
+  per_direction("azote_net_limit_delayed_frames_total", "counter",
+                "Frames the ENI's rate limit held back at least once (tx: left in the guest's ring, rx: in the inbox).",
+                [](const DirectionLimiter& d) { return d.delayed_frames(); });
+  per_direction("azote_net_limit_delayed_bytes_total", "counter", "Bytes of the frames the rate limit held back.",
+                [](const DirectionLimiter& d) { return d.delayed_bytes(); });
+  header("azote_net_limit_throttled_seconds_total", "counter",
+         "Time the head of the direction waited for the rate limit (the current wait included).");
+  for (const auto& s : sources)
+    for (const auto& [dir, d] : {std::pair<const char*, const DirectionLimiter*>{"tx", &s.port->limits().tx()},
+                                 std::pair<const char*, const DirectionLimiter*>{"rx", &s.port->limits().rx()}}) {
+      char v[32];
+      std::snprintf(v, sizeof v, "%.6f", static_cast<double>(d->throttled_ns()) / 1e9);
+      out += std::string("azote_net_limit_throttled_seconds_total{") + labels(s) + ",direction=\"" + dir + "\"} " + v +
+             "\n";
+    }
+  header("azote_net_imds_packets_total", "counter",
+         "Packets to 169.254.169.254 the metadata service took (in), its replies put in the inbox (out).");
+  for (const auto& s : sources) {
+    sample("azote_net_imds_packets_total", labels(s) + ",direction=\"in\"", get(s.port->counters().imds_in));
+    sample("azote_net_imds_packets_total", labels(s) + ",direction=\"out\"", get(s.port->counters().imds_out));
+  }
+  // The metadata service as a whole (no per-ENI labels).
+  auto plain = [&](const char* name, const std::string& l, uint64_t v) {
+    out += std::string(name) + (l.empty() ? "" : "{" + l + "}") + " " + std::to_string(v) + "\n";
+  };
+  header("azote_imds_up", "gauge", "1 while the instance metadata service runs.");
+  plain("azote_imds_up", "", imds != nullptr ? 1 : 0);
+  if (imds != nullptr) {
+    header("azote_imds_responses_total", "counter", "HTTP responses of the metadata service, by status.");
+    for (size_t i = 0; i < imds->responses.size(); ++i)
+      plain("azote_imds_responses_total",
+            "status=\"" + (i < imds::kCountedStatuses.size() ? std::to_string(imds::kCountedStatuses[i]) : "other") + "\"",
+            imds->responses[i]);
+    header("azote_imds_tokens_issued_total", "counter", "IMDSv2 session tokens issued.");
+    plain("azote_imds_tokens_issued_total", "", imds->tokens_issued);
+    header("azote_imds_refusals_total", "counter", "Requests the metadata service refused, by reason.");
+    for (size_t i = 1; i < imds->refusals.size(); ++i)
+      plain("azote_imds_refusals_total", "reason=\"" + std::string(imds::to_string(static_cast<imds::Refusal>(i))) + "\"",
+            imds->refusals[i]);
+    header("azote_imds_dropped_total", "counter", "Packets the metadata service dropped, by direction and reason.");
+    for (size_t i = 0; i < imds->dropped_in.size(); ++i)
+      plain("azote_imds_dropped_total",
+            "direction=\"in\",reason=\"" + std::string(imds::to_string(static_cast<imds::Drop>(i))) + "\"",
+            imds->dropped_in[i]);
+    for (size_t i = 0; i < imds->dropped_out.size(); ++i)
+      plain("azote_imds_dropped_total",
+            "direction=\"out\",reason=\"" + std::string(imds::to_string(static_cast<imds::Drop>(i))) + "\"",
+            imds->dropped_out[i]);
+    header("azote_imds_ttl_rewritten_total", "counter", "Kernel segments whose TTL was not 1 (should stay 0).");
+    plain("azote_imds_ttl_rewritten_total", "", imds->ttl_rewritten);
+    header("azote_imds_connections_total", "counter", "TCP connections the metadata service accepted.");
+    plain("azote_imds_connections_total", "", imds->connections);
+  }
   return out;
 }
 
@@ -121,6 +188,11 @@ void MetricsServer::set_sources(std::vector<MetricsSource> sources) {
   sources_ = std::move(sources);
 }
 
+void MetricsServer::set_imds(const imds::Service* service) {
+  std::lock_guard lock(mu_);
+  imds_ = service;
+}
+
 void MetricsServer::run() {
   for (;;) {
     pollfd p[2] = {{listen_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
@@ -144,7 +216,9 @@ void MetricsServer::serve(int client) {
   std::string text;
   {
     std::lock_guard lock(mu_);
-    text = render_prometheus(sources_);
+    std::optional<imds::Counters> c;
+    if (imds_ != nullptr) c = imds_->counters();
+    text = render_prometheus(sources_, c ? &*c : nullptr);
   }
   if (got >= 4 && std::memcmp(req, "GET ", 4) == 0)
     text = "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: " +

@@ -14,6 +14,7 @@
 #include "base/error.hpp"
 #include "base/unique_fd.hpp"
 #include "cards/net/switch.hpp"
+#include "imds/service.hpp"
 #include "vhost_user/backend.hpp"
 
 namespace azote::card_net {
@@ -23,7 +24,8 @@ struct MetricsSource {
   const vhost_user::Backend* backend = nullptr;  // connection counters; may be null
 };
 
-std::string render_prometheus(const std::vector<MetricsSource>& sources);
+// `imds`: the metadata service's counters (null: it does not run; azote_imds_up 0).
+std::string render_prometheus(const std::vector<MetricsSource>& sources, const imds::Counters* imds = nullptr);
 
 enum class MetricsErrc { kSocket = 1 };
 using MetricsError = Error<MetricsErrc>;
@@ -37,6 +39,9 @@ class MetricsServer {
 
   // Once this returns, no rendering uses a source that is not in `sources`.
   void set_sources(std::vector<MetricsSource> sources);
+  // The metadata service whose counters are rendered (null: none). It must outlive this
+  // server or be replaced first.
+  void set_imds(const imds::Service* service);
 
  private:
   MetricsServer() = default;
@@ -46,6 +51,7 @@ class MetricsServer {
   std::string path_;
   std::mutex mu_;
   std::vector<MetricsSource> sources_;  // guarded by mu_
+  const imds::Service* imds_ = nullptr;  // guarded by mu_
   UniqueFd listen_, stop_;
   std::thread thread_;
 };

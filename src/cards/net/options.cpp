@@ -154,7 +154,10 @@ bool valid_hostname(const std::string& h) {
   return h.back() != '-' && h.back() != '.';
 }
 
+}  // namespace
+
 Result<EniLimits, OptionsError> parse_limits(const std::string& where, const nlohmann::json& j) {
+  if (!j.is_object()) return bad(where + " must be an object {\"bandwidth_mbps\", \"pps\"}");
   AZOTE_TRYV(only_keys(where, j, {"bandwidth_mbps", "pps"}));
   if (j.empty()) return bad(where + ": needs \"bandwidth_mbps\" and/or \"pps\"");
   EniLimits l;
@@ -169,7 +172,9 @@ Result<EniLimits, OptionsError> parse_limits(const std::string& where, const nlo
   return l;
 }
 
-Result<InstanceMetadata, OptionsError> parse_metadata(const std::string& where, const nlohmann::json& j) {
+
+Result<InstanceMetadata, OptionsError> parse_metadata_json(const std::string& where, const nlohmann::json& j) {
+  if (!j.is_object()) return bad(where + " must be an object");
   AZOTE_TRYV(only_keys(where, j, {"instance_id", "instance_type", "ami_id", "availability_zone", "hostname",
                                   "user_data_b64", "http_tokens"}));
   InstanceMetadata m;
@@ -205,8 +210,6 @@ Result<InstanceMetadata, OptionsError> parse_metadata(const std::string& where, 
   return m;
 }
 
-}  // namespace
-
 Result<EniSpec, OptionsError> parse_eni(const std::string& origin, const std::string& spec) {
   EniSpec e;
   e.origin = origin;
@@ -240,7 +243,7 @@ Result<EniSpec, OptionsError> parse_eni_json(const std::string& where, const nlo
       AZOTE_TRY(l, parse_limits(where + ": limits", v));
       e.limits = l;
     } else if (key == "metadata") {
-      AZOTE_TRY(m, parse_metadata(where + ": metadata", v));
+      AZOTE_TRY(m, parse_metadata_json(where + ": metadata", v));
       e.metadata = std::move(m);
     } else if (v.is_string()) {
       AZOTE_TRYV(set_eni_key(where, e, key, v.get<std::string>()));
@@ -424,7 +427,7 @@ Result<void, OptionsError> apply_json(const std::string& text, const std::string
     return bad(origin + ": invalid JSON: " + e.what());
   }
   AZOTE_TRYV(only_keys(origin, j, {"region", "account", "vpcs", "subnets", "security_groups", "enis", "metrics",
-                                   "control", "flow_log", "flow_log_window", "log_level", "fabric"}));
+                                   "control", "flow_log", "flow_log_window", "log_level", "fabric", "imds"}));
   auto str = [&](const char* key, std::string* dst) -> Result<void, OptionsError> {
     if (!j.contains(key)) return {};
     if (!j[key].is_string() || j[key].get<std::string>().empty()) return bad(origin + ": \"" + key + "\" must be a string");
@@ -441,6 +444,10 @@ Result<void, OptionsError> apply_json(const std::string& text, const std::string
     AZOTE_TRYV(str("metrics", &m));
     if (m.rfind("unix:", 0) != 0 || m.size() <= 5) return bad(origin + ": \"metrics\" must be unix:PATH");
     out->metrics_path = m.substr(5);
+  }
+  if (j.contains("imds")) {
+    if (!j["imds"].is_boolean()) return bad(origin + ": \"imds\" must be true or false");
+    out->imds = j["imds"].get<bool>();
   }
   if (j.contains("flow_log_window")) {
     if (!j["flow_log_window"].is_number_unsigned() || j["flow_log_window"].get<uint64_t>() < 1 ||
@@ -543,7 +550,7 @@ Result<ParsedArgs, OptionsError> parse_args(const std::vector<std::string>& args
     } else {
       static const std::set<std::string> kWithValue = {
           "--eni", "--config", "--metrics", "--flow-log", "--flow-log-window", "--control", "--log-level", "--region",
-          "--underlay", "--host-id"};
+          "--underlay", "--host-id", "--imds"};
       if (kWithValue.count(a) == 0) return bad("unknown option \"" + a + "\" (see --help)");
       if (i + 1 >= args.size()) return bad(a + " needs a value");
       value = args[++i];
@@ -583,6 +590,9 @@ Result<ParsedArgs, OptionsError> parse_args(const std::vector<std::string>& args
     } else if (flag == "--underlay") {
       AZOTE_TRY(u, parse_endpoint("--underlay", value));
       o.underlay = u;
+    } else if (flag == "--imds") {
+      if (value != "on" && value != "off") return bad("--imds: \"" + value + "\" is not on or off");
+      o.imds = value == "on";
     } else if (flag == "--host-id") {
       AZOTE_TRY(h, parse_host_id("--host-id", nlohmann::json(value)));
       o.host_id = h;
@@ -626,7 +636,7 @@ Options:
                             "metadata": {"instance_id", "instance_type", "ami_id",
                             "availability_zone", "hostname", "user_data_b64",
                             "http_tokens"}}], "metrics", "control", "flow_log",
-                            "flow_log_window", "fabric": {"host_id", "underlay",
+                            "flow_log_window", "imds": true|false, "fabric": {"host_id", "underlay",
                             "peers": [PEER], "mappings": [{"vpc", "ip", "host"}]}}.
                             A VPC may give "vni" (1..16777215, the same on every
                             host); by default it is derived from its id. PEER:
@@ -642,8 +652,12 @@ Options:
   --control PATH            JSON-lines control socket: add-vpc, add-eni, remove-eni,
                             list-enis, set-security-group-rules, list-security-groups,
                             set-fabric-peer, rotate-fabric-key, add-fabric-mapping,
-                            remove-fabric-mapping, list-fabric.
+                            remove-fabric-mapping, list-fabric, set-eni-metadata,
+                            describe-imds.
   --region NAME             DNS zone <NAME>.compute.internal (default local-1).
+  --imds on|off             The instance metadata service (IMDSv2) at 169.254.169.254
+                            for ENIs with "metadata" (default on; needs root, network
+                            namespaces and /dev/net/tun, else the card runs without it).
   --underlay IPV4[:PORT]    The fabric: the UDP address (default port 6081) this card
                             binds, in its network namespace, to reach other hosts'
                             cards. Their packets are Geneve with an IPv4 datagram of up

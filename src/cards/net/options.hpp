@@ -46,14 +46,17 @@ struct GroupSpec {
   std::optional<std::vector<vpc::Rule>> egress;
 };
 
-// Per-ENI limits (validated and stored; not enforced yet).
+// Per-ENI limits, per direction (enforced by the worker: limits.hpp, DESIGN.md "Limits").
 struct EniLimits {
   uint64_t bandwidth_mbps = 0;  // 0: not given
   uint64_t pps = 0;
 };
 
-// What the instance metadata service will serve for the ENI's instance (validated and
-// stored; not served yet).
+// What the instance metadata service (169.254.169.254, lib/imds) serves for the ENI's
+// instance, besides what the card knows itself: the ENI's address and MAC, the region and
+// account (card options), the security groups (the ENI's group ids). An absent field is
+// served empty. "http_tokens" absent is "optional": IMDSv1 (no token) is answered too, as
+// for EC2 instances launched without MetadataOptions; a token, when sent, is checked.
 struct InstanceMetadata {
   std::string instance_id;  // "i-..."
   std::string instance_type;
@@ -75,7 +78,7 @@ struct EniSpec {
   std::vector<std::string> groups;  // 1..5
   bool source_dest_check = true;
   std::optional<EniLimits> limits = std::nullopt;          // "limits" (JSON only)
-  std::optional<InstanceMetadata> metadata = std::nullopt;  // "metadata" (JSON only)
+  std::optional<InstanceMetadata> metadata = std::nullopt;  // "metadata" (JSON only): IMDS
 };
 
 // An IPv4 address and UDP port on the underlay ("ADDR[:PORT]", default port 6081).
@@ -117,6 +120,10 @@ struct CardOptions {
   std::optional<Endpoint> underlay = std::nullopt;
   std::vector<FabricPeerSpec> peers;
   std::vector<FabricMappingSpec> mappings;
+  // The instance metadata service (--imds on|off, "imds": true|false; default on). When
+  // it cannot start (not root, no network namespaces or /dev/net/tun) the card runs
+  // without it.
+  bool imds = true;
 };
 
 struct ParsedArgs {
@@ -150,6 +157,11 @@ Result<FabricPeerSpec, OptionsError> parse_peer_json(const std::string& where, c
 Result<fabric::PeerKey, OptionsError> parse_key_json(const std::string& where, const nlohmann::json& j);
 // {"vpc": "vpc-1", "ip": "10.0.1.6", "host": ID}.
 Result<FabricMappingSpec, OptionsError> parse_mapping_json(const std::string& where, const nlohmann::json& j);
+// An ENI's "metadata": {"instance_id", "instance_type", "ami_id", "availability_zone",
+// "hostname", "user_data_b64", "http_tokens": "optional"|"required"} (all optional).
+Result<InstanceMetadata, OptionsError> parse_metadata_json(const std::string& where, const nlohmann::json& j);
+// `{"bandwidth_mbps": 1..400000, "pps": 1..100000000}`, at least one of them.
+Result<EniLimits, OptionsError> parse_limits(const std::string& where, const nlohmann::json& j);
 // {"id", "cidr", "vni"?}.
 Result<VpcSpec, OptionsError> parse_vpc_json(const std::string& where, const nlohmann::json& j);
 

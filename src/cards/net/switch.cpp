@@ -111,6 +111,9 @@ const char* to_string(Drop d) {
     case Drop::kRxQueueFull: return "rx_queue_full";
     case Drop::kRxBufferTooSmall: return "rx_buffer_too_small";
     case Drop::kFabricError: return "fabric_error";
+    case Drop::kImdsUnavailable: return "imds_unavailable";
+    case Drop::kImdsNoMetadata: return "imds_no_metadata";
+    case Drop::kImdsRefused: return "imds_refused";
     case Drop::kCount: break;
   }
   return "?";
@@ -403,6 +406,10 @@ Result<void, SwitchError> Switch::remove_eni(const std::string& id) {
   auto port = it->second;
   by_id_.erase(it);
   routes_.erase(route_key(port->vpc().index, port->ip()));
+  if (auto slot = port->imds_slot()) {
+    imds_slots_.erase(*slot);
+    port->imds_slot_.store(-1, std::memory_order_release);
+  }
   std::lock_guard plock(policy_mu_);
   (void)policy_.remove_interface(port->policy_);
   update_members();
@@ -450,6 +457,51 @@ bool Switch::maps_to(fabric::HostId host) const {
   for (const auto& [key, h] : remote_)
     if (h == host) return true;
   return false;
+}
+
+void Switch::set_metadata_sink(MetadataSink* sink) { imds_.store(sink, std::memory_order_release); }
+
+Result<void, SwitchError> Switch::set_imds_slot(const std::string& eni, std::optional<uint32_t> slot) {
+  std::unique_lock lock(mu_);
+  auto it = by_id_.find(eni);
+  if (it == by_id_.end()) return invalid("no ENI " + eni);
+  Port& p = *it->second;
+  if (slot) {
+    auto taken = imds_slots_.find(*slot);
+    if (taken != imds_slots_.end() && taken->second != it->second)
+      return invalid("ENI " + eni + ": IMDS slot " + std::to_string(*slot) + " is ENI " + taken->second->id() + "'s");
+  }
+  if (auto old = p.imds_slot()) imds_slots_.erase(*old);
+  if (slot) imds_slots_[*slot] = it->second;
+  p.imds_slot_.store(slot ? int64_t{*slot} : -1, std::memory_order_release);
+  return {};
+}
+
+bool Switch::deliver_metadata(uint32_t slot, std::span<const uint8_t> ipv4) {
+  std::shared_ptr<Port> to;
+  {
+    std::shared_lock lock(mu_);
+    auto it = imds_slots_.find(slot);
+    if (it == imds_slots_.end()) return false;
+    to = it->second;  // keeps the Port alive if remove_eni() runs now
+  }
+  Port& p = *to;
+  if (ipv4.size() > kMtu || ipv4.size() < net::kIpv4HeaderLen) return false;
+  if (!p.rx_ready.load(std::memory_order_acquire)) {
+    p.counters_.drop(Drop::kRxNotReady);
+    return false;
+  }
+  std::array<uint8_t, kSlotBytes> buf;
+  std::memcpy(buf.data() + net::kEthernetHeaderLen, ipv4.data(), ipv4.size());
+  auto len = net::build_ethernet(buf, net::EthernetFields{p.mac(), p.gateway_mac(), net::kEtherTypeIpv4, {}}, ipv4.size());
+  if (!len) return false;
+  if (!p.inbox_.push(std::span(buf).subspan(0, *len))) {
+    p.counters_.drop(Drop::kRxQueueFull);
+    return false;
+  }
+  p.counters_.imds_out.fetch_add(1, std::memory_order_relaxed);
+  p.inbox_.notify();
+  return true;
 }
 
 std::shared_ptr<Port> Switch::find(const std::string& id) const {
@@ -680,6 +732,19 @@ void Switch::handle(Port& from, const TxFrame& f, size_t index, std::vector<Cand
   if (eth.dst != from.gateway_mac()) return c.drop(eth.dst.is_multicast() ? Drop::kBroadcast : Drop::kNotToGateway);
   if (ip.dst.is_broadcast() || ip.dst.is_multicast() || ip.dst == from.subnet_.last())
     return c.drop(Drop::kBroadcast);
+
+  // The instance metadata service: the ENI's slot, the IPv4 packet as sent (no TTL
+  // decrement, no security groups: as EC2's). The service validates it (TCP to :80 from
+  // the ENI's address) and answers through deliver_metadata().
+  if (ip.dst == kImdsAddress) {
+    MetadataSink* sink = imds_.load(std::memory_order_acquire);
+    if (sink == nullptr) return c.drop(Drop::kImdsUnavailable);
+    const auto slot = from.imds_slot();
+    if (!slot) return c.drop(Drop::kImdsNoMetadata);
+    if (!sink->inject(*slot, frame.subspan(net::kEthernetHeaderLen))) return c.drop(Drop::kImdsRefused);
+    c.imds_in.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
 
   if (ip.dst == from.gateway()) {
     const auto* icmp = std::get_if<net::IcmpView>(&parsed->l4);

@@ -21,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <span>
 #include <string>
@@ -32,6 +33,7 @@
 #include "base/error.hpp"
 #include "base/log.hpp"
 #include "base/unique_fd.hpp"
+#include "cards/net/limits.hpp"
 #include "cards/net/options.hpp"
 #include "fabric/session.hpp"
 #include "net/addr.hpp"
@@ -79,6 +81,10 @@ enum class Drop : uint8_t {
   kRxBufferTooSmall, // a receive buffer of the guest cannot hold the frame
   kFabricError,      // mapped to another host, but the fabric did not take it (no key, key
                      // exhausted, socket error: FabricLink counts which)
+  kImdsUnavailable,  // to 169.254.169.254, but the card runs without the metadata service
+  kImdsNoMetadata,   // to 169.254.169.254 from an ENI without metadata (it has no slot)
+  kImdsRefused,      // the metadata service refused it (not TCP to :80, not from the ENI's
+                     // address, its queue full: describe-imds counts which)
   kCount
 };
 inline constexpr size_t kDropCount = static_cast<size_t>(Drop::kCount);
@@ -93,6 +99,8 @@ struct PortCounters {
   std::atomic<uint64_t> forwarded{0};  // frames routed to another ENI (accepted by both groups)
   std::atomic<uint64_t> arp_replies{0}, dhcp_replies{0}, dns_replies{0}, icmp_replies{0};
   std::atomic<uint64_t> queue_errors{0};  // virtqueues the driver broke
+  // IMDS: packets handed to the metadata service, its replies put in the inbox.
+  std::atomic<uint64_t> imds_in{0}, imds_out{0};
 
   void drop(Drop d) { drops[static_cast<size_t>(d)].fetch_add(1, std::memory_order_relaxed); }
   uint64_t dropped(Drop d) const { return drops[static_cast<size_t>(d)].load(std::memory_order_relaxed); }
@@ -151,10 +159,18 @@ class Port {
   const PortCounters& counters() const { return counters_; }
   Inbox& inbox() { return inbox_; }
   const Inbox& inbox() const { return inbox_; }
+  // Rate limits of both directions (limits.hpp): the worker asks, the control thread sets.
+  EniRateLimits& limits() { return limits_; }
+  const EniRateLimits& limits() const { return limits_; }
   // Set by the worker while the guest's receive queue runs.
   std::atomic<bool> rx_ready{false};
   // The DHCP lease as last seen (net::DhcpLeaseState), for list-enis.
   std::atomic<uint8_t> lease_state{0};
+  // The ENI's slot in the metadata service (Switch::set_imds_slot); none without metadata.
+  std::optional<uint32_t> imds_slot() const {
+    const int64_t s = imds_slot_.load(std::memory_order_acquire);
+    return s < 0 ? std::nullopt : std::optional<uint32_t>(static_cast<uint32_t>(s));
+  }
 
  private:
   friend class Switch;
@@ -167,6 +183,8 @@ class Port {
   vpc::EniHandle policy_;
   PortCounters counters_;
   Inbox inbox_;
+  EniRateLimits limits_{spec_.limits};
+  std::atomic<int64_t> imds_slot_{-1};
 };
 
 // A frame taken from a guest's transmit queue, in a buffer the card owns.
@@ -190,6 +208,17 @@ class FabricSender {
  public:
   virtual ~FabricSender() = default;
   virtual void send(std::span<const RemoteFrame> frames) = 0;
+};
+
+// The instance metadata service at 169.254.169.254 (the card's imds::Service; a fake in
+// tests). inject() is called on the sending ENI's worker thread.
+inline constexpr net::Ipv4Address kImdsAddress{169, 254, 169, 254};
+class MetadataSink {
+ public:
+  virtual ~MetadataSink() = default;
+  // An IPv4 packet (header first; link padding may follow) the guest of `slot` sent to
+  // 169.254.169.254. false: refused (the service counts why).
+  virtual bool inject(uint32_t slot, std::span<const uint8_t> ipv4) = 0;
 };
 
 // What became of a frame the fabric brought in (counted per peer by FabricLink).
@@ -255,6 +284,17 @@ class Switch {
   // groups (stateful: replies to its own flows pass), MACs rewritten, inbox.
   RemoteVerdict receive_remote(fabric::HostId from, uint32_t vni, std::span<uint8_t> frame);
 
+  // --- the instance metadata service ---
+  // Set once before any ENI transmits (null: none, packets to it are kImdsUnavailable),
+  // cleared after every worker stopped (control thread).
+  void set_metadata_sink(MetadataSink* sink);
+  // The ENI's slot (nullopt: none; its packets to 169.254.169.254 are kImdsNoMetadata).
+  Result<void, SwitchError> set_imds_slot(const std::string& eni, std::optional<uint32_t> slot);
+  // A reply of the service for `slot` (any thread; the service's reader): wrapped in
+  // Ethernet from the ENI's gateway to the ENI, put in its inbox. false: no ENI has the
+  // slot (removed), or not delivered (counted at the ENI: rx_not_ready, rx_queue_full).
+  bool deliver_metadata(uint32_t slot, std::span<const uint8_t> ipv4);
+
   // --- data path (the sending ENI's worker) ---
   // Handles a batch of frames the guest of `from` transmitted (virtio-net header
   // already removed). Frames may be rewritten in place.
@@ -292,6 +332,8 @@ class Switch {
   std::unordered_map<uint64_t, std::shared_ptr<Port>> routes_;
   std::unordered_map<uint64_t, fabric::HostId> remote_;  // fabric mappings, same keys
   std::atomic<FabricSender*> fabric_{nullptr};
+  std::atomic<MetadataSink*> imds_{nullptr};
+  std::unordered_map<uint32_t, std::shared_ptr<Port>> imds_slots_;  // slot -> ENI, under mu_
   fabric::HostId self_host_ = 0;
   mutable std::mutex policy_mu_;  // the engine is not thread-safe
   vpc::PolicyEngine policy_;

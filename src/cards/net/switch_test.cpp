@@ -255,5 +255,165 @@ TEST_F(SwitchTest, GarbageIsCountedNotDelivered) {
   EXPECT_EQ(b_->inbox().size(), 0u);
 }
 
+// ---- The instance metadata service (169.254.169.254): the Switch's side of it.
+
+// Records what the Switch injects; refuses when told to.
+class FakeImds final : public MetadataSink {
+ public:
+  bool inject(uint32_t slot, std::span<const uint8_t> ipv4) override {
+    got.emplace_back(slot, std::vector<uint8_t>(ipv4.begin(), ipv4.end()));
+    return accept;
+  }
+  std::vector<std::pair<uint32_t, std::vector<uint8_t>>> got;
+  bool accept = true;
+};
+
+// A request to IMDS as a guest sends it (the fake does not look inside: UDP will do).
+std::vector<uint8_t> to_imds(const Guest& g, std::span<const uint8_t> payload) {
+  return testing::udp(g, g.ip, kImdsAddress, 40000, 80, payload);
+}
+
+// A reply of the service: IPv4 from 169.254.169.254:80 to `to`, TTL 1.
+std::vector<uint8_t> imds_reply(net::Ipv4Address to, std::span<const uint8_t> payload) {
+  Guest any{net::MacAddress({2, 0, 0, 0, 0, 1}), to, net::MacAddress({2, 0, 0, 0, 0, 2})};
+  auto f = testing::udp(any, kImdsAddress, to, 80, 40000, payload, {}, 1);
+  return std::vector<uint8_t>(f.begin() + net::kEthernetHeaderLen, f.end());
+}
+
+TEST_F(SwitchTest, ImdsWithoutTheServiceOrWithoutMetadataIsDroppedAndCounted) {
+  // No service: imds_unavailable, even with a slot.
+  ASSERT_TRUE(sw_->set_imds_slot("eni-a", 3));
+  sw_->transmit_one(*a_, to_imds(ga_, payload_));
+  EXPECT_EQ(a_->counters().dropped(Drop::kImdsUnavailable), 1u);
+  // A service, but the ENI has no slot (no metadata): imds_no_metadata.
+  FakeImds fake;
+  sw_->set_metadata_sink(&fake);
+  sw_->transmit_one(*b_, to_imds(gb_, payload_));
+  EXPECT_EQ(b_->counters().dropped(Drop::kImdsNoMetadata), 1u);
+  ASSERT_TRUE(sw_->set_imds_slot("eni-a", std::nullopt));
+  EXPECT_FALSE(a_->imds_slot().has_value());
+  sw_->transmit_one(*a_, to_imds(ga_, payload_));
+  EXPECT_EQ(a_->counters().dropped(Drop::kImdsNoMetadata), 1u);
+  EXPECT_TRUE(fake.got.empty());
+  EXPECT_EQ(a_->counters().imds_in.load() + b_->counters().imds_in.load(), 0u);
+  // Nothing answered, nothing routed.
+  EXPECT_EQ(a_->inbox().size() + b_->inbox().size(), 0u);
+  EXPECT_STREQ(to_string(Drop::kImdsUnavailable), "imds_unavailable");
+  EXPECT_STREQ(to_string(Drop::kImdsNoMetadata), "imds_no_metadata");
+  EXPECT_STREQ(to_string(Drop::kImdsRefused), "imds_refused");
+  sw_->set_metadata_sink(nullptr);
+}
+
+TEST_F(SwitchTest, ImdsPacketsGoToTheEnisSlotUnfilteredBySecurityGroups) {
+  FakeImds fake;
+  sw_->set_metadata_sink(&fake);
+  // An ENI whose group lets nothing out: IMDS is not subject to security groups.
+  ASSERT_TRUE(sw_->set_group({"sg-mute", std::vector<vpc::Rule>{}, std::vector<vpc::Rule>{}}));
+  auto m = add("eni-m", "02:00:00:00:00:0d", "10.0.1.9", "subnet-a", "", {"sg-mute"});
+  ASSERT_TRUE(m) << last_error_;
+  const Guest gm{m->mac(), m->ip(), m->gateway_mac()};
+  ASSERT_TRUE(sw_->set_imds_slot("eni-a", 7));
+  ASSERT_TRUE(sw_->set_imds_slot("eni-m", 8));
+  EXPECT_EQ(a_->imds_slot(), std::optional<uint32_t>(7));
+
+  const auto fa = to_imds(ga_, payload_);
+  sw_->transmit_one(*a_, fa);
+  sw_->transmit_one(*m, to_imds(gm, payload_));
+  ASSERT_EQ(fake.got.size(), 2u);
+  EXPECT_EQ(fake.got[0].first, 7u);
+  EXPECT_EQ(fake.got[0].second, std::vector<uint8_t>(fa.begin() + net::kEthernetHeaderLen, fa.end()));  // as sent
+  EXPECT_EQ(fake.got[1].first, 8u);
+  EXPECT_EQ(a_->counters().imds_in.load(), 1u);
+  EXPECT_EQ(m->counters().imds_in.load(), 1u);
+  EXPECT_EQ(m->counters().dropped(Drop::kSgEgress), 0u);
+  // The same ENI to another VPC address: its group still says no.
+  sw_->transmit_one(*m, testing::udp(gm, gm.ip, b_->ip(), 40000, 5000, payload_));
+  EXPECT_EQ(m->counters().dropped(Drop::kSgEgress), 1u);
+
+  // The anti-spoofing checks come first; the frame must be for the gateway's MAC.
+  sw_->transmit_one(*a_, testing::udp(ga_, ip("10.0.1.77"), kImdsAddress, 40000, 80, payload_));
+  EXPECT_EQ(a_->counters().dropped(Drop::kSpoofedIp), 1u);
+  sw_->transmit_one(*a_, testing::udp(ga_, ga_.ip, kImdsAddress, 40000, 80, payload_, mac("02:00:00:00:09:09")));
+  EXPECT_EQ(a_->counters().dropped(Drop::kSpoofedMac), 1u);
+  Guest wrong_gw = ga_;
+  wrong_gw.gateway_mac = mac("02:00:00:00:00:0b");
+  sw_->transmit_one(*a_, to_imds(wrong_gw, payload_));
+  EXPECT_EQ(a_->counters().dropped(Drop::kNotToGateway), 1u);
+  EXPECT_EQ(fake.got.size(), 2u);
+
+  // What the service refuses is counted at the ENI.
+  fake.accept = false;
+  sw_->transmit_one(*a_, fa);
+  EXPECT_EQ(a_->counters().dropped(Drop::kImdsRefused), 1u);
+  EXPECT_EQ(a_->counters().imds_in.load(), 1u);
+  sw_->set_metadata_sink(nullptr);
+}
+
+TEST_F(SwitchTest, ImdsRepliesReachTheSlotsEniFromItsGateway) {
+  ASSERT_TRUE(sw_->set_imds_slot("eni-a", 7));
+  ASSERT_TRUE(sw_->set_imds_slot("eni-b", 9));
+  const auto reply = imds_reply(a_->ip(), payload_);
+  ASSERT_TRUE(sw_->deliver_metadata(7, reply));
+  ASSERT_EQ(a_->inbox().size(), 1u);
+  EXPECT_EQ(b_->inbox().size(), 0u);
+  const auto r = take(*a_);
+  auto f = net::parse_frame(r);
+  ASSERT_TRUE(f && f->ip);
+  EXPECT_EQ(f->eth.dst, a_->mac());
+  EXPECT_EQ(f->eth.src, a_->gateway_mac());
+  EXPECT_EQ(f->ip->src, kImdsAddress);
+  EXPECT_EQ(f->ip->ttl, 1);  // untouched: the service's TTL
+  EXPECT_EQ(std::vector<uint8_t>(r.begin() + net::kEthernetHeaderLen, r.end()), reply);
+  EXPECT_EQ(a_->counters().imds_out.load(), 1u);
+  // No ENI has slot 8; an oversized packet is not wrapped.
+  EXPECT_FALSE(sw_->deliver_metadata(8, reply));
+  EXPECT_FALSE(sw_->deliver_metadata(7, std::vector<uint8_t>(kMtu + 1, 0x45)));
+  // A receive queue that does not run: counted.
+  b_->rx_ready = false;
+  EXPECT_FALSE(sw_->deliver_metadata(9, imds_reply(b_->ip(), payload_)));
+  EXPECT_EQ(b_->counters().dropped(Drop::kRxNotReady), 1u);
+  // A slot belongs to one ENI at a time.
+  EXPECT_FALSE(sw_->set_imds_slot("eni-b", 7));
+  EXPECT_FALSE(sw_->set_imds_slot("eni-nope", 11));
+  // Moving an ENI to another slot frees the old one.
+  ASSERT_TRUE(sw_->set_imds_slot("eni-b", 10));
+  EXPECT_FALSE(sw_->deliver_metadata(9, reply));
+  // Removed: its slot leads nowhere, and the Port (still held) forgets it.
+  ASSERT_TRUE(sw_->remove_eni("eni-a"));
+  EXPECT_FALSE(sw_->deliver_metadata(7, reply));
+  EXPECT_FALSE(a_->imds_slot().has_value());
+  EXPECT_EQ(a_->inbox().size(), 0u);
+  // The slot is free for another ENI.
+  EXPECT_TRUE(sw_->set_imds_slot("eni-b", 7));
+}
+
+TEST(CardOptionsImds, FlagConfigAndMetadata) {
+  auto p = parse_args({"--control", "/tmp/c.sock"});
+  ASSERT_TRUE(p) << p.error().message();
+  EXPECT_TRUE(p->options.imds);  // default on
+  p = parse_args({"--control", "/tmp/c.sock", "--imds", "off"});
+  ASSERT_TRUE(p) << p.error().message();
+  EXPECT_FALSE(p->options.imds);
+  p = parse_args({"--control", "/tmp/c.sock", "--imds=on"});
+  ASSERT_TRUE(p) << p.error().message();
+  EXPECT_TRUE(p->options.imds);
+  EXPECT_FALSE(parse_args({"--control", "/tmp/c.sock", "--imds", "maybe"}));
+  CardOptions o;
+  ASSERT_TRUE(apply_json(R"({"imds": false})", "test", &o));
+  EXPECT_FALSE(o.imds);
+  EXPECT_FALSE(apply_json(R"({"imds": "off"})", "test", &o));
+
+  auto m = parse_metadata_json("m", nlohmann::json::parse(R"({"instance_id": "i-1", "user_data_b64": "aGk="})"));
+  ASSERT_TRUE(m) << m.error().message();
+  EXPECT_EQ(m->instance_id, "i-1");
+  EXPECT_EQ(m->user_data, "hi");
+  EXPECT_FALSE(m->http_tokens_required);  // absent: "optional"
+  m = parse_metadata_json("m", nlohmann::json::parse(R"({"http_tokens": "required"})"));
+  ASSERT_TRUE(m);
+  EXPECT_TRUE(m->http_tokens_required);
+  EXPECT_FALSE(parse_metadata_json("m", nlohmann::json::parse(R"("i-1")")));
+  EXPECT_FALSE(parse_metadata_json("m", nlohmann::json::parse(R"({"color": "red"})")));
+}
+
 }  // namespace
 }  // namespace azote::card_net

@@ -2,8 +2,10 @@
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -15,6 +17,10 @@ namespace {
 
 constexpr uint64_t kTagStop = 100;
 constexpr uint64_t kTagInbox = 101;  // rings: their index
+constexpr uint64_t kTagTimer = 102;  // a rate limit's wait is over
+// The shortest wait armed: tokens keep accruing meanwhile (buckets hold 10 ms), so a
+// floor only batches admissions, it never lowers the rate.
+constexpr rate_limit::Nanos kMinTimer = std::chrono::microseconds(50);
 
 void drain(int fd) {
   uint64_t v;
@@ -67,7 +73,8 @@ Result<std::unique_ptr<Worker>, WorkerError> Worker::start(Port& port, Switch& s
   std::unique_ptr<Worker> w(new Worker(port, sw, needs_reset));
   w->epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
   w->stop_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!w->epoll_ || !w->stop_) return make_error(WorkerErrc::kSetup, "epoll/eventfd", errno);
+  w->timer_ = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+  if (!w->epoll_ || !w->stop_ || !w->timer_) return make_error(WorkerErrc::kSetup, "epoll/eventfd/timerfd", errno);
   auto watch = [&](int fd, uint64_t tag) -> Result<void, WorkerError> {
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -77,6 +84,7 @@ Result<std::unique_ptr<Worker>, WorkerError> Worker::start(Port& port, Switch& s
   };
   AZOTE_TRYV(watch(w->stop_.get(), kTagStop));
   AZOTE_TRYV(watch(port.inbox().notify_fd(), kTagInbox));
+  AZOTE_TRYV(watch(w->timer_.get(), kTagTimer));
   if (rx) AZOTE_TRYV(w->setup(kRxQueue, *rx));
   if (tx) AZOTE_TRYV(w->setup(kTxQueue, *tx));
   for (uint32_t i = 0; i < 2; ++i)
@@ -133,12 +141,21 @@ void Worker::interrupt(Ring& r) {
   (void)!::write(r.info.call_fd, &one, sizeof one);
 }
 
-bool Worker::transmit() {
+void Worker::arm_timer(rate_limit::Nanos wait) {
+  const auto ns = static_cast<uint64_t>(std::max(wait, kMinTimer).count());
+  itimerspec its{};
+  its.it_value.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+  its.it_value.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+  (void)::timerfd_settime(timer_.get(), 0, &its, nullptr);
+}
+
+bool Worker::transmit(rate_limit::Nanos& wait) {
   if (!rings_[kTxQueue] || rings_[kTxQueue]->broken) return false;
   Ring& r = *rings_[kTxQueue];
   size_t n = 0;
   bool used = false;
   PortCounters& c = port_.counters();
+  DirectionLimiter& limit = port_.limits().tx();
   while (n < kBatch) {
     auto got = r.queue->pop_into(chain_);
     if (!got) {
@@ -147,6 +164,17 @@ bool Worker::transmit() {
     }
     if (!*got) break;
     const uint64_t total = chain_.readable_bytes;
+    // Every frame the guest sends passes the limiter, refused ones included (they cost
+    // the card as much); costs are the Ethernet frame, without the virtio-net header.
+    if (limit.limited()) {
+      const uint64_t cost = total > sizeof(virtio_net_hdr) ? total - sizeof(virtio_net_hdr) : 0;
+      if (const auto w = limit.admit(cost); w != rate_limit::Nanos(0)) {
+        // Put back: the chain stays the guest's, read again when the wait is over.
+        r.queue->set_next_avail(static_cast<uint16_t>(r.queue->next_avail() - 1));
+        wait = w;
+        break;
+      }
+    }
     bool take = false;
     if (total < sizeof(virtio_net_hdr)) {
       c.drop(Drop::kBadHeader);
@@ -178,15 +206,25 @@ bool Worker::transmit() {
   return n == kBatch;
 }
 
-void Worker::receive() {
+void Worker::receive(rate_limit::Nanos& wait) {
   if (!rings_[kRxQueue] || rings_[kRxQueue]->broken) return;
   Ring& r = *rings_[kRxQueue];
   Inbox& in = port_.inbox();
   PortCounters& c = port_.counters();
+  DirectionLimiter& limit = port_.limits().rx();
   bool used = false;
   for (;;) {
     const auto frame = in.front();
     if (frame.empty()) break;
+    // Admitted once, before a buffer is taken: a frame waiting for a buffer is not
+    // charged again.
+    if (!rx_admitted_) {
+      if (const auto w = limit.admit(frame.size()); w != rate_limit::Nanos(0)) {
+        wait = w;
+        break;
+      }
+      rx_admitted_ = true;
+    }
     auto got = r.queue->pop_into(chain_);
     if (!got) {
       break_queue(r, got.error().message());
@@ -209,6 +247,7 @@ void Worker::receive() {
     (void)r.queue->push_used(chain_.head, written);
     used = true;
     in.pop();
+    rx_admitted_ = false;
   }
   if (used) interrupt(r);
 }
@@ -228,10 +267,16 @@ void Worker::run() {
       const uint64_t tag = ev[i].data.u64;
       if (tag == kTagStop) return;
       if (tag == kTagInbox) drain(port_.inbox().notify_fd());
+      else if (tag == kTagTimer) drain(timer_.get());
       else if (tag < 2 && rings_[tag]) drain(rings_[tag]->info.kick_fd);
     }
-    more = transmit();
-    receive();
+    rate_limit::Nanos tx_wait{0}, rx_wait{0};
+    more = transmit(tx_wait);
+    receive(rx_wait);
+    if (tx_wait != rate_limit::Nanos(0) || rx_wait != rate_limit::Nanos(0)) {
+      const rate_limit::Nanos zero{0};
+      arm_timer(tx_wait == zero ? rx_wait : rx_wait == zero ? tx_wait : std::min(tx_wait, rx_wait));
+    }
   }
 }
 

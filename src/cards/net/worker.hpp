@@ -9,6 +9,14 @@
 //   num_buffers 1) -> used ring -> one interrupt if due. Frames wait in the inbox
 //   while the guest posts no buffer.
 //
+// Rate limits (limits.hpp, per direction): each transmit chain is admitted by the ENI's
+// tx limiter after it is popped; one refused is put back (the avail index steps back,
+// the chain stays the guest's) and the rest of the ring waits with it. Each inbox frame
+// is admitted by the rx limiter before a guest buffer is taken for it; one refused stays
+// at the inbox's front. Either way a timerfd armed with the limiter's wait wakes the
+// worker to ask again (a kick or an inbox push meanwhile only asks early). Nothing is
+// dropped or charged at a stop: the frames stay where they were.
+//
 // A queue the driver breaks (lib/virtio refuses a chain) stops; the device reports
 // DEVICE_NEEDS_RESET until the driver resets it. Created and stopped on the vhost-user
 // control thread (NetDevice); nothing here throws.
@@ -24,6 +32,7 @@
 #include "base/error.hpp"
 #include "base/log.hpp"
 #include "base/unique_fd.hpp"
+#include "rate_limit/clock.hpp"
 #include "cards/net/switch.hpp"
 #include "vhost_user/device.hpp"
 #include "virtio/queue.hpp"
@@ -59,8 +68,10 @@ class Worker {
   Worker(Port& port, Switch& sw, std::atomic<bool>& needs_reset);
   Result<void, WorkerError> setup(uint32_t index, const vhost_user::VringInfo& v);
   void run();
-  bool transmit();  // true: the batch was full, more may wait
-  void receive();
+  // true: the batch was full, more may wait. `wait`: set when the limiter held the rest.
+  bool transmit(rate_limit::Nanos& wait);
+  void receive(rate_limit::Nanos& wait);
+  void arm_timer(rate_limit::Nanos wait);
   void interrupt(Ring& r);
   void break_queue(Ring& r, const std::string& why);
 
@@ -70,7 +81,8 @@ class Worker {
   std::array<std::optional<Ring>, 2> rings_;
   std::vector<TxFrame> frames_;
   virtio::Chain chain_;
-  UniqueFd epoll_, stop_;
+  bool rx_admitted_ = false;  // the inbox's front frame passed the rx limiter
+  UniqueFd epoll_, stop_, timer_;
   std::thread thread_;
   log::RateLimit log_limit_{10, std::chrono::seconds(10)};
 };
