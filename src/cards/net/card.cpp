@@ -1,11 +1,6 @@
 #include "cards/net/card.hpp"
 
 #include <fcntl.h>
-#include <signal.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <sys/signalfd.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,19 +13,6 @@
 namespace azote::card_net {
 namespace {
 
-constexpr uint64_t kTagSignal = 0;
-constexpr uint64_t kTagStop = 1;
-constexpr uint64_t kTagControl = 2;
-constexpr uint64_t kTagTimer = 3;
-constexpr uint64_t kTagBackend = 16;  // + ENI serial
-
-Result<void, CardError> epoll_watch(int epoll, int fd, uint64_t tag) {
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = tag;
-  if (::epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &ev) != 0) return errno_error(CardErrc::kHost, "epoll_ctl");
-  return {};
-}
 
 Unexpected<CardError> model(const SwitchError& e) {
   return make_error(e.code == SwitchErrc::kHost ? CardErrc::kHost : CardErrc::kModel, e.message());
@@ -117,21 +99,11 @@ Result<std::unique_ptr<Card>, CardError> Card::create(const CardOptions& o) {
   for (const auto& g : o.groups)
     if (auto r = sw.set_group(g); !r) return model(r.error());
 
-  c->epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
-  c->stop_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  c->signal_fd_ = UniqueFd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
-  c->timer_fd_ = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
-  if (!c->epoll_ || !c->stop_fd_ || !c->signal_fd_ || !c->timer_fd_)
-    return errno_error(CardErrc::kHost, "epoll/eventfd/signalfd/timerfd");
-  const itimerspec every_second{{1, 0}, {1, 0}};
-  ::timerfd_settime(c->timer_fd_.get(), 0, &every_second, nullptr);
-  AZOTE_TRYV(epoll_watch(c->epoll_.get(), c->signal_fd_.get(), kTagSignal));
-  AZOTE_TRYV(epoll_watch(c->epoll_.get(), c->stop_fd_.get(), kTagStop));
-  AZOTE_TRYV(epoll_watch(c->epoll_.get(), c->timer_fd_.get(), kTagTimer));
+  auto loop = runtime::Loop::create("azote-card-net");
+  if (!loop) return make_error(CardErrc::kHost, loop.error().message(), loop.error().errnum);
+  c->loop_ = std::move(loop).value();
+  if (auto t = c->loop_->every(std::chrono::seconds(1), [p = c.get()] { p->tick(); }); !t)
+    return make_error(CardErrc::kHost, t.error().message(), t.error().errnum);
   if (!o.flow_log_path.empty()) {
     c->flow_log_ = UniqueFd(::open(o.flow_log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
     if (!c->flow_log_) return errno_error(CardErrc::kHost, "--flow-log " + o.flow_log_path);
@@ -175,7 +147,11 @@ Result<std::unique_ptr<Card>, CardError> Card::create(const CardOptions& o) {
     auto s = control::Server::listen(o.control_path);
     if (!s) return make_error(CardErrc::kHost, "--control " + o.control_path + ": " + s.error().message());
     c->control_ = std::move(s).value();
-    AZOTE_TRYV(epoll_watch(c->epoll_.get(), c->control_->poll_fd(), kTagControl));
+    if (auto w = c->loop_->watch(c->control_->poll_fd(), [p = c.get()] {
+          p->control_->serve_ready([p](const control::Json& req) { return p->handle_control(req); });
+        });
+        !w)
+      return make_error(CardErrc::kHost, w.error().message(), w.error().errnum);
   }
   return c;
 }
@@ -221,9 +197,9 @@ Result<void, CardError> Card::add_eni(const EniSpec& e) {
   }
   s->backend = std::move(b).value();
   const uint64_t id = next_id_++;
-  if (auto r = epoll_watch(epoll_.get(), s->backend->poll_fd(), kTagBackend + id); !r) {
+  if (auto r = loop_->watch(s->backend->poll_fd(), [this, id] { serve_backend(id); }); !r) {
     undo();
-    return r;
+    return make_error(CardErrc::kHost, r.error().message(), r.error().errnum);
   }
   const Port& p = *s->port;
   const auto slot = p.imds_slot();
@@ -244,7 +220,7 @@ Result<void, CardError> Card::remove_eni(const std::string& eni, bool force) {
     if (s.backend->connected() && !force)
       return make_error(CardErrc::kModel,
                         "ENI " + eni + " is in use by a connected hypervisor (\"force\": true detaches it anyway)");
-    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, s.backend->poll_fd(), nullptr);
+    loop_->unwatch(s.backend->poll_fd());
     detach_imds(*s.port);
     (void)switch_->remove_eni(eni);
     auto owned = std::move(it->second);
@@ -553,47 +529,23 @@ control::Json Card::handle_fabric_control(const std::string& op, const control::
                          "list-fabric)");
 }
 
-void Card::request_stop() {
-  const uint64_t one = 1;
-  (void)!::write(stop_fd_.get(), &one, sizeof one);
+void Card::request_stop() { loop_->request_stop(); }
+
+void Card::tick() {
+  write_flow_log(switch_->tick());
+  if (fabric_) fabric_->tick();
+}
+
+void Card::serve_backend(uint64_t id) {
+  const auto it = served_.find(id);
+  if (it == served_.end()) return;
+  if (auto r = it->second->backend->run_once(std::chrono::milliseconds(0)); !r)
+    LOG_ERROR("eni %s: %s", it->second->port->id().c_str(), r.error().message().c_str());
 }
 
 int Card::run() {
   LOG_INFO("azote-card-net: serving %zu ENI(s)%s", served_.size(), control_ ? ", control socket open" : "");
-  for (;;) {
-    epoll_event ev[16];
-    const int n = ::epoll_wait(epoll_.get(), ev, 16, -1);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      LOG_ERROR("azote-card-net: epoll_wait: %s", std::strerror(errno));
-      return kExitOsErr;
-    }
-    for (int i = 0; i < n; ++i) {
-      const uint64_t tag = ev[i].data.u64;
-      if (tag == kTagSignal) {
-        signalfd_siginfo si{};
-        if (::read(signal_fd_.get(), &si, sizeof si) == static_cast<ssize_t>(sizeof si))
-          LOG_INFO("azote-card-net: %s: stopping", strsignal(static_cast<int>(si.ssi_signo)));
-        return kExitOk;
-      }
-      if (tag == kTagStop) return kExitOk;
-      if (tag == kTagTimer) {
-        uint64_t expirations;
-        (void)!::read(timer_fd_.get(), &expirations, sizeof expirations);
-        write_flow_log(switch_->tick());
-        if (fabric_) fabric_->tick();
-        continue;
-      }
-      if (tag == kTagControl) {
-        control_->serve_ready([this](const control::Json& req) { return handle_control(req); });
-        continue;
-      }
-      const auto it = served_.find(tag - kTagBackend);
-      if (tag < kTagBackend || it == served_.end()) continue;
-      if (auto r = it->second->backend->run_once(std::chrono::milliseconds(0)); !r)
-        LOG_ERROR("eni %s: %s", it->second->port->id().c_str(), r.error().message().c_str());
-    }
-  }
+  return loop_->run();
 }
 
 }  // namespace azote::card_net

@@ -21,6 +21,7 @@
 #include "control/control.hpp"
 #include "imds/service.hpp"
 #include "rate_limit/clock.hpp"
+#include "runtime/runtime.hpp"
 #include "vhost_user/backend.hpp"
 
 namespace azote::card_net {
@@ -31,10 +32,10 @@ enum class CardErrc {
 };
 using CardError = Error<CardErrc>;
 
-inline constexpr int kExitOk = 0;
-inline constexpr int kExitUsage = 64;
-inline constexpr int kExitNoInput = 66;
-inline constexpr int kExitOsErr = 71;
+using runtime::kExitNoInput;
+using runtime::kExitOk;
+using runtime::kExitOsErr;
+using runtime::kExitUsage;
 
 class Card {
  public:
@@ -72,6 +73,8 @@ class Card {
   Result<void, CardError> attach_imds(const Port& port, const InstanceMetadata& md);
   void detach_imds(const Port& port);
   void update_metrics();
+  void tick();                      // every second: flow-log windows, conntrack and fabric key expiry
+  void serve_backend(uint64_t id);  // an ENI's vhost-user socket is readable
   void write_flow_log(const std::vector<std::string>& lines);
   control::Json handle_control(const control::Json& request);
   control::Json handle_fabric_control(const std::string& op, const control::Json& request);
@@ -88,7 +91,8 @@ class Card {
   std::map<uint64_t, std::unique_ptr<Served>> served_;
   std::unique_ptr<MetricsServer> metrics_;
   std::unique_ptr<control::Server> control_;
-  UniqueFd epoll_, signal_fd_, stop_fd_, timer_fd_, flow_log_;
+  UniqueFd flow_log_;
+  std::unique_ptr<runtime::Loop> loop_;  // signals, stop, the 1 s tick, control and vhost-user sockets
 };
 
 }  // namespace azote::card_net

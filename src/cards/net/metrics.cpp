@@ -1,12 +1,5 @@
 #include "cards/net/metrics.hpp"
 
-#include <poll.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -156,31 +149,15 @@ std::string render_prometheus(const std::vector<MetricsSource>& sources, const i
 
 Result<std::unique_ptr<MetricsServer>, MetricsError> MetricsServer::start(const std::string& path) {
   std::unique_ptr<MetricsServer> m(new MetricsServer());
-  m->path_ = path;
-  sockaddr_un a{};
-  if (path.size() >= sizeof a.sun_path) return make_error(MetricsErrc::kSocket, "--metrics: socket path too long");
-  a.sun_family = AF_UNIX;
-  std::memcpy(a.sun_path, path.data(), path.size());
-  m->listen_ = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  m->stop_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!m->listen_ || !m->stop_) return make_error(MetricsErrc::kSocket, "--metrics: socket", errno);
-  struct stat st{};
-  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
-  if (::bind(m->listen_.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0)  // NOLINT(reinterpret-cast)
-    return make_error(MetricsErrc::kSocket, "--metrics: bind " + path, errno);
-  ::chmod(path.c_str(), 0600);
-  if (::listen(m->listen_.get(), 16) != 0) return make_error(MetricsErrc::kSocket, "--metrics: listen", errno);
-  m->thread_ = std::thread([p = m.get()] { p->run(); });
+  auto e = runtime::TextEndpoint::start(path, [p = m.get()] {
+    std::lock_guard lock(p->mu_);
+    std::optional<imds::Counters> c;
+    if (p->imds_ != nullptr) c = p->imds_->counters();
+    return render_prometheus(p->sources_, c ? &*c : nullptr);
+  });
+  if (!e) return make_error(MetricsErrc::kSocket, e.error().message(), e.error().errnum);
+  m->endpoint_ = std::move(e).value();
   return m;
-}
-
-MetricsServer::~MetricsServer() {
-  if (thread_.joinable()) {
-    const uint64_t one = 1;
-    (void)!::write(stop_.get(), &one, sizeof one);
-    thread_.join();
-  }
-  if (!path_.empty()) ::unlink(path_.c_str());
 }
 
 void MetricsServer::set_sources(std::vector<MetricsSource> sources) {
@@ -191,46 +168,6 @@ void MetricsServer::set_sources(std::vector<MetricsSource> sources) {
 void MetricsServer::set_imds(const imds::Service* service) {
   std::lock_guard lock(mu_);
   imds_ = service;
-}
-
-void MetricsServer::run() {
-  for (;;) {
-    pollfd p[2] = {{listen_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
-    if (::poll(p, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      return;
-    }
-    if (p[1].revents != 0) return;
-    if (p[0].revents == 0) continue;
-    UniqueFd c(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    if (c) serve(c.get());
-  }
-}
-
-void MetricsServer::serve(int client) {
-  // Up to 100 ms for a request: an HTTP GET gets a header, anything else plain text.
-  char req[512];
-  ssize_t got = 0;
-  pollfd p{client, POLLIN, 0};
-  if (::poll(&p, 1, 100) > 0) got = ::recv(client, req, sizeof req, MSG_DONTWAIT);
-  std::string text;
-  {
-    std::lock_guard lock(mu_);
-    std::optional<imds::Counters> c;
-    if (imds_ != nullptr) c = imds_->counters();
-    text = render_prometheus(sources_, c ? &*c : nullptr);
-  }
-  if (got >= 4 && std::memcmp(req, "GET ", 4) == 0)
-    text = "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: " +
-           std::to_string(text.size()) + "\r\n\r\n" + text;
-  const timeval tv{1, 0};
-  ::setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  size_t off = 0;
-  while (off < text.size()) {
-    const ssize_t n = ::send(client, text.data() + off, text.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) break;
-    off += static_cast<size_t>(n);
-  }
 }
 
 }  // namespace azote::card_net

@@ -1,6 +1,6 @@
 // Per-ENI counters as Prometheus text (exposition format 0.0.4), served on a Unix
 // socket by a thread of its own: one connection, the whole text, EOF (an HTTP GET
-// gets an HTTP/1.0 header first). The counters are the Ports' relaxed atomics; the
+// gets an HTTP/1.0 header first, a request within 100 ms decides). The counters are the Ports' relaxed atomics; the
 // data path never waits for a reader.
 #pragma once
 
@@ -8,11 +8,10 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "base/error.hpp"
-#include "base/unique_fd.hpp"
+#include "runtime/runtime.hpp"
 #include "cards/net/switch.hpp"
 #include "imds/service.hpp"
 #include "vhost_user/backend.hpp"
@@ -30,12 +29,11 @@ std::string render_prometheus(const std::vector<MetricsSource>& sources, const i
 enum class MetricsErrc { kSocket = 1 };
 using MetricsError = Error<MetricsErrc>;
 
+// The text on `--metrics unix:PATH` (lib/runtime TextEndpoint: a thread of its own, a
+// plain-text or HTTP/1.0 answer, a slow reader given 1 s).
 class MetricsServer {
  public:
   static Result<std::unique_ptr<MetricsServer>, MetricsError> start(const std::string& path);
-  ~MetricsServer();  // stops the thread, removes the socket
-  MetricsServer(const MetricsServer&) = delete;
-  MetricsServer& operator=(const MetricsServer&) = delete;
 
   // Once this returns, no rendering uses a source that is not in `sources`.
   void set_sources(std::vector<MetricsSource> sources);
@@ -45,15 +43,10 @@ class MetricsServer {
 
  private:
   MetricsServer() = default;
-  void run();
-  void serve(int client);
-
-  std::string path_;
   std::mutex mu_;
   std::vector<MetricsSource> sources_;  // guarded by mu_
   const imds::Service* imds_ = nullptr;  // guarded by mu_
-  UniqueFd listen_, stop_;
-  std::thread thread_;
+  std::unique_ptr<runtime::TextEndpoint> endpoint_;  // declared last: stopped first
 };
 
 }  // namespace azote::card_net
