@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "virtio/shared_memory.hpp"
+#include "virtio/net.hpp"
 #include "virtio/spec.hpp"
 
 namespace azote::tapbridge {
@@ -25,25 +26,15 @@ namespace {
 
 using virtio::feature_bit;
 
-// virtio 1.2 §5.1: the few virtio-net definitions the bridge needs.
-constexpr unsigned kNetFMtu = 3;      // VIRTIO_NET_F_MTU: config.mtu is valid
-constexpr unsigned kNetFMac = 5;      // VIRTIO_NET_F_MAC: config.mac is valid
-constexpr unsigned kNetFStatus = 16;  // VIRTIO_NET_F_STATUS: config.status is valid
-constexpr uint16_t kNetSLinkUp = 1;   // VIRTIO_NET_S_LINK_UP
-constexpr uint32_t kRxQueue = 0, kTxQueue = 1;
-// §5.1.4 config: mac[6] at 0, status at 6, max_virtqueue_pairs at 8, mtu at 10.
-constexpr uint32_t kConfigMacOffset = 0, kConfigStatusOffset = 6, kConfigMtuOffset = 10, kConfigBytes = 12;
-// §5.1.6 struct virtio_net_hdr (12 bytes with VERSION_1).
-struct NetHdr {
-  uint8_t flags;
-  uint8_t gso_type;
-  uint16_t hdr_len;
-  uint16_t gso_size;
-  uint16_t csum_start;
-  uint16_t csum_offset;
-  uint16_t num_buffers;
-};
-static_assert(sizeof(NetHdr) == kNetHdrBytes);
+using virtio::kNetFMac;
+using virtio::kNetFMtu;
+using virtio::kNetFStatus;
+using virtio::kNetSLinkUp;
+using virtio::kRxQueue;
+using virtio::kTxQueue;
+constexpr uint32_t kConfigMacOffset = virtio::kNetConfigMacOffset, kConfigStatusOffset = virtio::kNetConfigStatusOffset,
+                   kConfigMtuOffset = virtio::kNetConfigMtuOffset, kConfigBytes = virtio::kNetConfigBytes;
+using NetHdr = virtio::virtio_net_hdr;
 
 constexpr uint64_t kPage = 4096;
 uint64_t page_up(uint64_t v) { return (v + kPage - 1) / kPage * kPage; }

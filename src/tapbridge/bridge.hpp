@@ -22,6 +22,7 @@
 #include "guest_memory/guest_memory.hpp"
 #include "tapbridge/options.hpp"
 #include "vhost_user/frontend.hpp"
+#include "virtio/net.hpp"
 #include "virtio/driver_queue.hpp"
 
 namespace azote::tapbridge {
@@ -35,7 +36,7 @@ using BridgeError = Error<BridgeErrc>;
 
 // Every buffer: the 12-byte virtio-net header, then one Ethernet frame.
 inline constexpr uint32_t kBufferBytes = 2048;
-inline constexpr uint32_t kNetHdrBytes = 12;
+inline constexpr uint32_t kNetHdrBytes = virtio::kNetHdrBytes;
 inline constexpr uint32_t kEthHdrBytes = 14;
 // The largest MTU a buffer carries (no VLAN tag, no FCS).
 inline constexpr uint32_t kMaxMtu = kBufferBytes - kNetHdrBytes - kEthHdrBytes;

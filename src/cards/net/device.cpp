@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "cards/net/virtio_net.hpp"
+#include "virtio/net.hpp"
 
 namespace azote::card_net {
 
@@ -13,8 +13,8 @@ NetDevice::~NetDevice() {
 uint64_t NetDevice::features() const {
   using virtio::feature_bit;
   return feature_bit(virtio::kFVersion1) | feature_bit(virtio::kFRingEventIdx) |
-         feature_bit(virtio::kFRingIndirectDesc) | feature_bit(kNetFMac) | feature_bit(kNetFStatus) |
-         feature_bit(kNetFMtu);
+         feature_bit(virtio::kFRingIndirectDesc) | feature_bit(virtio::kNetFMac) | feature_bit(virtio::kNetFStatus) |
+         feature_bit(virtio::kNetFMtu);
 }
 
 uint64_t NetDevice::protocol_features() const {
@@ -26,9 +26,9 @@ uint64_t NetDevice::protocol_features() const {
 }
 
 Result<std::vector<uint8_t>, vhost_user::VuError> NetDevice::get_config(uint32_t offset, uint32_t size) {
-  virtio_net_config c{};
+  virtio::virtio_net_config c{};
   port_->mac().store(c.mac);
-  c.status = kNetSLinkUp;
+  c.status = virtio::kNetSLinkUp;
   c.max_virtqueue_pairs = 1;
   c.mtu = kMtu;
   if (uint64_t{offset} + size > sizeof c) return make_error(vhost_user::Errc::kDevice, "config read past virtio_net_config");
@@ -55,7 +55,7 @@ void NetDevice::restart() {
 }
 
 void NetDevice::queue_started(const vhost_user::VringInfo& v) {
-  if (v.index >= kNumQueues) return;
+  if (v.index >= virtio::kNumQueues) return;
   // The worker owns both rings: stop it, take the new ring, start it again.
   if (worker_) {
     const auto next = worker_->stop();
@@ -68,7 +68,7 @@ void NetDevice::queue_started(const vhost_user::VringInfo& v) {
 }
 
 uint16_t NetDevice::queue_stopped(uint32_t index) {
-  if (index >= kNumQueues || !rings_[index]) return 0;
+  if (index >= virtio::kNumQueues || !rings_[index]) return 0;
   uint16_t next = rings_[index]->next_avail;
   if (worker_) {
     const auto n = worker_->stop();

@@ -9,7 +9,7 @@
 #include <optional>
 
 #include "cards/net/switch.hpp"
-#include "cards/net/virtio_net.hpp"
+#include "virtio/net.hpp"
 #include "cards/net/worker.hpp"
 #include "vhost_user/device.hpp"
 
@@ -24,7 +24,7 @@ class NetDevice final : public vhost_user::Device {
 
   uint64_t features() const override;
   uint64_t protocol_features() const override;
-  uint32_t num_queues() const override { return kNumQueues; }
+  uint32_t num_queues() const override { return virtio::kNumQueues; }
   uint32_t max_queue_size() const override { return kMaxQueueSize; }
   void set_features(uint64_t acked) override { acked_ = acked; }
   // virtio_net_config: mac, status (link up), max_virtqueue_pairs 1, mtu. Read-only.

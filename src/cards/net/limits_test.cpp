@@ -13,7 +13,7 @@
 
 #include "cards/net/switch.hpp"
 #include "cards/net/test_frames.hpp"
-#include "cards/net/virtio_net.hpp"
+#include "virtio/net.hpp"
 #include "cards/net/worker.hpp"
 #include "guest_memory/guest_memory.hpp"
 #include "virtio/testing/driver.hpp"
@@ -203,7 +203,7 @@ class WorkerLimits : public ::testing::Test {
     v.kick_fd = kick_.get();
     v.features = virtio::feature_bit(virtio::kFVersion1) | virtio::feature_bit(virtio::kFRingEventIdx);
     std::optional<vhost_user::VringInfo> rx, tx;
-    (index == kRxQueue ? rx : tx) = v;
+    (index == virtio::kRxQueue ? rx : tx) = v;
     auto w = Worker::start(port, *sw_, rx, tx, needs_reset_);
     ASSERT_TRUE(w) << w.error().message();
     worker_ = std::move(w).value();
@@ -220,8 +220,8 @@ class WorkerLimits : public ::testing::Test {
     const std::vector<uint8_t> payload(100, 0x5a);
     const testing::Guest ga{a_->mac(), a_->ip(), a_->gateway_mac()};
     const auto frame = testing::udp(ga, a_->ip(), b_->ip(), 4000, 5000, payload);
-    std::vector<uint8_t> bytes(sizeof(virtio_net_hdr) + frame.size(), 0);
-    std::copy(frame.begin(), frame.end(), bytes.begin() + sizeof(virtio_net_hdr));
+    std::vector<uint8_t> bytes(sizeof(virtio::virtio_net_hdr) + frame.size(), 0);
+    std::copy(frame.begin(), frame.end(), bytes.begin() + sizeof(virtio::virtio_net_hdr));
     frame_bytes_ = frame.size();
     const GuestAddress at = drv_->put(bytes);
     ASSERT_TRUE(drv_->add_chain({{at, static_cast<uint32_t>(bytes.size()), false}}));
@@ -253,7 +253,7 @@ class WorkerLimits : public ::testing::Test {
 TEST_F(WorkerLimits, TransmitLeavesTheRestInTheRing) {
   b_->rx_ready = true;  // B's inbox takes frames (no worker reads it)
   a_->limits().set(limits(0, 1000));  // burst 10, then one per millisecond
-  ASSERT_NO_FATAL_FAILURE(start(*a_, kTxQueue));
+  ASSERT_NO_FATAL_FAILURE(start(*a_, virtio::kTxQueue));
   for (int i = 0; i < 30; ++i) ASSERT_NO_FATAL_FAILURE(add_tx_frame());
   ASSERT_NO_FATAL_FAILURE(kick());
   size_t used = 0;
@@ -275,13 +275,13 @@ TEST_F(WorkerLimits, TransmitLeavesTheRestInTheRing) {
   // Stopped while throttled: the untouched chains are still the guest's.
   const auto next = worker_->stop();
   worker_.reset();
-  EXPECT_EQ(next[kTxQueue], 15);
+  EXPECT_EQ(next[virtio::kTxQueue], 15);
   used += drv_->take_used().size();
   EXPECT_EQ(used, 15u);
 
   // Without limits, a restarted worker (resuming at 15) sends the rest.
   a_->limits().set(std::nullopt);
-  ASSERT_NO_FATAL_FAILURE(start(*a_, kTxQueue, next[kTxQueue]));
+  ASSERT_NO_FATAL_FAILURE(start(*a_, virtio::kTxQueue, next[virtio::kTxQueue]));
   ASSERT_TRUE(eventually([&] { return b_->inbox().size() == 30; })) << b_->inbox().size();
   EXPECT_EQ(a_->counters().tx_packets.load(), 30u);
 }
@@ -294,7 +294,7 @@ TEST_F(WorkerLimits, ReceiveHoldsFramesInTheInbox) {
     const GuestAddress at = drv_->alloc(2048);
     ASSERT_TRUE(drv_->add_chain({{at, 2048, true}}));
   }
-  ASSERT_NO_FATAL_FAILURE(start(*b_, kRxQueue));
+  ASSERT_NO_FATAL_FAILURE(start(*b_, virtio::kRxQueue));
   ASSERT_NO_FATAL_FAILURE(kick());
   const std::vector<uint8_t> frame(60, 0xab);
   for (int i = 0; i < 30; ++i) ASSERT_TRUE(b_->inbox().push(frame));

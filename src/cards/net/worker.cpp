@@ -9,7 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "cards/net/virtio_net.hpp"
+#include "virtio/net.hpp"
 #include "virtio/shared_memory.hpp"
 
 namespace azote::card_net {
@@ -85,11 +85,11 @@ Result<std::unique_ptr<Worker>, WorkerError> Worker::start(Port& port, Switch& s
   AZOTE_TRYV(watch(w->stop_.get(), kTagStop));
   AZOTE_TRYV(watch(port.inbox().notify_fd(), kTagInbox));
   AZOTE_TRYV(watch(w->timer_.get(), kTagTimer));
-  if (rx) AZOTE_TRYV(w->setup(kRxQueue, *rx));
-  if (tx) AZOTE_TRYV(w->setup(kTxQueue, *tx));
+  if (rx) AZOTE_TRYV(w->setup(virtio::kRxQueue, *rx));
+  if (tx) AZOTE_TRYV(w->setup(virtio::kTxQueue, *tx));
   for (uint32_t i = 0; i < 2; ++i)
     if (w->rings_[i] && w->rings_[i]->info.kick_fd >= 0) AZOTE_TRYV(watch(w->rings_[i]->info.kick_fd, i));
-  port.rx_ready.store(w->rings_[kRxQueue] && !w->rings_[kRxQueue]->broken, std::memory_order_release);
+  port.rx_ready.store(w->rings_[virtio::kRxQueue] && !w->rings_[virtio::kRxQueue]->broken, std::memory_order_release);
   w->thread_ = std::thread([p = w.get()] { p->run(); });
   return w;
 }
@@ -123,7 +123,7 @@ std::array<uint16_t, 2> Worker::stop() {
 
 void Worker::break_queue(Ring& r, const std::string& why) {
   r.broken = true;
-  if (r.info.index == kRxQueue) port_.rx_ready.store(false, std::memory_order_release);
+  if (r.info.index == virtio::kRxQueue) port_.rx_ready.store(false, std::memory_order_release);
   port_.counters().queue_errors.fetch_add(1, std::memory_order_relaxed);
   needs_reset_.store(true, std::memory_order_release);
   if (r.info.err_fd >= 0) {
@@ -150,8 +150,8 @@ void Worker::arm_timer(rate_limit::Nanos wait) {
 }
 
 bool Worker::transmit(rate_limit::Nanos& wait) {
-  if (!rings_[kTxQueue] || rings_[kTxQueue]->broken) return false;
-  Ring& r = *rings_[kTxQueue];
+  if (!rings_[virtio::kTxQueue] || rings_[virtio::kTxQueue]->broken) return false;
+  Ring& r = *rings_[virtio::kTxQueue];
   size_t n = 0;
   bool used = false;
   PortCounters& c = port_.counters();
@@ -167,7 +167,7 @@ bool Worker::transmit(rate_limit::Nanos& wait) {
     // Every frame the guest sends passes the limiter, refused ones included (they cost
     // the card as much); costs are the Ethernet frame, without the virtio-net header.
     if (limit.limited()) {
-      const uint64_t cost = total > sizeof(virtio_net_hdr) ? total - sizeof(virtio_net_hdr) : 0;
+      const uint64_t cost = total > sizeof(virtio::virtio_net_hdr) ? total - sizeof(virtio::virtio_net_hdr) : 0;
       if (const auto w = limit.admit(cost); w != rate_limit::Nanos(0)) {
         // Put back: the chain stays the guest's, read again when the wait is over.
         r.queue->set_next_avail(static_cast<uint16_t>(r.queue->next_avail() - 1));
@@ -176,15 +176,15 @@ bool Worker::transmit(rate_limit::Nanos& wait) {
       }
     }
     bool take = false;
-    if (total < sizeof(virtio_net_hdr)) {
+    if (total < sizeof(virtio::virtio_net_hdr)) {
       c.drop(Drop::kBadHeader);
-    } else if (total - sizeof(virtio_net_hdr) > kMaxFrame) {
+    } else if (total - sizeof(virtio::virtio_net_hdr) > kMaxFrame) {
       c.drop(Drop::kOversized);
     } else {
-      virtio_net_hdr h{};
+      virtio::virtio_net_hdr h{};
       gather(chain_, 0, reinterpret_cast<uint8_t*>(&h), sizeof h);  // NOLINT(reinterpret-cast)
       // No offload was offered: a header asking for one is a driver bug.
-      if (h.flags != 0 || h.gso_type != kNetHdrGsoNone) {
+      if (h.flags != 0 || h.gso_type != virtio::kNetHdrGsoNone) {
         c.drop(Drop::kBadHeader);
       } else {
         frames_[n].len = total - sizeof h;
@@ -207,8 +207,8 @@ bool Worker::transmit(rate_limit::Nanos& wait) {
 }
 
 void Worker::receive(rate_limit::Nanos& wait) {
-  if (!rings_[kRxQueue] || rings_[kRxQueue]->broken) return;
-  Ring& r = *rings_[kRxQueue];
+  if (!rings_[virtio::kRxQueue] || rings_[virtio::kRxQueue]->broken) return;
+  Ring& r = *rings_[virtio::kRxQueue];
   Inbox& in = port_.inbox();
   PortCounters& c = port_.counters();
   DirectionLimiter& limit = port_.limits().rx();
@@ -231,12 +231,12 @@ void Worker::receive(rate_limit::Nanos& wait) {
       break;
     }
     if (!*got) break;  // no buffer posted: the frame waits for the next rx kick
-    const uint64_t need = sizeof(virtio_net_hdr) + frame.size();
+    const uint64_t need = sizeof(virtio::virtio_net_hdr) + frame.size();
     uint32_t written = 0;
     if (chain_.writable_bytes < need) {
       c.drop(Drop::kRxBufferTooSmall);
     } else {
-      virtio_net_hdr h{};
+      virtio::virtio_net_hdr h{};
       h.num_buffers = 1;
       scatter(chain_, 0, reinterpret_cast<const uint8_t*>(&h), sizeof h);  // NOLINT(reinterpret-cast)
       scatter(chain_, sizeof h, frame.data(), frame.size());

@@ -1,6 +1,5 @@
-// The virtio-net ABI the card speaks (virtio 1.2 §5.1): only what this slice uses.
-// lib/virtio holds the split queue and virtio-blk; the few net structures live here
-// until a second user of them appears.
+// The virtio-net ABI (virtio 1.2 §5.1) as azote speaks it: the device side in
+// azote-card-net, the driver side in azote-tap-bridge. Only what they use.
 #pragma once
 
 #include <cstddef>
@@ -8,7 +7,7 @@
 
 #include "virtio/spec.hpp"
 
-namespace azote::card_net {
+namespace azote::virtio {
 
 // §5.1.3 Feature bits offered (besides VERSION_1, EVENT_IDX, INDIRECT_DESC).
 inline constexpr unsigned kNetFMtu = 3;      // VIRTIO_NET_F_MTU: config.mtu is valid
@@ -31,6 +30,10 @@ struct virtio_net_config {
 };
 static_assert(sizeof(virtio_net_config) == 12);
 static_assert(offsetof(virtio_net_config, status) == 6 && offsetof(virtio_net_config, mtu) == 10);
+inline constexpr uint32_t kNetConfigMacOffset = offsetof(virtio_net_config, mac);
+inline constexpr uint32_t kNetConfigStatusOffset = offsetof(virtio_net_config, status);
+inline constexpr uint32_t kNetConfigMtuOffset = offsetof(virtio_net_config, mtu);
+inline constexpr uint32_t kNetConfigBytes = sizeof(virtio_net_config);
 
 // §5.1.6 The header in front of every packet, both directions. With VERSION_1 it is
 // always 12 bytes (num_buffers included, even without MRG_RXBUF).
@@ -46,5 +49,6 @@ struct virtio_net_hdr {
   uint16_t num_buffers;
 };
 static_assert(sizeof(virtio_net_hdr) == 12);
+inline constexpr uint32_t kNetHdrBytes = sizeof(virtio_net_hdr);
 
-}  // namespace azote::card_net
+}  // namespace azote::virtio
