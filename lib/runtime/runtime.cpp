@@ -248,19 +248,32 @@ void PromText::header(const char* name, const char* type, const char* help) {
   out_ += '\n';
 }
 
-void PromText::sample(const std::string& name, const std::string& labels, uint64_t v) {
+void PromText::line(const std::string& name, const std::string& labels, const char* value) {
   out_ += name;
-  out_ += '{';
-  out_ += labels;
-  out_ += "} ";
-  out_ += std::to_string(v);
+  if (!labels.empty()) {
+    out_ += '{';
+    out_ += labels;
+    out_ += '}';
+  }
+  out_ += ' ';
+  out_ += value;
   out_ += '\n';
+}
+
+void PromText::sample(const std::string& name, const std::string& labels, uint64_t v) {
+  line(name, labels, std::to_string(v).c_str());
 }
 
 void PromText::sample(const std::string& name, const std::string& labels, double v) {
   char b[64];
   std::snprintf(b, sizeof b, "%.9g", v);
-  out_ += name + '{' + labels + "} " + b + '\n';
+  line(name, labels, b);
+}
+
+void PromText::seconds(const std::string& name, const std::string& labels, uint64_t ns) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%.6f", static_cast<double>(ns) / 1e9);
+  line(name, labels, b);
 }
 
 std::string PromText::label(const char* key, const std::string& value) {

@@ -131,14 +131,18 @@ class TextEndpoint {
 class PromText {
  public:
   void header(const char* name, const char* type, const char* help);
-  // `labels` without braces: `volume="vol-1",op="read"` (values escaped by label()).
+  // `labels` without braces: `volume="vol-1",op="read"` (values escaped by label());
+  // empty: the sample has no label set.
   void sample(const std::string& name, const std::string& labels, uint64_t v);
   void sample(const std::string& name, const std::string& labels, double v);
+  // Nanoseconds as seconds with 6 decimals.
+  void seconds(const std::string& name, const std::string& labels, uint64_t ns);
   std::string take() { return std::move(out_); }
   // `key="value"` with the value escaped.
   static std::string label(const char* key, const std::string& value);
 
  private:
+  void line(const std::string& name, const std::string& labels, const char* value);
   std::string out_;
 };
 

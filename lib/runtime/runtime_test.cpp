@@ -139,10 +139,14 @@ TEST(PromText, HeadersSamplesAndEscapedLabels) {
   t.header("a_total", "counter", "Things.");
   t.sample("a_total", PromText::label("v", "x\"y\\z\nw"), uint64_t{3});
   t.sample("b_seconds", PromText::label("v", "1"), 0.5);
+  t.sample("c_up", "", uint64_t{1});
+  t.seconds("d_seconds_total", PromText::label("v", "1"), 1500000);
   EXPECT_EQ(t.take(),
             "# HELP a_total Things.\n# TYPE a_total counter\n"
             "a_total{v=\"x\\\"y\\\\z\\nw\"} 3\n"
-            "b_seconds{v=\"1\"} 0.5\n");
+            "b_seconds{v=\"1\"} 0.5\n"
+            "c_up 1\n"
+            "d_seconds_total{v=\"1\"} 0.001500\n");
 }
 
 }  // namespace

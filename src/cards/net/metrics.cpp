@@ -13,32 +13,16 @@ namespace {
 
 uint64_t get(const std::atomic<uint64_t>& c) { return c.load(std::memory_order_relaxed); }
 
-std::string escape(const std::string& s) {
-  std::string o;
-  for (char ch : s) {
-    if (ch == '\\' || ch == '"') o += '\\';
-    if (ch == '\n') {
-      o += "\\n";
-      continue;
-    }
-    o += ch;
-  }
-  return o;
-}
-
 }  // namespace
 
 std::string render_prometheus(const std::vector<MetricsSource>& sources, const imds::Counters* imds) {
-  std::string out;
-  auto header = [&](const char* name, const char* type, const char* help) {
-    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
-  };
+  runtime::PromText out;
+  auto header = [&](const char* name, const char* type, const char* help) { out.header(name, type, help); };
   auto labels = [](const MetricsSource& s) {
-    return "eni=\"" + escape(s.port->id()) + "\",socket=\"" + escape(s.port->spec().socket) + "\"";
+    return runtime::PromText::label("eni", s.port->id()) + "," +
+           runtime::PromText::label("socket", s.port->spec().socket);
   };
-  auto sample = [&](const char* name, const std::string& l, uint64_t v) {
-    out += std::string(name) + "{" + l + "} " + std::to_string(v) + "\n";
-  };
+  auto sample = [&](const char* name, const std::string& l, uint64_t v) { out.sample(name, l, v); };
   auto scalar = [&](const char* name, const char* type, const char* help, auto field) {
     header(name, type, help);
     for (const auto& s : sources) sample(name, labels(s), field(s));
@@ -101,10 +85,7 @@ std::string render_prometheus(const std::vector<MetricsSource>& sources, const i
   for (const auto& s : sources)
     for (const auto& [dir, d] : {std::pair<const char*, const DirectionLimiter*>{"tx", &s.port->limits().tx()},
                                  std::pair<const char*, const DirectionLimiter*>{"rx", &s.port->limits().rx()}}) {
-      char v[32];
-      std::snprintf(v, sizeof v, "%.6f", static_cast<double>(d->throttled_ns()) / 1e9);
-      out += std::string("azote_net_limit_throttled_seconds_total{") + labels(s) + ",direction=\"" + dir + "\"} " + v +
-             "\n";
+      out.seconds("azote_net_limit_throttled_seconds_total", labels(s) + ",direction=\"" + dir + "\"", d->throttled_ns());
     }
   header("azote_net_imds_packets_total", "counter",
          "Packets to 169.254.169.254 the metadata service took (in), its replies put in the inbox (out).");
@@ -113,9 +94,7 @@ std::string render_prometheus(const std::vector<MetricsSource>& sources, const i
     sample("azote_net_imds_packets_total", labels(s) + ",direction=\"out\"", get(s.port->counters().imds_out));
   }
   // The metadata service as a whole (no per-ENI labels).
-  auto plain = [&](const char* name, const std::string& l, uint64_t v) {
-    out += std::string(name) + (l.empty() ? "" : "{" + l + "}") + " " + std::to_string(v) + "\n";
-  };
+  auto plain = sample;
   header("azote_imds_up", "gauge", "1 while the instance metadata service runs.");
   plain("azote_imds_up", "", imds != nullptr ? 1 : 0);
   if (imds != nullptr) {
@@ -144,7 +123,7 @@ std::string render_prometheus(const std::vector<MetricsSource>& sources, const i
     header("azote_imds_connections_total", "counter", "TCP connections the metadata service accepted.");
     plain("azote_imds_connections_total", "", imds->connections);
   }
-  return out;
+  return out.take();
 }
 
 Result<std::unique_ptr<MetricsServer>, MetricsError> MetricsServer::start(const std::string& path) {
