@@ -13,7 +13,7 @@
 # with 1500-byte frames (iperf3 -u -l 1472, as received), TCP Gbit/s (iperf3; MSS 1448,
 # the kernel path's segmentation offloads switched off so that its frames are 1500 bytes
 # too, and measured once with them on for reference), and ICMP round-trip p50/p99 (ping
-# every 1 ms). The card is pinned to CPU 1 (one core); everything else may run anywhere.
+# every 1 ms). The card is pinned to the last online CPU (one core); everything else may run anywhere.
 #
 #   bench/net/run.sh BUILD_DIR [SECONDS]       writes bench/results/net.json
 #   PATHS="kernel card" bench/net/run.sh ...     only some paths (default: all four)
@@ -42,6 +42,7 @@ trap cleanup EXIT
 
 [[ $(id -u) -eq 0 ]] || { log "needs root (network namespaces)"; exit 2; }
 for t in iperf3 ping ip taskset ethtool python3; do command -v $t >/dev/null || { log "$t missing (make deps)"; exit 2; }; done
+card_cpu=$(( $(nproc) - 1 ))   # the last online CPU, whatever the core count
 paths=${PATHS:-kernel card fabric-aes fabric-none}
 if [[ $paths != kernel ]]; then
   for b in azote-card-net azote-tap-bridge; do
@@ -142,7 +143,7 @@ card_path() {
 {"region": "bench-1", "vpcs": [{"id": "vpc-1", "cidr": "10.0.0.0/16"}], $sg,
  "enis": [$(eni eni-a 02:00:00:00:00:0a 10.0.1.5), $(eni eni-b 02:00:00:00:00:0b 10.0.1.6)]}
 EOF
-  taskset -c 1 "$build/bin/azote-card-net" --config "$work/card.json" > "$work/card.log" 2>&1 &
+  taskset -c "$card_cpu" "$build/bin/azote-card-net" --config "$work/card.json" > "$work/card.log" 2>&1 &
   local card=$!
   instance "${tag}ca" "$work/eni-a.sock" 10.0.1.5
   instance "${tag}cb" "$work/eni-b.sock" 10.0.1.6
@@ -171,7 +172,7 @@ fabric_path() {
             "peers": [{"host": $peer, "address": "192.168.77.$peer:6081", $key"key_id": 1, "cipher": "$cipher"}],
             "mappings": [{"vpc": "vpc-1", "ip": "10.0.1.$((4 + peer))", "host": $peer}]}}
 EOF
-    ip netns exec "${h}$i" taskset -c 1 "$build/bin/azote-card-net" --config "$work/$label$i.json" \
+    ip netns exec "${h}$i" taskset -c "$card_cpu" "$build/bin/azote-card-net" --config "$work/$label$i.json" \
       > "$work/$label$i.card.log" 2>&1 &
     eval "card$i=\$!"
   done

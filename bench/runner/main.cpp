@@ -312,7 +312,7 @@ std::optional<double> ratio(std::optional<double> a, std::optional<double> b) {
 
 std::vector<std::string> qemu_microvm(const Options& opt, const std::string& mem,
                                       const std::string& kernel, const std::string& append) {
-  return {opt.qemu, "-M", "microvm", "-accel", "kvm", "-cpu", "host", "-m", mem, "-smp", "1",
+  return {opt.qemu, "-M", "microvm", "-accel", "kvm", "-cpu", "host,-arch-capabilities", "-m", mem, "-smp", "1",
           "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-device",
           "isa-debug-exit,iobase=0xf4,iosize=0x01", "-kernel", kernel, "-append", append};
 }

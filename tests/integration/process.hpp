@@ -49,6 +49,9 @@ inline Outcome run(std::vector<std::string> argv, std::chrono::milliseconds time
 std::vector<std::string> lines(const std::string& text);
 bool file_exists(const std::string& path);
 bool kvm_usable(std::string* why);
+// QEMU's -cpu for tests: the host's CPU without arch-capabilities (MSR 0x10a), which
+// some KVMs (nested backends, AMD hosts) refuse to set, aborting QEMU at start.
+inline constexpr const char* kQemuCpu = "host,-arch-capabilities";
 std::optional<std::string> find_in_path(const std::string& name);
 
 }  // namespace azote::test

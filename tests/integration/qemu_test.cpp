@@ -25,7 +25,7 @@ TEST(Qemu, MicrovmBootsBuiltinGuest) {
   if (!qemu) GTEST_SKIP() << "SKIPPED: qemu-system-x86_64 not installed (make deps installs qemu-system-x86)";
   std::string why;
   if (!kvm_usable(&why)) GTEST_SKIP() << "SKIPPED: needs KVM (" << why << ")";
-  auto o = run({*qemu, "-M", "microvm", "-accel", "kvm", "-cpu", "host", "-m", "128M", "-smp", "1", "-nodefaults",
+  auto o = run({*qemu, "-M", "microvm", "-accel", "kvm", "-cpu", kQemuCpu, "-m", "128M", "-smp", "1", "-nodefaults",
                 "-no-user-config", "-nographic", "-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x01",
                 "-kernel", AZOTE_GUEST_ELF, "-append", "azote.run=hello"},
                120s);
@@ -44,7 +44,7 @@ TEST(Qemu, MicrovmVirtioBlkCheck) {
   if (!kvm_usable(&why)) GTEST_SKIP() << "SKIPPED: needs KVM (" << why << ")";
   const std::string img = ::testing::TempDir() + "/azote-qemu-blk.img";
   ASSERT_EQ(run({"truncate", "-s", "16M", img}).status, 0);
-  auto o = run({*qemu, "-M", "microvm,acpi=off", "-accel", "kvm", "-cpu", "host", "-m", "128M", "-smp", "1",
+  auto o = run({*qemu, "-M", "microvm,acpi=off", "-accel", "kvm", "-cpu", kQemuCpu, "-m", "128M", "-smp", "1",
                 "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-no-reboot", "-device",
                 "isa-debug-exit,iobase=0xf4,iosize=0x01", "-global", "virtio-mmio.force-legacy=false", "-drive",
                 "id=d0,file=" + img + ",format=raw,if=none,cache=none", "-device", "virtio-blk-device,drive=d0",
@@ -71,7 +71,7 @@ TEST(Qemu, VhostUserBlkFrontendAgainstAzoteCard) {
   Process card({AZOTE_CARD_BLK_BIN, "--volume", "socket=" + sock + ",file=" + img});
   for (int i = 0; i < 100 && !file_exists(sock); ++i) std::this_thread::sleep_for(20ms);
   ASSERT_TRUE(file_exists(sock)) << "azote-card-blk did not create " << sock;
-  auto o = run({*qemu, "-M", "microvm,acpi=off,memory-backend=mem", "-accel", "kvm", "-cpu", "host", "-m", "128M",
+  auto o = run({*qemu, "-M", "microvm,acpi=off,memory-backend=mem", "-accel", "kvm", "-cpu", kQemuCpu, "-m", "128M",
                 "-object", "memory-backend-memfd,id=mem,size=128M,share=on", "-smp", "1", "-nodefaults",
                 "-no-user-config", "-nographic", "-serial", "stdio", "-no-reboot", "-device",
                 "isa-debug-exit,iobase=0xf4,iosize=0x01", "-global", "virtio-mmio.force-legacy=false", "-chardev",
@@ -103,7 +103,7 @@ bool qemu_has_user_net(const std::string& qemu) {
 // A microvm with one virtio-net device on a user-mode network (netdev options
 // `netdev_extra`, appended after "user,id=n0") running `append`.
 std::vector<std::string> net_vm(const std::string& qemu, const std::string& netdev_extra, const std::string& append) {
-  return {qemu, "-M", "microvm,acpi=off", "-accel", "kvm", "-cpu", "host", "-m", "128M", "-smp", "1", "-nodefaults",
+  return {qemu, "-M", "microvm,acpi=off", "-accel", "kvm", "-cpu", kQemuCpu, "-m", "128M", "-smp", "1", "-nodefaults",
           "-no-user-config", "-nographic", "-serial", "stdio", "-no-reboot", "-device",
           "isa-debug-exit,iobase=0xf4,iosize=0x01", "-global", "virtio-mmio.force-legacy=false", "-netdev",
           "user,id=n0" + netdev_extra, "-device", "virtio-net-device,netdev=n0", "-kernel", AZOTE_GUEST_ELF,
@@ -162,7 +162,7 @@ TEST(Qemu, VirtioNetDhcpGetsSlirpLease) {
 // The program's failure paths: no virtio-net device is exit 2, a bad address 126.
 TEST(Qemu, VirtioNetProgramsWithoutDevice) {
   AZOTE_NET_PRECONDITIONS(qemu);
-  const std::vector<std::string> base = {*qemu, "-M", "microvm,acpi=off", "-accel", "kvm", "-cpu", "host", "-m", "128M",
+  const std::vector<std::string> base = {*qemu, "-M", "microvm,acpi=off", "-accel", "kvm", "-cpu", kQemuCpu, "-m", "128M",
                                          "-smp", "1", "-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio",
                                          "-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x01", "-kernel",
                                          AZOTE_GUEST_ELF, "-append"};
