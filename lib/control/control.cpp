@@ -5,6 +5,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -54,6 +55,20 @@ bool write_all(int fd, const std::string& data, Clock::time_point deadline) {
   return true;
 }
 
+// One line the peer can read after we close: sent without waiting (a fresh or idle
+// connection has room for it); if it does not fit, the peer sees only the close.
+void send_parting_line(int fd, const std::string& sentence) {
+  const std::string line = Json{{"ok", false}, {"error", sentence}}.dump() + "\n";
+  (void)::send(fd, line.data(), line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+// True if the peer sent bytes we have not read yet.
+bool has_unread(int fd) {
+  char ch;
+  const ssize_t n = ::recv(fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n > 0;
+}
+
 }  // namespace
 
 Json ok() { return Json{{"ok", true}}; }
@@ -82,10 +97,15 @@ Result<std::unique_ptr<Server>, ControlError> Server::listen(const std::string& 
     return make_error(ControlErrc::kSocket, "listen " + path, e);
   }
   s->epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+  s->timer_ = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.ptr = nullptr;
-  if (!s->epoll_ || ::epoll_ctl(s->epoll_.get(), EPOLL_CTL_ADD, s->listen_fd_.get(), &ev) != 0) {
+  epoll_event tev{};
+  tev.events = EPOLLIN;
+  tev.data.ptr = &s->timer_;
+  if (!s->epoll_ || !s->timer_ || ::epoll_ctl(s->epoll_.get(), EPOLL_CTL_ADD, s->listen_fd_.get(), &ev) != 0 ||
+      ::epoll_ctl(s->epoll_.get(), EPOLL_CTL_ADD, s->timer_.get(), &tev) != 0) {
     const int e = errno;
     ::unlink(path.c_str());
     return make_error(ControlErrc::kSocket, "epoll", e);
@@ -97,7 +117,11 @@ Server::~Server() {
   if (listen_fd_) ::unlink(path_.c_str());
 }
 
-void Server::accept_ready() {
+size_t Server::live_clients() const {
+  return static_cast<size_t>(std::count_if(clients_.begin(), clients_.end(), [](const auto& c) { return !c->dead; }));
+}
+
+void Server::accept_ready(Clock::time_point now) {
   for (;;) {
     UniqueFd fd(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (!fd) return;
@@ -108,12 +132,19 @@ void Server::accept_ready() {
       LOG_WARN("control %s: refused a client with uid %u", path_.c_str(), static_cast<unsigned>(cred.uid));
       continue;
     }
-    if (clients_.size() >= kMaxClients) {
-      LOG_WARN("control %s: refused a client: %zu already connected", path_.c_str(), clients_.size());
+    if (live_clients() >= kMaxClients) expire_idle(now);  // a slot whose time is up is free now
+    if (live_clients() >= kMaxClients) {
+      // Said, not just done: the newcomer (the controller, say) would otherwise see only
+      // EPIPE or a reset and report "Broken pipe".
+      LOG_WARN("control %s: refused a client: %zu already connected", path_.c_str(), live_clients());
+      send_parting_line(fd.get(), "too many control clients: " + path_ + " serves " + std::to_string(kMaxClients) +
+                                      " at a time (idle ones are dropped after " +
+                                      std::to_string(kIdleTimeout.count()) + " s); try again");
       continue;
     }
     auto c = std::make_unique<Client>();
     c->fd = std::move(fd);
+    c->active = now;
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLRDHUP;
     ev.data.ptr = c.get();
@@ -161,6 +192,9 @@ bool Server::read_ready(Client& c, const Handler& handler) {
     }
     const std::string out = response.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
     if (!write_all(c.fd.get(), out, Clock::now() + std::chrono::seconds(1))) return false;
+    // After the handler, not when the request came: however long it took, the client
+    // was waiting for this answer, not idle.
+    c.active = Clock::now();
   }
   c.in.erase(0, start);
   if (c.in.size() > kMaxLineBytes) {
@@ -171,20 +205,52 @@ bool Server::read_ready(Client& c, const Handler& handler) {
   return !eof;
 }
 
+void Server::expire_idle(Clock::time_point now) {
+  for (auto& c : clients_) {
+    // Bytes waiting unread are a request we have not got to yet: not idle.
+    if (c->dead || now - c->active < kIdleTimeout || has_unread(c->fd.get())) continue;
+    send_parting_line(c->fd.get(), "control connection idle for more than " + std::to_string(kIdleTimeout.count()) +
+                                       " s: closed by " + path_);
+    c->dead = true;
+  }
+}
+
+void Server::reap_and_rearm() {
+  // Dead clients leave only here, after the event batch, so no event of the batch can
+  // point at a freed Client.
+  for (auto& c : clients_)
+    if (c->dead) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c->fd.get(), nullptr);
+  std::erase_if(clients_, [](const std::unique_ptr<Client>& c) { return c->dead; });
+  itimerspec when{};  // all zero: disarmed
+  if (!clients_.empty()) {
+    Clock::time_point next = Clock::time_point::max();
+    for (const auto& c : clients_) next = std::min(next, c->active + kIdleTimeout);
+    // steady_clock is CLOCK_MONOTONIC on Linux; +1 ns keeps a deadline at 0 from disarming.
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(next.time_since_epoch()).count() + 1;
+    when.it_value.tv_sec = static_cast<time_t>(ns / 1000000000);
+    when.it_value.tv_nsec = static_cast<long>(ns % 1000000000);
+  }
+  (void)::timerfd_settime(timer_.get(), TFD_TIMER_ABSTIME, &when, nullptr);
+}
+
 void Server::serve_ready(const Handler& handler) {
-  epoll_event ev[kMaxClients + 1];
-  const int n = ::epoll_wait(epoll_.get(), ev, static_cast<int>(kMaxClients + 1), 0);
+  epoll_event ev[kMaxClients + 2];
+  const int n = ::epoll_wait(epoll_.get(), ev, static_cast<int>(kMaxClients + 2), 0);
   for (int i = 0; i < n; ++i) {
     if (ev[i].data.ptr == nullptr) {
-      accept_ready();
+      accept_ready(Clock::now());
+      continue;
+    }
+    if (ev[i].data.ptr == &timer_) {
+      uint64_t expirations;
+      (void)!::read(timer_.get(), &expirations, sizeof expirations);  // expire_idle below does the work
       continue;
     }
     auto* c = static_cast<Client*>(ev[i].data.ptr);
-    if (!read_ready(*c, handler)) {
-      ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c->fd.get(), nullptr);
-      std::erase_if(clients_, [c](const std::unique_ptr<Client>& p) { return p.get() == c; });
-    }
+    if (!c->dead && !read_ready(*c, handler)) c->dead = true;
   }
+  expire_idle(Clock::now());
+  reap_and_rearm();
 }
 
 Result<Client, ControlError> Client::connect(const std::string& path, std::chrono::milliseconds timeout) {
@@ -204,7 +270,18 @@ Result<Client, ControlError> Client::connect(const std::string& path, std::chron
 Result<Json, ControlError> Client::call(const Json& request, std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   const std::string line = request.dump() + "\n";
-  if (!write_all(fd_.get(), line, deadline)) return errno_error(ControlErrc::kClosed, "control request");
+  if (!write_all(fd_.get(), line, deadline)) {
+    const int e = errno;
+    // A server that closed on us (full, or we were idle) said why in a line that is
+    // still ours to read: that sentence is the error, not the EPIPE it caused.
+    auto why = read_response(Clock::now(), std::chrono::milliseconds(0));
+    if (!why && why.error().code == ControlErrc::kRefused) return why;
+    return make_error(ControlErrc::kClosed, "control request", e);
+  }
+  return read_response(deadline, timeout);
+}
+
+Result<Json, ControlError> Client::read_response(Clock::time_point deadline, std::chrono::milliseconds timeout) {
   for (;;) {
     const size_t nl = in_.find('\n');
     if (nl != std::string::npos) {
@@ -222,7 +299,7 @@ Result<Json, ControlError> Client::call(const Json& request, std::chrono::millis
     if (in_.size() > kMaxLineBytes) return make_error(ControlErrc::kProtocol, "control response too long");
     pollfd p{fd_.get(), POLLIN, 0};
     const int left = ms_left(deadline);
-    const int pr = left == 0 ? 0 : ::poll(&p, 1, left);
+    const int pr = ::poll(&p, 1, left);
     if (pr < 0 && errno == EINTR) continue;
     if (pr <= 0) return make_error(ControlErrc::kTimeout, "no control response within " +
                                                              std::to_string(timeout.count()) + " ms");

@@ -8,6 +8,12 @@
 // {"ok": false, "error": SENTENCE}. The server never blocks on a slow client for long:
 // responses are small and a client that does not read them within one second is
 // dropped.
+//
+// Slots are few (kMaxClients) and nobody may keep one by doing nothing: a client that
+// has sent no complete request and been answered nothing for kIdleTimeout is dropped.
+// Whenever the server closes a connection on its own (it is full, the client was idle)
+// it first sends one {"ok": false, "error": SENTENCE} line saying why, and Client
+// reports that sentence (a kRefused error) rather than the EPIPE or EOF that follows.
 #pragma once
 
 #include <chrono>
@@ -34,6 +40,10 @@ using ControlError = Error<ControlErrc>;
 
 inline constexpr size_t kMaxLineBytes = 64 * 1024;
 inline constexpr size_t kMaxClients = 16;
+// The controller's connections carry a request every few milliseconds while it works
+// and are closed when it is done; a handler that takes longer (an import) does not
+// count, the clock starts again when its answer is sent.
+inline constexpr std::chrono::seconds kIdleTimeout{5};
 
 using Json = nlohmann::json;
 // Returns the response object; the server adds "ok": true unless the handler set "ok".
@@ -53,23 +63,34 @@ class Server {
   // Readable when a client connects or sends: add it to the owner's epoll set.
   int poll_fd() const { return epoll_.get(); }
   // Accepts, reads and answers whatever is ready, calling `handler` once per complete
-  // request line. Never blocks waiting for input.
+  // request line, and drops idle clients. Never blocks waiting for input.
   void serve_ready(const Handler& handler);
   const std::string& path() const { return path_; }
-  size_t clients() const { return clients_.size(); }
+  size_t clients() const { return live_clients(); }
 
  private:
+  using Clock = std::chrono::steady_clock;
   struct Client {
     UniqueFd fd;
     std::string in;
+    Clock::time_point active;  // last complete request received or answered
+    bool dead = false;         // closed at the end of this serve_ready
   };
   Server() = default;
-  void accept_ready();
+  void accept_ready(Clock::time_point now);
   // False: drop the client.
   bool read_ready(Client& c, const Handler& handler);
+  // Marks every client idle since before `now` - kIdleTimeout dead, after telling it so.
+  void expire_idle(Clock::time_point now);
+  size_t live_clients() const;
+  // Closes the dead clients and arms timer_ for the next idle deadline.
+  void reap_and_rearm();
 
   std::string path_;
   UniqueFd listen_fd_, epoll_;
+  // In the epoll set: fires at the earliest idle deadline, so the owner's loop calls
+  // serve_ready then even when no client sends anything.
+  UniqueFd timer_;
   std::vector<std::unique_ptr<Client>> clients_;
 };
 
@@ -84,6 +105,9 @@ class Client {
 
  private:
   explicit Client(UniqueFd fd) : fd_(std::move(fd)) {}
+  // The next response line, parsed; {"ok": false} becomes kRefused.
+  Result<Json, ControlError> read_response(std::chrono::steady_clock::time_point deadline,
+                                           std::chrono::milliseconds timeout);
   UniqueFd fd_;
   std::string in_;
 };

@@ -34,6 +34,10 @@ class ServerThread {
             ++calls_;
             if (r["op"] == "echo") return Json{{"echo", r}};
             if (r["op"] == "throw") return Json{{"x", r.at("missing").get<int>()}};
+            if (r["op"] == "sleep") {
+              std::this_thread::sleep_for(std::chrono::milliseconds(r.at("ms").get<int>()));
+              return ok();
+            }
             return refuse("unknown op " + r["op"].get<std::string>());
           });
       }
@@ -172,6 +176,64 @@ TEST(Control, CallTimesOutWhenServerIsSilent) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code, ControlErrc::kTimeout);
   EXPECT_GE(std::chrono::steady_clock::now() - t0, 190ms);
+}
+
+// Idle clients filling every slot: a newcomer is told why in one line (and Client reports
+// that sentence, not the EPIPE or EOF it met), idle clients are dropped after kIdleTimeout
+// with a line saying so, and a client whose request is being handled is not idle.
+TEST(Control, FullServerRefusesClearlyAndIdleClientsAreDropped) {
+  const std::string path = temp_path("f");
+  ServerThread st(path);
+  // kMaxClients - 1 raw idle clients and one Client, idle too.
+  auto c = Client::connect(path, 1s);
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(c->call(Json{{"op", "echo"}}, 2s).ok());
+  std::vector<int> idle;
+  for (size_t i = 0; i + 1 < kMaxClients; ++i) {
+    idle.push_back(raw_connect(path));
+    // A round trip: the server has accepted it.
+    ASSERT_GT(::send(idle.back(), "{\"op\":\"echo\"}\n", 14, 0), 0);
+    ASSERT_EQ(Json::parse(raw_read_line(idle.back()))["ok"], true) << "client " << i;
+  }
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto r = call_once(path, Json{{"op", "echo"}}, 2s);
+    ASSERT_FALSE(r.ok()) << "a 17th client was served";
+    EXPECT_EQ(r.error().code, ControlErrc::kRefused) << r.error().message();
+    EXPECT_NE(r.error().message().find("too many control clients"), std::string::npos) << r.error().message();
+  }
+  // The first client asks for a request that outlasts everyone's idle timeout: while it
+  // is handled that client is busy, not idle, and stays usable after its answer.
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string slow = Json{{"op", "sleep"}, {"ms", (kIdleTimeout + 500ms) / 1ms}}.dump() + "\n";
+  ASSERT_GT(::send(idle[0], slow.data(), slow.size(), 0), 0);
+  pollfd p{idle[0], POLLIN, 0};
+  ASSERT_GT(::poll(&p, 1, static_cast<int>((kIdleTimeout + 3s) / 1ms)), 0);
+  EXPECT_EQ(Json::parse(raw_read_line(idle[0])), ok());
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, kIdleTimeout);
+  ASSERT_GT(::send(idle[0], "{\"op\":\"echo\"}\n", 14, MSG_NOSIGNAL), 0);
+  EXPECT_EQ(Json::parse(raw_read_line(idle[0]))["ok"], true) << "the busy client was dropped as idle";
+  // The others were idle all along: one line saying why, then the end of the connection.
+  for (size_t i = 1; i < idle.size(); ++i) {
+    const std::string line = raw_read_line(idle[i]);
+    ASSERT_FALSE(line.empty()) << "client " << i << " got no line";
+    const Json r = Json::parse(line);
+    EXPECT_EQ(r["ok"], false);
+    EXPECT_NE(r["error"].get<std::string>().find("idle"), std::string::npos) << line;
+    char ch;
+    pollfd q{idle[i], POLLIN, 0};
+    ASSERT_GT(::poll(&q, 1, 2000), 0);
+    EXPECT_EQ(::recv(idle[i], &ch, 1, 0), 0) << "client " << i << " still connected";
+  }
+  // A Client whose idle connection was closed reports the server's sentence.
+  auto late = c->call(Json{{"op", "echo"}}, 2s);
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.error().code, ControlErrc::kRefused) << late.error().message();
+  EXPECT_NE(late.error().message().find("idle"), std::string::npos) << late.error().message();
+  // Their slots are free again.
+  auto again = call_once(path, Json{{"op", "echo"}, {"n", 1}}, 2s);
+  ASSERT_TRUE(again.ok()) << again.error().message();
+  EXPECT_EQ((*again)["echo"]["n"], 1);
+  for (int fd : idle) ::close(fd);
 }
 
 }  // namespace
