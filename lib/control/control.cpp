@@ -55,6 +55,31 @@ bool write_all(int fd, const std::string& data, Clock::time_point deadline) {
   return true;
 }
 
+// What a client's read takes at a time.
+constexpr size_t kReadChunk = 8192;
+
+// The answer line to one request line.
+std::string respond(std::string_view line, const Handler& handler) {
+  Json response;
+  if (line.size() > kMaxLineBytes) {
+    response = refuse("request longer than " + std::to_string(kMaxLineBytes) + " bytes");
+  } else {
+    Json request = Json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (request.is_discarded() || !request.is_object() || !request.contains("op") || !request["op"].is_string()) {
+      response = refuse("request is not a JSON object with a string \"op\"");
+    } else {
+      try {
+        response = handler(request);
+      } catch (const std::exception& e) {
+        response = refuse(std::string("bad request: ") + e.what());
+      }
+      if (!response.is_object()) response = refuse("internal error: handler returned no object");
+      if (!response.contains("ok")) response["ok"] = true;
+    }
+  }
+  return response.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
+}
+
 // One line the peer can read after we close: sent without waiting (a fresh or idle
 // connection has room for it); if it does not fit, the peer sees only the close.
 void send_parting_line(int fd, const std::string& sentence) {
@@ -122,7 +147,9 @@ size_t Server::live_clients() const {
 }
 
 void Server::accept_ready(Clock::time_point now) {
-  for (;;) {
+  // A bounded number per call, so a stream of connections cannot keep the owner's loop
+  // here; the rest are reported again at once (level-triggered).
+  for (size_t accepted = 0; accepted < 2 * kMaxClients; ++accepted) {
     UniqueFd fd(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (!fd) return;
     ucred cred{};
@@ -132,7 +159,7 @@ void Server::accept_ready(Clock::time_point now) {
       LOG_WARN("control %s: refused a client with uid %u", path_.c_str(), static_cast<unsigned>(cred.uid));
       continue;
     }
-    if (live_clients() >= kMaxClients) expire_idle(now);  // a slot whose time is up is free now
+    if (live_clients() >= kMaxClients) expire(now);  // a slot whose time is up is free now
     if (live_clients() >= kMaxClients) {
       // Said, not just done: the newcomer (the controller, say) would otherwise see only
       // EPIPE or a reset and report "Broken pipe".
@@ -145,70 +172,126 @@ void Server::accept_ready(Clock::time_point now) {
     auto c = std::make_unique<Client>();
     c->fd = std::move(fd);
     c->active = now;
+    c->events = EPOLLIN | EPOLLRDHUP;
     epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.events = c->events;
     ev.data.ptr = c.get();
     if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, c->fd.get(), &ev) != 0) continue;
     clients_.push_back(std::move(c));
   }
 }
 
-bool Server::read_ready(Client& c, const Handler& handler) {
-  char buf[8192];
-  bool eof = false;
-  for (;;) {
-    const ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, 0);
+size_t Server::buffered_bytes() const {
+  size_t n = 0;
+  for (const auto& c : clients_) n += c->in.size() + c->out.size();
+  return n;
+}
+
+bool Server::read_in(Client& c) {
+  char buf[kReadChunk];
+  // More than a line's worth holds either a complete request or one too long: handle it
+  // before reading on, so one sender cannot grow `in` without bound.
+  while (c.in.size() <= kMaxLineBytes) {
+    const ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, MSG_DONTWAIT);
     if (n > 0) {
       c.in.append(buf, static_cast<size_t>(n));
-      if (c.in.size() > kMaxLineBytes + sizeof buf) break;  // judged below
       continue;
     }
-    if (n == 0) eof = true;
-    if (n < 0 && errno == EINTR) continue;
-    break;
+    if (n == 0) {
+      c.closing = true;  // answer what it sent, then close
+      return true;
+    }
+    if (errno == EINTR) continue;
+    return errno == EAGAIN || errno == EWOULDBLOCK;
   }
+  return true;
+}
+
+void Server::handle_lines(Client& c, const Handler& handler) {
   size_t start = 0;
-  for (;;) {
+  // With kMaxPendingOutput answers waiting, the rest waits too: a client that sends
+  // without reading gets no more of the server's memory or time.
+  while (c.out.size() < kMaxPendingOutput) {
     const size_t nl = c.in.find('\n', start);
     if (nl == std::string::npos) break;
-    const std::string_view line(c.in.data() + start, nl - start);
+    c.out += respond(std::string_view(c.in).substr(start, nl - start), handler);
     start = nl + 1;
-    Json response;
-    if (line.size() > kMaxLineBytes) {
-      response = refuse("request longer than " + std::to_string(kMaxLineBytes) + " bytes");
-    } else {
-      Json request = Json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (request.is_discarded() || !request.is_object() || !request.contains("op") || !request["op"].is_string()) {
-        response = refuse("request is not a JSON object with a string \"op\"");
-      } else {
-        try {
-          response = handler(request);
-        } catch (const std::exception& e) {
-          response = refuse(std::string("bad request: ") + e.what());
-        }
-        if (!response.is_object()) response = refuse("internal error: handler returned no object");
-        if (!response.contains("ok")) response["ok"] = true;
-      }
-    }
-    const std::string out = response.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
-    if (!write_all(c.fd.get(), out, Clock::now() + std::chrono::seconds(1))) return false;
     // After the handler, not when the request came: however long it took, the client
     // was waiting for this answer, not idle.
     c.active = Clock::now();
   }
   c.in.erase(0, start);
-  if (c.in.size() > kMaxLineBytes) {
-    (void)write_all(c.fd.get(), refuse("request longer than " + std::to_string(kMaxLineBytes) + " bytes").dump() + "\n",
-                    Clock::now() + std::chrono::seconds(1));
-    return false;
+  if (!c.closing && c.in.size() > kMaxLineBytes && c.in.find('\n') == std::string::npos) {
+    // A line without end beyond the limit: refused, and nothing after it is read.
+    c.out += refuse("request longer than " + std::to_string(kMaxLineBytes) + " bytes").dump() + "\n";
+    c.in.clear();
+    c.closing = true;
   }
-  return !eof;
 }
 
-void Server::expire_idle(Clock::time_point now) {
+bool Server::flush(Client& c) {
+  size_t done = 0;
+  while (done < c.out.size()) {
+    const ssize_t n = ::send(c.fd.get(), c.out.data() + done, c.out.size() - done, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      done += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    return false;
+  }
+  c.out.erase(0, done);
+  if (done > 0 && c.out.empty()) c.active = Clock::now();
+  return true;
+}
+
+bool Server::service(Client& c, const Handler& handler) {
+  if (!flush(c)) return false;
+  if (!c.closing && c.out.size() < kMaxPendingOutput && !read_in(c)) return false;
+  // Until the requests already read are answered or the answers fill up: requests left
+  // behind with room for their answers would wait for an event that may never come.
+  bool more_requests;
+  do {
+    handle_lines(c, handler);
+    if (!flush(c)) return false;
+    more_requests = c.in.find('\n') != std::string::npos;
+  } while (more_requests && c.out.size() < kMaxPendingOutput);
+  if (c.closing && c.out.empty() && !more_requests) return false;
+  if (c.out.empty())
+    c.out_since = {};
+  else if (c.out_since == Clock::time_point{})
+    c.out_since = Clock::now();
+  // Read while there is room for answers; wait for the socket to drain while there is
+  // something to send. Level-triggered, so nothing ready is ever left unreported.
+  uint32_t want = 0;
+  if (!c.closing && c.out.size() < kMaxPendingOutput) want |= EPOLLIN | EPOLLRDHUP;
+  if (!c.out.empty()) want |= EPOLLOUT;
+  if (want != c.events) {
+    epoll_event ev{};
+    ev.events = want;
+    ev.data.ptr = &c;
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, c.fd.get(), &ev) != 0) return false;
+    c.events = want;
+  }
+  return true;
+}
+
+void Server::expire(Clock::time_point now) {
   for (auto& c : clients_) {
+    if (c->dead) continue;
+    if (!c->out.empty()) {
+      // Its socket is full and it has not taken an answer for kWriteTimeout: nothing
+      // more would reach it either.
+      if (now - c->out_since >= kWriteTimeout) {
+        LOG_WARN("control %s: dropped a client that left %zu bytes of answers unread for %lld ms", path_.c_str(),
+                 c->out.size(), static_cast<long long>(kWriteTimeout.count()));
+        c->dead = true;
+      }
+      continue;
+    }
     // Bytes waiting unread are a request we have not got to yet: not idle.
-    if (c->dead || now - c->active < kIdleTimeout || has_unread(c->fd.get())) continue;
+    if (now - c->active < kIdleTimeout || has_unread(c->fd.get())) continue;
     send_parting_line(c->fd.get(), "control connection idle for more than " + std::to_string(kIdleTimeout.count()) +
                                        " s: closed by " + path_);
     c->dead = true;
@@ -224,7 +307,8 @@ void Server::reap_and_rearm() {
   itimerspec when{};  // all zero: disarmed
   if (!clients_.empty()) {
     Clock::time_point next = Clock::time_point::max();
-    for (const auto& c : clients_) next = std::min(next, c->active + kIdleTimeout);
+    for (const auto& c : clients_)
+      next = std::min(next, c->out.empty() ? c->active + kIdleTimeout : c->out_since + kWriteTimeout);
     // steady_clock is CLOCK_MONOTONIC on Linux; +1 ns keeps a deadline at 0 from disarming.
     const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(next.time_since_epoch()).count() + 1;
     when.it_value.tv_sec = static_cast<time_t>(ns / 1000000000);
@@ -243,13 +327,13 @@ void Server::serve_ready(const Handler& handler) {
     }
     if (ev[i].data.ptr == &timer_) {
       uint64_t expirations;
-      (void)!::read(timer_.get(), &expirations, sizeof expirations);  // expire_idle below does the work
+      (void)!::read(timer_.get(), &expirations, sizeof expirations);  // expire below does the work
       continue;
     }
     auto* c = static_cast<Client*>(ev[i].data.ptr);
-    if (!c->dead && !read_ready(*c, handler)) c->dead = true;
+    if (!c->dead && !service(*c, handler)) c->dead = true;
   }
-  expire_idle(Clock::now());
+  expire(Clock::now());
   reap_and_rearm();
 }
 

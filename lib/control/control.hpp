@@ -5,9 +5,11 @@
 // permissions are not the only guard.
 //
 // Requests are {"op": NAME, ...}; responses are {"ok": true, ...} or
-// {"ok": false, "error": SENTENCE}. The server never blocks on a slow client for long:
-// responses are small and a client that does not read them within one second is
-// dropped.
+// {"ok": false, "error": SENTENCE}. The server never blocks on a client: answers the
+// socket has no room for wait in a per-client buffer, sent as the socket drains; while
+// that buffer holds kMaxPendingOutput bytes the client's further requests stay unread,
+// and a client that has not taken all of its waiting answers one second (kWriteTimeout)
+// after the first began to wait is dropped.
 //
 // Slots are few (kMaxClients) and nobody may keep one by doing nothing: a client that
 // has sent no complete request and been answered nothing for kIdleTimeout is dropped.
@@ -17,6 +19,8 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -44,6 +48,12 @@ inline constexpr size_t kMaxClients = 16;
 // and are closed when it is done; a handler that takes longer (an import) does not
 // count, the clock starts again when its answer is sent.
 inline constexpr std::chrono::seconds kIdleTimeout{5};
+// A Client reads its answer as soon as it is sent: one waiting this long is not reading.
+inline constexpr std::chrono::milliseconds kWriteTimeout{1000};
+// Answers kept for one client that is not reading them: two of the longest a Client
+// accepts. What the server holds per client is at most kMaxLineBytes + 8 KiB of requests
+// and this plus the one answer that crossed it.
+inline constexpr size_t kMaxPendingOutput = 2 * kMaxLineBytes;
 
 using Json = nlohmann::json;
 // Returns the response object; the server adds "ok": true unless the handler set "ok".
@@ -60,36 +70,48 @@ class Server {
   static Result<std::unique_ptr<Server>, ControlError> listen(const std::string& path);
   ~Server();
 
-  // Readable when a client connects or sends: add it to the owner's epoll set.
+  // Readable when a client connects or sends, when a waiting answer can be sent and at
+  // a client's deadline: add it to the owner's epoll set.
   int poll_fd() const { return epoll_.get(); }
   // Accepts, reads and answers whatever is ready, calling `handler` once per complete
-  // request line, and drops idle clients. Never blocks waiting for input.
+  // request line, sends waiting answers and drops idle and non-reading clients. Never
+  // blocks, on input or on output.
   void serve_ready(const Handler& handler);
   const std::string& path() const { return path_; }
   size_t clients() const { return live_clients(); }
+  // Requests not yet handled and answers not yet sent, over all clients.
+  size_t buffered_bytes() const;
 
  private:
   using Clock = std::chrono::steady_clock;
   struct Client {
     UniqueFd fd;
-    std::string in;
+    std::string in;            // received, not yet handled
+    std::string out;           // answers the socket had no room for yet
     Clock::time_point active;  // last complete request received or answered
+    Clock::time_point out_since;  // since when `out` has not been empty
+    bool closing = false;      // nothing more to read (EOF, an over-long line): close once answered
     bool dead = false;         // closed at the end of this serve_ready
+    uint32_t events = 0;       // what epoll watches on fd now
   };
   Server() = default;
   void accept_ready(Clock::time_point now);
-  // False: drop the client.
-  bool read_ready(Client& c, const Handler& handler);
-  // Marks every client idle since before `now` - kIdleTimeout dead, after telling it so.
-  void expire_idle(Clock::time_point now);
+  // Sends what it can, reads and answers what there is room for. False: drop the client.
+  bool service(Client& c, const Handler& handler);
+  bool flush(Client& c);
+  bool read_in(Client& c);
+  void handle_lines(Client& c, const Handler& handler);
+  // Marks dead every client idle for kIdleTimeout (after telling it so) or with answers
+  // waiting for kWriteTimeout.
+  void expire(Clock::time_point now);
   size_t live_clients() const;
-  // Closes the dead clients and arms timer_ for the next idle deadline.
+  // Closes the dead clients and arms timer_ for the next deadline.
   void reap_and_rearm();
 
   std::string path_;
   UniqueFd listen_fd_, epoll_;
-  // In the epoll set: fires at the earliest idle deadline, so the owner's loop calls
-  // serve_ready then even when no client sends anything.
+  // In the epoll set: fires at the earliest idle or write deadline, so the owner's loop
+  // calls serve_ready then even when no client does anything.
   UniqueFd timer_;
   std::vector<std::unique_ptr<Client>> clients_;
 };

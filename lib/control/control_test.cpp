@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
@@ -34,6 +35,9 @@ class ServerThread {
             ++calls_;
             if (r["op"] == "echo") return Json{{"echo", r}};
             if (r["op"] == "throw") return Json{{"x", r.at("missing").get<int>()}};
+            // Bytes the server holds, seen from inside it (no race with serve_ready).
+            max_buffered_ = std::max(max_buffered_.load(), server_->buffered_bytes());
+            if (r["op"] == "blob") return Json{{"blob", std::string(r.at("n").get<size_t>(), 'b')}, {"i", r.value("i", 0)}};
             if (r["op"] == "sleep") {
               std::this_thread::sleep_for(std::chrono::milliseconds(r.at("ms").get<int>()));
               return ok();
@@ -49,11 +53,13 @@ class ServerThread {
   }
   Server& server() { return *server_; }
   int calls() const { return calls_; }
+  size_t max_buffered() const { return max_buffered_; }
 
  private:
   std::unique_ptr<Server> server_;
   std::atomic<bool> stop_{false};
   std::atomic<int> calls_{0};
+  std::atomic<size_t> max_buffered_{0};
   std::thread thread_;
 };
 
@@ -234,6 +240,97 @@ TEST(Control, FullServerRefusesClearlyAndIdleClientsAreDropped) {
   ASSERT_TRUE(again.ok()) << again.error().message();
   EXPECT_EQ((*again)["echo"]["n"], 1);
   for (int fd : idle) ::close(fd);
+}
+
+// A client that sends many requests at once and reads as it goes (a pipeline) gets every
+// answer, in order, however often the server had to hold back its reading meanwhile:
+// small requests, big answers.
+TEST(Control, PipelinedRequestsAreAllAnsweredInOrder) {
+  const std::string path = temp_path("h");
+  ServerThread st(path);
+  const int fd = raw_connect(path);
+  constexpr int kRequests = 3000;
+  std::thread sender([fd] {
+    std::string all;
+    for (int i = 0; i < kRequests; ++i) all += Json{{"op", "blob"}, {"i", i}, {"n", 4096}}.dump() + "\n";
+    for (size_t sent = 0; sent < all.size();) {
+      const ssize_t n = ::send(fd, all.data() + sent, all.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) return;
+      sent += static_cast<size_t>(n);
+    }
+  });
+  std::string in;
+  int next = 0;
+  char buf[65536];
+  while (next < kRequests) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 3000) <= 0) break;
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    in.append(buf, static_cast<size_t>(n));
+    for (size_t nl; (nl = in.find('\n')) != std::string::npos; in.erase(0, nl + 1)) {
+      const Json r = Json::parse(in.substr(0, nl));
+      ASSERT_EQ(r["i"], next) << r.dump().substr(0, 200);
+      ++next;
+    }
+  }
+  sender.join();
+  EXPECT_EQ(next, kRequests) << "answers stopped after " << next;
+  ::close(fd);
+}
+
+// Clients that send requests and never read the answers: the server keeps what does not
+// fit for them and serves everyone else at once (it used to block up to a second on each,
+// stalling a card's whole main loop); each is dropped once its answers have waited
+// kWriteTimeout, and the server holds no more than its bound for each meanwhile.
+TEST(Control, NonReadingClientsDoNotStallTheOthers) {
+  const std::string path = temp_path("g");
+  ServerThread st(path);
+  auto good = Client::connect(path, 1s);
+  ASSERT_TRUE(good.ok());
+  ASSERT_TRUE(good->call(Json{{"op", "echo"}}, 2s).ok());
+  // Small requests for big answers: what a client that does not read cannot take.
+  const std::string request = Json{{"op", "blob"}, {"n", 4096}}.dump() + "\n";
+  std::string burst;
+  while (burst.size() < 1024 * 1024) burst += request;
+  std::vector<int> hogs;
+  for (size_t i = 0; i + 1 < kMaxClients; ++i) {
+    hogs.push_back(raw_connect(path));
+    // As many requests as the socket takes without waiting.
+    size_t sent = 0;
+    for (ssize_t n; sent < burst.size(); sent += static_cast<size_t>(n)) {
+      n = ::send(hogs.back(), burst.data() + sent, burst.size() - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n <= 0) break;
+    }
+    EXPECT_GT(sent, 1000 * request.size()) << "client " << i;
+  }
+  const auto burst_end = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(100ms);  // the server is in the middle of them
+  for (int i = 0; i < 5; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = good->call(Json{{"op", "echo"}, {"i", i}}, 5s);
+    const auto took = std::chrono::steady_clock::now() - t0;
+    ASSERT_TRUE(r.ok()) << r.error().message();
+    EXPECT_EQ((*r)["echo"]["i"], i);
+    EXPECT_LT(took, 300ms) << "call " << i << " waited " << took / 1ms << " ms behind clients that do not read";
+    std::this_thread::sleep_for(100ms);
+  }
+  // Each non-reader is closed by the server within about kWriteTimeout (seen without
+  // reading, which would make it a reader); what it gets is what was sent before that.
+  for (size_t i = 0; i < hogs.size(); ++i) {
+    pollfd p{hogs[i], POLLRDHUP, 0};
+    const auto left = burst_end + kWriteTimeout + 1500ms - std::chrono::steady_clock::now();
+    EXPECT_GT(::poll(&p, 1, static_cast<int>(std::max(left / 1ms, int64_t{0}))), 0) << "client " << i << " not dropped";
+    size_t got = 0;
+    char buf[65536];
+    for (ssize_t n; (n = ::recv(hogs[i], buf, sizeof buf, MSG_DONTWAIT)) > 0;) got += static_cast<size_t>(n);
+    EXPECT_GT(got, 0u) << "client " << i;
+    ::close(hogs[i]);
+  }
+  const size_t per_client = kMaxLineBytes + 8192 + kMaxPendingOutput + 8192;
+  EXPECT_LE(st.max_buffered(), kMaxClients * per_client);
+  auto after = good->call(Json{{"op", "echo"}, {"after", true}}, 2s);
+  ASSERT_TRUE(after.ok()) << after.error().message();
 }
 
 }  // namespace
