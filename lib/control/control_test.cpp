@@ -37,7 +37,8 @@ class ServerThread {
             if (r["op"] == "throw") return Json{{"x", r.at("missing").get<int>()}};
             // Bytes the server holds, seen from inside it (no race with serve_ready).
             max_buffered_ = std::max(max_buffered_.load(), server_->buffered_bytes());
-            if (r["op"] == "blob") return Json{{"blob", std::string(r.at("n").get<size_t>(), 'b')}, {"i", r.value("i", 0)}};
+            if (r["op"] == "blob")
+              return Json{{"blob", std::string(r.at("n").get<size_t>(), 'b')}, {"i", r.value("i", 0)}};
             if (r["op"] == "sleep") {
               std::this_thread::sleep_for(std::chrono::milliseconds(r.at("ms").get<int>()));
               return ok();
