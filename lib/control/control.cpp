@@ -159,6 +159,12 @@ void Server::accept_ready(Clock::time_point now) {
       LOG_WARN("control %s: refused a client with uid %u", path_.c_str(), static_cast<unsigned>(cred.uid));
       continue;
     }
+    // No slot is kept for the controller: the peers let in are root or our own uid, and
+    // azote-hv and the cards run as root under the root controller, so "root" is every
+    // client there can be (the peer's pid would not do either: a restarted controller
+    // is not the cards' parent). What keeps the controller served is that nobody holds
+    // a slot for nothing (kIdleTimeout, kWriteTimeout); when it still finds the server
+    // full, it is told so.
     if (live_clients() >= kMaxClients) expire(now);  // a slot whose time is up is free now
     if (live_clients() >= kMaxClients) {
       // Said, not just done: the newcomer (the controller, say) would otherwise see only
