@@ -538,6 +538,103 @@ TEST_F(TamperTest, MalformedRecord) {
   expect_fails("line 2: malformed record (field \"seq\" missing or not a positive integer)", 2);
 }
 
+// ---- canonical form: the exact bytes the writer produces, nothing else ----
+//
+// The hash covers the record as nlohmann parses it. A line that parses to the same
+// record but is written differently would verify, yet other JSON readers may read it
+// differently (a repeated key: some take the first value, nlohmann the last). So a
+// record must be byte for byte what the writer wrote.
+
+TEST_F(TamperTest, RepeatedKeyIsRefused) {
+  // Record 5 was denied. A second, earlier "outcome" makes first-value readers see
+  // "allowed" while the hash and signature still verify with nlohmann (last wins).
+  const std::string real = "\"outcome\":\"denied\"";
+  const size_t at = lines_[4].find(real);
+  ASSERT_NE(at, std::string::npos) << lines_[4];
+  lines_[4].insert(at, "\"outcome\":\"allowed\",");
+  write_lines(path_, lines_);
+  expect_fails("line 5: record not in canonical form (key \"outcome\" repeated)", 5);
+  expect_open_refuses("line 5: record not in canonical form (key \"outcome\" repeated)");
+}
+
+TEST_F(TamperTest, ReorderedKeysAreRefused) {
+  // The same record with "seq" moved to the front: same parsed value, other bytes.
+  const std::string seq = ",\"seq\":5";
+  const size_t at = lines_[4].find(seq);
+  ASSERT_NE(at, std::string::npos) << lines_[4];
+  lines_[4].erase(at, seq.size());
+  lines_[4].insert(1, seq.substr(1) + ",");
+  write_lines(path_, lines_);
+  const std::string first_key = json::parse(lines_[4]).begin().key();
+  expect_fails("line 5: record not in canonical form (keys not in sorted order: \"" + first_key +
+                   "\" after \"seq\")",
+               5);
+  expect_open_refuses("line 5: record not in canonical form (keys not in sorted order");
+}
+
+TEST_F(TamperTest, CrlfLineEndingIsRefused) {
+  std::string crlf;
+  for (const auto& l : lines_) crlf += l + "\r\n";
+  write_file(path_, crlf);
+  expect_fails("line 1: record not in canonical form (CRLF line ending: carriage return before the newline)", 1);
+  expect_open_refuses("line 1: record not in canonical form (CRLF line ending");
+}
+
+TEST_F(TamperTest, OtherSerializationsAreRefused) {
+  // Whitespace and escapes that parse to the same value.
+  struct Case {
+    std::string from, to;
+  };
+  for (const auto& c : std::vector<Case>{{"\"seq\":5", "\"seq\": 5"},
+                                         {"\"vm/5\"", "\"vm\\/5\""},
+                                         {"\"method\":\"", "\"m\\u0065thod\":\""},
+                                         {"{", " {"}}) {
+    std::vector<std::string> lines = lines_;
+    const size_t at = lines[4].find(c.from);
+    ASSERT_NE(at, std::string::npos) << c.from;
+    lines[4].replace(at, c.from.size(), c.to);
+    write_lines(path_, lines);
+    auto rep = verify();
+    EXPECT_FALSE(rep.ok) << c.to;
+    EXPECT_EQ(rep.bad_line, 5u) << c.to;
+    EXPECT_EQ(rep.reason.rfind("line 5: record not in canonical form (", 0), 0u) << rep.reason;
+  }
+}
+
+TEST_F(TamperTest, HeadFileMustBeCanonicalToo) {
+  const std::string head = read_file(path_ + ".head");
+  ASSERT_EQ(head.back(), '\n');
+  write_file(path_ + ".head", head.substr(0, head.size() - 1) + "\r\n");
+  auto rep = verify();
+  EXPECT_FALSE(rep.ok);
+  EXPECT_TRUE(rep.chain_ok);
+  EXPECT_EQ(rep.reason, "head file not in canonical form");
+  expect_open_refuses("head file not in canonical form");
+}
+
+TEST_F(AuditTest, EveryRecordTheWriterProducesIsCanonical) {
+  // Details with every JSON kind, escapes, invalid UTF-8 (replaced) and big numbers.
+  {
+    auto log = open_log();
+    ASSERT_TRUE(log);
+    for (int i = 1; i <= 40; ++i) {
+      Entry e = sample(i);
+      e.error = i % 2 ? std::string("bad \xff\xfe byte \"quoted\" \\ \t\n") : "";
+      e.detail = {{"n", -i},
+                  {"u", 18446744073709551615ull},
+                  {"f", 1.0 / 3},
+                  {"z", -0.0},
+                  {"s", "caf\xc3\xa9 \x01"},
+                  {"nested", {{"b", true}, {"a", nullptr}, {"list", {1, "x", 2.5}}}}};
+      ASSERT_TRUE(log->append(e).ok());
+    }
+  }
+  auto rep = verify();
+  EXPECT_TRUE(rep.ok) << rep.reason;
+  EXPECT_EQ(rep.records, 40u);
+  EXPECT_TRUE(open_log());
+}
+
 TEST_F(TamperTest, DeletedLogWithHeadIsRefused) {
   std::filesystem::remove(path_);
   expect_open_refuses("log deleted");

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <exception>
+#include <set>
 
 #include "audit/fs.hpp"
 
@@ -292,12 +293,96 @@ bool parse_record(json& j, Record& r, std::string& why) {
   return true;
 }
 
-// Parses and authenticates one line: hash and signature. 0 = good; else which failed.
-enum class LineCheck { kGood, kNotJson, kMalformed, kHash, kSignature };
+// A key as it may appear in a reason: printable ASCII, others as \xNN, truncated.
+std::string shown(std::string_view s) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < 40; ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      out += "\\x";
+      out += kDigits[c >> 4];
+      out += kDigits[c & 0xf];
+    }
+  }
+  if (s.size() > 40) out += "...";
+  return out;
+}
+
+// Finds the first repeated key or pair of keys out of order, at any depth, in the
+// order the text has them (a parsed json has already lost both).
+class KeyCheck final : public nlohmann::json_sax<json> {
+ public:
+  std::string problem;
+
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override {
+    objects_.emplace_back();
+    return true;
+  }
+  bool key(string_t& k) override {
+    Object& o = objects_.back();
+    if (!o.seen.insert(k).second) {
+      problem = "key \"" + shown(k) + "\" repeated";
+      return false;
+    }
+    // The writer's objects are std::maps: keys in std::string order.
+    if (o.last && k < *o.last) {
+      problem = "keys not in sorted order: \"" + shown(k) + "\" after \"" + shown(*o.last) + "\"";
+      return false;
+    }
+    o.last = k;
+    return true;
+  }
+  bool end_object() override {
+    objects_.pop_back();
+    return true;
+  }
+  bool start_array(std::size_t) override { return true; }
+  bool end_array() override { return true; }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+
+ private:
+  struct Object {
+    std::set<std::string> seen;
+    std::optional<std::string> last;
+  };
+  std::vector<Object> objects_;
+};
+
+// Why `text` is not `canon`, the writer's serialization of the value it parses to.
+std::string canonical_problem(std::string_view text, std::string_view canon) {
+  if (!text.empty() && text.back() == '\r') return "CRLF line ending: carriage return before the newline";
+  KeyCheck keys;
+  json::sax_parse(text.begin(), text.end(), &keys);
+  if (!keys.problem.empty()) return keys.problem;
+  size_t i = 0;
+  while (i < text.size() && i < canon.size() && text[i] == canon[i]) ++i;
+  return "whitespace, escapes or number spelling differ from the writer's at column " + std::to_string(i + 1);
+}
+
+// Parses and authenticates one line: canonical form, hash and signature.
+enum class LineCheck { kGood, kNotJson, kMalformed, kNotCanonical, kHash, kSignature };
 LineCheck check_line(std::string_view text, const VerifyKey& key, Record& r, std::string& why) {
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded()) return LineCheck::kNotJson;
+  // The hash covers the record as parsed here; other readers may parse other bytes
+  // differently (a repeated key: first or last value?). Only the exact bytes the
+  // writer produces are accepted, so every reader sees the record that was signed.
+  const std::string canon = canonical(j);
   if (!parse_record(j, r, why)) return LineCheck::kMalformed;
+  if (canon != text) {
+    why = canonical_problem(text, canon);
+    return LineCheck::kNotCanonical;
+  }
   if (sha256(canonical(j)) != r.hash) return LineCheck::kHash;
   if (!key.verify(r.hash, r.sig)) return LineCheck::kSignature;
   return LineCheck::kGood;
@@ -358,6 +443,8 @@ void scan_lines(int fd, const VerifyKey& key, ScanOutcome& out) {
       }
       case LineCheck::kMalformed:
         return fail("malformed record (" + why + ")");
+      case LineCheck::kNotCanonical:
+        return fail("record not in canonical form (" + why + ")");
       case LineCheck::kHash:
         return fail("record modified (hash mismatch)");
       case LineCheck::kSignature:
@@ -441,6 +528,12 @@ HeadRead read_head(const std::string& path, const VerifyKey& key) {
   out.head.seq = j["seq"].get<uint64_t>();
   if (!key.verify(head_message(out.head.seq, out.head.hash), sig)) {
     out.reason = "head file signature invalid";
+    return out;
+  }
+  // As for records: only the writer's bytes, so that no reader can take another seq
+  // out of the same file (a repeated key).
+  if (*text != head_text(out.head.seq, out.head.hash, sig)) {
+    out.reason = "head file not in canonical form";
     return out;
   }
   out.status = HeadRead::kOk;

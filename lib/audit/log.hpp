@@ -13,7 +13,12 @@
 //   hash      hex SHA-256 of the canonical form of the record without "hash" and "sig":
 //             nlohmann::json::dump() with no indentation, keys sorted (nlohmann's object
 //             is an ordered std::map), UTF-8 unescaped, invalid UTF-8 replaced by U+FFFD.
-//             Parsing the line and dumping it again yields the same bytes.
+//             Parsing the line and dumping it again yields the same bytes, and a
+//             reader requires exactly that: a line in any other form (a repeated key,
+//             keys out of order, other whitespace or escapes, a CRLF ending) is
+//             refused even when its hash matches, because JSON readers disagree on
+//             such text (which of two "outcome" keys counts?) and every reader must
+//             see the record that was signed. The head file likewise.
 //   sig       base64 (with padding) of the Ed25519 signature over the 32 raw hash bytes
 //
 // Head anchor PATH.head, rewritten atomically after every append so that cutting records

@@ -195,12 +195,32 @@ LoaderResult<BzImage> parse_bzimage(std::span<const uint8_t> file) {
   return bz;
 }
 
+namespace {
+
+const char* file_kind(mode_t mode) {
+  if (S_ISFIFO(mode)) return "a named pipe";
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a file";
+}
+
+}  // namespace
+
 LoaderResult<std::vector<uint8_t>> read_file(const std::string& path, size_t max) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  // O_NONBLOCK: opening a named pipe for reading otherwise waits for a writer, for
+  // ever; a terminal could become our controlling one without O_NOCTTY. Only a
+  // regular file is read, and for those O_NONBLOCK means nothing; it is cleared anyway
+  // so that the reads below never see EAGAIN.
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
   if (!fd) return errno_error(LoaderErrc::kIo, "open " + path);
   struct stat st{};
   if (::fstat(fd.get(), &st) != 0) return errno_error(LoaderErrc::kIo, "stat " + path);
-  if (!S_ISREG(st.st_mode)) return make_error(LoaderErrc::kIo, path + " is not a regular file");
+  if (!S_ISREG(st.st_mode))
+    return make_error(LoaderErrc::kIo, path + " is not a regular file (it is " + file_kind(st.st_mode) + ")");
+  const int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0) return errno_error(LoaderErrc::kIo, "fcntl " + path);
   if (static_cast<uint64_t>(st.st_size) > max)
     return make_error(LoaderErrc::kMalformed, path + " is " + std::to_string(st.st_size) + " bytes (limit " + std::to_string(max) + ")");
   std::vector<uint8_t> buf(static_cast<size_t>(st.st_size));

@@ -73,7 +73,8 @@ ImageKind detect(std::span<const uint8_t> file);
 LoaderResult<ElfImage> parse_elf(std::span<const uint8_t> file);
 LoaderResult<BzImage> parse_bzimage(std::span<const uint8_t> file);
 
-// Reads a whole file (bounded by kMaxImageBytes); errors name the path.
+// Reads a whole regular file (bounded by kMaxImageBytes); errors name the path. Anything
+// else (a named pipe, a device, a directory) is refused without blocking (kIo).
 LoaderResult<std::vector<uint8_t>> read_file(const std::string& path, size_t max = kMaxImageBytes);
 
 }  // namespace azote::loader

@@ -29,6 +29,7 @@ constexpr const char* kServerKey = "server.key";
 constexpr const char* kServerCrt = "server.crt";
 constexpr const char* kMasterKey = "master.key";
 constexpr const char* kRevoked = "revoked";
+constexpr const char* kIssued = "issued";
 
 constexpr int64_t kDay = 86400;
 constexpr int64_t kBackdate = 60;  // tolerate this much clock skew between hosts
@@ -37,6 +38,7 @@ constexpr int64_t kServerValidity = 731 * kDay;
 constexpr size_t kMaxLabel = 64;
 constexpr size_t kMaxSerialHex = 40;  // RFC 5280: at most 20 octets
 constexpr size_t kMaxRevokedBytes = size_t{64} << 20;
+constexpr size_t kMaxIssuedBytes = size_t{64} << 20;  // about 2 million serials
 
 Unexpected<PkiError> crypto_error(const std::string& what) {
   return make_error(PkiErrc::kCrypto, what + ": " + ossl::take_errors());
@@ -226,7 +228,8 @@ FileKey key_of(const struct stat& st) {
                  int64_t{st.st_ctim.tv_sec} * 1'000'000'000 + st.st_ctim.tv_nsec};
 }
 
-PkiResult<std::unordered_set<std::string>> parse_revoked(const std::string& path, const std::string& text) {
+// `revoked` and `issued`: one hex serial per line; blank lines and # comments allowed.
+PkiResult<std::unordered_set<std::string>> parse_serials(const std::string& path, const std::string& text) {
   std::unordered_set<std::string> out;
   size_t pos = 0;
   int line_no = 0;
@@ -247,8 +250,34 @@ PkiResult<std::unordered_set<std::string>> parse_revoked(const std::string& path
   return out;
 }
 
-// An exclusive flock on the PKI directory: serialises creation and revocation across
-// threads and processes. Released when destroyed.
+// A serial list file as text (appended to as a whole) and as a set. Absent = empty.
+struct SerialList {
+  std::string text;
+  std::unordered_set<std::string> serials;
+};
+PkiResult<SerialList> read_serials(const std::string& path, size_t max_bytes) {
+  SerialList out;
+  auto current = read_file(path, max_bytes);
+  if (current.ok()) {
+    out.text = std::move(*current);
+  } else if (current.error().errnum != ENOENT) {
+    return Unexpected{current.error()};
+  }
+  AZOTE_TRY(serials, parse_serials(path, out.text));
+  out.serials = std::move(serials);
+  return out;
+}
+
+// Appends one serial by rewriting the file atomically: a reader (or a crash) sees the
+// list before or after, never half a line.
+PkiResult<void> append_serial(const std::string& path, SerialList list, const std::string& serial) {
+  if (!list.text.empty() && list.text.back() != '\n') list.text += '\n';
+  list.text += serial + "\n";
+  return write_file_atomic(path, list.text, 0644);
+}
+
+// An exclusive flock on the PKI directory: serialises creation, issuing and revocation
+// across threads and processes. Released when destroyed.
 PkiResult<UniqueFd> lock_dir(const std::string& dir) {
   UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd) return errno_error(PkiErrc::kIo, "open " + dir);
@@ -465,7 +494,7 @@ PkiResult<bool> HostPki::Impl::is_revoked(const std::string& serial) {
     if (now_key.exists) {
       auto text = read_file(file, kMaxRevokedBytes);
       if (text.ok()) {
-        AZOTE_TRY(parsed, parse_revoked(file, *text));
+        AZOTE_TRY(parsed, parse_serials(file, *text));
         fresh = std::move(parsed);
       } else if (text.error().errnum == ENOENT) {
         now_key = FileKey{};
@@ -546,6 +575,19 @@ PkiResult<IssuedCert> HostPki::issue_client(const std::string& role, const std::
   AZOTE_TRY(signed_cert, make_cert(spec, key.get(), impl_->ca_cert.get(), impl_->ca_key.get()));
   AZOTE_TRY(cert_pem, to_pem(signed_cert.cert.get()));
   AZOTE_TRY(key_pem, to_pem(key.get()));
+  if (signed_cert.serial_hex.empty()) return make_error(PkiErrc::kCrypto, "issued certificate has an unreadable serial");
+  // On the list before it leaves: revoke() trusts the list to tell a real serial from a
+  // typo. A listed serial whose certificate never left (a failure after this) is
+  // harmless.
+  {
+    AZOTE_TRY(lock, lock_dir(impl_->dir));
+    AZOTE_TRY(issued, read_serials(impl_->path(kIssued), kMaxIssuedBytes));
+    // 128 random bits cannot collide by chance; if they did, refuse rather than hand
+    // out a second certificate under one serial (revoking one would revoke both).
+    if (issued.serials.count(signed_cert.serial_hex) != 0)
+      return make_error(PkiErrc::kCrypto, "serial " + signed_cert.serial_hex + " was issued before");
+    AZOTE_TRYV(append_serial(impl_->path(kIssued), std::move(issued), signed_cert.serial_hex));
+  }
   return IssuedCert{std::move(cert_pem), std::move(key_pem), std::move(signed_cert.serial_hex)};
 }
 
@@ -555,22 +597,20 @@ PkiResult<IssuedCert> HostPki::issue_client(const std::string& role, const std::
   return issue_client(role, name, now - kBackdate, now + static_cast<int64_t>(validity.count()));
 }
 
-PkiResult<void> HostPki::revoke(const std::string& serial_hex) const {
+PkiResult<Revocation> HostPki::revoke(const std::string& serial_hex, UnlistedSerial unlisted) const {
   AZOTE_TRY(serial, normalize_serial(serial_hex));
   AZOTE_TRY(lock, lock_dir(impl_->dir));
-  const std::string file = impl_->path(kRevoked);
-  std::string text;
-  auto current = read_file(file, kMaxRevokedBytes);
-  if (current.ok()) {
-    text = std::move(*current);
-  } else if (current.error().errnum != ENOENT) {
-    return Unexpected{current.error()};
-  }
-  AZOTE_TRY(listed, parse_revoked(file, text));
-  if (listed.count(serial) != 0) return {};
-  if (!text.empty() && text.back() != '\n') text += '\n';
-  text += serial + "\n";
-  return write_file_atomic(file, text, 0644);
+  AZOTE_TRY(revoked, read_serials(impl_->path(kRevoked), kMaxRevokedBytes));
+  AZOTE_TRY(issued, read_serials(impl_->path(kIssued), kMaxIssuedBytes));
+  Revocation out{serial, revoked.serials.count(serial) != 0, issued.serials.count(serial) != 0};
+  if (out.already) return out;
+  // Adding a serial nobody holds changes nothing but would tell the operator the
+  // intended certificate is revoked when it is not.
+  if (!out.listed && unlisted == UnlistedSerial::kRefuse)
+    return make_error(PkiErrc::kNotIssued, "serial " + serial + " was never issued by this host's CA (it is not in " +
+                                               impl_->path(kIssued) + ")");
+  AZOTE_TRYV(append_serial(impl_->path(kRevoked), std::move(revoked), serial));
+  return out;
 }
 
 PkiResult<Principal> HostPki::verify_client(const std::string& leaf_pem) const {

@@ -6,6 +6,14 @@
 //                           IP:127.0.0.1, EKU serverAuth, 2 years, signed by the CA
 //   master.key              32 random bytes (raw): wraps per-volume keys (keywrap.hpp)
 //   revoked                 one lowercase hex serial per line; absent = none revoked
+//   issued                  the serial of every client certificate issue_client() made,
+//                           one lowercase hex serial per line, appended (by an atomic
+//                           rewrite) before the certificate is handed out; absent =
+//                           none listed. A CA from before this list has certificates
+//                           that are not in it: revoke() refuses their serials unless
+//                           told UnlistedSerial::kRevoke (`azote admin revoke-cert
+//                           --unlisted`), so that a mistyped serial is never "revoked"
+//                           in place of the intended one.
 // Private keys are 0600 and refused on load if group/other can read them. Reopening
 // reuses everything; a directory holding only some of the five files is an error
 // naming what is missing (never silently regenerated: that would replace the CA).
@@ -34,6 +42,17 @@ struct IssuedCert {
   std::string serial_hex;  // lowercase, no leading zeros: what revoke() takes
 };
 
+// What revoke() did.
+struct Revocation {
+  std::string serial_hex;  // normalized
+  bool already = false;    // it was revoked before; nothing changed
+  bool listed = true;      // it is in `issued`
+};
+
+// A serial that is not in `issued`: refused (kNotIssued), or revoked anyway when the
+// operator says it belongs to a certificate issued before the list was kept.
+enum class UnlistedSerial { kRefuse, kRevoke };
+
 // Who a verified client certificate speaks for.
 struct Principal {
   std::string name;        // subject CN
@@ -60,15 +79,20 @@ class HostPki {
 
   // A client certificate and fresh P-256 key. role and name: 1..64 characters of
   // [A-Za-z0-9._-] (kInvalid naming the bad value otherwise); not_after > not_before.
+  // Its serial is in `issued` before it is returned (an error otherwise: a certificate
+  // that cannot be listed is not handed out).
   PkiResult<IssuedCert> issue_client(const std::string& role, const std::string& name,
                                      int64_t not_before_unix, int64_t not_after_unix) const;
   // Valid from now - 60 s (clock skew) to now + validity.
   PkiResult<IssuedCert> issue_client(const std::string& role, const std::string& name,
                                      std::chrono::seconds validity) const;
 
-  // Adds a serial (hex, 1..40 digits, any case) to `revoked`. Idempotent; serialised
-  // with other revokers of the same directory, including other processes (flock).
-  PkiResult<void> revoke(const std::string& serial_hex) const;
+  // Adds a serial (hex, 1..40 digits, any case) to `revoked`. A serial already there is
+  // reported (already = true), not added again. A serial not in `issued` is kNotIssued
+  // unless `unlisted` is kRevoke. Serialised with issuers and other revokers of the same
+  // directory, including other processes (flock).
+  PkiResult<Revocation> revoke(const std::string& serial_hex,
+                               UnlistedSerial unlisted = UnlistedSerial::kRefuse) const;
 
   // Accepts a PEM leaf certificate only if this host's CA issued it, it is valid at
   // now_unix, it carries the clientAuth EKU, is not a CA, is not revoked, and names a

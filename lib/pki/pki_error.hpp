@@ -15,6 +15,7 @@ enum class PkiErrc {
   kCrypto,     // OpenSSL failed (context carries its error string)
   kRefused,    // verify_client refused the certificate (context says why)
   kUnwrap,     // unwrap_key: short, unknown version, tampered, wrong key or context
+  kNotIssued,  // revoke: a serial this CA never issued (not in its `issued` list)
 };
 using PkiError = Error<PkiErrc>;
 template <class T>

@@ -354,10 +354,13 @@ TEST(HostPki, RevocationAppliesAcrossObjectsWithoutReopen) {
   expect_refused(verifier, c.cert_pem, now(), "client certificate revoked (serial " + c.serial_hex + ")");
   EXPECT_TRUE(verifier.verify_client(keep.cert_pem, now()).ok());
 
-  // Idempotent, case-insensitive, leading zeros ignored: still one line.
+  // Idempotent (and says so), case-insensitive, leading zeros ignored: still one line.
   std::string upper = "000" + c.serial_hex;
   for (char& ch : upper) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-  ASSERT_TRUE(admin.revoke(upper).ok());
+  auto again = admin.revoke(upper);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->already);
+  EXPECT_EQ(again->serial_hex, c.serial_hex);
   ASSERT_TRUE(verifier.revoke(c.serial_hex).ok());
   EXPECT_EQ(slurp(dir + "/revoked"), c.serial_hex + "\n");
 
@@ -382,7 +385,97 @@ TEST(HostPki, RevokeValidatesSerial) {
     EXPECT_EQ(r.error().code, PkiErrc::kInvalid);
   }
   EXPECT_FALSE(fs::exists(tmp / "pki/revoked"));
-  EXPECT_TRUE(pki.revoke(std::string(40, 'F')).ok());
+  auto never = pki.revoke(std::string(40, 'F'));
+  ASSERT_FALSE(never.ok());
+  EXPECT_EQ(never.error().code, PkiErrc::kNotIssued);
+  EXPECT_TRUE(pki.revoke(std::string(40, 'F'), azote::pki::UnlistedSerial::kRevoke).ok());
+}
+
+TEST(HostPki, IssuedSerialsAreListedBeforeTheyLeave) {
+  TempDir tmp;
+  const std::string dir = tmp / "pki";
+  HostPki a = open_ok(dir);
+  HostPki b = open_ok(dir);  // e.g. another process issuing
+  EXPECT_FALSE(fs::exists(dir + "/issued"));
+  std::string expect;
+  std::vector<IssuedCert> certs;
+  for (int i = 0; i < 3; ++i) {
+    certs.push_back(issue_ok(i % 2 ? b : a, "operator", "n" + std::to_string(i), now() - 60, now() + 3600));
+    expect += certs.back().serial_hex + "\n";
+  }
+  EXPECT_EQ(slurp(dir + "/issued"), expect);
+  EXPECT_EQ(mode_of(dir + "/issued"), 0644u);
+  // Concurrent issuers lose nothing.
+  std::vector<std::thread> threads;
+  std::vector<std::string> serials(8);
+  for (size_t t = 0; t < serials.size(); ++t) {
+    threads.emplace_back([&, t] {
+      auto c = (t % 2 ? b : a).issue_client("operator", "t" + std::to_string(t), now() - 60, now() + 3600);
+      if (c.ok()) serials[t] = c->serial_hex;
+    });
+  }
+  for (auto& t : threads) t.join();
+  const std::string listed = slurp(dir + "/issued");
+  for (const auto& s : serials) {
+    ASSERT_FALSE(s.empty());
+    EXPECT_NE(listed.find(s + "\n"), std::string::npos) << s;
+  }
+  // Every issued certificate can be revoked by its serial, from any object.
+  HostPki reopened = open_ok(dir);
+  auto r = reopened.revoke(certs[1].serial_hex);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_FALSE(r->already);
+  EXPECT_TRUE(r->listed);
+  EXPECT_FALSE(a.verify_client(certs[1].cert_pem, now()).ok());
+}
+
+TEST(HostPki, RevokeRefusesSerialsThisCaNeverIssued) {
+  TempDir tmp;
+  const std::string dir = tmp / "pki";
+  HostPki pki = open_ok(dir);
+  const IssuedCert c = issue_ok(pki, "operator", "olga", now() - 60, now() + 3600);
+  for (const std::string& never : {std::string("00"), std::string("1"), c.serial_hex + "0"}) {
+    auto r = pki.revoke(never);
+    ASSERT_FALSE(r.ok()) << never;
+    EXPECT_EQ(r.error().code, PkiErrc::kNotIssued);
+    auto norm = azote::pki::normalize_serial(never);
+    EXPECT_EQ(r.error().message(), "serial " + *norm + " was never issued by this host's CA (it is not in " + dir +
+                                       "/issued)");
+  }
+  EXPECT_FALSE(fs::exists(dir + "/revoked"));
+
+  // A CA from before the list (simulated: the list removed): its certificates are
+  // unlisted; their serials are refused unless the operator says so.
+  fs::remove(dir + "/issued");
+  auto refused = pki.revoke(c.serial_hex);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, PkiErrc::kNotIssued);
+  EXPECT_TRUE(pki.verify_client(c.cert_pem, now()).ok());
+  auto forced = pki.revoke(c.serial_hex, azote::pki::UnlistedSerial::kRevoke);
+  ASSERT_TRUE(forced.ok()) << forced.error().message();
+  EXPECT_FALSE(forced->listed);
+  EXPECT_FALSE(forced->already);
+  EXPECT_FALSE(pki.verify_client(c.cert_pem, now()).ok());
+  // Already revoked: said so, with or without the flag.
+  auto again = pki.revoke(c.serial_hex);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->already);
+  EXPECT_EQ(slurp(dir + "/revoked"), c.serial_hex + "\n");
+}
+
+TEST(HostPki, MalformedIssuedFileFailsClosed) {
+  TempDir tmp;
+  const std::string dir = tmp / "pki";
+  HostPki pki = open_ok(dir);
+  const IssuedCert c = issue_ok(pki, "operator", "pat", now() - 60, now() + 3600);
+  spit(dir + "/issued", c.serial_hex + "\nnot-hex\n");
+  auto r = pki.revoke(c.serial_hex);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, PkiErrc::kCorrupt);
+  auto i = pki.issue_client("operator", "quinn", now() - 60, now() + 3600);
+  ASSERT_FALSE(i.ok());
+  EXPECT_EQ(i.error().code, PkiErrc::kCorrupt);
+  EXPECT_NE(i.error().context.find("line 2"), std::string::npos) << i.error().context;
 }
 
 TEST(HostPki, MalformedRevokedFileFailsClosed) {
@@ -576,7 +669,8 @@ TEST(HostPki, ConcurrentVerifyWhileRevoking) {
       }
     });
   }
-  for (int i = 1; i <= 40; ++i) ASSERT_TRUE(admin.revoke(std::to_string(i * 1000)).ok());
+  for (int i = 1; i <= 40; ++i)
+    ASSERT_TRUE(admin.revoke(std::to_string(i * 1000), azote::pki::UnlistedSerial::kRevoke).ok());
   stop.store(true);
   for (auto& t : threads) t.join();
   EXPECT_EQ(failures.load(), 0);

@@ -150,7 +150,10 @@ std::vector<CommandSpec> build_commands() {
         {"--out", K::kValue, true, "DIR", "where to write ca.pem, cert.pem and key.pem (0600)"}}},
       {"admin revoke-cert", Rpc::kNone, "revoke a client certificate (local)", "",
        {{"--state-dir", K::kValue, true, "DIR", "the controller's state directory"},
-        {"--serial", K::kValue, true, "HEX", "the certificate's serial, as issue-cert printed it"}}},
+        {"--serial", K::kValue, true, "HEX", "the certificate's serial, as issue-cert printed it"},
+        {"--unlisted", K::kSwitch, false, "",
+         "revoke even though the CA's list of issued serials lacks it (a certificate issued before the CA kept "
+         "that list)"}}},
       {"audit verify", Rpc::kNone, "verify a signed audit log (local)", "FILE",
        {{"--public-key", K::kValue, false, "PEM_FILE",
          "the host's audit public key (default: signing.pub next to FILE)"},
@@ -450,6 +453,7 @@ CliResult<Action> Builder::build() {
                    " is not a serial number (1 to 40 hex digits)");
     }
     rc.serial = *serial;
+    rc.unlisted = raw_.has("--unlisted");
     return Action{rc};
   }
   // audit verify

@@ -112,6 +112,7 @@ struct IssueCert {
 struct RevokeCert {
   std::string state_dir;
   std::string serial;  // normalized (lowercase, no leading zeros)
+  bool unlisted = false;  // revoke a serial missing from the CA's issued list
 };
 struct AuditVerify {
   std::string file;

@@ -301,12 +301,22 @@ int revoke_cert(const std::string& command, const RevokeCert& rc, OutputFormat f
   if (!is_dir(pki_dir)) return fail(io, p + "no host PKI in " + pki_dir, kExitUsage);
   auto host = pki::HostPki::open_or_create(pki_dir);
   if (!host.ok()) return pki_failure(io, p + "host PKI in " + pki_dir + ": ", host.error());
-  auto r = host->revoke(rc.serial);
+  auto r = host->revoke(rc.serial, rc.unlisted ? pki::UnlistedSerial::kRevoke : pki::UnlistedSerial::kRefuse);
+  if (!r.ok() && r.error().code == pki::PkiErrc::kNotIssued) {
+    // A mistyped serial, or another host's: nothing to revoke. Said, never "revoked".
+    return fail(io,
+                p + r.error().message() +
+                    "; a certificate issued before the CA kept that list can be revoked with --unlisted",
+                kExitUsage);
+  }
   if (!r.ok()) return pki_failure(io, p, r.error());
   if (format == OutputFormat::kJson) {
-    io.out << nlohmann::json{{"revoked", rc.serial}}.dump(2) << "\n";
+    io.out << nlohmann::json{{"revoked", r->serial_hex}, {"already_revoked", r->already}, {"listed", r->listed}}.dump(2)
+           << "\n";
+  } else if (r->already) {
+    io.out << "already revoked " << r->serial_hex << "\n";
   } else {
-    io.out << "revoked " << rc.serial << "\n";
+    io.out << "revoked " << r->serial_hex << (r->listed ? "" : " (not in the CA's issued list)") << "\n";
   }
   return kExitOk;
 }

@@ -576,7 +576,7 @@ TEST(Help, EveryCommandExitsZeroAndMentionsEachFlag) {
       {"revoke-security-group-egress", {"--group-id", "--protocol", "--port", "--cidr", "--source-group"}},
       {"describe-security-groups", {"--group-ids"}},
       {"admin issue-cert", {"--state-dir", "--role", "--name", "--days", "--out"}},
-      {"admin revoke-cert", {"--state-dir", "--serial"}},
+      {"admin revoke-cert", {"--state-dir", "--serial", "--unlisted"}},
       {"audit verify", {"--public-key", "--head", "FILE"}},
   };
   EXPECT_EQ(expected.size(), commands().size());
@@ -1012,6 +1012,52 @@ TEST(Admin, IssueCertIsAcceptedByTheHostPki) {
   auto again = host->verify_client(slurp(out + "/cert.pem"));
   ASSERT_FALSE(again.ok());
   EXPECT_EQ(again.error().code, pki::PkiErrc::kRefused);
+}
+
+// A serial this CA never issued (a typo, another host's certificate) must not look
+// revoked: nothing would be refused, yet the operator was told it worked.
+TEST(Admin, RevokeRefusesSerialsNeverIssuedAndSaysWhenAlreadyRevoked) {
+  TempDir state;
+  Ran r = run({"admin", "issue-cert", "--state-dir", state.path(), "--role", "operator", "--name", "alice", "--out",
+               state / "alice"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const std::string serial = r.out.substr(0, r.out.size() - 1);
+
+  for (const std::string& never : {std::string("00"), std::string("1f2e3d"), serial + "0"}) {
+    auto norm = pki::normalize_serial(never);
+    ASSERT_TRUE(norm.ok());
+    r = run({"admin", "revoke-cert", "--state-dir", state.path(), "--serial", never});
+    EXPECT_EQ(r.status, kExitUsage) << never << ": " << r.out << r.err;
+    EXPECT_EQ(r.out, "") << never;
+    EXPECT_EQ(r.err.rfind("azote: admin revoke-cert: serial " + *norm + " was never issued by this host's CA", 0), 0u)
+        << r.err;
+    EXPECT_NE(r.err.find("--unlisted"), std::string::npos) << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(state / "pki/revoked"));
+
+  r = run({"admin", "revoke-cert", "--state-dir", state.path(), "--serial", serial});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "revoked " + serial + "\n");
+  r = run({"admin", "revoke-cert", "--state-dir", state.path(), "--serial", serial});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "already revoked " + serial + "\n");
+  r = run({"admin", "revoke-cert", "--state-dir", state.path(), "--serial", serial, "--output", "json"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out, nullptr, false),
+            (nlohmann::json{{"revoked", serial}, {"already_revoked", true}, {"listed", true}}))
+      << r.out;
+
+  // A certificate issued before the CA kept its list of serials: its serial is not
+  // listed, so revoking it takes --unlisted, and the answer says it was not listed.
+  r = run({"admin", "revoke-cert", "--state-dir", state.path(), "--serial", "abc123", "--unlisted", "--output",
+           "json"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out, nullptr, false),
+            (nlohmann::json{{"revoked", "abc123"}, {"already_revoked", false}, {"listed", false}}))
+      << r.out;
+  r = run({"admin", "revoke-cert", "--state-dir", state.path(), "--serial", "ABC123", "--unlisted"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "already revoked abc123\n");
 }
 
 TEST(Admin, Errors) {

@@ -115,9 +115,10 @@ bool valid_id(std::string_view id, std::string_view prefix) {
 
 std::string image_id_from_hash(std::string_view sha256_hex) { return "ami-" + std::string(sha256_hex.substr(0, 17)); }
 
-std::string now_rfc3339() {
-  const auto now = std::chrono::system_clock::now();
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
+std::string now_rfc3339() { return rfc3339(std::chrono::system_clock::now()); }
+
+std::string rfc3339(std::chrono::system_clock::time_point when) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(when.time_since_epoch()).count();
   const time_t secs = static_cast<time_t>(ms / 1000);
   tm t{};
   gmtime_r(&secs, &t);

@@ -3,6 +3,7 @@
 // and validation; nothing here touches the system.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -64,7 +65,8 @@ inline constexpr std::string_view kShuttingDown = "shutting-down";
 inline constexpr std::string_view kTerminated = "terminated";
 }  // namespace state
 
-// RFC 3339 UTC with milliseconds, now.
+// RFC 3339 UTC with milliseconds, now or at `when`.
 std::string now_rfc3339();
+std::string rfc3339(std::chrono::system_clock::time_point when);
 
 }  // namespace azote::controller

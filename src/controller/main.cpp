@@ -16,8 +16,10 @@
 #include "audit/log.hpp"
 #include "audit/signing.hpp"
 #include "base/log.hpp"
+#include "controller/gate.hpp"
 #include "controller/host.hpp"
 #include "controller/options.hpp"
+#include "controller/refusals.hpp"
 #include "controller/service.hpp"
 #include "controller/tls.hpp"
 #include "pki/files.hpp"
@@ -106,20 +108,34 @@ int main(int argc, char** argv) {
   if (!host) return fail(host.error().message());
 
   Service service(**host, *pki, **audit_log);
-  grpc::ServerBuilder builder;
+  // Every refused connection is audited; a flood is aggregated: per (principal, peer,
+  // reason) the first at once, then one record with the count per minute, at most 64
+  // keys tracked one by one (refusals.hpp). A minute keeps a flood to about two records
+  // per key per minute while the first refusal of anything new is on record at once.
+  RefusalAggregator refusals([&service](const Refusal& r) { service.audit_refusal(r); }, std::chrono::seconds(60), 64);
+  // The listening socket is ours, not gRPC's: the Gate screens each connection's
+  // ClientHello and hands acceptable ones to gRPC (gate.hpp), so that refusals gRPC
+  // would make silently are audited too.
   if (o.listen.rfind("unix:", 0) == 0) ::unlink(o.listen.substr(5).c_str());
-  int port = 0;
-  builder.AddListeningPort(o.listen, server_credentials(*pki, [&service](const std::string& who, const std::string& why) {
-                             service.audit_refused_handshake(who, why);
-                           }),
-                           &port);
+  auto gate = Gate::listen(o.listen, *pki, refusals);
+  if (!gate) {
+    (*host)->shutdown();
+    return fail("cannot listen on " + o.listen + ": " + gate.error().message());
+  }
+  grpc::ServerBuilder builder;
+  auto acceptor = builder.experimental().AddExternalConnectionAcceptor(
+      grpc::ServerBuilder::experimental_type::ExternalConnectionType::FROM_FD,
+      server_credentials(*pki, [&refusals](const std::string& who, const std::string& why) {
+        refusals.refused(who, "", why);
+      }));
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(300 << 20);  // RegisterImage carries a kernel and an initrd
   auto server = builder.BuildAndStart();
-  if (!server || (o.listen.rfind("unix:", 0) != 0 && port == 0)) {
+  if (!server) {
     (*host)->shutdown();
-    return fail("cannot listen on " + o.listen);
+    return fail("cannot start the gRPC server");
   }
+  (*gate)->start(std::move(acceptor));
   std::printf("azote-controller: ready endpoint=%s state=%s\n", o.listen.c_str(), o.state_dir.c_str());
   std::fflush(stdout);
 
@@ -144,7 +160,9 @@ int main(int argc, char** argv) {
   int sig = 0;
   sigwait(&set, &sig);
   LOG_INFO("azote-controller: %s: stopping", strsignal(sig));
+  (*gate)->stop();  // no new connections; those still waiting for a ClientHello are refused
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  refusals.flush();  // counted refusals not written yet
   if (metrics_writer.joinable()) {
     {
       std::lock_guard lock(metrics_mu);

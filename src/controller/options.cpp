@@ -100,8 +100,9 @@ The host controller: the only management interface of this host. Serves the Nitr
 API (lib/api/azote.proto) over gRPC with mutual TLS 1.3: clients present a certificate
 issued by this host's CA (azote admin issue-cert) whose role is control-plane (every
 call) or operator (read-only calls). Nothing listens in plaintext. Every call,
-accepted or denied, and every refused TLS handshake is appended to a hash-chained,
-signed audit log (azote audit verify). Runs one azote-hv per instance, one
+accepted or denied, and every refused connection (not TLS, no ALPN h2, no or a bad
+certificate; a flood is counted, one record per peer and reason per minute) is
+appended to a hash-chained, signed audit log (azote audit verify). Runs one azote-hv per instance, one
 azote-card-blk for all volumes and one azote-card-net for all network interfaces
 (the host's VPC: a default VPC and subnet, security groups, one ENI per instance);
 state is kept in SQLite and survives restarts, which re-adopt running processes.

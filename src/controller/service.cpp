@@ -183,15 +183,25 @@ std::vector<std::string> ids_of(const google::protobuf::RepeatedPtrField<std::st
 
 }  // namespace
 
-void Service::audit_refused_handshake(const std::string& subject, const std::string& reason) {
+void Service::audit_refusal(const Refusal& r) {
   audit::Entry e;
-  e.principal = subject;
+  e.principal = r.principal;
   e.method = "tls.handshake";
   e.outcome = "denied";
-  e.error = reason;
+  e.error = r.reason;
+  e.detail = {{"count", r.count}};
+  if (!r.peer.empty()) e.detail["peer"] = r.peer;
+  if (r.count > 1) {
+    e.detail["first"] = rfc3339(r.first);
+    e.detail["last"] = rfc3339(r.last);
+  }
+  // One log line per record, not per refusal: the aggregator bounds both.
+  LOG_WARN("controller: refused %llu connection(s)%s%s%s%s: %s", static_cast<unsigned long long>(r.count),
+           r.peer.empty() ? "" : " from ", r.peer.c_str(), r.principal.empty() ? "" : " ", r.principal.c_str(),
+           r.reason.c_str());
   if (auto a = audit_.append(e); !a) LOG_ERROR("audit: %s", a.error().message().c_str());
   std::lock_guard lock(stats_mu_);
-  ++calls_[{"tls.handshake", "denied"}];
+  calls_[{"tls.handshake", "denied"}] += r.count;
 }
 
 std::string Service::call_metrics() {

@@ -19,6 +19,7 @@
 #include "api/azote.grpc.pb.h"
 #include "audit/log.hpp"
 #include "controller/host.hpp"
+#include "controller/refusals.hpp"
 #include "pki/pki.hpp"
 
 namespace azote::controller {
@@ -29,8 +30,10 @@ class Service final : public azote::v1::Ec2::Service {
  public:
   Service(Host& host, const pki::HostPki& pki, audit::AuditLog& audit) : host_(host), pki_(pki), audit_(audit) {}
 
-  // Called by the TLS verifier for every refused handshake, so those are on record too.
-  void audit_refused_handshake(const std::string& subject, const std::string& reason);
+  // Writes refused connections (the Gate's and the TLS verifier's, aggregated by the
+  // RefusalAggregator) as "tls.handshake" records, outcome "denied", the reason as the
+  // error and {"count", "peer", "first", "last"} as the detail.
+  void audit_refusal(const Refusal& r);
   // "method outcome count" lines for the metrics text.
   std::string call_metrics();
 

@@ -3,6 +3,7 @@
 // the real audit log. What each test checks is named in its title.
 #include <dirent.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -536,6 +538,149 @@ TEST_F(ControllerTest, AuthenticationRefusalsAreLogged) {
   EXPECT_TRUE(has("revoked")) << testing::PrintToString(reasons);
   EXPECT_EQ(audit_verify().status, 0);
   std::filesystem::remove_all(other);
+}
+
+// Connects to the controller's socket (unix:PATH or 127.0.0.1:PORT), sends `bytes`
+// and waits for the controller to close. True if it did within 20 s.
+bool send_and_expect_close(const std::string& endpoint, const std::string& bytes) {
+  int fd = -1;
+  if (endpoint.rfind("unix:", 0) == 0) {
+    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, endpoint.c_str() + 5, sizeof a.sun_path - 1);
+    if (fd < 0 || ::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0) {
+      if (fd >= 0) ::close(fd);
+      return false;
+    }
+  } else {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(std::stoi(endpoint.substr(endpoint.rfind(':') + 1))));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || ::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0) {
+      if (fd >= 0) ::close(fd);
+      return false;
+    }
+  }
+  bool closed = false;
+  if (bytes.empty() || ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size())) {
+    const auto end = std::chrono::steady_clock::now() + 20s;
+    char buf[4096];
+    while (!closed && std::chrono::steady_clock::now() < end) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 500) <= 0) continue;
+      const ssize_t n = ::read(fd, buf, sizeof buf);
+      closed = n == 0 || (n < 0 && errno == ECONNRESET);
+    }
+  }
+  ::close(fd);
+  return closed;
+}
+
+// A free TCP port on 127.0.0.1 (bound, read back, released).
+int free_loopback_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
+    port = ntohs(a.sin_port);
+  ::close(fd);
+  return port;
+}
+
+// Refused connections that never reach certificate verification — a TLS client
+// offering no ALPN "h2", plain bytes that are not TLS — are audited too, once per
+// connection; a flood is aggregated (one record at once, then one with the count),
+// so the log grows by a bounded number of records whatever the number of attempts.
+TEST_F(ControllerTest, EveryRefusedConnectionIsAuditedOnce) {
+  const std::string sock = dir_ + "/api.sock";
+  // TLS without ALPN and without a certificate; then ALPN without h2.
+  for (const std::string alpn : {"", " -alpn http/1.1"}) {
+    auto s = run({"/bin/sh", "-c",
+                  "echo | openssl s_client -unix " + sock + " -CAfile " + cp_ +
+                      "/ca.pem -servername azote-controller" + alpn + " 2>&1"},
+                 30s);
+    EXPECT_FALSE(s.timed_out) << s.out;
+  }
+  // Not TLS at all.
+  EXPECT_TRUE(send_and_expect_close("unix:" + sock, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+  // A good client is not a refusal.
+  EXPECT_EQ(cli(cp_, {"describe-instances"}).status, 0);
+
+  // Each refusal is on record at once (the first of its kind from this peer).
+  auto reasons_now = [&] {
+    std::multiset<std::string> out;
+    for (const auto& rec : audit_records())
+      if (rec["method"] == "tls.handshake") out.insert(rec.value("error", ""));
+    return out;
+  };
+  auto has = [](const std::multiset<std::string>& in, const std::string& frag) {
+    return std::any_of(in.begin(), in.end(), [&](const std::string& x) { return x.find(frag) != std::string::npos; });
+  };
+  EXPECT_TRUE(eventually([&] { return has(reasons_now(), "no ALPN h2") && has(reasons_now(), "not TLS"); }, 10s))
+      << testing::PrintToString(reasons_now());
+
+  // A flood of garbage connections: each is refused, the log grows by at most two
+  // records for them (the first at once, then the aggregate with the count, written at
+  // the end of the interval or at shutdown).
+  constexpr int kFlood = 60;
+  int closed = 0;
+  for (int i = 0; i < kFlood; ++i) closed += send_and_expect_close("unix:" + sock, std::string(64, '\x01')) ? 1 : 0;
+  EXPECT_EQ(closed, kFlood);
+  EXPECT_EQ(cli(cp_, {"describe-instances"}).status, 0);  // still serving
+  stop_controller(SIGTERM);
+
+  // Exactly one accounting per refused connection: the counts add up.
+  std::map<std::string, uint64_t> counted, records;
+  for (const auto& rec : audit_records()) {
+    if (rec["method"] != "tls.handshake") continue;
+    const std::string why = rec.value("error", "");
+    const std::string key = why.find("no ALPN h2") != std::string::npos ? "alpn"
+                            : why.find("not TLS") != std::string::npos  ? "not-tls"
+                                                                        : why;
+    ASSERT_TRUE(rec.contains("detail")) << rec.dump();
+    EXPECT_EQ(rec["outcome"], "denied") << rec.dump();
+    EXPECT_EQ(rec["detail"].value("peer", ""), "unix:uid=0") << rec.dump();
+    counted[key] += rec["detail"].value("count", 0ull);
+    ++records[key];
+  }
+  EXPECT_EQ(counted["alpn"], 2u) << testing::PrintToString(counted);
+  EXPECT_EQ(counted["not-tls"], 1u + kFlood) << testing::PrintToString(counted);
+  EXPECT_LE(records["not-tls"], 3u) << testing::PrintToString(records);
+  EXPECT_EQ(counted.size(), 2u) << "refusals of other kinds: " << testing::PrintToString(counted);
+  EXPECT_EQ(audit_verify().status, 0);
+
+  // Over TCP the peer is the client's address.
+  const int port = free_loopback_port();
+  ASSERT_GT(port, 0);
+  const std::string tcp = "127.0.0.1:" + std::to_string(port);
+  start_controller({"--listen", tcp});
+  EXPECT_TRUE(send_and_expect_close(tcp, "\x16\x03\x01\x00\x05hello"));
+  auto s = run({"/bin/sh", "-c",
+                "echo | openssl s_client -connect " + tcp + " -CAfile " + cp_ + "/ca.pem -servername azote-controller 2>&1"},
+               30s);
+  EXPECT_FALSE(s.timed_out) << s.out;
+  auto o = run({AZOTE_CLI_BIN, "--endpoint", tcp, "--credentials", cp_, "describe-instances"}, 60s);
+  EXPECT_EQ(o.status, 0) << o.out << o.err;
+  EXPECT_TRUE(eventually(
+      [&] {
+        int tcp_refusals = 0;
+        for (const auto& rec : audit_records())
+          if (rec["method"] == "tls.handshake" && rec.contains("detail") &&
+              rec["detail"].value("peer", "") == "tcp:127.0.0.1")
+            ++tcp_refusals;
+        return tcp_refusals == 2;
+      },
+      10s))
+      << slurp(dir_ + "/audit/audit.log");
+  stop_controller(SIGTERM);
+  EXPECT_EQ(audit_verify().status, 0);
 }
 
 // The audit log detects tampering with the records this controller wrote.

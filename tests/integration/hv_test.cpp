@@ -3,9 +3,12 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <regex>
@@ -230,6 +233,37 @@ TEST(Hv, BadInputGetsClearErrors) {
     EXPECT_NE(o.err.find(c.needle), std::string::npos) << o.err;
     EXPECT_EQ(lines(o.err).size(), 1u) << o.err;
   }
+}
+
+// A named pipe (or anything else that is not a regular file) as --kernel or --initrd:
+// opening a FIFO for reading waits for a writer, so a plain open() hung azote-hv for
+// ever. It must be refused at once, exit 65, one line naming the option and the path.
+TEST(Hv, KernelOrInitrdThatIsNotARegularFileIsRefusedAtOnce) {
+  REQUIRE_KVM();
+  const std::string fifo = ::testing::TempDir() + "/azote-fifo-" + std::to_string(::getpid());
+  std::remove(fifo.c_str());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  const std::string dir = ::testing::TempDir();
+  struct Case {
+    std::vector<std::string> args;
+    std::string option, path;
+  };
+  for (const auto& c : std::vector<Case>{
+           {{"--kernel", fifo}, "--kernel", fifo},
+           {{"--kernel", "builtin:hello", "--initrd", fifo}, "--initrd", fifo},
+           {{"--kernel", dir}, "--kernel", dir},
+           {{"--kernel", "builtin:hello", "--initrd", "/dev/null"}, "--initrd", "/dev/null"},
+       }) {
+    std::vector<std::string> argv{kHv, "--memory", "64M"};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    auto o = run(argv, 10s);
+    EXPECT_FALSE(o.timed_out) << c.option << " " << c.path << ": azote-hv hung";
+    EXPECT_EQ(o.status, 65) << o.err;
+    EXPECT_NE(o.err.find(c.option), std::string::npos) << o.err;
+    EXPECT_NE(o.err.find(c.path + " is not a regular file"), std::string::npos) << o.err;
+    EXPECT_EQ(lines(o.err).size(), 1u) << o.err;
+  }
+  std::remove(fifo.c_str());
 }
 
 TEST(Hv, StatsFileCountsExitsAndThreadTime) {
