@@ -17,6 +17,8 @@
 #include <cstddef>
 #include <cstring>
 #include <fstream>
+#include <functional>
+#include <future>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -120,6 +122,24 @@ class RecordingStore final : public Store {
   std::unique_ptr<Store> inner_;
   std::shared_ptr<OpLog> log_;
 };
+
+// Runs `f` on a thread of its own and waits at most `limit` for it. A call that does not
+// come back cannot be cleaned up (its thread still uses the fixture): the test binary
+// ends there, loudly, instead of hanging CTest until its timeout.
+void returns_within(std::chrono::milliseconds limit, const char* what, const std::function<void()>& f) {
+  auto done = std::make_shared<std::promise<void>>();
+  auto fut = done->get_future();
+  std::thread t([f, done] {
+    f();
+    done->set_value();
+  });
+  if (fut.wait_for(limit) != std::future_status::ready) {
+    std::fprintf(stderr, "FATAL: %s did not return within %lld ms\n", what, static_cast<long long>(limit.count()));
+    std::fflush(stderr);
+    std::_Exit(1);
+  }
+  t.join();
+}
 
 class CardDevice : public ::testing::Test {
  protected:
@@ -884,6 +904,27 @@ TEST_F(CardDevice, ResetAndNewConnectionReturnToWriteBack) {
   session.reset();  // the frontend went away
   EXPECT_FALSE(dev_->write_through());
   EXPECT_EQ(vol_->metrics().config_write_refusals.load(), 1u);
+}
+
+// A frontend's kick fd may be a semaphore eventfd (EFD_SEMAPHORE: each read takes 1)
+// holding ~2^63. A worker that reads until EAGAIN would read forever and the control
+// thread joining it would hang with it, stalling every volume of the card. Handed over
+// here without a session (as on a kernel whose fdinfo cannot tell a semaphore eventfd
+// apart): the worker reads the kick once per wakeup, keeps serving and sees its stop.
+TEST_F(CardDevice, SemaphoreKickWithAHugeCountStillStops) {
+  open();
+  kick_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK | EFD_SEMAPHORE));
+  call_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  const uint64_t huge = (uint64_t{1} << 63);
+  ASSERT_EQ(::write(kick_.get(), &huge, sizeof huge), 8);
+  start();
+  const auto data = pattern(512, 31);
+  returns_within(10s, "a request on a queue with a semaphore kick", [&] {
+    EXPECT_EQ(run(virtio::kBlkTOut, 7, {{put(data), 512}}, false), virtio::kBlkSOk);
+  });
+  EXPECT_EQ(file_bytes(path_, 7 * 512, 512), data);
+  returns_within(2s, "queue_stopped() of a worker with a semaphore kick", [&] { (void)dev_->queue_stopped(0); });
+  EXPECT_FALSE(dev_->running(0));
 }
 
 }  // namespace

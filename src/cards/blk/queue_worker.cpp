@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "base/eventfd.hpp"
 #include "virtio/blk.hpp"
 #include "virtio/shared_memory.hpp"
 #include "virtio/spec.hpp"
@@ -23,12 +24,6 @@ constexpr uint32_t kTagKick = 2;
 constexpr uint32_t kTagCompletion = 3;
 constexpr uint32_t kTagTimer = 4;
 constexpr uint64_t kSector = virtio::kBlkSectorSize;
-
-void drain_fd(int fd) {
-  uint64_t v = 0;
-  while (::read(fd, &v, sizeof v) == static_cast<ssize_t>(sizeof v)) {
-  }
-}
 
 // The kick/call/err fds come from the frontend, which the card does not trust to hand
 // over non-blocking eventfds: a blocking one would let a read or write hang the worker
@@ -214,7 +209,7 @@ Result<std::unique_ptr<QueueWorker>, WorkerError> QueueWorker::create(Volume& vo
   if (v.kick_fd >= 0) AZOTE_TRYV(watch(v.kick_fd, kTagKick));
   // Completions left over from an earlier start cannot exist (stop() drains them), but
   // a stale eventfd count can: clear it.
-  drain_fd(w->store_.completion_fd());
+  (void)drain_eventfd(w->store_.completion_fd());
   return w;
 }
 
@@ -262,20 +257,23 @@ void QueueWorker::run() {
     }
     retry_soon_ = false;
     for (int i = 0; i < n; ++i) {
+      // One read per fd and wakeup (drain_eventfd): the kick fd is the frontend's and may
+      // be a semaphore eventfd that a read only decrements by 1; what is left wakes us
+      // again after this round, which has seen the stop if there is one.
       switch (ev[i].data.u32) {
         case kTagStop:
-          drain_fd(stop_fd_.get());
+          (void)drain_eventfd(stop_fd_.get());
           stopping_ = true;
           break;
         case kTagKick:
-          drain_fd(ring_.kick_fd);
+          (void)drain_eventfd(ring_.kick_fd);
           kick_pending_ = true;
           break;
         case kTagCompletion:
-          drain_fd(store_.completion_fd());
+          (void)drain_eventfd(store_.completion_fd());
           break;
         case kTagTimer:
-          drain_fd(timer_.get());
+          (void)drain_eventfd(timer_.get());
           timer_armed_ = false;
           break;
         default:
