@@ -27,6 +27,11 @@ struct VringInfo {
   GuestAddress avail;       // avail ring, 2-byte aligned, 6 + 2 * size bytes
   GuestAddress used;        // used ring, 4-byte aligned, 6 + 8 * size bytes
   const GuestMemoryView* memory = nullptr;  // guest RAM as mapped by the backend
+  // Eventfds the Session checked (fstat + /proc/self/fdinfo: an eventfd, not a
+  // semaphore one where the kernel says so) and made non-blocking. The frontend keeps
+  // its own descriptor of each and may still switch it back to blocking mode or leave a
+  // semaphore count the kernel did not show: read them once per wakeup with
+  // drain_eventfd() (base/eventfd.hpp), never in a loop until EAGAIN.
   int kick_fd = -1;  // readable when the driver kicked; -1: none (the device polls)
   int call_fd = -1;  // write 8 bytes to interrupt the driver; -1: none
   int err_fd = -1;   // write 8 bytes to report a queue error; -1: none

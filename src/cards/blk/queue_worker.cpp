@@ -1,6 +1,5 @@
 #include "cards/blk/queue_worker.hpp"
 
-#include <fcntl.h>
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -24,17 +23,6 @@ constexpr uint32_t kTagKick = 2;
 constexpr uint32_t kTagCompletion = 3;
 constexpr uint32_t kTagTimer = 4;
 constexpr uint64_t kSector = virtio::kBlkSectorSize;
-
-// The kick/call/err fds come from the frontend, which the card does not trust to hand
-// over non-blocking eventfds: a blocking one would let a read or write hang the worker
-// (and the control thread joining it). Setting O_NONBLOCK on the shared file
-// description is harmless to a frontend that only passes the fds to KVM.
-bool make_nonblocking(int fd) {
-  if (fd < 0) return true;
-  const int fl = ::fcntl(fd, F_GETFL);
-  if (fl < 0) return false;
-  return (fl & O_NONBLOCK) != 0 || ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
-}
 
 void notify_fd(int fd) {
   if (fd < 0) return;
@@ -194,8 +182,6 @@ Result<std::unique_ptr<QueueWorker>, WorkerError> QueueWorker::create(Volume& vo
   w->timer_ = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
   w->stop_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!w->epoll_ || !w->timer_ || !w->stop_fd_) return errno_error(WorkerErrc::kSetup, q + ": epoll/timerfd/eventfd");
-  if (!make_nonblocking(v.kick_fd) || !make_nonblocking(v.call_fd) || !make_nonblocking(v.err_fd))
-    return errno_error(WorkerErrc::kSetup, q + ": cannot make the kick/call/err fds non-blocking");
   auto watch = [&](int fd, uint32_t tag) -> Result<void, WorkerError> {
     epoll_event ev{};
     ev.events = EPOLLIN;
