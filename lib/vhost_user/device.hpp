@@ -82,7 +82,8 @@ class Device {
   // Stop processing the queue: return only when its worker no longer touches it, with
   // every request taken from the ring either completed (used) or, with INFLIGHT_SHMFD,
   // left marked in flight for resubmission. Returns the next avail index it would
-  // have taken (the value GET_VRING_BASE reports).
+  // have taken (the value GET_VRING_BASE reports). It runs on the backend's thread:
+  // wait for the worker with a deadline (runtime::BoundedThread), never without one.
   virtual uint16_t queue_stopped(uint32_t index) = 0;
 
   // RESET_DEVICE (protocol feature RESET_DEVICE), or SET_STATUS 0 (protocol feature

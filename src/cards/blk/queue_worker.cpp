@@ -1,6 +1,5 @@
 #include "cards/blk/queue_worker.hpp"
 
-#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
@@ -154,7 +153,7 @@ QueueWorker::QueueWorker(Volume& volume, const vhost_user::VringInfo& v)
       queue_(*v.memory) {}
 
 QueueWorker::~QueueWorker() {
-  if (thread_.joinable()) (void)stop();
+  if (thread_.running()) (void)stop();
 }
 
 Result<std::unique_ptr<QueueWorker>, WorkerError> QueueWorker::create(Volume& volume, const vhost_user::VringInfo& v) {
@@ -199,17 +198,12 @@ Result<std::unique_ptr<QueueWorker>, WorkerError> QueueWorker::create(Volume& vo
   return w;
 }
 
-void QueueWorker::start() {
-  thread_ = std::thread([this] { run(); });
-  char name[16];
-  std::snprintf(name, sizeof name, "blk-q%u", index_);
-  (void)pthread_setname_np(thread_.native_handle(), name);
-}
+void QueueWorker::start() { thread_.start("blk-q" + std::to_string(index_), [this] { run(); }); }
 
-uint16_t QueueWorker::stop() {
-  if (thread_.joinable()) {
+uint16_t QueueWorker::stop(std::chrono::milliseconds deadline) {
+  if (thread_.running()) {
     notify_fd(stop_fd_.get());
-    thread_.join();
+    thread_.join_within(deadline, "volume " + vol_.params().name + " queue " + std::to_string(index_));
   }
   return queue_.next_avail();
 }

@@ -86,7 +86,7 @@ Result<std::unique_ptr<Worker>, WorkerError> Worker::start(Port& port, Switch& s
   for (uint32_t i = 0; i < 2; ++i)
     if (w->rings_[i] && w->rings_[i]->info.kick_fd >= 0) AZOTE_TRYV(watch(w->rings_[i]->info.kick_fd, i));
   port.rx_ready.store(w->rings_[virtio::kRxQueue] && !w->rings_[virtio::kRxQueue]->broken, std::memory_order_release);
-  w->thread_ = std::thread([p = w.get()] { p->run(); });
+  w->thread_.start("eni-" + port.id(), [p = w.get()] { p->run(); });
   return w;
 }
 
@@ -105,10 +105,10 @@ Result<void, WorkerError> Worker::setup(uint32_t index, const vhost_user::VringI
 }
 
 std::array<uint16_t, 2> Worker::stop() {
-  if (thread_.joinable()) {
+  if (thread_.running()) {
     const uint64_t one = 1;
     (void)!::write(stop_.get(), &one, sizeof one);
-    thread_.join();
+    thread_.join_within(runtime::kWorkerStopDeadline, "eni " + port_.id() + " worker");
   }
   port_.rx_ready.store(false, std::memory_order_release);
   std::array<uint16_t, 2> next{};
