@@ -696,6 +696,41 @@ TEST_F(CardBlk, SemaphoreKickFromAHostileFrontendHarmsNoOneElse) {
   }
 }
 
+// (j) A frontend that connects and closes in a loop cannot grow the card's log without
+// bound: connection lines are rate-limited, while list-volumes still counts every
+// connection.
+TEST_F(CardBlk, ConnectCloseLoopKeepsTheLogSmall) {
+  const std::string ctl = path("card.ctl"), img = path("v.img"), sock = path("v.sock");
+  write_file(img, std::string(1 << 20, '\0'));
+  start_card({"--control", ctl, "--volume", "socket=" + sock + ",file=" + img}, {ctl, sock});
+  ASSERT_TRUE(card_);
+  constexpr uint64_t kLoops = 2000;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, sock.data(), sock.size());
+  for (uint64_t i = 0; i < kLoops; ++i) {
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    ASSERT_EQ(::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0)  // NOLINT
+        << i << ": " << std::strerror(errno);
+    if (i % 50 == 0) (void)card_->wait_for_output("\x01", 20ms);  // keeps the card's stderr pipe from filling
+  }
+  uint64_t seen = 0;
+  for (int i = 0; i < 500 && seen < kLoops; ++i) {
+    auto list = control::call_once(ctl, control::Json{{"op", "list-volumes"}}, 2s);
+    ASSERT_TRUE(list.ok()) << list.error().message();
+    seen = (*list)["volumes"][0]["connections"].get<uint64_t>();
+    if (seen < kLoops) (void)card_->wait_for_output("\x01", 10ms);
+  }
+  EXPECT_EQ(seen, kLoops);
+  auto c = stop_card();
+  EXPECT_EQ(c.status, 0) << c.err.substr(0, 4096);
+  size_t connection_lines = 0;
+  for (const auto& l : lines(c.err))
+    if (l.find("vhost-user: frontend") != std::string::npos) ++connection_lines;
+  EXPECT_GE(connection_lines, 1u);
+  EXPECT_LE(connection_lines, 40u) << c.err.size() << " bytes of log for " << kLoops << " connections";
+}
+
 // Startup errors name the bad input and use the documented exit statuses.
 TEST(CardBlkCli, ErrorsAndExitStatuses) {
   const std::string dir = ::testing::TempDir();
