@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
+#include <pthread.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -291,6 +292,39 @@ std::string PromText::label(const char* key, const std::string& value) {
   }
   o += '"';
   return o;
+}
+
+// ---- BoundedThread -------------------------------------------------------------------
+
+BoundedThread::~BoundedThread() { join_within(kWorkerStopDeadline, "a worker thread"); }
+
+void BoundedThread::start(const std::string& name, std::function<void()> body) {
+  state_ = std::make_shared<State>();
+  thread_ = std::thread([st = state_, body = std::move(body)] {
+    body();
+    std::lock_guard l(st->mu);
+    st->done = true;
+    st->cv.notify_all();
+  });
+  const std::string n = name.substr(0, 15);
+  (void)pthread_setname_np(thread_.native_handle(), n.c_str());
+}
+
+void BoundedThread::join_within(std::chrono::milliseconds deadline, const std::string& what) {
+  if (!thread_.joinable()) return;
+  bool done = false;
+  {
+    std::unique_lock l(state_->mu);
+    done = state_->cv.wait_for(l, deadline, [&] { return state_->done; });
+  }
+  if (!done) {
+    LOG_ERROR("%s did not stop within %lld ms; it may still use memory that is about to be released, so the "
+              "process exits with status %d for its supervisor to restart it",
+              what.c_str(), static_cast<long long>(deadline.count()), kExitStuckWorker);
+    std::fflush(nullptr);
+    ::_exit(kExitStuckWorker);
+  }
+  thread_.join();  // the body has returned: only the thread's exit is left
 }
 
 }  // namespace azote::runtime

@@ -10,11 +10,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -32,6 +34,8 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitUsage = 64;
 inline constexpr int kExitNoInput = 66;
 inline constexpr int kExitOsErr = 71;
+// A worker thread did not stop within its deadline (EX_TEMPFAIL): see BoundedThread.
+inline constexpr int kExitStuckWorker = 75;
 
 // Blocks SIGTERM and SIGINT in the calling thread (threads started later inherit the
 // mask; the Loop takes them through a signalfd) and ignores SIGPIPE (a peer closing a
@@ -126,6 +130,46 @@ class TextEndpoint {
   std::thread thread_;
   std::atomic<uint64_t> served_{0};
 };
+
+// A worker thread the control thread must be able to stop within a bound (a card's queue
+// worker). A plain join has none: a worker held in the kernel (a store that never
+// completes, a write to an fd another process controls) would hold the control thread
+// too, and with it every device the process serves. join_within() waits up to a
+// deadline. A worker still running then may still use what the caller is about to
+// release (guest memory, rings, fds), so it can neither be abandoned nor waited for
+// longer: the process logs which worker did not stop and ends with kExitStuckWorker
+// (_exit: no destructor runs under the worker), and its supervisor starts a new one,
+// which the vhost-user frontends reconnect to (with INFLIGHT_SHMFD no request is lost).
+// start() and join_within() belong to one thread (the control thread).
+class BoundedThread {
+ public:
+  BoundedThread() = default;
+  ~BoundedThread();  // join_within(kWorkerStopDeadline, "a worker thread") if still running
+  BoundedThread(const BoundedThread&) = delete;
+  BoundedThread& operator=(const BoundedThread&) = delete;
+
+  // Runs `body` on a new thread named `name` (at most 15 characters are kept).
+  void start(const std::string& name, std::function<void()> body);
+  bool running() const { return thread_.joinable(); }
+  // Returns once the body has returned and the thread is joined, within `deadline`; the
+  // caller must have asked the body to return first. Past the deadline: one error line
+  // naming `what` and the deadline, then _exit(kExitStuckWorker). Nothing if not running.
+  void join_within(std::chrono::milliseconds deadline, const std::string& what);
+
+ private:
+  std::thread thread_;
+  struct State {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+  };
+  std::shared_ptr<State> state_;
+};
+
+// How long a card's control thread waits for a worker to stop. A blk queue worker first
+// completes the store operations it started (the kernel may be writing into guest memory
+// the caller unmaps next): a few seconds allow for a slow flush, not for a dead store.
+inline constexpr std::chrono::milliseconds kWorkerStopDeadline{5000};
 
 // Prometheus text exposition format 0.0.4.
 class PromText {

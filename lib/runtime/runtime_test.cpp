@@ -6,10 +6,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -132,6 +134,36 @@ TEST(TextEndpoint, RefusesAFileThatIsNotASocketAndReplacesAStaleOne) {
   auto f = TextEndpoint::start(stale, [] { return std::string("ok\n"); });
   ASSERT_TRUE(f) << f.error().message();
   EXPECT_EQ(fetch(stale, ""), "ok\n");
+}
+
+TEST(BoundedThread, JoinsAWorkerThatReturnsInTime) {
+  std::atomic<bool> stop{false};
+  BoundedThread t;
+  EXPECT_FALSE(t.running());
+  t.start("bounded-test", [&] {
+    while (!stop.load()) std::this_thread::sleep_for(1ms);
+  });
+  EXPECT_TRUE(t.running());
+  stop = true;
+  t.join_within(2s, "the test worker");
+  EXPECT_FALSE(t.running());
+  t.join_within(1ms, "nothing");  // not running: nothing to wait for
+}
+
+// A worker that does not return by the deadline cannot be left running under memory the
+// caller releases next: the process says so and ends with kExitStuckWorker.
+TEST(BoundedThread, EndsTheProcessWhenAWorkerDoesNotStop) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        BoundedThread t;
+        t.start("stuck", [] {
+          for (;;) std::this_thread::sleep_for(1s);
+        });
+        t.join_within(100ms, "the stuck worker");
+        std::_Exit(0);
+      },
+      ::testing::ExitedWithCode(kExitStuckWorker), "the stuck worker did not stop within 100 ms");
 }
 
 TEST(PromText, HeadersSamplesAndEscapedLabels) {

@@ -137,15 +137,27 @@ void Backend::accept_one() {
     return;
   }
   unwatch(listen_.get());  // one frontend at a time; others wait in the backlog
-  accepted_.fetch_add(1);
-  LOG_INFO("vhost-user: frontend connected on %s", path_.c_str());
+  const uint64_t n = accepted_.fetch_add(1) + 1;
+  if (conn_log_limit_.allow())
+    LOG_INFO("vhost-user: frontend connected on %s (connection %llu%s)", path_.c_str(),
+             static_cast<unsigned long long>(n), suppressed_note().c_str());
+}
+
+std::string Backend::suppressed_note() {
+  const uint64_t s = conn_log_limit_.suppressed();
+  if (s == conn_suppressed_reported_) return "";
+  const uint64_t since = s - conn_suppressed_reported_;
+  conn_suppressed_reported_ = s;
+  return "; " + std::to_string(since) + " connect/close line" + (since == 1 ? "" : "s") + " suppressed before this one";
 }
 
 void Backend::handle_readable() {
   auto m = conn_.recv(Clock::now() + options_.message_timeout);
   if (!m) {
     if (m.error().code == Errc::kClosed) {
-      LOG_INFO("vhost-user: frontend closed the connection");
+      if (conn_log_limit_.allow())
+        LOG_INFO("vhost-user: frontend closed the connection%s%s%s", path_.empty() ? "" : " on ", path_.c_str(),
+                 suppressed_note().c_str());
     } else {
       rejected_.fetch_add(1);
       if (log_limit_.allow()) LOG_WARN("vhost-user: bad message from frontend: %s; disconnecting", m.error().message().c_str());

@@ -83,7 +83,16 @@ class Backend {
   std::string path_;
   dev_t sock_dev_ = 0;
   ino_t sock_ino_ = 0;
+  // " (N connection lines suppressed)" when conn_log_limit_ dropped some since the last
+  // connection line; empty otherwise.
+  std::string suppressed_note();
+
   log::RateLimit log_limit_{10, std::chrono::seconds(1)};
+  // Connect and close lines: a frontend connecting and closing in a loop (each costs it
+  // a connect() and a close()) must not grow the card's log without bound; accepted()
+  // still counts every connection.
+  log::RateLimit conn_log_limit_{5, std::chrono::seconds(10)};
+  uint64_t conn_suppressed_reported_ = 0;  // conn_log_limit_.suppressed() at the last line
   std::atomic<uint64_t> accepted_{0}, disconnects_{0}, rejected_{0}, messages_{0};
 };
 

@@ -27,6 +27,11 @@ struct VringInfo {
   GuestAddress avail;       // avail ring, 2-byte aligned, 6 + 2 * size bytes
   GuestAddress used;        // used ring, 4-byte aligned, 6 + 8 * size bytes
   const GuestMemoryView* memory = nullptr;  // guest RAM as mapped by the backend
+  // Eventfds the Session checked (fstat + /proc/self/fdinfo: an eventfd, not a
+  // semaphore one where the kernel says so) and made non-blocking. The frontend keeps
+  // its own descriptor of each and may still switch it back to blocking mode or leave a
+  // semaphore count the kernel did not show: read them once per wakeup with
+  // drain_eventfd() (base/eventfd.hpp), never in a loop until EAGAIN.
   int kick_fd = -1;  // readable when the driver kicked; -1: none (the device polls)
   int call_fd = -1;  // write 8 bytes to interrupt the driver; -1: none
   int err_fd = -1;   // write 8 bytes to report a queue error; -1: none
@@ -77,7 +82,8 @@ class Device {
   // Stop processing the queue: return only when its worker no longer touches it, with
   // every request taken from the ring either completed (used) or, with INFLIGHT_SHMFD,
   // left marked in flight for resubmission. Returns the next avail index it would
-  // have taken (the value GET_VRING_BASE reports).
+  // have taken (the value GET_VRING_BASE reports). It runs on the backend's thread:
+  // wait for the worker with a deadline (runtime::BoundedThread), never without one.
   virtual uint16_t queue_stopped(uint32_t index) = 0;
 
   // RESET_DEVICE (protocol feature RESET_DEVICE), or SET_STATUS 0 (protocol feature

@@ -5,6 +5,10 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
+#include <cstdio>
+#include <string>
+#include <tuple>
+
 #include "guest_memory/guest_memory.hpp"
 #include "vhost_user/backend.hpp"
 #include "vhost_user/frontend.hpp"
@@ -198,6 +202,58 @@ TEST_F(Hostile, SetStatusWithAnFd) {
   f.push_back(make_eventfd());
   attack(Prelude::kNegotiated, raw_message(39, kVersion, pod_bytes(uint64_t{15})), std::move(f));
 }
+
+// Kick, call and err fds must be plain eventfds: a worker reads and writes them on its
+// data path, and anything else (a pipe, a socket, a file, a semaphore eventfd that one
+// read decrements by 1 only) could make it block, spin or read forever.
+class HostileRingFd : public Hostile, public ::testing::WithParamInterface<std::tuple<int, const char*>> {};
+
+UniqueFd ring_fd_of_kind(const std::string& kind) {
+  if (kind == "pipe") {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) return UniqueFd();
+    ::close(p[1]);
+    return UniqueFd(p[0]);
+  }
+  if (kind == "socket") {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return UniqueFd();
+    ::close(sv[1]);
+    return UniqueFd(sv[0]);
+  }
+  if (kind == "file") return sealed_memfd(4096);
+  if (kind == "semaphore") {
+    UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK | EFD_SEMAPHORE));
+    const uint64_t huge = uint64_t{1} << 63;
+    if (::write(fd.get(), &huge, sizeof huge) != 8) return UniqueFd();
+    return fd;
+  }
+  return UniqueFd();
+}
+
+bool kernel_shows_eventfd_semaphore() {
+  UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_SEMAPHORE));
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd.get());
+  UniqueFd info(::open(path, O_RDONLY | O_CLOEXEC));
+  char buf[512] = {};
+  const ssize_t n = info ? ::read(info.get(), buf, sizeof buf - 1) : -1;
+  return n > 0 && std::strstr(buf, "eventfd-semaphore:") != nullptr;
+}
+
+TEST_P(HostileRingFd, Refused) {
+  const auto [request, kind] = GetParam();
+  if (std::string(kind) == "semaphore" && !kernel_shows_eventfd_semaphore())
+    GTEST_SKIP() << "SKIPPED: this kernel's fdinfo does not show eventfd-semaphore";
+  std::vector<UniqueFd> f;
+  f.push_back(ring_fd_of_kind(kind));
+  ASSERT_TRUE(f[0]);
+  attack(Prelude::kMemory, raw_message(static_cast<uint32_t>(request), kVersion | kFlagNeedReply, pod_bytes(uint64_t{0})),
+         std::move(f));
+}
+INSTANTIATE_TEST_SUITE_P(KickCallErr, HostileRingFd,
+                         ::testing::Combine(::testing::Values(12, 13, 14),
+                                            ::testing::Values("pipe", "socket", "file", "semaphore")));
 
 }  // namespace
 }  // namespace azote::vhost_user

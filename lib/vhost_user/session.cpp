@@ -2,9 +2,14 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
+#include <cerrno>
+#include <cstdlib>
+#include <optional>
+#include <string>
 
 namespace azote::vhost_user {
 namespace {
@@ -29,6 +34,63 @@ Session::Reply make_reply(const Header& req, std::vector<uint8_t> payload, int f
 }
 
 Unexpected<VuError> bad(Errc c, std::string what) { return make_error(c, std::move(what)); }
+
+// The number after "key:" on a line of /proc fdinfo text, if the line is there. Read as
+// hex: eventfd-count is printed with "%llx"; the 0/1 flags read the same either way.
+std::optional<uint64_t> fdinfo_field(const std::string& text, const std::string& key) {
+  const std::string lines = "\n" + text, k = "\n" + key + ":";
+  const size_t p = lines.find(k);
+  if (p == std::string::npos) return std::nullopt;
+  const char* start = lines.c_str() + p + k.size();
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long v = std::strtoull(start, &end, 16);
+  if (end == start || errno != 0) return std::nullopt;
+  return v;
+}
+
+// A kick, call or err fd must be a plain eventfd: the device's workers read and write it
+// on their data path, and anything else could stall them: a pipe or socket nobody writes
+// blocks a write or never wakes, one whose peer closed is readable forever, a regular
+// file cannot be polled, and a semaphore eventfd (EFD_SEMAPHORE) gives 1 per read however
+// large its count, so "read until EAGAIN" never ends. The kernel names an eventfd only in
+// /proc/self/fdinfo ("eventfd-count:"); recent kernels add "eventfd-semaphore:". Where
+// that line is missing a semaphore eventfd gets through, and the workers' one read per
+// wakeup (drain_eventfd) keeps it harmless. The fd is then put in non-blocking mode for
+// the workers (the frontend shares the file description; it only hands it to KVM).
+Result<void, VuError> check_ring_fd(int fd, const std::string& what) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return errno_error(Errc::kBadVring, what + ": fstat");
+  const char* kind = nullptr;
+  switch (st.st_mode & S_IFMT) {
+    case S_IFIFO: kind = "a pipe"; break;
+    case S_IFSOCK: kind = "a socket"; break;
+    case S_IFDIR: kind = "a directory"; break;
+    case S_IFCHR: kind = "a character device"; break;
+    case S_IFBLK: kind = "a block device"; break;
+    case S_IFLNK: kind = "a symbolic link"; break;
+    default: break;  // an eventfd is an anonymous inode: no type bits (S_IFREG on some kernels)
+  }
+  if (kind != nullptr) return bad(Errc::kBadVring, what + " is " + kind + ", not an eventfd");
+  const std::string path = "/proc/self/fdinfo/" + std::to_string(fd);
+  UniqueFd info(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!info) return errno_error(Errc::kBadVring, what + ": cannot read " + path + " to check that it is an eventfd");
+  std::string text(2048, '\0');
+  const ssize_t n = ::read(info.get(), text.data(), text.size());
+  if (n < 0) return errno_error(Errc::kBadVring, what + ": read " + path);
+  text.resize(static_cast<size_t>(n));
+  if (!fdinfo_field(text, "eventfd-count")) {
+    if (S_ISREG(st.st_mode)) return bad(Errc::kBadVring, what + " is a regular file, not an eventfd");
+    return bad(Errc::kBadVring, what + " is not an eventfd (no eventfd-count in its fdinfo)");
+  }
+  if (fdinfo_field(text, "eventfd-semaphore").value_or(0) != 0)
+    return bad(Errc::kBadVring, what + " is a semaphore eventfd (EFD_SEMAPHORE): one read takes 1 of its count, "
+                                       "not all of it");
+  const int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0 || ((fl & O_NONBLOCK) == 0 && ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0))
+    return errno_error(Errc::kBadVring, what + ": cannot make it non-blocking");
+  return {};
+}
 
 }  // namespace
 
@@ -374,6 +436,10 @@ Session::Handled Session::dispatch(const Header& hdr, std::span<const uint8_t> p
       const auto v = load<uint64_t>(payload);
       AZOTE_TRY(i, queue_index(v & kVringIndexMask, request_name(req).c_str()));
       UniqueFd fd = fds.empty() ? UniqueFd() : std::move(fds[0]);
+      if (fd) {
+        const char* role = req == Request::kSetVringKick ? "kick" : req == Request::kSetVringCall ? "call" : "err";
+        AZOTE_TRYV(check_ring_fd(fd.get(), std::string("the ") + role + " fd of queue " + std::to_string(i)));
+      }
       // Only this queue is stopped and restarted around the change.
       stop(i);
       Vring& vr = vrings_[i];

@@ -2,7 +2,13 @@
 // semantic checks, fd ownership. No sockets.
 #include "vhost_user/session.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+
+#include <cstdio>
+#include <string>
 
 #include "vhost_user/test_util.hpp"
 
@@ -223,6 +229,55 @@ TEST_F(SessionTest, VringChecks) {
   // Reconfiguring a started ring is out of order.
   ASSERT_TRUE(send(Request::kSetVringKick, pod_bytes(uint64_t{0}), fds(make_eventfd())));
   EXPECT_EQ(code(send(Request::kSetVringNum, pod_bytes(VringState{0, 64}))), Errc::kBadState);
+}
+
+// Kick/call/err fds are checked for what they are before any ring gets them: plain
+// eventfds only (fstat + /proc/self/fdinfo), put in non-blocking mode for the workers.
+TEST_F(SessionTest, RingFdsMustBePlainEventfds) {
+  negotiate();
+  mem_table();
+  ASSERT_TRUE(send(Request::kSetVringNum, pod_bytes(VringState{0, 256})));
+  ASSERT_TRUE(send(Request::kSetVringAddr, pod_bytes(ring_addr(0, kUser0))));
+  auto refused = [&](Request r, UniqueFd fd, const std::string& says) {
+    auto res = send(r, pod_bytes(uint64_t{0}), fds(std::move(fd)));
+    ASSERT_FALSE(res) << says;
+    EXPECT_EQ(res.error().code, Errc::kBadVring);
+    EXPECT_NE(res.error().message().find(says), std::string::npos) << res.error().message();
+  };
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  ::close(p[1]);
+  refused(Request::kSetVringKick, UniqueFd(p[0]), "a pipe");
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  ::close(sv[1]);
+  refused(Request::kSetVringCall, UniqueFd(sv[0]), "a socket");
+  refused(Request::kSetVringErr, sealed_memfd(4096), "a regular file");
+  UniqueFd timer(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC));
+  refused(Request::kSetVringKick, std::move(timer), "not an eventfd");
+  UniqueFd sem(::eventfd(0, EFD_CLOEXEC | EFD_SEMAPHORE));
+  const uint64_t huge = uint64_t{1} << 63;
+  ASSERT_EQ(::write(sem.get(), &huge, sizeof huge), 8);
+  char info[64];
+  std::snprintf(info, sizeof info, "/proc/self/fdinfo/%d", sem.get());
+  std::string text(4096, '\0');
+  {
+    UniqueFd f(::open(info, O_RDONLY | O_CLOEXEC));
+    const ssize_t n = f ? ::read(f.get(), text.data(), text.size()) : -1;
+    text.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  }
+  if (text.find("eventfd-semaphore:") != std::string::npos)
+    refused(Request::kSetVringKick, std::move(sem), "semaphore eventfd");
+  EXPECT_FALSE(dev.running(0));
+  // A plain eventfd, even a blocking one, is taken and made non-blocking (the file
+  // description is shared with the frontend, which only hands it to KVM).
+  UniqueFd kick(::eventfd(0, EFD_CLOEXEC));
+  UniqueFd mine(::fcntl(kick.get(), F_DUPFD_CLOEXEC, 0));
+  ASSERT_TRUE(send(Request::kSetVringCall, pod_bytes(uint64_t{0}), fds(make_eventfd())));
+  ASSERT_TRUE(send(Request::kSetVringKick, pod_bytes(uint64_t{0}), fds(std::move(kick))));
+  ASSERT_TRUE(send(Request::kSetVringEnable, pod_bytes(VringState{0, 1})));
+  EXPECT_TRUE(dev.running(0));
+  EXPECT_NE(::fcntl(mine.get(), F_GETFL) & O_NONBLOCK, 0);
 }
 
 TEST_F(SessionTest, FeatureGating) {

@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "base/eventfd.hpp"
 #include "virtio/shared_memory.hpp"
 #include "virtio/net.hpp"
 #include "virtio/spec.hpp"
@@ -44,11 +45,6 @@ enum Tag : uint64_t { kTagTap = 1, kTagRxCall, kTagTxCall, kTagCard, kTagSignal,
 
 Unexpected<BridgeError> card_error(std::string s) { return make_error(BridgeErrc::kCard, std::move(s)); }
 Unexpected<BridgeError> host_error(std::string s) { return make_error(BridgeErrc::kHost, std::move(s), errno); }
-
-void drain(int fd) {
-  uint64_t v;
-  (void)!::read(fd, &v, sizeof v);
-}
 
 }  // namespace
 
@@ -418,7 +414,7 @@ int Bridge::run() {
           return kExitFailure;
         }
         case kTagTimer: {
-          drain(timer_.get());
+          (void)drain_eventfd(timer_.get());
           if (!fe_->has_status()) break;
           auto st = fe_->get_status();
           if (!st) {
@@ -433,8 +429,10 @@ int Bridge::run() {
           }
           break;
         }
-        case kTagRxCall: drain(call_[kRxQueue].get()); break;
-        case kTagTxCall: drain(call_[kTxQueue].get()); break;
+        // The call eventfds are shared with the card, which may switch them to blocking
+        // mode: one non-blocking read each (drain_eventfd).
+        case kTagRxCall: (void)drain_eventfd(call_[kRxQueue].get()); break;
+        case kTagTxCall: (void)drain_eventfd(call_[kTxQueue].get()); break;
         case kTagTap: tap_readable_ = true; break;
         default: break;
       }

@@ -109,7 +109,9 @@ class BlkClient {
  public:
   static constexpr uint16_t kQueueSize = 64;
 
-  bool connect(const std::string& sock, std::string* err) {
+  // `kick_fd` >= 0: a dup of it is the queue's kick fd instead of a fresh eventfd (a
+  // hostile frontend's choice).
+  bool connect(const std::string& sock, std::string* err, int kick_fd = -1) {
     auto m = GuestMemory::create({{GuestAddress(0), 16 << 20}});
     if (!m) return fail(err, "guest memory: " + m.error().message());
     mem_ = std::make_unique<GuestMemory>(std::move(m).value());
@@ -124,7 +126,7 @@ class BlkClient {
     if (auto r = fe_->get_inflight_fd(1, kQueueSize); !r) return fail(err, r.error().message());
     if (auto r = fe_->set_inflight_fd(); !r) return fail(err, r.error().message());
     drv_ = std::make_unique<virtio::testing::MockDriver>(*mem_, kQueueSize, GuestAddress(0x10000), 12 << 20);
-    kick_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    kick_ = UniqueFd(kick_fd >= 0 ? ::fcntl(kick_fd, F_DUPFD_CLOEXEC, 0) : ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     call_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     vhost_user::VringConfig vc;
     vc.index = 0;
@@ -630,6 +632,103 @@ TEST_F(CardBlk, VolumesAddedAndRemovedAtRunTime) {
   EXPECT_EQ(c.status, 0) << c.err;
   EXPECT_FALSE(file_exists(ctl)) << "control socket left behind";
   EXPECT_FALSE(file_exists(esock));
+}
+
+// Does this kernel's fdinfo tell a semaphore eventfd apart ("eventfd-semaphore: 1")?
+bool kernel_shows_eventfd_semaphore() {
+  UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_SEMAPHORE));
+  return slurp("/proc/self/fdinfo/" + std::to_string(fd.get())).find("eventfd-semaphore:") != std::string::npos;
+}
+
+// (i) A hostile frontend hands the card a semaphore eventfd (EFD_SEMAPHORE: each read
+// takes 1) holding ~2^63 as a kick fd, then disconnects. Neither may stall the card: it
+// refuses the fd (where the kernel shows the semaphore flag) or its worker drains it a
+// bounded number of reads at a time; either way the control socket answers at once, the
+// other volume serves reads, the same volume serves the next frontend, and the process
+// is the one that started.
+TEST_F(CardBlk, SemaphoreKickFromAHostileFrontendHarmsNoOneElse) {
+  const std::string ctl = path("card.ctl"), a = path("a.img"), b = path("b.img"), sa = path("a.sock"),
+                    sb = path("b.sock");
+  const std::string content = random_bytes(1 << 20, 9);
+  write_file(a, content);
+  write_file(b, content);
+  start_card({"--control", ctl, "--volume", "socket=" + sa + ",file=" + a, "--volume", "socket=" + sb + ",file=" + b},
+             {ctl, sa, sb});
+  ASSERT_TRUE(card_);
+  const pid_t card_pid = card_->pid();
+  std::string err;
+  {
+    UniqueFd sem(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK | EFD_SEMAPHORE));
+    const uint64_t huge = uint64_t{1} << 63;
+    ASSERT_EQ(::write(sem.get(), &huge, sizeof huge), 8);
+    BlkClient hostile;
+    const bool accepted = hostile.connect(sa, &err, sem.get());
+    if (kernel_shows_eventfd_semaphore()) {
+      EXPECT_FALSE(accepted) << "the card took a semaphore eventfd as a kick fd";
+    }
+  }  // the hostile frontend disconnects here
+  const auto t0 = std::chrono::steady_clock::now();
+  auto list = control::call_once(ctl, control::Json{{"op", "list-volumes"}}, 2s);
+  ASSERT_TRUE(list.ok()) << "the card stopped answering its control socket: " << list.error().message();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  EXPECT_EQ((*list)["volumes"].size(), 2u) << list->dump();
+
+  BlkClient other;
+  ASSERT_TRUE(other.connect(sb, &err)) << err;
+  auto d = other.read(10, 2);
+  ASSERT_TRUE(d) << "the other volume stopped serving";
+  EXPECT_EQ(*d, content.substr(10 * 512, 1024));
+  BlkClient next;
+  ASSERT_TRUE(next.connect(sa, &err)) << err;
+  d = next.read(20, 1);
+  ASSERT_TRUE(d) << "the hostile frontend's volume does not serve the next one";
+  EXPECT_EQ(*d, content.substr(20 * 512, 512));
+
+  ASSERT_EQ(card_->pid(), card_pid);
+  siginfo_t info{};
+  ASSERT_EQ(::waitid(P_PID, static_cast<id_t>(card_pid), &info, WEXITED | WNOHANG | WNOWAIT), 0);
+  EXPECT_EQ(info.si_pid, 0) << "the card exited";
+  auto c = stop_card();
+  EXPECT_FALSE(c.timed_out);
+  EXPECT_EQ(c.status, 0) << c.err;
+  if (kernel_shows_eventfd_semaphore()) {
+    EXPECT_NE(c.err.find("semaphore eventfd"), std::string::npos) << c.err;
+  }
+}
+
+// (j) A frontend that connects and closes in a loop cannot grow the card's log without
+// bound: connection lines are rate-limited, while list-volumes still counts every
+// connection.
+TEST_F(CardBlk, ConnectCloseLoopKeepsTheLogSmall) {
+  const std::string ctl = path("card.ctl"), img = path("v.img"), sock = path("v.sock");
+  write_file(img, std::string(1 << 20, '\0'));
+  start_card({"--control", ctl, "--volume", "socket=" + sock + ",file=" + img}, {ctl, sock});
+  ASSERT_TRUE(card_);
+  constexpr uint64_t kLoops = 2000;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, sock.data(), sock.size());
+  for (uint64_t i = 0; i < kLoops; ++i) {
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    ASSERT_EQ(::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0)  // NOLINT
+        << i << ": " << std::strerror(errno);
+    if (i % 50 == 0) (void)card_->wait_for_output("\x01", 20ms);  // keeps the card's stderr pipe from filling
+  }
+  uint64_t seen = 0;
+  for (int i = 0; i < 500 && seen < kLoops; ++i) {
+    auto list = control::call_once(ctl, control::Json{{"op", "list-volumes"}}, 2s);
+    ASSERT_TRUE(list.ok()) << list.error().message();
+    seen = (*list)["volumes"][0]["connections"].get<uint64_t>();
+    if (seen < kLoops) (void)card_->wait_for_output("\x01", 10ms);
+  }
+  EXPECT_EQ(seen, kLoops);
+  auto c = stop_card();
+  EXPECT_EQ(c.status, 0) << c.err.substr(0, 4096);
+  size_t connection_lines = 0;
+  for (const auto& l : lines(c.err))
+    if (l.find("vhost-user: frontend") != std::string::npos) ++connection_lines;
+  EXPECT_GE(connection_lines, 1u);
+  EXPECT_LE(connection_lines, 40u) << c.err.size() << " bytes of log for " << kLoops << " connections";
 }
 
 // Startup errors name the bad input and use the documented exit statuses.

@@ -17,6 +17,8 @@
 #include <cstddef>
 #include <cstring>
 #include <fstream>
+#include <functional>
+#include <future>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -121,6 +123,62 @@ class RecordingStore final : public Store {
   std::shared_ptr<OpLog> log_;
 };
 
+// A store that takes operations and never completes them: a backing store that hangs
+// (a dead NFS server, a failing disk). A stop then cannot finish in time.
+class StuckQueue final : public StoreQueue {
+ public:
+  uint32_t room() const override { return kDepth - held_; }
+  bool prepare(const StoreOp&) override {
+    if (held_ >= kDepth) return false;
+    ++held_;
+    ++unsubmitted_;
+    return true;
+  }
+  uint32_t unsubmitted() const override { return unsubmitted_; }
+  Result<uint32_t, StoreError> submit() override { return std::exchange(unsubmitted_, 0); }
+  uint32_t in_flight() const override { return held_ - unsubmitted_; }
+  int completion_fd() const override { return done_.get(); }
+  uint32_t reap(std::span<StoreCompletion>) override { return 0; }
+
+ private:
+  static constexpr uint32_t kDepth = 256;
+  uint32_t held_ = 0, unsubmitted_ = 0;
+  UniqueFd done_{::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};  // never signalled
+};
+
+class StuckStore final : public Store {
+ public:
+  StuckStore() {
+    info_.path = "stuck";
+    info_.size_bytes = kImageBytes;
+  }
+  const StoreInfo& info() const override { return info_; }
+  Result<std::unique_ptr<StoreQueue>, StoreError> open_queue(uint32_t) override {
+    return std::unique_ptr<StoreQueue>(std::make_unique<StuckQueue>());
+  }
+
+ private:
+  StoreInfo info_;
+};
+
+// Runs `f` on a thread of its own and waits at most `limit` for it. A call that does not
+// come back cannot be cleaned up (its thread still uses the fixture): the test binary
+// ends there, loudly, instead of hanging CTest until its timeout.
+void returns_within(std::chrono::milliseconds limit, const char* what, const std::function<void()>& f) {
+  auto done = std::make_shared<std::promise<void>>();
+  auto fut = done->get_future();
+  std::thread t([f, done] {
+    f();
+    done->set_value();
+  });
+  if (fut.wait_for(limit) != std::future_status::ready) {
+    std::fprintf(stderr, "FATAL: %s did not return within %lld ms\n", what, static_cast<long long>(limit.count()));
+    std::fflush(stderr);
+    std::_Exit(1);
+  }
+  t.join();
+}
+
 class CardDevice : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -150,6 +208,17 @@ class CardDevice : public ::testing::Test {
     if (encrypted) key = std::move(XtsKey::from_bytes(key_bytes())).value();
     auto store = std::make_unique<RecordingStore>(std::move(s).value(), ops_);
     auto v = Volume::create(o, std::move(store), std::move(key), clock_);
+    ASSERT_TRUE(v) << v.error().message();
+    vol_ = std::move(v).value();
+    dev_ = std::make_unique<BlkDevice>(*vol_);
+  }
+
+  // A volume over `store` (no backing file involved).
+  void open_store(std::unique_ptr<Store> store) {
+    VolumeOptions o;
+    o.socket = "/unused.sock";
+    o.serial = "test-serial-01";
+    auto v = Volume::create(o, std::move(store), std::nullopt, clock_);
     ASSERT_TRUE(v) << v.error().message();
     vol_ = std::move(v).value();
     dev_ = std::make_unique<BlkDevice>(*vol_);
@@ -884,6 +953,52 @@ TEST_F(CardDevice, ResetAndNewConnectionReturnToWriteBack) {
   session.reset();  // the frontend went away
   EXPECT_FALSE(dev_->write_through());
   EXPECT_EQ(vol_->metrics().config_write_refusals.load(), 1u);
+}
+
+// A frontend's kick fd may be a semaphore eventfd (EFD_SEMAPHORE: each read takes 1)
+// holding ~2^63. A worker that reads until EAGAIN would read forever and the control
+// thread joining it would hang with it, stalling every volume of the card. Handed over
+// here without a session (as on a kernel whose fdinfo cannot tell a semaphore eventfd
+// apart): the worker reads the kick once per wakeup, keeps serving and sees its stop.
+TEST_F(CardDevice, SemaphoreKickWithAHugeCountStillStops) {
+  open();
+  kick_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK | EFD_SEMAPHORE));
+  call_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  const uint64_t huge = (uint64_t{1} << 63);
+  ASSERT_EQ(::write(kick_.get(), &huge, sizeof huge), 8);
+  start();
+  const auto data = pattern(512, 31);
+  returns_within(10s, "a request on a queue with a semaphore kick", [&] {
+    EXPECT_EQ(run(virtio::kBlkTOut, 7, {{put(data), 512}}, false), virtio::kBlkSOk);
+  });
+  EXPECT_EQ(file_bytes(path_, 7 * 512, 512), data);
+  returns_within(2s, "queue_stopped() of a worker with a semaphore kick", [&] { (void)dev_->queue_stopped(0); });
+  EXPECT_FALSE(dev_->running(0));
+}
+
+// A stop waits for the store operations already running (the kernel may be writing into
+// guest memory the session unmaps next), but not forever: a store that never completes
+// would hold the control thread, and with it every volume of the card. Past the
+// deadline the card says which queue did not stop and exits with kExitStuckWorker (75)
+// so its supervisor restarts it; the inflight area keeps the heads for the next process.
+TEST_F(CardDevice, StopThatCannotFinishEndsTheCard) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        // Without a deadline the stop below never returns: end the child differently.
+        std::thread([] {
+          std::this_thread::sleep_for(20s);
+          std::_Exit(3);
+        }).detach();
+        open_store(std::make_unique<StuckStore>());
+        start();
+        add(virtio::kBlkTIn, 0, {{drv_->alloc(512, 512), 512}}, true);
+        kick();
+        std::this_thread::sleep_for(100ms);  // taken and handed to the store by now
+        (void)dev_->queue_stopped(0);
+        std::_Exit(0);
+      },
+      ::testing::ExitedWithCode(75), "queue 0 did not stop within");
 }
 
 }  // namespace

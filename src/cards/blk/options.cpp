@@ -382,6 +382,8 @@ Exit status:
   64   bad command line or configuration
   66   a backing file or key file cannot be used
   71   a socket or other host resource cannot be set up
+  75   a queue worker did not stop within 5 s (its store operations did not complete);
+       restart the card: the hypervisor reconnects and the requests are resubmitted
 )";
 }
 

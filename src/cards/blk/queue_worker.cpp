@@ -1,7 +1,5 @@
 #include "cards/blk/queue_worker.hpp"
 
-#include <fcntl.h>
-#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
@@ -11,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "base/eventfd.hpp"
 #include "virtio/blk.hpp"
 #include "virtio/shared_memory.hpp"
 #include "virtio/spec.hpp"
@@ -23,23 +22,6 @@ constexpr uint32_t kTagKick = 2;
 constexpr uint32_t kTagCompletion = 3;
 constexpr uint32_t kTagTimer = 4;
 constexpr uint64_t kSector = virtio::kBlkSectorSize;
-
-void drain_fd(int fd) {
-  uint64_t v = 0;
-  while (::read(fd, &v, sizeof v) == static_cast<ssize_t>(sizeof v)) {
-  }
-}
-
-// The kick/call/err fds come from the frontend, which the card does not trust to hand
-// over non-blocking eventfds: a blocking one would let a read or write hang the worker
-// (and the control thread joining it). Setting O_NONBLOCK on the shared file
-// description is harmless to a frontend that only passes the fds to KVM.
-bool make_nonblocking(int fd) {
-  if (fd < 0) return true;
-  const int fl = ::fcntl(fd, F_GETFL);
-  if (fl < 0) return false;
-  return (fl & O_NONBLOCK) != 0 || ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
-}
 
 void notify_fd(int fd) {
   if (fd < 0) return;
@@ -171,7 +153,7 @@ QueueWorker::QueueWorker(Volume& volume, const vhost_user::VringInfo& v)
       queue_(*v.memory) {}
 
 QueueWorker::~QueueWorker() {
-  if (thread_.joinable()) (void)stop();
+  if (thread_.running()) (void)stop();
 }
 
 Result<std::unique_ptr<QueueWorker>, WorkerError> QueueWorker::create(Volume& volume, const vhost_user::VringInfo& v) {
@@ -199,8 +181,6 @@ Result<std::unique_ptr<QueueWorker>, WorkerError> QueueWorker::create(Volume& vo
   w->timer_ = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
   w->stop_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!w->epoll_ || !w->timer_ || !w->stop_fd_) return errno_error(WorkerErrc::kSetup, q + ": epoll/timerfd/eventfd");
-  if (!make_nonblocking(v.kick_fd) || !make_nonblocking(v.call_fd) || !make_nonblocking(v.err_fd))
-    return errno_error(WorkerErrc::kSetup, q + ": cannot make the kick/call/err fds non-blocking");
   auto watch = [&](int fd, uint32_t tag) -> Result<void, WorkerError> {
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -214,21 +194,16 @@ Result<std::unique_ptr<QueueWorker>, WorkerError> QueueWorker::create(Volume& vo
   if (v.kick_fd >= 0) AZOTE_TRYV(watch(v.kick_fd, kTagKick));
   // Completions left over from an earlier start cannot exist (stop() drains them), but
   // a stale eventfd count can: clear it.
-  drain_fd(w->store_.completion_fd());
+  (void)drain_eventfd(w->store_.completion_fd());
   return w;
 }
 
-void QueueWorker::start() {
-  thread_ = std::thread([this] { run(); });
-  char name[16];
-  std::snprintf(name, sizeof name, "blk-q%u", index_);
-  (void)pthread_setname_np(thread_.native_handle(), name);
-}
+void QueueWorker::start() { thread_.start("blk-q" + std::to_string(index_), [this] { run(); }); }
 
-uint16_t QueueWorker::stop() {
-  if (thread_.joinable()) {
+uint16_t QueueWorker::stop(std::chrono::milliseconds deadline) {
+  if (thread_.running()) {
     notify_fd(stop_fd_.get());
-    thread_.join();
+    thread_.join_within(deadline, "volume " + vol_.params().name + " queue " + std::to_string(index_));
   }
   return queue_.next_avail();
 }
@@ -262,20 +237,23 @@ void QueueWorker::run() {
     }
     retry_soon_ = false;
     for (int i = 0; i < n; ++i) {
+      // One read per fd and wakeup (drain_eventfd): the kick fd is the frontend's and may
+      // be a semaphore eventfd that a read only decrements by 1; what is left wakes us
+      // again after this round, which has seen the stop if there is one.
       switch (ev[i].data.u32) {
         case kTagStop:
-          drain_fd(stop_fd_.get());
+          (void)drain_eventfd(stop_fd_.get());
           stopping_ = true;
           break;
         case kTagKick:
-          drain_fd(ring_.kick_fd);
+          (void)drain_eventfd(ring_.kick_fd);
           kick_pending_ = true;
           break;
         case kTagCompletion:
-          drain_fd(store_.completion_fd());
+          (void)drain_eventfd(store_.completion_fd());
           break;
         case kTagTimer:
-          drain_fd(timer_.get());
+          (void)drain_eventfd(timer_.get());
           timer_armed_ = false;
           break;
         default:

@@ -19,7 +19,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <thread>
 #include <vector>
 
 #include "base/error.hpp"
@@ -27,6 +26,7 @@
 #include "base/unique_fd.hpp"
 #include "cards/blk/crypto.hpp"
 #include "cards/blk/volume.hpp"
+#include "runtime/runtime.hpp"
 #include "vhost_user/device.hpp"
 #include "virtio/queue.hpp"
 
@@ -53,7 +53,10 @@ class QueueWorker {
   // included (charged to the rate limiter, which may go into debt), then joins the
   // thread. Returns the next avail index. Heads stay marked in the inflight area only
   // when the process dies: a stop leaves it clean (see DESIGN.md, "Restart").
-  uint16_t stop();
+  // Bounded: a worker that has not finished within `deadline` (its store operations do
+  // not complete) ends the process with runtime::kExitStuckWorker rather than hold the
+  // control thread, and every other volume, for ever (runtime::BoundedThread).
+  uint16_t stop(std::chrono::milliseconds deadline = runtime::kWorkerStopDeadline);
 
  private:
   struct Slot {
@@ -158,7 +161,7 @@ class QueueWorker {
   virtio::SplitQueue queue_;
   std::unique_ptr<XtsCipher> cipher_;
   UniqueFd epoll_, timer_, stop_fd_;
-  std::thread thread_;
+  runtime::BoundedThread thread_;
 
   std::vector<Slot> slots_;
   HeadFifo waiting_;  // popped, not yet executing (throttled, or waiting for memory/room)

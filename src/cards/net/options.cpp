@@ -667,7 +667,8 @@ Options:
   -h, --help                This text.    --version   The version.
 
 Exit status: 0 stopped by SIGTERM/SIGINT; 64 usage; 66 an ENI or the VPC model is
-inconsistent; 71 host failure (sockets, threads).
+inconsistent; 71 host failure (sockets, threads); 75 an ENI's worker did not stop
+within 5 s (restart the card).
 )";
 }
 

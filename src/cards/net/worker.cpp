@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "base/eventfd.hpp"
 #include "virtio/net.hpp"
 #include "virtio/shared_memory.hpp"
 
@@ -21,11 +22,6 @@ constexpr uint64_t kTagTimer = 102;  // a rate limit's wait is over
 // The shortest wait armed: tokens keep accruing meanwhile (buckets hold 10 ms), so a
 // floor only batches admissions, it never lowers the rate.
 constexpr rate_limit::Nanos kMinTimer = std::chrono::microseconds(50);
-
-void drain(int fd) {
-  uint64_t v;
-  (void)!::read(fd, &v, sizeof v);
-}
 
 // Copies [offset, offset + n) of the chain's readable bytes into `dst`.
 void gather(const virtio::Chain& c, uint64_t offset, uint8_t* dst, uint64_t n) {
@@ -90,7 +86,7 @@ Result<std::unique_ptr<Worker>, WorkerError> Worker::start(Port& port, Switch& s
   for (uint32_t i = 0; i < 2; ++i)
     if (w->rings_[i] && w->rings_[i]->info.kick_fd >= 0) AZOTE_TRYV(watch(w->rings_[i]->info.kick_fd, i));
   port.rx_ready.store(w->rings_[virtio::kRxQueue] && !w->rings_[virtio::kRxQueue]->broken, std::memory_order_release);
-  w->thread_ = std::thread([p = w.get()] { p->run(); });
+  w->thread_.start("eni-" + port.id(), [p = w.get()] { p->run(); });
   return w;
 }
 
@@ -109,10 +105,10 @@ Result<void, WorkerError> Worker::setup(uint32_t index, const vhost_user::VringI
 }
 
 std::array<uint16_t, 2> Worker::stop() {
-  if (thread_.joinable()) {
+  if (thread_.running()) {
     const uint64_t one = 1;
     (void)!::write(stop_.get(), &one, sizeof one);
-    thread_.join();
+    thread_.join_within(runtime::kWorkerStopDeadline, "eni " + port_.id() + " worker");
   }
   port_.rx_ready.store(false, std::memory_order_release);
   std::array<uint16_t, 2> next{};
@@ -266,9 +262,12 @@ void Worker::run() {
     for (int i = 0; i < n; ++i) {
       const uint64_t tag = ev[i].data.u64;
       if (tag == kTagStop) return;
-      if (tag == kTagInbox) drain(port_.inbox().notify_fd());
-      else if (tag == kTagTimer) drain(timer_.get());
-      else if (tag < 2 && rings_[tag]) drain(rings_[tag]->info.kick_fd);
+      // One non-blocking read per fd and wakeup (drain_eventfd): a kick fd is the
+      // frontend's, may be a semaphore eventfd and may have been switched back to
+      // blocking mode by it; what one read leaves wakes us again.
+      if (tag == kTagInbox) (void)drain_eventfd(port_.inbox().notify_fd());
+      else if (tag == kTagTimer) (void)drain_eventfd(timer_.get());
+      else if (tag < 2 && rings_[tag]) (void)drain_eventfd(rings_[tag]->info.kick_fd);
     }
     rate_limit::Nanos tx_wait{0}, rx_wait{0};
     more = transmit(tx_wait);

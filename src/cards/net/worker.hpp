@@ -26,13 +26,13 @@
 #include <atomic>
 #include <memory>
 #include <optional>
-#include <thread>
 #include <vector>
 
 #include "base/error.hpp"
 #include "base/log.hpp"
 #include "base/unique_fd.hpp"
 #include "rate_limit/clock.hpp"
+#include "runtime/runtime.hpp"
 #include "cards/net/switch.hpp"
 #include "vhost_user/device.hpp"
 #include "virtio/queue.hpp"
@@ -56,7 +56,11 @@ class Worker {
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
-  // Joins the thread; returns each queue's next avail index (0 for an absent one).
+  // Joins the thread; returns each queue's next avail index (0 for an absent one). The
+  // thread sees the stop within one round of its loop (each round's work is bounded by
+  // kBatch and the inbox); one that has not returned within runtime::kWorkerStopDeadline
+  // ends the process with kExitStuckWorker (runtime::BoundedThread) rather than hold the
+  // control thread and every other ENI.
   std::array<uint16_t, 2> stop();
 
  private:
@@ -83,7 +87,7 @@ class Worker {
   virtio::Chain chain_;
   bool rx_admitted_ = false;  // the inbox's front frame passed the rx limiter
   UniqueFd epoll_, stop_, timer_;
-  std::thread thread_;
+  runtime::BoundedThread thread_;
   log::RateLimit log_limit_{10, std::chrono::seconds(10)};
 };
 
