@@ -231,8 +231,10 @@ void TextEndpoint::serve(UniqueFd client) {
     pollfd p{client.get(), POLLOUT, 0};
     (void)::poll(&p, 1, static_cast<int>(left));
   }
-  ::shutdown(client.get(), SHUT_WR);
+  // Counted before the client can see its EOF: a client (a test) that reads the text
+  // and then asks served() must find its own request counted.
   served_.fetch_add(1);
+  ::shutdown(client.get(), SHUT_WR);
 }
 
 // ---- PromText -------------------------------------------------------------------------
