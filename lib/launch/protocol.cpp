@@ -1,0 +1,219 @@
+#include "launch/protocol.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace azote::launch {
+namespace {
+
+Unexpected<LaunchError> bad(const std::string& what) { return make_error(LaunchErrc::kProtocol, what); }
+
+Result<std::string, LaunchError> str(const Json& j, const char* key, bool required) {
+  if (!j.contains(key)) {
+    if (required) return bad(std::string("needs \"") + key + "\"");
+    return std::string();
+  }
+  if (!j[key].is_string()) return bad(std::string("\"") + key + "\" must be a string");
+  return j[key].get<std::string>();
+}
+
+}  // namespace
+
+const char* to_string(Role r) {
+  switch (r) {
+    case Role::kHv: return "hv";
+    case Role::kCardBlk: return "card-blk";
+    case Role::kCardNet: return "card-net";
+    case Role::kProbe: return "probe";
+  }
+  return "?";
+}
+
+std::optional<Role> parse_role(const std::string& s) {
+  for (Role r : {Role::kHv, Role::kCardBlk, Role::kCardNet, Role::kProbe})
+    if (s == to_string(r)) return r;
+  return std::nullopt;
+}
+
+Json to_json(const SpawnRequest& r) {
+  Json files = Json::array(), listens = Json::array();
+  for (const auto& f : r.files) files.push_back({{"name", f.name}, {"path", f.path}, {"access", f.access}});
+  for (const auto& l : r.listens) listens.push_back({{"name", l.name}, {"path", l.path}});
+  Json j = {{"op", "spawn"},       {"role", to_string(r.role)}, {"instance", r.instance}, {"slot", r.slot},
+            {"args", r.args},      {"files", files},            {"listen", listens},      {"output", r.output},
+            {"enis", r.enis},      {"probe_as", to_string(r.probe_as)},
+            {"limits", {{"memory_mib", r.limits.memory_mib}, {"pids", r.limits.pids},
+                        {"cpu_percent", r.limits.cpu_percent}, {"cpus", r.limits.cpus}}}};
+  return j;
+}
+
+Result<SpawnRequest, LaunchError> spawn_request_from_json(const Json& j) {
+  SpawnRequest r;
+  AZOTE_TRY(role, str(j, "role", true));
+  const auto parsed = parse_role(role);
+  if (!parsed) return bad("unknown role \"" + role + "\"");
+  r.role = *parsed;
+  AZOTE_TRY(instance, str(j, "instance", false));
+  r.instance = instance;
+  if (j.contains("slot")) {
+    if (!j["slot"].is_number_unsigned() || j["slot"].get<uint64_t>() >= kMaxSlots) return bad("\"slot\" out of range");
+    r.slot = j["slot"].get<uint32_t>();
+  }
+  if (j.contains("args")) {
+    if (!j["args"].is_array()) return bad("\"args\" must be an array of strings");
+    for (const auto& a : j["args"]) {
+      if (!a.is_string()) return bad("\"args\" must be an array of strings");
+      r.args.push_back(a.get<std::string>());
+    }
+  }
+  if (j.contains("files")) {
+    if (!j["files"].is_array()) return bad("\"files\" must be an array");
+    for (const auto& f : j["files"]) {
+      if (!f.is_object()) return bad("\"files\" entries must be objects");
+      FileSpec s;
+      AZOTE_TRY(n, str(f, "name", true));
+      AZOTE_TRY(p, str(f, "path", true));
+      AZOTE_TRY(a, str(f, "access", true));
+      s.name = n;
+      s.path = p;
+      s.access = a;
+      r.files.push_back(s);
+    }
+  }
+  if (j.contains("listen")) {
+    if (!j["listen"].is_array()) return bad("\"listen\" must be an array");
+    for (const auto& l : j["listen"]) {
+      if (!l.is_object()) return bad("\"listen\" entries must be objects");
+      AZOTE_TRY(n, str(l, "name", true));
+      AZOTE_TRY(p, str(l, "path", true));
+      r.listens.push_back({n, p});
+    }
+  }
+  AZOTE_TRY(output, str(j, "output", false));
+  r.output = output;
+  if (j.contains("enis")) {
+    if (!j["enis"].is_array()) return bad("\"enis\" must be an array of strings");
+    for (const auto& e : j["enis"]) {
+      if (!e.is_string()) return bad("\"enis\" must be an array of strings");
+      r.enis.push_back(e.get<std::string>());
+    }
+  }
+  if (j.contains("probe_as")) {
+    AZOTE_TRY(as, str(j, "probe_as", true));
+    const auto pa = parse_role(as);
+    if (!pa || *pa == Role::kProbe) return bad("\"probe_as\" must be hv, card-blk or card-net");
+    r.probe_as = *pa;
+  }
+  if (j.contains("limits")) {
+    const Json& l = j["limits"];
+    if (!l.is_object()) return bad("\"limits\" must be an object");
+    auto num = [&](const char* k, uint64_t* out) -> Result<void, LaunchError> {
+      if (!l.contains(k)) return {};
+      if (!l[k].is_number_unsigned()) return bad(std::string("limits.") + k + " must be a non-negative integer");
+      *out = l[k].get<uint64_t>();
+      return {};
+    };
+    uint64_t cpu = 0;
+    AZOTE_TRYV(num("memory_mib", &r.limits.memory_mib));
+    AZOTE_TRYV(num("pids", &r.limits.pids));
+    AZOTE_TRYV(num("cpu_percent", &cpu));
+    if (cpu > 100000) return bad("limits.cpu_percent out of range");
+    r.limits.cpu_percent = static_cast<uint32_t>(cpu);
+    AZOTE_TRY(cpus, str(l, "cpus", false));
+    r.limits.cpus = cpus;
+  }
+  return r;
+}
+
+Result<void, LaunchError> send_message(int fd, const Json& body, const std::vector<int>& fds) {
+  const std::string text = body.dump();
+  if (text.size() > kMaxMessageBytes) return bad("message of " + std::to_string(text.size()) + " bytes is too large");
+  if (fds.size() > kMaxFds) return bad("too many descriptors");
+  iovec iov{const_cast<char*>(text.data()), text.size()};
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)] = {};
+  if (!fds.empty()) {
+    m.msg_control = control;
+    m.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  }
+  for (;;) {
+    const ssize_t n = ::sendmsg(fd, &m, MSG_NOSIGNAL);
+    if (n == static_cast<ssize_t>(text.size())) return {};
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) return make_error(LaunchErrc::kClosed, "the launcher's socket is closed");
+    return errno_error(LaunchErrc::kSocket, "sendmsg");
+  }
+}
+
+Result<Message, LaunchError> recv_message(int fd, std::chrono::milliseconds timeout) {
+  pollfd p{fd, POLLIN, 0};
+  for (;;) {
+    const int r = ::poll(&p, 1, static_cast<int>(timeout.count()));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return errno_error(LaunchErrc::kSocket, "poll");
+    if (r == 0) return make_error(LaunchErrc::kSocket, "no reply within " + std::to_string(timeout.count()) + " ms");
+    break;
+  }
+  std::string buf(kMaxMessageBytes, '\0');
+  iovec iov{buf.data(), buf.size()};
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)] = {};
+  m.msg_control = control;
+  m.msg_controllen = sizeof control;
+  ssize_t n;
+  do n = ::recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return errno_error(LaunchErrc::kSocket, "recvmsg");
+  Message out;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&m); c != nullptr; c = CMSG_NXTHDR(&m, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; ++i) {
+      int f;
+      std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
+      out.fds.emplace_back(f);
+    }
+  }
+  if (n == 0) return make_error(LaunchErrc::kClosed, "the launcher's socket is closed");
+  if ((m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) return bad("message or descriptors truncated");
+  out.body = Json::parse(buf.substr(0, static_cast<size_t>(n)), nullptr, false);
+  if (out.body.is_discarded() || !out.body.is_object()) return bad("a message that is not a JSON object");
+  return out;
+}
+
+Result<Message, LaunchError> Client::call(const Json& request, std::chrono::milliseconds timeout) {
+  std::lock_guard lock(mu_);
+  Json req = request;
+  const uint64_t seq = ++seq_;
+  req["seq"] = seq;
+  AZOTE_TRYV(send_message(fd_.get(), req));
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  Message reply;
+  for (;;) {  // a late reply to an earlier call that timed out is dropped here
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    AZOTE_TRY(m, recv_message(fd_.get(), std::max(left, std::chrono::milliseconds(0))));
+    if (m.body.value("seq", uint64_t{0}) == seq) {
+      reply = std::move(m);
+      break;
+    }
+  }
+  if (!reply.body.value("ok", false)) {
+    const std::string why = reply.body.value("error", std::string("refused without a reason"));
+    return make_error(LaunchErrc::kRefused, why);
+  }
+  return reply;
+}
+
+}  // namespace azote::launch

@@ -1,0 +1,112 @@
+// The narrow request protocol between azote-controller (unprivileged) and
+// azote-launcher (root, the only privileged process that stays): one JSON object per
+// SOCK_SEQPACKET message, descriptors alongside with SCM_RIGHTS, one reply per request
+// (echoing the request's "seq").
+//
+// The controller asks for a role and the files it needs; the launcher decides the rest
+// (uid, binds, devices, cgroup, which binary), checks every path it opens lies beneath
+// the state directory (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), refuses
+// --seccomp=log, and never runs anything as root. See src/launcher/DESIGN.md.
+//
+//   {"op": "spawn", "role": "hv"|"card-blk"|"card-net"|"probe", "instance": "i-...",
+//    "slot": N, "args": [...], "files": [{"name", "path", "access": "r"|"rw"|"append"}],
+//    "listen": [{"name", "path"}], "output": PATH, "limits": {...}, "enis": [...],
+//    "probe_as": ROLE}
+//       -> {"ok": true, "pid", "starttime", "uid", "cgroup"} + the process's pidfd.
+//       "{NAME}" in args becomes the descriptor number the file or socket NAME got.
+//   {"op": "signal", "pid", "starttime", "signal"}  (only processes it started)
+//   {"op": "status", "pid"} -> {"ok": true, "exited": bool, "status": N}
+//   {"op": "release", "instance"}: kills what is left of the instance, removes its cgroups
+//   {"op": "describe"} -> {"ok": true, "layout", "processes": [{pid, role, instance, uid, cgroup}]}
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/error.hpp"
+#include "base/unique_fd.hpp"
+
+namespace azote::launch {
+
+using Json = nlohmann::json;
+
+enum class LaunchErrc { kSocket = 1, kProtocol, kRefused, kClosed };
+using LaunchError = Error<LaunchErrc>;
+
+inline constexpr size_t kMaxMessageBytes = 256 * 1024;
+inline constexpr size_t kMaxFds = 16;
+
+enum class Role { kHv, kCardBlk, kCardNet, kProbe };
+const char* to_string(Role r);
+std::optional<Role> parse_role(const std::string& s);
+
+struct FileSpec {
+  std::string name;    // "{name}" in args
+  std::string path;    // beneath the state directory
+  std::string access;  // "r", "rw", "append" (created 0600 for the controller if missing)
+};
+struct ListenSpec {
+  std::string name;
+  std::string path;    // a Unix socket the launcher creates, mode 0600, owned by the controller
+};
+struct Limits {
+  uint64_t memory_mib = 0;
+  uint64_t pids = 0;
+  uint32_t cpu_percent = 0;
+  std::string cpus;
+};
+
+struct SpawnRequest {
+  Role role = Role::kHv;
+  std::string instance;      // hv, card-blk, probe: the instance (i-...); card-net: empty
+  uint32_t slot = 0;         // the instance's slot: its uid/gid is base + kFirstInstanceId + slot
+  std::vector<std::string> args;
+  std::vector<FileSpec> files;
+  std::vector<ListenSpec> listens;
+  std::string output;        // stdout and stderr, appended; beneath the state directory
+  Limits limits;
+  std::vector<std::string> enis;  // hv: the ENIs whose socket directories its jail gets
+  Role probe_as = Role::kHv;      // probe: whose jail it enters (the running process's)
+};
+Json to_json(const SpawnRequest& r);
+Result<SpawnRequest, LaunchError> spawn_request_from_json(const Json& j);
+
+// Identities: the controller is base + 0, the host's network card base + 1, instance
+// slot s is base + kFirstInstanceId + s (uid and gid alike).
+inline constexpr uint32_t kControllerId = 0;
+inline constexpr uint32_t kNetCardId = 1;
+inline constexpr uint32_t kFirstInstanceId = 16;
+inline constexpr uint32_t kMaxSlots = 65536;
+
+// One end of the launcher's socket (SOCK_SEQPACKET).
+struct Message {
+  Json body;
+  std::vector<UniqueFd> fds;
+};
+Result<void, LaunchError> send_message(int fd, const Json& body, const std::vector<int>& fds = {});
+// Waits at most `timeout` (negative: forever).
+Result<Message, LaunchError> recv_message(int fd, std::chrono::milliseconds timeout);
+
+// The controller's side: requests from any thread, one at a time.
+class Client {
+ public:
+  explicit Client(UniqueFd fd) : fd_(std::move(fd)) {}
+  // The reply, or kRefused with the launcher's sentence, kClosed when it is gone.
+  Result<Message, LaunchError> call(const Json& request, std::chrono::milliseconds timeout = std::chrono::seconds(30));
+  int fd() const { return fd_.get(); }
+
+ private:
+  std::mutex mu_;
+  UniqueFd fd_;
+  uint64_t seq_ = 0;  // mu_: each request's "seq", echoed by its reply
+};
+
+}  // namespace azote::launch
