@@ -169,7 +169,7 @@ void Device::setup(uint64_t base, uint32_t irq, const Options& o) {
     if (size < descs_per_slot_) setup_failed("queue too small for one request; QueueNumMax", num_max);
     const uint32_t fits = size / descs_per_slot_;
     if (fits < per_queue) per_queue = fits;
-    const uint64_t mem = platform::alloc(SplitQueue::bytes(size), 4096, 1ull << 20, 3ull << 30);
+    const uint64_t mem = platform::alloc_io(SplitQueue::bytes(size), 4096);
     if (mem == 0) setup_failed("no free RAM for queue", q);
     if (!q_[q].init(dev_, q, size, mem)) setup_failed("did not enable queue (QueueReady reads 0) for queue", q);
   }
@@ -177,7 +177,7 @@ void Device::setup(uint64_t base, uint32_t irq, const Options& o) {
   if (nslots_ > want_slots) nslots_ = want_slots;
 
   // Slot headers and status bytes.
-  const uint64_t slot_mem = platform::alloc(uint64_t{nslots_} * (sizeof(ReqHeader) + 1), 64, 1ull << 20, 3ull << 30);
+  const uint64_t slot_mem = platform::alloc_io(uint64_t{nslots_} * (sizeof(ReqHeader) + 1), 64);
   if (slot_mem == 0) setup_failed("no free RAM for request headers");
   hdr_base_ = slot_mem;
   status_base_ = slot_mem + uint64_t{nslots_} * sizeof(ReqHeader);

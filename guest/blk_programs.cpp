@@ -178,7 +178,7 @@ PatternRun prepare_pattern(const char* who, bool limited, uint64_t mib) {
     g_dev.die(l);
   }
   const uint32_t slots = g_dev.slots();
-  const uint64_t bufs = platform::alloc(uint64_t{slots} * chunk, 4096, 1ull << 20, 3ull << 30);
+  const uint64_t bufs = platform::alloc_io(uint64_t{slots} * chunk, 4096);
   if (bufs == 0) {
     Line l = g_dev.error_line();
     l.s("no free RAM for ").u(slots).s(" buffers of ").u(chunk).s(" bytes");
@@ -313,7 +313,7 @@ void print_seed(const PatternRun& p) {
     l.s("needs a writable device of at least 16 sectors");
     g_dev.die(l);
   }
-  const uint64_t bufs = platform::alloc(2 * 4096, 4096, 1ull << 20, 3ull << 30);
+  const uint64_t bufs = platform::alloc_io(2 * 4096, 4096);
   if (bufs == 0) {
     Line l = g_dev.error_line();
     l.s("no free RAM for two 4 KiB buffers");
@@ -446,7 +446,7 @@ uint64_t run_test(const Test& t, uint64_t bufs, uint64_t seconds, uint64_t hz, R
     g_dev.die(l);
   }
   const uint64_t bytes = uint64_t{g_dev.slots()} * large;
-  const uint64_t bufs = platform::alloc(bytes, 4096, 1ull << 20, 3ull << 30);
+  const uint64_t bufs = platform::alloc_io(bytes, 4096);
   if (bufs == 0) {
     Line().s(kPrefix).s("blk-bench: no free RAM for ").u(g_dev.slots()).s(" buffers of ").u(large).s(" bytes").print();
     exit(1);

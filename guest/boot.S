@@ -15,6 +15,12 @@
 	.asciz "Azote"
 	.balign 4
 	.quad azote_entry64
+	/* Azote I/O window: virtqueues and I/O buffers go in the window the hypervisor
+	 * announces (azote.iowin=START,SIZE), so cards map that window alone. */
+	.long 6, 4, 0x415a0002
+	.asciz "Azote"
+	.balign 4
+	.long 1
 	/* Xen PVH entry (XEN_ELFNOTE_PHYS32_ENTRY): 32-bit, paging off, ebx = start_info. */
 	.long 4, 4, 18
 	.asciz "Xen"

@@ -144,7 +144,7 @@ void root_volume() {
     return;
   }
   // The block as read and written, the block read back, and the GET_ID buffer.
-  const uint64_t mem = platform::alloc(2ull * bs + 512, 4096, 1ull << 20, 3ull << 30);
+  const uint64_t mem = platform::alloc_io(2ull * bs + 512, 4096);
   if (mem == 0) {
     io_error_line("no free RAM for the boot record");
     return;
@@ -187,16 +187,58 @@ void root_volume() {
   l.s("sectors=").u(g_root.capacity()).print();
 }
 
+// 64 random bytes (RDRAND where the CPU has it, else the TSC through a mixer) in a page
+// of private memory (never in the I/O window), printed in hex:
+//   azote-guest: marker HEX
+// The confinement tests look for these bytes in the memory of every host process.
+void marker() {
+  const uint64_t page = platform::alloc(4096, 4096, 1ull << 20, 3ull << 30);
+  if (page == 0) {
+    Line().s(kPrefix).s("marker: no free RAM").print();
+    return;
+  }
+  uint64_t* const m = phys<uint64_t>(page);
+  const bool have_rdrand = (cpuid(1).c & (1u << 30)) != 0;
+  uint64_t x = rdtsc() ^ 0x6d61726b6572ull;
+  for (int i = 0; i < 8; ++i) {
+    uint64_t v = 0;
+    bool ok = false;
+    for (int t = 0; have_rdrand && !ok && t < 10; ++t) {
+      unsigned char c = 0;
+      asm volatile("rdrand %0; setc %1" : "=r"(v), "=qm"(c));
+      ok = c != 0;
+    }
+    if (!ok) {  // splitmix64 over the TSC
+      x += 0x9e3779b97f4a7c15ull + rdtsc();
+      v = x;
+      v = (v ^ (v >> 30)) * 0xbf58476d1ce4e5b9ull;
+      v = (v ^ (v >> 27)) * 0x94d049bb133111ebull;
+      v ^= v >> 31;
+    }
+    m[i] = v;
+  }
+  Line l;
+  l.s(kPrefix).s("marker ");
+  const auto* b = reinterpret_cast<const uint8_t*>(m);  // NOLINT
+  for (int i = 0; i < 64; ++i) l.hex2(b[i]);
+  l.print();
+}
+
 [[noreturn]] void prog_init_impl(const Args& a) {
+  bool with_marker = false;
   for (size_t i = 0; i < a.argc; ++i) {
     if (a.argv[i] == "--no-idle")
       g_no_idle = true;
+    else if (a.argv[i] == "--marker")
+      with_marker = true;
     else
-      usage_error("init", "unknown argument (want --no-idle):", a.argv[i]);
+      usage_error("init", "unknown argument (want --no-idle or --marker):", a.argv[i]);
   }
   const uint64_t mib = (platform::ram_bytes() + (1ull << 20) - 1) >> 20;
   Line().s(kPrefix).s("init vcpus=").u(platform::cpus().count).s(" memory=").u(mib).s("MiB").print();
+  if (with_marker) marker();
   root_volume();
+  if (with_marker) (void)net_lease("init");
   ready();
 }
 

@@ -134,8 +134,8 @@ void Device::setup(bool first) {
     uint64_t& bufs = q == kQueueRx ? rx_bufs_ : tx_bufs_;
     if (first) {
       n = size;
-      ring = platform::alloc(SplitQueue::bytes(size), 4096, 1ull << 20, 3ull << 30);
-      bufs = platform::alloc(uint64_t{size} * kBufBytes, 4096, 1ull << 20, 3ull << 30);
+      ring = platform::alloc_io(SplitQueue::bytes(size), 4096);
+      bufs = platform::alloc_io(uint64_t{size} * kBufBytes, 4096);
       if (ring == 0 || bufs == 0) setup_failed("no free RAM for queue", q);
     } else if (size < n) {
       setup_failed("queue shrank after a reset; QueueNumMax", num_max);

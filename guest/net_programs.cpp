@@ -38,21 +38,21 @@ Line& name_or_dash(Line& l, const char* s) { return s[0] != 0 ? l.s(s) : l.c('-'
 
 // Opens the device, runs DHCP and prints the lease line:
 //   azote-guest: WHO ip=A/PREFIX router=R dns=D[,D...] mtu=M hostname=H lease=S
-// preceded by `azote-guest: WHO dhcp server=S domain=D`. Exit 2 without a device, 1
-// when no lease comes within 30 s.
-dhcp::Lease bring_up(const char* who) {
+// preceded by `azote-guest: WHO dhcp server=S domain=D`. 0, or 2 without a device
+// (after a line saying so), 1 when no lease comes within 30 s (ditto).
+int try_bring_up(const char* who, dhcp::Lease* out) {
   vnet::Options o;
   o.who = who;
   if (g_dev.open(o) == vnet::Device::Open::kNoDevice) {
     Line().s(kPrefix).s(who).s(": no virtio-net device").print();
-    exit(2);
+    return 2;
   }
   g_stack.init(&g_dev);
   dhcp::Lease lease;
   const char* why = nullptr;
   if (!dhcp::acquire(g_stack, kDhcpTimeoutS, &lease, &why)) {
     Line().s(kPrefix).s(who).s(" timeout: no DHCP lease after ").u(kDhcpTimeoutS).s(" s (").s(why).s(")").print();
-    exit(1);
+    return 1;
   }
   Line l1;
   l1.s(kPrefix).s(who).s(" dhcp server=");
@@ -72,6 +72,14 @@ dhcp::Lease bring_up(const char* who) {
   }
   l.s(" mtu=").u(g_stack.mtu()).s(" hostname=");
   name_or_dash(l, lease.hostname).s(" lease=").u(lease.lease).print();
+  *out = lease;
+  return 0;
+}
+
+// The same for the programs: exit 2 without a device, 1 without a lease.
+dhcp::Lease bring_up(const char* who) {
+  dhcp::Lease lease;
+  if (const int st = try_bring_up(who, &lease); st != 0) exit(st);
   return lease;
 }
 
@@ -308,5 +316,10 @@ void on_bench_udp(void* ctx, const inet::Udp& u) {
 [[noreturn]] void prog_net_ping(const Args& a) { prog_net_ping_impl(a); }
 [[noreturn]] void prog_net_echo(const Args& a) { prog_net_echo_impl(a); }
 [[noreturn]] void prog_net_bench(const Args& a) { prog_net_bench_impl(a); }
+
+bool net_lease(const char* who) {
+  dhcp::Lease lease;
+  return try_bring_up(who, &lease) == 0;
+}
 
 }  // namespace az

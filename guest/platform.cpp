@@ -23,6 +23,8 @@ constinit const MemmapEntry* g_memmap = nullptr;
 constinit uint32_t g_memmap_n = 0;
 constinit Str g_cmdline{};
 constinit Range g_reserved[96] = {};
+// The I/O window (azote.iowin=START,SIZE) and the next free byte in it.
+constinit uint64_t g_iowin_start = 0, g_iowin_size = 0, g_iowin_next = 0;
 constinit size_t g_nreserved = 0;
 constinit Cpus g_cpus{};
 constinit bool g_cpus_done = false;
@@ -185,6 +187,47 @@ bool cpus_from_mp(Cpus& c) {
   return c.count > 0;
 }
 
+// "0x..." hex.
+bool parse_hex(Str s, uint64_t* out) {
+  if (s.n < 3 || s.p[0] != '0' || (s.p[1] != 'x' && s.p[1] != 'X') || s.n > 18) return false;
+  uint64_t v = 0;
+  for (size_t i = 2; i < s.n; ++i) {
+    const char c = s.p[i];
+    const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    if (d < 0) return false;
+    v = v << 4 | static_cast<uint64_t>(d);
+  }
+  *out = v;
+  return true;
+}
+
+bool is_iowin_word(Str w) { return w.n >= 12 && Str{w.p, 12} == "azote.iowin="; }
+
+// azote.iowin=START,SIZE: page-aligned RAM below 3 GiB. Reserved at once, so that no
+// private allocation ever lands in memory the cards can see.
+void find_io_window() {
+  const Str cl = g_cmdline;
+  size_t i = 0;
+  while (i < cl.n) {
+    while (i < cl.n && cl.p[i] == ' ') ++i;
+    const size_t start = i;
+    while (i < cl.n && cl.p[i] != ' ') ++i;
+    const Str w{cl.p + start, i - start};
+    if (!is_iowin_word(w)) continue;
+    size_t comma = 12;
+    while (comma < w.n && w.p[comma] != ',') ++comma;
+    uint64_t a = 0, n = 0;
+    if (comma >= w.n || !parse_hex(Str{w.p + 12, comma - 12}, &a) || !parse_hex(Str{w.p + comma + 1, w.n - comma - 1}, &n))
+      return;
+    if (n == 0 || (a & 0xfff) != 0 || (n & 0xfff) != 0 || a + n < a || a + n > (3ull << 30)) return;
+    g_iowin_start = a;
+    g_iowin_size = n;
+    g_iowin_next = a;
+    reserve(a, n);
+    return;
+  }
+}
+
 }  // namespace
 
 void init(uint64_t start_info) {
@@ -208,6 +251,7 @@ void init(uint64_t start_info) {
     while (n < kMaxCmdline && readable(si->cmdline_paddr + n, 1) && p[n] != 0) ++n;
     g_cmdline = Str{p, n};
     reserve(si->cmdline_paddr, n + 1);
+    find_io_window();
   }
   if (si->nr_modules != 0 && si->nr_modules <= 64 && plausible(si->modlist_paddr, uint64_t{si->nr_modules} * 32)) {
     reserve(si->modlist_paddr, uint64_t{si->nr_modules} * 32);
@@ -246,7 +290,7 @@ Args args() {
         found = true;
         a.name = Str{word.p + kLen, word.n - kLen};
       }
-    } else if (a.argc < sizeof a.argv / sizeof a.argv[0] && !virtio::is_device_word(word)) {
+    } else if (a.argc < sizeof a.argv / sizeof a.argv[0] && !virtio::is_device_word(word) && !is_iowin_word(word)) {
       a.argv[a.argc++] = word;
     }
   }
@@ -300,6 +344,19 @@ uint64_t alloc(uint64_t size, uint64_t align, uint64_t lo, uint64_t hi) {
   }
   if (best != 0) reserve(best, size);
   return best;
+}
+
+uint64_t alloc_io(uint64_t size, uint64_t align) {
+  if (g_iowin_size == 0) return alloc(size, align, 1ull << 20, 3ull << 30);
+  const uint64_t cand = (g_iowin_next + align - 1) & ~(align - 1);
+  if (cand < g_iowin_next || cand + size < cand || cand + size > g_iowin_start + g_iowin_size) return 0;
+  g_iowin_next = cand + size;
+  return cand;
+}
+
+void io_window(uint64_t* start, uint64_t* size) {
+  *start = g_iowin_start;
+  *size = g_iowin_size;
 }
 
 }  // namespace az::platform

@@ -67,6 +67,13 @@ const Cpus& cpus();
 // and everything the loader handed over (start info, memory map, command line,
 // modules, ACPI/MP tables). 0 if there is none. Successive calls never overlap.
 uint64_t alloc(uint64_t size, uint64_t align, uint64_t lo, uint64_t hi);
+// Memory a device may see: virtqueues, request headers, I/O buffers. Inside the I/O
+// window when the hypervisor announced one (azote.iowin=START,SIZE: the only guest
+// memory its cards map; alloc() never returns anything inside it), else like alloc()
+// below 3 GiB. 0 if there is no room.
+uint64_t alloc_io(uint64_t size, uint64_t align);
+// The window, if any (size 0: none).
+void io_window(uint64_t* start, uint64_t* size);
 
 }  // namespace platform
 }  // namespace az

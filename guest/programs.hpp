@@ -35,10 +35,12 @@ inline constexpr const char* kPrefix = "azote-guest: ";
 // trip fails; 2 without a device.
 [[noreturn]] void prog_blk_hostile(const Args& args);
 
-// `init [--no-idle]`: an instance's program. Hello line, boot count on the root
-// volume (the first virtio-blk device; record format in init.cpp), `ready`, then
+// `init [--no-idle] [--marker]`: an instance's program. Hello line, boot count on the
+// root volume (the first virtio-blk device; record format in init.cpp), `ready`, then
 // parks the CPU in HLT for good (--no-idle: exit 0). I/O errors print one line
-// and init goes on. (init.cpp)
+// and init goes on. --marker (the confinement tests): first 64 random bytes kept in
+// private memory and printed in hex, and a DHCP lease over the ENI after the boot
+// count. (init.cpp)
 [[noreturn]] void prog_init(const Args& args);
 
 // The network programs (net_programs.cpp), over the user-mode virtio-net driver and
@@ -50,6 +52,9 @@ inline constexpr const char* kPrefix = "azote-guest: ";
 // [PORT] [SECONDS] [SIZE]`: UDP datagrams to an echo server, one line with the rates
 // sent and received; exit 0 if any came back.
 [[noreturn]] void prog_net_dhcp(const Args& args);
+// A DHCP lease over the first virtio-net device, its lines printed as net-dhcp prints
+// them; false (after a line saying why) without a device or a lease. For init.
+bool net_lease(const char* who);
 [[noreturn]] void prog_net_ping(const Args& args);
 [[noreturn]] void prog_net_echo(const Args& args);
 [[noreturn]] void prog_net_bench(const Args& args);

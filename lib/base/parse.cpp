@@ -46,4 +46,11 @@ std::optional<uint64_t> parse_size(std::string_view s) {
   return *base << shift;
 }
 
+std::optional<int> parse_fd_ref(std::string_view s) {
+  if (s.substr(0, 3) != "fd:") return std::nullopt;
+  const auto n = parse_uint(s.substr(3), 3, 1 << 20);
+  if (!n) return std::nullopt;
+  return static_cast<int>(*n);
+}
+
 }  // namespace azote

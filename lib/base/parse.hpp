@@ -15,4 +15,8 @@ std::optional<uint64_t> parse_size(std::string_view s);
 // Decimal unsigned integer within [lo, hi]; nullopt otherwise.
 std::optional<uint64_t> parse_uint(std::string_view s, uint64_t lo, uint64_t hi);
 
+// "fd:N": a descriptor this process was given at start (N >= 3, the launcher's numbering);
+// nullopt for anything else, including a path.
+std::optional<int> parse_fd_ref(std::string_view s);
+
 }  // namespace azote

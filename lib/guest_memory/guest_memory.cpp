@@ -9,9 +9,35 @@ namespace {
 constexpr uint64_t kPage = 4096;
 }
 
+namespace {
+
+struct Backing {
+  UniqueFd fd;
+  MappedRegion map;
+};
+
+Result<Backing, MemoryError> make_backing(const char* name, uint64_t total) {
+  Backing b;
+  b.fd = UniqueFd(::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!b.fd) return errno_error(MemoryErrc::kCreate, "memfd_create");
+  if (::ftruncate(b.fd.get(), static_cast<off_t>(total)) != 0)
+    return errno_error(MemoryErrc::kCreate, std::string("ftruncate ") + name + " to " + std::to_string(total));
+  // A peer that maps the memfd (a card) must never see it shrink under it (SIGBUS).
+  if (::fcntl(b.fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
+    return errno_error(MemoryErrc::kCreate, std::string("seal ") + name);
+  void* p = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, b.fd.get(), 0);
+  if (p == MAP_FAILED) return errno_error(MemoryErrc::kCreate, std::string("mmap ") + name);
+  b.map = MappedRegion(p, total);
+  // Guest RAM must not end up in a core dump of the VMM.
+  ::madvise(p, total, MADV_DONTDUMP);
+  return b;
+}
+
+}  // namespace
+
 Result<GuestMemory, MemoryError> GuestMemory::create(const std::vector<RegionSpec>& specs) {
   if (specs.empty()) return make_error(MemoryErrc::kBadLayout, "no memory regions");
-  uint64_t total = 0;
+  uint64_t total = 0, io_total = 0;
   for (size_t i = 0; i < specs.size(); ++i) {
     const auto& s = specs[i];
     if (s.size == 0 || s.size % kPage != 0 || s.start.raw % kPage != 0)
@@ -20,29 +46,30 @@ Result<GuestMemory, MemoryError> GuestMemory::create(const std::vector<RegionSpe
       return make_error(MemoryErrc::kBadLayout, "region " + std::to_string(i) + " wraps around");
     if (i > 0 && specs[i - 1].start.raw + specs[i - 1].size > s.start.raw)
       return make_error(MemoryErrc::kBadLayout, "regions overlap or are not sorted");
-    total += s.size;
+    (s.io ? io_total : total) += s.size;
   }
+  if (total == 0) return make_error(MemoryErrc::kBadLayout, "no private memory region");
 
   GuestMemory mem;
-  mem.fd_ = UniqueFd(::memfd_create("azote-guest-ram", MFD_CLOEXEC | MFD_ALLOW_SEALING));
-  if (!mem.fd_) return errno_error(MemoryErrc::kCreate, "memfd_create");
-  if (::ftruncate(mem.fd_.get(), static_cast<off_t>(total)) != 0)
-    return errno_error(MemoryErrc::kCreate, "ftruncate guest memfd to " + std::to_string(total));
-  // A peer that maps the memfd (a card) must never see it shrink under it (SIGBUS).
-  if (::fcntl(mem.fd_.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
-    return errno_error(MemoryErrc::kCreate, "seal guest memfd");
-  void* p = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, mem.fd_.get(), 0);
-  if (p == MAP_FAILED) return errno_error(MemoryErrc::kCreate, "mmap guest memory");
-  mem.map_ = MappedRegion(p, total);
-  // Guest RAM must not end up in a core dump of the VMM.
-  ::madvise(p, total, MADV_DONTDUMP);
-
-  uint64_t off = 0;
-  for (const auto& s : specs) {
-    mem.regions_.push_back(MemoryRegion{s.start, s.size, off, mem.map_.data() + off});
-    off += s.size;
+  AZOTE_TRY(main, make_backing("azote-guest-ram", total));
+  mem.fd_ = std::move(main.fd);
+  mem.map_ = std::move(main.map);
+  if (io_total > 0) {
+    AZOTE_TRY(io, make_backing("azote-guest-io-window", io_total));
+    mem.io_fd_ = std::move(io.fd);
+    mem.io_map_ = std::move(io.map);
   }
-  mem.total_ = total;
+  uint64_t off = 0, io_off = 0;
+  for (const auto& s : specs) {
+    if (s.io) {
+      mem.regions_.push_back(MemoryRegion{s.start, s.size, io_off, mem.io_map_.data() + io_off, true});
+      io_off += s.size;
+    } else {
+      mem.regions_.push_back(MemoryRegion{s.start, s.size, off, mem.map_.data() + off, false});
+      off += s.size;
+    }
+  }
+  mem.total_ = total + io_total;
   return mem;
 }
 

@@ -1,5 +1,7 @@
-// Guest physical memory backed by one memfd, so cards can map the same pages later
-// (vhost-user SET_MEM_TABLE hands them the fd and each region's offset).
+// Guest physical memory backed by memfds, so cards can map the same pages later
+// (vhost-user SET_MEM_TABLE hands them a memfd and each region's offset): one for
+// private RAM and, when the guest supports it, one for the I/O window, which alone is
+// handed to cards.
 //
 // Every access from the VMM goes through read()/write(), which check start, length
 // and overflow; no raw pointer into guest RAM leaves this library except the region
@@ -53,20 +55,26 @@ class GuestMemoryView {
 struct RegionSpec {
   GuestAddress start;
   uint64_t size = 0;
+  // Part of the I/O window: backed by a memfd of its own, the only one cards are given
+  // (what a card behind an IOMMU could reach). Every other region is private to the VMM
+  // and KVM.
+  bool io = false;
 };
 
 struct MemoryRegion {
   GuestAddress start;
   uint64_t size = 0;
-  uint64_t file_offset = 0;  // offset of this region inside the memfd
+  uint64_t file_offset = 0;  // offset of this region inside its memfd
   uint8_t* host = nullptr;   // VMM mapping, for KVM memslots only
+  bool io = false;           // in the I/O window's memfd (io_memfd())
   GuestAddress end() const { return start + size; }
 };
 
 class GuestMemory final : public GuestMemoryView {
  public:
-  // Creates one memfd holding every region back to back (page-aligned regions,
-  // sorted, non-overlapping) and maps it shared.
+  // Creates one memfd holding every private region back to back (page-aligned regions,
+  // sorted, non-overlapping), and one for the I/O window's regions if any, and maps them
+  // shared.
   static Result<GuestMemory, MemoryError> create(const std::vector<RegionSpec>& specs);
 
   GuestMemory(GuestMemory&&) = default;
@@ -96,14 +104,17 @@ class GuestMemory final : public GuestMemoryView {
   const std::vector<MemoryRegion>& regions() const { return regions_; }
   uint64_t total_size() const { return total_; }
   int memfd() const { return fd_.get(); }
+  // The I/O window's memfd, or -1 when there is no window (cards then get memfd()).
+  int io_memfd() const { return io_fd_.get(); }
+  bool has_io_window() const { return io_fd_.valid(); }
 
  private:
   GuestMemory() = default;
   // Host pointer for [gpa, gpa+len) or nullptr if it is not inside one region.
   uint8_t* translate(GuestAddress gpa, uint64_t len) const;
 
-  UniqueFd fd_;
-  MappedRegion map_;
+  UniqueFd fd_, io_fd_;
+  MappedRegion map_, io_map_;
   std::vector<MemoryRegion> regions_;
   uint64_t total_ = 0;
 };

@@ -65,6 +65,11 @@ kvm_cpuid_entry2* CpuidEntries::find(uint32_t function, uint32_t index) {
 KvmResult<Kvm> Kvm::open(const char* path) {
   UniqueFd fd(::open(path, O_RDWR | O_CLOEXEC));
   if (!fd) return errno_error(KvmErrc::kOpen, std::string("open ") + path);
+  return adopt(std::move(fd));
+}
+
+KvmResult<Kvm> Kvm::adopt(UniqueFd fd) {
+  if (!fd) return make_error(KvmErrc::kOpen, "no KVM descriptor");
   const int v = xioctl(fd.get(), KVM_GET_API_VERSION, 0);
   if (v != KVM_API_VERSION)
     return make_error(KvmErrc::kApiVersion, "KVM API version " + std::to_string(v) + ", expected 12");

@@ -103,6 +103,8 @@ class VmFd {
 class Kvm {
  public:
   static KvmResult<Kvm> open(const char* path = "/dev/kvm");
+  // An open /dev/kvm handed over by the launcher (the jail has no /dev/kvm).
+  static KvmResult<Kvm> adopt(UniqueFd fd);
   int check_extension(long cap) const;
   KvmResult<CpuidEntries> supported_cpuid() const;
   KvmResult<std::vector<uint32_t>> msr_index_list() const;

@@ -72,6 +72,11 @@ LoaderResult<bool> parse_notes(std::span<const uint8_t> notes, ElfImage* img) {
       uint64_t e = 0;
       get(desc, 0, &e);
       img->azote_entry = e;
+    } else if (name == "Azote" && type == kAzoteElfNoteIoWindow) {
+      if (descsz != 4) return malformed("Azote I/O window note has " + std::to_string(descsz) + "-byte descriptor");
+      uint32_t v = 0;
+      get(desc, 0, &v);
+      img->io_window = v == 1;
     }
     off = desc_off + desc_len;
   }
@@ -221,15 +226,23 @@ LoaderResult<std::vector<uint8_t>> read_file(const std::string& path, size_t max
     return make_error(LoaderErrc::kIo, path + " is not a regular file (it is " + file_kind(st.st_mode) + ")");
   const int flags = ::fcntl(fd.get(), F_GETFL);
   if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0) return errno_error(LoaderErrc::kIo, "fcntl " + path);
+  return read_fd(fd.get(), path, max);
+}
+
+LoaderResult<std::vector<uint8_t>> read_fd(int fd, const std::string& what, size_t max) {
+  struct stat st{};
+  if (::fstat(fd, &st) != 0) return errno_error(LoaderErrc::kIo, "stat " + what);
+  if (!S_ISREG(st.st_mode))
+    return make_error(LoaderErrc::kIo, what + " is not a regular file (it is " + file_kind(st.st_mode) + ")");
   if (static_cast<uint64_t>(st.st_size) > max)
-    return make_error(LoaderErrc::kMalformed, path + " is " + std::to_string(st.st_size) + " bytes (limit " + std::to_string(max) + ")");
+    return make_error(LoaderErrc::kMalformed, what + " is " + std::to_string(st.st_size) + " bytes (limit " + std::to_string(max) + ")");
   std::vector<uint8_t> buf(static_cast<size_t>(st.st_size));
   size_t done = 0;
   while (done < buf.size()) {
-    const ssize_t n = ::read(fd.get(), buf.data() + done, buf.size() - done);
+    const ssize_t n = ::pread(fd, buf.data() + done, buf.size() - done, static_cast<off_t>(done));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return errno_error(LoaderErrc::kIo, "read " + path);
-    if (n == 0) return make_error(LoaderErrc::kIo, path + " shrank while being read");
+    if (n < 0) return errno_error(LoaderErrc::kIo, "read " + what);
+    if (n == 0) return make_error(LoaderErrc::kIo, what + " shrank while being read");
     done += static_cast<size_t>(n);
   }
   return buf;

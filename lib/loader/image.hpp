@@ -35,6 +35,10 @@ inline constexpr uint32_t kXenElfNotePhys32Entry = 18;
 // Azote 64-bit entry: note name "Azote", desc = 8-byte physical entry address. The
 // guest is entered in long mode with the hypervisor's identity map and GDT.
 inline constexpr uint32_t kAzoteElfNoteEntry64 = 0x415a0001;
+// Azote I/O window: note name "Azote", 4-byte descriptor (1). The kernel places every
+// virtqueue and I/O buffer inside the window the hypervisor announces on its command
+// line (azote.iowin=START,SIZE), so cards need to map only that window.
+inline constexpr uint32_t kAzoteElfNoteIoWindow = 0x415a0002;
 
 struct LoadSegment {
   uint64_t paddr = 0;
@@ -49,6 +53,7 @@ struct ElfImage {
   std::vector<LoadSegment> segments;   // sorted by paddr, non-overlapping
   std::optional<uint32_t> pvh_entry;   // 32-bit PVH entry
   std::optional<uint64_t> azote_entry; // 64-bit entry
+  bool io_window = false;              // kAzoteElfNoteIoWindow present
   uint64_t lowest = 0, highest = 0;    // [lowest, highest) covers every segment
 };
 
@@ -76,5 +81,8 @@ LoaderResult<BzImage> parse_bzimage(std::span<const uint8_t> file);
 // Reads a whole regular file (bounded by kMaxImageBytes); errors name the path. Anything
 // else (a named pipe, a device, a directory) is refused without blocking (kIo).
 LoaderResult<std::vector<uint8_t>> read_file(const std::string& path, size_t max = kMaxImageBytes);
+// The same from a descriptor handed over by the launcher (read with pread from offset 0;
+// the descriptor stays open); `what` names it in errors.
+LoaderResult<std::vector<uint8_t>> read_fd(int fd, const std::string& what, size_t max = kMaxImageBytes);
 
 }  // namespace azote::loader

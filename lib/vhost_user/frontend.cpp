@@ -179,15 +179,17 @@ Result<void, VuError> Frontend::send_mem_table() {
 }
 
 Result<void, VuError> Frontend::set_mem_table(const GuestMemory& mem) {
-  const auto& regions = mem.regions();
-  if (regions.empty() || regions.size() > kMaxMemRegions)
-    return bad(Errc::kBadRegion, "SET_MEM_TABLE: guest memory has " + std::to_string(regions.size()) +
-                                     " regions (1.." + std::to_string(kMaxMemRegions) + ")");
+  // With an I/O window the backend gets the window alone (its own memfd): the rest of
+  // guest RAM is never handed to a card. Without one, all of it.
   std::vector<MemoryRegionDesc> descs;
-  for (const auto& r : regions) {
+  for (const auto& r : mem.regions()) {
+    if (mem.has_io_window() && !r.io) continue;
     descs.push_back(MemoryRegionDesc{r.start.raw, r.size, reinterpret_cast<uintptr_t>(r.host), r.file_offset});
   }
-  AZOTE_TRY(fd, dup_fd(mem.memfd(), "guest memfd"));
+  if (descs.empty() || descs.size() > kMaxMemRegions)
+    return bad(Errc::kBadRegion, "SET_MEM_TABLE: " + std::to_string(descs.size()) + " regions to share (1.." +
+                                     std::to_string(kMaxMemRegions) + ")");
+  AZOTE_TRY(fd, dup_fd(mem.has_io_window() ? mem.io_memfd() : mem.memfd(), "guest memfd"));
   // Kept only if the backend accepts the table.
   auto old_regions = std::move(setup_.regions);
   auto old_fd = std::move(setup_.memfd);

@@ -60,7 +60,9 @@ struct E820Entry {
 };
 
 // RAM regions for `mem_size` bytes of guest memory (split around the MMIO hole).
-std::vector<RegionSpec> ram_regions(uint64_t mem_size);
+// With `io_window` > 0, the top `io_window` bytes of low RAM are a region of their own
+// (RegionSpec::io), the I/O window: still RAM in the E820 map.
+std::vector<RegionSpec> ram_regions(uint64_t mem_size, uint64_t io_window = 0);
 // The memory map reported to the guest: RAM below 640 KiB, ACPI area reserved, RAM
 // from 1 MiB, and RAM above 4 GiB when there is more than 3 GiB.
 std::vector<E820Entry> e820_map(uint64_t mem_size);

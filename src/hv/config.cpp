@@ -40,13 +40,20 @@ Result<ConsoleConfig, ConfigError> check_console(const std::string& origin, cons
     c.path = v.substr(5);
     return c;
   }
+  if (v.rfind("fd:", 0) == 0) {
+    const auto fd = parse_fd_ref(v);
+    if (!fd) return bad(origin + ": \"" + v + "\" is not fd:N with N a descriptor number from 3");
+    c.kind = ConsoleKind::kFd;
+    c.fd = *fd;
+    return c;
+  }
   if (v.rfind("unix:", 0) == 0 && v.size() > 5) {
     c.kind = ConsoleKind::kUnix;
     c.path = v.substr(5);
     if (c.path.size() >= 108) return bad(origin + ": socket path is longer than 107 bytes");
     return c;
   }
-  return bad(origin + ": \"" + v + "\" is not stdio, file:PATH or unix:PATH");
+  return bad(origin + ": \"" + v + "\" is not stdio, file:PATH, unix:PATH or fd:N");
 }
 
 Result<void, ConfigError> check_control(const std::string& origin, const std::string& v) {
@@ -57,6 +64,7 @@ Result<void, ConfigError> check_control(const std::string& origin, const std::st
 
 Result<void, ConfigError> check_kernel(const std::string& origin, const std::string& v) {
   if (v.empty()) return bad(origin + ": empty kernel");
+  if (v.rfind("fd:", 0) == 0 && !parse_fd_ref(v)) return bad(origin + ": \"" + v + "\" is not fd:N with N a descriptor number from 3");
   if (v.rfind("builtin:", 0) == 0 && v.size() == 8) return bad(origin + ": builtin: needs a program name, e.g. builtin:hello");
   return {};
 }
@@ -115,6 +123,13 @@ std::string VmConfig::effective_cmdline() const {
   } else {
     c = cmdline;
   }
+  if (io_window_size > 0) {
+    char w[80];
+    std::snprintf(w, sizeof w, "azote.iowin=%#llx,%#llx", static_cast<unsigned long long>(io_window_start),
+                  static_cast<unsigned long long>(io_window_size));
+    if (!c.empty()) c += ' ';
+    c += w;
+  }
   for (size_t i = 0; i < devices.size(); ++i) {
     char entry[64];
     std::snprintf(entry, sizeof entry, "virtio_mmio.device=4K@%#llx:%u",
@@ -141,12 +156,14 @@ Options:
                               blk-check [MIB], blk-bench [QD] [SECONDS]).
   --cmdline STR               Kernel command line. With builtin:NAME, the program's
                               arguments (appended after azote.run=NAME).
-  --initrd PATH               Initial ramdisk (bzImage: ramdisk fields; PVH: module 0).
+                              fd:N reads it from descriptor N (handed over by the launcher).
+  --initrd PATH|fd:N          Initial ramdisk (bzImage: ramdisk fields; PVH: module 0).
   --vcpus N                   Number of vCPUs, 1-254 (default 1). One thread each.
   --memory SIZE               Guest RAM, e.g. 128M or 2G; 8M to 1T, whole MiB
                               (default 256M). Backed by a memfd.
-  --console stdio|file:PATH|unix:PATH
-                              Where the COM1 UART goes (default stdio). unix:PATH listens
+  --console stdio|file:PATH|unix:PATH|fd:N
+                              Where the COM1 UART goes (default stdio; fd:N: a descriptor
+                              open for writing, handed over). unix:PATH listens
                               on a new socket at PATH; output before a client connects is
                               kept (last 64 KiB) and replayed to it; input is forwarded.
   --device blk,socket=PATH    A virtio-blk device served by a card (azote-card-blk,
@@ -157,13 +174,16 @@ Options:
                               Repeatable (up to 16 devices in all, any kinds). Each appears as a virtio-mmio device
                               at 0xc0000000 + 4K*i, interrupt 5+i, announced on the
                               kernel command line as virtio_mmio.device=4K@ADDR:IRQ.
-  --control PATH              Empty-shell mode: set the VM up (memory, kernel, vCPUs,
+  --kvm-fd N                  Use descriptor N, an open /dev/kvm handed over by the
+                              launcher, instead of opening /dev/kvm.
+  --control PATH|fd:N         Empty-shell mode: set the VM up (memory, kernel, vCPUs,
                               --device cards) but keep the vCPUs parked, and take
                               requests on a new unix socket at PATH (mode 0600), one
                               JSON object per line: {"op": "describe"}, {"op":
                               "attach-device", "kind": "blk"|"net", "socket": PATH},
                               {"op": "start"}, {"op": "stop"}. The socket is served
-                              while the guest runs and removed at exit.
+                              while the guest runs and removed at exit. fd:N: a listening
+                              socket handed over (the launcher's; not removed).
   --config FILE.json          Read the same fields from JSON: {"kernel", "cmdline",
                               "initrd", "vcpus", "memory", "console", "devices", "pit",
                               "log", "control"}; memory may be a string ("256M") or a
@@ -178,6 +198,19 @@ Options:
                               stderr.
   --stats PATH                At exit, write JSON with each vCPU's exits to this process
                               (port I/O, MMIO, other) and each thread's CPU time.
+  --seccomp kill|log          Each thread runs under its class's allowlist (main, vcpu:
+                              src/hv/seccomp.json). kill (default): a forbidden system
+                              call ends the process with SIGSYS after one line on stderr
+                              naming the thread and the call. log: the kernel logs it and
+                              lets it through (debugging only; azote-controller refuses it).
+  --io-window auto|off|SIZE   The I/O window: the part of guest RAM cards are given
+                              (their own memfd); the rest of RAM is never shared with a
+                              card. Made only for a kernel that says (an ELF note) it
+                              keeps its virtqueues and buffers there: the built-in guest.
+                              auto (default): half of the memory below 3 GiB, at most 1G.
+  --debug-guest               On a fatal guest event, read the faulting instruction's bytes
+                              from guest memory for the report. Without it azote-hv reads
+                              no guest memory once the images are loaded.
   -v, --verbose               Log boot steps.
   -h, --help                  Show this help.
   --version                   Show the version.
@@ -198,8 +231,9 @@ Exit status:
   85      VM entry failed
   86      unexpected KVM exit reason
   143     stopped by SIGTERM or SIGINT, or by a "stop" control request
-On a failure, one line on stderr names the reason, vCPU, RIP and instruction bytes;
-the full register dump follows in the log.
+On a failure, one line on stderr names the reason, vCPU and RIP (and, with
+--debug-guest, the instruction bytes); the full register dump follows in the log.
+A forbidden system call ends the process with SIGSYS (shell status 159).
 )";
 }
 
@@ -296,6 +330,10 @@ Result<ParseOutcome, ConfigError> parse_args(int argc, const char* const* argv) 
       cfg.pit = false;
       continue;
     }
+    if (a == "--debug-guest") {
+      cfg.debug_guest = true;
+      continue;
+    }
     std::string value;
     const auto eq = a.find('=');
     if (a.rfind("--", 0) == 0 && eq != std::string::npos) {
@@ -304,7 +342,7 @@ Result<ParseOutcome, ConfigError> parse_args(int argc, const char* const* argv) 
     } else {
       static const std::set<std::string> kWithValue = {"--kernel", "--cmdline", "--initrd", "--vcpus", "--memory",
                                                        "--console", "--config", "--log", "--device", "--stats",
-                                                       "--control"};
+                                                       "--control", "--seccomp", "--kvm-fd", "--io-window"};
       if (kWithValue.count(a) == 0)
         return make_error(ConfigErrc::kUsage, "unknown option \"" + a + "\" (see --help)");
       if (i + 1 >= argc) return make_error(ConfigErrc::kUsage, a + " needs a value");
@@ -336,6 +374,7 @@ Result<ParseOutcome, ConfigError> parse_args(int argc, const char* const* argv) 
       cfg.cmdline = value;
     } else if (flag == "--initrd") {
       if (value.empty()) return bad("--initrd: empty path");
+      if (value.rfind("fd:", 0) == 0 && !parse_fd_ref(value)) return bad("--initrd: \"" + value + "\" is not fd:N");
       cfg.initrd = value;
     } else if (flag == "--vcpus") {
       AZOTE_TRY(n, check_vcpus(flag, value));
@@ -350,9 +389,34 @@ Result<ParseOutcome, ConfigError> parse_args(int argc, const char* const* argv) 
       cfg.log_path = value;
     } else if (flag == "--stats") {
       cfg.stats_path = value;
+    } else if (flag == "--io-window") {
+      if (value == "auto") {
+        cfg.io_window = VmConfig::kIoWindowAuto;
+      } else if (value == "off") {
+        cfg.io_window = 0;
+      } else {
+        const auto n = parse_size(value);
+        if (!n || *n == 0 || *n % (1ull << 20) != 0)
+          return bad("--io-window: \"" + value + "\" is not auto, off or a whole number of MiB such as 64M");
+        cfg.io_window = *n;
+      }
+    } else if (flag == "--seccomp") {
+      auto m = sandbox::parse_seccomp_mode(value);
+      if (!m) return bad(m.error().message());
+      cfg.seccomp = *m;
     } else if (flag == "--control") {
-      AZOTE_TRYV(check_control(flag, value));
+      if (value.rfind("fd:", 0) == 0) {
+        const auto fd = parse_fd_ref(value);
+        if (!fd) return bad("--control: \"" + value + "\" is not fd:N with N a descriptor number from 3");
+        cfg.control_fd = *fd;
+      } else {
+        AZOTE_TRYV(check_control(flag, value));
+      }
       cfg.control_path = value;
+    } else if (flag == "--kvm-fd") {
+      const auto fd = parse_fd_ref("fd:" + value);
+      if (!fd) return bad("--kvm-fd: \"" + value + "\" is not a descriptor number from 3");
+      cfg.kvm_fd = *fd;
     } else {
       return make_error(ConfigErrc::kUsage, "unknown option \"" + flag + "\" (see --help)");
     }

@@ -8,15 +8,17 @@
 #include <vector>
 
 #include "base/error.hpp"
+#include "sandbox/seccomp.hpp"
 #include "virtio/spec.hpp"
 
 namespace azote::hv {
 
-enum class ConsoleKind { kStdio, kFile, kUnix };
+enum class ConsoleKind { kStdio, kFile, kUnix, kFd };
 
 struct ConsoleConfig {
   ConsoleKind kind = ConsoleKind::kStdio;
   std::string path;
+  int fd = -1;  // kFd: a descriptor open for writing, handed over at start
 };
 
 // A device served by a card over vhost-user: "--device KIND,socket=PATH". The kind
@@ -42,9 +44,9 @@ const DeviceKind* find_device_kind(const std::string& name);
 std::string known_device_kinds();
 
 struct VmConfig {
-  std::string kernel;          // a path, or "builtin:NAME"
+  std::string kernel;          // a path, "builtin:NAME", or "fd:N" (a descriptor handed over)
   std::string cmdline;
-  std::string initrd;          // empty: none
+  std::string initrd;          // empty: none; a path or "fd:N"
   uint32_t vcpus = 1;
   uint64_t memory = 256ull << 20;
   ConsoleConfig console;
@@ -53,7 +55,22 @@ struct VmConfig {
   std::string log_path;        // empty: stderr
   std::string stats_path;      // empty: none
   std::string control_path;    // --control: empty shell, vCPUs parked until "start"
+  int control_fd = -1;         // --control fd:N: a listening socket handed over (the launcher's)
+  int kvm_fd = -1;             // --kvm-fd N: an open /dev/kvm handed over (the jail has none)
   bool verbose = false;
+  // Thread-class allowlists (src/hv/seccomp.json); kLog only for finding a missing rule.
+  sandbox::SeccompMode seccomp = sandbox::SeccompMode::kKill;
+  // Read guest memory after boot for diagnostics (the faulting instruction's bytes). Off
+  // by default: once the images are loaded, azote-hv reads no guest memory.
+  bool debug_guest = false;
+  // The I/O window (--io-window): 0 off; kIoWindowAuto half of low memory (at most
+  // 1 GiB); else a size. Made only for a kernel whose ELF notes say it uses one (the
+  // built-in guest): cards then map the window and nothing else of guest RAM.
+  uint64_t io_window = kIoWindowAuto;
+  static constexpr uint64_t kIoWindowAuto = ~0ull;
+  // Resolved by the VM at setup: where the window is (0 size: none). Announced to the
+  // guest as azote.iowin=START,SIZE on its command line.
+  uint64_t io_window_start = 0, io_window_size = 0;
 
   bool builtin() const { return kernel.rfind("builtin:", 0) == 0; }
   std::string builtin_name() const { return kernel.substr(8); }

@@ -38,6 +38,10 @@ Result<Console, ConsoleError> Console::open(const ConsoleConfig& cfg) {
       c.out_ = UniqueFd(::open(cfg.path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
       if (!c.out_) return errno_error(ConsoleErrc::kOpen, "--console file:" + cfg.path);
       break;
+    case ConsoleKind::kFd:
+      c.out_ = UniqueFd(cfg.fd);
+      if (::fcntl(cfg.fd, F_SETFD, FD_CLOEXEC) != 0) return errno_error(ConsoleErrc::kOpen, "--console fd:" + std::to_string(cfg.fd));
+      break;
     case ConsoleKind::kUnix: {
       c.listen_ = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
       if (!c.listen_) return errno_error(ConsoleErrc::kOpen, "--console unix: socket");
@@ -79,7 +83,7 @@ void Console::write(std::span<const uint8_t> bytes) {
 
 void Console::flush() {
   std::lock_guard lock(*mu_);
-  if (out_ && cfg_.kind == ConsoleKind::kFile) ::fsync(out_.get());
+  if (out_ && (cfg_.kind == ConsoleKind::kFile || cfg_.kind == ConsoleKind::kFd)) ::fsync(out_.get());
 }
 
 void Console::send_to_client(std::span<const uint8_t> bytes) {

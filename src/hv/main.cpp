@@ -7,6 +7,11 @@
 #include "hv/config.hpp"
 #include "hv/exit_status.hpp"
 #include "hv/vm.hpp"
+#include "sandbox/seccomp.hpp"
+
+namespace azote::hv {
+const sandbox::ProcessPolicy& seccomp_policy();  // generated from seccomp.json
+}
 
 using namespace azote;
 
@@ -25,6 +30,12 @@ int main(int argc, char** argv) {
     return 0;
   }
   const auto& cfg = std::get<hv::VmConfig>(*parsed);
+  // Also non-dumpable from here on: guest memory is never in a core dump, and no other
+  // process of this uid may ptrace this one or read its memory through /proc.
+  if (auto s = sandbox::init_process(hv::seccomp_policy(), cfg.seccomp); !s) {
+    std::fprintf(stderr, "azote-hv: error: %s\n", s.error().message().c_str());
+    return hv::kExitHostSetup;
+  }
   if (cfg.verbose) log::set_level(log::Level::kInfo);
   std::FILE* logf = nullptr;
   if (!cfg.log_path.empty()) {

@@ -16,10 +16,12 @@
 #include <system_error>
 
 #include "acpi/acpi.hpp"
+#include "base/parse.hpp"
 #include "base/log.hpp"
 #include "hv/exit_status.hpp"
 #include "hv/vhost_user_backend.hpp"
 #include "loader/load.hpp"
+#include "sandbox/seccomp.hpp"
 #include "x86/boot_cpu.hpp"
 #include "x86/cpuid.hpp"
 #include "x86/layout.hpp"
@@ -53,6 +55,15 @@ bool same_socket(const std::string& a, const std::string& b) {
   return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
+// A kernel or initrd: a path, or "fd:N" (a descriptor the launcher opened; closed after).
+loader::LoaderResult<std::vector<uint8_t>> read_image(const std::string& where, size_t max) {
+  if (const auto fd = parse_fd_ref(where)) {
+    UniqueFd owned(*fd);
+    return loader::read_fd(owned.get(), where, max);
+  }
+  return loader::read_file(where, max);
+}
+
 const char* mode_name(const kvm_sregs& s) {
   if ((s.cr0 & 1) == 0) return "real";
   if ((s.efer & (1u << 10)) != 0) return s.cs.l != 0 ? "64-bit" : "compatibility";
@@ -79,7 +90,7 @@ Result<std::unique_ptr<Vm>, VmError> Vm::create(const VmConfig& cfg) {
 }
 
 Result<void, VmError> Vm::setup() {
-  auto kvm = kvm::Kvm::open();
+  auto kvm = cfg_.kvm_fd >= 0 ? kvm::Kvm::adopt(UniqueFd(cfg_.kvm_fd)) : kvm::Kvm::open();
   if (!kvm.ok()) return make_error(VmErrc::kHost, "cannot use KVM: " + kvm.error().message());
   kvm_.emplace(std::move(kvm).value());
   for (auto [cap, name] : {std::pair{KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP"}, {KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"},
@@ -102,7 +113,9 @@ Result<void, VmError> Vm::setup() {
     if (auto r = vm_->create_pit2(); !r.ok()) return host_error("create in-kernel PIT", r.error());
   }
 
-  auto mem = GuestMemory::create(x86::ram_regions(cfg_.memory));
+  AZOTE_TRYV(read_kernel());
+  AZOTE_TRYV(plan_io_window());
+  auto mem = GuestMemory::create(x86::ram_regions(cfg_.memory, cfg_.io_window_size));
   if (!mem.ok()) return make_error(VmErrc::kHost, "guest memory: " + mem.error().message());
   mem_.emplace(std::move(mem).value());
   uint32_t slot = 0;
@@ -155,21 +168,51 @@ Result<void, VmError> Vm::attach_device(const DeviceConfig& d) {
   return {};
 }
 
-Result<void, VmError> Vm::load_kernel() {
-  std::vector<uint8_t> owned;
-  std::span<const uint8_t> image;
+Result<void, VmError> Vm::read_kernel() {
   if (cfg_.builtin()) {
 #ifdef AZOTE_HAVE_BUILTIN_GUEST
-    image = std::span(azote_builtin_guest_start, azote_builtin_guest_end);
+    image_ = std::span(azote_builtin_guest_start, azote_builtin_guest_end);
 #else
     return make_error(VmErrc::kImage, "--kernel builtin:" + cfg_.builtin_name() + ": this azote-hv was built without the built-in guest");
 #endif
   } else {
-    auto f = loader::read_file(cfg_.kernel);
+    auto f = read_image(cfg_.kernel, loader::kMaxImageBytes);
     if (!f.ok()) return make_error(VmErrc::kImage, "--kernel: " + f.error().message());
-    owned = std::move(f).value();
-    image = owned;
+    owned_image_ = std::move(f).value();
+    image_ = owned_image_;
   }
+  return {};
+}
+
+Result<void, VmError> Vm::plan_io_window() {
+  if (cfg_.io_window == 0) return {};
+  // Only a kernel that keeps its virtqueues and buffers in the window gets one: any
+  // other would hand cards addresses outside it.
+  bool supported = false;
+  if (loader::detect(image_) == loader::ImageKind::kElf)
+    if (auto elf = loader::parse_elf(image_); elf.ok()) supported = elf->io_window;
+  if (!supported) {
+    if (cfg_.io_window != VmConfig::kIoWindowAuto)
+      LOG_WARN("--io-window: this kernel does not declare an I/O window (no Azote note); cards map all of guest RAM");
+    return {};
+  }
+  uint64_t size = cfg_.io_window;
+  const uint64_t low = x86::low_ram_end(cfg_.memory);
+  // Half of low memory, at most 1 GiB: room for a benchmark's queue depth of 1 MiB
+  // buffers. The size exposes nothing by itself: only what the guest puts there is seen.
+  if (size == VmConfig::kIoWindowAuto) size = std::min<uint64_t>(low / 2 & ~((1ull << 20) - 1), 1ull << 30);
+  if (size > low / 2)
+    return make_error(VmErrc::kHost, "--io-window " + std::to_string(size >> 20) + "M is more than half of low memory (" +
+                                         std::to_string(low >> 20) + "M)");
+  cfg_.io_window_size = size;
+  cfg_.io_window_start = low - size;
+  LOG_INFO("boot: I/O window %#" PRIx64 "-%#" PRIx64 " (%" PRIu64 " MiB): the only guest memory cards map", cfg_.io_window_start,
+           cfg_.io_window_start + size, size >> 20);
+  return {};
+}
+
+Result<void, VmError> Vm::load_kernel() {
+  const std::span<const uint8_t> image = image_;
   std::vector<uint8_t> initrd;
   loader::BootSpec spec;
   spec.kernel = image;
@@ -177,7 +220,7 @@ Result<void, VmError> Vm::load_kernel() {
   spec.mem_size = cfg_.memory;
   spec.e820 = x86::e820_map(cfg_.memory);
   if (!cfg_.initrd.empty()) {
-    auto f = loader::read_file(cfg_.initrd, 2ull << 30);
+    auto f = read_image(cfg_.initrd, 2ull << 30);
     if (!f.ok()) return make_error(VmErrc::kImage, "--initrd: " + f.error().message());
     initrd = std::move(f).value();
     spec.initrd = std::span<const uint8_t>(initrd);
@@ -206,6 +249,9 @@ Result<void, VmError> Vm::load_kernel() {
   entry_mode_ = static_cast<int>(plan->mode);
   LOG_INFO("boot: %s entry %#" PRIx64 " boot info %#" PRIx64 ", %u vCPUs, %" PRIu64 " MiB", plan->protocol, entry_,
            boot_info_, cfg_.vcpus, cfg_.memory >> 20);
+  // Loaded: the file's copy is not needed any more.
+  image_ = {};
+  owned_image_ = std::vector<uint8_t>();
   return {};
 }
 
@@ -259,7 +305,12 @@ void Vm::vcpu_loop(Vcpu& v) {
   pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
   char name[16];
   std::snprintf(name, sizeof name, "vcpu%d", v.fd->id());
-  pthread_setname_np(pthread_self(), name);
+  // Before the first KVM_RUN: from here on the guest drives this thread.
+  if (auto s = sandbox::enter_thread("vcpu", name); !s) {
+    std::fprintf(stderr, "azote-hv: error: vCPU %d: %s\n", v.fd->id(), s.error().message().c_str());
+    request_exit(kExitHostSetup);
+    return;
+  }
   while (!stopping_) {
     const int err = v.fd->run_once();
     if (err == EINTR || err == EAGAIN) {
@@ -369,6 +420,7 @@ bool Vm::handle_exit(Vcpu& v) {
 }
 
 std::string Vm::instruction_bytes(Vcpu& v, uint64_t rip, const kvm_sregs& s) {
+  if (!cfg_.debug_guest) return "not read (azote-hv reads no guest memory after boot; --debug-guest reads them)";
   uint64_t linear = rip;
   if (std::string_view(mode_name(s)) != "64-bit") linear = (s.cs.base + rip) & 0xffffffffull;
   std::string out;
@@ -673,6 +725,12 @@ int Vm::run() {
     start_vcpus();
   }
 
+  // Everything this thread needed to open is open: from here on it serves the control
+  // socket, the console and the cards under its allowlist (and vCPU threads under theirs).
+  if (auto s = sandbox::enter_thread("main"); !s) {
+    std::fprintf(stderr, "azote-hv: error: %s\n", s.error().message().c_str());
+    request_exit(kExitHostSetup);
+  }
   const control::Handler handler = [this](const control::Json& req) { return control_request(req); };
   while (!stopping_) {
     std::vector<pollfd> fds{{sfd.get(), POLLIN, 0}, {exit_event_.get(), POLLIN, 0}};

@@ -73,6 +73,9 @@ class Vm {
 
   explicit Vm(const VmConfig& cfg) : cfg_(cfg) {}
   Result<void, VmError> setup();
+  // The kernel's bytes (before memory exists: they decide the I/O window).
+  Result<void, VmError> read_kernel();
+  Result<void, VmError> plan_io_window();
   Result<void, VmError> load_kernel();
   Result<void, VmError> setup_vcpu(Vcpu& v, bool boot);
   void vcpu_loop(Vcpu& v);
@@ -93,6 +96,8 @@ class Vm {
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
   kvm::CpuidEntries cpuid_;
   std::vector<kvm::MsrEntry> msrs_;
+  std::vector<uint8_t> owned_image_;  // a kernel read from a file
+  std::span<const uint8_t> image_;    // the kernel (owned_image_ or the built-in guest)
   uint64_t entry_ = 0;
   uint64_t boot_info_ = 0;
   uint64_t cmdline_max_ = 0;  // longest command line this kernel accepts (without the NUL)

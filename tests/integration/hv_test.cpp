@@ -115,22 +115,36 @@ void expect_diagnostic(const Outcome& o, int status, const std::string& reason) 
 
 TEST(Hv, TripleFaultIsDiagnosed) {
   REQUIRE_KVM();
-  auto o = run({kHv, "--kernel", "builtin:fault", "--cmdline", "triple", "--memory", "64M"});
+  auto o = run({kHv, "--kernel", "builtin:fault", "--cmdline", "triple", "--memory", "64M", "--debug-guest"});
   expect_diagnostic(o, 80, "triple fault");
 }
 
 TEST(Hv, UnhandledPortIsDiagnosed) {
   REQUIRE_KVM();
-  auto o = run({kHv, "--kernel", "builtin:fault", "--cmdline", "io", "--memory", "64M"});
+  auto o = run({kHv, "--kernel", "builtin:fault", "--cmdline", "io", "--memory", "64M", "--debug-guest"});
   expect_diagnostic(o, 83, "unhandled port I/O");
   EXPECT_NE(o.err.find("port 0x5a5"), std::string::npos) << o.err;
 }
 
 TEST(Hv, UnhandledMmioIsDiagnosed) {
   REQUIRE_KVM();
-  auto o = run({kHv, "--kernel", "builtin:fault", "--cmdline", "mmio", "--memory", "64M"});
+  auto o = run({kHv, "--kernel", "builtin:fault", "--cmdline", "mmio", "--memory", "64M", "--debug-guest"});
   expect_diagnostic(o, 84, "unhandled MMIO");
   EXPECT_NE(o.err.find("0xd0000000"), std::string::npos) << o.err;
+}
+
+// Without --debug-guest azote-hv reads no guest memory once the images are loaded, not
+// even the faulting instruction's bytes; the line says so.
+TEST(Hv, FaultReportReadsNoGuestMemoryByDefault) {
+  REQUIRE_KVM();
+  auto o = run({kHv, "--kernel", "builtin:fault", "--cmdline", "triple", "--memory", "64M"});
+  EXPECT_EQ(o.status, 80) << o.err;
+  const auto l = lines(o.err);
+  ASSERT_FALSE(l.empty());
+  EXPECT_NE(l[0].find("instruction bytes: not read (azote-hv reads no guest memory after boot; --debug-guest reads them)"),
+            std::string::npos)
+      << l[0];
+  EXPECT_NE(o.err.find("register dump"), std::string::npos);
 }
 
 TEST(Hv, GuestExceptionsAreReportedByTheGuest) {
