@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "base/log.hpp"
+#include "base/parse.hpp"
 
 namespace azote::control {
 namespace {
@@ -100,6 +101,7 @@ Json ok() { return Json{{"ok", true}}; }
 Json refuse(std::string sentence) { return Json{{"ok", false}, {"error", std::move(sentence)}}; }
 
 Result<std::unique_ptr<Server>, ControlError> Server::listen(const std::string& path) {
+  if (const auto given = parse_fd_ref(path)) return adopt(UniqueFd(*given), path);
   AZOTE_TRY(addr, unix_address(path));
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0) {
@@ -121,6 +123,33 @@ Result<std::unique_ptr<Server>, ControlError> Server::listen(const std::string& 
     ::unlink(path.c_str());
     return make_error(ControlErrc::kSocket, "listen " + path, e);
   }
+  if (auto w = s->watch(); !w) {
+    ::unlink(path.c_str());
+    return Unexpected{w.error()};
+  }
+  return s;
+}
+
+Result<std::unique_ptr<Server>, ControlError> Server::adopt(UniqueFd listening, const std::string& name) {
+  int type = 0, accepting = 0;
+  socklen_t len = sizeof type;
+  socklen_t len2 = sizeof accepting;
+  if (!listening || ::getsockopt(listening.get(), SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM ||
+      ::getsockopt(listening.get(), SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len2) != 0 || accepting == 0)
+    return make_error(ControlErrc::kSocket, name + " is not a listening stream socket");
+  if (::fcntl(listening.get(), F_SETFD, FD_CLOEXEC) != 0 ||
+      ::fcntl(listening.get(), F_SETFL, ::fcntl(listening.get(), F_GETFL) | O_NONBLOCK) != 0)
+    return errno_error(ControlErrc::kSocket, name);
+  std::unique_ptr<Server> s(new Server());
+  s->path_ = name;
+  s->adopted_ = true;
+  s->listen_fd_ = std::move(listening);
+  AZOTE_TRYV(s->watch());
+  return s;
+}
+
+Result<void, ControlError> Server::watch() {
+  Server* s = this;
   s->epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
   s->timer_ = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
   epoll_event ev{};
@@ -130,16 +159,13 @@ Result<std::unique_ptr<Server>, ControlError> Server::listen(const std::string& 
   tev.events = EPOLLIN;
   tev.data.ptr = &s->timer_;
   if (!s->epoll_ || !s->timer_ || ::epoll_ctl(s->epoll_.get(), EPOLL_CTL_ADD, s->listen_fd_.get(), &ev) != 0 ||
-      ::epoll_ctl(s->epoll_.get(), EPOLL_CTL_ADD, s->timer_.get(), &tev) != 0) {
-    const int e = errno;
-    ::unlink(path.c_str());
-    return make_error(ControlErrc::kSocket, "epoll", e);
-  }
-  return s;
+      ::epoll_ctl(s->epoll_.get(), EPOLL_CTL_ADD, s->timer_.get(), &tev) != 0)
+    return errno_error(ControlErrc::kSocket, "epoll");
+  return {};
 }
 
 Server::~Server() {
-  if (listen_fd_) ::unlink(path_.c_str());
+  if (listen_fd_ && !adopted_) ::unlink(path_.c_str());
 }
 
 size_t Server::live_clients() const {
@@ -154,8 +180,10 @@ void Server::accept_ready(Clock::time_point now) {
     if (!fd) return;
     ucred cred{};
     socklen_t len = sizeof cred;
+    // An adopted socket was made by the launcher, 0600 for the controller's uid: only
+    // that uid (and root) can connect to it at all, whatever this process's uid is.
     if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
-        (cred.uid != 0 && cred.uid != ::geteuid())) {
+        (!adopted_ && cred.uid != 0 && cred.uid != ::geteuid())) {
       LOG_WARN("control %s: refused a client with uid %u", path_.c_str(), static_cast<unsigned>(cred.uid));
       continue;
     }

@@ -67,7 +67,12 @@ class Server {
  public:
   // Listens on `path` (a stale socket file there is replaced; any other file is an
   // error). The socket file is removed again in the destructor.
+  // "fd:N" adopts descriptor N instead (see adopt()).
   static Result<std::unique_ptr<Server>, ControlError> listen(const std::string& path);
+  // A listening socket the launcher made (0600, owned by the controller's uid) and
+  // handed over: served as is, never unlinked; any peer that could connect is let in
+  // (the file's mode is the guard: this process's own uid is not the controller's).
+  static Result<std::unique_ptr<Server>, ControlError> adopt(UniqueFd listening, const std::string& name);
   ~Server();
 
   // Readable when a client connects or sends, when a waiting answer can be sent and at
@@ -108,7 +113,9 @@ class Server {
   // Closes the dead clients and arms timer_ for the next deadline.
   void reap_and_rearm();
 
+  Result<void, ControlError> watch();  // epoll over the listening socket and the timer
   std::string path_;
+  bool adopted_ = false;
   UniqueFd listen_fd_, epoll_;
   // In the epoll set: fires at the earliest idle or write deadline, so the owner's loop
   // calls serve_ready then even when no client does anything.

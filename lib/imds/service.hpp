@@ -4,6 +4,8 @@
 // CLONE_NEWNET, root/CAP_SYS_ADMIN) and creates there a TUN device "imds0" holding
 // 169.254.169.254 (MTU 1500, route 100.64.0.0/10 through it) and a listening TCP socket on
 // 169.254.169.254:80 with IP_TTL 1. The descriptors keep that namespace; the thread ends.
+// A jailed card has no such privilege: the launcher prepares the namespace (it is the
+// card's own) with prepare_namespace() and the card starts on its descriptors.
 // libmicrohttpd serves the socket (its own polling thread); the kernel's TCP does TCP.
 // A reader thread takes the kernel's segments from the TUN and hands them to the card.
 //
@@ -24,10 +26,12 @@
 #include <string>
 
 #include "base/result.hpp"
+#include "base/unique_fd.hpp"
 #include "imds/error.hpp"
 #include "imds/handler.hpp"
 #include "imds/metadata.hpp"
 #include "imds/nat.hpp"
+#include "imds/netns.hpp"
 #include "imds/token.hpp"
 
 namespace azote::imds {
@@ -70,6 +74,13 @@ class Service {
   // kBadOptions, kCrypto, kNamespace (not root, no CAP_SYS_ADMIN, no netns support), kTun
   // (no /dev/net/tun), kRoute, kSocket, kThread, kHttp. The card runs without IMDS then.
   static Result<std::unique_ptr<Service>, ImdsError> start(Options options = {});
+  // A private network namespace made for this process (unshare in a short-lived
+  // thread; root or CAP_SYS_ADMIN), prepared as prepare_namespace() does: what start()
+  // does first. The card calls it before it installs its seccomp filter.
+  static Result<NamespaceFds, ImdsError> private_namespace(const std::string& tun_name = "imds0");
+  // The same on descriptors prepared by someone else (prepare_namespace(), in the
+  // launcher): nothing privileged happens here.
+  static Result<std::unique_ptr<Service>, ImdsError> start(Options options, NamespaceFds fds);
   ~Service();
   Service(const Service&) = delete;
   Service& operator=(const Service&) = delete;

@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -12,12 +13,16 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <vector>
 
 #include "base/log.hpp"
+#include "base/parse.hpp"
+#include "sandbox/seccomp.hpp"
 
 namespace azote::runtime {
 namespace {
@@ -143,6 +148,21 @@ Result<std::unique_ptr<TextEndpoint>, RuntimeError> TextEndpoint::start(const st
                                                                         const std::string& what) {
   std::unique_ptr<TextEndpoint> e(new TextEndpoint());
   e->render_ = std::move(render);
+  if (const auto given = parse_fd_ref(path)) {
+    // A listening socket the launcher made (0600 for the controller's uid): served as
+    // is, never unlinked.
+    int accepting = 0;
+    socklen_t len = sizeof accepting;
+    e->listen_ = UniqueFd(*given);
+    if (::getsockopt(*given, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) != 0 || accepting == 0 ||
+        ::fcntl(*given, F_SETFD, FD_CLOEXEC) != 0 || ::fcntl(*given, F_SETFL, ::fcntl(*given, F_GETFL) | O_NONBLOCK) != 0)
+      return make_error(RuntimeErrc::kSocket, what + " " + path + ": not a listening socket");
+    e->name_ = path;
+    e->stop_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!e->stop_) return errno_error(RuntimeErrc::kSocket, what + ": eventfd");
+    e->thread_ = std::thread([p = e.get()] { p->run(); });
+    return e;
+  }
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof a.sun_path)
@@ -163,6 +183,7 @@ Result<std::unique_ptr<TextEndpoint>, RuntimeError> TextEndpoint::start(const st
   if (::bind(e->listen_.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0)
     return errno_error(RuntimeErrc::kSocket, what + ": bind " + path);
   e->path_ = path;  // from here on the destructor removes it
+  e->name_ = path;
   if (::chmod(path.c_str(), 0600) != 0 || ::listen(e->listen_.get(), 16) != 0)
     return errno_error(RuntimeErrc::kSocket, what + ": listen on " + path);
   e->stop_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -181,11 +202,12 @@ TextEndpoint::~TextEndpoint() {
 }
 
 void TextEndpoint::run() {
+  if (!enter_thread_class("metrics", "metrics")) return;
   for (;;) {
     pollfd p[2] = {{listen_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
     if (::poll(p, 2, -1) < 0) {
       if (errno == EINTR) continue;
-      LOG_ERROR("%s: poll: %s", path_.c_str(), std::strerror(errno));
+      LOG_ERROR("%s: poll: %s", name_.c_str(), std::strerror(errno));
       return;
     }
     if (p[1].revents != 0) return;
@@ -300,16 +322,26 @@ std::string PromText::label(const char* key, const std::string& value) {
 
 BoundedThread::~BoundedThread() { join_within(kWorkerStopDeadline, "a worker thread"); }
 
-void BoundedThread::start(const std::string& name, std::function<void()> body) {
+void BoundedThread::start(const std::string& name, const std::string& cls, std::function<void()> body) {
   state_ = std::make_shared<State>();
-  thread_ = std::thread([st = state_, body = std::move(body)] {
-    body();
+  thread_ = std::thread([st = state_, name, cls, body = std::move(body)] {
+    if (enter_thread_class(cls, name)) body();
     std::lock_guard l(st->mu);
     st->done = true;
     st->cv.notify_all();
   });
-  const std::string n = name.substr(0, 15);
-  (void)pthread_setname_np(thread_.native_handle(), n.c_str());
+}
+
+bool enter_thread_class(const std::string& cls, const std::string& name) {
+  if (!sandbox::active()) {
+    (void)::prctl(PR_SET_NAME, name.substr(0, 15).c_str(), 0, 0, 0);
+    return true;
+  }
+  if (auto s = sandbox::enter_thread(cls, name.substr(0, 15)); !s) {
+    LOG_ERROR("thread %s: %s; it does not run", name.c_str(), s.error().message().c_str());
+    return false;
+  }
+  return true;
 }
 
 void BoundedThread::join_within(std::chrono::milliseconds deadline, const std::string& what) {

@@ -111,7 +111,8 @@ class Loop {
 class TextEndpoint {
  public:
   using Render = std::function<std::string()>;
-  // `what` names the option in errors ("--metrics unix:PATH").
+  // `what` names the option in errors ("--metrics unix:PATH"). "fd:N" as `path`
+  // adopts an already listening socket (the launcher's).
   static Result<std::unique_ptr<TextEndpoint>, RuntimeError> start(const std::string& path, Render render,
                                                                    const std::string& what = "--metrics");
   ~TextEndpoint();  // stops the thread, removes the socket
@@ -124,12 +125,19 @@ class TextEndpoint {
   void run();
   void serve(UniqueFd client);
 
-  std::string path_;
+  std::string path_;  // removed at the end; empty for an adopted socket
+  std::string name_;  // for messages: the path, or "fd:N"
   Render render_;
   UniqueFd listen_, stop_;
   std::thread thread_;
   std::atomic<uint64_t> served_{0};
 };
+
+// Every thread a service starts calls this first: it names the thread and, when the
+// process runs under a seccomp policy (lib/sandbox), installs the thread's class `cls`
+// ("metrics" for the TextEndpoint, "queue", "worker", "fabric", "imds" in the cards).
+// False (logged): the class could not be entered and the thread must not go on.
+bool enter_thread_class(const std::string& cls, const std::string& name);
 
 // A worker thread the control thread must be able to stop within a bound (a card's queue
 // worker). A plain join has none: a worker held in the kernel (a store that never
@@ -148,8 +156,10 @@ class BoundedThread {
   BoundedThread(const BoundedThread&) = delete;
   BoundedThread& operator=(const BoundedThread&) = delete;
 
-  // Runs `body` on a new thread named `name` (at most 15 characters are kept).
-  void start(const std::string& name, std::function<void()> body);
+  // Runs `body` on a new thread named `name` (at most 15 characters are kept). With a
+  // seccomp policy in force (lib/sandbox), the thread first enters its class `cls` (the
+  // process's seccomp.json must have it); if it cannot, the body does not run.
+  void start(const std::string& name, const std::string& cls, std::function<void()> body);
   bool running() const { return thread_.joinable(); }
   // Returns once the body has returned and the thread is joined, within `deadline`; the
   // caller must have asked the body to return first. Past the deadline: one error line

@@ -140,7 +140,7 @@ TEST(BoundedThread, JoinsAWorkerThatReturnsInTime) {
   std::atomic<bool> stop{false};
   BoundedThread t;
   EXPECT_FALSE(t.running());
-  t.start("bounded-test", [&] {
+  t.start("bounded-test", "worker", [&] {
     while (!stop.load()) std::this_thread::sleep_for(1ms);
   });
   EXPECT_TRUE(t.running());
@@ -157,7 +157,7 @@ TEST(BoundedThread, EndsTheProcessWhenAWorkerDoesNotStop) {
   EXPECT_EXIT(
       {
         BoundedThread t;
-        t.start("stuck", [] {
+        t.start("stuck", "worker", [] {
           for (;;) std::this_thread::sleep_for(1s);
         });
         t.join_within(100ms, "the stuck worker");

@@ -87,8 +87,8 @@ Result<std::unique_ptr<Backend>, VuError> Backend::listen(const std::string& pat
     b->sock_dev_ = st.st_dev;
     b->sock_ino_ = st.st_ino;
   }
-  // Only our own user may connect (the hypervisor runs as the same or a privileged user).
-  if (::chmod(path.c_str(), 0600) != 0) return errno_error(Errc::kSocket, "chmod " + path);
+  // Only our own user (or the socket's group, with 0660) may connect.
+  if (::chmod(path.c_str(), options.socket_mode & 0660) != 0) return errno_error(Errc::kSocket, "chmod " + path);
   if (::listen(b->listen_.get(), 4) != 0) return errno_error(Errc::kSocket, "listen on " + path);
   AZOTE_TRYV(b->init_epoll());
   AZOTE_TRYV(b->watch(b->listen_.get(), kTagListen));

@@ -34,11 +34,16 @@ struct BackendOptions {
   // Once a message's first byte is readable, the rest (and our reply) must go through
   // within this time, or the frontend is disconnected.
   std::chrono::milliseconds message_timeout{1000};
+  // The socket file's mode. 0600: only this process's uid (and root) may connect.
+  // 0660 when the frontend runs under another uid of the socket's group: azote-card-net
+  // serves each instance's hypervisor through a set-group-id directory of that
+  // instance's group, which alone decides who reaches the socket.
+  mode_t socket_mode = 0600;
 };
 
 class Backend {
  public:
-  // Binds `path` (mode 0600). An existing socket there is removed if nobody is
+  // Binds `path` (options.socket_mode). An existing socket there is removed if nobody is
   // listening on it (stale, e.g. left by a crashed card); a live one, or anything that
   // is not a socket, is refused.
   static Result<std::unique_ptr<Backend>, VuError> listen(const std::string& path, Device& device,

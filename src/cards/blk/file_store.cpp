@@ -1,5 +1,8 @@
 #include "cards/blk/file_store.hpp"
 
+#include "base/parse.hpp"
+#include "sandbox/uring.hpp"
+
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
@@ -47,15 +50,17 @@ class UringQueue final : public StoreQueue {
     // keeps overflow rare when multi-operation requests are in flight.
     p.flags = IORING_SETUP_CQSIZE;
     p.cq_entries = std::max<uint32_t>(depth, 16) * 2;
-    const int r = io_uring_queue_init_params(std::max<uint32_t>(depth, 16), &q->ring_, &p);
-    if (r < 0) return make_error(StoreErrc::kSetup, "io_uring_queue_init", -r);
+    q->efd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!q->efd_) return errno_error(StoreErrc::kSetup, "eventfd");
+    // The ring runs what prepare() submits and nothing else: a queue worker taken over
+    // through a guest request could otherwise open files or sockets from inside the
+    // ring, where seccomp does not look.
+    static constexpr uint8_t kOps[] = {IORING_OP_READV, IORING_OP_WRITEV, IORING_OP_FSYNC, IORING_OP_FALLOCATE};
+    if (auto r = sandbox::create_restricted_ring(&q->ring_, std::max<uint32_t>(depth, 16), &p, q->efd_.get(), kOps); !r)
+      return make_error(StoreErrc::kSetup, r.error().message());
     q->ring_ok_ = true;
     if ((p.features & IORING_FEAT_NODROP) == 0)
       return make_error(StoreErrc::kSetup, "this kernel's io_uring may drop completions (no IORING_FEAT_NODROP)");
-    q->efd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!q->efd_) return errno_error(StoreErrc::kSetup, "eventfd");
-    const int e = io_uring_register_eventfd(&q->ring_, q->efd_.get());
-    if (e < 0) return make_error(StoreErrc::kSetup, "io_uring_register_eventfd", -e);
     return std::unique_ptr<StoreQueue>(std::move(q));
   }
 
@@ -137,11 +142,21 @@ Result<std::unique_ptr<FileStore>, StoreError> FileStore::open(const std::string
   s->info_.read_only = read_only;
   const int base = (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY;
   bool direct = allow_direct;
-  s->fd_ = UniqueFd(::open(path.c_str(), base | (direct ? O_DIRECT : 0)));
-  if (!s->fd_ && direct && errno == EINVAL) {
-    direct = false;
-    s->fd_ = UniqueFd(::open(path.c_str(), base));
-    if (s->fd_) LOG_INFO("file=%s: the file system refuses O_DIRECT; I/O goes through the page cache", path.c_str());
+  if (const auto given = parse_fd_ref(path)) {
+    // Opened by the launcher (the card's jail has no path to volumes): a duplicate, so
+    // that the volume can be removed and added again. O_DIRECT goes on afterwards.
+    s->fd_ = UniqueFd(::fcntl(*given, F_DUPFD_CLOEXEC, 3));
+    if (s->fd_ && direct && ::fcntl(s->fd_.get(), F_SETFL, ::fcntl(s->fd_.get(), F_GETFL) | O_DIRECT) != 0) {
+      direct = false;
+      LOG_INFO("file=%s: the file system refuses O_DIRECT; I/O goes through the page cache", path.c_str());
+    }
+  } else {
+    s->fd_ = UniqueFd(::open(path.c_str(), base | (direct ? O_DIRECT : 0)));
+    if (!s->fd_ && direct && errno == EINVAL) {
+      direct = false;
+      s->fd_ = UniqueFd(::open(path.c_str(), base));
+      if (s->fd_) LOG_INFO("file=%s: the file system refuses O_DIRECT; I/O goes through the page cache", path.c_str());
+    }
   }
   if (!s->fd_) return open_error(path, "cannot open", errno);
   const int fd = s->fd_.get();

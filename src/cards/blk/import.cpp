@@ -4,16 +4,29 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <memory>
+#include <span>
 #include <vector>
 
+#include "base/parse.hpp"
 #include "base/unique_fd.hpp"
 
 namespace azote::card_blk {
 
+namespace {
+
+// A path, or "fd:N" (a descriptor the launcher handed over: duplicated, it stays open).
+UniqueFd open_file(const std::string& where, int flags) {
+  if (const auto fd = parse_fd_ref(where)) return UniqueFd(::fcntl(*fd, F_DUPFD_CLOEXEC, 3));
+  return UniqueFd(::open(where.c_str(), flags | O_CLOEXEC));
+}
+
+}  // namespace
+
 Result<uint64_t, ImportError> import_content(const std::string& source, const std::string& target,
                                              uint64_t capacity_bytes, const XtsKey* key) {
-  UniqueFd in(::open(source.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd in = open_file(source, O_RDONLY);
   if (!in) return errno_error(ImportErrc::kSource, "import " + source);
   struct stat st {};
   if (::fstat(in.get(), &st) != 0 || !S_ISREG(st.st_mode))
@@ -22,7 +35,7 @@ Result<uint64_t, ImportError> import_content(const std::string& source, const st
   if (size > capacity_bytes)
     return make_error(ImportErrc::kTooBig, "import " + source + ": " + std::to_string(size) +
                                                " bytes do not fit a volume of " + std::to_string(capacity_bytes));
-  UniqueFd out(::open(target.c_str(), O_WRONLY | O_CLOEXEC));
+  UniqueFd out = open_file(target, O_WRONLY);
   if (!out) return errno_error(ImportErrc::kTarget, "import into " + target);
   std::unique_ptr<XtsCipher> cipher;
   if (key) {
@@ -31,7 +44,13 @@ Result<uint64_t, ImportError> import_content(const std::string& source, const st
     cipher = std::move(c).value();
   }
   constexpr size_t kChunk = 1 << 20;
-  std::vector<uint8_t> buf(kChunk);
+  // Page-aligned: the target may be open with O_DIRECT (a volume handed over by fd).
+  struct Free {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  std::unique_ptr<uint8_t[], Free> mem(static_cast<uint8_t*>(std::aligned_alloc(4096, kChunk)));
+  if (!mem) return make_error(ImportErrc::kTarget, "import: out of memory");
+  std::span<uint8_t> buf(mem.get(), kChunk);
   uint64_t done = 0;
   while (done < size) {
     const size_t want = static_cast<size_t>(std::min<uint64_t>(kChunk, size - done));

@@ -125,8 +125,9 @@ Result<void, OptionsError> check_volume(const VolumeOptions& v) {
 }
 
 Result<std::string, OptionsError> parse_metrics(const std::string& origin, const std::string& v) {
+  if (parse_fd_ref(v)) return v;  // a listening socket handed over by the launcher
   if (v.rfind("unix:", 0) != 0 || v.size() == 5)
-    return bad(origin + " " + v + ": expected unix:PATH");
+    return bad(origin + " " + v + ": expected unix:PATH or fd:N");
   std::string path = v.substr(5);
   if (path.size() >= 108) return bad(origin + " " + v + ": the socket path is longer than 107 bytes");
   return path;
@@ -256,7 +257,8 @@ Result<ParsedArgs, OptionsError> parse_args(const std::vector<std::string>& args
   };
   std::vector<Flag> flags;
   std::string config_path;
-  static const std::set<std::string> kWithValue = {"--volume", "--config", "--metrics", "--log-level", "--control"};
+  static const std::set<std::string> kWithValue = {"--volume", "--config", "--metrics", "--log-level", "--control",
+                                                   "--seccomp"};
   for (size_t i = 0; i < args.size(); ++i) {
     std::string a = args[i];
     if (a == "-h" || a == "--help") {
@@ -309,6 +311,9 @@ Result<ParsedArgs, OptionsError> parse_args(const std::vector<std::string>& args
     } else if (f.name == "--control") {
       AZOTE_TRY(c, parse_control("--control", f.value));
       p.options.control_path = c;
+    } else if (f.name == "--seccomp") {
+      if (f.value != "kill" && f.value != "log") return bad("--seccomp \"" + f.value + "\": expected kill or log");
+      p.options.seccomp = f.value;
     } else if (f.name == "--log-level") {
       AZOTE_TRY(l, parse_log_level("--log-level", f.value));
       p.options.log_level = l;
@@ -361,17 +366,24 @@ Options:
                         "queues": N, "serial": S, "discard": false} or "socket=...,..."],
                         "metrics": "unix:PATH", "control": PATH, "log": "info"}. --volume flags replace
                         the file's volumes; other flags override its values.
-  --metrics unix:PATH   Serve per-volume counters as Prometheus text on a Unix socket:
+  --metrics unix:PATH|fd:N
+                        Serve per-volume counters as Prometheus text on a Unix socket:
                         each connection gets the full text, then EOF (an HTTP GET gets
-                        an HTTP/1.0 response, so curl --unix-socket works).
-  --control PATH        Listen for the host controller on a Unix socket (mode 0600,
-                        JSON lines): {"op":"add-volume","volume":{...as in --config,
+                        an HTTP/1.0 response, so curl --unix-socket works). fd:N: a
+                        listening socket handed over by the launcher.
+  --control PATH|fd:N   Listen for the host controller on a Unix socket (mode 0600,
+                        JSON lines; fd:N: one handed over by the launcher):
+                        {"op":"add-volume","volume":{...as in --config,
                         plus "key": 128 hex digits}[,"import":PATH]} (PATH's bytes are
                         written, encrypted if keyed, at the volume's start before it is
-                        served), {"op":"remove-volume",
+                        served; "file" and "import" may be fd:N, descriptors handed
+                        over by the launcher), {"op":"remove-volume",
                         "socket":PATH[,"force":true]}, {"op":"list-volumes"}. With it,
                         the card may start with no volume.
   --log-level LEVEL     error, warn, info (default) or debug; logs go to stderr.
+  --seccomp kill|log    Each thread under its class's allowlist (src/cards/blk/seccomp.json):
+                        kill (default) ends the card with SIGSYS on a forbidden call,
+                        log lets it through and the kernel logs it (debugging only).
   -h, --help            Show this help.
   --version             Show the version.
 

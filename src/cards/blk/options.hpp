@@ -44,6 +44,7 @@ struct CardOptions {
   std::string metrics_path;  // --metrics unix:PATH; empty: no metrics endpoint
   std::string control_path;  // --control PATH; empty: the volume set is fixed at startup
   std::string log_level = "info";
+  std::string seccomp = "kill";  // --seccomp kill|log
 };
 
 struct ShowHelp {};

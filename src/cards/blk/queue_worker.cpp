@@ -198,7 +198,7 @@ Result<std::unique_ptr<QueueWorker>, WorkerError> QueueWorker::create(Volume& vo
   return w;
 }
 
-void QueueWorker::start() { thread_.start("blk-q" + std::to_string(index_), [this] { run(); }); }
+void QueueWorker::start() { thread_.start("blk-q" + std::to_string(index_), "queue", [this] { run(); }); }
 
 uint16_t QueueWorker::stop(std::chrono::milliseconds deadline) {
   if (thread_.running()) {

@@ -122,7 +122,10 @@ Result<std::unique_ptr<Card>, CardError> Card::create(const CardOptions& o) {
   // The metadata service: before the ENIs (their slots), after the Switch (its output).
   if (!o.imds) {
     c->imds_state_ = "off";
-  } else if (auto s = imds::Service::start(); !s) {
+  } else if (auto s = o.imds_tun_fd >= 0 ? imds::Service::start({}, imds::NamespaceFds{UniqueFd(o.imds_tun_fd),
+                                                                                       UniqueFd(o.imds_listen_fd)})
+                                         : Unexpected{imds::ImdsError{imds::ImdsErrc::kNamespace, 0, o.imds_unavailable}};
+             !s) {
     c->imds_state_ = "unavailable: " + s.error().message();
     LOG_WARN("imds: the instance metadata service cannot start (%s); the card runs without it and drops "
              "packets to 169.254.169.254 (imds_unavailable)",
@@ -190,7 +193,11 @@ Result<void, CardError> Card::add_eni(const EniSpec& e) {
     }
   }
   s->device = std::make_unique<NetDevice>(s->port, *switch_);
-  auto b = vhost_user::Backend::listen(e.socket, *s->device);
+  // 0660: in the jail, the ENI's directory is set-group-id to its instance's group,
+  // whose hypervisor (another uid) connects; nobody else can enter that directory.
+  vhost_user::BackendOptions bo;
+  bo.socket_mode = 0660;
+  auto b = vhost_user::Backend::listen(e.socket, *s->device, bo);
   if (!b) {
     undo();
     return make_error(CardErrc::kHost, e.origin + ": " + b.error().message());

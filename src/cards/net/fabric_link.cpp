@@ -1,5 +1,7 @@
 #include "cards/net/fabric_link.hpp"
 
+#include "runtime/runtime.hpp"
+
 #include <arpa/inet.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -62,7 +64,9 @@ Result<std::unique_ptr<FabricLink>, LinkError> FabricLink::start(Switch& sw, con
     if (::epoll_ctl(l->epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
       return make_error(LinkErrc::kHost, "fabric: epoll_ctl", errno);
   }
-  l->thread_ = std::thread([p = l.get()] { p->run(); });
+  l->thread_ = std::thread([p = l.get()] {
+    if (runtime::enter_thread_class("fabric", "fabric")) p->run();
+  });
   LOG_INFO("fabric: host %u on udp %s (underlay MTU needed: %zu)", self, underlay.to_string().c_str(), kUnderlayMtu);
   return l;
 }

@@ -550,7 +550,7 @@ Result<ParsedArgs, OptionsError> parse_args(const std::vector<std::string>& args
     } else {
       static const std::set<std::string> kWithValue = {
           "--eni", "--config", "--metrics", "--flow-log", "--flow-log-window", "--control", "--log-level", "--region",
-          "--underlay", "--host-id", "--imds"};
+          "--underlay", "--host-id", "--imds", "--imds-fds", "--seccomp"};
       if (kWithValue.count(a) == 0) return bad("unknown option \"" + a + "\" (see --help)");
       if (i + 1 >= args.size()) return bad(a + " needs a value");
       value = args[++i];
@@ -571,8 +571,12 @@ Result<ParsedArgs, OptionsError> parse_args(const std::vector<std::string>& args
       AZOTE_TRY(e, parse_eni("--eni " + value, value));
       o.enis.push_back(std::move(e));
     } else if (flag == "--metrics") {
-      if (value.rfind("unix:", 0) != 0 || value.size() <= 5) return bad("--metrics: \"" + value + "\" is not unix:PATH");
-      o.metrics_path = value.substr(5);
+      if (parse_fd_ref(value)) {
+        o.metrics_path = value;  // a listening socket handed over by the launcher
+      } else {
+        if (value.rfind("unix:", 0) != 0 || value.size() <= 5) return bad("--metrics: \"" + value + "\" is not unix:PATH or fd:N");
+        o.metrics_path = value.substr(5);
+      }
     } else if (flag == "--flow-log") {
       if (value.empty()) return bad("--flow-log: empty path");
       o.flow_log_path = value;
@@ -593,6 +597,16 @@ Result<ParsedArgs, OptionsError> parse_args(const std::vector<std::string>& args
     } else if (flag == "--imds") {
       if (value != "on" && value != "off") return bad("--imds: \"" + value + "\" is not on or off");
       o.imds = value == "on";
+    } else if (flag == "--seccomp") {
+      if (value != "kill" && value != "log") return bad("--seccomp: \"" + value + "\" is not kill or log");
+      o.seccomp = value;
+    } else if (flag == "--imds-fds") {
+      const size_t comma = value.find(',');
+      const auto tun = parse_fd_ref("fd:" + value.substr(0, comma));
+      const auto listen = comma == std::string::npos ? std::nullopt : parse_fd_ref("fd:" + value.substr(comma + 1));
+      if (!tun || !listen) return bad("--imds-fds: \"" + value + "\" is not TUN,LISTEN (two descriptor numbers from 3)");
+      o.imds_tun_fd = *tun;
+      o.imds_listen_fd = *listen;
     } else if (flag == "--host-id") {
       AZOTE_TRY(h, parse_host_id("--host-id", nlohmann::json(value)));
       o.host_id = h;
@@ -644,7 +658,8 @@ Options:
                             digits, "key_id": N, "cipher": "aes-256-gcm"|"none"}. RULE: {"protocol": "tcp"|"udp"|"icmp"|
                             "-1"|N, "from_port", "to_port" (or "port"), "cidr" |
                             "group"}.
-  --metrics unix:PATH       Prometheus text on a Unix socket: per ENI packets and bytes
+  --metrics unix:PATH|fd:N  Prometheus text on a Unix socket (fd:N: one handed over by
+                            the launcher): per ENI packets and bytes
                             (tx = sent by the guest, rx = delivered to it), drops by
                             reason, connections.
   --flow-log FILE           VPC flow-log records (version 2) appended to FILE.
@@ -658,6 +673,13 @@ Options:
   --imds on|off             The instance metadata service (IMDSv2) at 169.254.169.254
                             for ENIs with "metadata" (default on; needs root, network
                             namespaces and /dev/net/tun, else the card runs without it).
+  --seccomp kill|log        Each thread under its class's allowlist
+                            (src/cards/net/seccomp.json): kill (default) ends the card
+                            with SIGSYS on a forbidden call; log lets it through and the
+                            kernel logs it (debugging only).
+  --imds-fds TUN,LISTEN     The metadata service's namespace as two descriptors, made
+                            by azote-launcher in the card's own network namespace (the
+                            card then needs no privilege for it).
   --underlay IPV4[:PORT]    The fabric: the UDP address (default port 6081) this card
                             binds, in its network namespace, to reach other hosts'
                             cards. Their packets are Geneve with an IPv4 datagram of up

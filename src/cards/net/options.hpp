@@ -115,6 +115,7 @@ struct CardOptions {
   std::string flow_log_path;  // --flow-log FILE (appended)
   uint32_t flow_log_window_s = 60;  // --flow-log-window SECONDS (1..3600)
   std::string log_level = "info";
+  std::string seccomp = "kill";  // --seccomp kill|log
   // The fabric (--host-id, --underlay, "fabric" in --config): both or neither.
   fabric::HostId host_id = 0;
   std::optional<Endpoint> underlay = std::nullopt;
@@ -124,6 +125,11 @@ struct CardOptions {
   // it cannot start (not root, no network namespaces or /dev/net/tun) the card runs
   // without it.
   bool imds = true;
+  // --imds-fds TUN,LISTEN: the metadata service's namespace prepared by the launcher
+  // (the card runs in it, unprivileged); -1: make one (needs root).
+  int imds_tun_fd = -1, imds_listen_fd = -1;
+  // Not an option: why main() could not make the namespace itself (no root, ...).
+  std::string imds_unavailable;
 };
 
 struct ParsedArgs {

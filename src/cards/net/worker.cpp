@@ -86,7 +86,7 @@ Result<std::unique_ptr<Worker>, WorkerError> Worker::start(Port& port, Switch& s
   for (uint32_t i = 0; i < 2; ++i)
     if (w->rings_[i] && w->rings_[i]->info.kick_fd >= 0) AZOTE_TRYV(watch(w->rings_[i]->info.kick_fd, i));
   port.rx_ready.store(w->rings_[virtio::kRxQueue] && !w->rings_[virtio::kRxQueue]->broken, std::memory_order_release);
-  w->thread_.start("eni-" + port.id(), [p = w.get()] { p->run(); });
+  w->thread_.start("eni-" + port.id(), "worker", [p = w.get()] { p->run(); });
   return w;
 }
 
