@@ -91,6 +91,14 @@ PkiResult<void> write_file_atomic(const std::string& path, std::string_view data
   if (!fd) return errno_error(PkiErrc::kIo, "cannot create a temp file for " + path);
   TempFile guard(tmp);
   if (::fchmod(fd.get(), mode) != 0) return errno_error(PkiErrc::kIo, "chmod " + tmp);
+  // Written by root (azote admin, next to a running host): the file belongs to whoever
+  // owns its directory (the controller's uid in a state directory), or the unprivileged
+  // controller could no longer read its own CRL or keys.
+  if (::geteuid() == 0) {
+    struct stat st{};
+    if (::stat(dir.c_str(), &st) == 0 && st.st_uid != 0 && ::fchown(fd.get(), st.st_uid, st.st_gid) != 0)
+      return errno_error(PkiErrc::kIo, "chown " + tmp);
+  }
   size_t done = 0;
   while (done < data.size()) {
     const ssize_t n = ::write(fd.get(), data.data() + done, data.size() - done);

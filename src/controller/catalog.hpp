@@ -28,6 +28,9 @@ struct InstanceType {
 };
 inline constexpr uint32_t kPpsPerMbps = 50;
 std::span<const InstanceType> instance_types();
+// Burstable types (the t families) share CPUs (--capacity-vcpus, overcommitted); every
+// other type is sold as dedicated vCPUs, 1:1 with the host's guest CPUs by default.
+inline bool burstable(const InstanceType& t) { return !t.name.empty() && t.name[0] == 't'; }
 const InstanceType* find_instance_type(std::string_view name);
 inline constexpr std::string_view kDefaultInstanceType = "t3.micro";
 

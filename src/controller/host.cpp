@@ -38,6 +38,21 @@ constexpr auto kControlTimeout = 10s;
 constexpr int kStopGraceMs = 10'000;
 constexpr size_t kConsoleBytes = 64 * 1024;
 constexpr uint64_t kTagWake = ~0ull;
+constexpr uint64_t kTagLauncher = ~0ull - 1;
+// What a card may use (the limits of its cgroup): the block card's io_uring rings and
+// bounce buffers, the network card's queues and inboxes.
+constexpr uint64_t kCardMemoryMib = 512;
+constexpr uint64_t kCardPids = 64;
+// azote-hv beyond guest memory: its code, KVM's per-vCPU structures, the vhost-user
+// frontend; and threads beyond one per vCPU.
+constexpr uint64_t kHvOverheadMib = 96;
+constexpr uint64_t kHvExtraPids = 16;
+// A card is pinged every kLivenessPeriod; kLivenessStrikes pings in a row without an
+// answer within kPingTimeout (a hung control loop: a card alive but serving nothing)
+// and it is killed, then restarted by the supervisor.
+constexpr auto kLivenessPeriod = 3s;
+constexpr auto kPingTimeout = 2s;
+constexpr int kLivenessStrikes = 3;
 
 std::string hex(const uint8_t* p, size_t n) {
   static constexpr char kHex[] = "0123456789abcdef";
@@ -106,6 +121,25 @@ std::string request_hash(const RunRequest& r) {
   return sha256_hex(j.dump());
 }
 
+// The line a process killed by its seccomp filter wrote last ("azote-hv: seccomp: thread
+// vcpu0 (tid 7) made forbidden system call 59 (execve); killing the process"), from the
+// tail of its log; empty if there is none.
+std::string seccomp_line(const std::string& log_path) {
+  const std::string tail = read_tail(log_path, 8192);
+  const size_t at = tail.rfind(": seccomp: thread ");
+  if (at == std::string::npos) return {};
+  const size_t start = tail.rfind('\n', at);
+  const size_t end = tail.find('\n', at);
+  return tail.substr(start == std::string::npos ? 0 : start + 1, end == std::string::npos ? std::string::npos : end - (start == std::string::npos ? 0 : start + 1));
+}
+
+// Whether the process behind a control socket answers at all (a refusal of the
+// unknown "ping" is an answer): it is alive and its control loop turns.
+bool answers(const std::string& ctl, std::chrono::milliseconds timeout) {
+  auto r = control::call_once(ctl, {{"op", "ping"}}, timeout);
+  return r.ok() || r.error().code == control::ControlErrc::kRefused;
+}
+
 std::string exit_reason(int status) {
   switch (status) {
     case 64: return "the hypervisor refused its configuration (status 64)";
@@ -115,6 +149,7 @@ std::string exit_reason(int status) {
     case 80: return "the guest triple-faulted (status 80)";
     case 81: return "the guest ran an instruction the hypervisor cannot emulate (status 81)";
     case 137: return "the hypervisor was killed (SIGKILL)";
+    case 128 + SIGSYS: return "the hypervisor was killed by its seccomp filter (SIGSYS)";
     case -1: return "the hypervisor exited; its status is unknown (adopted after a controller restart)";
     default: return "the hypervisor exited with status " + std::to_string(status);
   }
@@ -126,19 +161,21 @@ Unexpected<ApiError> api_error(ApiError::Kind kind, std::string code, std::strin
   return Unexpected{ApiError{kind, std::move(code), std::move(sentence)}};
 }
 
-Host::Host(const HostOptions& o, const pki::HostPki& pki, Store store) : opt_(o), pki_(pki), store_(std::move(store)) {}
+Host::Host(const HostOptions& o, const pki::HostPki& pki, Store store, Processes& procs)
+    : opt_(o), pki_(pki), procs_(procs), store_(std::move(store)) {}
 
-ApiResult<std::unique_ptr<Host>> Host::open(const HostOptions& o, const pki::HostPki& pki) {
+ApiResult<std::unique_ptr<Host>> Host::open(const HostOptions& o, const pki::HostPki& pki, Processes& procs) {
   std::error_code ec;
-  for (const char* d : {"instances", "volumes", "images", "s"}) {
+  for (const char* d : {"volumes", "images"}) {
     fs::create_directories(o.state_dir + "/" + d, ec);
     if (ec) return api_error(K::kInternal, "InternalError", "cannot create " + o.state_dir + "/" + d + ": " + ec.message());
     ::chmod((o.state_dir + "/" + d).c_str(), 0700);
   }
   auto store = Store::open(o.state_dir + "/controller.db");
   if (!store) return api_error(K::kInternal, "InternalError", store.error().message());
-  std::unique_ptr<Host> h(new Host(o, pki, std::move(store).value()));
-  if (h->opt_.capacity_vcpus == 0) h->opt_.capacity_vcpus = 8 * static_cast<uint32_t>(std::max(1, get_nprocs()));
+  std::unique_ptr<Host> h(new Host(o, pki, std::move(store).value(), procs));
+  if (h->opt_.guest_cpu_count == 0) h->opt_.guest_cpu_count = static_cast<uint32_t>(std::max(1, get_nprocs()));
+  if (h->opt_.capacity_vcpus == 0) h->opt_.capacity_vcpus = 8 * h->opt_.guest_cpu_count;
   if (h->opt_.capacity_memory_mib == 0) {
     struct sysinfo si {};
     ::sysinfo(&si);
@@ -181,8 +218,15 @@ ApiResult<std::unique_ptr<Host>> Host::open(const HostOptions& o, const pki::Hos
   ev.data.u64 = kTagWake;
   if (!h->epoll_ || !h->wake_ || ::epoll_ctl(h->epoll_.get(), EPOLL_CTL_ADD, h->wake_.get(), &ev) != 0)
     return api_error(K::kInternal, "InternalError", std::string("epoll: ") + std::strerror(errno));
+  // The launcher's socket: only its hang-up wakes the supervisor (replies are the
+  // callers' to read).
+  epoll_event lev{};
+  lev.events = EPOLLRDHUP | EPOLLHUP;
+  lev.data.u64 = kTagLauncher;
+  ::epoll_ctl(h->epoll_.get(), EPOLL_CTL_ADD, procs.launcher_fd(), &lev);
   AZOTE_TRYV(h->recover());
   h->supervisor_ = std::thread([p = h.get()] { p->supervisor_loop(); });
+  h->liveness_ = std::thread([p = h.get()] { p->liveness_loop(); });
   for (int i = 0; i < kWorkers; ++i) h->workers_.emplace_back([p = h.get()] { p->worker_loop(); });
   return h;
 }
@@ -198,56 +242,93 @@ void Host::watch(int pidfd) {
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, pidfd, &ev);
 }
 
-std::string Host::volume_socket(const std::string& volume_id) const { return opt_.state_dir + "/s/" + volume_id + ".sock"; }
+std::string Host::volume_socket(const std::string& volume_id) { return "/run/azote/" + volume_id + ".sock"; }
+std::string Host::eni_socket(const std::string& eni_id) { return "/run/azote-net/" + eni_id + "/eni.sock"; }
 std::string Host::instance_dir(const std::string& id) const { return opt_.state_dir + "/instances/" + id; }
 
 std::string Host::card_path(const Card& c, const char* suffix) const {
-  return opt_.state_dir + "/card-" + c.name + suffix;
+  if (c.instance.empty()) return opt_.state_dir + "/card-" + c.name + suffix;
+  return instance_dir(c.instance) + "/card-blk" + suffix;
 }
-std::string Host::eni_socket(const std::string& eni_id) const { return opt_.state_dir + "/s/" + eni_id + ".sock"; }
 
-ApiResult<void> Host::ensure_card(Card& c, bool* started) {
+int Host::free_slot() const {
+  std::set<int> used;
+  for (const auto& [id, rt] : rt_)
+    if (rt.slot >= 0) used.insert(rt.slot);
+  int s = 0;
+  while (used.count(s)) ++s;
+  return s;
+}
+
+launch::Limits Host::card_limits() const {
+  launch::Limits l;
+  l.memory_mib = kCardMemoryMib;
+  l.pids = kCardPids;
+  l.cpus = opt_.card_cpus;
+  return l;
+}
+
+ApiResult<void> Host::ensure_card(Card& c, bool* started, const std::vector<VolumeRec>& vols) {
   if (started) *started = false;
   std::lock_guard card_lock(c.start_mu);
+  launch::SpawnRequest req;
   {
     std::lock_guard lock(mu_);
-    if (c.proc && !wait_exit(*c.proc, 0)) return {};
+    if (c.proc && !Processes::wait_exit(*c.proc, 0)) return {};
+    req.role = c.instance.empty() ? launch::Role::kCardNet : launch::Role::kCardBlk;
+    if (!c.instance.empty()) {
+      req.instance = c.instance;
+      req.slot = static_cast<uint32_t>(std::max(0, rt_[c.instance].slot));
+    }
   }
-  const std::string ctl = card_path(c, ".ctl");
-  std::vector<std::string> argv = {&c == &blk_ ? opt_.card_blk_bin : opt_.card_net_bin, "--control", ctl, "--metrics",
-                                   "unix:" + card_path(c, ".metrics")};
-  if (&c == &net_) argv.insert(argv.end(), {"--region", opt_.region});
-  auto p = spawn(argv, card_path(c, ".log"));
+  req.args = {"--control", "fd:{control}", "--metrics", "fd:{metrics}"};
+  if (c.instance.empty()) req.args.insert(req.args.end(), {"--region", opt_.region});
+  req.listens = {{"control", card_path(c, ".ctl")}, {"metrics", card_path(c, ".metrics")}};
+  req.output = card_path(c, ".log");
+  req.limits = card_limits();
+  // The instance's volume files (and content to import), opened by the launcher: the
+  // card's jail has no path to them. They are numbered 3, 4, ... in this order.
+  std::map<std::string, int> file_fd;
+  for (const VolumeRec& v : vols) {
+    file_fd[v.id] = 3 + static_cast<int>(req.files.size());
+    req.files.push_back({v.id, v.file, "rw"});
+    if (!v.import_from.empty()) {
+      file_fd["import/" + v.id] = 3 + static_cast<int>(req.files.size());
+      req.files.push_back({"import-" + v.id, v.import_from, "r"});
+    }
+  }
+  auto p = procs_.spawn(req);
   if (!p) return api_error(K::kInternal, "InternalError", "cannot start the " + c.label + ": " + p.error().message());
-  // Wait for the control socket, but not for a card that already gave up (a bad
-  // binary, a socket it cannot make): its last words are the reason.
+  // Wait for the control socket (it exists already: the launcher made it), but not
+  // for a card that already gave up: its last words are the reason.
   const auto deadline = std::chrono::steady_clock::now() + kControlTimeout;
   for (;;) {
-    if (control::Client::connect(ctl, 100ms)) break;
-    const bool gone = wait_exit(*p, 0);
+    if (answers(card_path(c, ".ctl"), 200ms)) break;
+    const bool gone = Processes::wait_exit(*p, 0);
     if (gone || std::chrono::steady_clock::now() >= deadline) {
-      send_signal(*p, SIGKILL);
-      wait_exit(*p, 2000);
-      const int status = reap(*p);
+      procs_.send_signal(*p, SIGKILL);
+      Processes::wait_exit(*p, 2000);
+      const int status = procs_.reap(*p);
       std::string last = read_tail(card_path(c, ".log"), 512);
       while (!last.empty() && last.back() == '\n') last.pop_back();
       if (const size_t nl = last.rfind('\n'); nl != std::string::npos) last = last.substr(nl + 1);
       return api_error(K::kInternal, "InternalError",
                        "the " + c.label +
-                           (gone ? " exited before opening its control socket (status " + std::to_string(status) + ")"
-                                 : " did not open its control socket within " +
+                           (gone ? " exited before answering on its control socket (status " + std::to_string(status) + ")"
+                                 : " did not answer on its control socket within " +
                                        std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kControlTimeout).count()) + " s") +
                            (last.empty() ? "" : " (" + last + ")"));
     }
   }
   std::lock_guard lock(mu_);
   if (c.proc) {  // it died and the supervisor has not seen it yet: reap it, re-add everything it served
-    reap(*c.proc);
+    procs_.reap(*c.proc);
     c.readd = true;
     const uint64_t one = 1;
     (void)!::write(wake_.get(), &one, sizeof one);
   }
   c.proc = std::move(p).value();
+  c.file_fd = std::move(file_fd);
   c.expect_exit = false;
   (void)store_.put(CardRec{c.name, c.proc->pid, c.proc->starttime});
   watch(c.proc->pidfd.get());
@@ -442,8 +523,15 @@ ApiResult<void> Host::ensure_default_network() {
   return {};
 }
 
-ApiResult<void> Host::card_add(const VolumeRec& v, const InstanceType* type) {
-  nlohmann::json vol = {{"socket", volume_socket(v.id)}, {"file", v.file}, {"serial", "vol" + v.id.substr(4)}};
+ApiResult<void> Host::card_add(Card& c, const VolumeRec& v, const InstanceType* type) {
+  int file = -1, import = -1;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = c.file_fd.find(v.id); it != c.file_fd.end()) file = it->second;
+    if (auto it = c.file_fd.find("import/" + v.id); it != c.file_fd.end()) import = it->second;
+  }
+  if (file < 0) return api_error(K::kInternal, "InternalError", "the " + c.label + " was not given the file of " + v.id);
+  nlohmann::json vol = {{"socket", volume_socket(v.id)}, {"file", "fd:" + std::to_string(file)}, {"serial", "vol" + v.id.substr(4)}};
   uint64_t iops = v.iops, mbps = v.throughput_mbps;
   if (type) {
     iops = std::min<uint64_t>(iops, type->ebs_iops);
@@ -460,9 +548,9 @@ ApiResult<void> Host::card_add(const VolumeRec& v, const InstanceType* type) {
   }
   control::Json req = {{"op", "add-volume"}, {"volume", vol}};
   if (!key_hex.empty()) req["volume"]["key"] = key_hex;
-  if (!v.import_from.empty()) req["import"] = v.import_from;
+  if (!v.import_from.empty() && import >= 0) req["import"] = "fd:" + std::to_string(import);
   // Importing content writes (and encrypts) it all before the answer: allow for that.
-  auto r = control::call_once(card_path(blk_, ".ctl"), req, v.import_from.empty() ? kControlTimeout : 300s);
+  auto r = control::call_once(card_path(c, ".ctl"), req, v.import_from.empty() ? kControlTimeout : 300s);
   // Wipe the copies this process made (the serialized request inside call_once is
   // freed unwiped: a residual risk noted in docs/threat-model.md).
   std::fill(key_hex.begin(), key_hex.end(), '\0');
@@ -470,17 +558,37 @@ ApiResult<void> Host::card_add(const VolumeRec& v, const InstanceType* type) {
     auto& k = req["volume"]["key"].get_ref<std::string&>();
     std::fill(k.begin(), k.end(), '\0');
   }
-  if (!r) return api_error(K::kInternal, "InternalError", "block card: " + r.error().message());
+  if (!r) return api_error(K::kInternal, "InternalError", c.label + ": " + r.error().message());
   return {};
 }
 
-void Host::card_remove(const std::string& volume_id) {
+void Host::stop_blk_card(const std::string& instance_id) {
+  Card* c = nullptr;
   {
     std::lock_guard lock(mu_);
-    if (!blk_.proc) return;  // nothing serves it (and connecting would wait for a socket that never comes)
+    auto it = rt_.find(instance_id);
+    if (it == rt_.end() || !it->second.blk || !it->second.blk->proc) return;
+    c = it->second.blk.get();
+    c->expect_exit = true;
   }
-  (void)control::call_once(card_path(blk_, ".ctl"),
-                           {{"op", "remove-volume"}, {"socket", volume_socket(volume_id)}, {"force", true}}, kControlTimeout);
+  std::lock_guard card_lock(c->start_mu);
+  std::optional<Proc> waiter;
+  {
+    std::lock_guard lock(mu_);
+    if (!c->proc) return;
+    waiter = Proc{c->proc->pid, c->proc->starttime, c->proc->uid, UniqueFd(::fcntl(c->proc->pidfd.get(), F_DUPFD_CLOEXEC, 0))};
+  }
+  // SIGTERM: the card finishes what is in flight and flushes; an acknowledged write
+  // is on the file already.
+  procs_.send_signal(*waiter, SIGTERM);
+  if (!Processes::wait_exit(*waiter, kStopGraceMs)) {
+    LOG_WARN("instance %s: the block card did not stop within %d ms; killing it", instance_id.c_str(), kStopGraceMs);
+    procs_.send_signal(*waiter, SIGKILL);
+    Processes::wait_exit(*waiter, 5000);
+  }
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, 2s, [&] { return !c->proc || stopping_; });
+  (void)store_.erase_card(c->name);
 }
 
 // ---- state helpers (mu_ held) ----------------------------------------------------
@@ -531,6 +639,29 @@ uint32_t Host::used_vcpus() const {
     if (holds_capacity(r.state)) n += r.vcpus;
   return n;
 }
+uint32_t Host::used_dedicated_vcpus() const {
+  uint32_t n = 0;
+  for (const auto& [id, r] : instances_) {
+    const InstanceType* t = find_instance_type(r.type);
+    if (holds_capacity(r.state) && t && !burstable(*t)) n += r.vcpus;
+  }
+  return n;
+}
+
+std::optional<std::string> Host::no_room(uint32_t want, uint32_t dedicated, uint64_t mem) const {
+  const uint32_t used = used_vcpus(), used_ded = used_dedicated_vcpus();
+  const uint64_t used_mem = used_memory_mib();
+  if (dedicated > 0 && used_ded + dedicated > dedicated_capacity())
+    return "dedicated-vCPU types get " + std::to_string(opt_.dedicated_per_cpu) + " vCPU per guest CPU and this host has " +
+           std::to_string(opt_.guest_cpu_count) + " guest CPU(s): " + std::to_string(dedicated_capacity() - std::min(dedicated_capacity(), used_ded)) +
+           " free, " + std::to_string(dedicated) + " needed (burstable t types share CPUs; --dedicated-vcpus-per-cpu changes the ratio)";
+  if (used + want > opt_.capacity_vcpus || used_mem + mem > opt_.capacity_memory_mib)
+    return "needs " + std::to_string(want) + " vCPUs and " + std::to_string(mem) + " MiB; free " +
+           std::to_string(opt_.capacity_vcpus - std::min(opt_.capacity_vcpus, used)) + " vCPUs and " +
+           std::to_string(opt_.capacity_memory_mib - std::min(opt_.capacity_memory_mib, used_mem)) + " MiB";
+  return std::nullopt;
+}
+
 uint64_t Host::used_memory_mib() const {
   uint64_t n = 0;
   for (const auto& [id, r] : instances_)
@@ -696,13 +827,9 @@ ApiResult<RunResult> Host::run_instances(const RunRequest& req) {
 
   const uint32_t want_vcpus = type->vcpus * r.count;
   const uint64_t want_mem = type->memory_mib * r.count;
-  if (used_vcpus() + want_vcpus > opt_.capacity_vcpus || used_memory_mib() + want_mem > opt_.capacity_memory_mib)
+  if (auto why = no_room(want_vcpus, burstable(*type) ? 0 : want_vcpus, want_mem))
     return api_error(K::kCapacity, "InsufficientInstanceCapacity",
-                     "not enough capacity for " + std::to_string(r.count) + " " + r.instance_type + " (needs " +
-                         std::to_string(want_vcpus) + " vCPUs and " + std::to_string(want_mem) + " MiB; free " +
-                         std::to_string(opt_.capacity_vcpus - std::min(opt_.capacity_vcpus, used_vcpus())) + " vCPUs and " +
-                         std::to_string(opt_.capacity_memory_mib - std::min(opt_.capacity_memory_mib, used_memory_mib())) +
-                         " MiB)");
+                     "not enough capacity for " + std::to_string(r.count) + " " + r.instance_type + " (" + *why + ")");
 
   RunResult out;
   out.reservation_id = new_id("r");
@@ -816,18 +943,22 @@ ApiResult<std::vector<StateChange>> Host::start_instances(const std::vector<std:
   {
     std::lock_guard lock(mu_);
     if (ids.empty()) return api_error(K::kInvalid, "MissingParameter", "no instance ids given");
-    uint32_t vcpus = 0;
+    uint32_t vcpus = 0, dedicated = 0;
     uint64_t mem = 0;
     for (const auto& id : ids) {
       AZOTE_TRY(r, find_instance(id));
       if (r->state != state::kStopped && r->state != state::kRunning && r->state != state::kPending)
         return api_error(K::kConflict, "IncorrectInstanceState",
                          "the instance '" + id + "' is " + r->state + " and cannot be started");
-      if (r->state == state::kStopped) vcpus += r->vcpus, mem += r->memory_mib;
+      if (r->state == state::kStopped) {
+        vcpus += r->vcpus, mem += r->memory_mib;
+        const InstanceType* t = find_instance_type(r->type);
+        if (t && !burstable(*t)) dedicated += r->vcpus;
+      }
     }
-    if (used_vcpus() + vcpus > opt_.capacity_vcpus || used_memory_mib() + mem > opt_.capacity_memory_mib)
+    if (auto why = no_room(vcpus, dedicated, mem))
       return api_error(K::kCapacity, "InsufficientInstanceCapacity",
-                       "not enough capacity to start " + std::to_string(ids.size()) + " instance(s)");
+                       "not enough capacity to start " + std::to_string(ids.size()) + " instance(s) (" + *why + ")");
     for (const auto& id : ids) {
       InstanceRec& r = instances_[id];
       out.push_back({id, r.state, r.state});
@@ -1252,6 +1383,10 @@ std::string Host::metrics_text() {
     out += "azote_vcpus_allocated " + std::to_string(used_vcpus()) + "\n";
     out += "# HELP azote_vcpus_capacity vCPUs this host sells.\n# TYPE azote_vcpus_capacity gauge\n";
     out += "azote_vcpus_capacity " + std::to_string(opt_.capacity_vcpus) + "\n";
+    out += "# HELP azote_dedicated_vcpus_allocated vCPUs of dedicated (non-burstable) types held.\n# TYPE azote_dedicated_vcpus_allocated gauge\n";
+    out += "azote_dedicated_vcpus_allocated " + std::to_string(used_dedicated_vcpus()) + "\n";
+    out += "# HELP azote_dedicated_vcpus_capacity vCPUs of dedicated types this host sells (guest CPUs x ratio).\n# TYPE azote_dedicated_vcpus_capacity gauge\n";
+    out += "azote_dedicated_vcpus_capacity " + std::to_string(dedicated_capacity()) + "\n";
     out += "# HELP azote_memory_allocated_bytes Guest memory held by instances.\n# TYPE azote_memory_allocated_bytes gauge\n";
     out += "azote_memory_allocated_bytes " + std::to_string(used_memory_mib() << 20) + "\n";
     out += "# HELP azote_memory_capacity_bytes Guest memory this host sells.\n# TYPE azote_memory_capacity_bytes gauge\n";
@@ -1259,17 +1394,22 @@ std::string Host::metrics_text() {
     size_t vols = 0;
     for (const auto& [id, v] : volumes_) vols += v.state != "deleted";
     out += "# HELP azote_volumes Volumes on this host.\n# TYPE azote_volumes gauge\nazote_volumes " + std::to_string(vols) + "\n";
-    out += "# HELP azote_card_restarts_total Block card restarts after it died.\n# TYPE azote_card_restarts_total counter\n";
-    out += "azote_card_restarts_total " + std::to_string(blk_.restarts) + "\n";
+    out += "# HELP azote_card_restarts_total Block card restarts after one died (all instances').\n# TYPE azote_card_restarts_total counter\n";
+    out += "azote_card_restarts_total " + std::to_string(card_restarts_["blk"]) + "\n";
     out += "# HELP azote_card_net_restarts_total Network card restarts after it died.\n# TYPE azote_card_net_restarts_total counter\n";
-    out += "azote_card_net_restarts_total " + std::to_string(net_.restarts) + "\n";
+    out += "azote_card_net_restarts_total " + std::to_string(card_restarts_["net"]) + "\n";
     out += "# HELP azote_network_interfaces ENIs on this host (kept by stopped instances too).\n# TYPE azote_network_interfaces gauge\n";
     out += "azote_network_interfaces " + std::to_string(enis_.size()) + "\n";
   }
   // The cards' own counters (ops, bytes, latency per volume; packets, drops per ENI),
   // as they render them.
-  out += read_unix_socket(card_path(blk_, ".metrics"));
-  out += read_unix_socket(card_path(net_, ".metrics"));
+  std::vector<std::string> endpoints{card_path(net_, ".metrics")};
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, rt] : rt_)
+      if (rt.blk && rt.blk->proc) endpoints.push_back(card_path(*rt.blk, ".metrics"));
+  }
+  for (const auto& e : endpoints) out += read_unix_socket(e);
   return out;
 }
 
@@ -1391,17 +1531,50 @@ ApiResult<void> Host::launch(const std::string& id) {
   if (inst.state != state::kPending && inst.state != state::kRunning)
     return api_error(K::kInternal, "InternalError", "instance is " + inst.state + "; not launching");
   const InstanceType* type = find_instance_type(inst.type);
-  // 1. The empty shell: memory, vCPUs parked, kernel loaded, a control socket.
+  Card* blk = nullptr;
+  uint32_t slot = 0;
+  {
+    std::lock_guard lock(mu_);
+    Runtime& rt = rt_[id];
+    if (rt.slot < 0) rt.slot = free_slot();
+    slot = static_cast<uint32_t>(rt.slot);
+    if (!rt.blk) rt.blk = std::make_unique<Card>("blk/" + id, "block card of " + id, id);
+    blk = rt.blk.get();
+  }
+  // 1. The empty shell: memory, vCPUs parked, kernel loaded, a control socket; in its
+  // jail, under the instance's uid, with the files it needs handed over by the launcher.
   const std::string dir = instance_dir(id);
-  std::error_code ec;
-  fs::create_directories(dir, ec);
   const std::string ctl = dir + "/hv.ctl";
-  std::vector<std::string> argv = {opt_.hv_bin, "--control", ctl, "--kernel", img.kernel,
-                                   "--vcpus", std::to_string(inst.vcpus), "--memory", std::to_string(inst.memory_mib) + "M",
-                                   "--console", "file:" + dir + "/console.log"};
-  if (!img.initrd.empty()) argv.insert(argv.end(), {"--initrd", img.initrd});
-  if (!img.cmdline.empty()) argv.insert(argv.end(), {"--cmdline", img.cmdline});
-  auto p = spawn(argv, dir + "/hv.log");
+  launch::SpawnRequest hv;
+  hv.role = launch::Role::kHv;
+  hv.instance = id;
+  hv.slot = slot;
+  hv.listens = {{"control", ctl}};
+  hv.files = {{"console", dir + "/console.log", "append"}};
+  hv.output = dir + "/hv.log";
+  hv.args = {"--control", "fd:{control}", "--kvm-fd", "{kvm}", "--console", "fd:{console}",
+             "--vcpus", std::to_string(inst.vcpus), "--memory", std::to_string(inst.memory_mib) + "M"};
+  if (img.kernel.rfind("builtin:", 0) == 0) {
+    hv.args.insert(hv.args.end(), {"--kernel", img.kernel});
+  } else {
+    hv.files.push_back({"kernel", img.kernel, "r"});
+    hv.args.insert(hv.args.end(), {"--kernel", "fd:{kernel}"});
+  }
+  if (!img.initrd.empty()) {
+    hv.files.push_back({"initrd", img.initrd, "r"});
+    hv.args.insert(hv.args.end(), {"--initrd", "fd:{initrd}"});
+  }
+  if (!img.cmdline.empty()) hv.args.insert(hv.args.end(), {"--cmdline", img.cmdline});
+  if (!eni_id.empty()) hv.enis = {eni_id};
+  hv.limits.memory_mib = inst.memory_mib + kHvOverheadMib;
+  hv.limits.pids = inst.vcpus + kHvExtraPids;
+  hv.limits.cpu_percent = inst.vcpus * 100;
+  hv.limits.cpus = opt_.guest_cpus;
+  {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+  }
+  auto p = procs_.spawn(hv);
   if (!p) return api_error(K::kInternal, "InternalError", "cannot start the hypervisor: " + p.error().message());
   {
     std::lock_guard lock(mu_);
@@ -1412,12 +1585,12 @@ ApiResult<void> Host::launch(const std::string& id) {
     watch(p->pidfd.get());
     rt_[id].hv = std::move(p).value();
   }
-  // 2. The block card: every volume of the instance served on its socket (while the
-  // shell sets itself up).
-  AZOTE_TRYV(ensure_card(blk_));
+  if (opt_.test_launch_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(opt_.test_launch_delay_ms));
+  // 2. The instance's block card: its volumes (and only its keys), each served on its
+  // socket in the instance's directory (while the shell sets itself up).
+  AZOTE_TRYV(ensure_card(*blk, nullptr, vols));
   for (const VolumeRec& v : vols) {
-    card_remove(v.id);
-    AZOTE_TRYV(card_add(v, type));
+    AZOTE_TRYV(card_add(*blk, v, type));
     if (!v.import_from.empty()) {  // the content is in: never again
       std::lock_guard lock(mu_);
       if (auto it = volumes_.find(v.id); it != volumes_.end()) {
@@ -1433,16 +1606,12 @@ ApiResult<void> Host::launch(const std::string& id) {
     AZOTE_TRYV(ensure_net());
     AZOTE_TRYV(net_add_eni(id));
   }
-  // Wait for the shell's control socket, but not for a hypervisor that already gave up
-  // (a kernel it cannot load, a host resource it cannot get): its own words are the reason.
-  std::optional<control::Client> c;
+  // Wait until the shell answers on its control socket (the launcher made the socket,
+  // so connecting proves nothing), but not for a hypervisor that already gave up (a
+  // kernel it cannot load, a host resource it cannot get): its own words are the reason.
   const auto deadline = std::chrono::steady_clock::now() + kControlTimeout;
   for (;;) {
-    auto attempt = control::Client::connect(ctl, 100ms);
-    if (attempt) {
-      c.emplace(std::move(attempt).value());
-      break;
-    }
+    if (answers(ctl, 200ms)) break;
     bool exited = false;
     int status = -1;
     {
@@ -1455,10 +1624,13 @@ ApiResult<void> Host::launch(const std::string& id) {
       while (!last.empty() && last.back() == '\n') last.pop_back();
       if (const size_t nl = last.rfind('\n'); nl != std::string::npos) last = last.substr(nl + 1);
       return api_error(K::kInternal, "InternalError",
-                       (exited ? exit_reason(status) : "the hypervisor did not open its control socket") +
+                       (exited ? exit_reason(status) : "the hypervisor did not answer on its control socket") +
                            (last.empty() ? "" : " (" + last + ")"));
     }
   }
+  auto connected = control::Client::connect(ctl, kControlTimeout);
+  if (!connected) return api_error(K::kInternal, "InternalError", "the hypervisor's control socket: " + connected.error().message());
+  std::optional<control::Client> c(std::move(connected).value());
   // 4. The channels: one virtio device per volume, root first, then the ENI.
   for (const VolumeRec& v : vols) {
     auto a = c->call({{"op", "attach-device"}, {"kind", "blk"}, {"socket", volume_socket(v.id)}}, kControlTimeout);
@@ -1487,35 +1659,30 @@ ApiResult<void> Host::launch(const std::string& id) {
 void Host::stop_hv(const std::string& id, bool force) {
   std::unique_lock lock(mu_);
   Runtime& rt = rt_[id];
-  if (!rt.hv) {
+  if (rt.hv) {
+    rt.expect_exit = true;
+    // Wait on our own duplicate of the pidfd, not on the supervisor (which may be busy
+    // restarting a card); it still reaps and records the exit.
+    const Proc waiter{rt.hv->pid, rt.hv->starttime, rt.hv->uid, UniqueFd(::fcntl(rt.hv->pidfd.get(), F_DUPFD_CLOEXEC, 0))};
     lock.unlock();
-    std::vector<std::string> vols;
-    {
-      std::lock_guard l2(mu_);
-      for (VolumeRec* v : volumes_of(id)) vols.push_back(v->id);
+    procs_.send_signal(waiter, force ? SIGKILL : SIGTERM);
+    if (!Processes::wait_exit(waiter, kStopGraceMs)) {
+      LOG_WARN("instance %s: the hypervisor did not stop within %d ms; killing it", id.c_str(), kStopGraceMs);
+      procs_.send_signal(waiter, SIGKILL);
+      Processes::wait_exit(waiter, 5000);
     }
-    for (const auto& v : vols) card_remove(v);
-    net_remove_eni(id);
-    return;
+    lock.lock();
+    cv_.wait_for(lock, 2s, [&] { return rt.exited || stopping_; });
   }
-  rt.expect_exit = true;
-  send_signal(*rt.hv, force ? SIGKILL : SIGTERM);
-  // Wait on our own duplicate of the pidfd, not on the supervisor (which may be busy
-  // restarting a card); it still reaps and records the exit.
-  const Proc waiter{rt.hv->pid, rt.hv->starttime, UniqueFd(::fcntl(rt.hv->pidfd.get(), F_DUPFD_CLOEXEC, 0)), false};
   lock.unlock();
-  if (!wait_exit(waiter, kStopGraceMs)) {
-    LOG_WARN("instance %s: the hypervisor did not stop within %d ms; killing it", id.c_str(), kStopGraceMs);
-    send_signal(waiter, SIGKILL);
-    wait_exit(waiter, 5000);
-  }
-  lock.lock();
-  cv_.wait_for(lock, 2s, [&] { return rt.exited || stopping_; });
-  std::vector<std::string> vols;
-  for (VolumeRec* v : volumes_of(id)) vols.push_back(v->id);
-  lock.unlock();
-  for (const auto& v : vols) card_remove(v);
+  // Then the instance's cards: its block card ends (nothing else uses its volumes or
+  // keys), its ENI leaves the network card; whatever is left of its processes is
+  // killed and its cgroups go.
+  stop_blk_card(id);
   net_remove_eni(id);
+  procs_.release(id);
+  lock.lock();
+  rt.slot = -1;
 }
 
 void Host::finish_terminate(const std::string& id) {
@@ -1548,8 +1715,19 @@ void Host::finish_terminate(const std::string& id) {
 // ---- supervision -----------------------------------------------------------------
 
 void Host::supervisor_loop() {
-  Card* const cards[] = {&blk_, &net_};
+  // Every card: the host's network card and each instance's block card.
+  auto all_cards = [this] {
+    std::vector<Card*> out{&net_};
+    for (auto& [id, rt] : rt_)
+      if (rt.blk) out.push_back(rt.blk.get());
+    return out;
+  };
   for (;;) {
+    std::vector<Card*> cards;
+    {
+      std::lock_guard lock(mu_);
+      cards = all_cards();
+    }
     for (Card* c : cards) {
       std::unique_lock lock(mu_);
       if (c->readd) {
@@ -1573,33 +1751,61 @@ void Host::supervisor_loop() {
     {
       std::lock_guard lock(mu_);
       if (stopping_) return;
+      cards = all_cards();
       for (int i = 0; i < n; ++i) {
         if (ev[i].data.u64 == kTagWake) continue;
+        if (ev[i].data.u64 == kTagLauncher) {
+          // Nothing can be started, signalled or reaped any more. What runs keeps
+          // running; the controller exits, and the next one (with a new launcher)
+          // adopts it.
+          // Exit at once: a job under way must not go on failing and writing states a
+          // new controller would then believe. Everything acknowledged is in SQLite
+          // and the audit log already; a launch cut short is still "pending" there and
+          // the next controller finishes it.
+          LOG_ERROR("controller: the launcher is gone; exiting (status 75) so that azote-controller can be started "
+                    "again (instances keep running and are adopted)");
+          std::fflush(nullptr);
+          std::_Exit(75);
+          continue;
+        }
         const int fd = static_cast<int>(ev[i].data.u64);
         ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
         bool was_card = false;
         for (Card* c : cards) {
           if (!c->proc || c->proc->pidfd.get() != fd) continue;
-          const int status = reap(*c->proc);
-          LOG_WARN("controller: the %s (pid %d) exited (status %d)", c->label.c_str(), c->proc->pid, status);
+          const int status = procs_.reap(*c->proc);
+          if (c->expect_exit)
+            LOG_INFO("controller: the %s (pid %d) stopped (status %d)", c->label.c_str(), c->proc->pid, status);
+          else
+            LOG_WARN("controller: the %s (pid %d) exited (status %d)", c->label.c_str(), c->proc->pid, status);
+          if (status == 128 + SIGSYS)
+            report_seccomp(c->instance, c->instance.empty() ? "azote-card-net" : "azote-card-blk",
+                           seccomp_line(card_path(*c, ".log")));
           c->proc.reset();
           if (!c->expect_exit) died.push_back(c);
           was_card = true;
+          cv_.notify_all();  // stop_blk_card waits for this
         }
         if (was_card) continue;
         for (auto& [id, rt] : rt_) {
           if (!rt.hv || rt.hv->pidfd.get() != fd) continue;
-          rt.exit_status = reap(*rt.hv);
+          rt.exit_status = procs_.reap(*rt.hv);
           rt.exited = true;
           rt.hv.reset();
           InstanceRec& r = instances_[id];
           LOG_INFO("instance %s: hypervisor exited (status %d)", id.c_str(), rt.exit_status);
+          std::string seccomp;
+          if (rt.exit_status == 128 + SIGSYS) {
+            seccomp = seccomp_line(instance_dir(id) + "/hv.log");
+            report_seccomp(id, "azote-hv", seccomp);
+          }
           if (!rt.expect_exit && !rt.busy && r.state == state::kRunning) {
             r.hv_pid = 0;
             if (rt.exit_status == 0)
               set_state(r, state::kStopped, "Client.InstanceInitiatedShutdown", "Instance initiated shutdown");
             else
-              set_state(r, state::kStopped, "Server.InternalError", exit_reason(rt.exit_status));
+              set_state(r, state::kStopped, "Server.InternalError",
+                        exit_reason(rt.exit_status) + (seccomp.empty() ? "" : ": " + seccomp));
             jobs_.emplace_back(id, Job::kCleanup);
           }
           cv_.notify_all();
@@ -1628,40 +1834,102 @@ void Host::supervisor_loop() {
   }
 }
 
+void Host::report_seccomp(const std::string& instance, const std::string& process, const std::string& line) {
+  LOG_ERROR("controller: %s%s%s was killed by its seccomp filter: %s", process.c_str(), instance.empty() ? "" : " of ",
+            instance.c_str(), line.empty() ? "(no report in its log)" : line.c_str());
+  if (events_) {
+    std::vector<std::string> res;
+    if (!instance.empty()) res.push_back(instance);
+    res.push_back(process);
+    events_("process.seccomp", res, line.empty() ? "killed by SIGSYS (no report in its log)" : line);
+  }
+}
+
+void Host::liveness_loop() {
+  for (;;) {
+    struct Target {
+      Card* card;
+      std::string ctl;
+      std::optional<Proc> proc;
+    };
+    std::vector<Target> targets;
+    {
+      std::unique_lock lock(mu_);
+      if (cv_.wait_for(lock, kLivenessPeriod, [&] { return stopping_; })) return;
+      auto add = [&](Card& c) {
+        if (!c.proc || c.expect_exit) return;
+        targets.push_back({&c, card_path(c, ".ctl"),
+                           Proc{c.proc->pid, c.proc->starttime, c.proc->uid,
+                                UniqueFd(::fcntl(c.proc->pidfd.get(), F_DUPFD_CLOEXEC, 0))}});
+      };
+      add(net_);
+      for (auto& [id, rt] : rt_)
+        if (rt.blk && !rt.busy) add(*rt.blk);
+    }
+    for (auto& t : targets) {
+      if (answers(t.ctl, kPingTimeout) || Processes::wait_exit(*t.proc, 0)) {
+        t.card->missed_pings = 0;  // Card objects outlive this loop: they are freed only after shutdown
+        continue;
+      }
+      if (++t.card->missed_pings < kLivenessStrikes) {
+        LOG_WARN("controller: the %s (pid %d) did not answer a ping within %lld s (%d of %d)", t.card->label.c_str(),
+                 t.proc->pid, static_cast<long long>(kPingTimeout.count()), t.card->missed_pings, kLivenessStrikes);
+        continue;
+      }
+      LOG_ERROR("controller: the %s (pid %d) runs but has not answered its control socket %d times in a row; "
+                "killing it so that it is restarted", t.card->label.c_str(), t.proc->pid, kLivenessStrikes);
+      t.card->missed_pings = 0;
+      procs_.send_signal(*t.proc, SIGKILL);
+    }
+  }
+}
+
 void Host::restart_card(Card& c) {
   // Restart the card and hand it everything a live hypervisor is using; the
   // hypervisors reconnect to the sockets by themselves.
-  const bool net = &c == &net_;
+  const bool net = c.instance.empty();
+  std::vector<VolumeRec> vols;
+  const InstanceType* type = nullptr;
+  std::vector<std::string> readd_enis;  // instance ids
+  {
+    std::lock_guard lock(mu_);
+    if (!net) {
+      // A block card serves one instance: only while that instance runs (a launch
+      // starts its own).
+      const auto it = instances_.find(c.instance);
+      if (it == instances_.end() || (it->second.state != state::kRunning && it->second.state != state::kStopping) ||
+          rt_[c.instance].busy || !rt_[c.instance].hv)
+        return;
+      for (VolumeRec* v : volumes_of(c.instance)) vols.push_back(*v);
+      type = find_instance_type(it->second.type);
+    }
+  }
   std::unique_lock<std::mutex> net_lock(net_mu_, std::defer_lock);
   if (net) net_lock.lock();
-  if (auto e = net ? ensure_net() : ensure_card(c); !e) {
+  if (auto e = net ? ensure_net() : ensure_card(c, nullptr, vols); !e) {
     LOG_ERROR("controller: restarting the %s failed: %s", c.label.c_str(), e.error().sentence.c_str());
     c.restart_at = std::chrono::steady_clock::now() + 1s;
     return;
   }
-  std::vector<std::pair<VolumeRec, const InstanceType*>> readd;
-  std::vector<std::string> readd_enis;  // instance ids
   {
     std::lock_guard lock(mu_);
     ++c.restarts;
-    for (auto& [id, r] : instances_) {
-      if (r.state != state::kRunning && r.state != state::kPending && r.state != state::kStopping) continue;
-      if (r.state == state::kPending && rt_[id].busy) continue;  // its launch adds them
-      if (net) {
+    ++card_restarts_[net ? "net" : "blk"];
+    if (net)
+      for (auto& [id, r] : instances_) {
+        if (r.state != state::kRunning && r.state != state::kPending && r.state != state::kStopping) continue;
+        if (r.state == state::kPending && rt_[id].busy) continue;  // its launch adds them
         if (eni_of(id)) readd_enis.push_back(id);
-      } else {
-        for (VolumeRec* v : volumes_of(id)) readd.emplace_back(*v, find_instance_type(r.type));
       }
-    }
   }
-  for (const auto& [v, t] : readd)
-    if (auto a = card_add(v, t); !a) LOG_ERROR("controller: re-adding %s: %s", v.id.c_str(), a.error().sentence.c_str());
+  for (const auto& v : vols)
+    if (auto a = card_add(c, v, type); !a) LOG_ERROR("controller: re-adding %s: %s", v.id.c_str(), a.error().sentence.c_str());
   for (const auto& id : readd_enis)
     if (auto a = net_add_eni(id); !a) LOG_ERROR("controller: re-adding the ENI of %s: %s", id.c_str(), a.error().sentence.c_str());
   if (net)
     LOG_INFO("controller: network card restarted, VPC and groups pushed, %zu ENI(s) re-added", readd_enis.size());
   else
-    LOG_INFO("controller: block card restarted, %zu volume(s) re-added", readd.size());
+    LOG_INFO("controller: the %s restarted, %zu volume(s) re-added", c.label.c_str(), vols.size());
 }
 
 ApiResult<void> Host::recover() {
@@ -1670,9 +1938,19 @@ ApiResult<void> Host::recover() {
   auto cards = store_.cards();
   if (cards) {
     for (const auto& c : *cards) {
-      Card* card = c.name == "blk" ? &blk_ : c.name == "net" ? &net_ : nullptr;
-      if (!card) continue;
-      auto p = adopt(static_cast<pid_t>(c.pid), c.starttime);
+      Card* card = nullptr;
+      if (c.name == "net") {
+        card = &net_;
+      } else if (c.name.rfind("blk/", 0) == 0 && instances_.count(c.name.substr(4))) {
+        const std::string iid = c.name.substr(4);
+        rt_[iid].blk = std::make_unique<Card>(c.name, "block card of " + iid, iid);
+        card = rt_[iid].blk.get();
+      } else {
+        LOG_WARN("controller: forgetting the card record \"%s\" (from an older controller or a deleted instance)", c.name.c_str());
+        (void)store_.erase_card(c.name);
+        continue;
+      }
+      auto p = procs_.adopt(static_cast<pid_t>(c.pid), c.starttime);
       if (p) {
         card->proc = std::move(p).value();
         watch(card->proc->pidfd.get());
@@ -1694,12 +1972,18 @@ ApiResult<void> Host::recover() {
     Runtime& rt = rt_[id];
     std::optional<Proc> hv;
     if (r.hv_pid > 0) {
-      auto p = adopt(static_cast<pid_t>(r.hv_pid), r.hv_starttime);
+      auto p = procs_.adopt(static_cast<pid_t>(r.hv_pid), r.hv_starttime);
       if (p) hv = std::move(p).value();
     }
     if (r.state == state::kRunning) {
       if (hv) {
         running = true;
+        const uint32_t first = opt_.uid_base + launch::kFirstInstanceId;
+        if (hv->uid >= first && hv->uid - first < launch::kMaxSlots) rt.slot = static_cast<int>(hv->uid - first);
+        if (!rt.blk) rt.blk = std::make_unique<Card>("blk/" + id, "block card of " + id, id);
+        // Its block card did not survive the controller's absence: the supervisor
+        // starts one and gives it the volumes again.
+        if (!rt.blk->proc) rt.blk->readd = true;
         watch(hv->pidfd.get());
         rt.hv = std::move(hv);
         LOG_INFO("instance %s: adopted its hypervisor (pid %lld)", id.c_str(), static_cast<long long>(r.hv_pid));
@@ -1712,8 +1996,8 @@ ApiResult<void> Host::recover() {
     }
     if (r.state == state::kPending || r.state == state::kStopping || r.state == state::kShuttingDown) {
       if (hv) {  // half-launched or half-stopped: that process is not trusted to be complete
-        send_signal(*hv, SIGKILL);
-        wait_exit(*hv, 5000);
+        procs_.send_signal(*hv, SIGKILL);
+        Processes::wait_exit(*hv, 5000);
         LOG_INFO("instance %s: killed the hypervisor left %s by the previous controller", id.c_str(), r.state.c_str());
       }
       r.hv_pid = 0;
@@ -1724,7 +2008,7 @@ ApiResult<void> Host::recover() {
       continue;
     }
     if (hv) {  // stopped or terminated, yet a process runs: it is not ours to keep
-      send_signal(*hv, SIGKILL);
+      procs_.send_signal(*hv, SIGKILL);
       r.hv_pid = 0;
       persist(r);
     }
@@ -1732,7 +2016,11 @@ ApiResult<void> Host::recover() {
   // Running instances whose card did not survive: start one and re-add their volumes
   // or ENIs (the supervisor does it first thing). An adopted network card gets the
   // model again and exactly the ENIs of running instances.
-  if (running && !blk_.proc) blk_.readd = true;
+  (void)running;
+  // A block card whose instance does not run (its hypervisor died while no controller
+  // watched): stopped, with the rest of the instance's processes and cgroups.
+  for (auto& [id, r] : instances_)
+    if (r.state != state::kRunning && rt_[id].blk && rt_[id].blk->proc) jobs_.emplace_back(id, Job::kCleanup);
   bool running_eni = false;
   for (const auto& [id, e] : enis_) running_eni |= instances_.count(e.instance_id) && instances_[e.instance_id].state == state::kRunning;
   if (net_.proc) net_reconcile();
@@ -1773,14 +2061,18 @@ void Host::shutdown() {
   const uint64_t one = 1;
   (void)!::write(wake_.get(), &one, sizeof one);
   if (supervisor_.joinable()) supervisor_.join();
+  if (liveness_.joinable()) liveness_.join();
   if (opt_.stop_on_exit) {
     std::lock_guard lock(mu_);
-    for (Card* c : {&blk_, &net_}) {
+    std::vector<Card*> cards{&net_};
+    for (auto& [id, rt] : rt_)
+      if (rt.blk) cards.push_back(rt.blk.get());
+    for (Card* c : cards) {
       if (!c->proc) continue;
       c->expect_exit = true;
-      send_signal(*c->proc, SIGTERM);
-      if (!wait_exit(*c->proc, 10'000)) send_signal(*c->proc, SIGKILL);
-      reap(*c->proc);
+      procs_.send_signal(*c->proc, SIGTERM);
+      if (!Processes::wait_exit(*c->proc, 10'000)) procs_.send_signal(*c->proc, SIGKILL);
+      procs_.reap(*c->proc);
       c->proc.reset();
     }
   }

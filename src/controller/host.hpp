@@ -1,7 +1,9 @@
 // The host: every instance, volume and image this controller owns, its VPC (one
 // default VPC and subnet, security groups, one primary ENI per instance), the
-// processes that realise them (one azote-hv per instance, one azote-card-blk for all
-// volumes, one azote-card-net for all ENIs), and the lifecycle in Nitro's order — an
+// processes that realise them (per instance one azote-hv and one azote-card-blk
+// holding only that instance's volumes and keys; one azote-card-net for all ENIs),
+// all started in their jails by the privileged launcher (Processes), and the
+// lifecycle in Nitro's order — an
 // empty shell (azote-hv with memory and parked vCPUs), the cards set up (volumes, then
 // the ENI added), the channels connected (devices attached), then the vCPUs released.
 //
@@ -15,6 +17,7 @@
 // the network card at once (set-security-group-rules).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -40,11 +43,19 @@ namespace azote::controller {
 
 struct HostOptions {
   std::string state_dir;
-  std::string hv_bin, card_blk_bin, card_net_bin;
+  std::string card_net_bin;  // checked for existence only (the launcher runs it)
+  uint32_t uid_base = 0;     // the launcher's: an adopted hv's uid tells its slot
+  // cpusets (lists such as "0-3"): the cards' own cores and the guests' (vCPU threads);
+  // empty: no restriction.
+  std::string card_cpus, guest_cpus;
+  uint32_t test_launch_delay_ms = 0;  // tests only (--test-launch-delay)
   std::string region = "local-1";           // DNS: ip-a-b-c-d.<region>.compute.internal; zone <region>a
   std::string vpc_cidr = "10.0.0.0/16";     // the default VPC, made once (the stored one wins later)
   std::string subnet_cidr = "10.0.1.0/24";  // its default subnet
-  uint32_t capacity_vcpus = 0;      // 0: 8 per host CPU
+  uint32_t capacity_vcpus = 0;      // 0: 8 per guest CPU (burstable types overcommit)
+  // vCPUs of dedicated (non-burstable) types per guest CPU: 1 (EC2 sells them 1:1).
+  uint32_t dedicated_per_cpu = 1;
+  uint32_t guest_cpu_count = 0;     // CPUs for guests (all of them without a card split)
   uint64_t capacity_memory_mib = 0; // 0: 80% of MemTotal
   bool stop_on_exit = false;        // shutdown(): stop instances and the card too
 };
@@ -90,7 +101,7 @@ struct ImageRequest {
 
 class Host {
  public:
-  static ApiResult<std::unique_ptr<Host>> open(const HostOptions& o, const pki::HostPki& pki);
+  static ApiResult<std::unique_ptr<Host>> open(const HostOptions& o, const pki::HostPki& pki, Processes& procs);
   ~Host();
 
   ApiResult<RunResult> run_instances(const RunRequest& r);
@@ -127,11 +138,26 @@ class Host {
   // Stops workers and the supervisor. With stop_on_exit, stops every instance and the
   // card first; otherwise they keep running for the next controller to adopt.
   void shutdown();
+  // Where events that are not API calls go (the audit log): a process killed by its
+  // seccomp filter. Set once, before any instance runs.
+  using EventSink = std::function<void(const std::string& method, const std::vector<std::string>& resources,
+                                       const std::string& error)>;
+  void set_event_sink(EventSink sink) {
+    std::lock_guard lock(mu_);
+    events_ = std::move(sink);
+  }
+
+  // When the launcher is gone (its socket hangs up) nothing can be started or stopped:
+  // the supervisor ends the process at once (status 75) and a new controller, with a
+  // new launcher, adopts what runs.
 
  private:
+  struct Card;
   // Runtime of one instance beyond its record.
   struct Runtime {
     std::optional<Proc> hv;
+    std::unique_ptr<Card> blk;    // this instance's block card (created at its first launch)
+    int slot = -1;                // its uid/gid slot while it has processes
     bool busy = false;            // a job owns the instance
     bool expect_exit = false;     // we asked the hv to stop
     bool terminate_requested = false;
@@ -141,22 +167,28 @@ class Host {
   };
   enum class Job { kLaunch, kStop, kStopForce, kReboot, kTerminate, kCleanup };
 
-  // One supervised card process (azote-card-blk, azote-card-net).
+  // One supervised card process: an instance's azote-card-blk, or the host's
+  // azote-card-net.
   struct Card {
-    explicit Card(std::string n, std::string l) : name(std::move(n)), label(std::move(l)) {}
-    const std::string name;   // "blk", "net": card-NAME.ctl, .metrics, .log in the state dir
-    const std::string label;  // "block card", "network card"
+    Card(std::string n, std::string l, std::string i = "") : name(std::move(n)), label(std::move(l)), instance(std::move(i)) {}
+    const std::string name;      // "net", or "blk/<instance>": its record in the store
+    const std::string label;     // "network card", "block card of i-..."
+    const std::string instance;  // empty: the host's network card
     std::optional<Proc> proc;            // mu_
+    // Block card: the descriptor number each volume's file (and an import's content)
+    // has in the card, as the launcher placed them (mu_).
+    std::map<std::string, int> file_fd;
     bool expect_exit = false;            // mu_
     bool readd = false;                  // mu_: replaced outside the supervisor; re-add its objects
     uint64_t restarts = 0;               // mu_
+    int missed_pings = 0;                // liveness thread only
     // Deaths in the last minute, for the restart backoff (supervisor thread only).
     std::deque<std::chrono::steady_clock::time_point> deaths;
     std::optional<std::chrono::steady_clock::time_point> restart_at;
     std::mutex start_mu;  // one (re)start at a time
   };
 
-  Host(const HostOptions& o, const pki::HostPki& pki, Store store);
+  Host(const HostOptions& o, const pki::HostPki& pki, Store store, Processes& procs);
   ApiResult<void> recover();  // after open: adopt or report every process
   ApiResult<void> ensure_default_network();
   void worker_loop();
@@ -171,12 +203,19 @@ class Host {
   ApiResult<void> launch(const std::string& id);
   void stop_hv(const std::string& id, bool force);
   void finish_terminate(const std::string& id);
-  // Starts the card unless it runs; *started tells whether a new process was made.
-  ApiResult<void> ensure_card(Card& c, bool* started = nullptr);
-  ApiResult<void> card_add(const VolumeRec& v, const InstanceType* type);
-  void card_remove(const std::string& volume_id);
-  std::string volume_socket(const std::string& volume_id) const;
+  // Starts the card unless it runs; *started tells whether a new process was made. A
+  // block card gets the files of `vols` (its instance's volumes).
+  ApiResult<void> ensure_card(Card& c, bool* started = nullptr, const std::vector<VolumeRec>& vols = {});
+  ApiResult<void> card_add(Card& c, const VolumeRec& v, const InstanceType* type);
+  // Stops an instance's block card (volumes flushed by its exit) and forgets it.
+  void stop_blk_card(const std::string& instance_id);
   std::string card_path(const Card& c, const char* suffix) const;
+  // The jailed processes' view of their sockets (the same path in the hv's jail and
+  // the card's): /run/azote/<volume>.sock, /run/azote-net/<eni>/eni.sock.
+  static std::string volume_socket(const std::string& volume_id);
+  // The lowest slot no other instance with processes holds (mu_ held).
+  int free_slot() const;
+  launch::Limits card_limits() const;
   // The network card (net_mu_ held): running, with the VPC model (VPCs, groups).
   ApiResult<void> ensure_net();
   ApiResult<void> net_push_model();
@@ -189,7 +228,7 @@ class Host {
   // After adopting a network card: the model again, ENIs of running instances added,
   // others removed.
   void net_reconcile();
-  std::string eni_socket(const std::string& eni_id) const;
+  static std::string eni_socket(const std::string& eni_id);
   std::string instance_dir(const std::string& id) const;
   void watch(int pidfd);
 
@@ -205,6 +244,11 @@ class Host {
   std::optional<control::Json> eni_request(const std::string& instance_id);
   ApiResult<SecurityGroupRec*> find_group(const std::string& id);
   uint32_t used_vcpus() const;
+  uint32_t used_dedicated_vcpus() const;
+  uint32_t dedicated_capacity() const { return opt_.guest_cpu_count * opt_.dedicated_per_cpu; }
+  // Why `want` more vCPUs and `mem` MiB (of which `dedicated` vCPUs of dedicated types)
+  // do not fit, or nullopt if they do (mu_ held).
+  std::optional<std::string> no_room(uint32_t want, uint32_t dedicated, uint64_t mem) const;
   uint64_t used_memory_mib() const;
   ApiResult<VolumeRec> new_volume(const VolumeSpec& spec, bool encrypted, const Tags& tags, const std::string& token);
   // The record first (so a failure leaves the volume whole), then the file and key.
@@ -212,6 +256,7 @@ class Host {
 
   HostOptions opt_;
   const pki::HostPki& pki_;
+  Processes& procs_;
   std::mutex mu_;  // guards everything below
   std::condition_variable cv_;
   Store store_;
@@ -224,13 +269,22 @@ class Host {
   std::map<std::string, SubnetRec> subnets_;
   std::map<std::string, SecurityGroupRec> groups_;
   std::map<std::string, EniRec> enis_;  // by ENI id
-  Card blk_{"blk", "block card"};
   Card net_{"net", "network card"};
+  std::map<std::string, uint64_t> card_restarts_;  // "blk" (every instance's), "net"
   std::deque<std::pair<std::string, Job>> jobs_;
   bool stopping_ = false;         // the supervisor ends
   bool workers_stop_ = false;     // the workers end (first, at shutdown)
   std::vector<std::thread> workers_;
   std::thread supervisor_;
+  // Liveness: a card that still runs but no longer answers its control socket (a hung
+  // control loop) is killed after kLivenessStrikes missed pings, and so restarted like
+  // a card that died.
+  std::thread liveness_;
+  void liveness_loop();
+  // A process of `instance` (empty: the host's) died of SIGSYS: its report line goes to
+  // the log and, as a "process.seccomp" record, to the audit log. mu_ held.
+  void report_seccomp(const std::string& instance, const std::string& process, const std::string& line);
+  EventSink events_;  // mu_
   UniqueFd epoll_, wake_;
   // Every request to the network card, so changes reach it in the order they were
   // made (a group change never overtakes a full model push). Taken before mu_, never

@@ -19,11 +19,18 @@
 #include "controller/gate.hpp"
 #include "controller/host.hpp"
 #include "controller/options.hpp"
+#include "controller/processes.hpp"
 #include "controller/refusals.hpp"
 #include "controller/service.hpp"
 #include "controller/tls.hpp"
 #include "pki/files.hpp"
 #include "pki/pki.hpp"
+#include "sandbox/cgroup.hpp"
+#include "sandbox/seccomp.hpp"
+
+namespace azote::controller {
+const sandbox::ProcessPolicy& seccomp_policy();  // generated from seccomp.json
+}
 
 using namespace azote;
 using namespace azote::controller;
@@ -44,6 +51,54 @@ std::string sibling(const char* name) {
   return (ec ? std::filesystem::path(".") : self.parent_path()) / name;
 }
 
+// Started as root: become azote-launcher (same pid, so whoever started us signals and
+// waits on the launcher), which starts this program again, unprivileged.
+int exec_launcher(const Options& o, const std::vector<std::string>& args) {
+  const std::string launcher = sibling("azote-launcher");
+  std::vector<std::string> argv = {launcher,
+                                   "--state-dir", o.state_dir,
+                                   "--controller", sibling("azote-controller"),
+                                   "--hv", o.hv_bin.empty() ? sibling("azote-hv") : o.hv_bin,
+                                   "--card-blk", o.card_blk_bin.empty() ? sibling("azote-card-blk") : o.card_blk_bin,
+                                   "--card-net", o.card_net_bin.empty() ? sibling("azote-card-net") : o.card_net_bin,
+                                   "--uid-base", std::to_string(o.uid_base)};
+  if (!o.probe_bin.empty()) argv.insert(argv.end(), {"--probe", o.probe_bin, "--test-socket", o.test_socket});
+  argv.push_back("--");
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> raw;
+  for (auto& a : argv) raw.push_back(a.data());
+  raw.push_back(nullptr);
+  ::execv(launcher.c_str(), raw.data());
+  return fail("cannot run " + launcher + " (azote-controller starts it when run as root): " + std::strerror(errno));
+}
+
+// The cards' cores and the guests' (cpuset lists); empty strings: no split.
+Result<std::pair<std::string, std::string>, OptionsError> cpu_split(const std::string& wanted) {
+  const std::set<int> online = sandbox::allowed_cpus();
+  if (wanted == "none") return std::pair<std::string, std::string>{};
+  if (wanted.empty()) {
+    if (online.size() < 4) {
+      LOG_INFO("controller: %zu CPUs: no cores reserved for the cards (they share every CPU with the guests; "
+               "--card-cpus LIST reserves some)", online.size());
+      return std::pair<std::string, std::string>{};
+    }
+    std::set<int> card{*online.rbegin()}, guest = online;
+    guest.erase(*online.rbegin());
+    return std::pair{sandbox::format_cpu_list(card), sandbox::format_cpu_list(guest)};
+  }
+  auto card = sandbox::parse_cpu_list(wanted);
+  if (!card) return make_error(OptionsErrc::kUsage, "--card-cpus \"" + wanted + "\": expected a CPU list such as 3 or 2-3, or none");
+  std::set<int> guest = online;
+  for (int c : *card) {
+    if (!online.count(c))
+      return make_error(OptionsErrc::kUsage, "--card-cpus \"" + wanted + "\": CPU " + std::to_string(c) +
+                                                 " is not one this process may use (" + sandbox::format_cpu_list(online) + ")");
+    guest.erase(c);
+  }
+  if (guest.empty()) return make_error(OptionsErrc::kUsage, "--card-cpus \"" + wanted + "\" leaves no CPU for the guests");
+  return std::pair{sandbox::format_cpu_list(*card), sandbox::format_cpu_list(guest)};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -62,6 +117,22 @@ int main(int argc, char** argv) {
     return 0;
   }
   log::set_level(log::level_from_name(o.log_level));
+  if (o.launcher_fd < 0) {
+    if (::geteuid() != 0)
+      return fail("start azote-controller as root: it runs azote-launcher (the privileged part, which builds the "
+                  "jails) and then drops to uid " + std::to_string(o.uid_base));
+    return exec_launcher(o, std::vector<std::string>(argv + 1, argv + argc));
+  }
+  auto cpus = cpu_split(o.card_cpus);
+  if (!cpus) {
+    std::fprintf(stderr, "azote-controller: error: %s\n", cpus.error().message().c_str());
+    return kExitUsage;
+  }
+  Processes procs{UniqueFd(o.launcher_fd)};
+  // Every thread of this process (gRPC's included: they inherit it) runs under the
+  // controller's allowlist (src/controller/seccomp.json) from here on.
+  if (auto s = sandbox::init_process(seccomp_policy(), sandbox::SeccompMode::kKill); !s) return fail(s.error().message());
+  if (auto s = sandbox::enter_thread("controller"); !s) return fail(s.error().message());
   // Signals go to sigwait below; threads started from here on inherit the mask.
   sigset_t set;
   sigemptyset(&set);
@@ -95,19 +166,29 @@ int main(int argc, char** argv) {
 
   HostOptions ho;
   ho.state_dir = o.state_dir;
-  ho.hv_bin = o.hv_bin.empty() ? sibling("azote-hv") : o.hv_bin;
-  ho.card_blk_bin = o.card_blk_bin.empty() ? sibling("azote-card-blk") : o.card_blk_bin;
   ho.card_net_bin = o.card_net_bin.empty() ? sibling("azote-card-net") : o.card_net_bin;
+  ho.uid_base = o.uid_base;
+  ho.card_cpus = cpus->first;
+  ho.test_launch_delay_ms = o.test_launch_delay_ms;
+  ho.dedicated_per_cpu = o.dedicated_per_cpu;
+  {
+    const auto guest = sandbox::parse_cpu_list(cpus->second);
+    ho.guest_cpu_count = guest ? static_cast<uint32_t>(guest->size()) : static_cast<uint32_t>(sandbox::allowed_cpus().size());
+  }
+  ho.guest_cpus = cpus->second;
   ho.region = o.region;
   ho.vpc_cidr = o.vpc_cidr;
   ho.subnet_cidr = o.subnet_cidr;
   ho.capacity_vcpus = o.capacity_vcpus;
   ho.capacity_memory_mib = o.capacity_memory_mib;
   ho.stop_on_exit = o.stop_on_exit;
-  auto host = Host::open(ho, *pki);
+  auto host = Host::open(ho, *pki, procs);
   if (!host) return fail(host.error().message());
 
   Service service(**host, *pki, **audit_log);
+  (*host)->set_event_sink([&service](const std::string& m, const std::vector<std::string>& r, const std::string& e) {
+    service.audit_event(m, r, e);
+  });
   // Every refused connection is audited; a flood is aggregated: per (principal, peer,
   // reason) the first at once, then one record with the count per minute, at most 64
   // keys tracked one by one (refusals.hpp). A minute keeps a flood to about two records

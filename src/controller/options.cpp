@@ -33,7 +33,9 @@ Result<Options, OptionsError> parse_options(const std::vector<std::string>& args
     const bool wants_value = a == "--state-dir" || a == "--listen" || a == "--hv" || a == "--card-blk" ||
                              a == "--card-net" || a == "--region" || a == "--vpc-cidr" || a == "--subnet-cidr" ||
                              a == "--capacity-vcpus" || a == "--capacity-memory" || a == "--on-exit" ||
-                             a == "--log-level" || a == "--metrics-textfile";
+                             a == "--log-level" || a == "--metrics-textfile" || a == "--launcher-fd" ||
+                             a == "--uid-base" || a == "--probe" || a == "--test-socket" || a == "--card-cpus" ||
+                             a == "--test-launch-delay" || a == "--dedicated-vcpus-per-cpu";
     if (!wants_value) return bad("unknown option \"" + args[i] + "\" (see --help)");
     if (!has_inline) {
       if (i + 1 >= args.size()) return bad(a + " needs a value");
@@ -80,6 +82,28 @@ Result<Options, OptionsError> parse_options(const std::vector<std::string>& args
       if (x.empty() || x[0] != '/' || x.back() == '/')
         return bad("--metrics-textfile \"" + x + "\": give an absolute file path (e.g. ending in .prom)");
       o.metrics_textfile = x;
+    } else if (a == "--launcher-fd") {
+      const auto n = parse_uint(x, 3, 1 << 20);
+      if (!n) return bad("--launcher-fd \"" + x + "\": expected a descriptor number (set by azote-launcher)");
+      o.launcher_fd = static_cast<int>(*n);
+    } else if (a == "--uid-base") {
+      const auto n = parse_uint(x, 65536, 0xfffffffeull - 65536 - 16);
+      if (!n) return bad("--uid-base \"" + x + "\": expected a number from 65536 up");
+      o.uid_base = static_cast<uint32_t>(*n);
+    } else if (a == "--probe") {
+      o.probe_bin = x;
+    } else if (a == "--test-socket") {
+      o.test_socket = x;
+    } else if (a == "--card-cpus") {
+      o.card_cpus = x;
+    } else if (a == "--dedicated-vcpus-per-cpu") {
+      const auto n = parse_uint(x, 1, 64);
+      if (!n) return bad("--dedicated-vcpus-per-cpu \"" + x + "\": expected 1-64");
+      o.dedicated_per_cpu = static_cast<uint32_t>(*n);
+    } else if (a == "--test-launch-delay") {
+      const auto n = parse_uint(x, 0, 60'000);
+      if (!n) return bad("--test-launch-delay \"" + x + "\": expected milliseconds, 0-60000");
+      o.test_launch_delay_ms = static_cast<uint32_t>(*n);
     } else if (a == "--log-level") {
       if (x != "error" && x != "warn" && x != "info" && x != "debug")
         return bad("--log-level \"" + x + "\": expected error, warn, info or debug");
@@ -102,16 +126,24 @@ issued by this host's CA (azote admin issue-cert) whose role is control-plane (e
 call) or operator (read-only calls). Nothing listens in plaintext. Every call,
 accepted or denied, and every refused connection (not TLS, no ALPN h2, no or a bad
 certificate; a flood is counted, one record per peer and reason per minute) is
-appended to a hash-chained, signed audit log (azote audit verify). Runs one azote-hv per instance, one
-azote-card-blk for all volumes and one azote-card-net for all network interfaces
-(the host's VPC: a default VPC and subnet, security groups, one ENI per instance);
-state is kept in SQLite and survives restarts, which re-adopt running processes.
+appended to a hash-chained, signed audit log (azote audit verify). Runs per instance
+one azote-hv and one azote-card-blk (that instance's volumes and keys only), and one
+azote-card-net for all network interfaces (the host's VPC: a default VPC and subnet,
+security groups, one ENI per instance); state is kept in SQLite and survives
+restarts, which re-adopt running processes.
+
+Start it as root: it execs azote-launcher (next to it), the only process that keeps
+root, which starts the controller again under uid --uid-base with no capabilities
+and, on its requests, every azote-hv and card in a jail of its own (namespaces, a
+minimal read-only root, cgroups, a uid per instance, no capabilities, seccomp).
 
 Options:
   --state-dir DIR         State: controller.db, pki/ (CA, server and host keys),
                           audit/ (audit.log, audit.log.head, signing.pub), volumes/,
-                          images/, instances/, s/ (vhost-user sockets), card-*.ctl,
-                          card-*.log. Default /var/lib/azote. Created 0700.
+                          images/, instances/ (per instance: hv.log, console.log,
+                          card-blk.log, control sockets, run/ with its vhost-user
+                          sockets), net/ (ENI sockets), card-net.*. Default
+                          /var/lib/azote. Owned by the controller's uid, 0700.
   --listen EP             unix:PATH or HOST:PORT (default unix:DIR/api.sock)
   --hv PATH               azote-hv binary (default: next to this program)
   --card-blk PATH         azote-card-blk binary (default: next to this program)
@@ -125,7 +157,11 @@ Options:
   --subnet-cidr CIDR      its default subnet (default 10.0.1.0/24; inside the VPC,
                           /16 to /28); an instance gets the next free address (EC2
                           reserves the network address, .1, .2, .3 and broadcast)
-  --capacity-vcpus N      vCPUs this host sells (default 8 per host CPU)
+  --capacity-vcpus N      vCPUs this host sells in all (default 8 per guest CPU: the
+                          burstable t types share CPUs)
+  --dedicated-vcpus-per-cpu N
+                          vCPUs of dedicated (non-t) types per guest CPU (default 1:
+                          no overcommit, as EC2 sells them)
   --capacity-memory SIZE  guest memory this host sells, e.g. 16G (default 80% of RAM)
   --on-exit keep|stop     on SIGTERM/SIGINT, leave instances and the cards running for
                           the next controller (keep, default) or stop them (stop)
@@ -134,7 +170,17 @@ Options:
                           counters) to PATH every 5 s, atomically, for node_exporter's
                           textfile collector; the same text is the GetMetrics call
                           (azote get-metrics). There is no plaintext scrape port.
+  --uid-base N            identities (uid = gid): N the controller, N+1 the network
+                          card, N+16+S the instance in slot S (default 2000000000)
+  --card-cpus LIST        host CPUs for the cards (cpuset list such as 3 or 2-3);
+                          the guests' vCPUs get the others. "none": no split. The
+                          default reserves the last CPU for the cards on hosts with
+                          4 or more CPUs and splits nothing on smaller ones
   --log-level LEVEL       error, warn, info (default) or debug; logs go to stderr
+  --probe PATH, --test-socket PATH, --test-launch-delay MS
+                          tests only: the boundary probe and the launcher's root-only
+                          socket that starts it in a jail; a pause in every launch
+                          after the empty shell starts (to interrupt a launch)
   -h, --help              show this help
   --version               show the version
 

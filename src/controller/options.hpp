@@ -23,6 +23,15 @@ struct Options {
   bool stop_on_exit = false;
   std::string metrics_textfile;  // written every 5 s for node_exporter's textfile collector
   std::string log_level = "info";
+  // The privileged launcher: azote-controller started as root execs azote-launcher,
+  // which starts it again unprivileged with --launcher-fd (its end of the launcher's
+  // socket).
+  int launcher_fd = -1;
+  uint32_t uid_base = 2'000'000'000;
+  std::string probe_bin, test_socket;  // tests only: passed to the launcher
+  std::string card_cpus;               // --card-cpus: "" default, "none", or a list
+  uint32_t test_launch_delay_ms = 0;
+  uint32_t dedicated_per_cpu = 1;      // --dedicated-vcpus-per-cpu   // tests only: a pause in every launch after the empty shell
   bool help = false, version = false;
 };
 

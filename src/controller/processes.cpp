@@ -1,17 +1,12 @@
 #include "controller/processes.hpp"
 
-#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <sstream>
-
-extern char** environ;
 
 namespace azote::controller {
 namespace {
@@ -34,39 +29,37 @@ uint64_t proc_starttime(pid_t pid) {
   return std::stoull(field);
 }
 
-Result<Proc, ProcError> spawn(const std::vector<std::string>& argv, const std::string& log_path) {
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t attr;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawnattr_init(&attr);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = 0;
-  const int rc = ::posix_spawn(&pid, argv[0].c_str(), &fa, &attr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) return make_error(ProcErrc::kSpawn, "start " + argv[0], rc);
+uint32_t proc_uid(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("Uid:", 0) == 0) {
+      std::istringstream in(line.substr(4));
+      uint32_t uid = 0;
+      in >> uid;
+      return uid;
+    }
+  return 0;
+}
+
+Result<Proc, ProcError> Processes::spawn(const launch::SpawnRequest& r) {
+  auto reply = launcher_.call(launch::to_json(r));
+  if (!reply) {
+    return make_error(reply.error().code == launch::LaunchErrc::kRefused ? ProcErrc::kSpawn : ProcErrc::kLauncher,
+                      reply.error().code == launch::LaunchErrc::kRefused ? reply.error().message()
+                                                                          : "the launcher: " + reply.error().message());
+  }
+  if (reply->fds.size() != 1 || !reply->body.contains("pid"))
+    return make_error(ProcErrc::kLauncher, "the launcher's spawn reply has no pid or pidfd");
   Proc p;
-  p.pid = pid;
-  p.child = true;
-  p.pidfd = UniqueFd(pidfd_open(pid));
-  p.starttime = proc_starttime(pid);
-  if (!p.pidfd) return errno_error(ProcErrc::kSpawn, "pidfd_open " + std::to_string(pid));
+  p.pid = reply->body["pid"].get<pid_t>();
+  p.starttime = reply->body.value("starttime", uint64_t{0});
+  p.uid = reply->body.value("uid", uint32_t{0});
+  p.pidfd = std::move(reply->fds[0]);
   return p;
 }
 
-Result<Proc, ProcError> adopt(pid_t pid, uint64_t starttime) {
+Result<Proc, ProcError> Processes::adopt(pid_t pid, uint64_t starttime) const {
   if (pid <= 0 || starttime == 0) return make_error(ProcErrc::kGone, "no process recorded");
   Proc p;
   p.pid = pid;
@@ -76,29 +69,36 @@ Result<Proc, ProcError> adopt(pid_t pid, uint64_t starttime) {
   if (proc_starttime(pid) != starttime)
     return make_error(ProcErrc::kGone, "process " + std::to_string(pid) + " is not the one recorded");
   p.starttime = starttime;
-  int status = 0;
-  // Still our child if this controller process started it (not across restarts).
-  p.child = ::waitpid(pid, &status, WNOHANG) == 0;
+  p.uid = proc_uid(pid);
   return p;
 }
 
-int reap(const Proc& p) {
-  if (!p.child) return -1;
-  siginfo_t si{};
-  if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(p.pidfd.get()), &si, WEXITED | WNOHANG) != 0)
-    return -1;
-  if (si.si_pid == 0) return -1;
-  if (si.si_code == CLD_EXITED) return si.si_status;
-  return 128 + si.si_status;
+int Processes::reap(const Proc& p) {
+  if (!wait_exit(p, 0)) return -1;
+  auto r = launcher_.call({{"op", "status"}, {"pid", p.pid}}, std::chrono::seconds(5));
+  if (!r || !r->body.value("exited", false)) return -1;
+  return r->body.value("status", -1);
 }
 
-bool send_signal(const Proc& p, int sig) {
-  return ::syscall(SYS_pidfd_send_signal, p.pidfd.get(), sig, nullptr, 0) == 0;
+bool Processes::send_signal(const Proc& p, int sig) {
+  auto r = launcher_.call({{"op", "signal"}, {"pid", p.pid}, {"starttime", p.starttime}, {"signal", sig}},
+                          std::chrono::seconds(5));
+  return r.ok();
 }
 
-bool wait_exit(const Proc& p, int timeout_ms) {
+bool Processes::wait_exit(const Proc& p, int timeout_ms) {
   pollfd fd{p.pidfd.get(), POLLIN, 0};
   return ::poll(&fd, 1, timeout_ms) > 0;
+}
+
+void Processes::release(const std::string& instance) {
+  (void)launcher_.call({{"op", "release"}, {"instance", instance}}, std::chrono::seconds(10));
+}
+
+Result<launch::Json, ProcError> Processes::describe() {
+  auto r = launcher_.call({{"op", "describe"}});
+  if (!r) return make_error(ProcErrc::kLauncher, "the launcher: " + r.error().message());
+  return r->body;
 }
 
 }  // namespace azote::controller

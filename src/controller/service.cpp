@@ -204,6 +204,16 @@ void Service::audit_refusal(const Refusal& r) {
   calls_[{"tls.handshake", "denied"}] += r.count;
 }
 
+void Service::audit_event(const std::string& method, const std::vector<std::string>& resources, const std::string& error) {
+  audit::Entry e;
+  e.principal = "controller";
+  e.method = method;
+  e.resources = resources;
+  e.outcome = "failed";
+  e.error = error;
+  if (auto a = audit_.append(e); !a) LOG_ERROR("audit: %s", a.error().message().c_str());
+}
+
 std::string Service::call_metrics() {
   std::lock_guard lock(stats_mu_);
   std::string out = "# HELP azote_api_calls_total API calls by method and outcome.\n# TYPE azote_api_calls_total counter\n";
@@ -337,7 +347,7 @@ grpc::Status Service::TerminateInstances(grpc::ServerContext* ctx, const v1::Ins
 
 grpc::Status Service::GetConsoleOutput(grpc::ServerContext* ctx, const v1::GetConsoleOutputRequest* req,
                                        v1::GetConsoleOutputResponse* resp) {
-  return call(ctx, "GetConsoleOutput", Access::kRead, {req->instance_id()},
+  return call(ctx, "GetConsoleOutput", Access::kTenant, {req->instance_id()},
               [&](std::vector<std::string>&) -> ApiResult<void> {
                 AZOTE_TRY(out, host_.console_output(req->instance_id()));
                 resp->set_instance_id(req->instance_id());

@@ -24,7 +24,10 @@
 
 namespace azote::controller {
 
-enum class Access { kRead, kWrite };
+// kRead: the host's own facts (descriptions, metrics), for operators too. kTenant: what
+// a tenant's guest produced (its console): like a write, control-plane only, since an
+// operator must not read a tenant's data. kWrite: changes.
+enum class Access { kRead, kTenant, kWrite };
 
 class Service final : public azote::v1::Ec2::Service {
  public:
@@ -34,6 +37,9 @@ class Service final : public azote::v1::Ec2::Service {
   // RefusalAggregator) as "tls.handshake" records, outcome "denied", the reason as the
   // error and {"count", "peer", "first", "last"} as the detail.
   void audit_refusal(const Refusal& r);
+  // An event of the host's own (not an API call): principal "controller", outcome
+  // "failed", e.g. "process.seccomp".
+  void audit_event(const std::string& method, const std::vector<std::string>& resources, const std::string& error);
   // "method outcome count" lines for the metrics text.
   std::string call_metrics();
 

@@ -308,6 +308,10 @@ Result<void, StoreError> Store::put(const CardRec& r) {
   if (!x) return make_error(StoreErrc::kDb, x.error().message());
   return {};
 }
+Result<void, StoreError> Store::erase_card(const std::string& name) {
+  if (auto x = db_.run("DELETE FROM cards WHERE name = ?", name); !x) return make_error(StoreErrc::kDb, x.error().message());
+  return {};
+}
 Result<void, StoreError> Store::erase_volume(const std::string& id) {
   auto x = db_.run("DELETE FROM volumes WHERE id = ?", id);
   if (!x) return make_error(StoreErrc::kDb, x.error().message());

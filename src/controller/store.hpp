@@ -104,6 +104,7 @@ class Store {
   Result<void, StoreError> put(const ImageRec& r);
   Result<void, StoreError> put(const TokenRec& r);
   Result<void, StoreError> put(const CardRec& r);
+  Result<void, StoreError> erase_card(const std::string& name);
   Result<void, StoreError> put(const SecurityGroupRec& r);
   Result<void, StoreError> put(const EniRec& r);
   Result<void, StoreError> erase_volume(const std::string& id);

@@ -1,0 +1,646 @@
+#include "launcher/launcher.hpp"
+
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "base/log.hpp"
+#include "imds/netns.hpp"
+#include "sandbox/jail.hpp"
+
+namespace azote::launcher {
+namespace fs = std::filesystem;
+using launch::Json;
+using launch::Role;
+
+namespace {
+
+constexpr uint64_t kTagSignal = 1, kTagController = 2, kTagTestListen = 3, kTagTestClient = 1ull << 32,
+                   kTagAdopted = 2ull << 32;
+constexpr size_t kMaxExited = 4096;
+constexpr size_t kMaxTestClients = 8;
+
+Json refuse(const std::string& why) { return Json{{"ok", false}, {"error", why}}; }
+
+std::string slurp_file(const fs::path& p) {
+  std::ifstream f(p);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+uint64_t starttime_of(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const size_t close = s.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream in(s.substr(close + 2));
+  std::string field;
+  for (int i = 3; i <= 22; ++i)
+    if (!(in >> field)) return 0;
+  return std::stoull(field);
+}
+
+std::string fnv_hex(const std::string& s) {
+  uint32_t h = 2166136261u;
+  for (unsigned char c : s) h = (h ^ c) * 16777619u;
+  char b[9];
+  std::snprintf(b, sizeof b, "%08x", h);
+  return b;
+}
+
+bool valid_instance(const std::string& id) { return std::regex_match(id, std::regex("i-[0-9a-f]{8,17}")); }
+bool valid_eni(const std::string& id) { return std::regex_match(id, std::regex("eni-[0-9a-f]{8,17}")); }
+
+int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+}  // namespace
+
+Result<std::unique_ptr<Launcher>, LauncherError> Launcher::create(Options o) {
+  if (::geteuid() != 0)
+    return make_error(LauncherErrc::kSetup, "azote-launcher must run as root (it builds the jails); it is started by "
+                                            "azote-controller when that runs as root");
+  std::unique_ptr<Launcher> l(new Launcher(std::move(o)));
+  AZOTE_TRYV(l->prepare_state_dir());
+  l->host_name_ = "azote-" + fnv_hex(l->o_.state_dir);
+  auto tree = sandbox::CgroupTree::open(l->host_name_);
+  if (!tree) return make_error(LauncherErrc::kSetup, tree.error().message());
+  l->cgroups_.emplace(std::move(tree).value());
+  LOG_INFO("azote-launcher: state %s, cgroups %s (%s), uids from %u", l->o_.state_dir.c_str(), l->host_name_.c_str(),
+           l->cgroups_->layout().c_str(), l->o_.uid_base);
+
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGTERM, SIGINT, SIGCHLD}) sigaddset(&set, s);
+  ::sigprocmask(SIG_BLOCK, &set, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  l->signal_fd_.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+  l->epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!l->signal_fd_ || !l->epoll_) return errno_error(LauncherErrc::kSetup, "signalfd/epoll");
+  epoll_event ev{EPOLLIN, {.u64 = kTagSignal}};
+  ::epoll_ctl(l->epoll_.get(), EPOLL_CTL_ADD, l->signal_fd_.get(), &ev);
+
+  if (!l->o_.test_socket.empty()) {
+    if (l->o_.probe_bin.empty()) return make_error(LauncherErrc::kUsage, "--test-socket needs --probe");
+    l->test_listen_.reset(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    if (l->o_.test_socket.size() >= sizeof a.sun_path) return make_error(LauncherErrc::kUsage, "--test-socket: path too long");
+    std::strncpy(a.sun_path, l->o_.test_socket.c_str(), sizeof a.sun_path - 1);
+    ::unlink(l->o_.test_socket.c_str());
+    if (::bind(l->test_listen_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||  // NOLINT
+        ::chmod(l->o_.test_socket.c_str(), 0600) != 0 || ::listen(l->test_listen_.get(), 4) != 0)
+      return errno_error(LauncherErrc::kSetup, "--test-socket " + l->o_.test_socket);
+    epoll_event te{EPOLLIN, {.u64 = kTagTestListen}};
+    ::epoll_ctl(l->epoll_.get(), EPOLL_CTL_ADD, l->test_listen_.get(), &te);
+  }
+  l->adopt_existing();
+  AZOTE_TRYV(l->start_controller());
+  return l;
+}
+
+void Launcher::adopt_existing() {
+  // What an earlier launcher of this host started and still runs: known again by its
+  // leaf in the cgroup tree (<instance>/<role>, host/card-net), so that a launcher
+  // restart neither orphans nor forgets running instances. Their exit statuses are not
+  // ours to reap (their parent is gone); an exit is seen through the pidfd.
+  const std::string tree = cgroups_->membership_dir("");
+  std::error_code ec;
+  for (const auto& group : fs::directory_iterator(tree, ec)) {
+    if (!group.is_directory() || group.path().filename() == "controller") continue;
+    for (const auto& leaf : fs::directory_iterator(group.path(), ec)) {
+      if (!leaf.is_directory()) continue;
+      const std::string instance = group.path().filename() == "host" ? "" : group.path().filename().string();
+      const auto role = launch::parse_role(leaf.path().filename());
+      if (!role) continue;
+      std::istringstream procs(slurp_file(leaf.path() / "cgroup.procs"));
+      pid_t pid;
+      while (procs >> pid) {
+        Child c;
+        c.role = *role;
+        c.instance = instance;
+        c.cgroup = fs::relative(leaf.path(), tree).string();
+        c.starttime = starttime_of(pid);
+        c.pidfd.reset(pidfd_open(pid));
+        if (!c.pidfd) continue;
+        struct stat st{};
+        if (::stat(("/proc/" + std::to_string(pid)).c_str(), &st) == 0) c.uid = st.st_uid;
+        epoll_event ev{EPOLLIN, {.u64 = kTagAdopted + static_cast<uint64_t>(pid)}};
+        ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, c.pidfd.get(), &ev);
+        LOG_INFO("azote-launcher: adopted %s %s (pid %d)", to_string(c.role), instance.c_str(), pid);
+        children_.emplace(pid, std::move(c));
+      }
+    }
+  }
+}
+
+uint32_t Launcher::id_of(Role role, uint32_t slot) const {
+  switch (role) {
+    case Role::kCardNet: return o_.uid_base + launch::kNetCardId;
+    default: return o_.uid_base + launch::kFirstInstanceId + slot;
+  }
+}
+
+Result<void, LauncherError> Launcher::prepare_state_dir() {
+  std::error_code ec;
+  fs::create_directories(o_.state_dir, ec);
+  const fs::path real = fs::canonical(o_.state_dir, ec);
+  if (ec) return make_error(LauncherErrc::kSetup, "state directory " + o_.state_dir + ": " + ec.message());
+  o_.state_dir = real.string();
+  state_fd_.reset(::open(o_.state_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!state_fd_) return errno_error(LauncherErrc::kSetup, "open " + o_.state_dir);
+  const uid_t ctl = o_.uid_base + launch::kControllerId;
+  // The controller owns the state directory and what it keeps there (database, audit
+  // log, PKI, volumes, images, logs); the jails' own directories belong to them.
+  if (::chown(o_.state_dir.c_str(), ctl, ctl) != 0 || ::chmod(o_.state_dir.c_str(), 0700) != 0)
+    return errno_error(LauncherErrc::kSetup, "chown " + o_.state_dir);
+  for (auto it = fs::recursive_directory_iterator(real, fs::directory_options::none, ec);
+       it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (ec) break;
+    const std::string rel = fs::relative(it->path(), real).string();
+    const bool jail_owned = rel == ".jail" || rel == "net" || rel.rfind("net/", 0) == 0 ||
+                            std::regex_match(rel, std::regex("instances/[^/]+/run(/.*)?"));
+    if (jail_owned) {
+      if (it->is_directory() && !it->is_symlink()) it.disable_recursion_pending();
+      continue;
+    }
+    (void)::lchown(it->path().c_str(), ctl, ctl);
+  }
+  AZOTE_TRYV(ensure_dir(o_.state_dir + "/.jail", 0, 0, 0755));
+  AZOTE_TRYV(ensure_dir(o_.state_dir + "/instances", ctl, ctl, 0700));
+  AZOTE_TRYV(ensure_dir(o_.state_dir + "/net", 0, 0, 0711));
+  return {};
+}
+
+Result<void, LauncherError> Launcher::ensure_dir(const std::string& path, uid_t uid, gid_t gid, mode_t mode) {
+  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) return errno_error(LauncherErrc::kSetup, "mkdir " + path);
+  struct stat st{};
+  if (::lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return make_error(LauncherErrc::kSetup, path + " is not a directory");
+  if (::chown(path.c_str(), uid, gid) != 0 || ::chmod(path.c_str(), mode) != 0)
+    return errno_error(LauncherErrc::kSetup, "chown/chmod " + path);
+  return {};
+}
+
+Result<void, LauncherError> Launcher::start_controller() {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+    return errno_error(LauncherErrc::kSetup, "socketpair");
+  UniqueFd mine(sv[0]), theirs(sv[1]);
+  auto leaf = cgroups_->create("controller", {});
+  if (!leaf) return make_error(LauncherErrc::kSetup, leaf.error().message());
+  std::vector<std::string> argv = {o_.controller_bin};
+  argv.insert(argv.end(), o_.controller_args.begin(), o_.controller_args.end());
+  argv.insert(argv.end(), {"--launcher-fd", "3", "--state-dir", o_.state_dir});
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) return errno_error(LauncherErrc::kSetup, "fork");
+  if (pid == 0) {
+    for (const auto& procs : *leaf) {
+      std::ofstream f(procs);
+      f << "0";
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    const uid_t id = o_.uid_base + launch::kControllerId;
+    if (auto d = sandbox::drop_privileges(id, id); !d) {
+      std::fprintf(stderr, "azote-launcher: controller: %s\n", d.error().message().c_str());
+      ::_exit(71);
+    }
+    if (::dup2(theirs.get(), 3) != 3) ::_exit(71);
+    ::syscall(SYS_close_range, 4u, ~0U, 0);
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    ::execv(o_.controller_bin.c_str(), args.data());
+    std::fprintf(stderr, "azote-launcher: exec %s: %s\n", o_.controller_bin.c_str(), std::strerror(errno));
+    ::_exit(71);
+  }
+  controller_pid_ = pid;
+  controller_pidfd_.reset(pidfd_open(pid));
+  if (ctl_sock_) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, ctl_sock_.get(), nullptr);
+  ctl_sock_ = std::move(mine);
+  epoll_event ev{EPOLLIN, {.u64 = kTagController}};
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, ctl_sock_.get(), &ev);
+  LOG_INFO("azote-launcher: controller started (pid %d, uid %u)", pid, o_.uid_base + launch::kControllerId);
+  return {};
+}
+
+void Launcher::reap() {
+  for (;;) {
+    siginfo_t si{};
+    if (::waitid(P_ALL, 0, &si, WEXITED | WNOHANG) != 0 || si.si_pid == 0) return;
+    const int status = si.si_code == CLD_EXITED ? si.si_status : 128 + si.si_status;
+    if (si.si_pid == controller_pid_) {
+      controller_status_ = status;
+      controller_pid_ = 0;
+      controller_pidfd_.reset();
+      if (ctl_sock_) {
+        ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, ctl_sock_.get(), nullptr);
+        ctl_sock_.reset();
+      }
+      if (!stopping_) {
+        LOG_WARN("azote-launcher: the controller exited (status %d); restarting it in %lld ms", status,
+                 static_cast<long long>(restart_delay_.count()));
+        restart_at_ = std::chrono::steady_clock::now() + restart_delay_;
+        restart_delay_ = std::min(restart_delay_ * 2, std::chrono::milliseconds(30'000));
+      }
+      continue;
+    }
+    if (auto it = children_.find(si.si_pid); it != children_.end()) {
+      LOG_INFO("azote-launcher: %s %s (pid %d) exited (status %d)", to_string(it->second.role), it->second.instance.c_str(),
+               si.si_pid, status);
+      children_.erase(it);
+    }
+    exited_[si.si_pid] = status;
+    while (exited_.size() > kMaxExited) exited_.erase(exited_.begin());
+  }
+}
+
+int Launcher::run() {
+  for (;;) {
+    if (stopping_ && controller_pid_ == 0) break;
+    int timeout = -1;
+    if (restart_at_) {
+      timeout = static_cast<int>(std::max<int64_t>(
+          0, std::chrono::duration_cast<std::chrono::milliseconds>(*restart_at_ - std::chrono::steady_clock::now()).count()));
+    }
+    epoll_event ev[16];
+    const int n = ::epoll_wait(epoll_.get(), ev, 16, timeout);
+    if (n < 0 && errno != EINTR) return 71;
+    for (int i = 0; i < n; ++i) {
+      const uint64_t tag = ev[i].data.u64;
+      if (tag == kTagSignal) {
+        signalfd_siginfo si{};
+        while (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
+          if (si.ssi_signo == SIGCHLD) continue;
+          if (!stopping_) LOG_INFO("azote-launcher: %s: stopping the controller", strsignal(static_cast<int>(si.ssi_signo)));
+          stopping_ = true;
+          restart_at_.reset();
+          if (controller_pidfd_) ::syscall(SYS_pidfd_send_signal, controller_pidfd_.get(), SIGTERM, nullptr, 0);
+        }
+        reap();
+      } else if (tag == kTagController) {
+        if (ctl_sock_) serve_client(ctl_sock_.get(), false);
+      } else if (tag == kTagTestListen) {
+        UniqueFd c(::accept4(test_listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        if (!c) continue;
+        if (test_clients_.size() >= kMaxTestClients) continue;  // closed
+        epoll_event ce{EPOLLIN, {.u64 = kTagTestClient + static_cast<uint64_t>(c.get())}};
+        ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, c.get(), &ce);
+        test_clients_.push_back(std::move(c));
+      } else if (tag >= kTagAdopted) {
+        // An adopted process ended (not our child: no status to reap).
+        const auto pid = static_cast<pid_t>(tag - kTagAdopted);
+        if (auto it = children_.find(pid); it != children_.end()) {
+          ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second.pidfd.get(), nullptr);
+          LOG_INFO("azote-launcher: adopted %s %s (pid %d) ended", to_string(it->second.role), it->second.instance.c_str(), pid);
+          children_.erase(it);
+        }
+      } else if (tag >= kTagTestClient) {
+        serve_client(static_cast<int>(tag - kTagTestClient), true);
+      }
+    }
+    if (restart_at_ && std::chrono::steady_clock::now() >= *restart_at_) {
+      restart_at_.reset();
+      if (auto s = start_controller(); !s) {
+        LOG_ERROR("azote-launcher: %s", s.error().message().c_str());
+        restart_at_ = std::chrono::steady_clock::now() + restart_delay_;
+      }
+    }
+  }
+  LOG_INFO("azote-launcher: the controller exited (status %d); stopping", controller_status_);
+  return controller_status_;
+}
+
+void Launcher::serve_client(int fd, bool test) {
+  auto m = launch::recv_message(fd, std::chrono::milliseconds(0));
+  if (!m) {
+    if (m.error().code == launch::LaunchErrc::kClosed || m.error().code == launch::LaunchErrc::kSocket) {
+      ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+      if (test) {
+        std::erase_if(test_clients_, [fd](const UniqueFd& c) { return c.get() == fd; });
+      } else if (fd == ctl_sock_.get()) {
+        // The controller closed its end: it is exiting; SIGCHLD follows.
+        ctl_sock_.reset();
+      }
+      return;
+    }
+    (void)launch::send_message(fd, refuse(m.error().message()));
+    return;
+  }
+  std::vector<UniqueFd> out_fds;
+  Json reply = handle(m->body, &out_fds, test);
+  if (m->body.contains("seq")) reply["seq"] = m->body["seq"];
+  std::vector<int> raw;
+  for (const auto& f : out_fds) raw.push_back(f.get());
+  if (auto s = launch::send_message(fd, reply, raw); !s) LOG_WARN("azote-launcher: reply: %s", s.error().message().c_str());
+}
+
+Json Launcher::handle(const Json& req, std::vector<UniqueFd>* fds, bool from_test_socket) {
+  const std::string op = req.value("op", "");
+  if (from_test_socket && op != "spawn" && op != "describe") return refuse("the test socket takes only probe spawns and describe");
+  if (op == "spawn") {
+    auto r = launch::spawn_request_from_json(req);
+    if (!r) return refuse("spawn: " + r.error().message());
+    if (from_test_socket && r->role != Role::kProbe) return refuse("the test socket takes only probe spawns");
+    return r->role == Role::kProbe ? spawn_probe(*r, fds) : spawn(*r, fds, from_test_socket);
+  }
+  if (op == "signal") return signal(req);
+  if (op == "status") return status(req);
+  if (op == "release") return release(req);
+  if (op == "describe") return describe();
+  return refuse("unknown op \"" + op + "\" (known: spawn, signal, status, release, describe)");
+}
+
+Result<UniqueFd, LauncherError> Launcher::open_beneath(const std::string& path, int flags, mode_t mode) {
+  const std::string prefix = o_.state_dir + "/";
+  if (path.rfind(prefix, 0) != 0 || path.size() == prefix.size())
+    return make_error(LauncherErrc::kUsage, path + " is not beneath the state directory " + o_.state_dir);
+  const std::string rel = path.substr(prefix.size());
+  open_how how{};
+  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  how.mode = (flags & O_CREAT) != 0 ? mode : 0;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  UniqueFd f(static_cast<int>(::syscall(SYS_openat2, state_fd_.get(), rel.c_str(), &how, sizeof how)));
+  if (!f) return errno_error(LauncherErrc::kUsage, "open " + path);
+  struct stat st{};
+  if (::fstat(f.get(), &st) != 0 || !S_ISREG(st.st_mode)) return make_error(LauncherErrc::kUsage, path + " is not a regular file");
+  // O_NONBLOCK only guarded the open (a FIFO there would block it); I/O is blocking.
+  ::fcntl(f.get(), F_SETFL, ::fcntl(f.get(), F_GETFL) & ~O_NONBLOCK);
+  return f;
+}
+
+Result<UniqueFd, LauncherError> Launcher::listen_beneath(const std::string& path) {
+  const std::string prefix = o_.state_dir + "/";
+  if (path.rfind(prefix, 0) != 0 || path.find("/../") != std::string::npos || path.find("/./") != std::string::npos)
+    return make_error(LauncherErrc::kUsage, path + " is not beneath the state directory " + o_.state_dir);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (path.size() >= sizeof a.sun_path) return make_error(LauncherErrc::kUsage, path + ": longer than 107 bytes");
+  std::error_code ec;
+  const fs::path parent = fs::canonical(fs::path(path).parent_path(), ec);
+  if (ec || parent.string().rfind(o_.state_dir, 0) != 0)
+    return make_error(LauncherErrc::kUsage, path + ": its directory is not beneath the state directory");
+  std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+  struct stat st{};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) return make_error(LauncherErrc::kUsage, path + " exists and is not a socket");
+    ::unlink(path.c_str());
+  }
+  UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s) return errno_error(LauncherErrc::kSetup, "socket");
+  (void)::fchmod(s.get(), 0600);
+  const uid_t ctl = o_.uid_base + launch::kControllerId;
+  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)  // NOLINT
+    return errno_error(LauncherErrc::kSetup, "bind " + path);
+  if (::chmod(path.c_str(), 0600) != 0 || ::lchown(path.c_str(), ctl, ctl) != 0 || ::listen(s.get(), 16) != 0)
+    return errno_error(LauncherErrc::kSetup, "listen " + path);
+  return s;
+}
+
+const Launcher::Child* Launcher::find(const std::string& instance, Role role) const {
+  for (const auto& [pid, c] : children_)
+    if (c.instance == instance && c.role == role) return &c;
+  return nullptr;
+}
+
+Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, bool) {
+  const bool per_instance = r.role != Role::kCardNet;
+  if (per_instance && !valid_instance(r.instance)) return refuse("spawn: \"instance\" must be an instance id (i-...)");
+  if (!per_instance && !r.instance.empty()) return refuse("spawn: the network card serves the host, not an instance");
+  for (size_t i = 0; i < r.args.size(); ++i) {
+    const std::string& a = r.args[i];
+    if (a == "--seccomp=log" || (a == "--seccomp" && i + 1 < r.args.size() && r.args[i + 1] == "log"))
+      return refuse("spawn: --seccomp=log is for debugging by hand only; the launcher never starts a process with it");
+  }
+  for (const auto& e : r.enis)
+    if (!valid_eni(e)) return refuse("spawn: \"" + e + "\" is not an ENI id");
+  const std::string& bin = r.role == Role::kHv ? o_.hv_bin : r.role == Role::kCardBlk ? o_.card_blk_bin : o_.card_net_bin;
+  const uint32_t id = id_of(r.role, r.slot);
+
+  // Descriptors, in the order of their numbers in the jail: files, sockets, extras.
+  std::vector<UniqueFd> fds;
+  std::map<std::string, int> number;
+  auto add = [&](const std::string& name, UniqueFd f) {
+    number[name] = 3 + static_cast<int>(fds.size());
+    fds.push_back(std::move(f));
+  };
+  for (const auto& f : r.files) {
+    int flags = 0;
+    if (f.access == "r") flags = O_RDONLY;
+    else if (f.access == "rw") flags = O_RDWR;
+    else if (f.access == "append") flags = O_WRONLY | O_APPEND | O_CREAT;
+    else return refuse("spawn: file " + f.name + ": access must be r, rw or append");
+    auto fd = open_beneath(f.path, flags);
+    if (!fd) return refuse("spawn: file " + f.name + ": " + fd.error().message());
+    if (f.access == "append") (void)::fchown(fd->get(), o_.uid_base, o_.uid_base);
+    add(f.name, std::move(fd).value());
+  }
+  for (const auto& l : r.listens) {
+    auto s = listen_beneath(l.path);
+    if (!s) return refuse("spawn: socket " + l.name + ": " + s.error().message());
+    add(l.name, std::move(s).value());
+  }
+  if (r.role == Role::kHv) {
+    UniqueFd kvm(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
+    if (!kvm) return refuse(std::string("spawn: /dev/kvm: ") + std::strerror(errno));
+    add("kvm", std::move(kvm));
+  }
+  UniqueFd output;
+  if (!r.output.empty()) {
+    auto o = open_beneath(r.output, O_WRONLY | O_APPEND | O_CREAT);
+    if (!o) return refuse("spawn: output: " + o.error().message());
+    (void)::fchown(o->get(), o_.uid_base, o_.uid_base);
+    output = std::move(o).value();
+  }
+  std::vector<std::string> argv = {fs::path(bin).filename().string()};
+  for (const auto& a : r.args) {
+    std::string s = a;
+    for (const auto& [name, n] : number) {
+      const std::string key = "{" + name + "}";
+      for (size_t at = s.find(key); at != std::string::npos; at = s.find(key)) s.replace(at, key.size(), std::to_string(n));
+    }
+    argv.push_back(s);
+  }
+
+  sandbox::JailSpec spec;
+  spec.name = r.role == Role::kCardNet ? "azote-card-net" : "azote-" + std::string(to_string(r.role)) + "-" + r.instance.substr(2, 8);
+  spec.root_dir = o_.state_dir + "/.jail";
+  spec.uid = id;
+  spec.gid = id;
+  spec.output_fd = output ? output.get() : -1;
+  for (const auto& f : fds) spec.fds.push_back(f.get());
+  if (per_instance) {
+    const std::string run = o_.state_dir + "/instances/" + r.instance + "/run";
+    if (auto d = ensure_dir(o_.state_dir + "/instances/" + r.instance, o_.uid_base, o_.uid_base, 0711); !d)
+      return refuse("spawn: " + d.error().message());
+    if (auto d = ensure_dir(run, id, id, 0700); !d) return refuse("spawn: " + d.error().message());
+    spec.binds.push_back({run, "/run/azote", true});
+    for (const auto& e : r.enis) {
+      const std::string dir = o_.state_dir + "/net/" + e;
+      // The network card creates the ENI's socket there (0660; set-group-id directory:
+      // the socket's group is the instance's); only the card and this instance reach it.
+      if (auto d = ensure_dir(dir, id_of(Role::kCardNet, 0), id, 02750); !d) return refuse("spawn: " + d.error().message());
+      spec.binds.push_back({dir, "/run/azote-net/" + e, false});
+    }
+  } else {
+    spec.binds.push_back({o_.state_dir + "/net", "/run/azote-net", true});
+  }
+  if (r.role == Role::kCardNet) {
+    // The card's own network namespace is the metadata service's: prepared here, in the
+    // new namespace, while the child is still root; the card gets the TUN and the
+    // listening socket, after the descriptors above.
+    const int tun = 3 + static_cast<int>(fds.size());
+    spec.in_child = [](std::vector<int>* extra) -> std::string {
+      auto ns = imds::prepare_namespace();
+      if (!ns) return "the metadata service's namespace: " + ns.error().message();
+      extra->push_back(ns->tun.release());
+      extra->push_back(ns->listen.release());
+      return {};
+    };
+    argv.insert(argv.end(), {"--imds-fds", std::to_string(tun) + "," + std::to_string(tun + 1)});
+  }
+  const std::string leaf = per_instance ? r.instance + "/" + to_string(r.role) : "host/card-net";
+  sandbox::CgroupLimits limits;
+  limits.memory_bytes = r.limits.memory_mib << 20;
+  limits.pids = r.limits.pids;
+  limits.cpu_percent = r.limits.cpu_percent;
+  limits.cpus = r.limits.cpus;
+  auto procs = cgroups_->create(leaf, limits);
+  if (!procs) return refuse("spawn: " + procs.error().message());
+  spec.cgroup_procs = *procs;
+
+  UniqueFd exe(::open(bin.c_str(), O_PATH | O_CLOEXEC));
+  if (!exe) return refuse("spawn: " + bin + ": " + std::strerror(errno));
+  auto j = sandbox::spawn_jailed(spec, exe.get(), argv);
+  if (!j) return refuse("spawn: " + j.error().message());
+  Child c;
+  c.role = r.role;
+  c.instance = r.instance;
+  c.uid = id;
+  c.starttime = starttime_of(j->pid);
+  c.cgroup = leaf;
+  UniqueFd for_caller(::fcntl(j->pidfd.get(), F_DUPFD_CLOEXEC, 0));
+  c.pidfd = std::move(j->pidfd);
+  const pid_t pid = j->pid;
+  Json reply = {{"ok", true}, {"pid", pid}, {"starttime", c.starttime}, {"uid", id},
+                {"cgroup", cgroups_->membership_dir(leaf)}};
+  LOG_INFO("azote-launcher: %s %s started (pid %d, uid %u, cgroup %s)", to_string(r.role), r.instance.c_str(), pid, id,
+           leaf.c_str());
+  children_.emplace(pid, std::move(c));
+  out->push_back(std::move(for_caller));
+  return reply;
+}
+
+Json Launcher::spawn_probe(const launch::SpawnRequest& r, std::vector<UniqueFd>* out) {
+  if (o_.probe_bin.empty()) return refuse("probe: this launcher was started without --probe");
+  const Child* target = r.probe_as == Role::kCardNet ? nullptr : find(r.instance, r.probe_as);
+  if (r.probe_as == Role::kCardNet)
+    for (const auto& [pid, c] : children_)
+      if (c.role == Role::kCardNet) target = &c;
+  if (target == nullptr)
+    return refuse(std::string("probe: no running ") + to_string(r.probe_as) + (r.instance.empty() ? "" : " of " + r.instance));
+  UniqueFd output;
+  if (!r.output.empty()) {
+    auto o = open_beneath(r.output, O_WRONLY | O_APPEND | O_CREAT);
+    if (!o) return refuse("probe: output: " + o.error().message());
+    output = std::move(o).value();
+  }
+  auto procs = cgroups_->create(target->cgroup, {});
+  if (!procs) return refuse("probe: " + procs.error().message());
+  UniqueFd exe(::open(o_.probe_bin.c_str(), O_PATH | O_CLOEXEC));
+  if (!exe) return refuse("probe: " + o_.probe_bin + ": " + std::strerror(errno));
+  std::vector<std::string> argv = {"azote-probe"};
+  argv.insert(argv.end(), r.args.begin(), r.args.end());
+  auto j = sandbox::spawn_into(target->pidfd.get(), target->uid, target->uid, *procs, output ? output.get() : -1, exe.get(), argv);
+  if (!j) return refuse("probe: " + j.error().message());
+  LOG_INFO("azote-launcher: probe started in the jail of %s %s (pid %d)", to_string(r.probe_as), r.instance.c_str(), j->pid);
+  Child c;
+  c.role = Role::kProbe;
+  c.instance = r.instance;
+  c.uid = target->uid;
+  c.cgroup = target->cgroup;
+  c.starttime = starttime_of(j->pid);
+  UniqueFd for_caller(::fcntl(j->pidfd.get(), F_DUPFD_CLOEXEC, 0));
+  c.pidfd = std::move(j->pidfd);
+  const pid_t pid = j->pid;
+  children_.emplace(pid, std::move(c));
+  out->push_back(std::move(for_caller));
+  return Json{{"ok", true}, {"pid", pid}, {"uid", target->uid}};
+}
+
+Json Launcher::signal(const Json& req) {
+  if (!req.contains("pid") || !req["pid"].is_number_integer() || !req.contains("signal") || !req["signal"].is_number_integer())
+    return refuse("signal needs \"pid\" and \"signal\"");
+  const pid_t pid = req["pid"].get<pid_t>();
+  const int sig = req["signal"].get<int>();
+  if (sig != SIGTERM && sig != SIGKILL && sig != SIGINT) return refuse("signal: only SIGTERM, SIGINT and SIGKILL");
+  const uint64_t want = req.value("starttime", uint64_t{0});
+  // A process this launcher started, or one an earlier launcher started (found in this
+  // host's cgroup tree: a launcher restart must not orphan running instances).
+  bool ours = children_.count(pid) > 0;
+  if (!ours) {
+    std::ifstream f("/proc/" + std::to_string(pid) + "/cgroup");
+    std::string line;
+    while (std::getline(f, line)) ours |= line.find("/" + host_name_ + "/") != std::string::npos && line.find("/controller") == std::string::npos;
+  }
+  if (!ours) return refuse("signal: pid " + std::to_string(pid) + " is not a process this host's launcher started");
+  UniqueFd pfd(pidfd_open(pid));
+  if (!pfd) return refuse("signal: pid " + std::to_string(pid) + ": " + std::strerror(errno));
+  if (want != 0 && starttime_of(pid) != want) return refuse("signal: pid " + std::to_string(pid) + " is another process now");
+  if (::syscall(SYS_pidfd_send_signal, pfd.get(), sig, nullptr, 0) != 0)
+    return refuse(std::string("signal: ") + std::strerror(errno));
+  return Json{{"ok", true}};
+}
+
+Json Launcher::status(const Json& req) {
+  if (!req.contains("pid") || !req["pid"].is_number_integer()) return refuse("status needs \"pid\"");
+  const pid_t pid = req["pid"].get<pid_t>();
+  reap();
+  if (auto it = exited_.find(pid); it != exited_.end()) return Json{{"ok", true}, {"exited", true}, {"status", it->second}};
+  return Json{{"ok", true}, {"exited", false}, {"known", children_.count(pid) > 0}};
+}
+
+Json Launcher::release(const Json& req) {
+  const std::string instance = req.value("instance", "");
+  if (!valid_instance(instance)) return refuse("release needs \"instance\" (i-...)");
+  cgroups_->kill(instance);
+  for (int i = 0; i < 50 && !cgroups_->procs(instance).empty(); ++i) {
+    ::usleep(20'000);
+    reap();
+  }
+  reap();
+  const bool removed = cgroups_->remove(instance);
+  std::error_code ec;
+  fs::remove_all(o_.state_dir + "/instances/" + instance + "/run", ec);
+  return Json{{"ok", true}, {"cgroups_removed", removed}};
+}
+
+Json Launcher::describe() {
+  Json procs = Json::array();
+  for (const auto& [pid, c] : children_)
+    procs.push_back({{"pid", pid}, {"role", to_string(c.role)}, {"instance", c.instance}, {"uid", c.uid},
+                     {"cgroup", cgroups_->membership_dir(c.cgroup)}});
+  return Json{{"ok", true},
+              {"layout", cgroups_->layout()},
+              {"host", host_name_},
+              {"tree", cgroups_->membership_dir("")},
+              {"processes", procs}};
+}
+
+}  // namespace azote::launcher

@@ -1,0 +1,97 @@
+// azote-launcher: the one process of a host that keeps root. It starts the unprivileged
+// controller and, on the controller's requests (lib/launch/protocol.hpp), the jailed
+// processes (azote-hv and the cards), and nothing else: it opens the files, devices and
+// sockets they need and hands them over as descriptors, builds their jails
+// (lib/sandbox/jail.hpp) and cgroups (lib/sandbox/cgroup.hpp), reaps them, signals only
+// processes it started, and supervises the controller (restarted if it dies).
+//
+// Single-threaded: one epoll loop over signals, the controller's socket and, in test
+// builds of a host (--probe), a root-only socket that may ask for nothing but probes.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/error.hpp"
+#include "base/unique_fd.hpp"
+#include "launch/protocol.hpp"
+#include "sandbox/cgroup.hpp"
+
+namespace azote::launcher {
+
+enum class LauncherErrc { kUsage = 1, kSetup };
+using LauncherError = Error<LauncherErrc>;
+
+struct Options {
+  std::string state_dir;
+  std::string controller_bin, hv_bin, card_blk_bin, card_net_bin, probe_bin;
+  std::string test_socket;  // with probe_bin: root-only socket for probe requests
+  uint32_t uid_base = 2'000'000'000;
+  std::vector<std::string> controller_args;  // after "--"
+  bool help = false, version = false;
+};
+Result<Options, LauncherError> parse_args(const std::vector<std::string>& args);
+const char* usage_text();
+
+class Launcher {
+ public:
+  static Result<std::unique_ptr<Launcher>, LauncherError> create(Options o);
+  // Until SIGTERM/SIGINT has been passed on to the controller and it has exited;
+  // returns the controller's exit status.
+  int run();
+
+  // The reply to one request (exposed for tests): fds to pass back go in *fds.
+  launch::Json handle(const launch::Json& req, std::vector<UniqueFd>* fds, bool from_test_socket);
+
+ private:
+  struct Child {
+    launch::Role role;
+    std::string instance;
+    uint32_t uid = 0;
+    uint64_t starttime = 0;
+    std::string cgroup;  // relative leaf
+    UniqueFd pidfd;
+  };
+  explicit Launcher(Options o) : o_(std::move(o)) {}
+  Result<void, LauncherError> prepare_state_dir();
+  Result<void, LauncherError> start_controller();
+  void adopt_existing();
+  void reap();
+  void serve_client(int fd, bool test);
+  launch::Json spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* fds, bool from_test_socket);
+  launch::Json spawn_probe(const launch::SpawnRequest& r, std::vector<UniqueFd>* fds);
+  launch::Json signal(const launch::Json& req);
+  launch::Json status(const launch::Json& req);
+  launch::Json release(const launch::Json& req);
+  launch::Json describe();
+  // A path beneath the state directory, opened without following symlinks.
+  Result<UniqueFd, LauncherError> open_beneath(const std::string& path, int flags, mode_t mode = 0600);
+  Result<UniqueFd, LauncherError> listen_beneath(const std::string& path);
+  Result<void, LauncherError> ensure_dir(const std::string& path, uid_t uid, gid_t gid, mode_t mode);
+  uint32_t id_of(launch::Role role, uint32_t slot) const;
+  // The running process this launcher started for (instance, role), if any.
+  const Child* find(const std::string& instance, launch::Role role) const;
+
+  Options o_;
+  UniqueFd state_fd_;
+  std::string host_name_;  // azote-<hex>: the cgroup tree's name
+  std::optional<sandbox::CgroupTree> cgroups_;
+  UniqueFd epoll_, signal_fd_, ctl_sock_, test_listen_;
+  std::vector<UniqueFd> test_clients_;
+  pid_t controller_pid_ = 0;
+  UniqueFd controller_pidfd_;
+  int controller_status_ = 0;
+  bool stopping_ = false;
+  std::chrono::milliseconds restart_delay_{500};
+  std::optional<std::chrono::steady_clock::time_point> restart_at_;
+  std::map<pid_t, Child> children_;
+  std::map<pid_t, int> exited_;  // recent exit statuses (bounded)
+};
+
+}  // namespace azote::launcher

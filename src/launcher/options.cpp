@@ -1,0 +1,83 @@
+#include <charconv>
+
+#include "launcher/launcher.hpp"
+
+namespace azote::launcher {
+
+Result<Options, LauncherError> parse_args(const std::vector<std::string>& args) {
+  Options o;
+  auto bad = [](const std::string& w) { return make_error(LauncherErrc::kUsage, w); };
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--") {
+      o.controller_args.assign(args.begin() + static_cast<long>(i) + 1, args.end());
+      break;
+    }
+    if (a == "-h" || a == "--help") {
+      o.help = true;
+      return o;
+    }
+    if (a == "--version") {
+      o.version = true;
+      return o;
+    }
+    std::string flag = a, value;
+    if (const size_t eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
+      flag = a.substr(0, eq);
+      value = a.substr(eq + 1);
+    } else {
+      if (i + 1 >= args.size()) return bad(a + " needs a value (see --help)");
+      value = args[++i];
+    }
+    if (flag == "--state-dir") o.state_dir = value;
+    else if (flag == "--controller") o.controller_bin = value;
+    else if (flag == "--hv") o.hv_bin = value;
+    else if (flag == "--card-blk") o.card_blk_bin = value;
+    else if (flag == "--card-net") o.card_net_bin = value;
+    else if (flag == "--probe") o.probe_bin = value;
+    else if (flag == "--test-socket") o.test_socket = value;
+    else if (flag == "--uid-base") {
+      uint64_t n = 0;
+      const auto r = std::from_chars(value.data(), value.data() + value.size(), n);
+      if (r.ec != std::errc() || r.ptr != value.data() + value.size() || n < 65536 ||
+          n + launch::kFirstInstanceId + launch::kMaxSlots >= 0xffffffffull)
+        return bad("--uid-base \"" + value + "\": expected a number from 65536 to " +
+                   std::to_string(0xfffffffeull - launch::kFirstInstanceId - launch::kMaxSlots));
+      o.uid_base = static_cast<uint32_t>(n);
+    } else {
+      return bad("unknown option \"" + flag + "\" (see --help)");
+    }
+  }
+  if (o.state_dir.empty()) return bad("--state-dir is required");
+  for (const auto* b : {&o.controller_bin, &o.hv_bin, &o.card_blk_bin, &o.card_net_bin})
+    if (b->empty()) return bad("--controller, --hv, --card-blk and --card-net are required");
+  return o;
+}
+
+const char* usage_text() {
+  return R"(Usage: azote-launcher --state-dir DIR --controller BIN --hv BIN --card-blk BIN
+                     --card-net BIN [--uid-base N] [--probe BIN --test-socket PATH]
+                     -- CONTROLLER-ARGS...
+
+The privileged part of an azote host. azote-controller starts it when run as root
+(you do not normally run it yourself): it keeps root, starts the controller
+unprivileged (uid and gid N), and on the controller's requests starts azote-hv and
+the cards in jails of their own (namespaces, a minimal read-only root, cgroups, a
+non-root uid, no capabilities), opening the files they need for them.
+
+  --state-dir DIR    the host's state directory (owned by the controller's uid)
+  --controller BIN   azote-controller; --hv, --card-blk, --card-net: the processes
+                     it may start (nothing else)
+  --uid-base N       identities: N the controller, N+1 the network card, N+16+S the
+                     instance in slot S (its azote-hv and its block card); default
+                     2000000000
+  --probe BIN        tests only: the boundary probe, started on request from
+  --test-socket PATH a root-only socket in the jail of a running process
+  -h, --help         this help;  --version  the version
+
+Exit status: the controller's, after SIGTERM/SIGINT was passed on to it; 64 bad
+usage; 71 setup failed (not root, state directory, cgroups).
+)";
+}
+
+}  // namespace azote::launcher

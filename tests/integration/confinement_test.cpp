@@ -1,0 +1,272 @@
+// Confinement, from the outside (/proc, the cgroup files) and from the inside (a probe
+// started in each jail): the invariants of docs/threat-model.md's table, each shown on
+// a running host with two instances. Needs root and KVM, as the controller does.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+
+#include "controller_fixture.hpp"
+
+namespace azote::test {
+namespace {
+
+std::string status_field(pid_t pid, const std::string& name, const std::string& task = "") {
+  const std::string path = "/proc/" + std::to_string(pid) + (task.empty() ? "" : "/task/" + task) + "/status";
+  std::smatch m;
+  const std::string s = slurp(path);
+  if (std::regex_search(s, m, std::regex("\\n" + name + ":\\s*([^\\n]*)"))) return m[1];
+  return "";
+}
+
+std::vector<std::string> dir_entries(const std::string& path) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(path, ec)) out.push_back(e.path().filename());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string ns_of(pid_t pid, const char* kind) {
+  std::error_code ec;
+  return std::filesystem::read_symlink("/proc/" + std::to_string(pid) + "/ns/" + kind, ec).string();
+}
+
+// The network devices a process sees (its network namespace's).
+std::set<std::string> net_devices(pid_t pid) {
+  std::set<std::string> out;
+  std::istringstream in(slurp("/proc/" + std::to_string(pid) + "/net/dev"));
+  std::string line;
+  while (std::getline(in, line)) {
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string name = line.substr(0, colon);
+    name.erase(0, name.find_first_not_of(' '));
+    out.insert(name);
+  }
+  return out;
+}
+
+pid_t child_of(pid_t parent) {
+  std::istringstream in(slurp("/proc/" + std::to_string(parent) + "/task/" + std::to_string(parent) + "/children"));
+  pid_t p = 0;
+  in >> p;
+  return p;
+}
+
+class Confinement : public ControllerTest {
+ protected:
+  std::pair<std::string, std::string> two_instances() {
+    auto o = cli(cp_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--count", "2",
+                       "--wait", "--output", "json"});
+    EXPECT_EQ(o.status, 0) << o.out << o.err;
+    const Json j = Json::parse(o.out, nullptr, false);
+    if (j.is_discarded() || j["instances"].size() != 2) return {};
+    return {j["instances"][0]["instance_id"], j["instances"][1]["instance_id"]};
+  }
+  // The invariants every jailed process holds.
+  void expect_confined(pid_t pid, const std::string& what) {
+    SCOPED_TRACE(what + " (pid " + std::to_string(pid) + ")");
+    ASSERT_GT(pid, 0);
+    const std::string uid = status_field(pid, "Uid");
+    EXPECT_EQ(uid.rfind("0\t", 0), std::string::npos) << uid;
+    EXPECT_NE(status_field(pid, "Gid").rfind("0\t", 0), 0u);
+    for (const char* cap : {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"})
+      EXPECT_EQ(status_field(pid, cap), "0000000000000000") << cap;
+    EXPECT_EQ(status_field(pid, "NoNewPrivs"), "1");
+    // Every thread under a filter.
+    const auto tasks = dir_entries("/proc/" + std::to_string(pid) + "/task");
+    EXPECT_FALSE(tasks.empty());
+    for (const auto& t : tasks) EXPECT_EQ(status_field(pid, "Seccomp", t), "2") << "thread " << t;
+    // Namespaces of its own.
+    for (const char* ns : {"mnt", "pid", "ipc", "uts", "net", "cgroup"})
+      EXPECT_NE(ns_of(pid, ns), ns_of(::getpid(), ns)) << ns;
+    // A root holding only the system's code, /dev, /proc and /run.
+    for (const auto& e : dir_entries("/proc/" + std::to_string(pid) + "/root")) {
+      static const std::set<std::string> kAllowed = {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "run", "sbin", "usr"};
+      EXPECT_TRUE(kAllowed.count(e)) << "/" << e << " in its root";
+    }
+    EXPECT_EQ(dir_entries("/proc/" + std::to_string(pid) + "/root/dev"),
+              (std::vector<std::string>{"null", "random", "urandom", "zero"}));
+  }
+};
+
+TEST_F(Confinement, EveryProcessRunsUnprivilegedInItsOwnJailAndCgroup) {
+  const auto [a, b] = two_instances();
+  ASSERT_FALSE(a.empty());
+  const pid_t hv_a = jailed_pid("hv", a), hv_b = jailed_pid("hv", b);
+  const pid_t blk_a = jailed_pid("card-blk", a), blk_b = jailed_pid("card-blk", b);
+  const pid_t net = jailed_pid("card-net");
+  for (auto [pid, what] : std::vector<std::pair<pid_t, std::string>>{
+           {hv_a, "azote-hv of A"}, {hv_b, "azote-hv of B"}, {blk_a, "block card of A"}, {blk_b, "block card of B"}, {net, "network card"}})
+    expect_confined(pid, what);
+  // One identity per instance (its hv and its block card), another for the network card.
+  EXPECT_EQ(status_field(hv_a, "Uid"), status_field(blk_a, "Uid"));
+  EXPECT_NE(status_field(hv_a, "Uid"), status_field(hv_b, "Uid"));
+  EXPECT_NE(status_field(net, "Uid"), status_field(hv_a, "Uid"));
+  EXPECT_NE(status_field(net, "Uid"), status_field(hv_b, "Uid"));
+  // A block card per instance: A's card is not B's.
+  EXPECT_NE(blk_a, blk_b);
+  // Jails apart from each other too.
+  EXPECT_NE(ns_of(hv_a, "mnt"), ns_of(blk_a, "mnt"));
+  EXPECT_NE(ns_of(hv_a, "pid"), ns_of(hv_b, "pid"));
+  // azote-hv has no network at all; the block card neither; the network card only its
+  // metadata service's TUN.
+  EXPECT_EQ(net_devices(hv_a), (std::set<std::string>{"lo"}));
+  EXPECT_EQ(net_devices(blk_a), (std::set<std::string>{"lo"}));
+  EXPECT_EQ(net_devices(net), (std::set<std::string>{"lo", "imds0"}));
+  // cgroups: a leaf per process with the instance type's limits (t3.nano: 512 MiB, 2
+  // vCPUs; azote-hv gets 96 MiB and 16 threads beyond that).
+  const std::string cg = slurp("/proc/" + std::to_string(hv_a) + "/cgroup");
+  EXPECT_NE(cg.find("/" + a + "/hv\n"), std::string::npos) << cg;
+  for (const auto& p : jailed())
+    if (p.value("pid", 0) == hv_a) {
+      const std::string dir = p.value("cgroup", "");
+      EXPECT_NE(dir.find("/" + a + "/hv"), std::string::npos) << dir;
+    }
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(cg, m, std::regex("\\d+:memory:([^\\n]*)"))) << cg;
+  EXPECT_EQ(slurp("/sys/fs/cgroup/memory" + std::string(m[1]) + "/memory.limit_in_bytes"),
+            std::to_string((512ull + 96) << 20) + "\n");
+  ASSERT_TRUE(std::regex_search(cg, m, std::regex("\\d+:pids:([^\\n]*)"))) << cg;
+  EXPECT_EQ(slurp("/sys/fs/cgroup/pids" + std::string(m[1]) + "/pids.max"), "18\n");
+  // The controller: unprivileged, filtered, no capabilities, in the host's namespaces
+  // (it serves the network) but not the launcher's uid.
+  const pid_t launcher = ctl_->pid();
+  const pid_t controller = child_of(launcher);
+  ASSERT_GT(controller, 0);
+  EXPECT_EQ(status_field(launcher, "Uid").rfind("0\t", 0), 0u) << "the launcher is the one root process";
+  EXPECT_EQ(status_field(controller, "Uid").rfind("0\t", 0), std::string::npos);
+  for (const char* cap : {"CapPrm", "CapEff", "CapBnd"}) EXPECT_EQ(status_field(controller, cap), "0000000000000000") << cap;
+  EXPECT_EQ(status_field(controller, "NoNewPrivs"), "1");
+  for (const auto& t : dir_entries("/proc/" + std::to_string(controller) + "/task"))
+    EXPECT_EQ(status_field(controller, "Seccomp", t), "2") << "controller thread " << t;
+  // The controller maps no guest memory and holds no descriptor to it (memfds).
+  EXPECT_EQ(slurp("/proc/" + std::to_string(controller) + "/maps").find("memfd:"), std::string::npos);
+  for (const auto& fd : dir_entries("/proc/" + std::to_string(controller) + "/fd")) {
+    std::error_code ec;
+    const std::string target = std::filesystem::read_symlink("/proc/" + std::to_string(controller) + "/fd/" + fd, ec).string();
+    EXPECT_EQ(target.find("memfd:"), std::string::npos) << "fd " << fd << " -> " << target;
+  }
+}
+
+TEST_F(Confinement, AProbeInEachJailIsRefusedEverythingThenKilledByTheFilter) {
+  const auto [a, b] = two_instances();
+  ASSERT_FALSE(a.empty());
+  const pid_t hv_b = jailed_pid("hv", b);
+  // B's guest memory: a memfd descriptor of B's hypervisor.
+  std::string memfd;
+  for (const auto& fd : dir_entries("/proc/" + std::to_string(hv_b) + "/fd")) {
+    std::error_code ec;
+    if (std::filesystem::read_symlink("/proc/" + std::to_string(hv_b) + "/fd/" + fd, ec).string().rfind("/memfd:", 0) == 0)
+      memfd = "/proc/" + std::to_string(hv_b) + "/fd/" + fd;
+  }
+  ASSERT_FALSE(memfd.empty()) << "no memfd found in B's hypervisor";
+  const Json bi = instance(b);
+  ASSERT_FALSE(bi["block_device_mappings"].empty()) << bi.dump();
+  const std::string b_volume = bi["block_device_mappings"][0]["volume_id"];
+  for (const std::string role : {"hv", "card-blk", "card-net"}) {
+    SCOPED_TRACE("probe in the jail of " + role);
+    const std::string out = dir_ + "/probe-" + role + ".out";
+    launch::SpawnRequest r;
+    r.role = launch::Role::kProbe;
+    r.probe_as = *launch::parse_role(role);
+    r.instance = role == "card-net" ? "" : a;
+    r.output = out;
+    r.args = {"--as", role,
+              "--try-open", dir_ + "/volumes/" + b_volume + ".img",
+              "--try-open", memfd,
+              "--try-open", dir_ + "/controller.db",
+              "--try-open", dir_ + "/audit/audit.log",
+              "--try-open", dir_ + "/pki/ca.key",
+              "--try-open", "/proc/" + std::to_string(ctl_->pid()) + "/environ",
+              "--try-connect", dir_ + "/api.sock",
+              "--try-connect", dir_ + "/card-net.ctl"};
+    launch::Message m = launcher(launch::to_json(r));
+    ASSERT_TRUE(m.body.value("ok", false)) << m.body.dump();
+    ASSERT_EQ(m.fds.size(), 1u);
+    pollfd p{m.fds[0].get(), POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 30'000), 1) << "the probe did not end";
+    const std::string text = slurp(out);
+    EXPECT_NE(text.find("probe: 16 attempts, 16 refused, 0 allowed"), std::string::npos) << text;
+    EXPECT_EQ(text.find("ALLOWED"), std::string::npos) << text;
+    EXPECT_NE(text.find("seccomp: thread probe (tid "), std::string::npos) << text;
+    EXPECT_NE(text.find("made forbidden system call 59 (execve)"), std::string::npos) << text;
+    EXPECT_EQ(text.find("the filter did not stop it"), std::string::npos) << text;
+  }
+}
+
+// Whether `needle` is anywhere in the readable memory of `pid` (root reads any process's
+// /proc/PID/mem; unreadable mappings such as [vvar] are skipped).
+bool memory_holds(pid_t pid, const std::string& needle, uint64_t* scanned = nullptr) {
+  const std::string base = "/proc/" + std::to_string(pid);
+  UniqueFd mem(::open((base + "/mem").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!mem) return false;
+  std::istringstream maps(slurp(base + "/maps"));
+  std::string line;
+  std::vector<char> buf(8 << 20);
+  uint64_t total = 0;
+  while (std::getline(maps, line)) {
+    unsigned long long lo = 0, hi = 0;
+    char perms[8] = {};
+    if (std::sscanf(line.c_str(), "%llx-%llx %7s", &lo, &hi, perms) != 3 || perms[0] != 'r') continue;
+    // Overlapping reads so that a needle across a chunk boundary is seen.
+    for (unsigned long long at = lo; at < hi;) {
+      const size_t want = static_cast<size_t>(std::min<unsigned long long>(buf.size(), hi - at));
+      const ssize_t n = ::pread(mem.get(), buf.data(), want, static_cast<off_t>(at));
+      if (n <= 0) break;
+      total += static_cast<uint64_t>(n);
+      if (std::search(buf.begin(), buf.begin() + n, needle.begin(), needle.end()) != buf.begin() + n) {
+        if (scanned) *scanned = total;
+        return true;
+      }
+      if (static_cast<size_t>(n) < want) break;
+      at += static_cast<unsigned long long>(n) > needle.size() ? static_cast<unsigned long long>(n) - needle.size() : n;
+    }
+  }
+  if (scanned) *scanned = total;
+  return false;
+}
+
+// The guest writes 64 random bytes into its private memory (init --marker) and does I/O
+// through both cards. The bytes are in azote-hv (it maps all of guest RAM for KVM: the
+// scan's positive control) and in no other process: the block card and the network
+// card map only the I/O window, the controller maps no guest memory at all.
+TEST_F(Confinement, AGuestsPrivateBytesAreInNoCardNorTheController) {
+  auto o = cli(cp_, {"register-image", "--name", "marker", "--kernel", AZOTE_GUEST_ELF, "--cmdline",
+                     "azote.run=init --marker", "--output", "json"});
+  ASSERT_EQ(o.status, 0) << o.out << o.err;
+  const std::string image = Json::parse(o.out).value("image_id", "");
+  ASSERT_FALSE(image.empty()) << o.out;
+  o = cli(cp_, {"run-instances", "--image-id", image, "--instance-type", "t3.nano", "--wait", "--output", "json"});
+  ASSERT_EQ(o.status, 0) << o.out << o.err;
+  const std::string id = Json::parse(o.out)["instances"][0]["instance_id"];
+  ASSERT_TRUE(console_has(id, "azote-guest: ready", 60s)) << console(id);
+  const std::string text = console(id);
+  // The I/O the guest did through both cards verified: the boot record written, read
+  // back and compared; a DHCP lease from the network card.
+  EXPECT_NE(text.find("root volume boot-count=1 "), std::string::npos) << text;
+  EXPECT_NE(text.find("azote-guest: init ip=10.0.1."), std::string::npos) << text;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(text, m, std::regex("azote-guest: marker ([0-9a-f]{128})"))) << text;
+  std::string marker;
+  for (size_t i = 0; i < 128; i += 2) marker += static_cast<char>(std::stoi(std::string(m[1]).substr(i, 2), nullptr, 16));
+  const pid_t hv = jailed_pid("hv", id), blk = jailed_pid("card-blk", id), net = jailed_pid("card-net");
+  const pid_t controller = child_of(ctl_->pid());
+  ASSERT_GT(hv, 0);
+  ASSERT_GT(blk, 0);
+  ASSERT_GT(net, 0);
+  ASSERT_GT(controller, 0);
+  uint64_t scanned = 0;
+  EXPECT_TRUE(memory_holds(hv, marker, &scanned)) << "the scan cannot find the marker even in azote-hv (" << scanned
+                                                  << " bytes read)";
+  for (auto [pid, what] : std::vector<std::pair<pid_t, std::string>>{
+           {blk, "the block card"}, {net, "the network card"}, {controller, "the controller"}, {ctl_->pid(), "the launcher"}}) {
+    EXPECT_FALSE(memory_holds(pid, marker, &scanned)) << what << " holds the guest's private bytes";
+    EXPECT_GT(scanned, 0u) << what << ": nothing could be read";
+  }
+}
+
+}  // namespace
+}  // namespace azote::test

@@ -1,0 +1,304 @@
+// The fixture of the controller's end-to-end tests (controller_test, confinement_test):
+// a real azote-controller (as root: with its launcher and jails) in a state directory
+// of its own, the azote CLI with a control-plane certificate, and ways to look at what
+// runs (the launcher's test socket, the cards' control sockets, /proc).
+#pragma once
+
+#include <dirent.h>
+#include <sched.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "pki/pki.hpp"
+#include "process.hpp"
+
+#include "base/unique_fd.hpp"
+#include "launch/protocol.hpp"
+
+namespace azote::test {
+
+using namespace std::chrono_literals;
+using Json = nlohmann::json;
+
+inline std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+// PIDs of processes whose command line mentions `needle` (our state directory).
+inline std::vector<pid_t> processes_mentioning(const std::string& needle) {
+  std::vector<pid_t> out;
+  DIR* d = ::opendir("/proc");
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    const pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
+    if (pid <= 0 || pid == ::getpid()) continue;
+    std::string cmd = slurp("/proc/" + std::to_string(pid) + "/cmdline");
+    std::replace(cmd.begin(), cmd.end(), '\0', ' ');
+    const std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
+    const size_t close = stat.rfind(')');
+    if (close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'Z') continue;
+    if (cmd.find(needle) != std::string::npos) out.push_back(pid);
+  }
+  ::closedir(d);
+  return out;
+}
+
+// One request on a card's JSON-lines control socket (lib/control's protocol: one
+// object per line, one answer line). Written out here because this test links no
+// azote library beyond pki; an empty object when the card cannot be reached.
+inline Json card_call(const std::string& path, const Json& request) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+  if (fd < 0 || ::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0) {
+    if (fd >= 0) ::close(fd);
+    return Json::object();
+  }
+  const std::string line = request.dump() + "\n";
+  std::string in;
+  if (::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size())) {
+    const auto end = std::chrono::steady_clock::now() + 10s;
+    char buf[4096];
+    while (in.find('\n') == std::string::npos && std::chrono::steady_clock::now() < end) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 1000) <= 0) continue;
+      const ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n <= 0) break;
+      in.append(buf, static_cast<size_t>(n));
+    }
+  }
+  ::close(fd);
+  if (in.find('\n') == std::string::npos) return Json::object();
+  Json j = Json::parse(in.substr(0, in.find('\n')), nullptr, false);
+  return j.is_discarded() ? Json::object() : j;
+}
+
+class ControllerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!kvm_usable(&why)) GTEST_SKIP() << "SKIPPED: needs KVM (" << why << ")";
+    static int n = 0;
+    // Short: the API socket path must fit in 107 bytes.
+    dir_ = "/tmp/azc-" + std::to_string(::getpid()) + "-" + std::to_string(n++);
+    std::filesystem::remove_all(dir_);
+    start_controller();
+    cp_ = issue("control-plane", "fleet");
+  }
+  void TearDown() override {
+    if (dir_.empty()) return;
+    const std::string tree = cgroup_tree_;
+    stop_controller(SIGTERM);
+    // --on-exit stop: nothing of this host may outlive its controller, jailed or not.
+    auto left = processes_mentioning(dir_);
+    for (pid_t p : procs_in(tree)) left.push_back(p);
+    for (pid_t p : left) ::kill(p, SIGKILL);
+    EXPECT_TRUE(left.empty()) << left.size() << " process(es) left behind, e.g. pid " << left.front();
+    if (!HasFailure() && !std::getenv("AZOTE_KEEP_STATE")) std::filesystem::remove_all(dir_);
+  }
+
+  // Every pid in a cgroup directory and below (the launcher's tree for this host).
+  static std::vector<pid_t> procs_in(const std::string& dir) {
+    std::vector<pid_t> out;
+    if (dir.empty() || !std::filesystem::is_directory(dir)) return out;
+    std::error_code ec;
+    for (auto it = std::filesystem::recursive_directory_iterator(dir, ec); it != std::filesystem::recursive_directory_iterator();
+         it.increment(ec)) {
+      if (ec) break;
+      if (it->path().filename() != "cgroup.procs") continue;
+      std::istringstream in(slurp(it->path()));
+      pid_t p;
+      while (in >> p) out.push_back(p);
+    }
+    return out;
+  }
+
+  // CPUs this process may run on (the controller's guests get all of them on a host
+  // with fewer than 4 and no --card-cpus).
+  static unsigned sandbox_guest_cpus() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (::sched_getaffinity(0, sizeof set, &set) != 0) return 0;
+    const unsigned n = static_cast<unsigned>(CPU_COUNT(&set));
+    return n >= 4 ? n - 1 : n;
+  }
+
+  // One request on the launcher's test socket (root only; probes and describe).
+  launch::Message launcher(const Json& req) {
+    UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, (dir_ + "/launcher-test.sock").c_str(), sizeof a.sun_path - 1);
+    launch::Message m;
+    if (!s || ::connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return m;  // NOLINT
+    if (!launch::send_message(s.get(), req)) return m;
+    auto r = launch::recv_message(s.get(), 30s);
+    if (r) m = std::move(r).value();
+    return m;
+  }
+  // The processes the launcher runs for this host: {pid, role, instance, uid, cgroup}.
+  Json jailed() {
+    const Json d = launcher({{"op", "describe"}}).body;
+    return d.contains("processes") ? d["processes"] : Json::array();
+  }
+  pid_t jailed_pid(const std::string& role, const std::string& instance = "") {
+    for (const auto& p : jailed())
+      if (p.value("role", "") == role && p.value("instance", "") == instance) return p.value("pid", 0);
+    return 0;
+  }
+
+  void start_controller(const std::vector<std::string>& extra = {}) {
+    std::string cmd = "exec " + std::string(AZOTE_CONTROLLER_BIN) + " --state-dir " + dir_ +
+                      " --on-exit stop --capacity-vcpus 8 --capacity-memory 8G";
+    for (const auto& e : extra) cmd += " " + e;
+    std::filesystem::create_directories(dir_);
+    cmd += " --probe " + std::string(AZOTE_PROBE_BIN) + " --test-socket " + dir_ + "/launcher-test.sock";
+    cmd += " 2>>" + dir_ + "/controller.log";
+    ctl_ = std::make_unique<Process>(std::vector<std::string>{"/bin/sh", "-c", cmd});
+    ASSERT_TRUE(ctl_->wait_for_output("azote-controller: ready", 15s)) << slurp(dir_ + "/controller.log");
+    cgroup_tree_ = launcher({{"op", "describe"}}).body.value("tree", "");
+  }
+  void stop_controller(int sig) {
+    if (!ctl_) return;
+    ctl_->signal(sig);
+    auto o = ctl_->wait(30s);
+    EXPECT_FALSE(o.timed_out);
+    ctl_.reset();
+  }
+
+  std::string issue(const std::string& role, const std::string& name) {
+    const std::string out = dir_ + "/creds-" + role + "-" + name;
+    auto o = run({AZOTE_CLI_BIN, "admin", "issue-cert", "--state-dir", dir_, "--role", role, "--name", name, "--out", out});
+    EXPECT_EQ(o.status, 0) << o.out << o.err;
+    return out;
+  }
+
+  Outcome cli(const std::string& creds, std::vector<std::string> args, std::chrono::milliseconds timeout = 90s) {
+    std::vector<std::string> argv{AZOTE_CLI_BIN, "--endpoint", "unix:" + dir_ + "/api.sock", "--credentials", creds};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run(argv, timeout);
+  }
+  Json cli_json(const std::string& creds, std::vector<std::string> args) {
+    args.push_back("--output");
+    args.push_back("json");
+    auto o = cli(creds, args);
+    EXPECT_EQ(o.status, 0) << o.out << o.err;
+    Json j = Json::parse(o.out, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << o.out;
+    return j;
+  }
+  Json instance(const std::string& id) {
+    Json j = cli_json(cp_, {"describe-instances", "--instance-ids", id});
+    if (!j.contains("instances") || j["instances"].empty()) return Json::object();
+    return j["instances"][0];
+  }
+  std::string state(const std::string& id) {
+    const Json i = instance(id);
+    return i.contains("state") ? i["state"].value("name", "") : "";
+  }
+  bool wait_state(const std::string& id, const std::string& want, std::chrono::seconds timeout = 60s) {
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+      if (state(id) == want) return true;
+      std::this_thread::sleep_for(100ms);
+    }
+    return false;
+  }
+  std::string run_one(const std::string& type = "t3.nano") {
+    Json j = cli_json(cp_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", type});
+    if (!j.contains("instances") || j["instances"].size() != 1) return "";
+    return j["instances"][0]["instance_id"];
+  }
+  std::string console(const std::string& id) { return cli(cp_, {"get-console-output", "--instance-id", id}).out; }
+  bool console_has(const std::string& id, const std::string& needle, std::chrono::seconds timeout = 30s) {
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+      if (console(id).find(needle) != std::string::npos) return true;
+      std::this_thread::sleep_for(100ms);
+    }
+    return false;
+  }
+  std::vector<Json> audit_records() {
+    std::vector<Json> out;
+    for (const auto& l : lines(slurp(dir_ + "/audit/audit.log")))
+      if (!l.empty()) out.push_back(Json::parse(l, nullptr, false));
+    return out;
+  }
+  Outcome audit_verify() { return run({AZOTE_CLI_BIN, "audit", "verify", dir_ + "/audit/audit.log"}); }
+  int64_t hv_pid(const std::string& id) {  // proto3 JSON writes 64-bit integers as strings
+    const Json i = instance(id);
+    if (!i.contains("hypervisor_pid")) return 0;
+    const Json& p = i["hypervisor_pid"];
+    return p.is_string() ? std::stoll(p.get<std::string>()) : p.get<int64_t>();
+  }
+
+  // The network card, through its control socket in the state directory.
+  Json card_net(const Json& request) { return card_call(dir_ + "/card-net.ctl", request); }
+  Json enis_on_card() {
+    Json r = card_net({{"op", "list-enis"}});
+    return r.value("ok", false) ? r["enis"] : Json::array();
+  }
+  Json card_eni(const std::string& eni_id) {
+    for (const auto& e : enis_on_card())
+      if (e.value("id", "") == eni_id) return e;
+    return Json::object();
+  }
+  // The card's rules of one group ("tcp 22-22 10.0.0.0/16", ...), "ingress" or "egress".
+  std::set<std::string> card_rules(const std::string& group, const std::string& dir) {
+    Json r = card_net({{"op", "list-security-groups"}});
+    std::set<std::string> out;
+    if (!r.value("ok", false)) return out;
+    for (const auto& g : r["security_groups"])
+      if (g.value("id", "") == group)
+        for (const auto& rule : g[dir]) out.insert(rule.get<std::string>());
+    return out;
+  }
+  template <class Pred>
+  bool eventually(Pred pred, std::chrono::seconds timeout = 30s) {
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(100ms);
+    }
+    return pred();
+  }
+  std::string default_group() {
+    const Json all = cli_json(cp_, {"describe-security-groups"});
+    for (const auto& g : all["security_groups"])
+      if (g["group_name"] == "default") return g["group_id"];
+    return "";
+  }
+  // A call that must fail with EC2's code: exit 254 and "Code: ..." on stderr.
+  void expect_code(const std::vector<std::string>& args, const std::string& code) {
+    auto o = cli(cp_, args);
+    EXPECT_EQ(o.status, 254) << testing::PrintToString(args) << "\n" << o.out << o.err;
+    EXPECT_NE(o.err.find("azote: " + code + ": "), std::string::npos) << testing::PrintToString(args) << "\n" << o.err;
+  }
+
+  std::string dir_, cp_;
+  std::string cgroup_tree_;  // the launcher's cgroup tree for this host (its membership hierarchy)
+  std::unique_ptr<Process> ctl_;
+};
+
+}  // namespace azote::test
