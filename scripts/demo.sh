@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# make demo: a local azote host — azote-controller with the block and network cards — under a temp
+# make demo: a local azote host — azote-controller (unprivileged, under its launcher) with the block
+# and network cards, each process in a jail — under a temp
 # state directory; run an instance of the built-in image through the azote CLI, wait
 # for it, show it and its console, terminate it, shut the host down cleanly.
 set -euo pipefail
@@ -48,6 +49,24 @@ out=$(step "$azote" run-instances --image-id ami-builtin --instance-type t3.micr
 echo "$out"
 id=$(grep -o 'i-[0-9a-f]\{17\}' <<<"$out" | head -1)
 step "$azote" describe-instances
+# Who runs what: the launcher is the one root process; the controller, the instance's
+# azote-hv and block card (one identity per instance) and the network card run under
+# their own uids, with no capabilities, every thread under a seccomp filter, each in a
+# cgroup of its own (this host's tree: azote-<hash>, named in the controller's log).
+tree=$(grep -o 'cgroups azote-[0-9a-f]*' "$state/controller.log" | head -1 | cut -d' ' -f2)
+printf '\n%s$ # the host'"'"'s processes (from /proc)%s\n' "$bold" "$off"
+printf '%-16s %7s %11s %-26s %-17s %s\n' PROCESS PID UID SECCOMP CAPEFF CGROUP
+for pid in $(pgrep 'azote-'); do
+  grep -q "$tree" "/proc/$pid/cgroup" 2>/dev/null || [[ $(cat /proc/$pid/comm) == azote-launcher && $(tr '\0' ' ' < /proc/$pid/cmdline) == *"$state"* ]] || continue
+  threads=0 filtered=0
+  for t in /proc/$pid/task/*; do
+    threads=$((threads + 1))
+    [[ $(awk '/^Seccomp:/ {print $2}' "$t/status") == 2 ]] && filtered=$((filtered + 1))
+  done
+  cg=$(awk -F: '$2 == "memory" {print $3}' "/proc/$pid/cgroup")
+  printf '%-16s %7s %11s %-26s %-17s %s\n' "$(cat /proc/$pid/comm)" "$pid" "$(awk '/^Uid:/ {print $2}' /proc/$pid/status)" \
+    "filter on $filtered/$threads threads" "$(awk '/^CapEff:/ {print $2}' /proc/$pid/status)" "${cg#*/$tree}"
+done
 for _ in $(seq 50); do "$azote" get-console-output --instance-id "$id" | grep -q 'azote-guest: ready' && break; sleep 0.1; done
 step "$azote" get-console-output --instance-id "$id"
 step "$azote" describe-volumes
@@ -60,5 +79,8 @@ kill "$ctl"
 wait "$ctl" && echo "azote-controller stopped cleanly"
 ctl=
 left=$(pgrep -f "$state" || true)
-[[ -z $left ]] || { echo "demo: processes left behind: $left" >&2; exit 1; }
+for pid in $(pgrep 'azote-'); do
+  grep -q "$tree" "/proc/$pid/cgroup" 2>/dev/null && left="$left $pid"
+done
+[[ -z ${left// /} ]] || { echo "demo: processes left behind: $left" >&2; exit 1; }
 echo "No process of this host is left running. (make test runs every test.)"
