@@ -13,6 +13,7 @@ packages=(
   fio                              # block benchmark peer (raw io_uring on the same file)
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler  # controller API (gRPC, mTLS)
   libsqlite3-dev                   # controller state
+  libseccomp-dev                   # lib/sandbox: seccomp allowlists per thread class
   openssl                          # test fixtures: certificates signed by a foreign CA
   libldns-dev                      # lib/net: ldns, the independent DNS reference its tests and fuzz_dns check against
   libmicrohttpd-dev                # lib/imds: the HTTP server of the instance metadata service
