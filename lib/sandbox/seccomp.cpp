@@ -33,6 +33,7 @@ State& state() {
   return s;
 }
 char g_process[32];  // for the SIGSYS handler: no allocation there
+constexpr int kSysSeccomp = 1;  // si_code SYS_SECCOMP (asm-generic/siginfo.h; glibc does not name it)
 
 scmp_compare to_scmp(ArgOp op) {
   switch (op) {
@@ -122,6 +123,9 @@ size_t put_num(char* buf, size_t at, size_t cap, long v) {
 }
 
 void on_sigsys(int, siginfo_t* info, void*) {
+  // Only a filter's trap: a SIGSYS sent with kill() is not a report (and, for a PID-1
+  // process, would otherwise be a way for anyone with kill rights to end it).
+  if (info->si_code != kSysSeccomp) return;
   const int saved = errno;
   char name[17] = {};
   (void)::prctl(PR_GET_NAME, name, 0, 0, 0);

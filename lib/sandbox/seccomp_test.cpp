@@ -127,6 +127,38 @@ TEST(Seccomp, ThreadsAddTheirClassAndEveryThreadIsFiltered) {
   EXPECT_EQ(all.exit_code(), 0) << all.status << " " << all.err;
 }
 
+// A SIGSYS sent with kill() is not a filter's trap: no report, no death (a jailed process
+// is PID 1 of its namespace; nobody should end it by sending a signal it handles).
+TEST(Seccomp, AKilledSigsysIsNotAReport) {
+  int ready[2];
+  ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(p[1], 2);
+    enter(SeccompMode::kKill, "main");
+    (void)!::write(ready[1], "r", 1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    ::_exit(0);
+  }
+  ::close(p[1]);
+  ::close(ready[1]);
+  char c;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ASSERT_EQ(::kill(pid, SIGSYS), 0);
+  std::string err;
+  char buf[256];
+  ssize_t n;
+  while ((n = ::read(p[0], buf, sizeof buf)) > 0) err.append(buf, static_cast<size_t>(n));
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << " " << err;
+  EXPECT_EQ(err.find("seccomp"), std::string::npos) << err;
+  ::close(p[0]);
+  ::close(ready[0]);
+}
+
 TEST(Seccomp, LogModeLetsTheCallThrough) {
   const Child c = in_child([] {
     enter(SeccompMode::kLog, "main");

@@ -197,6 +197,28 @@ TEST_F(Confinement, AProbeInEachJailIsRefusedEverythingThenKilledByTheFilter) {
   }
 }
 
+// A hypervisor killed by its seccomp filter: the instance's state reason names the thread
+// and the call, and the audit log has a "process.seccomp" record. (The stand-in azote-hv
+// is the probe, which makes a forbidden call under azote-hv's own policy at once.)
+TEST_F(Confinement, ASeccompDeathIsInTheStateReasonAndTheAuditLog) {
+  stop_controller(SIGTERM);
+  start_controller({"--hv", AZOTE_PROBE_BIN});
+  auto o = cli(cp_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--output", "json"});
+  ASSERT_EQ(o.status, 0) << o.out << o.err;
+  const std::string id = Json::parse(o.out)["instances"][0]["instance_id"];
+  ASSERT_TRUE(wait_state(id, "terminated", 60s)) << instance(id).dump();
+  const std::string reason = instance(id)["state_reason"].value("message", "");
+  EXPECT_NE(reason.find("killed by its seccomp filter"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("made forbidden system call 59 (execve)"), std::string::npos) << reason;
+  bool audited = false;
+  for (const auto& r : audit_records())
+    if (r.value("method", "") == "process.seccomp" && r.value("error", "").find("(execve)") != std::string::npos &&
+        r.dump().find(id) != std::string::npos)
+      audited = true;
+  EXPECT_TRUE(audited) << "no process.seccomp record for " << id;
+  EXPECT_EQ(audit_verify().status, 0);
+}
+
 // Whether `needle` is anywhere in the readable memory of `pid` (root reads any process's
 // /proc/PID/mem; unreadable mappings such as [vvar] are skipped).
 bool memory_holds(pid_t pid, const std::string& needle, uint64_t* scanned = nullptr) {

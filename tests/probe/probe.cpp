@@ -6,6 +6,7 @@
 // must end it with SIGSYS.
 //
 //   azote-probe --as hv|card-blk|card-net [--try-open PATH]... [--try-connect PATH]...
+//   azote-probe --control ...   (as a stand-in azote-hv: killed by its filter at once)
 //
 // "refused" means the kernel said no (the errno is printed); "ALLOWED" is a hole.
 #include <fcntl.h>
@@ -86,6 +87,18 @@ int socket_errno(int domain, int type, int proto) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Started by a launcher as azote-hv (--hv azote-probe): a hypervisor that makes a
+  // forbidden call at once, under azote-hv's own policy, so that the controller's handling
+  // of a seccomp death can be tested. Its stderr is the instance's hv.log.
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--control") {
+      if (!azote::sandbox::init_process(azote::hv::seccomp_policy(), azote::sandbox::SeccompMode::kKill) ||
+          !azote::sandbox::enter_thread("main", "azote-hv"))
+        return 70;
+      char* none[] = {nullptr};
+      ::syscall(SYS_execve, "/bin/sh", none, none);
+      return 71;
+    }
   std::string as;
   std::vector<std::string> opens, connects;
   for (int i = 1; i + 1 < argc; i += 2) {
