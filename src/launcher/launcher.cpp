@@ -69,6 +69,15 @@ int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pi
 
 }  // namespace
 
+std::optional<std::string> refused_args(const std::vector<std::string>& args) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--seccomp=log" || (a == "--seccomp" && i + 1 < args.size() && args[i + 1] == "log"))
+      return "--seccomp=log is for debugging by hand only; the launcher never starts a process with it";
+  }
+  return std::nullopt;
+}
+
 Result<std::unique_ptr<Launcher>, LauncherError> Launcher::create(Options o) {
   if (::geteuid() != 0)
     return make_error(LauncherErrc::kSetup, "azote-launcher must run as root (it builds the jails); it is started by "
@@ -423,11 +432,7 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
   const bool per_instance = r.role != Role::kCardNet;
   if (per_instance && !valid_instance(r.instance)) return refuse("spawn: \"instance\" must be an instance id (i-...)");
   if (!per_instance && !r.instance.empty()) return refuse("spawn: the network card serves the host, not an instance");
-  for (size_t i = 0; i < r.args.size(); ++i) {
-    const std::string& a = r.args[i];
-    if (a == "--seccomp=log" || (a == "--seccomp" && i + 1 < r.args.size() && r.args[i + 1] == "log"))
-      return refuse("spawn: --seccomp=log is for debugging by hand only; the launcher never starts a process with it");
-  }
+  if (auto why = refused_args(r.args)) return refuse("spawn: " + *why);
   for (const auto& e : r.enis)
     if (!valid_eni(e)) return refuse("spawn: \"" + e + "\" is not an ENI id");
   const std::string& bin = r.role == Role::kHv ? o_.hv_bin : r.role == Role::kCardBlk ? o_.card_blk_bin : o_.card_net_bin;

@@ -37,6 +37,9 @@ struct Options {
   bool help = false, version = false;
 };
 Result<Options, LauncherError> parse_args(const std::vector<std::string>& args);
+
+// Why a spawn's arguments are refused whatever the role (--seccomp=log), or nullopt.
+std::optional<std::string> refused_args(const std::vector<std::string>& args);
 const char* usage_text();
 
 class Launcher {
