@@ -180,6 +180,20 @@ void drop(const ChildError& e, uid_t uid, gid_t gid) {
   e.fail("exec", argv.empty() ? "" : argv[0], errno);
 }
 
+// The child's word on its exec: the error pipe closes (close-on-exec) when the exec
+// succeeded, or carries the failed step; a failed child is reaped here.
+std::string exec_outcome(const UniqueFd& err_r, const Jailed& j) {
+  std::string err;
+  char buf[512];
+  ssize_t n;
+  while ((n = ::read(err_r.get(), buf, sizeof buf)) > 0) err.append(buf, static_cast<size_t>(n));
+  if (!err.empty()) {
+    siginfo_t si{};
+    ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(j.pidfd.get()), &si, WEXITED);
+  }
+  return err;
+}
+
 }  // namespace
 
 Result<void, SandboxError> drop_privileges(uid_t uid, gid_t gid) {
@@ -250,15 +264,7 @@ Result<Jailed, SandboxError> spawn_jailed(const JailSpec& spec, int exec_fd, con
     return errno_error(SandboxErrc::kExec, spec.name + ": releasing the child");
   }
   go_w.reset();
-  std::string err;
-  char buf[512];
-  ssize_t n;
-  while ((n = ::read(err_r.get(), buf, sizeof buf)) > 0) err.append(buf, static_cast<size_t>(n));
-  if (!err.empty()) {
-    siginfo_t si{};
-    ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(j.pidfd.get()), &si, WEXITED);
-    return make_error(SandboxErrc::kExec, spec.name + ": " + err);
-  }
+  if (const std::string err = exec_outcome(err_r, j); !err.empty()) return make_error(SandboxErrc::kExec, spec.name + ": " + err);
   return j;
 }
 
@@ -314,15 +320,7 @@ Result<Jailed, SandboxError> spawn_into(int target, uid_t uid, gid_t gid, const 
   j.pid = static_cast<pid_t>(pid);
   j.pidfd.reset(pidfd);
   err_w.reset();
-  std::string err;
-  char buf[512];
-  ssize_t n;
-  while ((n = ::read(err_r.get(), buf, sizeof buf)) > 0) err.append(buf, static_cast<size_t>(n));
-  if (!err.empty()) {
-    siginfo_t si{};
-    ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(j.pidfd.get()), &si, WEXITED);
-    return make_error(SandboxErrc::kExec, err);
-  }
+  if (const std::string err = exec_outcome(err_r, j); !err.empty()) return make_error(SandboxErrc::kExec, err);
   return j;
 }
 
