@@ -48,11 +48,14 @@ std::set<std::string> net_devices(pid_t pid) {
   return out;
 }
 
-pid_t child_of(pid_t parent) {
+// The controller: the launcher's child named azote-controller (its other children are
+// the jailed processes).
+pid_t controller_of(pid_t parent) {
   std::istringstream in(slurp("/proc/" + std::to_string(parent) + "/task/" + std::to_string(parent) + "/children"));
   pid_t p = 0;
-  in >> p;
-  return p;
+  while (in >> p)
+    if (slurp("/proc/" + std::to_string(p) + "/comm") == "azote-controlle\n") return p;
+  return 0;
 }
 
 class Confinement : public ControllerTest {
@@ -134,7 +137,7 @@ TEST_F(Confinement, EveryProcessRunsUnprivilegedInItsOwnJailAndCgroup) {
   // The controller: unprivileged, filtered, no capabilities, in the host's namespaces
   // (it serves the network) but not the launcher's uid.
   const pid_t launcher = ctl_->pid();
-  const pid_t controller = child_of(launcher);
+  const pid_t controller = controller_of(launcher);
   ASSERT_GT(controller, 0);
   EXPECT_EQ(status_field(launcher, "Uid").rfind("0\t", 0), 0u) << "the launcher is the one root process";
   EXPECT_EQ(status_field(controller, "Uid").rfind("0\t", 0), std::string::npos);
@@ -219,6 +222,51 @@ TEST_F(Confinement, ASeccompDeathIsInTheStateReasonAndTheAuditLog) {
   EXPECT_EQ(audit_verify().status, 0);
 }
 
+// kill -9 of the unprivileged controller while launches are under way: its launcher
+// starts it again, the new controller adopts what runs and finishes what was pending;
+// nothing acknowledged is lost (both instances run, the audit log verifies), and no jailed
+// process is outside its cgroup leaf (the tree holds exactly the processes the launcher
+// describes, each in the leaf of its role).
+TEST_F(Confinement, KilledControllerIsRestartedByItsLauncherAndLosesNothing) {
+  const pid_t launcher_pid = ctl_->pid();
+  const pid_t controller = controller_of(launcher_pid);
+  ASSERT_GT(controller, 0);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 2; ++i) {
+    Json r = cli_json(cp_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano"});
+    ids.push_back(r["instances"][0]["instance_id"]);
+  }
+  ASSERT_EQ(::kill(controller, SIGKILL), 0);
+  pid_t again = 0;
+  ASSERT_TRUE(eventually([&] {
+    again = controller_of(launcher_pid);
+    return again != 0 && again != controller && std::filesystem::exists(dir_ + "/api.sock") &&
+           cli(cp_, {"describe-instances"}).status == 0;
+  })) << "the launcher did not start the controller again";
+  for (const auto& id : ids) {
+    EXPECT_TRUE(wait_state(id, "running", 60s)) << id << " " << state(id);
+    EXPECT_TRUE(console_has(id, "azote-guest: ready")) << console(id);
+  }
+  EXPECT_EQ(audit_verify().status, 0);
+  // Every process in this host's cgroup tree is one the launcher knows, in its own leaf.
+  std::set<pid_t> described;
+  for (const auto& p : jailed()) {
+    const pid_t pid = p.value("pid", 0);
+    described.insert(pid);
+    const std::string leaf = p.value("cgroup", "");
+    const std::string procs = slurp(leaf + "/cgroup.procs");
+    EXPECT_NE(procs.find(std::to_string(pid) + "\n"), std::string::npos) << p.dump() << " not in " << leaf;
+  }
+  for (const auto& id : ids) {
+    EXPECT_TRUE(described.count(jailed_pid("hv", id)));
+    EXPECT_TRUE(described.count(jailed_pid("card-blk", id)));
+  }
+  for (pid_t p : procs_in(cgroup_tree_)) {
+    if (p == again) continue;  // the controller's own leaf
+    EXPECT_TRUE(described.count(p)) << "pid " << p << " (" << slurp("/proc/" + std::to_string(p) + "/comm") << ", " << slurp("/proc/" + std::to_string(p) + "/cgroup") << ") is in the tree but the launcher does not know it";
+  }
+}
+
 // Whether `needle` is anywhere in the readable memory of `pid` (root reads any process's
 // /proc/PID/mem; unreadable mappings such as [vvar] are skipped).
 bool memory_holds(pid_t pid, const std::string& needle, uint64_t* scanned = nullptr) {
@@ -275,7 +323,7 @@ TEST_F(Confinement, AGuestsPrivateBytesAreInNoCardNorTheController) {
   std::string marker;
   for (size_t i = 0; i < 128; i += 2) marker += static_cast<char>(std::stoi(std::string(m[1]).substr(i, 2), nullptr, 16));
   const pid_t hv = jailed_pid("hv", id), blk = jailed_pid("card-blk", id), net = jailed_pid("card-net");
-  const pid_t controller = child_of(ctl_->pid());
+  const pid_t controller = controller_of(ctl_->pid());
   ASSERT_GT(hv, 0);
   ASSERT_GT(blk, 0);
   ASSERT_GT(net, 0);
