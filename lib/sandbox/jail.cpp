@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <linux/close_range.h>
+#include <linux/openat2.h>
 
 #include <algorithm>
 #include <cstring>
@@ -94,7 +95,25 @@ void build_root(const ChildError& e, const JailSpec& s) {
   for (const char* p : kSystemFiles)
     if (::stat(p, &st) == 0 && S_ISREG(st.st_mode)) bind_mount(e, p, r + p, false, false, MS_NODEV | MS_NOEXEC);
   for (const char* d : kDevices) bind_mount(e, d, r + d, true, false, MS_NOEXEC);
-  for (const Bind& b : s.binds) bind_mount(e, b.source, r + b.target, b.writable, true, MS_NODEV | MS_NOEXEC);
+  for (const Bind& b : s.binds) {
+    if (b.source_fd < 0) {
+      bind_mount(e, b.source, r + b.target, b.writable, true, MS_NODEV | MS_NOEXEC);
+      continue;
+    }
+    // A descriptor from the parent names a mount of the parent's namespace, which cannot
+    // be bound here: open the path again in this namespace, refusing any symlink, and
+    // check it is the same directory.
+    open_how how{};
+    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    const int fd = static_cast<int>(::syscall(SYS_openat2, AT_FDCWD, b.source.c_str(), &how, sizeof how));
+    struct stat mine{}, meant{};
+    if (fd < 0) e.fail("open (no symlinks)", b.source, errno);
+    if (::fstat(fd, &mine) != 0 || ::fstat(b.source_fd, &meant) != 0 || mine.st_dev != meant.st_dev ||
+        mine.st_ino != meant.st_ino)
+      e.fail("bind", b.source + ": not the directory the launcher prepared", 0);
+    bind_mount(e, "/proc/self/fd/" + std::to_string(fd), r + b.target, b.writable, true, MS_NODEV | MS_NOEXEC);
+  }
   // A /proc of this PID namespace only, showing processes and nothing of the kernel's
   // (subset=pid: no /proc/sys, /proc/kcore, ...).
   mkdir_p(e, r + "/proc", 0555);

@@ -29,9 +29,14 @@
 namespace azote::sandbox {
 
 struct Bind {
-  std::string source;  // host path (a directory)
+  std::string source;  // host path of a directory
   std::string target;  // absolute path inside the jail
   bool writable = false;
+  // The directory the caller made and means (it opened it without following symlinks):
+  // the child opens `source` again without following any symlink, checks that it is this
+  // very directory (device and inode), and binds what it opened. A path component swapped
+  // for a symlink in between is refused, never followed. -1: no check (system paths).
+  int source_fd = -1;
 };
 
 struct JailSpec {

@@ -135,6 +135,32 @@ TEST_F(Jail, AFailingStepIsReportedAndRootIsRefused) {
   EXPECT_NE(j.error().message().find("refusing uid or gid 0"), std::string::npos);
 }
 
+// A directory the launcher prepared and then found swapped for a symlink (the state
+// directory belongs to the controller, which may be compromised) is never bound.
+TEST_F(Jail, ASwappedDirectoryIsNotBound) {
+  std::filesystem::create_directories(root_ + "/prepared");
+  const int fd = ::open((root_ + "/prepared").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  JailSpec good;
+  good.binds.push_back({root_ + "/prepared", "/run/x", true, fd});
+  Outcome r = run("test -d /run/x && echo bound", good);
+  ASSERT_TRUE(r.error.empty()) << r.error;
+  EXPECT_NE(r.out.find("bound"), std::string::npos);
+  // Swapped for a symlink to somewhere else: refused, nothing bound.
+  std::filesystem::rename(root_ + "/prepared", root_ + "/moved");
+  std::filesystem::create_directory_symlink("/etc", root_ + "/prepared");
+  JailSpec swapped;
+  swapped.binds.push_back({root_ + "/prepared", "/run/x", true, fd});
+  r = run("echo ran", swapped);
+  EXPECT_NE(r.error.find("open (no symlinks) " + root_ + "/prepared"), std::string::npos) << r.error;
+  // Swapped for another directory: not the one prepared.
+  std::filesystem::remove(root_ + "/prepared");
+  std::filesystem::create_directories(root_ + "/prepared");
+  r = run("echo ran", swapped);
+  EXPECT_NE(r.error.find("not the directory the launcher prepared"), std::string::npos) << r.error;
+  ::close(fd);
+}
+
 TEST_F(Jail, JoinsItsCgroupsBeforeItRuns) {
   auto tree = CgroupTree::open("azote-jail-test-" + std::to_string(::getpid()));
   if (!tree) GTEST_SKIP() << "SKIPPED: no usable cgroup hierarchy: " << tree.error().message();

@@ -1,5 +1,6 @@
 #include "launcher/launcher.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <signal.h>
@@ -18,6 +19,7 @@
 #include <fstream>
 #include <regex>
 #include <sstream>
+#include <tuple>
 
 #include "base/log.hpp"
 #include "imds/netns.hpp"
@@ -188,20 +190,36 @@ Result<void, LauncherError> Launcher::prepare_state_dir() {
     }
     (void)::lchown(it->path().c_str(), ctl, ctl);
   }
-  AZOTE_TRYV(ensure_dir(o_.state_dir + "/.jail", 0, 0, 0755));
-  AZOTE_TRYV(ensure_dir(o_.state_dir + "/instances", ctl, ctl, 0700));
-  AZOTE_TRYV(ensure_dir(o_.state_dir + "/net", 0, 0, 0711));
+  for (auto [dir, owner, mode] : {std::tuple{".jail", 0u, 0755u}, {"instances", ctl, 0700u}, {"net", 0u, 0711u}})
+    if (auto d = ensure_dir(dir, owner, owner, mode); !d) return Unexpected{d.error()};
   return {};
 }
 
-Result<void, LauncherError> Launcher::ensure_dir(const std::string& path, uid_t uid, gid_t gid, mode_t mode) {
-  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) return errno_error(LauncherErrc::kSetup, "mkdir " + path);
-  struct stat st{};
-  if (::lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-    return make_error(LauncherErrc::kSetup, path + " is not a directory");
-  if (::chown(path.c_str(), uid, gid) != 0 || ::chmod(path.c_str(), mode) != 0)
-    return errno_error(LauncherErrc::kSetup, "chown/chmod " + path);
-  return {};
+Result<UniqueFd, LauncherError> Launcher::dir_beneath(const std::string& rel) {
+  // The state directory belongs to the controller: any component of `rel` may have been
+  // swapped for a symlink by a compromised one. openat2 refuses to follow any.
+  open_how how{};
+  how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  UniqueFd d(static_cast<int>(::syscall(SYS_openat2, state_fd_.get(), rel.empty() ? "." : rel.c_str(), &how, sizeof how)));
+  if (!d) return errno_error(LauncherErrc::kSetup, o_.state_dir + "/" + rel);
+  return d;
+}
+
+Result<UniqueFd, LauncherError> Launcher::ensure_dir(const std::string& rel, uid_t uid, gid_t gid, mode_t mode) {
+  const size_t slash = rel.rfind('/');
+  const std::string parent = slash == std::string::npos ? "" : rel.substr(0, slash);
+  const std::string name = slash == std::string::npos ? rel : rel.substr(slash + 1);
+  AZOTE_TRY(pfd, dir_beneath(parent));
+  if (::mkdirat(pfd.get(), name.c_str(), mode & 0777) != 0 && errno != EEXIST)
+    return errno_error(LauncherErrc::kSetup, "mkdir " + o_.state_dir + "/" + rel);
+  // O_NOFOLLOW: a symlink there is an error, never followed; ownership and mode go on
+  // the descriptor, so nothing can be swapped in between.
+  UniqueFd d(::openat(pfd.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!d) return errno_error(LauncherErrc::kSetup, o_.state_dir + "/" + rel + " (not a directory?)");
+  if (::fchown(d.get(), uid, gid) != 0 || ::fchmod(d.get(), mode) != 0)
+    return errno_error(LauncherErrc::kSetup, "chown/chmod " + o_.state_dir + "/" + rel);
+  return d;
 }
 
 Result<void, LauncherError> Launcher::start_controller() {
@@ -396,20 +414,24 @@ Result<UniqueFd, LauncherError> Launcher::open_beneath(const std::string& path, 
 
 Result<UniqueFd, LauncherError> Launcher::listen_beneath(const std::string& path) {
   const std::string prefix = o_.state_dir + "/";
-  if (path.rfind(prefix, 0) != 0 || path.find("/../") != std::string::npos || path.find("/./") != std::string::npos)
+  if (path.rfind(prefix, 0) != 0 || path.size() == prefix.size())
     return make_error(LauncherErrc::kUsage, path + " is not beneath the state directory " + o_.state_dir);
+  const std::string rel = path.substr(prefix.size());
+  const size_t slash = rel.rfind('/');
+  const std::string name = slash == std::string::npos ? rel : rel.substr(slash + 1);
+  if (name.empty() || name == "." || name == "..") return make_error(LauncherErrc::kUsage, path + ": no socket name");
+  AZOTE_TRY(dir, dir_beneath(slash == std::string::npos ? "" : rel.substr(0, slash)));
+  // Bound through the directory's descriptor (/proc/self/fd/N/NAME), so a directory
+  // swapped for a symlink after the check cannot move the socket, or its chown, elsewhere.
+  const std::string via = "/proc/self/fd/" + std::to_string(dir.get()) + "/" + name;
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
-  if (path.size() >= sizeof a.sun_path) return make_error(LauncherErrc::kUsage, path + ": longer than 107 bytes");
-  std::error_code ec;
-  const fs::path parent = fs::canonical(fs::path(path).parent_path(), ec);
-  if (ec || parent.string().rfind(o_.state_dir, 0) != 0)
-    return make_error(LauncherErrc::kUsage, path + ": its directory is not beneath the state directory");
-  std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+  if (via.size() >= sizeof a.sun_path) return make_error(LauncherErrc::kUsage, path + ": socket name too long");
+  std::strncpy(a.sun_path, via.c_str(), sizeof a.sun_path - 1);
   struct stat st{};
-  if (::lstat(path.c_str(), &st) == 0) {
+  if (::fstatat(dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
     if (!S_ISSOCK(st.st_mode)) return make_error(LauncherErrc::kUsage, path + " exists and is not a socket");
-    ::unlink(path.c_str());
+    ::unlinkat(dir.get(), name.c_str(), 0);
   }
   UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!s) return errno_error(LauncherErrc::kSetup, "socket");
@@ -417,7 +439,8 @@ Result<UniqueFd, LauncherError> Launcher::listen_beneath(const std::string& path
   const uid_t ctl = o_.uid_base + launch::kControllerId;
   if (::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)  // NOLINT
     return errno_error(LauncherErrc::kSetup, "bind " + path);
-  if (::chmod(path.c_str(), 0600) != 0 || ::lchown(path.c_str(), ctl, ctl) != 0 || ::listen(s.get(), 16) != 0)
+  if (::fchmodat(dir.get(), name.c_str(), 0600, 0) != 0 || ::fchownat(dir.get(), name.c_str(), ctl, ctl, AT_SYMLINK_NOFOLLOW) != 0 ||
+      ::listen(s.get(), 16) != 0)
     return errno_error(LauncherErrc::kSetup, "listen " + path);
   return s;
 }
@@ -484,6 +507,7 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
   }
 
   sandbox::JailSpec spec;
+  std::vector<UniqueFd> bind_fds;  // the binds' directories, held open until the spawn is done
   spec.name = r.role == Role::kCardNet ? "azote-card-net" : "azote-" + std::string(to_string(r.role)) + "-" + r.instance.substr(2, 8);
   spec.root_dir = o_.state_dir + "/.jail";
   spec.uid = id;
@@ -491,20 +515,27 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
   spec.output_fd = output ? output.get() : -1;
   for (const auto& f : fds) spec.fds.push_back(f.get());
   if (per_instance) {
-    const std::string run = o_.state_dir + "/instances/" + r.instance + "/run";
-    if (auto d = ensure_dir(o_.state_dir + "/instances/" + r.instance, o_.uid_base, o_.uid_base, 0711); !d)
+    if (auto d = ensure_dir("instances/" + r.instance, o_.uid_base, o_.uid_base, 0711); !d)
       return refuse("spawn: " + d.error().message());
-    if (auto d = ensure_dir(run, id, id, 0700); !d) return refuse("spawn: " + d.error().message());
-    spec.binds.push_back({run, "/run/azote", true});
+    auto run = ensure_dir("instances/" + r.instance + "/run", id, id, 0700);
+    if (!run) return refuse("spawn: " + run.error().message());
+    spec.binds.push_back({o_.state_dir + "/instances/" + r.instance + "/run", "/run/azote", true, run->get()});
+    bind_fds.push_back(std::move(run).value());
     for (const auto& e : r.enis) {
-      const std::string dir = o_.state_dir + "/net/" + e;
       // The network card creates the ENI's socket there (0660; set-group-id directory:
       // the socket's group is the instance's); only the card and this instance reach it.
-      if (auto d = ensure_dir(dir, id_of(Role::kCardNet, 0), id, 02750); !d) return refuse("spawn: " + d.error().message());
-      spec.binds.push_back({dir, "/run/azote-net/" + e, false});
+      auto dir = ensure_dir("net/" + e, id_of(Role::kCardNet, 0), id, 02750);
+      if (!dir) return refuse("spawn: " + dir.error().message());
+      spec.binds.push_back({o_.state_dir + "/net/" + e, "/run/azote-net/" + e, false, dir->get()});
+      bind_fds.push_back(std::move(dir).value());
     }
   } else {
-    spec.binds.push_back({o_.state_dir + "/net", "/run/azote-net", true});
+    auto net = dir_beneath("net");
+    if (!net) return refuse("spawn: " + net.error().message());
+    UniqueFd ro(::openat(net->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!ro) return refuse(std::string("spawn: net: ") + std::strerror(errno));
+    spec.binds.push_back({o_.state_dir + "/net", "/run/azote-net", true, ro.get()});
+    bind_fds.push_back(std::move(ro));
   }
   if (r.role == Role::kCardNet) {
     // The card's own network namespace is the metadata service's: prepared here, in the
@@ -631,8 +662,18 @@ Json Launcher::release(const Json& req) {
   }
   reap();
   const bool removed = cgroups_->remove(instance);
-  std::error_code ec;
-  fs::remove_all(o_.state_dir + "/instances/" + instance + "/run", ec);
+  // The instance's run directory holds only the sockets its processes made: removed
+  // through descriptors (the directories may have been swapped for symlinks).
+  if (auto inst = dir_beneath("instances/" + instance)) {
+    if (UniqueFd run{::openat(inst->get(), "run", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)}) {
+      if (DIR* d = ::fdopendir(::fcntl(run.get(), F_DUPFD_CLOEXEC, 0))) {
+        while (const dirent* e = ::readdir(d))
+          if (e->d_name[0] != '.') ::unlinkat(run.get(), e->d_name, 0);
+        ::closedir(d);
+      }
+      ::unlinkat(inst->get(), "run", AT_REMOVEDIR);
+    }
+  }
   return Json{{"ok", true}, {"cgroups_removed", removed}};
 }
 

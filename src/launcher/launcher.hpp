@@ -76,7 +76,11 @@ class Launcher {
   // A path beneath the state directory, opened without following symlinks.
   Result<UniqueFd, LauncherError> open_beneath(const std::string& path, int flags, mode_t mode = 0600);
   Result<UniqueFd, LauncherError> listen_beneath(const std::string& path);
-  Result<void, LauncherError> ensure_dir(const std::string& path, uid_t uid, gid_t gid, mode_t mode);
+  // A directory beneath the state directory (relative path), opened without following
+  // any symlink; ensure_dir() makes it if missing and sets its owner and mode on the
+  // descriptor it returns.
+  Result<UniqueFd, LauncherError> dir_beneath(const std::string& rel);
+  Result<UniqueFd, LauncherError> ensure_dir(const std::string& rel, uid_t uid, gid_t gid, mode_t mode);
   uint32_t id_of(launch::Role role, uint32_t slot) const;
   // The running process this launcher started for (instance, role), if any.
   const Child* find(const std::string& instance, launch::Role role) const;
