@@ -10,15 +10,18 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <linux/close_range.h>
+#include <linux/magic.h>
 #include <linux/openat2.h>
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -163,12 +166,18 @@ void drop(const ChildError& e, uid_t uid, gid_t gid) {
   if (auto d = drop_privileges(uid, gid); !d) e.fail("drop privileges", d.error().message(), 0);
 }
 
-[[noreturn]] void child(const JailSpec& s, int exec_fd, const std::vector<std::string>& argv, int err_fd, int go_fd) {
+[[noreturn]] void child(const JailSpec& s, int exec_fd, const std::vector<std::string>& argv, int err_fd,
+                        std::optional<size_t> joined_at_clone) {
   ChildError e{err_fd};
-  // Wait until the parent has put this process in its cgroups.
-  char go = 0;
-  if (::read(go_fd, &go, 1) != 1) e.fail("wait for the launcher", "", errno);
-  ::close(go_fd);
+  // Into every cgroup not joined at clone, before anything else runs. The child does it
+  // (it is still the launcher's code, as root): a v1 migration waits for an RCU grace
+  // period, which would otherwise hold the launcher's one thread.
+  for (size_t i = 0; i < s.cgroup_procs.size(); ++i) {
+    if (joined_at_clone && i == *joined_at_clone) continue;
+    const int f = ::open(s.cgroup_procs[i].c_str(), O_WRONLY | O_CLOEXEC);
+    if (f < 0 || ::write(f, "0", 1) != 1) e.fail("join", s.cgroup_procs[i], errno);
+    ::close(f);
+  }
   // Now that it is in its leaf, make the leaf its cgroup root (a namespace made at clone
   // time would be rooted where the launcher is).
   if (::unshare(CLONE_NEWCGROUP) != 0) e.fail("unshare(CLONE_NEWCGROUP)", "", errno);
@@ -234,15 +243,51 @@ Result<void, SandboxError> drop_privileges(uid_t uid, gid_t gid) {
   return {};
 }
 
-Result<Jailed, SandboxError> spawn_jailed(const JailSpec& spec, int exec_fd, const std::vector<std::string>& argv) {
+// The cgroup v2 directory among `procs` files, opened, and the index of its file; the
+// child is cloned straight into it (CLONE_INTO_CGROUP, Linux 5.7+). Writing a pid into a
+// v2 cgroup.procs instead waits for an RCU grace period (~10 ms here, for every spawn, in
+// the launcher's one thread); v1 hierarchies have no such wait and are still written.
+struct IntoCgroup {
+  UniqueFd dir;
+  size_t index = 0;
+};
+IntoCgroup v2_cgroup_of(const std::vector<std::string>& procs) {
+  for (size_t i = 0; i < procs.size(); ++i) {
+    const std::string& f = procs[i];
+    const size_t slash = f.rfind('/');
+    if (slash == std::string::npos || slash == 0) continue;
+    UniqueFd d(::open(f.substr(0, slash).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    struct statfs sf{};
+    if (d && ::fstatfs(d.get(), &sf) == 0 && sf.f_type == CGROUP2_SUPER_MAGIC) return IntoCgroup{std::move(d), i};
+  }
+  return {};
+}
+
+// clone3 with `ca`; into the v2 cgroup if there is one (and the kernel takes it: on an
+// older kernel, plain clone3 and the cgroup written afterwards). `joined` says which.
+long clone_into(clone_args& ca, const IntoCgroup& into, bool& joined) {
+  joined = false;
+  if (into.dir) {
+    clone_args with = ca;
+    with.flags |= CLONE_INTO_CGROUP;
+    with.cgroup = static_cast<uint64_t>(into.dir.get());
+    const long pid = ::syscall(SYS_clone3, &with, sizeof with);
+    if (pid >= 0) {
+      joined = true;
+      return pid;
+    }
+    if (errno != EINVAL && errno != E2BIG && errno != ENOSYS) return pid;
+  }
+  return ::syscall(SYS_clone3, &ca, sizeof ca);
+}
+
+Result<Starting, SandboxError> start_jailed(const JailSpec& spec, int exec_fd, const std::vector<std::string>& argv) {
   if (spec.uid == 0 || spec.gid == 0) return make_error(SandboxErrc::kCredentials, spec.name + ": refusing uid or gid 0");
   if (spec.root_dir.empty() || spec.root_dir[0] != '/')
     return make_error(SandboxErrc::kUsage, spec.name + ": the jail's root directory must be an absolute path");
-  int err_pipe[2], go_pipe[2];
+  int err_pipe[2];
   if (::pipe2(err_pipe, O_CLOEXEC) != 0) return errno_error(SandboxErrc::kExec, spec.name + ": pipe");
   UniqueFd err_r(err_pipe[0]), err_w(err_pipe[1]);
-  if (::pipe2(go_pipe, O_CLOEXEC) != 0) return errno_error(SandboxErrc::kExec, spec.name + ": pipe");
-  UniqueFd go_r(go_pipe[0]), go_w(go_pipe[1]);
 
   clone_args ca{};
   int pidfd = -1;
@@ -250,41 +295,32 @@ Result<Jailed, SandboxError> spawn_jailed(const JailSpec& spec, int exec_fd, con
              (spec.share_network ? 0 : CLONE_NEWNET);
   ca.pidfd = reinterpret_cast<uint64_t>(&pidfd);  // NOLINT: the kernel's ABI takes a pointer as u64
   ca.exit_signal = SIGCHLD;
+  const IntoCgroup into = v2_cgroup_of(spec.cgroup_procs);
+  bool joined = false;
   std::fflush(nullptr);
-  const long pid = ::syscall(SYS_clone3, &ca, sizeof ca);
+  const long pid = clone_into(ca, into, joined);
   if (pid < 0) return errno_error(SandboxErrc::kNamespace, spec.name + ": clone3 with new namespaces");
   if (pid == 0) {
     err_r.reset();
-    go_w.reset();
-    child(spec, exec_fd, argv, err_w.get(), go_r.get());
+    child(spec, exec_fd, argv, err_w.get(), joined ? std::optional<size_t>(into.index) : std::nullopt);
   }
-  Jailed j;
-  j.pid = static_cast<pid_t>(pid);
-  j.pidfd.reset(pidfd);
-  err_w.reset();
-  go_r.reset();
-  auto kill_child = [&] {
-    ::syscall(SYS_pidfd_send_signal, j.pidfd.get(), SIGKILL, nullptr, 0);
-    siginfo_t si{};
-    ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(j.pidfd.get()), &si, WEXITED);
-  };
-  for (const std::string& procs : spec.cgroup_procs) {
-    UniqueFd f(::open(procs.c_str(), O_WRONLY | O_CLOEXEC));
-    const std::string p = std::to_string(pid);
-    if (!f || ::write(f.get(), p.data(), p.size()) != static_cast<ssize_t>(p.size())) {
-      const int err = errno;
-      kill_child();
-      return make_error(SandboxErrc::kCgroup, spec.name + ": joining " + procs, err);
-    }
-  }
-  const char go = 1;
-  if (::write(go_w.get(), &go, 1) != 1) {
-    kill_child();
-    return errno_error(SandboxErrc::kExec, spec.name + ": releasing the child");
-  }
-  go_w.reset();
-  if (const std::string err = exec_outcome(err_r, j); !err.empty()) return make_error(SandboxErrc::kExec, spec.name + ": " + err);
-  return j;
+  Starting st;
+  st.jailed.pid = static_cast<pid_t>(pid);
+  st.jailed.pidfd.reset(pidfd);
+  st.outcome = std::move(err_r);
+  st.name = spec.name;
+  return st;
+}
+
+Result<Jailed, SandboxError> finish_jailed(Starting s) {
+  if (const std::string err = exec_outcome(s.outcome, s.jailed); !err.empty())
+    return make_error(SandboxErrc::kExec, s.name + ": " + err);
+  return std::move(s.jailed);
+}
+
+Result<Jailed, SandboxError> spawn_jailed(const JailSpec& spec, int exec_fd, const std::vector<std::string>& argv) {
+  AZOTE_TRY(s, start_jailed(spec, exec_fd, argv));
+  return finish_jailed(std::move(s));
 }
 
 Result<Jailed, SandboxError> spawn_into(int target, uid_t uid, gid_t gid, const std::vector<std::string>& cgroup_procs,
@@ -298,13 +334,17 @@ Result<Jailed, SandboxError> spawn_into(int target, uid_t uid, gid_t gid, const 
   ca.flags = CLONE_PIDFD;
   ca.pidfd = reinterpret_cast<uint64_t>(&pidfd);  // NOLINT: the kernel's ABI takes a pointer as u64
   ca.exit_signal = SIGCHLD;
+  const IntoCgroup into = v2_cgroup_of(cgroup_procs);
+  bool joined = false;
   std::fflush(nullptr);
-  const long pid = ::syscall(SYS_clone3, &ca, sizeof ca);
+  const long pid = clone_into(ca, into, joined);
   if (pid < 0) return errno_error(SandboxErrc::kExec, "clone3");
   if (pid == 0) {
     err_r.reset();
     ChildError e{err_w.get()};
-    for (const std::string& procs : cgroup_procs) {
+    for (size_t i = 0; i < cgroup_procs.size(); ++i) {
+      if (joined && i == into.index) continue;
+      const std::string& procs = cgroup_procs[i];
       const int f = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
       if (f < 0 || ::write(f, "0", 1) != 1) e.fail("join", procs, errno);
       ::close(f);

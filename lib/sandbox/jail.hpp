@@ -47,8 +47,8 @@ struct JailSpec {
   std::vector<Bind> binds;
   std::vector<int> fds;   // become 3, 4, ... in the jail, in this order
   int output_fd = -1;     // stdout and stderr; -1: /dev/null
-  // cgroup.procs (or v1 "tasks"-equivalent cgroup.procs) files the child is written to
-  // by the parent before it goes on.
+  // cgroup.procs files the child joins before it goes on (the unified hierarchy's at
+  // clone, CLONE_INTO_CGROUP; the others by the child itself, first thing).
   std::vector<std::string> cgroup_procs;
   bool share_network = false;  // keep the caller's network namespace (never for a jail the launcher builds today)
   uint64_t max_open_files = 1024;
@@ -65,11 +65,24 @@ struct Jailed {
   UniqueFd pidfd;
 };
 
-// Starts the jailed process: clone3 (CLONE_PIDFD and the namespaces), the parent writes
-// the child's pid into every cgroup, the child builds its root, drops everything and
-// execs `exec_fd` with `argv` (argv[0] is only a name) and a minimal environment.
-// Returns after the exec succeeded; an error names the step that failed in the child.
+// Starts the jailed process: clone3 (CLONE_PIDFD and the namespaces, straight into the
+// cgroup v2 leaf where there is one), the child joins its other cgroups before anything
+// else, builds its root, drops everything and execs `exec_fd` with `argv` (argv[0] is
+// only a name) and a minimal environment. Returns after the exec succeeded; an error
+// names the step that failed in the child.
 Result<Jailed, SandboxError> spawn_jailed(const JailSpec& spec, int exec_fd, const std::vector<std::string>& argv);
+
+// The same in two steps, for a caller that serves others meanwhile (the launcher):
+// start_jailed() returns once the child is cloned; `outcome` becomes readable (data or
+// hang-up) when the child has exec'd or failed, and finish_jailed() then says which
+// without waiting (a failed child is reaped there).
+struct Starting {
+  Jailed jailed;
+  UniqueFd outcome;
+  std::string name;
+};
+Result<Starting, SandboxError> start_jailed(const JailSpec& spec, int exec_fd, const std::vector<std::string>& argv);
+Result<Jailed, SandboxError> finish_jailed(Starting s);
 
 // Starts `exec_fd` inside the jail of a running jailed process (`target`, its pidfd):
 // its mount, PID, network, IPC, UTS and cgroup namespaces, its cgroups (`cgroup_procs`),

@@ -4,9 +4,11 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -188,6 +190,64 @@ TEST_F(Jail, JoinsItsCgroupsBeforeItRuns) {
   EXPECT_NE(limits.find("cpus=0"), std::string::npos) << limits;
   EXPECT_TRUE(tree->procs("i-test").empty());
   EXPECT_TRUE(tree->remove("i-test"));
+  EXPECT_TRUE(tree->remove(""));
+}
+
+// Seen from outside while it runs: the child is in the leaf in every hierarchy (the
+// unified one joined at clone, CLONE_INTO_CGROUP; v1 ones written before it is released).
+TEST_F(Jail, IsInItsLeafInEveryHierarchyWhileItRuns) {
+  const std::string name = "azote-jail-test-" + std::to_string(::getpid());
+  auto tree = CgroupTree::open(name);
+  if (!tree) GTEST_SKIP() << "SKIPPED: no usable cgroup hierarchy: " << tree.error().message();
+  auto procs = tree->create("i-run/hv", CgroupLimits{});
+  ASSERT_TRUE(procs) << procs.error().message();
+  const std::string fifo = root_ + "/share/go";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  JailSpec spec;
+  spec.name = "jail-test";
+  spec.root_dir = root_ + "/root";
+  spec.uid = 4242;
+  spec.gid = 4343;
+  spec.output_fd = p[1];
+  spec.binds.push_back({root_ + "/share", "/share", false});
+  spec.cgroup_procs = *procs;
+  const int sh = ::open("/bin/sh", O_PATH | O_CLOEXEC);
+  auto j = spawn_jailed(spec, sh, {"sh", "-c", "echo ready; read x < /share/go; echo $x"});
+  ::close(sh);
+  ::close(p[1]);
+  ASSERT_TRUE(j) << j.error().message();
+  char buf[64] = {};
+  ASSERT_GT(::read(p[0], buf, sizeof buf - 1), 0);
+  EXPECT_EQ(std::string(buf), "ready\n");
+  std::ifstream in("/proc/" + std::to_string(j->pid) + "/cgroup");
+  std::string line;
+  int hierarchies = 0;
+  while (std::getline(in, line)) {
+    // "N:controllers:/path"; only the hierarchies the tree uses.
+    const std::string ctl = line.substr(line.find(':') + 1, line.rfind(':') - line.find(':') - 1);
+    const bool used = ctl.empty() || ctl == "cpu" || ctl.rfind("cpu,", 0) == 0 || ctl == "cpuset" || ctl == "memory" || ctl == "pids";
+    if (!used) continue;
+    ++hierarchies;
+    EXPECT_NE(line.find("/" + name + "/i-run/hv"), std::string::npos) << line;
+  }
+  EXPECT_GE(hierarchies, 1);
+  const auto members = tree->procs("i-run/hv");
+  EXPECT_NE(std::find(members.begin(), members.end(), j->pid), members.end());
+  {
+    std::ofstream go(fifo);
+    go << "done\n";
+  }
+  std::string rest;
+  ssize_t n;
+  while ((n = ::read(p[0], buf, sizeof buf)) > 0) rest.append(buf, static_cast<size_t>(n));
+  ::close(p[0]);
+  EXPECT_EQ(rest, "done\n");
+  siginfo_t si{};
+  ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(j->pidfd.get()), &si, WEXITED);
+  EXPECT_EQ(si.si_status, 0);
+  EXPECT_TRUE(tree->remove("i-run"));
   EXPECT_TRUE(tree->remove(""));
 }
 
