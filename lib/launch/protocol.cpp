@@ -194,26 +194,53 @@ Result<Message, LaunchError> recv_message(int fd, std::chrono::milliseconds time
 }
 
 Result<Message, LaunchError> Client::call(const Json& request, std::chrono::milliseconds timeout) {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
+  if (broken_) return Unexpected{*broken_};
   Json req = request;
   const uint64_t seq = ++seq_;
   req["seq"] = seq;
   AZOTE_TRYV(send_message(fd_.get(), req));
+  waiting_.insert(seq);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  Message reply;
-  for (;;) {  // a late reply to an earlier call that timed out is dropped here
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    AZOTE_TRY(m, recv_message(fd_.get(), std::max(left, std::chrono::milliseconds(0))));
-    if (m.body.value("seq", uint64_t{0}) == seq) {
-      reply = std::move(m);
+  std::optional<Message> reply;
+  // Calls overlap (the launcher answers a spawn when its child has exec'd, and other
+  // requests meanwhile): one waiter at a time reads, and hands each reply to its caller.
+  for (;;) {
+    if (auto it = arrived_.find(seq); it != arrived_.end()) {
+      reply = std::move(it->second);
+      arrived_.erase(it);
       break;
     }
+    if (broken_) break;
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) break;
+    if (reading_) {
+      cv_.wait_until(lock, deadline);
+      continue;
+    }
+    reading_ = true;
+    lock.unlock();
+    auto m = recv_message(fd_.get(), std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now));
+    lock.lock();
+    reading_ = false;
+    if (m) {
+      const uint64_t s = m->body.value("seq", uint64_t{0});
+      if (waiting_.count(s) != 0) arrived_.emplace(s, std::move(m).value());  // else a late reply to a call that gave up
+    } else if (m.error().code == LaunchErrc::kClosed || m.error().code == LaunchErrc::kProtocol) {
+      broken_ = m.error();
+    }
+    cv_.notify_all();
   }
-  if (!reply.body.value("ok", false)) {
-    const std::string why = reply.body.value("error", std::string("refused without a reason"));
+  waiting_.erase(seq);
+  if (!reply) {
+    if (broken_) return Unexpected{*broken_};
+    return make_error(LaunchErrc::kSocket, "no reply within " + std::to_string(timeout.count()) + " ms");
+  }
+  if (!reply->body.value("ok", false)) {
+    const std::string why = reply->body.value("error", std::string("refused without a reason"));
     return make_error(LaunchErrc::kRefused, why);
   }
-  return reply;
+  return std::move(reply).value();
 }
 
 }  // namespace azote::launch

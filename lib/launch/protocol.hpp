@@ -23,9 +23,12 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -95,7 +98,8 @@ Result<void, LaunchError> send_message(int fd, const Json& body, const std::vect
 // Waits at most `timeout` (negative: forever).
 Result<Message, LaunchError> recv_message(int fd, std::chrono::milliseconds timeout);
 
-// The controller's side: requests from any thread, one at a time.
+// The controller's side: requests from any thread, several under way at once (each
+// reply matched to its call by "seq").
 class Client {
  public:
   explicit Client(UniqueFd fd) : fd_(std::move(fd)) {}
@@ -105,8 +109,13 @@ class Client {
 
  private:
   std::mutex mu_;
+  std::condition_variable cv_;
   UniqueFd fd_;
   uint64_t seq_ = 0;  // mu_: each request's "seq", echoed by its reply
+  bool reading_ = false;                  // mu_: one caller reads for all
+  std::set<uint64_t> waiting_;            // mu_: calls waiting for their reply
+  std::map<uint64_t, Message> arrived_;   // mu_: replies read by another caller
+  std::optional<LaunchError> broken_;     // mu_: the socket closed or spoke nonsense
 };
 
 }  // namespace azote::launch

@@ -7,7 +7,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <string>
 #include <thread>
+#include <vector>
 
 namespace azote::launch {
 namespace {
@@ -87,6 +89,54 @@ TEST(Protocol, DescriptorsTravelAndLateRepliesAreDropped) {
   server.reset();
   auto gone = c.call({{"op", "x"}});
   ASSERT_FALSE(gone);
+}
+
+// Calls from several threads overlap: the server answers them in the reverse order of
+// their asking, and each caller gets its own reply (with its own descriptor).
+TEST(Protocol, OverlappingCallsEachGetTheirOwnReply) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+  Client c{UniqueFd(sv[0])};
+  UniqueFd server(sv[1]);
+  constexpr int kCalls = 4;
+  std::thread srv([&] {
+    std::vector<Json> asked;
+    for (int i = 0; i < kCalls; ++i) {
+      auto m = recv_message(server.get(), std::chrono::milliseconds(5000));
+      ASSERT_TRUE(m);
+      asked.push_back(m->body);
+    }
+    for (auto it = asked.rbegin(); it != asked.rend(); ++it) {
+      const int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+      ASSERT_TRUE(send_message(server.get(), {{"ok", true}, {"seq", (*it)["seq"]}, {"who", (*it)["who"]}}, {devnull}));
+      ::close(devnull);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  std::vector<std::thread> callers;
+  std::vector<std::string> got(kCalls);
+  std::vector<size_t> fds(kCalls);
+  for (int i = 0; i < kCalls; ++i)
+    callers.emplace_back([&, i] {
+      auto r = c.call({{"op", "describe"}, {"who", i}}, std::chrono::milliseconds(5000));
+      if (!r) {
+        got[i] = "error: " + r.error().message();
+        return;
+      }
+      got[i] = std::to_string(r->body.value("who", -1));
+      fds[i] = r->fds.size();
+    });
+  for (auto& t : callers) t.join();
+  srv.join();
+  for (int i = 0; i < kCalls; ++i) {
+    EXPECT_EQ(got[i], std::to_string(i));
+    EXPECT_EQ(fds[i], 1u);
+  }
+  // A closed socket ends every call at once, with kClosed.
+  server.reset();
+  auto gone = c.call({{"op", "x"}}, std::chrono::milliseconds(5000));
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().code, LaunchErrc::kClosed);
 }
 
 }  // namespace

@@ -33,7 +33,7 @@ using launch::Role;
 namespace {
 
 constexpr uint64_t kTagSignal = 1, kTagController = 2, kTagTestListen = 3, kTagTestClient = 1ull << 32,
-                   kTagAdopted = 2ull << 32;
+                   kTagAdopted = 2ull << 32, kTagStarting = 3ull << 32;
 constexpr size_t kMaxExited = 4096;
 constexpr size_t kMaxTestClients = 8;
 
@@ -278,6 +278,7 @@ void Launcher::reap() {
       controller_pidfd_.reset();
       if (ctl_sock_) {
         ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, ctl_sock_.get(), nullptr);
+        forget_replies_to(ctl_sock_.get());
         ctl_sock_.reset();
       }
       if (!stopping_) {
@@ -330,6 +331,8 @@ int Launcher::run() {
         epoll_event ce{EPOLLIN, {.u64 = kTagTestClient + static_cast<uint64_t>(c.get())}};
         ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, c.get(), &ce);
         test_clients_.push_back(std::move(c));
+      } else if (tag >= kTagStarting) {
+        finish_spawn(static_cast<int>(tag - kTagStarting));
       } else if (tag >= kTagAdopted) {
         // An adopted process ended (not our child: no status to reap).
         const auto pid = static_cast<pid_t>(tag - kTagAdopted);
@@ -351,6 +354,9 @@ int Launcher::run() {
     }
   }
   LOG_INFO("azote-launcher: the controller exited (status %d); stopping", controller_status_);
+  // The host's cgroup tree, but for the leaves of processes that keep running (instances
+  // left running on exit: the next launcher adopts them there).
+  (void)cgroups_->remove("");
   return controller_status_;
 }
 
@@ -359,6 +365,7 @@ void Launcher::serve_client(int fd, bool test) {
   if (!m) {
     if (m.error().code == launch::LaunchErrc::kClosed || m.error().code == launch::LaunchErrc::kSocket) {
       ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+      forget_replies_to(fd);
       if (test) {
         std::erase_if(test_clients_, [fd](const UniqueFd& c) { return c.get() == fd; });
       } else if (fd == ctl_sock_.get()) {
@@ -371,21 +378,36 @@ void Launcher::serve_client(int fd, bool test) {
     return;
   }
   std::vector<UniqueFd> out_fds;
-  Json reply = handle(m->body, &out_fds, test);
-  if (m->body.contains("seq")) reply["seq"] = m->body["seq"];
+  const Json seq = m->body.contains("seq") ? m->body["seq"] : Json();
+  Json reply = dispatch(m->body, &out_fds, test, ReplyTo{fd, seq});
+  if (reply.is_null()) return;  // a spawn under way: finish_spawn() answers
+  send_reply(fd, seq, std::move(reply), out_fds);
+}
+
+void Launcher::forget_replies_to(int fd) {
+  for (auto& [key, st] : starting_)
+    if (st.reply_fd == fd) st.reply_fd = -1;  // its process still starts; no one to tell
+}
+
+void Launcher::send_reply(int fd, const Json& seq, Json reply, const std::vector<UniqueFd>& out_fds) {
+  if (!seq.is_null()) reply["seq"] = seq;
   std::vector<int> raw;
   for (const auto& f : out_fds) raw.push_back(f.get());
   if (auto s = launch::send_message(fd, reply, raw); !s) LOG_WARN("azote-launcher: reply: %s", s.error().message().c_str());
 }
 
 Json Launcher::handle(const Json& req, std::vector<UniqueFd>* fds, bool from_test_socket) {
+  return dispatch(req, fds, from_test_socket, std::nullopt);
+}
+
+Json Launcher::dispatch(const Json& req, std::vector<UniqueFd>* fds, bool from_test_socket, std::optional<ReplyTo> defer) {
   const std::string op = req.value("op", "");
   if (from_test_socket && op != "spawn" && op != "describe") return refuse("the test socket takes only probe spawns and describe");
   if (op == "spawn") {
     auto r = launch::spawn_request_from_json(req);
     if (!r) return refuse("spawn: " + r.error().message());
     if (from_test_socket && r->role != Role::kProbe) return refuse("the test socket takes only probe spawns");
-    return r->role == Role::kProbe ? spawn_probe(*r, fds) : spawn(*r, fds, from_test_socket);
+    return r->role == Role::kProbe ? spawn_probe(*r, fds) : spawn(*r, fds, defer);
   }
   if (op == "signal") return signal(req);
   if (op == "status") return status(req);
@@ -451,7 +473,7 @@ const Launcher::Child* Launcher::find(const std::string& instance, Role role) co
   return nullptr;
 }
 
-Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, bool) {
+Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, std::optional<ReplyTo> defer) {
   const bool per_instance = r.role != Role::kCardNet;
   if (per_instance && !valid_instance(r.instance)) return refuse("spawn: \"instance\" must be an instance id (i-...)");
   if (!per_instance && !r.instance.empty()) return refuse("spawn: the network card serves the host, not an instance");
@@ -563,22 +585,68 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
 
   UniqueFd exe(::open(bin.c_str(), O_PATH | O_CLOEXEC));
   if (!exe) return refuse("spawn: " + bin + ": " + std::strerror(errno));
-  auto j = sandbox::spawn_jailed(spec, exe.get(), argv);
+  auto j = sandbox::start_jailed(spec, exe.get(), argv);
   if (!j) return refuse("spawn: " + j.error().message());
-  Child c;
-  c.role = r.role;
-  c.instance = r.instance;
-  c.uid = id;
+  exited_.erase(j->jailed.pid);  // an earlier process's status under a reused pid
+  Starting st;
+  st.child.role = r.role;
+  st.child.instance = r.instance;
+  st.child.uid = id;
+  st.child.cgroup = leaf;
+  st.jail = std::move(j).value();
+  st.keep = std::move(bind_fds);
+  if (!defer) return complete(st, out);
+  // The child builds its jail (mounts, a network namespace: grace periods more than
+  // work) while this thread serves other requests; its exec outcome answers the caller.
+  st.reply_fd = defer->fd;
+  st.seq = defer->seq;
+  const int key = st.jail.outcome.get();
+  epoll_event ev{EPOLLIN, {.u64 = kTagStarting + static_cast<uint64_t>(key)}};
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, key, &ev) != 0) return complete(st, out);
+  starting_.emplace(key, std::move(st));
+  return Json();
+}
+
+void Launcher::finish_spawn(int key) {
+  auto it = starting_.find(key);
+  if (it == starting_.end()) return;
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, key, nullptr);
+  Starting st = std::move(it->second);
+  starting_.erase(it);
+  std::vector<UniqueFd> out;
+  Json reply = complete(st, &out);
+  if (st.reply_fd >= 0) {
+    send_reply(st.reply_fd, st.seq, std::move(reply), out);
+    return;
+  }
+  // The controller that asked is gone: no one will ever know this process; it goes.
+  if (reply.value("ok", false)) {
+    const auto pid = reply.value("pid", pid_t{0});
+    if (auto c = children_.find(pid); c != children_.end()) {
+      ::syscall(SYS_pidfd_send_signal, c->second.pidfd.get(), SIGKILL, nullptr, 0);
+      LOG_WARN("azote-launcher: killed %s %s (pid %d): the controller that asked for it is gone", to_string(c->second.role),
+               c->second.instance.c_str(), pid);
+    }
+  }
+}
+
+Json Launcher::complete(Starting& st, std::vector<UniqueFd>* out) {
+  const std::string what = std::string(to_string(st.child.role)) + (st.child.instance.empty() ? "" : " " + st.child.instance);
+  auto j = sandbox::finish_jailed(std::move(st.jail));
+  if (!j) {
+    LOG_WARN("azote-launcher: %s did not start: %s", what.c_str(), j.error().message().c_str());
+    return refuse("spawn: " + j.error().message());
+  }
+  Child c = std::move(st.child);
   c.starttime = starttime_of(j->pid);
-  c.cgroup = leaf;
   UniqueFd for_caller(::fcntl(j->pidfd.get(), F_DUPFD_CLOEXEC, 0));
   c.pidfd = std::move(j->pidfd);
   const pid_t pid = j->pid;
-  Json reply = {{"ok", true}, {"pid", pid}, {"starttime", c.starttime}, {"uid", id},
-                {"cgroup", cgroups_->membership_dir(leaf)}};
-  LOG_INFO("azote-launcher: %s %s started (pid %d, uid %u, cgroup %s)", to_string(r.role), r.instance.c_str(), pid, id,
-           leaf.c_str());
-  children_.emplace(pid, std::move(c));
+  Json reply = {{"ok", true}, {"pid", pid}, {"starttime", c.starttime}, {"uid", c.uid},
+                {"cgroup", cgroups_->membership_dir(c.cgroup)}};
+  LOG_INFO("azote-launcher: %s started (pid %d, uid %u, cgroup %s)", what.c_str(), pid, c.uid, c.cgroup.c_str());
+  // Reaped already (it exited between its exec and this answer): exited_ holds its status.
+  if (exited_.count(pid) == 0) children_.emplace(pid, std::move(c));
   out->push_back(std::move(for_caller));
   return reply;
 }
@@ -605,6 +673,7 @@ Json Launcher::spawn_probe(const launch::SpawnRequest& r, std::vector<UniqueFd>*
   argv.insert(argv.end(), r.args.begin(), r.args.end());
   auto j = sandbox::spawn_into(target->pidfd.get(), target->uid, target->uid, *procs, output ? output.get() : -1, exe.get(), argv);
   if (!j) return refuse("probe: " + j.error().message());
+  exited_.erase(j->pid);  // an earlier process's status under a reused pid
   LOG_INFO("azote-launcher: probe started in the jail of %s %s (pid %d)", to_string(r.probe_as), r.instance.c_str(), j->pid);
   Child c;
   c.role = Role::kProbe;
@@ -680,8 +749,8 @@ Json Launcher::release(const Json& req) {
 Json Launcher::describe() {
   Json procs = Json::array();
   for (const auto& [pid, c] : children_)
-    procs.push_back({{"pid", pid}, {"role", to_string(c.role)}, {"instance", c.instance}, {"uid", c.uid},
-                     {"cgroup", cgroups_->membership_dir(c.cgroup)}});
+    procs.push_back({{"pid", pid}, {"starttime", c.starttime}, {"role", to_string(c.role)}, {"instance", c.instance},
+                     {"uid", c.uid}, {"cgroup", cgroups_->membership_dir(c.cgroup)}});
   return Json{{"ok", true},
               {"layout", cgroups_->layout()},
               {"host", host_name_},

@@ -5,8 +5,10 @@
 // (lib/sandbox/jail.hpp) and cgroups (lib/sandbox/cgroup.hpp), reaps them, signals only
 // processes it started, and supervises the controller (restarted if it dies).
 //
-// Single-threaded: one epoll loop over signals, the controller's socket and, in test
-// builds of a host (--probe), a root-only socket that may ask for nothing but probes.
+// Single-threaded: one epoll loop over signals, the controller's socket, the exec
+// outcomes of children still building their jails (a spawn is answered when its child
+// has exec'd, other requests meanwhile) and, in test builds of a host (--probe), a
+// root-only socket that may ask for nothing but probes.
 #pragma once
 
 #include <sys/types.h>
@@ -22,6 +24,7 @@
 #include "base/unique_fd.hpp"
 #include "launch/protocol.hpp"
 #include "sandbox/cgroup.hpp"
+#include "sandbox/jail.hpp"
 
 namespace azote::launcher {
 
@@ -61,13 +64,32 @@ class Launcher {
     std::string cgroup;  // relative leaf
     UniqueFd pidfd;
   };
+  // A spawn whose child is building its jail; its exec outcome answers `reply_fd`.
+  struct Starting {
+    Child child;  // without pidfd and starttime until it has exec'd
+    sandbox::Starting jail;
+    std::vector<UniqueFd> keep;  // the binds' directories, held until the child is done with them
+    int reply_fd = -1;           // -1: the asker has gone
+    launch::Json seq;
+  };
+  struct ReplyTo {
+    int fd;
+    launch::Json seq;
+  };
   explicit Launcher(Options o) : o_(std::move(o)) {}
   Result<void, LauncherError> prepare_state_dir();
   Result<void, LauncherError> start_controller();
   void adopt_existing();
   void reap();
   void serve_client(int fd, bool test);
-  launch::Json spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* fds, bool from_test_socket);
+  // A null reply: deferred (`defer` given and the child started; finish_spawn() answers).
+  launch::Json dispatch(const launch::Json& req, std::vector<UniqueFd>* fds, bool from_test_socket,
+                        std::optional<ReplyTo> defer);
+  launch::Json spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* fds, std::optional<ReplyTo> defer);
+  void finish_spawn(int key);
+  launch::Json complete(Starting& st, std::vector<UniqueFd>* fds);
+  void forget_replies_to(int fd);  // its socket is closing: a descriptor number soon reused
+  void send_reply(int fd, const launch::Json& seq, launch::Json reply, const std::vector<UniqueFd>& fds);
   launch::Json spawn_probe(const launch::SpawnRequest& r, std::vector<UniqueFd>* fds);
   launch::Json signal(const launch::Json& req);
   launch::Json status(const launch::Json& req);
@@ -99,6 +121,7 @@ class Launcher {
   std::optional<std::chrono::steady_clock::time_point> restart_at_;
   std::map<pid_t, Child> children_;
   std::map<pid_t, int> exited_;  // recent exit statuses (bounded)
+  std::map<int, Starting> starting_;  // by the outcome pipe's descriptor
 };
 
 }  // namespace azote::launcher
