@@ -1574,6 +1574,11 @@ ApiResult<void> Host::launch(const std::string& id) {
     std::error_code ec;
     fs::create_directories(dir, ec);
   }
+  // 2. The instance's block card: its volumes (and only its keys), each served on its
+  // socket in the instance's directory, started beside the shell (the launcher builds
+  // both jails at once); joined before anything uses either.
+  ApiResult<void> card_ready = api_error(K::kInternal, "InternalError", "the block card was not started");
+  std::jthread card([&] { card_ready = start_instance_card(*blk, vols, type); });
   auto p = procs_.spawn(hv);
   if (!p) return api_error(K::kInternal, "InternalError", "cannot start the hypervisor: " + p.error().message());
   {
@@ -1586,19 +1591,8 @@ ApiResult<void> Host::launch(const std::string& id) {
     rt_[id].hv = std::move(p).value();
   }
   if (opt_.test_launch_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(opt_.test_launch_delay_ms));
-  // 2. The instance's block card: its volumes (and only its keys), each served on its
-  // socket in the instance's directory (while the shell sets itself up).
-  AZOTE_TRYV(ensure_card(*blk, nullptr, vols));
-  for (const VolumeRec& v : vols) {
-    AZOTE_TRYV(card_add(*blk, v, type));
-    if (!v.import_from.empty()) {  // the content is in: never again
-      std::lock_guard lock(mu_);
-      if (auto it = volumes_.find(v.id); it != volumes_.end()) {
-        it->second.import_from.clear();
-        persist(it->second);
-      }
-    }
-  }
+  card.join();
+  AZOTE_TRYV(card_ready);
   // 3. The network card: the instance's ENI (its address, MAC, groups, limits and
   // metadata) served on its socket.
   if (!eni_id.empty()) {
@@ -1653,6 +1647,21 @@ ApiResult<void> Host::launch(const std::string& id) {
   if (rt_[id].exited) return api_error(K::kInternal, "InternalError", exit_reason(rt_[id].exit_status));
   InstanceRec& r = instances_[id];
   if (r.state == state::kPending) set_state(r, state::kRunning);
+  return {};
+}
+
+ApiResult<void> Host::start_instance_card(Card& blk, const std::vector<VolumeRec>& vols, const InstanceType* type) {
+  AZOTE_TRYV(ensure_card(blk, nullptr, vols));
+  for (const VolumeRec& v : vols) {
+    AZOTE_TRYV(card_add(blk, v, type));
+    if (!v.import_from.empty()) {  // the content is in: never again
+      std::lock_guard lock(mu_);
+      if (auto it = volumes_.find(v.id); it != volumes_.end()) {
+        it->second.import_from.clear();
+        persist(it->second);
+      }
+    }
+  }
   return {};
 }
 
@@ -1968,6 +1977,7 @@ ApiResult<void> Host::recover() {
       fs::remove(e.path(), ec);
     }
   }
+  std::set<pid_t> handled;  // processes from last time dealt with below
   for (auto& [id, r] : instances_) {
     Runtime& rt = rt_[id];
     std::optional<Proc> hv;
@@ -1995,10 +2005,24 @@ ApiResult<void> Host::recover() {
       continue;
     }
     if (r.state == state::kPending || r.state == state::kStopping || r.state == state::kShuttingDown) {
+      // Its slot (uid) as before: its run directory and the sockets in it belong to it.
+      const uint32_t first = opt_.uid_base + launch::kFirstInstanceId;
+      const uint32_t uid = hv ? hv->uid : rt.blk && rt.blk->proc ? rt.blk->proc->uid : 0;
+      if (uid >= first && uid - first < launch::kMaxSlots) rt.slot = static_cast<int>(uid - first);
       if (hv) {  // half-launched or half-stopped: that process is not trusted to be complete
+        handled.insert(hv->pid);
         procs_.send_signal(*hv, SIGKILL);
         Processes::wait_exit(*hv, 5000);
         LOG_INFO("instance %s: killed the hypervisor left %s by the previous controller", id.c_str(), r.state.c_str());
+      }
+      if (rt.blk && rt.blk->proc) {  // its block card too: started for that launch, given part of it
+        handled.insert(rt.blk->proc->pid);
+        procs_.send_signal(*rt.blk->proc, SIGKILL);
+        Processes::wait_exit(*rt.blk->proc, 5000);
+        (void)procs_.reap(*rt.blk->proc);
+        LOG_INFO("instance %s: killed the block card left %s by the previous controller", id.c_str(), r.state.c_str());
+        rt.blk->proc.reset();
+        (void)store_.erase_card(rt.blk->name);
       }
       r.hv_pid = 0;
       persist(r);
@@ -2008,10 +2032,35 @@ ApiResult<void> Host::recover() {
       continue;
     }
     if (hv) {  // stopped or terminated, yet a process runs: it is not ours to keep
+      handled.insert(hv->pid);
       procs_.send_signal(*hv, SIGKILL);
       r.hv_pid = 0;
       persist(r);
     }
+  }
+  // What the launcher runs for this host that no record names (started for the previous
+  // controller, which died before it wrote the pid down): not trusted, not kept.
+  if (auto d = procs_.describe(); d) {
+    std::set<pid_t> known = handled;
+    if (net_.proc) known.insert(net_.proc->pid);
+    for (const auto& [id, rt] : rt_) {
+      if (rt.hv) known.insert(rt.hv->pid);
+      if (rt.blk && rt.blk->proc) known.insert(rt.blk->proc->pid);
+    }
+    for (const auto& p : d->value("processes", launch::Json::array())) {
+      const auto pid = p.value("pid", pid_t{0});
+      const std::string role = p.value("role", "");
+      if (pid <= 0 || known.count(pid) || role == "probe") continue;
+      auto proc = procs_.adopt(pid, p.value("starttime", uint64_t{0}));
+      if (!proc) continue;
+      procs_.send_signal(*proc, SIGKILL);
+      Processes::wait_exit(*proc, 5000);
+      (void)procs_.reap(*proc);
+      const std::string of = p.value("instance", "").empty() ? "" : " of " + p.value("instance", "");
+      LOG_WARN("controller: killed a %s%s (pid %d) that no record names", role.c_str(), of.c_str(), pid);
+    }
+  } else {
+    LOG_WARN("controller: %s", d.error().message().c_str());
   }
   // Running instances whose card did not survive: start one and re-add their volumes
   // or ENIs (the supervisor does it first thing). An adopted network card gets the

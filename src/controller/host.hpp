@@ -206,6 +206,8 @@ class Host {
   // Starts the card unless it runs; *started tells whether a new process was made. A
   // block card gets the files of `vols` (its instance's volumes).
   ApiResult<void> ensure_card(Card& c, bool* started = nullptr, const std::vector<VolumeRec>& vols = {});
+  // A launch's block card: started (or found running) and given the instance's volumes.
+  ApiResult<void> start_instance_card(Card& blk, const std::vector<VolumeRec>& vols, const InstanceType* type);
   ApiResult<void> card_add(Card& c, const VolumeRec& v, const InstanceType* type);
   // Stops an instance's block card (volumes flushed by its exit) and forgets it.
   void stop_blk_card(const std::string& instance_id);

@@ -115,6 +115,10 @@ class ControllerTest : public ::testing::Test {
     for (pid_t p : procs_in(tree)) left.push_back(p);
     for (pid_t p : left) ::kill(p, SIGKILL);
     EXPECT_TRUE(left.empty()) << left.size() << " process(es) left behind, e.g. pid " << left.front();
+    // Nor its cgroups: the launcher removes the host's tree as it exits.
+    if (left.empty() && !tree.empty()) {
+      EXPECT_FALSE(std::filesystem::exists(tree)) << tree << " outlived the host";
+    }
     if (!HasFailure() && !std::getenv("AZOTE_KEEP_STATE")) std::filesystem::remove_all(dir_);
   }
 
