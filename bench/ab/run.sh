@@ -16,7 +16,14 @@ after=$(cd "$2" && pwd)
 rounds=${3:-2}
 out=$repo/bench/results/ab.json
 work=$(mktemp -d /var/tmp/azote-ab.XXXXXX)
-trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$work"' EXIT
+# The per-path scripts write their own results files; keep the committed ones as they were.
+cp "$repo/bench/results/controller.json" "$work/keep.controller.json" 2>/dev/null || true
+cp "$repo/bench/results/net.json" "$work/keep.net.json" 2>/dev/null || true
+restore() {
+  cp "$work/keep.controller.json" "$repo/bench/results/controller.json" 2>/dev/null || true
+  cp "$work/keep.net.json" "$repo/bench/results/net.json" 2>/dev/null || true
+}
+trap 'pkill -P $$ 2>/dev/null || true; restore; rm -rf "$work"' EXIT
 log() { printf 'bench-ab: %s\n' "$*" >&2; }
 for b in "$before" "$after"; do
   for f in azote-hv azote-card-blk azote-card-net azote-controller azote azote-launch-bench azote-tap-bridge; do
