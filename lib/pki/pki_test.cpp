@@ -19,6 +19,7 @@
 
 #include <gtest/gtest.h>
 
+#include "base/temp_dir.hpp"
 #include "pki/ossl.hpp"
 
 namespace {
@@ -28,6 +29,7 @@ using azote::pki::IssuedCert;
 using azote::pki::PkiErrc;
 namespace ossl = azote::pki::ossl;
 namespace fs = std::filesystem;
+using azote::TempDir;
 
 int64_t now() { return static_cast<int64_t>(std::time(nullptr)); }
 
@@ -41,25 +43,6 @@ std::string iso(int64_t t) {
 }
 
 // A fresh directory under /tmp, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/azote-pki-test.XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) std::abort();
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 std::string slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

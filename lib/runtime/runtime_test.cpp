@@ -1,4 +1,5 @@
 #include "runtime/runtime.hpp"
+#include "base/temp_dir.hpp"
 
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -20,14 +21,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-struct TempDir {
-  TempDir() {
-    char t[] = "/tmp/azote-runtime-XXXXXX";
-    path = ::mkdtemp(t);
-  }
-  ~TempDir() { (void)!std::system(("rm -rf " + path).c_str()); }
-  std::string path;
-};
 
 std::string fetch(const std::string& path, const std::string& request) {
   UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -97,7 +90,7 @@ TEST(Loop, StopsOnSigterm) {
 
 TEST(TextEndpoint, ServesPlainTextOrHttpAndRemovesItsSocket) {
   TempDir d;
-  const std::string path = d.path + "/m.sock";
+  const std::string path = d.path() + "/m.sock";
   int renders = 0;
   auto e = TextEndpoint::start(path, [&] { ++renders; return std::string("a_total{x=\"1\"} 7\n"); });
   ASSERT_TRUE(e) << e.error().message();
@@ -117,13 +110,13 @@ TEST(TextEndpoint, ServesPlainTextOrHttpAndRemovesItsSocket) {
 
 TEST(TextEndpoint, RefusesAFileThatIsNotASocketAndReplacesAStaleOne) {
   TempDir d;
-  const std::string file = d.path + "/plain";
+  const std::string file = d.path() + "/plain";
   std::ofstream(file) << "x";
   auto e = TextEndpoint::start(file, [] { return std::string(); }, "--metrics");
   ASSERT_FALSE(e);
   EXPECT_NE(e.error().message().find("--metrics unix:" + file + ": exists and is not a socket"), std::string::npos);
   // A socket nobody listens on (left by a killed process).
-  const std::string stale = d.path + "/stale.sock";
+  const std::string stale = d.path() + "/stale.sock";
   {
     UniqueFd s(::socket(AF_UNIX, SOCK_STREAM, 0));
     sockaddr_un a{};

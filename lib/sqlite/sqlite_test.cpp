@@ -2,6 +2,7 @@
 // connection setup (WAL, 0600), migrations, binding round trips, error mapping,
 // transactions, reopening from another process, and concurrent writers.
 #include "sqlite/sqlite.hpp"
+#include "base/temp_dir.hpp"
 
 #include <sqlite3.h>
 #include <sys/stat.h>
@@ -23,26 +24,9 @@ namespace {
 using azote::sqlite::Db;
 using azote::sqlite::SqliteErrc;
 using azote::sqlite::Stmt;
+using azote::TempDir;
 
 // A fresh directory under /tmp, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = "/tmp/azote-sqlite-test.XXXXXX";
-    if (::mkdtemp(tmpl.data()) == nullptr) std::abort();
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 // Sets the umask for one scope.
 class ScopedUmask {

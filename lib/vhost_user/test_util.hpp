@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/temp_dir.hpp"
 #include "vhost_user/backend.hpp"
 #include "vhost_user/device.hpp"
 #include "vhost_user/message.hpp"
@@ -170,27 +171,6 @@ class BackendThread {
 };
 
 // A private directory for socket paths.
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/azote-vu-XXXXXX";
-    const char* p = ::mkdtemp(tmpl);
-    path_ = p != nullptr ? p : "/tmp";
-  }
-  ~TempDir() {
-    if (DIR* d = ::opendir(path_.c_str())) {
-      while (dirent* e = ::readdir(d)) {
-        if (e->d_name[0] != '.') ::unlink((path_ + "/" + e->d_name).c_str());
-      }
-      ::closedir(d);
-    }
-    ::rmdir(path_.c_str());
-  }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 // Raw message bytes: header + payload.
 inline std::vector<uint8_t> raw_message(uint32_t request, uint32_t flags, std::span<const uint8_t> payload,

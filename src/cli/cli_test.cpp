@@ -20,6 +20,7 @@
 
 #include "api/client.hpp"
 #include "audit/log.hpp"
+#include "base/temp_dir.hpp"
 #include "cli/cli.hpp"
 #include "cli/render.hpp"
 #include "pki/pki.hpp"
@@ -36,26 +37,6 @@ const bool kQuiet = [] {
   return true;
 }();
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/azote-cli-test-XXXXXX";
-    const char* p = ::mkdtemp(tmpl);
-    if (p == nullptr) std::abort();
-    path_ = p;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 void spit(const std::string& path, const std::string& data) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

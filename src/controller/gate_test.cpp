@@ -3,6 +3,7 @@
 // refuses the rest with a reason. gRPC is played by a fake acceptor that keeps what it
 // gets; the ClientHellos come from OpenSSL clients over memory BIOs.
 #include "controller/gate.hpp"
+#include "base/temp_dir.hpp"
 
 #include <gtest/gtest.h>
 #include <openssl/err.h>
@@ -29,24 +30,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/azote-gate-test.XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) std::abort();
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 // What the fake gRPC acceptor and the refusal sink saw.
 struct Seen {
