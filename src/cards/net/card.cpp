@@ -96,6 +96,10 @@ Result<std::unique_ptr<Card>, CardError> Card::create(const CardOptions& o) {
         if (auto r = sw.set_group(GroupSpec{g, {}, {}}); !r) return model(r.error());
         LOG_INFO("security group %s: not declared; EC2 defaults (all outbound, no inbound)", g.c_str());
       }
+  for (const auto& n : o.neighbours)
+    for (const auto& g : n.groups)
+      if (!sw.has_group(g))
+        if (auto r = sw.set_group(GroupSpec{g, {}, {}}); !r) return model(r.error());
   for (const auto& g : o.groups)
     if (auto r = sw.set_group(g); !r) return model(r.error());
 
@@ -139,6 +143,8 @@ Result<std::unique_ptr<Card>, CardError> Card::create(const CardOptions& o) {
     c->imds_state_ = "running";
   }
   for (const auto& e : o.enis) AZOTE_TRYV(c->add_eni(e));
+  for (const auto& n : o.neighbours)
+    if (auto r = sw.add_neighbour(n); !r) return model(r.error());
   if (!o.metrics_path.empty()) {
     auto m = MetricsServer::start(o.metrics_path);
     if (!m) return make_error(CardErrc::kHost, m.error().message());
@@ -365,6 +371,8 @@ nlohmann::json Card::describe_enis() const {
                                  {"lease", lease_name(p.lease_state.load())},
                                  {"tx_packets", c.tx_packets.load()},
                                  {"rx_packets", c.rx_packets.load()},
+                                 {"inbox", p.spec().inbox},
+                                 {"from_neighbours", c.neighbour_in.load()},
                                  {"drops", drops}});
     const auto slot = p.imds_slot();
     nlohmann::json imds{{"metadata", s->metadata.has_value()},
@@ -434,7 +442,7 @@ control::Json Card::handle_control(const control::Json& r) {
     auto l = parse_limits_json("set-eni-limits: limits", r["limits"]);
     if (!l) return control::refuse(l.error().message());
     auto port = switch_->find(r["id"].get<std::string>());
-    if (!port) return control::refuse("set-eni-limits: no ENI " + r["id"].get<std::string>());
+    if (!port || port->neighbour()) return control::refuse("set-eni-limits: no ENI " + r["id"].get<std::string>());
     port->limits().set(*l);
     port->inbox().notify();  // the worker asks again now, not after a wait computed at the old rate
     return control::ok();
@@ -452,11 +460,35 @@ control::Json Card::handle_control(const control::Json& r) {
     if (auto s = switch_->set_group(g); !s) return control::refuse(s.error().message());
     return control::ok();
   }
+  if (op == "add-neighbour") {  // {"eni": {id, mac, ip, subnet, vpc, security_groups, inbox, uid}}
+    if (!r.contains("eni")) return control::refuse("add-neighbour needs \"eni\"");
+    auto e = parse_neighbour_json("add-neighbour: eni", r["eni"]);
+    if (!e) return control::refuse(e.error().message());
+    if (!e->vpc.empty() && !switch_->has_vpc(e->vpc)) return control::refuse("add-neighbour: no VPC " + e->vpc);
+    for (const auto& g : e->groups)
+      if (!switch_->has_group(g)) return control::refuse("add-neighbour: no security group " + g);
+    if (auto a = switch_->add_neighbour(*e); !a) return control::refuse(a.error().message());
+    LOG_INFO("neighbour %s: %s, inbox %s (uid %u)", e->id.c_str(), e->ip.to_string().c_str(), e->inbox.c_str(), *e->uid);
+    return control::ok();
+  }
+  if (op == "remove-neighbour") {
+    if (!r.contains("id") || !r["id"].is_string()) return control::refuse("remove-neighbour needs \"id\"");
+    if (auto d = switch_->remove_neighbour(r["id"].get<std::string>()); !d) return control::refuse(d.error().message());
+    return control::ok();
+  }
+  if (op == "list-neighbours") {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& p : switch_->neighbours())
+      out.push_back({{"id", p->id()}, {"ip", p->ip().to_string()}, {"mac", p->mac().to_string()}, {"vpc", p->vpc().id},
+                     {"security_groups", p->spec().groups}, {"inbox", p->spec().inbox}, {"uid", *p->spec().uid}});
+    return {{"ok", true}, {"neighbours", out}};
+  }
   if (op.find("fabric") != std::string::npos) return handle_fabric_control(op, r);
   return control::refuse("unknown op \"" + op +
                          "\" (known: add-vpc, add-eni, remove-eni, list-enis, set-security-group-rules, "
-                         "list-security-groups, set-eni-metadata, set-eni-limits, describe-imds, set-fabric-peer, "
-                         "rotate-fabric-key, add-fabric-mapping, remove-fabric-mapping, list-fabric)");
+                         "list-security-groups, set-eni-metadata, set-eni-limits, describe-imds, add-neighbour, "
+                         "remove-neighbour, list-neighbours, set-fabric-peer, rotate-fabric-key, add-fabric-mapping, "
+                         "remove-fabric-mapping, list-fabric)");
 }
 
 Result<void, CardError> Card::add_mapping(const FabricMappingSpec& m) {

@@ -59,15 +59,27 @@ Result<void, OptionsError> set_eni_key(const std::string& where, EniSpec& e, con
   } else if (key == "source-dest-check" || key == "source_dest_check") {
     AZOTE_TRY(b, on_off(where + ": source-dest-check", val));
     e.source_dest_check = b;
+  } else if (key == "inbox") {
+    if (val.empty() || val.size() >= 108 || val.front() != '/')
+      return bad(where + ": inbox= needs an absolute path shorter than 108 bytes");
+    e.inbox = val;
   } else {
     return bad(where + ": unknown ENI key \"" + key +
-               "\" (known: socket, id, mac, ip, subnet, vpc, sg, source-dest-check)");
+               "\" (known: socket, id, mac, ip, subnet, vpc, sg, source-dest-check, inbox)");
   }
   return {};
 }
 
-Result<void, OptionsError> check_eni(const std::string& where, const EniSpec& e) {
-  for (const auto& [name, missing] : {std::pair{"socket", e.socket.empty()}, std::pair{"id", e.id.empty()},
+Result<void, OptionsError> check_eni(const std::string& where, const EniSpec& e, bool neighbour = false) {
+  if (neighbour) {
+    if (!e.socket.empty() || e.limits || e.metadata)
+      return bad(where + ": a neighbour is served by another card: no socket, limits or metadata here");
+    if (e.inbox.empty()) return bad(where + ": a neighbour needs \"inbox\": the path of its inbox socket");
+    if (!e.uid) return bad(where + ": a neighbour needs \"uid\": the uid of the card that serves it");
+  } else if (e.uid) {
+    return bad(where + ": \"uid\" is for neighbours (an ENI this card serves has this card's)");
+  }
+  for (const auto& [name, missing] : {std::pair{"socket", e.socket.empty() && !neighbour}, std::pair{"id", e.id.empty()},
                                       std::pair{"mac", e.mac.is_zero()}, std::pair{"ip", e.ip.is_any()},
                                       std::pair{"subnet", e.subnet.empty()}})
     if (missing) return bad(where + ": the ENI needs " + name + "=");
@@ -222,9 +234,9 @@ Result<EniSpec, OptionsError> parse_eni(const std::string& origin, const std::st
   return e;
 }
 
-Result<EniSpec, OptionsError> parse_eni_json(const std::string& where, const nlohmann::json& j) {
-  if (j.is_string()) return parse_eni(where, j.get<std::string>());
-  if (!j.is_object()) return bad(where + " must be an object or an --eni string");
+namespace {
+Result<EniSpec, OptionsError> eni_json(const std::string& where, const nlohmann::json& j, bool neighbour) {
+  if (!j.is_object()) return bad(where + " must be an object");
   EniSpec e;
   e.origin = where;
   for (auto it = j.begin(); it != j.end(); ++it) {
@@ -245,14 +257,28 @@ Result<EniSpec, OptionsError> parse_eni_json(const std::string& where, const nlo
     } else if (key == "metadata") {
       AZOTE_TRY(m, parse_metadata_json(where + ": metadata", v));
       e.metadata = std::move(m);
+    } else if (key == "uid") {
+      AZOTE_TRY(u, uint_in(where + ": uid", v, 0, 0xfffffffe));
+      e.uid = static_cast<uint32_t>(u);
     } else if (v.is_string()) {
       AZOTE_TRYV(set_eni_key(where, e, key, v.get<std::string>()));
     } else {
       return bad(where + ": \"" + key + "\" has the wrong type");
     }
   }
-  AZOTE_TRYV(check_eni(where, e));
+  AZOTE_TRYV(check_eni(where, e, neighbour));
   return e;
+}
+}  // namespace
+
+Result<EniSpec, OptionsError> parse_eni_json(const std::string& where, const nlohmann::json& j) {
+  if (j.is_string()) return parse_eni(where, j.get<std::string>());
+  if (!j.is_object()) return bad(where + " must be an object or an --eni string");
+  return eni_json(where, j, false);
+}
+
+Result<EniSpec, OptionsError> parse_neighbour_json(const std::string& where, const nlohmann::json& j) {
+  return eni_json(where, j, true);
 }
 
 Result<vpc::Rule, OptionsError> parse_rule_json(const std::string& where, const nlohmann::json& j) {
@@ -426,8 +452,8 @@ Result<void, OptionsError> apply_json(const std::string& text, const std::string
   } catch (const nlohmann::json::parse_error& e) {
     return bad(origin + ": invalid JSON: " + e.what());
   }
-  AZOTE_TRYV(only_keys(origin, j, {"region", "account", "vpcs", "subnets", "security_groups", "enis", "metrics",
-                                   "control", "flow_log", "flow_log_window", "log_level", "fabric", "imds"}));
+  AZOTE_TRYV(only_keys(origin, j, {"region", "account", "vpcs", "subnets", "security_groups", "enis", "neighbours",
+                                   "metrics", "control", "flow_log", "flow_log_window", "log_level", "fabric", "imds"}));
   auto str = [&](const char* key, std::string* dst) -> Result<void, OptionsError> {
     if (!j.contains(key)) return {};
     if (!j[key].is_string() || j[key].get<std::string>().empty()) return bad(origin + ": \"" + key + "\" must be a string");
@@ -496,6 +522,11 @@ Result<void, OptionsError> apply_json(const std::string& text, const std::string
   for (size_t i = 0; i < enis.size(); ++i) {
     AZOTE_TRY(e, parse_eni_json(origin + ": enis[" + std::to_string(i) + "]", enis[i]));
     out->enis.push_back(std::move(e));
+  }
+  AZOTE_TRY(neighbours, array("neighbours"));
+  for (size_t i = 0; i < neighbours.size(); ++i) {
+    AZOTE_TRY(e, parse_neighbour_json(origin + ": neighbours[" + std::to_string(i) + "]", neighbours[i]));
+    out->neighbours.push_back(std::move(e));
   }
   if (j.contains("fabric")) {
     const nlohmann::json& f = j["fabric"];
@@ -649,7 +680,9 @@ Options:
                             "source_dest_check", "limits": {"bandwidth_mbps", "pps"},
                             "metadata": {"instance_id", "instance_type", "ami_id",
                             "availability_zone", "hostname", "user_data_b64",
-                            "http_tokens"}}], "metrics", "control", "flow_log",
+                            "http_tokens"}, "inbox"}], "neighbours": [{"id", "mac",
+                            "ip", "subnet", "vpc", "security_groups", "inbox",
+                            "uid"}], "metrics", "control", "flow_log",
                             "flow_log_window", "imds": true|false, "fabric": {"host_id", "underlay",
                             "peers": [PEER], "mappings": [{"vpc", "ip", "host"}]}}.
                             A VPC may give "vni" (1..16777215, the same on every
@@ -668,7 +701,13 @@ Options:
                             list-enis, set-security-group-rules, list-security-groups,
                             set-fabric-peer, rotate-fabric-key, add-fabric-mapping,
                             remove-fabric-mapping, list-fabric, set-eni-metadata,
-                            describe-imds.
+                            describe-imds, add-neighbour, remove-neighbour,
+                            list-neighbours.
+                            An ENI with "inbox" binds a datagram socket there that
+                            other card processes on this host (one per instance)
+                            send its frames to; a neighbour is an ENI such a card
+                            serves: frames for it go to its "inbox", and frames
+                            claiming its address are taken only from its "uid".
   --region NAME             DNS zone <NAME>.compute.internal (default local-1).
   --imds on|off             The instance metadata service (IMDSv2) at 169.254.169.254
                             for ENIs with "metadata" (default on; needs root, network

@@ -79,6 +79,13 @@ struct EniSpec {
   bool source_dest_check = true;
   std::optional<EniLimits> limits = std::nullopt;          // "limits" (JSON only)
   std::optional<InstanceMetadata> metadata = std::nullopt;  // "metadata" (JSON only): IMDS
+  // The ENI's inbox on this host ("inbox": a unix datagram socket path): where card
+  // processes serving other instances put frames routed to it (DESIGN.md "One card per
+  // instance"). An ENI this card serves binds it; a neighbour's is where it sends.
+  std::string inbox;
+  // A neighbour only ("uid", JSON only): the uid of the card process serving it; a frame
+  // in this card's inbox that claims the neighbour's address must come from that uid.
+  std::optional<uint32_t> uid = std::nullopt;
 };
 
 // An IPv4 address and UDP port on the underlay ("ADDR[:PORT]", default port 6081).
@@ -110,6 +117,9 @@ struct CardOptions {
   std::vector<SubnetSpec> subnets;
   std::vector<GroupSpec> groups;
   std::vector<EniSpec> enis;
+  // ENIs of this host served by other card processes ("neighbours" in --config): no
+  // socket, an "inbox" and a "uid" each.
+  std::vector<EniSpec> neighbours;
   std::string metrics_path;   // --metrics unix:PATH
   std::string control_path;   // --control PATH
   std::string flow_log_path;  // --flow-log FILE (appended)
@@ -144,8 +154,11 @@ Result<ParsedArgs, OptionsError> parse_args(const std::vector<std::string>& args
 // [,source-dest-check=off]".
 Result<EniSpec, OptionsError> parse_eni(const std::string& origin, const std::string& spec);
 // An ENI as JSON: an object with the same keys ("security_groups" may be an array,
-// "source_dest_check" a boolean) or the --eni string.
+// "source_dest_check" a boolean, and "inbox" a path) or the --eni string.
 Result<EniSpec, OptionsError> parse_eni_json(const std::string& where, const nlohmann::json& j);
+// A neighbour: an ENI of this host another card process serves: the ENI keys without
+// "socket", "limits" or "metadata", with "inbox" (its path) and "uid" (of its card).
+Result<EniSpec, OptionsError> parse_neighbour_json(const std::string& where, const nlohmann::json& j);
 // One security group rule: {"protocol": "udp"|"tcp"|"icmp"|"-1"|N, "from_port": N,
 // "to_port": N (or "port": N), "cidr": "a.b.c.d/n" | "group": "sg-..."}; ICMP uses
 // from_port = type, to_port = code (-1: any).

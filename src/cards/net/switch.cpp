@@ -1,6 +1,9 @@
 #include "cards/net/switch.hpp"
 
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -114,6 +117,8 @@ const char* to_string(Drop d) {
     case Drop::kImdsUnavailable: return "imds_unavailable";
     case Drop::kImdsNoMetadata: return "imds_no_metadata";
     case Drop::kImdsRefused: return "imds_refused";
+    case Drop::kNeighbourUnreachable: return "neighbour_unreachable";
+    case Drop::kNeighbourRefused: return "neighbour_refused";
     case Drop::kCount: break;
   }
   return "?";
@@ -191,12 +196,24 @@ Port::Port(EniSpec spec, net::Ipv4Prefix subnet, const Vpc& vpc, net::DhcpServer
     : spec_(std::move(spec)), subnet_(subnet), gateway_mac_(gateway_mac_for(subnet)), vpc_(&vpc),
       dhcp_(std::move(dhcp)) {}
 
+Port::~Port() = default;
+
+void Port::unlink_inbox() {
+  // The file this Port bound, not a successor's at the same path. On the control thread
+  // (a worker may hold the last reference to a removed Port; its filter has no unlink).
+  struct stat st{};
+  if (inbox_socket_ && ::lstat(spec_.inbox.c_str(), &st) == 0 && st.st_dev == inbox_dev_ && st.st_ino == inbox_ino_)
+    (void)::unlink(spec_.inbox.c_str());
+}
+
 // ---- Switch: the model
 
 Switch::Switch(const rate_limit::Clock& clock, SwitchConfig config)
     : clock_(clock), config_(std::move(config)), policy_(clock, vpc::EngineConfig{unix_offset()}) {}
 
-Switch::~Switch() = default;
+Switch::~Switch() {
+  for (const auto& [id, p] : by_id_) p->unlink_inbox();
+}
 
 Vpc* Switch::vpc_of(const std::string& id) {
   for (auto& v : vpcs_)
@@ -319,10 +336,10 @@ void Switch::update_members() {
   }
 }
 
-Result<std::shared_ptr<Port>, SwitchError> Switch::add_eni(const EniSpec& e) {
-  std::unique_lock lock(mu_);
+Result<Switch::Placement, SwitchError> Switch::place(const EniSpec& e, std::unique_lock<std::shared_mutex>& lock) {
   const std::string w = e.origin.empty() ? "ENI " + e.id : e.origin;
-  if (by_id_.size() >= kMaxEnis) return invalid(w + ": the card already serves " + std::to_string(kMaxEnis) + " ENIs");
+  if (by_id_.size() >= kMaxEnis * 4)
+    return invalid(w + ": the card already knows " + std::to_string(by_id_.size()) + " ENIs and neighbours");
   // The subnet: by id anywhere, or by CIDR inside the named VPC (declared implicitly).
   Vpc* v = nullptr;
   std::optional<SubnetSpec> subnet;
@@ -333,9 +350,11 @@ Result<std::shared_ptr<Port>, SwitchError> Switch::add_eni(const EniSpec& e) {
       if (s.cidr == *cidr) subnet = s;
     if (!subnet) {
       lock.unlock();
-      AZOTE_TRYV(add_subnet(SubnetSpec{cidr->to_string(), e.vpc, *cidr}));
+      auto added = add_subnet(SubnetSpec{cidr->to_string(), e.vpc, *cidr});
       lock.lock();
+      if (!added) return Unexpected{added.error()};
       subnet = SubnetSpec{cidr->to_string(), e.vpc, *cidr};
+      v = vpc_of(e.vpc);
     }
   } else {
     for (auto& cand : vpcs_)
@@ -358,12 +377,59 @@ Result<std::shared_ptr<Port>, SwitchError> Switch::add_eni(const EniSpec& e) {
   for (const auto& g : e.groups)
     if (std::find(groups_.begin(), groups_.end(), g) == groups_.end()) return invalid(w + ": no security group " + g);
   for (const auto& [id, p] : by_id_) {
-    if (id == e.id) return invalid(w + ": ENI " + e.id + " exists");
-    if (p->spec().socket == e.socket) return invalid(w + ": socket " + e.socket + " is used by " + id);
+    if (id == e.id) return invalid(w + ": ENI " + e.id + " exists" + (p->neighbour_ ? " (a neighbour)" : ""));
+    if (!e.socket.empty() && p->spec().socket == e.socket) return invalid(w + ": socket " + e.socket + " is used by " + id);
+    if (!e.inbox.empty() && p->spec().inbox == e.inbox) return invalid(w + ": inbox " + e.inbox + " is used by " + id);
     if (p->mac() == e.mac) return invalid(w + ": mac " + e.mac.to_string() + " is used by " + id);
   }
   if (routes_.count(route_key(v->index, e.ip)) != 0)
     return invalid(w + ": ip " + e.ip.to_string() + " is used in " + v->id);
+  return Placement{v, *subnet};
+}
+
+namespace {
+
+sockaddr_un unix_address(const std::string& path) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, path.data(), std::min(path.size(), sizeof a.sun_path - 1));
+  return a;
+}
+
+// The ENI's inbox: a datagram socket bound at `path` (a stale file of an earlier card
+// replaced), writable by other cards' uids (who may send is decided per datagram, by
+// the sender's uid), with the sender's credentials on every datagram.
+Result<UniqueFd, SwitchError> bind_inbox(const std::string& path, uint64_t* dev, uint64_t* ino) {
+  UniqueFd s(::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!s) return make_error(SwitchErrc::kHost, "inbox socket", errno);
+  const int on = 1;
+  const int rcvbuf = 4 << 20;  // the kernel caps it at net.core.rmem_max
+  if (::setsockopt(s.get(), SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0)
+    return make_error(SwitchErrc::kHost, "SO_PASSCRED on inbox " + path, errno);
+  (void)::setsockopt(s.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+  struct stat st{};
+  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) (void)::unlink(path.c_str());
+  const sockaddr_un a = unix_address(path);
+  if (::bind(s.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0)  // NOLINT(reinterpret-cast)
+    return make_error(SwitchErrc::kHost, "bind inbox " + path, errno);
+  if (::chmod(path.c_str(), 0666) != 0 || ::lstat(path.c_str(), &st) != 0)
+    return make_error(SwitchErrc::kHost, "chmod inbox " + path, errno);
+  *dev = st.st_dev;
+  *ino = st.st_ino;
+  return s;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<Port>, SwitchError> Switch::add_eni(const EniSpec& e) {
+  std::unique_lock lock(mu_);
+  const std::string w = e.origin.empty() ? "ENI " + e.id : e.origin;
+  size_t served = 0;
+  for (const auto& [id, p] : by_id_) served += !p->neighbour_;
+  if (served >= kMaxEnis) return invalid(w + ": the card already serves " + std::to_string(kMaxEnis) + " ENIs");
+  AZOTE_TRY(at, place(e, lock));
+  Vpc* v = at.vpc;
+  const net::Ipv4Prefix& sn = at.subnet.cidr;
 
   net::DhcpConfig dc;
   dc.mac = e.mac;
@@ -378,9 +444,13 @@ Result<std::shared_ptr<Port>, SwitchError> Switch::add_eni(const EniSpec& e) {
   auto dhcp = net::DhcpServer::create(dc);
   if (!dhcp) return invalid(w + ": DHCP: " + dhcp.error().message());
   std::shared_ptr<Port> port(new Port(e, sn, *v, std::move(dhcp).value()));
-  port->spec_.subnet = subnet->id;
+  port->spec_.subnet = at.subnet.id;
   port->spec_.vpc = v->id;
   if (!port->inbox_.notify_fd()) return make_error(SwitchErrc::kHost, "eventfd", errno);
+  if (!e.inbox.empty()) {
+    AZOTE_TRY(sock, bind_inbox(e.inbox, &port->inbox_dev_, &port->inbox_ino_));
+    port->inbox_socket_ = std::move(sock);
+  }
   {
     std::lock_guard plock(policy_mu_);
     vpc::InterfaceConfig ic;
@@ -399,13 +469,67 @@ Result<std::shared_ptr<Port>, SwitchError> Switch::add_eni(const EniSpec& e) {
   return port;
 }
 
+Result<std::shared_ptr<Port>, SwitchError> Switch::add_neighbour(const EniSpec& e) {
+  std::unique_lock lock(mu_);
+  const std::string w = e.origin.empty() ? "neighbour " + e.id : e.origin;
+  if (e.inbox.empty() || !e.uid) return invalid(w + ": a neighbour needs an inbox and a uid");
+  AZOTE_TRY(at, place(e, lock));
+  if (!neighbour_tx_) {
+    neighbour_tx_ = UniqueFd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!neighbour_tx_) return make_error(SwitchErrc::kHost, "neighbour socket", errno);
+  }
+  net::DhcpConfig dc;  // never used: a neighbour's DHCP is its own card's
+  dc.mac = e.mac;
+  dc.address = e.ip;
+  dc.subnet = at.subnet.cidr;
+  dc.router = net::Ipv4Address::from_u32(at.subnet.cidr.network().value() + 1);
+  dc.router_mac = gateway_mac_for(at.subnet.cidr);
+  dc.dns = {dc.router};
+  dc.hostname = hostname_for(e.ip);
+  dc.domain_name = at.vpc->zone->domain().to_text();
+  dc.mtu = kMtu;
+  auto dhcp = net::DhcpServer::create(dc);
+  if (!dhcp) return invalid(w + ": " + dhcp.error().message());
+  std::shared_ptr<Port> port(new Port(e, at.subnet.cidr, *at.vpc, std::move(dhcp).value()));
+  port->spec_.subnet = at.subnet.id;
+  port->spec_.vpc = at.vpc->id;
+  port->neighbour_ = true;
+  std::lock_guard plock(policy_mu_);
+  by_id_[e.id] = port;
+  routes_[route_key(at.vpc->index, e.ip)] = port;
+  update_members();
+  return port;
+}
+
+Result<void, SwitchError> Switch::remove_neighbour(const std::string& id) {
+  std::unique_lock lock(mu_);
+  auto it = by_id_.find(id);
+  if (it == by_id_.end() || !it->second->neighbour_) return invalid("no neighbour " + id);
+  auto port = it->second;
+  by_id_.erase(it);
+  routes_.erase(route_key(port->vpc().index, port->ip()));
+  std::lock_guard plock(policy_mu_);
+  update_members();
+  return {};
+}
+
+std::vector<std::shared_ptr<Port>> Switch::neighbours() const {
+  std::shared_lock lock(mu_);
+  std::vector<std::shared_ptr<Port>> out;
+  for (const auto& [id, p] : by_id_)
+    if (p->neighbour_) out.push_back(p);
+  return out;
+}
+
 Result<void, SwitchError> Switch::remove_eni(const std::string& id) {
   std::unique_lock lock(mu_);
   auto it = by_id_.find(id);
   if (it == by_id_.end()) return invalid("no ENI " + id);
+  if (it->second->neighbour_) return invalid("ENI " + id + " is a neighbour (remove-neighbour)");
   auto port = it->second;
   by_id_.erase(it);
   routes_.erase(route_key(port->vpc().index, port->ip()));
+  port->unlink_inbox();
   if (auto slot = port->imds_slot()) {
     imds_slots_.erase(*slot);
     port->imds_slot_.store(-1, std::memory_order_release);
@@ -513,7 +637,8 @@ std::shared_ptr<Port> Switch::find(const std::string& id) const {
 std::vector<std::shared_ptr<Port>> Switch::ports() const {
   std::shared_lock lock(mu_);
   std::vector<std::shared_ptr<Port>> out;
-  for (const auto& [id, p] : by_id_) out.push_back(p);
+  for (const auto& [id, p] : by_id_)
+    if (!p->neighbour_) out.push_back(p);
   return out;
 }
 
@@ -528,7 +653,8 @@ std::vector<std::string> Switch::tick() {
 std::vector<std::string> Switch::close_flow_logs() {
   std::shared_lock lock(mu_);
   std::lock_guard plock(policy_mu_);
-  for (const auto& [id, p] : by_id_) (void)policy_.remove_interface(p->policy_);
+  for (const auto& [id, p] : by_id_)
+    if (!p->neighbour_) (void)policy_.remove_interface(p->policy_);
   return policy_.flush(clock_.now());
 }
 
@@ -574,7 +700,9 @@ void Switch::transmit(Port& from, std::span<TxFrame> frames) {
         c.remote = 0;
         continue;
       }
-      if (c.to && !policy_.process(c.to->policy_, vpc::Direction::kIngress, c.packet).accepted()) {
+      // A neighbour's ingress groups are its own card's to apply (this card is not
+      // trusted with them, nor can it see that card's flows).
+      if (c.to && !c.to->neighbour_ && !policy_.process(c.to->policy_, vpc::Direction::kIngress, c.packet).accepted()) {
         c.to->counters_.drop(Drop::kSgIngress);
         c.to.reset();
       }
@@ -599,6 +727,10 @@ void Switch::transmit(Port& from, std::span<TxFrame> frames) {
     }
     if (!c.to) continue;
     Port& to = *c.to;
+    if (to.neighbour_) {
+      send_neighbour(from, to, std::span(f.bytes).subspan(0, route_rewrite(f.bytes, to)));
+      continue;
+    }
     if (!to.rx_ready.load(std::memory_order_acquire)) {
       to.counters_.drop(Drop::kRxNotReady);
       continue;
@@ -635,7 +767,8 @@ RemoteVerdict Switch::receive_remote(fabric::HostId from, uint32_t vni, std::spa
       if (cand->vni == vni) v = cand.get();
     if (v == nullptr) return RemoteVerdict::kUnknownVni;
     auto it = routes_.find(route_key(v->index, ip.dst));
-    if (it == routes_.end()) return RemoteVerdict::kNoEni;
+    // A neighbour's frames from other hosts reach its own card, not this one.
+    if (it == routes_.end() || it->second->neighbour_) return RemoteVerdict::kNoEni;
     // The sending host speaks only for the addresses mapped to it.
     auto src = remote_.find(route_key(v->index, ip.src));
     if (src == remote_.end() || src->second != from) return RemoteVerdict::kSpoofedSource;
@@ -666,6 +799,62 @@ RemoteVerdict Switch::receive_remote(fabric::HostId from, uint32_t vni, std::spa
   }
   p.inbox_.notify();
   return RemoteVerdict::kDelivered;
+}
+
+void Switch::send_neighbour(Port& from, Port& to, std::span<const uint8_t> frame) {
+  // One datagram, never blocking: a full inbox (that card is behind) or a missing one
+  // (it is not running) drops the frame here, as a full inbox does inside one card.
+  const sockaddr_un a = unix_address(to.spec_.inbox);
+  if (::sendto(neighbour_tx_.get(), frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
+               reinterpret_cast<const sockaddr*>(&a), sizeof a) != static_cast<ssize_t>(frame.size())) {  // NOLINT
+    from.counters_.drop(Drop::kNeighbourUnreachable);
+    if (errno != EAGAIN && log_limit_.allow())
+      LOG_WARN("eni %s: neighbour %s (inbox %s): %s", from.id().c_str(), to.id().c_str(), to.spec_.inbox.c_str(),
+               std::strerror(errno));
+    return;
+  }
+  from.counters_.forwarded.fetch_add(1, std::memory_order_relaxed);
+}
+
+bool Switch::receive_neighbour(Port& to, uint32_t sender, std::span<uint8_t> frame) {
+  auto refuse = [&] {
+    to.counters_.drop(Drop::kNeighbourRefused);
+    return false;
+  };
+  if (frame.size() > kMaxFrame) return refuse();
+  auto parsed = net::parse_frame(frame);
+  if (!parsed || parsed->eth.vlan || !parsed->ip || parsed->ip->is_fragment()) return refuse();
+  const net::Ipv4View& ip = *parsed->ip;
+  if (ip.dst != to.ip()) return refuse();
+  {
+    // The sender's uid must serve the source address: no card speaks for another's ENIs.
+    std::shared_lock lock(mu_);
+    auto it = routes_.find(route_key(to.vpc_->index, ip.src));
+    if (it == routes_.end() || !it->second->neighbour_ || it->second->spec_.uid != sender) return refuse();
+  }
+  if (ip.ttl == 0) {
+    to.counters_.drop(Drop::kTtlExpired);
+    return false;
+  }
+  {
+    std::lock_guard plock(policy_mu_);
+    if (!policy_.process(to.policy_, vpc::Direction::kIngress, packet_of(*parsed)).accepted()) {
+      to.counters_.drop(Drop::kSgIngress);
+      return false;
+    }
+  }
+  if (!to.rx_ready.load(std::memory_order_acquire)) {
+    to.counters_.drop(Drop::kRxNotReady);
+    return false;
+  }
+  to.mac().store(frame.subspan(0, 6));
+  to.gateway_mac().store(frame.subspan(6, 6));
+  if (!to.inbox_.push(frame.subspan(0, net::kEthernetHeaderLen + ip.total_len))) {
+    to.counters_.drop(Drop::kRxQueueFull);
+    return false;
+  }
+  to.counters_.neighbour_in.fetch_add(1, std::memory_order_relaxed);
+  return true;
 }
 
 void Switch::handle_arp(Port& from, const net::Arp& arp, net::MacAddress eth_src) {

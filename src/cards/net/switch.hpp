@@ -85,6 +85,10 @@ enum class Drop : uint8_t {
   kImdsNoMetadata,   // to 169.254.169.254 from an ENI without metadata (it has no slot)
   kImdsRefused,      // the metadata service refused it (not TCP to :80, not from the ENI's
                      // address, its queue full: describe-imds counts which)
+  kNeighbourUnreachable,  // for an ENI another card process serves, whose inbox socket did
+                          // not take it (full: that card is behind; gone: it is not running)
+  kNeighbourRefused,      // in this ENI's inbox socket, refused: not a unicast IPv4 frame for
+                          // it, or its source address is not served by the sender's uid
   kCount
 };
 inline constexpr size_t kDropCount = static_cast<size_t>(Drop::kCount);
@@ -101,6 +105,9 @@ struct PortCounters {
   std::atomic<uint64_t> queue_errors{0};  // virtqueues the driver broke
   // IMDS: packets handed to the metadata service, its replies put in the inbox.
   std::atomic<uint64_t> imds_in{0}, imds_out{0};
+  // Frames other card processes of this host put in the ENI's inbox socket, taken (they
+  // passed the ENI's ingress groups and are in its inbox).
+  std::atomic<uint64_t> neighbour_in{0};
 
   void drop(Drop d) { drops[static_cast<size_t>(d)].fetch_add(1, std::memory_order_relaxed); }
   uint64_t dropped(Drop d) const { return drops[static_cast<size_t>(d)].load(std::memory_order_relaxed); }
@@ -143,9 +150,12 @@ struct Vpc {
   std::vector<SubnetSpec> subnets;
 };
 
-// One ENI: its configuration, its DHCP server, counters and inbox.
+// One ENI: its configuration, its DHCP server, counters and inbox. Or a neighbour: an
+// ENI of this host that another card process serves (one card per instance), known
+// here for routing and group membership only; frames for it go to its inbox socket.
 class Port {
  public:
+  ~Port();
   const EniSpec& spec() const { return spec_; }
   const std::string& id() const { return spec_.id; }
   net::MacAddress mac() const { return spec_.mac; }
@@ -171,6 +181,11 @@ class Port {
     const int64_t s = imds_slot_.load(std::memory_order_acquire);
     return s < 0 ? std::nullopt : std::optional<uint32_t>(static_cast<uint32_t>(s));
   }
+  // Served by another card process (add_neighbour): spec().uid is that card's uid.
+  bool neighbour() const { return neighbour_; }
+  // An ENI served here with an "inbox": the bound datagram socket other cards send its
+  // frames to (SO_PASSCRED: each datagram carries its sender's uid); -1 without one.
+  int inbox_socket() const { return inbox_socket_.get(); }
 
  private:
   friend class Switch;
@@ -185,6 +200,10 @@ class Port {
   Inbox inbox_;
   EniRateLimits limits_{spec_.limits};
   std::atomic<int64_t> imds_slot_{-1};
+  void unlink_inbox();
+  bool neighbour_ = false;
+  UniqueFd inbox_socket_;
+  uint64_t inbox_dev_ = 0, inbox_ino_ = 0;  // the socket file this Port bound (removed with it)
 };
 
 // A frame taken from a guest's transmit queue, in a buffer the card owns.
@@ -263,8 +282,22 @@ class Switch {
   // The ENI leaves the routing table and the policy engine at once; senders that
   // already hold it may still put frames in its inbox.
   Result<void, SwitchError> remove_eni(const std::string& id);
+  // An ENI served here or a neighbour.
   std::shared_ptr<Port> find(const std::string& id) const;
+  // The ENIs served here (neighbours are not).
   std::vector<std::shared_ptr<Port>> ports() const;
+
+  // --- neighbours: ENIs of this host served by other card processes (control thread) ---
+  // The same checks as add_eni (a neighbour's "inbox" plays the socket's part in the
+  // uniqueness checks); it joins the routing table and its groups' member sets.
+  Result<std::shared_ptr<Port>, SwitchError> add_neighbour(const EniSpec& e);
+  Result<void, SwitchError> remove_neighbour(const std::string& id);
+  std::vector<std::shared_ptr<Port>> neighbours() const;
+  // A datagram from `to`'s inbox socket, sent by a process of uid `sender` (the kernel's
+  // SCM_CREDENTIALS): a unicast IPv4 frame for `to` whose source address a neighbour
+  // served by `sender` owns, then `to`'s ingress groups (stateful), Ethernet addresses
+  // set as local delivery, `to`'s inbox. false: dropped (counted at `to`). `to`'s worker.
+  bool receive_neighbour(Port& to, uint32_t sender, std::span<uint8_t> frame);
   nlohmann::json describe_groups() const;
 
   // --- the fabric (control thread) ---
@@ -335,6 +368,15 @@ class Switch {
   std::atomic<MetadataSink*> imds_{nullptr};
   std::unordered_map<uint32_t, std::shared_ptr<Port>> imds_slots_;  // slot -> ENI, under mu_
   fabric::HostId self_host_ = 0;
+  UniqueFd neighbour_tx_;  // unbound datagram socket: frames to neighbours' inboxes
+  // The checks add_eni and add_neighbour share (mu_ held exclusively): the ENI's VPC and
+  // subnet, or why it does not fit the model.
+  struct Placement {
+    Vpc* vpc = nullptr;
+    SubnetSpec subnet;
+  };
+  Result<Placement, SwitchError> place(const EniSpec& e, std::unique_lock<std::shared_mutex>& lock);
+  void send_neighbour(Port& from, Port& to, std::span<const uint8_t> frame);
   mutable std::mutex policy_mu_;  // the engine is not thread-safe
   vpc::PolicyEngine policy_;
   log::RateLimit log_limit_{10, std::chrono::seconds(10)};

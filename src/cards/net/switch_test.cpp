@@ -4,7 +4,12 @@
 #include "cards/net/switch.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <cstring>
+
+#include "base/temp_dir.hpp"
 #include "cards/net/test_frames.hpp"
 #include "net/frame.hpp"
 
@@ -413,6 +418,145 @@ TEST(CardOptionsImds, FlagConfigAndMetadata) {
   EXPECT_TRUE(m->http_tokens_required);
   EXPECT_FALSE(parse_metadata_json("m", nlohmann::json::parse(R"("i-1")")));
   EXPECT_FALSE(parse_metadata_json("m", nlohmann::json::parse(R"({"color": "red"})")));
+}
+
+// One card per instance: two Switches stand for two card processes of one host, each
+// serving one ENI with an inbox socket and knowing the other's as a neighbour. What
+// one sends lands in the other's inbox socket; the test plays the receiving worker
+// (recvmsg with the sender's credentials, then receive_neighbour).
+class NeighbourTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    uid_ = static_cast<uint32_t>(::getuid());
+    for (auto* sw : {&sa_, &sb_}) {
+      *sw = std::make_unique<Switch>(clock_, SwitchConfig{"test-1", "123456789012", false, 60});
+      ASSERT_TRUE((*sw)->add_vpc({"vpc-1", *net::Ipv4Prefix::parse("10.0.0.0/16")}));
+      ASSERT_TRUE((*sw)->add_subnet({"subnet-a", "vpc-1", *net::Ipv4Prefix::parse("10.0.1.0/24")}));
+      // B takes UDP 5000 from members of sg-a only: membership comes from neighbours too.
+      ASSERT_TRUE((*sw)->set_group({"sg-a", {}, {}}));
+      ASSERT_TRUE((*sw)->set_group(
+          {"sg-b", std::vector<vpc::Rule>{vpc::Rule::udp(5000, 5000, vpc::GroupRef{"sg-a"})}, {}}));
+    }
+    auto a = spec("eni-a", "02:00:00:00:00:0a", "10.0.1.5", "sg-a");
+    auto b = spec("eni-b", "02:00:00:00:00:0b", "10.0.1.6", "sg-b");
+    auto pa = sa_->add_eni(a);
+    auto pb = sb_->add_eni(b);
+    ASSERT_TRUE(pa && pb);
+    a_ = *pa;
+    b_ = *pb;
+    a_->rx_ready = b_->rx_ready = true;
+    a.socket.clear();
+    b.socket.clear();
+    a.uid = b.uid = uid_;
+    ASSERT_TRUE(sa_->add_neighbour(b)) << "B as A's neighbour";
+    ASSERT_TRUE(sb_->add_neighbour(a)) << "A as B's neighbour";
+    ga_ = {a_->mac(), a_->ip(), a_->gateway_mac()};
+    gb_ = {b_->mac(), b_->ip(), b_->gateway_mac()};
+  }
+  EniSpec spec(const char* id, const char* m, const char* a, const char* group) {
+    EniSpec e;
+    e.id = id;
+    e.socket = dir_ / (std::string(id) + ".sock");
+    e.inbox = dir_ / (std::string(id) + ".inbox");
+    e.mac = mac(m);
+    e.ip = ip(a);
+    e.subnet = "subnet-a";
+    e.groups = {group};
+    return e;
+  }
+  // The next datagram in `p`'s inbox socket and its sender's uid (nullopt: none).
+  static std::optional<std::pair<std::vector<uint8_t>, uint32_t>> next(const Port& p) {
+    std::vector<uint8_t> buf(2048);
+    iovec iov{buf.data(), buf.size()};
+    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(ucred))];
+    msghdr h{};
+    h.msg_iov = &iov;
+    h.msg_iovlen = 1;
+    h.msg_control = ctl;
+    h.msg_controllen = sizeof ctl;
+    const ssize_t n = ::recvmsg(p.inbox_socket(), &h, MSG_DONTWAIT);
+    if (n < 0) return std::nullopt;
+    buf.resize(static_cast<size_t>(n));
+    cmsghdr* c = CMSG_FIRSTHDR(&h);
+    if (c == nullptr || c->cmsg_type != SCM_CREDENTIALS) return std::nullopt;
+    ucred cr{};
+    std::memcpy(&cr, CMSG_DATA(c), sizeof cr);
+    return std::pair{buf, cr.uid};
+  }
+  TempDir dir_{"azote-neighbour"};
+  uint32_t uid_ = 0;
+  std::vector<uint8_t> payload_{'h', 'i'};
+  rate_limit::FakeClock clock_{std::chrono::seconds(1000)};
+  std::unique_ptr<Switch> sa_, sb_;
+  std::shared_ptr<Port> a_, b_;
+  Guest ga_, gb_;
+};
+
+TEST_F(NeighbourTest, FramesCrossCardsThroughTheReceiversInboxSocketAndItsGroups) {
+  // A -> B UDP 5000: A's card routes it to B's inbox socket (egress of A only).
+  sa_->transmit_one(*a_, testing::udp(ga_, ga_.ip, gb_.ip, 40000, 5000, payload_));
+  auto got = next(*b_);
+  ASSERT_TRUE(got) << "nothing in B's inbox socket";
+  EXPECT_EQ(got->second, uid_);
+  EXPECT_EQ(a_->counters().forwarded.load(), 1u);
+  ASSERT_TRUE(sb_->receive_neighbour(*b_, got->second, got->first));
+  auto f = take(*b_);
+  auto pf = net::parse_frame(f);
+  ASSERT_TRUE(pf && pf->ip);
+  EXPECT_EQ(pf->eth.dst, b_->mac());
+  EXPECT_EQ(pf->eth.src, b_->gateway_mac());
+  EXPECT_EQ(pf->ip->ttl, kDefaultTtl - 1);
+  EXPECT_EQ(b_->counters().neighbour_in.load(), 1u);
+
+  // B answers: its card routes to A's inbox; A's ingress has no rule, but A's card
+  // tracks the flow A started, so the reply passes there.
+  sb_->transmit_one(*b_, testing::udp(gb_, gb_.ip, ga_.ip, 5000, 40000, payload_));
+  auto reply = next(*a_);
+  ASSERT_TRUE(reply);
+  EXPECT_TRUE(sa_->receive_neighbour(*a_, reply->second, reply->first));
+  EXPECT_EQ(a_->inbox().size(), 1u);
+
+  // Port 6000: A's card sends it (B's groups are not its to apply); B's card refuses.
+  sa_->transmit_one(*a_, testing::udp(ga_, ga_.ip, gb_.ip, 40000, 6000, payload_));
+  got = next(*b_);
+  ASSERT_TRUE(got);
+  EXPECT_FALSE(sb_->receive_neighbour(*b_, got->second, got->first));
+  EXPECT_EQ(b_->counters().dropped(Drop::kSgIngress), 1u);
+}
+
+TEST_F(NeighbourTest, OnlyTheUidServingTheSourceMaySendIt) {
+  sa_->transmit_one(*a_, testing::udp(ga_, ga_.ip, gb_.ip, 40000, 5000, payload_));
+  auto got = next(*b_);
+  ASSERT_TRUE(got);
+  // The same frame from another uid: another instance's card claiming A's address.
+  EXPECT_FALSE(sb_->receive_neighbour(*b_, uid_ + 1, got->first));
+  // A source no neighbour owns, B's own address, a frame for another address.
+  auto spoofed = testing::udp(ga_, ip("10.0.1.77"), gb_.ip, 40000, 5000, payload_);
+  EXPECT_FALSE(sb_->receive_neighbour(*b_, uid_, spoofed));
+  auto own = testing::udp(ga_, gb_.ip, gb_.ip, 40000, 5000, payload_);
+  EXPECT_FALSE(sb_->receive_neighbour(*b_, uid_, own));
+  auto elsewhere = testing::udp(ga_, ga_.ip, ip("10.0.1.9"), 40000, 5000, payload_);
+  EXPECT_FALSE(sb_->receive_neighbour(*b_, uid_, elsewhere));
+  std::vector<uint8_t> junk(60, 0xee);
+  EXPECT_FALSE(sb_->receive_neighbour(*b_, uid_, junk));
+  EXPECT_EQ(b_->counters().dropped(Drop::kNeighbourRefused), 5u);
+  EXPECT_EQ(b_->inbox().size(), 0u);
+  // The right uid: delivered.
+  EXPECT_TRUE(sb_->receive_neighbour(*b_, uid_, got->first));
+}
+
+TEST_F(NeighbourTest, AGoneNeighbourIsCountedAtTheSenderAndForgotten) {
+  ASSERT_TRUE(sb_->remove_eni("eni-b"));  // B's card lets go of the ENI: its inbox file goes
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "eni-b.inbox"));
+  sa_->transmit_one(*a_, testing::udp(ga_, ga_.ip, gb_.ip, 40000, 5000, payload_));
+  EXPECT_EQ(a_->counters().dropped(Drop::kNeighbourUnreachable), 1u);
+  EXPECT_FALSE(sa_->remove_eni("eni-b")) << "a neighbour is not removed as an ENI";
+  ASSERT_TRUE(sa_->remove_neighbour("eni-b"));
+  sa_->transmit_one(*a_, testing::udp(ga_, ga_.ip, gb_.ip, 40000, 5000, payload_));
+  EXPECT_EQ(a_->counters().dropped(Drop::kNoRoute), 1u);
+  EXPECT_FALSE(sa_->remove_neighbour("eni-a")) << "an ENI served here is not a neighbour";
+  EXPECT_EQ(sa_->ports().size(), 1u);
+  EXPECT_TRUE(sa_->neighbours().empty());
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@ namespace {
 constexpr uint64_t kTagStop = 100;
 constexpr uint64_t kTagInbox = 101;  // rings: their index
 constexpr uint64_t kTagTimer = 102;  // a rate limit's wait is over
+constexpr uint64_t kTagNeighbours = 103;  // the inbox socket: other cards' frames
 // The shortest wait armed: tokens keep accruing meanwhile (buckets hold 10 ms), so a
 // floor only batches admissions, it never lowers the rate.
 constexpr rate_limit::Nanos kMinTimer = std::chrono::microseconds(50);
@@ -58,7 +60,9 @@ void scatter(const virtio::Chain& c, uint64_t offset, const uint8_t* src, uint64
 }  // namespace
 
 Worker::Worker(Port& port, Switch& sw, std::atomic<bool>& needs_reset)
-    : port_(port), sw_(sw), needs_reset_(needs_reset), frames_(kBatch) {}
+    : port_(port), sw_(sw), needs_reset_(needs_reset), frames_(kBatch) {
+  if (port.inbox_socket() >= 0) in_frames_.resize(kBatch);
+}
 
 Worker::~Worker() { (void)stop(); }
 
@@ -81,6 +85,7 @@ Result<std::unique_ptr<Worker>, WorkerError> Worker::start(Port& port, Switch& s
   AZOTE_TRYV(watch(w->stop_.get(), kTagStop));
   AZOTE_TRYV(watch(port.inbox().notify_fd(), kTagInbox));
   AZOTE_TRYV(watch(w->timer_.get(), kTagTimer));
+  if (port.inbox_socket() >= 0) AZOTE_TRYV(watch(port.inbox_socket(), kTagNeighbours));
   if (rx) AZOTE_TRYV(w->setup(virtio::kRxQueue, *rx));
   if (tx) AZOTE_TRYV(w->setup(virtio::kTxQueue, *tx));
   for (uint32_t i = 0; i < 2; ++i)
@@ -248,13 +253,48 @@ void Worker::receive(rate_limit::Nanos& wait) {
   if (used) interrupt(r);
 }
 
+void Worker::take_from_neighbours() {
+  std::array<mmsghdr, kBatch> msgs{};
+  std::array<iovec, kBatch> iov{};
+  // One SCM_CREDENTIALS per datagram, aligned as the kernel writes it.
+  union Control {
+    char buf[CMSG_SPACE(sizeof(ucred))];
+    cmsghdr align;
+  };
+  std::array<Control, kBatch> ctl{};
+  for (size_t i = 0; i < kBatch; ++i) {
+    iov[i] = {in_frames_[i].bytes.data(), in_frames_[i].bytes.size()};
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+    msgs[i].msg_hdr.msg_control = ctl[i].buf;
+    msgs[i].msg_hdr.msg_controllen = sizeof ctl[i].buf;
+  }
+  const int n = ::recvmmsg(port_.inbox_socket(), msgs.data(), kBatch, MSG_DONTWAIT, nullptr);
+  for (int i = 0; i < n; ++i) {
+    msghdr& h = msgs[static_cast<size_t>(i)].msg_hdr;
+    std::optional<uint32_t> uid;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c))
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len >= CMSG_LEN(sizeof(ucred))) {
+        ucred cr{};
+        std::memcpy(&cr, CMSG_DATA(c), sizeof cr);
+        uid = cr.uid;
+      }
+    const size_t len = msgs[static_cast<size_t>(i)].msg_len;
+    if (!uid || (h.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
+      port_.counters().drop(Drop::kNeighbourRefused);
+      continue;
+    }
+    (void)sw_.receive_neighbour(port_, *uid, std::span(in_frames_[static_cast<size_t>(i)].bytes).subspan(0, len));
+  }
+}
+
 void Worker::run() {
   // Rings without a kick fd are polled.
   const bool polled = (rings_[0] && rings_[0]->info.kick_fd < 0) || (rings_[1] && rings_[1]->info.kick_fd < 0);
   bool more = true;  // look at the rings once at start: kicks may predate us
   for (;;) {
-    epoll_event ev[4];
-    const int n = ::epoll_wait(epoll_.get(), ev, 4, more ? 0 : (polled ? 1 : -1));
+    epoll_event ev[8];
+    const int n = ::epoll_wait(epoll_.get(), ev, 8, more ? 0 : (polled ? 1 : -1));
     if (n < 0 && errno != EINTR) {
       LOG_ERROR("eni %s: epoll_wait: %s", port_.id().c_str(), std::strerror(errno));
       return;
@@ -266,6 +306,7 @@ void Worker::run() {
       // frontend's, may be a semaphore eventfd and may have been switched back to
       // blocking mode by it; what one read leaves wakes us again.
       if (tag == kTagInbox) (void)drain_eventfd(port_.inbox().notify_fd());
+      else if (tag == kTagNeighbours) take_from_neighbours();
       else if (tag == kTagTimer) (void)drain_eventfd(timer_.get());
       else if (tag < 2 && rings_[tag]) (void)drain_eventfd(rings_[tag]->info.kick_fd);
     }

@@ -75,6 +75,9 @@ class Worker {
   // true: the batch was full, more may wait. `wait`: set when the limiter held the rest.
   bool transmit(rate_limit::Nanos& wait);
   void receive(rate_limit::Nanos& wait);
+  // Datagrams in the ENI's inbox socket (other cards' frames): at most kBatch per round,
+  // each with its sender's uid, through Switch::receive_neighbour into the inbox.
+  void take_from_neighbours();
   void arm_timer(rate_limit::Nanos wait);
   void interrupt(Ring& r);
   void break_queue(Ring& r, const std::string& why);
@@ -84,6 +87,7 @@ class Worker {
   std::atomic<bool>& needs_reset_;
   std::array<std::optional<Ring>, 2> rings_;
   std::vector<TxFrame> frames_;
+  std::vector<TxFrame> in_frames_;  // take_from_neighbours()' buffers
   virtio::Chain chain_;
   bool rx_admitted_ = false;  // the inbox's front frame passed the rx limiter
   UniqueFd epoll_, stop_, timer_;
