@@ -49,8 +49,8 @@ out=$(step "$azote" run-instances --image-id ami-builtin --instance-type t3.micr
 echo "$out"
 id=$(grep -o 'i-[0-9a-f]\{17\}' <<<"$out" | head -1)
 step "$azote" describe-instances
-# Who runs what: the launcher is the one root process; the controller, the instance's
-# azote-hv and block card (one identity per instance) and the network card run under
+# Who runs what: the launcher is the one root process; the controller and the
+# instance's azote-hv, block card and network card (one identity per instance) run under
 # their own uids, with no capabilities, every thread under a seccomp filter, each in a
 # cgroup of its own (this host's tree: azote-<hash>, named in the controller's log).
 tree=$(grep -o 'cgroups azote-[0-9a-f]*' "$state/controller.log" | head -1 | cut -d' ' -f2)

@@ -69,23 +69,23 @@ struct Limits {
 
 struct SpawnRequest {
   Role role = Role::kHv;
-  std::string instance;      // hv, card-blk, probe: the instance (i-...); card-net: empty
+  std::string instance;      // the instance (i-...) the process serves, or a probe joins
   uint32_t slot = 0;         // the instance's slot: its uid/gid is base + kFirstInstanceId + slot
   std::vector<std::string> args;
   std::vector<FileSpec> files;
   std::vector<ListenSpec> listens;
   std::string output;        // stdout and stderr, appended; beneath the state directory
   Limits limits;
-  std::vector<std::string> enis;  // hv: the ENIs whose socket directories its jail gets
+  std::vector<std::string> enis;  // hv, card-net: the ENIs whose directories it gets (hv: bound; card-net: its own)
   Role probe_as = Role::kHv;      // probe: whose jail it enters (the running process's)
 };
 Json to_json(const SpawnRequest& r);
 Result<SpawnRequest, LaunchError> spawn_request_from_json(const Json& j);
 
-// Identities: the controller is base + 0, the host's network card base + 1, instance
-// slot s is base + kFirstInstanceId + s (uid and gid alike).
+// Identities: the controller is base + 0; instance slot s is base + kFirstInstanceId + s
+// (uid and gid alike), for its hv and its cards. (base + 1 was the host-wide network
+// card's, before one network card per instance; it is no longer given out.)
 inline constexpr uint32_t kControllerId = 0;
-inline constexpr uint32_t kNetCardId = 1;
 inline constexpr uint32_t kFirstInstanceId = 16;
 inline constexpr uint32_t kMaxSlots = 65536;
 

@@ -244,11 +244,11 @@ void Host::watch(int pidfd) {
 
 std::string Host::volume_socket(const std::string& volume_id) { return "/run/azote/" + volume_id + ".sock"; }
 std::string Host::eni_socket(const std::string& eni_id) { return "/run/azote-net/" + eni_id + "/eni.sock"; }
+std::string Host::eni_inbox(const std::string& eni_id) { return "/run/azote-net/" + eni_id + "/inbox.sock"; }
 std::string Host::instance_dir(const std::string& id) const { return opt_.state_dir + "/instances/" + id; }
 
 std::string Host::card_path(const Card& c, const char* suffix) const {
-  if (c.instance.empty()) return opt_.state_dir + "/card-" + c.name + suffix;
-  return instance_dir(c.instance) + "/card-blk" + suffix;
+  return instance_dir(c.instance) + (c.is_net() ? "/card-net" : "/card-blk") + suffix;
 }
 
 int Host::free_slot() const {
@@ -275,14 +275,14 @@ ApiResult<void> Host::ensure_card(Card& c, bool* started, const std::vector<Volu
   {
     std::lock_guard lock(mu_);
     if (c.proc && !Processes::wait_exit(*c.proc, 0)) return {};
-    req.role = c.instance.empty() ? launch::Role::kCardNet : launch::Role::kCardBlk;
-    if (!c.instance.empty()) {
-      req.instance = c.instance;
-      req.slot = static_cast<uint32_t>(std::max(0, rt_[c.instance].slot));
-    }
+    req.role = c.is_net() ? launch::Role::kCardNet : launch::Role::kCardBlk;
+    req.instance = c.instance;
+    req.slot = static_cast<uint32_t>(std::max(0, rt_[c.instance].slot));
+    if (c.is_net())
+      if (const EniRec* e = eni_of(c.instance)) req.enis = {e->id};
   }
   req.args = {"--control", "fd:{control}", "--metrics", "fd:{metrics}"};
-  if (c.instance.empty()) req.args.insert(req.args.end(), {"--region", opt_.region});
+  if (c.is_net()) req.args.insert(req.args.end(), {"--region", opt_.region});
   req.listens = {{"control", card_path(c, ".ctl")}, {"metrics", card_path(c, ".metrics")}};
   req.output = card_path(c, ".log");
   req.limits = card_limits();
@@ -337,23 +337,23 @@ ApiResult<void> Host::ensure_card(Card& c, bool* started, const std::vector<Volu
   return {};
 }
 
-// ---- the network card ------------------------------------------------------------
+// ---- the network cards -----------------------------------------------------------
 
-ApiResult<void> Host::ensure_net() {
+ApiResult<void> Host::ensure_net(Card& c) {
   bool started = false;
-  if (auto e = ensure_card(net_, &started); !e) {
+  if (auto e = ensure_card(c, &started); !e) {
     return api_error(K::kInternal, "InternalError",
                      "the network card (azote-card-net) is not available: " + e.error().sentence);
   }
-  if (started) net_model_ok_ = false;
-  if (!net_model_ok_) {
-    AZOTE_TRYV(net_push_model());
-    net_model_ok_ = true;
+  if (started) c.model_ok = false;
+  if (!c.model_ok) {
+    AZOTE_TRYV(net_push_model(c));
+    c.model_ok = true;
   }
   return {};
 }
 
-ApiResult<void> Host::net_push_model() {
+ApiResult<void> Host::net_push_model(Card& c) {
   std::vector<VpcRec> vpcs;
   std::vector<SecurityGroupRec> groups;
   {
@@ -361,12 +361,12 @@ ApiResult<void> Host::net_push_model() {
     for (const auto& [id, v] : vpcs_) vpcs.push_back(v);
     for (const auto& [id, g] : groups_) groups.push_back(g);
   }
-  const std::string ctl = card_path(net_, ".ctl");
+  const std::string ctl = card_path(c, ".ctl");
   for (const auto& v : vpcs) {
     auto r = control::call_once(ctl, {{"op", "add-vpc"}, {"vpc", {{"id", v.id}, {"cidr", v.cidr}}}}, kControlTimeout);
     // An adopted card has it already.
     if (!r && !(r.error().code == control::ControlErrc::kRefused && r.error().context.find("declared twice") != std::string::npos))
-      return api_error(K::kInternal, "InternalError", "network card: add-vpc " + v.id + ": " + r.error().message());
+      return api_error(K::kInternal, "InternalError", c.label + ": add-vpc " + v.id + ": " + r.error().message());
   }
   // Every group first (rules may name each other), then their rules.
   for (int pass = 0; pass < 2; ++pass)
@@ -377,27 +377,37 @@ ApiResult<void> Host::net_push_model() {
         req["egress"] = rules_json(g.egress);
       }
       if (auto r = control::call_once(ctl, req, kControlTimeout); !r)
-        return api_error(K::kInternal, "InternalError",
-                         "network card: security group " + g.id + ": " + r.error().message());
+        return api_error(K::kInternal, "InternalError", c.label + ": security group " + g.id + ": " + r.error().message());
     }
   return {};
+}
+
+std::vector<Host::Card*> Host::net_cards() {
+  std::vector<Card*> out;
+  for (auto& [id, rt] : rt_)
+    if (rt.net && rt.net->proc) out.push_back(rt.net.get());
+  return out;
 }
 
 void Host::net_push_group(const std::string& group_id) {
   std::lock_guard net_lock(net_mu_);
   control::Json req = {{"op", "set-security-group-rules"}, {"group", group_id}};
+  std::vector<Card*> cards;
   {
     std::lock_guard lock(mu_);
-    if (!net_.proc || !net_model_ok_) return;  // the card gets every group when it (re)starts
     auto it = groups_.find(group_id);
-    // The card cannot forget a group: a deleted one is left without rules.
+    // A card cannot forget a group: a deleted one is left without rules.
     req["ingress"] = it == groups_.end() ? control::Json::array() : rules_json(it->second.ingress);
     req["egress"] = it == groups_.end() ? control::Json::array() : rules_json(it->second.egress);
+    cards = net_cards();
   }
-  if (auto r = control::call_once(card_path(net_, ".ctl"), req, kControlTimeout); !r) {
-    LOG_ERROR("controller: network card: security group %s: %s (the whole model is pushed again on the next launch)",
-              group_id.c_str(), r.error().message().c_str());
-    net_model_ok_ = false;
+  for (Card* c : cards) {
+    if (!c->model_ok) continue;  // it gets every group when it (re)starts
+    if (auto r = control::call_once(card_path(*c, ".ctl"), req, kControlTimeout); !r) {
+      LOG_ERROR("controller: %s: security group %s: %s (the whole model is pushed again on its next start)",
+                c->label.c_str(), group_id.c_str(), r.error().message().c_str());
+      c->model_ok = false;
+    }
   }
 }
 
@@ -417,7 +427,7 @@ std::optional<control::Json> Host::eni_request(const std::string& instance_id) {
   const auto ip = vpc::parse_ipv4(e->private_ip);
   control::Json eni = {{"id", e->id},     {"socket", eni_socket(e->id)}, {"mac", e->mac},
                        {"ip", e->private_ip}, {"subnet", sn->second.cidr}, {"vpc", e->vpc_id},
-                       {"security_groups", e->groups}};
+                       {"security_groups", e->groups}, {"inbox", eni_inbox(e->id)}};
   // Optional keys of the ENI: the instance type's limits and what the card's metadata
   // service answers (a card from before them refuses the ENI: "unknown ENI key").
   if (type) eni["limits"] = {{"bandwidth_mbps", type->network_mbps}, {"pps", type->network_pps}};
@@ -431,7 +441,23 @@ std::optional<control::Json> Host::eni_request(const std::string& instance_id) {
   return control::Json{{"op", "add-eni"}, {"eni", eni}};
 }
 
-ApiResult<void> Host::net_add_eni(const std::string& instance_id) {
+std::optional<control::Json> Host::neighbour_of(const std::string& instance_id) {
+  const EniRec* e = eni_of(instance_id);
+  auto rt = rt_.find(instance_id);
+  if (!e || rt == rt_.end() || rt->second.slot < 0) return std::nullopt;
+  const auto sn = subnets_.find(e->subnet_id);
+  if (sn == subnets_.end()) return std::nullopt;
+  return control::Json{{"id", e->id},
+                       {"mac", e->mac},
+                       {"ip", e->private_ip},
+                       {"subnet", sn->second.cidr},
+                       {"vpc", e->vpc_id},
+                       {"security_groups", e->groups},
+                       {"inbox", eni_inbox(e->id)},
+                       {"uid", opt_.uid_base + launch::kFirstInstanceId + static_cast<uint32_t>(rt->second.slot)}};
+}
+
+ApiResult<void> Host::net_add_eni(Card& c, const std::string& instance_id) {
   std::optional<control::Json> req;
   std::string eni_id;
   {
@@ -440,58 +466,69 @@ ApiResult<void> Host::net_add_eni(const std::string& instance_id) {
     if (!req) return api_error(K::kInternal, "InternalError", "instance " + instance_id + " has no usable network interface record");
     eni_id = (*req)["eni"]["id"].get<std::string>();
   }
-  const std::string ctl = card_path(net_, ".ctl");
+  const std::string ctl = card_path(c, ".ctl");
   (void)control::call_once(ctl, {{"op", "remove-eni"}, {"id", eni_id}, {"force", true}}, kControlTimeout);
   if (auto r = control::call_once(ctl, *req, kControlTimeout); !r)
-    return api_error(K::kInternal, "InternalError", "network card: add-eni " + eni_id + ": " + r.error().message());
+    return api_error(K::kInternal, "InternalError", c.label + ": add-eni " + eni_id + ": " + r.error().message());
   return {};
 }
 
-void Host::net_remove_eni(const std::string& instance_id) {
-  std::lock_guard net_lock(net_mu_);
+void Host::net_sync_neighbours(Card& c) {
+  // Every other instance whose ENI is served now (its card runs, its instance runs or
+  // is being launched past its card).
+  std::vector<control::Json> want;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, rt] : rt_) {
+      if (id == c.instance || !rt.net || !rt.net->proc) continue;
+      const auto& st = instances_[id].state;
+      if (st != state::kRunning && st != state::kPending) continue;
+      if (auto n = neighbour_of(id)) want.push_back(std::move(*n));
+    }
+  }
+  const std::string ctl = card_path(c, ".ctl");
+  auto listed = control::call_once(ctl, {{"op", "list-neighbours"}}, kControlTimeout);
+  if (listed)
+    for (const auto& n : (*listed)["neighbours"])
+      if (n.contains("id") && n["id"].is_string())
+        (void)control::call_once(ctl, {{"op", "remove-neighbour"}, {"id", n["id"]}}, kControlTimeout);
+  for (const auto& n : want)
+    if (auto r = control::call_once(ctl, {{"op", "add-neighbour"}, {"eni", n}}, kControlTimeout); !r)
+      LOG_ERROR("controller: %s: add-neighbour %s: %s", c.label.c_str(), n["id"].get<std::string>().c_str(),
+                r.error().message().c_str());
+}
+
+void Host::net_announce(const std::string& instance_id, bool present) {
+  std::optional<control::Json> n;
   std::string eni_id;
+  std::vector<std::pair<Card*, std::string>> cards;
   {
     std::lock_guard lock(mu_);
     const EniRec* e = eni_of(instance_id);
-    if (!e || !net_.proc) return;
+    if (!e) return;
     eni_id = e->id;
+    if (present) n = neighbour_of(instance_id);
+    for (Card* c : net_cards())
+      if (c->instance != instance_id) cards.emplace_back(c, card_path(*c, ".ctl"));
   }
-  (void)control::call_once(card_path(net_, ".ctl"), {{"op", "remove-eni"}, {"id", eni_id}, {"force", true}},
-                           kControlTimeout);
+  for (const auto& [c, ctl] : cards) {
+    (void)control::call_once(ctl, {{"op", "remove-neighbour"}, {"id", eni_id}}, kControlTimeout);
+    if (!n) continue;
+    if (auto r = control::call_once(ctl, {{"op", "add-neighbour"}, {"eni", *n}}, kControlTimeout); !r)
+      LOG_ERROR("controller: %s: add-neighbour %s: %s", c->label.c_str(), eni_id.c_str(), r.error().message().c_str());
+  }
 }
 
-void Host::net_reconcile() {
+void Host::net_stop(const std::string& instance_id) {
   std::lock_guard net_lock(net_mu_);
-  if (auto m = net_push_model(); !m) {
-    LOG_ERROR("controller: the adopted network card: %s", m.error().sentence.c_str());
-    return;  // pushed again on the next launch or restart
-  }
-  net_model_ok_ = true;
-  auto listed = control::call_once(card_path(net_, ".ctl"), {{"op", "list-enis"}}, kControlTimeout);
-  if (!listed) {
-    LOG_ERROR("controller: the adopted network card: list-enis: %s", listed.error().message().c_str());
-    return;
-  }
-  std::set<std::string> on_card;
-  for (const auto& e : (*listed)["enis"])
-    if (e.contains("id") && e["id"].is_string()) on_card.insert(e["id"].get<std::string>());
-  std::vector<std::string> add, remove;
+  Card* c = nullptr;
   {
     std::lock_guard lock(mu_);
-    std::set<std::string> live;
-    for (const auto& [id, e] : enis_)
-      if (instances_.count(e.instance_id) && instances_[e.instance_id].state == state::kRunning) {
-        live.insert(id);
-        if (!on_card.count(id)) add.push_back(e.instance_id);
-      }
-    for (const auto& id : on_card)
-      if (!live.count(id)) remove.push_back(id);
+    auto it = rt_.find(instance_id);
+    if (it != rt_.end() && it->second.net && it->second.net->proc) c = it->second.net.get();
   }
-  for (const auto& id : remove)
-    (void)control::call_once(card_path(net_, ".ctl"), {{"op", "remove-eni"}, {"id", id}, {"force", true}}, kControlTimeout);
-  for (const auto& iid : add)
-    if (auto a = net_add_eni(iid); !a) LOG_ERROR("controller: %s", a.error().sentence.c_str());
-  LOG_INFO("controller: adopted network card reconciled: %zu ENI(s) added, %zu removed", add.size(), remove.size());
+  net_announce(instance_id, false);
+  if (c) stop_card(c);
 }
 
 ApiResult<void> Host::ensure_default_network() {
@@ -569,8 +606,16 @@ void Host::stop_blk_card(const std::string& instance_id) {
     auto it = rt_.find(instance_id);
     if (it == rt_.end() || !it->second.blk || !it->second.blk->proc) return;
     c = it->second.blk.get();
+  }
+  stop_card(c);
+}
+
+void Host::stop_card(Card* c) {
+  {
+    std::lock_guard lock(mu_);
     c->expect_exit = true;
   }
+  const std::string instance_id = c->instance;
   std::lock_guard card_lock(c->start_mu);
   std::optional<Proc> waiter;
   {
@@ -582,7 +627,7 @@ void Host::stop_blk_card(const std::string& instance_id) {
   // is on the file already.
   procs_.send_signal(*waiter, SIGTERM);
   if (!Processes::wait_exit(*waiter, kStopGraceMs)) {
-    LOG_WARN("instance %s: the block card did not stop within %d ms; killing it", instance_id.c_str(), kStopGraceMs);
+    LOG_WARN("instance %s: the %s did not stop within %d ms; killing it", instance_id.c_str(), c->label.c_str(), kStopGraceMs);
     procs_.send_signal(*waiter, SIGKILL);
     Processes::wait_exit(*waiter, 5000);
   }
@@ -1403,11 +1448,12 @@ std::string Host::metrics_text() {
   }
   // The cards' own counters (ops, bytes, latency per volume; packets, drops per ENI),
   // as they render them.
-  std::vector<std::string> endpoints{card_path(net_, ".metrics")};
+  std::vector<std::string> endpoints;
   {
     std::lock_guard lock(mu_);
     for (const auto& [id, rt] : rt_)
-      if (rt.blk && rt.blk->proc) endpoints.push_back(card_path(*rt.blk, ".metrics"));
+      for (const auto* c : {rt.net.get(), rt.blk.get()})
+        if (c && c->proc) endpoints.push_back(card_path(*c, ".metrics"));
   }
   for (const auto& e : endpoints) out += read_unix_socket(e);
   return out;
@@ -1536,6 +1582,7 @@ ApiResult<void> Host::launch(const std::string& id) {
     return api_error(K::kInternal, "InternalError", "instance is " + inst.state + "; not launching");
   const InstanceType* type = find_instance_type(inst.type);
   Card* blk = nullptr;
+  Card* net = nullptr;
   uint32_t slot = 0;
   {
     std::lock_guard lock(mu_);
@@ -1544,6 +1591,10 @@ ApiResult<void> Host::launch(const std::string& id) {
     slot = static_cast<uint32_t>(rt.slot);
     if (!rt.blk) rt.blk = std::make_unique<Card>("blk/" + id, "block card of " + id, id);
     blk = rt.blk.get();
+    if (!eni_id.empty()) {
+      if (!rt.net) rt.net = std::make_unique<Card>("net/" + id, "network card of " + id, id);
+      net = rt.net.get();
+    }
   }
   // 1. The empty shell: memory, vCPUs parked, kernel loaded, a control socket; in its
   // jail, under the instance's uid, with the files it needs handed over by the launcher.
@@ -1578,11 +1629,24 @@ ApiResult<void> Host::launch(const std::string& id) {
     std::error_code ec;
     fs::create_directories(dir, ec);
   }
-  // 2. The instance's block card: its volumes (and only its keys), each served on its
-  // socket in the instance's directory, started beside the shell (the launcher builds
-  // both jails at once); joined before anything uses either.
+  // 2. The instance's cards, started beside the shell (the launcher builds the jails at
+  // once); joined before anything uses them. The block card: its volumes (and only
+  // their keys), each served on its socket in the instance's directory. The network
+  // card: the VPC model, the instance's ENI (its address, MAC, groups, limits and
+  // metadata) on its socket, the other instances' ENIs as neighbours; the other cards
+  // learn this ENI.
   ApiResult<void> card_ready = api_error(K::kInternal, "InternalError", "the block card was not started");
+  ApiResult<void> net_ready{};
   std::jthread card([&] { card_ready = start_instance_card(*blk, vols, type); });
+  std::jthread net_card([&] {
+    if (net == nullptr) return;
+    std::lock_guard net_lock(net_mu_);
+    net_ready = ensure_net(*net);
+    if (net_ready) net_ready = net_add_eni(*net, id);
+    if (!net_ready) return;
+    net_sync_neighbours(*net);
+    net_announce(id, true);
+  });
   auto p = procs_.spawn(hv);
   if (!p) return api_error(K::kInternal, "InternalError", "cannot start the hypervisor: " + p.error().message());
   t_shell = since();
@@ -1597,15 +1661,10 @@ ApiResult<void> Host::launch(const std::string& id) {
   }
   if (opt_.test_launch_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(opt_.test_launch_delay_ms));
   card.join();
+  net_card.join();
   AZOTE_TRYV(card_ready);
+  AZOTE_TRYV(net_ready);
   t_card = since();
-  // 3. The network card: the instance's ENI (its address, MAC, groups, limits and
-  // metadata) served on its socket.
-  if (!eni_id.empty()) {
-    std::lock_guard net_lock(net_mu_);
-    AZOTE_TRYV(ensure_net());
-    AZOTE_TRYV(net_add_eni(id));
-  }
   // Wait until the shell answers on its control socket (the launcher made the socket,
   // so connecting proves nothing), but not for a hypervisor that already gave up (a
   // kernel it cannot load, a host resource it cannot get): its own words are the reason.
@@ -1694,10 +1753,10 @@ void Host::stop_hv(const std::string& id, bool force) {
   }
   lock.unlock();
   // Then the instance's cards: its block card ends (nothing else uses its volumes or
-  // keys), its ENI leaves the network card; whatever is left of its processes is
-  // killed and its cgroups go.
+  // keys), its network card ends and the other cards forget its ENI; whatever is left
+  // of its processes is killed and its cgroups go.
   stop_blk_card(id);
-  net_remove_eni(id);
+  net_stop(id);
   procs_.release(id);
   lock.lock();
   rt.slot = -1;
@@ -1733,11 +1792,12 @@ void Host::finish_terminate(const std::string& id) {
 // ---- supervision -----------------------------------------------------------------
 
 void Host::supervisor_loop() {
-  // Every card: the host's network card and each instance's block card.
+  // Every card: each instance's block and network card.
   auto all_cards = [this] {
-    std::vector<Card*> out{&net_};
+    std::vector<Card*> out;
     for (auto& [id, rt] : rt_)
-      if (rt.blk) out.push_back(rt.blk.get());
+      for (Card* c : {rt.blk.get(), rt.net.get()})
+        if (c) out.push_back(c);
     return out;
   };
   for (;;) {
@@ -1797,12 +1857,11 @@ void Host::supervisor_loop() {
           else
             LOG_WARN("controller: the %s (pid %d) exited (status %d)", c->label.c_str(), c->proc->pid, status);
           if (status == 128 + SIGSYS)
-            report_seccomp(c->instance, c->instance.empty() ? "azote-card-net" : "azote-card-blk",
-                           seccomp_line(card_path(*c, ".log")));
+            report_seccomp(c->instance, c->binary(), seccomp_line(card_path(*c, ".log")));
           c->proc.reset();
           if (!c->expect_exit) died.push_back(c);
           was_card = true;
-          cv_.notify_all();  // stop_blk_card waits for this
+          cv_.notify_all();  // stop_card waits for this
         }
         if (was_card) continue;
         for (auto& [id, rt] : rt_) {
@@ -1880,9 +1939,10 @@ void Host::liveness_loop() {
                            Proc{c.proc->pid, c.proc->starttime, c.proc->uid,
                                 UniqueFd(::fcntl(c.proc->pidfd.get(), F_DUPFD_CLOEXEC, 0))}});
       };
-      add(net_);
       for (auto& [id, rt] : rt_)
-        if (rt.blk && !rt.busy) add(*rt.blk);
+        if (!rt.busy)
+          for (Card* c : {rt.blk.get(), rt.net.get()})
+            if (c) add(*c);
     }
     for (auto& t : targets) {
       if (answers(t.ctl, kPingTimeout) || Processes::wait_exit(*t.proc, 0)) {
@@ -1903,28 +1963,25 @@ void Host::liveness_loop() {
 }
 
 void Host::restart_card(Card& c) {
-  // Restart the card and hand it everything a live hypervisor is using; the
-  // hypervisors reconnect to the sockets by themselves.
-  const bool net = c.instance.empty();
+  // Restart the card and hand it everything its live hypervisor is using; the
+  // hypervisor reconnects to the sockets by itself. A card serves one instance: only
+  // while that instance runs (a launch starts its own).
+  const bool net = c.is_net();
   std::vector<VolumeRec> vols;
   const InstanceType* type = nullptr;
-  std::vector<std::string> readd_enis;  // instance ids
   {
     std::lock_guard lock(mu_);
-    if (!net) {
-      // A block card serves one instance: only while that instance runs (a launch
-      // starts its own).
-      const auto it = instances_.find(c.instance);
-      if (it == instances_.end() || (it->second.state != state::kRunning && it->second.state != state::kStopping) ||
-          rt_[c.instance].busy || !rt_[c.instance].hv)
-        return;
-      for (VolumeRec* v : volumes_of(c.instance)) vols.push_back(*v);
-      type = find_instance_type(it->second.type);
-    }
+    const auto it = instances_.find(c.instance);
+    if (it == instances_.end() || (it->second.state != state::kRunning && it->second.state != state::kStopping) ||
+        rt_[c.instance].busy || !rt_[c.instance].hv)
+      return;
+    if (net && !eni_of(c.instance)) return;
+    for (VolumeRec* v : volumes_of(c.instance)) vols.push_back(*v);
+    type = find_instance_type(it->second.type);
   }
   std::unique_lock<std::mutex> net_lock(net_mu_, std::defer_lock);
   if (net) net_lock.lock();
-  if (auto e = net ? ensure_net() : ensure_card(c, nullptr, vols); !e) {
+  if (auto e = net ? ensure_net(c) : ensure_card(c, nullptr, vols); !e) {
     LOG_ERROR("controller: restarting the %s failed: %s", c.label.c_str(), e.error().sentence.c_str());
     c.restart_at = std::chrono::steady_clock::now() + 1s;
     return;
@@ -1933,21 +1990,23 @@ void Host::restart_card(Card& c) {
     std::lock_guard lock(mu_);
     ++c.restarts;
     ++card_restarts_[net ? "net" : "blk"];
-    if (net)
-      for (auto& [id, r] : instances_) {
-        if (r.state != state::kRunning && r.state != state::kPending && r.state != state::kStopping) continue;
-        if (r.state == state::kPending && rt_[id].busy) continue;  // its launch adds them
-        if (eni_of(id)) readd_enis.push_back(id);
-      }
+  }
+  if (net) {
+    // An adopted card that serves the ENI keeps it (its hypervisor stays connected).
+    bool serves = false;
+    if (auto l = control::call_once(card_path(c, ".ctl"), {{"op", "list-enis"}}, kControlTimeout); l) {
+      std::lock_guard lock(mu_);
+      const EniRec* e = eni_of(c.instance);
+      for (const auto& x : (*l)["enis"]) serves |= e && x.value("id", "") == e->id;
+    }
+    if (auto a = serves ? ApiResult<void>{} : net_add_eni(c, c.instance); !a) LOG_ERROR("controller: re-adding the ENI of %s: %s", c.instance.c_str(), a.error().sentence.c_str());
+    net_sync_neighbours(c);
+    LOG_INFO("controller: the %s restarted: VPC, groups, its ENI and neighbours pushed", c.label.c_str());
+    return;
   }
   for (const auto& v : vols)
     if (auto a = card_add(c, v, type); !a) LOG_ERROR("controller: re-adding %s: %s", v.id.c_str(), a.error().sentence.c_str());
-  for (const auto& id : readd_enis)
-    if (auto a = net_add_eni(id); !a) LOG_ERROR("controller: re-adding the ENI of %s: %s", id.c_str(), a.error().sentence.c_str());
-  if (net)
-    LOG_INFO("controller: network card restarted, VPC and groups pushed, %zu ENI(s) re-added", readd_enis.size());
-  else
-    LOG_INFO("controller: the %s restarted, %zu volume(s) re-added", c.label.c_str(), vols.size());
+  LOG_INFO("controller: the %s restarted, %zu volume(s) re-added", c.label.c_str(), vols.size());
 }
 
 ApiResult<void> Host::recover() {
@@ -1957,12 +2016,13 @@ ApiResult<void> Host::recover() {
   if (cards) {
     for (const auto& c : *cards) {
       Card* card = nullptr;
-      if (c.name == "net") {
-        card = &net_;
-      } else if (c.name.rfind("blk/", 0) == 0 && instances_.count(c.name.substr(4))) {
-        const std::string iid = c.name.substr(4);
+      const std::string kind = c.name.substr(0, 4), iid = c.name.size() > 4 ? c.name.substr(4) : "";
+      if (kind == "blk/" && instances_.count(iid)) {
         rt_[iid].blk = std::make_unique<Card>(c.name, "block card of " + iid, iid);
         card = rt_[iid].blk.get();
+      } else if (kind == "net/" && instances_.count(iid)) {
+        rt_[iid].net = std::make_unique<Card>(c.name, "network card of " + iid, iid);
+        card = rt_[iid].net.get();
       } else {
         LOG_WARN("controller: forgetting the card record \"%s\" (from an older controller or a deleted instance)", c.name.c_str());
         (void)store_.erase_card(c.name);
@@ -2000,9 +2060,13 @@ ApiResult<void> Host::recover() {
         const uint32_t first = opt_.uid_base + launch::kFirstInstanceId;
         if (hv->uid >= first && hv->uid - first < launch::kMaxSlots) rt.slot = static_cast<int>(hv->uid - first);
         if (!rt.blk) rt.blk = std::make_unique<Card>("blk/" + id, "block card of " + id, id);
-        // Its block card did not survive the controller's absence: the supervisor
-        // starts one and gives it the volumes again.
+        // Its cards did not survive the controller's absence: the supervisor starts
+        // them and gives them the volumes, or the model, ENI and neighbours, again.
         if (!rt.blk->proc) rt.blk->readd = true;
+        if (eni_of(id)) {
+          if (!rt.net) rt.net = std::make_unique<Card>("net/" + id, "network card of " + id, id);
+          rt.net->readd = true;  // adopted or not: the model, its ENI and neighbours again
+        }
         watch(hv->pidfd.get());
         rt.hv = std::move(hv);
         LOG_INFO("instance %s: adopted its hypervisor (pid %lld)", id.c_str(), static_cast<long long>(r.hv_pid));
@@ -2016,7 +2080,10 @@ ApiResult<void> Host::recover() {
     if (r.state == state::kPending || r.state == state::kStopping || r.state == state::kShuttingDown) {
       // Its slot (uid) as before: its run directory and the sockets in it belong to it.
       const uint32_t first = opt_.uid_base + launch::kFirstInstanceId;
-      const uint32_t uid = hv ? hv->uid : rt.blk && rt.blk->proc ? rt.blk->proc->uid : 0;
+      const uint32_t uid = hv                          ? hv->uid
+                           : rt.blk && rt.blk->proc ? rt.blk->proc->uid
+                           : rt.net && rt.net->proc ? rt.net->proc->uid
+                                                    : 0;
       if (uid >= first && uid - first < launch::kMaxSlots) rt.slot = static_cast<int>(uid - first);
       if (hv) {  // half-launched or half-stopped: that process is not trusted to be complete
         handled.insert(hv->pid);
@@ -2024,14 +2091,15 @@ ApiResult<void> Host::recover() {
         Processes::wait_exit(*hv, 5000);
         LOG_INFO("instance %s: killed the hypervisor left %s by the previous controller", id.c_str(), r.state.c_str());
       }
-      if (rt.blk && rt.blk->proc) {  // its block card too: started for that launch, given part of it
-        handled.insert(rt.blk->proc->pid);
-        procs_.send_signal(*rt.blk->proc, SIGKILL);
-        Processes::wait_exit(*rt.blk->proc, 5000);
-        (void)procs_.reap(*rt.blk->proc);
-        LOG_INFO("instance %s: killed the block card left %s by the previous controller", id.c_str(), r.state.c_str());
-        rt.blk->proc.reset();
-        (void)store_.erase_card(rt.blk->name);
+      for (Card* c : {rt.blk.get(), rt.net.get()}) {  // its cards too: started for that launch, given part of it
+        if (!c || !c->proc) continue;
+        handled.insert(c->proc->pid);
+        procs_.send_signal(*c->proc, SIGKILL);
+        Processes::wait_exit(*c->proc, 5000);
+        (void)procs_.reap(*c->proc);
+        LOG_INFO("instance %s: killed the %s left %s by the previous controller", id.c_str(), c->label.c_str(), r.state.c_str());
+        c->proc.reset();
+        (void)store_.erase_card(c->name);
       }
       r.hv_pid = 0;
       persist(r);
@@ -2051,10 +2119,10 @@ ApiResult<void> Host::recover() {
   // controller, which died before it wrote the pid down): not trusted, not kept.
   if (auto d = procs_.describe(); d) {
     std::set<pid_t> known = handled;
-    if (net_.proc) known.insert(net_.proc->pid);
     for (const auto& [id, rt] : rt_) {
       if (rt.hv) known.insert(rt.hv->pid);
-      if (rt.blk && rt.blk->proc) known.insert(rt.blk->proc->pid);
+      for (const auto* c : {rt.blk.get(), rt.net.get()})
+        if (c && c->proc) known.insert(c->proc->pid);
     }
     for (const auto& p : d->value("processes", launch::Json::array())) {
       const auto pid = p.value("pid", pid_t{0});
@@ -2071,18 +2139,16 @@ ApiResult<void> Host::recover() {
   } else {
     LOG_WARN("controller: %s", d.error().message().c_str());
   }
-  // Running instances whose card did not survive: start one and re-add their volumes
-  // or ENIs (the supervisor does it first thing). An adopted network card gets the
-  // model again and exactly the ENIs of running instances.
+  // Running instances' cards: restarted if they did not survive, and re-given their
+  // volumes, or model, ENI and neighbours (the supervisor does it first thing).
   (void)running;
-  // A block card whose instance does not run (its hypervisor died while no controller
+  // Cards whose instance does not run (its hypervisor died while no controller
   // watched): stopped, with the rest of the instance's processes and cgroups.
-  for (auto& [id, r] : instances_)
-    if (r.state != state::kRunning && rt_[id].blk && rt_[id].blk->proc) jobs_.emplace_back(id, Job::kCleanup);
-  bool running_eni = false;
-  for (const auto& [id, e] : enis_) running_eni |= instances_.count(e.instance_id) && instances_[e.instance_id].state == state::kRunning;
-  if (net_.proc) net_reconcile();
-  else if (running_eni) net_.readd = true;
+  for (auto& [id, r] : instances_) {
+    const Runtime& rt = rt_[id];
+    if (r.state != state::kRunning && ((rt.blk && rt.blk->proc) || (rt.net && rt.net->proc)))
+      jobs_.emplace_back(id, Job::kCleanup);
+  }
   return {};
 }
 
@@ -2122,9 +2188,10 @@ void Host::shutdown() {
   if (liveness_.joinable()) liveness_.join();
   if (opt_.stop_on_exit) {
     std::lock_guard lock(mu_);
-    std::vector<Card*> cards{&net_};
+    std::vector<Card*> cards;
     for (auto& [id, rt] : rt_)
-      if (rt.blk) cards.push_back(rt.blk.get());
+      for (Card* c : {rt.blk.get(), rt.net.get()})
+        if (c) cards.push_back(c);
     for (Card* c : cards) {
       if (!c->proc) continue;
       c->expect_exit = true;

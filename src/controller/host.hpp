@@ -1,7 +1,8 @@
 // The host: every instance, volume and image this controller owns, its VPC (one
 // default VPC and subnet, security groups, one primary ENI per instance), the
-// processes that realise them (per instance one azote-hv and one azote-card-blk
-// holding only that instance's volumes and keys; one azote-card-net for all ENIs),
+// processes that realise them (per instance one azote-hv, one azote-card-blk holding
+// only that instance's volumes and keys, and one azote-card-net serving only its ENI,
+// which knows the other instances' ENIs as neighbours reached through their inboxes),
 // all started in their jails by the privileged launcher (Processes), and the
 // lifecycle in Nitro's order — an
 // empty shell (azote-hv with memory and parked vCPUs), the cards set up (volumes, then
@@ -11,10 +12,10 @@
 // return; the slow work (processes, sockets) runs on worker threads, one job at a time
 // per instance. A supervisor thread watches every process through pidfds: an hv that
 // dies stops its instance with a reason, a card that dies is restarted and its volumes
-// (block card) or its VPC, security groups and ENIs (network card) re-added; the
+// (block card) or its VPC, security groups, ENI and neighbours (network card) re-added; the
 // hypervisors reconnect by themselves. A controller restart re-adopts live processes
 // and reports the ones that died meanwhile. Every security group change is pushed to
-// the network card at once (set-security-group-rules).
+// every network card at once (set-security-group-rules).
 #pragma once
 
 #include <atomic>
@@ -157,6 +158,7 @@ class Host {
   struct Runtime {
     std::optional<Proc> hv;
     std::unique_ptr<Card> blk;    // this instance's block card (created at its first launch)
+    std::unique_ptr<Card> net;    // this instance's network card (created at its first launch with an ENI)
     int slot = -1;                // its uid/gid slot while it has processes
     bool busy = false;            // a job owns the instance
     bool expect_exit = false;     // we asked the hv to stop
@@ -167,19 +169,21 @@ class Host {
   };
   enum class Job { kLaunch, kStop, kStopForce, kReboot, kTerminate, kCleanup };
 
-  // One supervised card process: an instance's azote-card-blk, or the host's
-  // azote-card-net.
+  // One supervised card process: an instance's azote-card-blk or azote-card-net.
   struct Card {
-    Card(std::string n, std::string l, std::string i = "") : name(std::move(n)), label(std::move(l)), instance(std::move(i)) {}
-    const std::string name;      // "net", or "blk/<instance>": its record in the store
-    const std::string label;     // "network card", "block card of i-..."
-    const std::string instance;  // empty: the host's network card
+    Card(std::string n, std::string l, std::string i) : name(std::move(n)), label(std::move(l)), instance(std::move(i)) {}
+    const std::string name;      // "blk/<instance>" or "net/<instance>": its record in the store
+    const std::string label;     // "block card of i-...", "network card of i-..."
+    const std::string instance;
+    bool is_net() const { return name.rfind("net/", 0) == 0; }
+    const char* binary() const { return is_net() ? "azote-card-net" : "azote-card-blk"; }
     std::optional<Proc> proc;            // mu_
     // Block card: the descriptor number each volume's file (and an import's content)
     // has in the card, as the launcher placed them (mu_).
     std::map<std::string, int> file_fd;
     bool expect_exit = false;            // mu_
     bool readd = false;                  // mu_: replaced outside the supervisor; re-add its objects
+    bool model_ok = false;               // network card, net_mu_: it has the VPC, every group, its ENI
     uint64_t restarts = 0;               // mu_
     int missed_pings = 0;                // liveness thread only
     // Deaths in the last minute, for the restart backoff (supervisor thread only).
@@ -193,8 +197,8 @@ class Host {
   ApiResult<void> ensure_default_network();
   void worker_loop();
   void supervisor_loop();
-  // Starts the card again and re-adds what it serves to live instances: every volume
-  // (block card), or the VPC, the groups and every ENI (network card).
+  // Starts the card again and re-adds what it serves to its live instance: every volume
+  // (block card), or the VPC, the groups, the ENI and its neighbours (network card).
   void restart_card(Card& c);
   void enqueue(const std::string& id, Job job);
   void run_job(const std::string& id, Job job);
@@ -209,7 +213,8 @@ class Host {
   // A launch's block card: started (or found running) and given the instance's volumes.
   ApiResult<void> start_instance_card(Card& blk, const std::vector<VolumeRec>& vols, const InstanceType* type);
   ApiResult<void> card_add(Card& c, const VolumeRec& v, const InstanceType* type);
-  // Stops an instance's block card (volumes flushed by its exit) and forgets it.
+  // Stops a card of an instance (a block card's volumes flushed by its exit) and forgets it.
+  void stop_card(Card* c);
   void stop_blk_card(const std::string& instance_id);
   std::string card_path(const Card& c, const char* suffix) const;
   // The jailed processes' view of their sockets (the same path in the hv's jail and
@@ -218,19 +223,28 @@ class Host {
   // The lowest slot no other instance with processes holds (mu_ held).
   int free_slot() const;
   launch::Limits card_limits() const;
-  // The network card (net_mu_ held): running, with the VPC model (VPCs, groups).
-  ApiResult<void> ensure_net();
-  ApiResult<void> net_push_model();
-  // The ENI of `instance_id` (removed first if the card has it), with its limits and
-  // metadata; net_mu_ held.
-  ApiResult<void> net_add_eni(const std::string& instance_id);
-  void net_remove_eni(const std::string& instance_id);
-  // Pushes one group's rules (net_mu_ taken here); a deleted group is emptied.
+  // The instance's network card (net_mu_ held): running, with the VPC model (VPCs,
+  // groups), its ENI, and every other running instance's ENI as a neighbour.
+  ApiResult<void> ensure_net(Card& c);
+  ApiResult<void> net_push_model(Card& c);
+  // The ENI of `instance_id` (removed first if the card has it), with its limits,
+  // metadata and inbox; net_mu_ held.
+  ApiResult<void> net_add_eni(Card& c, const std::string& instance_id);
+  // The card's neighbours made exactly the other running instances' ENIs; net_mu_ held.
+  void net_sync_neighbours(Card& c);
+  // Every other network card learns (or forgets) this instance's ENI; net_mu_ held.
+  void net_announce(const std::string& instance_id, bool present);
+  // Stops the instance's network card; the other cards forget its ENI.
+  void net_stop(const std::string& instance_id);
+  // Pushes one group's rules to every network card (net_mu_ taken here); a deleted
+  // group is emptied.
   void net_push_group(const std::string& group_id);
-  // After adopting a network card: the model again, ENIs of running instances added,
-  // others removed.
-  void net_reconcile();
+  // The network cards running now (mu_ held).
+  std::vector<Card*> net_cards();
+  // The neighbour entry of an instance's ENI for the other cards (mu_ held).
+  std::optional<control::Json> neighbour_of(const std::string& instance_id);
   static std::string eni_socket(const std::string& eni_id);
+  static std::string eni_inbox(const std::string& eni_id);
   std::string instance_dir(const std::string& id) const;
   void watch(int pidfd);
 
@@ -271,8 +285,7 @@ class Host {
   std::map<std::string, SubnetRec> subnets_;
   std::map<std::string, SecurityGroupRec> groups_;
   std::map<std::string, EniRec> enis_;  // by ENI id
-  Card net_{"net", "network card"};
-  std::map<std::string, uint64_t> card_restarts_;  // "blk" (every instance's), "net"
+  std::map<std::string, uint64_t> card_restarts_;  // "blk", "net" (every instance's)
   std::deque<std::pair<std::string, Job>> jobs_;
   bool stopping_ = false;         // the supervisor ends
   bool workers_stop_ = false;     // the workers end (first, at shutdown)
@@ -288,11 +301,10 @@ class Host {
   void report_seccomp(const std::string& instance, const std::string& process, const std::string& line);
   EventSink events_;  // mu_
   UniqueFd epoll_, wake_;
-  // Every request to the network card, so changes reach it in the order they were
-  // made (a group change never overtakes a full model push). Taken before mu_, never
-  // while mu_ is held.
+  // Every request to a network card, so changes reach them in the order they were
+  // made (a group change never overtakes a full model push, a neighbour is never
+  // announced after it left). Taken before mu_, never while mu_ is held.
   std::mutex net_mu_;
-  bool net_model_ok_ = false;  // net_mu_: the running card has the VPC and every group
 };
 
 }  // namespace azote::controller

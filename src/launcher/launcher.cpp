@@ -125,7 +125,7 @@ Result<std::unique_ptr<Launcher>, LauncherError> Launcher::create(Options o) {
 
 void Launcher::adopt_existing() {
   // What an earlier launcher of this host started and still runs: known again by its
-  // leaf in the cgroup tree (<instance>/<role>, host/card-net), so that a launcher
+  // leaf in the cgroup tree (<instance>/<role>), so that a launcher
   // restart neither orphans nor forgets running instances. Their exit statuses are not
   // ours to reap (their parent is gone); an exit is seen through the pidfd.
   const std::string tree = cgroups_->membership_dir("");
@@ -158,11 +158,10 @@ void Launcher::adopt_existing() {
   }
 }
 
-uint32_t Launcher::id_of(Role role, uint32_t slot) const {
-  switch (role) {
-    case Role::kCardNet: return o_.uid_base + launch::kNetCardId;
-    default: return o_.uid_base + launch::kFirstInstanceId + slot;
-  }
+uint32_t Launcher::id_of(Role, uint32_t slot) const {
+  // An instance's hv and cards share its uid: one tenant per process, and every process
+  // of a tenant under one identity (a card's neighbours know it by that uid).
+  return o_.uid_base + launch::kFirstInstanceId + slot;
 }
 
 Result<void, LauncherError> Launcher::prepare_state_dir() {
@@ -474,9 +473,7 @@ const Launcher::Child* Launcher::find(const std::string& instance, Role role) co
 }
 
 Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, std::optional<ReplyTo> defer) {
-  const bool per_instance = r.role != Role::kCardNet;
-  if (per_instance && !valid_instance(r.instance)) return refuse("spawn: \"instance\" must be an instance id (i-...)");
-  if (!per_instance && !r.instance.empty()) return refuse("spawn: the network card serves the host, not an instance");
+  if (!valid_instance(r.instance)) return refuse("spawn: \"instance\" must be an instance id (i-...)");
   if (auto why = refused_args(r.args)) return refuse("spawn: " + *why);
   for (const auto& e : r.enis)
     if (!valid_eni(e)) return refuse("spawn: \"" + e + "\" is not an ENI id");
@@ -530,34 +527,38 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
 
   sandbox::JailSpec spec;
   std::vector<UniqueFd> bind_fds;  // the binds' directories, held open until the spawn is done
-  spec.name = r.role == Role::kCardNet ? "azote-card-net" : "azote-" + std::string(to_string(r.role)) + "-" + r.instance.substr(2, 8);
+  spec.name = "azote-" + std::string(to_string(r.role)) + "-" + r.instance.substr(2, 8);
   spec.root_dir = o_.state_dir + "/.jail";
   spec.uid = id;
   spec.gid = id;
   spec.output_fd = output ? output.get() : -1;
   for (const auto& f : fds) spec.fds.push_back(f.get());
-  if (per_instance) {
-    if (auto d = ensure_dir("instances/" + r.instance, o_.uid_base, o_.uid_base, 0711); !d)
-      return refuse("spawn: " + d.error().message());
-    auto run = ensure_dir("instances/" + r.instance + "/run", id, id, 0700);
-    if (!run) return refuse("spawn: " + run.error().message());
+  if (auto d = ensure_dir("instances/" + r.instance, o_.uid_base, o_.uid_base, 0711); !d)
+    return refuse("spawn: " + d.error().message());
+  auto run = ensure_dir("instances/" + r.instance + "/run", id, id, 0700);
+  if (!run) return refuse("spawn: " + run.error().message());
+  if (r.role != Role::kCardNet) {
     spec.binds.push_back({o_.state_dir + "/instances/" + r.instance + "/run", "/run/azote", true, run->get()});
     bind_fds.push_back(std::move(run).value());
-    for (const auto& e : r.enis) {
-      // The network card creates the ENI's socket there (0660; set-group-id directory:
-      // the socket's group is the instance's); only the card and this instance reach it.
-      auto dir = ensure_dir("net/" + e, id_of(Role::kCardNet, 0), id, 02750);
-      if (!dir) return refuse("spawn: " + dir.error().message());
-      spec.binds.push_back({o_.state_dir + "/net/" + e, "/run/azote-net/" + e, false, dir->get()});
-      bind_fds.push_back(std::move(dir).value());
-    }
-  } else {
+  }
+  for (const auto& e : r.enis) {
+    // The ENI's directory is its instance's: its card makes the vhost-user socket there
+    // (0660, the instance's uid: its hv connects) and the inbox socket (0666: other
+    // instances' cards send frames to it; the receiving card checks each sender's uid).
+    auto dir = ensure_dir("net/" + e, id, id, 0755);
+    if (!dir) return refuse("spawn: " + dir.error().message());
+    if (r.role == Role::kHv) spec.binds.push_back({o_.state_dir + "/net/" + e, "/run/azote-net/" + e, false, dir->get()});
+    bind_fds.push_back(std::move(dir).value());
+  }
+  if (r.role == Role::kCardNet) {
+    // Every ENI directory of the host, by name only (net/ is 0711): its own to write in,
+    // the others' inboxes to send to.
     auto net = dir_beneath("net");
     if (!net) return refuse("spawn: " + net.error().message());
-    UniqueFd ro(::openat(net->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!ro) return refuse(std::string("spawn: net: ") + std::strerror(errno));
-    spec.binds.push_back({o_.state_dir + "/net", "/run/azote-net", true, ro.get()});
-    bind_fds.push_back(std::move(ro));
+    UniqueFd rw(::openat(net->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!rw) return refuse(std::string("spawn: net: ") + std::strerror(errno));
+    spec.binds.push_back({o_.state_dir + "/net", "/run/azote-net", true, rw.get()});
+    bind_fds.push_back(std::move(rw));
   }
   if (r.role == Role::kCardNet) {
     // The card's own network namespace is the metadata service's: prepared here, in the
@@ -573,7 +574,7 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
     };
     argv.insert(argv.end(), {"--imds-fds", std::to_string(tun) + "," + std::to_string(tun + 1)});
   }
-  const std::string leaf = per_instance ? r.instance + "/" + to_string(r.role) : "host/card-net";
+  const std::string leaf = r.instance + "/" + to_string(r.role);
   sandbox::CgroupLimits limits;
   limits.memory_bytes = r.limits.memory_mib << 20;
   limits.pids = r.limits.pids;
@@ -653,10 +654,7 @@ Json Launcher::complete(Starting& st, std::vector<UniqueFd>* out) {
 
 Json Launcher::spawn_probe(const launch::SpawnRequest& r, std::vector<UniqueFd>* out) {
   if (o_.probe_bin.empty()) return refuse("probe: this launcher was started without --probe");
-  const Child* target = r.probe_as == Role::kCardNet ? nullptr : find(r.instance, r.probe_as);
-  if (r.probe_as == Role::kCardNet)
-    for (const auto& [pid, c] : children_)
-      if (c.role == Role::kCardNet) target = &c;
+  const Child* target = find(r.instance, r.probe_as);
   if (target == nullptr)
     return refuse(std::string("probe: no running ") + to_string(r.probe_as) + (r.instance.empty() ? "" : " of " + r.instance));
   UniqueFd output;

@@ -3,6 +3,7 @@
 // a running host with two instances. Needs root and KVM, as the controller does.
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -33,6 +34,35 @@ std::string ns_of(pid_t pid, const char* kind) {
   return std::filesystem::read_symlink("/proc/" + std::to_string(pid) + "/ns/" + kind, ec).string();
 }
 
+// The inodes of the memfds a process holds descriptors to (a hypervisor: its guest's
+// memory and I/O window).
+std::set<uint64_t> memfd_inodes_held(pid_t pid) {
+  std::set<uint64_t> out;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/fd/";
+  for (const auto& fd : dir_entries(dir)) {
+    std::error_code ec;
+    if (std::filesystem::read_symlink(dir + fd, ec).string().rfind("/memfd:", 0) != 0) continue;
+    struct stat st{};
+    if (::stat((dir + fd).c_str(), &st) == 0) out.insert(st.st_ino);
+  }
+  return out;
+}
+
+// The inodes of the memfds a process maps (/proc/PID/maps: the fifth field).
+std::set<uint64_t> memfd_inodes_mapped(pid_t pid) {
+  std::set<uint64_t> out;
+  std::istringstream in(slurp("/proc/" + std::to_string(pid) + "/maps"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find("/memfd:") == std::string::npos) continue;
+    std::istringstream f(line);
+    std::string range, perms, offset, dev;
+    uint64_t ino = 0;
+    if (f >> range >> perms >> offset >> dev >> ino) out.insert(ino);
+  }
+  return out;
+}
+
 // The network devices a process sees (its network namespace's).
 std::set<std::string> net_devices(pid_t pid) {
   std::set<std::string> out;
@@ -60,8 +90,16 @@ pid_t controller_of(pid_t parent) {
 
 class Confinement : public ControllerTest {
  protected:
-  std::pair<std::string, std::string> two_instances() {
-    auto o = cli(cp_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--count", "2",
+  // The built-in guest that writes a marker into its private memory and takes a DHCP
+  // lease (so that its network card maps its memory too).
+  std::string marker_image() {
+    auto o = cli(cp_, {"register-image", "--name", "marker", "--kernel", AZOTE_GUEST_ELF, "--cmdline",
+                       "azote.run=init --marker", "--output", "json"});
+    EXPECT_EQ(o.status, 0) << o.out << o.err;
+    return o.status == 0 ? Json::parse(o.out).value("image_id", "") : "";
+  }
+  std::pair<std::string, std::string> two_instances(const std::string& image = "ami-builtin") {
+    auto o = cli(cp_, {"run-instances", "--image-id", image, "--instance-type", "t3.nano", "--count", "2",
                        "--wait", "--output", "json"});
     EXPECT_EQ(o.status, 0) << o.out << o.err;
     const Json j = Json::parse(o.out, nullptr, false);
@@ -96,21 +134,40 @@ class Confinement : public ControllerTest {
 };
 
 TEST_F(Confinement, EveryProcessRunsUnprivilegedInItsOwnJailAndCgroup) {
-  const auto [a, b] = two_instances();
+  const auto [a, b] = two_instances(marker_image());
   ASSERT_FALSE(a.empty());
   const pid_t hv_a = jailed_pid("hv", a), hv_b = jailed_pid("hv", b);
   const pid_t blk_a = jailed_pid("card-blk", a), blk_b = jailed_pid("card-blk", b);
-  const pid_t net = jailed_pid("card-net");
-  for (auto [pid, what] : std::vector<std::pair<pid_t, std::string>>{
-           {hv_a, "azote-hv of A"}, {hv_b, "azote-hv of B"}, {blk_a, "block card of A"}, {blk_b, "block card of B"}, {net, "network card"}})
+  const pid_t net_a = jailed_pid("card-net", a), net_b = jailed_pid("card-net", b);
+  for (auto [pid, what] : std::vector<std::pair<pid_t, std::string>>{{hv_a, "azote-hv of A"},
+                                                                     {hv_b, "azote-hv of B"},
+                                                                     {blk_a, "block card of A"},
+                                                                     {blk_b, "block card of B"},
+                                                                     {net_a, "network card of A"},
+                                                                     {net_b, "network card of B"}})
     expect_confined(pid, what);
-  // One identity per instance (its hv and its block card), another for the network card.
+  // One identity per instance: its hv and its cards.
   EXPECT_EQ(status_field(hv_a, "Uid"), status_field(blk_a, "Uid"));
+  EXPECT_EQ(status_field(hv_a, "Uid"), status_field(net_a, "Uid"));
+  EXPECT_EQ(status_field(hv_b, "Uid"), status_field(net_b, "Uid"));
   EXPECT_NE(status_field(hv_a, "Uid"), status_field(hv_b, "Uid"));
-  EXPECT_NE(status_field(net, "Uid"), status_field(hv_a, "Uid"));
-  EXPECT_NE(status_field(net, "Uid"), status_field(hv_b, "Uid"));
-  // A block card per instance: A's card is not B's.
+  // A card of each kind per instance: A's cards are not B's.
   EXPECT_NE(blk_a, blk_b);
+  EXPECT_NE(net_a, net_b);
+  // A process that maps a guest's memory serves that one guest: every memfd a card of A
+  // maps is one A's hypervisor holds, none of B's.
+  const auto held_a = memfd_inodes_held(hv_a), held_b = memfd_inodes_held(hv_b);
+  ASSERT_FALSE(held_a.empty());
+  for (auto [pid, what] : std::vector<std::pair<pid_t, std::string>>{{blk_a, "block card of A"}, {net_a, "network card of A"}}) {
+    // A card maps the guest's memory once the guest's driver set its device up.
+    std::set<uint64_t> mapped;
+    EXPECT_TRUE(eventually([&, pid = pid] { return !(mapped = memfd_inodes_mapped(pid)).empty(); }))
+        << what << " maps no guest memory (the test would prove nothing)";
+    for (const auto ino : mapped) {
+      EXPECT_TRUE(held_a.count(ino)) << what << " maps memfd inode " << ino << ", not A's";
+      EXPECT_FALSE(held_b.count(ino)) << what << " maps B's memory (inode " << ino << ")";
+    }
+  }
   // Jails apart from each other too.
   EXPECT_NE(ns_of(hv_a, "mnt"), ns_of(blk_a, "mnt"));
   EXPECT_NE(ns_of(hv_a, "pid"), ns_of(hv_b, "pid"));
@@ -118,7 +175,8 @@ TEST_F(Confinement, EveryProcessRunsUnprivilegedInItsOwnJailAndCgroup) {
   // metadata service's TUN.
   EXPECT_EQ(net_devices(hv_a), (std::set<std::string>{"lo"}));
   EXPECT_EQ(net_devices(blk_a), (std::set<std::string>{"lo"}));
-  EXPECT_EQ(net_devices(net), (std::set<std::string>{"lo", "imds0"}));
+  EXPECT_EQ(net_devices(net_a), (std::set<std::string>{"lo", "imds0"}));
+  EXPECT_NE(ns_of(net_a, "net"), ns_of(net_b, "net"));
   // cgroups: a leaf per process with the instance type's limits (t3.nano: 512 MiB, 2
   // vCPUs; azote-hv gets 96 MiB and 16 threads beyond that).
   const std::string cg = slurp("/proc/" + std::to_string(hv_a) + "/cgroup");
@@ -169,13 +227,16 @@ TEST_F(Confinement, AProbeInEachJailIsRefusedEverythingThenKilledByTheFilter) {
   const Json bi = instance(b);
   ASSERT_FALSE(bi["block_device_mappings"].empty()) << bi.dump();
   const std::string b_volume = bi["block_device_mappings"][0]["volume_id"];
+  // B's ENI socket, where A's network card jail has the directory (its hypervisor's
+  // socket: only B's uid may connect).
+  const std::string eni_b = bi["network_interfaces"][0]["network_interface_id"];
   for (const std::string role : {"hv", "card-blk", "card-net"}) {
     SCOPED_TRACE("probe in the jail of " + role);
     const std::string out = dir_ + "/probe-" + role + ".out";
     launch::SpawnRequest r;
     r.role = launch::Role::kProbe;
     r.probe_as = *launch::parse_role(role);
-    r.instance = role == "card-net" ? "" : a;
+    r.instance = a;
     r.output = out;
     r.args = {"--as", role,
               "--try-open", dir_ + "/volumes/" + b_volume + ".img",
@@ -185,14 +246,15 @@ TEST_F(Confinement, AProbeInEachJailIsRefusedEverythingThenKilledByTheFilter) {
               "--try-open", dir_ + "/pki/ca.key",
               "--try-open", "/proc/" + std::to_string(ctl_->pid()) + "/environ",
               "--try-connect", dir_ + "/api.sock",
-              "--try-connect", dir_ + "/card-net.ctl"};
+              "--try-connect", dir_ + "/instances/" + b + "/card-net.ctl",
+              "--try-connect", "/run/azote-net/" + eni_b + "/eni.sock"};
     launch::Message m = launcher(launch::to_json(r));
     ASSERT_TRUE(m.body.value("ok", false)) << m.body.dump();
     ASSERT_EQ(m.fds.size(), 1u);
     pollfd p{m.fds[0].get(), POLLIN, 0};
     ASSERT_EQ(::poll(&p, 1, 30'000), 1) << "the probe did not end";
     const std::string text = slurp(out);
-    EXPECT_NE(text.find("probe: 16 attempts, 16 refused, 0 allowed"), std::string::npos) << text;
+    EXPECT_NE(text.find("probe: 17 attempts, 17 refused, 0 allowed"), std::string::npos) << text;
     EXPECT_EQ(text.find("ALLOWED"), std::string::npos) << text;
     EXPECT_NE(text.find("seccomp: thread probe (tid "), std::string::npos) << text;
     EXPECT_NE(text.find("made forbidden system call 59 (execve)"), std::string::npos) << text;
@@ -304,12 +366,9 @@ bool memory_holds(pid_t pid, const std::string& needle, uint64_t* scanned = null
 // scan's positive control) and in no other process: the block card and the network
 // card map only the I/O window, the controller maps no guest memory at all.
 TEST_F(Confinement, AGuestsPrivateBytesAreInNoCardNorTheController) {
-  auto o = cli(cp_, {"register-image", "--name", "marker", "--kernel", AZOTE_GUEST_ELF, "--cmdline",
-                     "azote.run=init --marker", "--output", "json"});
-  ASSERT_EQ(o.status, 0) << o.out << o.err;
-  const std::string image = Json::parse(o.out).value("image_id", "");
-  ASSERT_FALSE(image.empty()) << o.out;
-  o = cli(cp_, {"run-instances", "--image-id", image, "--instance-type", "t3.nano", "--wait", "--output", "json"});
+  const std::string image = marker_image();
+  ASSERT_FALSE(image.empty());
+  auto o = cli(cp_, {"run-instances", "--image-id", image, "--instance-type", "t3.nano", "--wait", "--output", "json"});
   ASSERT_EQ(o.status, 0) << o.out << o.err;
   const std::string id = Json::parse(o.out)["instances"][0]["instance_id"];
   ASSERT_TRUE(console_has(id, "azote-guest: ready", 60s)) << console(id);
@@ -322,7 +381,7 @@ TEST_F(Confinement, AGuestsPrivateBytesAreInNoCardNorTheController) {
   ASSERT_TRUE(std::regex_search(text, m, std::regex("azote-guest: marker ([0-9a-f]{128})"))) << text;
   std::string marker;
   for (size_t i = 0; i < 128; i += 2) marker += static_cast<char>(std::stoi(std::string(m[1]).substr(i, 2), nullptr, 16));
-  const pid_t hv = jailed_pid("hv", id), blk = jailed_pid("card-blk", id), net = jailed_pid("card-net");
+  const pid_t hv = jailed_pid("hv", id), blk = jailed_pid("card-blk", id), net = jailed_pid("card-net", id);
   const pid_t controller = controller_of(ctl_->pid());
   ASSERT_GT(hv, 0);
   ASSERT_GT(blk, 0);

@@ -257,26 +257,56 @@ class ControllerTest : public ::testing::Test {
     return p.is_string() ? std::stoll(p.get<std::string>()) : p.get<int64_t>();
   }
 
-  // The network card, through its control socket in the state directory.
-  Json card_net(const Json& request) { return card_call(dir_ + "/card-net.ctl", request); }
+  // The network cards (one per instance with an ENI), through their control sockets in
+  // the instances' directories; a card that is not running does not answer.
+  std::vector<std::string> net_card_sockets() {
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (const auto& d : std::filesystem::directory_iterator(dir_ + "/instances", ec))
+      if (std::filesystem::exists(d.path() / "card-net.ctl")) out.push_back(d.path() / "card-net.ctl");
+    return out;
+  }
+  Json card_net(const std::string& instance, const Json& request) {
+    return card_call(dir_ + "/instances/" + instance + "/card-net.ctl", request);
+  }
+  // Every ENI the running cards serve (each serves its instance's).
   Json enis_on_card() {
-    Json r = card_net({{"op", "list-enis"}});
-    return r.value("ok", false) ? r["enis"] : Json::array();
+    Json all = Json::array();
+    for (const auto& s : net_card_sockets()) {
+      Json r = card_call(s, {{"op", "list-enis"}});
+      if (r.value("ok", false))
+        for (const auto& e : r["enis"]) all.push_back(e);
+    }
+    return all;
   }
   Json card_eni(const std::string& eni_id) {
     for (const auto& e : enis_on_card())
       if (e.value("id", "") == eni_id) return e;
     return Json::object();
   }
-  // The card's rules of one group ("tcp 22-22 10.0.0.0/16", ...), "ingress" or "egress".
-  std::set<std::string> card_rules(const std::string& group, const std::string& dir) {
-    Json r = card_net({{"op", "list-security-groups"}});
+  // The neighbours (ENI ids) the network card of `instance` knows.
+  std::set<std::string> neighbours_of(const std::string& instance) {
     std::set<std::string> out;
-    if (!r.value("ok", false)) return out;
-    for (const auto& g : r["security_groups"])
-      if (g.value("id", "") == group)
-        for (const auto& rule : g[dir]) out.insert(rule.get<std::string>());
+    Json r = card_net(instance, {{"op", "list-neighbours"}});
+    if (r.value("ok", false))
+      for (const auto& n : r["neighbours"]) out.insert(n.value("id", ""));
     return out;
+  }
+  // The rules of one group ("tcp 22-22 10.0.0.0/16", ...), "ingress" or "egress", as every
+  // running network card has them ({"<the cards disagree>"} when they do not agree).
+  std::set<std::string> card_rules(const std::string& group, const std::string& dir) {
+    std::optional<std::set<std::string>> agreed;
+    for (const auto& s : net_card_sockets()) {
+      Json r = card_call(s, {{"op", "list-security-groups"}});
+      if (!r.value("ok", false)) continue;
+      std::set<std::string> out;
+      for (const auto& g : r["security_groups"])
+        if (g.value("id", "") == group)
+          for (const auto& rule : g[dir]) out.insert(rule.get<std::string>());
+      if (agreed && *agreed != out) return {"<the cards disagree>"};
+      agreed = out;
+    }
+    return agreed.value_or(std::set<std::string>{});
   }
   template <class Pred>
   bool eventually(Pred pred, std::chrono::seconds timeout = 30s) {

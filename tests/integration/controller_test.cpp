@@ -690,7 +690,10 @@ TEST_F(ControllerTest, InstancesGetEnisInTheDefaultSubnet) {
     EXPECT_EQ(e["security_groups"].get<std::vector<std::string>>(), want) << e.dump();
   }
   EXPECT_EQ(enis_on_card().size(), 2u);
-  // The default group as EC2 makes it, on the card too.
+  // One card per instance: each serves its ENI and knows the other's as a neighbour.
+  EXPECT_EQ(neighbours_of(ia), std::set<std::string>{db["network_interfaces"][0]["network_interface_id"].get<std::string>()});
+  EXPECT_EQ(neighbours_of(ib), std::set<std::string>{da["network_interfaces"][0]["network_interface_id"].get<std::string>()});
+  // The default group as EC2 makes it, on the cards too.
   EXPECT_EQ(card_rules(sg_default, "ingress"), std::set<std::string>{"-1 all " + sg_default});
   EXPECT_EQ(card_rules(sg_default, "egress"), std::set<std::string>{"-1 all 0.0.0.0/0"});
   EXPECT_TRUE(card_rules(sg_web, "ingress").empty());
@@ -781,8 +784,9 @@ TEST_F(ControllerTest, StopStartKeepsTheAddressTerminateFreesIt) {
   EXPECT_TRUE(enis_on_card().empty()) << enis_on_card().dump();
 }
 
-// kill -9 of the network card: restarted, the VPC, the groups with their rules and
-// every ENI of a running instance re-added; a controller restart adopts the card.
+// kill -9 of an instance's network card: restarted, the VPC, the groups with their
+// rules, its ENI and its neighbours re-added; the other instance's card is untouched;
+// a controller restart adopts the cards.
 TEST_F(ControllerTest, KilledNetworkCardIsRestartedWithItsEnis) {
   auto r = cli(cp_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--count", "2", "--wait",
                      "--output", "json"});
@@ -802,14 +806,23 @@ TEST_F(ControllerTest, KilledNetworkCardIsRestartedWithItsEnis) {
     return got;
   };
   ASSERT_EQ(on_card(), enis);
-  const pid_t card = jailed_pid("card-net");
+  const std::string eni_a = instance(a)["network_interfaces"][0]["network_interface_id"];
+  const std::string eni_b = instance(b)["network_interfaces"][0]["network_interface_id"];
+  // One card per instance, each knowing the other's ENI as a neighbour.
+  EXPECT_EQ(neighbours_of(a), std::set<std::string>{eni_b});
+  EXPECT_EQ(neighbours_of(b), std::set<std::string>{eni_a});
+  const pid_t card = jailed_pid("card-net", a), card_b = jailed_pid("card-net", b);
   ASSERT_GT(card, 0);
+  ASSERT_GT(card_b, 0);
+  ASSERT_NE(card, card_b);
   ::kill(card, SIGKILL);
   pid_t now = 0;
   ASSERT_TRUE(eventually([&] {
-    now = jailed_pid("card-net");
-    return now != 0 && now != card && on_card() == enis;
+    now = jailed_pid("card-net", a);
+    return now != 0 && now != card && on_card() == enis && neighbours_of(a) == std::set<std::string>{eni_b};
   })) << "ENIs on the new card: " << enis_on_card().dump();
+  EXPECT_EQ(jailed_pid("card-net", b), card_b) << "B's card was touched";
+  EXPECT_EQ(neighbours_of(b), std::set<std::string>{eni_a});
   EXPECT_EQ(card_rules(sg, "ingress"), (std::set<std::string>{"-1 all " + sg, "tcp 80-80 0.0.0.0/0"}));
   // The hypervisors reconnect by themselves; the instances never stopped.
   EXPECT_TRUE(eventually([&] {
@@ -826,12 +839,55 @@ TEST_F(ControllerTest, KilledNetworkCardIsRestartedWithItsEnis) {
   // The controller dies; the card and its ENIs live on and are adopted, not replaced.
   stop_controller(SIGKILL);
   start_controller();
-  EXPECT_EQ(jailed_pid("card-net"), now);
+  EXPECT_EQ(jailed_pid("card-net", a), now);
+  EXPECT_EQ(jailed_pid("card-net", b), card_b);
   EXPECT_EQ(on_card(), enis);
+  EXPECT_TRUE(eventually([&] { return neighbours_of(a) == std::set<std::string>{eni_b}; })) << "after adoption";
   ASSERT_EQ(cli(cp_, {"stop-instances", "--instance-ids", a, "--wait"}).status, 0);
   EXPECT_EQ(on_card().size(), 1u);
+  EXPECT_EQ(jailed_pid("card-net", a), 0) << "a stopped instance's card runs on";
+  EXPECT_TRUE(neighbours_of(b).empty()) << "B's card still knows the stopped instance's ENI";
   EXPECT_EQ(cli(cp_, {"terminate-instances", "--instance-ids", a, b, "--wait"}).status, 0);
   EXPECT_TRUE(on_card().empty());
+}
+
+// Two instances, each with its own network card: the built-in guest of one pings the
+// other's. The frames cross from one card process to the other through the receiver's
+// inbox socket; the receiving card applies its ENI's groups, whose member addresses it
+// knows from its neighbours: without the default group's rule for its own members, the
+// pings are refused there.
+TEST_F(ControllerTest, InstancesPingEachOtherThroughTheirOwnNetworkCards) {
+  auto image = [&](const std::string& name, const std::string& cmdline) {
+    auto o = cli(cp_, {"register-image", "--name", name, "--kernel", AZOTE_GUEST_ELF, "--cmdline", cmdline, "--output", "json"});
+    EXPECT_EQ(o.status, 0) << o.out << o.err;
+    return o.status == 0 ? Json::parse(o.out).value("image_id", "") : "";
+  };
+  const std::string echo_image = image("echo", "azote.run=net-echo");
+  ASSERT_FALSE(echo_image.empty());
+  auto r = cli(cp_, {"run-instances", "--image-id", echo_image, "--instance-type", "t3.nano", "--wait", "--output", "json"});
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  const std::string echo = Json::parse(r.out)["instances"][0]["instance_id"];
+  const std::string echo_ip = instance(echo)["private_ip_address"];
+  ASSERT_TRUE(console_has(echo, "net-echo ready ip=" + echo_ip, 60s)) << console(echo);
+  const std::string ping_image = image("ping", "azote.run=net-ping " + echo_ip + " 3");
+  ASSERT_FALSE(ping_image.empty());
+  r = cli(cp_, {"run-instances", "--image-id", ping_image, "--instance-type", "t3.nano", "--wait", "--output", "json"});
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  const std::string ping = Json::parse(r.out)["instances"][0]["instance_id"];
+  ASSERT_TRUE(console_has(ping, "sent=3 received=", 90s)) << console(ping);
+  EXPECT_NE(console(ping).find("sent=3 received=3"), std::string::npos) << console(ping);
+  EXPECT_NE(jailed_pid("card-net", echo), jailed_pid("card-net", ping));
+  const std::string echo_eni = instance(echo)["network_interfaces"][0]["network_interface_id"];
+  EXPECT_GE(card_eni(echo_eni).value("from_neighbours", 0), 3) << card_eni(echo_eni).dump();
+
+  // The default group lets its members in; without that rule the echo's card refuses.
+  const std::string sg = default_group();
+  ASSERT_EQ(cli(cp_, {"revoke-security-group-ingress", "--group-id", sg, "--protocol", "-1", "--source-group", sg}).status, 0);
+  ASSERT_TRUE(wait_state(ping, "stopped", 60s)) << instance(ping).dump();
+  ASSERT_EQ(cli(cp_, {"start-instances", "--instance-ids", ping, "--wait"}).status, 0);
+  ASSERT_TRUE(eventually([&] { return console(ping).find("sent=3 received=0") != std::string::npos; }, 90s)) << console(ping);
+  EXPECT_GE(card_eni(echo_eni)["drops"].value("sg_ingress", 0), 3) << card_eni(echo_eni).dump();
+  EXPECT_EQ(cli(cp_, {"terminate-instances", "--instance-ids", echo, ping, "--wait"}).status, 0);
 }
 
 // Without a usable network card, only instances that ask for no network interface
@@ -863,7 +919,7 @@ TEST_F(ControllerTest, WithoutANetworkCardOnlyInstancesWithoutInterfaceRun) {
   o = cli(cp_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--no-network-interface",
                 "--wait"});
   EXPECT_EQ(o.status, 0) << o.out << o.err;
-  EXPECT_EQ(jailed_pid("card-net"), 0);
+  for (const auto& p : jailed()) EXPECT_NE(p.value("role", ""), "card-net") << p.dump();
 }
 
 // Bad network inputs get EC2's codes, exit 254 and change nothing; the new calls are
