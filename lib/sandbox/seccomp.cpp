@@ -6,6 +6,7 @@
 #include <seccomp.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <malloc.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -162,6 +163,10 @@ Result<SeccompMode, SandboxError> parse_seccomp_mode(std::string_view s) {
 
 const char* to_string(SeccompMode m) { return m == SeccompMode::kLog ? "log" : "kill"; }
 
+namespace {
+constexpr int kNoTrim = 0x7fffffff;  // M_TRIM_THRESHOLD (an int): larger than any top chunk here
+}  // namespace
+
 Result<void, SandboxError> init_process(const ProcessPolicy& policy, SeccompMode mode) {
   State& s = state();
   if (s.policy != nullptr) return make_error(SandboxErrc::kSeccomp, "seccomp: init_process called twice");
@@ -185,6 +190,11 @@ Result<void, SandboxError> init_process(const ProcessPolicy& policy, SeccompMode
   // No core dump (guest memory, keys), and no other process of this uid may ptrace this
   // one or open its /proc/PID/mem.
   if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return errno_error(SandboxErrc::kSeccomp, "PR_SET_DUMPABLE");
+  // glibc's malloc, the first time it gives a thread arena's free top back (heap_trim ->
+  // shrink_heap), opens /proc/sys/vm/overcommit_memory: an openat no filtered thread may
+  // make (a card's fabric thread died of it at exit). No trimming, so no such call: freed
+  // memory stays the process's (bounded by its peak and its cgroup's limit).
+  if (::mallopt(M_TRIM_THRESHOLD, kNoTrim) != 1) return make_error(SandboxErrc::kSeccomp, "mallopt(M_TRIM_THRESHOLD)");
   s.policy = &policy;
   s.mode = mode;
   return {};

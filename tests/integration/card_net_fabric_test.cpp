@@ -130,6 +130,20 @@ class CardNetFabric : public ::testing::Test {
            peer_ip + R"(", "host": )" + std::to_string(peer) + "}]}}";
   }
 
+  // Two hosts: the veth between them addressed 192.168.77.1/30 and .2/30, MTU 1600.
+  void join(Netns& ha, Netns& hb, Veth& veth) {
+    const std::string ip = find_tool("ip").value_or("ip");
+    for (const auto& [ns, dev, addr] : {std::tuple{&ha, veth.a_name(), "192.168.77.1/30"},
+                                        std::tuple{&hb, veth.b_name(), "192.168.77.2/30"}}) {
+      for (const auto& argv : std::vector<std::vector<std::string>>{{ip, "link", "set", dev, "mtu", "1600"},
+                                                                    {ip, "addr", "add", addr, "dev", dev},
+                                                                    {ip, "link", "set", dev, "up"}}) {
+        auto o = exec_in(*ns, argv);
+        ASSERT_EQ(o.status, 0) << o.err;
+      }
+    }
+  }
+
   std::string dir_;
 };
 
@@ -140,6 +154,11 @@ std::vector<std::string> guest(const std::string& prog, const std::string& args,
 
 std::chrono::milliseconds since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t);
+}
+
+std::string slurp(const std::string& file) {
+  std::ifstream f(file, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
 
 bool wait_files(const std::vector<std::string>& files, std::chrono::milliseconds timeout) {
@@ -155,7 +174,6 @@ TEST_F(CardNetFabric, TwoHostsPingEchoRulesRotationWrongKey) {
   std::string why;
   if (!netns_usable(&why)) GTEST_SKIP() << "SKIPPED: needs network namespaces (" << why << ")";
   if (!kvm_usable(&why)) GTEST_SKIP() << "SKIPPED: needs KVM (" << why << ")";
-  const std::string ip = find_tool("ip").value_or("ip");
 
   // --- two hosts and the underlay between them
   Netns ha("azf-a"), hb("azf-b");
@@ -163,15 +181,8 @@ TEST_F(CardNetFabric, TwoHostsPingEchoRulesRotationWrongKey) {
   ASSERT_TRUE(hb.ok()) << hb.error();
   Veth veth(&ha, unique_name("azfa"), &hb, unique_name("azfb"));
   ASSERT_TRUE(veth.ok()) << veth.error();
-  for (const auto& [ns, dev, addr] : {std::tuple{&ha, veth.a_name(), "192.168.77.1/30"},
-                                      std::tuple{&hb, veth.b_name(), "192.168.77.2/30"}}) {
-    for (const auto& argv : std::vector<std::vector<std::string>>{{ip, "link", "set", dev, "mtu", "1600"},
-                                                                  {ip, "addr", "add", addr, "dev", dev},
-                                                                  {ip, "link", "set", dev, "up"}}) {
-      auto o = exec_in(*ns, argv);
-      ASSERT_EQ(o.status, 0) << o.err;
-    }
-  }
+  join(ha, hb, veth);
+  if (HasFatalFailure()) return;
 
   // --- one card per host
   std::ofstream(path("a.json")) << config(1, "eni-a", "02:00:00:00:00:0a", "10.0.1.5", "192.168.77.1", "192.168.77.2",
@@ -302,6 +313,109 @@ TEST_F(CardNetFabric, TwoHostsPingEchoRulesRotationWrongKey) {
   const Outcome oa = card_a.wait(since(cards_started) + 15s), ob = card_b.wait(since(cards_started) + 15s);
   EXPECT_EQ(oa.status, 0) << oa.err;
   EXPECT_EQ(ob.status, 0) << ob.err;
+}
+
+// One card per instance on each host, and the fabric's keys only in a process that maps
+// no guest memory: each host's fabric process (a card with the fabric, the relay inbox
+// and its instances' ENIs as neighbours, serving no ENI) seals what the instances' cards
+// relay to it and hands what arrives to their inboxes; the instances' cards hold no key
+// and apply their own groups.
+TEST_F(CardNetFabric, OneCardPerInstanceAndTheKeysInAFabricProcess) {
+  std::string why;
+  if (!netns_usable(&why)) GTEST_SKIP() << "SKIPPED: needs network namespaces (" << why << ")";
+  if (!kvm_usable(&why)) GTEST_SKIP() << "SKIPPED: needs KVM (" << why << ")";
+  Netns ha("azr-a"), hb("azr-b");
+  ASSERT_TRUE(ha.ok()) << ha.error();
+  ASSERT_TRUE(hb.ok()) << hb.error();
+  Veth veth(&ha, unique_name("azra"), &hb, unique_name("azrb"));
+  ASSERT_TRUE(veth.ok()) << veth.error();
+  join(ha, hb, veth);
+  if (HasFatalFailure()) return;
+  const std::string uid = std::to_string(::getuid());
+  const std::string model = R"("vpcs": [{"id": "vpc-1", "cidr": "10.0.0.0/16", "vni": 4242}],
+      "security_groups": [{"id": "sg-app", "ingress": [{"protocol": "icmp", "from_port": -1, "to_port": -1, "cidr": "10.0.0.0/16"},
+                                                       {"protocol": "udp", "port": 7, "cidr": "10.0.0.0/16"}]}])";
+  auto eni = [&](const std::string& id, const std::string& mac, const std::string& addr) {
+    return R"("id": ")" + id + R"(", "mac": ")" + mac + R"(", "ip": ")" + addr +
+           R"(", "vpc": "vpc-1", "subnet": "10.0.1.0/24", "security_groups": ["sg-app"], "inbox": ")" + path(id + ".inbox") + "\"";
+  };
+  auto fabric_config = [&](int host, const std::string& local_eni, const std::string& mac, const std::string& addr,
+                           const char* underlay, const char* peer_addr, const char* peer_ip) {
+    const int peer = host == 1 ? 2 : 1;
+    return "{" + model + R"(, "neighbours": [{)" + eni(local_eni, mac, addr) + R"(, "uid": )" + uid + R"(}],
+      "fabric": {"host_id": )" + std::to_string(host) + R"(, "underlay": ")" + underlay + R"(", "inbox": ")" +
+           path("relay-" + std::to_string(host)) + R"(",
+        "peers": [{"host": )" + std::to_string(peer) + R"(, "address": ")" + peer_addr + R"(", "key": ")" + kKey1 +
+           R"(", "key_id": 1}], "mappings": [{"vpc": "vpc-1", "ip": ")" + peer_ip + R"(", "host": )" +
+           std::to_string(peer) + "}]}}";
+  };
+  auto instance_config = [&](int host, const std::string& id, const std::string& mac, const std::string& addr) {
+    return "{" + model + R"(, "enis": [{)" + eni(id, mac, addr) + R"(, "socket": ")" + path(id + ".sock") + R"("}],
+      "relay": {"inbox": ")" + path("relay-" + std::to_string(host)) + R"(", "uid": )" + uid + "}}";
+  };
+  std::ofstream(path("fa.json")) << fabric_config(1, "eni-a", "02:00:00:00:00:0a", "10.0.1.5", "192.168.77.1",
+                                                 "192.168.77.2", "10.0.1.6");
+  std::ofstream(path("fb.json")) << fabric_config(2, "eni-b", "02:00:00:00:00:0b", "10.0.1.6", "192.168.77.2",
+                                                 "192.168.77.1", "10.0.1.5");
+  std::ofstream(path("ia.json")) << instance_config(1, "eni-a", "02:00:00:00:00:0a", "10.0.1.5");
+  std::ofstream(path("ib.json")) << instance_config(2, "eni-b", "02:00:00:00:00:0b", "10.0.1.6");
+  const auto started = std::chrono::steady_clock::now();
+  Process fa(ha.wrap({AZOTE_CARD_NET_BIN, "--config", path("fa.json"), "--control", path("fa.ctl"), "--imds", "off"}));
+  Process fb(hb.wrap({AZOTE_CARD_NET_BIN, "--config", path("fb.json"), "--control", path("fb.ctl"), "--imds", "off"}));
+  Process ia({AZOTE_CARD_NET_BIN, "--config", path("ia.json"), "--control", path("ia.ctl"), "--imds", "off"});
+  Process ib({AZOTE_CARD_NET_BIN, "--config", path("ib.json"), "--control", path("ib.ctl"), "--imds", "off"});
+  ASSERT_TRUE(wait_files({path("fa.ctl"), path("fb.ctl"), path("ia.ctl"), path("ib.ctl"), path("relay-1"), path("relay-2"),
+                          path("eni-a.sock"), path("eni-b.sock")},
+                         10s))
+      << fa.wait(1s).err << fb.wait(1s).err << ia.wait(1s).err << ib.wait(1s).err;
+  auto call = [&](const char* card, const control::Json& j) {
+    return control::call_once(path(std::string(card) + ".ctl"), j, 5s);
+  };
+
+  Process echo(guest("net-echo", "", path("eni-b.sock")));
+  ASSERT_TRUE(echo.wait_for_output("net-echo ready ip=10.0.1.6 port=7", 90s)) << echo.wait(1s).out;
+  auto ping = [&] { return run(guest("net-ping", "10.0.1.6 3", path("eni-a.sock")), 90s); };
+  auto p1 = ping();
+  EXPECT_NE(p1.out.find("sent=3 received=3"), std::string::npos) << p1.out << p1.err;
+  auto la = call("fa", {{"op", "list-fabric"}});
+  ASSERT_TRUE(la) << la.error().message();
+  EXPECT_GE((*la)["fabric"]["relay"]["relayed"].value("sent", 0), 3) << la->dump();
+  EXPECT_GE((*la)["fabric"]["peers"][0]["received"].value("delivered", 0), 3) << la->dump();
+
+  // The receiving instance's card applies its groups: ICMP cut there, then restored.
+  auto cut = call("ib", {{"op", "set-security-group-rules"}, {"group", "sg-app"},
+                         {"ingress", control::Json::parse(R"([{"protocol": "udp", "port": 7, "cidr": "10.0.0.0/16"}])")}});
+  ASSERT_TRUE(cut) << cut.error().message();
+  auto p2 = ping();
+  EXPECT_NE(p2.out.find("sent=3 received=0"), std::string::npos) << p2.out << p2.err;
+  auto lb = call("ib", {{"op", "list-enis"}});
+  ASSERT_TRUE(lb);
+  EXPECT_GE((*lb)["enis"][0]["drops"].value("sg_ingress", 0), 3) << lb->dump();
+
+  // Where the keys are, and where guest memory is: never the same process.
+  for (auto [p, what] : {std::pair{&fa, "host A's fabric process"}, std::pair{&fb, "host B's fabric process"}})
+    EXPECT_EQ(slurp("/proc/" + std::to_string(p->pid()) + "/maps").find("/memfd:"), std::string::npos)
+        << what << " maps guest memory";
+  EXPECT_NE(slurp("/proc/" + std::to_string(ib.pid()) + "/maps").find("/memfd:"), std::string::npos)
+      << "the echo's card maps no guest memory: the check above would prove nothing";
+  for (const char* card : {"ia", "ib"}) {
+    auto f = call(card, {{"op", "list-fabric"}});
+    ASSERT_FALSE(f) << card << " has a fabric";
+    EXPECT_NE(f.error().message().find("no fabric"), std::string::npos) << f.error().message();
+  }
+  auto refused = call("fa", control::Json::parse(R"({"op": "add-eni", "eni": {"id": "eni-x", "socket": ")" + path("x.sock") +
+                                                 R"(", "mac": "02:00:00:00:00:0c", "ip": "10.0.1.9", "vpc": "vpc-1",
+                                                 "subnet": "10.0.1.0/24", "security_groups": ["sg-app"]}})"));
+  ASSERT_FALSE(refused) << "the fabric process took an ENI";
+  EXPECT_NE(refused.error().message().find("serves no ENI"), std::string::npos) << refused.error().message();
+
+  echo.signal(SIGTERM);
+  EXPECT_EQ(echo.wait(15s).status, 143);
+  for (Process* p : {&ia, &ib, &fa, &fb}) p->signal(SIGTERM);
+  for (Process* p : {&ia, &ib, &fa, &fb}) {
+    const Outcome o = p->wait(since(started) + 15s);
+    EXPECT_EQ(o.status, 0) << o.err;
+  }
 }
 
 }  // namespace

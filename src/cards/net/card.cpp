@@ -122,7 +122,12 @@ Result<std::unique_ptr<Card>, CardError> Card::create(const CardOptions& o) {
     for (size_t i = 0; i < o.mappings.size(); ++i)
       if (auto r = c->add_mapping(o.mappings[i]); !r)
         return make_error(CardErrc::kModel, "fabric: mappings[" + std::to_string(i) + "]: " + r.error().message());
+    if (!o.fabric_inbox.empty())
+      if (auto r = c->fabric_->serve_relay(o.fabric_inbox); !r)
+        return make_error(r.error().code == LinkErrc::kHost ? CardErrc::kHost : CardErrc::kModel, r.error().message());
   }
+  if (!o.relay_inbox.empty())
+    if (auto r = sw.set_relay(o.relay_inbox, o.relay_uid); !r) return model(r.error());
   // The metadata service: before the ENIs (their slots), after the Switch (its output).
   if (!o.imds) {
     c->imds_state_ = "off";
@@ -181,6 +186,9 @@ Card::~Card() {
 }
 
 Result<void, CardError> Card::add_eni(const EniSpec& e) {
+  if (fabric_ && fabric_->relaying())
+    return make_error(CardErrc::kModel, e.origin + ": this card is the fabric process (it holds the fabric's keys): it "
+                                                   "serves no ENI, each instance's card does");
   if (e.socket == metrics_path_ || e.socket == control_path_)
     return make_error(CardErrc::kModel, e.origin + ": socket " + e.socket + " is the card's metrics or control socket");
   auto port = switch_->add_eni(e);
@@ -483,12 +491,27 @@ control::Json Card::handle_control(const control::Json& r) {
                      {"security_groups", p->spec().groups}, {"inbox", p->spec().inbox}, {"uid", *p->spec().uid}});
     return {{"ok", true}, {"neighbours", out}};
   }
+  if (op == "set-fabric-relay") {  // {"inbox", "uid"} or {"inbox": null}: an instance's card
+    if (fabric_) return control::refuse("set-fabric-relay: this card has a fabric of its own (--underlay)");
+    if (!r.contains("inbox") || !(r["inbox"].is_null() || r["inbox"].is_string()))
+      return control::refuse("set-fabric-relay needs \"inbox\": PATH (and \"uid\") or null");
+    if (r["inbox"].is_null()) {
+      (void)switch_->set_relay("", 0);
+      return control::ok();
+    }
+    if (!r.contains("uid") || !r["uid"].is_number_unsigned() || r["uid"].get<uint64_t>() > 0xfffffffeu)
+      return control::refuse("set-fabric-relay needs \"uid\": the fabric process's uid");
+    if (auto s = switch_->set_relay(r["inbox"].get<std::string>(), r["uid"].get<uint32_t>()); !s)
+      return control::refuse(s.error().message());
+    return control::ok();
+  }
+  if (op == "describe-fabric-relay") return {{"ok", true}, {"relay", switch_->describe_relay()}};
   if (op.find("fabric") != std::string::npos) return handle_fabric_control(op, r);
   return control::refuse("unknown op \"" + op +
                          "\" (known: add-vpc, add-eni, remove-eni, list-enis, set-security-group-rules, "
                          "list-security-groups, set-eni-metadata, set-eni-limits, describe-imds, add-neighbour, "
-                         "remove-neighbour, list-neighbours, set-fabric-peer, rotate-fabric-key, add-fabric-mapping, "
-                         "remove-fabric-mapping, list-fabric)");
+                         "remove-neighbour, list-neighbours, set-fabric-relay, describe-fabric-relay, set-fabric-peer, "
+                         "rotate-fabric-key, add-fabric-mapping, remove-fabric-mapping, list-fabric)");
 }
 
 Result<void, CardError> Card::add_mapping(const FabricMappingSpec& m) {
@@ -513,6 +536,7 @@ nlohmann::json Card::describe_fabric() const {
   for (const auto& m : switch_->mappings())
     maps.push_back({{"vpc", m.vpc}, {"ip", m.ip.to_string()}, {"host", m.host}});
   out["mappings"] = std::move(maps);
+  if (fabric_->relaying()) out["relay"] = switch_->describe_relay();
   return out;
 }
 

@@ -4,6 +4,8 @@
 
 #include <arpa/inet.h>
 #include <sys/epoll.h>
+
+#include "cards/net/inbox.hpp"
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -33,8 +35,14 @@ struct TxScratch {
   std::array<iovec, kBatchMax> iov;
   std::array<sockaddr_in, kBatchMax> to;
   std::array<fabric::HostId, kBatchMax> host;
-  std::array<Port*, kBatchMax> from;
+  std::array<const RemoteFrame*, kBatchMax> from;
 };
+
+// A frame the fabric did not take: counted at its ENI, or where a relayed frame counts.
+void failed(const RemoteFrame& f) {
+  if (f.from != nullptr) f.from->counters().drop(Drop::kFabricError);
+  else if (f.errors != nullptr) f.errors->fetch_add(1, std::memory_order_relaxed);
+}
 
 }  // namespace
 
@@ -72,6 +80,7 @@ Result<std::unique_ptr<FabricLink>, LinkError> FabricLink::start(Switch& sw, con
 }
 
 FabricLink::~FabricLink() {
+  if (relay_) unlink_inbox(relay_path_, relay_dev_, relay_ino_);
   if (thread_.joinable()) {
     const uint64_t one = 1;
     (void)!::write(stop_.get(), &one, sizeof one);
@@ -114,18 +123,18 @@ void FabricLink::send(std::span<const RemoteFrame> frames) {
     std::shared_lock lock(mu_);
     for (const RemoteFrame& f : frames) {
       if (n == kBatchMax) {
-        f.from->counters().drop(Drop::kFabricError);
+        failed(f);
         continue;
       }
       auto it = peers_.find(f.host);
       if (it == peers_.end()) {
         send_unknown_peer_.fetch_add(1, std::memory_order_relaxed);
-        f.from->counters().drop(Drop::kFabricError);
+        failed(f);
         continue;
       }
       auto len = session_.seal(f.host, f.vni, f.frame, t.buf[n]);  // counted by the session on failure
       if (!len) {
-        f.from->counters().drop(Drop::kFabricError);
+        failed(f);
         if (log_limit_.allow())
           LOG_WARN("fabric: cannot seal for host %u: %s", f.host, len.error().message().c_str());
         continue;
@@ -138,7 +147,7 @@ void FabricLink::send(std::span<const RemoteFrame> frames) {
       t.msg[n].msg_hdr.msg_iov = &t.iov[n];
       t.msg[n].msg_hdr.msg_iovlen = 1;
       t.host[n] = f.host;
-      t.from[n] = f.from;
+      t.from[n] = &f;
       ++n;
     }
   }
@@ -152,7 +161,7 @@ void FabricLink::send(std::span<const RemoteFrame> frames) {
     if (r < 0 && errno == EINTR) continue;
     // The first datagram failed: count it, go on with the rest (a wire loses frames).
     const int e = errno;
-    t.from[done]->counters().drop(Drop::kFabricError);
+    failed(*t.from[done]);
     {
       std::shared_lock lock(mu_);
       if (auto it = peers_.find(t.host[done]); it != peers_.end())
@@ -175,8 +184,8 @@ void FabricLink::run() {
   };
   auto rx = std::make_unique<Rx>();  // once, for the thread's life
   for (;;) {
-    epoll_event ev[2];
-    const int n = ::epoll_wait(epoll_.get(), ev, 2, -1);
+    epoll_event ev[3];
+    const int n = ::epoll_wait(epoll_.get(), ev, 3, -1);
     if (n < 0 && errno != EINTR) {
       LOG_ERROR("fabric: epoll_wait: %s", std::strerror(errno));
       return;
@@ -184,7 +193,8 @@ void FabricLink::run() {
     bool readable = false;
     for (int i = 0; i < n; ++i) {
       if (ev[i].data.u64 == 1) return;
-      readable = true;
+      if (ev[i].data.u64 == 2) serve_relay_once();
+      else readable = true;
     }
     while (readable) {
       for (unsigned i = 0; i < kRecvBatch; ++i) {
@@ -225,6 +235,34 @@ void FabricLink::run() {
       }
       if (static_cast<unsigned>(got) < kRecvBatch) break;
     }
+  }
+}
+
+Result<void, LinkError> FabricLink::serve_relay(const std::string& inbox) {
+  if (relay_) return make_error(LinkErrc::kConfig, "fabric: the relay inbox is set already");
+  auto s = bind_inbox(inbox, &relay_dev_, &relay_ino_);
+  if (!s) return make_error(LinkErrc::kHost, "fabric: relay inbox " + inbox + ": " + s.error().message());
+  relay_ = std::move(s).value();
+  relay_path_ = inbox;
+  relay_batch_ = std::make_unique<InboxBatch>();
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = 2;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, relay_.get(), &ev) != 0)
+    return make_error(LinkErrc::kHost, "fabric: epoll_ctl", errno);
+  LOG_INFO("fabric: relaying for the instances' cards of this host from %s", inbox.c_str());
+  return {};
+}
+
+void FabricLink::serve_relay_once() {
+  const size_t n = relay_batch_->receive(relay_.get());
+  for (size_t i = 0; i < n; ++i) {
+    const auto uid = relay_batch_->uid(i);
+    if (!uid) {
+      relay_no_credentials_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    (void)sw_.relay_out(*uid, relay_batch_->frame(i));
   }
 }
 

@@ -35,6 +35,8 @@
 
 namespace azote::card_net {
 
+class InboxBatch;
+
 enum class LinkErrc {
   kConfig = 1,  // a peer or key the operator gave is unusable
   kHost,        // socket, bind, thread
@@ -56,6 +58,12 @@ class FabricLink final : public FabricSender {
 
   void send(std::span<const RemoteFrame> frames) override;
 
+  // The fabric process of a host whose instances each have their own card: bind the
+  // relay inbox those cards send frames for other hosts to; this link's thread reads it
+  // (Switch::relay_out: the sender's uid must serve the source address).
+  Result<void, LinkError> serve_relay(const std::string& inbox);
+  bool relaying() const { return relay_.get() >= 0; }
+
   // A new peer, or a known one's address (and key: see fabric::Session::set_peer).
   Result<void, LinkError> set_peer(const FabricPeerSpec& p);
   Result<void, LinkError> rotate(fabric::HostId host, const fabric::PeerKey& key);
@@ -75,6 +83,7 @@ class FabricLink final : public FabricSender {
   };
   FabricLink(Switch& sw, const rate_limit::Clock& clock, fabric::HostId self, const Endpoint& underlay);
   void run();
+  void serve_relay_once();
 
   Switch& sw_;
   const fabric::HostId self_;
@@ -85,6 +94,11 @@ class FabricLink final : public FabricSender {
   std::map<fabric::HostId, std::unique_ptr<Peer>> peers_;
   std::atomic<uint64_t> truncated_{0};  // datagrams over the receive buffer
   std::atomic<uint64_t> send_unknown_peer_{0};
+  UniqueFd relay_;  // the relay inbox (serve_relay), or none
+  std::string relay_path_;
+  uint64_t relay_dev_ = 0, relay_ino_ = 0;
+  std::unique_ptr<InboxBatch> relay_batch_;  // the link thread's
+  std::atomic<uint64_t> relay_no_credentials_{0};
   std::thread thread_;
   log::RateLimit log_limit_{10, std::chrono::seconds(10)};
 };

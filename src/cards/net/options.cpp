@@ -453,7 +453,7 @@ Result<void, OptionsError> apply_json(const std::string& text, const std::string
     return bad(origin + ": invalid JSON: " + e.what());
   }
   AZOTE_TRYV(only_keys(origin, j, {"region", "account", "vpcs", "subnets", "security_groups", "enis", "neighbours",
-                                   "metrics", "control", "flow_log", "flow_log_window", "log_level", "fabric", "imds"}));
+                                   "metrics", "control", "flow_log", "flow_log_window", "log_level", "fabric", "imds", "relay"}));
   auto str = [&](const char* key, std::string* dst) -> Result<void, OptionsError> {
     if (!j.contains(key)) return {};
     if (!j[key].is_string() || j[key].get<std::string>().empty()) return bad(origin + ": \"" + key + "\" must be a string");
@@ -523,6 +523,18 @@ Result<void, OptionsError> apply_json(const std::string& text, const std::string
     AZOTE_TRY(e, parse_eni_json(origin + ": enis[" + std::to_string(i) + "]", enis[i]));
     out->enis.push_back(std::move(e));
   }
+  if (j.contains("relay")) {
+    const nlohmann::json& r = j["relay"];
+    const std::string w = origin + ": relay";
+    AZOTE_TRYV(only_keys(w, r, {"inbox", "uid"}));
+    if (!r.contains("inbox") || !r["inbox"].is_string() || r["inbox"].get<std::string>().empty() ||
+        r["inbox"].get<std::string>().front() != '/' || r["inbox"].get<std::string>().size() >= 108)
+      return bad(w + ": needs \"inbox\": an absolute path shorter than 108 bytes");
+    if (!r.contains("uid")) return bad(w + ": needs \"uid\": the fabric process's");
+    AZOTE_TRY(u, uint_in(w + ": uid", r["uid"], 0, 0xfffffffe));
+    out->relay_inbox = r["inbox"].get<std::string>();
+    out->relay_uid = static_cast<uint32_t>(u);
+  }
   AZOTE_TRY(neighbours, array("neighbours"));
   for (size_t i = 0; i < neighbours.size(); ++i) {
     AZOTE_TRY(e, parse_neighbour_json(origin + ": neighbours[" + std::to_string(i) + "]", neighbours[i]));
@@ -531,7 +543,13 @@ Result<void, OptionsError> apply_json(const std::string& text, const std::string
   if (j.contains("fabric")) {
     const nlohmann::json& f = j["fabric"];
     const std::string w = origin + ": fabric";
-    AZOTE_TRYV(only_keys(w, f, {"host_id", "underlay", "peers", "mappings"}));
+    AZOTE_TRYV(only_keys(w, f, {"host_id", "underlay", "peers", "mappings", "inbox"}));
+    if (f.contains("inbox")) {
+      if (!f["inbox"].is_string() || f["inbox"].get<std::string>().empty() || f["inbox"].get<std::string>().front() != '/' ||
+          f["inbox"].get<std::string>().size() >= 108)
+        return bad(w + ": \"inbox\" must be an absolute path shorter than 108 bytes");
+      out->fabric_inbox = f["inbox"].get<std::string>();
+    }
     if (f.contains("host_id")) {
       AZOTE_TRY(h, parse_host_id(w + ": host_id", f["host_id"]));
       out->host_id = h;
@@ -649,6 +667,13 @@ Result<ParsedArgs, OptionsError> parse_args(const std::vector<std::string>& args
     return bad("fabric peers and mappings need --underlay and --host-id");
   for (const auto& peer : o.peers)
     if (peer.host == o.host_id) return bad(peer.origin + ": host " + std::to_string(peer.host) + " is this host (--host-id)");
+  if (!o.fabric_inbox.empty() && !o.underlay) return bad("\"fabric\": {\"inbox\"} (the relay) needs the fabric (--underlay, --host-id)");
+  // Fabric keys never where guest memory is mapped: the relay serves no ENI, and a card
+  // that relays holds no fabric of its own.
+  if (!o.fabric_inbox.empty() && !o.enis.empty())
+    return bad("the fabric process (\"fabric\": {\"inbox\"}) holds the fabric's keys: it serves no ENI (each instance's card does)");
+  if (!o.relay_inbox.empty() && o.underlay)
+    return bad("\"relay\": a card that relays to the fabric process holds no fabric keys itself (no --underlay)");
   if (o.enis.size() > kMaxEnis) return bad("more than " + std::to_string(kMaxEnis) + " ENIs");
   if (o.enis.empty() && o.control_path.empty())
     return bad("no ENI to serve: give --eni, \"enis\" in --config, or --control to add them later");
@@ -682,9 +707,11 @@ Options:
                             "availability_zone", "hostname", "user_data_b64",
                             "http_tokens"}, "inbox"}], "neighbours": [{"id", "mac",
                             "ip", "subnet", "vpc", "security_groups", "inbox",
-                            "uid"}], "metrics", "control", "flow_log",
+                            "uid"}], "relay": {"inbox", "uid"}, "metrics",
+                            "control", "flow_log",
                             "flow_log_window", "imds": true|false, "fabric": {"host_id", "underlay",
-                            "peers": [PEER], "mappings": [{"vpc", "ip", "host"}]}}.
+                            "peers": [PEER], "mappings": [{"vpc", "ip", "host"}],
+                            "inbox"}}.
                             A VPC may give "vni" (1..16777215, the same on every
                             host); by default it is derived from its id. PEER:
                             {"host": ID, "address": "IPV4[:PORT]", "key": 64 hex
@@ -702,12 +729,19 @@ Options:
                             set-fabric-peer, rotate-fabric-key, add-fabric-mapping,
                             remove-fabric-mapping, list-fabric, set-eni-metadata,
                             describe-imds, add-neighbour, remove-neighbour,
-                            list-neighbours.
+                            list-neighbours, set-fabric-relay,
+                            describe-fabric-relay.
                             An ENI with "inbox" binds a datagram socket there that
                             other card processes on this host (one per instance)
                             send its frames to; a neighbour is an ENI such a card
                             serves: frames for it go to its "inbox", and frames
                             claiming its address are taken only from its "uid".
+                            One card per instance and the fabric's keys in a process
+                            that maps no guest memory: the fabric process is a card
+                            with "fabric" and its "inbox" (the relay), neighbours and
+                            no ENI; each instance's card has "relay" (that inbox and
+                            the fabric process's uid) and sends it frames for
+                            addresses no ENI of this host owns (set-fabric-relay).
   --region NAME             DNS zone <NAME>.compute.internal (default local-1).
   --imds on|off             The instance metadata service (IMDSv2) at 169.254.169.254
                             for ENIs with "metadata" (default on; needs root, network

@@ -131,6 +131,13 @@ struct CardOptions {
   std::optional<Endpoint> underlay = std::nullopt;
   std::vector<FabricPeerSpec> peers;
   std::vector<FabricMappingSpec> mappings;
+  // The fabric process of a host with one card per instance ("fabric": {"inbox"}): the
+  // relay inbox it binds; such a card holds the keys and serves no ENI (neighbours only).
+  std::string fabric_inbox;
+  // An instance's card ("relay": {"inbox", "uid"}): the fabric process's relay inbox and
+  // uid; frames for VPC addresses no ENI of this host owns go there.
+  std::string relay_inbox;
+  uint32_t relay_uid = 0;
   // The instance metadata service (--imds on|off, "imds": true|false; default on). When
   // it cannot start (not root, no network namespaces or /dev/net/tun) the card runs
   // without it.

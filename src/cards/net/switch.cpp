@@ -12,6 +12,7 @@
 #include <set>
 #include <variant>
 
+#include "cards/net/inbox.hpp"
 #include "net/arp.hpp"
 #include "net/ethernet.hpp"
 #include "net/frame.hpp"
@@ -135,7 +136,19 @@ const char* to_string(RemoteVerdict v) {
     case RemoteVerdict::kSgIngress: return "sg_ingress";
     case RemoteVerdict::kRxNotReady: return "rx_not_ready";
     case RemoteVerdict::kRxQueueFull: return "rx_queue_full";
+    case RemoteVerdict::kNeighbourUnreachable: return "neighbour_unreachable";
     case RemoteVerdict::kCount: break;
+  }
+  return "?";
+}
+
+const char* to_string(RelayVerdict v) {
+  switch (v) {
+    case RelayVerdict::kSent: return "sent";
+    case RelayVerdict::kRefused: return "refused";
+    case RelayVerdict::kNoRoute: return "no_route";
+    case RelayVerdict::kFabricError: return "fabric_error";
+    case RelayVerdict::kCount: break;
   }
   return "?";
 }
@@ -201,9 +214,7 @@ Port::~Port() = default;
 void Port::unlink_inbox() {
   // The file this Port bound, not a successor's at the same path. On the control thread
   // (a worker may hold the last reference to a removed Port; its filter has no unlink).
-  struct stat st{};
-  if (inbox_socket_ && ::lstat(spec_.inbox.c_str(), &st) == 0 && st.st_dev == inbox_dev_ && st.st_ino == inbox_ino_)
-    (void)::unlink(spec_.inbox.c_str());
+  if (inbox_socket_) card_net::unlink_inbox(spec_.inbox, inbox_dev_, inbox_ino_);
 }
 
 // ---- Switch: the model
@@ -396,29 +407,6 @@ sockaddr_un unix_address(const std::string& path) {
   return a;
 }
 
-// The ENI's inbox: a datagram socket bound at `path` (a stale file of an earlier card
-// replaced), writable by other cards' uids (who may send is decided per datagram, by
-// the sender's uid), with the sender's credentials on every datagram.
-Result<UniqueFd, SwitchError> bind_inbox(const std::string& path, uint64_t* dev, uint64_t* ino) {
-  UniqueFd s(::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!s) return make_error(SwitchErrc::kHost, "inbox socket", errno);
-  const int on = 1;
-  const int rcvbuf = 4 << 20;  // the kernel caps it at net.core.rmem_max
-  if (::setsockopt(s.get(), SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0)
-    return make_error(SwitchErrc::kHost, "SO_PASSCRED on inbox " + path, errno);
-  (void)::setsockopt(s.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-  struct stat st{};
-  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) (void)::unlink(path.c_str());
-  const sockaddr_un a = unix_address(path);
-  if (::bind(s.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0)  // NOLINT(reinterpret-cast)
-    return make_error(SwitchErrc::kHost, "bind inbox " + path, errno);
-  if (::chmod(path.c_str(), 0666) != 0 || ::lstat(path.c_str(), &st) != 0)
-    return make_error(SwitchErrc::kHost, "chmod inbox " + path, errno);
-  *dev = st.st_dev;
-  *ino = st.st_ino;
-  return s;
-}
-
 }  // namespace
 
 Result<std::shared_ptr<Port>, SwitchError> Switch::add_eni(const EniSpec& e) {
@@ -478,6 +466,7 @@ Result<std::shared_ptr<Port>, SwitchError> Switch::add_neighbour(const EniSpec& 
     neighbour_tx_ = UniqueFd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!neighbour_tx_) return make_error(SwitchErrc::kHost, "neighbour socket", errno);
   }
+  if (relay_ && relay_->inbox == e.inbox) return invalid(w + ": inbox " + e.inbox + " is the relay's");
   net::DhcpConfig dc;  // never used: a neighbour's DHCP is its own card's
   dc.mac = e.mac;
   dc.address = e.ip;
@@ -511,6 +500,71 @@ Result<void, SwitchError> Switch::remove_neighbour(const std::string& id) {
   std::lock_guard plock(policy_mu_);
   update_members();
   return {};
+}
+
+Result<void, SwitchError> Switch::set_relay(const std::string& inbox, uint32_t uid) {
+  std::unique_lock lock(mu_);
+  if (inbox.empty()) {
+    relay_.reset();
+    return {};
+  }
+  if (inbox.front() != '/' || inbox.size() >= 108) return invalid("relay inbox " + inbox + ": an absolute path under 108 bytes");
+  if (!neighbour_tx_) {
+    neighbour_tx_ = UniqueFd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!neighbour_tx_) return make_error(SwitchErrc::kHost, "relay socket", errno);
+  }
+  relay_ = Relay{inbox, uid};
+  return {};
+}
+
+nlohmann::json Switch::describe_relay() const {
+  std::shared_lock lock(mu_);
+  nlohmann::json out = nlohmann::json::object();
+  if (relay_) {
+    out["inbox"] = relay_->inbox;
+    out["uid"] = relay_->uid;
+    out["unreachable"] = relay_unreachable_.load();
+  }
+  nlohmann::json relayed = nlohmann::json::object();
+  for (size_t i = 0; i < kRelayVerdictCount; ++i)
+    if (const uint64_t n = relay_counts_[i].load(); n != 0) relayed[to_string(static_cast<RelayVerdict>(i))] = n;
+  out["relayed"] = relayed;
+  return out;
+}
+
+std::array<uint64_t, kRelayVerdictCount> Switch::relay_counts() const {
+  std::array<uint64_t, kRelayVerdictCount> out{};
+  for (size_t i = 0; i < kRelayVerdictCount; ++i) out[i] = relay_counts_[i].load(std::memory_order_relaxed);
+  return out;
+}
+
+RelayVerdict Switch::relay_out(uint32_t sender, std::span<const uint8_t> frame) {
+  auto count = [&](RelayVerdict v) {
+    relay_counts_[static_cast<size_t>(v)].fetch_add(1, std::memory_order_relaxed);
+    return v;
+  };
+  if (frame.size() > kMaxFrame) return count(RelayVerdict::kRefused);
+  auto parsed = net::parse_frame(frame);
+  if (!parsed || parsed->eth.vlan || !parsed->ip || parsed->ip->is_fragment()) return count(RelayVerdict::kRefused);
+  const net::Ipv4View& ip = *parsed->ip;
+  if (ip.ttl == 0 || ip.dst.is_broadcast() || ip.dst.is_multicast()) return count(RelayVerdict::kRefused);
+  RemoteFrame rf;
+  {
+    std::shared_lock lock(mu_);
+    // The sending card speaks only for the ENIs its uid serves (never for this one's).
+    const Port* src = nullptr;
+    for (const auto& v : vpcs_)
+      if (auto it = routes_.find(route_key(v->index, ip.src)); it != routes_.end()) src = it->second.get();
+    if (src == nullptr || !src->neighbour_ || src->spec_.uid != sender) return count(RelayVerdict::kRefused);
+    auto r = remote_.find(route_key(src->vpc_->index, ip.dst));
+    if (r == remote_.end()) return count(RelayVerdict::kNoRoute);
+    rf = RemoteFrame{r->second, src->vpc_->vni, frame, nullptr, &relay_send_errors_};
+  }
+  FabricSender* fs = fabric_.load(std::memory_order_acquire);
+  if (fs == nullptr) return count(RelayVerdict::kFabricError);
+  const uint64_t before = relay_send_errors_.load(std::memory_order_relaxed);
+  fs->send(std::span(&rf, 1));
+  return count(relay_send_errors_.load(std::memory_order_relaxed) == before ? RelayVerdict::kSent : RelayVerdict::kFabricError);
 }
 
 std::vector<std::shared_ptr<Port>> Switch::neighbours() const {
@@ -719,6 +773,20 @@ void Switch::transmit(Port& from, std::span<TxFrame> frames) {
       net::ipv4_set_ttl(ip_header.subspan(0, static_cast<size_t>(f.bytes[14] & 0x0f) * 4),
                         static_cast<uint8_t>(ip_header[8] - 1));
       const size_t len = net::kEthernetHeaderLen + (size_t{ip_header[2]} << 8 | ip_header[3]);
+      if (c.remote == kRelayHost) {
+        std::string inbox;
+        {
+          std::shared_lock lock(mu_);
+          if (relay_) inbox = relay_->inbox;
+        }
+        if (inbox.empty() || !send_datagram(inbox, std::span(f.bytes).subspan(0, len))) {
+          from.counters_.drop(Drop::kFabricError);
+          relay_unreachable_.fetch_add(1, std::memory_order_relaxed);
+        } else {
+          from.counters_.forwarded.fetch_add(1, std::memory_order_relaxed);
+        }
+        continue;
+      }
       if (nremote < remote.size())
         remote[nremote++] = RemoteFrame{c.remote, c.vni, std::span<const uint8_t>(f.bytes.data(), len), &from};
       else
@@ -767,8 +835,7 @@ RemoteVerdict Switch::receive_remote(fabric::HostId from, uint32_t vni, std::spa
       if (cand->vni == vni) v = cand.get();
     if (v == nullptr) return RemoteVerdict::kUnknownVni;
     auto it = routes_.find(route_key(v->index, ip.dst));
-    // A neighbour's frames from other hosts reach its own card, not this one.
-    if (it == routes_.end() || it->second->neighbour_) return RemoteVerdict::kNoEni;
+    if (it == routes_.end()) return RemoteVerdict::kNoEni;
     // The sending host speaks only for the addresses mapped to it.
     auto src = remote_.find(route_key(v->index, ip.src));
     if (src == remote_.end() || src->second != from) return RemoteVerdict::kSpoofedSource;
@@ -777,6 +844,15 @@ RemoteVerdict Switch::receive_remote(fabric::HostId from, uint32_t vni, std::spa
   Port& p = *to;
   if (ip.dst == p.subnet_.network() || ip.dst == p.subnet_.last()) return RemoteVerdict::kNoEni;
   if (ip.ttl == 0) return RemoteVerdict::kTtlExpired;
+  if (p.neighbour_) {
+    // Served by an instance's card: its groups are that card's to apply; this process
+    // (the fabric's, mapping no guest memory) only hands the frame over.
+    p.mac().store(frame.subspan(0, 6));
+    p.gateway_mac().store(frame.subspan(6, 6));
+    if (!send_datagram(p.spec_.inbox, frame.subspan(0, net::kEthernetHeaderLen + ip.total_len)))
+      return RemoteVerdict::kNeighbourUnreachable;
+    return RemoteVerdict::kDelivered;
+  }
   {
     std::lock_guard plock(policy_mu_);
     if (!policy_.process(p.policy_, vpc::Direction::kIngress, packet_of(*parsed)).accepted()) {
@@ -801,12 +877,16 @@ RemoteVerdict Switch::receive_remote(fabric::HostId from, uint32_t vni, std::spa
   return RemoteVerdict::kDelivered;
 }
 
+bool Switch::send_datagram(const std::string& path, std::span<const uint8_t> frame) {
+  const sockaddr_un a = unix_address(path);
+  return ::sendto(neighbour_tx_.get(), frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
+                  reinterpret_cast<const sockaddr*>(&a), sizeof a) == static_cast<ssize_t>(frame.size());  // NOLINT
+}
+
 void Switch::send_neighbour(Port& from, Port& to, std::span<const uint8_t> frame) {
   // One datagram, never blocking: a full inbox (that card is behind) or a missing one
   // (it is not running) drops the frame here, as a full inbox does inside one card.
-  const sockaddr_un a = unix_address(to.spec_.inbox);
-  if (::sendto(neighbour_tx_.get(), frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
-               reinterpret_cast<const sockaddr*>(&a), sizeof a) != static_cast<ssize_t>(frame.size())) {  // NOLINT
+  if (!send_datagram(to.spec_.inbox, frame)) {
     from.counters_.drop(Drop::kNeighbourUnreachable);
     if (errno != EAGAIN && log_limit_.allow())
       LOG_WARN("eni %s: neighbour %s (inbox %s): %s", from.id().c_str(), to.id().c_str(), to.spec_.inbox.c_str(),
@@ -828,9 +908,14 @@ bool Switch::receive_neighbour(Port& to, uint32_t sender, std::span<uint8_t> fra
   if (ip.dst != to.ip()) return refuse();
   {
     // The sender's uid must serve the source address: no card speaks for another's ENIs.
+    // The fabric process (the relay's uid) brings frames from other hosts: sources in the
+    // VPC that no ENI of this host owns (it checked the sending host's mapping).
     std::shared_lock lock(mu_);
     auto it = routes_.find(route_key(to.vpc_->index, ip.src));
-    if (it == routes_.end() || !it->second->neighbour_ || it->second->spec_.uid != sender) return refuse();
+    const bool local_ok = it != routes_.end() && it->second->neighbour_ && it->second->spec_.uid == sender;
+    const bool remote_ok = it == routes_.end() && relay_ && relay_->uid == sender && to.vpc_->cidr.contains(ip.src) &&
+                           ip.src != to.subnet_.network() && !ip.src.is_broadcast() && !ip.src.is_multicast();
+    if (!local_ok && !remote_ok) return refuse();
   }
   if (ip.ttl == 0) {
     to.counters_.drop(Drop::kTtlExpired);
@@ -976,6 +1061,8 @@ void Switch::handle(Port& from, const TxFrame& f, size_t index, std::vector<Cand
     if (auto it = routes_.find(key); it != routes_.end()) to = it->second;
     else if (auto r = remote_.find(key); r != remote_.end() && fabric_.load(std::memory_order_acquire) != nullptr)
       remote = r->second;
+    else if (relay_)
+      remote = kRelayHost;  // the fabric process knows where it lives, or drops it (no_route there)
   }
   if (!to && remote == 0) return c.drop(Drop::kNoRoute);
   if (ip.ttl <= 1) return c.drop(Drop::kTtlExpired);

@@ -218,8 +218,24 @@ struct RemoteFrame {
   fabric::HostId host = 0;
   uint32_t vni = 0;
   std::span<const uint8_t> frame;
-  Port* from = nullptr;  // for its kFabricError count
+  Port* from = nullptr;  // for its kFabricError count; null: relayed for another card
+  std::atomic<uint64_t>* errors = nullptr;  // where a relayed frame's failure is counted
 };
+
+// The "host" of frames an instance's card hands to the fabric process (its relay): any
+// address of the VPC that no ENI of this host owns. Never a real host id (1..2^32-2).
+inline constexpr fabric::HostId kRelayHost = 0xffffffffu;
+
+// What the fabric process did with a frame an instance's card relayed to it.
+enum class RelayVerdict : uint8_t {
+  kSent,       // sealed and sent to the host its destination is mapped to
+  kRefused,    // malformed, or its source address is not served by the sending card's uid
+  kNoRoute,    // no fabric mapping of the destination
+  kFabricError,  // mapped, but the fabric did not take it (FabricLink counts why)
+  kCount
+};
+inline constexpr size_t kRelayVerdictCount = static_cast<size_t>(RelayVerdict::kCount);
+const char* to_string(RelayVerdict v);
 
 // Where the Switch hands frames for other hosts (the card's FabricLink; a loopback in
 // tests). Called on the sending ENI's worker thread, once per transmitted batch.
@@ -251,6 +267,7 @@ enum class RemoteVerdict : uint8_t {
   kSgIngress,      // the receiving ENI's groups refused it
   kRxNotReady,
   kRxQueueFull,
+  kNeighbourUnreachable,  // for an ENI another card process serves, whose inbox did not take it
   kCount
 };
 inline constexpr size_t kRemoteVerdictCount = static_cast<size_t>(RemoteVerdict::kCount);
@@ -298,6 +315,19 @@ class Switch {
   // served by `sender` owns, then `to`'s ingress groups (stateful), Ethernet addresses
   // set as local delivery, `to`'s inbox. false: dropped (counted at `to`). `to`'s worker.
   bool receive_neighbour(Port& to, uint32_t sender, std::span<uint8_t> frame);
+
+  // --- the fabric relay: fabric keys only in a process that maps no guest memory ---
+  // An instance's card (control thread): frames for addresses of the VPC that no ENI of
+  // this host owns go, after the sender's egress groups, to the fabric process's relay
+  // inbox; datagrams from `uid` in an ENI's inbox may carry such remote sources. An
+  // empty inbox: no relay (those frames are no_route again).
+  Result<void, SwitchError> set_relay(const std::string& inbox, uint32_t uid);
+  nlohmann::json describe_relay() const;
+  // The fabric process (FabricLink's thread): a frame an instance's card of uid `sender`
+  // relayed: its source must be a neighbour that uid serves, its destination mapped to
+  // another host; then sealed and sent like this card's own (TTL already taken off).
+  RelayVerdict relay_out(uint32_t sender, std::span<const uint8_t> frame);
+  std::array<uint64_t, kRelayVerdictCount> relay_counts() const;
   nlohmann::json describe_groups() const;
 
   // --- the fabric (control thread) ---
@@ -368,7 +398,17 @@ class Switch {
   std::atomic<MetadataSink*> imds_{nullptr};
   std::unordered_map<uint32_t, std::shared_ptr<Port>> imds_slots_;  // slot -> ENI, under mu_
   fabric::HostId self_host_ = 0;
-  UniqueFd neighbour_tx_;  // unbound datagram socket: frames to neighbours' inboxes
+  UniqueFd neighbour_tx_;  // unbound datagram socket: frames to neighbours' inboxes and the relay
+  struct Relay {
+    std::string inbox;
+    uint32_t uid = 0;
+  };
+  std::optional<Relay> relay_;  // under mu_
+  std::array<std::atomic<uint64_t>, kRelayVerdictCount> relay_counts_{};
+  std::atomic<uint64_t> relay_send_errors_{0};  // relayed frames the fabric did not take
+  std::atomic<uint64_t> relay_unreachable_{0};  // frames for the relay its inbox did not take
+  // One datagram to `path`, never blocking; false (errno set) when it was not taken.
+  bool send_datagram(const std::string& path, std::span<const uint8_t> frame);
   // The checks add_eni and add_neighbour share (mu_ held exclusively): the ENI's VPC and
   // subnet, or why it does not fit the model.
   struct Placement {

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "base/temp_dir.hpp"
+#include "cards/net/inbox.hpp"
 #include "cards/net/test_frames.hpp"
 #include "net/frame.hpp"
 
@@ -557,6 +558,102 @@ TEST_F(NeighbourTest, AGoneNeighbourIsCountedAtTheSenderAndForgotten) {
   EXPECT_FALSE(sa_->remove_neighbour("eni-a")) << "an ENI served here is not a neighbour";
   EXPECT_EQ(sa_->ports().size(), 1u);
   EXPECT_TRUE(sa_->neighbours().empty());
+}
+
+// The fabric relay: an instance's card hands frames for other hosts to the fabric
+// process (a Switch with neighbours only, the fabric's keys and mappings) through its
+// relay inbox; what arrives from other hosts goes from there to the instance card's
+// inbox. Here the fabric is a recorder: what would be sealed and sent.
+class Recorder final : public FabricSender {
+ public:
+  void send(std::span<const RemoteFrame> frames) override {
+    for (const auto& f : frames) sent.push_back({f.host, f.vni, std::vector<uint8_t>(f.frame.begin(), f.frame.end())});
+  }
+  struct Sent {
+    fabric::HostId host;
+    uint32_t vni;
+    std::vector<uint8_t> frame;
+  };
+  std::vector<Sent> sent;
+};
+
+class RelayTest : public NeighbourTest {
+ protected:
+  void SetUp() override {
+    NeighbourTest::SetUp();
+    if (HasFatalFailure()) return;
+    fabric_ = std::make_unique<Switch>(clock_, SwitchConfig{"test-1", "123456789012", false, 60});
+    ASSERT_TRUE(fabric_->add_vpc({"vpc-1", *net::Ipv4Prefix::parse("10.0.0.0/16")}));
+    ASSERT_TRUE(fabric_->add_subnet({"subnet-a", "vpc-1", *net::Ipv4Prefix::parse("10.0.1.0/24")}));
+    ASSERT_TRUE(fabric_->set_group({"sg-a", {}, {}}));
+    fabric_->set_fabric(&wire_, 1);
+    auto a = spec("eni-a", "02:00:00:00:00:0a", "10.0.1.5", "sg-a");
+    a.socket.clear();
+    a.uid = uid_;
+    ASSERT_TRUE(fabric_->add_neighbour(a));
+    ASSERT_TRUE(fabric_->add_mapping({"vpc-1", ip("10.0.1.77"), 9}));
+    uint64_t dev = 0, ino = 0;
+    auto s = bind_inbox(dir_ / "relay.inbox", &dev, &ino);
+    ASSERT_TRUE(s) << s.error().message();
+    relay_ = std::move(s).value();
+    ASSERT_TRUE(sa_->set_relay(dir_ / "relay.inbox", uid_));
+  }
+  std::unique_ptr<Switch> fabric_;
+  Recorder wire_;
+  UniqueFd relay_;
+  InboxBatch batch_;
+};
+
+TEST_F(RelayTest, FramesForOtherHostsGoThroughTheFabricProcess) {
+  sa_->transmit_one(*a_, testing::udp(ga_, ga_.ip, ip("10.0.1.77"), 40000, 5000, payload_));
+  ASSERT_EQ(batch_.receive(relay_.get()), 1u) << "nothing in the relay inbox";
+  ASSERT_EQ(batch_.uid(0), uid_);
+  const auto frame = batch_.frame(0);
+  EXPECT_EQ(a_->counters().forwarded.load(), 1u);
+  // The instance's card took one hop off; the fabric process does not again.
+  EXPECT_EQ(net::parse_frame(frame)->ip->ttl, kDefaultTtl - 1);
+  // Another uid cannot send as A; an unmapped destination has no route.
+  EXPECT_EQ(fabric_->relay_out(uid_ + 1, frame), RelayVerdict::kRefused);
+  EXPECT_TRUE(wire_.sent.empty());
+  EXPECT_EQ(fabric_->relay_out(uid_, frame), RelayVerdict::kSent);
+  ASSERT_EQ(wire_.sent.size(), 1u);
+  EXPECT_EQ(wire_.sent[0].host, 9u);
+  EXPECT_EQ(wire_.sent[0].vni, vni_for("vpc-1"));
+  auto unmapped = testing::udp(ga_, ga_.ip, ip("10.0.1.78"), 40000, 5000, payload_);
+  EXPECT_EQ(fabric_->relay_out(uid_, unmapped), RelayVerdict::kNoRoute);
+  const auto counts = fabric_->relay_counts();
+  EXPECT_EQ(counts[static_cast<size_t>(RelayVerdict::kSent)], 1u);
+  EXPECT_EQ(counts[static_cast<size_t>(RelayVerdict::kRefused)], 1u);
+  EXPECT_EQ(counts[static_cast<size_t>(RelayVerdict::kNoRoute)], 1u);
+}
+
+TEST_F(RelayTest, FramesFromOtherHostsReachTheInstancesCardFromTheRelayUidOnly) {
+  // From host 9 (10.0.1.77 is mapped there) for A: the fabric process hands it to A's
+  // inbox without applying A's groups; A's card applies them.
+  Guest remote{mac("02:00:00:00:00:77"), ip("10.0.1.77"), a_->gateway_mac()};
+  auto in = testing::udp(remote, remote.ip, ga_.ip, 5000, 40000, payload_);
+  EXPECT_EQ(fabric_->receive_remote(9, vni_for("vpc-1"), in), RemoteVerdict::kDelivered);
+  auto got = next(*a_);
+  ASSERT_TRUE(got) << "nothing in A's inbox";
+  // A has no ingress rule: only a reply to a flow A started passes. A starts one first.
+  sa_->transmit_one(*a_, testing::udp(ga_, ga_.ip, remote.ip, 40000, 5000, payload_));
+  ASSERT_EQ(batch_.receive(relay_.get()), 1u);
+  EXPECT_FALSE(sa_->receive_neighbour(*a_, uid_ + 1, got->first)) << "a remote source from a uid that is not the relay's";
+  EXPECT_EQ(a_->counters().dropped(Drop::kNeighbourRefused), 1u);
+  EXPECT_TRUE(sa_->receive_neighbour(*a_, got->second, got->first));
+  EXPECT_EQ(a_->inbox().size(), 1u);
+  // The relay's uid cannot speak for an address of this host (B, a neighbour of A's card).
+  auto as_b = testing::udp(gb_, gb_.ip, ga_.ip, 5000, 40000, payload_);
+  ASSERT_TRUE(sa_->set_relay(dir_ / "relay.inbox", uid_ + 7));
+  (void)sa_->receive_neighbour(*a_, uid_, as_b);  // B's card's uid: taken (then A's groups refuse it)
+  EXPECT_EQ(a_->counters().dropped(Drop::kNeighbourRefused), 1u);
+  EXPECT_EQ(a_->counters().dropped(Drop::kSgIngress), 1u);
+  EXPECT_FALSE(sa_->receive_neighbour(*a_, uid_ + 7, as_b)) << "the relay spoke for a local address";
+  EXPECT_EQ(a_->counters().dropped(Drop::kNeighbourRefused), 2u);
+  sa_->transmit_one(*a_, testing::udp(ga_, ga_.ip, remote.ip, 40000, 5000, payload_));  // the flow again
+  EXPECT_FALSE(sa_->receive_neighbour(*a_, uid_, got->first)) << "the old relay uid still brings remote sources";
+  EXPECT_EQ(a_->counters().dropped(Drop::kNeighbourRefused), 3u);
+  EXPECT_TRUE(sa_->receive_neighbour(*a_, uid_ + 7, got->first));
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "base/eventfd.hpp"
+#include "cards/net/inbox.hpp"
 #include "virtio/net.hpp"
 #include "virtio/shared_memory.hpp"
 
@@ -61,7 +62,7 @@ void scatter(const virtio::Chain& c, uint64_t offset, const uint8_t* src, uint64
 
 Worker::Worker(Port& port, Switch& sw, std::atomic<bool>& needs_reset)
     : port_(port), sw_(sw), needs_reset_(needs_reset), frames_(kBatch) {
-  if (port.inbox_socket() >= 0) in_frames_.resize(kBatch);
+  if (port.inbox_socket() >= 0) in_ = std::make_unique<InboxBatch>();
 }
 
 Worker::~Worker() { (void)stop(); }
@@ -254,37 +255,14 @@ void Worker::receive(rate_limit::Nanos& wait) {
 }
 
 void Worker::take_from_neighbours() {
-  std::array<mmsghdr, kBatch> msgs{};
-  std::array<iovec, kBatch> iov{};
-  // One SCM_CREDENTIALS per datagram, aligned as the kernel writes it.
-  union Control {
-    char buf[CMSG_SPACE(sizeof(ucred))];
-    cmsghdr align;
-  };
-  std::array<Control, kBatch> ctl{};
-  for (size_t i = 0; i < kBatch; ++i) {
-    iov[i] = {in_frames_[i].bytes.data(), in_frames_[i].bytes.size()};
-    msgs[i].msg_hdr.msg_iov = &iov[i];
-    msgs[i].msg_hdr.msg_iovlen = 1;
-    msgs[i].msg_hdr.msg_control = ctl[i].buf;
-    msgs[i].msg_hdr.msg_controllen = sizeof ctl[i].buf;
-  }
-  const int n = ::recvmmsg(port_.inbox_socket(), msgs.data(), kBatch, MSG_DONTWAIT, nullptr);
-  for (int i = 0; i < n; ++i) {
-    msghdr& h = msgs[static_cast<size_t>(i)].msg_hdr;
-    std::optional<uint32_t> uid;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c))
-      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len >= CMSG_LEN(sizeof(ucred))) {
-        ucred cr{};
-        std::memcpy(&cr, CMSG_DATA(c), sizeof cr);
-        uid = cr.uid;
-      }
-    const size_t len = msgs[static_cast<size_t>(i)].msg_len;
-    if (!uid || (h.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
+  const size_t n = in_->receive(port_.inbox_socket());
+  for (size_t i = 0; i < n; ++i) {
+    const auto uid = in_->uid(i);
+    if (!uid) {
       port_.counters().drop(Drop::kNeighbourRefused);
       continue;
     }
-    (void)sw_.receive_neighbour(port_, *uid, std::span(in_frames_[static_cast<size_t>(i)].bytes).subspan(0, len));
+    (void)sw_.receive_neighbour(port_, *uid, in_->frame(i));
   }
 }
 

@@ -39,6 +39,7 @@
 
 namespace azote::card_net {
 
+class InboxBatch;
 inline constexpr size_t kBatch = 32;
 
 enum class WorkerErrc { kSetup = 1 };
@@ -87,7 +88,7 @@ class Worker {
   std::atomic<bool>& needs_reset_;
   std::array<std::optional<Ring>, 2> rings_;
   std::vector<TxFrame> frames_;
-  std::vector<TxFrame> in_frames_;  // take_from_neighbours()' buffers
+  std::unique_ptr<InboxBatch> in_;  // take_from_neighbours()' buffers (ENIs with an inbox)
   virtio::Chain chain_;
   bool rx_admitted_ = false;  // the inbox's front frame passed the rx limiter
   UniqueFd epoll_, stop_, timer_;
