@@ -5,6 +5,8 @@
 #   kernel      two namespaces, each with a veth into one Linux bridge (the reference)
 #   card        two namespace instances, each a TAP attached to the card by azote-tap-bridge
 #               (vhost-user virtio-net), one card on one host
+#   cards       the same two instances, one card each (as the controller runs them): frames
+#               cross between the cards through the receiver's inbox socket
 #   fabric-aes  two namespace "hosts" joined by a veth, one card in each, one instance on
 #               each; instance traffic crosses the Geneve fabric sealed with AES-256-GCM
 #   fabric-none the same with the fabric's unencrypted mode (for the cost of the crypto)
@@ -16,7 +18,7 @@
 # every 1 ms). The card is pinned to the last online CPU (one core); everything else may run anywhere.
 #
 #   bench/net/run.sh BUILD_DIR [SECONDS]       writes bench/results/net.json
-#   PATHS="kernel card" bench/net/run.sh ...     only some paths (default: all four)
+#   PATHS="kernel card" bench/net/run.sh ...     only some paths (default: all five)
 #
 # Needs root (namespaces), iperf3, ping, ip. Addresses: only 10.99.0.0/24 on the kernel
 # path's bridge, 192.168.77.0/30 on the fabric's underlay veth and the VPC model
@@ -43,7 +45,7 @@ trap cleanup EXIT
 [[ $(id -u) -eq 0 ]] || { log "needs root (network namespaces)"; exit 2; }
 for t in iperf3 ping ip taskset ethtool python3; do command -v $t >/dev/null || { log "$t missing (make deps)"; exit 2; }; done
 card_cpu=$(( $(nproc) - 1 ))   # the last online CPU, whatever the core count
-paths=${PATHS:-kernel card fabric-aes fabric-none}
+paths=${PATHS:-kernel card cards fabric-aes fabric-none}
 if [[ $paths != kernel ]]; then
   for b in azote-card-net azote-tap-bridge; do
     [[ -x $build/bin/$b ]] || { log "$build/bin/$b missing (build first)"; exit 2; }
@@ -132,9 +134,13 @@ instance() {
 }
 
 sg='"security_groups": [{"id": "sg-bench", "ingress": [{"protocol": "-1", "cidr": "10.0.0.0/16"}]}]'
-eni() { # id mac ip
-  printf '{"id": "%s", "socket": "%s", "mac": "%s", "ip": "%s", "vpc": "vpc-1", "subnet": "10.0.1.0/24", "security_groups": ["sg-bench"]}' \
-    "$1" "$work/$1.sock" "$2" "$3"
+eni() { # id mac ip [extra keys]
+  printf '{"id": "%s", "socket": "%s", "mac": "%s", "ip": "%s", "vpc": "vpc-1", "subnet": "10.0.1.0/24", "security_groups": ["sg-bench"]%s}' \
+    "$1" "$work/$1.sock" "$2" "$3" "${4:-}"
+}
+neighbour() { # id mac ip: an ENI another card serves (its inbox; this uid)
+  printf '{"id": "%s", "mac": "%s", "ip": "%s", "vpc": "vpc-1", "subnet": "10.0.1.0/24", "security_groups": ["sg-bench"], "inbox": "%s", "uid": %s}' \
+    "$1" "$2" "$3" "$work/$1.inbox" "$(id -u)"
 }
 
 card_path() {
@@ -149,6 +155,28 @@ EOF
   instance "${tag}cb" "$work/eni-b.sock" 10.0.1.6
   measure card "${tag}ca" "${tag}cb" 10.0.1.6 "$card"
   kill -TERM "$card"; wait "$card" || true
+}
+
+cards_path() {
+  log "cards path: one card per instance, two namespace instances"
+  local x other mine_ip mine_mac their_ip their_mac
+  for x in a b; do
+    if [[ $x == a ]]; then
+      other=b mine_ip=10.0.1.5 mine_mac=02:00:00:00:00:0a their_ip=10.0.1.6 their_mac=02:00:00:00:00:0b
+    else
+      other=a mine_ip=10.0.1.6 mine_mac=02:00:00:00:00:0b their_ip=10.0.1.5 their_mac=02:00:00:00:00:0a
+    fi
+    printf '{"region": "bench-1", "vpcs": [{"id": "vpc-1", "cidr": "10.0.0.0/16"}], %s,\n "enis": [%s],\n "neighbours": [%s]}\n' \
+      "$sg" "$(eni "eni-$x" "$mine_mac" "$mine_ip" ", \"inbox\": \"$work/eni-$x.inbox\"")" \
+      "$(neighbour "eni-$other" "$their_mac" "$their_ip")" > "$work/cards-$x.json"
+    taskset -c "$card_cpu" "$build/bin/azote-card-net" --config "$work/cards-$x.json" --imds off > "$work/cards-$x.log" 2>&1 &
+    eval "cards_$x=\$!"
+  done
+  instance "${tag}da" "$work/eni-a.sock" 10.0.1.5
+  instance "${tag}db" "$work/eni-b.sock" 10.0.1.6
+  # shellcheck disable=SC2154
+  measure cards "${tag}da" "${tag}db" 10.0.1.6 "$cards_a" "$cards_b"
+  kill -TERM "$cards_a" "$cards_b"; wait "$cards_a" "$cards_b" || true
 }
 
 # fabric_path LABEL CIPHER: two host namespaces, a card in each (see src/cards/net/DESIGN.md
@@ -189,9 +217,10 @@ for p in $paths; do
   case $p in
     kernel) kernel_path ;;
     card) card_path ;;
+    cards) cards_path ;;
     fabric-aes) fabric_path fabric-aes aes-256-gcm ;;
     fabric-none) fabric_path fabric-none none ;;
-    *) log "unknown path $p (kernel, card, fabric-aes, fabric-none)"; exit 2 ;;
+    *) log "unknown path $p (kernel, card, cards, fabric-aes, fabric-none)"; exit 2 ;;
   esac
 done
 
@@ -263,6 +292,14 @@ for label, r in res["paths"].items():
         ratio["rtt_p50_added_us"] = round(r["rtt_p50_us"] - k["rtt_p50_us"], 1)
         ratio["rtt_p99_added_us"] = round(r["rtt_p99_us"] - k["rtt_p99_us"], 1)
     r["vs_kernel"] = ratio
+# One card per instance against one card for both, same run.
+c, cs = res["paths"].get("card", {}), res["paths"].get("cards", {})
+if c and cs:
+    cs["vs_card"] = {k2: round(cs[k1] / c[k1], 3) for k1, k2 in
+                     [("udp64_received_pps", "udp64_pps"), ("udp1500_received_gbps", "udp1500_gbps"), ("tcp_gbps", "tcp_gbps")]
+                     if cs.get(k1) and c.get(k1)}
+    if cs.get("rtt_p50_us") and c.get("rtt_p50_us"):
+        cs["vs_card"]["rtt_p50_added_us"] = round(cs["rtt_p50_us"] - c["rtt_p50_us"], 1)
 json.dump(res, open(out, "w"), indent=2)
 print(json.dumps(res, indent=2))
 PY

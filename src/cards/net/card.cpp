@@ -207,8 +207,8 @@ Result<void, CardError> Card::add_eni(const EniSpec& e) {
     }
   }
   s->device = std::make_unique<NetDevice>(s->port, *switch_);
-  // 0660: in the jail, the ENI's directory is set-group-id to its instance's group,
-  // whose hypervisor (another uid) connects; nobody else can enter that directory.
+  // 0660: the instance's hypervisor runs under this card's uid (one identity per
+  // instance); other instances' cards see the directory (for its inbox), not this socket.
   vhost_user::BackendOptions bo;
   bo.socket_mode = 0660;
   auto b = vhost_user::Backend::listen(e.socket, *s->device, bo);
