@@ -5,6 +5,8 @@
 # controller's RSS after those instance records.
 #
 #   bench/controller/run.sh BUILD_DIR [N] [M]      writes bench/results/controller.json
+#   CONTROLLER_ARGS="--log-level debug" KEEP_LOG=FILE bench/controller/run.sh ...
+#                                                   the controller's log kept: each launch's timings
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=$(cd "${1:-build}" && pwd)
@@ -16,11 +18,13 @@ log() { printf 'bench-controller: %s\n' "$*" >&2; }
 ctl_pid=
 cleanup() {
   [[ -n $ctl_pid ]] && kill "$ctl_pid" 2>/dev/null && wait "$ctl_pid" 2>/dev/null || true
+  [[ -n ${KEEP_LOG:-} ]] && cp "$state/controller.err" "$KEEP_LOG"
   rm -rf "$state"
 }
 trap cleanup EXIT
 
-"$build/bin/azote-controller" --state-dir "$state" --on-exit stop --capacity-vcpus 256 --capacity-memory 64G \
+# shellcheck disable=SC2086  # CONTROLLER_ARGS: extra flags, e.g. "--log-level debug" (per-launch timings)
+"$build/bin/azote-controller" --state-dir "$state" --on-exit stop --capacity-vcpus 256 --capacity-memory 64G ${CONTROLLER_ARGS:-} \
   > "$state/controller.out" 2> "$state/controller.err" &
 ctl_pid=$!
 for _ in $(seq 200); do grep -q ready "$state/controller.out" 2>/dev/null && break; sleep 0.05; done

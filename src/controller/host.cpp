@@ -1562,7 +1562,7 @@ ApiResult<void> Host::launch(const std::string& id) {
   // Where a launch's time goes, at debug level: ms since the job took it.
   const auto t0 = std::chrono::steady_clock::now();
   auto since = [&] { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(); };
-  double t_shell = 0, t_card = 0, t_answers = 0;
+  double t_shell = 0, t_card = 0, t_answers = 0, t_blk = 0, t_net_spawned = 0, t_net = 0;
   InstanceRec inst;
   ImageRec img;
   std::vector<VolumeRec> vols;
@@ -1637,15 +1637,20 @@ ApiResult<void> Host::launch(const std::string& id) {
   // learn this ENI.
   ApiResult<void> card_ready = api_error(K::kInternal, "InternalError", "the block card was not started");
   ApiResult<void> net_ready{};
-  std::jthread card([&] { card_ready = start_instance_card(*blk, vols, type); });
+  std::jthread card([&] {
+    card_ready = start_instance_card(*blk, vols, type);
+    t_blk = since();
+  });
   std::jthread net_card([&] {
     if (net == nullptr) return;
     std::lock_guard net_lock(net_mu_);
     net_ready = ensure_net(*net);
+    t_net_spawned = since();
     if (net_ready) net_ready = net_add_eni(*net, id);
     if (!net_ready) return;
     net_sync_neighbours(*net);
     net_announce(id, true);
+    t_net = since();
   });
   auto p = procs_.spawn(hv);
   if (!p) return api_error(K::kInternal, "InternalError", "cannot start the hypervisor: " + p.error().message());
@@ -1713,8 +1718,9 @@ ApiResult<void> Host::launch(const std::string& id) {
   if (rt_[id].exited) return api_error(K::kInternal, "InternalError", exit_reason(rt_[id].exit_status));
   InstanceRec& r = instances_[id];
   if (r.state == state::kPending) set_state(r, state::kRunning);
-  LOG_DEBUG("instance %s: launched in %.1f ms (shell spawned %.1f, card ready %.1f, shell answering %.1f)", id.c_str(),
-            since(), t_shell, t_card, t_answers);
+  LOG_DEBUG("instance %s: launched in %.1f ms (shell spawned %.1f, block card ready %.1f, network card answering %.1f "
+            "and ready %.1f, shell answering %.1f)",
+            id.c_str(), since(), t_shell, t_blk, t_net_spawned, t_net, t_answers);
   return {};
 }
 
