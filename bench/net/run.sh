@@ -169,7 +169,12 @@ cards_path() {
     printf '{"region": "bench-1", "vpcs": [{"id": "vpc-1", "cidr": "10.0.0.0/16"}], %s,\n "enis": [%s],\n "neighbours": [%s]}\n' \
       "$sg" "$(eni "eni-$x" "$mine_mac" "$mine_ip" ", \"inbox\": \"$work/eni-$x.inbox\"")" \
       "$(neighbour "eni-$other" "$their_mac" "$their_ip")" > "$work/cards-$x.json"
-    taskset -c "$card_cpu" "$build/bin/azote-card-net" --config "$work/cards-$x.json" --imds off > "$work/cards-$x.log" 2>&1 &
+    # Each card in a network namespace of its own, as the launcher makes them, with the
+    # datagram queue it sets there (net.unix.max_dgram_qlen 1024: the inbox sockets').
+    newns "${tag}n$x"
+    ip netns exec "${tag}n$x" sysctl -qw net.unix.max_dgram_qlen=1024
+    ip netns exec "${tag}n$x" taskset -c "$card_cpu" "$build/bin/azote-card-net" --config "$work/cards-$x.json" --imds off \
+      > "$work/cards-$x.log" 2>&1 &
     eval "cards_$x=\$!"
   done
   instance "${tag}da" "$work/eni-a.sock" 10.0.1.5

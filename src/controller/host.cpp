@@ -1562,7 +1562,7 @@ ApiResult<void> Host::launch(const std::string& id) {
   // Where a launch's time goes, at debug level: ms since the job took it.
   const auto t0 = std::chrono::steady_clock::now();
   auto since = [&] { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(); };
-  double t_shell = 0, t_card = 0, t_answers = 0, t_blk = 0, t_net_spawned = 0, t_net = 0;
+  double t_shell = 0, t_answers = 0, t_blk = 0, t_net_spawned = 0, t_net = 0;
   InstanceRec inst;
   ImageRec img;
   std::vector<VolumeRec> vols;
@@ -1669,7 +1669,6 @@ ApiResult<void> Host::launch(const std::string& id) {
   net_card.join();
   AZOTE_TRYV(card_ready);
   AZOTE_TRYV(net_ready);
-  t_card = since();
   // Wait until the shell answers on its control socket (the launcher made the socket,
   // so connecting proves nothing), but not for a hypervisor that already gave up (a
   // kernel it cannot load, a host resource it cannot get): its own words are the reason.

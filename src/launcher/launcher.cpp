@@ -508,6 +508,17 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
     if (!kvm) return refuse(std::string("spawn: /dev/kvm: ") + std::strerror(errno));
     add("kvm", std::move(kvm));
   }
+  if (r.role == Role::kCardNet) {
+    // The socket the card sends other cards' inboxes their frames from, with a send
+    // buffer of 4 MiB (SO_SNDBUFFORCE: past net.core.wmem_max, which the card may not
+    // do): a unix datagram is charged to its sender until read, and the default
+    // (~200 KiB, some 90 full-size frames in flight) drops TCP bursts between instances.
+    UniqueFd dg(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    const int bytes = 4 << 20;
+    if (!dg || ::setsockopt(dg.get(), SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) != 0)
+      return refuse(std::string("spawn: the network card's datagram socket: ") + std::strerror(errno));
+    add("datagram", std::move(dg));
+  }
   UniqueFd output;
   if (!r.output.empty()) {
     auto o = open_beneath(r.output, O_WRONLY | O_APPEND | O_CREAT);
@@ -566,13 +577,20 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
     // listening socket, after the descriptors above.
     const int tun = 3 + static_cast<int>(fds.size());
     spec.in_child = [](std::vector<int>* extra) -> std::string {
+      // Unix datagram sockets made in this namespace queue up to 1024 datagrams: the card's
+      // inbox sockets (frames from other instances' cards). The kernel's default, 10, makes
+      // a sender drop a burst its receiver would have taken a moment later.
+      UniqueFd q(::open("/proc/sys/net/unix/max_dgram_qlen", O_WRONLY | O_CLOEXEC));
+      if (!q || ::write(q.get(), "1024\n", 5) != 5)
+        return std::string("net.unix.max_dgram_qlen in the card's namespace: ") + std::strerror(errno);
       auto ns = imds::prepare_namespace();
       if (!ns) return "the metadata service's namespace: " + ns.error().message();
       extra->push_back(ns->tun.release());
       extra->push_back(ns->listen.release());
       return {};
     };
-    argv.insert(argv.end(), {"--imds-fds", std::to_string(tun) + "," + std::to_string(tun + 1)});
+    argv.insert(argv.end(), {"--imds-fds", std::to_string(tun) + "," + std::to_string(tun + 1), "--datagram-fd",
+                             std::to_string(number["datagram"])});
   }
   const std::string leaf = r.instance + "/" + to_string(r.role);
   sandbox::CgroupLimits limits;

@@ -3,10 +3,12 @@
 // a running host with two instances. Needs root and KVM, as the controller does.
 #include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <thread>
 
 #include "controller_fixture.hpp"
 
@@ -60,6 +62,17 @@ std::set<uint64_t> memfd_inodes_mapped(pid_t pid) {
     uint64_t ino = 0;
     if (f >> range >> perms >> offset >> dev >> ino) out.insert(ino);
   }
+  return out;
+}
+
+// A sysctl of the network namespace `pid` is in (read from a thread that joins it).
+std::string netns_sysctl(pid_t pid, const std::string& name) {
+  std::string out;
+  std::thread t([&] {
+    UniqueFd ns(::open(("/proc/" + std::to_string(pid) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
+    if (ns && ::setns(ns.get(), CLONE_NEWNET) == 0) out = slurp("/proc/sys/" + name);
+  });
+  t.join();
   return out;
 }
 
@@ -177,6 +190,9 @@ TEST_F(Confinement, EveryProcessRunsUnprivilegedInItsOwnJailAndCgroup) {
   EXPECT_EQ(net_devices(blk_a), (std::set<std::string>{"lo"}));
   EXPECT_EQ(net_devices(net_a), (std::set<std::string>{"lo", "imds0"}));
   EXPECT_NE(ns_of(net_a, "net"), ns_of(net_b, "net"));
+  // The launcher sized the datagram queues of the card's namespace for its inbox sockets.
+  EXPECT_EQ(netns_sysctl(net_a, "net/unix/max_dgram_qlen"), "1024\n");
+  EXPECT_EQ(netns_sysctl(hv_a, "net/unix/max_dgram_qlen"), "10\n") << "only the network card's namespace";
   // cgroups: a leaf per process with the instance type's limits (t3.nano: 512 MiB, 2
   // vCPUs; azote-hv gets 96 MiB and 16 threads beyond that).
   const std::string cg = slurp("/proc/" + std::to_string(hv_a) + "/cgroup");

@@ -65,6 +65,7 @@ Result<std::unique_ptr<Card>, CardError> Card::create(const CardOptions& o) {
   sc.flow_log_window_s = o.flow_log_window_s;
   c->switch_ = std::make_unique<Switch>(c->clock_, sc);
   Switch& sw = *c->switch_;
+  if (o.datagram_fd >= 0) sw.set_datagram_socket(UniqueFd(o.datagram_fd));
 
   // The model: declared VPCs, then implicit ones (the smallest CIDR holding the
   // subnets their ENIs name), subnets, groups (all created before any rule, so rules

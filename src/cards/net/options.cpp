@@ -599,7 +599,8 @@ Result<ParsedArgs, OptionsError> parse_args(const std::vector<std::string>& args
     } else {
       static const std::set<std::string> kWithValue = {
           "--eni", "--config", "--metrics", "--flow-log", "--flow-log-window", "--control", "--log-level", "--region",
-          "--underlay", "--host-id", "--imds", "--imds-fds", "--seccomp"};
+          "--underlay", "--host-id", "--imds", "--imds-fds", "--seccomp",
+          "--datagram-fd"};
       if (kWithValue.count(a) == 0) return bad("unknown option \"" + a + "\" (see --help)");
       if (i + 1 >= args.size()) return bad(a + " needs a value");
       value = args[++i];
@@ -656,6 +657,10 @@ Result<ParsedArgs, OptionsError> parse_args(const std::vector<std::string>& args
       if (!tun || !listen) return bad("--imds-fds: \"" + value + "\" is not TUN,LISTEN (two descriptor numbers from 3)");
       o.imds_tun_fd = *tun;
       o.imds_listen_fd = *listen;
+    } else if (flag == "--datagram-fd") {
+      const auto fd = parse_fd_ref("fd:" + value);
+      if (!fd) return bad("--datagram-fd: \"" + value + "\" is not a descriptor number from 3");
+      o.datagram_fd = *fd;
     } else if (flag == "--host-id") {
       AZOTE_TRY(h, parse_host_id("--host-id", nlohmann::json(value)));
       o.host_id = h;
@@ -750,6 +755,8 @@ Options:
                             (src/cards/net/seccomp.json): kill (default) ends the card
                             with SIGSYS on a forbidden call; log lets it through and the
                             kernel logs it (debugging only).
+  --datagram-fd N           The unix datagram socket frames for other cards' inboxes
+                            leave from, made by azote-launcher with a 4 MiB send buffer.
   --imds-fds TUN,LISTEN     The metadata service's namespace as two descriptors, made
                             by azote-launcher in the card's own network namespace (the
                             card then needs no privilege for it).

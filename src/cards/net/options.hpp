@@ -145,6 +145,10 @@ struct CardOptions {
   // --imds-fds TUN,LISTEN: the metadata service's namespace prepared by the launcher
   // (the card runs in it, unprivileged); -1: make one (needs root).
   int imds_tun_fd = -1, imds_listen_fd = -1;
+  // --datagram-fd N: the unix datagram socket to send other cards' inboxes frames from,
+  // made by the launcher with a 4 MiB send buffer; -1: the card makes one (4 MiB when it
+  // may, i.e. run by hand as root; else the host's default).
+  int datagram_fd = -1;
   // Not an option: why main() could not make the namespace itself (no root, ...).
   std::string imds_unavailable;
 };

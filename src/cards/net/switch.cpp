@@ -462,10 +462,7 @@ Result<std::shared_ptr<Port>, SwitchError> Switch::add_neighbour(const EniSpec& 
   const std::string w = e.origin.empty() ? "neighbour " + e.id : e.origin;
   if (e.inbox.empty() || !e.uid) return invalid(w + ": a neighbour needs an inbox and a uid");
   AZOTE_TRY(at, place(e, lock));
-  if (!neighbour_tx_) {
-    neighbour_tx_ = UniqueFd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!neighbour_tx_) return make_error(SwitchErrc::kHost, "neighbour socket", errno);
-  }
+  AZOTE_TRYV(ensure_datagram_socket());
   if (relay_ && relay_->inbox == e.inbox) return invalid(w + ": inbox " + e.inbox + " is the relay's");
   net::DhcpConfig dc;  // never used: a neighbour's DHCP is its own card's
   dc.mac = e.mac;
@@ -509,10 +506,7 @@ Result<void, SwitchError> Switch::set_relay(const std::string& inbox, uint32_t u
     return {};
   }
   if (inbox.front() != '/' || inbox.size() >= 108) return invalid("relay inbox " + inbox + ": an absolute path under 108 bytes");
-  if (!neighbour_tx_) {
-    neighbour_tx_ = UniqueFd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!neighbour_tx_) return make_error(SwitchErrc::kHost, "relay socket", errno);
-  }
+  AZOTE_TRYV(ensure_datagram_socket());
   relay_ = Relay{inbox, uid};
   return {};
 }
@@ -765,6 +759,10 @@ void Switch::transmit(Port& from, std::span<TxFrame> frames) {
   std::vector<Port*> woken;
   std::array<RemoteFrame, 64> remote;
   size_t nremote = 0;
+  std::array<Datagram, 64> dgrams;  // for other card processes: neighbours' inboxes, the relay
+  size_t ndgram = 0;
+  std::string relay_inbox;
+  bool relay_known = false;
   for (auto& c : cands) {
     TxFrame& f = frames[c.frame];
     if (c.remote != 0) {
@@ -774,16 +772,16 @@ void Switch::transmit(Port& from, std::span<TxFrame> frames) {
                         static_cast<uint8_t>(ip_header[8] - 1));
       const size_t len = net::kEthernetHeaderLen + (size_t{ip_header[2]} << 8 | ip_header[3]);
       if (c.remote == kRelayHost) {
-        std::string inbox;
-        {
+        if (!relay_known) {
           std::shared_lock lock(mu_);
-          if (relay_) inbox = relay_->inbox;
+          if (relay_) relay_inbox = relay_->inbox;
+          relay_known = true;
         }
-        if (inbox.empty() || !send_datagram(inbox, std::span(f.bytes).subspan(0, len))) {
+        if (relay_inbox.empty() || ndgram == dgrams.size()) {
           from.counters_.drop(Drop::kFabricError);
           relay_unreachable_.fetch_add(1, std::memory_order_relaxed);
         } else {
-          from.counters_.forwarded.fetch_add(1, std::memory_order_relaxed);
+          dgrams[ndgram++] = Datagram{&relay_inbox, std::span<const uint8_t>(f.bytes.data(), len), nullptr};
         }
         continue;
       }
@@ -796,7 +794,9 @@ void Switch::transmit(Port& from, std::span<TxFrame> frames) {
     if (!c.to) continue;
     Port& to = *c.to;
     if (to.neighbour_) {
-      send_neighbour(from, to, std::span(f.bytes).subspan(0, route_rewrite(f.bytes, to)));
+      const size_t len = route_rewrite(f.bytes, to);
+      if (ndgram < dgrams.size()) dgrams[ndgram++] = Datagram{&to.spec_.inbox, std::span(f.bytes).subspan(0, len), &to};
+      else from.counters_.drop(Drop::kNeighbourUnreachable);
       continue;
     }
     if (!to.rx_ready.load(std::memory_order_acquire)) {
@@ -812,6 +812,7 @@ void Switch::transmit(Port& from, std::span<TxFrame> frames) {
     if (std::find(woken.begin(), woken.end(), &to) == woken.end()) woken.push_back(&to);
   }
   for (Port* p : woken) p->inbox_.notify();
+  if (ndgram > 0) send_datagrams(from, std::span(dgrams.data(), ndgram));
   if (nremote > 0) {
     if (FabricSender* fs = fabric_.load(std::memory_order_acquire); fs != nullptr) {
       fs->send(std::span(remote.data(), nremote));
@@ -877,23 +878,68 @@ RemoteVerdict Switch::receive_remote(fabric::HostId from, uint32_t vni, std::spa
   return RemoteVerdict::kDelivered;
 }
 
+void Switch::set_datagram_socket(UniqueFd s) {
+  std::unique_lock lock(mu_);
+  neighbour_tx_ = std::move(s);
+}
+
+Result<void, SwitchError> Switch::ensure_datagram_socket() {
+  if (neighbour_tx_) return {};
+  neighbour_tx_ = UniqueFd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!neighbour_tx_) return make_error(SwitchErrc::kHost, "datagram socket", errno);
+  // A datagram is charged to its sender until read: 4 MiB where this process may set it
+  // (root, run by hand), the host's net.core.wmem_max otherwise (the launcher hands
+  // jailed cards a socket it sized: --datagram-fd).
+  const int bytes = 4 << 20;
+  if (::setsockopt(neighbour_tx_.get(), SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) != 0)
+    (void)::setsockopt(neighbour_tx_.get(), SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+  return {};
+}
+
 bool Switch::send_datagram(const std::string& path, std::span<const uint8_t> frame) {
   const sockaddr_un a = unix_address(path);
   return ::sendto(neighbour_tx_.get(), frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
                   reinterpret_cast<const sockaddr*>(&a), sizeof a) == static_cast<ssize_t>(frame.size());  // NOLINT
 }
 
-void Switch::send_neighbour(Port& from, Port& to, std::span<const uint8_t> frame) {
-  // One datagram, never blocking: a full inbox (that card is behind) or a missing one
-  // (it is not running) drops the frame here, as a full inbox does inside one card.
-  if (!send_datagram(to.spec_.inbox, frame)) {
-    from.counters_.drop(Drop::kNeighbourUnreachable);
-    if (errno != EAGAIN && log_limit_.allow())
-      LOG_WARN("eni %s: neighbour %s (inbox %s): %s", from.id().c_str(), to.id().c_str(), to.spec_.inbox.c_str(),
-               std::strerror(errno));
-    return;
+void Switch::send_datagrams(Port& from, std::span<const Datagram> out) {
+  // One sendmmsg for the batch, never blocking: a datagram a full inbox (that card is
+  // behind) or a missing one (it is not running) does not take is dropped here, as a
+  // full inbox drops inside one card; the rest go on.
+  std::array<sockaddr_un, 64> addr;
+  std::array<iovec, 64> iov;
+  std::array<mmsghdr, 64> msg;
+  const size_t n = std::min(out.size(), msg.size());
+  for (size_t i = 0; i < n; ++i) {
+    addr[i] = unix_address(*out[i].path);
+    iov[i] = iovec{const_cast<uint8_t*>(out[i].frame.data()), out[i].frame.size()};  // NOLINT(const-cast): sendmmsg reads only
+    msg[i] = mmsghdr{};
+    msg[i].msg_hdr.msg_name = &addr[i];
+    msg[i].msg_hdr.msg_namelen = sizeof(sockaddr_un);
+    msg[i].msg_hdr.msg_iov = &iov[i];
+    msg[i].msg_hdr.msg_iovlen = 1;
   }
-  from.counters_.forwarded.fetch_add(1, std::memory_order_relaxed);
+  size_t done = 0;
+  while (done < n) {
+    const int r = ::sendmmsg(neighbour_tx_.get(), msg.data() + done, static_cast<unsigned>(n - done), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (r > 0) {
+      from.counters_.forwarded.fetch_add(static_cast<uint64_t>(r), std::memory_order_relaxed);
+      done += static_cast<size_t>(r);
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    const Datagram& d = out[done];
+    if (d.to != nullptr) {
+      from.counters_.drop(Drop::kNeighbourUnreachable);
+    } else {
+      from.counters_.drop(Drop::kFabricError);
+      relay_unreachable_.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (errno != EAGAIN && log_limit_.allow())
+      LOG_WARN("eni %s: %s (inbox %s): %s", from.id().c_str(), d.to != nullptr ? d.to->id().c_str() : "the fabric relay",
+               d.path->c_str(), std::strerror(errno));
+    ++done;
+  }
 }
 
 bool Switch::receive_neighbour(Port& to, uint32_t sender, std::span<uint8_t> frame) {

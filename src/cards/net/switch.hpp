@@ -322,6 +322,9 @@ class Switch {
   // inbox; datagrams from `uid` in an ENI's inbox may carry such remote sources. An
   // empty inbox: no relay (those frames are no_route again).
   Result<void, SwitchError> set_relay(const std::string& inbox, uint32_t uid);
+  // The socket datagrams to other cards leave from (made by the launcher with a large
+  // send buffer); without one, the Switch makes its own when it first needs it.
+  void set_datagram_socket(UniqueFd s);
   nlohmann::json describe_relay() const;
   // The fabric process (FabricLink's thread): a frame an instance's card of uid `sender`
   // relayed: its source must be a neighbour that uid serves, its destination mapped to
@@ -409,6 +412,8 @@ class Switch {
   std::atomic<uint64_t> relay_unreachable_{0};  // frames for the relay its inbox did not take
   // One datagram to `path`, never blocking; false (errno set) when it was not taken.
   bool send_datagram(const std::string& path, std::span<const uint8_t> frame);
+  // neighbour_tx_ made if there is none yet (mu_ held exclusively).
+  Result<void, SwitchError> ensure_datagram_socket();
   // The checks add_eni and add_neighbour share (mu_ held exclusively): the ENI's VPC and
   // subnet, or why it does not fit the model.
   struct Placement {
@@ -416,7 +421,13 @@ class Switch {
     SubnetSpec subnet;
   };
   Result<Placement, SwitchError> place(const EniSpec& e, std::unique_lock<std::shared_mutex>& lock);
-  void send_neighbour(Port& from, Port& to, std::span<const uint8_t> frame);
+  // A frame for another card process: a neighbour's inbox (`to`), or the relay's (null).
+  struct Datagram {
+    const std::string* path = nullptr;
+    std::span<const uint8_t> frame;
+    Port* to = nullptr;
+  };
+  void send_datagrams(Port& from, std::span<const Datagram> out);
   mutable std::mutex policy_mu_;  // the engine is not thread-safe
   vpc::PolicyEngine policy_;
   log::RateLimit log_limit_{10, std::chrono::seconds(10)};
