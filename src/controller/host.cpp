@@ -339,12 +339,13 @@ ApiResult<void> Host::ensure_card(Card& c, bool* started, const std::vector<Volu
 
 // ---- the network cards -----------------------------------------------------------
 
-ApiResult<void> Host::ensure_net(Card& c) {
+ApiResult<void> Host::ensure_net(Card& c, std::unique_lock<std::mutex>& net_lock) {
   bool started = false;
   if (auto e = ensure_card(c, &started); !e) {
     return api_error(K::kInternal, "InternalError",
                      "the network card (azote-card-net) is not available: " + e.error().sentence);
   }
+  net_lock.lock();
   if (started) c.model_ok = false;
   if (!c.model_ok) {
     AZOTE_TRYV(net_push_model(c));
@@ -1643,8 +1644,8 @@ ApiResult<void> Host::launch(const std::string& id) {
   });
   std::jthread net_card([&] {
     if (net == nullptr) return;
-    std::lock_guard net_lock(net_mu_);
-    net_ready = ensure_net(*net);
+    std::unique_lock<std::mutex> net_lock(net_mu_, std::defer_lock);
+    net_ready = ensure_net(*net, net_lock);
     t_net_spawned = since();
     if (net_ready) net_ready = net_add_eni(*net, id);
     if (!net_ready) return;
@@ -1985,8 +1986,7 @@ void Host::restart_card(Card& c) {
     type = find_instance_type(it->second.type);
   }
   std::unique_lock<std::mutex> net_lock(net_mu_, std::defer_lock);
-  if (net) net_lock.lock();
-  if (auto e = net ? ensure_net(c) : ensure_card(c, nullptr, vols); !e) {
+  if (auto e = net ? ensure_net(c, net_lock) : ensure_card(c, nullptr, vols); !e) {
     LOG_ERROR("controller: restarting the %s failed: %s", c.label.c_str(), e.error().sentence.c_str());
     c.restart_at = std::chrono::steady_clock::now() + 1s;
     return;

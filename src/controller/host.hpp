@@ -223,9 +223,10 @@ class Host {
   // The lowest slot no other instance with processes holds (mu_ held).
   int free_slot() const;
   launch::Limits card_limits() const;
-  // The instance's network card (net_mu_ held): running, with the VPC model (VPCs,
-  // groups), its ENI, and every other running instance's ENI as a neighbour.
-  ApiResult<void> ensure_net(Card& c);
+  // The instance's network card running (started without net_mu_: launches start their
+  // cards at once), then, with `net_lock` (on net_mu_) taken, the VPC model (VPCs,
+  // groups) pushed unless it has it. On success net_lock is held.
+  ApiResult<void> ensure_net(Card& c, std::unique_lock<std::mutex>& net_lock);
   ApiResult<void> net_push_model(Card& c);
   // The ENI of `instance_id` (removed first if the card has it), with its limits,
   // metadata and inbox; net_mu_ held.
