@@ -553,6 +553,7 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
     bind_fds.push_back(std::move(run).value());
   }
   for (const auto& e : r.enis) {
+    enis_[r.instance].insert(e);
     // The ENI's directory is its instance's: its card makes the vhost-user socket there
     // (0660, the instance's uid: its hv connects) and the inbox socket (0666: other
     // instances' cards send frames to it; the receiving card checks each sender's uid).
@@ -737,6 +738,17 @@ Json Launcher::status(const Json& req) {
   return Json{{"ok", true}, {"exited", false}, {"known", children_.count(pid) > 0}};
 }
 
+void Launcher::remove_socket_dir(int parent, const char* name) {
+  UniqueFd dir(::openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dir) return;
+  if (DIR* d = ::fdopendir(::fcntl(dir.get(), F_DUPFD_CLOEXEC, 0))) {
+    while (const dirent* e = ::readdir(d))
+      if (e->d_name[0] != '.') ::unlinkat(dir.get(), e->d_name, 0);
+    ::closedir(d);
+  }
+  ::unlinkat(parent, name, AT_REMOVEDIR);
+}
+
 Json Launcher::release(const Json& req) {
   const std::string instance = req.value("instance", "");
   if (!valid_instance(instance)) return refuse("release needs \"instance\" (i-...)");
@@ -747,17 +759,14 @@ Json Launcher::release(const Json& req) {
   }
   reap();
   const bool removed = cgroups_->remove(instance);
-  // The instance's run directory holds only the sockets its processes made: removed
-  // through descriptors (the directories may have been swapped for symlinks).
-  if (auto inst = dir_beneath("instances/" + instance)) {
-    if (UniqueFd run{::openat(inst->get(), "run", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)}) {
-      if (DIR* d = ::fdopendir(::fcntl(run.get(), F_DUPFD_CLOEXEC, 0))) {
-        while (const dirent* e = ::readdir(d))
-          if (e->d_name[0] != '.') ::unlinkat(run.get(), e->d_name, 0);
-        ::closedir(d);
-      }
-      ::unlinkat(inst->get(), "run", AT_REMOVEDIR);
-    }
+  // The instance's run directory and its ENIs' directories hold only the sockets its
+  // processes made: removed through descriptors (the directories may have been swapped
+  // for symlinks). The next spawn makes them again.
+  if (auto inst = dir_beneath("instances/" + instance)) remove_socket_dir(inst->get(), "run");
+  if (auto it = enis_.find(instance); it != enis_.end()) {
+    if (auto net = dir_beneath("net"))
+      for (const auto& e : it->second) remove_socket_dir(net->get(), e.c_str());
+    enis_.erase(it);
   }
   return Json{{"ok", true}, {"cgroups_removed", removed}};
 }

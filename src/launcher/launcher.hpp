@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <map>
+#include <set>
 #include <memory>
 #include <optional>
 #include <string>
@@ -94,6 +95,9 @@ class Launcher {
   launch::Json signal(const launch::Json& req);
   launch::Json status(const launch::Json& req);
   launch::Json release(const launch::Json& req);
+  // Empties `name` (a directory of sockets beneath `parent`, never followed if a symlink)
+  // and removes it.
+  static void remove_socket_dir(int parent, const char* name);
   launch::Json describe();
   // A path beneath the state directory, opened without following symlinks.
   Result<UniqueFd, LauncherError> open_beneath(const std::string& path, int flags, mode_t mode = 0600);
@@ -122,6 +126,8 @@ class Launcher {
   std::map<pid_t, Child> children_;
   std::map<pid_t, int> exited_;  // recent exit statuses (bounded)
   std::map<int, Starting> starting_;  // by the outcome pipe's descriptor
+  // The ENI directories (net/<eni>) made for each instance's spawns: removed at its release.
+  std::map<std::string, std::set<std::string>> enis_;
 };
 
 }  // namespace azote::launcher

@@ -768,6 +768,7 @@ TEST_F(ControllerTest, StopStartKeepsTheAddressTerminateFreesIt) {
   EXPECT_EQ(card_eni(eni)["ip"], ip);
 
   ASSERT_EQ(cli(cp_, {"terminate-instances", "--instance-ids", a, "--wait"}).status, 0);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/net/" + eni)) << "the ENI's socket directory outlived the instance";
   const Json gone = instance(a);
   EXPECT_EQ(gone.value("private_ip_address", ""), "") << gone.dump();
   EXPECT_TRUE(!gone.contains("network_interfaces") || gone["network_interfaces"].empty()) << gone.dump();
