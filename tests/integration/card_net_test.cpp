@@ -209,6 +209,17 @@ class CardNet : public ::testing::Test {
     auto o = card_->wait(1s);
     FAIL() << "the card did not create its sockets (status " << o.status << "): " << o.err;
   }
+  // Two NICs on eni-a.sock (10.0.1.5) and eni-b.sock, and A's guest with the gateway MAC
+  // the card's ARP answer gave it.
+  void connect_two(NetClient& a, NetClient& b, Guest* ga) {
+    std::string err;
+    ASSERT_TRUE(a.connect(path("eni-a.sock"), &err)) << err;
+    ASSERT_TRUE(b.connect(path("eni-b.sock"), &err)) << err;
+    a.send(card_net::testing::arp_request({mac("02:00:00:00:00:0a"), ip("10.0.1.5"), {}}, ip("10.0.1.6")));
+    auto arp = a.recv();
+    ASSERT_TRUE(arp) << "no ARP answer";
+    *ga = Guest{mac("02:00:00:00:00:0a"), ip("10.0.1.5"), net::parse_frame(*arp)->arp->sender_mac};
+  }
   Outcome stop_card() {
     card_->signal(SIGTERM);
     Outcome o = card_->wait(10s);
@@ -327,13 +338,9 @@ TEST_F(CardNet, ControlSocket) {
   ASSERT_TRUE(rules) << rules.error().message();
 
   NetClient a, b;
-  std::string err;
-  ASSERT_TRUE(a.connect(path("eni-a.sock"), &err)) << err;
-  ASSERT_TRUE(b.connect(path("eni-b.sock"), &err)) << err;
-  a.send(card_net::testing::arp_request({mac("02:00:00:00:00:0a"), ip("10.0.1.5"), {}}, ip("10.0.1.6")));
-  auto arp = a.recv();
-  ASSERT_TRUE(arp);
-  const Guest ga{mac("02:00:00:00:00:0a"), ip("10.0.1.5"), net::parse_frame(*arp)->arp->sender_mac};
+  Guest ga;
+  connect_two(a, b, &ga);
+  if (HasFatalFailure()) return;
   const std::vector<uint8_t> hi = {'h', 'i'};
   a.send(card_net::testing::udp(ga, ga.ip, ip("10.0.1.6"), 40000, 7000, hi));
   EXPECT_TRUE(b.recv()) << "the new rule did not let port 7000 through";
@@ -374,13 +381,9 @@ TEST_F(CardNet, OneCardPerInstanceNeighboursThroughInboxSockets) {
     std::this_thread::sleep_for(20ms);
   ASSERT_TRUE(file_exists(path("eni-a.inbox")) && file_exists(path("eni-b.inbox")));
   NetClient a, b;
-  std::string err;
-  ASSERT_TRUE(a.connect(path("eni-a.sock"), &err)) << err;
-  ASSERT_TRUE(b.connect(path("eni-b.sock"), &err)) << err;
-  a.send(card_net::testing::arp_request({mac("02:00:00:00:00:0a"), ip("10.0.1.5"), {}}, ip("10.0.1.6")));
-  auto arp = a.recv();
-  ASSERT_TRUE(arp);
-  const Guest ga{mac("02:00:00:00:00:0a"), ip("10.0.1.5"), net::parse_frame(*arp)->arp->sender_mac};
+  Guest ga;
+  connect_two(a, b, &ga);
+  if (HasFatalFailure()) return;
   const Guest gb{mac("02:00:00:00:00:0b"), ip("10.0.1.6"), ga.gateway_mac};
   const std::vector<uint8_t> hi = {'h', 'i'};
 
