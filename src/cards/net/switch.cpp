@@ -480,6 +480,7 @@ Result<std::shared_ptr<Port>, SwitchError> Switch::add_neighbour(const EniSpec& 
   port->spec_.subnet = at.subnet.id;
   port->spec_.vpc = at.vpc->id;
   port->neighbour_ = true;
+  port->inbox_addr_ = unix_address(e.inbox);
   std::lock_guard plock(policy_mu_);
   by_id_[e.id] = port;
   routes_[route_key(at.vpc->index, e.ip)] = port;
@@ -507,7 +508,7 @@ Result<void, SwitchError> Switch::set_relay(const std::string& inbox, uint32_t u
   }
   if (inbox.front() != '/' || inbox.size() >= 108) return invalid("relay inbox " + inbox + ": an absolute path under 108 bytes");
   AZOTE_TRYV(ensure_datagram_socket());
-  relay_ = Relay{inbox, uid};
+  relay_ = Relay{inbox, unix_address(inbox), uid};
   return {};
 }
 
@@ -761,7 +762,7 @@ void Switch::transmit(Port& from, std::span<TxFrame> frames) {
   size_t nremote = 0;
   std::array<Datagram, 64> dgrams;  // for other card processes: neighbours' inboxes, the relay
   size_t ndgram = 0;
-  std::string relay_inbox;
+  std::optional<sockaddr_un> relay_addr;  // looked up once per batch, when a frame needs it
   bool relay_known = false;
   for (auto& c : cands) {
     TxFrame& f = frames[c.frame];
@@ -774,14 +775,14 @@ void Switch::transmit(Port& from, std::span<TxFrame> frames) {
       if (c.remote == kRelayHost) {
         if (!relay_known) {
           std::shared_lock lock(mu_);
-          if (relay_) relay_inbox = relay_->inbox;
+          if (relay_) relay_addr = relay_->addr;
           relay_known = true;
         }
-        if (relay_inbox.empty() || ndgram == dgrams.size()) {
+        if (!relay_addr || ndgram == dgrams.size()) {
           from.counters_.drop(Drop::kFabricError);
           relay_unreachable_.fetch_add(1, std::memory_order_relaxed);
         } else {
-          dgrams[ndgram++] = Datagram{&relay_inbox, std::span<const uint8_t>(f.bytes.data(), len), nullptr};
+          dgrams[ndgram++] = Datagram{&*relay_addr, std::span<const uint8_t>(f.bytes.data(), len), nullptr};
         }
         continue;
       }
@@ -795,7 +796,7 @@ void Switch::transmit(Port& from, std::span<TxFrame> frames) {
     Port& to = *c.to;
     if (to.neighbour_) {
       const size_t len = route_rewrite(f.bytes, to);
-      if (ndgram < dgrams.size()) dgrams[ndgram++] = Datagram{&to.spec_.inbox, std::span(f.bytes).subspan(0, len), &to};
+      if (ndgram < dgrams.size()) dgrams[ndgram++] = Datagram{&to.inbox_addr_, std::span(f.bytes).subspan(0, len), &to};
       else from.counters_.drop(Drop::kNeighbourUnreachable);
       continue;
     }
@@ -850,7 +851,7 @@ RemoteVerdict Switch::receive_remote(fabric::HostId from, uint32_t vni, std::spa
     // (the fabric's, mapping no guest memory) only hands the frame over.
     p.mac().store(frame.subspan(0, 6));
     p.gateway_mac().store(frame.subspan(6, 6));
-    if (!send_datagram(p.spec_.inbox, frame.subspan(0, net::kEthernetHeaderLen + ip.total_len)))
+    if (!send_datagram(p.inbox_addr_, frame.subspan(0, net::kEthernetHeaderLen + ip.total_len)))
       return RemoteVerdict::kNeighbourUnreachable;
     return RemoteVerdict::kDelivered;
   }
@@ -896,8 +897,7 @@ Result<void, SwitchError> Switch::ensure_datagram_socket() {
   return {};
 }
 
-bool Switch::send_datagram(const std::string& path, std::span<const uint8_t> frame) {
-  const sockaddr_un a = unix_address(path);
+bool Switch::send_datagram(const sockaddr_un& a, std::span<const uint8_t> frame) {
   return ::sendto(neighbour_tx_.get(), frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL,
                   reinterpret_cast<const sockaddr*>(&a), sizeof a) == static_cast<ssize_t>(frame.size());  // NOLINT
 }
@@ -906,15 +906,13 @@ void Switch::send_datagrams(Port& from, std::span<const Datagram> out) {
   // One sendmmsg for the batch, never blocking: a datagram a full inbox (that card is
   // behind) or a missing one (it is not running) does not take is dropped here, as a
   // full inbox drops inside one card; the rest go on.
-  std::array<sockaddr_un, 64> addr;
   std::array<iovec, 64> iov;
   std::array<mmsghdr, 64> msg;
   const size_t n = std::min(out.size(), msg.size());
   for (size_t i = 0; i < n; ++i) {
-    addr[i] = unix_address(*out[i].path);
     iov[i] = iovec{const_cast<uint8_t*>(out[i].frame.data()), out[i].frame.size()};  // NOLINT(const-cast): sendmmsg reads only
     msg[i] = mmsghdr{};
-    msg[i].msg_hdr.msg_name = &addr[i];
+    msg[i].msg_hdr.msg_name = const_cast<sockaddr_un*>(out[i].to_addr);  // NOLINT(const-cast): sendmmsg reads it
     msg[i].msg_hdr.msg_namelen = sizeof(sockaddr_un);
     msg[i].msg_hdr.msg_iov = &iov[i];
     msg[i].msg_hdr.msg_iovlen = 1;
@@ -937,7 +935,7 @@ void Switch::send_datagrams(Port& from, std::span<const Datagram> out) {
     }
     if (errno != EAGAIN && log_limit_.allow())
       LOG_WARN("eni %s: %s (inbox %s): %s", from.id().c_str(), d.to != nullptr ? d.to->id().c_str() : "the fabric relay",
-               d.path->c_str(), std::strerror(errno));
+               d.to_addr->sun_path, std::strerror(errno));
     ++done;
   }
 }

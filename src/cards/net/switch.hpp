@@ -15,6 +15,8 @@
 // control thread adds and removes VPCs, groups and ENIs.
 #pragma once
 
+#include <sys/un.h>
+
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -202,6 +204,7 @@ class Port {
   std::atomic<int64_t> imds_slot_{-1};
   void unlink_inbox();
   bool neighbour_ = false;
+  sockaddr_un inbox_addr_{};  // spec_.inbox as an address (neighbours: where frames go)
   UniqueFd inbox_socket_;
   uint64_t inbox_dev_ = 0, inbox_ino_ = 0;  // the socket file this Port bound (removed with it)
 };
@@ -404,6 +407,7 @@ class Switch {
   UniqueFd neighbour_tx_;  // unbound datagram socket: frames to neighbours' inboxes and the relay
   struct Relay {
     std::string inbox;
+    sockaddr_un addr{};  // inbox as an address, made once
     uint32_t uid = 0;
   };
   std::optional<Relay> relay_;  // under mu_
@@ -411,7 +415,7 @@ class Switch {
   std::atomic<uint64_t> relay_send_errors_{0};  // relayed frames the fabric did not take
   std::atomic<uint64_t> relay_unreachable_{0};  // frames for the relay its inbox did not take
   // One datagram to `path`, never blocking; false (errno set) when it was not taken.
-  bool send_datagram(const std::string& path, std::span<const uint8_t> frame);
+  bool send_datagram(const sockaddr_un& to, std::span<const uint8_t> frame);
   // neighbour_tx_ made if there is none yet (mu_ held exclusively).
   Result<void, SwitchError> ensure_datagram_socket();
   // The checks add_eni and add_neighbour share (mu_ held exclusively): the ENI's VPC and
@@ -423,7 +427,7 @@ class Switch {
   Result<Placement, SwitchError> place(const EniSpec& e, std::unique_lock<std::shared_mutex>& lock);
   // A frame for another card process: a neighbour's inbox (`to`), or the relay's (null).
   struct Datagram {
-    const std::string* path = nullptr;
+    const sockaddr_un* to_addr = nullptr;
     std::span<const uint8_t> frame;
     Port* to = nullptr;
   };
