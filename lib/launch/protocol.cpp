@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/scm.hpp"
+
 namespace azote::launch {
 namespace {
 
@@ -137,15 +139,7 @@ Result<void, LaunchError> send_message(int fd, const Json& body, const std::vect
   m.msg_iov = &iov;
   m.msg_iovlen = 1;
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)] = {};
-  if (!fds.empty()) {
-    m.msg_control = control;
-    m.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-    cmsghdr* c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-  }
+  attach_fds(m, control, fds);
   for (;;) {
     const ssize_t n = ::sendmsg(fd, &m, MSG_NOSIGNAL);
     if (n == static_cast<ssize_t>(text.size())) return {};
@@ -177,15 +171,7 @@ Result<Message, LaunchError> recv_message(int fd, std::chrono::milliseconds time
   while (n < 0 && errno == EINTR);
   if (n < 0) return errno_error(LaunchErrc::kSocket, "recvmsg");
   Message out;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&m); c != nullptr; c = CMSG_NXTHDR(&m, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < count; ++i) {
-      int f;
-      std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
-      out.fds.emplace_back(f);
-    }
-  }
+  (void)take_fds(m, out.fds);  // other ancillary data is ignored here, as before
   if (n == 0) return make_error(LaunchErrc::kClosed, "the launcher's socket is closed");
   if ((m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) return bad("message or descriptors truncated");
   out.body = Json::parse(buf.substr(0, static_cast<size_t>(n)), nullptr, false);

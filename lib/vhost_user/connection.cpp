@@ -9,6 +9,8 @@
 #include <cstring>
 #include <thread>
 
+#include "base/scm.hpp"
+
 namespace azote::vhost_user {
 namespace {
 
@@ -83,15 +85,7 @@ Result<void, VuError> Connection::send(const Header& hdr, std::span<const uint8_
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
-    if (!fds_sent) {
-      msg.msg_control = control;
-      msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-      cmsghdr* c = CMSG_FIRSTHDR(&msg);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-      std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-    }
+    if (!fds_sent) attach_fds(msg, control, fds);
     const ssize_t n = ::sendmsg(sock_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -130,19 +124,7 @@ Result<void, VuError> Connection::read_exact(uint8_t* buf, size_t len, bool mess
       return errno_error(Errc::kSocket, "recvmsg");
     }
     // Adopt every installed fd first, so any error below closes them.
-    bool foreign = false;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-        const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < count; ++i) {
-          int fd;
-          std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-          fds.emplace_back(fd);
-        }
-      } else {
-        foreign = true;
-      }
-    }
+    const bool foreign = take_fds(msg, fds);
     if ((msg.msg_flags & MSG_CTRUNC) != 0)
       return make_error(Errc::kBadFds, "control data truncated (more than " + std::to_string(kMaxFds) + " fds)");
     if (foreign) return make_error(Errc::kBadFds, "unexpected ancillary data");
