@@ -33,9 +33,25 @@ Result<Backing, MemoryError> make_backing(const char* name, uint64_t total) {
   return b;
 }
 
+Result<Backing, MemoryError> map_external(UniqueFd fd, uint64_t total) {
+  Backing b;
+  b.fd = std::move(fd);
+  void* p = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, b.fd.get(), 0);
+  if (p == MAP_FAILED) return errno_error(MemoryErrc::kCreate, "mmap the private memory's file");
+  b.map = MappedRegion(p, total);
+  ::madvise(p, total, MADV_DONTDUMP);
+  return b;
+}
+
 }  // namespace
 
-Result<GuestMemory, MemoryError> GuestMemory::create(const std::vector<RegionSpec>& specs) {
+uint64_t GuestMemory::private_bytes(const std::vector<RegionSpec>& specs) {
+  uint64_t n = 0;
+  for (const auto& s : specs) n += s.io ? 0 : s.size;
+  return n;
+}
+
+Result<GuestMemory, MemoryError> GuestMemory::create(const std::vector<RegionSpec>& specs, UniqueFd private_fd) {
   if (specs.empty()) return make_error(MemoryErrc::kBadLayout, "no memory regions");
   uint64_t total = 0, io_total = 0;
   for (size_t i = 0; i < specs.size(); ++i) {
@@ -51,7 +67,8 @@ Result<GuestMemory, MemoryError> GuestMemory::create(const std::vector<RegionSpe
   if (total == 0) return make_error(MemoryErrc::kBadLayout, "no private memory region");
 
   GuestMemory mem;
-  AZOTE_TRY(main, make_backing("azote-guest-ram", total));
+  mem.external_ = private_fd.valid();
+  AZOTE_TRY(main, mem.external_ ? map_external(std::move(private_fd), total) : make_backing("azote-guest-ram", total));
   mem.fd_ = std::move(main.fd);
   mem.map_ = std::move(main.map);
   if (io_total > 0) {
@@ -73,15 +90,37 @@ Result<GuestMemory, MemoryError> GuestMemory::create(const std::vector<RegionSpe
   return mem;
 }
 
+Result<void, MemoryError> GuestMemory::release_private() {
+  if (!external_)
+    return make_error(MemoryErrc::kNotReleasable,
+                      "private memory is a memfd that KVM reaches through this process's mapping; it cannot be unmapped");
+  if (released_) return {};
+  map_ = MappedRegion();
+  for (auto& r : regions_)
+    if (!r.io) r.host = nullptr;
+  released_ = true;
+  return {};
+}
+
 uint8_t* GuestMemory::translate(GuestAddress gpa, uint64_t len) const {
   for (const auto& r : regions_) {
     if (gpa.raw < r.start.raw) continue;
     const uint64_t off = gpa.raw - r.start.raw;
     if (off >= r.size && !(off == r.size && len == 0)) continue;
     if (len > r.size - off) return nullptr;  // crosses the end of this region
-    return r.host + off;
+    return r.host == nullptr ? nullptr : r.host + off;
   }
   return nullptr;
+}
+
+Unexpected<MemoryError> GuestMemory::unreachable(const std::string& what, GuestAddress gpa) const {
+  if (released_) {
+    for (const auto& r : regions_)
+      if (!r.io && gpa.raw >= r.start.raw && gpa.raw - r.start.raw < r.size)
+        return make_error(MemoryErrc::kReleased, what + " at " + std::to_string(gpa.raw) +
+                                                     " is in private memory this process no longer maps");
+  }
+  return make_error(MemoryErrc::kOutOfRange, what + " at " + std::to_string(gpa.raw) + " is outside RAM");
 }
 
 bool GuestMemory::contains(GuestAddress gpa, uint64_t len) const { return translate(gpa, len) != nullptr; }
@@ -89,25 +128,21 @@ bool GuestMemory::contains(GuestAddress gpa, uint64_t len) const { return transl
 Result<void, MemoryError> GuestMemory::write(GuestAddress gpa, std::span<const uint8_t> bytes) {
   uint8_t* h = translate(gpa, bytes.size());
   if (h == nullptr)
-    return make_error(MemoryErrc::kOutOfRange, "guest write of " + std::to_string(bytes.size()) +
-                                                   " bytes at " + std::to_string(gpa.raw) + " is outside RAM");
+    return unreachable("guest write of " + std::to_string(bytes.size()) + " bytes", gpa);
   std::memcpy(h, bytes.data(), bytes.size());
   return {};
 }
 
 Result<void, MemoryError> GuestMemory::read(GuestAddress gpa, std::span<uint8_t> out) const {
   const uint8_t* h = translate(gpa, out.size());
-  if (h == nullptr)
-    return make_error(MemoryErrc::kOutOfRange, "guest read of " + std::to_string(out.size()) +
-                                                   " bytes at " + std::to_string(gpa.raw) + " is outside RAM");
+  if (h == nullptr) return unreachable("guest read of " + std::to_string(out.size()) + " bytes", gpa);
   std::memcpy(out.data(), h, out.size());
   return {};
 }
 
 Result<void, MemoryError> GuestMemory::fill(GuestAddress gpa, uint8_t value, uint64_t len) {
   uint8_t* h = translate(gpa, len);
-  if (h == nullptr)
-    return make_error(MemoryErrc::kOutOfRange, "guest fill at " + std::to_string(gpa.raw) + " is outside RAM");
+  if (h == nullptr) return unreachable("guest fill", gpa);
   std::memset(h, value, len);
   return {};
 }

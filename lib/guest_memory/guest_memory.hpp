@@ -36,6 +36,8 @@ enum class MemoryErrc {
   kCreate = 1,     // memfd/mmap failure
   kBadLayout,      // overlapping, unaligned or empty regions
   kOutOfRange,     // an access outside guest RAM or across a region boundary
+  kNotReleasable,  // release_private() of memfd-backed private memory
+  kReleased,       // an access to private memory this process no longer maps
 };
 using MemoryError = Error<MemoryErrc>;
 
@@ -74,8 +76,12 @@ class GuestMemory final : public GuestMemoryView {
  public:
   // Creates one memfd holding every private region back to back (page-aligned regions,
   // sorted, non-overlapping), and one for the I/O window's regions if any, and maps them
-  // shared.
-  static Result<GuestMemory, MemoryError> create(const std::vector<RegionSpec>& specs);
+  // shared. `private_fd`, when given, backs the private regions instead of a new memfd:
+  // a file of exactly private_bytes(specs) bytes made by the caller (a KVM guest_memfd,
+  // which only the VM's own fd can create); it is mapped, never resized or sealed.
+  static Result<GuestMemory, MemoryError> create(const std::vector<RegionSpec>& specs, UniqueFd private_fd = {});
+  // Bytes of the private regions of `specs` (what `private_fd` must hold).
+  static uint64_t private_bytes(const std::vector<RegionSpec>& specs);
 
   GuestMemory(GuestMemory&&) = default;
   GuestMemory& operator=(GuestMemory&&) = default;
@@ -107,16 +113,27 @@ class GuestMemory final : public GuestMemoryView {
   // The I/O window's memfd, or -1 when there is no window (cards then get memfd()).
   int io_memfd() const { return io_fd_.get(); }
   bool has_io_window() const { return io_fd_.valid(); }
+  // Private RAM is the caller's file (a guest_memfd), not a memfd made here.
+  bool private_is_external() const { return external_; }
+
+  // Unmaps the private regions from this process: from here on read(), write() and
+  // range() reach only the I/O window. Only for an external backing (a guest_memfd that
+  // KVM faults through the fd): a memfd-backed slot needs this mapping for as long as
+  // the VM runs, so that is refused. Region host pointers of private regions become null.
+  Result<void, MemoryError> release_private();
+  bool private_released() const { return released_; }
 
  private:
   GuestMemory() = default;
   // Host pointer for [gpa, gpa+len) or nullptr if it is not inside one region.
   uint8_t* translate(GuestAddress gpa, uint64_t len) const;
+  Unexpected<MemoryError> unreachable(const std::string& what, GuestAddress gpa) const;
 
   UniqueFd fd_, io_fd_;
   MappedRegion map_, io_map_;
   std::vector<MemoryRegion> regions_;
   uint64_t total_ = 0;
+  bool external_ = false, released_ = false;
 };
 
 }  // namespace azote

@@ -42,6 +42,30 @@ constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, MsrsHeader);
 constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, MsrsHeader);
 constexpr unsigned long kGetMsrIndexList = _IOWR(KVMIO, 0x02, uint32_t);
 
+// guest_memfd, from the Linux 6.18 uapi (include/uapi/linux/kvm.h): the distribution's
+// headers may predate it, so the ABI is spelled out here. Layouts and numbers are the
+// kernel's; the static_asserts pin the sizes the ioctl numbers encode.
+struct KvmCreateGuestMemfd {
+  uint64_t size, flags;
+  uint64_t reserved[6];
+};
+struct KvmUserspaceMemoryRegion2 {
+  uint32_t slot, flags;
+  uint64_t guest_phys_addr, memory_size, userspace_addr;
+  uint64_t guest_memfd_offset;
+  uint32_t guest_memfd, pad1;
+  uint64_t pad2[14];
+};
+static_assert(sizeof(KvmCreateGuestMemfd) == 64 && sizeof(KvmUserspaceMemoryRegion2) == 160);
+constexpr unsigned long kCreateGuestMemfd = _IOWR(KVMIO, 0xd4, KvmCreateGuestMemfd);
+constexpr unsigned long kSetUserMemoryRegion2 = _IOW(KVMIO, 0x49, KvmUserspaceMemoryRegion2);
+constexpr long kCapUserMemory2 = 231;
+constexpr long kCapGuestMemfd = 234;
+constexpr long kCapGuestMemfdFlags = 244;
+constexpr uint64_t kGuestMemfdFlagMmap = 1ull << 0;
+constexpr uint64_t kGuestMemfdFlagInitShared = 1ull << 1;
+constexpr uint32_t kMemGuestMemfd = 1u << 2;
+
 // A buffer holding Header followed by n Entry values, as the kernel expects.
 template <class Header, class Entry>
 struct VarBuf {
@@ -141,6 +165,51 @@ KvmResult<void> VmFd::set_user_memory_region(uint32_t slot, uint64_t gpa, uint64
   if (xioctl(fd_.get(), KVM_SET_USER_MEMORY_REGION, &r) < 0) return ioctl_error("KVM_SET_USER_MEMORY_REGION");
   return {};
 }
+GuestMemfdSupport VmFd::guest_memfd_support() const {
+  GuestMemfdSupport s;
+  if (check_extension(kCapGuestMemfd) <= 0) {
+    s.reason = "KVM_CAP_GUEST_MEMFD = 0 on this host";
+    return s;
+  }
+  if (check_extension(kCapUserMemory2) <= 0) {
+    s.reason = "KVM_CAP_USER_MEMORY2 = 0 on this host";
+    return s;
+  }
+  const int flags = check_extension(kCapGuestMemfdFlags);
+  constexpr uint64_t kWanted = kGuestMemfdFlagMmap | kGuestMemfdFlagInitShared;
+  if (flags < 0 || (static_cast<uint64_t>(flags) & kWanted) != kWanted) {
+    s.reason = "KVM_CAP_GUEST_MEMFD_FLAGS = " + std::to_string(flags < 0 ? 0 : flags) +
+               " on this host (needs MMAP and INIT_SHARED, Linux 6.18)";
+    return s;
+  }
+  s.usable = true;
+  s.flags = kWanted;
+  return s;
+}
+
+KvmResult<UniqueFd> VmFd::create_guest_memfd(uint64_t size, uint64_t flags) {
+  KvmCreateGuestMemfd c{};
+  c.size = size;
+  c.flags = flags;
+  const int fd = xioctl(fd_.get(), kCreateGuestMemfd, &c);
+  if (fd < 0) return ioctl_error("KVM_CREATE_GUEST_MEMFD");
+  return UniqueFd(fd);
+}
+
+KvmResult<void> VmFd::set_user_memory_region2(uint32_t slot, uint64_t gpa, uint64_t size, void* host, int guest_memfd,
+                                              uint64_t offset) {
+  KvmUserspaceMemoryRegion2 r{};
+  r.slot = slot;
+  r.flags = kMemGuestMemfd;
+  r.guest_phys_addr = gpa;
+  r.memory_size = size;
+  r.userspace_addr = reinterpret_cast<uint64_t>(host);  // NOLINT
+  r.guest_memfd_offset = offset;
+  r.guest_memfd = static_cast<uint32_t>(guest_memfd);
+  if (xioctl(fd_.get(), kSetUserMemoryRegion2, &r) < 0) return ioctl_error("KVM_SET_USER_MEMORY_REGION2");
+  return {};
+}
+
 KvmResult<void> VmFd::irq_line(uint32_t irq, bool level) {
   kvm_irq_level l{};
   l.irq = irq;

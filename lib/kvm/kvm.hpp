@@ -34,6 +34,17 @@ struct CpuidEntries {
   kvm_cpuid_entry2* find(uint32_t function, uint32_t index = 0);
 };
 
+// What this host's KVM offers for backing guest RAM with a guest_memfd (memory KVM
+// reaches through the fd itself, not through a process's mapping). azote needs
+// the mmap-able, shared-by-default kind (GUEST_MEMFD_FLAG_MMAP | INIT_SHARED,
+// Linux 6.18) so that a VM of the default type can use it and the VMM can load images
+// into it, then drop its mapping.
+struct GuestMemfdSupport {
+  bool usable = false;
+  uint64_t flags = 0;   // the flags to create it with when usable
+  std::string reason;   // why not, naming the capability, when !usable
+};
+
 struct MsrEntry {
   uint32_t index;
   uint64_t data;
@@ -84,6 +95,15 @@ class VmFd {
   KvmResult<void> create_irqchip();
   KvmResult<void> create_pit2();
   KvmResult<void> set_user_memory_region(uint32_t slot, uint64_t gpa, uint64_t size, void* host);
+  // KVM_CAP_GUEST_MEMFD, KVM_CAP_USER_MEMORY2 and KVM_CAP_GUEST_MEMFD_FLAGS, asked of this VM.
+  GuestMemfdSupport guest_memfd_support() const;
+  // KVM_CREATE_GUEST_MEMFD: `size` bytes of memory bound to this VM.
+  KvmResult<UniqueFd> create_guest_memfd(uint64_t size, uint64_t flags);
+  // KVM_SET_USER_MEMORY_REGION2 with KVM_MEM_GUEST_MEMFD: the slot's memory is
+  // [offset, offset+size) of `guest_memfd`; `host` is a mapping of the same pages (KVM
+  // wants a valid address; with an mmap-able guest_memfd it faults through the fd).
+  KvmResult<void> set_user_memory_region2(uint32_t slot, uint64_t gpa, uint64_t size, void* host, int guest_memfd,
+                                          uint64_t offset);
   KvmResult<void> irq_line(uint32_t irq, bool level);
   KvmResult<void> set_clock(uint64_t ns);
   KvmResult<void> enable_cap(uint32_t cap, uint64_t arg0);

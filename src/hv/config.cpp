@@ -208,6 +208,15 @@ Options:
                               card. Made only for a kernel that says (an ELF note) it
                               keeps its virtqueues and buffers there: the built-in guest.
                               auto (default): half of the memory below 3 GiB, at most 1G.
+  --private-memory auto|memfd|guest_memfd
+                              What backs guest RAM outside the I/O window. guest_memfd:
+                              memory KVM reaches through its own fd; azote-hv maps it only
+                              to load the images and unmaps it before the first vCPU runs
+                              (needs KVM_CAP_GUEST_MEMFD with the MMAP and INIT_SHARED
+                              flags, Linux 6.18, and a guest with an I/O window; exit 71
+                              when the host lacks it). memfd: mapped for as long as the
+                              VM runs. auto (default): guest_memfd where possible, else
+                              memfd; "describe" on the control socket says which and why.
   --debug-guest               On a fatal guest event, read the faulting instruction's bytes
                               from guest memory for the report. Without it azote-hv reads
                               no guest memory once the images are loaded.
@@ -342,7 +351,8 @@ Result<ParseOutcome, ConfigError> parse_args(int argc, const char* const* argv) 
     } else {
       static const std::set<std::string> kWithValue = {"--kernel", "--cmdline", "--initrd", "--vcpus", "--memory",
                                                        "--console", "--config", "--log", "--device", "--stats",
-                                                       "--control", "--seccomp", "--kvm-fd", "--io-window"};
+                                                       "--control", "--seccomp", "--kvm-fd", "--io-window",
+                                                       "--private-memory"};
       if (kWithValue.count(a) == 0)
         return make_error(ConfigErrc::kUsage, "unknown option \"" + a + "\" (see --help)");
       if (i + 1 >= argc) return make_error(ConfigErrc::kUsage, a + " needs a value");
@@ -400,6 +410,12 @@ Result<ParseOutcome, ConfigError> parse_args(int argc, const char* const* argv) 
           return bad("--io-window: \"" + value + "\" is not auto, off or a whole number of MiB such as 64M");
         cfg.io_window = *n;
       }
+    } else if (flag == "--private-memory") {
+      using P = VmConfig::PrivateMemory;
+      if (value == "auto") cfg.private_memory = P::kAuto;
+      else if (value == "memfd") cfg.private_memory = P::kMemfd;
+      else if (value == "guest_memfd") cfg.private_memory = P::kGuestMemfd;
+      else return bad("--private-memory: \"" + value + "\" is not auto, memfd or guest_memfd");
     } else if (flag == "--seccomp") {
       auto m = sandbox::parse_seccomp_mode(value);
       if (!m) return bad(m.error().message());

@@ -22,6 +22,18 @@ TEST(Config, Defaults) {
   EXPECT_EQ(c.memory, 256ull << 20);
   EXPECT_EQ(c.console.kind, ConsoleKind::kStdio);
   EXPECT_EQ(c.effective_cmdline(), "azote.run=hello");
+  EXPECT_EQ(c.private_memory, VmConfig::PrivateMemory::kAuto);
+}
+
+TEST(Config, PrivateMemory) {
+  for (const auto& [value, want] : std::vector<std::pair<const char*, VmConfig::PrivateMemory>>{
+           {"auto", VmConfig::PrivateMemory::kAuto},
+           {"memfd", VmConfig::PrivateMemory::kMemfd},
+           {"guest_memfd", VmConfig::PrivateMemory::kGuestMemfd}}) {
+    auto r = parse({"--kernel", "builtin:hello", "--private-memory", value});
+    ASSERT_TRUE(r.ok()) << r.error().message();
+    EXPECT_EQ(std::get<VmConfig>(*r).private_memory, want) << value;
+  }
 }
 
 TEST(Config, AllFlags) {
@@ -48,6 +60,7 @@ TEST(Config, ErrorsNameTheFlag) {
            {{"--kernel", "k", "--memory", "4M"}, "--memory"},
            {{"--kernel", "k", "--memory", "9000K"}, "whole number of MiB"},
            {{"--kernel", "k", "--console", "tcp:1"}, "--console"},
+           {{"--kernel", "k", "--private-memory", "secret"}, "--private-memory: \"secret\""},
            {{"--kernel", "builtin:"}, "builtin:"},
            {{"--bogus"}, "--bogus"},
            {{"--kernel"}, "--kernel needs a value"},

@@ -115,14 +115,7 @@ Result<void, VmError> Vm::setup() {
 
   AZOTE_TRYV(read_kernel());
   AZOTE_TRYV(plan_io_window());
-  auto mem = GuestMemory::create(x86::ram_regions(cfg_.memory, cfg_.io_window_size));
-  if (!mem.ok()) return make_error(VmErrc::kHost, "guest memory: " + mem.error().message());
-  mem_.emplace(std::move(mem).value());
-  uint32_t slot = 0;
-  for (const auto& r : mem_->regions()) {
-    if (auto s = vm_->set_user_memory_region(slot++, r.start.raw, r.size, r.host); !s.ok())
-      return host_error("register guest memory", s.error());
-  }
+  AZOTE_TRYV(create_memory());
 
   AZOTE_TRYV(load_kernel());
   for (const auto& d : cfg_.devices) AZOTE_TRYV(attach_device(d));
@@ -154,6 +147,50 @@ Result<void, VmError> Vm::setup() {
   exit_event_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!exit_event_) return make_error(VmErrc::kHost, "eventfd", errno);
   return {};
+}
+
+Result<void, VmError> Vm::create_memory() {
+  using P = VmConfig::PrivateMemory;
+  const auto specs = x86::ram_regions(cfg_.memory, cfg_.io_window_size);
+  // guest_memfd only behind an I/O window: without one, cards map all of RAM and this
+  // process reads the rings in it, so private memory would not be private anyway.
+  const kvm::GuestMemfdSupport support = vm_->guest_memfd_support();
+  std::string why_not;
+  if (!support.usable) why_not = support.reason;
+  else if (cfg_.io_window_size == 0) why_not = "the guest has no I/O window (its cards map all of RAM)";
+  if (cfg_.private_memory == P::kGuestMemfd && !why_not.empty())
+    return make_error(VmErrc::kHost, "--private-memory guest_memfd: not available: " + why_not);
+  const bool gmem = cfg_.private_memory != P::kMemfd && why_not.empty();
+  UniqueFd private_fd;
+  if (gmem) {
+    auto fd = vm_->create_guest_memfd(GuestMemory::private_bytes(specs), support.flags);
+    if (!fd.ok()) return host_error("create the guest_memfd for private memory", fd.error());
+    private_fd = std::move(fd).value();
+    private_memory_why_ = cfg_.private_memory == P::kGuestMemfd ? "--private-memory guest_memfd" : "KVM offers it";
+  } else {
+    private_memory_why_ = cfg_.private_memory == P::kMemfd ? "--private-memory memfd" : why_not;
+  }
+  auto mem = GuestMemory::create(specs, std::move(private_fd));
+  if (!mem.ok()) return make_error(VmErrc::kHost, "guest memory: " + mem.error().message());
+  mem_.emplace(std::move(mem).value());
+  uint32_t slot = 0;
+  for (const auto& r : mem_->regions()) {
+    auto s = gmem && !r.io
+                 ? vm_->set_user_memory_region2(slot, r.start.raw, r.size, r.host, mem_->memfd(), r.file_offset)
+                 : vm_->set_user_memory_region(slot, r.start.raw, r.size, r.host);
+    if (!s.ok()) return host_error("register guest memory", s.error());
+    ++slot;
+  }
+  LOG_INFO("private memory: %s (%s)", gmem ? "guest_memfd" : "memfd", private_memory_why_.c_str());
+  return {};
+}
+
+void Vm::release_private_memory() {
+  // KVM reaches a guest_memfd's pages through the fd: once the images and the command
+  // line are written, this process needs no mapping of private RAM (--debug-guest keeps
+  // it, to read a faulting instruction).
+  if (!mem_->private_is_external() || cfg_.debug_guest) return;
+  if (auto r = mem_->release_private(); !r.ok()) LOG_WARN("private memory stays mapped: %s", r.error().message().c_str());
 }
 
 Result<void, VmError> Vm::attach_device(const DeviceConfig& d) {
@@ -554,6 +591,7 @@ void Vm::write_stats() const {
 
 bool Vm::start_vcpus() {
   started_ = true;
+  release_private_memory();
   for (auto& v : vcpus_) {
     Vcpu* raw = v.get();
     try {
@@ -604,6 +642,9 @@ control::Json Vm::describe() const {
   r["devices"] = std::move(devices);
   r["pid"] = static_cast<int64_t>(::getpid());
   r["exits"] = control::Json{{"io", io}, {"mmio", mmio}, {"other", other}};
+  r["private_memory"] = control::Json{{"backing", mem_->private_is_external() ? "guest_memfd" : "memfd"},
+                                      {"mapped", !mem_->private_released()},
+                                      {"why", private_memory_why_}};
   return r;
 }
 

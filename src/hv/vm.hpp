@@ -76,6 +76,11 @@ class Vm {
   // The kernel's bytes (before memory exists: they decide the I/O window).
   Result<void, VmError> read_kernel();
   Result<void, VmError> plan_io_window();
+  // Private RAM as --private-memory says (a memfd, or a guest_memfd where KVM has one),
+  // registered with KVM.
+  Result<void, VmError> create_memory();
+  // Drops this process's mapping of a guest_memfd's private RAM before vCPUs run.
+  void release_private_memory();
   Result<void, VmError> load_kernel();
   Result<void, VmError> setup_vcpu(Vcpu& v, bool boot);
   void vcpu_loop(Vcpu& v);
@@ -89,6 +94,7 @@ class Vm {
   std::optional<kvm::Kvm> kvm_;
   std::unique_ptr<kvm::VmFd> vm_;
   std::optional<GuestMemory> mem_;
+  std::string private_memory_why_;  // why private RAM is backed as it is ("describe")
   std::optional<Console> console_;
   std::unique_ptr<Platform> platform_;
   std::vector<std::unique_ptr<VirtioMmioDevice>> devices_;
