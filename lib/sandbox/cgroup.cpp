@@ -4,7 +4,9 @@
 #include <sched.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -180,6 +182,10 @@ Result<CgroupTree, SandboxError> CgroupTree::open(const std::string& name, const
                       std::all_of(std::begin(kControllers), std::end(kControllers), [&](const char* c) { return v2_has.count(c) > 0; });
   if (unified != nullptr && own.count(""))
     t.h_.push_back({"", under(*unified, own.at("")) + "/" + name, true});
+  if (unified != nullptr) {
+    t.unified_point_ = unified->point;
+    t.unified_super_ = unified->super;
+  }
   if (!t.v2_controllers_) {
     for (const char* c : kControllers) {
       const Mount* found = nullptr;
@@ -255,6 +261,38 @@ Result<std::vector<std::string>, SandboxError> CgroupTree::create(const std::str
     procs.push_back(dir + "/cgroup.procs");
   }
   return procs;
+}
+
+std::vector<std::string> favordynmods_options(const std::string& super) {
+  std::vector<std::string> out;
+  for (const auto& o : split(super, ',')) {
+    if (o == "favordynmods") return {};
+    if (!o.empty() && o != "rw" && o != "ro") out.push_back(o);
+  }
+  out.emplace_back("favordynmods");
+  return out;
+}
+
+Result<std::string, SandboxError> CgroupTree::favor_migrations() {
+  if (!moves_processes()) return std::string("not needed: every process is born in its cgroup v2 leaf");
+  if (unified_point_.empty()) return std::string("not set: no cgroup2 mount to carry favordynmods");
+  const auto opts = favordynmods_options(unified_super_);
+  if (opts.empty()) return std::string("favordynmods already set on " + unified_point_);
+  UniqueFd fs(static_cast<int>(::syscall(SYS_fspick, AT_FDCWD, unified_point_.c_str(), FSPICK_CLOEXEC | FSPICK_NO_AUTOMOUNT)));
+  if (!fs) return errno_error(SandboxErrc::kCgroup, "cgroups: fspick " + unified_point_);
+  for (const auto& o : opts) {
+    const size_t eq = o.find('=');
+    const long r = eq == std::string::npos
+                       ? ::syscall(SYS_fsconfig, fs.get(), FSCONFIG_SET_FLAG, o.c_str(), nullptr, 0)
+                       : ::syscall(SYS_fsconfig, fs.get(), FSCONFIG_SET_STRING, o.substr(0, eq).c_str(),
+                                   o.substr(eq + 1).c_str(), 0);
+    if (r != 0) return errno_error(SandboxErrc::kCgroup, "cgroups: " + unified_point_ + ": option " + o);
+  }
+  if (::syscall(SYS_fsconfig, fs.get(), FSCONFIG_CMD_RECONFIGURE, nullptr, nullptr, 0) != 0)
+    return errno_error(SandboxErrc::kCgroup, "cgroups: reconfigure " + unified_point_ + " with favordynmods");
+  unified_super_ += ",favordynmods";
+  return std::string("favordynmods set on " + unified_point_ +
+                     " (moves into the v1 hierarchies no longer wait for an RCU grace period)");
 }
 
 std::string CgroupTree::membership_dir(const std::string& rel) const { return h_.front().base + "/" + rel; }

@@ -59,6 +59,19 @@ class CgroupTree {
   // The absolute directory of `rel` in the hierarchy that tracks membership.
   std::string membership_dir(const std::string& rel) const;
 
+  // Whether each jailed process must be moved into v1 hierarchies (a hybrid host):
+  // a process is born in its unified leaf (CLONE_INTO_CGROUP) but joins each v1
+  // controller's leaf by writing cgroup.procs, and every such move after a quiet
+  // moment waits for an RCU grace period (~8 ms on the development machines) while
+  // holding the kernel's cgroup lock, which every other launch step then waits for.
+  bool moves_processes() const { return !v2_controllers_; }
+  // On such a host, sets the cgroup2 mount option favordynmods (Linux 6.0), which
+  // makes those moves cheap at a small cost to every fork and exit on the host: a
+  // host-wide setting, left in place. Reconfigures the superblock with the options it
+  // already has plus this one (fspick/fsconfig: the mount's own flags are untouched).
+  // Returns what it did, for the log.
+  Result<std::string, SandboxError> favor_migrations();
+
  private:
   struct Hierarchy {
     std::string controller;  // "cpu", "memory", ...; "" for the unified membership tree
@@ -67,7 +80,13 @@ class CgroupTree {
   };
   std::vector<Hierarchy> h_;
   bool v2_controllers_ = false;
+  std::string unified_point_, unified_super_;  // the cgroup2 mount, if any
 };
+
+// The superblock options of a cgroup2 mount ("rw,nsdelegate,...", as in
+// /proc/self/mountinfo) to set again when reconfiguring it with favordynmods added:
+// every option but rw/ro; empty if favordynmods is already there.
+std::vector<std::string> favordynmods_options(const std::string& super);
 
 // cpuset lists ("0-2,5"): parsed (nullopt if malformed), and written back in the
 // kernel's shortest form.

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <sstream>
 #include <string>
 
 #include "sandbox/cgroup.hpp"
@@ -248,6 +249,59 @@ TEST_F(Jail, IsInItsLeafInEveryHierarchyWhileItRuns) {
   ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(j->pidfd.get()), &si, WEXITED);
   EXPECT_EQ(si.si_status, 0);
   EXPECT_TRUE(tree->remove("i-run"));
+  EXPECT_TRUE(tree->remove(""));
+}
+
+// Reconfiguring the cgroup2 superblock sets every flag again (the kernel clears what a
+// reconfiguration leaves out): the options kept are the mount's own, plus favordynmods.
+TEST(Cgroup, FavordynmodsKeepsTheMountsOtherOptions) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(favordynmods_options("rw"), V{"favordynmods"});
+  EXPECT_EQ(favordynmods_options("rw,nsdelegate,memory_recursiveprot"), (V{"nsdelegate", "memory_recursiveprot", "favordynmods"}));
+  EXPECT_EQ(favordynmods_options("ro,nsdelegate"), (V{"nsdelegate", "favordynmods"}));
+  EXPECT_TRUE(favordynmods_options("rw,favordynmods,nsdelegate").empty());
+}
+
+// The superblock options of the cgroup2 mount, from /proc/self/mountinfo.
+std::string cgroup2_super() {
+  std::ifstream f("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    const size_t dash = line.find(" - cgroup2 ");
+    if (dash == std::string::npos) continue;
+    std::istringstream post(line.substr(dash + 3));
+    std::string type, source, super;
+    post >> type >> source >> super;
+    return super;
+  }
+  return "";
+}
+
+// On a hybrid host, after favor_migrations() the cgroup2 mount has favordynmods and
+// still every option it had. (A host-wide setting: once any launcher has set it,
+// "before" already has it; the options are compared either way. What it saves is
+// measured, not asserted: docs/benchmarks.md, bench/controller.)
+TEST(Cgroup, FavorMigrationsSetsFavordynmodsOnHybridHosts) {
+  if (::geteuid() != 0) GTEST_SKIP() << "SKIPPED: needs root (cgroups, reconfiguring a mount)";
+  auto tree = CgroupTree::open("azote-fdm-test-" + std::to_string(::getpid()));
+  if (!tree) GTEST_SKIP() << "SKIPPED: no usable cgroup hierarchy: " << tree.error().message();
+  const std::string before = cgroup2_super();
+  auto r = tree->favor_migrations();
+  ASSERT_TRUE(r) << r.error().message();
+  if (!tree->moves_processes()) {
+    EXPECT_NE(r->find("not needed"), std::string::npos) << *r;
+    EXPECT_EQ(cgroup2_super(), before);
+    EXPECT_TRUE(tree->remove(""));
+    GTEST_SKIP() << "SKIPPED: this host's controllers are in cgroup v2 (no moves to speed up): " << *r;
+  }
+  if (before.empty()) {
+    EXPECT_TRUE(tree->remove(""));
+    GTEST_SKIP() << "SKIPPED: no cgroup2 mount on this hybrid host: " << *r;
+  }
+  const std::string after = cgroup2_super();
+  EXPECT_NE(("," + after + ",").find(",favordynmods,"), std::string::npos) << after << " (" << *r << ")";
+  for (const auto& o : favordynmods_options(before))
+    EXPECT_NE(("," + after + ",").find("," + o + ","), std::string::npos) << o << " lost: " << before << " -> " << after;
   EXPECT_TRUE(tree->remove(""));
 }
 

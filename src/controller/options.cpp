@@ -35,7 +35,8 @@ Result<Options, OptionsError> parse_options(const std::vector<std::string>& args
                              a == "--capacity-vcpus" || a == "--capacity-memory" || a == "--on-exit" ||
                              a == "--log-level" || a == "--metrics-textfile" || a == "--launcher-fd" ||
                              a == "--uid-base" || a == "--probe" || a == "--test-socket" || a == "--card-cpus" ||
-                             a == "--test-launch-delay" || a == "--dedicated-vcpus-per-cpu";
+                             a == "--test-launch-delay" || a == "--dedicated-vcpus-per-cpu" ||
+                             a == "--cgroup-favordynmods";
     if (!wants_value) return bad("unknown option \"" + args[i] + "\" (see --help)");
     if (!has_inline) {
       if (i + 1 >= args.size()) return bad(a + " needs a value");
@@ -90,6 +91,9 @@ Result<Options, OptionsError> parse_options(const std::vector<std::string>& args
       const auto n = parse_uint(x, 65536, 0xfffffffeull - 65536 - 16);
       if (!n) return bad("--uid-base \"" + x + "\": expected a number from 65536 up");
       o.uid_base = static_cast<uint32_t>(*n);
+    } else if (a == "--cgroup-favordynmods") {
+      if (x != "on" && x != "off") return bad("--cgroup-favordynmods \"" + x + "\": expected on or off");
+      o.favordynmods = x == "on";
     } else if (a == "--probe") {
       o.probe_bin = x;
     } else if (a == "--test-socket") {
@@ -127,10 +131,11 @@ call) or operator (read-only calls). Nothing listens in plaintext. Every call,
 accepted or denied, and every refused connection (not TLS, no ALPN h2, no or a bad
 certificate; a flood is counted, one record per peer and reason per minute) is
 appended to a hash-chained, signed audit log (azote audit verify). Runs per instance
-one azote-hv and one azote-card-blk (that instance's volumes and keys only), and one
-azote-card-net for all network interfaces (the host's VPC: a default VPC and subnet,
-security groups, one ENI per instance); state is kept in SQLite and survives
-restarts, which re-adopt running processes.
+one azote-hv, one azote-card-blk (that instance's volumes and keys only) and one
+azote-card-net (that instance's network interface in the host's VPC: a default VPC
+and subnet, security groups; the cards of one host reach each other's interfaces
+through their inbox sockets); state is kept in SQLite and survives restarts, which
+re-adopt running processes.
 
 Start it as root: it execs azote-launcher (next to it), the only process that keeps
 root, which starts the controller again under uid --uid-base with no capabilities
@@ -170,8 +175,15 @@ Options:
                           counters) to PATH every 5 s, atomically, for node_exporter's
                           textfile collector; the same text is the GetMetrics call
                           (azote get-metrics). There is no plaintext scrape port.
-  --uid-base N            identities (uid = gid): N the controller, N+1 the network
-                          card, N+16+S the instance in slot S (default 2000000000)
+  --uid-base N            identities (uid = gid): N the controller, N+16+S the
+                          instance in slot S: its azote-hv and both its cards
+                          (default 2000000000)
+  --cgroup-favordynmods on|off
+                          passed to azote-launcher: on (default) sets the cgroup2
+                          mount option favordynmods on hosts whose cpu/memory/pids/
+                          cpuset controllers are in v1 hierarchies (host-wide, left
+                          set), so that moving a new process into its cgroups does not
+                          wait ~8 ms for an RCU grace period; off leaves it alone
   --card-cpus LIST        host CPUs for the cards (cpuset list such as 3 or 2-3);
                           the guests' vCPUs get the others. "none": no split. The
                           default reserves the last CPU for the cards on hosts with

@@ -92,6 +92,12 @@ Result<std::unique_ptr<Launcher>, LauncherError> Launcher::create(Options o) {
   l->cgroups_.emplace(std::move(tree).value());
   LOG_INFO("azote-launcher: state %s, cgroups %s (%s), uids from %u", l->o_.state_dir.c_str(), l->host_name_.c_str(),
            l->cgroups_->layout().c_str(), l->o_.uid_base);
+  if (l->o_.favordynmods && l->cgroups_->moves_processes()) {
+    // Not fatal: without it every launch is slower, not less confined.
+    if (auto f = l->cgroups_->favor_migrations(); f) LOG_INFO("azote-launcher: cgroups: %s", f->c_str());
+    else LOG_WARN("azote-launcher: cgroups: favordynmods not set (launches wait for RCU grace periods): %s",
+                  f.error().message().c_str());
+  }
 
   sigset_t set;
   sigemptyset(&set);

@@ -37,6 +37,7 @@ struct Options {
   std::string controller_bin, hv_bin, card_blk_bin, card_net_bin, probe_bin;
   std::string test_socket;  // with probe_bin: root-only socket for probe requests
   uint32_t uid_base = 2'000'000'000;
+  bool favordynmods = true;  // --cgroup-favordynmods (CgroupTree::favor_migrations)
   std::vector<std::string> controller_args;  // after "--"
   bool help = false, version = false;
 };

@@ -44,6 +44,9 @@ Result<Options, LauncherError> parse_args(const std::vector<std::string>& args) 
         return bad("--uid-base \"" + value + "\": expected a number from 65536 to " +
                    std::to_string(0xfffffffeull - launch::kFirstInstanceId - launch::kMaxSlots));
       o.uid_base = static_cast<uint32_t>(n);
+    } else if (flag == "--cgroup-favordynmods") {
+      if (value != "on" && value != "off") return bad("--cgroup-favordynmods \"" + value + "\": expected on or off");
+      o.favordynmods = value == "on";
     } else {
       return bad("unknown option \"" + flag + "\" (see --help)");
     }
@@ -56,7 +59,8 @@ Result<Options, LauncherError> parse_args(const std::vector<std::string>& args) 
 
 const char* usage_text() {
   return R"(Usage: azote-launcher --state-dir DIR --controller BIN --hv BIN --card-blk BIN
-                     --card-net BIN [--uid-base N] [--probe BIN --test-socket PATH]
+                     --card-net BIN [--uid-base N] [--cgroup-favordynmods on|off]
+                     [--probe BIN --test-socket PATH]
                      -- CONTROLLER-ARGS...
 
 The privileged part of an azote host. azote-controller starts it when run as root
@@ -68,9 +72,15 @@ non-root uid, no capabilities), opening the files they need for them.
   --state-dir DIR    the host's state directory (owned by the controller's uid)
   --controller BIN   azote-controller; --hv, --card-blk, --card-net: the processes
                      it may start (nothing else)
-  --uid-base N       identities: N the controller, N+1 the network card, N+16+S the
-                     instance in slot S (its azote-hv and its block card); default
+  --uid-base N       identities: N the controller, N+16+S the instance in slot S
+                     (its azote-hv, its block card and its network card); default
                      2000000000
+  --cgroup-favordynmods on|off
+                     on (default): where processes must be moved into v1 cgroup
+                     hierarchies (a hybrid host), set the cgroup2 mount option
+                     favordynmods, host-wide and left set: each move otherwise waits
+                     for an RCU grace period (~8 ms here) holding the kernel's cgroup
+                     lock. off: leave the host's cgroup mounts as they are
   --probe BIN        tests only: the boundary probe, started on request from
   --test-socket PATH a root-only socket in the jail of a running process
   -h, --help         this help;  --version  the version
