@@ -35,6 +35,16 @@ namespace {
   exit(static_cast<int>(code));
 }
 
+// "print COUNT": COUNT numbered lines, then exit 0 (a guest that floods its console).
+[[noreturn]] void prog_print(const Args& a) {
+  uint64_t count = 0;
+  constexpr uint64_t kMax = 1'000'000;
+  if (a.argc < 1) usage_error("print", "missing line count (want 0-1000000)", Str{});
+  if (!parse_u64(a.argv[0], kMax, &count)) usage_error("print", "bad line count (want 0-1000000):", a.argv[0]);
+  for (uint64_t i = 1; i <= count; ++i) Line().s(kPrefix).s("line ").u(i).print();
+  exit(0);
+}
+
 [[noreturn]] void prog_cpu(const Args& a) {
   uint64_t mib = 0;
   constexpr uint64_t kMaxMib = 1ull << 20;
@@ -110,6 +120,7 @@ extern "C" [[noreturn]] void azote_user_main(uint64_t start_info) {
   if (a.name == "hello") prog_hello();
   if (a.name == "exit") prog_exit(a);
   if (a.name == "cpu") prog_cpu(a);
+  if (a.name == "print") prog_print(a);
   if (a.name == "fault") prog_fault(a);
   if (a.name == "smp") prog_smp(a);
   if (a.name == "blk-check") prog_blk_check(a);

@@ -54,7 +54,7 @@ std::optional<Role> parse_role(const std::string& s);
 struct FileSpec {
   std::string name;    // "{name}" in args
   std::string path;    // beneath the state directory
-  std::string access;  // "r", "rw", "append" (created 0600 for the controller if missing)
+  std::string access;  // "r", "rw", "append" (read-write, appending; created 0600 for the controller if missing)
 };
 struct ListenSpec {
   std::string name;

@@ -166,6 +166,13 @@ Options:
                               open for writing, handed over). unix:PATH listens
                               on a new socket at PATH; output before a client connects is
                               kept (last 64 KiB) and replayed to it; input is forwarded.
+  --console-max SIZE          A file console (file:PATH, or fd:N of a regular file) keeps
+                              at most SIZE bytes (default 1M; 8K to 1G, e.g. 64K): when
+                              the guest's output would pass it, the newest half is
+                              moved to the start of the file and the rest dropped, so a
+                              guest cannot fill the host's disk (a descriptor not open
+                              for reading cannot be read back: the file then restarts
+                              with the newest output). 0: no cap.
   --device blk,socket=PATH    A virtio-blk device served by a card (azote-card-blk,
                               qemu-storage-daemon, ...) over the vhost-user socket PATH.
   --device net,socket=PATH    A virtio-net device (an ENI) served by azote-card-net over
@@ -352,7 +359,7 @@ Result<ParseOutcome, ConfigError> parse_args(int argc, const char* const* argv) 
       static const std::set<std::string> kWithValue = {"--kernel", "--cmdline", "--initrd", "--vcpus", "--memory",
                                                        "--console", "--config", "--log", "--device", "--stats",
                                                        "--control", "--seccomp", "--kvm-fd", "--io-window",
-                                                       "--private-memory"};
+                                                       "--private-memory", "--console-max"};
       if (kWithValue.count(a) == 0)
         return make_error(ConfigErrc::kUsage, "unknown option \"" + a + "\" (see --help)");
       if (i + 1 >= argc) return make_error(ConfigErrc::kUsage, a + " needs a value");
@@ -410,6 +417,11 @@ Result<ParseOutcome, ConfigError> parse_args(int argc, const char* const* argv) 
           return bad("--io-window: \"" + value + "\" is not auto, off or a whole number of MiB such as 64M");
         cfg.io_window = *n;
       }
+    } else if (flag == "--console-max") {
+      const auto n = parse_size(value);
+      if (!n || (*n != 0 && (*n < (8u << 10) || *n > (1ull << 30))))
+        return bad("--console-max: \"" + value + "\" is not 0 or a size from 8K to 1G such as 1M");
+      cfg.console_max = *n;
     } else if (flag == "--private-memory") {
       using P = VmConfig::PrivateMemory;
       if (value == "auto") cfg.private_memory = P::kAuto;

@@ -50,6 +50,8 @@ struct VmConfig {
   uint32_t vcpus = 1;
   uint64_t memory = 256ull << 20;
   ConsoleConfig console;
+  // A file console's cap in bytes (--console-max; 0: none): past it the oldest half goes.
+  uint64_t console_max = 1ull << 20;
   std::vector<DeviceConfig> devices;
   bool pit = true;             // in-kernel i8254 PIT (--no-pit leaves it out)
   std::string log_path;        // empty: stderr

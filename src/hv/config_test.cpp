@@ -23,6 +23,7 @@ TEST(Config, Defaults) {
   EXPECT_EQ(c.console.kind, ConsoleKind::kStdio);
   EXPECT_EQ(c.effective_cmdline(), "azote.run=hello");
   EXPECT_EQ(c.private_memory, VmConfig::PrivateMemory::kAuto);
+  EXPECT_EQ(c.console_max, 1ull << 20);
 }
 
 TEST(Config, PrivateMemory) {
@@ -61,6 +62,8 @@ TEST(Config, ErrorsNameTheFlag) {
            {{"--kernel", "k", "--memory", "9000K"}, "whole number of MiB"},
            {{"--kernel", "k", "--console", "tcp:1"}, "--console"},
            {{"--kernel", "k", "--private-memory", "secret"}, "--private-memory: \"secret\""},
+           {{"--kernel", "k", "--console-max", "4K"}, "--console-max: \"4K\""},
+           {{"--kernel", "k", "--console-max", "2G"}, "--console-max: \"2G\""},
            {{"--kernel", "builtin:"}, "builtin:"},
            {{"--bogus"}, "--bogus"},
            {{"--kernel"}, "--kernel needs a value"},

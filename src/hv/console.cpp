@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -22,9 +23,33 @@ void write_all(int fd, const uint8_t* p, size_t n) {
   }
 }
 
+bool pwrite_all(int fd, const uint8_t* p, size_t n, uint64_t off) {
+  while (n > 0) {
+    const ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(off));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+    off += static_cast<uint64_t>(w);
+  }
+  return true;
+}
+
+bool pread_all(int fd, uint8_t* p, size_t n, uint64_t off) {
+  while (n > 0) {
+    const ssize_t r = ::pread(fd, p, n, static_cast<off_t>(off));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    p += r;
+    n -= static_cast<size_t>(r);
+    off += static_cast<uint64_t>(r);
+  }
+  return true;
+}
+
 }  // namespace
 
-Result<Console, ConsoleError> Console::open(const ConsoleConfig& cfg) {
+Result<Console, ConsoleError> Console::open(const ConsoleConfig& cfg, uint64_t max_bytes) {
   Console c;
   c.cfg_ = cfg;
   switch (cfg.kind) {
@@ -60,6 +85,15 @@ Result<Console, ConsoleError> Console::open(const ConsoleConfig& cfg) {
       break;
     }
   }
+  struct stat st{};
+  if (max_bytes > 0 && c.out_ && cfg.kind != ConsoleKind::kStdio && ::fstat(c.out_.get(), &st) == 0 && S_ISREG(st.st_mode)) {
+    // Writes go to explicit offsets (the launcher opens console.log for appending).
+    const int fl = ::fcntl(c.out_.get(), F_GETFL);
+    if (fl < 0 || ::fcntl(c.out_.get(), F_SETFL, fl & ~O_APPEND) != 0)
+      return errno_error(ConsoleErrc::kOpen, "--console: clear O_APPEND to cap the file");
+    c.max_ = max_bytes;
+    c.size_ = static_cast<uint64_t>(st.st_size);
+  }
   return c;
 }
 
@@ -69,6 +103,10 @@ Console::~Console() {
 
 void Console::write(std::span<const uint8_t> bytes) {
   std::lock_guard lock(*mu_);
+  if (max_ > 0) {
+    capped_write(bytes);
+    return;
+  }
   if (out_) {
     write_all(out_.get(), bytes.data(), bytes.size());
     return;
@@ -79,6 +117,42 @@ void Console::write(std::span<const uint8_t> bytes) {
   }
   backlog_.insert(backlog_.end(), bytes.begin(), bytes.end());
   if (backlog_.size() > kBacklog) backlog_.erase(backlog_.begin(), backlog_.end() - kBacklog);
+}
+
+void Console::capped_write(std::span<const uint8_t> bytes) {
+  const int fd = out_.get();
+  const uint64_t n = bytes.size();
+  if (size_ + n <= max_) {
+    if (pwrite_all(fd, bytes.data(), n, size_)) size_ += n;
+    return;
+  }
+  const uint64_t keep = max_ / 2;
+  if (n >= keep) {
+    const auto newest = bytes.last(keep);
+    if (!pwrite_all(fd, newest.data(), keep, 0) || ::ftruncate(fd, static_cast<off_t>(keep)) != 0) return;
+    dropped_ += size_ + n - keep;
+    size_ = keep;
+    return;
+  }
+  // The newest keep - n bytes of the file, then the new bytes, at the start. A console
+  // descriptor not open for reading (fd:N from a shell's >>) cannot be read back: then
+  // the file starts again with the new bytes.
+  uint64_t from_file = std::min(keep - n, size_);
+  std::vector<uint8_t> tail(from_file);
+  if (!pread_all(fd, tail.data(), tail.size(), size_ - from_file)) {
+    from_file = 0;
+    tail.clear();
+  }
+  if (!pwrite_all(fd, tail.data(), tail.size(), 0) || !pwrite_all(fd, bytes.data(), n, from_file) ||
+      ::ftruncate(fd, static_cast<off_t>(from_file + n)) != 0)
+    return;
+  dropped_ += size_ - from_file;
+  size_ = from_file + n;
+}
+
+uint64_t Console::dropped_bytes() const {
+  std::lock_guard lock(*mu_);
+  return dropped_;
 }
 
 void Console::flush() {

@@ -120,7 +120,7 @@ Result<void, VmError> Vm::setup() {
   AZOTE_TRYV(load_kernel());
   for (const auto& d : cfg_.devices) AZOTE_TRYV(attach_device(d));
 
-  auto console = Console::open(cfg_.console);
+  auto console = Console::open(cfg_.console, cfg_.console_max);
   if (!console.ok()) return make_error(VmErrc::kConsole, console.error().message());
   console_.emplace(std::move(console).value());
   platform_ = std::make_unique<Platform>(
@@ -642,6 +642,7 @@ control::Json Vm::describe() const {
   r["devices"] = std::move(devices);
   r["pid"] = static_cast<int64_t>(::getpid());
   r["exits"] = control::Json{{"io", io}, {"mmio", mmio}, {"other", other}};
+  r["console_dropped_bytes"] = console_->dropped_bytes();
   r["private_memory"] = control::Json{{"backing", mem_->private_is_external() ? "guest_memfd" : "memfd"},
                                       {"mapped", !mem_->private_released()},
                                       {"why", private_memory_why_}};

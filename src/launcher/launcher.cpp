@@ -497,7 +497,8 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
     int flags = 0;
     if (f.access == "r") flags = O_RDONLY;
     else if (f.access == "rw") flags = O_RDWR;
-    else if (f.access == "append") flags = O_WRONLY | O_APPEND | O_CREAT;
+    // Readable too: azote-hv caps a console file by moving its newest half to the start.
+    else if (f.access == "append") flags = O_RDWR | O_APPEND | O_CREAT;
     else return refuse("spawn: file " + f.name + ": access must be r, rw or append");
     auto fd = open_beneath(f.path, flags);
     if (!fd) return refuse("spawn: file " + f.name + ": " + fd.error().message());

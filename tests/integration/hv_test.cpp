@@ -1,5 +1,6 @@
 // Integration tests: the real azote-hv binary booting the built-in guest and small
 // PVH payloads on /dev/kvm. Without /dev/kvm they report SKIPPED with the reason.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -10,6 +11,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <regex>
 #include <thread>
@@ -179,6 +181,60 @@ TEST(Hv, ConsoleToFile) {
   std::ifstream f(path);
   std::string content((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   EXPECT_EQ(count_lines(content, "azote-guest: hello vcpus=1 memory=64MiB"), 1) << content;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+// A guest flooding its console cannot fill the host's disk: a file console keeps at most
+// --console-max bytes, the newest, so its tail (what GetConsoleOutput returns) is the
+// guest's latest output. Shown for the descriptor the launcher hands over (opened for
+// appending, with output from an earlier run in it) and, as the positive control, the
+// same flood uncapped.
+TEST(Hv, FileConsoleIsCappedKeepingTheNewestOutput) {
+  REQUIRE_KVM();
+  const std::string dir = ::testing::TempDir() + "/azote-console-cap-" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  const std::string full = dir + "/full.txt", capped = dir + "/capped.txt";
+  constexpr int kLines = 1000;
+  std::string expect;
+  for (int i = 1; i <= kLines; ++i) expect += "azote-guest: line " + std::to_string(i) + "\n";
+  ASSERT_GT(expect.size(), 16u << 10);
+
+  auto o = run({kHv, "--kernel", "builtin:print", "--cmdline", std::to_string(kLines), "--memory", "64M", "--console",
+                "file:" + full, "--console-max", "0"}, 120s);
+  ASSERT_EQ(o.status, 0) << o.err;
+  EXPECT_EQ(slurp(full), expect) << "uncapped, the file holds every line";
+
+  // As the launcher hands it over: read-write, appending, with an earlier run's output.
+  { std::ofstream(capped) << "from an earlier run\n"; }
+  const int fd = ::open(capped.c_str(), O_RDWR | O_APPEND);  // inherited by azote-hv
+  ASSERT_GE(fd, 3);
+  o = run({kHv, "--kernel", "builtin:print", "--cmdline", std::to_string(kLines), "--memory", "64M", "--console",
+           "fd:" + std::to_string(fd), "--console-max", "8K"}, 120s);
+  ::close(fd);
+  ASSERT_EQ(o.status, 0) << o.err;
+  std::string got = slurp(capped);
+  EXPECT_LE(got.size(), 8u << 10);
+  EXPECT_GE(got.size(), 4u << 10) << "at least the newest half of the cap is kept";
+  // The newest bytes, contiguous: the kept text is exactly the end of the whole output.
+  ASSERT_LE(got.size(), expect.size());
+  EXPECT_TRUE(got == expect.substr(expect.size() - got.size())) << got.substr(0, 200);
+  EXPECT_EQ(got.find("from an earlier run"), std::string::npos);
+
+  // A descriptor open for writing only cannot be read back: still capped, still the
+  // newest output, restarted at the cap.
+  const std::string wronly = dir + "/wronly.txt";
+  o = run({"/bin/sh", "-c", "exec \"$0\" \"$@\" 3>>" + wronly, kHv, "--kernel", "builtin:print", "--cmdline",
+           std::to_string(kLines), "--memory", "64M", "--console", "fd:3", "--console-max", "8K"}, 120s);
+  ASSERT_EQ(o.status, 0) << o.err;
+  got = slurp(wronly);
+  EXPECT_LE(got.size(), 8u << 10);
+  ASSERT_FALSE(got.empty());
+  EXPECT_TRUE(got == expect.substr(expect.size() - got.size())) << got.substr(0, 200);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Hv, ConsoleToUnixSocketKeepsEarlyOutput) {
