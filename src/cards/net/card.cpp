@@ -126,6 +126,11 @@ Result<std::unique_ptr<Card>, CardError> Card::create(const CardOptions& o) {
     if (!o.fabric_inbox.empty())
       if (auto r = c->fabric_->serve_relay(o.fabric_inbox); !r)
         return make_error(r.error().code == LinkErrc::kHost ? CardErrc::kHost : CardErrc::kModel, r.error().message());
+    // Kept for the older two-host tests and the benchmark, run by hand; azote-controller
+    // never configures it. Said at start so that nobody mistakes it for the split.
+    if (o.fabric_inbox.empty())
+      LOG_WARN("fabric: this card holds the fabric's keys and may serve ENIs (map guest memory): a development "
+               "topology, not the VPC split (a fabric process with \"fabric\": {\"inbox\"} and relaying cards)");
   }
   if (!o.relay_inbox.empty())
     if (auto r = sw.set_relay(o.relay_inbox, o.relay_uid); !r) return model(r.error());
