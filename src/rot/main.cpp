@@ -1,0 +1,31 @@
+// azote-rot: the host's root of trust (rot.hpp). A thin main: options, the device
+// secret and the DICE chain, then the control socket until SIGTERM/SIGINT.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "rot/rot.hpp"
+#include "runtime/runtime.hpp"
+
+using namespace azote;
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  auto parsed = rot::parse_args(args);
+  if (auto done = runtime::handle_common_options("azote-rot", AZOTE_VERSION, parsed, rot::usage_text())) return *done;
+  runtime::block_stop_signals();
+  auto r = rot::Rot::start(parsed->options);
+  if (!r) {
+    std::fprintf(stderr, "azote-rot: error: %s\n", r.error().message().c_str());
+    switch (r.error().code) {
+      case rot::RotErrc::kUsage: return runtime::kExitUsage;
+      case rot::RotErrc::kLayer: return runtime::kExitNoInput;
+      case rot::RotErrc::kState:
+      case rot::RotErrc::kCrypto: break;
+    }
+    return runtime::kExitOsErr;
+  }
+  std::printf("%s\n", (*r)->describe().dump().c_str());
+  std::fflush(stdout);
+  return (*r)->run();
+}

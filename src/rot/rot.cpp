@@ -1,0 +1,311 @@
+#include "rot/rot.hpp"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "base/log.hpp"
+#include "base/unique_fd.hpp"
+
+namespace azote::rot {
+namespace {
+
+constexpr const char* kUdsFile = "uds";
+
+std::string hex(std::span<const uint8_t> b) {
+  static const char* d = "0123456789abcdef";
+  std::string s;
+  for (uint8_t x : b) {
+    s += d[x >> 4];
+    s += d[x & 15];
+  }
+  return s;
+}
+
+std::optional<std::vector<uint8_t>> unhex(const std::string& s) {
+  if (s.size() % 2 != 0) return std::nullopt;
+  std::vector<uint8_t> out;
+  for (size_t i = 0; i < s.size(); i += 2) {
+    auto v = [](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+      return -1;
+    };
+    const int hi = v(s[i]), lo = v(s[i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out.push_back(static_cast<uint8_t>(hi * 16 + lo));
+  }
+  return out;
+}
+
+std::string sha256_hex(std::span<const uint8_t> b) {
+  uint8_t d[32];
+  unsigned int n = 0;
+  EVP_Digest(b.data(), b.size(), d, &n, EVP_sha256(), nullptr);
+  return hex(std::span<const uint8_t>(d, n));
+}
+
+const char* mode_name(dice::Mode m) {
+  switch (m) {
+    case dice::Mode::kNormal: return "normal";
+    case dice::Mode::kDebug: return "development";
+    case dice::Mode::kRecovery: return "recovery";
+    case dice::Mode::kNotConfigured: break;
+  }
+  return "not-configured";
+}
+
+bool read_all(int fd, uint8_t* p, size_t n) {
+  while (n > 0) {
+    const ssize_t r = ::read(fd, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+}  // namespace
+
+RotResult<Parsed> parse_args(const std::vector<std::string>& args) {
+  Parsed p;
+  Options& o = p.options;
+  auto bad = [](const std::string& w) { return make_error(RotErrc::kUsage, w); };
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "-h" || a == "--help") {
+      p.help = true;
+      return p;
+    }
+    if (a == "--version") {
+      p.version = true;
+      return p;
+    }
+    std::string flag = a, value;
+    if (const size_t eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
+      flag = a.substr(0, eq);
+      value = a.substr(eq + 1);
+    } else {
+      if (a.rfind("--", 0) != 0) return bad("unexpected argument \"" + a + "\" (see --help)");
+      if (i + 1 >= args.size()) return bad(a + " needs a value (see --help)");
+      value = args[++i];
+    }
+    if (flag == "--state-dir") {
+      o.state_dir = value;
+    } else if (flag == "--control") {
+      o.control = value;
+    } else if (flag == "--log-level") {
+      o.log_level = value;
+    } else if (flag == "--mode") {
+      if (value == "normal") o.mode = dice::Mode::kNormal;
+      else if (value == "development") o.mode = dice::Mode::kDebug;
+      else return bad("--mode \"" + value + "\": expected normal or development");
+    } else if (flag == "--layer") {
+      // NAME=PATH[,config=TEXT]
+      const size_t eq = value.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == value.size())
+        return bad("--layer \"" + value + "\": expected NAME=PATH[,config=TEXT]");
+      LayerSpec l;
+      l.name = value.substr(0, eq);
+      l.path = value.substr(eq + 1);
+      if (const size_t c = l.path.find(",config="); c != std::string::npos) {
+        l.config = l.path.substr(c + 8);
+        l.path = l.path.substr(0, c);
+      }
+      if (l.path.empty()) return bad("--layer \"" + value + "\": no PATH");
+      o.layers.push_back(std::move(l));
+    } else {
+      return bad("unknown option \"" + flag + "\" (see --help)");
+    }
+  }
+  if (o.state_dir.empty()) return bad("--state-dir is required");
+  if (o.layers.empty()) return bad("at least one --layer NAME=PATH is required");
+  return p;
+}
+
+const char* usage_text() {
+  return R"(Usage: azote-rot --state-dir DIR --layer NAME=PATH[,config=TEXT]... [--mode normal|development]
+                 [--control PATH] [--log-level LEVEL]
+
+azote's root of trust, standing in for a host security chip: the only holder of the
+host's unique device secret (DIR/uds, 48 random bytes, created at first start, mode 0400;
+refused if another uid owns it or group or others may read it). At start it measures
+each --layer (SHA-384 of the file's bytes and of its config text, and the mode), derives
+the DICE chain device -> layer 1 -> ... (a secret and a P-384 key per layer, each
+layer's X.509 certificate signed by the layer below), prints one JSON line describing
+it, and with --control serves:
+  {"op": "describe"}               the layers and the certificate chain (leaf first)
+  {"op": "sign", "payload": HEX}   the attestation key's ECDSA-SHA384 signature
+It never reveals the device secret, a layer's secret or a private key. Only root and
+its own uid may use the control socket.
+
+  --state-dir DIR     its state (0700, created if missing)
+  --layer NAME=PATH   a layer above the device, in order; NAME 1-64 of [A-Za-z0-9._-];
+                      ",config=TEXT" adds the layer's configuration to its measurement
+  --mode MODE         normal (default) or development (an unsigned build: every
+                      certificate carries the DICE debug flag, and every layer's
+                      measurement and identity differ from normal mode's)
+  --control PATH      serve requests on a Unix socket at PATH until SIGTERM/SIGINT;
+                      without it, print the description and exit
+  --log-level LEVEL   error, warn, info (default), debug
+  -h, --help          this help;  --version  the version
+
+Exit status: 0 done or stopped by SIGTERM/SIGINT; 64 usage; 66 a layer's file cannot be
+measured; 71 the state directory or the device secret is unusable.
+)";
+}
+
+RotResult<dice::Secret> open_or_create_uds(const std::string& dir, bool* created) {
+  *created = false;
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return errno_error(RotErrc::kState, "--state-dir " + dir);
+  UniqueFd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!d) return errno_error(RotErrc::kState, "--state-dir " + dir);
+  struct stat ds{};
+  if (::fstat(d.get(), &ds) != 0 || ds.st_uid != ::geteuid() || (ds.st_mode & 077) != 0)
+    return make_error(RotErrc::kState, "--state-dir " + dir + " must be a directory of uid " +
+                                           std::to_string(::geteuid()) + " with no access for group or others");
+  const std::string path = dir + "/" + kUdsFile;
+  std::array<uint8_t, dice::kDigestBytes> bytes{};
+  UniqueFd f(::openat(d.get(), kUdsFile, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!f && errno == ENOENT) {
+    if (::getrandom(bytes.data(), bytes.size(), 0) != static_cast<ssize_t>(bytes.size()))
+      return errno_error(RotErrc::kState, "getrandom for the device secret");
+    UniqueFd w(::openat(d.get(), kUdsFile, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0400));
+    if (!w) return errno_error(RotErrc::kState, "create " + path);
+    if (::write(w.get(), bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size()) || ::fsync(w.get()) != 0) {
+      const int e = errno;
+      ::unlinkat(d.get(), kUdsFile, 0);
+      OPENSSL_cleanse(bytes.data(), bytes.size());
+      return make_error(RotErrc::kState, "write " + path, e);
+    }
+    ::fsync(d.get());
+    *created = true;
+    dice::Secret s(bytes);
+    OPENSSL_cleanse(bytes.data(), bytes.size());
+    return s;
+  }
+  if (!f) return errno_error(RotErrc::kState, "open " + path);
+  struct stat st{};
+  if (::fstat(f.get(), &st) != 0) return errno_error(RotErrc::kState, "stat " + path);
+  if (!S_ISREG(st.st_mode)) return make_error(RotErrc::kState, path + " is not a regular file");
+  if (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0)
+    return make_error(RotErrc::kState, path + " must be owned by uid " + std::to_string(::geteuid()) +
+                                          " with no access for group or others (it is the device secret)");
+  if (st.st_size != static_cast<off_t>(bytes.size()))
+    return make_error(RotErrc::kState, path + " holds " + std::to_string(st.st_size) + " bytes, not " +
+                                           std::to_string(bytes.size()) + ": not a device secret azote-rot made");
+  if (!read_all(f.get(), bytes.data(), bytes.size())) return errno_error(RotErrc::kState, "read " + path);
+  dice::Secret s(bytes);
+  OPENSSL_cleanse(bytes.data(), bytes.size());
+  return s;
+}
+
+RotResult<dice::Digest> measure_file(const std::string& path) {
+  UniqueFd f(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!f) return errno_error(RotErrc::kLayer, "measure " + path);
+  struct stat st{};
+  if (::fstat(f.get(), &st) != 0 || !S_ISREG(st.st_mode))
+    return make_error(RotErrc::kLayer, "measure " + path + ": not a regular file");
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha384(), nullptr) != 1)
+    return make_error(RotErrc::kCrypto, "SHA-384 for " + path);
+  std::vector<uint8_t> buf(1 << 16);
+  for (;;) {
+    const ssize_t n = ::read(f.get(), buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno_error(RotErrc::kLayer, "measure " + path);
+    if (n == 0) break;
+    EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<size_t>(n));
+  }
+  dice::Digest d{};
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx.get(), d.data(), &len);
+  return d;
+}
+
+RotResult<std::unique_ptr<Rot>> Rot::start(const Options& o) {
+  bool created = false;
+  AZOTE_TRY(uds, open_or_create_uds(o.state_dir, &created));
+  std::vector<dice::LayerInput> inputs;
+  for (const auto& l : o.layers) {
+    AZOTE_TRY(code, measure_file(l.path));
+    const dice::Digest config =
+        dice::sha384(std::span(reinterpret_cast<const uint8_t*>(l.config.data()), l.config.size()));
+    inputs.push_back({l.name, code, config, o.mode});
+  }
+  auto chain = dice::Chain::build(uds, inputs, static_cast<int64_t>(::time(nullptr)) - 60);
+  if (!chain) {
+    const auto code = chain.error().code == dice::DiceErrc::kInvalid ? RotErrc::kUsage : RotErrc::kCrypto;
+    return make_error(code, chain.error().message());
+  }
+  LOG_INFO("azote-rot: device secret %s %s/%s; %zu layer(s), mode %s", created ? "created in" : "read from",
+           o.state_dir.c_str(), kUdsFile, inputs.size(), mode_name(o.mode));
+  std::unique_ptr<Rot> r(new Rot(std::move(chain).value()));
+  if (!o.control.empty()) {
+    auto loop = runtime::Loop::create("azote-rot");
+    if (!loop) return make_error(RotErrc::kState, loop.error().message());
+    r->loop_ = std::move(loop).value();
+    auto server = control::Server::listen(o.control);
+    if (!server) return make_error(RotErrc::kState, "--control: " + server.error().message());
+    r->control_ = std::move(server).value();
+    Rot* self = r.get();
+    if (auto w = r->loop_->watch(r->control_->poll_fd(), [self] {
+          self->control_->serve_ready([self](const control::Json& req) { return self->handle(req); });
+        });
+        !w)
+      return make_error(RotErrc::kState, w.error().message());
+  }
+  return r;
+}
+
+control::Json Rot::describe() const {
+  control::Json layers = control::Json::array();
+  for (size_t i = 0; i < chain_.layers().size(); ++i) {
+    const dice::Layer& l = chain_.layers()[i];
+    layers.push_back({{"index", i},
+                      {"name", l.name},
+                      {"mode", i == 0 ? "device" : mode_name(l.mode)},
+                      {"measurement", i == 0 ? "" : hex(l.measurement)},
+                      {"public_key_sha256", sha256_hex(l.key.public_der())},
+                      {"certificate", l.cert_pem}});
+  }
+  return {{"layers", layers}, {"chain", chain_.chain_pem()}};
+}
+
+control::Json Rot::handle(const control::Json& req) const {
+  const auto op = req.find("op");
+  if (op == req.end() || !op->is_string()) return control::refuse("request has no string \"op\" (describe, sign)");
+  if (*op == "describe") {
+    control::Json r = control::ok();
+    r.update(describe());
+    return r;
+  }
+  if (*op == "sign") {
+    const auto p = req.find("payload");
+    if (p == req.end() || !p->is_string()) return control::refuse("sign needs \"payload\" as a hex string");
+    const auto bytes = unhex(p->get<std::string>());
+    if (!bytes) return control::refuse("sign: \"payload\" is not hex");
+    if (bytes->size() > (1u << 20)) return control::refuse("sign: \"payload\" is over 1 MiB");
+    auto sig = chain_.attestation_key().sign(*bytes);
+    if (!sig) return control::refuse("sign: " + sig.error().message());
+    control::Json r = control::ok();
+    r["signature"] = hex(*sig);
+    r["algorithm"] = "ECDSA-SHA384";
+    return r;
+  }
+  return control::refuse("unknown op \"" + op->get<std::string>() + "\" (describe, sign)");
+}
+
+int Rot::run() {
+  if (!loop_) return runtime::kExitOk;
+  return loop_->run();
+}
+
+}  // namespace azote::rot

@@ -1,0 +1,86 @@
+// azote-rot: the host's root of trust (issue 11), the part that stands in for a security
+// chip. It alone holds the host's unique device secret (UDS): 48 random bytes in
+// <state-dir>/uds, created at first start (mode 0400, owned by azote-rot's uid) and
+// refused if anyone else could read it. On real hardware the UDS would be fused into the
+// chip or sealed in a TPM and readable only by its boot ROM; here it is a file, and the
+// boundary is the file's mode and owner (root can still read it: the write guard of a
+// later slice and the launcher's jail are what narrow that).
+//
+// At start it measures the layers it is given (SHA-384 of each file's bytes, read
+// through one descriptor; of each layer's config string; its mode), builds the DICE
+// chain (lib/dice) from the UDS through them, and serves on its control socket:
+//   {"op": "describe"}              the layers: name, mode, measurement, public key
+//                                   SHA-256, certificate; the chain PEM (leaf first)
+//   {"op": "sign", "payload": HEX}  an ECDSA-SHA384 signature (DER, hex) of the payload
+//                                   by the attestation key (the last layer's)
+// Never the UDS, a CDI or a private key.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "base/error.hpp"
+#include "control/control.hpp"
+#include "dice/dice.hpp"
+#include "runtime/runtime.hpp"
+
+namespace azote::rot {
+
+enum class RotErrc {
+  kUsage = 1,  // a bad command line
+  kState,      // the state directory or the UDS file is unusable (names which and why)
+  kLayer,      // a layer's file cannot be measured
+  kCrypto,     // the DICE chain could not be built
+};
+using RotError = Error<RotErrc>;
+template <class T>
+using RotResult = Result<T, RotError>;
+
+struct LayerSpec {
+  std::string name;    // [A-Za-z0-9._-]{1,64}
+  std::string path;    // the file measured as its code
+  std::string config;  // measured as its config (SHA-384 of these bytes)
+};
+
+struct Options {
+  std::string state_dir;
+  std::vector<LayerSpec> layers;  // in order, above the device
+  dice::Mode mode = dice::Mode::kNormal;  // --mode development: kDebug, in every certificate
+  std::string control;                    // --control PATH
+  std::string log_level = "info";
+};
+struct Parsed {
+  Options options;
+  bool help = false, version = false;
+};
+RotResult<Parsed> parse_args(const std::vector<std::string>& args);
+const char* usage_text();
+
+// The UDS of `state_dir`: read if it exists (48 bytes, a regular file owned by this
+// uid, no permission for group or others), else created with O_EXCL from getrandom.
+// `created` says which.
+RotResult<dice::Secret> open_or_create_uds(const std::string& state_dir, bool* created);
+
+// SHA-384 of a regular file's bytes, read through one descriptor (O_NOFOLLOW).
+RotResult<dice::Digest> measure_file(const std::string& path);
+
+class Rot {
+ public:
+  static RotResult<std::unique_ptr<Rot>> start(const Options& o);
+  // Serves the control socket until SIGTERM/SIGINT; returns the exit status.
+  int run();
+  control::Json handle(const control::Json& request) const;
+  // The public description ("describe"'s answer without "ok").
+  control::Json describe() const;
+  const dice::Chain& chain() const { return chain_; }
+
+ private:
+  explicit Rot(dice::Chain c) : chain_(std::move(c)) {}
+  dice::Chain chain_;
+  std::unique_ptr<runtime::Loop> loop_;
+  std::unique_ptr<control::Server> control_;
+};
+
+}  // namespace azote::rot
