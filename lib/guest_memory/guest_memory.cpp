@@ -90,37 +90,15 @@ Result<GuestMemory, MemoryError> GuestMemory::create(const std::vector<RegionSpe
   return mem;
 }
 
-Result<void, MemoryError> GuestMemory::release_private() {
-  if (!external_)
-    return make_error(MemoryErrc::kNotReleasable,
-                      "private memory is a memfd that KVM reaches through this process's mapping; it cannot be unmapped");
-  if (released_) return {};
-  map_ = MappedRegion();
-  for (auto& r : regions_)
-    if (!r.io) r.host = nullptr;
-  released_ = true;
-  return {};
-}
-
 uint8_t* GuestMemory::translate(GuestAddress gpa, uint64_t len) const {
   for (const auto& r : regions_) {
     if (gpa.raw < r.start.raw) continue;
     const uint64_t off = gpa.raw - r.start.raw;
     if (off >= r.size && !(off == r.size && len == 0)) continue;
     if (len > r.size - off) return nullptr;  // crosses the end of this region
-    return r.host == nullptr ? nullptr : r.host + off;
+    return r.host + off;
   }
   return nullptr;
-}
-
-Unexpected<MemoryError> GuestMemory::unreachable(const std::string& what, GuestAddress gpa) const {
-  if (released_) {
-    for (const auto& r : regions_)
-      if (!r.io && gpa.raw >= r.start.raw && gpa.raw - r.start.raw < r.size)
-        return make_error(MemoryErrc::kReleased, what + " at " + std::to_string(gpa.raw) +
-                                                     " is in private memory this process no longer maps");
-  }
-  return make_error(MemoryErrc::kOutOfRange, what + " at " + std::to_string(gpa.raw) + " is outside RAM");
 }
 
 bool GuestMemory::contains(GuestAddress gpa, uint64_t len) const { return translate(gpa, len) != nullptr; }
@@ -128,21 +106,25 @@ bool GuestMemory::contains(GuestAddress gpa, uint64_t len) const { return transl
 Result<void, MemoryError> GuestMemory::write(GuestAddress gpa, std::span<const uint8_t> bytes) {
   uint8_t* h = translate(gpa, bytes.size());
   if (h == nullptr)
-    return unreachable("guest write of " + std::to_string(bytes.size()) + " bytes", gpa);
+    return make_error(MemoryErrc::kOutOfRange, "guest write of " + std::to_string(bytes.size()) +
+                                                   " bytes at " + std::to_string(gpa.raw) + " is outside RAM");
   std::memcpy(h, bytes.data(), bytes.size());
   return {};
 }
 
 Result<void, MemoryError> GuestMemory::read(GuestAddress gpa, std::span<uint8_t> out) const {
   const uint8_t* h = translate(gpa, out.size());
-  if (h == nullptr) return unreachable("guest read of " + std::to_string(out.size()) + " bytes", gpa);
+  if (h == nullptr)
+    return make_error(MemoryErrc::kOutOfRange, "guest read of " + std::to_string(out.size()) +
+                                                   " bytes at " + std::to_string(gpa.raw) + " is outside RAM");
   std::memcpy(out.data(), h, out.size());
   return {};
 }
 
 Result<void, MemoryError> GuestMemory::fill(GuestAddress gpa, uint8_t value, uint64_t len) {
   uint8_t* h = translate(gpa, len);
-  if (h == nullptr) return unreachable("guest fill", gpa);
+  if (h == nullptr)
+    return make_error(MemoryErrc::kOutOfRange, "guest fill at " + std::to_string(gpa.raw) + " is outside RAM");
   std::memset(h, value, len);
   return {};
 }

@@ -36,8 +36,6 @@ enum class MemoryErrc {
   kCreate = 1,     // memfd/mmap failure
   kBadLayout,      // overlapping, unaligned or empty regions
   kOutOfRange,     // an access outside guest RAM or across a region boundary
-  kNotReleasable,  // release_private() of memfd-backed private memory
-  kReleased,       // an access to private memory this process no longer maps
 };
 using MemoryError = Error<MemoryErrc>;
 
@@ -113,27 +111,21 @@ class GuestMemory final : public GuestMemoryView {
   // The I/O window's memfd, or -1 when there is no window (cards then get memfd()).
   int io_memfd() const { return io_fd_.get(); }
   bool has_io_window() const { return io_fd_.valid(); }
-  // Private RAM is the caller's file (a guest_memfd), not a memfd made here.
+  // Private RAM is the caller's file (a guest_memfd), not a memfd made here. It stays
+  // mapped here either way: KVM's own accesses to guest memory (kvmclock, instruction
+  // emulation, kvm_read_guest) go through this process's mapping.
   bool private_is_external() const { return external_; }
-
-  // Unmaps the private regions from this process: from here on read(), write() and
-  // range() reach only the I/O window. Only for an external backing (a guest_memfd that
-  // KVM faults through the fd): a memfd-backed slot needs this mapping for as long as
-  // the VM runs, so that is refused. Region host pointers of private regions become null.
-  Result<void, MemoryError> release_private();
-  bool private_released() const { return released_; }
 
  private:
   GuestMemory() = default;
   // Host pointer for [gpa, gpa+len) or nullptr if it is not inside one region.
   uint8_t* translate(GuestAddress gpa, uint64_t len) const;
-  Unexpected<MemoryError> unreachable(const std::string& what, GuestAddress gpa) const;
 
   UniqueFd fd_, io_fd_;
   MappedRegion map_, io_map_;
   std::vector<MemoryRegion> regions_;
   uint64_t total_ = 0;
-  bool external_ = false, released_ = false;
+  bool external_ = false;
 };
 
 }  // namespace azote

@@ -217,13 +217,14 @@ Options:
                               auto (default): half of the memory below 3 GiB, at most 1G.
   --private-memory auto|memfd|guest_memfd
                               What backs guest RAM outside the I/O window. guest_memfd:
-                              memory KVM reaches through its own fd; azote-hv maps it only
-                              to load the images and unmaps it before the first vCPU runs
-                              (needs KVM_CAP_GUEST_MEMFD with the MMAP and INIT_SHARED
-                              flags, Linux 6.18, and a guest with an I/O window; exit 71
-                              when the host lacks it). memfd: mapped for as long as the
-                              VM runs. auto (default): guest_memfd where possible, else
-                              memfd; "describe" on the control socket says which and why.
+                              memory made by and bound to this VM's KVM fd (needs
+                              KVM_CAP_GUEST_MEMFD with the MMAP and INIT_SHARED flags,
+                              Linux 6.18, and a guest with an I/O window; exit 71 when
+                              the host lacks it); memfd: a memfd. Either way azote-hv
+                              maps it, as KVM's own accesses (kvmclock, emulation) need,
+                              and no card is given it. auto (default): guest_memfd where
+                              possible, else memfd; "describe" on the control socket
+                              says which and why.
   --debug-guest               On a fatal guest event, read the faulting instruction's bytes
                               from guest memory for the report. Without it azote-hv reads
                               no guest memory once the images are loaded.

@@ -73,9 +73,9 @@ struct VmConfig {
   // Resolved by the VM at setup: where the window is (0 size: none). Announced to the
   // guest as azote.iowin=START,SIZE on its command line.
   uint64_t io_window_start = 0, io_window_size = 0;
-  // What backs the private RAM (--private-memory): a memfd this process maps for as
-  // long as the VM runs, or a KVM guest_memfd that it maps only while loading the
-  // images. kAuto: guest_memfd where KVM offers it and the guest has an I/O window.
+  // What backs the private RAM (--private-memory): a memfd, or a KVM guest_memfd (memory
+  // only this VM's fd can make or map; mapped by this process too, as KVM's own accesses
+  // need). kAuto: guest_memfd where KVM offers it and the guest has an I/O window.
   enum class PrivateMemory { kAuto, kMemfd, kGuestMemfd };
   PrivateMemory private_memory = PrivateMemory::kAuto;
 

@@ -185,14 +185,6 @@ Result<void, VmError> Vm::create_memory() {
   return {};
 }
 
-void Vm::release_private_memory() {
-  // KVM reaches a guest_memfd's pages through the fd: once the images and the command
-  // line are written, this process needs no mapping of private RAM (--debug-guest keeps
-  // it, to read a faulting instruction).
-  if (!mem_->private_is_external() || cfg_.debug_guest) return;
-  if (auto r = mem_->release_private(); !r.ok()) LOG_WARN("private memory stays mapped: %s", r.error().message().c_str());
-}
-
 Result<void, VmError> Vm::attach_device(const DeviceConfig& d) {
   const size_t i = devices_.size();
   if (i >= kMaxDevices) return make_error(VmErrc::kDevice, "more than " + std::to_string(kMaxDevices) + " devices");
@@ -591,7 +583,6 @@ void Vm::write_stats() const {
 
 bool Vm::start_vcpus() {
   started_ = true;
-  release_private_memory();
   for (auto& v : vcpus_) {
     Vcpu* raw = v.get();
     try {
@@ -644,7 +635,6 @@ control::Json Vm::describe() const {
   r["exits"] = control::Json{{"io", io}, {"mmio", mmio}, {"other", other}};
   r["console_dropped_bytes"] = console_->dropped_bytes();
   r["private_memory"] = control::Json{{"backing", mem_->private_is_external() ? "guest_memfd" : "memfd"},
-                                      {"mapped", !mem_->private_released()},
                                       {"why", private_memory_why_}};
   return r;
 }

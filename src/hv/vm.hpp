@@ -79,8 +79,6 @@ class Vm {
   // Private RAM as --private-memory says (a memfd, or a guest_memfd where KVM has one),
   // registered with KVM.
   Result<void, VmError> create_memory();
-  // Drops this process's mapping of a guest_memfd's private RAM before vCPUs run.
-  void release_private_memory();
   Result<void, VmError> load_kernel();
   Result<void, VmError> setup_vcpu(Vcpu& v, bool boot);
   void vcpu_loop(Vcpu& v);
