@@ -154,6 +154,18 @@ std::vector<CommandSpec> build_commands() {
         {"--unlisted", K::kSwitch, false, "",
          "revoke even though the CA's list of issued serials lacks it (a certificate issued before the CA kept "
          "that list)"}}},
+      {"admin sign-release", Rpc::kNone,
+       "write a release manifest (SHA-384 of each azote binary) signed with the release key (local)", "",
+       {{"--key", K::kValue, true, "PEM_FILE", "the release key: an EC private key (P-384), kept off the hosts"},
+        {"--bin-dir", K::kValue, true, "DIR", "the directory holding the release's binaries (azote-launcher, "
+                                                 "azote-controller, azote-hv, azote-card-blk, azote-card-net, azote-rot)"},
+        {"--release", K::kValue, true, "NAME", "the release's name, e.g. 2026.12.07"},
+        {"--out", K::kValue, true, "FILE", "the manifest to write (azote-controller --release-manifest)"}}},
+      {"admin verify-release", Rpc::kNone,
+       "check a release manifest's signature and, with --bin-dir, that the binaries are the release's (local)", "",
+       {{"--manifest", K::kValue, true, "FILE", "the release manifest"},
+        {"--public-key", K::kValue, true, "PEM_FILE", "the release key's public half"},
+        {"--bin-dir", K::kValue, false, "DIR", "also check the binaries there against the manifest"}}},
       {"audit verify", Rpc::kNone, "verify a signed audit log (local)", "FILE",
        {{"--public-key", K::kValue, false, "PEM_FILE",
          "the host's audit public key (default: signing.pub next to FILE)"},
@@ -455,6 +467,12 @@ CliResult<Action> Builder::build() {
     rc.serial = *serial;
     rc.unlisted = raw_.has("--unlisted");
     return Action{rc};
+  }
+  if (cmd_.name == "admin sign-release") {
+    return Action{SignRelease{raw_.get("--key"), raw_.get("--bin-dir"), raw_.get("--release"), raw_.get("--out")}};
+  }
+  if (cmd_.name == "admin verify-release") {
+    return Action{VerifyRelease{raw_.get("--manifest"), raw_.get("--public-key"), raw_.get("--bin-dir")}};
   }
   // audit verify
   AuditVerify av;

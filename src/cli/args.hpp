@@ -114,6 +114,17 @@ struct RevokeCert {
   std::string serial;  // normalized (lowercase, no leading zeros)
   bool unlisted = false;  // revoke a serial missing from the CA's issued list
 };
+struct SignRelease {
+  std::string key;      // the release key (PEM private key)
+  std::string bin_dir;  // where the release's binaries are
+  std::string release;  // the release's name
+  std::string out;      // the manifest file to write
+};
+struct VerifyRelease {
+  std::string manifest;
+  std::string public_key;
+  std::string bin_dir;  // "": check the signature only
+};
 struct AuditVerify {
   std::string file;
   std::string public_key;  // default: signing.pub next to file
@@ -123,7 +134,8 @@ struct ShowHelp {
   std::string text;
 };
 struct ShowVersion {};
-using Action = std::variant<ShowHelp, ShowVersion, RemoteCall, IssueCert, RevokeCert, AuditVerify>;
+using Action = std::variant<ShowHelp, ShowVersion, RemoteCall, IssueCert, RevokeCert, SignRelease, VerifyRelease,
+                            AuditVerify>;
 
 struct Invocation {
   std::string command;  // the command's name, "" when none was given

@@ -16,6 +16,7 @@
 #include "cli/render.hpp"
 #include "pki/files.hpp"
 #include "pki/pki.hpp"
+#include "release/release.hpp"
 
 #ifndef AZOTE_VERSION
 #define AZOTE_VERSION "dev"
@@ -321,6 +322,57 @@ int revoke_cert(const std::string& command, const RevokeCert& rc, OutputFormat f
   return kExitOk;
 }
 
+int sign_release(const std::string& command, const SignRelease& sr, OutputFormat format, Io& io) {
+  const std::string p = command + ": ";
+  auto key = read_whole_file(sr.key, 64 * 1024);
+  if (!key.ok()) return fail(io, p + "--key: " + key.error(), kExitUsage);
+  release::Manifest m;
+  m.release = sr.release;
+  for (const auto& name : release::release_binaries()) {
+    auto d = release::sha384_file(sr.bin_dir + "/" + name);
+    if (!d.ok()) return fail(io, p + "--bin-dir: " + d.error().message(), kExitUsage);
+    m.files[name] = *d;
+  }
+  auto text = release::sign(m, *key);
+  if (!text.ok()) return fail(io, p + text.error().message(), kExitUsage);
+  if (auto w = pki::write_file_atomic(sr.out, *text, 0644); !w.ok())
+    return fail(io, p + "--out: " + w.error().message(), kExitUsage);
+  if (format == OutputFormat::kJson) {
+    io.out << nlohmann::json{{"release", m.release}, {"manifest", sr.out}, {"files", m.files}}.dump(2) << "\n";
+  } else {
+    io.out << "release " << m.release << ": " << m.files.size() << " binaries signed into " << sr.out << "\n";
+  }
+  return kExitOk;
+}
+
+int verify_release(const std::string& command, const VerifyRelease& vr, OutputFormat format, Io& io) {
+  const std::string p = command + ": ";
+  auto text = read_whole_file(vr.manifest, 1 << 20);
+  if (!text.ok()) return fail(io, p + "--manifest: " + text.error(), kExitUsage);
+  auto key = read_whole_file(vr.public_key, 64 * 1024);
+  if (!key.ok()) return fail(io, p + "--public-key: " + key.error(), kExitUsage);
+  auto m = release::verify(*text, *key);
+  if (!m.ok()) return fail(io, p + vr.manifest + ": " + m.error().message(), 1);
+  std::vector<std::string> bad;
+  if (!vr.bin_dir.empty()) {
+    for (const auto& [name, digest] : m->files) {
+      auto d = release::sha384_file(vr.bin_dir + "/" + name);
+      if (!d.ok()) bad.push_back(d.error().message());
+      else if (*d != digest) bad.push_back(name + ": SHA-384 " + d->substr(0, 16) + "... is not the release's " + digest.substr(0, 16) + "...");
+    }
+  }
+  if (format == OutputFormat::kJson) {
+    io.out << nlohmann::json{{"release", m->release}, {"signature", "ok"}, {"files", m->files}, {"mismatches", bad}}.dump(2)
+           << "\n";
+  } else {
+    io.out << "release " << m->release << ": signature ok, " << m->files.size() << " binaries";
+    if (!vr.bin_dir.empty()) io.out << (bad.empty() ? ", all match " + vr.bin_dir : "");
+    io.out << "\n";
+    for (const auto& b : bad) io.out << "mismatch: " << b << "\n";
+  }
+  return bad.empty() ? kExitOk : 1;
+}
+
 int audit_verify(const std::string& command, const AuditVerify& av, OutputFormat format, Io& io) {
   const std::string p = command + ": ";
   auto pem = read_whole_file(av.public_key, 64 * 1024);
@@ -374,6 +426,9 @@ int execute(const Invocation& inv, Io& io) {
   }
   if (const auto* ic = std::get_if<IssueCert>(&inv.action)) return issue_cert(inv.command, *ic, inv.globals.output, io);
   if (const auto* rc = std::get_if<RevokeCert>(&inv.action)) return revoke_cert(inv.command, *rc, inv.globals.output, io);
+  if (const auto* sr = std::get_if<SignRelease>(&inv.action)) return sign_release(inv.command, *sr, inv.globals.output, io);
+  if (const auto* vr = std::get_if<VerifyRelease>(&inv.action))
+    return verify_release(inv.command, *vr, inv.globals.output, io);
   if (const auto* av = std::get_if<AuditVerify>(&inv.action)) return audit_verify(inv.command, *av, inv.globals.output, io);
 
   const auto& rc = std::get<RemoteCall>(inv.action);

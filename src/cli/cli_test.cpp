@@ -558,6 +558,8 @@ TEST(Help, EveryCommandExitsZeroAndMentionsEachFlag) {
       {"describe-security-groups", {"--group-ids"}},
       {"admin issue-cert", {"--state-dir", "--role", "--name", "--days", "--out"}},
       {"admin revoke-cert", {"--state-dir", "--serial", "--unlisted"}},
+      {"admin sign-release", {"--key", "--bin-dir", "--release", "--out"}},
+      {"admin verify-release", {"--manifest", "--public-key", "--bin-dir"}},
       {"audit verify", {"--public-key", "--head", "FILE"}},
   };
   EXPECT_EQ(expected.size(), commands().size());

@@ -1499,6 +1499,9 @@ void Host::run_job(const std::string& id, Job job) {
       auto r = launch(id);
       if (r) return;
       LOG_WARN("instance %s: launch failed: %s", id.c_str(), r.error().sentence.c_str());
+      // In the audit log too: a launch the host refused (a binary outside the signed
+      // release, a card that would not start) is an event, not only a state reason.
+      if (events_) events_("instance.launch-failed", {id}, r.error().sentence);
       stop_hv(id, true);
       std::unique_lock lock(mu_);
       InstanceRec& inst = instances_[id];
@@ -1537,6 +1540,7 @@ void Host::run_job(const std::string& id, Job job) {
       stop_hv(id, false);
       auto r = launch(id);
       if (r) return;
+      if (events_) events_("instance.launch-failed", {id}, r.error().sentence);
       stop_hv(id, true);
       std::lock_guard lock(mu_);
       InstanceRec& inst = instances_[id];

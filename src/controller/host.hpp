@@ -140,7 +140,8 @@ class Host {
   // card first; otherwise they keep running for the next controller to adopt.
   void shutdown();
   // Where events that are not API calls go (the audit log): a process killed by its
-  // seccomp filter. Set once, before any instance runs.
+  // seccomp filter (process.seccomp), a launch that failed (instance.launch-failed, with
+  // its reason). Set once, before any instance runs.
   using EventSink = std::function<void(const std::string& method, const std::vector<std::string>& resources,
                                        const std::string& error)>;
   void set_event_sink(EventSink sink) {

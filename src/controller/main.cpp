@@ -64,6 +64,8 @@ int exec_launcher(const Options& o, const std::vector<std::string>& args) {
                                    "--uid-base", std::to_string(o.uid_base),
                                    "--cgroup-favordynmods", o.favordynmods ? "on" : "off"};
   if (!o.probe_bin.empty()) argv.insert(argv.end(), {"--probe", o.probe_bin, "--test-socket", o.test_socket});
+  if (!o.release_manifest.empty() || !o.release_key.empty())
+    argv.insert(argv.end(), {"--release-manifest", o.release_manifest, "--release-key", o.release_key});
   argv.push_back("--");
   argv.insert(argv.end(), args.begin(), args.end());
   std::vector<char*> raw;

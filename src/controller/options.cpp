@@ -36,7 +36,7 @@ Result<Options, OptionsError> parse_options(const std::vector<std::string>& args
                              a == "--log-level" || a == "--metrics-textfile" || a == "--launcher-fd" ||
                              a == "--uid-base" || a == "--probe" || a == "--test-socket" || a == "--card-cpus" ||
                              a == "--test-launch-delay" || a == "--dedicated-vcpus-per-cpu" ||
-                             a == "--cgroup-favordynmods";
+                             a == "--cgroup-favordynmods" || a == "--release-manifest" || a == "--release-key";
     if (!wants_value) return bad("unknown option \"" + args[i] + "\" (see --help)");
     if (!has_inline) {
       if (i + 1 >= args.size()) return bad(a + " needs a value");
@@ -91,6 +91,10 @@ Result<Options, OptionsError> parse_options(const std::vector<std::string>& args
       const auto n = parse_uint(x, 65536, 0xfffffffeull - 65536 - 16);
       if (!n) return bad("--uid-base \"" + x + "\": expected a number from 65536 up");
       o.uid_base = static_cast<uint32_t>(*n);
+    } else if (a == "--release-manifest") {
+      o.release_manifest = x;
+    } else if (a == "--release-key") {
+      o.release_key = x;
     } else if (a == "--cgroup-favordynmods") {
       if (x != "on" && x != "off") return bad("--cgroup-favordynmods \"" + x + "\": expected on or off");
       o.favordynmods = x == "on";
@@ -178,6 +182,13 @@ Options:
   --uid-base N            identities (uid = gid): N the controller, N+16+S the
                           instance in slot S: its azote-hv and both its cards
                           (default 2000000000)
+  --release-manifest FILE --release-key PUB
+                          verified launch (passed to azote-launcher): every binary
+                          the host runs, the launcher and this controller included,
+                          must be in FILE, a release manifest signed with the key
+                          whose public half is PUB (azote admin sign-release); a
+                          launch whose hypervisor or card is not fails with the
+                          launcher's reason. Without them: development mode
   --cgroup-favordynmods on|off
                           passed to azote-launcher: on (default) sets the cgroup2
                           mount option favordynmods on hosts whose cpu/memory/pids/

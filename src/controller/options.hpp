@@ -29,6 +29,7 @@ struct Options {
   int launcher_fd = -1;
   uint32_t uid_base = 2'000'000'000;
   bool favordynmods = true;  // --cgroup-favordynmods, passed to azote-launcher
+  std::string release_manifest, release_key;  // verified launch, passed to azote-launcher
   std::string probe_bin, test_socket;  // tests only: passed to the launcher
   std::string card_cpus;               // --card-cpus: "" default, "none", or a list
   uint32_t test_launch_delay_ms = 0;

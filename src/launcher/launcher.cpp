@@ -92,6 +92,24 @@ Result<std::unique_ptr<Launcher>, LauncherError> Launcher::create(Options o) {
   l->cgroups_.emplace(std::move(tree).value());
   LOG_INFO("azote-launcher: state %s, cgroups %s (%s), uids from %u", l->o_.state_dir.c_str(), l->host_name_.c_str(),
            l->cgroups_->layout().c_str(), l->o_.uid_base);
+  if (!l->o_.release_manifest.empty()) {
+    auto text = release::read_file(l->o_.release_manifest);
+    auto key = release::read_file(l->o_.release_key);
+    if (!text) return make_error(LauncherErrc::kSetup, "--release-manifest: " + text.error().message());
+    if (!key) return make_error(LauncherErrc::kSetup, "--release-key: " + key.error().message());
+    auto m = release::verify(*text, *key);
+    if (!m) return make_error(LauncherErrc::kSetup, "--release-manifest " + l->o_.release_manifest + ": " + m.error().message());
+    l->manifest_ = std::move(m).value();
+    // This launcher itself is the first binary the release must vouch for.
+    UniqueFd self(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
+    if (!self) return errno_error(LauncherErrc::kSetup, "/proc/self/exe");
+    if (auto c = release::check(*l->manifest_, "azote-launcher", self.get()); !c)
+      return make_error(LauncherErrc::kSetup, "verified launch: " + c.error().message());
+    LOG_INFO("azote-launcher: verified launch: release %s (%zu binaries); nothing else runs",
+             l->manifest_->release.c_str(), l->manifest_->files.size());
+  } else {
+    LOG_WARN("azote-launcher: development mode: no --release-manifest, binaries run without a signed release");
+  }
   if (l->o_.favordynmods && l->cgroups_->moves_processes()) {
     // Not fatal: without it every launch is slower, not less confined.
     if (auto f = l->cgroups_->favor_migrations(); f) LOG_INFO("azote-launcher: cgroups: %s", f->c_str());
@@ -227,6 +245,23 @@ Result<UniqueFd, LauncherError> Launcher::ensure_dir(const std::string& rel, uid
   return d;
 }
 
+Result<UniqueFd, LauncherError> Launcher::open_binary(const std::string& name, const std::string& path) const {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return errno_error(LauncherErrc::kSetup, name + " (" + path + ")");
+  struct stat st{};
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
+    return make_error(LauncherErrc::kSetup, name + " (" + path + ") is not a regular file");
+  if (manifest_) {
+    // Only root may change it between the hash and the exec (the same descriptor): a
+    // file another uid could write would let that uid swap what runs after the check.
+    if (st.st_uid != 0 || (st.st_mode & 022) != 0)
+      return make_error(LauncherErrc::kSetup, "verified launch refused " + path + ": writable by others than root");
+    if (auto c = release::check(*manifest_, name, fd.get()); !c)
+      return make_error(LauncherErrc::kSetup, "verified launch refused " + path + ": " + c.error().message());
+  }
+  return fd;
+}
+
 Result<void, LauncherError> Launcher::start_controller() {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
@@ -234,6 +269,7 @@ Result<void, LauncherError> Launcher::start_controller() {
   UniqueFd mine(sv[0]), theirs(sv[1]);
   auto leaf = cgroups_->create("controller", {});
   if (!leaf) return make_error(LauncherErrc::kSetup, leaf.error().message());
+  AZOTE_TRY(exe, open_binary("azote-controller", o_.controller_bin));
   std::vector<std::string> argv = {o_.controller_bin};
   argv.insert(argv.end(), o_.controller_args.begin(), o_.controller_args.end());
   argv.insert(argv.end(), {"--launcher-fd", "3", "--state-dir", o_.state_dir});
@@ -253,12 +289,14 @@ Result<void, LauncherError> Launcher::start_controller() {
       std::fprintf(stderr, "azote-launcher: controller: %s\n", d.error().message().c_str());
       ::_exit(71);
     }
-    if (::dup2(theirs.get(), 3) != 3) ::_exit(71);
-    ::syscall(SYS_close_range, 4u, ~0U, 0);
+    // The binary's descriptor out of the way of 3 first, then 3 (the socket) and 4 (it).
+    const int e = ::fcntl(exe.get(), F_DUPFD, 10);
+    if (e < 0 || ::dup2(theirs.get(), 3) != 3 || ::dup2(e, 4) != 4 || ::fcntl(4, F_SETFD, FD_CLOEXEC) != 0) ::_exit(71);
+    ::syscall(SYS_close_range, 5u, ~0U, 0);
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
-    ::execv(o_.controller_bin.c_str(), args.data());
+    ::fexecve(4, args.data(), environ);
     std::fprintf(stderr, "azote-launcher: exec %s: %s\n", o_.controller_bin.c_str(), std::strerror(errno));
     ::_exit(71);
   }
@@ -610,9 +648,9 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
   if (!procs) return refuse("spawn: " + procs.error().message());
   spec.cgroup_procs = *procs;
 
-  UniqueFd exe(::open(bin.c_str(), O_PATH | O_CLOEXEC));
-  if (!exe) return refuse("spawn: " + bin + ": " + std::strerror(errno));
-  auto j = sandbox::start_jailed(spec, exe.get(), argv);
+  auto exe = open_binary(r.role == Role::kHv ? "azote-hv" : r.role == Role::kCardBlk ? "azote-card-blk" : "azote-card-net", bin);
+  if (!exe) return refuse("spawn: " + exe.error().message());
+  auto j = sandbox::start_jailed(spec, exe->get(), argv);
   if (!j) return refuse("spawn: " + j.error().message());
   exited_.erase(j->jailed.pid);  // an earlier process's status under a reused pid
   Starting st;
@@ -691,11 +729,11 @@ Json Launcher::spawn_probe(const launch::SpawnRequest& r, std::vector<UniqueFd>*
   }
   auto procs = cgroups_->create(target->cgroup, {});
   if (!procs) return refuse("probe: " + procs.error().message());
-  UniqueFd exe(::open(o_.probe_bin.c_str(), O_PATH | O_CLOEXEC));
-  if (!exe) return refuse("probe: " + o_.probe_bin + ": " + std::strerror(errno));
+  auto exe = open_binary("azote-probe", o_.probe_bin);
+  if (!exe) return refuse("probe: " + exe.error().message());
   std::vector<std::string> argv = {"azote-probe"};
   argv.insert(argv.end(), r.args.begin(), r.args.end());
-  auto j = sandbox::spawn_into(target->pidfd.get(), target->uid, target->uid, *procs, output ? output.get() : -1, exe.get(), argv);
+  auto j = sandbox::spawn_into(target->pidfd.get(), target->uid, target->uid, *procs, output ? output.get() : -1, exe->get(), argv);
   if (!j) return refuse("probe: " + j.error().message());
   exited_.erase(j->pid);  // an earlier process's status under a reused pid
   LOG_INFO("azote-launcher: probe started in the jail of %s %s (pid %d)", to_string(r.probe_as), r.instance.c_str(), j->pid);

@@ -24,6 +24,7 @@
 #include "base/error.hpp"
 #include "base/unique_fd.hpp"
 #include "launch/protocol.hpp"
+#include "release/release.hpp"
 #include "sandbox/cgroup.hpp"
 #include "sandbox/jail.hpp"
 
@@ -38,6 +39,9 @@ struct Options {
   std::string test_socket;  // with probe_bin: root-only socket for probe requests
   uint32_t uid_base = 2'000'000'000;
   bool favordynmods = true;  // --cgroup-favordynmods (CgroupTree::favor_migrations)
+  // Verified launch: a signed release manifest and the release's public key (both or
+  // neither). Without them: development mode, binaries run unchecked (logged).
+  std::string release_manifest, release_key;
   std::vector<std::string> controller_args;  // after "--"
   bool help = false, version = false;
 };
@@ -109,10 +113,14 @@ class Launcher {
   Result<UniqueFd, LauncherError> dir_beneath(const std::string& rel);
   Result<UniqueFd, LauncherError> ensure_dir(const std::string& rel, uid_t uid, gid_t gid, mode_t mode);
   uint32_t id_of(launch::Role role, uint32_t slot) const;
+  // `path` opened for reading and exec (by this descriptor, so what is checked is what
+  // runs) and, under a release manifest, checked to be its `name` binary there.
+  Result<UniqueFd, LauncherError> open_binary(const std::string& name, const std::string& path) const;
   // The running process this launcher started for (instance, role), if any.
   const Child* find(const std::string& instance, launch::Role role) const;
 
   Options o_;
+  std::optional<release::Manifest> manifest_;  // verified launch; nullopt: development mode
   UniqueFd state_fd_;
   std::string host_name_;  // azote-<hex>: the cgroup tree's name
   std::optional<sandbox::CgroupTree> cgroups_;

@@ -44,6 +44,10 @@ Result<Options, LauncherError> parse_args(const std::vector<std::string>& args) 
         return bad("--uid-base \"" + value + "\": expected a number from 65536 to " +
                    std::to_string(0xfffffffeull - launch::kFirstInstanceId - launch::kMaxSlots));
       o.uid_base = static_cast<uint32_t>(n);
+    } else if (flag == "--release-manifest") {
+      o.release_manifest = value;
+    } else if (flag == "--release-key") {
+      o.release_key = value;
     } else if (flag == "--cgroup-favordynmods") {
       if (value != "on" && value != "off") return bad("--cgroup-favordynmods \"" + value + "\": expected on or off");
       o.favordynmods = value == "on";
@@ -52,6 +56,8 @@ Result<Options, LauncherError> parse_args(const std::vector<std::string>& args) 
     }
   }
   if (o.state_dir.empty()) return bad("--state-dir is required");
+  if (o.release_manifest.empty() != o.release_key.empty())
+    return bad("--release-manifest and --release-key go together (a signed manifest and the key that checks it)");
   for (const auto* b : {&o.controller_bin, &o.hv_bin, &o.card_blk_bin, &o.card_net_bin})
     if (b->empty()) return bad("--controller, --hv, --card-blk and --card-net are required");
   return o;
@@ -75,6 +81,13 @@ non-root uid, no capabilities), opening the files they need for them.
   --uid-base N       identities: N the controller, N+16+S the instance in slot S
                      (its azote-hv, its block card and its network card); default
                      2000000000
+  --release-manifest FILE --release-key PUB
+                     verified launch: FILE is a release manifest (azote admin
+                     sign-release) signed with the key whose public half is PUB
+                     (PEM). The launcher checks it and itself at start (exit 71),
+                     then hashes every binary it is about to run (SHA-384, through
+                     the descriptor it then executes) and refuses one that is not
+                     the release's. Without them: development mode, logged at start
   --cgroup-favordynmods on|off
                      on (default): where processes must be moved into v1 cgroup
                      hierarchies (a hybrid host), set the cgroup2 mount option

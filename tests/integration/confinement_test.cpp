@@ -413,5 +413,78 @@ TEST_F(Confinement, AGuestsPrivateBytesAreInNoCardNorTheController) {
   }
 }
 
+// Verified launch: under a signed release manifest every binary the launcher runs is
+// hashed through the descriptor it then executes. The release's own binaries run; a
+// release whose azote-hv differs by one byte from what is installed makes every launch
+// fail with the launcher's reason (and the controller and launcher, which match, still
+// serve); a manifest signed with another key stops the host at start.
+TEST_F(Confinement, VerifiedLaunchRunsOnlyTheSignedReleasesBinaries) {
+  if (::access("/usr/bin/openssl", X_OK) != 0) GTEST_SKIP() << "SKIPPED: no /usr/bin/openssl to make a release key";
+  stop_controller(SIGTERM);
+  const std::string bin = std::filesystem::path(AZOTE_CONTROLLER_BIN).parent_path();
+  const std::string rel = dir_ + "-release";
+  std::filesystem::remove_all(rel);
+  std::filesystem::create_directories(rel + "/other-bin");
+  for (const char* k : {"key", "other"}) {
+    auto o = run({"/usr/bin/openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384", "-out",
+                  rel + "/" + k + ".pem"});
+    ASSERT_EQ(o.status, 0) << o.err;
+    o = run({"/usr/bin/openssl", "pkey", "-in", rel + "/" + k + ".pem", "-pubout", "-out", rel + "/" + k + ".pub"});
+    ASSERT_EQ(o.status, 0) << o.err;
+  }
+  auto o = run({AZOTE_CLI_BIN, "admin", "sign-release", "--key", rel + "/key.pem", "--bin-dir", bin, "--release",
+                "test-1", "--out", rel + "/good.json"});
+  ASSERT_EQ(o.status, 0) << o.out << o.err;
+  o = run({AZOTE_CLI_BIN, "admin", "verify-release", "--manifest", rel + "/good.json", "--public-key", rel + "/key.pub",
+           "--bin-dir", bin});
+  ASSERT_EQ(o.status, 0) << o.out << o.err;
+
+  start_controller({"--release-manifest", rel + "/good.json", "--release-key", rel + "/key.pub"});
+  EXPECT_NE(slurp(dir_ + "/controller.log").find("verified launch: release test-1"), std::string::npos)
+      << slurp(dir_ + "/controller.log");
+  o = cli(cp_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--wait", "--output", "json"});
+  ASSERT_EQ(o.status, 0) << o.out << o.err;
+  const std::string good = Json::parse(o.out)["instances"][0]["instance_id"];
+  EXPECT_TRUE(wait_state(good, "running", 30s)) << instance(good).dump();
+  stop_controller(SIGTERM);
+
+  // A release whose azote-hv is one byte longer than the installed one.
+  for (const auto& name : {"azote-launcher", "azote-controller", "azote-hv", "azote-card-blk", "azote-card-net", "azote-rot"})
+    std::filesystem::copy_file(bin + "/" + name, rel + "/other-bin/" + name);
+  std::ofstream(rel + "/other-bin/azote-hv", std::ios::app) << '\0';
+  o = run({AZOTE_CLI_BIN, "admin", "sign-release", "--key", rel + "/key.pem", "--bin-dir", rel + "/other-bin",
+           "--release", "test-2", "--out", rel + "/other-hv.json"});
+  ASSERT_EQ(o.status, 0) << o.out << o.err;
+  o = run({AZOTE_CLI_BIN, "admin", "verify-release", "--manifest", rel + "/other-hv.json", "--public-key",
+           rel + "/key.pub", "--bin-dir", bin});
+  EXPECT_EQ(o.status, 1) << o.out << o.err;
+  EXPECT_NE(o.out.find("mismatch: azote-hv"), std::string::npos) << o.out;
+  start_controller({"--release-manifest", rel + "/other-hv.json", "--release-key", rel + "/key.pub"});
+  o = cli(cp_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--output", "json"});
+  ASSERT_EQ(o.status, 0) << o.out << o.err;
+  const std::string bad = Json::parse(o.out)["instances"][0]["instance_id"];
+  ASSERT_TRUE(wait_state(bad, "terminated", 60s)) << instance(bad).dump();
+  const std::string reason = instance(bad)["state_reason"].value("message", "");
+  EXPECT_NE(reason.find("verified launch refused"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("azote-hv"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("test-2"), std::string::npos) << reason;
+  bool audited = false;
+  for (const auto& r : audit_records())
+    if (r.dump().find("verified launch refused") != std::string::npos && r.dump().find(bad) != std::string::npos) audited = true;
+  EXPECT_TRUE(audited) << "no audit record names the refused binary for " << bad;
+  EXPECT_EQ(jailed_pid("hv", bad), 0) << "a hypervisor outside the release runs";
+  stop_controller(SIGTERM);
+
+  // Signed with another key: the host does not start.
+  o = run({AZOTE_CONTROLLER_BIN, "--state-dir", dir_, "--on-exit", "stop", "--release-manifest", rel + "/good.json",
+           "--release-key", rel + "/other.pub"},
+          30s);
+  EXPECT_EQ(o.status, 71) << o.out << o.err;
+  EXPECT_NE(o.err.find("the signature does not verify"), std::string::npos) << o.err;
+  EXPECT_EQ(o.out.find("ready"), std::string::npos) << o.out;
+  start_controller();  // for TearDown
+  std::filesystem::remove_all(rel);
+}
+
 }  // namespace
 }  // namespace azote::test
