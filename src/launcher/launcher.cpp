@@ -5,6 +5,8 @@
 #include <linux/openat2.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -105,6 +107,15 @@ Result<std::unique_ptr<Launcher>, LauncherError> Launcher::create(Options o) {
     if (!self) return errno_error(LauncherErrc::kSetup, "/proc/self/exe");
     if (auto c = release::check(*l->manifest_, "azote-launcher", self.get()); !c)
       return make_error(LauncherErrc::kSetup, "verified launch: " + c.error().message());
+    for (const auto& [name, path] : {std::pair<std::string, std::string>{"azote-hv", l->o_.hv_bin},
+                                     {"azote-card-blk", l->o_.card_blk_bin},
+                                     {"azote-card-net", l->o_.card_net_bin}})
+      if (auto s = l->seal_binary(name, path); !s) {
+        // Every spawn of it is refused with this reason (the instance's state reason and
+        // audit record); the host itself still serves.
+        LOG_ERROR("azote-launcher: %s", s.error().message().c_str());
+        l->refused_[name] = s.error().message();
+      }
     LOG_INFO("azote-launcher: verified launch: release %s (%zu binaries); nothing else runs",
              l->manifest_->release.c_str(), l->manifest_->files.size());
   } else {
@@ -245,7 +256,39 @@ Result<UniqueFd, LauncherError> Launcher::ensure_dir(const std::string& rel, uid
   return d;
 }
 
+Result<void, LauncherError> Launcher::seal_binary(const std::string& name, const std::string& path) {
+  UniqueFd src(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!src) return errno_error(LauncherErrc::kSetup, name + " (" + path + ")");
+  struct stat st{};
+  if (::fstat(src.get(), &st) != 0 || !S_ISREG(st.st_mode))
+    return make_error(LauncherErrc::kSetup, name + " (" + path + ") is not a regular file");
+  // MFD_EXEC (Linux 6.3) says the copy is meant to be executed; older kernels refuse the
+  // flag and execute memfds anyway.
+  constexpr unsigned kMfdExec = 0x0010U;
+  UniqueFd m(::memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING | kMfdExec));
+  if (!m && errno == EINVAL) m.reset(::memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!m) return errno_error(LauncherErrc::kSetup, "memfd for " + name);
+  for (off_t off = 0; off < st.st_size;) {
+    const ssize_t n = ::sendfile(m.get(), src.get(), &off, static_cast<size_t>(st.st_size - off));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return errno_error(LauncherErrc::kSetup, "copy " + path + " into a memfd");
+  }
+  if (::fchmod(m.get(), 0555) != 0 ||
+      ::fcntl(m.get(), F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
+    return errno_error(LauncherErrc::kSetup, "seal the copy of " + path);
+  if (auto c = release::check(*manifest_, name, m.get()); !c)
+    return make_error(LauncherErrc::kSetup, "verified launch refused " + path + ": " + c.error().message());
+  sealed_[name] = std::move(m);
+  return {};
+}
+
 Result<UniqueFd, LauncherError> Launcher::open_binary(const std::string& name, const std::string& path) const {
+  if (const auto it = refused_.find(name); it != refused_.end()) return make_error(LauncherErrc::kSetup, it->second);
+  if (const auto it = sealed_.find(name); it != sealed_.end()) {
+    UniqueFd d(::fcntl(it->second.get(), F_DUPFD_CLOEXEC, 3));
+    if (!d) return errno_error(LauncherErrc::kSetup, "dup the sealed " + name);
+    return d;
+  }
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return errno_error(LauncherErrc::kSetup, name + " (" + path + ")");
   struct stat st{};

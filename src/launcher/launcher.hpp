@@ -114,13 +114,20 @@ class Launcher {
   Result<UniqueFd, LauncherError> ensure_dir(const std::string& rel, uid_t uid, gid_t gid, mode_t mode);
   uint32_t id_of(launch::Role role, uint32_t slot) const;
   // `path` opened for reading and exec (by this descriptor, so what is checked is what
-  // runs) and, under a release manifest, checked to be its `name` binary there.
+  // runs) and, under a release manifest, checked to be its `name` binary there. Under a
+  // manifest the jailed processes' binaries come from sealed copies (seal_binary).
   Result<UniqueFd, LauncherError> open_binary(const std::string& name, const std::string& path) const;
+  // Under a manifest: `path` copied into a memfd sealed against every write, then hashed
+  // and checked: what every later spawn of `name` executes, unchanged whatever happens
+  // to the file, and hashed once instead of at every launch.
+  Result<void, LauncherError> seal_binary(const std::string& name, const std::string& path);
   // The running process this launcher started for (instance, role), if any.
   const Child* find(const std::string& instance, launch::Role role) const;
 
   Options o_;
   std::optional<release::Manifest> manifest_;  // verified launch; nullopt: development mode
+  std::map<std::string, UniqueFd> sealed_;     // under a manifest: name -> sealed, checked memfd
+  std::map<std::string, std::string> refused_;  // under a manifest: name -> why it may not run
   UniqueFd state_fd_;
   std::string host_name_;  // azote-<hex>: the cgroup tree's name
   std::optional<sandbox::CgroupTree> cgroups_;

@@ -439,19 +439,27 @@ TEST_F(Confinement, VerifiedLaunchRunsOnlyTheSignedReleasesBinaries) {
            "--bin-dir", bin});
   ASSERT_EQ(o.status, 0) << o.out << o.err;
 
-  start_controller({"--release-manifest", rel + "/good.json", "--release-key", rel + "/key.pub"});
+  // The hypervisor from a copy of the release's file, which is then changed under the
+  // running host: what runs is the copy the launcher sealed and checked at start.
+  for (const auto& name : {"azote-launcher", "azote-controller", "azote-hv", "azote-card-blk", "azote-card-net", "azote-rot"})
+    std::filesystem::copy_file(bin + "/" + name, rel + "/other-bin/" + name);
+  start_controller({"--release-manifest", rel + "/good.json", "--release-key", rel + "/key.pub", "--hv",
+                    rel + "/other-bin/azote-hv"});
   EXPECT_NE(slurp(dir_ + "/controller.log").find("verified launch: release test-1"), std::string::npos)
       << slurp(dir_ + "/controller.log");
+  std::ofstream(rel + "/other-bin/azote-hv", std::ios::app) << '\0';
   o = cli(cp_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--wait", "--output", "json"});
   ASSERT_EQ(o.status, 0) << o.out << o.err;
   const std::string good = Json::parse(o.out)["instances"][0]["instance_id"];
   EXPECT_TRUE(wait_state(good, "running", 30s)) << instance(good).dump();
+  const pid_t hv = jailed_pid("hv", good);
+  ASSERT_GT(hv, 0);
+  std::error_code ec;
+  const std::string exe = std::filesystem::read_symlink("/proc/" + std::to_string(hv) + "/exe", ec).string();
+  EXPECT_NE(exe.find("memfd:azote-hv"), std::string::npos) << exe;
   stop_controller(SIGTERM);
 
-  // A release whose azote-hv is one byte longer than the installed one.
-  for (const auto& name : {"azote-launcher", "azote-controller", "azote-hv", "azote-card-blk", "azote-card-net", "azote-rot"})
-    std::filesystem::copy_file(bin + "/" + name, rel + "/other-bin/" + name);
-  std::ofstream(rel + "/other-bin/azote-hv", std::ios::app) << '\0';
+  // A release whose azote-hv is that changed file: one byte longer than the installed one.
   o = run({AZOTE_CLI_BIN, "admin", "sign-release", "--key", rel + "/key.pem", "--bin-dir", rel + "/other-bin",
            "--release", "test-2", "--out", rel + "/other-hv.json"});
   ASSERT_EQ(o.status, 0) << o.out << o.err;
