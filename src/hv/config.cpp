@@ -172,7 +172,9 @@ Options:
                               moved to the start of the file and the rest dropped, so a
                               guest cannot fill the host's disk (a descriptor not open
                               for reading cannot be read back: the file then restarts
-                              with the newest output). 0: no cap.
+                              with the newest output; fd:N's O_APPEND is cleared, so do
+                              not share its file description with other writers).
+                              0: no cap.
   --device blk,socket=PATH    A virtio-blk device served by a card (azote-card-blk,
                               qemu-storage-daemon, ...) over the vhost-user socket PATH.
   --device net,socket=PATH    A virtio-net device (an ENI) served by azote-card-net over

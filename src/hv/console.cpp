@@ -60,7 +60,8 @@ Result<Console, ConsoleError> Console::open(const ConsoleConfig& cfg, uint64_t m
       c.stdin_open_ = ::isatty(0) != 0;
       break;
     case ConsoleKind::kFile:
-      c.out_ = UniqueFd(::open(cfg.path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
+      // Read-write: a capped console reads its newest half back (capped_write).
+      c.out_ = UniqueFd(::open(cfg.path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
       if (!c.out_) return errno_error(ConsoleErrc::kOpen, "--console file:" + cfg.path);
       break;
     case ConsoleKind::kFd:
@@ -122,14 +123,23 @@ void Console::write(std::span<const uint8_t> bytes) {
 void Console::capped_write(std::span<const uint8_t> bytes) {
   const int fd = out_.get();
   const uint64_t n = bytes.size();
+  // After a failed step (a full disk) the file's real size is what counts from there on.
+  auto resync = [&] {
+    struct stat st{};
+    if (::fstat(fd, &st) == 0) size_ = static_cast<uint64_t>(st.st_size);
+  };
   if (size_ + n <= max_) {
     if (pwrite_all(fd, bytes.data(), n, size_)) size_ += n;
+    else resync();
     return;
   }
   const uint64_t keep = max_ / 2;
   if (n >= keep) {
     const auto newest = bytes.last(keep);
-    if (!pwrite_all(fd, newest.data(), keep, 0) || ::ftruncate(fd, static_cast<off_t>(keep)) != 0) return;
+    if (!pwrite_all(fd, newest.data(), keep, 0) || ::ftruncate(fd, static_cast<off_t>(keep)) != 0) {
+      resync();
+      return;
+    }
     dropped_ += size_ + n - keep;
     size_ = keep;
     return;
@@ -144,8 +154,10 @@ void Console::capped_write(std::span<const uint8_t> bytes) {
     tail.clear();
   }
   if (!pwrite_all(fd, tail.data(), tail.size(), 0) || !pwrite_all(fd, bytes.data(), n, from_file) ||
-      ::ftruncate(fd, static_cast<off_t>(from_file + n)) != 0)
+      ::ftruncate(fd, static_cast<off_t>(from_file + n)) != 0) {
+    resync();
     return;
+  }
   dropped_ += size_ - from_file;
   size_ = from_file + n;
 }

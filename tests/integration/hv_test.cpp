@@ -224,6 +224,18 @@ TEST(Hv, FileConsoleIsCappedKeepingTheNewestOutput) {
   EXPECT_TRUE(got == expect.substr(expect.size() - got.size())) << got.substr(0, 200);
   EXPECT_EQ(got.find("from an earlier run"), std::string::npos);
 
+  // file:PATH, opened by azote-hv itself, is capped the same way.
+  const std::string own = dir + "/own.txt";
+  o = run({kHv, "--kernel", "builtin:print", "--cmdline", std::to_string(kLines), "--memory", "64M", "--console",
+           "file:" + own, "--console-max", "16K"}, 120s);
+  ASSERT_EQ(o.status, 0) << o.err;
+  got = slurp(own);
+  EXPECT_LE(got.size(), 16u << 10);
+  // 21.9 KB through a 16 KiB cap: restarting at the cap instead of keeping the newest
+  // half would leave 5.5 KB.
+  EXPECT_GE(got.size(), 8u << 10) << "file:PATH kept less than the newest half";
+  EXPECT_TRUE(got == expect.substr(expect.size() - std::min(got.size(), expect.size()))) << got.substr(0, 200);
+
   // A descriptor open for writing only cannot be read back: still capped, still the
   // newest output, restarted at the cap.
   const std::string wronly = dir + "/wronly.txt";
