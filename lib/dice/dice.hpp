@@ -6,7 +6,8 @@
 //
 //   CDI_0 = UDS (the host's unique device secret; layer 0 is the device itself)
 //   CDI_n = HKDF-SHA384(ikm = CDI_{n-1}, salt = measurement_n, info = "azote DICE CDI")
-//   key_n = P-384 private scalar from HKDF-SHA384(ikm = CDI_n, info = "azote DICE key")
+//   key_n = P-384 private scalar d = s mod (n - 1) + 1, s the 64 bytes of
+//           HKDF-SHA384(ikm = CDI_n, no salt, info = "azote DICE key P-384")
 //   measurement_n = SHA-384("azote DICE measurement" 0x00 || code digest || config digest
 //                           || mode byte)
 //

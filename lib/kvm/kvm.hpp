@@ -37,8 +37,8 @@ struct CpuidEntries {
 // What this host's KVM offers for backing guest RAM with a guest_memfd (memory KVM
 // reaches through the fd itself, not through a process's mapping). azote needs
 // the mmap-able, shared-by-default kind (GUEST_MEMFD_FLAG_MMAP | INIT_SHARED,
-// Linux 6.18) so that a VM of the default type can use it and the VMM can load images
-// into it, then drop its mapping.
+// Linux 6.18) so that a VM of the default type can use it and the VMM can map it (as
+// KVM's own accesses to guest memory need).
 struct GuestMemfdSupport {
   bool usable = false;
   uint64_t flags = 0;   // the flags to create it with when usable

@@ -95,6 +95,13 @@ Result<std::unique_ptr<Launcher>, LauncherError> Launcher::create(Options o) {
   LOG_INFO("azote-launcher: state %s, cgroups %s (%s), uids from %u", l->o_.state_dir.c_str(), l->host_name_.c_str(),
            l->cgroups_->layout().c_str(), l->o_.uid_base);
   if (!l->o_.release_manifest.empty()) {
+    // The trust anchor and what it signs: only root may have written them.
+    for (const auto* f : {&l->o_.release_manifest, &l->o_.release_key}) {
+      struct stat st{};
+      if (::stat(f->c_str(), &st) != 0) return errno_error(LauncherErrc::kSetup, *f);
+      if (st.st_uid != 0 || (st.st_mode & 022) != 0)
+        return make_error(LauncherErrc::kSetup, *f + " must be owned by root and not writable by group or others");
+    }
     auto text = release::read_file(l->o_.release_manifest);
     auto key = release::read_file(l->o_.release_key);
     if (!text) return make_error(LauncherErrc::kSetup, "--release-manifest: " + text.error().message());
@@ -267,11 +274,15 @@ Result<void, LauncherError> Launcher::seal_binary(const std::string& name, const
   constexpr unsigned kMfdExec = 0x0010U;
   UniqueFd m(::memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING | kMfdExec));
   if (!m && errno == EINVAL) m.reset(::memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!m && errno == EACCES)
+    return make_error(LauncherErrc::kSetup, "memfd for " + name + ": executable memfds are refused on this host "
+                                            "(vm.memfd_noexec = 2); verified launch runs binaries from sealed memfds");
   if (!m) return errno_error(LauncherErrc::kSetup, "memfd for " + name);
   for (off_t off = 0; off < st.st_size;) {
     const ssize_t n = ::sendfile(m.get(), src.get(), &off, static_cast<size_t>(st.st_size - off));
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return errno_error(LauncherErrc::kSetup, "copy " + path + " into a memfd");
+    if (n == 0) return make_error(LauncherErrc::kSetup, "copy " + path + " into a memfd: the file shrank while read");
+    if (n < 0) return errno_error(LauncherErrc::kSetup, "copy " + path + " into a memfd");
   }
   if (::fchmod(m.get(), 0555) != 0 ||
       ::fcntl(m.get(), F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
@@ -334,7 +345,9 @@ Result<void, LauncherError> Launcher::start_controller() {
     }
     // The binary's descriptor out of the way of 3 first, then 3 (the socket) and 4 (it).
     const int e = ::fcntl(exe.get(), F_DUPFD, 10);
-    if (e < 0 || ::dup2(theirs.get(), 3) != 3 || ::dup2(e, 4) != 4 || ::fcntl(4, F_SETFD, FD_CLOEXEC) != 0) ::_exit(71);
+    if (e < 0 || ::dup2(theirs.get(), 3) != 3 || ::fcntl(3, F_SETFD, 0) != 0 || ::dup2(e, 4) != 4 ||
+        ::fcntl(4, F_SETFD, FD_CLOEXEC) != 0)
+      ::_exit(71);
     ::syscall(SYS_close_range, 5u, ~0U, 0);
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
@@ -565,6 +578,9 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
   for (const auto& e : r.enis)
     if (!valid_eni(e)) return refuse("spawn: \"" + e + "\" is not an ENI id");
   const std::string& bin = r.role == Role::kHv ? o_.hv_bin : r.role == Role::kCardBlk ? o_.card_blk_bin : o_.card_net_bin;
+  const char* bin_name = r.role == Role::kHv ? "azote-hv" : r.role == Role::kCardBlk ? "azote-card-blk" : "azote-card-net";
+  // Before anything is made for it (directories, cgroup leaf): a binary the release refused.
+  if (const auto it = refused_.find(bin_name); it != refused_.end()) return refuse("spawn: " + it->second);
   const uint32_t id = id_of(r.role, r.slot);
 
   // Descriptors, in the order of their numbers in the jail: files, sockets, extras.
@@ -691,7 +707,7 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
   if (!procs) return refuse("spawn: " + procs.error().message());
   spec.cgroup_procs = *procs;
 
-  auto exe = open_binary(r.role == Role::kHv ? "azote-hv" : r.role == Role::kCardBlk ? "azote-card-blk" : "azote-card-net", bin);
+  auto exe = open_binary(bin_name, bin);
   if (!exe) return refuse("spawn: " + exe.error().message());
   auto j = sandbox::start_jailed(spec, exe->get(), argv);
   if (!j) return refuse("spawn: " + j.error().message());

@@ -84,10 +84,12 @@ non-root uid, no capabilities), opening the files they need for them.
   --release-manifest FILE --release-key PUB
                      verified launch: FILE is a release manifest (azote admin
                      sign-release) signed with the key whose public half is PUB
-                     (PEM). The launcher checks it and itself at start (exit 71),
-                     then hashes every binary it is about to run (SHA-384, through
-                     the descriptor it then executes) and refuses one that is not
-                     the release's. Without them: development mode, logged at start
+                     (PEM), both owned by root and not writable by others. The
+                     launcher checks them and itself at start (exit 71), runs
+                     azote-hv and the cards from copies sealed and checked then
+                     (SHA-384), the controller through the descriptor it hashed,
+                     and refuses a binary that is not the release's. Without them:
+                     development mode, logged at start
   --cgroup-favordynmods on|off
                      on (default): where processes must be moved into v1 cgroup
                      hierarchies (a hybrid host), set the cgroup2 mount option

@@ -1,5 +1,8 @@
 // azote-rot: the host's root of trust (rot.hpp). A thin main: options, the device
 // secret and the DICE chain, then the control socket until SIGTERM/SIGINT.
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -14,6 +17,11 @@ int main(int argc, char** argv) {
   auto parsed = rot::parse_args(args);
   if (auto done = runtime::handle_common_options("azote-rot", AZOTE_VERSION, parsed, rot::usage_text())) return *done;
   runtime::block_stop_signals();
+  // The device secret and the layers' secrets live in this process: no core dump, no
+  // ptrace or /proc/PID/mem from this uid.
+  ::prctl(PR_SET_DUMPABLE, 0);
+  const rlimit no_core{0, 0};
+  ::setrlimit(RLIMIT_CORE, &no_core);
   auto r = rot::Rot::start(parsed->options);
   if (!r) {
     std::fprintf(stderr, "azote-rot: error: %s\n", r.error().message().c_str());

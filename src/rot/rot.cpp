@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "base/log.hpp"
@@ -16,6 +17,8 @@ namespace azote::rot {
 namespace {
 
 constexpr const char* kUdsFile = "uds";
+// Prefixed (with its NUL) to every payload "sign" signs.
+constexpr char kSignContext[] = "azote-rot sign v1";
 
 std::string hex(std::span<const uint8_t> b) {
   static const char* d = "0123456789abcdef";
@@ -142,7 +145,8 @@ the DICE chain device -> layer 1 -> ... (a secret and a P-384 key per layer, eac
 layer's X.509 certificate signed by the layer below), prints one JSON line describing
 it, and with --control serves:
   {"op": "describe"}               the layers and the certificate chain (leaf first)
-  {"op": "sign", "payload": HEX}   the attestation key's ECDSA-SHA384 signature
+  {"op": "sign", "payload": HEX}   the attestation key's ECDSA-SHA384 signature of
+                                   "azote-rot sign v1", a NUL byte and the payload
 It never reveals the device secret, a layer's secret or a private key. Only root and
 its own uid may use the control socket.
 
@@ -177,13 +181,18 @@ RotResult<dice::Secret> open_or_create_uds(const std::string& dir, bool* created
   if (!f && errno == ENOENT) {
     if (::getrandom(bytes.data(), bytes.size(), 0) != static_cast<ssize_t>(bytes.size()))
       return errno_error(RotErrc::kState, "getrandom for the device secret");
-    UniqueFd w(::openat(d.get(), kUdsFile, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0400));
-    if (!w) return errno_error(RotErrc::kState, "create " + path);
-    if (::write(w.get(), bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size()) || ::fsync(w.get()) != 0) {
+    // Written whole under another name, then renamed into place without replacing
+    // anything: a crash leaves no half-made secret, and two first starts cannot both win.
+    static constexpr char kTmp[] = "uds.new";
+    ::unlinkat(d.get(), kTmp, 0);  // a crash's leftover
+    UniqueFd w(::openat(d.get(), kTmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0400));
+    if (!w) return errno_error(RotErrc::kState, "create " + dir + "/" + kTmp);
+    if (::write(w.get(), bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size()) || ::fsync(w.get()) != 0 ||
+        ::renameat2(d.get(), kTmp, d.get(), kUdsFile, RENAME_NOREPLACE) != 0) {
       const int e = errno;
-      ::unlinkat(d.get(), kUdsFile, 0);
+      ::unlinkat(d.get(), kTmp, 0);
       OPENSSL_cleanse(bytes.data(), bytes.size());
-      return make_error(RotErrc::kState, "write " + path, e);
+      return make_error(RotErrc::kState, "create " + path, e);
     }
     ::fsync(d.get());
     *created = true;
@@ -293,7 +302,11 @@ control::Json Rot::handle(const control::Json& req) const {
     const auto bytes = unhex(p->get<std::string>());
     if (!bytes) return control::refuse("sign: \"payload\" is not hex");
     if (bytes->size() > (1u << 20)) return control::refuse("sign: \"payload\" is over 1 MiB");
-    auto sig = chain_.attestation_key().sign(*bytes);
+    // Domain separation: what this signs can never be mistaken for another format's
+    // bytes (a certificate, a future attestation document or quote).
+    std::vector<uint8_t> msg(kSignContext, kSignContext + sizeof kSignContext);
+    msg.insert(msg.end(), bytes->begin(), bytes->end());
+    auto sig = chain_.attestation_key().sign(msg);
     if (!sig) return control::refuse("sign: " + sig.error().message());
     control::Json r = control::ok();
     r["signature"] = hex(*sig);

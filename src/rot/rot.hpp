@@ -11,8 +11,9 @@
 // chain (lib/dice) from the UDS through them, and serves on its control socket:
 //   {"op": "describe"}              the layers: name, mode, measurement, public key
 //                                   SHA-256, certificate; the chain PEM (leaf first)
-//   {"op": "sign", "payload": HEX}  an ECDSA-SHA384 signature (DER, hex) of the payload
-//                                   by the attestation key (the last layer's)
+//   {"op": "sign", "payload": HEX}  an ECDSA-SHA384 signature (DER, hex) by the
+//                                   attestation key (the last layer's) of
+//                                   "azote-rot sign v1" 0x00 || payload
 // Never the UDS, a CDI or a private key.
 #pragma once
 

@@ -195,7 +195,7 @@ TEST_F(Rot, ControlSocketSignsWithTheAttestationKeyAndNeverRevealsTheDeviceSecre
   const std::string sig_hex = (*s)["signature"];
   for (size_t i = 0; i + 1 < sig_hex.size(); i += 2) sig += static_cast<char>(std::stoi(sig_hex.substr(i, 2), nullptr, 16));
   std::ofstream(path("sig"), std::ios::binary) << sig;
-  std::ofstream(path("msg"), std::ios::binary) << payload;
+  std::ofstream(path("msg"), std::ios::binary) << std::string("azote-rot sign v1", 18) << payload;
   std::tie(st, out) = shell("/usr/bin/openssl x509 -pubkey -noout -in " + path("leaf.pem") + " > " + path("leaf.pub"));
   ASSERT_EQ(st, 0) << out;
   std::tie(st, out) = shell("/usr/bin/openssl dgst -sha384 -verify " + path("leaf.pub") + " -signature " +
