@@ -10,6 +10,7 @@
 #include <cstring>
 #include <utility>
 
+#include "base/hex.hpp"
 #include "pki/ossl.hpp"
 
 namespace azote::dice {
@@ -35,16 +36,6 @@ constexpr char kSha384Oid[] = "2.16.840.1.101.3.4.2.2";
 
 Unexpected<DiceError> crypto_error(const std::string& what) {
   return make_error(DiceErrc::kCrypto, what + ": " + ossl::take_errors());
-}
-
-std::string hex(std::span<const uint8_t> b) {
-  static const char* d = "0123456789abcdef";
-  std::string s;
-  for (uint8_t x : b) {
-    s += d[x >> 4];
-    s += d[x & 15];
-  }
-  return s;
 }
 
 DiceResult<void> hkdf(std::span<const uint8_t> ikm, std::span<const uint8_t> salt, const char* info,
@@ -82,7 +73,7 @@ DiceResult<std::vector<uint8_t>> tcb_info_der(const std::string& name, size_t in
   if (index > 0) text += "fwids = IMP:6,SEQUENCE:fwids\n";
   if (mode == Mode::kDebug) text += "flags = IMP:7,FORMAT:BITLIST,BITSTRING:3\n";
   text += "[fwids]\nfwid = SEQUENCE:fwid\n[fwid]\nalg = OID:" + std::string(kSha384Oid) +
-          "\ndigest = FORMAT:HEX,OCTETSTRING:" + hex(measurement) + "\n";
+          "\ndigest = FORMAT:HEX,OCTETSTRING:" + to_hex(measurement) + "\n";
   ConfPtr conf(NCONF_new(nullptr));
   ossl::BioPtr bio = ossl::mem_bio(text);
   long bad_line = 0;

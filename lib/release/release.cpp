@@ -10,6 +10,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "base/hex.hpp"
 #include "base/unique_fd.hpp"
 #include "pki/ossl.hpp"
 
@@ -22,32 +23,6 @@ using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, ossl::Free<EVP_MD_CTX_free>>;
 
 Unexpected<ReleaseError> crypto_error(const std::string& what) {
   return make_error(ReleaseErrc::kCrypto, what + ": " + ossl::take_errors());
-}
-
-std::string hex(const unsigned char* p, size_t n) {
-  static const char* d = "0123456789abcdef";
-  std::string s;
-  for (size_t i = 0; i < n; ++i) {
-    s += d[p[i] >> 4];
-    s += d[p[i] & 15];
-  }
-  return s;
-}
-
-std::optional<std::string> unhex(const std::string& s) {
-  if (s.empty() || s.size() % 2 != 0) return std::nullopt;
-  std::string out;
-  for (size_t i = 0; i < s.size(); i += 2) {
-    auto v = [](char c) -> int {
-      if (c >= '0' && c <= '9') return c - '0';
-      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-      return -1;
-    };
-    const int hi = v(s[i]), lo = v(s[i + 1]);
-    if (hi < 0 || lo < 0) return std::nullopt;
-    out += static_cast<char>(hi * 16 + lo);
-  }
-  return out;
 }
 
 bool valid_name(const std::string& s) {
@@ -108,7 +83,7 @@ ReleaseResult<std::string> sign(const Manifest& m, const std::string& private_ke
   out["release"] = m.release;
   out["files"] = Json::object();
   for (const auto& [name, digest] : m.files) out["files"][name] = digest;
-  out["signature"] = hex(reinterpret_cast<const unsigned char*>(sig.data()), sig.size());
+  out["signature"] = to_hex(std::span(reinterpret_cast<const uint8_t*>(sig.data()), sig.size()));
   return out.dump(2) + "\n";
 }
 
@@ -130,8 +105,8 @@ ReleaseResult<Manifest> verify(const std::string& text, const std::string& publi
     m.files[name] = digest.get<std::string>();
   }
   AZOTE_TRYV(check_fields(m));
-  const auto sig = unhex(j["signature"].get<std::string>());
-  if (!sig) return make_error(ReleaseErrc::kFormat, "manifest: \"signature\" is not lowercase hex");
+  const auto sig = from_hex(j["signature"].get<std::string>(), true);
+  if (!sig || sig->empty()) return make_error(ReleaseErrc::kFormat, "manifest: \"signature\" is not lowercase hex");
 
   ossl::BioPtr bio = ossl::mem_bio(public_key_pem);
   ossl::PkeyPtr key(bio ? PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr) : nullptr);
@@ -163,7 +138,7 @@ ReleaseResult<std::string> sha384_fd(int fd) {
   unsigned char d[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   EVP_DigestFinal_ex(ctx.get(), d, &len);
-  return hex(d, len);
+  return to_hex(std::span<const uint8_t>(d, len));
 }
 
 ReleaseResult<std::string> sha384_file(const std::string& path) {

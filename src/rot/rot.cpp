@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "base/hex.hpp"
 #include "base/log.hpp"
 #include "base/unique_fd.hpp"
 
@@ -20,38 +21,11 @@ constexpr const char* kUdsFile = "uds";
 // Prefixed (with its NUL) to every payload "sign" signs.
 constexpr char kSignContext[] = "azote-rot sign v1";
 
-std::string hex(std::span<const uint8_t> b) {
-  static const char* d = "0123456789abcdef";
-  std::string s;
-  for (uint8_t x : b) {
-    s += d[x >> 4];
-    s += d[x & 15];
-  }
-  return s;
-}
-
-std::optional<std::vector<uint8_t>> unhex(const std::string& s) {
-  if (s.size() % 2 != 0) return std::nullopt;
-  std::vector<uint8_t> out;
-  for (size_t i = 0; i < s.size(); i += 2) {
-    auto v = [](char c) -> int {
-      if (c >= '0' && c <= '9') return c - '0';
-      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-      return -1;
-    };
-    const int hi = v(s[i]), lo = v(s[i + 1]);
-    if (hi < 0 || lo < 0) return std::nullopt;
-    out.push_back(static_cast<uint8_t>(hi * 16 + lo));
-  }
-  return out;
-}
-
 std::string sha256_hex(std::span<const uint8_t> b) {
   uint8_t d[32];
   unsigned int n = 0;
   EVP_Digest(b.data(), b.size(), d, &n, EVP_sha256(), nullptr);
-  return hex(std::span<const uint8_t>(d, n));
+  return to_hex(std::span<const uint8_t>(d, n));
 }
 
 const char* mode_name(dice::Mode m) {
@@ -281,7 +255,7 @@ control::Json Rot::describe() const {
     layers.push_back({{"index", i},
                       {"name", l.name},
                       {"mode", i == 0 ? "device" : mode_name(l.mode)},
-                      {"measurement", i == 0 ? "" : hex(l.measurement)},
+                      {"measurement", i == 0 ? "" : to_hex(l.measurement)},
                       {"public_key_sha256", sha256_hex(l.key.public_der())},
                       {"certificate", l.cert_pem}});
   }
@@ -299,7 +273,7 @@ control::Json Rot::handle(const control::Json& req) const {
   if (*op == "sign") {
     const auto p = req.find("payload");
     if (p == req.end() || !p->is_string()) return control::refuse("sign needs \"payload\" as a hex string");
-    const auto bytes = unhex(p->get<std::string>());
+    const auto bytes = from_hex(p->get<std::string>());
     if (!bytes) return control::refuse("sign: \"payload\" is not hex");
     if (bytes->size() > (1u << 20)) return control::refuse("sign: \"payload\" is over 1 MiB");
     // Domain separation: what this signs can never be mistaken for another format's
@@ -309,7 +283,7 @@ control::Json Rot::handle(const control::Json& req) const {
     auto sig = chain_.attestation_key().sign(msg);
     if (!sig) return control::refuse("sign: " + sig.error().message());
     control::Json r = control::ok();
-    r["signature"] = hex(*sig);
+    r["signature"] = to_hex(*sig);
     r["algorithm"] = "ECDSA-SHA384";
     return r;
   }
