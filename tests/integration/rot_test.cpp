@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -176,6 +177,15 @@ TEST_F(Rot, ControlSocketSignsWithTheAttestationKeyAndNeverRevealsTheDeviceSecre
   const std::string ctl = path("rot.ctl");
   Process rot(argv({"--control", ctl}));
   ASSERT_TRUE(rot.wait_for_output("\"layers\"", 15s)) << rot.wait(1s).err;
+  // It holds the device secret: no core dump of it, ever.
+  const std::string limits = slurp("/proc/" + std::to_string(rot.pid()) + "/limits");
+  const size_t core = limits.find("Max core file size");
+  ASSERT_NE(core, std::string::npos) << limits;
+  std::istringstream line(limits.substr(core + 18, limits.find('\n', core) - core - 18));
+  std::string soft, hard;
+  line >> soft >> hard;
+  EXPECT_EQ(soft, "0") << limits;
+  EXPECT_EQ(hard, "0") << limits;
   auto d = control::call_once(ctl, {{"op", "describe"}}, 5s);
   ASSERT_TRUE(d.ok()) << d.error().message();
   ASSERT_EQ((*d)["layers"].size(), 3u);
