@@ -11,6 +11,7 @@
 #include <set>
 
 #include "audit/fs.hpp"
+#include "base/hex.hpp"
 
 namespace azote::audit {
 
@@ -39,28 +40,13 @@ Hash sha256(std::string_view data) {
   return h;
 }
 
-std::string to_hex(std::span<const uint8_t> bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string s(bytes.size() * 2, '0');
-  for (size_t i = 0; i < bytes.size(); ++i) {
-    s[2 * i] = kDigits[bytes[i] >> 4];
-    s[2 * i + 1] = kDigits[bytes[i] & 0xf];
-  }
-  return s;
-}
+std::string to_hex(std::span<const uint8_t> bytes) { return azote::to_hex(bytes); }
 
 bool from_hex(std::string_view text, std::span<uint8_t> out) {
   if (text.size() != out.size() * 2) return false;
-  auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  for (size_t i = 0; i < out.size(); ++i) {
-    int hi = nibble(text[2 * i]), lo = nibble(text[2 * i + 1]);
-    if (hi < 0 || lo < 0) return false;
-    out[i] = static_cast<uint8_t>(hi << 4 | lo);
-  }
+  const auto bytes = azote::from_hex(text, true);
+  if (!bytes) return false;
+  std::copy(bytes->begin(), bytes->end(), out.begin());
   return true;
 }
 

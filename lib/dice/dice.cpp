@@ -6,7 +6,10 @@
 #include <openssl/kdf.h>
 #include <openssl/param_build.h>
 
+#include <unistd.h>
+
 #include <cctype>
+#include <cerrno>
 #include <cstring>
 #include <utility>
 
@@ -152,6 +155,25 @@ Digest sha384(std::span<const uint8_t> bytes) {
   Digest d{};
   unsigned int n = 0;
   EVP_Digest(bytes.data(), bytes.size(), d.data(), &n, EVP_sha384(), nullptr);
+  return d;
+}
+
+DiceResult<Digest> sha384_fd(int fd) {
+  MdCtxPtr ctx(EVP_MD_CTX_new());
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha384(), nullptr) != 1) return crypto_error("SHA-384");
+  std::vector<unsigned char> buf(1 << 16);
+  off_t off = 0;
+  for (;;) {
+    const ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return make_error(DiceErrc::kIo, "read to hash", errno);
+    if (n == 0) break;
+    EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<size_t>(n));
+    off += n;
+  }
+  Digest d{};
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx.get(), d.data(), &len);
   return d;
 }
 

@@ -43,6 +43,7 @@ namespace azote::dice {
 enum class DiceErrc {
   kInvalid = 1,  // a bad argument (empty name, no layers, a name too long)
   kCrypto,       // OpenSSL failed (the context carries its error string)
+  kIo,           // reading a file to hash failed (errnum set)
 };
 using DiceError = Error<DiceErrc>;
 template <class T>
@@ -52,6 +53,9 @@ inline constexpr size_t kDigestBytes = 48;  // SHA-384
 using Digest = std::array<uint8_t, kDigestBytes>;
 
 Digest sha384(std::span<const uint8_t> bytes);
+// SHA-384 of what `fd` reads from offset 0 (pread: its file position is left alone): a
+// binary's code digest, the same that a release manifest names (lib/release).
+DiceResult<Digest> sha384_fd(int fd);
 
 // The Open Profile for DICE's modes.
 enum class Mode : uint8_t {

@@ -12,6 +12,7 @@
 
 #include "base/hex.hpp"
 #include "base/unique_fd.hpp"
+#include "dice/dice.hpp"
 #include "pki/ossl.hpp"
 
 namespace azote::release {
@@ -123,22 +124,10 @@ ReleaseResult<Manifest> verify(const std::string& text, const std::string& publi
 }
 
 ReleaseResult<std::string> sha384_fd(int fd) {
-  MdCtxPtr ctx(EVP_MD_CTX_new());
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha384(), nullptr) != 1) return crypto_error("SHA-384");
-  std::vector<unsigned char> buf(1 << 16);
-  off_t off = 0;
-  for (;;) {
-    const ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return errno_error(ReleaseErrc::kIo, "read to hash");
-    if (n == 0) break;
-    EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<size_t>(n));
-    off += n;
-  }
-  unsigned char d[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx.get(), d, &len);
-  return to_hex(std::span<const uint8_t>(d, len));
+  auto d = dice::sha384_fd(fd);
+  if (!d) return make_error(d.error().code == dice::DiceErrc::kIo ? ReleaseErrc::kIo : ReleaseErrc::kCrypto,
+                            d.error().context, d.error().errnum);
+  return to_hex(*d);
 }
 
 ReleaseResult<std::string> sha384_file(const std::string& path) {

@@ -54,8 +54,9 @@ ReleaseResult<std::string> sign(const Manifest& m, const std::string& private_ke
 // Parses and checks a manifest file's text against `public_key_pem`.
 ReleaseResult<Manifest> verify(const std::string& text, const std::string& public_key_pem);
 
-// SHA-384 (96 lowercase hex digits) of what `fd` reads from offset 0 (pread: the file
-// position is left alone), or of the file at `path` (O_NOFOLLOW).
+// SHA-384 (96 lowercase hex digits) of what `fd` reads from offset 0 (dice::sha384_fd,
+// so a release names the same code digests DICE measures), or of the file at `path`
+// (O_NOFOLLOW).
 ReleaseResult<std::string> sha384_fd(int fd);
 ReleaseResult<std::string> sha384_file(const std::string& path);
 

@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/hex.hpp"
 #include "base/log.hpp"
 #include "control/control.hpp"
 #include "pki/files.hpp"
@@ -54,17 +55,10 @@ constexpr auto kLivenessPeriod = 3s;
 constexpr auto kPingTimeout = 2s;
 constexpr int kLivenessStrikes = 3;
 
-std::string hex(const uint8_t* p, size_t n) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string s;
-  s.reserve(2 * n);  // one buffer, no reallocation leaving copies behind (keys pass through here)
-  for (size_t i = 0; i < n; ++i) s += kHex[p[i] >> 4], s += kHex[p[i] & 15];
-  return s;
-}
 std::string sha256_hex(const std::string& data) {
   uint8_t d[Sha256::kDigestBytes];
   Sha256::digest(data.data(), data.size(), d);
-  return hex(d, sizeof d);
+  return to_hex(d);
 }
 
 // States that hold host capacity.
@@ -581,7 +575,7 @@ ApiResult<void> Host::card_add(Card& c, const VolumeRec& v, const InstanceType* 
   if (v.encrypted) {
     auto key = pki::unwrap_key(pki_.master_key(), v.wrapped_key, v.id);
     if (!key) return api_error(K::kInternal, "InternalError", "volume " + v.id + ": key unwrap failed: " + key.error().message());
-    key_hex = hex(key->data(), key->size());
+    key_hex = to_hex(*key);  // to_hex reserves once: no reallocation leaves copies of the key behind
     pki::wipe(*key);
   }
   control::Json req = {{"op", "add-volume"}, {"volume", vol}};

@@ -263,12 +263,20 @@ Result<UniqueFd, LauncherError> Launcher::ensure_dir(const std::string& rel, uid
   return d;
 }
 
-Result<void, LauncherError> Launcher::seal_binary(const std::string& name, const std::string& path) {
-  UniqueFd src(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!src) return errno_error(LauncherErrc::kSetup, name + " (" + path + ")");
-  struct stat st{};
-  if (::fstat(src.get(), &st) != 0 || !S_ISREG(st.st_mode))
+namespace {
+// A binary to run, opened for reading (hashing, copying) and exec, with its status.
+Result<UniqueFd, LauncherError> open_regular(const std::string& name, const std::string& path, struct stat* st) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return errno_error(LauncherErrc::kSetup, name + " (" + path + ")");
+  if (::fstat(fd.get(), st) != 0 || !S_ISREG(st->st_mode))
     return make_error(LauncherErrc::kSetup, name + " (" + path + ") is not a regular file");
+  return fd;
+}
+}  // namespace
+
+Result<void, LauncherError> Launcher::seal_binary(const std::string& name, const std::string& path) {
+  struct stat st{};
+  AZOTE_TRY(src, open_regular(name, path, &st));
   // MFD_EXEC (Linux 6.3) says the copy is meant to be executed; older kernels refuse the
   // flag and execute memfds anyway.
   constexpr unsigned kMfdExec = 0x0010U;
@@ -300,11 +308,8 @@ Result<UniqueFd, LauncherError> Launcher::open_binary(const std::string& name, c
     if (!d) return errno_error(LauncherErrc::kSetup, "dup the sealed " + name);
     return d;
   }
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return errno_error(LauncherErrc::kSetup, name + " (" + path + ")");
   struct stat st{};
-  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
-    return make_error(LauncherErrc::kSetup, name + " (" + path + ") is not a regular file");
+  AZOTE_TRY(fd, open_regular(name, path, &st));
   if (manifest_) {
     // Only root may change it between the hash and the exec (the same descriptor): a
     // file another uid could write would let that uid swap what runs after the check.

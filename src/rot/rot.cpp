@@ -196,21 +196,9 @@ RotResult<dice::Digest> measure_file(const std::string& path) {
   struct stat st{};
   if (::fstat(f.get(), &st) != 0 || !S_ISREG(st.st_mode))
     return make_error(RotErrc::kLayer, "measure " + path + ": not a regular file");
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha384(), nullptr) != 1)
-    return make_error(RotErrc::kCrypto, "SHA-384 for " + path);
-  std::vector<uint8_t> buf(1 << 16);
-  for (;;) {
-    const ssize_t n = ::read(f.get(), buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return errno_error(RotErrc::kLayer, "measure " + path);
-    if (n == 0) break;
-    EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<size_t>(n));
-  }
-  dice::Digest d{};
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx.get(), d.data(), &len);
-  return d;
+  auto d = dice::sha384_fd(f.get());
+  if (!d) return make_error(RotErrc::kLayer, "measure " + path + ": " + d.error().message());
+  return *d;
 }
 
 RotResult<std::unique_ptr<Rot>> Rot::start(const Options& o) {

@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -24,16 +23,6 @@ using namespace std::chrono_literals;
 using control::Json;
 
 const std::string kRot = AZOTE_ROT_BIN;
-
-std::pair<int, std::string> shell(const std::string& cmd) {
-  std::string out;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return {-1, "popen failed"};
-  char buf[512];
-  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  const int st = ::pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
 
 std::string slurp(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -193,9 +182,9 @@ TEST_F(Rot, ControlSocketSignsWithTheAttestationKeyAndNeverRevealsTheDeviceSecre
   std::ofstream(path("root.pem")) << L[0]["certificate"].get<std::string>();
   std::ofstream(path("inter.pem")) << L[1]["certificate"].get<std::string>();
   std::ofstream(path("leaf.pem")) << L[2]["certificate"].get<std::string>();
-  auto [st, out] = shell("/usr/bin/openssl verify -x509_strict -CAfile " + path("root.pem") + " -untrusted " +
-                         path("inter.pem") + " " + path("leaf.pem"));
-  EXPECT_EQ(st, 0) << out;
+  Outcome v = run({"/usr/bin/openssl", "verify", "-x509_strict", "-CAfile", path("root.pem"), "-untrusted",
+                   path("inter.pem"), path("leaf.pem")});
+  EXPECT_EQ(v.status, 0) << v.out << v.err;
 
   const std::string payload = "an attestation document's payload";
   auto s = control::call_once(ctl, {{"op", "sign"}, {"payload", hex(payload)}}, 5s);
@@ -206,11 +195,11 @@ TEST_F(Rot, ControlSocketSignsWithTheAttestationKeyAndNeverRevealsTheDeviceSecre
   for (size_t i = 0; i + 1 < sig_hex.size(); i += 2) sig += static_cast<char>(std::stoi(sig_hex.substr(i, 2), nullptr, 16));
   std::ofstream(path("sig"), std::ios::binary) << sig;
   std::ofstream(path("msg"), std::ios::binary) << std::string("azote-rot sign v1", 18) << payload;
-  std::tie(st, out) = shell("/usr/bin/openssl x509 -pubkey -noout -in " + path("leaf.pem") + " > " + path("leaf.pub"));
-  ASSERT_EQ(st, 0) << out;
-  std::tie(st, out) = shell("/usr/bin/openssl dgst -sha384 -verify " + path("leaf.pub") + " -signature " +
-                            path("sig") + " " + path("msg"));
-  EXPECT_EQ(st, 0) << out;
+  v = run({"/usr/bin/openssl", "x509", "-pubkey", "-noout", "-in", path("leaf.pem")});
+  ASSERT_EQ(v.status, 0) << v.err;
+  std::ofstream(path("leaf.pub")) << v.out;
+  v = run({"/usr/bin/openssl", "dgst", "-sha384", "-verify", path("leaf.pub"), "-signature", path("sig"), path("msg")});
+  EXPECT_EQ(v.status, 0) << v.out << v.err;
 
   for (const Json& bad : {Json{{"op", "sign"}}, Json{{"op", "sign"}, {"payload", "xyz"}}, Json{{"op", "uds"}},
                           Json{{"nop", 1}}}) {
