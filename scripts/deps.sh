@@ -14,6 +14,8 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler  # controller API (gRPC, mTLS)
   libsqlite3-dev                   # controller state
   libseccomp-dev                   # lib/sandbox: seccomp allowlists per thread class
+  libcbor-dev                      # lib/attest: CBOR of attestation documents (COSE_Sign1)
+  python3-cbor2 python3-cryptography  # tests/tools/verify_attestation.py: the independent document verifier
   openssl                          # test fixtures: certificates signed by a foreign CA
   libldns-dev                      # lib/net: ldns, the independent DNS reference its tests and fuzz_dns check against
   libmicrohttpd-dev                # lib/imds: the HTTP server of the instance metadata service

@@ -141,6 +141,14 @@ DiceResult<ossl::X509Ptr> certify(const Layer& subject, size_t index, bool is_ca
   return x;
 }
 
+DiceResult<std::vector<uint8_t>> to_der(X509* x) {
+  unsigned char* der = nullptr;
+  const int n = i2d_X509(x, &der);
+  ossl::BytesPtr owner(der);
+  if (n <= 0) return crypto_error("DER");
+  return std::vector<uint8_t>(der, der + n);
+}
+
 DiceResult<std::string> to_pem(X509* x) {
   ossl::BioPtr out(BIO_new(BIO_s_mem()));
   if (!out || PEM_write_bio_X509(out.get(), x) != 1) return crypto_error("PEM");
@@ -291,6 +299,8 @@ DiceResult<Chain> Chain::build(const Secret& uds, std::span<const LayerInput> in
     AZOTE_TRY(cert, certify(dev, 0, true, dev.key, nullptr, not_before));
     AZOTE_TRY(pem, to_pem(cert.get()));
     dev.cert_pem = std::move(pem);
+    AZOTE_TRY(der, to_der(cert.get()));
+    dev.cert_der = std::move(der);
     certs.push_back(std::move(cert));
     c.layers_.push_back(std::move(dev));
   }
@@ -308,6 +318,8 @@ DiceResult<Chain> Chain::build(const Secret& uds, std::span<const LayerInput> in
     AZOTE_TRY(cert, certify(l, i + 1, !last, below.key, certs.back().get(), not_before));
     AZOTE_TRY(pem, to_pem(cert.get()));
     l.cert_pem = std::move(pem);
+    AZOTE_TRY(der, to_der(cert.get()));
+    l.cert_der = std::move(der);
     certs.push_back(std::move(cert));
     c.layers_.push_back(std::move(l));
   }

@@ -122,6 +122,7 @@ struct Layer {
   Secret cdi;
   KeyPair key;
   std::string cert_pem;
+  std::vector<uint8_t> cert_der;  // the same certificate, DER
 };
 
 class Chain {

@@ -6,10 +6,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <charconv>
+#include <ctime>
 #include <cstdio>
 #include <cstring>
 
+#include "attest/attest.hpp"
 #include "base/hex.hpp"
 #include "base/log.hpp"
 #include "base/unique_fd.hpp"
@@ -218,7 +222,7 @@ RotResult<std::unique_ptr<Rot>> Rot::start(const Options& o) {
   }
   LOG_INFO("azote-rot: device secret %s %s/%s; %zu layer(s), mode %s", created ? "created in" : "read from",
            o.state_dir.c_str(), kUdsFile, inputs.size(), mode_name(o.mode));
-  std::unique_ptr<Rot> r(new Rot(std::move(chain).value()));
+  std::unique_ptr<Rot> r(new Rot(std::move(chain).value(), o.mode));
   if (!o.control.empty()) {
     auto loop = runtime::Loop::create("azote-rot");
     if (!loop) return make_error(RotErrc::kState, loop.error().message());
@@ -252,7 +256,7 @@ control::Json Rot::describe() const {
 
 control::Json Rot::handle(const control::Json& req) const {
   const auto op = req.find("op");
-  if (op == req.end() || !op->is_string()) return control::refuse("request has no string \"op\" (describe, sign)");
+  if (op == req.end() || !op->is_string()) return control::refuse("request has no string \"op\" (describe, sign, attest)");
   if (*op == "describe") {
     control::Json r = control::ok();
     r.update(describe());
@@ -275,7 +279,63 @@ control::Json Rot::handle(const control::Json& req) const {
     r["algorithm"] = "ECDSA-SHA384";
     return r;
   }
-  return control::refuse("unknown op \"" + op->get<std::string>() + "\" (describe, sign)");
+  if (*op == "attest") return attest(req);
+  return control::refuse("unknown op \"" + op->get<std::string>() + "\" (describe, sign, attest)");
+}
+
+control::Json Rot::attest(const control::Json& req) const {
+  const auto& layers = chain_.layers();
+  if (layers.size() < 2)
+    return control::refuse("attest: no measured layer: the device key certifies layers, it does not attest");
+  attest::Document d;
+  const auto module = req.find("module_id");
+  if (module == req.end() || !module->is_string()) return control::refuse("attest needs \"module_id\" as a string");
+  d.module_id = module->get<std::string>();
+  const auto pcrs = req.find("pcrs");
+  if (pcrs == req.end() || !pcrs->is_object()) return control::refuse("attest needs \"pcrs\": {\"INDEX\": HEX48, ...}");
+  for (const auto& [key, value] : pcrs->items()) {
+    uint32_t index = 0;
+    const auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), index);
+    if (ec != std::errc() || end != key.data() + key.size() || key.empty() || index >= attest::kPcrCount)
+      return control::refuse("attest: PCR index \"" + key + "\" is not 0..31");
+    const auto bytes = value.is_string() ? from_hex(value.get<std::string>()) : std::nullopt;
+    if (!bytes || bytes->size() != attest::kPcrBytes) return control::refuse("attest: PCR " + key + " is not 48 bytes of hex");
+    attest::Pcr pcr{};
+    // Development mode: every register reads zero, as a debug enclave's do, so that
+    // no document from an unsigned build can satisfy a policy on measurements.
+    if (mode_ != dice::Mode::kDebug) std::copy(bytes->begin(), bytes->end(), pcr.begin());
+    d.pcrs[index] = pcr;
+  }
+  for (const char* field : {"user_data", "nonce", "public_key"}) {
+    const auto f = req.find(field);
+    if (f == req.end() || f->is_null()) continue;
+    const auto bytes = f->is_string() ? from_hex(f->get<std::string>()) : std::nullopt;
+    if (!bytes) return control::refuse(std::string("attest: \"") + field + "\" is not hex");
+    (std::string_view(field) == "user_data" ? d.user_data : std::string_view(field) == "nonce" ? d.nonce : d.public_key) =
+        *bytes;
+  }
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  d.timestamp_ms = static_cast<uint64_t>(now.tv_sec) * 1000 + static_cast<uint64_t>(now.tv_nsec) / 1000000;
+  d.certificate = layers.back().cert_der;
+  for (size_t i = 0; i + 1 < layers.size(); ++i) d.cabundle.push_back(layers[i].cert_der);
+  auto payload = attest::encode_payload(d);
+  if (!payload) return control::refuse("attest: " + payload.error().message());
+  auto tbs = attest::to_be_signed(*payload);
+  if (!tbs) return control::refuse("attest: " + tbs.error().message());
+  // The COSE Sig_structure starts with the text "Signature1": it cannot be mistaken for
+  // what "sign" signs (always "azote-rot sign v1" first).
+  auto der = chain_.attestation_key().sign(*tbs);
+  if (!der) return control::refuse("attest: " + der.error().message());
+  auto raw = attest::der_to_raw_p384(*der);
+  if (!raw) return control::refuse("attest: " + raw.error().message());
+  auto doc = attest::sign1(*payload, *raw);
+  if (!doc) return control::refuse("attest: " + doc.error().message());
+  control::Json r = control::ok();
+  r["document"] = to_hex(*doc);
+  r["timestamp"] = d.timestamp_ms;
+  r["mode"] = mode_name(mode_);
+  return r;
 }
 
 int Rot::run() {

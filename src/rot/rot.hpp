@@ -14,6 +14,14 @@
 //   {"op": "sign", "payload": HEX}  an ECDSA-SHA384 signature (DER, hex) by the
 //                                   attestation key (the last layer's) of
 //                                   "azote-rot sign v1" 0x00 || payload
+//   {"op": "attest", "module_id": S, "pcrs": {"I": HEX48...}, "user_data"/"nonce"/
+//    "public_key": HEX (optional)}
+//                                   an attestation document (lib/attest: COSE_Sign1,
+//                                   ES384) signed by the attestation key, its
+//                                   certificate the leaf and the chain below it the CA
+//                                   bundle (device certificate first); the timestamp is
+//                                   azote-rot's clock; in development mode every PCR is
+//                                   zero (a debug enclave's convention)
 // Never the UDS, a CDI or a private key.
 #pragma once
 
@@ -78,8 +86,10 @@ class Rot {
   const dice::Chain& chain() const { return chain_; }
 
  private:
-  explicit Rot(dice::Chain c) : chain_(std::move(c)) {}
+  Rot(dice::Chain c, dice::Mode mode) : chain_(std::move(c)), mode_(mode) {}
+  control::Json attest(const control::Json& req) const;
   dice::Chain chain_;
+  dice::Mode mode_;
   std::unique_ptr<runtime::Loop> loop_;
   std::unique_ptr<control::Server> control_;
 };
