@@ -3,7 +3,6 @@
 #include <cbor.h>
 #include <openssl/ecdsa.h>
 #include <openssl/evp.h>
-#include <openssl/sha.h>
 #include <openssl/x509.h>
 
 #include <cstdlib>
@@ -112,24 +111,22 @@ AttestResult<std::optional<Bytes>> optional_bytes(const cbor_item_t* v, const ch
 
 }  // namespace
 
-Pcr extend(const Pcr& old, std::span<const uint8_t> data) {
+Pcr sha384_of(std::initializer_list<std::span<const uint8_t>> parts) {
   Pcr out{};
   std::unique_ptr<EVP_MD_CTX, ossl::Free<EVP_MD_CTX_free>> c(EVP_MD_CTX_new());
   unsigned int n = 0;
   // Only allocation can fail here; a register that cannot be computed aborts rather
   // than carry a wrong value.
-  if (!c || EVP_DigestInit_ex(c.get(), EVP_sha384(), nullptr) != 1 ||
-      EVP_DigestUpdate(c.get(), old.data(), old.size()) != 1 ||
-      EVP_DigestUpdate(c.get(), data.data(), data.size()) != 1 || EVP_DigestFinal_ex(c.get(), out.data(), &n) != 1)
-    std::abort();
+  if (!c || EVP_DigestInit_ex(c.get(), EVP_sha384(), nullptr) != 1) std::abort();
+  for (const auto& p : parts)
+    if (EVP_DigestUpdate(c.get(), p.data(), p.size()) != 1) std::abort();
+  if (EVP_DigestFinal_ex(c.get(), out.data(), &n) != 1) std::abort();
   return out;
 }
 
-Pcr measure_digest_of(std::span<const uint8_t> data) {
-  Pcr digest{};
-  SHA384(data.data(), data.size(), digest.data());
-  return extend(Pcr{}, digest);
-}
+Pcr extend(const Pcr& old, std::span<const uint8_t> data) { return sha384_of({old, data}); }
+
+Pcr measure_digest_of(std::span<const uint8_t> data) { return extend(Pcr{}, sha384_of({data})); }
 
 AttestResult<void> validate(const Document& d) {
   if (d.module_id.empty() || d.module_id.size() > 1024) return invalid("module_id must be 1..1024 bytes");

@@ -15,6 +15,7 @@
 
 #include <array>
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <optional>
 #include <span>
@@ -44,6 +45,8 @@ Pcr extend(const Pcr& old, std::span<const uint8_t> data);
 // A register extended once from zero with SHA-384(data): how a measured blob (a kernel,
 // a binary) enters a PCR, as nitro-cli's `pcr --input`.
 Pcr measure_digest_of(std::span<const uint8_t> data);
+// SHA-384 of the parts one after the other (kernel || cmdline || initrd).
+Pcr sha384_of(std::initializer_list<std::span<const uint8_t>> parts);
 
 // Limits of the format (ENCLAVES.md §1.2).
 inline constexpr size_t kMaxPayload = 16384;

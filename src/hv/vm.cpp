@@ -16,6 +16,8 @@
 #include <system_error>
 
 #include "acpi/acpi.hpp"
+#include "attest/attest.hpp"
+#include "base/hex.hpp"
 #include "base/parse.hpp"
 #include "base/log.hpp"
 #include "hv/exit_status.hpp"
@@ -262,6 +264,25 @@ Result<void, VmError> Vm::load_kernel() {
     return make_error(VmErrc::kHost, "ACPI tables: " + r.error().message());
   spec.rsdp_addr = tables.rsdp_addr();
 
+  {
+    // The image's command line: the program (built-in guest) or --cmdline, without what
+    // the platform appends (I/O window, virtio-mmio devices), so that attaching a card
+    // does not change the image's identity.
+    const std::string own = cfg_.builtin() ? "azote.run=" + cfg_.builtin_name() + (cfg_.cmdline.empty() ? "" : " " + cfg_.cmdline)
+                                           : cfg_.cmdline;
+    const std::span<const uint8_t> c(reinterpret_cast<const uint8_t*>(own.data()), own.size());
+    const std::span<const uint8_t> ramdisk(initrd);
+    const attest::Pcr kernel = attest::sha384_of({image}), rd = attest::sha384_of({ramdisk});
+    control::Json pcrs = control::Json::object();
+    pcrs["0"] = to_hex(attest::extend(attest::Pcr{}, attest::sha384_of({image, c, ramdisk})));
+    pcrs["1"] = to_hex(attest::extend(attest::Pcr{}, attest::sha384_of({image, c})));
+    pcrs["2"] = to_hex(attest::extend(attest::Pcr{}, rd));
+    measurements_ = control::Json::object();
+    measurements_["kernel_sha384"] = to_hex(kernel);
+    measurements_["initrd_sha384"] = cfg_.initrd.empty() ? control::Json() : control::Json(to_hex(rd));
+    measurements_["cmdline"] = own;
+    measurements_["pcrs"] = std::move(pcrs);
+  }
   auto plan = loader::load(*mem_, spec);
   if (!plan.ok()) {
     const std::string what = cfg_.builtin() ? "built-in guest" : cfg_.kernel;
@@ -636,6 +657,7 @@ control::Json Vm::describe() const {
   r["console_dropped_bytes"] = console_->dropped_bytes();
   r["private_memory"] = control::Json{{"backing", mem_->private_is_external() ? "guest_memfd" : "memfd"},
                                       {"why", private_memory_why_}};
+  r["measurements"] = measurements_;
   return r;
 }
 

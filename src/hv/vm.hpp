@@ -93,6 +93,9 @@ class Vm {
   std::unique_ptr<kvm::VmFd> vm_;
   std::optional<GuestMemory> mem_;
   std::string private_memory_why_;  // why private RAM is backed as it is ("describe")
+  // What was loaded, measured as it was (docs/design.md "Measurements"): "describe"'s
+  // "measurements", from which an instance's attestation PCRs 0-2 come.
+  control::Json measurements_;
   std::optional<Console> console_;
   std::unique_ptr<Platform> platform_;
   std::vector<std::unique_ptr<VirtioMmioDevice>> devices_;

@@ -2,6 +2,7 @@
 // up with its vCPUs parked; the test, as the controller, describes it, attaches
 // azote-card-blk volumes, starts and stops it over the control socket (control::Client).
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -344,6 +345,65 @@ TEST_F(HvControl, GuestMemfdOnRequestIsUsedOrRefusedWithTheReason) {
 }
 
 // "stop" and SIGTERM before "start": the shell goes away the same way.
+// What "describe" reports as measured is what was loaded: PCR 0 = extend(0, SHA-384(kernel
+// || cmdline || initrd)), 1 = over kernel || cmdline, 2 = over the initrd (docs/design.md
+// "Measurements"), recomputed here with OpenSSL from the files; one byte more in the
+// kernel file or one byte of the command line changes 0 and 1 and leaves 2 alone.
+TEST_F(HvControl, MeasurementsAreOfWhatWasLoadedAndFollowEveryByte) {
+  auto sha384 = [](const std::string& bytes) {
+    unsigned char d[48];
+    unsigned int n = 0;
+    EVP_Digest(bytes.data(), bytes.size(), d, &n, EVP_sha384(), nullptr);
+    return std::string(reinterpret_cast<char*>(d), n);
+  };
+  auto hex = [](const std::string& b) {
+    static const char* x = "0123456789abcdef";
+    std::string s;
+    for (unsigned char c : b) s += {x[c >> 4], x[c & 15]};
+    return s;
+  };
+  auto pcr = [&](const std::string& data) { return hex(sha384(std::string(48, '\0') + sha384(data))); };
+  auto slurp = [](const std::string& p) {
+    std::ifstream f(p, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  };
+  const std::string kernel = slurp(AZOTE_GUEST_ELF), initrd = "an initial ramdisk's bytes";
+  ASSERT_FALSE(kernel.empty());
+  std::ofstream(path("initrd"), std::ios::binary) << initrd;
+  auto measure = [&](const std::string& k, const std::string& cmdline) {
+    std::ofstream(path("kernel"), std::ios::binary | std::ios::trunc) << k;
+    hv_ = std::make_unique<Process>(std::vector<std::string>{AZOTE_HV_BIN, "--control", ctl_, "--kernel", path("kernel"),
+                                                             "--initrd", path("initrd"), "--cmdline", cmdline, "--memory", "128M"});
+    auto c = control::Client::connect(ctl_, 10s);
+    EXPECT_TRUE(c.ok()) << c.error().message() << "\n" << hv_->wait(1s).err;
+    if (!c.ok()) return Json();
+    client_.emplace(std::move(c).value());
+    const Json m = ok({{"op", "describe"}}).value("measurements", Json());
+    client_.reset();
+    hv_.reset();
+    return m;
+  };
+  const std::string cmdline = "azote.run=hello a";
+  const Json m = measure(kernel, cmdline);
+  ASSERT_TRUE(m.is_object()) << m.dump();
+  EXPECT_EQ(m["kernel_sha384"], hex(sha384(kernel)));
+  EXPECT_EQ(m["initrd_sha384"], hex(sha384(initrd)));
+  EXPECT_EQ(m["cmdline"], cmdline);
+  EXPECT_EQ(m["pcrs"]["0"], pcr(kernel + cmdline + initrd));
+  EXPECT_EQ(m["pcrs"]["1"], pcr(kernel + cmdline));
+  EXPECT_EQ(m["pcrs"]["2"], pcr(initrd));
+
+  const Json longer = measure(kernel + std::string(1, '\0'), cmdline);
+  const Json other = measure(kernel, "azote.run=hello b");
+  for (const Json* changed : {&longer, &other}) {
+    ASSERT_TRUE(changed->is_object());
+    EXPECT_NE((*changed)["pcrs"]["0"], m["pcrs"]["0"]);
+    EXPECT_NE((*changed)["pcrs"]["1"], m["pcrs"]["1"]);
+    EXPECT_EQ((*changed)["pcrs"]["2"], m["pcrs"]["2"]);
+  }
+  EXPECT_EQ(longer["pcrs"]["1"], pcr(kernel + std::string(1, '\0') + cmdline));
+}
+
 TEST_F(HvControl, StopAndSigtermBeforeStart) {
   ASSERT_NO_FATAL_FAILURE(start_hv("hello"));
   ASSERT_TRUE(call({{"op", "stop"}}).ok());
