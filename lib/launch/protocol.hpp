@@ -17,7 +17,8 @@
 //   {"op": "signal", "pid", "starttime", "signal"}  (only processes it started)
 //   {"op": "status", "pid"} -> {"ok": true, "exited": bool, "status": N}
 //   {"op": "release", "instance"}: kills what is left of the instance, removes its cgroups
-//   {"op": "describe"} -> {"ok": true, "layout", "processes": [{pid, role, instance, uid, cgroup}]}
+//   {"op": "describe"} -> {"ok": true, "layout", "processes": [{pid, role, instance, uid, cgroup}],
+//                          "rot": {pid, uid, cgroup} or null (azote-rot, started with the host)}
 #pragma once
 
 #include <sys/types.h>
@@ -84,8 +85,10 @@ Result<SpawnRequest, LaunchError> spawn_request_from_json(const Json& j);
 
 // Identities: the controller is base + 0; instance slot s is base + kFirstInstanceId + s
 // (uid and gid alike), for its hv and its cards. (base + 1 was the host-wide network
-// card's, before one network card per instance; it is no longer given out.)
+// card's, before one network card per instance; it is no longer given out.) base + 2 is
+// azote-rot's, the host's root of trust, which the launcher starts at host start.
 inline constexpr uint32_t kControllerId = 0;
+inline constexpr uint32_t kRotId = 2;
 inline constexpr uint32_t kFirstInstanceId = 16;
 inline constexpr uint32_t kMaxSlots = 65536;
 

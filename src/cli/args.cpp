@@ -121,6 +121,8 @@ std::vector<CommandSpec> build_commands() {
       {"describe-volumes", Rpc::kDescribeVolumes, "describe volumes", "",
        {{"--volume-ids", K::kList, false, "ID ...", "only these volumes (default: all)"}}},
       {"get-metrics", Rpc::kGetMetrics, "print the controller's metrics (Prometheus text)", "", {}},
+      {"describe-host-attestation", Rpc::kDescribeHostAttestation,
+       "the host's root of trust: its measured layers and certificate chain (no keys)", "", {}},
       {"describe-vpcs", Rpc::kDescribeVpcs, "describe the host's VPCs", "",
        {{"--vpc-ids", K::kList, false, "ID ...", "only these VPCs (default: all)"}}},
       {"describe-subnets", Rpc::kDescribeSubnets, "describe subnets", "",
@@ -398,6 +400,8 @@ CliResult<Action> Builder::build() {
     }
     case Rpc::kGetMetrics:
       return Action{remote(std::make_shared<v1::GetMetricsRequest>())};
+    case Rpc::kDescribeHostAttestation:
+      return Action{remote(std::make_shared<v1::DescribeHostAttestationRequest>())};
     case Rpc::kDescribeVpcs: {
       auto req = std::make_shared<v1::DescribeVpcsRequest>();
       add_all(req->mutable_vpc_ids(), "--vpc-ids");

@@ -75,6 +75,7 @@ enum class Rpc {
   kDeleteVolume,
   kDescribeVolumes,
   kGetMetrics,
+  kDescribeHostAttestation,
   kDescribeVpcs,
   kDescribeSubnets,
   kCreateSecurityGroup,

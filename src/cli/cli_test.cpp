@@ -547,6 +547,7 @@ TEST(Help, EveryCommandExitsZeroAndMentionsEachFlag) {
       {"delete-volume", {"--volume-id"}},
       {"describe-volumes", {"--volume-ids"}},
       {"get-metrics", {}},
+      {"describe-host-attestation", {}},
       {"describe-vpcs", {"--vpc-ids"}},
       {"describe-subnets", {"--subnet-ids"}},
       {"create-security-group", {"--group-name", "--description", "--vpc-id"}},
@@ -709,6 +710,24 @@ TEST(Render, VolumesTypesImagesAndRaw) {
   v1::GetMetricsResponse m;
   m.set_text("azote_instances 2\n");
   EXPECT_EQ(render_response(Rpc::kGetMetrics, m, OutputFormat::kTable), "azote_instances 2\n");
+  v1::DescribeHostAttestationResponse ha;
+  ha.set_mode("development");
+  auto* l = ha.add_layers();
+  l->set_index(0);
+  l->set_name("device");
+  l->set_mode("device");
+  l->set_public_key_sha256("c296");
+  l = ha.add_layers();
+  l->set_index(1);
+  l->set_name("azote-rot");
+  l->set_mode("development");
+  l->set_measurement("bbb4");
+  l->set_public_key_sha256("3f66");
+  EXPECT_EQ(render_response(Rpc::kDescribeHostAttestation, ha, OutputFormat::kTable),
+            "LAYER  NAME       MODE         MEASUREMENT (SHA-384)  KEY (SHA-256)\n"
+            "0      device     device       -                      c296\n"
+            "1      azote-rot  development  bbb4                   3f66\n"
+            "mode: development\n");
   v1::RegisterImageResponse ri;
   ri.set_image_id("ami-0123456789abcdef0");
   EXPECT_EQ(render_response(Rpc::kRegisterImage, ri, OutputFormat::kText), "ami-0123456789abcdef0\n");

@@ -316,6 +316,18 @@ std::string render_response(Rpc rpc, const google::protobuf::Message& response, 
     }
     case Rpc::kGetMetrics:
       return static_cast<const v1::GetMetricsResponse&>(response).text();
+    case Rpc::kDescribeHostAttestation: {
+      const auto& r = static_cast<const v1::DescribeHostAttestationResponse&>(response);
+      Table t{{"LAYER", "NAME", "MODE", "MEASUREMENT (SHA-384)", "KEY (SHA-256)"}, {}};
+      for (const auto& l : r.layers()) {
+        if (table) {
+          t.rows.push_back({std::to_string(l.index()), l.name(), l.mode(), or_dash(l.measurement()), l.public_key_sha256()});
+        } else {
+          text_row(out, {"LAYERS", std::to_string(l.index()), l.name(), l.mode(), l.measurement(), l.public_key_sha256()});
+        }
+      }
+      return table ? render_table(t) + "mode: " + r.mode() + "\n" : out;
+    }
     case Rpc::kDescribeVpcs: {
       const auto& r = static_cast<const v1::DescribeVpcsResponse&>(response);
       Table t{{"VPC ID", "CIDR", "STATE", "DEFAULT"}, {}};

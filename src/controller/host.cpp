@@ -1409,6 +1409,15 @@ NetworkView Host::network_view() {
   return v;
 }
 
+ApiResult<control::Json> Host::describe_root_of_trust() {
+  const std::string sock = opt_.state_dir + "/rot.sock";
+  auto r = control::call_once(sock, {{"op", "describe"}}, kControlTimeout);
+  if (!r)
+    return api_error(K::kUnsupported, "RootOfTrustUnavailable",
+                     "the host's root of trust (azote-rot, " + sock + ") does not answer: " + r.error().message());
+  return std::move(r).value();
+}
+
 std::string Host::metrics_text() {
   std::string out;
   {

@@ -135,6 +135,9 @@ class Host {
 
   // Prometheus text: instances by state, capacity, the card's own counters.
   std::string metrics_text();
+  // azote-rot's description (<state>/rot.sock, started by the launcher): its layers and
+  // certificate chain. Unsupported when it does not answer.
+  ApiResult<control::Json> describe_root_of_trust();
 
   // Stops workers and the supervisor. With stop_on_exit, stops every instance and the
   // card first; otherwise they keep running for the next controller to adopt.

@@ -554,4 +554,27 @@ grpc::Status Service::GetMetrics(grpc::ServerContext* ctx, const v1::GetMetricsR
   });
 }
 
+grpc::Status Service::DescribeHostAttestation(grpc::ServerContext* ctx, const v1::DescribeHostAttestationRequest*,
+                                              v1::DescribeHostAttestationResponse* resp) {
+  // A read: measurements and certificates are public; azote-rot has no operation that
+  // returns a key or a secret, whoever asks.
+  return call(ctx, "DescribeHostAttestation", Access::kRead, {}, [&](std::vector<std::string>&) -> ApiResult<void> {
+    AZOTE_TRY(d, host_.describe_root_of_trust());
+    bool development = false;
+    for (const auto& l : d.value("layers", control::Json::array())) {
+      auto* o = resp->add_layers();
+      o->set_index(l.value("index", 0u));
+      o->set_name(l.value("name", ""));
+      o->set_mode(l.value("mode", ""));
+      o->set_measurement(l.value("measurement", ""));
+      o->set_public_key_sha256(l.value("public_key_sha256", ""));
+      o->set_certificate_pem(l.value("certificate", ""));
+      development = development || o->mode() == "development";
+    }
+    resp->set_mode(development ? "development" : "normal");
+    resp->set_certificate_chain_pem(d.value("chain", ""));
+    return {};
+  });
+}
+
 }  // namespace azote::controller

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/sendfile.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -161,6 +162,10 @@ Result<std::unique_ptr<Launcher>, LauncherError> Launcher::create(Options o) {
     ::epoll_ctl(l->epoll_.get(), EPOLL_CTL_ADD, l->test_listen_.get(), &te);
   }
   l->adopt_existing();
+  // Without its root of trust the host still serves (nothing can be attested, which
+  // describe-host-attestation says); a binary the release refuses is such a case.
+  if (!l->o_.rot_bin.empty())
+    if (auto r = l->start_rot(); !r) LOG_ERROR("azote-launcher: azote-rot not started: %s", r.error().message().c_str());
   AZOTE_TRYV(l->start_controller());
   return l;
 }
@@ -173,7 +178,7 @@ void Launcher::adopt_existing() {
   const std::string tree = cgroups_->membership_dir("");
   std::error_code ec;
   for (const auto& group : fs::directory_iterator(tree, ec)) {
-    if (!group.is_directory() || group.path().filename() == "controller") continue;
+    if (!group.is_directory() || group.path().filename() == "controller" || group.path().filename() == "rot") continue;
     for (const auto& leaf : fs::directory_iterator(group.path(), ec)) {
       if (!leaf.is_directory()) continue;
       const std::string instance = group.path().filename() == "host" ? "" : group.path().filename().string();
@@ -223,7 +228,7 @@ Result<void, LauncherError> Launcher::prepare_state_dir() {
        it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (ec) break;
     const std::string rel = fs::relative(it->path(), real).string();
-    const bool jail_owned = rel == ".jail" || rel == "net" || rel.rfind("net/", 0) == 0 ||
+    const bool jail_owned = rel == ".jail" || rel == "net" || rel.rfind("net/", 0) == 0 || rel == "rot" ||
                             std::regex_match(rel, std::regex("instances/[^/]+/run(/.*)?"));
     if (jail_owned) {
       if (it->is_directory() && !it->is_symlink()) it.disable_recursion_pending();
@@ -233,6 +238,10 @@ Result<void, LauncherError> Launcher::prepare_state_dir() {
   }
   for (auto [dir, owner, mode] : {std::tuple{".jail", 0u, 0755u}, {"instances", ctl, 0700u}, {"net", 0u, 0711u}})
     if (auto d = ensure_dir(dir, owner, owner, mode); !d) return Unexpected{d.error()};
+  if (!o_.rot_bin.empty()) {
+    const uid_t rot = o_.uid_base + launch::kRotId;
+    if (auto d = ensure_dir("rot", rot, rot, 0700); !d) return Unexpected{d.error()};
+  }
   return {};
 }
 
@@ -371,6 +380,89 @@ Result<void, LauncherError> Launcher::start_controller() {
   return {};
 }
 
+Result<void, LauncherError> Launcher::start_rot() {
+  const uid_t uid = o_.uid_base + launch::kRotId;
+  AZOTE_TRY(exe, open_binary("azote-rot", o_.rot_bin));
+  AZOTE_TRY(state, ensure_dir("rot", uid, uid, 0700));
+  AZOTE_TRY(listening, listen_beneath(o_.state_dir + "/rot.sock"));
+  UniqueFd self(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
+  if (!self) return errno_error(LauncherErrc::kSetup, "/proc/self/exe");
+  AZOTE_TRY(controller, open_binary("azote-controller", o_.controller_bin));
+  UniqueFd rot_code(::fcntl(exe.get(), F_DUPFD_CLOEXEC, 3));
+  // The state directory as a descriptor to openat() in (ensure_dir's is O_PATH).
+  UniqueFd state_dir(::openat(state.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!rot_code || !state_dir) return errno_error(LauncherErrc::kSetup, "azote-rot's descriptors");
+  // The launcher's layer carries what it enforces: the signed release it checks against
+  // (the manifest's text is its configuration), or that it checks nothing.
+  std::string launcher_config = "development";
+  if (manifest_) {
+    auto text = release::read_file(o_.release_manifest);
+    if (!text) return make_error(LauncherErrc::kSetup, "--release-manifest: " + text.error().message());
+    launcher_config = "release-manifest " + *text;
+  }
+  // Descriptors in the child: 3 state, 4 control socket, 5 its code, 6 the launcher's,
+  // 7 the controller's, 8 the binary to exec.
+  std::vector<std::string> argv = {o_.rot_bin, "--state-dir", "fd:3", "--control", "fd:4",
+                                   "--layer", "azote-rot=fd:5", "--layer", "azote-launcher=fd:6,config=" + launcher_config,
+                                   "--layer", "azote-controller=fd:7"};
+  if (!manifest_) argv.insert(argv.end(), {"--mode", "development"});
+  auto leaf = cgroups_->create("rot", {});
+  if (!leaf) return make_error(LauncherErrc::kSetup, leaf.error().message());
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) return errno_error(LauncherErrc::kSetup, "fork");
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() == 1) ::_exit(71);  // the launcher is already gone
+    for (const auto& procs : *leaf) {
+      std::ofstream f(procs);
+      f << "0";
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    // Out of the way of 3..8 first, then into place (inherited: no close-on-exec).
+    const int from[] = {state_dir.get(), listening.get(), rot_code.get(), self.get(), controller.get(), exe.get()};
+    int moved[6];
+    for (int i = 0; i < 6; ++i)
+      if ((moved[i] = ::fcntl(from[i], F_DUPFD, 16)) < 0) ::_exit(71);
+    for (int i = 0; i < 6; ++i)
+      if (::dup2(moved[i], 3 + i) != 3 + i || ::fcntl(3 + i, F_SETFD, i == 5 ? FD_CLOEXEC : 0) != 0) ::_exit(71);
+    ::syscall(SYS_close_range, 9u, ~0U, 0);
+    if (auto d = sandbox::drop_privileges(uid, uid); !d) {
+      std::fprintf(stderr, "azote-launcher: azote-rot: %s\n", d.error().message().c_str());
+      ::_exit(71);
+    }
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    ::fexecve(8, args.data(), environ);
+    std::fprintf(stderr, "azote-launcher: exec %s: %s\n", o_.rot_bin.c_str(), std::strerror(errno));
+    ::_exit(71);
+  }
+  rot_pid_ = pid;
+  LOG_INFO("azote-launcher: azote-rot started (pid %d, uid %u, %s mode)", pid, uid, manifest_ ? "normal" : "development");
+  return {};
+}
+
+void Launcher::stop_rot() {
+  if (rot_pid_ == 0) return;
+  ::kill(rot_pid_, SIGTERM);
+  for (int i = 0; i < 200; ++i) {
+    if (::waitpid(rot_pid_, nullptr, WNOHANG) == rot_pid_) {
+      rot_pid_ = 0;
+      break;
+    }
+    ::usleep(10'000);
+  }
+  if (rot_pid_ != 0) {
+    ::kill(rot_pid_, SIGKILL);
+    ::waitpid(rot_pid_, nullptr, 0);
+    rot_pid_ = 0;
+  }
+  (void)cgroups_->remove("rot");
+}
+
 void Launcher::reap() {
   for (;;) {
     siginfo_t si{};
@@ -393,6 +485,14 @@ void Launcher::reap() {
       }
       continue;
     }
+    if (si.si_pid == rot_pid_) {
+      rot_pid_ = 0;
+      if (!stopping_) {
+        LOG_WARN("azote-launcher: azote-rot exited (status %d); restarting it in 1 s", status);
+        rot_restart_at_ = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+      }
+      continue;
+    }
     if (auto it = children_.find(si.si_pid); it != children_.end()) {
       LOG_INFO("azote-launcher: %s %s (pid %d) exited (status %d)", to_string(it->second.role), it->second.instance.c_str(),
                si.si_pid, status);
@@ -407,9 +507,11 @@ int Launcher::run() {
   for (;;) {
     if (stopping_ && controller_pid_ == 0) break;
     int timeout = -1;
-    if (restart_at_) {
-      timeout = static_cast<int>(std::max<int64_t>(
-          0, std::chrono::duration_cast<std::chrono::milliseconds>(*restart_at_ - std::chrono::steady_clock::now()).count()));
+    for (const auto& at : {restart_at_, rot_restart_at_}) {
+      if (!at) continue;
+      const int ms = static_cast<int>(std::max<int64_t>(
+          0, std::chrono::duration_cast<std::chrono::milliseconds>(*at - std::chrono::steady_clock::now()).count()));
+      timeout = timeout < 0 ? ms : std::min(timeout, ms);
     }
     epoll_event ev[16];
     const int n = ::epoll_wait(epoll_.get(), ev, 16, timeout);
@@ -449,6 +551,13 @@ int Launcher::run() {
         serve_client(static_cast<int>(tag - kTagTestClient), true);
       }
     }
+    if (rot_restart_at_ && std::chrono::steady_clock::now() >= *rot_restart_at_) {
+      rot_restart_at_.reset();
+      if (auto s = start_rot(); !s) {
+        LOG_ERROR("azote-launcher: azote-rot: %s", s.error().message().c_str());
+        rot_restart_at_ = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      }
+    }
     if (restart_at_ && std::chrono::steady_clock::now() >= *restart_at_) {
       restart_at_.reset();
       if (auto s = start_controller(); !s) {
@@ -458,6 +567,7 @@ int Launcher::run() {
     }
   }
   LOG_INFO("azote-launcher: the controller exited (status %d); stopping", controller_status_);
+  stop_rot();
   // The host's cgroup tree, but for the leaves of processes that keep running (instances
   // left running on exit: the next launcher adopts them there).
   (void)cgroups_->remove("");
@@ -885,11 +995,15 @@ Json Launcher::describe() {
   for (const auto& [pid, c] : children_)
     procs.push_back({{"pid", pid}, {"starttime", c.starttime}, {"role", to_string(c.role)}, {"instance", c.instance},
                      {"uid", c.uid}, {"cgroup", cgroups_->membership_dir(c.cgroup)}});
+  Json rot = nullptr;  // azote-rot: the host's, not a jailed process of an instance
+  if (rot_pid_ != 0)
+    rot = {{"pid", rot_pid_}, {"uid", o_.uid_base + launch::kRotId}, {"cgroup", cgroups_->membership_dir("rot")}};
   return Json{{"ok", true},
               {"layout", cgroups_->layout()},
               {"host", host_name_},
               {"tree", cgroups_->membership_dir("")},
-              {"processes", procs}};
+              {"processes", procs},
+              {"rot", rot}};
 }
 
 }  // namespace azote::launcher

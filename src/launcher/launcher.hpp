@@ -36,6 +36,7 @@ using LauncherError = Error<LauncherErrc>;
 struct Options {
   std::string state_dir;
   std::string controller_bin, hv_bin, card_blk_bin, card_net_bin, probe_bin;
+  std::string rot_bin;  // --rot: azote-rot, started at host start; empty: no root of trust
   std::string test_socket;  // with probe_bin: root-only socket for probe requests
   uint32_t uid_base = 2'000'000'000;
   bool favordynmods = true;  // --cgroup-favordynmods (CgroupTree::favor_migrations)
@@ -85,6 +86,12 @@ class Launcher {
   explicit Launcher(Options o) : o_(std::move(o)) {}
   Result<void, LauncherError> prepare_state_dir();
   Result<void, LauncherError> start_controller();
+  // azote-rot as its own uid (base + kRotId), its state <state>/rot (0700, its own),
+  // its control socket <state>/rot.sock (0600, the controller's), measuring itself, this
+  // launcher (with the release it runs under) and the controller as its DICE layers,
+  // in development mode without a release. Dies with the launcher (PDEATHSIG).
+  Result<void, LauncherError> start_rot();
+  void stop_rot();
   void adopt_existing();
   void reap();
   void serve_client(int fd, bool test);
@@ -133,6 +140,8 @@ class Launcher {
   std::optional<sandbox::CgroupTree> cgroups_;
   UniqueFd epoll_, signal_fd_, ctl_sock_, test_listen_;
   std::vector<UniqueFd> test_clients_;
+  pid_t rot_pid_ = 0;
+  std::optional<std::chrono::steady_clock::time_point> rot_restart_at_;
   pid_t controller_pid_ = 0;
   UniqueFd controller_pidfd_;
   int controller_status_ = 0;

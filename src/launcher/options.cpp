@@ -35,6 +35,7 @@ Result<Options, LauncherError> parse_args(const std::vector<std::string>& args) 
     else if (flag == "--card-blk") o.card_blk_bin = value;
     else if (flag == "--card-net") o.card_net_bin = value;
     else if (flag == "--probe") o.probe_bin = value;
+    else if (flag == "--rot") o.rot_bin = value;
     else if (flag == "--test-socket") o.test_socket = value;
     else if (flag == "--uid-base") {
       uint64_t n = 0;
@@ -66,7 +67,7 @@ Result<Options, LauncherError> parse_args(const std::vector<std::string>& args) 
 const char* usage_text() {
   return R"(Usage: azote-launcher --state-dir DIR --controller BIN --hv BIN --card-blk BIN
                      --card-net BIN [--uid-base N] [--cgroup-favordynmods on|off]
-                     [--probe BIN --test-socket PATH]
+                     [--rot BIN] [--probe BIN --test-socket PATH]
                      -- CONTROLLER-ARGS...
 
 The privileged part of an azote host. azote-controller starts it when run as root
@@ -78,7 +79,12 @@ non-root uid, no capabilities), opening the files they need for them.
   --state-dir DIR    the host's state directory (owned by the controller's uid)
   --controller BIN   azote-controller; --hv, --card-blk, --card-net: the processes
                      it may start (nothing else)
-  --uid-base N       identities: N the controller, N+16+S the instance in slot S
+  --rot BIN          azote-rot, the host's root of trust: started at start as uid
+                     N+2 with <state>/rot (0700) as its state, serving the
+                     controller on <state>/rot.sock; its layers: itself, this
+                     launcher (and the release it runs under), the controller.
+                     Restarted if it exits; without it nothing can be attested
+  --uid-base N       identities: N the controller, N+2 azote-rot, N+16+S the instance in slot S
                      (its azote-hv, its block card and its network card); default
                      2000000000
   --release-manifest FILE --release-key PUB

@@ -16,6 +16,7 @@
 #include "attest/attest.hpp"
 #include "base/hex.hpp"
 #include "base/log.hpp"
+#include "base/parse.hpp"
 #include "base/unique_fd.hpp"
 
 namespace azote::rot {
@@ -125,16 +126,24 @@ it, and with --control serves:
   {"op": "describe"}               the layers and the certificate chain (leaf first)
   {"op": "sign", "payload": HEX}   the attestation key's ECDSA-SHA384 signature of
                                    "azote-rot sign v1", a NUL byte and the payload
+  {"op": "attest", "module_id": ID, "pcrs": {"I": HEX}, ["nonce"|"user_data"|
+   "public_key": HEX]}              an attestation document (COSE_Sign1, ES384, the
+                                   AWS Nitro format) by the attestation key; in
+                                   development mode every PCR in it is zero
 It never reveals the device secret, a layer's secret or a private key. Only root and
-its own uid may use the control socket.
+its own uid may use a control socket it makes; one handed over (fd:N) is guarded by
+its file's mode.
 
-  --state-dir DIR     its state (0700, created if missing)
+  --state-dir DIR     its state (0700, created if missing); fd:N: a directory
+                      descriptor handed over (the launcher's <state>/rot)
   --layer NAME=PATH   a layer above the device, in order; NAME 1-64 of [A-Za-z0-9._-];
+                      PATH may be fd:N (a descriptor handed over);
                       ",config=TEXT" adds the layer's configuration to its measurement
   --mode MODE         normal (default) or development (an unsigned build: every
                       certificate carries the DICE debug flag, and every layer's
                       measurement and identity differ from normal mode's)
-  --control PATH      serve requests on a Unix socket at PATH until SIGTERM/SIGINT;
+  --control PATH      serve requests on a Unix socket at PATH (or the listening
+                      socket fd:N) until SIGTERM/SIGINT;
                       without it, print the description and exit
   --log-level LEVEL   error, warn, info (default), debug
   -h, --help          this help;  --version  the version
@@ -146,8 +155,15 @@ measured; 71 the state directory or the device secret is unusable.
 
 RotResult<dice::Secret> open_or_create_uds(const std::string& dir, bool* created) {
   *created = false;
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return errno_error(RotErrc::kState, "--state-dir " + dir);
-  UniqueFd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  UniqueFd d;
+  if (const auto given = parse_fd_ref(dir)) {
+    // The launcher's descriptor of <state>/rot: this process has no path to it.
+    d.reset(::fcntl(*given, F_DUPFD_CLOEXEC, 3));
+    ::close(*given);
+  } else {
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return errno_error(RotErrc::kState, "--state-dir " + dir);
+    d.reset(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  }
   if (!d) return errno_error(RotErrc::kState, "--state-dir " + dir);
   struct stat ds{};
   if (::fstat(d.get(), &ds) != 0 || ds.st_uid != ::geteuid() || (ds.st_mode & 077) != 0)
@@ -195,7 +211,9 @@ RotResult<dice::Secret> open_or_create_uds(const std::string& dir, bool* created
 }
 
 RotResult<dice::Digest> measure_file(const std::string& path) {
-  UniqueFd f(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  UniqueFd f;
+  if (const auto given = parse_fd_ref(path)) f.reset(*given);  // handed over by the launcher
+  else f.reset(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   if (!f) return errno_error(RotErrc::kLayer, "measure " + path);
   struct stat st{};
   if (::fstat(f.get(), &st) != 0 || !S_ISREG(st.st_mode))

@@ -339,6 +339,9 @@ TEST_F(Confinement, KilledControllerIsRestartedByItsLauncherAndLosesNothing) {
     EXPECT_TRUE(described.count(jailed_pid("hv", id)));
     EXPECT_TRUE(described.count(jailed_pid("card-blk", id)));
   }
+  const Json rot = launcher({{"op", "describe"}}).body.value("rot", Json());
+  ASSERT_TRUE(rot.is_object()) << "the launcher does not know its azote-rot";
+  described.insert(rot.value("pid", 0));
   for (pid_t p : procs_in(cgroup_tree_)) {
     if (p == again) continue;  // the controller's own leaf
     EXPECT_TRUE(described.count(p)) << "pid " << p << " (" << slurp("/proc/" + std::to_string(p) + "/comm") << ", " << slurp("/proc/" + std::to_string(p) + "/cgroup") << ") is in the tree but the launcher does not know it";
@@ -418,6 +421,59 @@ TEST_F(Confinement, AGuestsPrivateBytesAreInNoCardNorTheController) {
 // release whose azote-hv differs by one byte from what is installed makes every launch
 // fail with the launcher's reason (and the controller and launcher, which match, still
 // serve); a manifest signed with another key stops the host at start.
+// azote-rot, started by the launcher at host start: its own uid (base + 2) and state
+// directory, the device secret readable by it alone, its DICE layers the binaries that
+// run (itself, the launcher, the controller) in development mode here, a chain openssl
+// verifies from the device certificate; the operator may read it; killed, it is
+// restarted with the same identities (same secret, same binaries).
+TEST_F(Confinement, RootOfTrustRunsAsItsOwnUidAndDescribesTheHostsLayers) {
+  const std::string ops = issue("operator", "ops");
+  const Json d = cli_json(ops, {"describe-host-attestation"});
+  ASSERT_EQ(d["layers"].size(), 4u) << d.dump();
+  const std::vector<std::string> names{"device", "azote-rot", "azote-launcher", "azote-controller"};
+  for (size_t i = 0; i < names.size(); ++i) {
+    EXPECT_EQ(d["layers"][i]["name"], names[i]);
+    EXPECT_EQ(d["layers"][i]["mode"], i == 0 ? "device" : "development") << i;
+  }
+  EXPECT_EQ(d["mode"], "development");
+  EXPECT_EQ(cli(ops, {"describe-host-attestation"}).out.find("PRIVATE"), std::string::npos);
+
+  const auto rot = procs_in(cgroup_tree_ + "/rot");
+  ASSERT_EQ(rot.size(), 1u);
+  EXPECT_EQ(status_field(rot[0], "Uid").substr(0, 10), "2000000002") << status_field(rot[0], "Uid");
+  EXPECT_EQ(status_field(rot[0], "CapEff"), "0000000000000000");
+  struct stat st{};
+  ASSERT_EQ(::stat((dir_ + "/rot").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 2000000002u);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(::stat((dir_ + "/rot/uds").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 2000000002u);
+  EXPECT_EQ(st.st_mode & 0777, 0400u);
+  ASSERT_EQ(::stat((dir_ + "/rot.sock").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 2000000000u) << "only the controller may call it";
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+
+  if (::access("/usr/bin/openssl", X_OK) == 0) {
+    std::ofstream(dir_ + "/root.pem") << d["layers"][0]["certificate_pem"].get<std::string>();
+    std::ofstream(dir_ + "/inter.pem") << d["layers"][1]["certificate_pem"].get<std::string>()
+                                       << d["layers"][2]["certificate_pem"].get<std::string>();
+    std::ofstream(dir_ + "/leaf.pem") << d["layers"][3]["certificate_pem"].get<std::string>();
+    auto v = run({"/usr/bin/openssl", "verify", "-x509_strict", "-CAfile", dir_ + "/root.pem", "-untrusted",
+                  dir_ + "/inter.pem", dir_ + "/leaf.pem"});
+    EXPECT_EQ(v.status, 0) << v.out << v.err;
+  }
+
+  ASSERT_EQ(::kill(rot[0], SIGKILL), 0);
+  EXPECT_TRUE(eventually([&] {
+    const auto now = procs_in(cgroup_tree_ + "/rot");
+    return now.size() == 1 && now[0] != rot[0] && cli(ops, {"describe-host-attestation"}).status == 0;
+  }, 20s)) << slurp(dir_ + "/controller.log");
+  const Json again = cli_json(ops, {"describe-host-attestation"});
+  ASSERT_EQ(again["layers"].size(), 4u);
+  for (size_t i = 0; i < 4; ++i)
+    EXPECT_EQ(again["layers"][i]["public_key_sha256"], d["layers"][i]["public_key_sha256"]) << i;
+}
+
 TEST_F(Confinement, VerifiedLaunchRunsOnlyTheSignedReleasesBinaries) {
   if (::access("/usr/bin/openssl", X_OK) != 0) GTEST_SKIP() << "SKIPPED: no /usr/bin/openssl to make a release key";
   stop_controller(SIGTERM);
@@ -447,6 +503,10 @@ TEST_F(Confinement, VerifiedLaunchRunsOnlyTheSignedReleasesBinaries) {
                     rel + "/other-bin/azote-hv"});
   EXPECT_NE(slurp(dir_ + "/controller.log").find("verified launch: release test-1"), std::string::npos)
       << slurp(dir_ + "/controller.log");
+  // The root of trust runs under the release too: its layers are in normal mode.
+  const Json rot = cli_json(cp_, {"describe-host-attestation"});
+  EXPECT_EQ(rot["mode"], "normal") << rot.dump();
+  EXPECT_EQ(rot["layers"].size(), 4u);
   std::ofstream(rel + "/other-bin/azote-hv", std::ios::app) << '\0';
   o = cli(cp_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--wait", "--output", "json"});
   ASSERT_EQ(o.status, 0) << o.out << o.err;
