@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "base/hex.hpp"
 #include "base/parse.hpp"
 #include "base/unique_fd.hpp"
 #include "pki/pki.hpp"
@@ -123,6 +124,11 @@ std::vector<CommandSpec> build_commands() {
       {"get-metrics", Rpc::kGetMetrics, "print the controller's metrics (Prometheus text)", "", {}},
       {"describe-host-attestation", Rpc::kDescribeHostAttestation,
        "the host's root of trust: its measured layers and certificate chain (no keys)", "", {}},
+      {"get-instance-attestation", Rpc::kGetInstanceAttestation,
+       "an attestation document for a running instance (COSE_Sign1, the AWS Nitro format), base64", "",
+       {{"--instance-id", K::kValue, true, "ID", "the instance"},
+        {"--nonce", K::kValue, false, "HEX", "the verifier's challenge, up to 1024 bytes"},
+        {"--user-data", K::kValue, false, "HEX", "data to sign with it, up to 1024 bytes"}}},
       {"describe-vpcs", Rpc::kDescribeVpcs, "describe the host's VPCs", "",
        {{"--vpc-ids", K::kList, false, "ID ...", "only these VPCs (default: all)"}}},
       {"describe-subnets", Rpc::kDescribeSubnets, "describe subnets", "",
@@ -402,6 +408,19 @@ CliResult<Action> Builder::build() {
       return Action{remote(std::make_shared<v1::GetMetricsRequest>())};
     case Rpc::kDescribeHostAttestation:
       return Action{remote(std::make_shared<v1::DescribeHostAttestationRequest>())};
+    case Rpc::kGetInstanceAttestation: {
+      auto req = std::make_shared<v1::GetInstanceAttestationRequest>();
+      req->set_instance_id(raw_.get("--instance-id"));
+      for (const char* flag : {"--nonce", "--user-data"}) {
+        if (!raw_.has(flag)) continue;
+        const auto bytes = from_hex(raw_.get(flag));
+        if (!bytes) return usage(prefix() + flag + " " + quote(raw_.get(flag)) + " is not hex");
+        const std::string b(bytes->begin(), bytes->end());
+        if (std::string_view(flag) == "--nonce") req->set_nonce(b);
+        else req->set_user_data(b);
+      }
+      return Action{remote(req)};
+    }
     case Rpc::kDescribeVpcs: {
       auto req = std::make_shared<v1::DescribeVpcsRequest>();
       add_all(req->mutable_vpc_ids(), "--vpc-ids");

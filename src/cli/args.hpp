@@ -76,6 +76,7 @@ enum class Rpc {
   kDescribeVolumes,
   kGetMetrics,
   kDescribeHostAttestation,
+  kGetInstanceAttestation,
   kDescribeVpcs,
   kDescribeSubnets,
   kCreateSecurityGroup,

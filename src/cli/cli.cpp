@@ -71,6 +71,7 @@ Result<std::unique_ptr<Message>, api::ApiError> call(Stub& s, Rpc rpc, const Mes
     case Rpc::kDescribeVolumes: return invoke(s, &Stub::DescribeVolumes, req, g);
     case Rpc::kGetMetrics: return invoke(s, &Stub::GetMetrics, req, g);
     case Rpc::kDescribeHostAttestation: return invoke(s, &Stub::DescribeHostAttestation, req, g);
+    case Rpc::kGetInstanceAttestation: return invoke(s, &Stub::GetInstanceAttestation, req, g);
     case Rpc::kDescribeVpcs: return invoke(s, &Stub::DescribeVpcs, req, g);
     case Rpc::kDescribeSubnets: return invoke(s, &Stub::DescribeSubnets, req, g);
     case Rpc::kCreateSecurityGroup: return invoke(s, &Stub::CreateSecurityGroup, req, g);

@@ -548,6 +548,7 @@ TEST(Help, EveryCommandExitsZeroAndMentionsEachFlag) {
       {"describe-volumes", {"--volume-ids"}},
       {"get-metrics", {}},
       {"describe-host-attestation", {}},
+      {"get-instance-attestation", {"--instance-id", "--nonce", "--user-data"}},
       {"describe-vpcs", {"--vpc-ids"}},
       {"describe-subnets", {"--subnet-ids"}},
       {"create-security-group", {"--group-name", "--description", "--vpc-id"}},

@@ -1,6 +1,7 @@
 #include "cli/render.hpp"
 
 #include <google/protobuf/util/json_util.h>
+#include <openssl/evp.h>
 
 #include <algorithm>
 
@@ -316,6 +317,15 @@ std::string render_response(Rpc rpc, const google::protobuf::Message& response, 
     }
     case Rpc::kGetMetrics:
       return static_cast<const v1::GetMetricsResponse&>(response).text();
+    case Rpc::kGetInstanceAttestation: {
+      // One line of base64, as a guest prints its document on the console.
+      const std::string& d = static_cast<const v1::GetInstanceAttestationResponse&>(response).document();
+      std::string b64(4 * ((d.size() + 2) / 3) + 1, '\0');
+      const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(b64.data()),
+                                    reinterpret_cast<const unsigned char*>(d.data()), static_cast<int>(d.size()));
+      b64.resize(n > 0 ? static_cast<size_t>(n) : 0);
+      return b64 + "\n";
+    }
     case Rpc::kDescribeHostAttestation: {
       const auto& r = static_cast<const v1::DescribeHostAttestationResponse&>(response);
       Table t{{"LAYER", "NAME", "MODE", "MEASUREMENT (SHA-384)", "KEY (SHA-256)"}, {}};

@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "attest/attest.hpp"
 #include "base/hex.hpp"
 #include "base/log.hpp"
 #include "control/control.hpp"
@@ -1416,6 +1417,52 @@ ApiResult<control::Json> Host::describe_root_of_trust() {
     return api_error(K::kUnsupported, "RootOfTrustUnavailable",
                      "the host's root of trust (azote-rot, " + sock + ") does not answer: " + r.error().message());
   return std::move(r).value();
+}
+
+ApiResult<Host::Attestation> Host::instance_attestation(const std::string& id, const std::string& nonce,
+                                                        const std::string& user_data, const std::string& public_key) {
+  for (const auto& [name, v] : {std::pair<const char*, const std::string*>{"Nonce", &nonce},
+                                {"UserData", &user_data}, {"PublicKey", &public_key}})
+    if (v->size() > attest::kMaxOptional)
+      return api_error(K::kInvalid, "InvalidParameterValue",
+                       std::string(name) + " is " + std::to_string(v->size()) + " bytes; at most 1024");
+  {
+    std::lock_guard lock(mu_);
+    AZOTE_TRY(rec, find_instance(id));
+    if (rec->state != state::kRunning)
+      return api_error(K::kConflict, "IncorrectInstanceState",
+                       "instance " + id + " is " + rec->state + ": only a running instance can be attested");
+  }
+  auto hv = control::call_once(instance_dir(id) + "/hv.ctl", {{"op", "describe"}}, kControlTimeout);
+  if (!hv) return api_error(K::kInternal, "InternalError", "instance " + id + "'s azote-hv does not answer: " + hv.error().message());
+  const control::Json measured = hv->value("measurements", control::Json());
+  if (!measured.is_object() || !measured.contains("pcrs"))
+    return api_error(K::kInternal, "InternalError", "instance " + id + "'s azote-hv reports no measurements");
+  // PCR 0-15 as Nitro has them for enclaves: those not measured are zero.
+  control::Json pcrs = control::Json::object();
+  for (uint32_t i = 0; i < 16; ++i) pcrs[std::to_string(i)] = to_hex(attest::Pcr{});
+  for (const char* i : {"0", "1", "2"}) pcrs[i] = measured["pcrs"].value(i, "");
+  pcrs["4"] = to_hex(attest::extend(attest::Pcr{}, std::span(reinterpret_cast<const uint8_t*>(id.data()), id.size())));
+  auto as_hex = [](const std::string& b) { return to_hex(std::span(reinterpret_cast<const uint8_t*>(b.data()), b.size())); };
+  control::Json req = {{"op", "attest"}, {"module_id", id}, {"pcrs", pcrs}};
+  if (!nonce.empty()) req["nonce"] = as_hex(nonce);
+  if (!user_data.empty()) req["user_data"] = as_hex(user_data);
+  if (!public_key.empty()) req["public_key"] = as_hex(public_key);
+  const std::string sock = opt_.state_dir + "/rot.sock";
+  auto r = control::call_once(sock, req, kControlTimeout);
+  if (!r)
+    return api_error(K::kUnsupported, "RootOfTrustUnavailable",
+                     "the host's root of trust (azote-rot, " + sock + ") did not attest: " + r.error().message());
+  auto doc = from_hex(r->value("document", ""));
+  if (!doc) return api_error(K::kInternal, "InternalError", "azote-rot answered without a document");
+  Attestation a;
+  a.document.assign(doc->begin(), doc->end());
+  a.mode = r->value("mode", "");
+  // What the document carries: zero in development mode whatever was measured.
+  auto parsed = attest::parse(*doc);
+  if (!parsed) return api_error(K::kInternal, "InternalError", "azote-rot's document: " + parsed.error().message());
+  for (const auto& [i, v] : parsed->document.pcrs) a.pcrs[i] = to_hex(v);
+  return a;
 }
 
 std::string Host::metrics_text() {

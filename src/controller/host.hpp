@@ -138,6 +138,15 @@ class Host {
   // azote-rot's description (<state>/rot.sock, started by the launcher): its layers and
   // certificate chain. Unsupported when it does not answer.
   ApiResult<control::Json> describe_root_of_trust();
+  struct Attestation {
+    std::string document;                  // COSE_Sign1 bytes
+    std::map<uint32_t, std::string> pcrs;  // hex, as in the document
+    std::string mode;
+  };
+  // A running instance's attestation document: PCRs 0-2 from what its azote-hv loaded
+  // ("describe" measurements), 4 from its id, the others of 0-15 zero; signed by azote-rot.
+  ApiResult<Attestation> instance_attestation(const std::string& id, const std::string& nonce,
+                                              const std::string& user_data, const std::string& public_key);
 
   // Stops workers and the supervisor. With stop_on_exit, stops every instance and the
   // card first; otherwise they keep running for the next controller to adopt.

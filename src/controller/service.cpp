@@ -577,4 +577,20 @@ grpc::Status Service::DescribeHostAttestation(grpc::ServerContext* ctx, const v1
   });
 }
 
+grpc::Status Service::GetInstanceAttestation(grpc::ServerContext* ctx, const v1::GetInstanceAttestationRequest* req,
+                                             v1::GetInstanceAttestationResponse* resp) {
+  // A read: the document holds measurements and what the caller gave, nothing of the
+  // tenant's data.
+  return call(ctx, "GetInstanceAttestation", Access::kRead, {req->instance_id()},
+              [&](std::vector<std::string>&) -> ApiResult<void> {
+                AZOTE_TRY(a, host_.instance_attestation(req->instance_id(), req->nonce(), req->user_data(),
+                                                        req->public_key()));
+                resp->set_instance_id(req->instance_id());
+                resp->set_document(a.document);
+                for (const auto& [i, v] : a.pcrs) (*resp->mutable_pcrs())[i] = v;
+                resp->set_mode(a.mode);
+                return {};
+              });
+}
+
 }  // namespace azote::controller

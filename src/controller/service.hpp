@@ -69,6 +69,8 @@ class Service final : public azote::v1::Ec2::Service {
   grpc::Status GetMetrics(grpc::ServerContext*, const v1::GetMetricsRequest*, v1::GetMetricsResponse*) override;
   grpc::Status DescribeHostAttestation(grpc::ServerContext*, const v1::DescribeHostAttestationRequest*,
                                       v1::DescribeHostAttestationResponse*) override;
+  grpc::Status GetInstanceAttestation(grpc::ServerContext*, const v1::GetInstanceAttestationRequest*,
+                                     v1::GetInstanceAttestationResponse*) override;
   grpc::Status DescribeVpcs(grpc::ServerContext*, const v1::DescribeVpcsRequest*, v1::DescribeVpcsResponse*) override;
   grpc::Status DescribeSubnets(grpc::ServerContext*, const v1::DescribeSubnetsRequest*, v1::DescribeSubnetsResponse*) override;
   grpc::Status CreateSecurityGroup(grpc::ServerContext*, const v1::CreateSecurityGroupRequest*,

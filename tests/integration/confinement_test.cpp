@@ -3,6 +3,7 @@
 // a running host with two instances. Needs root and KVM, as the controller does.
 #include <dirent.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <sched.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -103,6 +104,23 @@ pid_t controller_of(pid_t parent) {
 
 class Confinement : public ControllerTest {
  protected:
+  // A release of build/bin signed with a new P-384 key: <rel>/key.pem, key.pub, another
+  // key other.pem/other.pub, the manifest good.json (release "test-1").
+  void sign_release(const std::string& rel) {
+    std::filesystem::remove_all(rel);
+    std::filesystem::create_directories(rel);
+    for (const char* k : {"key", "other"}) {
+      auto o = run({"/usr/bin/openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384", "-out",
+                    rel + "/" + k + ".pem"});
+      ASSERT_EQ(o.status, 0) << o.err;
+      o = run({"/usr/bin/openssl", "pkey", "-in", rel + "/" + k + ".pem", "-pubout", "-out", rel + "/" + k + ".pub"});
+      ASSERT_EQ(o.status, 0) << o.err;
+    }
+    const std::string bin = std::filesystem::path(AZOTE_CONTROLLER_BIN).parent_path();
+    auto o = run({AZOTE_CLI_BIN, "admin", "sign-release", "--key", rel + "/key.pem", "--bin-dir", bin, "--release",
+                  "test-1", "--out", rel + "/good.json"});
+    ASSERT_EQ(o.status, 0) << o.out << o.err;
+  }
   // The built-in guest that writes a marker into its private memory and takes a DHCP
   // lease (so that its network card maps its memory too).
   std::string marker_image() {
@@ -474,23 +492,100 @@ TEST_F(Confinement, RootOfTrustRunsAsItsOwnUidAndDescribesTheHostsLayers) {
     EXPECT_EQ(again["layers"][i]["public_key_sha256"], d["layers"][i]["public_key_sha256"]) << i;
 }
 
+// Measured instance launch: a host under a signed release attests each running instance
+// with a document the independent verifier (cbor2 + cryptography) accepts against the
+// host's device certificate, carrying the nonce, PCR 4 = the instance id, and PCRs 0/1
+// recomputed here from the image's bytes; one byte more in the kernel or one byte of the
+// command line changes PCR 0 and 1. A stopped instance is not attested.
+TEST_F(Confinement, InstanceAttestationCarriesWhatWasLoadedAndPassesAnIndependentVerifier) {
+  if (::access("/usr/bin/openssl", X_OK) != 0 || ::access("/usr/bin/python3", X_OK) != 0)
+    GTEST_SKIP() << "SKIPPED: needs /usr/bin/openssl (a release key) and /usr/bin/python3 (the verifier)";
+  stop_controller(SIGTERM);
+  const std::string rel = dir_ + "-release";
+  ASSERT_NO_FATAL_FAILURE(sign_release(rel));
+  start_controller({"--release-manifest", rel + "/good.json", "--release-key", rel + "/key.pub"});
+  const Json host = cli_json(cp_, {"describe-host-attestation"});
+  ASSERT_EQ(host["mode"], "normal") << host.dump();
+  std::ofstream(rel + "/root.pem") << host["layers"][0]["certificate_pem"].get<std::string>();
+
+  auto sha384 = [](const std::string& b) {
+    unsigned char d[48];
+    unsigned int n = 0;
+    EVP_Digest(b.data(), b.size(), d, &n, EVP_sha384(), nullptr);
+    return std::string(reinterpret_cast<char*>(d), n);
+  };
+  auto hex = [](const std::string& b) {
+    static const char* x = "0123456789abcdef";
+    std::string s;
+    for (unsigned char c : b) s += {x[c >> 4], x[c & 15]};
+    return s;
+  };
+  const std::string zero(48, '\0');
+  const std::string kernel = slurp(AZOTE_GUEST_ELF);
+  std::ofstream(rel + "/kernel+1", std::ios::binary) << kernel << '\0';
+  struct Case {
+    std::string kernel_file, cmdline, image, instance;
+    Json pcrs;
+  };
+  std::vector<Case> cases{{AZOTE_GUEST_ELF, "a azote.run=init", "", "", {}},
+                          {AZOTE_GUEST_ELF, "b azote.run=init", "", "", {}},
+                          {rel + "/kernel+1", "a azote.run=init", "", "", {}}};
+  for (auto& c : cases) {
+    auto o = cli(cp_, {"register-image", "--name", "m-" + c.cmdline.substr(0, 1) + std::to_string(c.kernel_file.size()),
+                       "--kernel", c.kernel_file, "--cmdline", c.cmdline, "--output", "json"});
+    ASSERT_EQ(o.status, 0) << o.out << o.err;
+    c.image = Json::parse(o.out).value("image_id", "");
+    o = cli(cp_, {"run-instances", "--image-id", c.image, "--instance-type", "t3.nano", "--wait", "--output", "json"});
+    ASSERT_EQ(o.status, 0) << o.out << o.err;
+    c.instance = Json::parse(o.out)["instances"][0]["instance_id"];
+    ASSERT_TRUE(wait_state(c.instance, "running", 60s)) << instance(c.instance).dump();
+    const Json a = cli_json(cp_, {"get-instance-attestation", "--instance-id", c.instance, "--nonce", "a1b2c3"});
+    ASSERT_EQ(a["mode"], "normal") << a.dump();
+    c.pcrs = a["pcrs"];
+    // The document as the CLI prints it (base64), through the verifier.
+    o = cli(cp_, {"get-instance-attestation", "--instance-id", c.instance, "--nonce", "a1b2c3"});
+    ASSERT_EQ(o.status, 0) << o.err;
+    std::ofstream(rel + "/doc.b64") << o.out;
+    const std::string pcr4 = hex(sha384(zero + c.instance));
+    o = run({"/usr/bin/python3", AZOTE_SOURCE_DIR "/tests/tools/verify_attestation.py", "--root", rel + "/root.pem",
+             rel + "/doc.b64", "--nonce", "a1b2c3", "--max-age", "120", "--expect-pcr", "4=" + pcr4},
+            30s);
+    ASSERT_EQ(o.status, 0) << o.out << o.err;
+    const Json v = Json::parse(o.out);
+    EXPECT_EQ(v["module_id"], c.instance);
+    EXPECT_EQ(v["debug"], false);
+    EXPECT_EQ(v["chain_length"], 4);
+    const std::string k = c.kernel_file == AZOTE_GUEST_ELF ? kernel : kernel + std::string(1, '\0');
+    EXPECT_EQ(v["pcrs"]["0"], hex(sha384(zero + sha384(k + c.cmdline)))) << c.cmdline;
+    EXPECT_EQ(v["pcrs"]["1"], hex(sha384(zero + sha384(k + c.cmdline))));
+    EXPECT_EQ(v["pcrs"]["2"], hex(sha384(zero + sha384(""))));
+    EXPECT_EQ(v["pcrs"]["3"], hex(zero));
+    EXPECT_EQ(v["pcrs"].size(), 16u);
+    EXPECT_EQ(v["pcrs"]["0"], c.pcrs["0"]) << "the CLI's PCRs are not the document's";
+  }
+  for (const Case* other : {&cases[1], &cases[2]}) {
+    EXPECT_NE(other->pcrs["0"], cases[0].pcrs["0"]) << other->cmdline;
+    EXPECT_NE(other->pcrs["1"], cases[0].pcrs["1"]) << other->cmdline;
+    EXPECT_EQ(other->pcrs["2"], cases[0].pcrs["2"]);
+    EXPECT_NE(other->pcrs["4"], cases[0].pcrs["4"]);
+  }
+  ASSERT_EQ(cli(cp_, {"stop-instances", "--instance-ids", cases[0].instance, "--wait"}).status, 0);
+  const Outcome stopped = cli(cp_, {"get-instance-attestation", "--instance-id", cases[0].instance});
+  EXPECT_NE(stopped.status, 0);
+  EXPECT_NE(stopped.err.find("IncorrectInstanceState"), std::string::npos) << stopped.err;
+  stop_controller(SIGTERM);
+  start_controller();  // for TearDown
+  std::filesystem::remove_all(rel);
+}
+
 TEST_F(Confinement, VerifiedLaunchRunsOnlyTheSignedReleasesBinaries) {
   if (::access("/usr/bin/openssl", X_OK) != 0) GTEST_SKIP() << "SKIPPED: no /usr/bin/openssl to make a release key";
   stop_controller(SIGTERM);
   const std::string bin = std::filesystem::path(AZOTE_CONTROLLER_BIN).parent_path();
   const std::string rel = dir_ + "-release";
-  std::filesystem::remove_all(rel);
+  ASSERT_NO_FATAL_FAILURE(sign_release(rel));
   std::filesystem::create_directories(rel + "/other-bin");
-  for (const char* k : {"key", "other"}) {
-    auto o = run({"/usr/bin/openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384", "-out",
-                  rel + "/" + k + ".pem"});
-    ASSERT_EQ(o.status, 0) << o.err;
-    o = run({"/usr/bin/openssl", "pkey", "-in", rel + "/" + k + ".pem", "-pubout", "-out", rel + "/" + k + ".pub"});
-    ASSERT_EQ(o.status, 0) << o.err;
-  }
-  auto o = run({AZOTE_CLI_BIN, "admin", "sign-release", "--key", rel + "/key.pem", "--bin-dir", bin, "--release",
-                "test-1", "--out", rel + "/good.json"});
-  ASSERT_EQ(o.status, 0) << o.out << o.err;
+  Outcome o;
   o = run({AZOTE_CLI_BIN, "admin", "verify-release", "--manifest", rel + "/good.json", "--public-key", rel + "/key.pub",
            "--bin-dir", bin});
   ASSERT_EQ(o.status, 0) << o.out << o.err;
