@@ -71,8 +71,45 @@ AttestResult<Bytes> serialize(const cbor_item_t* item) {
   return out;
 }
 
+// libcbor (0.8) allocates a definite array or map of the length its header declares
+// before reading its elements, so 9 bytes can ask for gigabytes (found by fuzz_attest).
+// Every header is therefore read first with libcbor's streaming decoder, and a
+// collection that declares more elements than bytes are left (each takes at least one)
+// refuses the input before anything is built.
+struct Budget {
+  size_t left = 0;
+  bool too_big = false;
+};
+void check_array(void* ctx, size_t n) {
+  auto* b = static_cast<Budget*>(ctx);
+  if (n > b->left) b->too_big = true;
+}
+void check_map(void* ctx, size_t n) {
+  auto* b = static_cast<Budget*>(ctx);
+  if (n > b->left / 2) b->too_big = true;
+}
+
+AttestResult<void> lengths_fit(std::span<const uint8_t> bytes, const char* what) {
+  cbor_callbacks cb = cbor_empty_callbacks;
+  cb.array_start = check_array;
+  cb.map_start = check_map;
+  size_t at = 0;
+  while (at < bytes.size()) {
+    Budget b{bytes.size() - at, false};
+    const cbor_decoder_result r = cbor_stream_decode(bytes.data() + at, bytes.size() - at, &cb, &b);
+    if (r.status != CBOR_DECODER_FINISHED || r.read == 0)
+      return bad_cbor(std::string(what) + ": not CBOR (at byte " + std::to_string(at) + ")");
+    if (b.too_big)
+      return bad_cbor(std::string(what) + ": a collection at byte " + std::to_string(at) +
+                      " declares more elements than there are bytes");
+    at += r.read;
+  }
+  return {};
+}
+
 // Decodes exactly one item spanning all of `bytes`.
 AttestResult<Item> load(std::span<const uint8_t> bytes, const char* what) {
+  AZOTE_TRYV(lengths_fit(bytes, what));
   cbor_load_result r{};
   Item item(cbor_load(bytes.data(), bytes.size(), &r));
   if (!item || r.error.code != CBOR_ERR_NONE)

@@ -166,5 +166,23 @@ TEST(Document, WrongAlgorithmOrShapeIsRefused) {
   EXPECT_FALSE(der_to_raw_p384(Bytes{0x30, 0x00}));
 }
 
+// A header declaring 2^32 elements in 9 bytes (fuzz_attest found libcbor allocating
+// for it): refused before anything is built, at the top level and inside the payload.
+TEST(Document, CollectionsLongerThanTheirBytesAreRefusedUpFront) {
+  const Bytes huge_array{0x9b, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00};
+  auto r = parse(huge_array);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().context.find("declares more elements"), std::string::npos) << r.error().context;
+  const Bytes huge_map{0xbb, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00};
+  EXPECT_FALSE(parse(huge_map));
+  // A payload whose pcrs map claims 2^32 entries, inside a well-formed envelope.
+  Bytes payload{0xa1, 0x64, 'p', 'c', 'r', 's', 0xbb, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00};
+  auto doc = sign1(payload, Bytes(96, 1));
+  ASSERT_TRUE(doc);
+  auto q = parse(*doc);
+  ASSERT_FALSE(q);
+  EXPECT_NE(q.error().context.find("payload"), std::string::npos) << q.error().context;
+}
+
 }  // namespace
 }  // namespace azote::attest
