@@ -15,6 +15,7 @@ packages=(
   libsqlite3-dev                   # controller state
   libseccomp-dev                   # lib/sandbox: seccomp allowlists per thread class
   libcbor-dev                      # lib/attest: CBOR of attestation documents (COSE_Sign1)
+  libbpf-dev                       # lib/guard: loading the write guard's BPF LSM programs (clang compiles them)
   python3-cbor2 python3-cryptography  # tests/tools/verify_attestation.py: the independent document verifier
   openssl                          # test fixtures: certificates signed by a foreign CA
   libldns-dev                      # lib/net: ldns, the independent DNS reference its tests and fuzz_dns check against

@@ -19,6 +19,9 @@
 //   {"op": "release", "instance"}: kills what is left of the instance, removes its cgroups
 //   {"op": "describe"} -> {"ok": true, "layout", "processes": [{pid, role, instance, uid, cgroup}],
 //                          "rot": {pid, uid, cgroup} or null (azote-rot, started with the host)}
+//   {"op": "guard"} -> {"ok": true, "active", "why", "protected": [paths], "denials_total",
+//                       "mismatches_total", "events": [{event, path, detail, time}]}: the
+//                       write guard; the events are those since the last "guard" call
 #pragma once
 
 #include <sys/types.h>

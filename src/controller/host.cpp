@@ -1443,6 +1443,21 @@ ApiResult<Host::Attestation> Host::instance_attestation(const std::string& id, c
   for (uint32_t i = 0; i < 16; ++i) pcrs[std::to_string(i)] = to_hex(attest::Pcr{});
   for (const char* i : {"0", "1", "2"}) pcrs[i] = measured["pcrs"].value(i, "");
   pcrs["4"] = to_hex(attest::extend(attest::Pcr{}, std::span(reinterpret_cast<const uint8_t*>(id.data()), id.size())));
+  // 8: the release's signing key, 9: the azote-hv binary it runs, as the launcher checked
+  // them against the release; zero without a release (development).
+  if (auto l = procs_.describe(); l) {
+    auto measured_digest = [](const std::string& hex) -> std::optional<std::string> {
+      auto d = from_hex(hex);
+      if (!d || d->size() != attest::kPcrBytes) return std::nullopt;
+      return to_hex(attest::extend(attest::Pcr{}, *d));
+    };
+    const launch::Json rel = l->value("release", launch::Json());
+    if (rel.is_object())
+      if (auto v = measured_digest(rel.value("key_sha384", ""))) pcrs["8"] = *v;
+    for (const auto& p : l->value("processes", launch::Json::array()))
+      if (p.value("role", "") == "hv" && p.value("instance", "") == id)
+        if (auto v = measured_digest(p.value("binary_sha384", ""))) pcrs["9"] = *v;
+  }
   auto as_hex = [](const std::string& b) { return to_hex(std::span(reinterpret_cast<const uint8_t*>(b.data()), b.size())); };
   control::Json req = {{"op", "attest"}, {"module_id", id}, {"pcrs", pcrs}};
   if (!nonce.empty()) req["nonce"] = as_hex(nonce);
@@ -1477,6 +1492,18 @@ std::string Host::metrics_text() {
     for (const auto& [s, n] : by_state) out += "azote_instances{state=\"" + s + "\"} " + std::to_string(n) + "\n";
     out += "# HELP azote_vcpus_allocated vCPUs held by pending, running and stopping instances.\n# TYPE azote_vcpus_allocated gauge\n";
     out += "azote_vcpus_allocated " + std::to_string(used_vcpus()) + "\n";
+    if (guard_state_.is_object()) {
+      out += "# HELP azote_write_guard_active Whether the write guard's BPF LSM programs are attached.\n"
+             "# TYPE azote_write_guard_active gauge\n";
+      out += "azote_write_guard_active " + std::string(guard_state_.value("active", false) ? "1" : "0") + "\n";
+      out += "# HELP azote_write_guard_denials_total Changes to protected files the write guard refused.\n"
+             "# TYPE azote_write_guard_denials_total counter\n";
+      out += "azote_write_guard_denials_total " + std::to_string(guard_state_.value("denials_total", uint64_t{0})) + "\n";
+      out += "# HELP azote_write_guard_rehash_mismatches_total Guarded binaries whose re-hash did not match the release.\n"
+             "# TYPE azote_write_guard_rehash_mismatches_total counter\n";
+      out += "azote_write_guard_rehash_mismatches_total " +
+             std::to_string(guard_state_.value("mismatches_total", uint64_t{0})) + "\n";
+    }
     out += "# HELP azote_vcpus_capacity vCPUs this host sells.\n# TYPE azote_vcpus_capacity gauge\n";
     out += "azote_vcpus_capacity " + std::to_string(opt_.capacity_vcpus) + "\n";
     out += "# HELP azote_dedicated_vcpus_allocated vCPUs of dedicated (non-burstable) types held.\n# TYPE azote_dedicated_vcpus_allocated gauge\n";
@@ -1982,6 +2009,18 @@ void Host::report_seccomp(const std::string& instance, const std::string& proces
   }
 }
 
+void Host::poll_write_guard() {
+  // The launcher's write guard: each refusal or re-hash mismatch since the last poll
+  // becomes an audit record (host.write-denied / host.rehash-mismatch).
+  auto g = procs_.guard();
+  if (!g) return;
+  std::lock_guard lock(mu_);
+  guard_state_ = *g;
+  guard_state_.erase("events");
+  for (const auto& e : g->value("events", launch::Json::array()))
+    if (events_) events_("host." + e.value("event", "write-guard"), {e.value("path", "")}, e.value("detail", ""));
+}
+
 void Host::liveness_loop() {
   for (;;) {
     struct Target {
@@ -1990,6 +2029,7 @@ void Host::liveness_loop() {
       std::optional<Proc> proc;
     };
     std::vector<Target> targets;
+    poll_write_guard();
     {
       std::unique_lock lock(mu_);
       if (cv_.wait_for(lock, kLivenessPeriod, [&] { return stopping_; })) return;

@@ -138,6 +138,9 @@ class Host {
   // azote-rot's description (<state>/rot.sock, started by the launcher): its layers and
   // certificate chain. Unsupported when it does not answer.
   ApiResult<control::Json> describe_root_of_trust();
+  // Collects the write guard's refusals from the launcher into the audit log (every
+  // liveness period).
+  void poll_write_guard();
   struct Attestation {
     std::string document;                  // COSE_Sign1 bytes
     std::map<uint32_t, std::string> pcrs;  // hex, as in the document
@@ -314,6 +317,7 @@ class Host {
   // the log and, as a "process.seccomp" record, to the audit log. mu_ held.
   void report_seccomp(const std::string& instance, const std::string& process, const std::string& line);
   EventSink events_;  // mu_
+  control::Json guard_state_;  // mu_: the launcher's last "guard" answer, without its events
   UniqueFd epoll_, wake_;
   // Every request to a network card, so changes reach them in the order they were
   // made (a group change never overtakes a full model push, a neighbour is never

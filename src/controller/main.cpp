@@ -63,7 +63,9 @@ int exec_launcher(const Options& o, const std::vector<std::string>& args) {
                                    "--card-net", o.card_net_bin.empty() ? sibling("azote-card-net") : o.card_net_bin,
                                    "--rot", sibling("azote-rot"),
                                    "--uid-base", std::to_string(o.uid_base),
-                                   "--cgroup-favordynmods", o.favordynmods ? "on" : "off"};
+                                   "--cgroup-favordynmods", o.favordynmods ? "on" : "off",
+                                   "--write-guard", o.write_guard,
+                                   "--guard-rehash-seconds", std::to_string(o.guard_rehash_seconds)};
   if (!o.probe_bin.empty()) argv.insert(argv.end(), {"--probe", o.probe_bin, "--test-socket", o.test_socket});
   if (!o.release_manifest.empty() || !o.release_key.empty())
     argv.insert(argv.end(), {"--release-manifest", o.release_manifest, "--release-key", o.release_key});

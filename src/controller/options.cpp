@@ -1,5 +1,6 @@
 #include "controller/options.hpp"
 
+#include <charconv>
 #include <algorithm>
 
 #include "base/parse.hpp"
@@ -36,7 +37,8 @@ Result<Options, OptionsError> parse_options(const std::vector<std::string>& args
                              a == "--log-level" || a == "--metrics-textfile" || a == "--launcher-fd" ||
                              a == "--uid-base" || a == "--probe" || a == "--test-socket" || a == "--card-cpus" ||
                              a == "--test-launch-delay" || a == "--dedicated-vcpus-per-cpu" ||
-                             a == "--cgroup-favordynmods" || a == "--release-manifest" || a == "--release-key";
+                             a == "--cgroup-favordynmods" || a == "--release-manifest" || a == "--release-key" ||
+                             a == "--write-guard" || a == "--guard-rehash-seconds";
     if (!wants_value) return bad("unknown option \"" + args[i] + "\" (see --help)");
     if (!has_inline) {
       if (i + 1 >= args.size()) return bad(a + " needs a value");
@@ -95,6 +97,15 @@ Result<Options, OptionsError> parse_options(const std::vector<std::string>& args
       o.release_manifest = x;
     } else if (a == "--release-key") {
       o.release_key = x;
+    } else if (a == "--guard-rehash-seconds") {
+      int n = 0;
+      const auto r = std::from_chars(x.data(), x.data() + x.size(), n);
+      if (r.ec != std::errc() || r.ptr != x.data() + x.size() || n < 1 || n > 86400)
+        return bad("--guard-rehash-seconds \"" + x + "\": expected 1 to 86400");
+      o.guard_rehash_seconds = n;
+    } else if (a == "--write-guard") {
+      if (x != "auto" && x != "on" && x != "off") return bad("--write-guard \"" + x + "\": expected auto, on or off");
+      o.write_guard = x;
     } else if (a == "--cgroup-favordynmods") {
       if (x != "on" && x != "off") return bad("--cgroup-favordynmods \"" + x + "\": expected on or off");
       o.favordynmods = x == "on";
@@ -189,6 +200,17 @@ Options:
                           whose public half is PUB (azote admin sign-release); a
                           launch whose hypervisor or card is not fails with the
                           launcher's reason. Without them: development mode
+  --write-guard auto|on|off
+                          passed to azote-launcher: BPF LSM programs refuse any
+                          change to azote-rot's state and, under a release manifest,
+                          to the release's binaries, manifest and key, to every
+                          process (root included); each refusal is audited
+                          (host.write-denied). auto (default): where the kernel runs
+                          the BPF LSM; on: required; off: nothing guarded
+  --guard-rehash-seconds N
+                          passed to azote-launcher: under a release manifest, re-hash
+                          the release's binaries every N seconds (default 60); a
+                          mismatch is audited (host.rehash-mismatch)
   --cgroup-favordynmods on|off
                           passed to azote-launcher: on (default) sets the cgroup2
                           mount option favordynmods on hosts whose cpu/memory/pids/

@@ -29,6 +29,8 @@ struct Options {
   int launcher_fd = -1;
   uint32_t uid_base = 2'000'000'000;
   bool favordynmods = true;  // --cgroup-favordynmods, passed to azote-launcher
+  std::string write_guard = "auto";  // --write-guard auto|on|off, passed to azote-launcher
+  int guard_rehash_seconds = 60;     // --guard-rehash-seconds, passed to azote-launcher
   std::string release_manifest, release_key;  // verified launch, passed to azote-launcher
   std::string probe_bin, test_socket;  // tests only: passed to the launcher
   std::string card_cpus;               // --card-cpus: "" default, "none", or a list

@@ -101,4 +101,10 @@ Result<launch::Json, ProcError> Processes::describe() {
   return r->body;
 }
 
+Result<launch::Json, ProcError> Processes::guard() {
+  auto r = launcher_.call({{"op", "guard"}});
+  if (!r) return make_error(ProcErrc::kLauncher, "the launcher: " + r.error().message());
+  return r->body;
+}
+
 }  // namespace azote::controller

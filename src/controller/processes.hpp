@@ -54,6 +54,8 @@ class Processes {
   void release(const std::string& instance);
   // The launcher's own description of what it runs (describe op).
   Result<launch::Json, ProcError> describe();
+  // The write guard's state and the refusals since the last call (guard op).
+  Result<launch::Json, ProcError> guard();
   // Readable (EOF) when the launcher is gone.
   int launcher_fd() { return launcher_.fd(); }
 

@@ -209,7 +209,8 @@ void Service::audit_event(const std::string& method, const std::vector<std::stri
   e.principal = "controller";
   e.method = method;
   e.resources = resources;
-  e.outcome = "failed";
+  // host.write-denied: a change the write guard refused; other events: something failed.
+  e.outcome = method == "host.write-denied" ? "denied" : "failed";
   e.error = error;
   if (auto a = audit_.append(e); !a) LOG_ERROR("audit: %s", a.error().message().c_str());
 }

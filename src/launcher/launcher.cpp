@@ -1,6 +1,8 @@
 #include "launcher/launcher.hpp"
 
 #include <dirent.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <signal.h>
@@ -24,6 +26,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "base/hex.hpp"
 #include "base/log.hpp"
 #include "imds/netns.hpp"
 #include "sandbox/jail.hpp"
@@ -35,7 +38,7 @@ using launch::Role;
 
 namespace {
 
-constexpr uint64_t kTagSignal = 1, kTagController = 2, kTagTestListen = 3, kTagTestClient = 1ull << 32,
+constexpr uint64_t kTagSignal = 1, kTagController = 2, kTagTestListen = 3, kTagGuard = 4, kTagTestClient = 1ull << 32,
                    kTagAdopted = 2ull << 32, kTagStarting = 3ull << 32;
 constexpr size_t kMaxExited = 4096;
 constexpr size_t kMaxTestClients = 8;
@@ -110,6 +113,23 @@ Result<std::unique_ptr<Launcher>, LauncherError> Launcher::create(Options o) {
     auto m = release::verify(*text, *key);
     if (!m) return make_error(LauncherErrc::kSetup, "--release-manifest " + l->o_.release_manifest + ": " + m.error().message());
     l->manifest_ = std::move(m).value();
+    // The release key's identity (SHA-384 of its SubjectPublicKeyInfo DER): what an
+    // instance's PCR 8 measures, as Nitro's measures an enclave image's signing key.
+    {
+      std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(key->data(), static_cast<int>(key->size())), &BIO_free);
+      std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> pub(
+          bio ? PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr) : nullptr, &EVP_PKEY_free);
+      unsigned char* der = nullptr;
+      const int n = pub ? i2d_PUBKEY(pub.get(), &der) : -1;
+      unsigned char d[EVP_MAX_MD_SIZE];
+      unsigned int dn = 0;
+      if (n <= 0 || EVP_Digest(der, static_cast<size_t>(n), d, &dn, EVP_sha384(), nullptr) != 1) {
+        OPENSSL_free(der);
+        return make_error(LauncherErrc::kSetup, "--release-key " + l->o_.release_key + ": not a public key");
+      }
+      OPENSSL_free(der);
+      l->release_key_sha384_ = to_hex(std::span<const uint8_t>(d, dn));
+    }
     // This launcher itself is the first binary the release must vouch for.
     UniqueFd self(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
     if (!self) return errno_error(LauncherErrc::kSetup, "/proc/self/exe");
@@ -166,6 +186,7 @@ Result<std::unique_ptr<Launcher>, LauncherError> Launcher::create(Options o) {
   // describe-host-attestation says); a binary the release refuses is such a case.
   if (!l->o_.rot_bin.empty())
     if (auto r = l->start_rot(); !r) LOG_ERROR("azote-launcher: azote-rot not started: %s", r.error().message().c_str());
+  AZOTE_TRYV(l->start_guard());
   AZOTE_TRYV(l->start_controller());
   return l;
 }
@@ -196,6 +217,13 @@ void Launcher::adopt_existing() {
         if (!c.pidfd) continue;
         struct stat st{};
         if (::stat(("/proc/" + std::to_string(pid)).c_str(), &st) == 0) c.uid = st.st_uid;
+        if (manifest_) {
+          // What it runs, checked again: a process another launcher started under
+          // another release does not inherit this one's measurement.
+          const char* name = c.role == Role::kHv ? "azote-hv" : c.role == Role::kCardBlk ? "azote-card-blk" : "azote-card-net";
+          UniqueFd exe(::open(("/proc/" + std::to_string(pid) + "/exe").c_str(), O_RDONLY | O_CLOEXEC));
+          if (exe && release::check(*manifest_, name, exe.get())) c.binary_sha384 = manifest_->files[name];
+        }
         epoll_event ev{EPOLLIN, {.u64 = kTagAdopted + static_cast<uint64_t>(pid)}};
         ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, c.pidfd.get(), &ev);
         LOG_INFO("azote-launcher: adopted %s %s (pid %d)", to_string(c.role), instance.c_str(), pid);
@@ -409,11 +437,10 @@ Result<void, LauncherError> Launcher::start_rot() {
   auto leaf = cgroups_->create("rot", {});
   if (!leaf) return make_error(LauncherErrc::kSetup, leaf.error().message());
   std::fflush(nullptr);
+  const pid_t launcher = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0) return errno_error(LauncherErrc::kSetup, "fork");
   if (pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() == 1) ::_exit(71);  // the launcher is already gone
     for (const auto& procs : *leaf) {
       std::ofstream f(procs);
       f << "0";
@@ -429,10 +456,17 @@ Result<void, LauncherError> Launcher::start_rot() {
     for (int i = 0; i < 6; ++i)
       if (::dup2(moved[i], 3 + i) != 3 + i || ::fcntl(3 + i, F_SETFD, i == 5 ? FD_CLOEXEC : 0) != 0) ::_exit(71);
     ::syscall(SYS_close_range, 9u, ~0U, 0);
+    // Its stdin and stdout are nobody's: it must not hold the launcher's (a pipe whose
+    // reader waits for the launcher's end). Its log goes where the launcher's goes.
+    const int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0 || ::dup2(null, 0) != 0 || ::dup2(null, 1) != 1) ::_exit(71);
     if (auto d = sandbox::drop_privileges(uid, uid); !d) {
       std::fprintf(stderr, "azote-launcher: azote-rot: %s\n", d.error().message().c_str());
       ::_exit(71);
     }
+    // After the uid change, which clears it: it dies with the launcher, whatever kills
+    // that (the next launcher starts its own).
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != launcher) ::_exit(71);
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
@@ -443,6 +477,102 @@ Result<void, LauncherError> Launcher::start_rot() {
   rot_pid_ = pid;
   LOG_INFO("azote-launcher: azote-rot started (pid %d, uid %u, %s mode)", pid, uid, manifest_ ? "normal" : "development");
   return {};
+}
+
+Result<void, LauncherError> Launcher::start_guard() {
+  if (manifest_) {
+    // Re-hashed periodically whether or not the guard can stop writes: a change is at
+    // least seen (and on hosts without the BPF LSM, only seen).
+    std::error_code ec;
+    const std::string self = fs::read_symlink("/proc/self/exe", ec).string();
+    for (const auto& [name, path] : {std::pair<std::string, std::string>{"azote-launcher", self},
+                                     {"azote-controller", o_.controller_bin},
+                                     {"azote-hv", o_.hv_bin},
+                                     {"azote-card-blk", o_.card_blk_bin},
+                                     {"azote-card-net", o_.card_net_bin},
+                                     {"azote-rot", o_.rot_bin}})
+      if (!path.empty()) guarded_binaries_[path] = name;
+    rehash_at_ = std::chrono::steady_clock::now() + std::chrono::seconds(o_.guard_rehash_seconds);
+  }
+  if (o_.write_guard == "off") {
+    guard_why_ = "off (--write-guard off)";
+    LOG_WARN("azote-launcher: write guard off: protected files can be changed by root");
+    return {};
+  }
+  auto g = guard::WriteGuard::start();
+  if (!g) {
+    guard_why_ = g.error().message();
+    if (o_.write_guard == "on") return make_error(LauncherErrc::kSetup, "--write-guard on: " + guard_why_);
+    LOG_WARN("azote-launcher: no write guard: %s", guard_why_.c_str());
+    return {};
+  }
+  guard_ = std::move(g).value();
+  auto protect = [&](const std::string& path, std::optional<uid_t> writer, bool entries) -> Result<void, LauncherError> {
+    if (auto p = guard_->protect(path, writer, entries); !p) return make_error(LauncherErrc::kSetup, p.error().message());
+    return {};
+  };
+  if (!o_.rot_bin.empty()) AZOTE_TRYV(protect(o_.state_dir + "/rot", o_.uid_base + launch::kRotId, true));
+  if (manifest_) {
+    for (const auto& [path, name] : guarded_binaries_) AZOTE_TRYV(protect(path, std::nullopt, false));
+    AZOTE_TRYV(protect(o_.release_manifest, std::nullopt, false));
+    AZOTE_TRYV(protect(o_.release_key, std::nullopt, false));
+  }
+  epoll_event ev{EPOLLIN, {.u64 = kTagGuard}};
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, guard_->poll_fd(), &ev);
+  LOG_INFO("azote-launcher: write guard on (%s): %zu protected path(s)%s%s", guard::to_string(guard_->mechanism()),
+           guard_->paths().size(), guard_->fallback_reason().empty() ? "" : "; not bpf-lsm: ",
+           guard_->fallback_reason().c_str());
+  return {};
+}
+
+namespace {
+Json guard_event(const std::string& what, const std::string& path, const std::string& detail) {
+  return Json{{"event", what}, {"path", path}, {"detail", detail}, {"time", static_cast<int64_t>(::time(nullptr))}};
+}
+}  // namespace
+
+void Launcher::guard_ready() {
+  if (!guard_) return;
+  for (const auto& d : guard_->drain()) {
+    ++guard_denials_;
+    const std::string detail = "refused " + d.op + (d.entry ? " of an entry of " : " of ") + d.path + " by pid " +
+                               std::to_string(d.pid) + " (" + (d.exe.empty() ? d.comm : d.exe) + ", uid " +
+                               std::to_string(d.uid) + (d.why.empty() ? "" : ", " + d.why) + ")";
+    LOG_WARN("azote-launcher: write guard: %s", detail.c_str());
+    if (guard_events_.size() < 1024) guard_events_.push_back(guard_event("write-denied", d.path, detail));
+  }
+}
+
+void Launcher::rehash() {
+  for (const auto& [path, name] : guarded_binaries_) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    std::string why;
+    if (!fd) why = std::string("cannot open it: ") + std::strerror(errno);
+    else if (auto c = release::check(*manifest_, name, fd.get()); !c) why = c.error().message();
+    if (why.empty()) continue;
+    ++guard_mismatches_;
+    const std::string detail = "re-hash of " + path + ": " + why;
+    LOG_ERROR("azote-launcher: write guard: %s", detail.c_str());
+    if (guard_events_.size() < 1024) guard_events_.push_back(guard_event("rehash-mismatch", path, detail));
+  }
+}
+
+Json Launcher::guard_report() {
+  guard_ready();
+  Json events = Json::array();
+  for (auto& e : guard_events_) events.push_back(std::move(e));
+  guard_events_.clear();
+  Json paths = Json::array();
+  if (guard_)
+    for (const auto& p : guard_->paths()) paths.push_back(p);
+  return Json{{"ok", true},
+              {"active", guard_ != nullptr},
+              {"mechanism", guard_ ? guard::to_string(guard_->mechanism()) : ""},
+              {"why", guard_ ? guard_->fallback_reason() : guard_why_},
+              {"protected", paths},
+              {"denials_total", guard_denials_},
+              {"mismatches_total", guard_mismatches_},
+              {"events", events}};
 }
 
 void Launcher::stop_rot() {
@@ -507,7 +637,7 @@ int Launcher::run() {
   for (;;) {
     if (stopping_ && controller_pid_ == 0) break;
     int timeout = -1;
-    for (const auto& at : {restart_at_, rot_restart_at_}) {
+    for (const auto& at : {restart_at_, rot_restart_at_, rehash_at_}) {
       if (!at) continue;
       const int ms = static_cast<int>(std::max<int64_t>(
           0, std::chrono::duration_cast<std::chrono::milliseconds>(*at - std::chrono::steady_clock::now()).count()));
@@ -528,6 +658,8 @@ int Launcher::run() {
           if (controller_pidfd_) ::syscall(SYS_pidfd_send_signal, controller_pidfd_.get(), SIGTERM, nullptr, 0);
         }
         reap();
+      } else if (tag == kTagGuard) {
+        guard_ready();
       } else if (tag == kTagController) {
         if (ctl_sock_) serve_client(ctl_sock_.get(), false);
       } else if (tag == kTagTestListen) {
@@ -550,6 +682,10 @@ int Launcher::run() {
       } else if (tag >= kTagTestClient) {
         serve_client(static_cast<int>(tag - kTagTestClient), true);
       }
+    }
+    if (rehash_at_ && std::chrono::steady_clock::now() >= *rehash_at_) {
+      rehash();
+      rehash_at_ = std::chrono::steady_clock::now() + std::chrono::seconds(o_.guard_rehash_seconds);
     }
     if (rot_restart_at_ && std::chrono::steady_clock::now() >= *rot_restart_at_) {
       rot_restart_at_.reset();
@@ -627,7 +763,8 @@ Json Launcher::dispatch(const Json& req, std::vector<UniqueFd>* fds, bool from_t
   if (op == "status") return status(req);
   if (op == "release") return release(req);
   if (op == "describe") return describe();
-  return refuse("unknown op \"" + op + "\" (known: spawn, signal, status, release, describe)");
+  if (op == "guard") return guard_report();
+  return refuse("unknown op \"" + op + "\" (known: spawn, signal, status, release, describe, guard)");
 }
 
 Result<UniqueFd, LauncherError> Launcher::open_beneath(const std::string& path, int flags, mode_t mode) {
@@ -828,6 +965,7 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
   if (!j) return refuse("spawn: " + j.error().message());
   exited_.erase(j->jailed.pid);  // an earlier process's status under a reused pid
   Starting st;
+  if (manifest_) st.child.binary_sha384 = manifest_->files[bin_name];  // open_binary checked it
   st.child.role = r.role;
   st.child.instance = r.instance;
   st.child.uid = id;
@@ -882,7 +1020,7 @@ Json Launcher::complete(Starting& st, std::vector<UniqueFd>* out) {
   c.pidfd = std::move(j->pidfd);
   const pid_t pid = j->pid;
   Json reply = {{"ok", true}, {"pid", pid}, {"starttime", c.starttime}, {"uid", c.uid},
-                {"cgroup", cgroups_->membership_dir(c.cgroup)}};
+                {"cgroup", cgroups_->membership_dir(c.cgroup)}, {"binary_sha384", c.binary_sha384}};
   LOG_INFO("azote-launcher: %s started (pid %d, uid %u, cgroup %s)", what.c_str(), pid, c.uid, c.cgroup.c_str());
   // Reaped already (it exited between its exec and this answer): exited_ holds its status.
   if (exited_.count(pid) == 0) children_.emplace(pid, std::move(c));
@@ -994,7 +1132,7 @@ Json Launcher::describe() {
   Json procs = Json::array();
   for (const auto& [pid, c] : children_)
     procs.push_back({{"pid", pid}, {"starttime", c.starttime}, {"role", to_string(c.role)}, {"instance", c.instance},
-                     {"uid", c.uid}, {"cgroup", cgroups_->membership_dir(c.cgroup)}});
+                     {"uid", c.uid}, {"cgroup", cgroups_->membership_dir(c.cgroup)}, {"binary_sha384", c.binary_sha384}});
   Json rot = nullptr;  // azote-rot: the host's, not a jailed process of an instance
   if (rot_pid_ != 0)
     rot = {{"pid", rot_pid_}, {"uid", o_.uid_base + launch::kRotId}, {"cgroup", cgroups_->membership_dir("rot")}};
@@ -1003,7 +1141,8 @@ Json Launcher::describe() {
               {"host", host_name_},
               {"tree", cgroups_->membership_dir("")},
               {"processes", procs},
-              {"rot", rot}};
+              {"rot", rot},
+              {"release", manifest_ ? Json{{"name", manifest_->release}, {"key_sha384", release_key_sha384_}} : Json()}};
 }
 
 }  // namespace azote::launcher

@@ -23,6 +23,7 @@
 
 #include "base/error.hpp"
 #include "base/unique_fd.hpp"
+#include "guard/guard.hpp"
 #include "launch/protocol.hpp"
 #include "release/release.hpp"
 #include "sandbox/cgroup.hpp"
@@ -40,6 +41,10 @@ struct Options {
   std::string test_socket;  // with probe_bin: root-only socket for probe requests
   uint32_t uid_base = 2'000'000'000;
   bool favordynmods = true;  // --cgroup-favordynmods (CgroupTree::favor_migrations)
+  // --write-guard: "auto" (where the kernel runs the BPF LSM), "on" (required: exit 71
+  // without it) or "off"; what it protects: see start_guard().
+  std::string write_guard = "auto";
+  int guard_rehash_seconds = 60;  // --guard-rehash-seconds: re-hash the release's binaries
   // Verified launch: a signed release manifest and the release's public key (both or
   // neither). Without them: development mode, binaries run unchecked (logged).
   std::string release_manifest, release_key;
@@ -70,6 +75,9 @@ class Launcher {
     uint64_t starttime = 0;
     std::string cgroup;  // relative leaf
     UniqueFd pidfd;
+    // Under a release: the SHA-384 (hex) of the binary it runs, checked against the
+    // release (its sealed copy at spawn; /proc/PID/exe when adopted); "" otherwise.
+    std::string binary_sha384;
   };
   // A spawn whose child is building its jail; its exec outcome answers `reply_fd`.
   struct Starting {
@@ -92,6 +100,13 @@ class Launcher {
   // in development mode without a release. Dies with the launcher (PDEATHSIG).
   Result<void, LauncherError> start_rot();
   void stop_rot();
+  // The write guard (lib/guard): azote-rot's state directory (its entries writable by its
+  // uid alone) and, under a release manifest, every binary of the release, the manifest
+  // and the release key (writable by nobody), for as long as this launcher runs.
+  Result<void, LauncherError> start_guard();
+  void guard_ready();  // refusals reported: logged, kept for the controller's "guard"
+  void rehash();       // under a manifest: the protected binaries still match it?
+  launch::Json guard_report();
   void adopt_existing();
   void reap();
   void serve_client(int fd, bool test);
@@ -133,6 +148,7 @@ class Launcher {
 
   Options o_;
   std::optional<release::Manifest> manifest_;  // verified launch; nullopt: development mode
+  std::string release_key_sha384_;              // under a manifest: SHA-384 (hex) of the release key's DER
   std::map<std::string, UniqueFd> sealed_;     // under a manifest: name -> sealed, checked memfd
   std::map<std::string, std::string> refused_;  // under a manifest: name -> why it may not run
   UniqueFd state_fd_;
@@ -140,6 +156,12 @@ class Launcher {
   std::optional<sandbox::CgroupTree> cgroups_;
   UniqueFd epoll_, signal_fd_, ctl_sock_, test_listen_;
   std::vector<UniqueFd> test_clients_;
+  std::unique_ptr<guard::WriteGuard> guard_;
+  std::string guard_why_;  // why there is no guard
+  std::vector<launch::Json> guard_events_;  // since the controller last asked (bounded)
+  uint64_t guard_denials_ = 0, guard_mismatches_ = 0;
+  std::map<std::string, std::string> guarded_binaries_;  // path -> release name (re-hashed)
+  std::optional<std::chrono::steady_clock::time_point> rehash_at_;
   pid_t rot_pid_ = 0;
   std::optional<std::chrono::steady_clock::time_point> rot_restart_at_;
   pid_t controller_pid_ = 0;

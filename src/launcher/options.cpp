@@ -49,6 +49,15 @@ Result<Options, LauncherError> parse_args(const std::vector<std::string>& args) 
       o.release_manifest = value;
     } else if (flag == "--release-key") {
       o.release_key = value;
+    } else if (flag == "--write-guard") {
+      if (value != "auto" && value != "on" && value != "off") return bad("--write-guard \"" + value + "\": expected auto, on or off");
+      o.write_guard = value;
+    } else if (flag == "--guard-rehash-seconds") {
+      int n = 0;
+      const auto r = std::from_chars(value.data(), value.data() + value.size(), n);
+      if (r.ec != std::errc() || r.ptr != value.data() + value.size() || n < 1 || n > 86400)
+        return bad("--guard-rehash-seconds \"" + value + "\": expected 1 to 86400");
+      o.guard_rehash_seconds = n;
     } else if (flag == "--cgroup-favordynmods") {
       if (value != "on" && value != "off") return bad("--cgroup-favordynmods \"" + value + "\": expected on or off");
       o.favordynmods = value == "on";
@@ -67,7 +76,8 @@ Result<Options, LauncherError> parse_args(const std::vector<std::string>& args) 
 const char* usage_text() {
   return R"(Usage: azote-launcher --state-dir DIR --controller BIN --hv BIN --card-blk BIN
                      --card-net BIN [--uid-base N] [--cgroup-favordynmods on|off]
-                     [--rot BIN] [--probe BIN --test-socket PATH]
+                     [--rot BIN] [--write-guard auto|on|off] [--guard-rehash-seconds N]
+                     [--probe BIN --test-socket PATH]
                      -- CONTROLLER-ARGS...
 
 The privileged part of an azote host. azote-controller starts it when run as root
@@ -96,6 +106,17 @@ non-root uid, no capabilities), opening the files they need for them.
                      (SHA-384), the controller through the descriptor it hashed,
                      and refuses a binary that is not the release's. Without them:
                      development mode, logged at start
+  --write-guard auto|on|off
+                     BPF LSM programs refusing to every process, root included, any
+                     change (write, truncate, unlink, rename, mount over) to
+                     azote-rot's state (but by azote-rot) and, under a release
+                     manifest, to the release's binaries, the manifest and the key;
+                     each refusal logged and audited by the controller. auto
+                     (default): where the kernel runs the BPF LSM, else a warning;
+                     on: exit 71 without it; off: nothing guarded
+  --guard-rehash-seconds N
+                     under a release manifest, re-hash the guarded binaries every N
+                     seconds (default 60); a mismatch is logged and audited
   --cgroup-favordynmods on|off
                      on (default): where processes must be moved into v1 cgroup
                      hierarchies (a hybrid host), set the cgroup2 mount option

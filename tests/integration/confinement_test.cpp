@@ -104,6 +104,28 @@ pid_t controller_of(pid_t parent) {
 
 class Confinement : public ControllerTest {
  protected:
+  bool write_guard_on() { return slurp(dir_ + "/controller.log").find("write guard on (") != std::string::npos; }
+  // errno of opening `path` for writing (0: it opened; nothing is written either way).
+  static int write_open_errno(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    const int e = fd < 0 ? errno : 0;
+    if (fd >= 0) ::close(fd);
+    return e;
+  }
+  // The audit record of `method` whose error contains `needle`, waited for (the
+  // controller collects the launcher's guard events every 3 s).
+  Json audited(const std::string& method, const std::string& needle, std::chrono::seconds timeout = 20s) {
+    Json found;
+    eventually([&] {
+      for (const auto& r : audit_records())
+        if (r.value("method", "") == method && r.dump().find(needle) != std::string::npos) {
+          found = r;
+          return true;
+        }
+      return false;
+    }, timeout);
+    return found;
+  }
   // A release of build/bin signed with a new P-384 key: <rel>/key.pem, key.pub, another
   // key other.pem/other.pub, the manifest good.json (release "test-1").
   void sign_release(const std::string& rel) {
@@ -497,6 +519,56 @@ TEST_F(Confinement, RootOfTrustRunsAsItsOwnUidAndDescribesTheHostsLayers) {
 // host's device certificate, carrying the nonce, PCR 4 = the instance id, and PCRs 0/1
 // recomputed here from the image's bytes; one byte more in the kernel or one byte of the
 // command line changes PCR 0 and 1. A stopped instance is not attested.
+// The write guard (BPF LSM) while the host runs: azote-rot's state refuses root itself
+// (write, unlink, create, rename), each refusal an audit record naming the pid and the
+// executable, counted in the metrics; azote-rot's own uid still works there (it restarts
+// and reads its secret). Without the BPF LSM: SKIPPED, with the launcher's reason.
+TEST_F(Confinement, WriteGuardRefusesRootOnTheRootOfTrustsStateAndAuditsIt) {
+  if (!write_guard_on()) {
+    const std::string log = slurp(dir_ + "/controller.log");
+    const size_t at = log.find("no write guard:");
+    GTEST_SKIP() << "SKIPPED: " << (at == std::string::npos ? "the launcher did not start the write guard"
+                                                          : log.substr(at, log.find('\n', at) - at));
+  }
+  const std::string uds = dir_ + "/rot/uds";
+  EXPECT_EQ(write_open_errno(uds), EPERM);
+  EXPECT_EQ(::open(uds.c_str(), O_RDONLY | O_TRUNC | O_CLOEXEC) >= 0 ? 0 : errno, EPERM);
+  EXPECT_EQ(::open(uds.c_str(), O_RDWR | O_APPEND | O_CLOEXEC) >= 0 ? 0 : errno, EPERM);
+  int expected_denials = 3;
+  // What does not open the file is trapped by the BPF LSM only (fanotify sees opens).
+  const bool bpf = slurp(dir_ + "/controller.log").find("write guard on (bpf-lsm)") != std::string::npos;
+  if (bpf) {
+    EXPECT_EQ(::unlink(uds.c_str()) == 0 ? 0 : errno, EPERM);
+    EXPECT_EQ(::open((dir_ + "/rot/planted").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600) >= 0 ? 0 : errno, EPERM);
+    EXPECT_EQ(::rename((dir_ + "/rot").c_str(), (dir_ + "/rot.old").c_str()) == 0 ? 0 : errno, EPERM);
+    expected_denials += 3;
+  }
+  struct stat st{};
+  EXPECT_EQ(::stat(uds.c_str(), &st), 0) << "the device secret is gone";
+  const std::string me = std::to_string(::getpid());
+  const Json r = audited("host.write-denied", "by pid " + me);
+  ASSERT_FALSE(r.is_null()) << "no host.write-denied record for pid " << me;
+  EXPECT_EQ(r["outcome"], "denied");
+  EXPECT_NE(r.dump().find("confinement_test"), std::string::npos) << r.dump();
+  EXPECT_NE(r.dump().find(dir_ + "/rot"), std::string::npos) << r.dump();
+  EXPECT_TRUE(eventually([&] {
+    return cli(cp_, {"get-metrics"}).out.find("azote_write_guard_denials_total " + std::to_string(expected_denials)) !=
+           std::string::npos;
+  }, 20s)) << cli(cp_, {"get-metrics"}).out;
+  // azote-rot itself is not locked out: killed, it comes back and reads its secret.
+  const auto rot = procs_in(cgroup_tree_ + "/rot");
+  ASSERT_EQ(rot.size(), 1u);
+  const Json before = cli_json(cp_, {"describe-host-attestation"});
+  ASSERT_EQ(::kill(rot[0], SIGKILL), 0);
+  EXPECT_TRUE(eventually([&] {
+    const auto now = procs_in(cgroup_tree_ + "/rot");
+    return now.size() == 1 && now[0] != rot[0] && cli(cp_, {"describe-host-attestation"}).status == 0;
+  }, 20s));
+  EXPECT_EQ(cli_json(cp_, {"describe-host-attestation"})["layers"][0]["public_key_sha256"],
+            before["layers"][0]["public_key_sha256"]);
+  EXPECT_EQ(audit_verify().status, 0);
+}
+
 TEST_F(Confinement, InstanceAttestationCarriesWhatWasLoadedAndPassesAnIndependentVerifier) {
   if (::access("/usr/bin/openssl", X_OK) != 0 || ::access("/usr/bin/python3", X_OK) != 0)
     GTEST_SKIP() << "SKIPPED: needs /usr/bin/openssl (a release key) and /usr/bin/python3 (the verifier)";
@@ -506,6 +578,15 @@ TEST_F(Confinement, InstanceAttestationCarriesWhatWasLoadedAndPassesAnIndependen
   start_controller({"--release-manifest", rel + "/good.json", "--release-key", rel + "/key.pub"});
   const Json host = cli_json(cp_, {"describe-host-attestation"});
   ASSERT_EQ(host["mode"], "normal") << host.dump();
+  if (write_guard_on()) {
+    // Under a release the guard covers its binaries, the manifest and the key too.
+    const std::string bin = std::filesystem::path(AZOTE_CONTROLLER_BIN).parent_path();
+    // (Not the controller or azote-rot: they run from their files, which the kernel keeps
+    // from writers anyway, ETXTBSY; azote-hv and the cards run from sealed copies.)
+    for (const std::string& f : {bin + "/azote-hv", bin + "/azote-card-blk", rel + "/good.json", rel + "/key.pub"})
+      EXPECT_EQ(write_open_errno(f), EPERM) << f;
+    EXPECT_FALSE(audited("host.write-denied", bin + "/azote-hv").is_null());
+  }
   std::ofstream(rel + "/root.pem") << host["layers"][0]["certificate_pem"].get<std::string>();
 
   auto sha384 = [](const std::string& b) {
@@ -522,6 +603,12 @@ TEST_F(Confinement, InstanceAttestationCarriesWhatWasLoadedAndPassesAnIndependen
   };
   const std::string zero(48, '\0');
   const std::string kernel = slurp(AZOTE_GUEST_ELF);
+  // 8: the release key (its DER), 9: the azote-hv binary, each extended once from zero.
+  auto der = run({"/usr/bin/openssl", "pkey", "-pubin", "-in", rel + "/key.pub", "-outform", "DER", "-out", rel + "/key.der"});
+  ASSERT_EQ(der.status, 0) << der.err;
+  const std::string pcr8 = hex(sha384(zero + sha384(slurp(rel + "/key.der"))));
+  const std::string pcr9 =
+      hex(sha384(zero + sha384(slurp(std::filesystem::path(AZOTE_CONTROLLER_BIN).parent_path() / "azote-hv"))));
   std::ofstream(rel + "/kernel+1", std::ios::binary) << kernel << '\0';
   struct Case {
     std::string kernel_file, cmdline, image, instance;
@@ -560,6 +647,8 @@ TEST_F(Confinement, InstanceAttestationCarriesWhatWasLoadedAndPassesAnIndependen
     EXPECT_EQ(v["pcrs"]["1"], hex(sha384(zero + sha384(k + c.cmdline))));
     EXPECT_EQ(v["pcrs"]["2"], hex(sha384(zero + sha384(""))));
     EXPECT_EQ(v["pcrs"]["3"], hex(zero));
+    EXPECT_EQ(v["pcrs"]["8"], pcr8);
+    EXPECT_EQ(v["pcrs"]["9"], pcr9);
     EXPECT_EQ(v["pcrs"].size(), 16u);
     EXPECT_EQ(v["pcrs"]["0"], c.pcrs["0"]) << "the CLI's PCRs are not the document's";
   }
@@ -594,8 +683,10 @@ TEST_F(Confinement, VerifiedLaunchRunsOnlyTheSignedReleasesBinaries) {
   // running host: what runs is the copy the launcher sealed and checked at start.
   for (const auto& name : {"azote-launcher", "azote-controller", "azote-hv", "azote-card-blk", "azote-card-net", "azote-rot"})
     std::filesystem::copy_file(bin + "/" + name, rel + "/other-bin/" + name);
+  // The write guard off: this part changes a binary of the release under the running
+  // host, which the guard would refuse; the launcher's re-hash notices it (every second).
   start_controller({"--release-manifest", rel + "/good.json", "--release-key", rel + "/key.pub", "--hv",
-                    rel + "/other-bin/azote-hv"});
+                    rel + "/other-bin/azote-hv", "--write-guard", "off", "--guard-rehash-seconds", "1"});
   EXPECT_NE(slurp(dir_ + "/controller.log").find("verified launch: release test-1"), std::string::npos)
       << slurp(dir_ + "/controller.log");
   // The root of trust runs under the release too: its layers are in normal mode.
@@ -612,6 +703,11 @@ TEST_F(Confinement, VerifiedLaunchRunsOnlyTheSignedReleasesBinaries) {
   std::error_code ec;
   const std::string exe = std::filesystem::read_symlink("/proc/" + std::to_string(hv) + "/exe", ec).string();
   EXPECT_NE(exe.find("memfd:azote-hv"), std::string::npos) << exe;
+  const Json mismatch = audited("host.rehash-mismatch", rel + "/other-bin/azote-hv");
+  EXPECT_FALSE(mismatch.is_null()) << "the changed binary was not reported";
+  EXPECT_TRUE(eventually([&] {
+    return cli(cp_, {"get-metrics"}).out.find("azote_write_guard_rehash_mismatches_total 0") == std::string::npos;
+  }, 10s));
   stop_controller(SIGTERM);
 
   // A release whose azote-hv is that changed file: one byte longer than the installed one.

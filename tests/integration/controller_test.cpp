@@ -217,7 +217,8 @@ TEST_F(ControllerTest, AuthorizationMatrixIsEnforcedAndAudited) {
   ASSERT_TRUE(wait_state(id, "running"));
   const std::vector<std::vector<std::string>> reads = {
       {"describe-instances"}, {"describe-instance-types"}, {"describe-images"},
-      {"describe-volumes"},   {"get-metrics"}};
+      {"describe-volumes"},   {"get-metrics"},          {"describe-host-attestation"},
+      {"get-instance-attestation", "--instance-id", id, "--nonce", "00"}};
   const std::vector<std::vector<std::string>> writes = {
       {"get-console-output", "--instance-id", id},
       {"run-instances", "--image-id", "ami-builtin"}, {"stop-instances", "--instance-ids", id},
