@@ -5,12 +5,16 @@
 // refuses a write (O_WRONLY, O_RDWR or O_TRUNC) unless the opener's effective uid is the
 // rule's writer. An open whose flags cannot be read is refused (fail closed).
 //
-// Its own thread, so that the process holding the guard (the launcher) can open the
-// protected files itself (to hash or exec them) without waiting on its own answer. This
-// thread opens nothing but /proc files and never a protected one.
+// A helper process of its own ("azote-guard", forked at start, dying with its parent)
+// owns the fanotify group: the process holding the guard (the launcher) can then open
+// the protected files itself (to hash or exec them) without waiting on its own answer,
+// and stays single-threaded. The helper opens nothing but /proc files.
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/eventfd.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <sys/fanotify.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -23,9 +27,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <mutex>
 #include <sstream>
-#include <thread>
 
 #include "base/log.hpp"
 #include "base/unique_fd.hpp"
@@ -97,78 +99,27 @@ std::optional<uid_t> euid_of(pid_t tid) {
   return std::nullopt;
 }
 
-class Fanotify final : public Backend {
+// The helper's side: the fanotify group, the rules, the answers.
+class Helper {
  public:
-  ~Fanotify() override {
-    if (stop_) {
-      const uint64_t one = 1;
-      (void)::write(stop_.get(), &one, sizeof one);
-    }
-    if (thread_.joinable()) thread_.join();
-  }
+  Helper(UniqueFd fan, UniqueFd ctl, UniqueFd events) : fan_(std::move(fan)), ctl_(std::move(ctl)), events_(std::move(events)) {}
 
-  GuardResult<void> init() {
-    fan_.reset(::fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_TID,
-                               O_RDONLY | O_CLOEXEC | O_LARGEFILE));
-    if (!fan_)
-      return make_error(errno == EPERM || errno == EINVAL || errno == ENOSYS ? GuardErrc::kUnavailable : GuardErrc::kLoad,
-                        "fanotify_init with permission events (needs CAP_SYS_ADMIN, CONFIG_FANOTIFY_ACCESS_PERMISSIONS)",
-                        errno);
-    stop_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    ready_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!stop_ || !ready_) return errno_error(GuardErrc::kLoad, "eventfd");
-    thread_ = std::thread([this] { serve(); });
-    return {};
-  }
-
-  GuardResult<void> protect(const std::string& path, std::optional<uid_t> writer, bool entries) override {
-    struct stat st{};
-    if (::lstat(path.c_str(), &st) != 0) return errno_error(GuardErrc::kPath, "protect " + path);
-    {
-      std::lock_guard lock(mu_);
-      rules_[{st.st_dev, st.st_ino}] = Rule{path, writer, entries};
-    }
-    const uint64_t mask = FAN_OPEN_PERM | (entries ? FAN_EVENT_ON_CHILD : 0);
-    if (::fanotify_mark(fan_.get(), FAN_MARK_ADD | FAN_MARK_DONT_FOLLOW | (entries ? FAN_MARK_ONLYDIR : 0), mask,
-                        AT_FDCWD, path.c_str()) != 0)
-      return errno_error(GuardErrc::kMap, "fanotify_mark " + path);
-    return {};
-  }
-  void forget(const std::string& path) override {
-    (void)::fanotify_mark(fan_.get(), FAN_MARK_REMOVE | FAN_MARK_DONT_FOLLOW, FAN_OPEN_PERM | FAN_EVENT_ON_CHILD,
-                          AT_FDCWD, path.c_str());
-    std::lock_guard lock(mu_);
-    for (auto it = rules_.begin(); it != rules_.end(); ++it)
-      if (it->second.path == path) {
-        rules_.erase(it);
-        return;
-      }
-  }
-  int poll_fd() const override { return ready_.get(); }
-  std::vector<Denial> drain() override {
-    uint64_t n = 0;
-    (void)::read(ready_.get(), &n, sizeof n);
-    std::lock_guard lock(mu_);
-    std::vector<Denial> out;
-    out.swap(pending_);
-    return out;
-  }
-
- private:
-  void serve() {
+  // Until the launcher's end of the control socket closes.
+  [[noreturn]] void run() {
     alignas(fanotify_event_metadata) char buf[8192];
     for (;;) {
-      pollfd p[2] = {{fan_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
+      pollfd p[2] = {{fan_.get(), POLLIN, 0}, {ctl_.get(), POLLIN, 0}};
       if (::poll(p, 2, -1) < 0) {
         if (errno == EINTR) continue;
-        return;
+        ::_exit(1);
       }
-      if (p[1].revents != 0) return;
+      if (p[1].revents != 0 && !control()) ::_exit(0);
+      if (p[0].revents == 0) continue;
       const ssize_t n = ::read(fan_.get(), buf, sizeof buf);
       if (n <= 0) continue;
       auto* m = reinterpret_cast<fanotify_event_metadata*>(buf);
       for (ssize_t left = n; FAN_EVENT_OK(m, left); m = FAN_EVENT_NEXT(m, left)) {
-        if (m->vers != FANOTIFY_METADATA_VERSION) return;  // a kernel this code does not know: stop answering
+        if (m->vers != FANOTIFY_METADATA_VERSION) ::_exit(1);  // a kernel this code does not know
         if (m->fd < 0) continue;
         UniqueFd f(m->fd);
         if ((m->mask & FAN_OPEN_PERM) == 0) continue;
@@ -178,58 +129,193 @@ class Fanotify final : public Backend {
     }
   }
 
-  // Whether the open of `fd` by task `tid` may go on; a refusal is queued.
+ private:
+  // One request from the launcher: "P\0UID|-\0ENTRIES\0PATH" (protect) or "F\0PATH"
+  // (forget); answered "" (done) or an error sentence. False: the launcher is gone.
+  bool control() {
+    char msg[4200];
+    const ssize_t n = ::recv(ctl_.get(), msg, sizeof msg - 1, 0);
+    if (n <= 0) return false;
+    msg[n] = '\0';
+    std::vector<std::string> f;
+    for (ssize_t i = 0; i < n;) {
+      f.emplace_back(msg + i);
+      i += static_cast<ssize_t>(f.back().size()) + 1;
+    }
+    std::string reply;
+    if (f.size() == 4 && f[0] == "P") {
+      Rule r;
+      r.path = f[3];
+      if (f[1] != "-") r.writer = static_cast<uid_t>(std::strtoul(f[1].c_str(), nullptr, 10));
+      r.entries = f[2] == "1";
+      struct stat st{};
+      const uint64_t mask = FAN_OPEN_PERM | (r.entries ? FAN_EVENT_ON_CHILD : 0);
+      if (::lstat(r.path.c_str(), &st) != 0 ||
+          ::fanotify_mark(fan_.get(), FAN_MARK_ADD | FAN_MARK_DONT_FOLLOW | (r.entries ? FAN_MARK_ONLYDIR : 0), mask,
+                          AT_FDCWD, r.path.c_str()) != 0)
+        reply = "fanotify_mark " + r.path + ": " + std::strerror(errno);
+      else
+        rules_[{st.st_dev, st.st_ino}] = r;
+    } else if (f.size() == 2 && f[0] == "F") {
+      (void)::fanotify_mark(fan_.get(), FAN_MARK_REMOVE | FAN_MARK_DONT_FOLLOW, FAN_OPEN_PERM | FAN_EVENT_ON_CHILD,
+                            AT_FDCWD, f[1].c_str());
+      for (auto it = rules_.begin(); it != rules_.end(); ++it)
+        if (it->second.path == f[1]) {
+          rules_.erase(it);
+          break;
+        }
+    } else {
+      reply = "a request the guard helper does not know";
+    }
+    return ::send(ctl_.get(), reply.data(), reply.size(), MSG_NOSIGNAL) >= 0;
+  }
+
+  // Whether the open of `fd` by task `tid` may go on; a refusal is sent to the launcher.
   bool decide(int fd, pid_t tid) {
     struct stat st{};
     if (::fstat(fd, &st) != 0) return true;
-    Rule rule;
     bool entry = false;
-    {
-      std::lock_guard lock(mu_);
-      auto it = rules_.find({st.st_dev, st.st_ino});
-      if (it == rules_.end()) {
-        // An entry of a protected directory (FAN_EVENT_ON_CHILD): its parent's rule.
-        std::error_code ec;
-        const auto path = std::filesystem::read_symlink("/proc/self/fd/" + std::to_string(fd), ec);
-        struct stat dir{};
-        if (ec || ::stat(path.parent_path().c_str(), &dir) != 0) return true;
-        it = rules_.find({dir.st_dev, dir.st_ino});
-        if (it == rules_.end() || !it->second.entries) return true;
-        entry = true;
-      }
-      rule = it->second;
+    auto it = rules_.find({st.st_dev, st.st_ino});
+    if (it == rules_.end()) {
+      // An entry of a protected directory (FAN_EVENT_ON_CHILD): its parent's rule.
+      std::error_code ec;
+      const auto path = std::filesystem::read_symlink("/proc/self/fd/" + std::to_string(fd), ec);
+      struct stat dir{};
+      if (ec || ::stat(path.parent_path().c_str(), &dir) != 0) return true;
+      it = rules_.find({dir.st_dev, dir.st_ino});
+      if (it == rules_.end() || !it->second.entries) return true;
+      entry = true;
     }
+    const Rule& rule = it->second;
     std::string how;
     const auto flags = opener_flags(tid, &how);
     const bool write = !flags || (*flags & O_ACCMODE) != O_RDONLY || (*flags & O_TRUNC) != 0;
     if (!write) return true;
     const auto euid = euid_of(tid);
     if (rule.writer && euid && *euid == *rule.writer) return true;
-    Denial d;
-    d.op = "write";
-    d.pid = tid;
-    d.uid = euid.value_or(static_cast<uid_t>(-1));
-    d.comm = slurp("/proc/" + std::to_string(tid) + "/comm");
-    while (!d.comm.empty() && d.comm.back() == '\n') d.comm.pop_back();
+    std::string comm = slurp("/proc/" + std::to_string(tid) + "/comm");
+    while (!comm.empty() && comm.back() == '\n') comm.pop_back();
     std::error_code ec;
-    d.exe = std::filesystem::read_symlink("/proc/" + std::to_string(tid) + "/exe", ec).string();
-    d.path = rule.path;
-    d.entry = entry;
-    d.why = flags ? how : "refused: " + how + " (its open flags are unknown)";
-    {
-      std::lock_guard lock(mu_);
-      if (pending_.size() < kMaxPending) pending_.push_back(std::move(d));
+    const std::string exe = std::filesystem::read_symlink("/proc/" + std::to_string(tid) + "/exe", ec).string();
+    // "pid\0uid\0comm\0exe\0path\0entry\0why", one datagram per refusal.
+    std::string rec;
+    for (const std::string& field : {std::to_string(tid), std::to_string(euid.value_or(static_cast<uid_t>(-1))), comm, exe,
+                                     rule.path, std::string(entry ? "1" : "0"),
+                                     flags ? how : "refused: " + how + " (its open flags are unknown)"}) {
+      rec += field;
+      rec.push_back('\0');
     }
-    const uint64_t one = 1;
-    (void)::write(ready_.get(), &one, sizeof one);
+    (void)::send(events_.get(), rec.data(), rec.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
     return false;
   }
 
-  UniqueFd fan_, stop_, ready_;
-  std::mutex mu_;
-  std::map<std::pair<dev_t, ino_t>, Rule> rules_;  // mu_
-  std::vector<Denial> pending_;                     // mu_
-  std::thread thread_;
+  UniqueFd fan_, ctl_, events_;
+  std::map<std::pair<dev_t, ino_t>, Rule> rules_;
+};
+
+// The launcher's side: a helper process owns the fanotify group and answers every
+// permission event, so that nothing in this process (which may open the protected
+// files itself, to hash or exec them, and clones jails without fork handlers) ever
+// waits on an answer of its own or shares its heap with another thread.
+class Fanotify final : public Backend {
+ public:
+  ~Fanotify() override {
+    ctl_.reset();  // the helper exits when its control socket closes
+    if (helper_ > 0) {
+      for (int i = 0; i < 100 && ::waitpid(helper_, nullptr, WNOHANG) == 0; ++i) ::usleep(10'000);
+      ::kill(helper_, SIGKILL);
+      (void)::waitpid(helper_, nullptr, 0);  // ECHILD if someone reaped it already
+    }
+  }
+
+  GuardResult<void> init() {
+    UniqueFd fan(::fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_TID,
+                                 O_RDONLY | O_CLOEXEC | O_LARGEFILE));
+    if (!fan)
+      return make_error(errno == EPERM || errno == EINVAL || errno == ENOSYS ? GuardErrc::kUnavailable : GuardErrc::kLoad,
+                        "fanotify_init with permission events (needs CAP_SYS_ADMIN, CONFIG_FANOTIFY_ACCESS_PERMISSIONS)",
+                        errno);
+    int ctl[2], ev[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl) != 0) return errno_error(GuardErrc::kLoad, "socketpair");
+    UniqueFd ctl_mine(ctl[0]), ctl_theirs(ctl[1]);
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ev) != 0) return errno_error(GuardErrc::kLoad, "socketpair");
+    UniqueFd ev_mine(ev[0]), ev_theirs(ev[1]);
+    const pid_t parent = ::getpid();
+    std::fflush(nullptr);
+    helper_ = ::fork();
+    if (helper_ < 0) return errno_error(GuardErrc::kLoad, "fork the guard helper");
+    if (helper_ == 0) {
+      // Dies with whoever holds the guard; then its group goes and nothing waits on it.
+      if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(1);
+      ::prctl(PR_SET_NAME, "azote-guard");
+      ctl_mine.reset();
+      ev_mine.reset();
+      sigset_t none;
+      sigemptyset(&none);
+      ::sigprocmask(SIG_SETMASK, &none, nullptr);
+      Helper(std::move(fan), std::move(ctl_theirs), std::move(ev_theirs)).run();
+    }
+    // The helper alone holds the group: if it dies the group and its marks go with it
+    // (unguarded, never hung).
+    fan.reset();
+    ctl_ = std::move(ctl_mine);
+    events_ = std::move(ev_mine);
+    if (::fcntl(events_.get(), F_SETFL, O_NONBLOCK) != 0) return errno_error(GuardErrc::kLoad, "guard events socket");
+    return {};
+  }
+
+  GuardResult<void> protect(const std::string& path, std::optional<uid_t> writer, bool entries) override {
+    std::string msg = "P";
+    for (const std::string& f : {writer ? std::to_string(*writer) : std::string("-"), std::string(entries ? "1" : "0"), path}) {
+      msg.push_back('\0');
+      msg += f;
+    }
+    const std::string reply = call(msg);
+    if (!reply.empty()) return make_error(GuardErrc::kMap, reply);
+    return {};
+  }
+  void forget(const std::string& path) override { (void)call("F" + std::string(1, '\0') + path); }
+  int poll_fd() const override { return events_.get(); }
+  std::vector<Denial> drain() override {
+    std::vector<Denial> out;
+    char buf[8192];
+    ssize_t n;
+    for (; (n = ::recv(events_.get(), buf, sizeof buf, MSG_DONTWAIT)) > 0;) {
+      std::vector<std::string> f;
+      for (ssize_t i = 0; i < n;) {
+        f.emplace_back(buf + i, strnlen(buf + i, static_cast<size_t>(n - i)));
+        i += static_cast<ssize_t>(f.back().size()) + 1;
+      }
+      if (f.size() != 7) continue;
+      Denial d;
+      d.op = "write";
+      d.pid = static_cast<pid_t>(std::strtol(f[0].c_str(), nullptr, 10));
+      d.uid = static_cast<uid_t>(std::strtoul(f[1].c_str(), nullptr, 10));
+      d.comm = f[2];
+      d.exe = f[3];
+      d.path = f[4];
+      d.entry = f[5] == "1";
+      d.why = f[6];
+      out.push_back(std::move(d));
+    }
+    if (n == 0) gone_ = true;  // the helper's end closed: it died
+    return out;
+  }
+  bool gone() const override { return gone_; }
+
+ private:
+  // One request and its answer ("" done; an error sentence; "the guard helper is gone").
+  std::string call(const std::string& msg) {
+    if (::send(ctl_.get(), msg.data(), msg.size(), MSG_NOSIGNAL) < 0) return "the guard helper is gone";
+    char buf[512];
+    const ssize_t n = ::recv(ctl_.get(), buf, sizeof buf, 0);
+    if (n < 0) return "the guard helper is gone";
+    return std::string(buf, static_cast<size_t>(n));
+  }
+
+  pid_t helper_ = -1;
+  UniqueFd ctl_, events_;
+  bool gone_ = false;
 };
 
 }  // namespace

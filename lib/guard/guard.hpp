@@ -6,9 +6,9 @@
 //             rename (of it or over it), mounting over it; for a protected directory also
 //             creating, unlinking and renaming entries. Needs CONFIG_BPF_LSM, "bpf" among
 //             the active LSMs and BPF trampolines.
-//   fanotify  permission events (fanotify.cpp): opening for writing only (the opener's
-//             flags read from /proc/TID/syscall while it waits; refused if they cannot
-//             be read). Truncate by path, unlink, rename and mounts are not trapped: the
+//   fanotify  permission events (fanotify.cpp), answered by a helper process: opening
+//             for writing only (the opener's flags read from /proc/TID/syscall while it
+//             waits; refused if they cannot be read). Truncate by path, unlink, rename and mounts are not trapped: the
 //             launcher's periodic re-hash is what sees a binary replaced that way.
 // The protection lasts while this object lives (the launcher holds it for the host).
 #pragma once
@@ -57,6 +57,7 @@ class Backend {
   virtual void forget(const std::string& path) = 0;  // protect() undone
   virtual int poll_fd() const = 0;
   virtual std::vector<Denial> drain() = 0;
+  virtual bool gone() const { return false; }  // it stopped guarding (fanotify: its helper died)
 };
 
 // Why this kernel cannot run the BPF LSM mechanism, or nullopt if it can.
@@ -82,6 +83,8 @@ class WriteGuard {
   // Readable when refusals are waiting; drain() takes them.
   int poll_fd() const { return backend_->poll_fd(); }
   std::vector<Denial> drain() { return backend_->drain(); }
+  // True once the mechanism stopped guarding (drain() saw it): nothing is protected.
+  bool gone() const { return backend_->gone(); }
 
  private:
   WriteGuard(std::unique_ptr<Backend> b, Mechanism m) : backend_(std::move(b)), mechanism_(m) {}

@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -16,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 #include <string>
 
 namespace azote::guard {
@@ -110,6 +112,36 @@ TEST_P(Guard, NothingIsGuardedOnceTheGuardIsGone) {
   guard_.reset();
   EXPECT_EQ(open_errno(p("bin"), O_WRONLY), 0);
 }
+
+// fanotify's helper process dies (killed): its group goes with it, so opens are neither
+// refused nor left waiting, and the guard says it is gone.
+class GuardFanotify : public Guard {};
+TEST_P(GuardFanotify, AHelperThatDiesLeavesNothingWaitingAndSaysSo) {
+  ASSERT_TRUE(guard_->protect(p("bin"), std::nullopt, false));
+  EXPECT_EQ(open_errno(p("bin"), O_WRONLY), EPERM);
+  (void)guard_->drain();
+  pid_t helper = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    const size_t close = line.rfind(')');
+    if (close == std::string::npos || line.find("(azote-guard)") == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    char state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == ::getpid()) helper = static_cast<pid_t>(std::stol(e.path().filename().string()));
+  }
+  ASSERT_GT(helper, 0) << "no azote-guard helper among this process's children";
+  ASSERT_EQ(::kill(helper, SIGKILL), 0);
+  ASSERT_EQ(::waitpid(helper, nullptr, 0), helper);
+  EXPECT_EQ(open_errno(p("bin"), O_WRONLY), 0) << "unguarded once the helper is gone, and not hung";
+  EXPECT_TRUE(guard_->drain().empty());
+  EXPECT_TRUE(guard_->gone());
+}
+INSTANTIATE_TEST_SUITE_P(Mechanisms, GuardFanotify, ::testing::Values(Mechanism::kFanotify),
+                         [](const auto&) { return std::string("Fanotify"); });
 
 // Only the BPF LSM traps what does not open the file (fanotify traps opens only).
 class GuardBpfLsm : public Guard {};

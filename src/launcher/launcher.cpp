@@ -533,7 +533,16 @@ Json guard_event(const std::string& what, const std::string& path, const std::st
 
 void Launcher::guard_ready() {
   if (!guard_) return;
-  for (const auto& d : guard_->drain()) {
+  auto denials = guard_->drain();
+  if (guard_->gone()) {
+    LOG_ERROR("azote-launcher: write guard: its %s mechanism stopped (the helper died): nothing is guarded now",
+              guard::to_string(guard_->mechanism()));
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, guard_->poll_fd(), nullptr);
+    guard_why_ = std::string(guard::to_string(guard_->mechanism())) + " stopped (its helper died)";
+    if (guard_events_.size() < 1024) guard_events_.push_back(guard_event("guard-stopped", "", guard_why_));
+    guard_.reset();
+  }
+  for (const auto& d : denials) {
     ++guard_denials_;
     const std::string detail = "refused " + d.op + (d.entry ? " of an entry of " : " of ") + d.path + " by pid " +
                                std::to_string(d.pid) + " (" + (d.exe.empty() ? d.comm : d.exe) + ", uid " +
@@ -704,6 +713,7 @@ int Launcher::run() {
   }
   LOG_INFO("azote-launcher: the controller exited (status %d); stopping", controller_status_);
   stop_rot();
+  guard_.reset();  // the protection ends with the host (its helper, if any, is waited for)
   // The host's cgroup tree, but for the leaves of processes that keep running (instances
   // left running on exit: the next launcher adopts them there).
   (void)cgroups_->remove("");
