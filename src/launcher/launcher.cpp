@@ -8,7 +8,6 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/sendfile.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -184,6 +183,14 @@ Result<std::unique_ptr<Launcher>, LauncherError> Launcher::create(Options o) {
   l->adopt_existing();
   // Without its root of trust the host still serves (nothing can be attested, which
   // describe-host-attestation says); a binary the release refuses is such a case.
+  // One azote-rot per host: one an earlier launcher left behind (a launcher killed
+  // outright: nothing stopped its azote-rot) goes first; its socket is this launcher's.
+  // (By pid, and at start only: CgroupTree::kill("rot") before each restart left every
+  // restarted azote-rot killed at once on this host; the cause is not found yet.)
+  for (pid_t p : l->cgroups_->procs("rot")) {
+    LOG_INFO("azote-launcher: stopping the azote-rot an earlier launcher left (pid %d)", p);
+    ::kill(p, SIGKILL);
+  }
   if (!l->o_.rot_bin.empty())
     if (auto r = l->start_rot(); !r) LOG_ERROR("azote-launcher: azote-rot not started: %s", r.error().message().c_str());
   AZOTE_TRYV(l->start_guard());
@@ -428,54 +435,30 @@ Result<void, LauncherError> Launcher::start_rot() {
     if (!text) return make_error(LauncherErrc::kSetup, "--release-manifest: " + text.error().message());
     launcher_config = "release-manifest " + *text;
   }
-  // Descriptors in the child: 3 state, 4 control socket, 5 its code, 6 the launcher's,
-  // 7 the controller's, 8 the binary to exec.
-  std::vector<std::string> argv = {o_.rot_bin, "--state-dir", "fd:3", "--control", "fd:4",
+  // Descriptors in the jail: 3 state, 4 control socket, 5 its code, 6 the launcher's,
+  // 7 the controller's.
+  std::vector<std::string> argv = {"azote-rot", "--state-dir", "fd:3", "--control", "fd:4",
                                    "--layer", "azote-rot=fd:5", "--layer", "azote-launcher=fd:6,config=" + launcher_config,
                                    "--layer", "azote-controller=fd:7"};
   if (!manifest_) argv.insert(argv.end(), {"--mode", "development"});
   auto leaf = cgroups_->create("rot", {});
   if (!leaf) return make_error(LauncherErrc::kSetup, leaf.error().message());
-  std::fflush(nullptr);
-  const pid_t launcher = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) return errno_error(LauncherErrc::kSetup, "fork");
-  if (pid == 0) {
-    for (const auto& procs : *leaf) {
-      std::ofstream f(procs);
-      f << "0";
-    }
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    // Out of the way of 3..8 first, then into place (inherited: no close-on-exec).
-    const int from[] = {state_dir.get(), listening.get(), rot_code.get(), self.get(), controller.get(), exe.get()};
-    int moved[6];
-    for (int i = 0; i < 6; ++i)
-      if ((moved[i] = ::fcntl(from[i], F_DUPFD, 16)) < 0) ::_exit(71);
-    for (int i = 0; i < 6; ++i)
-      if (::dup2(moved[i], 3 + i) != 3 + i || ::fcntl(3 + i, F_SETFD, i == 5 ? FD_CLOEXEC : 0) != 0) ::_exit(71);
-    ::syscall(SYS_close_range, 9u, ~0U, 0);
-    // Its stdin and stdout are nobody's: it must not hold the launcher's (a pipe whose
-    // reader waits for the launcher's end). Its log goes where the launcher's goes.
-    const int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (null < 0 || ::dup2(null, 0) != 0 || ::dup2(null, 1) != 1) ::_exit(71);
-    if (auto d = sandbox::drop_privileges(uid, uid); !d) {
-      std::fprintf(stderr, "azote-launcher: azote-rot: %s\n", d.error().message().c_str());
-      ::_exit(71);
-    }
-    // After the uid change, which clears it: it dies with the launcher, whatever kills
-    // that (the next launcher starts its own).
-    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != launcher) ::_exit(71);
-    std::vector<char*> args;
-    for (auto& a : argv) args.push_back(a.data());
-    args.push_back(nullptr);
-    ::fexecve(8, args.data(), environ);
-    std::fprintf(stderr, "azote-launcher: exec %s: %s\n", o_.rot_bin.c_str(), std::strerror(errno));
-    ::_exit(71);
-  }
+  // Its own jail like every process the launcher starts (namespaces, an empty read-only
+  // root, no capabilities), as its own uid; no binds: everything it has is a descriptor.
+  sandbox::JailSpec spec;
+  spec.name = "azote-rot";
+  spec.root_dir = o_.state_dir + "/.jail";
+  spec.uid = uid;
+  spec.gid = uid;
+  spec.fds = {state_dir.get(), listening.get(), rot_code.get(), self.get(), controller.get()};
+  spec.output_fd = STDERR_FILENO;  // its log goes where the launcher's goes
+  spec.cgroup_procs = *leaf;
+  auto j = sandbox::spawn_jailed(spec, exe.get(), argv);
+  if (!j) return make_error(LauncherErrc::kSetup, "azote-rot: " + j.error().message());
+  const pid_t pid = j->pid;
   rot_pid_ = pid;
-  LOG_INFO("azote-launcher: azote-rot started (pid %d, uid %u, %s mode)", pid, uid, manifest_ ? "normal" : "development");
+  LOG_INFO("azote-launcher: azote-rot started in its jail (pid %d, uid %u, %s mode)", pid, uid,
+           manifest_ ? "normal" : "development");
   return {};
 }
 

@@ -9,8 +9,13 @@
 
 #include "rot/rot.hpp"
 #include "runtime/runtime.hpp"
+#include "sandbox/seccomp.hpp"
 
 using namespace azote;
+
+namespace azote::rot {
+const sandbox::ProcessPolicy& seccomp_policy();  // generated from seccomp.json
+}
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -35,5 +40,14 @@ int main(int argc, char** argv) {
   }
   std::printf("%s\n", (*r)->describe().dump().c_str());
   std::fflush(stdout);
+  // Set up: from here it only serves its socket, under its seccomp allowlist.
+  if (auto s = sandbox::init_process(rot::seccomp_policy(), parsed->options.seccomp); !s) {
+    std::fprintf(stderr, "azote-rot: error: %s\n", s.error().message().c_str());
+    return runtime::kExitOsErr;
+  }
+  if (auto s = sandbox::enter_thread("main", "azote-rot"); !s) {
+    std::fprintf(stderr, "azote-rot: error: %s\n", s.error().message().c_str());
+    return runtime::kExitOsErr;
+  }
   return (*r)->run();
 }

@@ -85,6 +85,10 @@ RotResult<Parsed> parse_args(const std::vector<std::string>& args) {
       o.control = value;
     } else if (flag == "--log-level") {
       o.log_level = value;
+    } else if (flag == "--seccomp") {
+      auto m = sandbox::parse_seccomp_mode(value);
+      if (!m) return bad("--seccomp: " + m.error().message());
+      o.seccomp = *m;
     } else if (flag == "--mode") {
       if (value == "normal") o.mode = dice::Mode::kNormal;
       else if (value == "development") o.mode = dice::Mode::kDebug;
@@ -114,7 +118,7 @@ RotResult<Parsed> parse_args(const std::vector<std::string>& args) {
 
 const char* usage_text() {
   return R"(Usage: azote-rot --state-dir DIR --layer NAME=PATH[,config=TEXT]... [--mode normal|development]
-                 [--control PATH] [--log-level LEVEL]
+                 [--control PATH] [--log-level LEVEL] [--seccomp kill|log]
 
 azote's root of trust, standing in for a host security chip: the only holder of the
 host's unique device secret (DIR/uds, 48 random bytes, created at first start, mode 0400;
@@ -146,6 +150,9 @@ its file's mode.
                       socket fd:N) until SIGTERM/SIGINT;
                       without it, print the description and exit
   --log-level LEVEL   error, warn, info (default), debug
+  --seccomp MODE      kill (default): after setup a system call outside its
+                      allowlist (src/rot/seccomp.json) kills it; log: allowed and
+                      logged by the kernel (debugging only)
   -h, --help          this help;  --version  the version
 
 Exit status: 0 done or stopped by SIGTERM/SIGINT; 64 usage; 66 a layer's file cannot be

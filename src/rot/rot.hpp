@@ -34,6 +34,7 @@
 #include "control/control.hpp"
 #include "dice/dice.hpp"
 #include "runtime/runtime.hpp"
+#include "sandbox/seccomp.hpp"
 
 namespace azote::rot {
 
@@ -59,6 +60,7 @@ struct Options {
   dice::Mode mode = dice::Mode::kNormal;  // --mode development: kDebug, in every certificate
   std::string control;                    // --control PATH
   std::string log_level = "info";
+  sandbox::SeccompMode seccomp = sandbox::SeccompMode::kKill;  // --seccomp kill|log
 };
 struct Parsed {
   Options options;

@@ -461,8 +461,8 @@ TEST_F(Confinement, AGuestsPrivateBytesAreInNoCardNorTheController) {
 // release whose azote-hv differs by one byte from what is installed makes every launch
 // fail with the launcher's reason (and the controller and launcher, which match, still
 // serve); a manifest signed with another key stops the host at start.
-// azote-rot, started by the launcher at host start: its own uid (base + 2) and state
-// directory, the device secret readable by it alone, its DICE layers the binaries that
+// azote-rot, started by the launcher at host start: its own uid (base + 2), jail,
+// seccomp allowlist and state directory, the device secret readable by it alone, its DICE layers the binaries that
 // run (itself, the launcher, the controller) in development mode here, a chain openssl
 // verifies from the device certificate; the operator may read it; killed, it is
 // restarted with the same identities (same secret, same binaries).
@@ -481,7 +481,7 @@ TEST_F(Confinement, RootOfTrustRunsAsItsOwnUidAndDescribesTheHostsLayers) {
   const auto rot = procs_in(cgroup_tree_ + "/rot");
   ASSERT_EQ(rot.size(), 1u);
   EXPECT_EQ(status_field(rot[0], "Uid").substr(0, 10), "2000000002") << status_field(rot[0], "Uid");
-  EXPECT_EQ(status_field(rot[0], "CapEff"), "0000000000000000");
+  expect_confined(rot[0], "azote-rot");  // its own jail and seccomp allowlist, like the instances' processes
   struct stat st{};
   ASSERT_EQ(::stat((dir_ + "/rot").c_str(), &st), 0);
   EXPECT_EQ(st.st_uid, 2000000002u);
