@@ -1,6 +1,5 @@
 #include "controller/options.hpp"
 
-#include <charconv>
 #include <algorithm>
 
 #include "base/parse.hpp"
@@ -98,11 +97,9 @@ Result<Options, OptionsError> parse_options(const std::vector<std::string>& args
     } else if (a == "--release-key") {
       o.release_key = x;
     } else if (a == "--guard-rehash-seconds") {
-      int n = 0;
-      const auto r = std::from_chars(x.data(), x.data() + x.size(), n);
-      if (r.ec != std::errc() || r.ptr != x.data() + x.size() || n < 1 || n > 86400)
-        return bad("--guard-rehash-seconds \"" + x + "\": expected 1 to 86400");
-      o.guard_rehash_seconds = n;
+      const auto n = parse_uint(x, 1, 86400);
+      if (!n) return bad("--guard-rehash-seconds \"" + x + "\": expected 1 to 86400");
+      o.guard_rehash_seconds = static_cast<int>(*n);
     } else if (a == "--write-guard") {
       if (x != "auto" && x != "on" && x != "off") return bad("--write-guard \"" + x + "\": expected auto, on or off");
       o.write_guard = x;

@@ -1,5 +1,6 @@
 #include <charconv>
 
+#include "base/parse.hpp"
 #include "launcher/launcher.hpp"
 
 namespace azote::launcher {
@@ -53,11 +54,9 @@ Result<Options, LauncherError> parse_args(const std::vector<std::string>& args) 
       if (value != "auto" && value != "on" && value != "off") return bad("--write-guard \"" + value + "\": expected auto, on or off");
       o.write_guard = value;
     } else if (flag == "--guard-rehash-seconds") {
-      int n = 0;
-      const auto r = std::from_chars(value.data(), value.data() + value.size(), n);
-      if (r.ec != std::errc() || r.ptr != value.data() + value.size() || n < 1 || n > 86400)
-        return bad("--guard-rehash-seconds \"" + value + "\": expected 1 to 86400");
-      o.guard_rehash_seconds = n;
+      const auto n = parse_uint(value, 1, 86400);
+      if (!n) return bad("--guard-rehash-seconds \"" + value + "\": expected 1 to 86400");
+      o.guard_rehash_seconds = static_cast<int>(*n);
     } else if (flag == "--cgroup-favordynmods") {
       if (value != "on" && value != "off") return bad("--cgroup-favordynmods \"" + value + "\": expected on or off");
       o.favordynmods = value == "on";

@@ -3,7 +3,6 @@
 // a running host with two instances. Needs root and KVM, as the controller does.
 #include <dirent.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sched.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -12,6 +11,7 @@
 #include <thread>
 
 #include "controller_fixture.hpp"
+#include "digest.hpp"
 
 namespace azote::test {
 namespace {
@@ -589,18 +589,6 @@ TEST_F(Confinement, InstanceAttestationCarriesWhatWasLoadedAndPassesAnIndependen
   }
   std::ofstream(rel + "/root.pem") << host["layers"][0]["certificate_pem"].get<std::string>();
 
-  auto sha384 = [](const std::string& b) {
-    unsigned char d[48];
-    unsigned int n = 0;
-    EVP_Digest(b.data(), b.size(), d, &n, EVP_sha384(), nullptr);
-    return std::string(reinterpret_cast<char*>(d), n);
-  };
-  auto hex = [](const std::string& b) {
-    static const char* x = "0123456789abcdef";
-    std::string s;
-    for (unsigned char c : b) s += {x[c >> 4], x[c & 15]};
-    return s;
-  };
   const std::string zero(48, '\0');
   const std::string kernel = slurp(AZOTE_GUEST_ELF);
   // 8: the release key (its DER), 9: the azote-hv binary, each extended once from zero.

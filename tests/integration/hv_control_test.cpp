@@ -2,7 +2,6 @@
 // up with its vCPUs parked; the test, as the controller, describes it, attaches
 // azote-card-blk volumes, starts and stops it over the control socket (control::Client).
 #include <gtest/gtest.h>
-#include <openssl/evp.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -15,6 +14,7 @@
 #include <thread>
 
 #include "control/control.hpp"
+#include "digest.hpp"
 #include "kvm/kvm.hpp"
 #include "process.hpp"
 
@@ -350,19 +350,7 @@ TEST_F(HvControl, GuestMemfdOnRequestIsUsedOrRefusedWithTheReason) {
 // "Measurements"), recomputed here with OpenSSL from the files; one byte more in the
 // kernel file or one byte of the command line changes 0 and 1 and leaves 2 alone.
 TEST_F(HvControl, MeasurementsAreOfWhatWasLoadedAndFollowEveryByte) {
-  auto sha384 = [](const std::string& bytes) {
-    unsigned char d[48];
-    unsigned int n = 0;
-    EVP_Digest(bytes.data(), bytes.size(), d, &n, EVP_sha384(), nullptr);
-    return std::string(reinterpret_cast<char*>(d), n);
-  };
-  auto hex = [](const std::string& b) {
-    static const char* x = "0123456789abcdef";
-    std::string s;
-    for (unsigned char c : b) s += {x[c >> 4], x[c & 15]};
-    return s;
-  };
-  auto pcr = [&](const std::string& data) { return hex(sha384(std::string(48, '\0') + sha384(data))); };
+  auto pcr = [](const std::string& data) { return pcr_from_zero(sha384(data)); };
   auto slurp = [](const std::string& p) {
     std::ifstream f(p, std::ios::binary);
     return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
