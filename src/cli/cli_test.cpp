@@ -728,7 +728,16 @@ TEST(Render, VolumesTypesImagesAndRaw) {
             "LAYER  NAME       MODE         MEASUREMENT (SHA-384)  KEY (SHA-256)\n"
             "0      device     device       -                      c296\n"
             "1      azote-rot  development  bbb4                   3f66\n"
-            "mode: development\n");
+            "mode: development\n"
+            "write guard: off\n");
+  ha.set_release("r-1");
+  ha.set_release_key_sha384("ab12");
+  ha.mutable_write_guard()->set_active(true);
+  ha.mutable_write_guard()->set_mechanism("fanotify");
+  ha.mutable_write_guard()->add_protected_paths("/var/lib/azote/rot");
+  const std::string with = render_response(Rpc::kDescribeHostAttestation, ha, OutputFormat::kTable);
+  EXPECT_NE(with.find("release: r-1 (key SHA-384 ab12)\n"), std::string::npos) << with;
+  EXPECT_NE(with.find("write guard: fanotify, 1 protected path(s), 0 refusal(s)\n"), std::string::npos) << with;
   v1::RegisterImageResponse ri;
   ri.set_image_id("ami-0123456789abcdef0");
   EXPECT_EQ(render_response(Rpc::kRegisterImage, ri, OutputFormat::kText), "ami-0123456789abcdef0\n");

@@ -336,7 +336,14 @@ std::string render_response(Rpc rpc, const google::protobuf::Message& response, 
           text_row(out, {"LAYERS", std::to_string(l.index()), l.name(), l.mode(), l.measurement(), l.public_key_sha256()});
         }
       }
-      return table ? render_table(t) + "mode: " + r.mode() + "\n" : out;
+      if (!table) return out;
+      std::string tail = "mode: " + r.mode() + "\n";
+      if (!r.release().empty()) tail += "release: " + r.release() + " (key SHA-384 " + r.release_key_sha384() + ")\n";
+      const auto& g = r.write_guard();
+      tail += g.active() ? "write guard: " + g.mechanism() + ", " + std::to_string(g.protected_paths_size()) +
+                               " protected path(s), " + std::to_string(g.denials_total()) + " refusal(s)\n"
+                         : "write guard: off" + (g.why().empty() ? std::string() : " (" + g.why() + ")") + "\n";
+      return render_table(t) + tail;
     }
     case Rpc::kDescribeVpcs: {
       const auto& r = static_cast<const v1::DescribeVpcsResponse&>(response);

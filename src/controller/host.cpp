@@ -2009,6 +2009,15 @@ void Host::report_seccomp(const std::string& instance, const std::string& proces
   }
 }
 
+Host::HostView Host::launcher_view() {
+  HostView v;
+  poll_write_guard();  // the latest state (its events go to the audit log as always)
+  if (auto l = procs_.describe(); l) v.launcher = *l;
+  std::lock_guard lock(mu_);
+  if (guard_state_.is_object()) v.guard = guard_state_;
+  return v;
+}
+
 void Host::poll_write_guard() {
   // The launcher's write guard: each refusal or re-hash mismatch since the last poll
   // becomes an audit record (host.write-denied / host.rehash-mismatch).

@@ -138,6 +138,13 @@ class Host {
   // azote-rot's description (<state>/rot.sock, started by the launcher): its layers and
   // certificate chain. Unsupported when it does not answer.
   ApiResult<control::Json> describe_root_of_trust();
+  // The launcher's description (what runs, the release) and the write guard's last
+  // state, for describe-host-attestation; empty objects where the launcher does not answer.
+  struct HostView {
+    control::Json launcher = control::Json::object();
+    control::Json guard = control::Json::object();
+  };
+  HostView launcher_view();
   // Collects the write guard's refusals from the launcher into the audit log (every
   // liveness period).
   void poll_write_guard();

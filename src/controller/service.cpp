@@ -574,6 +574,28 @@ grpc::Status Service::DescribeHostAttestation(grpc::ServerContext* ctx, const v1
     }
     resp->set_mode(development ? "development" : "normal");
     resp->set_certificate_chain_pem(d.value("chain", ""));
+    // What the launcher runs and enforces (its describe) and the write guard's state.
+    const Host::HostView v = host_.launcher_view();
+    const control::Json rel = v.launcher.value("release", control::Json());
+    if (rel.is_object()) {
+      resp->set_release(rel.value("name", ""));
+      resp->set_release_key_sha384(rel.value("key_sha384", ""));
+    }
+    for (const auto& p : v.launcher.value("processes", control::Json::array())) {
+      auto* c = resp->add_components();
+      const std::string role = p.value("role", "");
+      c->set_name("azote-" + std::string(role == "hv" ? "hv" : role));
+      c->set_instance_id(p.value("instance", ""));
+      c->set_pid(p.value("pid", 0u));
+      c->set_sha384(p.value("binary_sha384", ""));
+    }
+    auto* g = resp->mutable_write_guard();
+    g->set_active(v.guard.value("active", false));
+    g->set_mechanism(v.guard.value("mechanism", ""));
+    g->set_why(v.guard.value("why", ""));
+    for (const auto& path : v.guard.value("protected", control::Json::array())) g->add_protected_paths(path.get<std::string>());
+    g->set_denials_total(v.guard.value("denials_total", uint64_t{0}));
+    g->set_rehash_mismatches_total(v.guard.value("mismatches_total", uint64_t{0}));
     return {};
   });
 }

@@ -476,7 +476,14 @@ TEST_F(Confinement, RootOfTrustRunsAsItsOwnUidAndDescribesTheHostsLayers) {
     EXPECT_EQ(d["layers"][i]["mode"], i == 0 ? "device" : "development") << i;
   }
   EXPECT_EQ(d["mode"], "development");
+  EXPECT_EQ(d["release"], "");
   EXPECT_EQ(cli(ops, {"describe-host-attestation"}).out.find("PRIVATE"), std::string::npos);
+  if (write_guard_on()) {
+    EXPECT_EQ(d["write_guard"]["active"], true) << d.dump();
+    bool rot_guarded = false;
+    for (const auto& p : d["write_guard"]["protected_paths"]) rot_guarded = rot_guarded || p == dir_ + "/rot";
+    EXPECT_TRUE(rot_guarded) << d["write_guard"].dump();
+  }
 
   const auto rot = procs_in(cgroup_tree_ + "/rot");
   ASSERT_EQ(rot.size(), 1u);
@@ -640,6 +647,17 @@ TEST_F(Confinement, InstanceAttestationCarriesWhatWasLoadedAndPassesAnIndependen
     EXPECT_EQ(v["pcrs"].size(), 16u);
     EXPECT_EQ(v["pcrs"]["0"], c.pcrs["0"]) << "the CLI's PCRs are not the document's";
   }
+  // The host's description names the release, its key and what each instance runs.
+  const Json after = cli_json(cp_, {"describe-host-attestation"});
+  EXPECT_EQ(after["release"], "test-1");
+  EXPECT_EQ(after["release_key_sha384"], hex(sha384(slurp(rel + "/key.der"))));
+  int hvs = 0;
+  for (const auto& comp : after["components"])
+    if (comp["name"] == "azote-hv") {
+      ++hvs;
+      EXPECT_EQ(comp["sha384"], hex(sha384(slurp(std::filesystem::path(AZOTE_CONTROLLER_BIN).parent_path() / "azote-hv"))));
+    }
+  EXPECT_EQ(hvs, 3) << after["components"].dump();
   for (const Case* other : {&cases[1], &cases[2]}) {
     EXPECT_NE(other->pcrs["0"], cases[0].pcrs["0"]) << other->cmdline;
     EXPECT_NE(other->pcrs["1"], cases[0].pcrs["1"]) << other->cmdline;
