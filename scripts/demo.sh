@@ -69,6 +69,10 @@ for pid in $(pgrep 'azote-'); do
 done
 for _ in $(seq 50); do "$azote" get-console-output --instance-id "$id" | grep -q 'azote-guest: ready' && break; sleep 0.1; done
 step "$azote" get-console-output --instance-id "$id"
+# The root of trust: azote-rot's DICE layers (development mode: an unsigned build), and an
+# attestation document for the instance (every PCR zero in development mode).
+step "$azote" describe-host-attestation
+step "$azote" get-instance-attestation --instance-id "$id" --nonce 00112233
 step "$azote" describe-volumes
 step "$azote" terminate-instances --instance-ids "$id" --wait
 step "$azote" describe-instances --instance-ids "$id"

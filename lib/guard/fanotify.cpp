@@ -52,10 +52,19 @@ std::string slurp(const std::string& path) {
 // How task `tid` is opening a file, from the system call it is blocked in: the open
 // flags, or nullopt (with `why`) when they cannot be known.
 std::optional<uint64_t> opener_flags(pid_t tid, std::string* why) {
-  std::istringstream in(slurp("/proc/" + std::to_string(tid) + "/syscall"));
+  // The kernel reports "running" while it cannot see the task parked in a system call;
+  // the opener is waiting for this very answer, so that is a moment (seen once under
+  // load in CI): read again for up to ~50 ms before refusing.
+  std::string text;
+  for (int attempt = 0; attempt < 250; ++attempt) {
+    text = slurp("/proc/" + std::to_string(tid) + "/syscall");
+    if (!text.empty() && text[0] >= '0' && text[0] <= '9') break;
+    ::usleep(200);
+  }
+  std::istringstream in(text);
   long nr = -1;
   if (!(in >> nr)) {
-    *why = "its system call cannot be read";
+    *why = "its system call cannot be read (\"" + text.substr(0, text.find('\n')) + "\")";
     return std::nullopt;
   }
   uint64_t a[6] = {};

@@ -198,12 +198,13 @@ Options:
                           launch whose hypervisor or card is not fails with the
                           launcher's reason. Without them: development mode
   --write-guard auto|on|off
-                          passed to azote-launcher: BPF LSM programs refuse any
-                          change to azote-rot's state and, under a release manifest,
-                          to the release's binaries, manifest and key, to every
-                          process (root included); each refusal is audited
-                          (host.write-denied). auto (default): where the kernel runs
-                          the BPF LSM; on: required; off: nothing guarded
+                          passed to azote-launcher: refuse to every process (root
+                          included) changes to azote-rot's state and, under a release
+                          manifest, to the release's binaries, manifest and key; each
+                          refusal is audited (host.write-denied). BPF LSM where the
+                          kernel loads it (every kind of change), else fanotify
+                          (opening for writing only). auto (default): the strongest
+                          available; on: required; off: nothing guarded
   --guard-rehash-seconds N
                           passed to azote-launcher: under a release manifest, re-hash
                           the release's binaries every N seconds (default 60); a

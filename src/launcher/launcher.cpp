@@ -541,7 +541,14 @@ void Launcher::rehash() {
     std::string why;
     if (!fd) why = std::string("cannot open it: ") + std::strerror(errno);
     else if (auto c = release::check(*manifest_, name, fd.get()); !c) why = c.error().message();
-    if (why.empty()) continue;
+    // Reported when it starts (or its reason changes), not again every period.
+    std::string& last = rehash_seen_[path];
+    if (why == last) continue;
+    last = why;
+    if (why.empty()) {
+      LOG_INFO("azote-launcher: write guard: %s matches the release again", path.c_str());
+      continue;
+    }
     ++guard_mismatches_;
     const std::string detail = "re-hash of " + path + ": " + why;
     LOG_ERROR("azote-launcher: write guard: %s", detail.c_str());

@@ -161,6 +161,7 @@ class Launcher {
   std::vector<launch::Json> guard_events_;  // since the controller last asked (bounded)
   uint64_t guard_denials_ = 0, guard_mismatches_ = 0;
   std::map<std::string, std::string> guarded_binaries_;  // path -> release name (re-hashed)
+  std::map<std::string, std::string> rehash_seen_;       // path -> the mismatch last reported ("" none)
   std::optional<std::chrono::steady_clock::time_point> rehash_at_;
   pid_t rot_pid_ = 0;
   std::optional<std::chrono::steady_clock::time_point> rot_restart_at_;

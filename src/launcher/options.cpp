@@ -106,13 +106,14 @@ non-root uid, no capabilities), opening the files they need for them.
                      and refuses a binary that is not the release's. Without them:
                      development mode, logged at start
   --write-guard auto|on|off
-                     BPF LSM programs refusing to every process, root included, any
-                     change (write, truncate, unlink, rename, mount over) to
-                     azote-rot's state (but by azote-rot) and, under a release
-                     manifest, to the release's binaries, the manifest and the key;
-                     each refusal logged and audited by the controller. auto
-                     (default): where the kernel runs the BPF LSM, else a warning;
-                     on: exit 71 without it; off: nothing guarded
+                     refuse to every process, root included, changes to azote-rot's
+                     state (but by azote-rot) and, under a release manifest, to the
+                     release's binaries, the manifest and the key; each refusal
+                     logged and audited by the controller. With BPF LSM programs
+                     where the kernel loads them (write, truncate, unlink, rename,
+                     mount over, new entries), else with fanotify (opening for
+                     writing only). auto (default): the strongest available, else a
+                     warning; on: exit 71 without any; off: nothing guarded
   --guard-rehash-seconds N
                      under a release manifest, re-hash the guarded binaries every N
                      seconds (default 60); a mismatch is logged and audited
