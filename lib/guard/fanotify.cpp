@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <sys/fanotify.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/syscall.h>
@@ -111,18 +112,21 @@ std::optional<uid_t> euid_of(pid_t tid) {
 // The helper's side: the fanotify group, the rules, the answers.
 class Helper {
  public:
-  Helper(UniqueFd fan, UniqueFd ctl, UniqueFd events) : fan_(std::move(fan)), ctl_(std::move(ctl)), events_(std::move(events)) {}
+  Helper(UniqueFd fan, UniqueFd ctl, UniqueFd events)
+      : fan_(std::move(fan)), ctl_(std::move(ctl)), events_(std::move(events)),
+        watch_(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK)) {}
 
   // Until the launcher's end of the control socket closes.
   [[noreturn]] void run() {
     alignas(fanotify_event_metadata) char buf[8192];
     for (;;) {
-      pollfd p[2] = {{fan_.get(), POLLIN, 0}, {ctl_.get(), POLLIN, 0}};
-      if (::poll(p, 2, -1) < 0) {
+      pollfd p[3] = {{fan_.get(), POLLIN, 0}, {ctl_.get(), POLLIN, 0}, {watch_.get(), POLLIN, 0}};
+      if (::poll(p, watch_ ? 3 : 2, -1) < 0) {
         if (errno == EINTR) continue;
         ::_exit(1);
       }
       if (p[1].revents != 0 && !control()) ::_exit(0);
+      if (watch_ && p[2].revents != 0) watched();
       if (p[0].revents == 0) continue;
       const ssize_t n = ::read(fan_.get(), buf, sizeof buf);
       if (n <= 0) continue;
@@ -163,11 +167,24 @@ class Helper {
           ::fanotify_mark(fan_.get(), FAN_MARK_ADD | FAN_MARK_DONT_FOLLOW | (r.entries ? FAN_MARK_ONLYDIR : 0), mask,
                           AT_FDCWD, r.path.c_str()) != 0)
         reply = "fanotify_mark " + r.path + ": " + std::strerror(errno);
-      else
+      else {
         rules_[{st.st_dev, st.st_ino}] = r;
+        // What fanotify cannot refuse is at least seen: the file unlinked, renamed or its
+        // metadata changed; in a directory, entries created, removed or renamed.
+        const uint32_t seen = IN_DELETE_SELF | IN_MOVE_SELF | IN_ATTRIB | IN_DONT_FOLLOW |
+                              (r.entries ? IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO : 0u);
+        if (watch_)
+          if (const int wd = ::inotify_add_watch(watch_.get(), r.path.c_str(), seen); wd >= 0) watched_[wd] = r;
+      }
     } else if (f.size() == 2 && f[0] == "F") {
       (void)::fanotify_mark(fan_.get(), FAN_MARK_REMOVE | FAN_MARK_DONT_FOLLOW, FAN_OPEN_PERM | FAN_EVENT_ON_CHILD,
                             AT_FDCWD, f[1].c_str());
+      for (auto w = watched_.begin(); w != watched_.end(); ++w)
+        if (w->second.path == f[1]) {
+          (void)::inotify_rm_watch(watch_.get(), w->first);
+          watched_.erase(w);
+          break;
+        }
       for (auto it = rules_.begin(); it != rules_.end(); ++it)
         if (it->second.path == f[1]) {
           rules_.erase(it);
@@ -177,6 +194,45 @@ class Helper {
       reply = "a request the guard helper does not know";
     }
     return ::send(ctl_.get(), reply.data(), reply.size(), MSG_NOSIGNAL) >= 0;
+  }
+
+  // inotify: changes fanotify could not refuse, reported as seen (not refused).
+  void watched() {
+    alignas(inotify_event) char buf[4096];
+    for (ssize_t n; (n = ::read(watch_.get(), buf, sizeof buf)) > 0;) {
+      for (ssize_t at = 0; at < n;) {
+        const auto* e = reinterpret_cast<const inotify_event*>(buf + at);
+        at += static_cast<ssize_t>(sizeof(inotify_event) + e->len);
+        const auto it = watched_.find(e->wd);
+        if (it == watched_.end()) continue;
+        const Rule& rule = it->second;
+        const std::string name = e->len > 0 ? std::string(e->name) : std::string();
+        // azote-rot's own first start: its secret written as uds.new, renamed to uds.
+        if (rule.entries && rule.writer && name == "uds.new" && (e->mask & (IN_CREATE | IN_MOVED_FROM)) != 0) continue;
+        if (rule.entries && rule.writer && name == "uds" && (e->mask & IN_MOVED_TO) != 0) continue;
+        const char* what = (e->mask & IN_DELETE_SELF)                  ? "unlinked"
+                           : (e->mask & IN_MOVE_SELF)                  ? "renamed"
+                           : (e->mask & IN_ATTRIB)                     ? "metadata changed"
+                           : (e->mask & IN_CREATE)                     ? "entry created"
+                           : (e->mask & IN_DELETE)                     ? "entry removed"
+                           : (e->mask & (IN_MOVED_FROM | IN_MOVED_TO)) ? "entry renamed"
+                                                                        : nullptr;
+        if (what == nullptr) continue;  // IN_IGNORED and the like
+        send_record({"0", "-1", "", "", rule.path, name.empty() ? "0" : "1",
+                     std::string(what) + (name.empty() ? "" : ": " + name), "seen"});
+      }
+    }
+  }
+
+  // "pid\0uid\0comm\0exe\0path\0entry\0why\0kind", one datagram per record
+  // (kind "refused" or "seen").
+  void send_record(const std::vector<std::string>& fields) {
+    std::string rec;
+    for (const auto& field : fields) {
+      rec += field;
+      rec.push_back('\0');
+    }
+    (void)::send(events_.get(), rec.data(), rec.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   }
 
   // Whether the open of `fd` by task `tid` may go on; a refusal is sent to the launcher.
@@ -206,20 +262,14 @@ class Helper {
     while (!comm.empty() && comm.back() == '\n') comm.pop_back();
     std::error_code ec;
     const std::string exe = std::filesystem::read_symlink("/proc/" + std::to_string(tid) + "/exe", ec).string();
-    // "pid\0uid\0comm\0exe\0path\0entry\0why", one datagram per refusal.
-    std::string rec;
-    for (const std::string& field : {std::to_string(tid), std::to_string(euid.value_or(static_cast<uid_t>(-1))), comm, exe,
-                                     rule.path, std::string(entry ? "1" : "0"),
-                                     flags ? how : "refused: " + how + " (its open flags are unknown)"}) {
-      rec += field;
-      rec.push_back('\0');
-    }
-    (void)::send(events_.get(), rec.data(), rec.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    send_record({std::to_string(tid), std::to_string(euid.value_or(static_cast<uid_t>(-1))), comm, exe, rule.path,
+                 entry ? "1" : "0", flags ? how : "refused: " + how + " (its open flags are unknown)", "refused"});
     return false;
   }
 
-  UniqueFd fan_, ctl_, events_;
+  UniqueFd fan_, ctl_, events_, watch_;
   std::map<std::pair<dev_t, ino_t>, Rule> rules_;
+  std::map<int, Rule> watched_;  // inotify watch descriptor -> its rule
 };
 
 // The launcher's side: a helper process owns the fanotify group and answers every
@@ -295,9 +345,10 @@ class Fanotify final : public Backend {
         f.emplace_back(buf + i, strnlen(buf + i, static_cast<size_t>(n - i)));
         i += static_cast<ssize_t>(f.back().size()) + 1;
       }
-      if (f.size() != 7) continue;
+      if (f.size() != 8) continue;
       Denial d;
-      d.op = "write";
+      d.refused = f[7] == "refused";
+      d.op = d.refused ? "write" : "change";
       d.pid = static_cast<pid_t>(std::strtol(f[0].c_str(), nullptr, 10));
       d.uid = static_cast<uid_t>(std::strtoul(f[1].c_str(), nullptr, 10));
       d.comm = f[2];

@@ -8,8 +8,11 @@
 //             the active LSMs and BPF trampolines.
 //   fanotify  permission events (fanotify.cpp), answered by a helper process: opening
 //             for writing only (the opener's flags read from /proc/TID/syscall while it
-//             waits; refused if they cannot be read). Truncate by path, unlink, rename and mounts are not trapped: the
-//             launcher's periodic re-hash is what sees a binary replaced that way.
+//             waits; refused if they cannot be read). Truncate by path, unlink, rename and
+//             mounts are not trapped; unlink, rename and metadata changes of a protected
+//             file, and entries created, removed or renamed in a protected directory, are
+//             seen afterwards (inotify) and reported as not refused; the launcher's
+//             periodic re-hash is what sees a binary's content replaced.
 // The protection lasts while this object lives (the launcher holds it for the host).
 #pragma once
 
@@ -47,6 +50,10 @@ struct Denial {
   std::string path;    // the protected path whose rule refused
   bool entry = false;  // the change was to an entry of that directory, not to it
   std::string why;     // fanotify: how the opener's mode was judged ("" with bpf-lsm)
+  // False: a change the mechanism could not refuse and only saw afterwards (fanotify's
+  // helper watches with inotify for unlink, rename and metadata changes); pid, uid,
+  // comm and exe are then unknown.
+  bool refused = true;
 };
 
 // One mechanism's implementation.

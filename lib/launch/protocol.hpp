@@ -20,7 +20,8 @@
 //   {"op": "describe"} -> {"ok": true, "layout", "processes": [{pid, role, instance, uid, cgroup}],
 //                          "rot": {pid, uid, cgroup} or null (azote-rot, started with the host)}
 //   {"op": "guard"} -> {"ok": true, "active", "why", "protected": [paths], "denials_total",
-//                       "mismatches_total", "events": [{event, path, detail, time}]}: the
+//                       "changes_seen_total", "mismatches_total",
+//                       "events": [{event, path, detail, time}]}: the
 //                       write guard; the events are those since the last "guard" call
 #pragma once
 

@@ -1499,6 +1499,10 @@ std::string Host::metrics_text() {
       out += "# HELP azote_write_guard_denials_total Changes to protected files the write guard refused.\n"
              "# TYPE azote_write_guard_denials_total counter\n";
       out += "azote_write_guard_denials_total " + std::to_string(guard_state_.value("denials_total", uint64_t{0})) + "\n";
+      out += "# HELP azote_write_guard_changes_seen_total Changes to protected files seen but not refused (fanotify).\n"
+             "# TYPE azote_write_guard_changes_seen_total counter\n";
+      out += "azote_write_guard_changes_seen_total " + std::to_string(guard_state_.value("changes_seen_total", uint64_t{0})) +
+             "\n";
       out += "# HELP azote_write_guard_rehash_mismatches_total Guarded binaries whose re-hash did not match the release.\n"
              "# TYPE azote_write_guard_rehash_mismatches_total counter\n";
       out += "azote_write_guard_rehash_mismatches_total " +

@@ -526,6 +526,15 @@ void Launcher::guard_ready() {
     guard_.reset();
   }
   for (const auto& d : denials) {
+    if (!d.refused) {
+      // Seen after the fact (fanotify cannot refuse it): who did it is not known.
+      ++guard_seen_;
+      const std::string detail = "changed, not refused (" + std::string(guard::to_string(guard_->mechanism())) +
+                                 " cannot): " + d.path + " " + d.why;
+      LOG_WARN("azote-launcher: write guard: %s", detail.c_str());
+      if (guard_events_.size() < 1024) guard_events_.push_back(guard_event("protected-changed", d.path, detail));
+      continue;
+    }
     ++guard_denials_;
     const std::string detail = "refused " + d.op + (d.entry ? " of an entry of " : " of ") + d.path + " by pid " +
                                std::to_string(d.pid) + " (" + (d.exe.empty() ? d.comm : d.exe) + ", uid " +
@@ -570,6 +579,7 @@ Json Launcher::guard_report() {
               {"why", guard_ ? guard_->fallback_reason() : guard_why_},
               {"protected", paths},
               {"denials_total", guard_denials_},
+              {"changes_seen_total", guard_seen_},
               {"mismatches_total", guard_mismatches_},
               {"events", events}};
 }

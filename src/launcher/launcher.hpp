@@ -159,7 +159,7 @@ class Launcher {
   std::unique_ptr<guard::WriteGuard> guard_;
   std::string guard_why_;  // why there is no guard
   std::vector<launch::Json> guard_events_;  // since the controller last asked (bounded)
-  uint64_t guard_denials_ = 0, guard_mismatches_ = 0;
+  uint64_t guard_denials_ = 0, guard_mismatches_ = 0, guard_seen_ = 0;
   std::map<std::string, std::string> guarded_binaries_;  // path -> release name (re-hashed)
   std::map<std::string, std::string> rehash_seen_;       // path -> the mismatch last reported ("" none)
   std::optional<std::chrono::steady_clock::time_point> rehash_at_;
