@@ -171,7 +171,8 @@ class Helper {
         rules_[{st.st_dev, st.st_ino}] = r;
         // What fanotify cannot refuse is at least seen: the file unlinked, renamed or its
         // metadata changed; in a directory, entries created, removed or renamed.
-        const uint32_t seen = IN_DELETE_SELF | IN_MOVE_SELF | IN_ATTRIB | IN_DONT_FOLLOW |
+        // IN_MODIFY: truncate(2) by path, or a write through a descriptor opened before.
+        const uint32_t seen = IN_DELETE_SELF | IN_MOVE_SELF | IN_ATTRIB | IN_MODIFY | IN_DONT_FOLLOW |
                               (r.entries ? IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO : 0u);
         if (watch_)
           if (const int wd = ::inotify_add_watch(watch_.get(), r.path.c_str(), seen); wd >= 0) watched_[wd] = r;
@@ -208,11 +209,13 @@ class Helper {
         const Rule& rule = it->second;
         const std::string name = e->len > 0 ? std::string(e->name) : std::string();
         // azote-rot's own first start: its secret written as uds.new, renamed to uds.
-        if (rule.entries && rule.writer && name == "uds.new" && (e->mask & (IN_CREATE | IN_MOVED_FROM)) != 0) continue;
+        if (rule.entries && rule.writer && name == "uds.new" && (e->mask & (IN_CREATE | IN_MODIFY | IN_MOVED_FROM)) != 0)
+          continue;
         if (rule.entries && rule.writer && name == "uds" && (e->mask & IN_MOVED_TO) != 0) continue;
         const char* what = (e->mask & IN_DELETE_SELF)                  ? "unlinked"
                            : (e->mask & IN_MOVE_SELF)                  ? "renamed"
                            : (e->mask & IN_ATTRIB)                     ? "metadata changed"
+                           : (e->mask & IN_MODIFY)                     ? "modified"
                            : (e->mask & IN_CREATE)                     ? "entry created"
                            : (e->mask & IN_DELETE)                     ? "entry removed"
                            : (e->mask & (IN_MOVED_FROM | IN_MOVED_TO)) ? "entry renamed"

@@ -9,9 +9,9 @@
 //   fanotify  permission events (fanotify.cpp), answered by a helper process: opening
 //             for writing only (the opener's flags read from /proc/TID/syscall while it
 //             waits; refused if they cannot be read). Truncate by path, unlink, rename and
-//             mounts are not trapped; unlink, rename and metadata changes of a protected
-//             file, and entries created, removed or renamed in a protected directory, are
-//             seen afterwards (inotify) and reported as not refused; the launcher's
+//             mounts are not trapped; unlink, rename, truncate and metadata changes of a
+//             protected file, and entries created, removed or renamed in a protected
+//             directory, are seen afterwards (inotify) and reported as not refused; the launcher's
 //             periodic re-hash is what sees a binary's content replaced.
 // The protection lasts while this object lives (the launcher holds it for the host).
 #pragma once

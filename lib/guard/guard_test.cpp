@@ -149,16 +149,18 @@ TEST_P(GuardFanotify, WhatItCannotRefuseIsSeenAndReportedAsNotRefused) {
   ASSERT_TRUE(guard_->protect(p("other"), std::nullopt, false));
   ASSERT_TRUE(guard_->protect(p("d"), 2000000002u, true));
   ASSERT_EQ(::chmod(p("bin").c_str(), 0600), 0);
+  ASSERT_EQ(::truncate(p("bin").c_str(), 1), 0);
   ASSERT_EQ(::rename(p("other").c_str(), p("other.moved").c_str()), 0);
   ASSERT_EQ(::unlink(p("d/secret").c_str()), 0);
   std::ofstream(p("d/planted")) << "x";  // created (then its open for writing refused)
   std::multiset<std::string> seen;
-  for (int i = 0; i < 50 && seen.size() < 4; ++i) {
+  for (int i = 0; i < 50 && seen.size() < 5; ++i) {
     for (const auto& d : guard_->drain())
       if (!d.refused) seen.insert(d.path + " " + d.why);
-    if (seen.size() < 4) ::usleep(10'000);
+    if (seen.size() < 5) ::usleep(10'000);
   }
   EXPECT_EQ(seen.count(p("bin") + " metadata changed"), 1u);
+  EXPECT_GE(seen.count(p("bin") + " modified"), 1u) << "truncate(2) by path";
   EXPECT_EQ(seen.count(p("other") + " renamed"), 1u);
   EXPECT_EQ(seen.count(p("d") + " entry removed: secret"), 1u);
   EXPECT_EQ(seen.count(p("d") + " entry created: planted"), 1u);
