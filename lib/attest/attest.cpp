@@ -148,17 +148,29 @@ AttestResult<std::optional<Bytes>> optional_bytes(const cbor_item_t* v, const ch
 
 }  // namespace
 
-Pcr sha384_of(std::initializer_list<std::span<const uint8_t>> parts) {
+// Only allocation can fail in these; a digest that cannot be computed aborts rather than
+// carry a wrong value.
+Sha384::Sha384() : ctx_(EVP_MD_CTX_new()) {
+  if (ctx_ == nullptr || EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha384(), nullptr) != 1) std::abort();
+}
+Sha384::~Sha384() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+void Sha384::update(std::span<const uint8_t> bytes) {
+  if (EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), bytes.data(), bytes.size()) != 1) std::abort();
+}
+Pcr Sha384::digest() const {
+  std::unique_ptr<EVP_MD_CTX, ossl::Free<EVP_MD_CTX_free>> copy(EVP_MD_CTX_new());
   Pcr out{};
-  std::unique_ptr<EVP_MD_CTX, ossl::Free<EVP_MD_CTX_free>> c(EVP_MD_CTX_new());
   unsigned int n = 0;
-  // Only allocation can fail here; a register that cannot be computed aborts rather
-  // than carry a wrong value.
-  if (!c || EVP_DigestInit_ex(c.get(), EVP_sha384(), nullptr) != 1) std::abort();
-  for (const auto& p : parts)
-    if (EVP_DigestUpdate(c.get(), p.data(), p.size()) != 1) std::abort();
-  if (EVP_DigestFinal_ex(c.get(), out.data(), &n) != 1) std::abort();
+  if (!copy || EVP_MD_CTX_copy_ex(copy.get(), static_cast<EVP_MD_CTX*>(ctx_)) != 1 ||
+      EVP_DigestFinal_ex(copy.get(), out.data(), &n) != 1)
+    std::abort();
   return out;
+}
+
+Pcr sha384_of(std::initializer_list<std::span<const uint8_t>> parts) {
+  Sha384 h;
+  for (const auto& p : parts) h.update(p);
+  return h.digest();
 }
 
 Pcr extend(const Pcr& old, std::span<const uint8_t> data) { return sha384_of({old, data}); }

@@ -48,6 +48,21 @@ Pcr measure_digest_of(std::span<const uint8_t> data);
 // SHA-384 of the parts one after the other (kernel || cmdline || initrd).
 Pcr sha384_of(std::initializer_list<std::span<const uint8_t>> parts);
 
+// SHA-384 fed in parts; digest() is that of everything fed so far and the stream goes on,
+// so the digests of a prefix and of the whole take one pass over the bytes.
+class Sha384 {
+ public:
+  Sha384();
+  ~Sha384();
+  Sha384(const Sha384&) = delete;
+  Sha384& operator=(const Sha384&) = delete;
+  void update(std::span<const uint8_t> bytes);
+  Pcr digest() const;
+
+ private:
+  void* ctx_;  // EVP_MD_CTX
+};
+
 // Limits of the format (ENCLAVES.md §1.2).
 inline constexpr size_t kMaxPayload = 16384;
 inline constexpr size_t kMaxCert = 1024;

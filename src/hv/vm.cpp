@@ -272,10 +272,18 @@ Result<void, VmError> Vm::load_kernel() {
                                            : cfg_.cmdline;
     const std::span<const uint8_t> c(reinterpret_cast<const uint8_t*>(own.data()), own.size());
     const std::span<const uint8_t> ramdisk(initrd);
-    const attest::Pcr kernel = attest::sha384_of({image}), rd = attest::sha384_of({ramdisk});
+    // One pass over the image: its digest, then with the cmdline (PCR 1), then with the
+    // initrd (PCR 0), each a prefix of the same stream.
+    attest::Sha384 stream;
+    stream.update(image);
+    const attest::Pcr kernel = stream.digest();
+    stream.update(c);
+    const attest::Pcr kernel_cmdline = stream.digest();
+    stream.update(ramdisk);
+    const attest::Pcr rd = attest::sha384_of({ramdisk});
     control::Json pcrs = control::Json::object();
-    pcrs["0"] = to_hex(attest::extend(attest::Pcr{}, attest::sha384_of({image, c, ramdisk})));
-    pcrs["1"] = to_hex(attest::extend(attest::Pcr{}, attest::sha384_of({image, c})));
+    pcrs["0"] = to_hex(attest::extend(attest::Pcr{}, stream.digest()));
+    pcrs["1"] = to_hex(attest::extend(attest::Pcr{}, kernel_cmdline));
     pcrs["2"] = to_hex(attest::extend(attest::Pcr{}, rd));
     measurements_ = control::Json::object();
     measurements_["kernel_sha384"] = to_hex(kernel);
