@@ -88,6 +88,17 @@ ReleaseResult<std::string> sign(const Manifest& m, const std::string& private_ke
   return out.dump(2) + "\n";
 }
 
+ReleaseResult<std::string> public_key_sha384(const std::string& public_key_pem) {
+  ossl::BioPtr bio = ossl::mem_bio(public_key_pem);
+  ossl::PkeyPtr key(bio ? PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  if (!key) return make_error(ReleaseErrc::kFormat, "the release public key is not a PEM public key: " + ossl::take_errors());
+  unsigned char* der = nullptr;
+  const int n = i2d_PUBKEY(key.get(), &der);
+  ossl::BytesPtr owned(der);
+  if (n <= 0) return crypto_error("the release public key's DER");
+  return to_hex(dice::sha384(std::span<const uint8_t>(der, static_cast<size_t>(n))));
+}
+
 ReleaseResult<Manifest> verify(const std::string& text, const std::string& public_key_pem) {
   const Json j = Json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return make_error(ReleaseErrc::kFormat, "manifest: not a JSON object");

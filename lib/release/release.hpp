@@ -53,6 +53,9 @@ std::string canonical(const Manifest& m);
 ReleaseResult<std::string> sign(const Manifest& m, const std::string& private_key_pem);
 // Parses and checks a manifest file's text against `public_key_pem`.
 ReleaseResult<Manifest> verify(const std::string& text, const std::string& public_key_pem);
+// The release key's identity: SHA-384 (hex) of its SubjectPublicKeyInfo DER (what an
+// instance's PCR 8 measures).
+ReleaseResult<std::string> public_key_sha384(const std::string& public_key_pem);
 
 // SHA-384 (96 lowercase hex digits) of what `fd` reads from offset 0 (dice::sha384_fd,
 // so a release names the same code digests DICE measures), or of the file at `path`

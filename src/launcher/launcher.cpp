@@ -1,8 +1,6 @@
 #include "launcher/launcher.hpp"
 
 #include <dirent.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <signal.h>
@@ -25,7 +23,6 @@
 #include <sstream>
 #include <tuple>
 
-#include "base/hex.hpp"
 #include "base/log.hpp"
 #include "imds/netns.hpp"
 #include "sandbox/jail.hpp"
@@ -112,23 +109,12 @@ Result<std::unique_ptr<Launcher>, LauncherError> Launcher::create(Options o) {
     auto m = release::verify(*text, *key);
     if (!m) return make_error(LauncherErrc::kSetup, "--release-manifest " + l->o_.release_manifest + ": " + m.error().message());
     l->manifest_ = std::move(m).value();
-    // The release key's identity (SHA-384 of its SubjectPublicKeyInfo DER): what an
-    // instance's PCR 8 measures, as Nitro's measures an enclave image's signing key.
-    {
-      std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(key->data(), static_cast<int>(key->size())), &BIO_free);
-      std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> pub(
-          bio ? PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr) : nullptr, &EVP_PKEY_free);
-      unsigned char* der = nullptr;
-      const int n = pub ? i2d_PUBKEY(pub.get(), &der) : -1;
-      unsigned char d[EVP_MAX_MD_SIZE];
-      unsigned int dn = 0;
-      if (n <= 0 || EVP_Digest(der, static_cast<size_t>(n), d, &dn, EVP_sha384(), nullptr) != 1) {
-        OPENSSL_free(der);
-        return make_error(LauncherErrc::kSetup, "--release-key " + l->o_.release_key + ": not a public key");
-      }
-      OPENSSL_free(der);
-      l->release_key_sha384_ = to_hex(std::span<const uint8_t>(d, dn));
-    }
+    l->manifest_text_ = std::move(*text);
+    // The release key's identity: what an instance's PCR 8 measures, as Nitro's measures
+    // an enclave image's signing key.
+    auto key_id = release::public_key_sha384(*key);
+    if (!key_id) return make_error(LauncherErrc::kSetup, "--release-key " + l->o_.release_key + ": " + key_id.error().message());
+    l->release_key_sha384_ = std::move(key_id).value();
     // This launcher itself is the first binary the release must vouch for.
     UniqueFd self(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
     if (!self) return errno_error(LauncherErrc::kSetup, "/proc/self/exe");
@@ -430,11 +416,8 @@ Result<void, LauncherError> Launcher::start_rot() {
   // The launcher's layer carries what it enforces: the signed release it checks against
   // (the manifest's text is its configuration), or that it checks nothing.
   std::string launcher_config = "development";
-  if (manifest_) {
-    auto text = release::read_file(o_.release_manifest);
-    if (!text) return make_error(LauncherErrc::kSetup, "--release-manifest: " + text.error().message());
-    launcher_config = "release-manifest " + *text;
-  }
+  // The text verified at start, not the file again: what is measured is what is enforced.
+  if (manifest_) launcher_config = "release-manifest " + manifest_text_;
   // Descriptors in the jail: 3 state, 4 control socket, 5 its code, 6 the launcher's,
   // 7 the controller's.
   std::vector<std::string> argv = {"azote-rot", "--state-dir", "fd:3", "--control", "fd:4",

@@ -148,6 +148,7 @@ class Launcher {
 
   Options o_;
   std::optional<release::Manifest> manifest_;  // verified launch; nullopt: development mode
+  std::string manifest_text_;                   // the manifest file's text as verified at start
   std::string release_key_sha384_;              // under a manifest: SHA-384 (hex) of the release key's DER
   std::map<std::string, UniqueFd> sealed_;     // under a manifest: name -> sealed, checked memfd
   std::map<std::string, std::string> refused_;  // under a manifest: name -> why it may not run
