@@ -119,9 +119,11 @@ bool parse_madt(uint64_t madt, uint32_t len, Cpus& c) {
   return c.count > 0;
 }
 
-bool cpus_from_acpi(Cpus& c) {
+// The first valid table `sig` of at least `min_len` bytes the XSDT (or RSDT) lists;
+// 0 if none. *len: its length.
+uint64_t find_sdt(const char* sig, uint32_t min_len, uint32_t* len) {
   const uint64_t rsdp = find_rsdp();
-  if (rsdp == 0) return false;
+  if (rsdp == 0) return 0;
   reserve(rsdp, 36);
   uint64_t root = rd32(rsdp + 16);
   unsigned entry_size = 4;
@@ -137,15 +139,19 @@ bool cpus_from_acpi(Cpus& c) {
     }
   }
   const uint32_t root_len = sdt_len(root, root_sig);
-  if (root_len == 0) return false;
   for (uint64_t off = 36; off + entry_size <= root_len; off += entry_size) {
     const uint64_t t = entry_size == 8 ? rd64(root + off) : rd32(root + off);
-    if (const uint32_t len = sdt_len(t, "APIC"); len >= 44) {
-      c.source = "acpi";
-      return parse_madt(t, len, c);
-    }
+    if (*len = sdt_len(t, sig); *len >= min_len) return t;
   }
-  return false;
+  return 0;
+}
+
+bool cpus_from_acpi(Cpus& c) {
+  uint32_t len = 0;
+  const uint64_t madt = find_sdt("APIC", 44, &len);
+  if (madt == 0) return false;
+  c.source = "acpi";
+  return parse_madt(madt, len, c);
 }
 
 // --------------------------------------------------------------- MP table
@@ -312,6 +318,15 @@ const Cpus& cpus() {
     }
   }
   return g_cpus;
+}
+
+uint64_t acpi_tpm2_crb() {
+  // TPM2 (TCG ACPI spec): header (36 bytes), platform class u16, reserved u16, the
+  // CRB control area's address u64 (offset 40), start method u32 (offset 48).
+  uint32_t len = 0;
+  const uint64_t t = find_sdt("TPM2", 52, &len);
+  if (t == 0 || rd32(t + 48) != 7) return 0;  // 7: Command Response Buffer
+  return rd64(t + 40);
 }
 
 uint64_t alloc(uint64_t size, uint64_t align, uint64_t lo, uint64_t hi) {

@@ -63,6 +63,9 @@ Str cmdline();
 Args args();
 // CPUs from ACPI (MADT), else the MP table, else 1. Parsed once, then cached.
 const Cpus& cpus();
+// The CRB control area address of the ACPI TPM2 table (start method 7, Command
+// Response Buffer); 0 without such a table. Looked up at each call.
+uint64_t acpi_tpm2_crb();
 // `size` bytes of free RAM aligned to `align`, inside [lo, hi), avoiding the image
 // and everything the loader handed over (start info, memory map, command line,
 // modules, ACPI/MP tables). 0 if there is none. Successive calls never overlap.

@@ -59,4 +59,11 @@ bool net_lease(const char* who);
 [[noreturn]] void prog_net_echo(const Args& args);
 [[noreturn]] void prog_net_bench(const Args& args);
 
+// `tpm-pcrs`: PCRs 0-23 of every allocated sha1/sha256/sha384 bank of the TPM 2.0
+// CRB at 0xfed40000 (or the ACPI TPM2 table's), read in user mode: one
+// "tpm-pcr BANK INDEX HEX" line each, then "tpm-pcrs ok banks=... pcrs=N". Exit 0; 1
+// on a TPM or interface error ("tpm-pcrs error: ..."); 2 without a TPM ("tpm-pcrs no
+// TPM at 0x..."). (tpm_programs.cpp)
+[[noreturn]] void prog_tpm_pcrs(const Args& args);
+
 }  // namespace az

@@ -15,6 +15,9 @@ packages=(
   libsqlite3-dev                   # controller state
   libseccomp-dev                   # lib/sandbox: seccomp allowlists per thread class
   libcbor-dev                      # lib/attest: CBOR of attestation documents (COSE_Sign1)
+  libtpms-dev                      # azote-card-tpm: the instances' TPM 2.0 (libtpms)
+  tpm2-tools libtss2-dev socat     # card_tpm_test: tpm2-tools through the cmd TCTI (socat) as the TPM's clients
+  swtpm swtpm-tools                # a reference TPM (swtpm's unixio channel is the card's data protocol)
   libbpf-dev                       # lib/guard: loading the write guard's BPF LSM programs (clang compiles them)
   python3-cbor2 python3-cryptography  # tests/tools/verify_attestation.py: the independent document verifier
   openssl                          # test fixtures: certificates signed by a foreign CA

@@ -55,7 +55,7 @@ uint8_t checksum(const uint8_t* p, size_t n) {
   return s;
 }
 
-Tables build(uint64_t base, uint32_t nvcpus, uint64_t lapic_addr, uint64_t ioapic_addr) {
+Tables build(uint64_t base, uint32_t nvcpus, uint64_t lapic_addr, uint64_t ioapic_addr, uint64_t tpm_crb_control) {
   Tables t;
   t.base = base;
   Writer w(t.bytes);
@@ -100,10 +100,24 @@ Tables build(uint64_t base, uint32_t nvcpus, uint64_t lapic_addr, uint64_t ioapi
   w.u8(1); w.u8(12); w.u8(0); w.u8(0); w.u32(static_cast<uint32_t>(ioapic_addr)); w.u32(0);
   w.end_table(madt);
 
-  // XSDT (5.2.8): FADT and MADT.
+  // TPM2 (TCG ACPI Specification 1.3, 8.3): a client platform's TPM 2.0, start method
+  // 7 (Command Response Buffer), no start-method parameters beyond the 12 reserved bytes.
+  size_t tpm2 = 0;
+  if (tpm_crb_control != 0) {
+    tpm2 = w.begin_table("TPM2", 4);
+    w.u16(0);  // platform class: client
+    w.u16(0);
+    w.u64(tpm_crb_control);
+    w.u32(7);
+    w.zeros(12);
+    w.end_table(tpm2);
+  }
+
+  // XSDT (5.2.8): FADT, MADT (and TPM2).
   const size_t xsdt = w.begin_table("XSDT", 1);
   w.u64(base + fadt);
   w.u64(base + madt);
+  if (tpm2 != 0) w.u64(base + tpm2);
   w.end_table(xsdt);
 
   std::memcpy(&b[0], "RSD PTR ", 8);

@@ -58,5 +58,22 @@ TEST(Acpi, TablesChecksumAndMadtListsEveryCpu) {
   EXPECT_LE(t.bytes.size(), 0x20000u);
 }
 
+TEST(Acpi, ATpmAddsATpm2TableNamingItsCrbControlArea) {
+  const uint64_t base = 0xe0000;
+  EXPECT_EQ(u32(build(base, 1, 0xfee00000, 0xfec00000).bytes, static_cast<size_t>(u64(build(base, 1, 0xfee00000, 0xfec00000).bytes, 24) - base) + 4),
+            36u + 16u) << "no TPM, no TPM2 table";
+  Tables t = build(base, 1, 0xfee00000, 0xfec00000, 0xfed40040);
+  const size_t xsdt = static_cast<size_t>(u64(t.bytes, 24) - base);
+  ASSERT_EQ(u32(t.bytes, xsdt + 4), 36u + 24u);
+  const size_t tab = static_cast<size_t>(u64(t.bytes, xsdt + 36 + 16) - base);
+  ASSERT_EQ(std::memcmp(&t.bytes[tab], "TPM2", 4), 0);
+  const uint32_t len = u32(t.bytes, tab + 4);
+  EXPECT_EQ(len, 64u);  // Linux's acpi_table_tpm2 (52 bytes) and 12 bytes of start-method parameters
+  EXPECT_EQ(t.bytes[tab + 8], 4);
+  EXPECT_EQ(checksum(&t.bytes[tab], len), 0);
+  EXPECT_EQ(u64(t.bytes, tab + 40), 0xfed40040u);
+  EXPECT_EQ(u32(t.bytes, tab + 48), 7u);  // start method: CRB
+}
+
 }  // namespace
 }  // namespace azote::acpi

@@ -183,6 +183,15 @@ Options:
                               Repeatable (up to 16 devices in all, any kinds). Each appears as a virtio-mmio device
                               at 0xc0000000 + 4K*i, interrupt 5+i, announced on the
                               kernel command line as virtio_mmio.device=4K@ADDR:IRQ.
+  --tpm PATH                  A TPM 2.0 served on the Unix socket PATH (azote-card-tpm, or
+                              swtpm socket --server type=unixio,path=PATH --flags
+                              not-need-init): before the vCPUs run, azote-hv sends
+                              TPM2_Startup(CLEAR) and measures the kernel into PCR 4,
+                              the initrd into PCR 9 and the image's command line into
+                              PCR 12 of every allocated bank; the guest then reaches
+                              it through a TCG CRB window at 0xfed40000 (4K, locality
+                              0; an ACPI TPM2 table points to it). Without the TPM
+                              (10 s) the VM does not start.
   --kvm-fd N                  Use descriptor N, an open /dev/kvm handed over by the
                               launcher, instead of opening /dev/kvm.
   --control PATH|fd:N         Empty-shell mode: set the VM up (memory, kernel, vCPUs,
@@ -362,7 +371,7 @@ Result<ParseOutcome, ConfigError> parse_args(int argc, const char* const* argv) 
       static const std::set<std::string> kWithValue = {"--kernel", "--cmdline", "--initrd", "--vcpus", "--memory",
                                                        "--console", "--config", "--log", "--device", "--stats",
                                                        "--control", "--seccomp", "--kvm-fd", "--io-window",
-                                                       "--private-memory", "--console-max"};
+                                                       "--private-memory", "--console-max", "--tpm"};
       if (kWithValue.count(a) == 0)
         return make_error(ConfigErrc::kUsage, "unknown option \"" + a + "\" (see --help)");
       if (i + 1 >= argc) return make_error(ConfigErrc::kUsage, a + " needs a value");
@@ -387,6 +396,10 @@ Result<ParseOutcome, ConfigError> parse_args(int argc, const char* const* argv) 
       AZOTE_TRY(d, parse_device(flag, value));
       cfg.devices.push_back(d);
       if (cfg.devices.size() > kMaxDevices) return bad("--device: more than " + std::to_string(kMaxDevices) + " devices");
+    } else if (flag == "--tpm") {
+      if (value.empty() || value.size() >= 108 || value.find('\0') != std::string::npos)
+        return bad("--tpm: \"" + value + "\" is not a socket path of 1-107 bytes");
+      cfg.tpm_socket = value;
     } else if (flag == "--kernel") {
       AZOTE_TRYV(check_kernel(flag, value));
       cfg.kernel = value;

@@ -53,6 +53,9 @@ struct VmConfig {
   // A file console's cap in bytes (--console-max; 0: none): past it the oldest half goes.
   uint64_t console_max = 1ull << 20;
   std::vector<DeviceConfig> devices;
+  // --tpm PATH: a TPM 2.0 served on this Unix socket (azote-card-tpm, swtpm's unixio):
+  // measured boot into it before the vCPUs run, then a CRB window for the guest.
+  std::string tpm_socket;
   bool pit = true;             // in-kernel i8254 PIT (--no-pit leaves it out)
   std::string log_path;        // empty: stderr
   std::string stats_path;      // empty: none

@@ -258,7 +258,8 @@ Result<void, VmError> Vm::load_kernel() {
   }
 
   if (auto r = x86::write_boot_tables(*mem_); !r.ok()) return make_error(VmErrc::kHost, "boot tables: " + r.error().message());
-  const acpi::Tables tables = acpi::build(x86::kAcpiAddr, cfg_.vcpus, x86::kLapicAddr, x86::kIoapicAddr);
+  const acpi::Tables tables = acpi::build(x86::kAcpiAddr, cfg_.vcpus, x86::kLapicAddr, x86::kIoapicAddr,
+                                          cfg_.tpm_socket.empty() ? 0 : TpmCrb::kControlArea);
   if (tables.bytes.size() > x86::kAcpiEnd - x86::kAcpiAddr) return make_error(VmErrc::kHost, "ACPI tables too large");
   if (auto r = mem_->write(GuestAddress(tables.base), tables.bytes); !r.ok())
     return make_error(VmErrc::kHost, "ACPI tables: " + r.error().message());
@@ -290,6 +291,17 @@ Result<void, VmError> Vm::load_kernel() {
     measurements_["initrd_sha384"] = cfg_.initrd.empty() ? control::Json() : control::Json(to_hex(rd));
     measurements_["cmdline"] = own;
     measurements_["pcrs"] = std::move(pcrs);
+    if (!cfg_.tpm_socket.empty()) {
+      // What boot_tpm() extends, in every algorithm a TPM bank may use.
+      std::vector<std::tuple<uint32_t, const char*, std::span<const uint8_t>>> parts = {{tpm::kPcrKernel, "kernel", image}};
+      if (!cfg_.initrd.empty()) parts.emplace_back(tpm::kPcrInitrd, "initrd", ramdisk);
+      parts.emplace_back(tpm::kPcrCmdline, "cmdline", c);
+      for (const auto& [pcr, what, data] : parts) {
+        auto e = tpm::measure(pcr, what, data);
+        if (!e) return make_error(VmErrc::kHost, "--tpm: " + e.error().message());
+        tpm_events_.push_back(std::move(e).value());
+      }
+    }
   }
   auto plan = loader::load(*mem_, spec);
   if (!plan.ok()) {
@@ -430,6 +442,10 @@ bool Vm::handle_exit(Vcpu& v) {
     case KVM_EXIT_MMIO: {
       const auto& mmio = run->mmio;
       if (mmio.len <= sizeof(mmio.data)) {
+        if (tpm_ && tpm_->contains(mmio.phys_addr, mmio.len)) {
+          tpm_->access(mmio.phys_addr, mmio.is_write != 0, std::span(run->mmio.data, mmio.len));
+          return true;
+        }
         for (auto& d : devices_) {
           if (!d->contains(mmio.phys_addr, mmio.len)) continue;
           d->access(mmio.phys_addr, mmio.is_write != 0, std::span(run->mmio.data, mmio.len));
@@ -610,6 +626,21 @@ void Vm::write_stats() const {
   std::fclose(f);
 }
 
+Result<void, VmError> Vm::boot_tpm() {
+  if (cfg_.tpm_socket.empty() || tpm_) return {};
+  auto link = tpm::Link::connect(cfg_.tpm_socket, std::chrono::seconds(10));
+  if (!link) return make_error(VmErrc::kDevice, "--tpm: " + link.error().message());
+  auto booted = tpm::measure_boot(*link, tpm_events_, std::chrono::seconds(30));
+  if (!booted) return make_error(VmErrc::kDevice, "--tpm " + cfg_.tpm_socket + ": measured boot: " + booted.error().message());
+  tpm_banks_ = booted->banks;
+  tpm_ = std::make_unique<TpmCrb>(std::move(link).value(), &stopping_);
+  std::string banks;
+  for (uint16_t b : tpm_banks_) banks += std::string(banks.empty() ? "" : ",") + tpm::bank_name(b);
+  LOG_INFO("tpm: measured boot into %s (banks %s): PCR 4 kernel, 9 initrd, 12 cmdline; CRB at %#llx", cfg_.tpm_socket.c_str(),
+           banks.c_str(), static_cast<unsigned long long>(TpmCrb::kBase));
+  return {};
+}
+
 bool Vm::start_vcpus() {
   started_ = true;
   for (auto& v : vcpus_) {
@@ -666,6 +697,21 @@ control::Json Vm::describe() const {
   r["private_memory"] = control::Json{{"backing", mem_->private_is_external() ? "guest_memfd" : "memfd"},
                                       {"why", private_memory_why_}};
   r["measurements"] = measurements_;
+  if (!cfg_.tpm_socket.empty()) {
+    control::Json banks = control::Json::array(), events = control::Json::array();
+    for (uint16_t b : tpm_banks_) banks.push_back(tpm::bank_name(b));
+    for (const auto& e : tpm_events_) {
+      control::Json ev = {{"pcr", e.pcr}, {"what", e.what}};
+      for (const auto& [alg, d] : e.digests) ev[tpm::bank_name(alg)] = to_hex(d);
+      events.push_back(std::move(ev));
+    }
+    r["tpm"] = control::Json{{"socket", cfg_.tpm_socket},
+                             {"measured", tpm_ != nullptr},
+                             {"banks", std::move(banks)},
+                             {"events", std::move(events)},
+                             {"commands", tpm_ ? tpm_->commands() : 0},
+                             {"failed", tpm_ && tpm_->failed()}};
+  }
   return r;
 }
 
@@ -725,6 +771,7 @@ control::Json Vm::start_request() {
   bytes.push_back(0);
   if (auto r = mem_->write(GuestAddress(x86::kCmdlineAddr), bytes); !r.ok())
     return control::refuse("cannot write the kernel command line: " + r.error().message());
+  if (auto t = boot_tpm(); !t) return control::refuse(t.error().message());
   LOG_INFO("control: start with %zu device(s); command line \"%s\"", devices_.size(), cmdline.c_str());
   if (!start_vcpus()) return control::refuse("the vCPU threads could not be started; the VM is stopping");
   control::Json r = control::ok();
@@ -784,6 +831,10 @@ int Vm::run() {
     control_ = std::move(server).value();
     LOG_INFO("control: listening on %s; vCPUs parked until a \"start\" request", control_->path().c_str());
   } else {
+    if (auto t = boot_tpm(); !t) {
+      std::fprintf(stderr, "azote-hv: error: %s\n", t.error().message().c_str());
+      return kExitDevice;
+    }
     start_vcpus();
   }
 

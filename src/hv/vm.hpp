@@ -20,9 +20,11 @@
 #include "hv/config.hpp"
 #include "hv/console.hpp"
 #include "hv/platform.hpp"
+#include "hv/tpm_crb.hpp"
 #include "hv/vhost_user_backend.hpp"
 #include "hv/virtio_device.hpp"
 #include "kvm/kvm.hpp"
+#include "tpm/measured_boot.hpp"
 
 namespace azote::hv {
 
@@ -59,6 +61,9 @@ class Vm {
   void service_cards(const std::vector<pollfd>& fds);
   // JSON with per-vCPU exit counts and per-thread CPU time (--stats FILE).
   void write_stats() const;
+  // --tpm: connects to the TPM, measures the boot into it (TPM2_Startup, PCR extends)
+  // and opens the CRB window. Before the vCPUs run; a failure means they never do.
+  Result<void, VmError> boot_tpm();
   // Releases the vCPUs. False (and the VM is stopping) if a thread cannot be created.
   bool start_vcpus();
   // Connects to a card and adds its virtio-mmio window as the next device.
@@ -96,6 +101,11 @@ class Vm {
   // What was loaded, measured as it was (docs/design.md "Measurements"): "describe"'s
   // "measurements", from which an instance's attestation PCRs 0-2 come.
   control::Json measurements_;
+  // --tpm: what the boot measures into it (computed as the images load), then the
+  // device and the banks measured into.
+  std::vector<tpm::Event> tpm_events_;
+  std::unique_ptr<TpmCrb> tpm_;
+  std::vector<uint16_t> tpm_banks_;
   std::optional<Console> console_;
   std::unique_ptr<Platform> platform_;
   std::vector<std::unique_ptr<VirtioMmioDevice>> devices_;
