@@ -29,13 +29,14 @@ const char* to_string(Role r) {
     case Role::kHv: return "hv";
     case Role::kCardBlk: return "card-blk";
     case Role::kCardNet: return "card-net";
+    case Role::kCardTpm: return "card-tpm";
     case Role::kProbe: return "probe";
   }
   return "?";
 }
 
 std::optional<Role> parse_role(const std::string& s) {
-  for (Role r : {Role::kHv, Role::kCardBlk, Role::kCardNet, Role::kProbe})
+  for (Role r : {Role::kHv, Role::kCardBlk, Role::kCardNet, Role::kCardTpm, Role::kProbe})
     if (s == to_string(r)) return r;
   return std::nullopt;
 }
@@ -106,7 +107,7 @@ Result<SpawnRequest, LaunchError> spawn_request_from_json(const Json& j) {
   if (j.contains("probe_as")) {
     AZOTE_TRY(as, str(j, "probe_as", true));
     const auto pa = parse_role(as);
-    if (!pa || *pa == Role::kProbe) return bad("\"probe_as\" must be hv, card-blk or card-net");
+    if (!pa || *pa == Role::kProbe) return bad("\"probe_as\" must be hv, card-blk, card-net or card-tpm");
     r.probe_as = *pa;
   }
   if (j.contains("limits")) {

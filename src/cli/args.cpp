@@ -100,7 +100,9 @@ std::vector<CommandSpec> build_commands() {
         {"--description", K::kValue, false, "TEXT", "a description"},
         {"--root-volume-size", K::kValue, false, "GiB", "root volume size (default 1)"},
         {"--root-content", K::kValue, false, "PATH",
-         "bytes written at the start of each new root volume"}}},
+         "bytes written at the start of each new root volume"},
+        {"--tpm-support", K::kValue, false, "v2.0",
+         "its instances get a TPM 2.0 (NitroTPM), their boot measured into it"}}},
       {"create-volume", Rpc::kCreateVolume, "create a volume", "",
        {{"--size", K::kValue, true, "GiB", "size in GiB"},
         {"--volume-type", K::kValue, false, "TYPE", "gp2, gp3, io1, io2 or standard (default gp3)"},
@@ -166,7 +168,7 @@ std::vector<CommandSpec> build_commands() {
        "write a release manifest (SHA-384 of each azote binary) signed with the release key (local)", "",
        {{"--key", K::kValue, true, "PEM_FILE", "the release key: an EC private key (P-384), kept off the hosts"},
         {"--bin-dir", K::kValue, true, "DIR", "the directory holding the release's binaries (azote-launcher, "
-                                                 "azote-controller, azote-hv, azote-card-blk, azote-card-net, azote-rot)"},
+                                                 "azote-controller, azote-hv, azote-card-blk, azote-card-net, azote-card-tpm, azote-rot)"},
         {"--release", K::kValue, true, "NAME", "the release's name, e.g. 2026.12.07"},
         {"--out", K::kValue, true, "FILE", "the manifest to write (azote-controller --release-manifest)"}}},
       {"admin verify-release", Rpc::kNone,
@@ -349,6 +351,11 @@ CliResult<Action> Builder::build() {
       req->set_cmdline(raw_.get("--cmdline"));
       AZOTE_TRY(size, number("--root-volume-size", 1, kU32Max));
       req->set_root_volume_size_gib(static_cast<uint32_t>(size));
+      if (raw_.has("--tpm-support")) {
+        if (raw_.get("--tpm-support") != "v2.0")
+          return usage(prefix() + "--tpm-support \"" + raw_.get("--tpm-support") + "\": the only value is v2.0");
+        req->set_tpm_support("v2.0");
+      }
       AZOTE_TRY(kernel, file_bytes("--kernel", kMaxImageFile));
       AZOTE_TRY(initrd, file_bytes("--initrd", kMaxImageFile));
       AZOTE_TRY(root, file_bytes("--root-content", kMaxImageFile));

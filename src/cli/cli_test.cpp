@@ -539,7 +539,7 @@ TEST(Help, EveryCommandExitsZeroAndMentionsEachFlag) {
       {"terminate-instances", {"--instance-ids", "--wait"}},
       {"describe-instance-types", {"--instance-types"}},
       {"describe-images", {"--image-ids"}},
-      {"register-image", {"--name", "--kernel", "--initrd", "--cmdline", "--description", "--root-volume-size"}},
+      {"register-image", {"--name", "--kernel", "--initrd", "--cmdline", "--description", "--root-volume-size", "--tpm-support"}},
       {"create-volume", {"--size", "--volume-type", "--iops", "--throughput", "--encrypted", "--no-encrypted",
                          "--tag-specifications", "--client-token"}},
       {"attach-volume", {"--volume-id", "--instance-id", "--device"}},

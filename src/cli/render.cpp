@@ -277,15 +277,15 @@ std::string render_response(Rpc rpc, const google::protobuf::Message& response, 
     }
     case Rpc::kDescribeImages: {
       const auto& r = static_cast<const v1::DescribeImagesResponse&>(response);
-      Table t{{"IMAGE ID", "NAME", "STATE", "ROOT SIZE", "CREATED", "DESCRIPTION"}, {}};
+      Table t{{"IMAGE ID", "NAME", "STATE", "ROOT SIZE", "TPM", "CREATED", "DESCRIPTION"}, {}};
       for (const auto& im : r.images()) {
         if (table) {
           t.rows.push_back({im.image_id(), or_dash(im.name()), or_dash(im.state()),
-                            gib(im.root_volume_size_gib()), or_dash(im.creation_date()),
+                            gib(im.root_volume_size_gib()), or_dash(im.tpm_support()), or_dash(im.creation_date()),
                             or_dash(im.description())});
         } else {
           text_row(out, {"IMAGES", im.image_id(), im.name(), im.state(),
-                         std::to_string(im.root_volume_size_gib()), im.creation_date(), im.description()});
+                         std::to_string(im.root_volume_size_gib()), im.tpm_support(), im.creation_date(), im.description()});
         }
       }
       return table ? render_table(t) : out;

@@ -242,8 +242,15 @@ std::string Host::eni_socket(const std::string& eni_id) { return "/run/azote-net
 std::string Host::eni_inbox(const std::string& eni_id) { return "/run/azote-net/" + eni_id + "/inbox.sock"; }
 std::string Host::instance_dir(const std::string& id) const { return opt_.state_dir + "/instances/" + id; }
 
+std::vector<Host::Card*> Host::Runtime::cards() const {
+  std::vector<Card*> out;
+  for (Card* c : {blk.get(), net.get(), tpm.get()})
+    if (c) out.push_back(c);
+  return out;
+}
+
 std::string Host::card_path(const Card& c, const char* suffix) const {
-  return instance_dir(c.instance) + (c.is_net() ? "/card-net" : "/card-blk") + suffix;
+  return instance_dir(c.instance) + (c.is_net() ? "/card-net" : c.is_tpm() ? "/card-tpm" : "/card-blk") + suffix;
 }
 
 int Host::free_slot() const {
@@ -270,7 +277,7 @@ ApiResult<void> Host::ensure_card(Card& c, bool* started, const std::vector<Volu
   {
     std::lock_guard lock(mu_);
     if (c.proc && !Processes::wait_exit(*c.proc, 0)) return {};
-    req.role = c.is_net() ? launch::Role::kCardNet : launch::Role::kCardBlk;
+    req.role = c.is_net() ? launch::Role::kCardNet : c.is_tpm() ? launch::Role::kCardTpm : launch::Role::kCardBlk;
     req.instance = c.instance;
     req.slot = static_cast<uint32_t>(std::max(0, rt_[c.instance].slot));
     if (c.is_net())
@@ -284,6 +291,10 @@ ApiResult<void> Host::ensure_card(Card& c, bool* started, const std::vector<Volu
   // The instance's volume files (and content to import), opened by the launcher: the
   // card's jail has no path to them. They are numbered 3, 4, ... in this order.
   std::map<std::string, int> file_fd;
+  if (c.is_tpm()) {  // the TPM's state (encrypted by the card), kept across stop and start
+    file_fd["state"] = 3;
+    req.files.push_back({"state", instance_dir(c.instance) + "/tpm.state", "rw"});
+  }
   for (const VolumeRec& v : vols) {
     file_fd[v.id] = 3 + static_cast<int>(req.files.size());
     req.files.push_back({v.id, v.file, "rw"});
@@ -596,14 +607,15 @@ ApiResult<void> Host::card_add(Card& c, const VolumeRec& v, const InstanceType* 
 }
 
 void Host::stop_blk_card(const std::string& instance_id) {
-  Card* c = nullptr;
+  std::vector<Card*> cards;
   {
     std::lock_guard lock(mu_);
     auto it = rt_.find(instance_id);
-    if (it == rt_.end() || !it->second.blk || !it->second.blk->proc) return;
-    c = it->second.blk.get();
+    if (it == rt_.end()) return;
+    for (Card* c : {it->second.blk.get(), it->second.tpm.get()})
+      if (c && c->proc) cards.push_back(c);
   }
-  stop_card(c);
+  for (Card* c : cards) stop_card(c);
 }
 
 void Host::stop_card(Card* c) {
@@ -1069,7 +1081,11 @@ ApiResult<ImageRec> Host::register_image(const ImageRequest& r) {
   if (r.root_content.size() > (uint64_t{r.root_volume_size_gib ? r.root_volume_size_gib : 1} << 30))
     return api_error(K::kInvalid, "InvalidParameterValue", "root volume content is larger than the root volume");
   if (r.cmdline.size() > 2048) return api_error(K::kInvalid, "InvalidParameterValue", "cmdline is longer than 2048 bytes");
+  if (!r.tpm_support.empty() && r.tpm_support != "v2.0")
+    return api_error(K::kInvalid, "InvalidParameterValue",
+                     "TpmSupport \"" + r.tpm_support + "\" is not supported (the only value is v2.0)");
   ImageRec img;
+  img.tpm_support = r.tpm_support;
   img.name = r.name;
   img.description = r.description;
   img.kernel_sha256 = sha256_hex(r.kernel);
@@ -1079,7 +1095,8 @@ ApiResult<ImageRec> Host::register_image(const ImageRequest& r) {
   img.root_sha256 = r.root_content.empty() ? "" : sha256_hex(r.root_content);
   if (img.root_size_gib > 16384) return api_error(K::kInvalid, "InvalidParameterValue", "root volume size above 16384 GiB");
   img.id = image_id_from_hash(sha256_hex(img.kernel_sha256 + "|" + img.initrd_sha256 + "|" + img.cmdline + "|" +
-                                         std::to_string(img.root_size_gib) + "|" + img.root_sha256));
+                                         std::to_string(img.root_size_gib) + "|" + img.root_sha256 +
+                                         (img.tpm_support.empty() ? "" : "|tpm=" + img.tpm_support)));
   std::lock_guard lock(mu_);
   if (auto it = images_.find(img.id); it != images_.end()) return it->second;  // same content, same image
   img.kernel = opt_.state_dir + "/images/" + img.kernel_sha256 + ".kernel";
@@ -1534,7 +1551,7 @@ std::string Host::metrics_text() {
   {
     std::lock_guard lock(mu_);
     for (const auto& [id, rt] : rt_)
-      for (const auto* c : {rt.net.get(), rt.blk.get()})
+      for (const auto* c : rt.cards())
         if (c && c->proc) endpoints.push_back(card_path(*c, ".metrics"));
   }
   for (const auto& e : endpoints) out += read_unix_socket(e);
@@ -1669,6 +1686,7 @@ ApiResult<void> Host::launch(const std::string& id) {
   const InstanceType* type = find_instance_type(inst.type);
   Card* blk = nullptr;
   Card* net = nullptr;
+  Card* tpm = nullptr;
   uint32_t slot = 0;
   {
     std::lock_guard lock(mu_);
@@ -1680,6 +1698,10 @@ ApiResult<void> Host::launch(const std::string& id) {
     if (!eni_id.empty()) {
       if (!rt.net) rt.net = std::make_unique<Card>("net/" + id, "network card of " + id, id);
       net = rt.net.get();
+    }
+    if (!img.tpm_support.empty()) {
+      if (!rt.tpm) rt.tpm = std::make_unique<Card>("tpm/" + id, "TPM card of " + id, id);
+      tpm = rt.tpm.get();
     }
   }
   // 1. The empty shell: memory, vCPUs parked, kernel loaded, a control socket; in its
@@ -1707,6 +1729,8 @@ ApiResult<void> Host::launch(const std::string& id) {
   }
   if (!img.cmdline.empty()) hv.args.insert(hv.args.end(), {"--cmdline", img.cmdline});
   if (!eni_id.empty()) hv.enis = {eni_id};
+  // Its TPM: measured boot into it at "start" (the card is open by then).
+  if (tpm != nullptr) hv.args.insert(hv.args.end(), {"--tpm", std::string(kTpmSocket)});
   hv.limits.memory_mib = inst.memory_mib + kHvOverheadMib;
   hv.limits.pids = inst.vcpus + kHvExtraPids;
   hv.limits.cpu_percent = inst.vcpus * 100;
@@ -1726,6 +1750,10 @@ ApiResult<void> Host::launch(const std::string& id) {
   std::jthread card([&] {
     card_ready = start_instance_card(*blk, vols, type);
     t_blk = since();
+  });
+  ApiResult<void> tpm_ready{};
+  std::jthread tpm_card([&] {
+    if (tpm != nullptr) tpm_ready = start_tpm_card(*tpm);
   });
   std::jthread net_card([&] {
     if (net == nullptr) return;
@@ -1753,8 +1781,10 @@ ApiResult<void> Host::launch(const std::string& id) {
   if (opt_.test_launch_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(opt_.test_launch_delay_ms));
   card.join();
   net_card.join();
+  tpm_card.join();
   AZOTE_TRYV(card_ready);
   AZOTE_TRYV(net_ready);
+  AZOTE_TRYV(tpm_ready);
   // Wait until the shell answers on its control socket (the launcher made the socket,
   // so connecting proves nothing), but not for a hypervisor that already gave up (a
   // kernel it cannot load, a host resource it cannot get): its own words are the reason.
@@ -1806,6 +1836,58 @@ ApiResult<void> Host::launch(const std::string& id) {
   LOG_DEBUG("instance %s: launched in %.1f ms (shell spawned %.1f, block card ready %.1f, network card answering %.1f "
             "and ready %.1f, shell answering %.1f)",
             id.c_str(), since(), t_shell, t_blk, t_net_spawned, t_net, t_answers);
+  return {};
+}
+
+ApiResult<void> Host::start_tpm_card(Card& c) {
+  // The state's key: made at the instance's first launch, kept wrapped in its record.
+  std::vector<uint8_t> wrapped;
+  {
+    std::lock_guard lock(mu_);
+    wrapped = instances_[c.instance].tpm_wrapped_key;
+  }
+  if (wrapped.empty()) {
+    std::vector<uint8_t> key(32);
+    if (::getrandom(key.data(), key.size(), 0) != static_cast<ssize_t>(key.size()))
+      return api_error(K::kInternal, "InternalError", "no randomness for the TPM state key of " + c.instance);
+    auto w = pki::wrap_key(pki_.master_key(), key, "tpm:" + c.instance);
+    pki::wipe(key);
+    if (!w) return api_error(K::kInternal, "InternalError", "TPM state key of " + c.instance + ": " + w.error().message());
+    std::lock_guard lock(mu_);
+    InstanceRec& r = instances_[c.instance];
+    r.tpm_wrapped_key = *w;
+    persist(r);
+    wrapped = std::move(w).value();
+  }
+  {
+    // The card opens the state through a descriptor the launcher hands it: the file
+    // must exist (empty: a new TPM).
+    const std::string path = instance_dir(c.instance) + "/tpm.state";
+    UniqueFd f(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+    if (!f) return api_error(K::kInternal, "InternalError", "cannot create " + path + ": " + std::strerror(errno));
+  }
+  AZOTE_TRYV(ensure_card(c));
+  auto key = pki::unwrap_key(pki_.master_key(), wrapped, "tpm:" + c.instance);
+  if (!key) return api_error(K::kInternal, "InternalError", "TPM state key of " + c.instance + ": " + key.error().message());
+  std::string key_hex = to_hex(*key);
+  pki::wipe(*key);
+  int state_fd = 3;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = c.file_fd.find("state"); it != c.file_fd.end()) state_fd = it->second;
+  }
+  control::Json req = {{"op", "open"}, {"instance", c.instance}, {"state", "fd:" + std::to_string(state_fd)},
+                       {"key", key_hex}, {"socket", std::string(kTpmSocket)}};
+  auto r = control::call_once(card_path(c, ".ctl"), req, kControlTimeout);
+  std::fill(key_hex.begin(), key_hex.end(), '\0');
+  auto& k = req["key"].get_ref<std::string&>();
+  std::fill(k.begin(), k.end(), '\0');
+  if (!r) {
+    // An adopted card serves this instance already.
+    if (r.error().code == control::ControlErrc::kRefused && r.error().context.find("already serves the TPM of " + c.instance) != std::string::npos)
+      return {};
+    return api_error(K::kInternal, "InternalError", c.label + ": " + r.error().message());
+  }
   return {};
 }
 
@@ -1862,6 +1944,9 @@ void Host::finish_terminate(const std::string& id) {
     if (auto d = store_.erase_eni(eid); !d) LOG_ERROR("instance %s: deleting %s: %s", id.c_str(), eid.c_str(), d.error().message().c_str());
     else enis_.erase(eid);
   }
+  // Its TPM: the state file goes (the key went with the record's last use).
+  std::error_code ec;
+  fs::remove(instance_dir(id) + "/tpm.state", ec);
   for (VolumeRec* v : volumes_of(id)) {
     if (v->delete_on_termination) {
       const std::string vid = v->id;
@@ -1887,7 +1972,7 @@ void Host::supervisor_loop() {
   auto all_cards = [this] {
     std::vector<Card*> out;
     for (auto& [id, rt] : rt_)
-      for (Card* c : {rt.blk.get(), rt.net.get()})
+      for (Card* c : rt.cards())
         if (c) out.push_back(c);
     return out;
   };
@@ -2054,7 +2139,7 @@ void Host::liveness_loop() {
       };
       for (auto& [id, rt] : rt_)
         if (!rt.busy)
-          for (Card* c : {rt.blk.get(), rt.net.get()})
+          for (Card* c : rt.cards())
             if (c) add(*c);
     }
     for (auto& t : targets) {
@@ -2079,6 +2164,14 @@ void Host::restart_card(Card& c) {
   // Restart the card and hand it everything its live hypervisor is using; the
   // hypervisor reconnects to the sockets by itself. A card serves one instance: only
   // while that instance runs (a launch starts its own).
+  if (c.is_tpm()) {
+    // Not restarted under a running guest: its PCRs held that boot's measurements and a
+    // new TPM cannot be given them back; the guest's TPM reports a failure (CRB fatal
+    // status) until the instance is stopped and started, which measures a new boot.
+    LOG_ERROR("controller: the %s is gone; that instance's TPM is failed until it is stopped and started",
+              c.label.c_str());
+    return;
+  }
   const bool net = c.is_net();
   std::vector<VolumeRec> vols;
   const InstanceType* type = nullptr;
@@ -2135,6 +2228,10 @@ ApiResult<void> Host::recover() {
       } else if (kind == "net/" && instances_.count(iid)) {
         rt_[iid].net = std::make_unique<Card>(c.name, "network card of " + iid, iid);
         card = rt_[iid].net.get();
+      } else if (kind == "tpm/" && instances_.count(iid)) {
+        // Its hypervisor keeps its connection: an adopted TPM card goes on serving it.
+        rt_[iid].tpm = std::make_unique<Card>(c.name, "TPM card of " + iid, iid);
+        card = rt_[iid].tpm.get();
       } else {
         LOG_WARN("controller: forgetting the card record \"%s\" (from an older controller or a deleted instance)", c.name.c_str());
         (void)store_.erase_card(c.name);
@@ -2203,7 +2300,7 @@ ApiResult<void> Host::recover() {
         Processes::wait_exit(*hv, 5000);
         LOG_INFO("instance %s: killed the hypervisor left %s by the previous controller", id.c_str(), r.state.c_str());
       }
-      for (Card* c : {rt.blk.get(), rt.net.get()}) {  // its cards too: started for that launch, given part of it
+      for (Card* c : rt.cards()) {  // its cards too: started for that launch, given part of it
         if (!c || !c->proc) continue;
         handled.insert(c->proc->pid);
         procs_.send_signal(*c->proc, SIGKILL);
@@ -2233,7 +2330,7 @@ ApiResult<void> Host::recover() {
     std::set<pid_t> known = handled;
     for (const auto& [id, rt] : rt_) {
       if (rt.hv) known.insert(rt.hv->pid);
-      for (const auto* c : {rt.blk.get(), rt.net.get()})
+      for (const auto* c : rt.cards())
         if (c && c->proc) known.insert(c->proc->pid);
     }
     for (const auto& p : d->value("processes", launch::Json::array())) {
@@ -2258,7 +2355,8 @@ ApiResult<void> Host::recover() {
   // watched): stopped, with the rest of the instance's processes and cgroups.
   for (auto& [id, r] : instances_) {
     const Runtime& rt = rt_[id];
-    if (r.state != state::kRunning && ((rt.blk && rt.blk->proc) || (rt.net && rt.net->proc)))
+    const auto its = rt.cards();
+    if (r.state != state::kRunning && std::any_of(its.begin(), its.end(), [](const Card* c) { return c->proc.has_value(); }))
       jobs_.emplace_back(id, Job::kCleanup);
   }
   return {};
@@ -2302,7 +2400,7 @@ void Host::shutdown() {
     std::lock_guard lock(mu_);
     std::vector<Card*> cards;
     for (auto& [id, rt] : rt_)
-      for (Card* c : {rt.blk.get(), rt.net.get()})
+      for (Card* c : rt.cards())
         if (c) cards.push_back(c);
     for (Card* c : cards) {
       if (!c->proc) continue;

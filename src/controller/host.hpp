@@ -98,6 +98,7 @@ struct VolumeRequest {
 struct ImageRequest {
   std::string name, description, kernel, initrd, cmdline, root_content;
   uint32_t root_volume_size_gib = 0;
+  std::string tpm_support;  // "v2.0" or empty
 };
 
 class Host {
@@ -182,6 +183,8 @@ class Host {
     std::optional<Proc> hv;
     std::unique_ptr<Card> blk;    // this instance's block card (created at its first launch)
     std::unique_ptr<Card> net;    // this instance's network card (created at its first launch with an ENI)
+    std::unique_ptr<Card> tpm;    // this instance's TPM card (an image with TPM support)
+    std::vector<Card*> cards() const;  // those that exist
     int slot = -1;                // its uid/gid slot while it has processes
     bool busy = false;            // a job owns the instance
     bool expect_exit = false;     // we asked the hv to stop
@@ -192,14 +195,16 @@ class Host {
   };
   enum class Job { kLaunch, kStop, kStopForce, kReboot, kTerminate, kCleanup };
 
-  // One supervised card process: an instance's azote-card-blk or azote-card-net.
+  // One supervised card process: an instance's azote-card-blk, azote-card-net or
+  // azote-card-tpm.
   struct Card {
     Card(std::string n, std::string l, std::string i) : name(std::move(n)), label(std::move(l)), instance(std::move(i)) {}
-    const std::string name;      // "blk/<instance>" or "net/<instance>": its record in the store
+    const std::string name;      // "blk/<instance>", "net/<instance>" or "tpm/<instance>": its record in the store
     const std::string label;     // "block card of i-...", "network card of i-..."
     const std::string instance;
     bool is_net() const { return name.rfind("net/", 0) == 0; }
-    const char* binary() const { return is_net() ? "azote-card-net" : "azote-card-blk"; }
+    bool is_tpm() const { return name.rfind("tpm/", 0) == 0; }
+    const char* binary() const { return is_net() ? "azote-card-net" : is_tpm() ? "azote-card-tpm" : "azote-card-blk"; }
     std::optional<Proc> proc;            // mu_
     // Block card: the descriptor number each volume's file (and an import's content)
     // has in the card, as the launcher placed them (mu_).
@@ -233,6 +238,11 @@ class Host {
   // Starts the card unless it runs; *started tells whether a new process was made. A
   // block card gets the files of `vols` (its instance's volumes).
   ApiResult<void> ensure_card(Card& c, bool* started = nullptr, const std::vector<VolumeRec>& vols = {});
+  // A launch's TPM card: started (or found running) and opened on the instance's state
+  // with its key (made at the first launch).
+  ApiResult<void> start_tpm_card(Card& c);
+  // Where the TPM card serves the TPM, in the jails of the card and the hypervisor.
+  static constexpr const char* kTpmSocket = "/run/azote/tpm.sock";
   // A launch's block card: started (or found running) and given the instance's volumes.
   ApiResult<void> start_instance_card(Card& blk, const std::vector<VolumeRec>& vols, const InstanceType* type);
   ApiResult<void> card_add(Card& c, const VolumeRec& v, const InstanceType* type);

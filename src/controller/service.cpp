@@ -160,6 +160,7 @@ void fill(v1::Image* o, const ImageRec& i) {
   o->set_root_volume_size_gib(i.root_size_gib);
   o->set_root_content_sha256(i.root_sha256);
   o->set_creation_date(i.creation_date);
+  o->set_tpm_support(i.tpm_support);
 }
 
 void fill(v1::InstanceStateChangesResponse* resp, const std::vector<StateChange>& changes) {
@@ -395,6 +396,7 @@ grpc::Status Service::RegisterImage(grpc::ServerContext* ctx, const v1::Register
     r.cmdline = req->cmdline();
     r.root_content = req->root_content();
     r.root_volume_size_gib = req->root_volume_size_gib();
+    r.tpm_support = req->tpm_support();
     AZOTE_TRY(img, host_.register_image(r));
     resp->set_image_id(img.id);
     res.push_back(img.id);

@@ -10,7 +10,7 @@
 namespace azote::controller {
 namespace {
 
-constexpr std::array<std::string_view, 3> kSchema = {R"sql(
+constexpr std::array<std::string_view, 4> kSchema = {R"sql(
 CREATE TABLE instances (
   id TEXT PRIMARY KEY, reservation_id TEXT NOT NULL, image_id TEXT NOT NULL, type TEXT NOT NULL,
   state TEXT NOT NULL, reason_code TEXT NOT NULL, reason_message TEXT NOT NULL, launch_time TEXT NOT NULL,
@@ -40,6 +40,10 @@ CREATE TABLE security_groups (id TEXT PRIMARY KEY, vpc_id TEXT NOT NULL, name TE
   ingress TEXT NOT NULL, egress TEXT NOT NULL, UNIQUE (vpc_id, name));
 CREATE TABLE enis (id TEXT PRIMARY KEY, instance_id TEXT NOT NULL, subnet_id TEXT NOT NULL, vpc_id TEXT NOT NULL,
   mac TEXT NOT NULL UNIQUE, private_ip TEXT NOT NULL, groups TEXT NOT NULL, UNIQUE (vpc_id, private_ip));
+)sql",
+                                                     R"sql(
+ALTER TABLE images ADD COLUMN tpm_support TEXT NOT NULL DEFAULT '';
+ALTER TABLE instances ADD COLUMN tpm_wrapped_key BLOB NOT NULL DEFAULT x'';
 )sql"};
 
 std::string tags_json(const Tags& t) {
@@ -81,10 +85,11 @@ std::vector<std::string> strings_from(const std::string& s) {
 }
 
 sqlite::SqliteResult<void> put_instance(sqlite::Db& db, const InstanceRec& r) {
-  AZOTE_TRYV(db.run("INSERT OR REPLACE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", r.id,
+  AZOTE_TRYV(db.run("INSERT OR REPLACE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", r.id,
                     r.reservation_id, r.image_id, r.type, r.state, r.reason_code, r.reason_message, r.launch_time,
                     static_cast<int64_t>(r.vcpus), static_cast<int64_t>(r.memory_mib), bytes(r.user_data),
-                    tags_json(r.tags), r.client_token, r.hv_pid, static_cast<int64_t>(r.hv_starttime), r.http_tokens));
+                    tags_json(r.tags), r.client_token, r.hv_pid, static_cast<int64_t>(r.hv_starttime), r.http_tokens,
+                    std::span<const uint8_t>(r.tpm_wrapped_key)));
   return {};
 }
 sqlite::SqliteResult<void> put_eni(sqlite::Db& db, const EniRec& r) {
@@ -150,6 +155,8 @@ Result<std::vector<InstanceRec>, StoreError> Store::instances() {
     r.hv_pid = st->int64(c++);
     r.hv_starttime = static_cast<uint64_t>(st->int64(c++));
     r.http_tokens = st->text(c++);
+    const auto tk = st->blob(c++);
+    r.tpm_wrapped_key.assign(tk.begin(), tk.end());
     out.push_back(std::move(r));
   }
   return out;
@@ -196,6 +203,7 @@ Result<std::vector<ImageRec>, StoreError> Store::images() {
     r.cmdline = st->text(c++), r.root_content = st->text(c++), r.root_sha256 = st->text(c++);
     r.creation_date = st->text(c++);
     r.root_size_gib = static_cast<uint32_t>(st->int64(c++));
+    r.tpm_support = st->text(c++);
     out.push_back(std::move(r));
   }
   return out;
@@ -297,9 +305,9 @@ Result<void, StoreError> Store::put(const InstanceRec& r) { return wrap(put_inst
 Result<void, StoreError> Store::put(const VolumeRec& r) { return wrap(put_volume(db_, r)); }
 Result<void, StoreError> Store::put(const TokenRec& r) { return wrap(put_token(db_, r)); }
 Result<void, StoreError> Store::put(const ImageRec& r) {
-  auto x = db_.run("INSERT OR REPLACE INTO images VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", r.id, r.name, r.description,
+  auto x = db_.run("INSERT OR REPLACE INTO images VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", r.id, r.name, r.description,
                    r.kernel, r.kernel_sha256, r.initrd, r.initrd_sha256, r.cmdline, r.root_content, r.root_sha256,
-                   r.creation_date, static_cast<int64_t>(r.root_size_gib));
+                   r.creation_date, static_cast<int64_t>(r.root_size_gib), r.tpm_support);
   if (!x) return make_error(StoreErrc::kDb, x.error().message());
   return {};
 }

@@ -30,6 +30,9 @@ struct InstanceRec {
   int64_t hv_pid = 0;            // 0: no hypervisor process
   uint64_t hv_starttime = 0;     // /proc/PID/stat field 22, to recognise the same process after a restart
   std::string http_tokens = "optional";  // the metadata service: "optional" or "required" (IMDSv2 only)
+  // The key of its TPM's state (an image with TPM support), AES-256-GCM under the host
+  // master key for "tpm:<id>"; made at its first launch, gone with the instance.
+  std::vector<uint8_t> tpm_wrapped_key;
 };
 
 struct VolumeRec {
@@ -48,6 +51,7 @@ struct ImageRec {
   std::string id, name, description, kernel, kernel_sha256, initrd, initrd_sha256, cmdline, root_content,
       root_sha256, creation_date;
   uint32_t root_size_gib = 1;
+  std::string tpm_support;  // "v2.0" or empty
 };
 
 struct TokenRec {

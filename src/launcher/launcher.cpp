@@ -122,8 +122,11 @@ Result<std::unique_ptr<Launcher>, LauncherError> Launcher::create(Options o) {
       return make_error(LauncherErrc::kSetup, "verified launch: " + c.error().message());
     for (const auto& [name, path] : {std::pair<std::string, std::string>{"azote-hv", l->o_.hv_bin},
                                      {"azote-card-blk", l->o_.card_blk_bin},
-                                     {"azote-card-net", l->o_.card_net_bin}})
-      if (auto s = l->seal_binary(name, path); !s) {
+                                     {"azote-card-net", l->o_.card_net_bin},
+                                     {"azote-card-tpm", l->o_.card_tpm_bin}})
+      if (path.empty()) {
+        continue;
+      } else if (auto s = l->seal_binary(name, path); !s) {
         // Every spawn of it is refused with this reason (the instance's state reason and
         // audit record); the host itself still serves.
         LOG_ERROR("azote-launcher: %s", s.error().message().c_str());
@@ -213,7 +216,7 @@ void Launcher::adopt_existing() {
         if (manifest_) {
           // What it runs, checked again: a process another launcher started under
           // another release does not inherit this one's measurement.
-          const char* name = c.role == Role::kHv ? "azote-hv" : c.role == Role::kCardBlk ? "azote-card-blk" : "azote-card-net";
+          const char* name = binary_of(c.role).first;
           UniqueFd exe(::open(("/proc/" + std::to_string(pid) + "/exe").c_str(), O_RDONLY | O_CLOEXEC));
           if (exe && release::check(*manifest_, name, exe.get())) c.binary_sha384 = manifest_->files[name];
         }
@@ -456,6 +459,7 @@ Result<void, LauncherError> Launcher::start_guard() {
                                      {"azote-hv", o_.hv_bin},
                                      {"azote-card-blk", o_.card_blk_bin},
                                      {"azote-card-net", o_.card_net_bin},
+                                     {"azote-card-tpm", o_.card_tpm_bin},
                                      {"azote-rot", o_.rot_bin}})
       if (!path.empty()) guarded_binaries_[path] = name;
     rehash_at_ = std::chrono::steady_clock::now() + std::chrono::seconds(o_.guard_rehash_seconds);
@@ -811,6 +815,18 @@ Result<UniqueFd, LauncherError> Launcher::listen_beneath(const std::string& path
   return s;
 }
 
+// The program a role runs: its name in a release manifest and its path here.
+std::pair<const char*, const std::string*> Launcher::binary_of(Role r) const {
+  switch (r) {
+    case Role::kHv: return {"azote-hv", &o_.hv_bin};
+    case Role::kCardBlk: return {"azote-card-blk", &o_.card_blk_bin};
+    case Role::kCardNet: return {"azote-card-net", &o_.card_net_bin};
+    case Role::kCardTpm: return {"azote-card-tpm", &o_.card_tpm_bin};
+    case Role::kProbe: break;
+  }
+  return {"azote-probe", &o_.probe_bin};
+}
+
 const Launcher::Child* Launcher::find(const std::string& instance, Role role) const {
   for (const auto& [pid, c] : children_)
     if (c.instance == instance && c.role == role) return &c;
@@ -822,8 +838,9 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
   if (auto why = refused_args(r.args)) return refuse("spawn: " + *why);
   for (const auto& e : r.enis)
     if (!valid_eni(e)) return refuse("spawn: \"" + e + "\" is not an ENI id");
-  const std::string& bin = r.role == Role::kHv ? o_.hv_bin : r.role == Role::kCardBlk ? o_.card_blk_bin : o_.card_net_bin;
-  const char* bin_name = r.role == Role::kHv ? "azote-hv" : r.role == Role::kCardBlk ? "azote-card-blk" : "azote-card-net";
+  const auto [bin_name, bin_path] = binary_of(r.role);
+  const std::string& bin = *bin_path;
+  if (bin.empty()) return refuse(std::string("spawn: this host has no ") + bin_name + " (azote-launcher --card-tpm)");
   // Before anything is made for it (directories, cgroup leaf): a binary the release refused.
   if (const auto it = refused_.find(bin_name); it != refused_.end()) return refuse("spawn: " + it->second);
   const uint32_t id = id_of(r.role, r.slot);

@@ -37,6 +37,7 @@ using LauncherError = Error<LauncherErrc>;
 struct Options {
   std::string state_dir;
   std::string controller_bin, hv_bin, card_blk_bin, card_net_bin, probe_bin;
+  std::string card_tpm_bin;  // optional: without it no instance gets a TPM
   std::string rot_bin;  // --rot: azote-rot, started at host start; empty: no root of trust
   std::string test_socket;  // with probe_bin: root-only socket for probe requests
   uint32_t uid_base = 2'000'000'000;
@@ -144,6 +145,7 @@ class Launcher {
   // to the file, and hashed once instead of at every launch.
   Result<void, LauncherError> seal_binary(const std::string& name, const std::string& path);
   // The running process this launcher started for (instance, role), if any.
+  std::pair<const char*, const std::string*> binary_of(launch::Role r) const;
   const Child* find(const std::string& instance, launch::Role role) const;
 
   Options o_;

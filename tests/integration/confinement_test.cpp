@@ -693,7 +693,7 @@ TEST_F(Confinement, VerifiedLaunchRunsOnlyTheSignedReleasesBinaries) {
 
   // The hypervisor from a copy of the release's file, which is then changed under the
   // running host: what runs is the copy the launcher sealed and checked at start.
-  for (const auto& name : {"azote-launcher", "azote-controller", "azote-hv", "azote-card-blk", "azote-card-net", "azote-rot"})
+  for (const auto& name : {"azote-launcher", "azote-controller", "azote-hv", "azote-card-blk", "azote-card-net", "azote-card-tpm", "azote-rot"})
     std::filesystem::copy_file(bin + "/" + name, rel + "/other-bin/" + name);
   // The write guard off: this part changes a binary of the release under the running
   // host, which the guard would refuse; the launcher's re-hash notices it (every second).

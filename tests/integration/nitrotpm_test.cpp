@@ -1,0 +1,132 @@
+// NitroTPM through a whole host: an image registered with --tpm-support v2.0 gets, per
+// instance, an azote-card-tpm (libtpms) in the instance's jail, its boot measured into
+// it by azote-hv, read back by the built-in guest through the CRB window and printed on
+// the console the CLI shows; the values recomputed here with OpenSSL from the files.
+// The TPM's state is kept (encrypted) across stop and start and removed at terminate.
+#include <openssl/evp.h>
+
+#include "controller_fixture.hpp"
+#include "digest.hpp"
+
+namespace azote::test {
+namespace {
+
+std::string digest(const EVP_MD* md, const std::string& bytes) {
+  unsigned char d[EVP_MAX_MD_SIZE];
+  unsigned n = 0;
+  EVP_Digest(bytes.data(), bytes.size(), d, &n, md, nullptr);
+  return std::string(reinterpret_cast<char*>(d), n);
+}
+std::string pcr_of(const EVP_MD* md, const std::string& data) {
+  const std::string d = digest(md, data);
+  return hex(digest(md, std::string(d.size(), '\0') + d));
+}
+
+// "bank index" -> hex from the guest's tpm-pcr lines (the last boot's win).
+std::map<std::string, std::string> pcrs(const std::string& out) {
+  std::map<std::string, std::string> m;
+  for (const auto& l : lines(out)) {
+    std::istringstream s(l);
+    std::string tag, word, bank, index, value;
+    s >> tag >> word >> bank >> index >> value;
+    if (tag == "azote-guest:" && word == "tpm-pcr") m[bank + " " + index] = value;
+  }
+  return m;
+}
+
+size_t count(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+class NitroTpm : public ControllerTest {
+ protected:
+  std::string register_image(const std::string& name, const std::string& cmdline, bool tpm) {
+    std::vector<std::string> args = {"register-image", "--name", name, "--kernel", AZOTE_GUEST_ELF, "--cmdline", cmdline,
+                                     "--output", "json"};
+    if (tpm) args.insert(args.end(), {"--tpm-support", "v2.0"});
+    auto o = cli(cp_, args);
+    EXPECT_EQ(o.status, 0) << o.out << o.err;
+    return o.status == 0 ? Json::parse(o.out).value("image_id", "") : "";
+  }
+  std::string launch(const std::string& image) {
+    auto o = cli(cp_, {"run-instances", "--image-id", image, "--instance-type", "t3.nano", "--no-network-interface",
+                       "--output", "json"});
+    EXPECT_EQ(o.status, 0) << o.out << o.err;
+    return o.status == 0 ? Json::parse(o.out)["instances"][0].value("instance_id", "") : "";
+  }
+};
+
+TEST_F(NitroTpm, TheGuestReadsItsMeasuredBootFromItsOwnTpmKeptAcrossStopAndStart) {
+  const std::string kernel = slurp(AZOTE_GUEST_ELF);
+  const std::string a = register_image("tpm-a", "azote.run=tpm-pcrs", true);
+  const std::string b = register_image("tpm-b", "azote.run=tpm-pcrs ", true);  // one byte more
+  ASSERT_FALSE(a.empty());
+  ASSERT_FALSE(b.empty());
+  const Json images = cli_json(cp_, {"describe-images", "--image-ids", a});
+  EXPECT_EQ(images["images"][0].value("tpm_support", ""), "v2.0") << images.dump();
+  EXPECT_NE(register_image("tpm-a-plain", "azote.run=tpm-pcrs", false), a) << "TPM support is part of the image";
+  auto bad = cli(cp_, {"register-image", "--name", "x", "--kernel", AZOTE_GUEST_ELF, "--tpm-support", "v1.2"});
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.err.find("--tpm-support \"v1.2\": the only value is v2.0"), std::string::npos) << bad.err;
+
+  const std::string id = launch(a);
+  ASSERT_FALSE(id.empty());
+  ASSERT_TRUE(console_has(id, "azote-guest: tpm-pcrs ok", 60s)) << console(id);
+  auto p = pcrs(console(id));
+  EXPECT_EQ(p["sha256 4"], pcr_of(EVP_sha256(), kernel));
+  EXPECT_EQ(p["sha256 12"], pcr_of(EVP_sha256(), "azote.run=tpm-pcrs"));
+  if (p.count("sha384 4")) {
+    EXPECT_EQ(p["sha384 4"], pcr_of(EVP_sha384(), kernel));
+  }
+  EXPECT_EQ(p["sha256 9"], std::string(64, '0')) << "no initrd";
+  ASSERT_TRUE(wait_state(id, "stopped", 60s)) << "the program exits: the instance stops";
+
+  // Its state: in the instance's directory, encrypted (the card's format, no plaintext
+  // TPM state), made once.
+  const std::string state = dir_ + "/instances/" + id + "/tpm.state";
+  const std::string s = slurp(state);
+  ASSERT_GT(s.size(), 16u);
+  EXPECT_EQ(s.substr(0, 8), "AZTPMST1");
+  const std::string log = dir_ + "/instances/" + id + "/card-tpm.log";
+  EXPECT_EQ(count(slurp(log), "manufactured a new TPM"), 1u) << slurp(log);
+
+  // Started again: the same TPM (not manufactured again), reset, measured afresh.
+  auto o = cli(cp_, {"start-instances", "--instance-ids", id});
+  ASSERT_EQ(o.status, 0) << o.err;
+  ASSERT_TRUE(wait_state(id, "stopped", 60s));
+  EXPECT_EQ(count(console(id), "azote-guest: tpm-pcrs ok"), 2u) << console(id);
+  const auto again = pcrs(console(id));
+  EXPECT_EQ(again.at("sha256 4"), p["sha256 4"]) << "a fresh boot: extended once, from zero";
+  EXPECT_EQ(again.at("sha256 12"), p["sha256 12"]);
+  EXPECT_EQ(count(slurp(log), "manufactured a new TPM"), 1u) << slurp(log);
+
+  // One byte of command line: PCR 12 moves, PCR 4 does not.
+  const std::string other = launch(b);
+  ASSERT_TRUE(console_has(other, "azote-guest: tpm-pcrs ok", 60s)) << console(other);
+  const auto q = pcrs(console(other));
+  EXPECT_EQ(q.at("sha256 4"), p["sha256 4"]);
+  EXPECT_EQ(q.at("sha256 12"), pcr_of(EVP_sha256(), "azote.run=tpm-pcrs "));
+  EXPECT_NE(q.at("sha256 12"), p["sha256 12"]);
+
+  // Terminated: its TPM goes with it.
+  o = cli(cp_, {"terminate-instances", "--instance-ids", id, "--wait"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  EXPECT_FALSE(std::filesystem::exists(state));
+}
+
+// An image without TPM support gets no TPM card and no TPM window.
+TEST_F(NitroTpm, AnImageWithoutTpmSupportHasNoTpm) {
+  const std::string plain = register_image("plain", "azote.run=tpm-pcrs", false);
+  const std::string id = launch(plain);
+  ASSERT_FALSE(id.empty());
+  ASSERT_TRUE(wait_state(id, "stopped", 60s));
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/instances/" + id + "/card-tpm.log"));
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/instances/" + id + "/tpm.state"));
+  // Its guest's first touch of 0xfed40000 is an MMIO nothing claims: the VM ends (84).
+  EXPECT_NE(instance(id).dump().find("the hypervisor exited with status 84"), std::string::npos) << instance(id).dump();
+}
+
+}  // namespace
+}  // namespace azote::test
