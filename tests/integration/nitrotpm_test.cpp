@@ -116,6 +116,75 @@ TEST_F(NitroTpm, TheGuestReadsItsMeasuredBootFromItsOwnTpmKeptAcrossStopAndStart
   EXPECT_FALSE(std::filesystem::exists(state));
 }
 
+// A quote of the running instance's TPM (its card's socket, reached by root on the host as
+// a verifier's agent would reach NitroTPM through the guest), made and checked by
+// tpm2-tools: tpm2_checkquote accepts it with its nonce, the quoted PCRs are the
+// measured boot as recomputed here, and another nonce is refused.
+TEST_F(NitroTpm, AQuoteOfTheRunningInstancesTpmPassesTpm2Checkquote) {
+  for (const char* tool : {"socat", "tpm2_createek", "tpm2_createak", "tpm2_quote", "tpm2_checkquote", "tpm2_flushcontext"})
+    if (!find_in_path(tool)) GTEST_SKIP() << "SKIPPED: " << tool << " is not installed (scripts/deps.sh installs tpm2-tools and socat)";
+  const std::string image = register_image("tpm-init", "azote.run=init", true);
+  const std::string id = launch(image);
+  ASSERT_FALSE(id.empty());
+  ASSERT_TRUE(wait_state(id, "running", 60s)) << instance(id).dump();
+  ASSERT_TRUE(console_has(id, "azote-guest: ready", 60s)) << console(id);
+  const std::string sock = dir_ + "/instances/" + id + "/run/tpm.sock";
+  const std::string tcti = "cmd:socat - UNIX-CONNECT:" + sock;
+  const std::string f = dir_ + "/quote-";
+  auto tpm2 = [&](std::vector<std::string> argv) {
+    argv.insert(argv.begin() + 1, {"-T", tcti});
+    auto o = run(argv, 60s);
+    EXPECT_EQ(o.status, 0) << argv[0] << ": " << o.err;
+    return o.out;
+  };
+  auto flush = [&] {
+    for (const char* what : {"-t", "-s", "-l"}) tpm2({"tpm2_flushcontext", what});
+  };
+  tpm2({"tpm2_createek", "-G", "ecc", "-c", f + "ek.ctx", "-u", f + "ek.pub"});
+  flush();
+  tpm2({"tpm2_createak", "-C", f + "ek.ctx", "-c", f + "ak.ctx", "-G", "ecc", "-g", "sha256", "-s", "ecdsa", "-u",
+        f + "ak.pem", "-f", "pem", "-n", f + "ak.name"});
+  flush();
+  const std::string nonce = "a1b2c3d4e5f60718";
+  const std::string quoted = tpm2({"tpm2_quote", "-c", f + "ak.ctx", "-l", "sha256:4,9,12", "-q", nonce, "-m", f + "msg",
+                                   "-s", f + "sig", "-o", f + "pcrs", "-g", "sha256"});
+  flush();
+  auto up = [](std::string s) {
+    for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return s;
+  };
+  EXPECT_NE(quoted.find("4 : 0x" + up(pcr_of(EVP_sha256(), slurp(AZOTE_GUEST_ELF)))), std::string::npos) << quoted;
+  EXPECT_NE(quoted.find("12: 0x" + up(pcr_of(EVP_sha256(), "azote.run=init"))), std::string::npos) << quoted;
+  auto check = [&](const std::string& q) {
+    return run({"tpm2_checkquote", "-u", f + "ak.pem", "-m", f + "msg", "-s", f + "sig", "-f", f + "pcrs", "-g", "sha256",
+                "-q", q},
+               30s);
+  };
+  const auto good = check(nonce);
+  EXPECT_EQ(good.status, 0) << good.out << good.err;
+  EXPECT_NE(check("00112233").status, 0) << "another nonce";
+  // The guest keeps running beside it.
+  EXPECT_EQ(state(id), "running");
+
+  // The card is confined as the instance's other processes: its uid, its own cgroup
+  // leaf, no capabilities, its seccomp filter, no new privileges.
+  Json card, hv;
+  for (const auto& p : jailed()) {
+    if (p.value("instance", "") != id) continue;
+    if (p.value("role", "") == "card-tpm") card = p;
+    if (p.value("role", "") == "hv") hv = p;
+  }
+  ASSERT_TRUE(card.is_object()) << jailed().dump();
+  ASSERT_TRUE(hv.is_object()) << jailed().dump();
+  EXPECT_EQ(card["uid"], hv["uid"]);
+  EXPECT_NE(card["uid"].get<int64_t>(), 0);
+  EXPECT_NE(card.value("cgroup", "").find(id + "/card-tpm"), std::string::npos) << card.dump();
+  const std::string status = slurp("/proc/" + std::to_string(card.value("pid", 0)) + "/status");
+  EXPECT_NE(status.find("\nCapEff:\t0000000000000000"), std::string::npos) << status;
+  EXPECT_NE(status.find("\nSeccomp:\t2"), std::string::npos) << status;
+  EXPECT_NE(status.find("\nNoNewPrivs:\t1"), std::string::npos) << status;
+}
+
 // An image without TPM support gets no TPM card and no TPM window.
 TEST_F(NitroTpm, AnImageWithoutTpmSupportHasNoTpm) {
   const std::string plain = register_image("plain", "azote.run=tpm-pcrs", false);
