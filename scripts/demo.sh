@@ -5,7 +5,7 @@
 # for it, show it and its console, terminate it, shut the host down cleanly.
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
-for b in azote-controller azote azote-hv azote-card-blk azote-card-net; do
+for b in azote-controller azote azote-hv azote-card-blk azote-card-net azote-card-tpm; do
   [[ -x "$build/bin/$b" ]] || { echo "demo: $build/bin/$b is missing; run 'make' first" >&2; exit 1; }
 done
 if [[ ! -r /dev/kvm || ! -w /dev/kvm ]]; then
@@ -73,6 +73,19 @@ step "$azote" get-console-output --instance-id "$id"
 # attestation document for the instance (every PCR zero in development mode).
 step "$azote" describe-host-attestation
 step "$azote" get-instance-attestation --instance-id "$id" --nonce 00112233
+# NitroTPM: an image registered with TPM support; its instance's boot is measured into
+# its own TPM (PCR 4 kernel, 12 command line), which the guest reads back.
+out=$(step "$azote" register-image --name tpm-demo --kernel "$build/bin/azote-guest.elf" --cmdline azote.run=tpm-pcrs \
+        --tpm-support v2.0 --output text 2>&1) || { echo "$out"; exit 1; }
+echo "$out"
+ami=$(grep -o 'ami-[0-9a-f]\{17\}' <<<"$out" | head -1)
+out=$(step "$azote" run-instances --image-id "$ami" --instance-type t3.nano --no-network-interface --output text 2>&1) || { echo "$out"; exit 1; }
+echo "$out"
+tpm_id=$(awk '$1 == "INSTANCES" {print $2; exit}' <<<"$out")
+for _ in $(seq 100); do "$azote" get-console-output --instance-id "$tpm_id" | grep -q 'tpm-pcrs ok' && break; sleep 0.1; done
+printf '\n%s$ azote get-console-output --instance-id %s | grep -E "tpm-crb|sha256 (4|12) |tpm-pcrs"%s\n' "$bold" "$tpm_id" "$off"
+"$azote" get-console-output --instance-id "$tpm_id" | grep -E 'tpm-crb|sha256 (4|12) |tpm-pcrs' || { echo "demo: no TPM output" >&2; exit 1; }
+step "$azote" terminate-instances --instance-ids "$tpm_id" --wait
 step "$azote" describe-volumes
 step "$azote" terminate-instances --instance-ids "$id" --wait
 step "$azote" describe-instances --instance-ids "$id"
