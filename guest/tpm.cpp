@@ -161,9 +161,11 @@ Crb::Open Crb::open(uint64_t base, const char** why) {
     *why = "cmdReady not acknowledged within 1 s (CTRL_REQ)";
     return Open::kBadDevice;
   }
-  // The buffers as the device describes them; both must lie in the data area of
-  // this window (above the registers), 4-byte aligned, and either be one buffer or
-  // not overlap at all.
+  // The buffers as the device describes them: in the data area of this window (above
+  // the registers) or elsewhere in the device space below 4 GiB (the uncached top GiB,
+  // never RAM here; azote-hv puts them in a memory page of their own so that the
+  // guest's stores and loads do not trap), never over the registers, 4-byte aligned,
+  // and either one buffer or not overlapping at all.
   const uint32_t cmd_lo = rd(kCtrlCmdLaddr), cmd_hi = rd(kCtrlCmdHaddr);
   const uint32_t rsp_lo = rd(kCtrlRspAddr), rsp_hi = rd(kCtrlRspAddr + 4);
   cmd_ = cmd_lo;
@@ -171,13 +173,14 @@ Crb::Open Crb::open(uint64_t base, const char** why) {
   cmd_size_ = rd(kCtrlCmdSize);
   rsp_size_ = rd(kCtrlRspSize);
   auto inside = [&](uint32_t hi, uint64_t a, uint32_t size) {
-    return hi == 0 && (a & 3) == 0 && size >= kHeaderBytes && a >= base + kDataBuffer &&
-           a + size <= base + kCrbWindow;
+    const bool over_registers = a < base + kDataBuffer && a + size > base;
+    return hi == 0 && (a & 3) == 0 && size >= kHeaderBytes && a >= (3ull << 30) && a + size <= (1ull << 32) &&
+           !over_registers;
   };
   const bool same = cmd_ == rsp_ && cmd_size_ == rsp_size_;
   const bool apart = cmd_ + cmd_size_ <= rsp_ || rsp_ + rsp_size_ <= cmd_;
   if (!inside(cmd_hi, cmd_, cmd_size_) || !inside(rsp_hi, rsp_, rsp_size_) || !(same || apart)) {
-    *why = "command/response buffer outside the CRB window's data area, unaligned, too small or overlapping";
+    *why = "command/response buffer outside the device space below 4 GiB, over the registers, unaligned, too small or overlapping";
     return Open::kBadDevice;
   }
   cmd_size_ &= ~3u;  // whole 32-bit words only

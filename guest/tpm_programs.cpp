@@ -27,16 +27,22 @@ alignas(4) constinit uint8_t g_rsp[4096];
 
 // One command whose response code must be 0 (TPM_RC_RETRY and TPM_RC_TESTING are
 // retried for up to 2 s, as Linux does); returns the response length in g_rsp.
+// Commands sent and the TSC ticks spent in them (the summary line's us_per_command).
+uint64_t g_commands = 0, g_ticks = 0;
+
 uint32_t run(const char* what, const uint8_t* cmd, uint32_t len) {
   const uint64_t hz = tsc_hz() != 0 ? tsc_hz() : 3000000000ull;
   for (int tries = 0;; ++tries) {
     uint32_t n = 0;
-    if (const Crb::Err e = g_crb.transact(cmd, len, g_rsp, sizeof g_rsp, &n); e != Crb::Err::kOk)
-      tpm_error(what, tpm::err_text(e), nullptr);
+    const uint64_t t0 = rdtsc();
+    const Crb::Err e = g_crb.transact(cmd, len, g_rsp, sizeof g_rsp, &n);
+    g_ticks += rdtsc() - t0;
+    ++g_commands;
+    if (e != Crb::Err::kOk) tpm_error(what, tpm::err_text(e), nullptr);
     const uint32_t rc = tpm::response_code(g_rsp);
     if (rc == 0) return n;
     if ((rc == tpm::kRcRetry || rc == tpm::kRcTesting) && tries < 20) {
-      for (const uint64_t t0 = rdtsc(); rdtsc() - t0 < hz / 10;) cpu_relax();
+      for (const uint64_t w0 = rdtsc(); rdtsc() - w0 < hz / 10;) cpu_relax();
       continue;
     }
     const char* detail = nullptr;
@@ -117,7 +123,8 @@ uint32_t run(const char* what, const uint8_t* cmd, uint32_t len) {
     summary.s(name);
   }
   if (total == 0) summary.c('-');
-  summary.s(" pcrs=").u(total).print();
+  const uint64_t hz = tsc_hz() != 0 ? tsc_hz() : 3000000000ull;
+  summary.s(" pcrs=").u(total).s(" commands=").u(g_commands).s(" us_per_command=").u(g_ticks / g_commands * 1000000 / hz).print();
   g_crb.close();
   exit(0);
 }

@@ -1,7 +1,7 @@
 #include "hv/tpm_crb.hpp"
 
 #include <cstring>
-#include <vector>
+#include <algorithm>
 
 #include "base/log.hpp"
 
@@ -24,15 +24,16 @@ constexpr auto kCommandTimeout = std::chrono::seconds(60);
 
 }  // namespace
 
-TpmCrb::TpmCrb(tpm::Link link, const std::atomic<bool>* cancel) : link_(std::move(link)), cancel_(cancel) {
+TpmCrb::TpmCrb(tpm::Link link, std::span<uint8_t> buffer, const std::atomic<bool>* cancel)
+    : link_(std::move(link)), cancel_(cancel), buffer_(buffer) {
   set_reg(kLocState, kLocStateValid | kLocStateEstablished);
   set_reg(kIntfId, kIntfIdValue);
   set_reg(kCtrlSts, kCtrlStsIdle);
   set_reg(kCmdSize, kBufferSize);
-  set_reg(kCmdLaddr, static_cast<uint32_t>(kBase + kBuffer));
+  set_reg(kCmdLaddr, static_cast<uint32_t>(kBufferAddr));
   set_reg(kCmdHaddr, 0);
   set_reg(kRspSize, kBufferSize);
-  set_reg(kRspAddr, static_cast<uint32_t>(kBase + kBuffer));
+  set_reg(kRspAddr, static_cast<uint32_t>(kBufferAddr));
   set_reg(kRspAddrHigh, 0);
 }
 
@@ -46,12 +47,12 @@ void TpmCrb::set_reg(uint32_t off, uint32_t v) { std::memcpy(&window_[off], &v, 
 void TpmCrb::access(uint64_t addr, bool is_write, std::span<uint8_t> data) {
   std::lock_guard lock(mu_);
   const auto off = static_cast<uint32_t>(addr - kBase);
-  if (!is_write) {
-    std::memcpy(data.data(), &window_[off], data.size());
+  if (off + data.size() > window_.size()) {  // past the registers: reads 0, writes dropped
+    if (!is_write) std::fill(data.begin(), data.end(), 0);
     return;
   }
-  if (off >= kBuffer) {  // the buffer: plain memory
-    std::memcpy(&window_[off], data.data(), data.size());
+  if (!is_write) {
+    std::memcpy(data.data(), &window_[off], data.size());
     return;
   }
   // Registers: each 32-bit register the write touches, with the bytes it writes merged
@@ -101,13 +102,16 @@ void TpmCrb::write_register(uint32_t r, uint32_t v) {
 void TpmCrb::respond_error(uint32_t rc) {
   const uint8_t rsp[10] = {0x80, 0x01, 0, 0, 0, 10, static_cast<uint8_t>(rc >> 24), static_cast<uint8_t>(rc >> 16),
                            static_cast<uint8_t>(rc >> 8), static_cast<uint8_t>(rc)};
-  std::memcpy(&window_[kBuffer], rsp, sizeof rsp);
+  std::memcpy(buffer_.data(), rsp, sizeof rsp);
 }
 
 void TpmCrb::run_command() {
-  const std::span<const uint8_t> buffer(&window_[kBuffer], kBufferSize);
-  const uint32_t size = tpm::header_size(buffer);
-  if (size < tpm::kHeaderBytes || size > kBufferSize) {
+  // The guest may change the page at any time (another vCPU): the whole page is copied
+  // once, and only the copy is looked at.
+  std::array<uint8_t, kBufferSize> command;
+  std::memcpy(command.data(), buffer_.data(), kBufferSize);
+  const uint32_t size = tpm::header_size(command);
+  if (size < tpm::kHeaderBytes || size > tpm::kMaxMessageBytes) {
     respond_error(kRcCommandSize);
     return;
   }
@@ -115,9 +119,8 @@ void TpmCrb::run_command() {
     respond_error(kRcFailure);
     return;
   }
-  std::vector<uint8_t> command(buffer.begin(), buffer.begin() + size);  // copied once, size checked
   std::array<uint8_t, kBufferSize> response{};
-  auto r = link_.transact(command, response, kCommandTimeout, cancel_);
+  auto r = link_.transact(std::span(command).first(size), response, kCommandTimeout, cancel_);
   commands_.fetch_add(1, std::memory_order_relaxed);
   if (!r) {
     // A TPM that stopped answering mid-boot cannot be trusted with the PCRs' story:
@@ -128,7 +131,7 @@ void TpmCrb::run_command() {
     respond_error(kRcFailure);
     return;
   }
-  std::memcpy(&window_[kBuffer], response.data(), *r);
+  std::memcpy(buffer_.data(), response.data(), *r);
 }
 
 }  // namespace azote::hv

@@ -1,10 +1,12 @@
 // The TCG PC Client Platform TPM Profile's CRB interface (Command Response Buffer),
-// locality 0, at 0xfed40000: a 4 KiB register window trapped as MMIO, the command and
-// response buffer inside it at 0x80 (as QEMU's tpm-crb lays it out). Writing 1 to
-// CTRL_START sends the buffer's command to the TPM card over its socket and puts the
-// card's response in the buffer; that is all azote-hv does for a TPM. The window is
-// this process's memory, never guest RAM: the command is copied out of it once, its
-// size checked against the buffer, before anything is sent.
+// locality 0, at 0xfed40000: a 4 KiB register window trapped as MMIO. The command and
+// response buffer is the page after it (0xfed41000, named by CTRL_CMD_LADDR and
+// CTRL_RSP_ADDR as the interface allows): a memory page of azote-hv's own that KVM maps
+// into the guest, so that writing a command and reading a response do not trap (~90
+// exits a command when the buffer sat in the window, as in QEMU's tpm-crb; docs/
+// benchmarks.md "TPM"). It is never guest RAM. Writing 1 to CTRL_START copies the whole
+// page once, checks the command's size in the copy, sends it to the TPM card over its
+// socket and puts the card's response in the page; that is all azote-hv does for a TPM.
 //
 // The command runs on the vCPU thread that wrote CTRL_START (the guest polls CTRL_START
 // anyway); another vCPU touching the window meanwhile waits for it. A stopping VM
@@ -25,11 +27,12 @@ class TpmCrb {
  public:
   static constexpr uint64_t kBase = 0xfed40000;
   static constexpr uint64_t kSize = 0x1000;
-  static constexpr uint32_t kBuffer = 0x80;  // offset of the command/response buffer
-  static constexpr uint32_t kBufferSize = kSize - kBuffer;
+  static constexpr uint64_t kBufferAddr = kBase + kSize;  // the command/response buffer's page
+  static constexpr uint32_t kBufferSize = 0x1000;
   static constexpr uint64_t kControlArea = kBase + 0x40;  // what the ACPI TPM2 table names
 
-  TpmCrb(tpm::Link link, const std::atomic<bool>* cancel);
+  // `buffer`: the kBufferSize bytes KVM maps at kBufferAddr (they outlive this object).
+  TpmCrb(tpm::Link link, std::span<uint8_t> buffer, const std::atomic<bool>* cancel);
 
   bool contains(uint64_t addr, uint64_t len) const { return addr >= kBase && len <= kSize && addr - kBase <= kSize - len; }
   void access(uint64_t addr, bool is_write, std::span<uint8_t> data);
@@ -47,7 +50,8 @@ class TpmCrb {
   std::mutex mu_;
   tpm::Link link_;
   const std::atomic<bool>* cancel_;
-  std::array<uint8_t, kSize> window_{};  // registers and buffer, little-endian
+  std::span<uint8_t> buffer_;             // shared with the guest: copied once per command
+  std::array<uint8_t, 0x80> window_{};    // the registers, little-endian (the rest of the page reads 0)
   bool assigned_ = false;                 // locality 0 granted
   std::atomic<uint64_t> commands_{0};
   std::atomic<bool> failed_{false};       // the card went away: every command now fails

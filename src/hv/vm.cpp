@@ -183,6 +183,16 @@ Result<void, VmError> Vm::create_memory() {
     if (!s.ok()) return host_error("register guest memory", s.error());
     ++slot;
   }
+  if (!cfg_.tpm_socket.empty()) {
+    // The TPM's command/response buffer: a page of this process's own, mapped into the
+    // guest after the CRB window (tpm_crb.hpp), so that the guest's accesses to it do
+    // not exit. Not guest RAM: no card is given it, and it holds only TPM commands.
+    void* page = ::mmap(nullptr, TpmCrb::kBufferSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (page == MAP_FAILED) return make_error(VmErrc::kHost, "--tpm: cannot map the command buffer", errno);
+    tpm_page_ = MappedRegion(page, TpmCrb::kBufferSize);
+    if (auto s = vm_->set_user_memory_region(slot, TpmCrb::kBufferAddr, TpmCrb::kBufferSize, page); !s.ok())
+      return host_error("register the TPM command buffer", s.error());
+  }
   LOG_INFO("private memory: %s (%s)", gmem ? "guest_memfd" : "memfd", private_memory_why_.c_str());
   return {};
 }
@@ -633,7 +643,7 @@ Result<void, VmError> Vm::boot_tpm() {
   auto booted = tpm::measure_boot(*link, tpm_events_, std::chrono::seconds(30));
   if (!booted) return make_error(VmErrc::kDevice, "--tpm " + cfg_.tpm_socket + ": measured boot: " + booted.error().message());
   tpm_banks_ = booted->banks;
-  tpm_ = std::make_unique<TpmCrb>(std::move(link).value(), &stopping_);
+  tpm_ = std::make_unique<TpmCrb>(std::move(link).value(), std::span(tpm_page_.data(), tpm_page_.size()), &stopping_);
   std::string banks;
   for (uint16_t b : tpm_banks_) banks += std::string(banks.empty() ? "" : ",") + tpm::bank_name(b);
   LOG_INFO("tpm: measured boot into %s (banks %s): PCR 4 kernel, 9 initrd, 12 cmdline; CRB at %#llx", cfg_.tpm_socket.c_str(),

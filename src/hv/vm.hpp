@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "base/error.hpp"
+#include "base/mapping.hpp"
 #include "base/unique_fd.hpp"
 #include "control/control.hpp"
 #include "guest_memory/guest_memory.hpp"
@@ -104,6 +105,7 @@ class Vm {
   // --tpm: what the boot measures into it (computed as the images load), then the
   // device and the banks measured into.
   std::vector<tpm::Event> tpm_events_;
+  MappedRegion tpm_page_;  // the CRB command/response buffer (mapped into the guest)
   std::unique_ptr<TpmCrb> tpm_;
   std::vector<uint16_t> tpm_banks_;
   std::optional<Console> console_;
