@@ -94,14 +94,6 @@ std::set<std::string> net_devices(pid_t pid) {
 
 // The controller: the launcher's child named azote-controller (its other children are
 // the jailed processes).
-pid_t controller_of(pid_t parent) {
-  std::istringstream in(slurp("/proc/" + std::to_string(parent) + "/task/" + std::to_string(parent) + "/children"));
-  pid_t p = 0;
-  while (in >> p)
-    if (slurp("/proc/" + std::to_string(p) + "/comm") == "azote-controlle\n") return p;
-  return 0;
-}
-
 class Confinement : public ControllerTest {
  protected:
   bool write_guard_on() { return slurp(dir_ + "/controller.log").find("write guard on (") != std::string::npos; }

@@ -44,6 +44,15 @@ inline std::string slurp(const std::string& path) {
   return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
 
+// The azote-controller a launcher runs (its child), or 0.
+inline pid_t controller_of(pid_t launcher) {
+  std::istringstream in(slurp("/proc/" + std::to_string(launcher) + "/task/" + std::to_string(launcher) + "/children"));
+  pid_t p = 0;
+  while (in >> p)
+    if (slurp("/proc/" + std::to_string(p) + "/comm") == "azote-controlle\n") return p;
+  return 0;
+}
+
 // PIDs of processes whose command line mentions `needle` (our state directory).
 inline std::vector<pid_t> processes_mentioning(const std::string& needle) {
   std::vector<pid_t> out;

@@ -185,6 +185,54 @@ TEST_F(NitroTpm, AQuoteOfTheRunningInstancesTpmPassesTpm2Checkquote) {
   EXPECT_NE(status.find("\nNoNewPrivs:\t1"), std::string::npos) << status;
 }
 
+// A controller killed and restarted by its launcher adopts the running instance's TPM
+// card: the same process goes on serving the guest's TPM (its PCRs still the boot's);
+// stop ends it, start gives the instance a new card on the same state and a new boot.
+TEST_F(NitroTpm, ARestartedControllerAdoptsTheTpmCardAndTheGuestKeepsItsPcrs) {
+  for (const char* tool : {"socat", "tpm2_pcrread"})
+    if (!find_in_path(tool)) GTEST_SKIP() << "SKIPPED: " << tool << " is not installed (scripts/deps.sh installs tpm2-tools and socat)";
+  const std::string image = register_image("tpm-init", "azote.run=init", true);
+  const std::string id = launch(image);
+  ASSERT_FALSE(id.empty());
+  ASSERT_TRUE(wait_state(id, "running", 60s)) << instance(id).dump();
+  ASSERT_TRUE(console_has(id, "azote-guest: ready", 60s)) << console(id);
+  const std::string want = "4 : 0x" + [](std::string h) {
+    for (char& c : h) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return h;
+  }(pcr_of(EVP_sha256(), slurp(AZOTE_GUEST_ELF)));
+  auto pcr4 = [&] {
+    auto o = run({"tpm2_pcrread", "-T", "cmd:socat - UNIX-CONNECT:" + dir_ + "/instances/" + id + "/run/tpm.sock", "sha256:4"}, 30s);
+    return o.out + o.err;
+  };
+  EXPECT_NE(pcr4().find(want), std::string::npos) << pcr4();
+  const pid_t card = jailed_pid("card-tpm", id);
+  ASSERT_GT(card, 0);
+
+  const pid_t controller = controller_of(ctl_->pid());
+  ASSERT_GT(controller, 0);
+  ASSERT_EQ(::kill(controller, SIGKILL), 0);
+  ASSERT_TRUE(eventually([&] {
+    const pid_t again = controller_of(ctl_->pid());
+    return again != 0 && again != controller && cli(cp_, {"describe-instances"}).status == 0;
+  })) << "the launcher did not start the controller again";
+  EXPECT_EQ(state(id), "running");
+  EXPECT_EQ(jailed_pid("card-tpm", id), card) << "the same card serves the guest's TPM";
+  EXPECT_NE(pcr4().find(want), std::string::npos) << "its PCRs are still the boot's: " << pcr4();
+  EXPECT_NE(slurp(dir_ + "/controller.log").find("adopted the TPM card of " + id), std::string::npos)
+      << slurp(dir_ + "/controller.log");
+
+  auto o = cli(cp_, {"stop-instances", "--instance-ids", id, "--wait"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  EXPECT_TRUE(eventually([&] { return jailed_pid("card-tpm", id) == 0; })) << "stop ends the TPM card";
+  o = cli(cp_, {"start-instances", "--instance-ids", id, "--wait"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  ASSERT_TRUE(wait_state(id, "running", 60s));
+  const pid_t second = jailed_pid("card-tpm", id);
+  EXPECT_GT(second, 0);
+  EXPECT_NE(second, card);
+  EXPECT_TRUE(eventually([&] { return pcr4().find(want) != std::string::npos; })) << "a new boot, measured once: " << pcr4();
+}
+
 // An image without TPM support gets no TPM card and no TPM window.
 TEST_F(NitroTpm, AnImageWithoutTpmSupportHasNoTpm) {
   const std::string plain = register_image("plain", "azote.run=tpm-pcrs", false);
