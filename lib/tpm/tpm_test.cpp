@@ -81,6 +81,13 @@ class Swtpm {
   pid_t pid_ = -1;
 };
 
+// A Link and the other end of its connection (the test plays the TPM).
+std::pair<Link, UniqueFd> connected_pair() {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) std::abort();
+  return {Link{UniqueFd(sv[0])}, UniqueFd(sv[1])};
+}
+
 }  // namespace
 
 TEST(Link, HeaderFieldsAreBigEndian) {
@@ -91,10 +98,7 @@ TEST(Link, HeaderFieldsAreBigEndian) {
 }
 
 TEST(Link, AResponseClaimingMoreThanTheBufferIsRefusedNotRead) {
-  int sv[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  Link link{UniqueFd(sv[0])};
-  UniqueFd peer(sv[1]);
+  auto [link, peer] = connected_pair();
   std::thread tpm([&] {
     uint8_t cmd[12];
     (void)!::read(peer.get(), cmd, sizeof cmd);
@@ -110,10 +114,7 @@ TEST(Link, AResponseClaimingMoreThanTheBufferIsRefusedNotRead) {
 }
 
 TEST(Link, ACommandWhoseSizeFieldLiesIsNotSent) {
-  int sv[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  Link link{UniqueFd(sv[0])};
-  UniqueFd peer(sv[1]);
+  auto [link, peer] = connected_pair();
   const uint8_t cmd[] = {0x80, 0x01, 0, 0, 0, 40, 0, 0, 0x01, 0x7b, 0, 8};
   std::vector<uint8_t> rsp(kMaxMessageBytes);
   auto r = link.transact(cmd, rsp, 1s);
@@ -122,10 +123,7 @@ TEST(Link, ACommandWhoseSizeFieldLiesIsNotSent) {
 }
 
 TEST(Link, ACardThatNeverAnswersTimesOut) {
-  int sv[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  Link link{UniqueFd(sv[0])};
-  UniqueFd peer(sv[1]);
+  auto [link, peer] = connected_pair();
   const uint8_t cmd[] = {0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x7b, 0, 8};
   std::vector<uint8_t> rsp(kMaxMessageBytes);
   const auto t0 = std::chrono::steady_clock::now();

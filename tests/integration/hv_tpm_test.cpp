@@ -31,29 +31,7 @@ std::string slurp(const std::string& p) {
   return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
 
-std::string digest(const EVP_MD* md, const std::string& bytes) {
-  unsigned char d[EVP_MAX_MD_SIZE];
-  unsigned n = 0;
-  EVP_Digest(bytes.data(), bytes.size(), d, &n, md, nullptr);
-  return std::string(reinterpret_cast<char*>(d), n);
-}
-// A PCR of `md`'s bank extended once from zero with the digest of `data`.
-std::string pcr_of(const EVP_MD* md, const std::string& data) {
-  const std::string d = digest(md, data);
-  return hex(digest(md, std::string(d.size(), '\0') + d));
-}
 
-// "bank index" -> hex, from the guest's tpm-pcr lines.
-std::map<std::string, std::string> pcrs(const std::string& out) {
-  std::map<std::string, std::string> m;
-  for (const auto& l : lines(out)) {
-    std::istringstream s(l);
-    std::string tag, word, bank, index, value;
-    s >> tag >> word >> bank >> index >> value;
-    if (tag == "azote-guest:" && word == "tpm-pcr") m[bank + " " + index] = value;
-  }
-  return m;
-}
 
 class HvTpm : public ::testing::Test {
  protected:
@@ -107,15 +85,15 @@ TEST_F(HvTpm, TheGuestReadsTheMeasuredBootThroughTheCrbWindow) {
   auto o = boot({"--kernel", "builtin:tpm-pcrs"});
   ASSERT_EQ(o.status, 0) << o.out << o.err;
   EXPECT_NE(o.out.find("azote-guest: tpm-crb at 0xfed40000 (acpi)"), std::string::npos) << "found through the TPM2 table:\n" << o.out;
-  const auto p = pcrs(o.out);
+  const auto p = guest_tpm_pcrs(o.out);
   const std::string cmdline = "azote.run=tpm-pcrs";
   int banks = 0;
   for (const auto& [name, md] : {std::pair{"sha1", EVP_sha1()}, std::pair{"sha256", EVP_sha256()}, std::pair{"sha384", EVP_sha384()}}) {
     if (!p.count(std::string(name) + " 4")) continue;
     ++banks;
     const std::string b = name;
-    EXPECT_EQ(p.at(b + " 4"), pcr_of(md, kernel)) << b;
-    EXPECT_EQ(p.at(b + " 12"), pcr_of(md, cmdline)) << b;
+    EXPECT_EQ(p.at(b + " 4"), tpm_pcr_of(md, kernel)) << b;
+    EXPECT_EQ(p.at(b + " 12"), tpm_pcr_of(md, cmdline)) << b;
     const std::string zero(2 * EVP_MD_get_size(md), '0');
     for (const char* untouched : {"0", "1", "2", "3", "5", "7", "8", "9", "11", "13"})
       EXPECT_EQ(p.at(b + " " + untouched), zero) << b << " PCR " << untouched << " (no initrd; nothing else measured)";
@@ -134,15 +112,15 @@ TEST_F(HvTpm, OneByteOfKernelOrCommandLineMovesItsPcrAndNothingElse) {
   auto b = boot({"--kernel", dir_ + "/kernel1", "--initrd", dir_ + "/initrd", "--cmdline", "azote.run=tpm-pcrs a"});
   auto c = boot({"--kernel", dir_ + "/kernel", "--initrd", dir_ + "/initrd", "--cmdline", "azote.run=tpm-pcrs b"});
   for (const Outcome* o : {&a, &b, &c}) ASSERT_EQ(o->status, 0) << o->out << o->err;
-  const auto pa = pcrs(a.out), pb = pcrs(b.out), pc = pcrs(c.out);
-  EXPECT_EQ(pa.at("sha256 4"), pcr_of(EVP_sha256(), kernel));
-  EXPECT_EQ(pa.at("sha256 9"), pcr_of(EVP_sha256(), initrd));
-  EXPECT_EQ(pa.at("sha256 12"), pcr_of(EVP_sha256(), "azote.run=tpm-pcrs a"));
-  EXPECT_EQ(pb.at("sha256 4"), pcr_of(EVP_sha256(), kernel + std::string(1, '\0')));
+  const auto pa = guest_tpm_pcrs(a.out), pb = guest_tpm_pcrs(b.out), pc = guest_tpm_pcrs(c.out);
+  EXPECT_EQ(pa.at("sha256 4"), tpm_pcr_of(EVP_sha256(), kernel));
+  EXPECT_EQ(pa.at("sha256 9"), tpm_pcr_of(EVP_sha256(), initrd));
+  EXPECT_EQ(pa.at("sha256 12"), tpm_pcr_of(EVP_sha256(), "azote.run=tpm-pcrs a"));
+  EXPECT_EQ(pb.at("sha256 4"), tpm_pcr_of(EVP_sha256(), kernel + std::string(1, '\0')));
   EXPECT_EQ(pb.at("sha256 12"), pa.at("sha256 12"));
   EXPECT_EQ(pb.at("sha256 9"), pa.at("sha256 9"));
   EXPECT_EQ(pc.at("sha256 4"), pa.at("sha256 4"));
-  EXPECT_EQ(pc.at("sha256 12"), pcr_of(EVP_sha256(), "azote.run=tpm-pcrs b"));
+  EXPECT_EQ(pc.at("sha256 12"), tpm_pcr_of(EVP_sha256(), "azote.run=tpm-pcrs b"));
   EXPECT_NE(pc.at("sha256 12"), pa.at("sha256 12"));
 }
 

@@ -11,28 +11,7 @@
 namespace azote::test {
 namespace {
 
-std::string digest(const EVP_MD* md, const std::string& bytes) {
-  unsigned char d[EVP_MAX_MD_SIZE];
-  unsigned n = 0;
-  EVP_Digest(bytes.data(), bytes.size(), d, &n, md, nullptr);
-  return std::string(reinterpret_cast<char*>(d), n);
-}
-std::string pcr_of(const EVP_MD* md, const std::string& data) {
-  const std::string d = digest(md, data);
-  return hex(digest(md, std::string(d.size(), '\0') + d));
-}
 
-// "bank index" -> hex from the guest's tpm-pcr lines (the last boot's win).
-std::map<std::string, std::string> pcrs(const std::string& out) {
-  std::map<std::string, std::string> m;
-  for (const auto& l : lines(out)) {
-    std::istringstream s(l);
-    std::string tag, word, bank, index, value;
-    s >> tag >> word >> bank >> index >> value;
-    if (tag == "azote-guest:" && word == "tpm-pcr") m[bank + " " + index] = value;
-  }
-  return m;
-}
 
 size_t count(const std::string& text, const std::string& needle) {
   size_t n = 0;
@@ -50,6 +29,17 @@ class NitroTpm : public ControllerTest {
     EXPECT_EQ(o.status, 0) << o.out << o.err;
     return o.status == 0 ? Json::parse(o.out).value("image_id", "") : "";
   }
+  // A running instance of the built-in init program with a TPM (idles once "ready").
+  std::string running_tpm_instance() {
+    const std::string id = launch(register_image("tpm-init", "azote.run=init", true));
+    EXPECT_FALSE(id.empty());
+    if (id.empty()) return id;
+    EXPECT_TRUE(wait_state(id, "running", 60s)) << instance(id).dump();
+    EXPECT_TRUE(console_has(id, "azote-guest: ready", 60s)) << console(id);
+    return id;
+  }
+  // tpm2-tools' TCTI for the instance's TPM card (its socket, which root reaches).
+  std::string tcti(const std::string& id) const { return "cmd:socat - UNIX-CONNECT:" + dir_ + "/instances/" + id + "/run/tpm.sock"; }
   std::string launch(const std::string& image) {
     auto o = cli(cp_, {"run-instances", "--image-id", image, "--instance-type", "t3.nano", "--no-network-interface",
                        "--output", "json"});
@@ -74,11 +64,11 @@ TEST_F(NitroTpm, TheGuestReadsItsMeasuredBootFromItsOwnTpmKeptAcrossStopAndStart
   const std::string id = launch(a);
   ASSERT_FALSE(id.empty());
   ASSERT_TRUE(console_has(id, "azote-guest: tpm-pcrs ok", 60s)) << console(id);
-  auto p = pcrs(console(id));
-  EXPECT_EQ(p["sha256 4"], pcr_of(EVP_sha256(), kernel));
-  EXPECT_EQ(p["sha256 12"], pcr_of(EVP_sha256(), "azote.run=tpm-pcrs"));
+  auto p = guest_tpm_pcrs(console(id));
+  EXPECT_EQ(p["sha256 4"], tpm_pcr_of(EVP_sha256(), kernel));
+  EXPECT_EQ(p["sha256 12"], tpm_pcr_of(EVP_sha256(), "azote.run=tpm-pcrs"));
   if (p.count("sha384 4")) {
-    EXPECT_EQ(p["sha384 4"], pcr_of(EVP_sha384(), kernel));
+    EXPECT_EQ(p["sha384 4"], tpm_pcr_of(EVP_sha384(), kernel));
   }
   EXPECT_EQ(p["sha256 9"], std::string(64, '0')) << "no initrd";
   ASSERT_TRUE(wait_state(id, "stopped", 60s)) << "the program exits: the instance stops";
@@ -97,7 +87,7 @@ TEST_F(NitroTpm, TheGuestReadsItsMeasuredBootFromItsOwnTpmKeptAcrossStopAndStart
   ASSERT_EQ(o.status, 0) << o.err;
   ASSERT_TRUE(wait_state(id, "stopped", 60s));
   EXPECT_EQ(count(console(id), "azote-guest: tpm-pcrs ok"), 2u) << console(id);
-  const auto again = pcrs(console(id));
+  const auto again = guest_tpm_pcrs(console(id));
   EXPECT_EQ(again.at("sha256 4"), p["sha256 4"]) << "a fresh boot: extended once, from zero";
   EXPECT_EQ(again.at("sha256 12"), p["sha256 12"]);
   EXPECT_EQ(count(slurp(log), "manufactured a new TPM"), 1u) << slurp(log);
@@ -105,9 +95,9 @@ TEST_F(NitroTpm, TheGuestReadsItsMeasuredBootFromItsOwnTpmKeptAcrossStopAndStart
   // One byte of command line: PCR 12 moves, PCR 4 does not.
   const std::string other = launch(b);
   ASSERT_TRUE(console_has(other, "azote-guest: tpm-pcrs ok", 60s)) << console(other);
-  const auto q = pcrs(console(other));
+  const auto q = guest_tpm_pcrs(console(other));
   EXPECT_EQ(q.at("sha256 4"), p["sha256 4"]);
-  EXPECT_EQ(q.at("sha256 12"), pcr_of(EVP_sha256(), "azote.run=tpm-pcrs "));
+  EXPECT_EQ(q.at("sha256 12"), tpm_pcr_of(EVP_sha256(), "azote.run=tpm-pcrs "));
   EXPECT_NE(q.at("sha256 12"), p["sha256 12"]);
 
   // Terminated: its TPM goes with it.
@@ -123,16 +113,11 @@ TEST_F(NitroTpm, TheGuestReadsItsMeasuredBootFromItsOwnTpmKeptAcrossStopAndStart
 TEST_F(NitroTpm, AQuoteOfTheRunningInstancesTpmPassesTpm2Checkquote) {
   for (const char* tool : {"socat", "tpm2_createek", "tpm2_createak", "tpm2_quote", "tpm2_checkquote", "tpm2_flushcontext"})
     if (!find_in_path(tool)) GTEST_SKIP() << "SKIPPED: " << tool << " is not installed (scripts/deps.sh installs tpm2-tools and socat)";
-  const std::string image = register_image("tpm-init", "azote.run=init", true);
-  const std::string id = launch(image);
-  ASSERT_FALSE(id.empty());
-  ASSERT_TRUE(wait_state(id, "running", 60s)) << instance(id).dump();
-  ASSERT_TRUE(console_has(id, "azote-guest: ready", 60s)) << console(id);
-  const std::string sock = dir_ + "/instances/" + id + "/run/tpm.sock";
-  const std::string tcti = "cmd:socat - UNIX-CONNECT:" + sock;
+  const std::string id = running_tpm_instance();
+  ASSERT_FALSE(HasFailure());
   const std::string f = dir_ + "/quote-";
   auto tpm2 = [&](std::vector<std::string> argv) {
-    argv.insert(argv.begin() + 1, {"-T", tcti});
+    argv.insert(argv.begin() + 1, {"-T", tcti(id)});
     auto o = run(argv, 60s);
     EXPECT_EQ(o.status, 0) << argv[0] << ": " << o.err;
     return o.out;
@@ -149,12 +134,8 @@ TEST_F(NitroTpm, AQuoteOfTheRunningInstancesTpmPassesTpm2Checkquote) {
   const std::string quoted = tpm2({"tpm2_quote", "-c", f + "ak.ctx", "-l", "sha256:4,9,12", "-q", nonce, "-m", f + "msg",
                                    "-s", f + "sig", "-o", f + "pcrs", "-g", "sha256"});
   flush();
-  auto up = [](std::string s) {
-    for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    return s;
-  };
-  EXPECT_NE(quoted.find("4 : 0x" + up(pcr_of(EVP_sha256(), slurp(AZOTE_GUEST_ELF)))), std::string::npos) << quoted;
-  EXPECT_NE(quoted.find("12: 0x" + up(pcr_of(EVP_sha256(), "azote.run=init"))), std::string::npos) << quoted;
+  EXPECT_NE(quoted.find("4 : 0x" + upper(tpm_pcr_of(EVP_sha256(), slurp(AZOTE_GUEST_ELF)))), std::string::npos) << quoted;
+  EXPECT_NE(quoted.find("12: 0x" + upper(tpm_pcr_of(EVP_sha256(), "azote.run=init"))), std::string::npos) << quoted;
   auto check = [&](const std::string& q) {
     return run({"tpm2_checkquote", "-u", f + "ak.pem", "-m", f + "msg", "-s", f + "sig", "-f", f + "pcrs", "-g", "sha256",
                 "-q", q},
@@ -191,17 +172,11 @@ TEST_F(NitroTpm, AQuoteOfTheRunningInstancesTpmPassesTpm2Checkquote) {
 TEST_F(NitroTpm, ARestartedControllerAdoptsTheTpmCardAndTheGuestKeepsItsPcrs) {
   for (const char* tool : {"socat", "tpm2_pcrread"})
     if (!find_in_path(tool)) GTEST_SKIP() << "SKIPPED: " << tool << " is not installed (scripts/deps.sh installs tpm2-tools and socat)";
-  const std::string image = register_image("tpm-init", "azote.run=init", true);
-  const std::string id = launch(image);
-  ASSERT_FALSE(id.empty());
-  ASSERT_TRUE(wait_state(id, "running", 60s)) << instance(id).dump();
-  ASSERT_TRUE(console_has(id, "azote-guest: ready", 60s)) << console(id);
-  const std::string want = "4 : 0x" + [](std::string h) {
-    for (char& c : h) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    return h;
-  }(pcr_of(EVP_sha256(), slurp(AZOTE_GUEST_ELF)));
+  const std::string id = running_tpm_instance();
+  ASSERT_FALSE(HasFailure());
+  const std::string want = "4 : 0x" + upper(tpm_pcr_of(EVP_sha256(), slurp(AZOTE_GUEST_ELF)));
   auto pcr4 = [&] {
-    auto o = run({"tpm2_pcrread", "-T", "cmd:socat - UNIX-CONNECT:" + dir_ + "/instances/" + id + "/run/tpm.sock", "sha256:4"}, 30s);
+    auto o = run({"tpm2_pcrread", "-T", tcti(id), "sha256:4"}, 30s);
     return o.out + o.err;
   };
   EXPECT_NE(pcr4().find(want), std::string::npos) << pcr4();
