@@ -53,4 +53,41 @@ std::optional<int> parse_fd_ref(std::string_view s) {
   return static_cast<int>(*n);
 }
 
+CommandLine split_command_line(const std::vector<std::string>& args, const std::set<std::string>& with_value,
+                               std::string_view stray_hint) {
+  CommandLine c;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string a = args[i], value;
+    if (a == "-h" || a == "--help") {
+      c.help = true;
+      return c;
+    }
+    if (a == "--version") {
+      c.version = true;
+      return c;
+    }
+    bool inline_value = false;
+    if (const size_t eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = a.substr(eq + 1);
+      a = a.substr(0, eq);
+      inline_value = true;
+    }
+    if (with_value.count(a) == 0) {
+      c.error = a.rfind("-", 0) == 0 ? "unknown option " + args[i] + " (see --help)"
+                                     : "unexpected argument \"" + args[i] + "\" (" +
+                                           (stray_hint.empty() ? "" : std::string(stray_hint) + "; ") + "see --help)";
+      return c;
+    }
+    if (!inline_value) {
+      if (i + 1 >= args.size()) {
+        c.error = a + " needs a value";
+        return c;
+      }
+      value = args[++i];
+    }
+    c.flags.emplace_back(std::move(a), std::move(value));
+  }
+  return c;
+}
+
 }  // namespace azote

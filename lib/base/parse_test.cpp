@@ -33,5 +33,23 @@ TEST(ParseUint, Bounds) {
   EXPECT_FALSE(parse_uint("", 0, 100));
 }
 
+TEST(SplitCommandLine, FlagsInOrderHelpAndVersionStopAndEveryBadWordIsNamed) {
+  const std::set<std::string> v = {"--a", "--b"};
+  auto c = split_command_line({"--a", "1", "--b=x=y", "--a="}, v);
+  ASSERT_EQ(c.error, "");
+  ASSERT_EQ(c.flags.size(), 3u);
+  EXPECT_EQ(c.flags[0], (std::pair<std::string, std::string>{"--a", "1"}));
+  EXPECT_EQ(c.flags[1], (std::pair<std::string, std::string>{"--b", "x=y"}));
+  EXPECT_EQ(c.flags[2], (std::pair<std::string, std::string>{"--a", ""}));
+  EXPECT_TRUE(split_command_line({"--a", "1", "--help", "--nope"}, v).help);
+  EXPECT_TRUE(split_command_line({"--version"}, v).version);
+  EXPECT_EQ(split_command_line({"--a"}, v).error, "--a needs a value");
+  EXPECT_EQ(split_command_line({"--c", "1"}, v).error, "unknown option --c (see --help)");
+  EXPECT_EQ(split_command_line({"--c=1"}, v).error, "unknown option --c=1 (see --help)");
+  EXPECT_EQ(split_command_line({"stray"}, v).error, "unexpected argument \"stray\" (see --help)");
+  EXPECT_EQ(split_command_line({"stray"}, v, "files go with --a").error,
+            "unexpected argument \"stray\" (files go with --a; see --help)");
+}
+
 }  // namespace
 }  // namespace azote

@@ -257,33 +257,13 @@ Result<ParsedArgs, OptionsError> parse_args(const std::vector<std::string>& args
   };
   std::vector<Flag> flags;
   std::string config_path;
-  static const std::set<std::string> kWithValue = {"--volume", "--config", "--metrics", "--log-level", "--control",
-                                                   "--seccomp"};
-  for (size_t i = 0; i < args.size(); ++i) {
-    std::string a = args[i];
-    if (a == "-h" || a == "--help") {
-      p.help = true;
-      return p;
-    }
-    if (a == "--version") {
-      p.version = true;
-      return p;
-    }
-    std::string value;
-    bool inline_value = false;
-    if (const size_t eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
-      value = a.substr(eq + 1);
-      a = a.substr(0, eq);
-      inline_value = true;
-    }
-    if (kWithValue.count(a) == 0) {
-      if (a.rfind("-", 0) == 0) return bad("unknown option " + args[i] + " (see --help)");
-      return bad("unexpected argument \"" + args[i] + "\" (volumes are given with --volume; see --help)");
-    }
-    if (!inline_value) {
-      if (i + 1 >= args.size()) return bad(a + " needs a value");
-      value = args[++i];
-    }
+  const CommandLine line = split_command_line(
+      args, {"--volume", "--config", "--metrics", "--log-level", "--control", "--seccomp"}, "volumes are given with --volume");
+  if (!line.error.empty()) return bad(line.error);
+  p.help = line.help;
+  p.version = line.version;
+  if (p.help || p.version) return p;
+  for (const auto& [a, value] : line.flags) {
     if (a == "--config") {
       if (!config_path.empty()) return bad("--config given twice");
       config_path = value;

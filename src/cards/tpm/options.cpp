@@ -71,33 +71,13 @@ TpmResult<OpenRequest> parse_open(const nlohmann::json& r, std::optional<StateKe
 
 TpmResult<ParsedArgs> parse_args(const std::vector<std::string>& args) {
   ParsedArgs p;
-  static const std::set<std::string> kWithValue = {"--control", "--metrics", "--seccomp", "--log-level"};
+  const CommandLine line = split_command_line(args, {"--control", "--metrics", "--seccomp", "--log-level"});
+  if (!line.error.empty()) return bad(line.error);
+  p.help = line.help;
+  p.version = line.version;
+  if (p.help || p.version) return p;
   std::set<std::string> seen;
-  for (size_t i = 0; i < args.size(); ++i) {
-    std::string a = args[i];
-    if (a == "-h" || a == "--help") {
-      p.help = true;
-      return p;
-    }
-    if (a == "--version") {
-      p.version = true;
-      return p;
-    }
-    std::string value;
-    bool inline_value = false;
-    if (const size_t eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
-      value = a.substr(eq + 1);
-      a = a.substr(0, eq);
-      inline_value = true;
-    }
-    if (kWithValue.count(a) == 0) {
-      if (a.rfind("-", 0) == 0) return bad("unknown option " + args[i] + " (see --help)");
-      return bad("unexpected argument \"" + args[i] + "\" (see --help)");
-    }
-    if (!inline_value) {
-      if (i + 1 >= args.size()) return bad(a + " needs a value");
-      value = args[++i];
-    }
+  for (const auto& [a, value] : line.flags) {
     if (!seen.insert(a).second) return bad(a + " given twice");
     if (a == "--control") {
       AZOTE_TRY(c, parse_control(value));
