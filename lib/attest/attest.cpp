@@ -180,6 +180,7 @@ Pcr measure_digest_of(std::span<const uint8_t> data) { return extend(Pcr{}, sha3
 AttestResult<void> validate(const Document& d) {
   if (d.module_id.empty() || d.module_id.size() > 1024) return invalid("module_id must be 1..1024 bytes");
   if (d.timestamp_ms == 0) return invalid("timestamp must be > 0");
+  if (d.pcrs_key != "pcrs" && d.pcrs_key != "nitrotpm_pcrs") return invalid("the PCR map is called pcrs or nitrotpm_pcrs");
   if (d.pcrs.empty() || d.pcrs.size() > kPcrCount) return invalid("pcrs must hold 1..32 registers");
   if (d.pcrs.rbegin()->first >= kPcrCount)
     return invalid("pcrs: index " + std::to_string(d.pcrs.rbegin()->first) + " is not below 32");
@@ -207,7 +208,7 @@ AttestResult<Bytes> encode_payload(const Document& d) {
   const bool ok = put(m, cbor_build_string("module_id"), cbor_build_stringn(d.module_id.data(), d.module_id.size())) &&
                   put(m, cbor_build_string("digest"), cbor_build_string("SHA384")) &&
                   put(m, cbor_build_string("timestamp"), build_uint(d.timestamp_ms)) &&
-                  put(m, cbor_build_string("pcrs"), cbor_incref(pcrs.get())) &&
+                  put(m, cbor_build_stringn(d.pcrs_key.data(), d.pcrs_key.size()), cbor_incref(pcrs.get())) &&
                   put(m, cbor_build_string("certificate"), build_bytes(d.certificate)) &&
                   put(m, cbor_build_string("cabundle"), cbor_incref(bundle.get())) &&
                   put(m, cbor_build_string("public_key"), optional(d.public_key)) &&
@@ -306,7 +307,10 @@ AttestResult<Parsed> parse(std::span<const uint8_t> cose) {
     } else if (*key == "timestamp") {
       if (!cbor_isa_uint(v)) return bad_cbor("timestamp is not an unsigned integer");
       d.timestamp_ms = cbor_get_int(v);
-    } else if (*key == "pcrs") {
+    } else if (*key == "pcrs" || *key == "nitrotpm_pcrs") {
+      if (seen.count("pcrs") != 0 && seen.count("nitrotpm_pcrs") != 0) return bad_cbor("both pcrs and nitrotpm_pcrs");
+      seen.insert("pcrs");  // what the required-keys check below looks for
+      d.pcrs_key = *key;
       if (!cbor_isa_map(v) || !cbor_map_is_definite(v)) return bad_cbor("pcrs is not a map");
       const cbor_pair* pp = cbor_map_handle(v);
       for (size_t j = 0; j < cbor_map_size(v); ++j) {

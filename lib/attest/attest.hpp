@@ -72,6 +72,9 @@ struct Document {
   std::string module_id;           // non-empty
   uint64_t timestamp_ms = 0;       // > 0, UTC milliseconds since the epoch
   std::map<uint32_t, Pcr> pcrs;    // 1..32 entries, indexes < 32
+  // The PCR map's key: "pcrs" (an enclave's, an instance's) or "nitrotpm_pcrs" (a
+  // NitroTPM's document: the instance's TPM's SHA-384 bank, ENCLAVES.md §8).
+  std::string pcrs_key = "pcrs";
   Bytes certificate;               // DER of the leaf that signs, 1..1024 bytes
   std::vector<Bytes> cabundle;     // DER, root first, >= 1 entries, each 1..1024 bytes
   std::optional<Bytes> public_key; // 1..1024 bytes when present

@@ -92,6 +92,24 @@ TEST(Document, SignedRoundTripKeepsEveryFieldAndVerifies) {
   EXPECT_TRUE(v) << v.error().message();
 }
 
+// A NitroTPM document names its PCR map "nitrotpm_pcrs" (ENCLAVES.md §8); it round-trips
+// under that name, and a map under no known name is refused.
+TEST(Document, NitroTpmDocumentsCarryNitrotpmPcrs) {
+  const Signer s = Signer::make();
+  Document d = s.document();
+  d.pcrs_key = "nitrotpm_pcrs";
+  const Bytes doc = s.sign(d);
+  const std::string text(doc.begin(), doc.end());
+  EXPECT_NE(text.find("nitrotpm_pcrs"), std::string::npos);
+  auto p = parse(doc);
+  ASSERT_TRUE(p) << p.error().message();
+  EXPECT_EQ(p->document.pcrs_key, "nitrotpm_pcrs");
+  EXPECT_EQ(p->document.pcrs, d.pcrs);
+  EXPECT_TRUE(verify_signature(*p));
+  d.pcrs_key = "other_pcrs";
+  EXPECT_FALSE(encode_payload(d));
+}
+
 TEST(Document, AnyFlippedByteInPayloadOrSignatureFailsVerification) {
   const Signer s = Signer::make();
   const Bytes doc = s.sign(s.document());

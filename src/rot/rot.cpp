@@ -1,6 +1,9 @@
 #include "rot/rot.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <openssl/evp.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -23,6 +26,37 @@ namespace azote::rot {
 namespace {
 
 constexpr const char* kUdsFile = "uds";
+// The TPM cards' connections: one per instance with a TPM; a request line is small
+// (24 PCRs, a nonce, user data, a public key in hex).
+constexpr size_t kMaxTpmClients = 4096;
+constexpr size_t kMaxTpmLine = 64 * 1024;
+
+// --tpm-listen: fd:N, a listening socket the launcher made (root's, 0600), or a PATH
+// made here (tests), 0600.
+RotResult<UniqueFd> listen_tpm(const std::string& where) {
+  if (const auto n = parse_fd_ref(where)) {
+    int type = 0, listening = 0;
+    socklen_t len = sizeof type;
+    socklen_t len2 = sizeof listening;
+    if (::getsockopt(*n, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM ||
+        ::getsockopt(*n, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len2) != 0 || listening == 0)
+      return make_error(RotErrc::kUsage, "--tpm-listen " + where + ": not a listening stream socket");
+    UniqueFd fd(*n);
+    ::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) | O_NONBLOCK);
+    return fd;
+  }
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (where.size() >= sizeof a.sun_path) return make_error(RotErrc::kUsage, "--tpm-listen " + where + ": path too long");
+  where.copy(a.sun_path, where.size());
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  ::unlink(where.c_str());
+  const mode_t old = ::umask(0177);
+  const bool ok = fd && ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 && ::listen(fd.get(), 64) == 0;  // NOLINT
+  ::umask(old);
+  if (!ok) return make_error(RotErrc::kState, "--tpm-listen " + where, errno);
+  return fd;
+}
 // Prefixed (with its NUL) to every payload "sign" signs.
 constexpr char kSignContext[] = "azote-rot sign v1";
 
@@ -83,6 +117,9 @@ RotResult<Parsed> parse_args(const std::vector<std::string>& args) {
       o.state_dir = value;
     } else if (flag == "--control") {
       o.control = value;
+    } else if (flag == "--tpm-listen") {
+      if (value.empty()) return bad("--tpm-listen needs fd:N or a socket path");
+      o.tpm_listen = value;
     } else if (flag == "--log-level") {
       o.log_level = value;
     } else if (flag == "--seccomp") {
@@ -118,7 +155,7 @@ RotResult<Parsed> parse_args(const std::vector<std::string>& args) {
 
 const char* usage_text() {
   return R"(Usage: azote-rot --state-dir DIR --layer NAME=PATH[,config=TEXT]... [--mode normal|development]
-                 [--control PATH] [--log-level LEVEL] [--seccomp kill|log]
+                 [--control PATH] [--tpm-listen PATH] [--log-level LEVEL] [--seccomp kill|log]
 
 azote's root of trust, standing in for a host security chip: the only holder of the
 host's unique device secret (DIR/uds, 48 random bytes, created at first start, mode 0400;
@@ -149,6 +186,14 @@ its file's mode.
   --control PATH      serve requests on a Unix socket at PATH (or the listening
                       socket fd:N) until SIGTERM/SIGINT;
                       without it, print the description and exit
+  --tpm-listen PATH   with --control: serve the instances' TPM cards on a second
+                      socket at PATH (0600; or the listening socket fd:N, the
+                      launcher's): a connection's first line binds it to an
+                      instance ({"op": "bind", "instance": "i-..."}, the
+                      launcher's), then it may only ask {"op": "attest-tpm",
+                      "pcrs": {"I": HEX}, ["nonce"|"user_data"|"public_key": HEX]}
+                      for a NitroTPM document of that instance (module_id
+                      "<instance>-tpm", PCRs under "nitrotpm_pcrs")
   --log-level LEVEL   error, warn, info (default), debug
   --seccomp MODE      kill (default): after setup a system call outside its
                       allowlist (src/rot/seccomp.json) kills it; log: allowed and
@@ -261,8 +306,90 @@ RotResult<std::unique_ptr<Rot>> Rot::start(const Options& o) {
         });
         !w)
       return make_error(RotErrc::kState, w.error().message());
+    if (!o.tpm_listen.empty()) {
+      AZOTE_TRY(l, listen_tpm(o.tpm_listen));
+      r->tpm_listen_ = std::move(l);
+      if (auto t = r->loop_->watch(r->tpm_listen_.get(), [self] { self->accept_tpm_clients(); }); !t)
+        return make_error(RotErrc::kState, t.error().message());
+    }
   }
   return r;
+}
+
+void Rot::accept_tpm_clients() {
+  for (;;) {
+    UniqueFd c(::accept4(tpm_listen_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!c) return;  // EAGAIN: all taken
+    if (tpm_clients_.size() >= kMaxTpmClients) {
+      LOG_WARN("azote-rot: a TPM card connection refused: %zu already", tpm_clients_.size());
+      continue;
+    }
+    const int fd = c.get();
+    tpm_clients_[fd] = TpmClient{std::move(c), {}, {}};
+    if (auto w = loop_->watch(fd, [this, fd] { serve_tpm_client(fd); }); !w) tpm_clients_.erase(fd);
+  }
+}
+
+void Rot::serve_tpm_client(int fd) {
+  auto it = tpm_clients_.find(fd);
+  if (it == tpm_clients_.end()) return;
+  TpmClient& c = it->second;
+  char buf[16384];
+  bool gone = false;
+  for (;;) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0) {
+      c.in.append(buf, static_cast<size_t>(n));
+      if (c.in.size() > kMaxTpmLine) {
+        LOG_WARN("azote-rot: a TPM card (%s) sent a line over %zu bytes; dropped", c.instance.c_str(), kMaxTpmLine);
+        gone = true;
+        break;
+      }
+      continue;
+    }
+    gone = n == 0 || (errno != EAGAIN && errno != EINTR);
+    break;
+  }
+  for (size_t nl; !gone && (nl = c.in.find('\n')) != std::string::npos;) {
+    const std::string line = c.in.substr(0, nl);
+    c.in.erase(0, nl + 1);
+    const auto req = control::Json::parse(line, nullptr, false);
+    const std::string reply =
+        (req.is_object() ? tpm_request(c, req) : control::refuse("a request is one JSON object per line")).dump() + "\n";
+    // Small replies to a client waiting for them: sent whole, or the client is dropped.
+    for (size_t sent = 0; sent < reply.size();) {
+      pollfd p{fd, POLLOUT, 0};
+      const ssize_t n = ::poll(&p, 1, 1000) == 1 ? ::send(fd, reply.data() + sent, reply.size() - sent, MSG_NOSIGNAL) : -1;
+      if (n <= 0) {
+        gone = true;
+        break;
+      }
+      sent += static_cast<size_t>(n);
+    }
+  }
+  if (gone) {
+    loop_->unwatch(fd);
+    tpm_clients_.erase(it);
+  }
+}
+
+control::Json Rot::tpm_request(TpmClient& c, const control::Json& req) const {
+  const std::string op = req.value("op", "");
+  if (c.instance.empty()) {
+    // The launcher's line, before the connection is handed to the card.
+    const std::string id = req.value("instance", "");
+    const bool valid = id.size() == 19 && id.rfind("i-", 0) == 0 &&
+                       id.find_first_not_of("0123456789abcdef", 2) == std::string::npos;
+    if (op != "bind" || !valid) return control::refuse("the first request binds the connection: {\"op\": \"bind\", \"instance\": \"i-<17 hex>\"}");
+    c.instance = id;
+    LOG_INFO("azote-rot: a TPM card connection for %s", id.c_str());
+    return control::ok();
+  }
+  if (op != "attest-tpm") return control::refuse("this connection serves only \"attest-tpm\" (the TPM of " + c.instance + ")");
+  control::Json a = req;
+  a.erase("op");
+  a["module_id"] = c.instance + "-tpm";
+  return attest(a, "nitrotpm_pcrs");
 }
 
 control::Json Rot::describe() const {
@@ -308,11 +435,12 @@ control::Json Rot::handle(const control::Json& req) const {
   return control::refuse("unknown op \"" + op->get<std::string>() + "\" (describe, sign, attest)");
 }
 
-control::Json Rot::attest(const control::Json& req) const {
+control::Json Rot::attest(const control::Json& req, const char* pcrs_key) const {
   const auto& layers = chain_.layers();
   if (layers.size() < 2)
     return control::refuse("attest: no measured layer: the device key certifies layers, it does not attest");
   attest::Document d;
+  d.pcrs_key = pcrs_key;
   const auto module = req.find("module_id");
   if (module == req.end() || !module->is_string()) return control::refuse("attest needs \"module_id\" as a string");
   d.module_id = module->get<std::string>();

@@ -22,8 +22,19 @@
 //                                   bundle (device certificate first); the timestamp is
 //                                   azote-rot's clock; in development mode every PCR is
 //                                   zero (a debug enclave's convention)
+//
+// With --tpm-listen, a second socket serves the instances' TPM cards (azote-card-tpm).
+// Only the launcher (root) can connect to it: for each TPM card it starts, it connects,
+// binds the connection to the card's instance with {"op": "bind", "instance": "i-..."}
+// and hands the connection to the card, which can then only ask
+//   {"op": "attest-tpm", "pcrs": {"I": HEX48...}, "nonce"/"user_data"/"public_key": HEX}
+// for a NitroTPM document of that instance: module_id "<instance>-tpm", the PCR map
+// "nitrotpm_pcrs" (the TPM's SHA-384 bank as the card read it; zero in development
+// mode), one JSON line each way.
 // Never the UDS, a CDI or a private key.
 #pragma once
+
+#include <map>
 
 #include <memory>
 #include <string>
@@ -59,6 +70,7 @@ struct Options {
   std::vector<LayerSpec> layers;  // in order, above the device
   dice::Mode mode = dice::Mode::kNormal;  // --mode development: kDebug, in every certificate
   std::string control;                    // --control PATH
+  std::string tpm_listen;                 // --tpm-listen fd:N|PATH: the TPM cards' socket
   std::string log_level = "info";
   sandbox::SeccompMode seccomp = sandbox::SeccompMode::kKill;  // --seccomp kill|log
 };
@@ -89,7 +101,18 @@ class Rot {
 
  private:
   Rot(dice::Chain c, dice::Mode mode) : chain_(std::move(c)), mode_(mode) {}
-  control::Json attest(const control::Json& req) const;
+  control::Json attest(const control::Json& req, const char* pcrs_key = "pcrs") const;
+  // The TPM cards' socket: accept, then each connection's lines (bind, attest-tpm).
+  struct TpmClient {
+    UniqueFd fd;
+    std::string in;
+    std::string instance;  // empty until the launcher binds it
+  };
+  void accept_tpm_clients();
+  void serve_tpm_client(int fd);
+  control::Json tpm_request(TpmClient& c, const control::Json& req) const;
+  UniqueFd tpm_listen_;
+  std::map<int, TpmClient> tpm_clients_;
   dice::Chain chain_;
   dice::Mode mode_;
   std::unique_ptr<runtime::Loop> loop_;

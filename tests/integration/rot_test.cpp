@@ -3,7 +3,9 @@
 // socket signs with the attestation key, checked by openssl, never revealing a secret.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -324,6 +326,64 @@ TEST_F(Rot, AttestationDocumentsPassAnIndependentVerifierAndNothingTamperedDoes)
   }
   dev.signal(SIGTERM);
   EXPECT_EQ(dev.wait(10s).status, 0);
+}
+
+// The TPM cards' socket: a connection serves nothing until bound to an instance (the
+// launcher's first line), is bound once, then only gives NitroTPM documents of that
+// instance (module_id "<instance>-tpm", the PCRs under "nitrotpm_pcrs"), which the
+// independent verifier accepts.
+TEST_F(Rot, TpmCardConnectionsAreBoundOnceAndGetNitroTpmDocumentsOfTheirInstanceOnly) {
+  if (::access("/usr/bin/python3", X_OK) != 0) GTEST_SKIP() << "SKIPPED: needs /usr/bin/python3 (cbor2, cryptography)";
+  const std::string ctl = path("rot.ctl"), tpm = path("rot-tpm.sock");
+  Process rot(argv({"--control", ctl, "--tpm-listen", tpm}));
+  ASSERT_TRUE(rot.wait_for_output("\"layers\"", 15s)) << rot.wait(1s).err;
+  struct stat st{};
+  ASSERT_EQ(::stat(tpm.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  auto d = control::call_once(ctl, {{"op", "describe"}}, 5s);
+  ASSERT_TRUE(d.ok());
+  std::ofstream(path("root.pem")) << (*d)["layers"][0]["certificate"].get<std::string>();
+
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  tpm.copy(a.sun_path, tpm.size());
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);  // NOLINT
+  auto ask = [&](const Json& req) {
+    const std::string line = req.dump() + "\n";
+    EXPECT_EQ(::send(fd, line.data(), line.size(), MSG_NOSIGNAL), static_cast<ssize_t>(line.size()));
+    std::string in;
+    char c = 0;
+    while (::recv(fd, &c, 1, 0) == 1 && c != '\n') in += c;
+    return Json::parse(in, nullptr, false);
+  };
+  std::string pcr4(96, '0');
+  pcr4[0] = 'f';
+  const Json pcrs = {{"0", std::string(96, '0')}, {"4", pcr4}};
+  Json r = ask({{"op", "attest-tpm"}, {"pcrs", pcrs}});
+  EXPECT_EQ(r.value("ok", true), false) << "unbound: " << r.dump();
+  r = ask({{"op", "bind"}, {"instance", "i-0123"}});
+  EXPECT_EQ(r.value("ok", true), false) << "not an instance id: " << r.dump();
+  r = ask({{"op", "bind"}, {"instance", "i-0123456789abcdef0"}});
+  ASSERT_EQ(r.value("ok", false), true) << r.dump();
+  r = ask({{"op", "bind"}, {"instance", "i-fffffffffffffffff"}});
+  EXPECT_EQ(r.value("ok", true), false) << "bound once: " << r.dump();
+  r = ask({{"op", "attest"}, {"module_id", "i-fffffffffffffffff"}, {"pcrs", pcrs}});
+  EXPECT_EQ(r.value("ok", true), false) << "only attest-tpm: " << r.dump();
+  r = ask({{"op", "attest-tpm"}, {"module_id", "i-fffffffffffffffff"}, {"pcrs", pcrs}, {"nonce", "a1b2"}});
+  ASSERT_EQ(r.value("ok", false), true) << r.dump();
+  ::close(fd);
+  std::string doc;
+  const std::string h = r["document"];
+  for (size_t i = 0; i + 1 < h.size(); i += 2) doc += static_cast<char>(std::stoi(h.substr(i, 2), nullptr, 16));
+  std::ofstream(path("doc.cbor"), std::ios::binary) << doc;
+  const Outcome o = run({"/usr/bin/python3", AZOTE_VERIFY_ATTESTATION, "--root", path("root.pem"), path("doc.cbor"),
+                         "--nonce", "a1b2", "--expect-pcr", "4=" + pcr4},
+                        30s);
+  ASSERT_EQ(o.status, 0) << o.err;
+  const Json v = Json::parse(o.out);
+  EXPECT_EQ(v["module_id"], "i-0123456789abcdef0-tpm") << "the bound instance, whatever the request says";
+  EXPECT_EQ(v["pcrs_key"], "nitrotpm_pcrs");
 }
 
 }  // namespace

@@ -78,7 +78,12 @@ def parse(doc):
     need(p.get("digest") == "SHA384", "payload: digest is not SHA384")
     ts = p.get("timestamp")
     need(isinstance(ts, int) and 0 < ts < 2**64, "payload: timestamp is not a positive integer")
-    pcrs = p.get("pcrs")
+    # An enclave's (or an instance's) document names its PCR map "pcrs"; a NitroTPM
+    # document "nitrotpm_pcrs" (the TPM's SHA-384 bank). Exactly one of them.
+    need(("pcrs" in p) != ("nitrotpm_pcrs" in p), "payload: not exactly one of pcrs and nitrotpm_pcrs")
+    p["pcrs_key"] = "pcrs" if "pcrs" in p else "nitrotpm_pcrs"
+    pcrs = p[p["pcrs_key"]]
+    p["pcrs"] = pcrs
     need(isinstance(pcrs, dict) and 1 <= len(pcrs) <= 32, "payload: pcrs is not a map of 1..32")
     for k, v in pcrs.items():
         need(isinstance(k, int) and 0 <= k < 32, f"payload: PCR index {k!r} is not 0..31")
@@ -168,6 +173,7 @@ def verify(doc, root_der, nonce=None, max_age=None, expect=None, allow_debug=Fal
         "module_id": p["module_id"],
         "timestamp": p["timestamp"],
         "pcrs": {str(k): v.hex() for k, v in sorted(p["pcrs"].items())},
+        "pcrs_key": p["pcrs_key"],
         "nonce": None if p.get("nonce") is None else p["nonce"].hex(),
         "user_data": None if p.get("user_data") is None else p["user_data"].hex(),
         "public_key": None if p.get("public_key") is None else p["public_key"].hex(),
