@@ -32,7 +32,8 @@ std::string rc_text(TSS2_RC rc) {
 struct LinkTcti {
   TSS2_TCTI_CONTEXT_COMMON_V2 common{};
   Link* link = nullptr;
-  std::chrono::milliseconds timeout{};
+  std::chrono::steady_clock::time_point deadline{};  // for the whole boot, not per command
+  const std::atomic<bool>* cancel = nullptr;
   std::vector<uint8_t> response = std::vector<uint8_t>(kMaxMessageBytes);
   size_t length = 0;
   std::string error;  // why the last transmit failed
@@ -40,7 +41,8 @@ struct LinkTcti {
   static LinkTcti* of(TSS2_TCTI_CONTEXT* c) { return reinterpret_cast<LinkTcti*>(c); }  // NOLINT: common is first
   static TSS2_RC transmit(TSS2_TCTI_CONTEXT* c, size_t size, const uint8_t* command) {
     LinkTcti* t = of(c);
-    auto r = t->link->transact(std::span(command, size), t->response, t->timeout);
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(t->deadline - std::chrono::steady_clock::now());
+    auto r = t->link->transact(std::span(command, size), t->response, std::max(left, std::chrono::milliseconds(1)), t->cancel);
     if (!r) {
       t->error = r.error().message();
       t->length = 0;
@@ -112,7 +114,8 @@ TpmResult<std::vector<uint8_t>> extend(uint16_t alg, std::span<const uint8_t> pc
   return out;
 }
 
-TpmResult<Booted> measure_boot(Link& link, std::span<const Event> events, std::chrono::milliseconds timeout) {
+TpmResult<Booted> measure_boot(Link& link, std::span<const Event> events, std::chrono::milliseconds timeout,
+                               const std::atomic<bool>* cancel) {
   LinkTcti tcti;
   tcti.common.v1.magic = 0x617a6f7465747063ull;  // "azotetpc"
   tcti.common.v1.version = 2;
@@ -120,7 +123,8 @@ TpmResult<Booted> measure_boot(Link& link, std::span<const Event> events, std::c
   tcti.common.v1.receive = &LinkTcti::receive;
   tcti.common.v1.finalize = &LinkTcti::finalize;
   tcti.link = &link;
-  tcti.timeout = timeout;
+  tcti.deadline = std::chrono::steady_clock::now() + timeout;
+  tcti.cancel = cancel;
   auto* tctx = reinterpret_cast<TSS2_TCTI_CONTEXT*>(&tcti);  // NOLINT: the common header is the TCTI's context
 
   const size_t size = Tss2_Sys_GetContextSize(kMaxMessageBytes);
@@ -173,6 +177,12 @@ TpmResult<Booted> measure_boot(Link& link, std::span<const Event> events, std::c
     if (TSS2_RC rc = Tss2_Sys_PCR_Extend(sys.get(), e.pcr, &auth, &values, nullptr); rc != TSS2_RC_SUCCESS)
       return failed(("TPM2_PCR_Extend of PCR " + std::to_string(e.pcr) + " (" + e.what + ")").c_str(), rc);
   }
+  // The platform hierarchy is the firmware's: TPM2_Startup(CLEAR) enabled it with an
+  // empty password, and the OS must not inherit it (PCR_Allocate, ChangePPS, Clear,
+  // platform NV indices). Firmware disables it before the OS runs; so does this.
+  if (TSS2_RC rc = Tss2_Sys_HierarchyControl(sys.get(), TPM2_RH_PLATFORM, &auth, TPM2_RH_PLATFORM, TPM2_NO, nullptr);
+      rc != TSS2_RC_SUCCESS)
+    return failed("TPM2_HierarchyControl (disabling the platform hierarchy)", rc);
   return booted;
 }
 

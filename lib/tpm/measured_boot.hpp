@@ -42,8 +42,11 @@ struct Booted {
   std::vector<uint16_t> banks;  // the TPM's allocated banks, each extended with every event
 };
 // TPM2_Startup(CLEAR) (a TPM already started since its last reset is refused: the PCRs
-// would not start from zero), then every event into every allocated bank. A bank whose
-// algorithm has no digest here is an error: the boot is not measured.
-TpmResult<Booted> measure_boot(Link& link, std::span<const Event> events, std::chrono::milliseconds timeout);
+// would not start from zero), then every event into every allocated bank (a bank whose
+// algorithm has no digest here is an error: the boot is not measured), then the platform
+// hierarchy disabled, as firmware leaves it to the OS. `timeout` bounds the whole boot;
+// `cancel` (checked as the Link does) ends it early.
+TpmResult<Booted> measure_boot(Link& link, std::span<const Event> events, std::chrono::milliseconds timeout,
+                               const std::atomic<bool>* cancel = nullptr);
 
 }  // namespace azote::tpm

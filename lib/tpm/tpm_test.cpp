@@ -171,6 +171,11 @@ TEST(MeasuredBoot, ExtendsEveryAllocatedBankAsTpm2ToolsReadsIt) {
   EXPECT_NE(out.find("4 : 0x" + up(hex(sha256(zero, sha256(b(kernel)))))), std::string::npos) << out;
   EXPECT_NE(out.find("12: 0x" + up(hex(sha256(zero, sha256(b(cmdline)))))), std::string::npos) << out;
   EXPECT_NE(out.find("9 : 0x" + up(hex(zero))), std::string::npos) << out;
+  // The platform hierarchy is closed to whoever comes after the firmware: a PCR bank
+  // reallocation (platform authority) is refused.
+  const std::string realloc = run("timeout 20 tpm2_pcrallocate -T 'cmd:socat - UNIX-CONNECT:" + tpm.socket() +
+                                  "' sha256:all 2>&1; echo status=$?");
+  EXPECT_EQ(realloc.find("status=0"), std::string::npos) << realloc;
   // And the library's own arithmetic agrees with the TPM.
   auto ours = extend(kAlgSha256, zero, sha256(b(kernel)));
   ASSERT_TRUE(ours);

@@ -1856,7 +1856,12 @@ ApiResult<void> Host::start_tpm_card(Card& c) {
     std::lock_guard lock(mu_);
     InstanceRec& r = instances_[c.instance];
     r.tpm_wrapped_key = *w;
-    persist(r);
+    // Stored before the card encrypts anything under it: a key lost here would leave a
+    // state no later launch can open.
+    if (auto p = store_.put(r); !p) {
+      r.tpm_wrapped_key.clear();
+      return api_error(K::kInternal, "InternalError", "TPM state key of " + c.instance + ": " + p.error().message());
+    }
     wrapped = std::move(w).value();
   }
   {
@@ -1944,9 +1949,13 @@ void Host::finish_terminate(const std::string& id) {
     if (auto d = store_.erase_eni(eid); !d) LOG_ERROR("instance %s: deleting %s: %s", id.c_str(), eid.c_str(), d.error().message().c_str());
     else enis_.erase(eid);
   }
-  // Its TPM: the state file goes (the key went with the record's last use).
+  // Its TPM: the state file and its key go.
   std::error_code ec;
   fs::remove(instance_dir(id) + "/tpm.state", ec);
+  if (auto it = instances_.find(id); it != instances_.end() && !it->second.tpm_wrapped_key.empty()) {
+    it->second.tpm_wrapped_key.clear();
+    persist(it->second);
+  }
   for (VolumeRec* v : volumes_of(id)) {
     if (v->delete_on_termination) {
       const std::string vid = v->id;

@@ -16,7 +16,7 @@ constexpr uint32_t kCtrlReq = 0x40, kCtrlSts = 0x44, kCtrlCancel = 0x48, kCtrlSt
                    kRspAddr = 0x68, kRspAddrHigh = 0x6c;
 constexpr uint32_t kLocStateValid = 1u << 7, kLocStateAssigned = 1u << 1, kLocStateEstablished = 1u << 0;
 constexpr uint32_t kCtrlStsFatal = 1u << 0, kCtrlStsIdle = 1u << 1;
-// InterfaceType CRB, version 1, 64-byte transfers, CapCRB, InterfaceSelector CRB.
+// InterfaceType CRB, version 1, CapDataXferSizeSupport 8 bytes, CapCRB, InterfaceSelector CRB.
 constexpr uint32_t kIntfIdValue = 0x1u | (0x1u << 4) | (0x1u << 11) | (1u << 14) | (0x1u << 17);
 
 constexpr uint32_t kRcFailure = 0x101, kRcCommandSize = 0x142;
@@ -84,8 +84,8 @@ void TpmCrb::write_register(uint32_t r, uint32_t v) {
     case kIntEnable:
       set_reg(r, v & 1u);
       break;
-    case kIntSts:
-      set_reg(r, reg(r) & ~v);  // write 1 to clear
+    case kIntSts:  // write 1 to clear; no interrupt is ever raised, so it stays 0
+      set_reg(r, 0);
       break;
     case kCtrlStart:
       if ((v & 1u) && assigned_) {

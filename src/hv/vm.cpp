@@ -640,7 +640,7 @@ Result<void, VmError> Vm::boot_tpm() {
   if (cfg_.tpm_socket.empty() || tpm_) return {};
   auto link = tpm::Link::connect(cfg_.tpm_socket, std::chrono::seconds(10));
   if (!link) return make_error(VmErrc::kDevice, "--tpm: " + link.error().message());
-  auto booted = tpm::measure_boot(*link, tpm_events_, std::chrono::seconds(30));
+  auto booted = tpm::measure_boot(*link, tpm_events_, std::chrono::seconds(30), &stopping_);
   if (!booted) return make_error(VmErrc::kDevice, "--tpm " + cfg_.tpm_socket + ": measured boot: " + booted.error().message());
   tpm_banks_ = booted->banks;
   tpm_ = std::make_unique<TpmCrb>(std::move(link).value(), std::span(tpm_page_.data(), tpm_page_.size()), &stopping_);
