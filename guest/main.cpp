@@ -133,6 +133,7 @@ extern "C" [[noreturn]] void azote_user_main(uint64_t start_info) {
   if (a.name == "net-echo") prog_net_echo(a);
   if (a.name == "net-bench") prog_net_bench(a);
   if (a.name == "tpm-pcrs") prog_tpm_pcrs(a);
+  if (a.name == "attest") prog_attest(a);
   Line().s(kPrefix).s("unknown program ").s(a.name).print();
   exit(127);
 }

@@ -65,5 +65,11 @@ bool net_lease(const char* who);
 // on a TPM or interface error ("tpm-pcrs error: ..."); 2 without a TPM ("tpm-pcrs no
 // TPM at 0x..."). (tpm_programs.cpp)
 [[noreturn]] void prog_tpm_pcrs(const Args& args);
+// `attest NONCE_HEX [USER_DATA_HEX]`: the instance's attestation document from the TPM
+// card (vendor command TPM_CC_AZOTE_ATTEST, 2 KiB chunks, at most 16 KiB), printed as
+// one "attestation-document <base64>" line. Exit 0; 1 on bad arguments ("attest: ...",
+// nothing sent) or a TPM error ("attest error: ..."); 2 without a TPM ("attest no TPM
+// at 0x..."). (tpm_programs.cpp)
+[[noreturn]] void prog_attest(const Args& args);
 
 }  // namespace az

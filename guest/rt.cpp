@@ -106,10 +106,45 @@ Line& Line::x(uint64_t v) {
   return *this;
 }
 Line& Line::hex2(uint8_t v) { return c("0123456789abcdef"[v >> 4]).c("0123456789abcdef"[v & 0xf]); }
+void Line::flush() {
+  console_write(buf_, n_);
+  n_ = 0;
+}
 void Line::print() {
   buf_[n_++] = '\n';  // c() always leaves room for this
   console_write(buf_, n_);
   n_ = 0;
+}
+
+bool parse_hex(Str s, uint8_t* out, size_t cap, size_t* len) {
+  if (s.n % 2 != 0 || s.n / 2 > cap) return false;
+  auto nibble = [](char ch) -> int {
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < s.n; i += 2) {
+    const int hi = nibble(s.p[i]), lo = nibble(s.p[i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out[i / 2] = static_cast<uint8_t>(hi << 4 | lo);
+  }
+  *len = s.n / 2;
+  return true;
+}
+
+size_t base64(const uint8_t* in, size_t n, char* out) {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t k = 0;
+  for (size_t i = 0; i < n; i += 3) {
+    const size_t left = n - i;
+    const uint32_t v = uint32_t{in[i]} << 16 | (left > 1 ? uint32_t{in[i + 1]} << 8 : 0) | (left > 2 ? in[i + 2] : 0);
+    out[k++] = kAlphabet[v >> 18 & 63];
+    out[k++] = kAlphabet[v >> 12 & 63];
+    out[k++] = left > 1 ? kAlphabet[v >> 6 & 63] : '=';
+    out[k++] = left > 2 ? kAlphabet[v & 63] : '=';
+  }
+  return k;
 }
 
 namespace {

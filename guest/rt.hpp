@@ -86,6 +86,12 @@ struct Str {
 
 // Parses a decimal number in [0, max]; false if empty, not digits, or too big.
 bool parse_u64(Str s, uint64_t max, uint64_t* out);
+// Decodes hex digits (either case), two per byte, into out; false if a character is
+// not a hex digit, the count is odd, or more than cap bytes would come out.
+bool parse_hex(Str s, uint8_t* out, size_t cap, size_t* len);
+// Standard base64 (RFC 4648: '+', '/', '=' padding, no line breaks) of in[0, n) into
+// out, which must hold 4 * ((n + 2) / 3) characters; returns that count.
+size_t base64(const uint8_t* in, size_t n, char* out);
 
 // ------------------------------------------------------------------- console
 // COM1 16550 with its FIFO enabled: one LSR poll for THRE, then up to 16 bytes
@@ -93,7 +99,8 @@ bool parse_u64(Str s, uint64_t max, uint64_t* out);
 // Serialised across CPUs by a spinlock.
 void console_write(const char* s, size_t n);
 
-// A line assembled in a fixed buffer, written with one console_write.
+// A line assembled in a fixed buffer, written with one console_write. What does not
+// fit (239 characters) is dropped, unless flush() sent the part before it.
 class Line {
  public:
   Line& s(const char* str);
@@ -103,6 +110,10 @@ class Line {
   Line& x(uint64_t v);    // hex, no prefix, no leading zeros
   Line& hex2(uint8_t v);  // two hex digits
   void print();           // appends '\n'
+  // Writes what is assembled so far without ending the line and empties the buffer:
+  // a longer console line goes out in pieces, the last one through print().
+  void flush();
+  size_t room() const { return sizeof buf_ - 1 - n_; }  // characters c() still keeps
 
  private:
   char buf_[240];

@@ -266,6 +266,21 @@ uint32_t cmd_pcr_read(uint8_t* out, uint16_t hash, uint32_t pcrs) {
   return static_cast<uint32_t>(p - out);
 }
 
+uint32_t cmd_azote_attest(uint8_t* out, uint32_t offset, const uint8_t* nonce, uint32_t nonce_len,
+                          const uint8_t* user_data, uint32_t user_data_len) {
+  if (nonce_len > kAttestMaxNonce || user_data_len > kAttestMaxUserData) return 0;
+  const uint32_t size = kHeaderBytes + 4 + 2 + nonce_len + 2 + user_data_len;
+  uint8_t* p = be16(out, kStNoSessions);
+  p = be32(p, size);
+  p = be32(p, kCcAzoteAttest);
+  p = be32(p, offset);
+  p = be16(p, static_cast<uint16_t>(nonce_len));
+  for (uint32_t i = 0; i < nonce_len; ++i) *p++ = nonce[i];
+  p = be16(p, static_cast<uint16_t>(user_data_len));
+  for (uint32_t i = 0; i < user_data_len; ++i) *p++ = user_data[i];
+  return static_cast<uint32_t>(p - out);
+}
+
 uint32_t response_code(const uint8_t* rsp) { return get32(rsp + 6); }
 
 uint32_t digest_bytes(uint16_t hash) {
@@ -326,6 +341,27 @@ const char* parse_pcr_read(const uint8_t* r, uint32_t n, uint16_t hash, uint32_t
     for (uint32_t k = 0; k < want; ++k) out->digest[i][k] = d[k];
   }
   return rd.at_end() ? nullptr : "bytes after the last digest";
+}
+
+const char* parse_attest_chunk(const uint8_t* r, uint32_t n, uint32_t offset, uint32_t want_total, AttestChunk* out) {
+  Reader rd(r, n);
+  if (const char* bad = header_ok(rd, n)) return bad;
+  const uint32_t total = rd.u32();
+  const uint16_t size = rd.u16();
+  if (!rd.ok()) return "truncated (no total or chunk_size)";
+  if (total > kAttestMaxDocument) return "total above 16384 bytes";
+  if (want_total != kAttestAnyTotal && total != want_total) return "total differs from the first chunk's";
+  if (offset > total) return "total below the offset already received";
+  if (size > kAttestMaxChunk) return "chunk_size above 2048";
+  if (size > total - offset) return "chunk_size past the end of the document (total - offset)";
+  if (size == 0 && offset != total) return "chunk_size 0 before the end of the document";
+  const uint8_t* data = rd.bytes(size);
+  if (data == nullptr) return "response ends inside the chunk";
+  if (!rd.at_end()) return "bytes after the chunk";
+  out->total = total;
+  out->size = size;
+  out->data = data;
+  return nullptr;
 }
 
 }  // namespace az::tpm

@@ -21,7 +21,11 @@ inline constexpr uint16_t kStNoSessions = 0x8001;
 inline constexpr uint32_t kCcGetCapability = 0x17a;
 inline constexpr uint32_t kCcPcrRead = 0x17e;
 inline constexpr uint32_t kCapPcrs = 5;
+inline constexpr uint32_t kRcValue = 0x084;
+inline constexpr uint32_t kRcSize = 0x095;
 inline constexpr uint32_t kRcInitialize = 0x100;  // no TPM2_Startup yet
+inline constexpr uint32_t kRcFailure = 0x101;
+inline constexpr uint32_t kRcCommandCode = 0x143;  // command not implemented
 inline constexpr uint32_t kRcTesting = 0x90a;
 inline constexpr uint32_t kRcRetry = 0x922;
 inline constexpr uint16_t kAlgSha1 = 0x0004;
@@ -40,7 +44,8 @@ class Crb {
   // tpmRegValidSts within 1 s: else kNoDevice), takes locality 0, asks for
   // cmdReady and reads the buffer registers: kBadDevice (*why says) when locality 0
   // or cmdReady does not come within 1 s, or a buffer is unaligned, smaller than a
-  // header, outside [base + 0x80, base + 4 KiB) or partly overlapping the other.
+  // header, outside the device space between 3 and 4 GiB, over the registers
+  // [base, base + 0x80) or partly overlapping the other.
   Open open(uint64_t base, const char** why);
   // One command: cmdReady, CTRL_CANCEL = 0, command written, CTRL_START = 1, wait
   // (10 s; on timeout CTRL_CANCEL = 1), CTRL_STS.tpmSts, the response copied into
@@ -78,6 +83,20 @@ uint32_t cmd_get_capability_pcrs(uint8_t* out);
 // PCR_Read of the PCRs in bitmap `pcrs` (bit i = PCR i, 0-23) of bank `hash`.
 uint32_t cmd_pcr_read(uint8_t* out, uint16_t hash, uint32_t pcrs);
 
+// TPM_CC_AZOTE_ATTEST (azote's vendor command, served by the TPM card): one chunk of
+// the instance's attestation document. Command: header | u32 offset | u16 nonce_size |
+// nonce (<= 64) | u16 user_data_size | user_data (<= 512). Response: header | u32 total
+// | u16 chunk_size | document[offset, offset + chunk_size) (<= 2048 bytes).
+inline constexpr uint32_t kCcAzoteAttest = 0x20000a01;
+inline constexpr uint32_t kAttestMaxNonce = 64;
+inline constexpr uint32_t kAttestMaxUserData = 512;
+inline constexpr uint32_t kAttestMaxChunk = 2048;
+inline constexpr uint32_t kAttestMaxDocument = 16384;  // the guest refuses larger
+inline constexpr uint32_t kAttestCmdMax = kHeaderBytes + 4 + 2 + kAttestMaxNonce + 2 + kAttestMaxUserData;
+// `out` must hold kAttestCmdMax bytes; nonce_len <= 64, user_data_len <= 512 (0 if not).
+uint32_t cmd_azote_attest(uint8_t* out, uint32_t offset, const uint8_t* nonce, uint32_t nonce_len,
+                          const uint8_t* user_data, uint32_t user_data_len);
+
 // The response code of a response transact() returned (>= 10 bytes).
 uint32_t response_code(const uint8_t* rsp);
 // Digest bytes of sha1/sha256/sha384 (0 for any other algorithm); bank name.
@@ -107,5 +126,16 @@ struct PcrValues {
 // selection, of `hash`, a subset of `asked`), TPML_DIGEST (<= 8, as many as PCRs
 // selected, each exactly digest_bytes(hash) long).
 const char* parse_pcr_read(const uint8_t* r, uint32_t n, uint16_t hash, uint32_t asked, PcrValues* out);
+
+struct AttestChunk {
+  uint32_t total = 0;             // the document's length
+  uint32_t size = 0;              // chunk_size
+  const uint8_t* data = nullptr;  // inside r: document[offset, offset + size)
+};
+inline constexpr uint32_t kAttestAnyTotal = ~0u;
+// TPM_CC_AZOTE_ATTEST for `offset`: total <= 16384 and equal to `want_total` (unless
+// kAttestAnyTotal: the first chunk), offset <= total, chunk_size <= 2048 and <= total -
+// offset, chunk_size >= 1 unless offset == total, nothing after the chunk.
+const char* parse_attest_chunk(const uint8_t* r, uint32_t n, uint32_t offset, uint32_t want_total, AttestChunk* out);
 
 }  // namespace az::tpm
