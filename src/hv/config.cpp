@@ -153,7 +153,9 @@ Options:
                               a Linux bzImage (64-bit boot protocol).
                               builtin:NAME boots the built-in guest with azote.run=NAME
                               (programs: hello, exit CODE, smp, cpu MIB, fault KIND,
-                              blk-check [MIB], blk-bench [QD] [SECONDS]).
+                              blk-check [MIB], blk-bench [QD] [SECONDS], init, net-*,
+                              tpm-pcrs and attest NONCE_HEX [USER_DATA_HEX] with
+                              --tpm; the list: guest/README.md).
   --cmdline STR               Kernel command line. With builtin:NAME, the program's
                               arguments (appended after azote.run=NAME).
                               fd:N reads it from descriptor N (handed over by the launcher).
