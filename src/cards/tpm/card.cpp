@@ -1,6 +1,7 @@
 #include "cards/tpm/card.hpp"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 
 #include "base/log.hpp"
 
@@ -15,6 +16,16 @@ TpmResult<std::unique_ptr<Card>> Card::create(const CardOptions& options) {
     auto m = runtime::TextEndpoint::start(options.metrics_path, [p = c.get()] { return render_prometheus(p->metrics_); });
     if (!m) return make_error(TpmErrc::kHost, m.error().message(), m.error().errnum);
     c->metrics_endpoint_ = std::move(m).value();
+  }
+  if (options.rot_fd >= 0) {
+    const std::string name = "--rot fd:" + std::to_string(options.rot_fd);
+    int type = 0;
+    socklen_t len = sizeof type;
+    if (::fcntl(options.rot_fd, F_SETFD, FD_CLOEXEC) != 0) return errno_error(TpmErrc::kUsage, name);
+    if (::getsockopt(options.rot_fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM)
+      return make_error(TpmErrc::kUsage, name + ": not a stream socket (a connection to azote-rot was expected)");
+    c->rot_ = std::make_unique<RotClient>(UniqueFd(options.rot_fd));
+    c->metrics_.rot_connected.store(1, std::memory_order_relaxed);
   }
   auto s = control::Server::listen(options.control_path);
   if (!s) return make_error(TpmErrc::kHost, "--control " + options.control_path + ": " + s.error().message());
@@ -35,6 +46,8 @@ Card::~Card() {
 
 void Card::close_tpm() {
   data_.reset();    // joins the TPM thread: nothing runs libtpms any more
+  if (rot_) rot_->set_cancel_fd(-1);
+  attestor_.reset();
   engine_.reset();  // TPMLIB_Terminate
   state_.reset();
   key_.reset();     // wiped
@@ -61,8 +74,14 @@ TpmResult<Card::Opened> Card::open(const OpenRequest& r, StateKey key) {
     return Unexpected{std::move(e)};
   }
   engine_ = std::move(engine).value();
+  attestor_ = std::make_unique<Attestor>([e = engine_.get()](std::span<uint8_t> cmd) { return e->process(cmd); },
+                                         rot_.get(), metrics_);
+  // The vendor command never reaches libtpms (it would refuse an unknown command code).
   auto data = DataServer::listen(
-      r.socket, engine_->max_command_bytes(), [e = engine_.get()](std::span<uint8_t> cmd) { return e->process(cmd); },
+      r.socket, engine_->max_command_bytes(),
+      [e = engine_.get(), a = attestor_.get()](std::span<uint8_t> cmd) {
+        return is_attest_command(cmd) ? a->handle(cmd) : e->process(cmd);
+      },
       metrics_);
   if (!data) {
     close_tpm();
@@ -71,6 +90,7 @@ TpmResult<Card::Opened> Card::open(const OpenRequest& r, StateKey key) {
     return Unexpected{std::move(e)};
   }
   data_ = std::move(data).value();
+  if (rot_) rot_->set_cancel_fd(data_->stop_fd());  // a stopping card does not wait for azote-rot
   data_->start([this] {
     tpm_failed_.store(true);
     request_stop();
@@ -107,7 +127,11 @@ control::Json Card::describe() const {
                      {"command_errors_total", get(metrics_.command_errors)},
                      {"state_writes_total", get(metrics_.state_writes)},
                      {"state_generation", generation_.load(std::memory_order_relaxed)},
-                     {"clients", get(metrics_.clients)}};
+                     {"clients", get(metrics_.clients)},
+                     {"attestations_total", get(metrics_.attestations)},
+                     {"attestation_errors_total", get(metrics_.attestation_errors)},
+                     {"rot_requests_total", get(metrics_.rot_requests)},
+                     {"rot", rot_ != nullptr && !rot_->gone()}};
   j["instance"] = open_ ? control::Json(instance_) : control::Json(nullptr);
   j["socket"] = open_ ? control::Json(socket_) : control::Json(nullptr);
   return j;

@@ -9,6 +9,7 @@
 #include <span>
 #include <string>
 
+#include "cards/tpm/attest.hpp"
 #include "cards/tpm/data_server.hpp"
 #include "cards/tpm/engine.hpp"
 #include "cards/tpm/metrics.hpp"
@@ -49,7 +50,7 @@ class Card {
   control::Json handle_open(const control::Json& request);
   // libtpms's permanent state to the state file (the TPM thread, or open()).
   bool persist(std::span<const uint8_t> permall);
-  void close_tpm();  // in the right order: data socket, libtpms, state file, key
+  void close_tpm();  // in the right order: data socket, attestor, libtpms, state file, key
 
   TpmMetrics metrics_;
   bool open_ = false;
@@ -60,7 +61,9 @@ class Card {
   // The key is kept only to encrypt the state writes to come.
   std::optional<StateKey> key_;
   std::unique_ptr<StateFile> state_;
+  std::unique_ptr<RotClient> rot_;  // --rot; kept across a refused open
   std::unique_ptr<TpmEngine> engine_;
+  std::unique_ptr<Attestor> attestor_;  // TPM_CC_AZOTE_ATTEST, on the TPM thread
   std::unique_ptr<DataServer> data_;
   std::unique_ptr<runtime::TextEndpoint> metrics_endpoint_;
   std::unique_ptr<control::Server> control_;

@@ -25,6 +25,7 @@
 #include <iterator>
 #include <optional>
 #include <string>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -42,6 +43,7 @@ using namespace std::chrono_literals;
 using Bytes = std::vector<uint8_t>;
 
 constexpr int kStateFd = 5;  // where the card finds its state file ("state": "fd:5")
+constexpr int kRotFd = 6;    // where the card finds its azote-rot connection (--rot fd:6)
 
 struct Ran {
   int status = -1;  // exit status, or 128 + signal
@@ -157,7 +159,8 @@ Bytes random_bytes(size_t n) {
 // One azote-card-tpm process with its state file as descriptor 5; stderr in a log file.
 class CardProcess {
  public:
-  CardProcess(const TempDir& dir, const std::string& state_path, const std::string& name)
+  // `rot`: the card's end of a connection to (a fake) azote-rot, given as --rot fd:6; -1: none.
+  CardProcess(const TempDir& dir, const std::string& state_path, const std::string& name, int rot = -1)
       : control_(dir / (name + ".ctl")), metrics_(dir / (name + ".metrics")), log_(dir / (name + ".log")) {
     // O_CLOEXEC here: only the card gets it (as fd 5), not the tools run later, so the
     // card's flock is its own.
@@ -170,6 +173,10 @@ class CardProcess {
     posix_spawn_file_actions_adddup2(&fa, 1, 2);
     posix_spawn_file_actions_adddup2(&fa, state.get(), kStateFd);
     std::vector<std::string> argv = {AZOTE_CARD_TPM_BIN, "--control", control_, "--metrics", metrics_};
+    if (rot >= 0) {
+      posix_spawn_file_actions_adddup2(&fa, rot, kRotFd);
+      argv.insert(argv.end(), {"--rot", "fd:" + std::to_string(kRotFd)});
+    }
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
@@ -526,6 +533,226 @@ TEST(TpmCardCommandLine, HelpAndUsageErrors) {
   const Ran version = run({AZOTE_CARD_TPM_BIN, "--version"});
   EXPECT_EQ(version.status, 0);
   EXPECT_NE(version.out.find("azote-card-tpm "), std::string::npos);
+}
+
+// --- Attestation: the vendor command TPM_CC_AZOTE_ATTEST, with a fake azote-rot ---
+
+// TPM_CC_AZOTE_ATTEST as a guest builds it: header | offset | nonce | user_data.
+Bytes attest_command(uint32_t offset, const Bytes& nonce, const Bytes& user_data) {
+  Bytes c = {0x80, 0x01, 0, 0, 0, 0, 0x20, 0x00, 0x0a, 0x01};
+  for (int s = 24; s >= 0; s -= 8) c.push_back(static_cast<uint8_t>(offset >> s));
+  c.push_back(static_cast<uint8_t>(nonce.size() >> 8));
+  c.push_back(static_cast<uint8_t>(nonce.size()));
+  c.insert(c.end(), nonce.begin(), nonce.end());
+  c.push_back(static_cast<uint8_t>(user_data.size() >> 8));
+  c.push_back(static_cast<uint8_t>(user_data.size()));
+  c.insert(c.end(), user_data.begin(), user_data.end());
+  c[5] = static_cast<uint8_t>(c.size());
+  c[4] = static_cast<uint8_t>(c.size() >> 8);
+  return c;
+}
+
+// azote-rot as the card sees it: a socketpair whose card end the card gets as --rot;
+// each attest-tpm request is kept, its PCRs compared with the ones the test expects
+// (mismatch: {"ok":false}), and answered with `document`.
+class FakeRot {
+ public:
+  explicit FakeRot(Bytes document) : document_(std::move(document)) {
+    int sv[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    card_.reset(sv[0]);
+    ours_.reset(sv[1]);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~FakeRot() { close(); }
+  int card_end() const { return card_.get(); }
+  void release_card_end() { card_.reset(); }  // the card has its copy
+  void expect_pcrs(std::vector<std::string> hex) {
+    std::lock_guard<std::mutex> l(mu_);
+    expected_pcrs_ = std::move(hex);
+  }
+  std::vector<control::Json> requests() {
+    std::lock_guard<std::mutex> l(mu_);
+    return requests_;
+  }
+  void close() {  // EOF for the card
+    if (ours_) ::shutdown(ours_.get(), SHUT_RDWR);
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void serve() {
+    std::string in;
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = ::recv(ours_.get(), buf, sizeof buf, 0);
+      if (n <= 0) return;
+      in.append(buf, static_cast<size_t>(n));
+      for (size_t nl; (nl = in.find('\n')) != std::string::npos;) {
+        const control::Json r = control::Json::parse(in.substr(0, nl), nullptr, false);
+        in.erase(0, nl + 1);
+        control::Json reply = {{"ok", true}, {"document", to_hex(document_)}};
+        {
+          std::lock_guard<std::mutex> l(mu_);
+          requests_.push_back(r);
+          if (r.is_discarded() || r.value("op", "") != "attest-tpm") {
+            reply = {{"ok", false}, {"error", "not an attest-tpm request"}};
+          } else {
+            for (size_t i = 0; i < expected_pcrs_.size(); ++i) {
+              if (!r["pcrs"].contains(std::to_string(i)) || r["pcrs"][std::to_string(i)] != expected_pcrs_[i])
+                reply = {{"ok", false}, {"error", "PCR " + std::to_string(i) + " is not the TPM's"}};
+            }
+          }
+        }
+        const std::string line = reply.dump() + "\n";
+        if (::send(ours_.get(), line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) return;
+      }
+    }
+  }
+  Bytes document_;
+  UniqueFd card_, ours_;
+  std::mutex mu_;
+  std::vector<std::string> expected_pcrs_;
+  std::vector<control::Json> requests_;
+  std::thread thread_;
+};
+
+struct Chunk {
+  uint32_t rc = 0xffffffff;
+  uint32_t total = 0;
+  Bytes data;
+};
+// One vendor command on its own connection; the response parsed.
+Chunk attest(const std::string& socket, uint32_t offset, const Bytes& nonce, const Bytes& user_data) {
+  Chunk c;
+  UniqueFd fd = connect_to(socket);
+  if (!fd) return c;
+  send_bytes(fd.get(), attest_command(offset, nonce, user_data));
+  const Bytes r = response(fd.get());
+  c.rc = rc_of(r);
+  if (c.rc != 0) {
+    EXPECT_EQ(r.size(), 10u);  // errors are a bare header
+    return c;
+  }
+  EXPECT_GE(r.size(), 16u);
+  if (r.size() < 16) return c;
+  c.total = be32(r.data() + 10);
+  const size_t n = static_cast<size_t>(r[14]) << 8 | r[15];
+  EXPECT_EQ(r.size(), 16 + n);
+  c.data.assign(r.begin() + 16, r.end());
+  return c;
+}
+
+TEST_F(TpmCardTest, AttestationDocumentThroughTheVendorCommand) {
+  SKIP_WITHOUT_TOOLS();
+  const Bytes document = random_bytes(5003);
+  FakeRot rot(document);
+  CardProcess card(dir_, state_, "card", rot.card_end());
+  rot.release_card_end();
+  open(card);
+  const Bytes nonce = random_bytes(32), user_data = random_bytes(100);
+  // Before TPM2_Startup the PCRs cannot be read: TPM_RC_INITIALIZE, azote-rot not asked.
+  EXPECT_EQ(attest(socket_, 0, nonce, user_data).rc, 0x100u) << card.log();
+  EXPECT_TRUE(rot.requests().empty());
+
+  tpm2({"tpm2_startup", "-c"}, card);
+  tpm2({"tpm2_pcrextend", "4:sha384=" + to_hex(random_bytes(48))}, card);
+  std::string all = "sha384:0";
+  for (int i = 1; i < 24; ++i) all += "," + std::to_string(i);
+  tpm2({"tpm2_pcrread", all, "-o", file("pcrs384.bin")}, card);
+  const Bytes pcrs = read_file(file("pcrs384.bin"));
+  ASSERT_EQ(pcrs.size(), 24u * 48u);
+  std::vector<std::string> expected;
+  for (size_t i = 0; i < 24; ++i) expected.push_back(to_hex(Bytes(pcrs.begin() + 48 * i, pcrs.begin() + 48 * (i + 1))));
+  EXPECT_NE(expected[4], std::string(96, '0'));  // the extend is there
+  rot.expect_pcrs(expected);
+
+  // Offsets 0, 2048, 4096: the document, byte-exact.
+  Bytes back;
+  for (const uint32_t offset : {0u, 2048u, 4096u}) {
+    const Chunk c = attest(socket_, offset, nonce, user_data);
+    ASSERT_EQ(c.rc, 0u) << offset << "\n" << card.log();
+    EXPECT_EQ(c.total, document.size());
+    EXPECT_EQ(c.data.size(), std::min<size_t>(2048, document.size() - offset));
+    back.insert(back.end(), c.data.begin(), c.data.end());
+  }
+  EXPECT_EQ(back, document);
+  auto requests = rot.requests();
+  ASSERT_EQ(requests.size(), 1u);  // offsets > 0 came from the card's cache
+  EXPECT_EQ(requests[0]["op"], "attest-tpm");
+  EXPECT_EQ(requests[0]["nonce"], to_hex(nonce));
+  EXPECT_EQ(requests[0]["user_data"], to_hex(user_data));
+  ASSERT_EQ(requests[0]["pcrs"].size(), 24u);
+  for (size_t i = 0; i < 24; ++i) EXPECT_EQ(requests[0]["pcrs"][std::to_string(i)], expected[i]) << "PCR " << i;
+
+  // Errors: another nonce past offset 0, an offset past the end, a nonce over 64 bytes.
+  EXPECT_EQ(attest(socket_, 2048, random_bytes(32), user_data).rc, 0x084u);
+  EXPECT_EQ(attest(socket_, 6000, nonce, user_data).rc, 0x084u);
+  EXPECT_EQ(attest(socket_, 0, random_bytes(65), user_data).rc, 0x095u);
+  EXPECT_EQ(attest(socket_, 0, nonce, random_bytes(513)).rc, 0x095u);
+  EXPECT_EQ(rot.requests().size(), 1u);
+
+  // A second request at offset 0 asks azote-rot again, even with the same nonce.
+  EXPECT_EQ(attest(socket_, 0, nonce, user_data).rc, 0u);
+  EXPECT_EQ(rot.requests().size(), 2u);
+  // A changed PCR is what azote-rot sees next.
+  tpm2({"tpm2_pcrextend", "7:sha384=" + to_hex(random_bytes(48))}, card);
+  EXPECT_EQ(attest(socket_, 0, nonce, user_data).rc, 0x101u);  // the fake refuses: PCR 7 is not what it expects
+  ASSERT_EQ(rot.requests().size(), 3u);
+  EXPECT_NE(rot.requests()[2]["pcrs"]["7"], expected[7]);
+  EXPECT_EQ(rot.requests()[2]["pcrs"]["4"], expected[4]);
+
+  auto d = card.call({{"op", "describe"}});
+  ASSERT_TRUE(d) << d.error().message();
+  EXPECT_EQ((*d)["attestations_total"].get<uint64_t>(), 10u);
+  EXPECT_EQ((*d)["attestation_errors_total"].get<uint64_t>(), 6u);
+  EXPECT_EQ((*d)["rot_requests_total"].get<uint64_t>(), 3u);
+  EXPECT_TRUE((*d)["rot"].get<bool>());
+  const std::string m = metrics_text(card);
+  EXPECT_NE(m.find("azote_tpm_attestations_total 10"), std::string::npos) << m;
+  EXPECT_NE(m.find("azote_tpm_attestation_errors_total 6"), std::string::npos) << m;
+
+  // azote-rot gone (EOF): TPM_RC_FAILURE, then at once for later requests.
+  rot.close();
+  EXPECT_EQ(attest(socket_, 0, nonce, user_data).rc, 0x101u);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(attest(socket_, 0, nonce, user_data).rc, 0x101u);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+  d = card.call({{"op", "describe"}});
+  ASSERT_TRUE(d);
+  EXPECT_FALSE((*d)["rot"].get<bool>());
+  // Other commands are unaffected.
+  UniqueFd raw = connect_to(socket_);
+  send_bytes(raw.get(), kGetRandom16);
+  EXPECT_EQ(response(raw.get()).size(), 28u);
+  EXPECT_EQ(card.stop(SIGTERM), 0) << card.log();
+  EXPECT_NE(card.log().find("connection to azote-rot is gone"), std::string::npos) << card.log();
+}
+
+TEST_F(TpmCardTest, AttestationWithoutRotIsAFailure) {
+  CardProcess card(dir_, state_, "card");  // raw commands only
+  open(card);
+  UniqueFd a = connect_to(socket_);
+  send_bytes(a.get(), kStartupClear);
+  EXPECT_EQ(rc_of(response(a.get())), 0u);
+  EXPECT_EQ(attest(socket_, 0, random_bytes(16), {}).rc, 0x101u);
+  EXPECT_EQ(attest(socket_, 2048, random_bytes(16), {}).rc, 0x084u);
+  EXPECT_EQ(attest(socket_, 0, random_bytes(16), random_bytes(513)).rc, 0x095u);
+  auto d = card.call({{"op", "describe"}});
+  ASSERT_TRUE(d);
+  EXPECT_FALSE((*d)["rot"].get<bool>());
+  EXPECT_EQ((*d)["attestation_errors_total"].get<uint64_t>(), 3u);
+  EXPECT_EQ(card.stop(SIGTERM), 0) << card.log();
+  EXPECT_NE(card.log().find("no --rot"), std::string::npos) << card.log();
+}
+
+TEST(TpmCardCommandLine, RotMustBeAStreamSocket) {
+  const Ran bad = run({AZOTE_CARD_TPM_BIN, "--control", "/tmp/x.ctl", "--rot", "/tmp/rot.sock"});
+  EXPECT_EQ(bad.status, 64);
+  EXPECT_NE(bad.err.find("--rot"), std::string::npos) << bad.err;
+  const Ran help = run({AZOTE_CARD_TPM_BIN, "--help"});
+  EXPECT_NE(help.out.find("--rot fd:N"), std::string::npos);
+  EXPECT_NE(help.out.find("0x20000A01"), std::string::npos);
 }
 
 }  // namespace

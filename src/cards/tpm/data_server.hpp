@@ -56,6 +56,8 @@ class DataServer {
   // if it has to stop on its own (epoll failed).
   void start(std::function<void()> failed);
   const std::string& path() const { return path_; }
+  // Readable once the server is stopping: a long wait on the TPM thread (azote-rot) ends.
+  int stop_fd() const { return stop_.get(); }
 
  private:
   struct Client {

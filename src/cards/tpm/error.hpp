@@ -13,6 +13,7 @@ enum class TpmErrc {
   kBusy,       // a TPM is already open in this card
   kHost,       // sockets, epoll, memory
   kTpm,        // libtpms failed
+  kRot,        // azote-rot could not be reached, refused or answered badly
 };
 using TpmError = Error<TpmErrc>;
 template <class T>

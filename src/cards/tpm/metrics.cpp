@@ -25,6 +25,14 @@ std::string render_prometheus(const TpmMetrics& m) {
   one("azote_tpm_bad_commands_total", "counter",
       "Connections closed for a command whose size is out of range (under 10 bytes or over the buffer size).",
       m.bad_commands);
+  one("azote_tpm_attestations_total", "counter",
+      "Attestation vendor commands (TPM_CC_AZOTE_ATTEST) answered, errors included.", m.attestations);
+  one("azote_tpm_attestation_errors_total", "counter",
+      "Attestation vendor commands answered with a response code other than 0.", m.attestation_errors);
+  one("azote_tpm_rot_requests_total", "counter", "Attestation documents asked of azote-rot.", m.rot_requests);
+  one("azote_tpm_rot_connected", "gauge",
+      "1 while the card has a usable connection to azote-rot (--rot), 0 without one or once it is gone.",
+      m.rot_connected);
   return t.take();
 }
 

@@ -19,6 +19,10 @@ struct TpmMetrics {
   std::atomic<uint64_t> refused_connections{0};  // closed at once: too many clients
   std::atomic<uint64_t> bad_commands{0};     // connections closed for a command size out of range
   std::atomic<uint64_t> open{0};             // gauge: 1 once a TPM is open
+  std::atomic<uint64_t> attestations{0};     // TPM_CC_AZOTE_ATTEST commands answered
+  std::atomic<uint64_t> attestation_errors{0};  // of which answered with a response code other than 0
+  std::atomic<uint64_t> rot_requests{0};     // attest-tpm requests sent to azote-rot
+  std::atomic<uint64_t> rot_connected{0};    // gauge: 1 while the --rot connection is usable
 };
 
 std::string render_prometheus(const TpmMetrics& m);

@@ -71,7 +71,7 @@ TpmResult<OpenRequest> parse_open(const nlohmann::json& r, std::optional<StateKe
 
 TpmResult<ParsedArgs> parse_args(const std::vector<std::string>& args) {
   ParsedArgs p;
-  const CommandLine line = split_command_line(args, {"--control", "--metrics", "--seccomp", "--log-level"});
+  const CommandLine line = split_command_line(args, {"--control", "--metrics", "--rot", "--seccomp", "--log-level"});
   if (!line.error.empty()) return bad(line.error);
   p.help = line.help;
   p.version = line.version;
@@ -85,6 +85,11 @@ TpmResult<ParsedArgs> parse_args(const std::vector<std::string>& args) {
     } else if (a == "--metrics") {
       AZOTE_TRY(m, parse_metrics(value));
       p.options.metrics_path = m;
+    } else if (a == "--rot") {
+      const auto fd = parse_fd_ref(value);
+      if (!fd)
+        return bad("--rot " + value + ": expected fd:N with N >= 3 (a connected socket to azote-rot from the launcher)");
+      p.options.rot_fd = *fd;
     } else if (a == "--seccomp") {
       if (value != "kill" && value != "log") return bad("--seccomp \"" + value + "\": expected kill or log");
       p.options.seccomp = value;
@@ -98,11 +103,16 @@ TpmResult<ParsedArgs> parse_args(const std::vector<std::string>& args) {
     return bad("--control PATH|fd:N is required (the TPM is opened through it; see --help)");
   if (p.options.control_path == p.options.metrics_path)
     return bad("--control " + p.options.control_path + " is also the --metrics socket");
+  if (p.options.rot_fd >= 0) {
+    const std::string rot = "fd:" + std::to_string(p.options.rot_fd);
+    if (parse_fd_ref(p.options.control_path) == p.options.rot_fd || parse_fd_ref(p.options.metrics_path) == p.options.rot_fd)
+      return bad("--rot " + rot + " is also the --control or --metrics socket");
+  }
   return p;
 }
 
 const char* usage_text() {
-  return R"(Usage: azote-card-tpm --control PATH|fd:N [--metrics PATH|fd:N] [options]
+  return R"(Usage: azote-card-tpm --control PATH|fd:N [--metrics PATH|fd:N] [--rot fd:N] [options]
 
 One instance's TPM 2.0 (libtpms), like the NitroTPM of an EC2 instance: the card starts
 empty; the controller opens the instance's TPM through the control socket, with its
@@ -113,6 +123,19 @@ response. Several clients may connect; commands run one at a time. The card neve
 a command itself: the hypervisor, as firmware, sends TPM2_Startup and the measured-boot
 PCR extends. tpm2-tools reach it with
   tpm2_pcrread -T "cmd:socat - UNIX-CONNECT:/path/tpm.sock" sha256:0,4
+
+Attestation, NitroTPM-style: the vendor command TPM_CC_AZOTE_ATTEST (0x20000A01, tag
+TPM_ST_NO_SESSIONS) is answered by the card itself, never by libtpms:
+  command  header | u32 offset | u16 nonce_size | nonce (0-64 bytes)
+           | u16 user_data_size | user_data (0-512 bytes)
+  response header | u32 total | u16 chunk_size | chunk (at most 2048 bytes of the document
+           from offset)
+Offset 0 reads the TPM's sha384 PCRs 0-23 and asks azote-rot (--rot) for a fresh
+attestation document (COSE_Sign1) over them, the nonce and the user data; offsets > 0
+read the rest of that document (same nonce and user data). Errors: TPM_RC_SIZE (a size
+over its limit, a length mismatch), TPM_RC_VALUE (no document for this nonce and user
+data, offset past the end), TPM_RC_INITIALIZE (no TPM2_Startup yet), TPM_RC_FAILURE (no
+--rot, azote-rot refused or did not answer within 10 s).
 
 The state (libtpms's permanent state: seeds, hierarchies, NV, persistent objects) is
 kept across stops and starts of the instance, encrypted with AES-256-GCM under the
@@ -135,6 +158,11 @@ Options:
   --metrics PATH|fd:N   Serve counters as Prometheus text on a Unix socket: each
                         connection gets the full text, then EOF (an HTTP GET gets an
                         HTTP/1.0 response). "unix:PATH" is accepted too.
+  --rot fd:N            A connected stream socket to azote-rot, bound to this instance by
+                        the launcher: attestation documents are asked for on it (one JSON
+                        line each way). Without it the attestation command answers
+                        TPM_RC_FAILURE; once it is closed or silent for 10 s it is given
+                        up until the card restarts.
   --log-level LEVEL     error, warn, info (default) or debug; logs go to stderr.
   --seccomp kill|log    Each thread under its class's allowlist (src/cards/tpm/seccomp.json):
                         kill (default) ends the card with SIGSYS on a forbidden call, log

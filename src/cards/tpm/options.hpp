@@ -19,6 +19,7 @@ struct CardOptions {
   std::string metrics_path;  // --metrics PATH|unix:PATH|fd:N; empty: no metrics endpoint
   std::string log_level = "info";
   std::string seccomp = "kill";  // --seccomp kill|log
+  int rot_fd = -1;               // --rot fd:N: a connected stream socket to azote-rot; -1: none
 };
 
 struct ParsedArgs {

@@ -22,6 +22,18 @@ TEST(Options, ControlAndMetrics) {
   EXPECT_EQ(p->options.metrics_path, "/run/t.metrics");
 }
 
+TEST(Options, Rot) {
+  auto r = parse_args({"--control", "/run/t.ctl", "--rot", "fd:7"});
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->options.rot_fd, 7);
+  auto none = parse_args({"--control", "/run/t.ctl"});
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->options.rot_fd, -1);
+  EXPECT_NE(error_of({"--control", "/a", "--rot", "/run/rot.sock"}).find("--rot"), std::string::npos);
+  EXPECT_NE(error_of({"--control", "/a", "--rot", "fd:2"}).find("fd:N"), std::string::npos);
+  EXPECT_NE(error_of({"--control", "fd:3", "--rot", "fd:3"}).find("also"), std::string::npos);
+}
+
 TEST(Options, HelpAndVersion) {
   auto h = parse_args({"--help"});
   ASSERT_TRUE(h);

@@ -20,6 +20,7 @@ enum class SlotKind { kNoMagic, kBad, kGood };
 struct Slot {
   SlotKind kind = SlotKind::kNoMagic;
   bool all_zero = true;  // kNoMagic: every byte read is zero (or none was read)
+  bool pending = false;  // kNoMagic: the pending magic of a first write not yet complete
   uint64_t generation = 0;
   std::string why;       // kBad: why it does not authenticate
   SecretBytes state;     // kGood
@@ -67,6 +68,7 @@ Slot parse_slot(std::span<const uint8_t> raw, const StateKey& key, std::string_v
   Slot s;
   if (raw.size() < sizeof kSlotMagic || std::memcmp(raw.data(), kSlotMagic, sizeof kSlotMagic) != 0) {
     s.all_zero = std::all_of(raw.begin(), raw.end(), [](uint8_t b) { return b == 0; });
+    s.pending = raw.size() >= sizeof kPendingMagic && std::memcmp(raw.data(), kPendingMagic, sizeof kPendingMagic) == 0;
     return s;
   }
   s.kind = SlotKind::kBad;
@@ -130,6 +132,16 @@ TpmResult<LoadedState> StateFile::load(const StateKey& key) {
   }
   LoadedState out;
   if (best < 0) {
+    // The very first write cut short (a crash before it was on disk, ENOSPC): its slot
+    // still carries the pending magic and the other was never written. No TPM was ever
+    // served from it (open answers only once generation 1 is on disk): a new TPM, not a
+    // refusal that would keep the instance from ever starting again.
+    for (int i = 0; i < 2; ++i)
+      if (slots[i].pending && slots[1 - i].kind == SlotKind::kNoMagic && slots[1 - i].all_zero && !slots[1 - i].pending) {
+        LOG_WARN("%s: slot %d holds a first write that never completed; a new TPM", name_.c_str(), i);
+        loaded_ = true;
+        return out;
+      }
     const bool magic = slots[0].kind != SlotKind::kNoMagic || slots[1].kind != SlotKind::kNoMagic;
     if (magic) {
       std::string why;
@@ -179,8 +191,20 @@ TpmResult<void> StateFile::store(const StateKey& key, std::span<const uint8_t> s
   put_le(buf.data() + 16, wrapped->size(), 4);
   buf.insert(buf.end(), wrapped->begin(), wrapped->end());
   const std::string what = name_ + ": write slot " + std::to_string(slot);
+  // The first write goes in two steps: the slot under a pending magic, on disk, then
+  // the magic (one 8-byte write, within a sector). Cut short before the end, it reads
+  // as never written (a new TPM) rather than as a state that does not authenticate,
+  // which would be refused forever with nothing to fall back to. Later writes fall
+  // back to the other slot.
+  const bool first = generation_ == 0;
+  if (first) std::memcpy(buf.data(), kPendingMagic, sizeof kPendingMagic);
   AZOTE_TRYV(write_all(fd_.get(), buf, slot_offset(slot), what));
   if (::fdatasync(fd_.get()) != 0) return errno_error(TpmErrc::kState, name_ + ": fdatasync");
+  if (first) {
+    AZOTE_TRYV(write_all(fd_.get(), std::span(reinterpret_cast<const uint8_t*>(kSlotMagic), sizeof kSlotMagic),
+                         slot_offset(slot), what));
+    if (::fdatasync(fd_.get()) != 0) return errno_error(TpmErrc::kState, name_ + ": fdatasync");
+  }
   generation_ = generation;
   slot_ = slot;
   return {};

@@ -32,6 +32,8 @@
 namespace azote::card_tpm {
 
 inline constexpr char kSlotMagic[8] = {'A', 'Z', 'T', 'P', 'M', 'S', 'T', '1'};
+// The magic of the very first write until it is on disk (see store()).
+inline constexpr char kPendingMagic[8] = {'A', 'Z', 'T', 'P', 'M', 'S', 'T', '0'};
 inline constexpr size_t kSlotHeaderBytes = 8 + 8 + 4;
 // libtpms (0.9) keeps at most NV_MEMORY_SIZE = 128 KiB + 65 * 704 bytes of NV memory;
 // its permall adds a few KiB of persistent data around it (TPMLIB_GetTPMProperty has no

@@ -243,6 +243,31 @@ TEST_F(StateFileTest, ZeroFileIsNewButGarbageIsRefused) {
   EXPECT_EQ(l.error().code, TpmErrc::kState);
 }
 
+// The first write cut short (its pending magic on disk, the final one not): never a
+// served TPM, so a new one, not a refusal forever; a completed first write is never read
+// so (the final magic is written last, once the slot is on disk).
+TEST_F(StateFileTest, AFirstWriteCutShortIsANewTpmNotARefusal) {
+  {
+    std::string torn(kSlotHeaderBytes, '\0');
+    std::memcpy(torn.data(), kPendingMagic, sizeof kPendingMagic);
+    torn[8] = 1;  // generation 1
+    torn += std::string(3000, '\x5a');  // part of its ciphertext
+    std::ofstream(path_, std::ios::binary) << torn;
+  }
+  auto f = open();
+  auto l = f->load(key_);
+  ASSERT_TRUE(l) << l.error().message();
+  EXPECT_TRUE(l->empty);
+  ASSERT_TRUE(f->store(key_, pattern(12000, 1)));
+  EXPECT_EQ(file_bytes().substr(0, 8), std::string(kSlotMagic, 8)) << "the final magic once complete";
+  f.reset();  // its card ends (the lock goes with it)
+  auto g = open();
+  auto again = g->load(key_);
+  ASSERT_TRUE(again) << again.error().message();
+  EXPECT_FALSE(again->empty);
+  EXPECT_EQ(to_vec(again->state.bytes()), pattern(12000, 1));
+}
+
 TEST_F(StateFileTest, ReadOnlyDescriptorAndSecondCardAreRefused) {
   {
     UniqueFd fd(::open(path_.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0600));
