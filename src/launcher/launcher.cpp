@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <poll.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -409,6 +410,22 @@ Result<void, LauncherError> Launcher::start_rot() {
   AZOTE_TRY(exe, open_binary("azote-rot", o_.rot_bin));
   AZOTE_TRY(state, ensure_dir("rot", uid, uid, 0700));
   AZOTE_TRY(listening, listen_beneath(o_.state_dir + "/rot.sock"));
+  if (!rot_tpm_listen_) {
+    // The TPM cards' socket: root's alone, in a directory of root's, so that only this
+    // launcher connects (and binds each connection to the instance it gives it to).
+    AZOTE_TRY(dir, ensure_dir(".launcher", 0, 0, 0700));
+    const std::string via = "/proc/self/fd/" + std::to_string(dir.get()) + "/rot-tpm.sock";
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    via.copy(a.sun_path, std::min(via.size(), sizeof a.sun_path - 1));
+    ::unlinkat(dir.get(), "rot-tpm.sock", 0);
+    UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!s || ::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||  // NOLINT
+        ::fchmodat(dir.get(), "rot-tpm.sock", 0600, 0) != 0 || ::listen(s.get(), 64) != 0)
+      return errno_error(LauncherErrc::kSetup, "listen " + o_.state_dir + "/.launcher/rot-tpm.sock");
+    launcher_dir_ = std::move(dir);
+    rot_tpm_listen_ = std::move(s);
+  }
   UniqueFd self(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
   if (!self) return errno_error(LauncherErrc::kSetup, "/proc/self/exe");
   AZOTE_TRY(controller, open_binary("azote-controller", o_.controller_bin));
@@ -422,10 +439,10 @@ Result<void, LauncherError> Launcher::start_rot() {
   // The text verified at start, not the file again: what is measured is what is enforced.
   if (manifest_) launcher_config = "release-manifest " + manifest_text_;
   // Descriptors in the jail: 3 state, 4 control socket, 5 its code, 6 the launcher's,
-  // 7 the controller's.
+  // 7 the controller's, 8 the TPM cards' socket.
   std::vector<std::string> argv = {"azote-rot", "--state-dir", "fd:3", "--control", "fd:4",
                                    "--layer", "azote-rot=fd:5", "--layer", "azote-launcher=fd:6,config=" + launcher_config,
-                                   "--layer", "azote-controller=fd:7"};
+                                   "--layer", "azote-controller=fd:7", "--tpm-listen", "fd:8"};
   if (!manifest_) argv.insert(argv.end(), {"--mode", "development"});
   auto leaf = cgroups_->create("rot", {});
   if (!leaf) return make_error(LauncherErrc::kSetup, leaf.error().message());
@@ -436,7 +453,7 @@ Result<void, LauncherError> Launcher::start_rot() {
   spec.root_dir = o_.state_dir + "/.jail";
   spec.uid = uid;
   spec.gid = uid;
-  spec.fds = {state_dir.get(), listening.get(), rot_code.get(), self.get(), controller.get()};
+  spec.fds = {state_dir.get(), listening.get(), rot_code.get(), self.get(), controller.get(), rot_tpm_listen_.get()};
   spec.output_fd = STDERR_FILENO;  // its log goes where the launcher's goes
   spec.cgroup_procs = *leaf;
   auto j = sandbox::spawn_jailed(spec, exe.get(), argv);
@@ -827,6 +844,32 @@ std::pair<const char*, const std::string*> Launcher::binary_of(Role r) const {
   return {"azote-probe", &o_.probe_bin};
 }
 
+Result<UniqueFd, LauncherError> Launcher::rot_tpm_connection(const std::string& instance) {
+  if (!launcher_dir_ || rot_pid_ <= 0) return make_error(LauncherErrc::kSetup, "azote-rot is not running");
+  const std::string via = "/proc/self/fd/" + std::to_string(launcher_dir_.get()) + "/rot-tpm.sock";
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  via.copy(a.sun_path, std::min(via.size(), sizeof a.sun_path - 1));
+  UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s || ::connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)  // NOLINT
+    return errno_error(LauncherErrc::kSetup, "connect to azote-rot's TPM socket");
+  const std::string bind = Json{{"op", "bind"}, {"instance", instance}}.dump() + "\n";
+  if (::send(s.get(), bind.data(), bind.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(bind.size()))
+    return errno_error(LauncherErrc::kSetup, "bind the TPM card's connection to azote-rot");
+  std::string reply;
+  for (char c = 0; reply.size() < 4096;) {
+    pollfd p{s.get(), POLLIN, 0};
+    if (::poll(&p, 1, 2000) != 1 || ::recv(s.get(), &c, 1, 0) != 1)
+      return make_error(LauncherErrc::kSetup, "azote-rot did not answer the TPM card's binding");
+    if (c == '\n') break;
+    reply += c;
+  }
+  const Json r = Json::parse(reply, nullptr, false);
+  if (!r.is_object() || !r.value("ok", false))
+    return make_error(LauncherErrc::kSetup, "azote-rot refused the TPM card's binding: " + reply);
+  return s;
+}
+
 const Launcher::Child* Launcher::find(const std::string& instance, Role role) const {
   for (const auto& [pid, c] : children_)
     if (c.instance == instance && c.role == role) return &c;
@@ -874,6 +917,18 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
     if (!kvm) return refuse(std::string("spawn: /dev/kvm: ") + std::strerror(errno));
     add("kvm", std::move(kvm));
   }
+  bool rot_link = false;
+  if (r.role == Role::kCardTpm) {
+    // Its connection to azote-rot, bound here to its instance: the card can ask for
+    // NitroTPM documents of that instance and nothing else. Without azote-rot the card
+    // runs without (its guest's attestation requests fail).
+    if (auto c = rot_tpm_connection(r.instance)) {
+      add("rot", std::move(c).value());
+      rot_link = true;
+    } else {
+      LOG_WARN("azote-launcher: the TPM card of %s runs without attestation: %s", r.instance.c_str(), c.error().message().c_str());
+    }
+  }
   if (r.role == Role::kCardNet) {
     // The socket the card sends other cards' inboxes their frames from, with a send
     // buffer of 4 MiB (SO_SNDBUFFORCE: past net.core.wmem_max, which the card may not
@@ -902,6 +957,7 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
     argv.push_back(s);
   }
 
+  if (rot_link) argv.insert(argv.end(), {"--rot", "fd:" + std::to_string(number["rot"])});
   sandbox::JailSpec spec;
   std::vector<UniqueFd> bind_fds;  // the binds' directories, held open until the spawn is done
   spec.name = "azote-" + std::string(to_string(r.role)) + "-" + r.instance.substr(2, 8);

@@ -167,6 +167,12 @@ class Launcher {
   std::map<std::string, std::string> rehash_seen_;       // path -> the mismatch last reported ("" none)
   std::optional<std::chrono::steady_clock::time_point> rehash_at_;
   pid_t rot_pid_ = 0;
+  // azote-rot's socket for the TPM cards: <state>/.launcher/rot-tpm.sock (a directory of
+  // root's, 0700; reached through its descriptor), kept across azote-rot restarts.
+  UniqueFd launcher_dir_, rot_tpm_listen_;
+  // A connection to azote-rot's TPM socket bound to `instance` (for its TPM card), or
+  // an error (the card then runs without attestation).
+  Result<UniqueFd, LauncherError> rot_tpm_connection(const std::string& instance);
   std::optional<std::chrono::steady_clock::time_point> rot_restart_at_;
   pid_t controller_pid_ = 0;
   UniqueFd controller_pidfd_;

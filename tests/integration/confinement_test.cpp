@@ -118,23 +118,6 @@ class Confinement : public ControllerTest {
     }, timeout);
     return found;
   }
-  // A release of build/bin signed with a new P-384 key: <rel>/key.pem, key.pub, another
-  // key other.pem/other.pub, the manifest good.json (release "test-1").
-  void sign_release(const std::string& rel) {
-    std::filesystem::remove_all(rel);
-    std::filesystem::create_directories(rel);
-    for (const char* k : {"key", "other"}) {
-      auto o = run({"/usr/bin/openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384", "-out",
-                    rel + "/" + k + ".pem"});
-      ASSERT_EQ(o.status, 0) << o.err;
-      o = run({"/usr/bin/openssl", "pkey", "-in", rel + "/" + k + ".pem", "-pubout", "-out", rel + "/" + k + ".pub"});
-      ASSERT_EQ(o.status, 0) << o.err;
-    }
-    const std::string bin = std::filesystem::path(AZOTE_CONTROLLER_BIN).parent_path();
-    auto o = run({AZOTE_CLI_BIN, "admin", "sign-release", "--key", rel + "/key.pem", "--bin-dir", bin, "--release",
-                  "test-1", "--out", rel + "/good.json"});
-    ASSERT_EQ(o.status, 0) << o.out << o.err;
-  }
   // The built-in guest that writes a marker into its private memory and takes a DHCP
   // lease (so that its network card maps its memory too).
   std::string marker_image() {

@@ -243,6 +243,23 @@ class ControllerTest : public ::testing::Test {
     if (!j.contains("instances") || j["instances"].size() != 1) return "";
     return j["instances"][0]["instance_id"];
   }
+  // A release of build/bin signed with a new P-384 key: <rel>/key.pem, key.pub, another
+  // key other.pem/other.pub, the manifest good.json (release "test-1").
+  void sign_release(const std::string& rel) {
+    std::filesystem::remove_all(rel);
+    std::filesystem::create_directories(rel);
+    for (const char* k : {"key", "other"}) {
+      auto o = run({"/usr/bin/openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384", "-out",
+                    rel + "/" + k + ".pem"});
+      ASSERT_EQ(o.status, 0) << o.err;
+      o = run({"/usr/bin/openssl", "pkey", "-in", rel + "/" + k + ".pem", "-pubout", "-out", rel + "/" + k + ".pub"});
+      ASSERT_EQ(o.status, 0) << o.err;
+    }
+    const std::string bin = std::filesystem::path(AZOTE_CONTROLLER_BIN).parent_path();
+    auto o = run({AZOTE_CLI_BIN, "admin", "sign-release", "--key", rel + "/key.pem", "--bin-dir", bin, "--release",
+                  "test-1", "--out", rel + "/good.json"});
+    ASSERT_EQ(o.status, 0) << o.out << o.err;
+  }
   std::string console(const std::string& id) { return cli(cp_, {"get-console-output", "--instance-id", id}).out; }
   bool console_has(const std::string& id, const std::string& needle, std::chrono::seconds timeout = 30s) {
     const auto end = std::chrono::steady_clock::now() + timeout;

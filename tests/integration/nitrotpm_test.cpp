@@ -208,6 +208,74 @@ TEST_F(NitroTpm, ARestartedControllerAdoptsTheTpmCardAndTheGuestKeepsItsPcrs) {
   EXPECT_TRUE(eventually([&] { return pcr4().find(want) != std::string::npos; })) << "a new boot, measured once: " << pcr4();
 }
 
+// The guest's own attestation document, NitroTPM-style: `attest NONCE` in the guest asks
+// its TPM card (vendor command), which asks azote-rot over the connection the launcher
+// bound to the instance; the document the guest prints on its console passes the
+// independent verifier against the host's pinned root, carries the nonce, the module id
+// "<instance>-tpm" and, under "nitrotpm_pcrs", the TPM's SHA-384 PCRs as the measured
+// boot left them, which move with one byte of kernel or command line. Under a signed
+// release (in development mode every PCR in a document is zero).
+TEST_F(NitroTpm, TheGuestsAttestationDocumentPassesTheIndependentVerifier) {
+  if (::access("/usr/bin/openssl", X_OK) != 0 || ::access("/usr/bin/python3", X_OK) != 0)
+    GTEST_SKIP() << "SKIPPED: needs /usr/bin/openssl (a release key) and /usr/bin/python3 (the verifier)";
+  stop_controller(SIGTERM);
+  const std::string rel = dir_ + "-release";
+  ASSERT_NO_FATAL_FAILURE(sign_release(rel));
+  start_controller({"--release-manifest", rel + "/good.json", "--release-key", rel + "/key.pub"});
+  const Json host = cli_json(cp_, {"describe-host-attestation"});
+  ASSERT_EQ(host["mode"], "normal") << host.dump();
+  std::ofstream(rel + "/root.pem") << host["layers"][0]["certificate_pem"].get<std::string>();
+
+  const std::string kernel = slurp(AZOTE_GUEST_ELF);
+  std::ofstream(rel + "/kernel+1", std::ios::binary) << kernel << '\0';
+  struct Case {
+    std::string kernel_file, cmdline, id;
+    Json verified;
+  };
+  std::vector<Case> cases{{AZOTE_GUEST_ELF, "azote.run=attest a1b2c3d4 cafe", "", {}},
+                          {AZOTE_GUEST_ELF, "azote.run=attest a1b2c3d4 cafd", "", {}},
+                          {rel + "/kernel+1", "azote.run=attest a1b2c3d4 cafe", "", {}}};
+  for (auto& c : cases) {
+    auto o = cli(cp_, {"register-image", "--name", "att-" + std::to_string(&c - cases.data()), "--kernel", c.kernel_file,
+                       "--cmdline", c.cmdline, "--tpm-support", "v2.0", "--output", "json"});
+    ASSERT_EQ(o.status, 0) << o.out << o.err;
+    c.id = launch(Json::parse(o.out).value("image_id", ""));
+    ASSERT_FALSE(c.id.empty());
+    ASSERT_TRUE(console_has(c.id, "azote-guest: attestation-document ", 60s)) << console(c.id) << slurp(dir_ + "/controller.log");
+    ASSERT_TRUE(wait_state(c.id, "stopped", 60s)) << "the program prints the whole line, then exits";
+    std::string b64;
+    for (const auto& l : lines(console(c.id)))
+      if (l.rfind("azote-guest: attestation-document ", 0) == 0) b64 = l.substr(std::string("azote-guest: attestation-document ").size());
+    std::ofstream(rel + "/doc.b64") << b64;
+    const std::string sha384_kernel = tpm_pcr_of(EVP_sha384(), slurp(c.kernel_file));
+    const std::string sha384_cmdline = tpm_pcr_of(EVP_sha384(), c.cmdline);
+    o = run({"/usr/bin/python3", AZOTE_SOURCE_DIR "/tests/tools/verify_attestation.py", "--root", rel + "/root.pem",
+             rel + "/doc.b64", "--nonce", "a1b2c3d4", "--max-age", "120", "--expect-pcr", "4=" + sha384_kernel,
+             "--expect-pcr", "12=" + sha384_cmdline},
+            30s);
+    ASSERT_EQ(o.status, 0) << c.cmdline << ": " << o.out << o.err;
+    c.verified = Json::parse(o.out);
+    EXPECT_EQ(c.verified["module_id"], c.id + "-tpm");
+    EXPECT_EQ(c.verified["pcrs_key"], "nitrotpm_pcrs");
+    EXPECT_EQ(c.verified["debug"], false);
+    // Another nonce, or the document from another host's root: refused.
+    o = run({"/usr/bin/python3", AZOTE_SOURCE_DIR "/tests/tools/verify_attestation.py", "--root", rel + "/root.pem",
+             rel + "/doc.b64", "--nonce", "a1b2c3d5"},
+            30s);
+    EXPECT_EQ(o.status, 1) << o.out << o.err;
+  }
+  EXPECT_EQ(cases[0].verified["user_data"], "cafe");
+  EXPECT_EQ(cases[1].verified["user_data"], "cafd");
+  // One byte of command line moves PCR 12 only; one byte of kernel PCR 4 only.
+  EXPECT_NE(cases[1].verified["pcrs"]["12"], cases[0].verified["pcrs"]["12"]);
+  EXPECT_EQ(cases[1].verified["pcrs"]["4"], cases[0].verified["pcrs"]["4"]);
+  EXPECT_NE(cases[2].verified["pcrs"]["4"], cases[0].verified["pcrs"]["4"]);
+  EXPECT_EQ(cases[2].verified["pcrs"]["12"], cases[0].verified["pcrs"]["12"]);
+  // A document for one instance names that instance: the card cannot ask for another's.
+  EXPECT_NE(cases[0].verified["module_id"], cases[1].verified["module_id"]);
+  std::filesystem::remove_all(rel);
+}
+
 // An image without TPM support gets no TPM card and no TPM window.
 TEST_F(NitroTpm, AnImageWithoutTpmSupportHasNoTpm) {
   const std::string plain = register_image("plain", "azote.run=tpm-pcrs", false);
