@@ -260,6 +260,18 @@ class ControllerTest : public ::testing::Test {
                   "test-1", "--out", rel + "/good.json"});
     ASSERT_EQ(o.status, 0) << o.out << o.err;
   }
+  // The host restarted under a release of build/bin signed into `rel` (sign_release):
+  // its describe-host-attestation in *host, its root certificate in <rel>/root.pem.
+  void restart_under_release(const std::string& rel, Json* host) {
+    if (::access("/usr/bin/openssl", X_OK) != 0 || ::access("/usr/bin/python3", X_OK) != 0)
+      GTEST_SKIP() << "SKIPPED: needs /usr/bin/openssl (a release key) and /usr/bin/python3 (the verifier)";
+    stop_controller(SIGTERM);
+    ASSERT_NO_FATAL_FAILURE(sign_release(rel));
+    start_controller({"--release-manifest", rel + "/good.json", "--release-key", rel + "/key.pub"});
+    *host = cli_json(cp_, {"describe-host-attestation"});
+    ASSERT_EQ((*host)["mode"], "normal") << host->dump();
+    std::ofstream(rel + "/root.pem") << (*host)["layers"][0]["certificate_pem"].get<std::string>();
+  }
   std::string console(const std::string& id) { return cli(cp_, {"get-console-output", "--instance-id", id}).out; }
   bool console_has(const std::string& id, const std::string& needle, std::chrono::seconds timeout = 30s) {
     const auto end = std::chrono::steady_clock::now() + timeout;
