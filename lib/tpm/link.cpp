@@ -11,10 +11,6 @@ namespace azote::tpm {
 
 namespace {
 
-uint32_t be32(const uint8_t* p) {
-  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
-}
-
 using Clock = std::chrono::steady_clock;
 
 // Waits for `events` on fd until the deadline (or cancel); true when ready.
@@ -32,8 +28,6 @@ TpmResult<void> wait_for(int fd, short events, Clock::time_point deadline, const
 
 }  // namespace
 
-uint32_t header_size(std::span<const uint8_t> bytes) { return bytes.size() < kHeaderBytes ? 0 : be32(bytes.data() + 2); }
-uint32_t response_code(std::span<const uint8_t> bytes) { return bytes.size() < kHeaderBytes ? ~0u : be32(bytes.data() + 6); }
 
 TpmResult<Link> Link::connect(const std::string& path, std::chrono::milliseconds timeout) {
   sockaddr_un a{};

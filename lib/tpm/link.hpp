@@ -12,6 +12,7 @@
 
 #include "base/error.hpp"
 #include "base/unique_fd.hpp"
+#include "tpm/wire.hpp"
 
 namespace azote::tpm {
 
@@ -27,13 +28,7 @@ using TpmError = Error<TpmErrc>;
 template <class T>
 using TpmResult = Result<T, TpmError>;
 
-inline constexpr size_t kHeaderBytes = 10;
 inline constexpr size_t kMaxMessageBytes = 4096;  // TPM2's usual MAX_COMMAND_SIZE / MAX_RESPONSE_SIZE
-
-// The size field of a command or response header; 0 when `bytes` is shorter than a header.
-uint32_t header_size(std::span<const uint8_t> bytes);
-// The response code of a response (bytes 6-9); ~0u when shorter than a header.
-uint32_t response_code(std::span<const uint8_t> bytes);
 
 class Link {
  public:

@@ -14,6 +14,7 @@
 #include "base/hex.hpp"
 #include "base/log.hpp"
 #include "cards/tpm/engine.hpp"
+#include "tpm/wire.hpp"
 
 namespace azote::card_tpm {
 namespace {
@@ -25,11 +26,8 @@ constexpr uint32_t kAllPcrs = (1u << kPcrCount) - 1;
 // Failures are the guest's doing (or azote-rot's): a few lines, then silence.
 log::RateLimit g_attest_log(10, std::chrono::seconds(10));
 
-uint16_t be16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
-uint32_t be32(const uint8_t* p) {
-  return static_cast<uint32_t>(p[0]) << 24 | static_cast<uint32_t>(p[1]) << 16 | static_cast<uint32_t>(p[2]) << 8 |
-         static_cast<uint32_t>(p[3]);
-}
+using tpm::be16;
+using tpm::be32;
 void put16(std::vector<uint8_t>& v, uint16_t x) {
   v.push_back(static_cast<uint8_t>(x >> 8));
   v.push_back(static_cast<uint8_t>(x));

@@ -12,6 +12,7 @@
 
 #include "base/log.hpp"
 #include "cards/tpm/engine.hpp"
+#include "tpm/wire.hpp"
 
 namespace azote::card_tpm {
 namespace {
@@ -22,11 +23,6 @@ constexpr size_t kMaxAcceptsPerWake = 16;
 
 // Connections closing or refused are the clients' doing: a few lines, then a count.
 log::RateLimit g_client_log(10, std::chrono::seconds(10));
-
-uint32_t be32(const uint8_t* p) {
-  return static_cast<uint32_t>(p[0]) << 24 | static_cast<uint32_t>(p[1]) << 16 | static_cast<uint32_t>(p[2]) << 8 |
-         static_cast<uint32_t>(p[3]);
-}
 
 TpmResult<sockaddr_un> unix_addr(const std::string& path) {
   sockaddr_un a{};
@@ -58,7 +54,7 @@ TpmResult<void> clear_stale(const std::string& path, const sockaddr_un& addr) {
 
 Frame check_frame(std::span<const uint8_t> buffered, uint32_t max_bytes) {
   if (buffered.size() < kTpmHeaderBytes) return {FrameStatus::kNeedMore, 0};
-  const uint32_t size = be32(buffered.data() + 2);
+  const uint32_t size = tpm::be32(buffered.data() + 2);
   if (size < kTpmHeaderBytes || size > max_bytes) return {FrameStatus::kBad, size};
   return {buffered.size() >= size ? FrameStatus::kComplete : FrameStatus::kNeedMore, size};
 }

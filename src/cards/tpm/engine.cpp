@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "base/log.hpp"
+#include "tpm/wire.hpp"
 
 namespace azote::card_tpm {
 namespace {
@@ -119,8 +120,7 @@ TpmEngine::~TpmEngine() {
 
 uint32_t TpmEngine::response_code(std::span<const uint8_t> response) {
   if (response.size() < kTpmHeaderBytes) return kTpmRcFailure;
-  return static_cast<uint32_t>(response[6]) << 24 | static_cast<uint32_t>(response[7]) << 16 |
-         static_cast<uint32_t>(response[8]) << 8 | static_cast<uint32_t>(response[9]);
+  return tpm::response_code(response);
 }
 
 std::span<const uint8_t> TpmEngine::process(std::span<uint8_t> command) {
