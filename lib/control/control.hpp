@@ -131,6 +131,10 @@ class Client {
   // Sends one request and waits for its response. {"ok": false} becomes a kRefused
   // error whose context is the server's sentence.
   Result<Json, ControlError> call(const Json& request, std::chrono::milliseconds timeout);
+  // The connection, for a caller that hands it on once a call set it up (the launcher
+  // binding a TPM card's connection to azote-rot). Only when nothing more is expected
+  // from the server: bytes it sent past the last answer are not handed on.
+  UniqueFd release() && { return std::move(fd_); }
 
  private:
   explicit Client(UniqueFd fd) : fd_(std::move(fd)) {}

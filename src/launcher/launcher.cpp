@@ -11,7 +11,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <poll.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,6 +24,7 @@
 #include <tuple>
 
 #include "base/log.hpp"
+#include "control/control.hpp"
 #include "imds/netns.hpp"
 #include "sandbox/jail.hpp"
 
@@ -846,28 +846,14 @@ std::pair<const char*, const std::string*> Launcher::binary_of(Role r) const {
 
 Result<UniqueFd, LauncherError> Launcher::rot_tpm_connection(const std::string& instance) {
   if (!launcher_dir_ || rot_pid_ <= 0) return make_error(LauncherErrc::kSetup, "azote-rot is not running");
+  // Through the directory's descriptor: a renamed <state>/.launcher cannot redirect it.
   const std::string via = "/proc/self/fd/" + std::to_string(launcher_dir_.get()) + "/rot-tpm.sock";
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  via.copy(a.sun_path, std::min(via.size(), sizeof a.sun_path - 1));
-  UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!s || ::connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)  // NOLINT
-    return errno_error(LauncherErrc::kSetup, "connect to azote-rot's TPM socket");
-  const std::string bind = Json{{"op", "bind"}, {"instance", instance}}.dump() + "\n";
-  if (::send(s.get(), bind.data(), bind.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(bind.size()))
-    return errno_error(LauncherErrc::kSetup, "bind the TPM card's connection to azote-rot");
-  std::string reply;
-  for (char c = 0; reply.size() < 4096;) {
-    pollfd p{s.get(), POLLIN, 0};
-    if (::poll(&p, 1, 2000) != 1 || ::recv(s.get(), &c, 1, 0) != 1)
-      return make_error(LauncherErrc::kSetup, "azote-rot did not answer the TPM card's binding");
-    if (c == '\n') break;
-    reply += c;
-  }
-  const Json r = Json::parse(reply, nullptr, false);
-  if (!r.is_object() || !r.value("ok", false))
-    return make_error(LauncherErrc::kSetup, "azote-rot refused the TPM card's binding: " + reply);
-  return s;
+  auto c = control::Client::connect(via, std::chrono::milliseconds(0));
+  if (!c) return make_error(LauncherErrc::kSetup, "azote-rot's TPM socket: " + c.error().message());
+  // The connection's first line, which azote-rot takes only from here (root's socket).
+  if (auto r = c->call({{"op", "bind"}, {"instance", instance}}, std::chrono::seconds(2)); !r)
+    return make_error(LauncherErrc::kSetup, "binding the TPM card's connection to azote-rot: " + r.error().message());
+  return std::move(c).value().release();
 }
 
 const Launcher::Child* Launcher::find(const std::string& instance, Role role) const {
