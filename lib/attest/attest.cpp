@@ -1,6 +1,5 @@
 #include "attest/attest.hpp"
 
-#include <cbor.h>
 #include <openssl/ecdsa.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
@@ -11,6 +10,7 @@
 #include <set>
 #include <utility>
 
+#include "cbor/cbor.hpp"
 #include "pki/ossl.hpp"
 
 namespace azote::attest {
@@ -19,14 +19,15 @@ namespace {
 namespace ossl = pki::ossl;
 
 constexpr char kAlgKey = 1;      // COSE header label "alg"
-constexpr int kEs384 = -35;      // COSE algorithm ES384
 constexpr uint64_t kCoseSign1Tag = 18;
 
-// One owned libcbor item (reference counted by libcbor; this holds one reference).
-struct ItemFree {
-  void operator()(cbor_item_t* p) const { cbor_decref(&p); }
-};
-using Item = std::unique_ptr<cbor_item_t, ItemFree>;
+using cbor::definite_bytes;
+using cbor::definite_text;
+using cbor::Item;
+using cbor::push;
+using cbor::put;
+cbor_item_t* build_uint(uint64_t v) { return cbor::uint_item(v); }
+cbor_item_t* build_bytes(std::span<const uint8_t> b) { return cbor::bytes_item(b); }
 
 Unexpected<AttestError> invalid(std::string what) { return make_error(AttestErrc::kInvalid, std::move(what)); }
 Unexpected<AttestError> bad_cbor(std::string what) { return make_error(AttestErrc::kCbor, std::move(what)); }
@@ -35,100 +36,14 @@ Unexpected<AttestError> crypto(std::string what) {
   return make_error(AttestErrc::kCrypto, e.empty() ? std::move(what) : what + ": " + e);
 }
 
-// The smallest unsigned encoding of `v` (libcbor encodes at the width it is given).
-cbor_item_t* build_uint(uint64_t v) {
-  if (v <= 0xff) return cbor_build_uint8(static_cast<uint8_t>(v));
-  if (v <= 0xffff) return cbor_build_uint16(static_cast<uint16_t>(v));
-  if (v <= 0xffffffffu) return cbor_build_uint32(static_cast<uint32_t>(v));
-  return cbor_build_uint64(v);
+// lib/cbor's results as this module's.
+template <class T>
+AttestResult<T> lift(cbor::CborResult<T> r) {
+  if (!r.ok()) return bad_cbor(std::move(r).error().context);
+  return std::move(r).value();
 }
-cbor_item_t* build_bytes(std::span<const uint8_t> b) { return cbor_build_bytestring(b.data(), b.size()); }
-
-// Adds key → value to `map`, taking ownership of both new items.
-bool put(cbor_item_t* map, cbor_item_t* key, cbor_item_t* value) {
-  if (key == nullptr || value == nullptr) {
-    if (key != nullptr) cbor_decref(&key);
-    if (value != nullptr) cbor_decref(&value);
-    return false;
-  }
-  return cbor_map_add(map, cbor_pair{.key = cbor_move(key), .value = cbor_move(value)});
-}
-bool push(cbor_item_t* array, cbor_item_t* value) {
-  if (value == nullptr) return false;
-  return cbor_array_push(array, cbor_move(value));
-}
-
-AttestResult<Bytes> serialize(const cbor_item_t* item) {
-  unsigned char* buf = nullptr;
-  size_t cap = 0;
-  const size_t n = cbor_serialize_alloc(item, &buf, &cap);
-  if (n == 0) {
-    std::free(buf);
-    return bad_cbor("cbor_serialize_alloc failed");
-  }
-  Bytes out(buf, buf + n);
-  std::free(buf);
-  return out;
-}
-
-// libcbor (0.8) allocates a definite array or map of the length its header declares
-// before reading its elements, so 9 bytes can ask for gigabytes (found by fuzz_attest).
-// Every header is therefore read first with libcbor's streaming decoder, and a
-// collection that declares more elements than bytes are left (each takes at least one)
-// refuses the input before anything is built.
-struct Budget {
-  size_t left = 0;
-  bool too_big = false;
-};
-void check_array(void* ctx, size_t n) {
-  auto* b = static_cast<Budget*>(ctx);
-  if (n > b->left) b->too_big = true;
-}
-void check_map(void* ctx, size_t n) {
-  auto* b = static_cast<Budget*>(ctx);
-  if (n > b->left / 2) b->too_big = true;
-}
-
-AttestResult<void> lengths_fit(std::span<const uint8_t> bytes, const char* what) {
-  cbor_callbacks cb = cbor_empty_callbacks;
-  cb.array_start = check_array;
-  cb.map_start = check_map;
-  size_t at = 0;
-  while (at < bytes.size()) {
-    Budget b{bytes.size() - at, false};
-    const cbor_decoder_result r = cbor_stream_decode(bytes.data() + at, bytes.size() - at, &cb, &b);
-    if (r.status != CBOR_DECODER_FINISHED || r.read == 0)
-      return bad_cbor(std::string(what) + ": not CBOR (at byte " + std::to_string(at) + ")");
-    if (b.too_big)
-      return bad_cbor(std::string(what) + ": a collection at byte " + std::to_string(at) +
-                      " declares more elements than there are bytes");
-    at += r.read;
-  }
-  return {};
-}
-
-// Decodes exactly one item spanning all of `bytes`.
-AttestResult<Item> load(std::span<const uint8_t> bytes, const char* what) {
-  AZOTE_TRYV(lengths_fit(bytes, what));
-  cbor_load_result r{};
-  Item item(cbor_load(bytes.data(), bytes.size(), &r));
-  if (!item || r.error.code != CBOR_ERR_NONE)
-    return bad_cbor(std::string(what) + ": not CBOR (error " + std::to_string(static_cast<int>(r.error.code)) +
-                    " at byte " + std::to_string(r.error.position) + ")");
-  if (r.read != bytes.size())
-    return bad_cbor(std::string(what) + ": " + std::to_string(bytes.size() - r.read) + " trailing byte(s)");
-  return item;
-}
-
-std::optional<Bytes> definite_bytes(const cbor_item_t* i) {
-  if (!cbor_isa_bytestring(i) || !cbor_bytestring_is_definite(i)) return std::nullopt;
-  const unsigned char* h = cbor_bytestring_handle(i);
-  return Bytes(h, h + cbor_bytestring_length(i));
-}
-std::optional<std::string> definite_text(const cbor_item_t* i) {
-  if (!cbor_isa_string(i) || !cbor_string_is_definite(i)) return std::nullopt;
-  return std::string(reinterpret_cast<const char*>(cbor_string_handle(i)), cbor_string_length(i));
-}
+AttestResult<Bytes> serialize(const cbor_item_t* item) { return lift(cbor::serialize(item)); }
+AttestResult<Item> load(std::span<const uint8_t> bytes, const char* what) { return lift(cbor::load(bytes, what)); }
 
 AttestResult<void> check_size(const char* field, size_t n, size_t lo, size_t hi) {
   if (n < lo || n > hi)
@@ -221,38 +136,61 @@ AttestResult<Bytes> encode_payload(const Document& d) {
   return out;
 }
 
-Bytes protected_header() {
+size_t coordinate_bytes(CoseAlg alg) {
+  switch (alg) {
+    case CoseAlg::kEs256: return 32;
+    case CoseAlg::kEs384: return 48;
+    case CoseAlg::kEs512: return 66;
+  }
+  return 0;
+}
+
+AttestResult<CoseAlg> cose_alg_for_bits(int bits) {
+  switch (bits) {
+    case 256: return CoseAlg::kEs256;
+    case 384: return CoseAlg::kEs384;
+    case 521: return CoseAlg::kEs512;
+    default: return invalid("an EC key of " + std::to_string(bits) + " bits (P-256, P-384 or P-521 sign COSE)");
+  }
+}
+
+Bytes protected_header(CoseAlg alg) {
   Item map(cbor_new_definite_map(1));
-  if (!map || !put(map.get(), build_uint(kAlgKey), cbor_build_negint8(static_cast<uint8_t>(-1 - kEs384)))) return {};
+  const auto neg = static_cast<uint8_t>(-1 - static_cast<int>(alg));
+  if (!map || !put(map.get(), build_uint(kAlgKey), cbor_build_negint8(neg))) return {};
   auto out = serialize(map.get());
   return out ? std::move(*out) : Bytes{};
 }
+Bytes protected_header() { return protected_header(CoseAlg::kEs384); }
 
-AttestResult<Bytes> to_be_signed(std::span<const uint8_t> payload) {
-  const Bytes prot = protected_header();
+AttestResult<Bytes> to_be_signed(std::span<const uint8_t> protected_bytes, std::span<const uint8_t> payload) {
   Item a(cbor_new_definite_array(4));
-  if (!a || prot.empty()) return bad_cbor("out of memory");
-  if (!push(a.get(), cbor_build_string("Signature1")) || !push(a.get(), build_bytes(prot)) ||
+  if (!a || protected_bytes.empty()) return bad_cbor("out of memory");
+  if (!push(a.get(), cbor_build_string("Signature1")) || !push(a.get(), build_bytes(protected_bytes)) ||
       !push(a.get(), cbor_build_bytestring(nullptr, 0)) || !push(a.get(), build_bytes(payload)))
     return bad_cbor("Sig_structure");
   return serialize(a.get());
 }
+AttestResult<Bytes> to_be_signed(std::span<const uint8_t> payload) { return to_be_signed(protected_header(), payload); }
 
-AttestResult<Bytes> der_to_raw_p384(std::span<const uint8_t> der) {
+AttestResult<Bytes> der_to_raw(std::span<const uint8_t> der, CoseAlg alg) {
+  const size_t n = coordinate_bytes(alg);
   const unsigned char* p = der.data();
   std::unique_ptr<ECDSA_SIG, ossl::Free<ECDSA_SIG_free>> sig(d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(der.size())));
   if (!sig || p != der.data() + der.size()) return crypto("ECDSA signature DER");
-  Bytes out(2 * kPcrBytes);
-  if (BN_bn2binpad(ECDSA_SIG_get0_r(sig.get()), out.data(), kPcrBytes) != static_cast<int>(kPcrBytes) ||
-      BN_bn2binpad(ECDSA_SIG_get0_s(sig.get()), out.data() + kPcrBytes, kPcrBytes) != static_cast<int>(kPcrBytes))
-    return crypto("ECDSA signature is not P-384 sized");
+  Bytes out(2 * n);
+  if (BN_bn2binpad(ECDSA_SIG_get0_r(sig.get()), out.data(), static_cast<int>(n)) != static_cast<int>(n) ||
+      BN_bn2binpad(ECDSA_SIG_get0_s(sig.get()), out.data() + n, static_cast<int>(n)) != static_cast<int>(n))
+    return crypto("ECDSA signature is not of the algorithm's size");
   return out;
 }
+AttestResult<Bytes> der_to_raw_p384(std::span<const uint8_t> der) { return der_to_raw(der, CoseAlg::kEs384); }
 
-AttestResult<Bytes> sign1(std::span<const uint8_t> payload, std::span<const uint8_t> raw_signature) {
-  if (raw_signature.size() != 2 * kPcrBytes) return invalid("an ES384 signature is 96 bytes (r || s)");
-  AZOTE_TRYV(check_size("payload", payload.size(), 1, kMaxPayload));
-  const Bytes prot = protected_header();
+AttestResult<Bytes> sign1(CoseAlg alg, std::span<const uint8_t> payload, std::span<const uint8_t> raw_signature) {
+  if (raw_signature.size() != 2 * coordinate_bytes(alg))
+    return invalid("the signature is " + std::to_string(raw_signature.size()) + " bytes, not r || s of " +
+                   std::to_string(2 * coordinate_bytes(alg)));
+  const Bytes prot = protected_header(alg);
   Item a(cbor_new_definite_array(4));
   Item unprotected(cbor_new_definite_map(0));
   if (!a || !unprotected || prot.empty()) return bad_cbor("out of memory");
@@ -261,30 +199,83 @@ AttestResult<Bytes> sign1(std::span<const uint8_t> payload, std::span<const uint
     return bad_cbor("COSE_Sign1");
   return serialize(a.get());
 }
+AttestResult<Bytes> sign1(std::span<const uint8_t> payload, std::span<const uint8_t> raw_signature) {
+  AZOTE_TRYV(check_size("payload", payload.size(), 1, kMaxPayload));
+  return sign1(CoseAlg::kEs384, payload, raw_signature);
+}
 
-AttestResult<Parsed> parse(std::span<const uint8_t> cose) {
+AttestResult<Sign1> parse_sign1(std::span<const uint8_t> cose, size_t max_payload) {
   // The optional COSE_Sign1 tag (18) is one initial byte, 0xd2. libcbor up to 0.10
   // refuses tags 6..20 as "unassigned" (PJK/libcbor#307, fixed later), so the tag is
   // recognised here and the array after it decoded; any other tag is refused below as
   // not an array.
   if (!cose.empty() && cose[0] == 0xc0 + kCoseSign1Tag) cose = cose.subspan(1);
-  AZOTE_TRY(top, load(cose, "document"));
+  AZOTE_TRY(top, load(cose, "COSE_Sign1"));
   const cbor_item_t* env = top.get();
   if (!cbor_isa_array(env) || !cbor_array_is_definite(env) || cbor_array_size(env) != 4)
-    return bad_cbor("document: not a COSE_Sign1 array of 4");
+    return bad_cbor("not a COSE_Sign1 array of 4");
   cbor_item_t** parts = cbor_array_handle(env);
-  Parsed out;
+  Sign1 out;
   auto prot = definite_bytes(parts[0]);
-  if (!prot || *prot != protected_header()) return bad_cbor("protected header is not {1: -35} (ES384)");
+  bool known = false;
+  for (CoseAlg alg : {CoseAlg::kEs256, CoseAlg::kEs384, CoseAlg::kEs512}) {
+    if (prot && *prot == protected_header(alg)) {
+      out.alg = alg;
+      known = true;
+    }
+  }
+  if (!known) return bad_cbor("protected header is not {1: -7, -35 or -36} (ES256, ES384, ES512)");
   if (!cbor_isa_map(parts[1]) || cbor_map_size(parts[1]) != 0) return bad_cbor("unprotected header is not an empty map");
   auto payload = definite_bytes(parts[2]);
   if (!payload) return bad_cbor("payload is not a byte string");
-  AZOTE_TRYV(check_size("payload", payload->size(), 1, kMaxPayload));
+  AZOTE_TRYV(check_size("payload", payload->size(), 1, max_payload));
   auto sig = definite_bytes(parts[3]);
-  if (!sig || sig->size() != 2 * kPcrBytes) return bad_cbor("signature is not 96 bytes (ES384 r || s)");
+  if (!sig || sig->size() != 2 * coordinate_bytes(out.alg))
+    return bad_cbor("signature is not r || s of " + std::to_string(2 * coordinate_bytes(out.alg)) + " bytes");
   out.protected_bytes = std::move(*prot);
+  out.payload = std::move(*payload);
   out.signature = std::move(*sig);
+  return out;
+}
 
+AttestResult<void> verify_sign1(const Sign1& s, std::span<const uint8_t> certificate_der) {
+  const unsigned char* c = certificate_der.data();
+  ossl::X509Ptr cert(d2i_X509(nullptr, &c, static_cast<long>(certificate_der.size())));
+  if (!cert) return crypto("certificate is not DER X.509");
+  EVP_PKEY* key = X509_get0_pubkey(cert.get());
+  if (key == nullptr || EVP_PKEY_get_base_id(key) != EVP_PKEY_EC) return crypto("certificate's key is not EC");
+  AZOTE_TRY(alg, cose_alg_for_bits(EVP_PKEY_get_bits(key)));
+  if (alg != s.alg) return crypto("certificate's curve is not the signature's algorithm");
+  const size_t n = coordinate_bytes(alg);
+  if (s.signature.size() != 2 * n) return crypto("signature size");
+  std::unique_ptr<ECDSA_SIG, ossl::Free<ECDSA_SIG_free>> sig(ECDSA_SIG_new());
+  BIGNUM* r = BN_bin2bn(s.signature.data(), static_cast<int>(n), nullptr);
+  BIGNUM* sv = BN_bin2bn(s.signature.data() + n, static_cast<int>(n), nullptr);
+  if (!sig || r == nullptr || sv == nullptr || ECDSA_SIG_set0(sig.get(), r, sv) != 1) {
+    BN_free(r);
+    BN_free(sv);
+    return crypto("signature");
+  }
+  unsigned char* der = nullptr;
+  const int der_len = i2d_ECDSA_SIG(sig.get(), &der);
+  ossl::BytesPtr der_owner(der);
+  if (der_len <= 0) return crypto("signature DER");
+  AZOTE_TRY(tbs, to_be_signed(s.protected_bytes, s.payload));
+  const EVP_MD* md_alg = alg == CoseAlg::kEs256 ? EVP_sha256() : alg == CoseAlg::kEs384 ? EVP_sha384() : EVP_sha512();
+  std::unique_ptr<EVP_MD_CTX, ossl::Free<EVP_MD_CTX_free>> md(EVP_MD_CTX_new());
+  if (!md || EVP_DigestVerifyInit(md.get(), nullptr, md_alg, nullptr, key) != 1) return crypto("verify init");
+  if (EVP_DigestVerify(md.get(), der, static_cast<size_t>(der_len), tbs.data(), tbs.size()) != 1)
+    return crypto("the signature does not verify with the certificate's key");
+  return {};
+}
+
+AttestResult<Parsed> parse(std::span<const uint8_t> cose) {
+  AZOTE_TRY(env, parse_sign1(cose, kMaxPayload));
+  if (env.alg != CoseAlg::kEs384) return bad_cbor("protected header is not {1: -35} (ES384)");
+  Parsed out;
+  out.protected_bytes = std::move(env.protected_bytes);
+  out.signature = std::move(env.signature);
+  auto payload = std::optional<Bytes>(std::move(env.payload));
   AZOTE_TRY(body, load(*payload, "payload"));
   out.payload = std::move(*payload);
   const cbor_item_t* m = body.get();
@@ -357,24 +348,7 @@ AttestResult<void> verify_signature(const Parsed& p) {
   if (!cert) return crypto("certificate is not DER X.509");
   EVP_PKEY* key = X509_get0_pubkey(cert.get());
   if (key == nullptr || EVP_PKEY_get_bits(key) != 384) return crypto("certificate's key is not P-384");
-  std::unique_ptr<ECDSA_SIG, ossl::Free<ECDSA_SIG_free>> sig(ECDSA_SIG_new());
-  BIGNUM* r = BN_bin2bn(p.signature.data(), kPcrBytes, nullptr);
-  BIGNUM* s = BN_bin2bn(p.signature.data() + kPcrBytes, kPcrBytes, nullptr);
-  if (!sig || r == nullptr || s == nullptr || ECDSA_SIG_set0(sig.get(), r, s) != 1) {
-    BN_free(r);
-    BN_free(s);
-    return crypto("signature");
-  }
-  unsigned char* der = nullptr;
-  const int der_len = i2d_ECDSA_SIG(sig.get(), &der);
-  ossl::BytesPtr der_owner(der);
-  if (der_len <= 0) return crypto("signature DER");
-  AZOTE_TRY(tbs, to_be_signed(p.payload));
-  std::unique_ptr<EVP_MD_CTX, ossl::Free<EVP_MD_CTX_free>> md(EVP_MD_CTX_new());
-  if (!md || EVP_DigestVerifyInit(md.get(), nullptr, EVP_sha384(), nullptr, key) != 1) return crypto("verify init");
-  if (EVP_DigestVerify(md.get(), der, static_cast<size_t>(der_len), tbs.data(), tbs.size()) != 1)
-    return crypto("the signature does not verify with the certificate's key");
-  return {};
+  return verify_sign1(Sign1{CoseAlg::kEs384, p.protected_bytes, p.payload, p.signature}, p.document.certificate);
 }
 
 }  // namespace azote::attest

@@ -118,4 +118,28 @@ struct Parsed {
 AttestResult<Parsed> parse(std::span<const uint8_t> cose);
 AttestResult<void> verify_signature(const Parsed& p);
 
+// COSE_Sign1 for any ECDSA curve (RFC 9053): what signs an EIF (ENCLAVES.md §4: the
+// signing key's curve picks the algorithm). The document functions above are these with
+// ES384.
+enum class CoseAlg : int { kEs256 = -7, kEs384 = -35, kEs512 = -36 };
+size_t coordinate_bytes(CoseAlg alg);  // 32, 48, 66: half of a raw r || s
+// The CoseAlg of an EC key of `bits` (256, 384, 521), or kInvalid.
+AttestResult<CoseAlg> cose_alg_for_bits(int bits);
+Bytes protected_header(CoseAlg alg);  // {1: alg}
+AttestResult<Bytes> to_be_signed(std::span<const uint8_t> protected_bytes, std::span<const uint8_t> payload);
+AttestResult<Bytes> der_to_raw(std::span<const uint8_t> der, CoseAlg alg);
+AttestResult<Bytes> sign1(CoseAlg alg, std::span<const uint8_t> payload, std::span<const uint8_t> raw_signature);
+struct Sign1 {
+  CoseAlg alg = CoseAlg::kEs384;
+  Bytes protected_bytes;
+  Bytes payload;
+  Bytes signature;  // r || s
+};
+// The envelope (tagged 18 or not) of at most `max_payload` bytes of payload; the
+// protected header must be exactly {1: alg} of a CoseAlg.
+AttestResult<Sign1> parse_sign1(std::span<const uint8_t> cose, size_t max_payload);
+// Checks the signature with the key of a DER X.509 certificate, whose curve must be the
+// algorithm's.
+AttestResult<void> verify_sign1(const Sign1& s, std::span<const uint8_t> certificate_der);
+
 }  // namespace azote::attest
