@@ -176,6 +176,26 @@ std::vector<CommandSpec> build_commands() {
        {{"--manifest", K::kValue, true, "FILE", "the release manifest"},
         {"--public-key", K::kValue, true, "PEM_FILE", "the release key's public half"},
         {"--bin-dir", K::kValue, false, "DIR", "also check the binaries there against the manifest"}}},
+      {"enclave build-enclave", Rpc::kNone,
+       "write an Enclave Image File (EIF) and print its measurements, as nitro-cli build-enclave (local)", "",
+       {{"--kernel", K::kValue, true, "FILE", "the enclave's kernel (bzImage, or the built-in guest's ELF)"},
+        {"--initrd", K::kList, true, "FILE ...",
+         "ramdisks in order: the first is measured into PCR1 with the kernel, the rest into PCR2 (repeatable)"},
+        {"--cmdline", K::kValue, true, "TEXT", "the kernel command line"},
+        {"--output-file", K::kValue, true, "FILE", "the EIF to write (replaced atomically)"},
+        {"--signing-certificate", K::kValue, false, "PEM_FILE",
+         "sign PCR0 with this certificate's key (EC P-256, P-384 or P-521); needs --private-key"},
+        {"--private-key", K::kValue, false, "PEM_FILE", "the signing certificate's private key (unencrypted PEM)"},
+        {"--name", K::kValue, false, "NAME", "ImageName in the metadata (default: the output file's name)"},
+        {"--version", K::kValue, false, "TEXT", "ImageVersion in the metadata (default 1.0)"},
+        {"--metadata", K::kValue, false, "JSON_FILE", "CustomMetadata: a JSON file kept in the image, not measured"}}},
+      {"enclave describe-eif", Rpc::kNone,
+       "check an EIF (layout, CRC, signature) and print its version, measurements and metadata (local)", "",
+       {{"--eif-path", K::kValue, true, "FILE", "the EIF"}}},
+      {"enclave pcr", Rpc::kNone,
+       "print the PCR a file would give (H(0 || H(file))), or PCR8 of a signing certificate (local)", "",
+       {{"--input", K::kValue, false, "FILE", "the file to measure"},
+        {"--signing-certificate", K::kValue, false, "PEM_FILE", "the certificate whose PCR8 to print"}}},
       {"audit verify", Rpc::kNone, "verify a signed audit log (local)", "FILE",
        {{"--public-key", K::kValue, false, "PEM_FILE",
          "the host's audit public key (default: signing.pub next to FILE)"},
@@ -212,7 +232,7 @@ const FlagSpec* find_flag(const CommandSpec& cmd, std::string_view name) {
   return nullptr;
 }
 
-bool is_group(std::string_view word) { return word == "admin" || word == "audit"; }
+bool is_group(std::string_view word) { return word == "admin" || word == "audit" || word == "enclave"; }
 
 std::string quote(std::string_view s) {
   std::string q(1, '"');
@@ -503,6 +523,21 @@ CliResult<Action> Builder::build() {
   }
   if (cmd_.name == "admin verify-release") {
     return Action{VerifyRelease{raw_.get("--manifest"), raw_.get("--public-key"), raw_.get("--bin-dir")}};
+  }
+  if (cmd_.name == "enclave build-enclave") {
+    BuildEnclave be{raw_.get("--kernel"), raw_.list("--initrd"), raw_.get("--cmdline"), raw_.get("--output-file"),
+                    raw_.get("--signing-certificate"), raw_.get("--private-key"), raw_.get("--name"),
+                    raw_.get("--version"), raw_.get("--metadata")};
+    if (be.signing_certificate.empty() != be.private_key.empty())
+      return usage(prefix() + "--signing-certificate and --private-key go together");
+    return Action{be};
+  }
+  if (cmd_.name == "enclave describe-eif") return Action{DescribeEif{raw_.get("--eif-path")}};
+  if (cmd_.name == "enclave pcr") {
+    EnclavePcr ep{raw_.get("--input"), raw_.get("--signing-certificate")};
+    if (ep.input.empty() == ep.signing_certificate.empty())
+      return usage(prefix() + "give exactly one of --input and --signing-certificate");
+    return Action{ep};
   }
   // audit verify
   AuditVerify av;
@@ -858,7 +893,10 @@ CliResult<Invocation> parse_command_line(const std::vector<std::string>& args, c
         if (i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0) return args[++i];
         return usage(where() + name + " needs a value");
       };
-      if (const GlobalSpec* g = find_global(name)) {
+      // After a command, its own option wins over a global of the same name
+      // (enclave build-enclave --version is the image's version, as in nitro-cli).
+      const bool own = cmd != nullptr && find_flag(*cmd, name) != nullptr;
+      if (const GlobalSpec* g = own ? nullptr : find_global(name)) {
         if (!g->takes_value) {
           if (inline_value) return usage(where() + name + " takes no value");
           (name == "--help" ? help : version) = true;
@@ -1049,7 +1087,7 @@ std::string help_text(std::string_view command) {
     o << "\n`azote COMMAND --help` describes a command and its options.\n"
          "\nexit status:\n"
          "  0    success\n"
-         "  1    audit verify: the log does not verify\n"
+         "  1    audit verify: the log does not verify; enclave describe-eif: not a valid EIF\n"
          "  2    bad command line or unreadable argument file\n"
          "  254  the controller returned an error (printed as \"Code: sentence\"), or an\n"
          "       instance reached another final state than --wait waited for\n"

@@ -24,7 +24,7 @@ namespace azote::cli {
 
 // Exit statuses of azote.
 inline constexpr int kExitOk = 0;
-inline constexpr int kExitVerifyFailed = 1;   // audit verify: the log does not verify
+inline constexpr int kExitVerifyFailed = 1;   // audit verify: the log does not verify; describe-eif: not an EIF
 inline constexpr int kExitUsage = 2;          // a bad command line or argument file
 inline constexpr int kExitApi = 254;          // the controller refused or failed the call
 inline constexpr int kExitConnection = 255;   // unreachable, TLS, credentials, local PKI, --wait timeout
@@ -132,12 +132,29 @@ struct AuditVerify {
   std::string public_key;  // default: signing.pub next to file
   std::string head;        // "" = FILE.head
 };
+// azote enclave build-enclave / describe-eif / pcr (local, as nitro-cli has them).
+struct BuildEnclave {
+  std::string kernel;
+  std::vector<std::string> initrds;  // ramdisk1 (boot), ramdisk2... (application)
+  std::string cmdline;
+  std::string output;
+  std::string signing_certificate, private_key;  // both or neither
+  std::string name, version;                     // "" = defaults
+  std::string metadata;                          // a JSON file, "" = none
+};
+struct DescribeEif {
+  std::string path;
+};
+struct EnclavePcr {
+  std::string input;                // nitro-cli pcr --input: PCR of a file
+  std::string signing_certificate;  // or --signing-certificate: PCR8
+};
 struct ShowHelp {
   std::string text;
 };
 struct ShowVersion {};
 using Action = std::variant<ShowHelp, ShowVersion, RemoteCall, IssueCert, RevokeCert, SignRelease, VerifyRelease,
-                            AuditVerify>;
+                            AuditVerify, BuildEnclave, DescribeEif, EnclavePcr>;
 
 struct Invocation {
   std::string command;  // the command's name, "" when none was given

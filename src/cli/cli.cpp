@@ -432,6 +432,9 @@ int execute(const Invocation& inv, Io& io) {
   if (const auto* vr = std::get_if<VerifyRelease>(&inv.action))
     return verify_release(inv.command, *vr, inv.globals.output, io);
   if (const auto* av = std::get_if<AuditVerify>(&inv.action)) return audit_verify(inv.command, *av, inv.globals.output, io);
+  if (const auto* be = std::get_if<BuildEnclave>(&inv.action)) return build_enclave(inv.command, *be, io);
+  if (const auto* de = std::get_if<DescribeEif>(&inv.action)) return describe_eif(inv.command, *de, io);
+  if (const auto* ep = std::get_if<EnclavePcr>(&inv.action)) return enclave_pcr(inv.command, *ep, io);
 
   const auto& rc = std::get<RemoteCall>(inv.action);
   if (const std::string why = api::check_endpoint(inv.globals.endpoint); !why.empty()) {

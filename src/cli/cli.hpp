@@ -31,5 +31,9 @@ int run_remote(const Invocation& inv, const RemoteCall& call, v1::Ec2::StubInter
 int issue_cert(const std::string& command, const IssueCert& ic, OutputFormat format, Io& io);
 int revoke_cert(const std::string& command, const RevokeCert& rc, OutputFormat format, Io& io);
 int audit_verify(const std::string& command, const AuditVerify& av, OutputFormat format, Io& io);
+// enclave.cpp: nitro-cli's image commands (JSON on stdout, as nitro-cli prints it).
+int build_enclave(const std::string& command, const BuildEnclave& be, Io& io);
+int describe_eif(const std::string& command, const DescribeEif& de, Io& io);  // 1: not a valid EIF
+int enclave_pcr(const std::string& command, const EnclavePcr& ep, Io& io);
 
 }  // namespace azote::cli

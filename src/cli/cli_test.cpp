@@ -94,6 +94,31 @@ Ran run(const std::vector<std::string>& args, std::map<std::string, std::string>
 
 // ----- parsing ---------------------------------------------------------------------
 
+TEST(Parse, EnclaveCommandsTakeNitroCliFlags) {
+  auto r = parse({"enclave", "build-enclave", "--kernel", "k", "--initrd", "r1", "--initrd", "r2", "r3", "--cmdline",
+                  "console=ttyS0", "--output-file", "o.eif", "--version", "7", "--name", "n"});
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  const auto& be = std::get<BuildEnclave>(r->action);
+  EXPECT_EQ(be.initrds, (std::vector<std::string>{"r1", "r2", "r3"}));
+  EXPECT_EQ(be.version, "7");  // the command's --version, not the global one
+  EXPECT_EQ(be.cmdline, "console=ttyS0");
+  // Before a command, --version is still azote's.
+  r = parse({"--version", "enclave", "pcr", "--input", "f"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(std::holds_alternative<ShowVersion>(r->action));
+  EXPECT_NE(parse_error({"enclave", "build-enclave", "--kernel", "k", "--initrd", "r", "--cmdline", "c",
+                         "--output-file", "o", "--private-key", "k.pem"}).find("go together"),
+            std::string::npos);
+  EXPECT_NE(parse_error({"enclave", "build-enclave", "--kernel", "k", "--cmdline", "c", "--output-file", "o"})
+                .find("--initrd"),
+            std::string::npos);
+  EXPECT_NE(parse_error({"enclave", "pcr", "--input", "a", "--signing-certificate", "b"}).find("exactly one"),
+            std::string::npos);
+  r = parse({"enclave", "describe-eif", "--eif-path", "x.eif"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(std::get<DescribeEif>(r->action).path, "x.eif");
+}
+
 TEST(Parse, RunInstancesNetworkFlags) {
   auto r = parse({"run-instances", "--image-id", "ami-0123", "--security-group-ids", "sg-a", "sg-b", "--subnet-id",
                   "subnet-1", "--metadata-options", "HttpTokens=required"});
@@ -563,6 +588,10 @@ TEST(Help, EveryCommandExitsZeroAndMentionsEachFlag) {
       {"admin sign-release", {"--key", "--bin-dir", "--release", "--out"}},
       {"admin verify-release", {"--manifest", "--public-key", "--bin-dir"}},
       {"audit verify", {"--public-key", "--head", "FILE"}},
+      {"enclave build-enclave", {"--kernel", "--initrd", "--cmdline", "--output-file", "--signing-certificate",
+                                 "--private-key", "--name", "--version", "--metadata"}},
+      {"enclave describe-eif", {"--eif-path"}},
+      {"enclave pcr", {"--input", "--signing-certificate"}},
   };
   EXPECT_EQ(expected.size(), commands().size());
   for (const auto& [name, flags] : expected) {
