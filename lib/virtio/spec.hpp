@@ -33,6 +33,8 @@ inline constexpr uint8_t kStatusFailed = 128;      // FAILED
 // ---- Device IDs, §5 -----------------------------------------------------------------------
 inline constexpr uint32_t kDeviceIdNet = 1;
 inline constexpr uint32_t kDeviceIdBlock = 2;
+inline constexpr uint32_t kDeviceIdVsock = 19;
+inline constexpr uint32_t kDeviceIdNsm = 33;  // Nitro Secure Module (ENCLAVES.md §3)
 
 // ---- Reserved (device-independent) feature bits, §6 ----------------------------------------
 inline constexpr unsigned kFRingIndirectDesc = 28;  // VIRTIO_F_INDIRECT_DESC (§2.7.5.3)

@@ -160,6 +160,13 @@ Options:
                               arguments (appended after azote.run=NAME).
                               fd:N reads it from descriptor N (handed over by the launcher).
   --initrd PATH|fd:N          Initial ramdisk (bzImage: ramdisk fields; PVH: module 0).
+  --eif PATH|fd:N             Boot an Enclave Image File (azote enclave build-enclave,
+                              nitro-cli build-enclave) instead of --kernel: its kernel,
+                              its command line, its ramdisks one after the other as the
+                              initrd. The whole file is checked first (layout, CRC-32,
+                              the signature over PCR0 if signed); its PCR0/1/2/8 are
+                              those describe reports. Excludes --kernel, --cmdline,
+                              --initrd and --tpm.
   --vcpus N                   Number of vCPUs, 1-254 (default 1). One thread each.
   --memory SIZE               Guest RAM, e.g. 128M or 2G; 8M to 1T, whole MiB
                               (default 256M). Backed by a memfd.
@@ -182,6 +189,8 @@ Options:
   --device net,socket=PATH    A virtio-net device (an ENI) served by azote-card-net over
                               the vhost-user socket PATH: queues rx=0, tx=1; MAC, link
                               status and MTU come from the card's config space.
+  --device nsm,socket=PATH    A Nitro Secure Module (virtio id 33; azote-card-nsm).
+  --device vsock,socket=PATH  A virtio-vsock device (virtio id 19) served by a card.
                               Repeatable (up to 16 devices in all, any kinds). Each appears as a virtio-mmio device
                               at 0xc0000000 + 4K*i, interrupt 5+i, announced on the
                               kernel command line as virtio_mmio.device=4K@ADDR:IRQ.
@@ -373,7 +382,7 @@ Result<ParseOutcome, ConfigError> parse_args(int argc, const char* const* argv) 
       static const std::set<std::string> kWithValue = {"--kernel", "--cmdline", "--initrd", "--vcpus", "--memory",
                                                        "--console", "--config", "--log", "--device", "--stats",
                                                        "--control", "--seccomp", "--kvm-fd", "--io-window",
-                                                       "--private-memory", "--console-max", "--tpm"};
+                                                       "--private-memory", "--console-max", "--tpm", "--eif"};
       if (kWithValue.count(a) == 0)
         return make_error(ConfigErrc::kUsage, "unknown option \"" + a + "\" (see --help)");
       if (i + 1 >= argc) return make_error(ConfigErrc::kUsage, a + " needs a value");
@@ -402,6 +411,10 @@ Result<ParseOutcome, ConfigError> parse_args(int argc, const char* const* argv) 
       if (value.empty() || value.size() >= 108 || value.find('\0') != std::string::npos)
         return bad("--tpm: \"" + value + "\" is not a socket path of 1-107 bytes");
       cfg.tpm_socket = value;
+    } else if (flag == "--eif") {
+      if (value.empty()) return bad("--eif: empty path");
+      if (value.rfind("fd:", 0) == 0 && !parse_fd_ref(value)) return bad("--eif: \"" + value + "\" is not fd:N");
+      cfg.eif = value;
     } else if (flag == "--kernel") {
       AZOTE_TRYV(check_kernel(flag, value));
       cfg.kernel = value;
@@ -467,7 +480,14 @@ Result<ParseOutcome, ConfigError> parse_args(int argc, const char* const* argv) 
       return make_error(ConfigErrc::kUsage, "unknown option \"" + flag + "\" (see --help)");
     }
   }
-  if (cfg.kernel.empty()) return make_error(ConfigErrc::kUsage, "--kernel is required (or \"kernel\" in --config); see --help");
+  if (!cfg.eif.empty()) {
+    // An enclave image brings its own kernel, command line and ramdisks, and has no TPM.
+    for (const auto& [set, name] : {std::pair{!cfg.kernel.empty(), "--kernel"}, std::pair{!cfg.cmdline.empty(), "--cmdline"},
+                                    std::pair{!cfg.initrd.empty(), "--initrd"}, std::pair{!cfg.tpm_socket.empty(), "--tpm"}})
+      if (set) return make_error(ConfigErrc::kUsage, std::string("--eif excludes ") + name + " (the image holds the kernel, its command line and ramdisks; an enclave has no TPM)");
+    return ParseOutcome{cfg};
+  }
+  if (cfg.kernel.empty()) return make_error(ConfigErrc::kUsage, "--kernel or --eif is required (or \"kernel\" in --config); see --help");
   return ParseOutcome{cfg};
 }
 

@@ -37,7 +37,10 @@ struct DeviceKind {
 };
 // Every kind azote-hv can wire to a card. Queues, features and config space come from
 // the card (GET_QUEUE_NUM, GET_FEATURES, GET_CONFIG), never from this table.
-inline constexpr DeviceKind kDeviceKinds[] = {{"blk", virtio::kDeviceIdBlock}, {"net", virtio::kDeviceIdNet}};
+inline constexpr DeviceKind kDeviceKinds[] = {{"blk", virtio::kDeviceIdBlock},
+                                              {"net", virtio::kDeviceIdNet},
+                                              {"vsock", virtio::kDeviceIdVsock},
+                                              {"nsm", virtio::kDeviceIdNsm}};
 // The kind called `name`, or nullptr.
 const DeviceKind* find_device_kind(const std::string& name);
 // "blk, net": for messages.
@@ -47,6 +50,10 @@ struct VmConfig {
   std::string kernel;          // a path, "builtin:NAME", or "fd:N" (a descriptor handed over)
   std::string cmdline;
   std::string initrd;          // empty: none; a path or "fd:N"
+  // --eif PATH|fd:N: boot an Enclave Image File instead (its kernel, its command line,
+  // its ramdisks concatenated as the initrd; lib/eif checks it whole, signature
+  // included, before anything is loaded). Excludes --kernel, --cmdline, --initrd, --tpm.
+  std::string eif;
   uint32_t vcpus = 1;
   uint64_t memory = 256ull << 20;
   ConsoleConfig console;

@@ -67,7 +67,7 @@ TEST(Config, ErrorsNameTheFlag) {
            {{"--kernel", "builtin:"}, "builtin:"},
            {{"--bogus"}, "--bogus"},
            {{"--kernel"}, "--kernel needs a value"},
-           {{}, "--kernel is required"},
+           {{}, "--kernel or --eif is required"},
        }) {
     auto r = parse(tc.args);
     ASSERT_FALSE(r.ok()) << tc.needle;

@@ -17,6 +17,7 @@
 
 #include "acpi/acpi.hpp"
 #include "attest/attest.hpp"
+#include "eif/eif.hpp"
 #include "base/hex.hpp"
 #include "base/parse.hpp"
 #include "base/log.hpp"
@@ -216,12 +217,48 @@ Result<void, VmError> Vm::read_kernel() {
 #else
     return make_error(VmErrc::kImage, "--kernel builtin:" + cfg_.builtin_name() + ": this azote-hv was built without the built-in guest");
 #endif
+  } else if (!cfg_.eif.empty()) {
+    return read_eif();
   } else {
     auto f = read_image(cfg_.kernel, loader::kMaxImageBytes);
     if (!f.ok()) return make_error(VmErrc::kImage, "--kernel: " + f.error().message());
     owned_image_ = std::move(f).value();
     image_ = owned_image_;
   }
+  return {};
+}
+
+Result<void, VmError> Vm::read_eif() {
+  // An enclave image is kernel + ramdisks: up to 4 GiB of them, all in guest memory.
+  auto f = read_image(cfg_.eif, 4ull << 30);
+  if (!f.ok()) return make_error(VmErrc::kImage, "--eif: " + f.error().message());
+  owned_image_ = std::move(f).value();
+  auto img = eif::parse(owned_image_);
+  if (!img.ok()) return make_error(VmErrc::kImage, "--eif " + cfg_.eif + ": " + img.error().message());
+  std::optional<eif::Signature> sig;
+  if (img->signature) {
+    auto s = eif::read_signature(*img->signature);
+    if (!s.ok()) return make_error(VmErrc::kImage, "--eif " + cfg_.eif + ": " + s.error().message());
+    sig = std::move(*s);
+  }
+  const eif::Measurements m = eif::measure(*img, sig ? &*sig : nullptr);
+  if (sig) {
+    if (auto v = eif::verify_signature(*sig, m.pcr0, ::time(nullptr)); !v.ok())
+      return make_error(VmErrc::kImage, "--eif " + cfg_.eif + ": " + v.error().message());
+  }
+  image_ = img->kernel;
+  cfg_.cmdline.assign(img->cmdline.begin(), img->cmdline.end());
+  size_t total = 0;
+  for (const auto& r : img->ramdisks) total += r.size();
+  eif_initrd_.reserve(total);
+  for (const auto& r : img->ramdisks) eif_initrd_.insert(eif_initrd_.end(), r.begin(), r.end());
+  eif_pcrs_ = control::Json::object();
+  eif_pcrs_["0"] = to_hex(m.pcr0);
+  eif_pcrs_["1"] = to_hex(m.pcr1);
+  eif_pcrs_["2"] = to_hex(m.pcr2);
+  if (m.pcr8) eif_pcrs_["8"] = to_hex(*m.pcr8);
+  LOG_INFO("boot: enclave image %s, version %u, %zu ramdisk(s), %s, PCR0 %s", cfg_.eif.c_str(), img->version,
+           img->ramdisks.size(), sig ? "signed" : "unsigned", to_hex(m.pcr0).c_str());
   return {};
 }
 
@@ -265,6 +302,9 @@ Result<void, VmError> Vm::load_kernel() {
     if (!f.ok()) return make_error(VmErrc::kImage, "--initrd: " + f.error().message());
     initrd = std::move(f).value();
     spec.initrd = std::span<const uint8_t>(initrd);
+  } else if (!cfg_.eif.empty()) {
+    initrd = std::move(eif_initrd_);
+    spec.initrd = std::span<const uint8_t>(initrd);
   }
 
   if (auto r = x86::write_boot_tables(*mem_); !r.ok()) return make_error(VmErrc::kHost, "boot tables: " + r.error().message());
@@ -298,9 +338,12 @@ Result<void, VmError> Vm::load_kernel() {
     pcrs["2"] = to_hex(attest::extend(attest::Pcr{}, rd));
     measurements_ = control::Json::object();
     measurements_["kernel_sha384"] = to_hex(kernel);
-    measurements_["initrd_sha384"] = cfg_.initrd.empty() ? control::Json() : control::Json(to_hex(rd));
+    measurements_["initrd_sha384"] = initrd.empty() ? control::Json() : control::Json(to_hex(rd));
     measurements_["cmdline"] = own;
-    measurements_["pcrs"] = std::move(pcrs);
+    // An enclave image's registers are the EIF's (ENCLAVES.md §2: PCR1 and PCR2 split
+    // the ramdisks into boot and application), as build-enclave printed them.
+    measurements_["pcrs"] = cfg_.eif.empty() ? std::move(pcrs) : eif_pcrs_;
+    if (!cfg_.eif.empty()) measurements_["eif"] = true;
     if (!cfg_.tpm_socket.empty()) {
       // What boot_tpm() extends, in every algorithm a TPM bank may use.
       std::vector<std::tuple<uint32_t, const char*, std::span<const uint8_t>>> parts = {{tpm::kPcrKernel, "kernel", image}};
@@ -315,7 +358,7 @@ Result<void, VmError> Vm::load_kernel() {
   }
   auto plan = loader::load(*mem_, spec);
   if (!plan.ok()) {
-    const std::string what = cfg_.builtin() ? "built-in guest" : cfg_.kernel;
+    const std::string what = cfg_.builtin() ? "built-in guest" : !cfg_.eif.empty() ? "of " + cfg_.eif : cfg_.kernel;
     return make_error(VmErrc::kImage, "--kernel " + what + ": " + plan.error().message());
   }
   entry_ = plan->entry;
@@ -332,6 +375,7 @@ Result<void, VmError> Vm::load_kernel() {
   // Loaded: the file's copy is not needed any more.
   image_ = {};
   owned_image_ = std::vector<uint8_t>();
+  eif_initrd_ = std::vector<uint8_t>();
   return {};
 }
 

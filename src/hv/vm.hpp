@@ -81,6 +81,7 @@ class Vm {
   Result<void, VmError> setup();
   // The kernel's bytes (before memory exists: they decide the I/O window).
   Result<void, VmError> read_kernel();
+  Result<void, VmError> read_eif();
   Result<void, VmError> plan_io_window();
   // Private RAM as --private-memory says (a memfd, or a guest_memfd where KVM has one),
   // registered with KVM.
@@ -115,7 +116,9 @@ class Vm {
   std::vector<std::unique_ptr<Vcpu>> vcpus_;
   kvm::CpuidEntries cpuid_;
   std::vector<kvm::MsrEntry> msrs_;
-  std::vector<uint8_t> owned_image_;  // a kernel read from a file
+  std::vector<uint8_t> owned_image_;  // a kernel (or a whole --eif) read from a file
+  std::vector<uint8_t> eif_initrd_;   // --eif: its ramdisks, one after the other
+  control::Json eif_pcrs_;            // --eif: PCR0/1/2 (and 8 if signed) of the image
   std::span<const uint8_t> image_;    // the kernel (owned_image_ or the built-in guest)
   uint64_t entry_ = 0;
   uint64_t boot_info_ = 0;

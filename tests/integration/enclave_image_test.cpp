@@ -193,6 +193,52 @@ TEST_F(EnclaveImage, AnImageChangedByOneByteIsRefusedByBothReaders) {
   EXPECT_NE(described["SignatureError"].get<std::string>().find("PCR0"), std::string::npos);
 }
 
+// azote-hv --eif: the image's kernel with its command line and ramdisks; an image that
+// does not read, or whose signature does not verify, never starts.
+TEST_F(EnclaveImage, TheBuiltInGuestBootsFromItsEnclaveImage) {
+  std::string why;
+  if (!azote::test::kvm_usable(&why)) GTEST_SKIP() << "SKIPPED: " << why;
+  Outcome o = azote({"enclave", "build-enclave", "--kernel", AZOTE_GUEST_ELF, "--initrd", path("boot.cpio"),
+                     "--initrd", path("app.cpio"), "--cmdline", "azote.run=hello", "--output-file", path("hello.eif")});
+  ASSERT_EQ(o.status, 0) << o.err;
+  o = run({AZOTE_HV_BIN, "--verbose", "--eif", path("hello.eif"), "--memory", "64M"}, 60s);
+  EXPECT_EQ(o.status, 0) << o.err;
+  EXPECT_NE(o.out.find("azote-guest: hello vcpus=1 memory=64MiB"), std::string::npos) << o.out;
+  EXPECT_NE(o.err.find("enclave image"), std::string::npos) << o.err;
+
+  o = run({AZOTE_HV_BIN, "--eif", path("hello.eif"), "--kernel", AZOTE_GUEST_ELF}, 60s);
+  EXPECT_EQ(o.status, 64) << o.err;
+  EXPECT_NE(o.err.find("--eif excludes --kernel"), std::string::npos) << o.err;
+
+  flip_byte(path("hello.eif"), 548 + 12 + 64);
+  o = run({AZOTE_HV_BIN, "--eif", path("hello.eif"), "--memory", "64M"}, 60s);
+  EXPECT_EQ(o.status, 65) << o.err;
+  EXPECT_NE(o.err.find("CRC-32"), std::string::npos) << o.err;
+  EXPECT_EQ(o.out.find("hello"), std::string::npos) << o.out;
+
+  // Signed: a signature that does not match the image's PCR0 stops it too.
+  make_signer();
+  o = azote({"enclave", "build-enclave", "--kernel", AZOTE_GUEST_ELF, "--initrd", path("boot.cpio"), "--cmdline",
+             "azote.run=hello", "--output-file", path("signed.eif"), "--signing-certificate", path("cert.pem"),
+             "--private-key", path("key.pem")});
+  ASSERT_EQ(o.status, 0) << o.err;
+  o = run({AZOTE_HV_BIN, "--verbose", "--eif", path("signed.eif"), "--memory", "64M"}, 60s);
+  EXPECT_EQ(o.status, 0) << o.err;
+  EXPECT_NE(o.err.find(", signed, PCR0"), std::string::npos) << o.err;
+  flip_byte(path("signed.eif"), 548 + 12 + 64);
+  o = run({"/usr/bin/python3", "-c",
+           "import sys, zlib, struct\n"
+           "b = bytearray(open(sys.argv[1], 'rb').read())\n"
+           "b[544:548] = struct.pack('>I', zlib.crc32(bytes(b[548:]), zlib.crc32(bytes(b[:544]))))\n"
+           "open(sys.argv[1], 'wb').write(b)\n",
+           path("signed.eif")});
+  ASSERT_EQ(o.status, 0) << o.err;
+  o = run({AZOTE_HV_BIN, "--eif", path("signed.eif"), "--memory", "64M"}, 60s);
+  EXPECT_EQ(o.status, 65) << o.err;
+  EXPECT_NE(o.err.find("PCR0"), std::string::npos) << o.err;
+  EXPECT_EQ(o.out.find("hello"), std::string::npos) << o.out;
+}
+
 TEST_F(EnclaveImage, PcrOfAFileIsTheExtendOfItsDigest) {
   Outcome o = azote({"enclave", "pcr", "--input", path("app.cpio")});
   ASSERT_EQ(o.status, 0) << o.err;
