@@ -193,7 +193,11 @@ its file's mode.
                       launcher's), then it may only ask {"op": "attest-tpm",
                       "pcrs": {"I": HEX}, ["nonce"|"user_data"|"public_key": HEX]}
                       for a NitroTPM document of that instance (module_id
-                      "<instance>-tpm", PCRs under "nitrotpm_pcrs")
+                      "<instance>-tpm", PCRs under "nitrotpm_pcrs"); a bind with
+                      "enclave": "<instance>-enc<16 hex>" [, "debug": true] serves
+                      that enclave's NSM card instead: only {"op": "attest-nsm",
+                      ...} for a document with module_id the enclave's id, PCRs
+                      under "pcrs", all zeros for a debug-mode enclave
   --log-level LEVEL   error, warn, info (default), debug
   --seccomp MODE      kill (default): after setup a system call outside its
                       allowlist (src/rot/seccomp.json) kills it; log: allowed and
@@ -325,7 +329,7 @@ void Rot::accept_tpm_clients() {
       continue;
     }
     const int fd = c.get();
-    tpm_clients_[fd] = TpmClient{std::move(c), {}, {}};
+    tpm_clients_[fd] = TpmClient{std::move(c), {}, {}, {}, false};
     if (auto w = loop_->watch(fd, [this, fd] { serve_tpm_client(fd); }); !w) tpm_clients_.erase(fd);
   }
 }
@@ -376,18 +380,39 @@ void Rot::serve_tpm_client(int fd) {
 control::Json Rot::tpm_request(TpmClient& c, const control::Json& req) const {
   const std::string op = req.value("op", "");
   if (c.instance.empty()) {
-    // The launcher's line, before the connection is handed to the card.
+    // The launcher's line, before the connection is handed to the card: an instance's
+    // TPM card, or (with "enclave") the NSM card of one of its enclaves.
     const std::string id = req.value("instance", "");
     const bool valid = id.size() == 19 && id.rfind("i-", 0) == 0 &&
                        id.find_first_not_of("0123456789abcdef", 2) == std::string::npos;
-    if (op != "bind" || !valid) return control::refuse("the first request binds the connection: {\"op\": \"bind\", \"instance\": \"i-<17 hex>\"}");
+    const auto enclave = req.find("enclave");
+    const bool enclave_valid =
+        enclave == req.end() ||
+        (enclave->is_string() && enclave->get<std::string>().size() == 19 + 4 + 16 &&
+         enclave->get<std::string>().rfind(id + "-enc", 0) == 0 &&
+         enclave->get<std::string>().find_first_not_of("0123456789abcdef", 23) == std::string::npos);
+    const auto debug = req.find("debug");
+    if (op != "bind" || !valid || !enclave_valid || (debug != req.end() && !debug->is_boolean()))
+      return control::refuse("the first request binds the connection: {\"op\": \"bind\", \"instance\": \"i-<17 hex>\"[, "
+                             "\"enclave\": \"<instance>-enc<16 hex>\", \"debug\": BOOL]}");
     c.instance = id;
-    LOG_INFO("azote-rot: a TPM card connection for %s", id.c_str());
+    if (enclave != req.end()) {
+      c.enclave = enclave->get<std::string>();
+      c.debug = debug != req.end() && debug->get<bool>();
+      LOG_INFO("azote-rot: an NSM card connection for %s%s", c.enclave.c_str(), c.debug ? " (debug mode)" : "");
+    } else {
+      LOG_INFO("azote-rot: a TPM card connection for %s", id.c_str());
+    }
     return control::ok();
   }
-  if (op != "attest-tpm") return control::refuse("this connection serves only \"attest-tpm\" (the TPM of " + c.instance + ")");
   control::Json a = req;
   a.erase("op");
+  if (!c.enclave.empty()) {
+    if (op != "attest-nsm") return control::refuse("this connection serves only \"attest-nsm\" (the NSM of " + c.enclave + ")");
+    a["module_id"] = c.enclave;
+    return attest(a, "pcrs", c.debug);
+  }
+  if (op != "attest-tpm") return control::refuse("this connection serves only \"attest-tpm\" (the TPM of " + c.instance + ")");
   a["module_id"] = c.instance + "-tpm";
   return attest(a, "nitrotpm_pcrs");
 }
@@ -435,7 +460,7 @@ control::Json Rot::handle(const control::Json& req) const {
   return control::refuse("unknown op \"" + op->get<std::string>() + "\" (describe, sign, attest)");
 }
 
-control::Json Rot::attest(const control::Json& req, const char* pcrs_key) const {
+control::Json Rot::attest(const control::Json& req, const char* pcrs_key, bool zero_pcrs) const {
   const auto& layers = chain_.layers();
   if (layers.size() < 2)
     return control::refuse("attest: no measured layer: the device key certifies layers, it does not attest");
@@ -456,7 +481,9 @@ control::Json Rot::attest(const control::Json& req, const char* pcrs_key) const 
     attest::Pcr pcr{};
     // Development mode: every register reads zero, as a debug enclave's do, so that
     // no document from an unsigned build can satisfy a policy on measurements.
-    if (mode_ != dice::Mode::kDebug) std::copy(bytes->begin(), bytes->end(), pcr.begin());
+    // A debug-mode enclave's documents likewise carry zeros (ENCLAVES.md §2), whatever
+    // its NSM card reports.
+    if (mode_ != dice::Mode::kDebug && !zero_pcrs) std::copy(bytes->begin(), bytes->end(), pcr.begin());
     d.pcrs[index] = pcr;
   }
   for (const char* field : {"user_data", "nonce", "public_key"}) {

@@ -101,12 +101,14 @@ class Rot {
 
  private:
   Rot(dice::Chain c, dice::Mode mode) : chain_(std::move(c)), mode_(mode) {}
-  control::Json attest(const control::Json& req, const char* pcrs_key = "pcrs") const;
+  control::Json attest(const control::Json& req, const char* pcrs_key = "pcrs", bool zero_pcrs = false) const;
   // The TPM cards' socket: accept, then each connection's lines (bind, attest-tpm).
   struct TpmClient {
     UniqueFd fd;
     std::string in;
     std::string instance;  // empty until the launcher binds it
+    std::string enclave;   // bound to an enclave of `instance` (its NSM card), or "" (the TPM card)
+    bool debug = false;    // a debug-mode enclave: its documents' PCRs are zeros
   };
   void accept_tpm_clients();
   void serve_tpm_client(int fd);

@@ -218,11 +218,32 @@ TEST_F(Rot, ControlSocketSignsWithTheAttestationKeyAndNeverRevealsTheDeviceSecre
   EXPECT_EQ(rot.wait(10s).status, 0);
 }
 
-
 std::string unhex(const std::string& h) {
   std::string b;
   for (size_t i = 0; i + 1 < h.size(); i += 2) b += static_cast<char>(std::stoi(h.substr(i, 2), nullptr, 16));
   return b;
+}
+
+// A connection to a Unix stream socket, -1 if refused.
+int connect_unix(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  path.copy(a.sun_path, sizeof a.sun_path - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {  // NOLINT
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+// One JSON line out, one back (the control protocol, by hand: the test is the peer).
+Json ask_line(int fd, const Json& req) {
+  const std::string line = req.dump() + "\n";
+  EXPECT_EQ(::send(fd, line.data(), line.size(), MSG_NOSIGNAL), static_cast<ssize_t>(line.size()));
+  std::string in;
+  char c = 0;
+  while (::recv(fd, &c, 1, 0) == 1 && c != '\n') in += c;
+  return Json::parse(in, nullptr, false);
 }
 
 // Attestation documents (the AWS Nitro format, ENCLAVES.md §1) checked by a verifier
@@ -344,19 +365,9 @@ TEST_F(Rot, TpmCardConnectionsAreBoundOnceAndGetNitroTpmDocumentsOfTheirInstance
   ASSERT_TRUE(d.ok());
   std::ofstream(path("root.pem")) << (*d)["layers"][0]["certificate"].get<std::string>();
 
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  tpm.copy(a.sun_path, tpm.size());
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);  // NOLINT
-  auto ask = [&](const Json& req) {
-    const std::string line = req.dump() + "\n";
-    EXPECT_EQ(::send(fd, line.data(), line.size(), MSG_NOSIGNAL), static_cast<ssize_t>(line.size()));
-    std::string in;
-    char c = 0;
-    while (::recv(fd, &c, 1, 0) == 1 && c != '\n') in += c;
-    return Json::parse(in, nullptr, false);
-  };
+  const int fd = connect_unix(tpm);
+  ASSERT_GE(fd, 0);
+  auto ask = [&](const Json& req) { return ask_line(fd, req); };
   std::string pcr4(96, '0');
   pcr4[0] = 'f';
   const Json pcrs = {{"0", std::string(96, '0')}, {"4", pcr4}};
@@ -373,10 +384,7 @@ TEST_F(Rot, TpmCardConnectionsAreBoundOnceAndGetNitroTpmDocumentsOfTheirInstance
   r = ask({{"op", "attest-tpm"}, {"module_id", "i-fffffffffffffffff"}, {"pcrs", pcrs}, {"nonce", "a1b2"}});
   ASSERT_EQ(r.value("ok", false), true) << r.dump();
   ::close(fd);
-  std::string doc;
-  const std::string h = r["document"];
-  for (size_t i = 0; i + 1 < h.size(); i += 2) doc += static_cast<char>(std::stoi(h.substr(i, 2), nullptr, 16));
-  std::ofstream(path("doc.cbor"), std::ios::binary) << doc;
+  std::ofstream(path("doc.cbor"), std::ios::binary) << unhex(r["document"]);
   const Outcome o = run({"/usr/bin/python3", AZOTE_VERIFY_ATTESTATION, "--root", path("root.pem"), path("doc.cbor"),
                          "--nonce", "a1b2", "--expect-pcr", "4=" + pcr4},
                         30s);
@@ -384,6 +392,58 @@ TEST_F(Rot, TpmCardConnectionsAreBoundOnceAndGetNitroTpmDocumentsOfTheirInstance
   const Json v = Json::parse(o.out);
   EXPECT_EQ(v["module_id"], "i-0123456789abcdef0-tpm") << "the bound instance, whatever the request says";
   EXPECT_EQ(v["pcrs_key"], "nitrotpm_pcrs");
+}
+
+// An enclave's NSM card reaches azote-rot through the same root-only socket, bound by
+// the launcher to one enclave of one instance: it gets only "attest-nsm", documents
+// whose module_id is that enclave's id and whose PCRs sit under "pcrs", and a
+// debug-mode enclave's documents carry zeros whatever the card reports.
+TEST_F(Rot, NsmCardConnectionsAreBoundToOneEnclaveAndDebugModeZeroesItsPcrs) {
+  if (::access("/usr/bin/python3", X_OK) != 0) GTEST_SKIP() << "SKIPPED: needs /usr/bin/python3 (cbor2, cryptography)";
+  const std::string ctl = path("rot.ctl"), sock = path("rot-tpm.sock");
+  Process rot(argv({"--control", ctl, "--tpm-listen", sock}));
+  ASSERT_TRUE(rot.wait_for_output("\"layers\"", 15s)) << rot.wait(1s).err;
+  auto d = control::call_once(ctl, {{"op", "describe"}}, 5s);
+  ASSERT_TRUE(d.ok());
+  std::ofstream(path("root.pem")) << (*d)["layers"][0]["certificate"].get<std::string>();
+  const std::string instance = "i-0123456789abcdef0", enclave = instance + "-enc0123456789abcdef";
+  std::string pcr0(96, '0');
+  pcr0[0] = 'e';
+  const Json pcrs = {{"0", pcr0}, {"1", std::string(96, '1')}};
+
+  for (const bool debug : {false, true}) {
+    const int fd = connect_unix(sock);
+    ASSERT_GE(fd, 0);
+    Json r = ask_line(fd, {{"op", "bind"}, {"instance", instance}, {"enclave", "i-fffffffffffffffff-enc0123456789abcdef"}});
+    EXPECT_EQ(r.value("ok", true), false) << "another instance's enclave: " << r.dump();
+    r = ask_line(fd, {{"op", "bind"}, {"instance", instance}, {"enclave", instance + "-enc01"}});
+    EXPECT_EQ(r.value("ok", true), false) << "not an enclave id: " << r.dump();
+    r = ask_line(fd, {{"op", "bind"}, {"instance", instance}, {"enclave", enclave}, {"debug", "yes"}});
+    EXPECT_EQ(r.value("ok", true), false) << "debug is a boolean: " << r.dump();
+    r = ask_line(fd, {{"op", "bind"}, {"instance", instance}, {"enclave", enclave}, {"debug", debug}});
+    ASSERT_EQ(r.value("ok", false), true) << r.dump();
+    r = ask_line(fd, {{"op", "attest-tpm"}, {"pcrs", pcrs}});
+    EXPECT_EQ(r.value("ok", true), false) << "an NSM connection is not a TPM's: " << r.dump();
+    r = ask_line(fd, {{"op", "attest-nsm"}, {"module_id", "i-fffffffffffffffff"}, {"pcrs", pcrs}, {"nonce", "c0ffee"}});
+    ASSERT_EQ(r.value("ok", false), true) << r.dump();
+    ::close(fd);
+    std::ofstream(path("doc.cbor"), std::ios::binary) << unhex(r["document"]);
+    std::vector<std::string> a{"/usr/bin/python3", AZOTE_VERIFY_ATTESTATION, "--root", path("root.pem"), path("doc.cbor"),
+                               "--nonce", "c0ffee"};
+    if (!debug) a.insert(a.end(), {"--expect-pcr", "0=" + pcr0});
+    if (debug) {
+      const Outcome refused = run(a, 30s);
+      EXPECT_EQ(refused.status, 1) << "a verifier refuses a debug enclave's document: " << refused.out;
+      a.push_back("--allow-debug");
+    }
+    const Outcome o = run(a, 30s);
+    ASSERT_EQ(o.status, 0) << o.err;
+    const Json v = Json::parse(o.out);
+    EXPECT_EQ(v["module_id"], enclave) << "the bound enclave, whatever the request says";
+    EXPECT_EQ(v["pcrs_key"], "pcrs");
+    EXPECT_EQ(v["debug"], debug) << o.out;
+    EXPECT_EQ(v["pcrs"]["0"], debug ? std::string(96, '0') : pcr0);
+  }
 }
 
 }  // namespace
