@@ -54,7 +54,7 @@ AttestResult<void> check_size(const char* field, size_t n, size_t lo, size_t hi)
 
 // An optional bstr field: absent from the map or null → nullopt.
 AttestResult<std::optional<Bytes>> optional_bytes(const cbor_item_t* v, const char* field, size_t lo) {
-  if (cbor_is_null(v)) return std::optional<Bytes>{};
+  if (cbor::is_null(v)) return std::optional<Bytes>{};
   auto b = definite_bytes(v);
   if (!b) return bad_cbor(std::string(field) + " is neither a byte string nor null");
   AZOTE_TRYV(check_size(field, b->size(), lo, kMaxOptional));

@@ -101,6 +101,10 @@ std::optional<std::string> definite_text(const cbor_item_t* i) {
   return std::string(reinterpret_cast<const char*>(cbor_string_handle(i)), cbor_string_length(i));
 }
 
+bool is_null(const cbor_item_t* i) {
+  return i != nullptr && cbor_isa_float_ctrl(i) && cbor_float_ctrl_is_ctrl(i) && cbor_is_null(i);
+}
+
 const cbor_item_t* map_get(const cbor_item_t* map, std::string_view key) {
   if (map == nullptr || !cbor_isa_map(map) || !cbor_map_is_definite(map)) return nullptr;
   const cbor_pair* pairs = cbor_map_handle(map);

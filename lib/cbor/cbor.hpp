@@ -54,6 +54,9 @@ CborResult<Item> load(std::span<const uint8_t> bytes, const char* what);
 
 std::optional<Bytes> definite_bytes(const cbor_item_t* i);
 std::optional<std::string> definite_text(const cbor_item_t* i);
+// Whether `i` is CBOR null. libcbor 0.8's cbor_is_null asserts (aborts the process)
+// when given a float: a hostile peer's 0xf9... must never get that far (fuzz_nsm).
+bool is_null(const cbor_item_t* i);
 // The value under text key `key` of a definite map (nullptr if absent or not a map).
 const cbor_item_t* map_get(const cbor_item_t* map, std::string_view key);
 
