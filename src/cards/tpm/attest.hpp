@@ -18,19 +18,15 @@
 #pragma once
 
 #include <array>
-#include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <span>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
-#include "base/unique_fd.hpp"
 #include "cards/tpm/error.hpp"
 #include "cards/tpm/metrics.hpp"
+#include "rot_link/rot_link.hpp"
 
 namespace azote::card_tpm {
 
@@ -84,35 +80,10 @@ using TpmProcess = std::function<std::span<const uint8_t>(std::span<uint8_t> com
 // or TPM_RC_FAILURE with *why (bank not allocated, a PCR missing).
 uint32_t read_sha384_pcrs(const TpmProcess& process, Sha384Pcrs* pcrs, std::string* why);
 
-// The connection to azote-rot: one JSON object a line, request then reply, one at a
-// time. A reply must come within `timeout`; a line over 64 KiB or one that is not a JSON
-// object fails that request. EOF, a send error or a timeout end the connection for good
-// (logged once): later calls fail at once.
-class RotClient {
- public:
-  static constexpr size_t kMaxLineBytes = 64 * 1024;
-  explicit RotClient(UniqueFd fd, std::chrono::milliseconds timeout = std::chrono::seconds(10));
-  TpmResult<nlohmann::json> call(const nlohmann::json& request);
-  // A descriptor that becomes readable when the card stops: a wait ends at once (the
-  // connection is then given up). -1: none.
-  void set_cancel_fd(int fd) { cancel_fd_ = fd; }
-  bool gone() const { return gone_.load(std::memory_order_relaxed); }
-
- private:
-  enum class Wait { kReady, kTimeout, kCancelled, kError };
-  Wait wait(short events, std::chrono::steady_clock::time_point deadline);
-  Unexpected<TpmError> give_up(const std::string& why);  // the connection is gone for good
-  UniqueFd fd_;
-  std::chrono::milliseconds timeout_;
-  int cancel_fd_ = -1;
-  std::atomic<bool> gone_{false};
-  std::string in_;  // bytes received after the last reply line
-};
-
 class Attestor {
  public:
   // `rot` may be null (no --rot): every offset-0 request then fails (TPM_RC_FAILURE).
-  Attestor(TpmProcess process, RotClient* rot, TpmMetrics& metrics)
+  Attestor(TpmProcess process, rot_link::RotClient* rot, TpmMetrics& metrics)
       : process_(std::move(process)), rot_(rot), metrics_(metrics) {}
   ~Attestor();  // wipes the cached request and document
   // Answers one whole TPM_CC_AZOTE_ATTEST command; valid until the next call. Never throws.
@@ -123,7 +94,7 @@ class Attestor {
   std::vector<uint8_t> fresh_document(const AttestRequest& r);  // empty: failed (logged)
   void forget();
   TpmProcess process_;
-  RotClient* rot_;
+  rot_link::RotClient* rot_;
   TpmMetrics& metrics_;
   bool cached_ = false;
   uint32_t fresh_rc_ = 0;  // why fresh_document() failed

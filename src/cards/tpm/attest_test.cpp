@@ -1,6 +1,6 @@
 // The attestation vendor command: its parser and chunks, the sha384 PCRs read through
-// libtpms (compared with an extend computed here with OpenSSL), and the azote-rot
-// connection (replies, bad lines, a timeout, EOF) against a peer played by the test.
+// libtpms (compared with an extend computed here with OpenSSL), and the attestor against
+// an azote-rot played by the test (the connection itself: lib/rot_link/rot_link_test.cpp).
 #include "cards/tpm/attest.hpp"
 
 #include <gtest/gtest.h>
@@ -233,7 +233,7 @@ TEST(AttestPcrs, AMissingBankOrPcrIsAFailureSaidClearly) {
   EXPECT_EQ(pcrs[23][47], 23);
 }
 
-// --- the azote-rot connection ---
+// --- an azote-rot played by the test ---
 
 struct Pair {
   UniqueFd card, rot;
@@ -261,7 +261,7 @@ void write_all(int fd, const std::string& s) {
   }
 }
 
-// The peer answers one request with `reply` (after checking it is attest-tpm JSON).
+// The peer answers one request with `reply`; *got: the request line.
 std::thread answer_once(int fd, std::string reply, std::string* got = nullptr) {
   return std::thread([fd, reply = std::move(reply), got] {
     const std::string line = read_line(fd);
@@ -270,86 +270,7 @@ std::thread answer_once(int fd, std::string reply, std::string* got = nullptr) {
   });
 }
 
-TEST(RotClient, OneRequestOneReplyAndBadLinesFailOnlyTheirRequest) {
-  Pair p;
-  RotClient rot(std::move(p.card), 2s);
-  std::string got;
-  auto t = answer_once(p.rot.get(), "{\"ok\":true,\"document\":\"00ff\"}\n", &got);
-  auto r = rot.call({{"op", "attest-tpm"}, {"nonce", "ab"}});
-  t.join();
-  ASSERT_TRUE(r) << r.error().message();
-  EXPECT_EQ((*r)["document"], "00ff");
-  EXPECT_EQ(nlohmann::json::parse(got)["nonce"], "ab");
-
-  t = answer_once(p.rot.get(), "not json\n");
-  r = rot.call({{"op", "attest-tpm"}});
-  t.join();
-  ASSERT_FALSE(r);
-  EXPECT_NE(r.error().message().find("not a JSON object"), std::string::npos) << r.error().message();
-  EXPECT_FALSE(rot.gone());
-
-  // A line over 64 KiB (valid JSON, so only its length refuses it), then in sync again.
-  t = answer_once(p.rot.get(), "{\"ok\":true,\"document\":\"" + std::string(70000, 'a') + "\"}\n");
-  r = rot.call({{"op", "attest-tpm"}});
-  t.join();
-  ASSERT_FALSE(r);
-  EXPECT_NE(r.error().message().find("64 KiB"), std::string::npos) << r.error().message();
-  t = answer_once(p.rot.get(), "{\"ok\":true,\"document\":\"01\"}\n");
-  r = rot.call({{"op", "attest-tpm"}});
-  t.join();
-  ASSERT_TRUE(r) << r.error().message();
-  EXPECT_EQ((*r)["document"], "01");
-  // Exactly 64 KiB is accepted.
-  const std::string head = "{\"ok\":true,\"document\":\"", tail = "\"}";
-  t = answer_once(p.rot.get(), head + std::string(RotClient::kMaxLineBytes - head.size() - tail.size(), 'b') + tail + "\n");
-  r = rot.call({{"op", "attest-tpm"}});
-  t.join();
-  EXPECT_TRUE(r) << r.error().message();
-}
-
-TEST(RotClient, ATimeoutEndsTheConnectionForGood) {
-  Pair p;
-  RotClient rot(std::move(p.card), 200ms);
-  const auto start = std::chrono::steady_clock::now();
-  auto r = rot.call({{"op", "attest-tpm"}});
-  ASSERT_FALSE(r);
-  EXPECT_GE(std::chrono::steady_clock::now() - start, 200ms);
-  EXPECT_NE(r.error().message().find("no reply"), std::string::npos) << r.error().message();
-  EXPECT_TRUE(rot.gone());
-  // A late reply changes nothing: later requests fail at once.
-  write_all(p.rot.get(), "{\"ok\":true,\"document\":\"01\"}\n");
-  const auto again = std::chrono::steady_clock::now();
-  EXPECT_FALSE(rot.call({{"op", "attest-tpm"}}));
-  EXPECT_LT(std::chrono::steady_clock::now() - again, 100ms);
-}
-
-TEST(RotClient, EofEndsTheConnectionForGood) {
-  Pair p;
-  RotClient rot(std::move(p.card), 2s);
-  // The peer takes the request, then closes without a reply.
-  auto t = std::thread([fd = p.rot.get()] {
-    read_line(fd);
-    ::shutdown(fd, SHUT_RDWR);
-  });
-  auto r = rot.call({{"op", "attest-tpm"}});
-  t.join();
-  ASSERT_FALSE(r);
-  EXPECT_NE(r.error().message().find("closed"), std::string::npos) << r.error().message();
-  EXPECT_TRUE(rot.gone());
-  EXPECT_FALSE(rot.call({{"op", "attest-tpm"}}));
-}
-
-TEST(RotClient, TheCancelDescriptorEndsAWait) {
-  Pair p, stop;
-  RotClient rot(std::move(p.card), 5s);
-  rot.set_cancel_fd(stop.card.get());
-  write_all(stop.rot.get(), "x");
-  const auto start = std::chrono::steady_clock::now();
-  EXPECT_FALSE(rot.call({{"op", "attest-tpm"}}));
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
-}
-
-// --- the attestor, without azote-rot ---
+// --- the attestor ---
 
 TEST(Attestor, WithoutRotOrCacheItAnswersFailureAndValue) {
   TpmMetrics m;
@@ -369,7 +290,7 @@ TEST(Attestor, ServesChunksOfTheDocumentForItsNonceOnly) {
   TpmMetrics m;
   FakePcrTpm all{0xffffff};
   Pair p;
-  RotClient rot(std::move(p.card), 2s);
+  rot_link::RotClient rot(std::move(p.card), 2s);
   Attestor a(std::ref(all), &rot, m);
   Bytes doc(3000);
   for (size_t i = 0; i < doc.size(); ++i) doc[i] = static_cast<uint8_t>(i);

@@ -24,7 +24,7 @@ TpmResult<std::unique_ptr<Card>> Card::create(const CardOptions& options) {
     if (::fcntl(options.rot_fd, F_SETFD, FD_CLOEXEC) != 0) return errno_error(TpmErrc::kUsage, name);
     if (::getsockopt(options.rot_fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM)
       return make_error(TpmErrc::kUsage, name + ": not a stream socket (a connection to azote-rot was expected)");
-    c->rot_ = std::make_unique<RotClient>(UniqueFd(options.rot_fd));
+    c->rot_ = std::make_unique<rot_link::RotClient>(UniqueFd(options.rot_fd));
     c->metrics_.rot_connected.store(1, std::memory_order_relaxed);
   }
   auto s = control::Server::listen(options.control_path);

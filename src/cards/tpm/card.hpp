@@ -61,7 +61,7 @@ class Card {
   // The key is kept only to encrypt the state writes to come.
   std::optional<StateKey> key_;
   std::unique_ptr<StateFile> state_;
-  std::unique_ptr<RotClient> rot_;  // --rot; kept across a refused open
+  std::unique_ptr<rot_link::RotClient> rot_;  // --rot; kept across a refused open
   std::unique_ptr<TpmEngine> engine_;
   std::unique_ptr<Attestor> attestor_;  // TPM_CC_AZOTE_ATTEST, on the TPM thread
   std::unique_ptr<DataServer> data_;
