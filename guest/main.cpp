@@ -134,6 +134,14 @@ extern "C" [[noreturn]] void azote_user_main(uint64_t start_info) {
   if (a.name == "net-bench") prog_net_bench(a);
   if (a.name == "tpm-pcrs") prog_tpm_pcrs(a);
   if (a.name == "attest") prog_attest(a);
+  if (a.name == "nsm-describe") prog_nsm_describe(a);
+  if (a.name == "nsm-pcrs") prog_nsm_pcrs(a);
+  if (a.name == "nsm-extend") prog_nsm_extend(a);
+  if (a.name == "nsm-lock") prog_nsm_lock(a);
+  if (a.name == "nsm-lock-range") prog_nsm_lock_range(a);
+  if (a.name == "nsm-attest") prog_nsm_attest(a);
+  if (a.name == "nsm-random") prog_nsm_random(a);
+  if (a.name == "nsm-raw") prog_nsm_raw(a);
   Line().s(kPrefix).s("unknown program ").s(a.name).print();
   exit(127);
 }

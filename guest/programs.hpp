@@ -72,4 +72,25 @@ bool net_lease(const char* who);
 // at 0x..."). (tpm_programs.cpp)
 [[noreturn]] void prog_attest(const Args& args);
 
+// The NSM programs (nsm_programs.cpp), over the user-mode virtio-nsm driver (device 33,
+// ENCLAVES.md §3): one API request per call, 10 s at most each. Exit 2 without a device
+// ("PROG no NSM device"), 1 on device trouble, an {"Error": NAME} answer or a malformed
+// response ("PROG error: ..."), 126 on bad arguments. `nsm-describe`: the raw response
+// ("nsm-response <base64>") and "nsm-describe module_id=... version=... max_pcrs=N
+// locked=... digest=... us=U". `nsm-pcrs [N]`: DescribePCR of 0..N-1 (32), one
+// "nsm-pcr INDEX locked=0|1 HEX" line each. `nsm-extend INDEX DATA_HEX`: "nsm-extend
+// INDEX HEX" (the new value). `nsm-lock INDEX`, `nsm-lock-range RANGE`: "PROG ok".
+// `nsm-attest NONCE_HEX [USER_DATA_HEX [PUBLIC_KEY_HEX]]` ("-" or absent: null, each at
+// most 1024 bytes): "nsm-attestation-document <base64>". `nsm-random`: "nsm-random
+// bytes=N HEX". `nsm-raw REQUEST_HEX`: any 1-16384 bytes as the request, the response
+// printed as "nsm-response <base64>" and never parsed; exit 0 once one came.
+[[noreturn]] void prog_nsm_describe(const Args& args);
+[[noreturn]] void prog_nsm_pcrs(const Args& args);
+[[noreturn]] void prog_nsm_extend(const Args& args);
+[[noreturn]] void prog_nsm_lock(const Args& args);
+[[noreturn]] void prog_nsm_lock_range(const Args& args);
+[[noreturn]] void prog_nsm_attest(const Args& args);
+[[noreturn]] void prog_nsm_random(const Args& args);
+[[noreturn]] void prog_nsm_raw(const Args& args);
+
 }  // namespace az
