@@ -30,13 +30,14 @@ const char* to_string(Role r) {
     case Role::kCardBlk: return "card-blk";
     case Role::kCardNet: return "card-net";
     case Role::kCardTpm: return "card-tpm";
+    case Role::kCardNsm: return "card-nsm";
     case Role::kProbe: return "probe";
   }
   return "?";
 }
 
 std::optional<Role> parse_role(const std::string& s) {
-  for (Role r : {Role::kHv, Role::kCardBlk, Role::kCardNet, Role::kCardTpm, Role::kProbe})
+  for (Role r : {Role::kHv, Role::kCardBlk, Role::kCardNet, Role::kCardTpm, Role::kCardNsm, Role::kProbe})
     if (s == to_string(r)) return r;
   return std::nullopt;
 }
@@ -47,7 +48,7 @@ Json to_json(const SpawnRequest& r) {
   for (const auto& l : r.listens) listens.push_back({{"name", l.name}, {"path", l.path}});
   Json j = {{"op", "spawn"},       {"role", to_string(r.role)}, {"instance", r.instance}, {"slot", r.slot},
             {"args", r.args},      {"files", files},            {"listen", listens},      {"output", r.output},
-            {"enis", r.enis},      {"probe_as", to_string(r.probe_as)},
+            {"enis", r.enis},      {"probe_as", to_string(r.probe_as)}, {"enclave_debug", r.enclave_debug},
             {"limits", {{"memory_mib", r.limits.memory_mib}, {"pids", r.limits.pids},
                         {"cpu_percent", r.limits.cpu_percent}, {"cpus", r.limits.cpus}}}};
   return j;
@@ -107,8 +108,12 @@ Result<SpawnRequest, LaunchError> spawn_request_from_json(const Json& j) {
   if (j.contains("probe_as")) {
     AZOTE_TRY(as, str(j, "probe_as", true));
     const auto pa = parse_role(as);
-    if (!pa || *pa == Role::kProbe) return bad("\"probe_as\" must be hv, card-blk, card-net or card-tpm");
+    if (!pa || *pa == Role::kProbe) return bad("\"probe_as\" must be hv, card-blk, card-net, card-tpm or card-nsm");
     r.probe_as = *pa;
+  }
+  if (j.contains("enclave_debug")) {
+    if (!j["enclave_debug"].is_boolean()) return bad("\"enclave_debug\" must be a boolean");
+    r.enclave_debug = j["enclave_debug"].get<bool>();
   }
   if (j.contains("limits")) {
     const Json& l = j["limits"];

@@ -8,10 +8,11 @@
 // the state directory (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), refuses
 // --seccomp=log, and never runs anything as root. See src/launcher/DESIGN.md.
 //
-//   {"op": "spawn", "role": "hv"|"card-blk"|"card-net"|"card-tpm"|"probe", "instance": "i-...",
+//   {"op": "spawn", "role": "hv"|"card-blk"|"card-net"|"card-tpm"|"card-nsm"|"probe", "instance": "i-..."
+//    (or an enclave "i-...-enc<16 hex>": its own jail, uid and cgroup, apart from its parent's),
 //    "slot": N, "args": [...], "files": [{"name", "path", "access": "r"|"rw"|"append"}],
 //    "listen": [{"name", "path"}], "output": PATH, "limits": {...}, "enis": [...],
-//    "probe_as": ROLE}
+//    "probe_as": ROLE, "enclave_debug": BOOL (card-nsm: its azote-rot binding's debug mode)}
 //       -> {"ok": true, "pid", "starttime", "uid", "cgroup"} + the process's pidfd.
 //       "{NAME}" in args becomes the descriptor number the file or socket NAME got.
 //   {"op": "signal", "pid", "starttime", "signal"}  (only processes it started)
@@ -52,7 +53,7 @@ using LaunchError = Error<LaunchErrc>;
 inline constexpr size_t kMaxMessageBytes = 256 * 1024;
 inline constexpr size_t kMaxFds = 16;
 
-enum class Role { kHv, kCardBlk, kCardNet, kCardTpm, kProbe };
+enum class Role { kHv, kCardBlk, kCardNet, kCardTpm, kCardNsm, kProbe };
 const char* to_string(Role r);
 std::optional<Role> parse_role(const std::string& s);
 
@@ -83,6 +84,9 @@ struct SpawnRequest {
   Limits limits;
   std::vector<std::string> enis;  // hv, card-net: the ENIs whose directories it gets (hv: bound; card-net: its own)
   Role probe_as = Role::kHv;      // probe: whose jail it enters (the running process's)
+  // card-nsm: the enclave was started in debug mode; its documents then carry zero PCRs
+  // (azote-rot's binding says so, not the card).
+  bool enclave_debug = false;
 };
 Json to_json(const SpawnRequest& r);
 Result<SpawnRequest, LaunchError> spawn_request_from_json(const Json& j);

@@ -38,7 +38,8 @@ inline constexpr char kFormat[] = "azote-release-manifest/1";
 // The binaries a release names (what the launcher runs, and itself and azote-rot).
 inline const std::vector<std::string>& release_binaries() {
   static const std::vector<std::string> k = {"azote-launcher", "azote-controller", "azote-hv",
-                                             "azote-card-blk", "azote-card-net",  "azote-card-tpm", "azote-rot"};
+                                             "azote-card-blk", "azote-card-net",  "azote-card-tpm", "azote-card-nsm",
+                                             "azote-rot"};
   return k;
 }
 

@@ -62,6 +62,7 @@ int exec_launcher(const Options& o, const std::vector<std::string>& args) {
                                    "--card-blk", o.card_blk_bin.empty() ? sibling("azote-card-blk") : o.card_blk_bin,
                                    "--card-net", o.card_net_bin.empty() ? sibling("azote-card-net") : o.card_net_bin,
                                    "--card-tpm", sibling("azote-card-tpm"),
+                                   "--card-nsm", sibling("azote-card-nsm"),
                                    "--rot", sibling("azote-rot"),
                                    "--uid-base", std::to_string(o.uid_base),
                                    "--cgroup-favordynmods", o.favordynmods ? "on" : "off",

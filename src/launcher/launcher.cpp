@@ -67,7 +67,10 @@ std::string fnv_hex(const std::string& s) {
   return b;
 }
 
-bool valid_instance(const std::string& id) { return std::regex_match(id, std::regex("i-[0-9a-f]{8,17}")); }
+// An instance, or one of its enclaves (its own jail, uid and cgroup beside its parent's).
+bool valid_instance(const std::string& id) {
+  return std::regex_match(id, std::regex("i-[0-9a-f]{8,17}(-enc[0-9a-f]{16})?"));
+}
 bool valid_eni(const std::string& id) { return std::regex_match(id, std::regex("eni-[0-9a-f]{8,17}")); }
 
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
@@ -124,7 +127,8 @@ Result<std::unique_ptr<Launcher>, LauncherError> Launcher::create(Options o) {
     for (const auto& [name, path] : {std::pair<std::string, std::string>{"azote-hv", l->o_.hv_bin},
                                      {"azote-card-blk", l->o_.card_blk_bin},
                                      {"azote-card-net", l->o_.card_net_bin},
-                                     {"azote-card-tpm", l->o_.card_tpm_bin}})
+                                     {"azote-card-tpm", l->o_.card_tpm_bin},
+                                     {"azote-card-nsm", l->o_.card_nsm_bin}})
       if (path.empty()) {
         continue;
       } else if (auto s = l->seal_binary(name, path); !s) {
@@ -477,6 +481,7 @@ Result<void, LauncherError> Launcher::start_guard() {
                                      {"azote-card-blk", o_.card_blk_bin},
                                      {"azote-card-net", o_.card_net_bin},
                                      {"azote-card-tpm", o_.card_tpm_bin},
+                                     {"azote-card-nsm", o_.card_nsm_bin},
                                      {"azote-rot", o_.rot_bin}})
       if (!path.empty()) guarded_binaries_[path] = name;
     rehash_at_ = std::chrono::steady_clock::now() + std::chrono::seconds(o_.guard_rehash_seconds);
@@ -839,20 +844,29 @@ std::pair<const char*, const std::string*> Launcher::binary_of(Role r) const {
     case Role::kCardBlk: return {"azote-card-blk", &o_.card_blk_bin};
     case Role::kCardNet: return {"azote-card-net", &o_.card_net_bin};
     case Role::kCardTpm: return {"azote-card-tpm", &o_.card_tpm_bin};
+    case Role::kCardNsm: return {"azote-card-nsm", &o_.card_nsm_bin};
     case Role::kProbe: break;
   }
   return {"azote-probe", &o_.probe_bin};
 }
 
-Result<UniqueFd, LauncherError> Launcher::rot_tpm_connection(const std::string& instance) {
+Result<UniqueFd, LauncherError> Launcher::rot_card_connection(const std::string& instance, bool nsm, bool debug) {
   if (!launcher_dir_ || rot_pid_ <= 0) return make_error(LauncherErrc::kSetup, "azote-rot is not running");
   // Through the directory's descriptor: a renamed <state>/.launcher cannot redirect it.
   const std::string via = "/proc/self/fd/" + std::to_string(launcher_dir_.get()) + "/rot-tpm.sock";
   auto c = control::Client::connect(via, std::chrono::milliseconds(0));
   if (!c) return make_error(LauncherErrc::kSetup, "azote-rot's TPM socket: " + c.error().message());
   // The connection's first line, which azote-rot takes only from here (root's socket).
-  if (auto r = c->call({{"op", "bind"}, {"instance", instance}}, std::chrono::seconds(2)); !r)
-    return make_error(LauncherErrc::kSetup, "binding the TPM card's connection to azote-rot: " + r.error().message());
+  // An enclave's NSM card: bound to the enclave (its id's prefix is the parent instance)
+  // and its debug mode, so that its documents carry that enclave's id and, in debug
+  // mode, zero PCRs — whatever the card asks.
+  Json bind = {{"op", "bind"}, {"instance", instance.substr(0, instance.find("-enc"))}};
+  if (nsm) {
+    bind["enclave"] = instance;
+    bind["debug"] = debug;
+  }
+  if (auto r = c->call(bind, std::chrono::seconds(2)); !r)
+    return make_error(LauncherErrc::kSetup, "binding the card's connection to azote-rot: " + r.error().message());
   return std::move(c).value().release();
 }
 
@@ -869,7 +883,13 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
     if (!valid_eni(e)) return refuse("spawn: \"" + e + "\" is not an ENI id");
   const auto [bin_name, bin_path] = binary_of(r.role);
   const std::string& bin = *bin_path;
-  if (bin.empty()) return refuse(std::string("spawn: this host has no ") + bin_name + " (azote-launcher --card-tpm)");
+  if (bin.empty())
+    return refuse(std::string("spawn: this host has no ") + bin_name + " (azote-launcher --" + (bin_name + 6) + ")");
+  // An enclave's processes are its hv and its NSM card; an instance's never an NSM card.
+  const bool enclave = r.instance.find("-enc") != std::string::npos;
+  if (enclave && r.role != Role::kHv && r.role != Role::kCardNsm && r.role != Role::kProbe)
+    return refuse(std::string("spawn: an enclave runs only an hv and an NSM card, not ") + to_string(r.role));
+  if (!enclave && r.role == Role::kCardNsm) return refuse("spawn: an NSM card serves an enclave (i-...-enc...)");
   // Before anything is made for it (directories, cgroup leaf): a binary the release refused.
   if (const auto it = refused_.find(bin_name); it != refused_.end()) return refuse("spawn: " + it->second);
   const uint32_t id = id_of(r.role, r.slot);
@@ -904,15 +924,16 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
     add("kvm", std::move(kvm));
   }
   bool rot_link = false;
-  if (r.role == Role::kCardTpm) {
-    // Its connection to azote-rot, bound here to its instance: the card can ask for
-    // NitroTPM documents of that instance and nothing else. Without azote-rot the card
-    // runs without (its guest's attestation requests fail).
-    if (auto c = rot_tpm_connection(r.instance)) {
+  if (r.role == Role::kCardTpm || r.role == Role::kCardNsm) {
+    // Its connection to azote-rot, bound here to its instance (or enclave): the card can
+    // ask for documents of that instance (enclave) and nothing else. Without azote-rot
+    // the card runs without (its guest's attestation requests fail).
+    if (auto c = rot_card_connection(r.instance, r.role == Role::kCardNsm, r.enclave_debug)) {
       add("rot", std::move(c).value());
       rot_link = true;
     } else {
-      LOG_WARN("azote-launcher: the TPM card of %s runs without attestation: %s", r.instance.c_str(), c.error().message().c_str());
+      LOG_WARN("azote-launcher: the %s of %s runs without attestation: %s", to_string(r.role), r.instance.c_str(),
+               c.error().message().c_str());
     }
   }
   if (r.role == Role::kCardNet) {
@@ -946,7 +967,8 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
   if (rot_link) argv.insert(argv.end(), {"--rot", "fd:" + std::to_string(number["rot"])});
   sandbox::JailSpec spec;
   std::vector<UniqueFd> bind_fds;  // the binds' directories, held open until the spawn is done
-  spec.name = "azote-" + std::string(to_string(r.role)) + "-" + r.instance.substr(2, 8);
+  spec.name = "azote-" + std::string(to_string(r.role)) + "-" + r.instance.substr(2, 8) +
+              (enclave ? "-e" + r.instance.substr(r.instance.size() - 4) : "");
   spec.root_dir = o_.state_dir + "/.jail";
   spec.uid = id;
   spec.gid = id;

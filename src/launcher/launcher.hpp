@@ -38,6 +38,7 @@ struct Options {
   std::string state_dir;
   std::string controller_bin, hv_bin, card_blk_bin, card_net_bin, probe_bin;
   std::string card_tpm_bin;  // optional: without it no instance gets a TPM
+  std::string card_nsm_bin;  // optional: without it no enclave can start
   std::string rot_bin;  // --rot: azote-rot, started at host start; empty: no root of trust
   std::string test_socket;  // with probe_bin: root-only socket for probe requests
   uint32_t uid_base = 2'000'000'000;
@@ -172,7 +173,7 @@ class Launcher {
   UniqueFd launcher_dir_, rot_tpm_listen_;
   // A connection to azote-rot's TPM socket bound to `instance` (for its TPM card), or
   // an error (the card then runs without attestation).
-  Result<UniqueFd, LauncherError> rot_tpm_connection(const std::string& instance);
+  Result<UniqueFd, LauncherError> rot_card_connection(const std::string& instance, bool nsm, bool debug);
   std::optional<std::chrono::steady_clock::time_point> rot_restart_at_;
   pid_t controller_pid_ = 0;
   UniqueFd controller_pidfd_;

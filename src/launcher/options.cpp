@@ -36,6 +36,7 @@ Result<Options, LauncherError> parse_args(const std::vector<std::string>& args) 
     else if (flag == "--card-blk") o.card_blk_bin = value;
     else if (flag == "--card-net") o.card_net_bin = value;
     else if (flag == "--card-tpm") o.card_tpm_bin = value;
+    else if (flag == "--card-nsm") o.card_nsm_bin = value;
     else if (flag == "--probe") o.probe_bin = value;
     else if (flag == "--rot") o.rot_bin = value;
     else if (flag == "--test-socket") o.test_socket = value;
@@ -75,7 +76,7 @@ Result<Options, LauncherError> parse_args(const std::vector<std::string>& args) 
 
 const char* usage_text() {
   return R"(Usage: azote-launcher --state-dir DIR --controller BIN --hv BIN --card-blk BIN
-                     --card-net BIN [--card-tpm BIN] [--uid-base N] [--cgroup-favordynmods on|off]
+                     --card-net BIN [--card-tpm BIN] [--card-nsm BIN] [--uid-base N] [--cgroup-favordynmods on|off]
                      [--rot BIN] [--write-guard auto|on|off] [--guard-rehash-seconds N]
                      [--probe BIN --test-socket PATH]
                      -- CONTROLLER-ARGS...
@@ -87,9 +88,10 @@ the cards in jails of their own (namespaces, a minimal read-only root, cgroups, 
 non-root uid, no capabilities), opening the files they need for them.
 
   --state-dir DIR    the host's state directory (owned by the controller's uid)
-  --controller BIN   azote-controller; --hv, --card-blk, --card-net, --card-tpm:
-                     the processes it may start (nothing else); without --card-tpm
-                     no instance gets a TPM
+  --controller BIN   azote-controller; --hv, --card-blk, --card-net, --card-tpm,
+                     --card-nsm: the processes it may start (nothing else);
+                     without --card-tpm no instance gets a TPM, without
+                     --card-nsm no enclave starts
   --rot BIN          azote-rot, the host's root of trust: started at start as uid
                      N+2 with <state>/rot (0700) as its state, serving the
                      controller on <state>/rot.sock; its layers: itself, this
