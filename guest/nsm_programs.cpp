@@ -245,8 +245,15 @@ Bytes hex_arg(const char* prog, const char* name, Str arg, uint8_t* out, uint32_
 }
 
 // ------------------------------------------------------------------ nsm-attest
-[[noreturn]] void prog_nsm_attest_impl(const Args& a) {
+[[noreturn]] void prog_nsm_attest_impl(const Args& given) {
   constexpr const char* kProg = "nsm-attest";
+  // --park: stay up after the document (an enclave that attests, then keeps running).
+  Args a = given;
+  const bool stay = a.argc > 0 && a.argv[0] == "--park";
+  if (stay) {
+    for (size_t i = 1; i < a.argc; ++i) a.argv[i - 1] = a.argv[i];
+    --a.argc;
+  }
   if (a.argc < 1) usage_error(kProg, "missing NONCE_HEX (want NONCE_HEX [USER_DATA_HEX [PUBLIC_KEY_HEX]])", Str{});
   if (a.argc > 3)
     usage_error(kProg, "too many arguments (want NONCE_HEX [USER_DATA_HEX [PUBLIC_KEY_HEX]]), got", a.argv[3]);
@@ -266,6 +273,7 @@ Bytes hex_arg(const char* prog, const char* name, Str arg, uint8_t* out, uint32_
   Line l;
   l.s(kPrefix).s("nsm-attest ok bytes=").u(doc.n);
   put_us(l, ticks).print();
+  if (stay) park();
   exit(0);
 }
 

@@ -80,9 +80,10 @@ bool net_lease(const char* who);
 // locked=... digest=... us=U". `nsm-pcrs [N]`: DescribePCR of 0..N-1 (32), one
 // "nsm-pcr INDEX locked=0|1 HEX" line each. `nsm-extend INDEX DATA_HEX`: "nsm-extend
 // INDEX HEX" (the new value). `nsm-lock INDEX`, `nsm-lock-range RANGE`: "PROG ok".
-// `nsm-attest NONCE_HEX [USER_DATA_HEX [PUBLIC_KEY_HEX]]` ("-" or absent: null, each at
-// most 1024 bytes): "nsm-attestation-document <base64>". `nsm-random`: "nsm-random
-// bytes=N HEX". `nsm-raw REQUEST_HEX`: any 1-16384 bytes as the request, the response
+// `nsm-attest [--park] NONCE_HEX [USER_DATA_HEX [PUBLIC_KEY_HEX]]` ("-" or absent: null,
+// each at most 1024 bytes): "nsm-attestation-document <base64>" (--park: the CPU then
+// parks, an enclave that stays up). `nsm-random`: "nsm-random bytes=N HEX".
+// `nsm-raw REQUEST_HEX`: any 1-16384 bytes as the request, the response
 // printed as "nsm-response <base64>" and never parsed; exit 0 once one came.
 [[noreturn]] void prog_nsm_describe(const Args& args);
 [[noreturn]] void prog_nsm_pcrs(const Args& args);

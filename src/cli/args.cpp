@@ -71,6 +71,8 @@ std::vector<CommandSpec> build_commands() {
          "instance metadata service: optional (default: IMDSv1 and IMDSv2) or required (IMDSv2 only)"},
         {"--no-network-interface", K::kSwitch, false, "",
          "launch without a network interface (also when the host has no network card)"},
+        {"--enclave-options", K::kValue, false, "Enabled=true|false",
+         "whether enclaves may be carved from the instances (azote enclave run-enclave)"},
         {kWait.name, kWait.kind, false, "", "wait until every instance is running"}}},
       {"describe-instances", Rpc::kDescribeInstances, "describe instances", "",
        {{"--instance-ids", K::kList, false, "ID ...", "only these instances (default: all)"}}},
@@ -176,6 +178,22 @@ std::vector<CommandSpec> build_commands() {
        {{"--manifest", K::kValue, true, "FILE", "the release manifest"},
         {"--public-key", K::kValue, true, "PEM_FILE", "the release key's public half"},
         {"--bin-dir", K::kValue, false, "DIR", "also check the binaries there against the manifest"}}},
+      {"enclave run-enclave", Rpc::kRunEnclave,
+       "start an enclave from an EIF on a parent instance with enclave support (its vCPUs and memory)", "",
+       {{"--instance-id", K::kValue, true, "ID", "the parent instance (launched with --enclave-options Enabled=true)"},
+        {"--eif-path", K::kValue, true, "FILE", "the enclave image (azote enclave build-enclave)"},
+        {"--cpu-count", K::kValue, true, "N", "vCPUs taken from the parent (it keeps at least one)"},
+        {"--memory", K::kValue, true, "MiB", "memory taken from the parent: at least 64 and 4 times the image"},
+        {"--enclave-cid", K::kValue, false, "CID", "the enclave's vsock CID, 4 to 4294967294 (default: chosen)"},
+        {"--debug-mode", K::kSwitch, false, "",
+         "console readable (azote enclave console); its attestation documents carry zero PCRs"},
+        {"--enclave-name", K::kValue, false, "NAME", "a name (default: the image's)"}}},
+      {"enclave describe-enclaves", Rpc::kDescribeEnclaves, "describe the enclaves of the host or of one instance", "",
+       {{"--instance-id", K::kValue, false, "ID", "only this parent's enclaves"}}},
+      {"enclave terminate-enclave", Rpc::kTerminateEnclave, "terminate an enclave (its vCPUs and memory go back)", "",
+       {{"--enclave-id", K::kValue, true, "ID", "the enclave (i-...-enc...)"}}},
+      {"enclave console", Rpc::kGetEnclaveConsole, "print a debug-mode enclave's console (last 64 KiB)", "",
+       {{"--enclave-id", K::kValue, true, "ID", "the enclave"}}},
       {"enclave build-enclave", Rpc::kNone,
        "write an Enclave Image File (EIF) and print its measurements, as nitro-cli build-enclave (local)", "",
        {{"--kernel", K::kValue, true, "FILE", "the enclave's kernel (bzImage, or the built-in guest's ELF)"},
@@ -342,6 +360,42 @@ CliResult<Action> Builder::build() {
         req->set_http_tokens(*tokens);
       }
       req->set_no_network_interface(raw_.has("--no-network-interface"));
+      if (raw_.has("--enclave-options")) {
+        auto enabled = parse_enclave_options(raw_.get("--enclave-options"));
+        if (!enabled.ok()) return usage(prefix() + "--enclave-options: " + enabled.error());
+        req->set_enclave_enabled(*enabled);
+      }
+      return Action{remote(req)};
+    }
+    case Rpc::kRunEnclave: {
+      auto req = std::make_shared<v1::RunEnclaveRequest>();
+      req->set_instance_id(raw_.get("--instance-id"));
+      auto eif = read_whole_file(raw_.get("--eif-path"), 256ull << 20);
+      if (!eif.ok()) return usage(prefix() + "--eif-path: " + eif.error());
+      req->set_eif(std::move(eif).value());
+      AZOTE_TRY(cpus, number("--cpu-count", 1, 254));
+      req->set_cpu_count(static_cast<uint32_t>(cpus));
+      AZOTE_TRY(mem, number("--memory", 1, 1 << 20));
+      req->set_memory_mib(static_cast<uint32_t>(mem));
+      AZOTE_TRY(cid, number("--enclave-cid", 1, kU32Max));
+      req->set_enclave_cid(static_cast<uint64_t>(cid));
+      req->set_debug_mode(raw_.has("--debug-mode"));
+      req->set_enclave_name(raw_.get("--enclave-name"));
+      return Action{remote(req)};
+    }
+    case Rpc::kDescribeEnclaves: {
+      auto req = std::make_shared<v1::DescribeEnclavesRequest>();
+      req->set_instance_id(raw_.get("--instance-id"));
+      return Action{remote(req)};
+    }
+    case Rpc::kTerminateEnclave: {
+      auto req = std::make_shared<v1::TerminateEnclaveRequest>();
+      req->set_enclave_id(raw_.get("--enclave-id"));
+      return Action{remote(req)};
+    }
+    case Rpc::kGetEnclaveConsole: {
+      auto req = std::make_shared<v1::GetEnclaveConsoleRequest>();
+      req->set_enclave_id(raw_.get("--enclave-id"));
       return Action{remote(req)};
     }
     case Rpc::kDescribeInstances: {
@@ -798,6 +852,15 @@ Result<std::string, std::string> read_whole_file(const std::string& path, uint64
     }
   }
   return data;
+}
+
+Result<bool, std::string> parse_enclave_options(std::string_view text) {
+  const std::string t(text);
+  if (t == "Enabled=true") return true;
+  if (t == "Enabled=false") return false;
+  const auto j = nlohmann::json::parse(t, nullptr, false);
+  if (j.is_object() && j.size() == 1 && j.contains("Enabled") && j["Enabled"].is_boolean()) return j["Enabled"].get<bool>();
+  return Unexpected{std::string("\"") + t + "\" is not Enabled=true, Enabled=false or {\"Enabled\": true|false}"};
 }
 
 Result<std::string, std::string> parse_metadata_options(std::string_view text) {

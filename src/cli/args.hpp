@@ -86,6 +86,10 @@ enum class Rpc {
   kRevokeSecurityGroupIngress,
   kRevokeSecurityGroupEgress,
   kDescribeSecurityGroups,
+  kRunEnclave,
+  kDescribeEnclaves,
+  kTerminateEnclave,
+  kGetEnclaveConsole,
   kNone,  // a local command
 };
 
@@ -183,6 +187,9 @@ Result<std::vector<v1::Tag>, std::string> parse_tag_specification(std::string_vi
 // --metadata-options: shorthand "HttpTokens=required" or JSON {"HttpTokens": "required"};
 // the value of HttpTokens (the controller judges it), or a sentence.
 Result<std::string, std::string> parse_metadata_options(std::string_view text);
+
+// --enclave-options: shorthand "Enabled=true" or JSON {"Enabled": true}; the value, or a sentence.
+Result<bool, std::string> parse_enclave_options(std::string_view text);
 
 // --port: "22", "1000-2000", "-1", or for ICMP "TYPE-CODE" ("8--1": type 8, any code).
 Result<std::pair<int, int>, std::string> parse_port_range(std::string_view text);

@@ -81,6 +81,10 @@ Result<std::unique_ptr<Message>, api::ApiError> call(Stub& s, Rpc rpc, const Mes
     case Rpc::kRevokeSecurityGroupIngress: return invoke(s, &Stub::RevokeSecurityGroupIngress, req, g);
     case Rpc::kRevokeSecurityGroupEgress: return invoke(s, &Stub::RevokeSecurityGroupEgress, req, g);
     case Rpc::kDescribeSecurityGroups: return invoke(s, &Stub::DescribeSecurityGroups, req, g);
+    case Rpc::kRunEnclave: return invoke(s, &Stub::RunEnclave, req, g);
+    case Rpc::kDescribeEnclaves: return invoke(s, &Stub::DescribeEnclaves, req, g);
+    case Rpc::kTerminateEnclave: return invoke(s, &Stub::TerminateEnclave, req, g);
+    case Rpc::kGetEnclaveConsole: return invoke(s, &Stub::GetEnclaveConsole, req, g);
     case Rpc::kNone: break;
   }
   return Unexpected{api::ApiError{api::ApiError::Category::kApi, "Unsupported", "not an API command"}};

@@ -114,6 +114,19 @@ TEST(Parse, EnclaveCommandsTakeNitroCliFlags) {
             std::string::npos);
   EXPECT_NE(parse_error({"enclave", "pcr", "--input", "a", "--signing-certificate", "b"}).find("exactly one"),
             std::string::npos);
+  // run-instances --enclave-options, shorthand or JSON.
+  r = parse({"run-instances", "--image-id", "ami-1", "--enclave-options", "Enabled=true"});
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_TRUE(request_of<v1::RunInstancesRequest>(*r).enclave_enabled());
+  r = parse({"run-instances", "--image-id", "ami-1", "--enclave-options", R"({"Enabled": false})"});
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_FALSE(request_of<v1::RunInstancesRequest>(*r).enclave_enabled());
+  EXPECT_NE(parse_error({"run-instances", "--image-id", "ami-1", "--enclave-options", "Enabled=yes"}).find("--enclave-options"),
+            std::string::npos);
+  EXPECT_NE(parse_error({"enclave", "run-enclave", "--instance-id", "i-1", "--eif-path", "/nonexistent.eif", "--cpu-count",
+                         "1", "--memory", "64"})
+                .find("--eif-path"),
+            std::string::npos);
   r = parse({"enclave", "describe-eif", "--eif-path", "x.eif"});
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(std::get<DescribeEif>(r->action).path, "x.eif");
@@ -553,7 +566,7 @@ TEST(Tags, SeveralSpecificationsAddUp) {
 TEST(Help, EveryCommandExitsZeroAndMentionsEachFlag) {
   // Written out independently of the command table.
   const std::map<std::string, std::vector<std::string>> expected = {
-      {"run-instances", {"--image-id", "--instance-type", "--count", "--user-data", "--tag-specifications",
+      {"run-instances", {"--enclave-options", "--image-id", "--instance-type", "--count", "--user-data", "--tag-specifications",
                          "--client-token", "--wait", "--security-group-ids", "--subnet-id", "--metadata-options",
                          "--no-network-interface"}},
       {"describe-instances", {"--instance-ids"}},
@@ -591,6 +604,11 @@ TEST(Help, EveryCommandExitsZeroAndMentionsEachFlag) {
       {"enclave build-enclave", {"--kernel", "--initrd", "--cmdline", "--output-file", "--signing-certificate",
                                  "--private-key", "--name", "--version", "--metadata"}},
       {"enclave describe-eif", {"--eif-path"}},
+      {"enclave run-enclave", {"--instance-id", "--eif-path", "--cpu-count", "--memory", "--enclave-cid", "--debug-mode",
+                               "--enclave-name"}},
+      {"enclave describe-enclaves", {"--instance-id"}},
+      {"enclave terminate-enclave", {"--enclave-id"}},
+      {"enclave console", {"--enclave-id"}},
       {"enclave pcr", {"--input", "--signing-certificate"}},
   };
   EXPECT_EQ(expected.size(), commands().size());

@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
 
 namespace azote::cli {
 namespace {
@@ -217,7 +218,55 @@ Table volumes_table(const google::protobuf::RepeatedPtrField<v1::Volume>& volume
   return t;
 }
 
+namespace {
+// An enclave as nitro-cli prints it (ENCLAVES.md §5), PascalCase keys; describe adds
+// State, Flags, Measurements and the image's name and version.
+nlohmann::ordered_json nitro_enclave(const v1::Enclave& e, bool describe) {
+  nlohmann::ordered_json j;
+  j["EnclaveName"] = e.enclave_name();
+  j["EnclaveID"] = e.enclave_id();
+  j["ProcessID"] = e.process_id();
+  j["EnclaveCID"] = e.enclave_cid();
+  j["NumberOfCPUs"] = e.number_of_cpus();
+  j["CPUIDs"] = nlohmann::ordered_json::array();
+  for (uint32_t c : e.cpu_ids()) j["CPUIDs"].push_back(c);
+  j["MemoryMiB"] = e.memory_mib();
+  if (describe) {
+    j["State"] = e.state();
+    j["Flags"] = e.flags();
+    nlohmann::ordered_json m;
+    for (const char* k : {"HashAlgorithm", "PCR0", "PCR1", "PCR2", "PCR8"})
+      if (const auto it = e.measurements().find(k); it != e.measurements().end()) m[k] = it->second;
+    j["Measurements"] = m;
+    j["ImageName"] = e.image_name();
+    j["ImageVersion"] = e.image_version();
+    j["InstanceID"] = e.instance_id();
+  }
+  return j;
+}
+}  // namespace
+
 std::string render_response(Rpc rpc, const google::protobuf::Message& response, OutputFormat format) {
+  // The enclave commands print nitro-cli's JSON, whatever --output says.
+  switch (rpc) {
+    case Rpc::kRunEnclave: return nitro_enclave(static_cast<const v1::Enclave&>(response), false).dump(2) + "\n";
+    case Rpc::kDescribeEnclaves: {
+      nlohmann::ordered_json a = nlohmann::ordered_json::array();
+      for (const auto& e : static_cast<const v1::DescribeEnclavesResponse&>(response).enclaves())
+        a.push_back(nitro_enclave(e, true));
+      return a.dump(2) + "\n";
+    }
+    case Rpc::kTerminateEnclave: {
+      const auto& t = static_cast<const v1::TerminateEnclaveResponse&>(response);
+      nlohmann::ordered_json j;
+      j["EnclaveName"] = t.enclave_name();
+      j["EnclaveID"] = t.enclave_id();
+      j["Terminated"] = t.terminated();
+      return j.dump(2) + "\n";
+    }
+    case Rpc::kGetEnclaveConsole: return static_cast<const v1::GetEnclaveConsoleResponse&>(response).output();
+    default: break;
+  }
   if (format == OutputFormat::kJson) return to_json(response);
   const bool table = format == OutputFormat::kTable;
   std::string out;
@@ -397,6 +446,10 @@ std::string render_response(Rpc rpc, const google::protobuf::Message& response, 
       for (const auto& g : r.security_groups()) text_group(out, g);
       return out;
     }
+    case Rpc::kRunEnclave:
+    case Rpc::kDescribeEnclaves:
+    case Rpc::kTerminateEnclave:
+    case Rpc::kGetEnclaveConsole:
     case Rpc::kNone:
       break;
   }

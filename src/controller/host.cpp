@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "attest/attest.hpp"
+#include "controller/host_shared.hpp"
 #include "base/hex.hpp"
 #include "base/log.hpp"
 #include "control/control.hpp"
@@ -31,24 +32,18 @@
 namespace azote::controller {
 namespace {
 
+using namespace host_shared;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using K = ApiError::Kind;
 
 constexpr int kWorkers = 3;
-constexpr auto kControlTimeout = 10s;
-constexpr int kStopGraceMs = 10'000;
-constexpr size_t kConsoleBytes = 64 * 1024;
 constexpr uint64_t kTagWake = ~0ull;
 constexpr uint64_t kTagLauncher = ~0ull - 1;
 // What a card may use (the limits of its cgroup): the block card's io_uring rings and
 // bounce buffers, the network card's queues and inboxes.
 constexpr uint64_t kCardMemoryMib = 512;
 constexpr uint64_t kCardPids = 64;
-// azote-hv beyond guest memory: its code, KVM's per-vCPU structures, the vhost-user
-// frontend; and threads beyond one per vCPU.
-constexpr uint64_t kHvOverheadMib = 96;
-constexpr uint64_t kHvExtraPids = 16;
 // A card is pinged every kLivenessPeriod; kLivenessStrikes pings in a row without an
 // answer within kPingTimeout (a hung control loop: a card alive but serving nothing)
 // and it is killed, then restarted by the supervisor.
@@ -67,15 +62,6 @@ bool holds_capacity(std::string_view s) {
   return s == state::kPending || s == state::kRunning || s == state::kStopping || s == state::kShuttingDown;
 }
 
-std::string read_tail(const std::string& path, size_t max) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return {};
-  f.seekg(0, std::ios::end);
-  const std::streamoff size = f.tellg();
-  const std::streamoff from = size > static_cast<std::streamoff>(max) ? size - static_cast<std::streamoff>(max) : 0;
-  f.seekg(from);
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
 
 // Everything a Unix socket server sends before closing (the card's metrics endpoint).
 std::string read_unix_socket(const std::string& path) {
@@ -113,6 +99,7 @@ std::string request_hash(const RunRequest& r) {
   if (!r.subnet_id.empty()) j["subnet"] = r.subnet_id;
   if (!r.security_group_ids.empty()) j["groups"] = r.security_group_ids;
   if (!r.http_tokens.empty()) j["http_tokens"] = r.http_tokens;
+  if (r.enclave_enabled) j["enclave_enabled"] = true;
   return sha256_hex(j.dump());
 }
 
@@ -128,27 +115,7 @@ std::string seccomp_line(const std::string& log_path) {
   return tail.substr(start == std::string::npos ? 0 : start + 1, end == std::string::npos ? std::string::npos : end - (start == std::string::npos ? 0 : start + 1));
 }
 
-// Whether the process behind a control socket answers at all (a refusal of the
-// unknown "ping" is an answer): it is alive and its control loop turns.
-bool answers(const std::string& ctl, std::chrono::milliseconds timeout) {
-  auto r = control::call_once(ctl, {{"op", "ping"}}, timeout);
-  return r.ok() || r.error().code == control::ControlErrc::kRefused;
-}
 
-std::string exit_reason(int status) {
-  switch (status) {
-    case 64: return "the hypervisor refused its configuration (status 64)";
-    case 65: return "the kernel image could not be loaded (status 65)";
-    case 71: return "the hypervisor could not set up host resources (status 71)";
-    case 74: return "a card could not be reached (status 74)";
-    case 80: return "the guest triple-faulted (status 80)";
-    case 81: return "the guest ran an instruction the hypervisor cannot emulate (status 81)";
-    case 137: return "the hypervisor was killed (SIGKILL)";
-    case 128 + SIGSYS: return "the hypervisor was killed by its seccomp filter (SIGSYS)";
-    case -1: return "the hypervisor exited; its status is unknown (adopted after a controller restart)";
-    default: return "the hypervisor exited with status " + std::to_string(status);
-  }
-}
 
 }  // namespace
 
@@ -257,6 +224,8 @@ int Host::free_slot() const {
   std::set<int> used;
   for (const auto& [id, rt] : rt_)
     if (rt.slot >= 0) used.insert(rt.slot);
+  for (const auto& [id, e] : enclaves_)
+    if (e.slot >= 0) used.insert(e.slot);
   int s = 0;
   while (used.count(s)) ++s;
   return s;
@@ -905,6 +874,7 @@ ApiResult<RunResult> Host::run_instances(const RunRequest& req) {
     inst.tags = r.tags;
     inst.client_token = r.client_token;
     inst.http_tokens = http_tokens;
+    inst.enclave_enabled = r.enclave_enabled;
     if (subnet) {
       EniRec e;
       e.id = new_id("eni");
@@ -1912,6 +1882,7 @@ ApiResult<void> Host::start_instance_card(Card& blk, const std::vector<VolumeRec
 }
 
 void Host::stop_hv(const std::string& id, bool force) {
+  end_enclaves_of(id);  // enclaves die with their parent, before it
   std::unique_lock lock(mu_);
   Runtime& rt = rt_[id];
   if (rt.hv) {
@@ -2337,6 +2308,7 @@ ApiResult<void> Host::recover() {
   // controller, which died before it wrote the pid down): not trusted, not kept.
   if (auto d = procs_.describe(); d) {
     std::set<pid_t> known = handled;
+    std::set<std::string> enclaves;  // not adopted: a controller restart ends the host's enclaves
     for (const auto& [id, rt] : rt_) {
       if (rt.hv) known.insert(rt.hv->pid);
       for (const auto* c : rt.cards())
@@ -2353,6 +2325,12 @@ ApiResult<void> Host::recover() {
       (void)procs_.reap(*proc);
       const std::string of = p.value("instance", "").empty() ? "" : " of " + p.value("instance", "");
       LOG_WARN("controller: killed a %s%s (pid %d) that no record names", role.c_str(), of.c_str(), pid);
+      if (const std::string inst = p.value("instance", ""); inst.find("-enc") != std::string::npos) enclaves.insert(inst);
+    }
+    for (const auto& e : enclaves) {
+      procs_.release(e);
+      std::error_code gone;
+      fs::remove_all(instance_dir(e), gone);
     }
   } else {
     LOG_WARN("controller: %s", d.error().message().c_str());

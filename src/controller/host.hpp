@@ -69,6 +69,7 @@ struct RunRequest {
   std::string subnet_id;                        // default: the default subnet
   std::string http_tokens;                      // "optional" (default) or "required"
   bool no_network = false;                      // no network interface at all
+  bool enclave_enabled = false;                 // enclaves may be carved from it
 };
 struct SubnetView {
   SubnetRec rec;
@@ -101,6 +102,26 @@ struct ImageRequest {
   std::string tpm_support;  // "v2.0" or empty
 };
 
+// Enclaves (host_enclaves.cpp): nitro-cli's run-enclave, describe-enclaves,
+// terminate-enclave and console, on a parent instance launched with enclave support.
+struct EnclaveRequest {
+  std::string instance_id;  // the parent
+  std::string eif;          // the image's bytes
+  std::string name;         // default: the image's ImageName
+  uint32_t cpu_count = 0;
+  uint32_t memory_mib = 0;
+  uint64_t cid = 0;         // 0: chosen
+  bool debug = false;
+};
+struct EnclaveView {
+  std::string id, name, instance_id, state, flags, image_name, image_version;
+  int64_t pid = 0;
+  uint64_t cid = 0;
+  uint32_t cpus = 0;
+  uint64_t memory_mib = 0;
+  std::map<std::string, std::string> measurements;  // HashAlgorithm, PCR0, PCR1, PCR2[, PCR8]
+};
+
 class Host {
  public:
   static ApiResult<std::unique_ptr<Host>> open(const HostOptions& o, const pki::HostPki& pki, Processes& procs);
@@ -113,6 +134,14 @@ class Host {
   ApiResult<std::vector<StateChange>> reboot_instances(const std::vector<std::string>& ids);
   ApiResult<std::vector<StateChange>> terminate_instances(const std::vector<std::string>& ids);
   ApiResult<std::string> console_output(const std::string& id);
+  // An enclave from its parent's budget: checked (the image whole, the limits of
+  // nitro-cli, the parent's vCPUs and memory), then its NSM card and its azote-hv
+  // started in a jail of its own, under a uid of its own, with no other device.
+  ApiResult<EnclaveView> run_enclave(const EnclaveRequest& r);
+  ApiResult<std::vector<EnclaveView>> describe_enclaves(const std::string& instance_id);
+  ApiResult<EnclaveView> terminate_enclave(const std::string& enclave_id);
+  // A debug-mode enclave's console; anyone else's is refused (nobody reads it).
+  ApiResult<std::string> enclave_console(const std::string& enclave_id);
 
   ApiResult<ImageRec> register_image(const ImageRequest& r);
   ApiResult<std::vector<ImageRec>> describe_images(const std::vector<std::string>& ids);
@@ -194,6 +223,21 @@ class Host {
     bool first_boot = false;      // a failed launch terminates (RunInstances) rather than stops
   };
   enum class Job { kLaunch, kStop, kStopForce, kReboot, kTerminate, kCleanup };
+  // One enclave (mu_): what describe shows, and its processes.
+  struct EnclaveRt {
+    EnclaveView view;
+    bool debug = false;
+    int slot = -1;
+    std::optional<Proc> hv, card;
+  };
+  std::map<std::string, EnclaveRt> enclaves_;  // mu_, by enclave id
+  // Ends an enclave: its hv, its card, whatever is left of its jail; its record and
+  // slot go. No lock held on entry.
+  void end_enclave(const std::string& enclave_id);
+  // Every enclave of an instance (its hv stops: enclaves die with their parent).
+  void end_enclaves_of(const std::string& instance_id);
+  // Enclaves whose hv has exited are ended (mu_ not held).
+  void reap_enclaves();
 
   // One supervised card process: an instance's azote-card-blk, azote-card-net or
   // azote-card-tpm.

@@ -55,6 +55,7 @@ void fill(v1::Instance* o, const InstanceRec& r, const std::vector<VolumeRec>& v
   md->set_http_tokens(r.http_tokens);
   md->set_http_endpoint("enabled");
   md->set_state("applied");
+  o->mutable_enclave_options()->set_enabled(r.enclave_enabled);
   const auto e = net.eni_of.find(r.id);
   if (e == net.eni_of.end()) return;  // none asked for, or terminated (the address is released)
   const EniRec& eni = e->second;
@@ -282,6 +283,7 @@ grpc::Status Service::RunInstances(grpc::ServerContext* ctx, const v1::RunInstan
     r.subnet_id = req->subnet_id();
     r.http_tokens = req->http_tokens();
     r.no_network = req->no_network_interface();
+    r.enclave_enabled = req->enclave_enabled();
     AZOTE_TRY(out, host_.run_instances(r));
     AZOTE_TRY(vols, host_.describe_volumes({}));
     const NetworkView net = host_.network_view();
@@ -357,6 +359,71 @@ grpc::Status Service::GetConsoleOutput(grpc::ServerContext* ctx, const v1::GetCo
                 resp->set_timestamp(now_rfc3339());
                 return {};
               });
+}
+
+namespace {
+void enclave_to_proto(const EnclaveView& e, v1::Enclave* o) {
+  o->set_enclave_name(e.name);
+  o->set_enclave_id(e.id);
+  o->set_process_id(e.pid);
+  o->set_enclave_cid(e.cid);
+  o->set_number_of_cpus(e.cpus);
+  o->set_memory_mib(static_cast<uint32_t>(e.memory_mib));
+  o->set_state(e.state);
+  o->set_flags(e.flags);
+  o->set_instance_id(e.instance_id);
+  o->set_image_name(e.image_name);
+  o->set_image_version(e.image_version);
+  for (const auto& [k, v] : e.measurements) (*o->mutable_measurements())[k] = v;
+}
+}  // namespace
+
+grpc::Status Service::RunEnclave(grpc::ServerContext* ctx, const v1::RunEnclaveRequest* req, v1::Enclave* resp) {
+  return call(ctx, "RunEnclave", Access::kWrite, {req->instance_id()}, [&](std::vector<std::string>& res) -> ApiResult<void> {
+    EnclaveRequest r;
+    r.instance_id = req->instance_id();
+    r.eif = req->eif();
+    r.name = req->enclave_name();
+    r.cpu_count = req->cpu_count();
+    r.memory_mib = req->memory_mib();
+    r.cid = req->enclave_cid();
+    r.debug = req->debug_mode();
+    AZOTE_TRY(e, host_.run_enclave(r));
+    res.push_back(e.id);
+    enclave_to_proto(e, resp);
+    return {};
+  });
+}
+
+grpc::Status Service::DescribeEnclaves(grpc::ServerContext* ctx, const v1::DescribeEnclavesRequest* req,
+                                       v1::DescribeEnclavesResponse* resp) {
+  return call(ctx, "DescribeEnclaves", Access::kRead, {req->instance_id()}, [&](std::vector<std::string>&) -> ApiResult<void> {
+    AZOTE_TRY(all, host_.describe_enclaves(req->instance_id()));
+    for (const auto& e : all) enclave_to_proto(e, resp->add_enclaves());
+    return {};
+  });
+}
+
+grpc::Status Service::TerminateEnclave(grpc::ServerContext* ctx, const v1::TerminateEnclaveRequest* req,
+                                       v1::TerminateEnclaveResponse* resp) {
+  return call(ctx, "TerminateEnclave", Access::kWrite, {req->enclave_id()}, [&](std::vector<std::string>&) -> ApiResult<void> {
+    AZOTE_TRY(e, host_.terminate_enclave(req->enclave_id()));
+    resp->set_enclave_id(e.id);
+    resp->set_enclave_name(e.name);
+    resp->set_terminated(true);
+    return {};
+  });
+}
+
+grpc::Status Service::GetEnclaveConsole(grpc::ServerContext* ctx, const v1::GetEnclaveConsoleRequest* req,
+                                        v1::GetEnclaveConsoleResponse* resp) {
+  // A tenant's data, and only a debug-mode enclave's: the others' is read by nobody.
+  return call(ctx, "GetEnclaveConsole", Access::kTenant, {req->enclave_id()}, [&](std::vector<std::string>&) -> ApiResult<void> {
+    AZOTE_TRY(out, host_.enclave_console(req->enclave_id()));
+    resp->set_enclave_id(req->enclave_id());
+    resp->set_output(out);
+    return {};
+  });
 }
 
 grpc::Status Service::DescribeInstanceTypes(grpc::ServerContext* ctx, const v1::DescribeInstanceTypesRequest* req,

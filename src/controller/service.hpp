@@ -56,6 +56,13 @@ class Service final : public azote::v1::Ec2::Service {
                                   v1::InstanceStateChangesResponse*) override;
   grpc::Status GetConsoleOutput(grpc::ServerContext*, const v1::GetConsoleOutputRequest*,
                                 v1::GetConsoleOutputResponse*) override;
+  grpc::Status RunEnclave(grpc::ServerContext*, const v1::RunEnclaveRequest*, v1::Enclave*) override;
+  grpc::Status DescribeEnclaves(grpc::ServerContext*, const v1::DescribeEnclavesRequest*,
+                                v1::DescribeEnclavesResponse*) override;
+  grpc::Status TerminateEnclave(grpc::ServerContext*, const v1::TerminateEnclaveRequest*,
+                                v1::TerminateEnclaveResponse*) override;
+  grpc::Status GetEnclaveConsole(grpc::ServerContext*, const v1::GetEnclaveConsoleRequest*,
+                                 v1::GetEnclaveConsoleResponse*) override;
   grpc::Status DescribeInstanceTypes(grpc::ServerContext*, const v1::DescribeInstanceTypesRequest*,
                                      v1::DescribeInstanceTypesResponse*) override;
   grpc::Status RegisterImage(grpc::ServerContext*, const v1::RegisterImageRequest*, v1::RegisterImageResponse*) override;

@@ -10,7 +10,7 @@
 namespace azote::controller {
 namespace {
 
-constexpr std::array<std::string_view, 4> kSchema = {R"sql(
+constexpr std::array<std::string_view, 5> kSchema = {R"sql(
 CREATE TABLE instances (
   id TEXT PRIMARY KEY, reservation_id TEXT NOT NULL, image_id TEXT NOT NULL, type TEXT NOT NULL,
   state TEXT NOT NULL, reason_code TEXT NOT NULL, reason_message TEXT NOT NULL, launch_time TEXT NOT NULL,
@@ -44,6 +44,9 @@ CREATE TABLE enis (id TEXT PRIMARY KEY, instance_id TEXT NOT NULL, subnet_id TEX
                                                      R"sql(
 ALTER TABLE images ADD COLUMN tpm_support TEXT NOT NULL DEFAULT '';
 ALTER TABLE instances ADD COLUMN tpm_wrapped_key BLOB NOT NULL DEFAULT x'';
+)sql",
+                                                     R"sql(
+ALTER TABLE instances ADD COLUMN enclave_enabled INTEGER NOT NULL DEFAULT 0;
 )sql"};
 
 std::string tags_json(const Tags& t) {
@@ -85,11 +88,11 @@ std::vector<std::string> strings_from(const std::string& s) {
 }
 
 sqlite::SqliteResult<void> put_instance(sqlite::Db& db, const InstanceRec& r) {
-  AZOTE_TRYV(db.run("INSERT OR REPLACE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", r.id,
+  AZOTE_TRYV(db.run("INSERT OR REPLACE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", r.id,
                     r.reservation_id, r.image_id, r.type, r.state, r.reason_code, r.reason_message, r.launch_time,
                     static_cast<int64_t>(r.vcpus), static_cast<int64_t>(r.memory_mib), bytes(r.user_data),
                     tags_json(r.tags), r.client_token, r.hv_pid, static_cast<int64_t>(r.hv_starttime), r.http_tokens,
-                    std::span<const uint8_t>(r.tpm_wrapped_key)));
+                    std::span<const uint8_t>(r.tpm_wrapped_key), static_cast<int64_t>(r.enclave_enabled ? 1 : 0)));
   return {};
 }
 sqlite::SqliteResult<void> put_eni(sqlite::Db& db, const EniRec& r) {
@@ -157,6 +160,7 @@ Result<std::vector<InstanceRec>, StoreError> Store::instances() {
     r.http_tokens = st->text(c++);
     const auto tk = st->blob(c++);
     r.tpm_wrapped_key.assign(tk.begin(), tk.end());
+    r.enclave_enabled = st->int64(c++) != 0;
     out.push_back(std::move(r));
   }
   return out;

@@ -33,6 +33,8 @@ struct InstanceRec {
   // The key of its TPM's state (an image with TPM support), AES-256-GCM under the host
   // master key for "tpm:<id>"; made at its first launch, gone with the instance.
   std::vector<uint8_t> tpm_wrapped_key;
+  // Enclaves may be carved from it (RunInstances --enclave-options Enabled=true).
+  bool enclave_enabled = false;
 };
 
 struct VolumeRec {

@@ -1,0 +1,188 @@
+// Enclaves through a whole host, the nitro-cli surface on the controller's API: a parent
+// launched with --enclave-options Enabled=true; azote enclave run-enclave from an EIF of
+// the built-in guest; its own azote-hv and azote-card-nsm in a jail and uid apart from
+// the parent's, no other card; describe-enclaves (nitro-cli's JSON, the image's PCRs);
+// the console of a debug-mode enclave only, whose attestation document (asked by the
+// guest through its NSM, signed by azote-rot) the independent verifier refuses unless
+// told to accept debug documents; nitro-cli's refusals; terminate, and enclaves ending
+// with their parent; roles and audit as for every call.
+#include <openssl/evp.h>
+
+#include "controller_fixture.hpp"
+
+namespace azote::test {
+namespace {
+
+class EnclaveHost : public ControllerTest {
+ protected:
+  std::string parent(bool enclaves = true, const std::string& type = "t3.micro") {
+    std::vector<std::string> args{"run-instances", "--image-id", "ami-builtin", "--instance-type", type,
+                                  "--no-network-interface", "--output", "json"};
+    if (enclaves) args.insert(args.end(), {"--enclave-options", "Enabled=true"});
+    auto o = cli(cp_, args);
+    EXPECT_EQ(o.status, 0) << o.out << o.err;
+    if (o.status != 0) return "";
+    const std::string id = Json::parse(o.out)["instances"][0].value("instance_id", "");
+    EXPECT_TRUE(wait_state(id, "running", 60s)) << instance(id).dump();
+    return id;
+  }
+  Json build(const std::string& program, const std::string& name) {
+    std::ofstream(dir_ + "/boot.cpio") << "bootstrap";
+    std::ofstream(dir_ + "/app.cpio") << "application";
+    auto o = run({AZOTE_CLI_BIN, "enclave", "build-enclave", "--kernel", AZOTE_GUEST_ELF, "--initrd", dir_ + "/boot.cpio",
+                  "--initrd", dir_ + "/app.cpio", "--cmdline", "azote.run=" + program, "--output-file", dir_ + "/" + name});
+    EXPECT_EQ(o.status, 0) << o.err;
+    return Json::parse(o.out, nullptr, false)["Measurements"];
+  }
+  Outcome run_enclave(const std::string& parent_id, const std::string& eif, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args{"enclave", "run-enclave", "--instance-id", parent_id, "--eif-path", dir_ + "/" + eif,
+                                  "--cpu-count", "1", "--memory", "128"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return cli(cp_, args);
+  }
+  Json describe(const std::string& parent_id = "") {
+    std::vector<std::string> args{"enclave", "describe-enclaves"};
+    if (!parent_id.empty()) args.insert(args.end(), {"--instance-id", parent_id});
+    auto o = cli(cp_, args);
+    EXPECT_EQ(o.status, 0) << o.err;
+    return Json::parse(o.out, nullptr, false);
+  }
+  std::string root_pem() {
+    const Json h = cli_json(cp_, {"describe-host-attestation"});
+    std::ofstream(dir_ + "/root.pem") << h["layers"][0].value("certificate_pem", "");
+    return dir_ + "/root.pem";
+  }
+};
+
+TEST_F(EnclaveHost, ADebugEnclaveRunsApartFromItsParentAndAttestsThroughItsNsm) {
+  const std::string p = parent();
+  ASSERT_FALSE(p.empty());
+  EXPECT_EQ(instance(p)["enclave_options"].value("enabled", false), true);
+  const Json m = build("nsm-attest --park 5eed cafe", "attest.eif");  // attests, then stays up
+  Outcome o = run_enclave(p, "attest.eif", {"--debug-mode", "--enclave-cid", "16"});
+  ASSERT_EQ(o.status, 0) << o.out << o.err << slurp(dir_ + "/controller.log");
+  const Json started = Json::parse(o.out);
+  const std::string id = started["EnclaveID"];
+  EXPECT_EQ(id.rfind(p + "-enc", 0), 0u) << id;
+  EXPECT_EQ(started["EnclaveCID"], 16);
+  EXPECT_EQ(started["NumberOfCPUs"], 1);
+  EXPECT_EQ(started["MemoryMiB"], 128);
+  EXPECT_GT(started["ProcessID"].get<int64_t>(), 0);
+
+  const Json all = describe(p);
+  ASSERT_EQ(all.size(), 1u) << all.dump();
+  EXPECT_EQ(all[0]["State"], "RUNNING");
+  EXPECT_EQ(all[0]["Flags"], "DEBUG_MODE");
+  EXPECT_EQ(all[0]["Measurements"]["PCR0"], m["PCR0"]);
+  EXPECT_EQ(all[0]["Measurements"]["PCR1"], m["PCR1"]);
+  EXPECT_EQ(all[0]["Measurements"]["PCR2"], m["PCR2"]);
+
+  // Its own processes, under a uid of its own: an hv and an NSM card, nothing else.
+  const Json procs = launcher({{"op", "describe"}}).body["processes"];
+  std::set<std::string> roles;
+  uint32_t enclave_uid = 0, parent_uid = 0;
+  for (const auto& q : procs) {
+    if (q.value("instance", "") == id) {
+      roles.insert(q.value("role", ""));
+      enclave_uid = q.value("uid", 0u);
+    }
+    if (q.value("instance", "") == p && q.value("role", "") == "hv") parent_uid = q.value("uid", 0u);
+  }
+  EXPECT_EQ(roles, (std::set<std::string>{"hv", "card-nsm"})) << procs.dump();
+  EXPECT_NE(enclave_uid, 0u);
+  EXPECT_NE(enclave_uid, parent_uid) << "an enclave is not its parent's uid";
+
+  // The guest's document, from the console a debug-mode enclave alone shows.
+  // The line after the document's says it was printed whole.
+  std::string c;
+  ASSERT_TRUE(eventually([&] {
+    c = cli(cp_, {"enclave", "console", "--enclave-id", id}).out;
+    return c.find("azote-guest: nsm-attest ok") != std::string::npos;
+  }, 60s)) << c;
+  std::string b64;
+  for (const auto& l : lines(c))
+    if (l.rfind("azote-guest: nsm-attestation-document ", 0) == 0)
+      b64 = l.substr(std::string("azote-guest: nsm-attestation-document ").size());
+  std::ofstream(dir_ + "/doc.b64") << b64;
+  o = run({"/usr/bin/python3", AZOTE_SOURCE_DIR "/tests/tools/verify_attestation.py", "--root", root_pem(),
+           dir_ + "/doc.b64", "--nonce", "5eed"},
+          30s);
+  EXPECT_EQ(o.status, 1) << "a debug enclave's document is refused: " << o.out;
+  o = run({"/usr/bin/python3", AZOTE_SOURCE_DIR "/tests/tools/verify_attestation.py", "--root", dir_ + "/root.pem",
+           dir_ + "/doc.b64", "--nonce", "5eed", "--allow-debug"},
+          30s);
+  ASSERT_EQ(o.status, 0) << o.out << o.err;
+  const Json v = Json::parse(o.out);
+  EXPECT_EQ(v["module_id"], id);
+  EXPECT_EQ(v["debug"], true);
+  EXPECT_EQ(v["user_data"], "cafe");
+
+  // Terminated: gone from describe, its processes gone.
+  o = cli(cp_, {"enclave", "terminate-enclave", "--enclave-id", id});
+  ASSERT_EQ(o.status, 0) << o.err;
+  EXPECT_EQ(Json::parse(o.out)["Terminated"], true);
+  EXPECT_TRUE(describe(p).empty());
+  EXPECT_EQ(jailed_pid("hv", id), 0);
+  EXPECT_EQ(jailed_pid("card-nsm", id), 0);
+  expect_code({"enclave", "terminate-enclave", "--enclave-id", id}, "InvalidEnclaveID.NotFound");
+
+  // Every call audited.
+  bool ran = false, ended = false;
+  for (const auto& r : audit_records()) {
+    ran = ran || r.value("method", "") == "RunEnclave";
+    ended = ended || r.value("method", "") == "TerminateEnclave";
+  }
+  EXPECT_TRUE(ran && ended);
+}
+
+TEST_F(EnclaveHost, NitroClisRefusalsAndNobodyReadsANonDebugConsole) {
+  const std::string plain = parent(false, "t3.nano");
+  const std::string p = parent();
+  ASSERT_FALSE(plain.empty());
+  ASSERT_FALSE(p.empty());
+  build("init", "describe.eif");  // idles: the enclave runs until ended
+  expect_code({"enclave", "run-enclave", "--instance-id", plain, "--eif-path", dir_ + "/describe.eif", "--cpu-count", "1",
+               "--memory", "128"},
+              "UnsupportedOperation");
+  expect_code({"enclave", "run-enclave", "--instance-id", p, "--eif-path", dir_ + "/describe.eif", "--cpu-count", "1",
+               "--memory", "32"},
+              "InvalidParameterValue");
+  expect_code({"enclave", "run-enclave", "--instance-id", p, "--eif-path", dir_ + "/describe.eif", "--cpu-count", "2",
+               "--memory", "128"},
+              "InsufficientCpu");
+  expect_code({"enclave", "run-enclave", "--instance-id", p, "--eif-path", dir_ + "/describe.eif", "--cpu-count", "1",
+               "--memory", "4096"},
+              "InsufficientMemory");
+  expect_code({"enclave", "run-enclave", "--instance-id", p, "--eif-path", dir_ + "/describe.eif", "--cpu-count", "1",
+               "--memory", "128", "--enclave-cid", "3"},
+              "InvalidParameterValue");
+  {
+    std::ofstream(dir_ + "/bad.eif", std::ios::binary) << slurp(dir_ + "/describe.eif") << "x";
+    expect_code({"enclave", "run-enclave", "--instance-id", p, "--eif-path", dir_ + "/bad.eif", "--cpu-count", "1",
+                 "--memory", "128"},
+                "InvalidParameterValue");
+  }
+  // An operator reads, never starts; nobody reads a non-debug enclave's console.
+  const std::string op = issue("operator", "watcher");
+  auto o = cli(op, {"enclave", "run-enclave", "--instance-id", p, "--eif-path", dir_ + "/describe.eif", "--cpu-count", "1",
+                    "--memory", "128"});
+  EXPECT_EQ(o.status, 254);
+  EXPECT_NE(o.err.find("UnauthorizedOperation"), std::string::npos) << o.err;
+  o = run_enclave(p, "describe.eif");
+  ASSERT_EQ(o.status, 0) << o.err << slurp(dir_ + "/controller.log");
+  const std::string id = Json::parse(o.out)["EnclaveID"];
+  EXPECT_EQ(cli(op, {"enclave", "describe-enclaves"}).status, 0);
+  expect_code({"enclave", "console", "--enclave-id", id}, "UnsupportedOperation");
+  EXPECT_EQ(describe()[0]["Flags"], "NONE");
+  // Its files are out of the controller's reach too: the console log is the enclave's.
+  // The parent's stop ends its enclaves.
+  o = cli(cp_, {"stop-instances", "--instance-ids", p});
+  ASSERT_EQ(o.status, 0) << o.err;
+  ASSERT_TRUE(wait_state(p, "stopped", 60s));
+  EXPECT_TRUE(describe().empty()) << describe().dump();
+  EXPECT_EQ(jailed_pid("hv", id), 0);
+  EXPECT_EQ(jailed_pid("card-nsm", id), 0);
+}
+
+}  // namespace
+}  // namespace azote::test
