@@ -142,6 +142,13 @@ extern "C" [[noreturn]] void azote_user_main(uint64_t start_info) {
   if (a.name == "nsm-attest") prog_nsm_attest(a);
   if (a.name == "nsm-random") prog_nsm_random(a);
   if (a.name == "nsm-raw") prog_nsm_raw(a);
+  if (a.name == "nsm-bench") prog_nsm_bench(a);
+  if (a.name == "vsock-cid") prog_vsock_cid(a);
+  if (a.name == "vsock-echo") prog_vsock_echo(a);
+  if (a.name == "vsock-send") prog_vsock_send(a);
+  if (a.name == "vsock-bench") prog_vsock_bench(a);
+  if (a.name == "vsock-heartbeat") prog_vsock_heartbeat(a);
+  if (a.name == "vsock-heartbeat-server") prog_vsock_heartbeat_server(a);
   Line().s(kPrefix).s("unknown program ").s(a.name).print();
   exit(127);
 }

@@ -291,6 +291,66 @@ Bytes hex_arg(const char* prog, const char* name, Str arg, uint8_t* out, uint32_
   exit(0);
 }
 
+// ------------------------------------------------------------------- nsm-bench
+// `nsm-bench [SECONDS]`: Attestation requests (a fresh 8-byte nonce each) for SECONDS
+// (default 2, 1-60), then DescribePCR 0 for as long; one line with the rates and the
+// per-call times (TSC). What a benchmark needs to compare an enclave's NSM with peers.
+[[noreturn]] void prog_nsm_bench_impl(const Args& a) {
+  constexpr const char* kProg = "nsm-bench";
+  uint64_t seconds = 2;
+  if (a.argc > 1) usage_error(kProg, "too many arguments (want [SECONDS]), got", a.argv[1]);
+  if (a.argc == 1 && (!parse_u64(a.argv[0], 60, &seconds) || seconds < 1))
+    usage_error(kProg, "SECONDS must be 1 to 60, got", a.argv[0]);
+  open_or_exit(kProg, false);
+  const uint64_t hz = tsc_hz();
+  if (hz == 0) {
+    Line().s(kPrefix).s(kProg).s(" error: the TSC frequency is unknown").print();
+    exit(1);
+  }
+  struct Stats {
+    uint64_t calls = 0, ticks = 0, min = ~0ull, max = 0;
+    void add(uint64_t t) {
+      ++calls;
+      ticks += t;
+      if (t < min) min = t;
+      if (t > max) max = t;
+    }
+  };
+  const auto run = [&](bool attest, Stats* st) {
+    const uint64_t end = rdtsc() + seconds * hz;
+    uint8_t nonce[8] = {};
+    while (rdtsc() < end) {
+      uint32_t len = 0;
+      if (attest) {
+        for (int i = 0; i < 8; ++i) nonce[i] = static_cast<uint8_t>(st->calls >> (8 * i));
+        len = nsm::req_attestation(g_req, nsm::kRequestMax, Bytes{}, Bytes{nonce, 8}, Bytes{});
+      } else {
+        len = nsm::req_describe_pcr(g_req, nsm::kRequestMax, 0);
+      }
+      uint64_t ticks = 0;
+      const uint32_t n = call(len, &ticks);
+      Bytes out;
+      bool locked = false;
+      const char* bad = attest ? nsm::parse_attestation(g_rsp, n, &out) : nsm::parse_describe_pcr(g_rsp, n, &locked, &out);
+      if (bad != nullptr) refused(bad, n, false);
+      st->add(ticks);
+    }
+  };
+  Stats at, dp;
+  run(true, &at);
+  run(false, &dp);
+  const auto us = [hz](uint64_t t) { return t * 1000000 / hz; };
+  Line l;
+  l.s(kPrefix).s("nsm-bench attestations=").u(at.calls).s(" attest_per_s=").u(at.calls / seconds)
+      .s(" attest_us_avg=").u(us(at.ticks / (at.calls ? at.calls : 1))).s(" attest_us_min=").u(us(at.min))
+      .s(" attest_us_max=").u(us(at.max));
+  room(l, 120);
+  l.s(" describe_pcr_per_s=").u(dp.calls / seconds).s(" describe_pcr_us_avg=").u(us(dp.ticks / (dp.calls ? dp.calls : 1)))
+      .s(" seconds=").u(seconds);
+  l.print();
+  exit(0);
+}
+
 // --------------------------------------------------------------------- nsm-raw
 // Any bytes, even ones no API request looks like or over the 4096-byte limit (up to
 // 16 KiB): the host's hostile-input tests. The response is printed, never parsed.
@@ -319,5 +379,6 @@ Bytes hex_arg(const char* prog, const char* name, Str arg, uint8_t* out, uint32_
 [[noreturn]] void prog_nsm_attest(const Args& args) { prog_nsm_attest_impl(args); }
 [[noreturn]] void prog_nsm_random(const Args& args) { prog_nsm_random_impl(args); }
 [[noreturn]] void prog_nsm_raw(const Args& args) { prog_nsm_raw_impl(args); }
+[[noreturn]] void prog_nsm_bench(const Args& args) { prog_nsm_bench_impl(args); }
 
 }  // namespace az

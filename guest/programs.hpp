@@ -93,5 +93,27 @@ bool net_lease(const char* who);
 [[noreturn]] void prog_nsm_attest(const Args& args);
 [[noreturn]] void prog_nsm_random(const Args& args);
 [[noreturn]] void prog_nsm_raw(const Args& args);
+// `nsm-bench [SECONDS]`: Attestation requests, then DescribePCR, SECONDS each (default 2):
+// "nsm-bench attestations=N attest_per_s=R attest_us_avg=... describe_pcr_per_s=...".
+[[noreturn]] void prog_nsm_bench(const Args& args);
+
+// The vsock programs (vsock_programs.cpp), over the user-mode virtio-vsock driver
+// (device 19) and its stream sockets (vsock.hpp). Exit 2 without a device ("PROG no
+// vsock device"), 1 on an error ("PROG error: ..."), 126 on bad arguments. `vsock-cid`:
+// "vsock cid=N". `vsock-echo PORT [COUNT]`: "vsock-echo ready cid=N port=P", then echoes
+// every connection until the peer shuts down, "vsock-echo peer=CID:PORT bytes=N" each;
+// exit 0 after COUNT of them (default: never). `vsock-send CID PORT TEXT [REPEAT]`:
+// streams TEXT REPEAT times, compares the echo, "vsock-send echoed bytes=N rtt_us=R".
+// `vsock-bench CID PORT SECONDS [SIZE]`: round trips, then a stream, against an echo
+// server: "vsock-bench bytes=N mbps=M rtt_us_p50=...". `vsock-heartbeat`: the enclave
+// side of nitro-cli's boot handshake (0xB7 to CID 3 port 9000 and back): "vsock-heartbeat
+// ok". `vsock-heartbeat-server [COUNT]`: the parent side, "vsock-heartbeat from cid=N"
+// per connection; exit 0 after COUNT if every one was right, else 1.
+[[noreturn]] void prog_vsock_cid(const Args& args);
+[[noreturn]] void prog_vsock_echo(const Args& args);
+[[noreturn]] void prog_vsock_send(const Args& args);
+[[noreturn]] void prog_vsock_bench(const Args& args);
+[[noreturn]] void prog_vsock_heartbeat(const Args& args);
+[[noreturn]] void prog_vsock_heartbeat_server(const Args& args);
 
 }  // namespace az

@@ -59,6 +59,7 @@ inline constexpr uint64_t kFRingPacked = 1ull << 34;
 inline constexpr uint64_t kFOrderPlatform = 1ull << 36;
 
 inline constexpr uint32_t kDeviceIdBlock = 2;
+inline constexpr uint32_t kDeviceIdVsock = 19;  // virtio-vsock (vsock.hpp)
 inline constexpr uint32_t kDeviceIdNsm = 33;  // Nitro Secure Module (nsm.hpp)
 
 // ------------------------------------------------------------ split virtqueue
