@@ -149,6 +149,9 @@ extern "C" [[noreturn]] void azote_user_main(uint64_t start_info) {
   if (a.name == "vsock-bench") prog_vsock_bench(a);
   if (a.name == "vsock-heartbeat") prog_vsock_heartbeat(a);
   if (a.name == "vsock-heartbeat-server") prog_vsock_heartbeat_server(a);
+#ifdef AZOTE_GUEST_BEARSSL
+  if (a.name == "crypto-selftest") prog_crypto_selftest(a);
+#endif
   Line().s(kPrefix).s("unknown program ").s(a.name).print();
   exit(127);
 }

@@ -116,4 +116,13 @@ bool net_lease(const char* who);
 [[noreturn]] void prog_vsock_heartbeat(const Args& args);
 [[noreturn]] void prog_vsock_heartbeat_server(const Args& args);
 
+// `crypto-selftest [SEED_HEX|- [CIPHERTEXT_HEX]]` (crypto_programs.cpp, built with
+// BearSSL only): SHA-256, AES-256-GCM and RSA-OAEP-SHA256 known answers, an RSA-2048
+// key from an HMAC-DRBG seeded with SEED_HEX (16-256 bytes: a reproducible key), else
+// RDRAND, else a fixed test seed; "crypto-selftest public-key <base64 DER SPKI>", an
+// OAEP round trip with it, CIPHERTEXT_HEX (OAEP-SHA256 to that key) decrypted
+// ("crypto-selftest decrypted HEX"), then "crypto-selftest ok keygen_ms=N". Exit 0; 1
+// on a failed check ("crypto-selftest error: ..."); 126 on bad arguments.
+[[noreturn]] void prog_crypto_selftest(const Args& args);
+
 }  // namespace az

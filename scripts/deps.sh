@@ -15,6 +15,7 @@ packages=(
   libsqlite3-dev                   # controller state
   libseccomp-dev                   # lib/sandbox: seccomp allowlists per thread class
   libcbor-dev                      # lib/attest: CBOR of attestation documents (COSE_Sign1)
+  libbearssl-dev                   # guest/crypto.cpp: BearSSL's static archive linked into the built-in guest (enclave crypto)
   zlib1g-dev                       # lib/eif: the CRC-32 of Enclave Image Files (zlib's crc32)
   libtpms-dev                      # azote-card-tpm: the instances' TPM 2.0 (libtpms)
   tpm2-tools libtss2-dev socat     # card_tpm_test: tpm2-tools through the cmd TCTI (socat) as the TPM's clients

@@ -239,6 +239,45 @@ TEST_F(EnclaveImage, TheBuiltInGuestBootsFromItsEnclaveImage) {
   EXPECT_EQ(o.out.find("hello"), std::string::npos) << o.out;
 }
 
+// What an enclave needs for the Recipient flow, in the built-in guest with Debian's
+// BearSSL: an RSA-2048 key whose public half Python's cryptography parses, and a secret
+// the host encrypts to it with RSA-OAEP-SHA256 decrypted inside the guest (the same
+// seed gives the same key).
+TEST_F(EnclaveImage, TheGuestsRsaKeyTakesASecretFromTheHost) {
+  std::string why;
+  if (!azote::test::kvm_usable(&why)) GTEST_SKIP() << "SKIPPED: " << why;
+  const std::string seed(64, 'a');
+  Outcome o = run({AZOTE_HV_BIN, "--kernel", "builtin:crypto-selftest", "--cmdline", seed, "--memory", "256M"}, 60s);
+  if (o.out.find("unknown program crypto-selftest") != std::string::npos)
+    GTEST_SKIP() << "SKIPPED: the guest was built without BearSSL (libbearssl-dev)";
+  ASSERT_EQ(o.status, 0) << o.out << o.err;
+  const std::string key = [&] {
+    for (const auto& l : azote::test::lines(o.out))
+      if (l.rfind("azote-guest: crypto-selftest public-key ", 0) == 0) return l.substr(40);
+    return std::string();
+  }();
+  ASSERT_FALSE(key.empty()) << o.out;
+  o = run({"/usr/bin/python3", "-c",
+           "import base64, sys\n"
+           "from cryptography.hazmat.primitives import hashes, serialization\n"
+           "from cryptography.hazmat.primitives.asymmetric import padding\n"
+           "k = serialization.load_der_public_key(base64.b64decode(sys.argv[1]))\n"
+           "assert k.key_size == 2048\n"
+           "p = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)\n"
+           "print(k.encrypt(b'the data key', p).hex())\n",
+           key});
+  ASSERT_EQ(o.status, 0) << o.err;
+  std::string ct = o.out;
+  while (!ct.empty() && ct.back() == '\n') ct.pop_back();
+  o = run({AZOTE_HV_BIN, "--kernel", "builtin:crypto-selftest", "--cmdline", seed + " " + ct, "--memory", "256M"}, 60s);
+  ASSERT_EQ(o.status, 0) << o.out << o.err;
+  EXPECT_NE(o.out.find("azote-guest: crypto-selftest decrypted 7468652064617461206b6579"), std::string::npos)
+      << "the same seed, the same key: " << o.out;
+  ct[10] = ct[10] == '0' ? '1' : '0';
+  o = run({AZOTE_HV_BIN, "--kernel", "builtin:crypto-selftest", "--cmdline", seed + " " + ct, "--memory", "256M"}, 60s);
+  EXPECT_EQ(o.status, 1) << "a changed ciphertext is refused: " << o.out;
+}
+
 TEST_F(EnclaveImage, PcrOfAFileIsTheExtendOfItsDigest) {
   Outcome o = azote({"enclave", "pcr", "--input", path("app.cpio")});
   ASSERT_EQ(o.status, 0) << o.err;
