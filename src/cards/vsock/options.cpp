@@ -1,0 +1,119 @@
+#include "cards/vsock/options.hpp"
+
+#include <limits>
+#include <set>
+
+#include "base/parse.hpp"
+#include "cards/vsock/packet.hpp"
+
+namespace azote::card_vsock {
+namespace {
+
+Unexpected<CardError> usage(std::string what) { return make_error(CardErrc::kUsage, std::move(what)); }
+
+}  // namespace
+
+const char* usage_text() {
+  return R"(usage: azote-card-vsock --device cid=3,socket=PATH [--device cid=N,socket=PATH ...]
+                        [--log-level LEVEL] [--seccomp kill|log]
+
+The vsock fabric of one parent instance and its enclaves (ENCLAVES.md §6): one
+virtio-vsock device (virtio id 19) per VM over vhost-user, stream packets switched
+between them. The parent is always CID 3; each enclave has a CID >= 4 and talks only
+to its parent (never to another enclave, never to the host); the parent talks to its
+enclaves. Anything else is answered with a reset (RST). Connections are not
+terminated here: credit flow control stays between the two guests.
+
+  --device cid=N,socket=PATH
+                      one VM's device: cid 3 for the parent (exactly one), 4..4294967294
+                      for an enclave (at most 4, distinct); its azote-hv connects to the
+                      vhost-user socket PATH (created with mode 0600; `azote-hv --device
+                      vsock,socket=PATH`). A path may not contain a comma.
+  --log-level LEVEL   error, warn, info (default), debug
+  --seccomp MODE      kill (default) or log (src/cards/vsock/seccomp.json)
+  --help, --version
+)";
+}
+
+CardResult<DeviceSpec> parse_device(const std::string& value) {
+  const std::string origin = "--device \"" + value + "\"";
+  DeviceSpec d;
+  bool have_cid = false, have_socket = false;
+  size_t pos = 0;
+  while (pos <= value.size()) {
+    const size_t comma = value.find(',', pos);
+    const std::string part = value.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    pos = comma == std::string::npos ? value.size() + 1 : comma + 1;
+    const size_t eq = part.find('=');
+    if (eq == std::string::npos) return usage(origin + ": \"" + part + "\" is not KEY=VALUE (known keys: cid, socket)");
+    const std::string key = part.substr(0, eq);
+    const std::string val = part.substr(eq + 1);
+    if (key == "cid") {
+      if (have_cid) return usage(origin + ": cid given twice");
+      have_cid = true;
+      // Parsed as 64 bits first, so a value past 32 bits is named as such.
+      const auto n = parse_uint(val, 0, std::numeric_limits<uint64_t>::max());
+      if (!n) return usage(origin + ": cid \"" + val + "\" is not a decimal number");
+      if (*n > std::numeric_limits<uint32_t>::max())
+        return usage(origin + ": cid " + val +
+                     " does not fit in 32 bits (CIDs are 3 for the parent, 4-4294967294 for enclaves)");
+      if (*n == std::numeric_limits<uint32_t>::max())
+        return usage(origin + ": cid " + val + " (VMADDR_CID_ANY, u32::MAX) is reserved");
+      if (*n < kCidParent)
+        return usage(origin + ": cid " + val +
+                     " is reserved (0 hypervisor, 1 local, 2 host); 3 is the parent, 4 and up enclaves");
+      d.cid = static_cast<uint32_t>(*n);
+    } else if (key == "socket") {
+      if (have_socket) return usage(origin + ": socket given twice");
+      have_socket = true;
+      if (val.empty() || val.size() >= 108)
+        return usage(origin + ": socket \"" + val + "\" is not a socket path of 1-107 bytes");
+      d.socket = val;
+    } else {
+      return usage(origin + ": unknown key \"" + key + "\" (known: cid, socket)");
+    }
+  }
+  if (!have_cid) return usage(origin + ": cid=N is required");
+  if (!have_socket) return usage(origin + ": socket=PATH is required");
+  return d;
+}
+
+CardResult<ParsedArgs> parse_args(const std::vector<std::string>& args) {
+  ParsedArgs p;
+  const CommandLine line = split_command_line(args, {"--device", "--log-level", "--seccomp"});
+  if (!line.error.empty()) return usage(line.error);
+  p.help = line.help;
+  p.version = line.version;
+  if (p.help || p.version) return p;
+  CardOptions& o = p.options;
+  std::set<std::string> seen;
+  for (const auto& [flag, value] : line.flags) {
+    if (flag == "--device") {
+      AZOTE_TRY(d, parse_device(value));
+      for (const DeviceSpec& e : o.devices) {
+        if (e.cid == d.cid) return usage("--device \"" + value + "\": cid " + std::to_string(d.cid) + " given twice");
+        if (e.socket == d.socket) return usage("--device \"" + value + "\": socket " + d.socket + " given twice");
+      }
+      o.devices.push_back(d);
+      continue;
+    }
+    if (!seen.insert(flag).second) return usage(flag + " given twice");
+    if (flag == "--log-level") {
+      if (value != "error" && value != "warn" && value != "info" && value != "debug")
+        return usage("--log-level \"" + value + "\": expected error, warn, info or debug");
+      o.log_level = value;
+    } else if (flag == "--seccomp") {
+      if (value != "kill" && value != "log") return usage("--seccomp \"" + value + "\": expected kill or log");
+      o.seccomp = value;
+    }
+  }
+  size_t parents = 0;
+  for (const DeviceSpec& d : o.devices) parents += d.cid == kCidParent ? 1 : 0;
+  if (parents == 0) return usage("--device cid=3,socket=PATH (the parent) is required");
+  if (o.devices.size() - parents > kMaxEnclaves)
+    return usage(std::to_string(o.devices.size() - parents) + " enclave devices: a parent has at most " +
+                 std::to_string(kMaxEnclaves));
+  return p;
+}
+
+}  // namespace azote::card_vsock

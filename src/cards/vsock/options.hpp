@@ -1,0 +1,43 @@
+// azote-card-vsock's command line: one --device per VM of the fabric (the parent, cid 3,
+// and up to four enclaves), each with its vhost-user socket. Every error names the flag
+// and the bad value.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/error.hpp"
+
+namespace azote::card_vsock {
+
+enum class CardErrc { kUsage = 1, kHost };
+using CardError = Error<CardErrc>;
+template <class T>
+using CardResult = Result<T, CardError>;
+
+// Up to 4 enclaves per parent (ENCLAVES.md §5).
+inline constexpr size_t kMaxEnclaves = 4;
+inline constexpr size_t kMaxDevices = 1 + kMaxEnclaves;
+
+struct DeviceSpec {
+  uint32_t cid = 0;    // 3: the parent; 4..2^32-2: an enclave
+  std::string socket;  // the vhost-user socket that VM's azote-hv connects to (0600)
+};
+
+struct CardOptions {
+  std::vector<DeviceSpec> devices;  // in command-line order; exactly one has cid 3
+  std::string log_level = "info";
+  std::string seccomp = "kill";
+};
+struct ParsedArgs {
+  CardOptions options;
+  bool help = false;
+  bool version = false;
+};
+CardResult<ParsedArgs> parse_args(const std::vector<std::string>& args);
+// "cid=N,socket=PATH" (either order).
+CardResult<DeviceSpec> parse_device(const std::string& value);
+const char* usage_text();
+
+}  // namespace azote::card_vsock

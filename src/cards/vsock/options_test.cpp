@@ -1,0 +1,71 @@
+#include "cards/vsock/options.hpp"
+
+#include <gtest/gtest.h>
+
+namespace azote::card_vsock {
+namespace {
+
+std::string err(const std::vector<std::string>& a) {
+  auto r = parse_args(a);
+  return r.ok() ? std::string() : r.error().message();
+}
+
+TEST(Options, AParentAndItsEnclaves) {
+  auto p = parse_args({"--device", "cid=3,socket=/run/p.sock", "--device=socket=/run/e4.sock,cid=4", "--device",
+                       "cid=4294967294,socket=/run/e.sock", "--log-level", "debug", "--seccomp", "log"});
+  ASSERT_TRUE(p.ok()) << p.error().message();
+  ASSERT_EQ(p->options.devices.size(), 3u);
+  EXPECT_EQ(p->options.devices[0].cid, 3u);
+  EXPECT_EQ(p->options.devices[0].socket, "/run/p.sock");
+  EXPECT_EQ(p->options.devices[1].cid, 4u);
+  EXPECT_EQ(p->options.devices[1].socket, "/run/e4.sock");
+  EXPECT_EQ(p->options.devices[2].cid, 4294967294u);
+  EXPECT_EQ(p->options.log_level, "debug");
+  EXPECT_EQ(p->options.seccomp, "log");
+  EXPECT_TRUE(parse_args({"--help"})->help);
+  EXPECT_TRUE(parse_args({"--version"})->version);
+  // A parent alone is a fabric too (enclaves come later with their own card).
+  EXPECT_TRUE(parse_args({"--device", "cid=3,socket=/p"}).ok());
+}
+
+TEST(Options, ErrorsNameTheBadValue) {
+  const auto has = [](const std::string& msg, const std::string& what) {
+    return msg.find(what) != std::string::npos;
+  };
+  EXPECT_TRUE(has(err({}), "cid=3")) << err({});
+  EXPECT_TRUE(has(err({"--device", "cid=4,socket=/e"}), "parent"));
+  EXPECT_TRUE(has(err({"--device", "cid=3,socket=/p", "--device", "cid=3,socket=/q"}), "cid 3 given twice"));
+  EXPECT_TRUE(has(err({"--device", "cid=3,socket=/p", "--device", "cid=5,socket=/p"}), "socket /p given twice"));
+  EXPECT_TRUE(has(err({"--device", "cid=3,socket=/p", "--device", "cid=5,socket=/a", "--device", "cid=5,socket=/b"}),
+                  "cid 5 given twice"));
+  EXPECT_TRUE(has(err({"--device", "cid=4294967295,socket=/p"}), "4294967295"));
+  EXPECT_TRUE(has(err({"--device", "cid=4294967295,socket=/p"}), "reserved"));
+  EXPECT_TRUE(has(err({"--device", "cid=4294967296,socket=/p"}), "32 bits"));
+  EXPECT_TRUE(has(err({"--device", "cid=99999999999999999999,socket=/p"}), "99999999999999999999"));
+  EXPECT_TRUE(has(err({"--device", "cid=2,socket=/p"}), "cid 2 is reserved"));
+  EXPECT_TRUE(has(err({"--device", "cid=0,socket=/p"}), "cid 0 is reserved"));
+  EXPECT_TRUE(has(err({"--device", "cid=x,socket=/p"}), "\"x\""));
+  EXPECT_TRUE(has(err({"--device", "cid=-4,socket=/p"}), "\"-4\""));
+  EXPECT_TRUE(has(err({"--device", "cid=3"}), "socket=PATH is required"));
+  EXPECT_TRUE(has(err({"--device", "socket=/p"}), "cid=N is required"));
+  EXPECT_TRUE(has(err({"--device", "cid=3,socket="}), "socket \"\""));
+  EXPECT_TRUE(has(err({"--device", "cid=3,socket=" + std::string(108, 'a')}), "1-107"));
+  EXPECT_TRUE(has(err({"--device", "cid=3,socket=/p,mode=0666"}), "unknown key \"mode\""));
+  EXPECT_TRUE(has(err({"--device", "cid=3,socket=/p,cid=4"}), "cid given twice"));
+  EXPECT_TRUE(has(err({"--device", "cid=3,/p"}), "\"/p\" is not KEY=VALUE"));
+  EXPECT_TRUE(has(err({"--device", "cid=3,socket=/p", "--seccomp", "off"}), "--seccomp \"off\""));
+  EXPECT_TRUE(has(err({"--device", "cid=3,socket=/p", "--log-level", "loud"}), "--log-level \"loud\""));
+  EXPECT_TRUE(has(err({"--device", "cid=3,socket=/p", "--bogus"}), "--bogus"));
+  EXPECT_TRUE(has(err({"--device"}), "--device"));
+  std::vector<std::string> five = {"--device", "cid=3,socket=/p"};
+  for (int i = 4; i < 9; ++i) {
+    five.push_back("--device");
+    five.push_back("cid=" + std::to_string(i) + ",socket=/e" + std::to_string(i));
+  }
+  EXPECT_TRUE(has(err(five), "at most 4")) << err(five);
+  five.resize(five.size() - 2);
+  EXPECT_TRUE(parse_args(five).ok()) << err(five);
+}
+
+}  // namespace
+}  // namespace azote::card_vsock
