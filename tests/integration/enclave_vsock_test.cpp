@@ -2,15 +2,24 @@
 // azote-card-vsock (one device per VM, under its seccomp policy) and one azote-hv per VM,
 // each booting the built-in guest, whose user-mode virtio-vsock driver runs the programs
 // (guest/vsock_programs.cpp). The enclave boots from an EIF, as nitro-cli run-enclave
-// would; the parent from the built-in kernel.
+// would; the parent from the built-in kernel. The card is also driven as the controller
+// drives it: started with the parent's device only, an enclave's device added through
+// its control socket when the enclave runs and removed when it ends.
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "process.hpp"
 
@@ -23,6 +32,39 @@ using namespace std::chrono_literals;
 
 const std::string kAzote = AZOTE_BUILD_DIR "/bin/azote";
 const std::string kCard = AZOTE_BUILD_DIR "/bin/azote-card-vsock";
+
+// One request on a card's control socket (JSON lines, as control::call_once sends it):
+// the answer, or {"ok": false, "error": why} if there was none within 10 s.
+nlohmann::json control_call(const std::string& path, const nlohmann::json& request) {
+  const auto fail = [](const std::string& why) { return nlohmann::json{{"ok", false}, {"error", why}}; };
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return fail("socket");
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, path.data(), std::min(path.size(), sizeof a.sun_path - 1));
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return fail("connect " + path + ": " + std::strerror(errno));
+  }
+  const std::string line = request.dump() + "\n";
+  if (::send(fd, line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) {
+    ::close(fd);
+    return fail("send");
+  }
+  std::string in;
+  const auto end = std::chrono::steady_clock::now() + 10s;
+  while (in.find('\n') == std::string::npos && std::chrono::steady_clock::now() < end) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    char buf[4096];
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    in.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  if (in.find('\n') == std::string::npos) return fail("no answer to " + request.dump());
+  return nlohmann::json::parse(in.substr(0, in.find('\n')), nullptr, false);
+}
 
 class EnclaveVsock : public ::testing::Test {
  protected:
@@ -51,11 +93,12 @@ class EnclaveVsock : public ::testing::Test {
   std::string path(const std::string& n) const { return dir_ + "/" + n; }
   std::string sock(uint32_t cid) const { return path("cid" + std::to_string(cid) + ".sock"); }
 
-  // The card, serving the parent (3) and `enclaves`.
-  void start_card(const std::vector<uint32_t>& enclaves) {
+  // The card, serving the parent (3) and `enclaves`; `control`: its --control PATH.
+  void start_card(const std::vector<uint32_t>& enclaves, const std::string& control = "") {
     std::vector<std::string> a{kCard, "--device", "cid=3,socket=" + sock(3)};
     for (uint32_t cid : enclaves)
       a.insert(a.end(), {"--device", "cid=" + std::to_string(cid) + ",socket=" + sock(cid)});
+    if (!control.empty()) a.insert(a.end(), {"--control", control});
     card_ = std::make_unique<Process>(a);
     for (int i = 0; i < 100 && !azote::test::file_exists(sock(3)); ++i) std::this_thread::sleep_for(50ms);
     ASSERT_TRUE(azote::test::file_exists(sock(3))) << card_->wait(1s).err;
@@ -141,6 +184,59 @@ TEST_F(EnclaveVsock, AnEnclaveThatDiesResetsItsConnectionAtTheParent) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 15s);
   EXPECT_NE(p.out.find("azote-guest: vsock-echo peer=7:"), std::string::npos) << p.out;
   EXPECT_NE(p.out.find(" error: connection reset by the peer (RST)"), std::string::npos) << "the card's RST: " << p.out;
+}
+
+// As the controller runs it: the card starts with the parent's device only; an enclave's
+// device is added when it runs (add-device, mode 0666), the enclave booted from its EIF
+// reaches the parent's echo server; another run holds a connection open, and
+// remove-device resets it at the parent at once (the enclave's hv is still running).
+TEST_F(EnclaveVsock, AnEnclaveAddedAndRemovedThroughTheControlSocket) {
+  std::ofstream(path("boot.cpio"), std::ios::binary) << "bootstrap ramdisk";
+  const Outcome b = run({kAzote, "enclave", "build-enclave", "--kernel", AZOTE_GUEST_ELF, "--initrd", path("boot.cpio"),
+                         "--cmdline", "azote.run=vsock-send 3 5000 hi", "--output-file", path("enclave.eif")});
+  ASSERT_EQ(b.status, 0) << b.err;
+  const std::string ctl = path("card.ctl");
+  start_card({}, ctl);
+  for (int i = 0; i < 100 && !azote::test::file_exists(ctl); ++i) std::this_thread::sleep_for(50ms);
+  ASSERT_EQ(control_call(ctl, {{"op", "ping"}}), (nlohmann::json{{"ok", true}}));
+  // Nothing behind CID 12 yet: refused.
+  Outcome o = run(hv(3, "vsock-send", "12 5000 hi"), 60s);
+  EXPECT_EQ(o.status, 1) << o.out;
+  EXPECT_NE(o.out.find("connection refused (RST)"), std::string::npos) << o.out;
+  Process& parent = background(hv(3, "vsock-echo", "5000 2"), "vsock-echo ready cid=3 port=5000");
+
+  nlohmann::json r = control_call(ctl, {{"op", "add-device"}, {"cid", 12}, {"socket", sock(12)}});
+  ASSERT_EQ(r, (nlohmann::json{{"ok", true}})) << r.dump();
+  struct stat st {};
+  ASSERT_EQ(::stat(sock(12).c_str(), &st), 0) << "it listens once answered";
+  EXPECT_EQ(st.st_mode & 0777, 0666u);
+  o = run({AZOTE_HV_BIN, "--eif", path("enclave.eif"), "--memory", "64M", "--device", "vsock,socket=" + sock(12)}, 60s);
+  EXPECT_EQ(o.status, 0) << o.out << o.err;
+  EXPECT_NE(o.out.find("azote-guest: vsock-send echoed bytes=2 "), std::string::npos) << o.out;
+
+  // The enclave runs again (its hv reconnects to the same device) and streams.
+  Process& enclave = background(hv(12, "vsock-bench", "3 5000 60"), "");
+  bool open = false;
+  for (int i = 0; i < 300 && !open; ++i) {
+    r = control_call(ctl, {{"op", "describe"}});
+    for (const auto& d : r["devices"])
+      if (d["cid"] == 12 && d["connections"] == 1 && d["rx_packets"].get<uint64_t>() > 10) open = true;
+    if (!open) std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(open) << r.dump() << enclave.wait(1s).out;
+  r = control_call(ctl, {{"op", "remove-device"}, {"cid", 12}});
+  ASSERT_EQ(r, (nlohmann::json{{"ok", true}})) << r.dump();
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(azote::test::file_exists(sock(12))) << "its socket removed";
+  const Outcome p = parent.wait(30s);
+  EXPECT_EQ(p.status, 0) << p.out << p.err;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 15s) << "the card's RST, not the echo's idle timeout";
+  EXPECT_NE(p.out.find("azote-guest: vsock-echo peer=12:"), std::string::npos) << p.out;
+  EXPECT_NE(p.out.find(" error: connection reset by the peer (RST)"), std::string::npos) << "the card's RST: " << p.out;
+  r = control_call(ctl, {{"op", "describe"}});
+  EXPECT_EQ(r["devices"].size(), 1u) << r.dump();
+  EXPECT_EQ(r["enclaves"], 0) << r.dump();
+  EXPECT_EQ(control_call(ctl, {{"op", "remove-device"}, {"cid", 12}}).value("ok", true), false);
 }
 
 }  // namespace

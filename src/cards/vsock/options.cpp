@@ -15,7 +15,7 @@ Unexpected<CardError> usage(std::string what) { return make_error(CardErrc::kUsa
 
 const char* usage_text() {
   return R"(usage: azote-card-vsock --device cid=3,socket=PATH [--device cid=N,socket=PATH ...]
-                        [--log-level LEVEL] [--seccomp kill|log]
+                        [--control PATH|fd:N] [--log-level LEVEL] [--seccomp kill|log]
 
 The vsock fabric of one parent instance and its enclaves (ENCLAVES.md §6): one
 virtio-vsock device (virtio id 19) per VM over vhost-user, stream packets switched
@@ -29,6 +29,15 @@ terminated here: credit flow control stays between the two guests.
                       for an enclave (at most 4, distinct); its azote-hv connects to the
                       vhost-user socket PATH (created with mode 0600; `azote-hv --device
                       vsock,socket=PATH`). A path may not contain a comma.
+                      Only the parent's is needed: enclaves may come later through
+                      --control.
+  --control PATH|fd:N Listen for the host controller on a Unix socket (mode 0600, JSON
+                      lines; fd:N: a listening socket handed over by the launcher):
+                      {"op":"add-device","cid":N,"socket":"/abs/path"} serves a new
+                      enclave (its socket made with mode 0666: its directory decides
+                      who reaches it), {"op":"remove-device","cid":N} takes one away
+                      (the parent's connections with it reset), {"op":"describe"},
+                      {"op":"ping"}.
   --log-level LEVEL   error, warn, info (default), debug
   --seccomp MODE      kill (default) or log (src/cards/vsock/seccomp.json)
   --help, --version
@@ -80,7 +89,7 @@ CardResult<DeviceSpec> parse_device(const std::string& value) {
 
 CardResult<ParsedArgs> parse_args(const std::vector<std::string>& args) {
   ParsedArgs p;
-  const CommandLine line = split_command_line(args, {"--device", "--log-level", "--seccomp"});
+  const CommandLine line = split_command_line(args, {"--device", "--control", "--log-level", "--seccomp"});
   if (!line.error.empty()) return usage(line.error);
   p.help = line.help;
   p.version = line.version;
@@ -98,7 +107,14 @@ CardResult<ParsedArgs> parse_args(const std::vector<std::string>& args) {
       continue;
     }
     if (!seen.insert(flag).second) return usage(flag + " given twice");
-    if (flag == "--log-level") {
+    if (flag == "--control") {
+      if (value.rfind("fd:", 0) == 0) {
+        if (!parse_fd_ref(value)) return usage("--control \"" + value + "\": expected fd:N with N >= 3");
+      } else if (value.empty() || value.size() >= 108) {
+        return usage("--control \"" + value + "\": expected a socket path of 1-107 bytes or fd:N");
+      }
+      o.control = value;
+    } else if (flag == "--log-level") {
       if (value != "error" && value != "warn" && value != "info" && value != "debug")
         return usage("--log-level \"" + value + "\": expected error, warn, info or debug");
       o.log_level = value;
@@ -110,6 +126,9 @@ CardResult<ParsedArgs> parse_args(const std::vector<std::string>& args) {
   size_t parents = 0;
   for (const DeviceSpec& d : o.devices) parents += d.cid == kCidParent ? 1 : 0;
   if (parents == 0) return usage("--device cid=3,socket=PATH (the parent) is required");
+  for (const DeviceSpec& d : o.devices)
+    if (!o.control.empty() && d.socket == o.control)
+      return usage("--control " + o.control + ": also the socket of cid " + std::to_string(d.cid));
   if (o.devices.size() - parents > kMaxEnclaves)
     return usage(std::to_string(o.devices.size() - parents) + " enclave devices: a parent has at most " +
                  std::to_string(kMaxEnclaves));

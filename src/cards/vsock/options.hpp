@@ -1,6 +1,6 @@
-// azote-card-vsock's command line: one --device per VM of the fabric (the parent, cid 3,
-// and up to four enclaves), each with its vhost-user socket. Every error names the flag
-// and the bad value.
+// azote-card-vsock's command line: one --device per VM of the fabric known at start (the
+// parent, cid 3, and up to four enclaves), each with its vhost-user socket; --control for
+// enclaves added and removed later. Every error names the flag and the bad value.
 #pragma once
 
 #include <cstdint>
@@ -27,6 +27,7 @@ struct DeviceSpec {
 
 struct CardOptions {
   std::vector<DeviceSpec> devices;  // in command-line order; exactly one has cid 3
+  std::string control;              // --control: a socket path, "fd:N" (the launcher's), or "" (none)
   std::string log_level = "info";
   std::string seccomp = "kill";
 };

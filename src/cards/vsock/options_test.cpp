@@ -24,8 +24,14 @@ TEST(Options, AParentAndItsEnclaves) {
   EXPECT_EQ(p->options.seccomp, "log");
   EXPECT_TRUE(parse_args({"--help"})->help);
   EXPECT_TRUE(parse_args({"--version"})->version);
-  // A parent alone is a fabric too (enclaves come later with their own card).
-  EXPECT_TRUE(parse_args({"--device", "cid=3,socket=/p"}).ok());
+  // A parent alone is a fabric too (enclaves come later, through --control), as the
+  // controller starts it.
+  auto alone = parse_args({"--device", "cid=3,socket=/run/azote/vsock.sock", "--control", "fd:3"});
+  ASSERT_TRUE(alone.ok()) << alone.error().message();
+  EXPECT_EQ(alone->options.devices.size(), 1u);
+  EXPECT_EQ(alone->options.control, "fd:3");
+  EXPECT_EQ(parse_args({"--device", "cid=3,socket=/p", "--control", "/run/ctl"})->options.control, "/run/ctl");
+  EXPECT_EQ(parse_args({"--device", "cid=3,socket=/p"})->options.control, "");
 }
 
 TEST(Options, ErrorsNameTheBadValue) {
@@ -57,6 +63,11 @@ TEST(Options, ErrorsNameTheBadValue) {
   EXPECT_TRUE(has(err({"--device", "cid=3,socket=/p", "--log-level", "loud"}), "--log-level \"loud\""));
   EXPECT_TRUE(has(err({"--device", "cid=3,socket=/p", "--bogus"}), "--bogus"));
   EXPECT_TRUE(has(err({"--device"}), "--device"));
+  EXPECT_TRUE(has(err({"--device", "cid=3,socket=/p", "--control", "fd:2"}), "--control \"fd:2\": expected fd:N"));
+  EXPECT_TRUE(has(err({"--device", "cid=3,socket=/p", "--control", "fd:x"}), "--control \"fd:x\""));
+  EXPECT_TRUE(has(err({"--device", "cid=3,socket=/p", "--control", std::string(108, 'c')}), "1-107 bytes"));
+  EXPECT_TRUE(has(err({"--device", "cid=3,socket=/p", "--control", "/p"}), "--control /p: also the socket of cid 3"));
+  EXPECT_TRUE(has(err({"--device", "cid=3,socket=/p", "--control", "/c", "--control", "/d"}), "--control given twice"));
   std::vector<std::string> five = {"--device", "cid=3,socket=/p"};
   for (int i = 4; i < 9; ++i) {
     five.push_back("--device");

@@ -5,6 +5,9 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 #include <fstream>
@@ -13,6 +16,7 @@
 #include "base/temp_dir.hpp"
 #include "cards/vsock/device.hpp"
 #include "cards/vsock/test_vm.hpp"
+#include "control/control.hpp"
 #include "vhost_user/frontend.hpp"
 
 extern char** environ;
@@ -25,12 +29,14 @@ using namespace testing;
 
 class CardProcess {
  public:
-  CardProcess(std::vector<std::string> args, const std::string& log) : log_(log) {
+  // `fd3`: a descriptor the card gets as 3 (as the launcher hands one over), or -1.
+  CardProcess(std::vector<std::string> args, const std::string& log, int fd3 = -1) : log_(log) {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_addopen(&fa, 1, log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    if (fd3 >= 0) posix_spawn_file_actions_adddup2(&fa, fd3, 3);
     args.insert(args.begin(), AZOTE_CARD_VSOCK_BIN);
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
@@ -135,6 +141,65 @@ TEST(Process, AParentAndAnEnclaveUnderSeccomp) {
   EXPECT_NE(log.find("unroutable 1"), std::string::npos) << log;
   EXPECT_EQ(log.find("seccomp"), std::string::npos) << log;
   EXPECT_EQ(::access(p.c_str(), F_OK), -1) << "the sockets are removed at the end";
+}
+
+// A listening socket at `path`, as the launcher makes the control socket.
+UniqueFd listening(const std::string& path) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, path.data(), path.size());
+  EXPECT_EQ(::bind(fd.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a), 0);
+  EXPECT_EQ(::listen(fd.get(), 16), 0);
+  return fd;
+}
+
+// As the controller runs it: the parent's device only, the control socket handed over
+// as fd:3; an enclave added, used, and removed through it, all under --seccomp kill.
+TEST(Process, EnclavesAddedAndRemovedThroughTheControlSocket) {
+  TempDir dir("card-vsock-process");
+  const std::string p = dir.path() + "/parent.sock", e = dir.path() + "/enclave.sock", ctl = dir.path() + "/ctl";
+  UniqueFd control = listening(ctl);
+  CardProcess card({"--device", "cid=3,socket=" + p, "--control", "fd:3", "--seccomp", "kill"},
+                   dir.path() + "/card.log", control.get());
+  control.reset();
+  Vm pvm(3);
+  auto pfe = wire(p, pvm);
+  ASSERT_TRUE(pfe.ok()) << pfe.error().message() << "\n" << card.log();
+  auto ping = control::call_once(ctl, {{"op", "ping"}}, 5s);
+  ASSERT_TRUE(ping.ok()) << ping.error().message() << "\n" << card.log();
+  auto a = control::call_once(ctl, {{"op", "add-device"}, {"cid", 17}, {"socket", e}}, 5s);
+  ASSERT_TRUE(a.ok()) << a.error().message() << "\n" << card.log();
+  struct stat st {};
+  ASSERT_EQ(::stat(e.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0666u);
+  Vm evm(17);
+  auto efe = wire(e, evm);
+  ASSERT_TRUE(efe.ok()) << efe.error().message() << "\n" << card.log();
+  pvm.post_rx(8);
+  evm.post_rx(8);
+  evm.send(pkt(17, 1024, 3, 9000, kOpRequest));
+  ASSERT_EQ(pvm.wait_rx(1).size(), 1u) << card.log();
+  pvm.send(pkt(3, 9000, 17, 1024, kOpResponse));
+  ASSERT_EQ(evm.wait_rx(1).size(), 1u);
+  auto d = control::call_once(ctl, {{"op", "describe"}}, 5s);
+  ASSERT_TRUE(d.ok()) << d.error().message();
+  ASSERT_EQ((*d)["devices"].size(), 2u) << d->dump();
+  EXPECT_EQ((*d)["devices"][1]["connections"], 1) << d->dump();
+  auto bad = control::call_once(ctl, {{"op", "add-device"}, {"cid", 3}, {"socket", e + "2"}}, 5s);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message().find("\"cid\" 3 is the parent's"), std::string::npos) << bad.error().message();
+  auto r = control::call_once(ctl, {{"op", "remove-device"}, {"cid", 17}}, 5s);
+  ASSERT_TRUE(r.ok()) << r.error().message() << "\n" << card.log();
+  const auto got = pvm.wait_rx(1);
+  ASSERT_EQ(got.size(), 1u) << card.log();
+  EXPECT_EQ(got[0], pkt(rst_header(17, 1024, 3, 9000)));
+  EXPECT_EQ(::access(e.c_str(), F_OK), -1) << "its socket removed";
+  EXPECT_EQ(card.stop(SIGTERM), 0) << card.log();
+  const std::string log = card.log();
+  EXPECT_NE(log.find("cid 17 removed"), std::string::npos) << log;
+  EXPECT_EQ(log.find("seccomp"), std::string::npos) << log;
+  EXPECT_EQ(::access(ctl.c_str(), F_OK), 0) << "the launcher's socket is the launcher's to remove";
 }
 
 TEST(Process, ABadCommandLineNamesTheValue) {

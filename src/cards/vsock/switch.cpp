@@ -66,7 +66,8 @@ struct Switch::Conn {
 };
 
 struct Switch::Port {
-  uint32_t cid = 0;
+  uint32_t cid = 0;       // 0 while the slot is free
+  bool attached = false;  // a device of the card; false: a free slot
   bool parent = false;
   bool up = false;  // a queue started since the last down()
   std::unique_ptr<Ring> rx, tx;
@@ -84,16 +85,21 @@ struct Switch::Port {
   std::map<uint64_t, Conn> conns;
 
   std::atomic<bool> needs_reset{false};
-  std::atomic<bool> up_flag{false};  // `up`, for stats()
+  // For stats() and attach() (other threads): `cid`, `attached`, `up`, rx/tx held.
+  std::atomic<uint32_t> cid_flag{0};
+  std::atomic<bool> attached_flag{false};
+  std::atomic<bool> up_flag{false};
+  std::atomic<bool> rx_flag{false}, tx_flag{false};
   std::atomic<uint64_t> tx_packets{0}, tx_bytes{0}, rx_packets{0}, rx_bytes{0}, rx_chains{0},
       rx_chains_too_small{0}, rsts_received{0}, stalls{0}, connections{0};
 };
 
-// A request from the vhost-user thread, on that thread's stack until `done`.
+// A request from the vhost-user (or control) thread, on that thread's stack until `done`.
 struct Switch::Command {
-  enum class Kind { kStart, kStop, kDown } kind = Kind::kStart;
+  enum class Kind { kStart, kStop, kDown, kAttach, kDetach } kind = Kind::kStart;
   size_t port = 0;
   uint32_t index = 0;
+  uint32_t cid = 0;  // kAttach
   const vhost_user::VringInfo* info = nullptr;
   bool done = false;
   bool ok = true;
@@ -146,11 +152,18 @@ CardResult<std::unique_ptr<Switch>> Switch::start(const std::vector<uint32_t>& c
 }
 
 Switch::Switch(const std::vector<uint32_t>& cids, Limits limits, UniqueFd ctl) : limits_(limits), ctl_(std::move(ctl)) {
-  for (size_t i = 0; i < cids.size(); ++i) {
+  // Every slot exists from the start: ports_ never changes size (stats() reads it from
+  // any thread), a slot's state changes on the switch thread only.
+  for (size_t i = 0; i < kMaxDevices; ++i) {
     auto p = std::make_unique<Port>();
-    p->cid = cids[i];
-    p->parent = cids[i] == kCidParent;
-    if (p->parent) parent_ = i;
+    if (i < cids.size()) {
+      p->cid = cids[i];
+      p->attached = true;
+      p->parent = cids[i] == kCidParent;
+      if (p->parent) parent_ = i;
+      p->cid_flag.store(cids[i]);
+      p->attached_flag.store(true);
+    }
     ports_.push_back(std::move(p));
   }
 }
@@ -215,6 +228,41 @@ void Switch::device_down(size_t port) {
   post(c);
 }
 
+CardResult<size_t> Switch::attach(uint32_t cid) {
+  if (cid <= kCidParent || cid == UINT32_MAX)
+    return make_error(CardErrc::kUsage, "cid " + std::to_string(cid) + " is not an enclave's (4-4294967294)");
+  std::lock_guard g(attach_mu_);
+  std::optional<size_t> free;
+  for (size_t i = 0; i < ports_.size(); ++i) {
+    const Port& p = *ports_[i];
+    if (!p.attached_flag.load()) {
+      if (!free) free = i;
+    } else if (p.cid_flag.load() == cid) {
+      return make_error(CardErrc::kUsage, "cid " + std::to_string(cid) + " is already a device of this card");
+    }
+  }
+  if (!free)
+    return make_error(CardErrc::kUsage,
+                      "the card already serves " + std::to_string(kMaxEnclaves) + " enclaves, the most a parent has");
+  Command c;
+  c.kind = Command::Kind::kAttach;
+  c.port = *free;
+  c.cid = cid;
+  post(c);
+  return *free;
+}
+
+bool Switch::detach(size_t port) {
+  std::lock_guard g(attach_mu_);
+  if (port >= ports_.size() || !ports_[port]->attached_flag.load() || ports_[port]->cid_flag.load() == kCidParent)
+    return false;
+  Command c;
+  c.kind = Command::Kind::kDetach;
+  c.port = port;
+  post(c);
+  return true;
+}
+
 bool Switch::needs_reset(size_t port) const {
   return port < ports_.size() && ports_[port]->needs_reset.load(std::memory_order_acquire);
 }
@@ -223,8 +271,11 @@ SwitchStats Switch::stats() const {
   SwitchStats s;
   for (const auto& p : ports_) {
     PortStats ps;
-    ps.cid = p->cid;
+    ps.cid = p->cid_flag.load();
+    ps.attached = p->attached_flag.load();
     ps.up = p->up_flag.load();
+    ps.rx_running = p->rx_flag.load();
+    ps.tx_running = p->tx_flag.load();
     ps.tx_packets = p->tx_packets.load();
     ps.tx_bytes = p->tx_bytes.load();
     ps.rx_packets = p->rx_packets.load();
@@ -244,6 +295,7 @@ SwitchStats Switch::stats() const {
 void Switch::log_stats() const {
   const SwitchStats s = stats();
   for (const PortStats& p : s.ports) {
+    if (!p.attached) continue;
     LOG_INFO("vsock: cid %u: sent %llu packets (%llu bytes), received %llu packets (%llu bytes) in %llu buffers "
              "(%llu too small), %llu resets from the card, %llu stalls, %llu connections open",
              p.cid, static_cast<unsigned long long>(p.tx_packets), static_cast<unsigned long long>(p.tx_bytes),
@@ -346,6 +398,10 @@ void Switch::execute(Command& c) {
   std::unique_ptr<Ring>& slot = c.index == kRxQueue ? p.rx : p.tx;
   switch (c.kind) {
     case Command::Kind::kStart: {
+      if (!p.attached) {
+        c.ok = false;
+        return;
+      }
       const vhost_user::VringInfo& v = *c.info;
       auto r = std::make_unique<Ring>(v);
       const bool event_idx = (v.features & virtio::feature_bit(virtio::kFRingEventIdx)) != 0;
@@ -361,6 +417,7 @@ void Switch::execute(Command& c) {
       r->queue.set_next_avail(v.next_avail);
       r->queue.set_next_used(v.next_avail);
       slot = std::move(r);
+      (c.index == kRxQueue ? p.rx_flag : p.tx_flag).store(true);
       if (!p.up) {
         p.up = true;
         p.up_flag.store(true);
@@ -375,11 +432,66 @@ void Switch::execute(Command& c) {
         c.next_avail = slot->queue.next_avail();
         slot.reset();
       }
+      (c.index == kRxQueue ? p.rx_flag : p.tx_flag).store(false);
       return;
     case Command::Kind::kDown:
       down(c.port);
       return;
+    case Command::Kind::kAttach:
+      attach_port(c.port, c.cid);
+      return;
+    case Command::Kind::kDetach:
+      detach_port(c.port);
+      return;
   }
+}
+
+void Switch::attach_port(size_t x, uint32_t cid) {
+  Port& p = *ports_[x];
+  // A free slot: detach_port() left nothing in it. A slot starts from zero.
+  p.rx.reset();
+  p.tx.reset();
+  p.cid = cid;
+  p.attached = true;
+  p.parent = false;
+  p.up = p.stuck = false;
+  p.rr = 0;
+  p.held.reset();
+  p.conns.clear();
+  p.answers = Inbound{};
+  for (Inbound& in : p.from) in = Inbound{};
+  p.needs_reset.store(false);
+  for (auto* n : {&p.tx_packets, &p.tx_bytes, &p.rx_packets, &p.rx_bytes, &p.rx_chains, &p.rx_chains_too_small,
+                  &p.rsts_received, &p.stalls, &p.connections})
+    n->store(0);
+  p.up_flag.store(false);
+  p.rx_flag.store(false);
+  p.tx_flag.store(false);
+  p.cid_flag.store(cid);
+  p.attached_flag.store(true);
+}
+
+void Switch::detach_port(size_t x) {
+  Port& p = *ports_[x];
+  if (!p.attached || p.parent) return;
+  if (p.rx || p.tx) {
+    // Not the card's order (its Backend stops the queues first): forgotten here, so the
+    // slot can be used again; the session's own stop then finds nothing.
+    if (log_limit_.allow()) LOG_WARN("vsock: cid %u detached with a queue still running", p.cid);
+    p.rx.reset();
+    p.tx.reset();
+  }
+  // What is left for it, held by it or held for it goes, its connections are reset at
+  // the parent (nothing, if its device already went down). What it sent before stays
+  // queued for the parent (from[x] there), the RSTs after it: a slot used again later
+  // queues its new VM's packets behind them, in order.
+  down(x);
+  p.attached = false;
+  p.cid = 0;
+  p.attached_flag.store(false);
+  p.cid_flag.store(0);
+  p.rx_flag.store(false);
+  p.tx_flag.store(false);
 }
 
 bool Switch::round(Clock::time_point now) {
@@ -472,7 +584,7 @@ std::optional<size_t> Switch::route(size_t s, const Header& h) const {
   // Nitro: the parent reaches its enclaves; an enclave reaches its parent only.
   if (ports_[s]->parent) {
     for (size_t d = 0; d < ports_.size(); ++d)
-      if (d != s && !ports_[d]->parent && ports_[d]->cid == h.dst_cid) return d;
+      if (d != s && ports_[d]->attached && !ports_[d]->parent && ports_[d]->cid == h.dst_cid) return d;
     return std::nullopt;
   }
   if (h.dst_cid == kCidParent) return parent_;

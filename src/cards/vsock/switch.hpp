@@ -11,10 +11,16 @@
 // that went away.
 //
 // Threads: the vhost-user control thread calls queue_started / queue_stopped /
-// device_down; each hands a command to the switch thread (mailbox + eventfd) and waits
-// for its acknowledgement, at most runtime::kWorkerStopDeadline (past it the process
-// ends with kExitStuckWorker, as a stuck queue worker would: the ring may still be in
-// use). So when queue_stopped returns, the switch thread no longer touches that ring.
+// device_down, and the card's control socket attach / detach; each hands a command to
+// the switch thread (mailbox + eventfd) and waits for its acknowledgement, at most
+// runtime::kWorkerStopDeadline (past it the process ends with kExitStuckWorker, as a
+// stuck queue worker would: the ring may still be in use). So when queue_stopped
+// returns, the switch thread no longer touches that ring; when attach returns, packets
+// are routed to the new CID; when detach returns, nothing of that VM is left but the
+// RSTs already queued for the parent in its name.
+//
+// Ports: kMaxDevices slots, fixed for the switch's life (a port index is a slot); the
+// ones given to start() are attached at once, the others free until attach().
 #pragma once
 
 #include <array>
@@ -84,8 +90,10 @@ struct Limits {
 };
 
 struct PortStats {
-  uint32_t cid = 0;
+  uint32_t cid = 0;        // 0: a free slot
+  bool attached = false;   // a device of the card (given to start() or attach())
   bool up = false;
+  bool rx_running = false, tx_running = false;  // the switch holds the ring
   uint64_t tx_packets = 0, tx_bytes = 0;  // taken from this VM and forwarded (payload bytes)
   uint64_t rx_packets = 0, rx_bytes = 0;  // delivered to this VM (guest packets; payload bytes)
   uint64_t rx_chains = 0;                 // rx buffers used (a packet may take several)
@@ -103,8 +111,9 @@ struct SwitchStats {
 
 class Switch {
  public:
-  // `cids`: one per device (port index = position); exactly one is 3 (the parent).
-  // Starts the switch thread (seccomp class "switch").
+  // `cids`: one per device (port index = position); exactly one is 3 (the parent), at
+  // most kMaxEnclaves others. The remaining slots up to kMaxDevices are free for
+  // attach(). Starts the switch thread (seccomp class "switch").
   static CardResult<std::unique_ptr<Switch>> start(const std::vector<uint32_t>& cids, Limits limits = {});
   ~Switch();  // stops the thread (every device must be down or gone)
   Switch(const Switch&) = delete;
@@ -118,8 +127,20 @@ class Switch {
   // packets queued for it are dropped and each connection it had gets an RST at its peer.
   void device_down(size_t port);
 
+  // From the card's control thread: an enclave's device enters a free slot (its port,
+  // the index its VsockDevice is made with), not running until a queue starts. Refused
+  // (kUsage, the sentence names the CID) for a CID outside 4..4294967294, one in use, or
+  // with no slot free.
+  CardResult<size_t> attach(uint32_t cid);
+  // The enclave's slot freed. Call it once its vhost-user Backend is gone (queues
+  // stopped, device down: what was queued for it dropped, its connections reset at the
+  // parent); anything still held is dropped here the same way. The RSTs queued for the
+  // parent stay queued and are delivered after what the VM sent before. Never the
+  // parent; false if `port` is not an attached enclave.
+  bool detach(size_t port);
+
   bool needs_reset(size_t port) const;
-  size_t ports() const { return ports_.size(); }
+  size_t ports() const { return ports_.size(); }  // slots, attached or free
   SwitchStats stats() const;
   void log_stats() const;
 
@@ -152,6 +173,8 @@ class Switch {
   bool enqueue(size_t d, size_t s, Packet&& p);
   void release_stall(size_t s, size_t d);
   void down(size_t x);
+  void attach_port(size_t x, uint32_t cid);
+  void detach_port(size_t x);
   // The earliest moment a held packet's destination may turn out stuck; `released`: a
   // source was released (its held packet dropped) now.
   std::optional<Clock::time_point> check_stuck(Clock::time_point now, bool& released);
@@ -171,6 +194,7 @@ class Switch {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Command*> mailbox_;
+  std::mutex attach_mu_;  // one attach/detach at a time (the slots they look at settle under it)
   bool quit_ = false;
   bool alive_ = false;
   runtime::BoundedThread thread_;

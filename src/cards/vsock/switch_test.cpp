@@ -397,6 +397,77 @@ TEST_F(Fabric, ADisconnectedEnclavesConnectionsAreResetAtTheParent) {
   EXPECT_EQ(got[0], pkt(rst_header(5, 81, 3, 2001)));
 }
 
+// An enclave attached to a running switch (add-device), detached (remove-device), and
+// another CID in the same slot: what the first sent before it went reaches the parent,
+// then its resets, then the newcomer's packets, in that order; what was queued for it
+// is dropped, never delivered to the newcomer.
+TEST_F(Fabric, AttachAndDetachWhileRunning) {
+  make({3});
+  EXPECT_EQ(stats().ports.size(), kMaxDevices);
+  EXPECT_FALSE(stats().ports[1].attached);
+  const auto attach = [&](uint32_t cid) {
+    auto port = sw_->attach(cid);
+    EXPECT_TRUE(port.ok()) << port.error().message();
+    EXPECT_EQ(*port, 1u) << "the first free slot";
+    if (vms_.size() < 2) {
+      vms_.push_back(nullptr);
+      devs_.push_back(nullptr);
+    }
+    devs_[1] = std::make_unique<VsockDevice>(*sw_, 1, cid);
+    vms_[1] = std::make_unique<Vm>(cid);
+    start(1);
+  };
+  attach(5);
+  for (uint32_t bad : {0u, 2u, 3u, 5u, 0xffffffffu}) EXPECT_FALSE(sw_->attach(bad).ok()) << bad;
+  EXPECT_FALSE(sw_->detach(0)) << "never the parent";
+  EXPECT_FALSE(sw_->detach(2)) << "a free slot";
+  EXPECT_TRUE(stats().ports[1].attached);
+  EXPECT_EQ(stats().ports[1].cid, 5u);
+  EXPECT_TRUE(stats().ports[1].rx_running && stats().ports[1].tx_running);
+  // The parent has no rx buffers yet: the enclave's packets wait in the card.
+  const Bytes req = pkt(5, 1024, 3, 9000, kOpRequest), data = pkt(5, 1024, 3, 9000, kOpRw, {1, 2, 3});
+  vm(1).send(req);
+  vm(1).send(data);
+  ASSERT_TRUE(vm(1).wait_tx_used(2));
+  // The enclave posts no rx buffers: the parent's REQUEST waits for it.
+  vm(0).send(pkt(3, 2000, 5, 80, kOpRequest));
+  ASSERT_TRUE(vm(0).wait_tx_used(1));
+  ASSERT_TRUE(wait_stats([](const SwitchStats& s) { return s.ports[1].connections == 2; }));
+  disconnect(1);
+  EXPECT_TRUE(sw_->detach(1));
+  EXPECT_FALSE(sw_->detach(1)) << "once";
+  SwitchStats s = stats();
+  EXPECT_FALSE(s.ports[1].attached);
+  EXPECT_EQ(s.ports[1].cid, 0u);
+  EXPECT_FALSE(s.ports[1].rx_running || s.ports[1].tx_running);
+  EXPECT_EQ(s.drops_of(Drop::kDeviceDown), 1u) << "the parent's REQUEST for it";
+
+  attach(6);
+  EXPECT_EQ(stats().ports[1].tx_packets, 0u) << "a slot's counters start again";
+  const Bytes req6 = pkt(6, 1024, 3, 9000, kOpRequest);
+  vm(1).post_rx(4);
+  vm(1).send(req6);
+  ASSERT_TRUE(vm(1).wait_tx_used(1));
+  vm(0).post_rx(8);
+  const auto got = vm(0).wait_rx(5);
+  ASSERT_EQ(got.size(), 5u);
+  EXPECT_EQ(got[0], req);
+  EXPECT_EQ(got[1], data);
+  EXPECT_EQ(got[2], pkt(rst_header(5, 80, 3, 2000)));
+  EXPECT_EQ(got[3], pkt(rst_header(5, 1024, 3, 9000)));
+  EXPECT_EQ(got[4], req6);
+  EXPECT_EQ(vm(1).rx_after().size(), 0u) << "nothing meant for cid 5 reaches cid 6";
+  // CID 5 is nobody now; CID 6 answers.
+  vm(0).send(pkt(3, 2001, 5, 80, kOpRequest));
+  vm(0).send(pkt(3, 9000, 6, 1024, kOpResponse));
+  const auto back = vm(0).wait_rx(1);
+  ASSERT_EQ(back.size(), 1u);
+  EXPECT_EQ(back[0], pkt(rst_header(5, 80, 3, 2001)));
+  const auto e = vm(1).wait_rx(1);
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_EQ(e[0], pkt(3, 9000, 6, 1024, kOpResponse));
+}
+
 TEST_F(Fabric, AResetParentsConnectionsAreResetAtEachEnclave) {
   make({3, 5, 6});
   vm(0).post_rx(2);
