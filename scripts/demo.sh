@@ -5,7 +5,7 @@
 # for it, show it and its console, terminate it, shut the host down cleanly.
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
-for b in azote-controller azote azote-hv azote-card-blk azote-card-net azote-card-tpm azote-card-nsm; do
+for b in azote-controller azote azote-hv azote-card-blk azote-card-net azote-card-tpm azote-card-nsm azote-card-vsock; do
   [[ -x "$build/bin/$b" ]] || { echo "demo: $build/bin/$b is missing; run 'make' first" >&2; exit 1; }
 done
 if [[ ! -r /dev/kvm || ! -w /dev/kvm ]]; then

@@ -31,13 +31,14 @@ const char* to_string(Role r) {
     case Role::kCardNet: return "card-net";
     case Role::kCardTpm: return "card-tpm";
     case Role::kCardNsm: return "card-nsm";
+    case Role::kCardVsock: return "card-vsock";
     case Role::kProbe: return "probe";
   }
   return "?";
 }
 
 std::optional<Role> parse_role(const std::string& s) {
-  for (Role r : {Role::kHv, Role::kCardBlk, Role::kCardNet, Role::kCardTpm, Role::kCardNsm, Role::kProbe})
+  for (Role r : {Role::kHv, Role::kCardBlk, Role::kCardNet, Role::kCardTpm, Role::kCardNsm, Role::kCardVsock, Role::kProbe})
     if (s == to_string(r)) return r;
   return std::nullopt;
 }
@@ -108,7 +109,7 @@ Result<SpawnRequest, LaunchError> spawn_request_from_json(const Json& j) {
   if (j.contains("probe_as")) {
     AZOTE_TRY(as, str(j, "probe_as", true));
     const auto pa = parse_role(as);
-    if (!pa || *pa == Role::kProbe) return bad("\"probe_as\" must be hv, card-blk, card-net, card-tpm or card-nsm");
+    if (!pa || *pa == Role::kProbe) return bad("\"probe_as\" must be hv, card-blk, card-net, card-tpm, card-nsm or card-vsock");
     r.probe_as = *pa;
   }
   if (j.contains("enclave_debug")) {

@@ -8,7 +8,7 @@
 // the state directory (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), refuses
 // --seccomp=log, and never runs anything as root. See src/launcher/DESIGN.md.
 //
-//   {"op": "spawn", "role": "hv"|"card-blk"|"card-net"|"card-tpm"|"card-nsm"|"probe", "instance": "i-..."
+//   {"op": "spawn", "role": "hv"|"card-blk"|"card-net"|"card-tpm"|"card-nsm"|"card-vsock"|"probe", "instance": "i-..."
 //    (or an enclave "i-...-enc<16 hex>": its own jail, uid and cgroup, apart from its parent's),
 //    "slot": N, "args": [...], "files": [{"name", "path", "access": "r"|"rw"|"append"}],
 //    "listen": [{"name", "path"}], "output": PATH, "limits": {...}, "enis": [...],
@@ -53,7 +53,7 @@ using LaunchError = Error<LaunchErrc>;
 inline constexpr size_t kMaxMessageBytes = 256 * 1024;
 inline constexpr size_t kMaxFds = 16;
 
-enum class Role { kHv, kCardBlk, kCardNet, kCardTpm, kCardNsm, kProbe };
+enum class Role { kHv, kCardBlk, kCardNet, kCardTpm, kCardNsm, kCardVsock, kProbe };
 const char* to_string(Role r);
 std::optional<Role> parse_role(const std::string& s);
 

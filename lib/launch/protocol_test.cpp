@@ -44,7 +44,7 @@ TEST(Protocol, BadRequestsAreNamed) {
       {{{"role", "hv"}, {"args", {1, 2}}}, "\"args\" must be an array of strings"},
       {{{"role", "hv"}, {"slot", -1}}, "\"slot\" out of range"},
       {{{"role", "hv"}, {"files", {{{"name", "k"}}}}}, "needs \"path\""},
-      {{{"role", "probe"}, {"probe_as", "probe"}}, "\"probe_as\" must be hv, card-blk, card-net, card-tpm or card-nsm"},
+      {{{"role", "probe"}, {"probe_as", "probe"}}, "\"probe_as\" must be hv, card-blk, card-net, card-tpm, card-nsm or card-vsock"},
       {{{"role", "card-nsm"}, {"enclave_debug", "yes"}}, "\"enclave_debug\" must be a boolean"},
       {{{"role", "hv"}, {"limits", {{"pids", "many"}}}}, "limits.pids must be a non-negative integer"},
   };

@@ -39,7 +39,7 @@ inline constexpr char kFormat[] = "azote-release-manifest/1";
 inline const std::vector<std::string>& release_binaries() {
   static const std::vector<std::string> k = {"azote-launcher", "azote-controller", "azote-hv",
                                              "azote-card-blk", "azote-card-net",  "azote-card-tpm", "azote-card-nsm",
-                                             "azote-rot"};
+                                             "azote-card-vsock",                                              "azote-rot"};
   return k;
 }
 

@@ -170,7 +170,7 @@ std::vector<CommandSpec> build_commands() {
        "write a release manifest (SHA-384 of each azote binary) signed with the release key (local)", "",
        {{"--key", K::kValue, true, "PEM_FILE", "the release key: an EC private key (P-384), kept off the hosts"},
         {"--bin-dir", K::kValue, true, "DIR", "the directory holding the release's binaries (azote-launcher, "
-                                                 "azote-controller, azote-hv, azote-card-blk, azote-card-net, azote-card-tpm, azote-card-nsm, azote-rot)"},
+                                                 "azote-controller, azote-hv, azote-card-blk, azote-card-net, azote-card-tpm, azote-card-nsm, azote-card-vsock, azote-rot)"},
         {"--release", K::kValue, true, "NAME", "the release's name, e.g. 2026.12.07"},
         {"--out", K::kValue, true, "FILE", "the manifest to write (azote-controller --release-manifest)"}}},
       {"admin verify-release", Rpc::kNone,

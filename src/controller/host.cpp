@@ -1781,6 +1781,12 @@ ApiResult<void> Host::launch(const std::string& id) {
   auto connected = control::Client::connect(ctl, kControlTimeout);
   if (!connected) return api_error(K::kInternal, "InternalError", "the hypervisor's control socket: " + connected.error().message());
   std::optional<control::Client> c(std::move(connected).value());
+  // An enclave-enabled parent: its vsock card (CID 3 for its enclaves), then its device.
+  if (inst.enclave_enabled) {
+    AZOTE_TRYV(start_parent_vsock(id, slot));
+    auto a = c->call({{"op", "attach-device"}, {"kind", "vsock"}, {"socket", "/run/azote/vsock.sock"}}, kControlTimeout);
+    if (!a) return api_error(K::kInternal, "InternalError", "attaching the vsock device: " + a.error().message());
+  }
   // 4. The channels: one virtio device per volume, root first, then the ENI.
   for (const VolumeRec& v : vols) {
     auto a = c->call({{"op", "attach-device"}, {"kind", "blk"}, {"socket", volume_socket(v.id)}}, kControlTimeout);
@@ -1906,8 +1912,9 @@ void Host::stop_hv(const std::string& id, bool force) {
   // of its processes is killed and its cgroups go.
   stop_blk_card(id);
   net_stop(id);
-  procs_.release(id);
+  procs_.release(id);  // the vsock card too
   lock.lock();
+  rt.vsock.reset();
   rt.slot = -1;
 }
 

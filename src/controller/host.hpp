@@ -213,6 +213,9 @@ class Host {
     std::unique_ptr<Card> blk;    // this instance's block card (created at its first launch)
     std::unique_ptr<Card> net;    // this instance's network card (created at its first launch with an ENI)
     std::unique_ptr<Card> tpm;    // this instance's TPM card (an image with TPM support)
+    // An enclave-enabled parent's vsock card (its own vsock device, CID 3, and its
+    // enclaves'): started with the parent, ended with it, not restarted.
+    std::optional<Proc> vsock;
     std::vector<Card*> cards() const;  // those that exist
     int slot = -1;                // its uid/gid slot while it has processes
     bool busy = false;            // a job owns the instance
@@ -238,6 +241,10 @@ class Host {
   void end_enclaves_of(const std::string& instance_id);
   // Enclaves whose hv has exited are ended (mu_ not held).
   void reap_enclaves();
+  // An enclave-enabled parent's launch: its vsock card started (no lock held).
+  ApiResult<void> start_parent_vsock(const std::string& instance_id, uint32_t slot);
+  // Where a parent's vsock card listens (its control socket, on the host).
+  std::string vsock_control(const std::string& instance_id) const;
 
   // One supervised card process: an instance's azote-card-blk, azote-card-net or
   // azote-card-tpm.

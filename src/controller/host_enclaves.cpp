@@ -39,6 +39,11 @@ constexpr uint64_t kParentKeepsMib = 128;
 constexpr uint64_t kMaxCid = 0xffffffffull - 1;  // u32::MAX is refused, as nitro-cli does
 // Where the enclave's NSM card serves, in the jails of the card and of the enclave's hv.
 constexpr const char* kNsmSocket = "/run/azote/nsm.sock";
+// vsock: the parent's device on its vsock card, in the jails of the card and the parent's
+// hv; an enclave's in the card's jail (one directory per enclave) and in the enclave's.
+constexpr const char* kParentVsockSocket = "/run/azote/vsock.sock";
+constexpr const char* kEnclaveVsockInEnclave = "/run/azote-vsock/vsock.sock";
+std::string enclave_vsock_in_card(const std::string& enclave_id) { return "/run/azote-vsock/" + enclave_id + "/vsock.sock"; }
 
 uint64_t random_u64() {
   uint64_t v = 0;
@@ -230,6 +235,22 @@ ApiResult<EnclaveView> Host::run_enclave(const EnclaveRequest& r) {
   if (!client) return fail("its control socket: " + client.error().message());
   if (auto a = client->call({{"op", "attach-device"}, {"kind", "nsm"}, {"socket", kNsmSocket}}, kControlTimeout); !a)
     return fail("attaching its NSM: " + a.error().message());
+  // Its vsock device, on its parent's vsock card (the launcher made its directory there
+  // when it started this hv): the parent is CID 3 for it, it is view.cid for the parent.
+  bool parent_vsock = false;
+  {
+    std::lock_guard lock(mu_);
+    parent_vsock = rt_[r.instance_id].vsock.has_value();
+  }
+  if (parent_vsock) {
+    if (auto a = control::call_once(vsock_control(r.instance_id),
+                                    {{"op", "add-device"}, {"cid", view.cid}, {"socket", enclave_vsock_in_card(id)}},
+                                    kControlTimeout);
+        !a)
+      return fail("its vsock device on the parent's vsock card: " + a.error().message());
+    if (auto a = client->call({{"op", "attach-device"}, {"kind", "vsock"}, {"socket", kEnclaveVsockInEnclave}}, kControlTimeout); !a)
+      return fail("attaching its vsock device: " + a.error().message());
+  }
   if (auto s = client->call({{"op", "start"}}, kControlTimeout); !s) return fail("starting its vCPUs: " + s.error().message());
   std::lock_guard lock(mu_);
   EnclaveRt& e = enclaves_[id];
@@ -276,11 +297,58 @@ void Host::end_enclave(const std::string& enclave_id) {
     Processes::wait_exit(**p, 5000);
     (void)procs_.reap(**p);
   }
+  // Its device on the parent's vsock card goes (the card resets the parent's
+  // connections to it), if the card still runs.
+  std::string parent;
+  uint64_t cid = 0;
+  bool parent_vsock = false;
+  {
+    std::lock_guard lock(mu_);
+    auto it = enclaves_.find(enclave_id);
+    if (it != enclaves_.end()) {
+      parent = it->second.view.instance_id;
+      cid = it->second.view.cid;
+      parent_vsock = rt_[parent].vsock.has_value();
+    }
+  }
+  if (parent_vsock) {
+    if (auto a = control::call_once(vsock_control(parent), {{"op", "remove-device"}, {"cid", cid}}, kControlTimeout); !a)
+      LOG_WARN("enclave %s: removing its vsock device: %s", enclave_id.c_str(), a.error().message().c_str());
+  }
   procs_.release(enclave_id);
   std::error_code ec;
   fs::remove_all(instance_dir(enclave_id), ec);
   std::lock_guard lock(mu_);
   enclaves_.erase(enclave_id);
+}
+
+std::string Host::vsock_control(const std::string& instance_id) const { return instance_dir(instance_id) + "/card-vsock.ctl"; }
+
+ApiResult<void> Host::start_parent_vsock(const std::string& instance_id, uint32_t slot) {
+  launch::SpawnRequest req;
+  req.role = launch::Role::kCardVsock;
+  req.instance = instance_id;
+  req.slot = slot;
+  req.listens = {{"control", vsock_control(instance_id)}};
+  req.output = instance_dir(instance_id) + "/card-vsock.log";
+  req.args = {"--device", std::string("cid=3,socket=") + kParentVsockSocket, "--control", "fd:{control}"};
+  req.limits = card_limits();
+  auto p = procs_.spawn(req);
+  if (!p) return api_error(K::kInternal, "InternalError", "cannot start the vsock card of " + instance_id + ": " + p.error().message());
+  const auto deadline = std::chrono::steady_clock::now() + kControlTimeout;
+  while (!answers(vsock_control(instance_id), std::chrono::milliseconds(200))) {
+    if (Processes::wait_exit(*p, 0) || std::chrono::steady_clock::now() >= deadline) {
+      std::string last = read_tail(instance_dir(instance_id) + "/card-vsock.log", 512);
+      while (!last.empty() && last.back() == '\n') last.pop_back();
+      if (const size_t nl = last.rfind('\n'); nl != std::string::npos) last = last.substr(nl + 1);
+      procs_.send_signal(*p, SIGKILL);
+      return api_error(K::kInternal, "InternalError",
+                       "the vsock card of " + instance_id + " did not answer" + (last.empty() ? "" : " (" + last + ")"));
+    }
+  }
+  std::lock_guard lock(mu_);
+  rt_[instance_id].vsock = std::move(p).value();
+  return {};
 }
 
 void Host::end_enclaves_of(const std::string& instance_id) {

@@ -63,6 +63,7 @@ int exec_launcher(const Options& o, const std::vector<std::string>& args) {
                                    "--card-net", o.card_net_bin.empty() ? sibling("azote-card-net") : o.card_net_bin,
                                    "--card-tpm", sibling("azote-card-tpm"),
                                    "--card-nsm", sibling("azote-card-nsm"),
+                                   "--card-vsock", sibling("azote-card-vsock"),
                                    "--rot", sibling("azote-rot"),
                                    "--uid-base", std::to_string(o.uid_base),
                                    "--cgroup-favordynmods", o.favordynmods ? "on" : "off",

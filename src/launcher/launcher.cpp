@@ -128,7 +128,8 @@ Result<std::unique_ptr<Launcher>, LauncherError> Launcher::create(Options o) {
                                      {"azote-card-blk", l->o_.card_blk_bin},
                                      {"azote-card-net", l->o_.card_net_bin},
                                      {"azote-card-tpm", l->o_.card_tpm_bin},
-                                     {"azote-card-nsm", l->o_.card_nsm_bin}})
+                                     {"azote-card-nsm", l->o_.card_nsm_bin},
+                                     {"azote-card-vsock", l->o_.card_vsock_bin}})
       if (path.empty()) {
         continue;
       } else if (auto s = l->seal_binary(name, path); !s) {
@@ -258,6 +259,7 @@ Result<void, LauncherError> Launcher::prepare_state_dir() {
     if (ec) break;
     const std::string rel = fs::relative(it->path(), real).string();
     const bool jail_owned = rel == ".jail" || rel == "net" || rel.rfind("net/", 0) == 0 || rel == "rot" ||
+                            rel == "vsock" || rel.rfind("vsock/", 0) == 0 ||
                             std::regex_match(rel, std::regex("instances/[^/]+/run(/.*)?"));
     if (jail_owned) {
       if (it->is_directory() && !it->is_symlink()) it.disable_recursion_pending();
@@ -265,7 +267,8 @@ Result<void, LauncherError> Launcher::prepare_state_dir() {
     }
     (void)::lchown(it->path().c_str(), ctl, ctl);
   }
-  for (auto [dir, owner, mode] : {std::tuple{".jail", 0u, 0755u}, {"instances", ctl, 0700u}, {"net", 0u, 0711u}})
+  for (auto [dir, owner, mode] : {std::tuple{".jail", 0u, 0755u}, {"instances", ctl, 0700u}, {"net", 0u, 0711u},
+                                     {"vsock", 0u, 0711u}})
     if (auto d = ensure_dir(dir, owner, owner, mode); !d) return Unexpected{d.error()};
   if (!o_.rot_bin.empty()) {
     const uid_t rot = o_.uid_base + launch::kRotId;
@@ -482,6 +485,7 @@ Result<void, LauncherError> Launcher::start_guard() {
                                      {"azote-card-net", o_.card_net_bin},
                                      {"azote-card-tpm", o_.card_tpm_bin},
                                      {"azote-card-nsm", o_.card_nsm_bin},
+                                     {"azote-card-vsock", o_.card_vsock_bin},
                                      {"azote-rot", o_.rot_bin}})
       if (!path.empty()) guarded_binaries_[path] = name;
     rehash_at_ = std::chrono::steady_clock::now() + std::chrono::seconds(o_.guard_rehash_seconds);
@@ -845,6 +849,7 @@ std::pair<const char*, const std::string*> Launcher::binary_of(Role r) const {
     case Role::kCardNet: return {"azote-card-net", &o_.card_net_bin};
     case Role::kCardTpm: return {"azote-card-tpm", &o_.card_tpm_bin};
     case Role::kCardNsm: return {"azote-card-nsm", &o_.card_nsm_bin};
+    case Role::kCardVsock: return {"azote-card-vsock", &o_.card_vsock_bin};
     case Role::kProbe: break;
   }
   return {"azote-probe", &o_.probe_bin};
@@ -890,6 +895,7 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
   if (enclave && r.role != Role::kHv && r.role != Role::kCardNsm && r.role != Role::kProbe)
     return refuse(std::string("spawn: an enclave runs only an hv and an NSM card, not ") + to_string(r.role));
   if (!enclave && r.role == Role::kCardNsm) return refuse("spawn: an NSM card serves an enclave (i-...-enc...)");
+  const std::string parent = r.instance.substr(0, r.instance.find("-enc"));
   // Before anything is made for it (directories, cgroup leaf): a binary the release refused.
   if (const auto it = refused_.find(bin_name); it != refused_.end()) return refuse("spawn: " + it->second);
   const uint32_t id = id_of(r.role, r.slot);
@@ -991,6 +997,25 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
     if (!dir) return refuse("spawn: " + dir.error().message());
     if (r.role == Role::kHv) spec.binds.push_back({o_.state_dir + "/net/" + e, "/run/azote-net/" + e, false, dir->get()});
     bind_fds.push_back(std::move(dir).value());
+  }
+  if (r.role == Role::kCardVsock) {
+    // A parent's vsock card: the directory in which it makes each of its enclaves' sockets
+    // (vsock/<parent>/<enclave>/, each bound into that enclave's jail alone).
+    auto dir = ensure_dir("vsock/" + r.instance, id, id, 0711);
+    if (!dir) return refuse("spawn: " + dir.error().message());
+    spec.binds.push_back({o_.state_dir + "/vsock/" + r.instance, "/run/azote-vsock", true, dir->get()});
+    bind_fds.push_back(std::move(dir).value());
+  }
+  if (r.role == Role::kHv && enclave) {
+    // An enclave's hv: its own socket directory of its parent's vsock card, made here for
+    // the card's uid (the owner of the parent's directory), if the parent has one.
+    struct stat st {};
+    if (auto pdir = dir_beneath("vsock/" + parent); pdir && ::fstat(pdir->get(), &st) == 0) {
+      auto dir = ensure_dir("vsock/" + parent + "/" + r.instance, st.st_uid, st.st_gid, 0711);
+      if (!dir) return refuse("spawn: " + dir.error().message());
+      spec.binds.push_back({o_.state_dir + "/vsock/" + parent + "/" + r.instance, "/run/azote-vsock", false, dir->get()});
+      bind_fds.push_back(std::move(dir).value());
+    }
   }
   if (r.role == Role::kCardNet) {
     // Every ENI directory of the host, by name only (net/ is 0711): its own to write in,
@@ -1194,6 +1219,13 @@ Json Launcher::release(const Json& req) {
   // processes made: removed through descriptors (the directories may have been swapped
   // for symlinks). The next spawn makes them again.
   if (auto inst = dir_beneath("instances/" + instance)) remove_socket_dir(inst->get(), "run");
+  // Its vsock directory: an enclave's socket directory in its parent's, or a parent's own
+  // (its enclaves' are gone by then).
+  if (const size_t enc = instance.find("-enc"); enc != std::string::npos) {
+    if (auto v = dir_beneath("vsock/" + instance.substr(0, enc))) remove_socket_dir(v->get(), instance.c_str());
+  } else if (auto v = dir_beneath("vsock")) {
+    remove_socket_dir(v->get(), instance.c_str());
+  }
   if (auto it = enis_.find(instance); it != enis_.end()) {
     if (auto net = dir_beneath("net"))
       for (const auto& e : it->second) remove_socket_dir(net->get(), e.c_str());

@@ -39,6 +39,7 @@ struct Options {
   std::string controller_bin, hv_bin, card_blk_bin, card_net_bin, probe_bin;
   std::string card_tpm_bin;  // optional: without it no instance gets a TPM
   std::string card_nsm_bin;  // optional: without it no enclave can start
+  std::string card_vsock_bin;  // optional: without it parents and enclaves get no vsock
   std::string rot_bin;  // --rot: azote-rot, started at host start; empty: no root of trust
   std::string test_socket;  // with probe_bin: root-only socket for probe requests
   uint32_t uid_base = 2'000'000'000;

@@ -37,6 +37,7 @@ Result<Options, LauncherError> parse_args(const std::vector<std::string>& args) 
     else if (flag == "--card-net") o.card_net_bin = value;
     else if (flag == "--card-tpm") o.card_tpm_bin = value;
     else if (flag == "--card-nsm") o.card_nsm_bin = value;
+    else if (flag == "--card-vsock") o.card_vsock_bin = value;
     else if (flag == "--probe") o.probe_bin = value;
     else if (flag == "--rot") o.rot_bin = value;
     else if (flag == "--test-socket") o.test_socket = value;
@@ -76,7 +77,7 @@ Result<Options, LauncherError> parse_args(const std::vector<std::string>& args) 
 
 const char* usage_text() {
   return R"(Usage: azote-launcher --state-dir DIR --controller BIN --hv BIN --card-blk BIN
-                     --card-net BIN [--card-tpm BIN] [--card-nsm BIN] [--uid-base N] [--cgroup-favordynmods on|off]
+                     --card-net BIN [--card-tpm BIN] [--card-nsm BIN] [--card-vsock BIN] [--uid-base N] [--cgroup-favordynmods on|off]
                      [--rot BIN] [--write-guard auto|on|off] [--guard-rehash-seconds N]
                      [--probe BIN --test-socket PATH]
                      -- CONTROLLER-ARGS...
@@ -89,7 +90,7 @@ non-root uid, no capabilities), opening the files they need for them.
 
   --state-dir DIR    the host's state directory (owned by the controller's uid)
   --controller BIN   azote-controller; --hv, --card-blk, --card-net, --card-tpm,
-                     --card-nsm: the processes it may start (nothing else);
+                     --card-nsm, --card-vsock: the processes it may start (nothing else);
                      without --card-tpm no instance gets a TPM, without
                      --card-nsm no enclave starts
   --rot BIN          azote-rot, the host's root of trust: started at start as uid

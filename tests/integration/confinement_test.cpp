@@ -363,37 +363,6 @@ TEST_F(Confinement, KilledControllerIsRestartedByItsLauncherAndLosesNothing) {
   }
 }
 
-// Whether `needle` is anywhere in the readable memory of `pid` (root reads any process's
-// /proc/PID/mem; unreadable mappings such as [vvar] are skipped).
-bool memory_holds(pid_t pid, const std::string& needle, uint64_t* scanned = nullptr) {
-  const std::string base = "/proc/" + std::to_string(pid);
-  UniqueFd mem(::open((base + "/mem").c_str(), O_RDONLY | O_CLOEXEC));
-  if (!mem) return false;
-  std::istringstream maps(slurp(base + "/maps"));
-  std::string line;
-  std::vector<char> buf(8 << 20);
-  uint64_t total = 0;
-  while (std::getline(maps, line)) {
-    unsigned long long lo = 0, hi = 0;
-    char perms[8] = {};
-    if (std::sscanf(line.c_str(), "%llx-%llx %7s", &lo, &hi, perms) != 3 || perms[0] != 'r') continue;
-    // Overlapping reads so that a needle across a chunk boundary is seen.
-    for (unsigned long long at = lo; at < hi;) {
-      const size_t want = static_cast<size_t>(std::min<unsigned long long>(buf.size(), hi - at));
-      const ssize_t n = ::pread(mem.get(), buf.data(), want, static_cast<off_t>(at));
-      if (n <= 0) break;
-      total += static_cast<uint64_t>(n);
-      if (std::search(buf.begin(), buf.begin() + n, needle.begin(), needle.end()) != buf.begin() + n) {
-        if (scanned) *scanned = total;
-        return true;
-      }
-      if (static_cast<size_t>(n) < want) break;
-      at += static_cast<unsigned long long>(n) > needle.size() ? static_cast<unsigned long long>(n) - needle.size() : n;
-    }
-  }
-  if (scanned) *scanned = total;
-  return false;
-}
 
 // The guest writes 64 random bytes into its private memory (init --marker) and does I/O
 // through both cards. The bytes are in azote-hv (it maps all of guest RAM for KVM: the
@@ -663,7 +632,8 @@ TEST_F(Confinement, VerifiedLaunchRunsOnlyTheSignedReleasesBinaries) {
 
   // The hypervisor from a copy of the release's file, which is then changed under the
   // running host: what runs is the copy the launcher sealed and checked at start.
-  for (const auto& name : {"azote-launcher", "azote-controller", "azote-hv", "azote-card-blk", "azote-card-net", "azote-card-tpm", "azote-rot"})
+  for (const auto& name : {"azote-launcher", "azote-controller", "azote-hv", "azote-card-blk", "azote-card-net",
+                            "azote-card-tpm", "azote-card-nsm", "azote-card-vsock", "azote-rot"})
     std::filesystem::copy_file(bin + "/" + name, rel + "/other-bin/" + name);
   // The write guard off: this part changes a binary of the release under the running
   // host, which the guard would refuse; the launcher's re-hash notices it (every second).

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -17,6 +18,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -101,6 +103,38 @@ inline Json card_call(const std::string& path, const Json& request) {
   if (in.find('\n') == std::string::npos) return Json::object();
   Json j = Json::parse(in.substr(0, in.find('\n')), nullptr, false);
   return j.is_discarded() ? Json::object() : j;
+}
+
+// Whether `needle` is anywhere in the readable memory of `pid` (root reads any process's
+// /proc/PID/mem; unreadable mappings such as [vvar] are skipped).
+inline bool memory_holds(pid_t pid, const std::string& needle, uint64_t* scanned = nullptr) {
+  const std::string base = "/proc/" + std::to_string(pid);
+  UniqueFd mem(::open((base + "/mem").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!mem) return false;
+  std::istringstream maps(slurp(base + "/maps"));
+  std::string line;
+  std::vector<char> buf(8 << 20);
+  uint64_t total = 0;
+  while (std::getline(maps, line)) {
+    unsigned long long lo = 0, hi = 0;
+    char perms[8] = {};
+    if (std::sscanf(line.c_str(), "%llx-%llx %7s", &lo, &hi, perms) != 3 || perms[0] != 'r') continue;
+    // Overlapping reads so that a needle across a chunk boundary is seen.
+    for (unsigned long long at = lo; at < hi;) {
+      const size_t want = static_cast<size_t>(std::min<unsigned long long>(buf.size(), hi - at));
+      const ssize_t n = ::pread(mem.get(), buf.data(), want, static_cast<off_t>(at));
+      if (n <= 0) break;
+      total += static_cast<uint64_t>(n);
+      if (std::search(buf.begin(), buf.begin() + n, needle.begin(), needle.end()) != buf.begin() + n) {
+        if (scanned) *scanned = total;
+        return true;
+      }
+      if (static_cast<size_t>(n) < want) break;
+      at += static_cast<unsigned long long>(n) > needle.size() ? static_cast<unsigned long long>(n) - needle.size() : n;
+    }
+  }
+  if (scanned) *scanned = total;
+  return false;
 }
 
 class ControllerTest : public ::testing::Test {

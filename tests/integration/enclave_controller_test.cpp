@@ -184,5 +184,86 @@ TEST_F(EnclaveHost, NitroClisRefusalsAndNobodyReadsANonDebugConsole) {
   EXPECT_EQ(jailed_pid("card-nsm", id), 0);
 }
 
+// The enclave's guest writes 64 random bytes into its private memory (init --marker):
+// they are in its own azote-hv (the scan's positive control) and in no other process —
+// not its parent's hv, not its NSM card nor the parent's vsock card (they map only its
+// I/O window), not the controller, not the launcher.
+TEST_F(EnclaveHost, AnEnclavesPrivateBytesAreInItsOwnHypervisorOnly) {
+  const std::string p = parent();
+  ASSERT_FALSE(p.empty());
+  build("init --marker", "marker.eif");
+  auto o = run_enclave(p, "marker.eif");
+  ASSERT_EQ(o.status, 0) << o.err;
+  const std::string id = Json::parse(o.out)["EnclaveID"];
+  // Not in debug mode: the console is read here as root from its file, as nobody can
+  // through the API.
+  const std::string console_file = dir_ + "/instances/" + id + "/console.log";
+  std::smatch m;
+  std::string text;
+  ASSERT_TRUE(eventually([&] {
+    text = slurp(console_file);
+    return text.find("azote-guest: ready") != std::string::npos;
+  }, 60s)) << text;
+  ASSERT_TRUE(std::regex_search(text, m, std::regex("azote-guest: marker ([0-9a-f]{128})"))) << text;
+  std::string marker;
+  for (size_t i = 0; i < 128; i += 2) marker += static_cast<char>(std::stoi(std::string(m[1]).substr(i, 2), nullptr, 16));
+  const pid_t hv = jailed_pid("hv", id), nsm = jailed_pid("card-nsm", id), parent_hv = jailed_pid("hv", p);
+  const pid_t vsock = jailed_pid("card-vsock", p);
+  ASSERT_GT(vsock, 0);
+  ASSERT_GT(hv, 0);
+  ASSERT_GT(nsm, 0);
+  ASSERT_GT(parent_hv, 0);
+  uint64_t scanned = 0;
+  EXPECT_TRUE(memory_holds(hv, marker, &scanned)) << "the scan cannot find the marker even in the enclave's azote-hv";
+  for (auto [pid, what] : std::vector<std::pair<pid_t, std::string>>{{parent_hv, "the parent's azote-hv"},
+                                                                     {nsm, "the enclave's NSM card"},
+                                                                     {vsock, "the parent's vsock card (it maps the "
+                                                                             "enclave's I/O window, nothing else)"},
+                                                                     {controller_of(ctl_->pid()), "the controller"},
+                                                                     {ctl_->pid(), "the launcher"}}) {
+    EXPECT_FALSE(memory_holds(pid, marker, &scanned)) << what << " holds the enclave's private bytes";
+    EXPECT_GT(scanned, 0u) << what << ": nothing could be read";
+  }
+}
+
+// vsock: the parent (CID 3 for its enclaves) and its enclave talk through the parent's
+// vsock card — nitro-cli's boot heartbeat, then an echo — and the enclave reaches
+// nothing else (the host, CID 2, is refused with a reset).
+TEST_F(EnclaveHost, TheParentAndItsEnclaveTalkOverVsockAndNothingElse) {
+  auto o = cli(cp_, {"register-image", "--name", "vsock-parent", "--kernel", AZOTE_GUEST_ELF, "--cmdline",
+                     "azote.run=vsock-echo 5000", "--output", "json"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const std::string image = Json::parse(o.out).value("image_id", "");
+  o = cli(cp_, {"run-instances", "--image-id", image, "--instance-type", "t3.micro", "--no-network-interface",
+                "--enclave-options", "Enabled=true", "--output", "json"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const std::string p = Json::parse(o.out)["instances"][0].value("instance_id", "");
+  ASSERT_TRUE(wait_state(p, "running", 60s));
+  ASSERT_TRUE(console_has(p, "azote-guest: vsock-echo ready cid=3 port=5000", 60s)) << console(p);
+  EXPECT_NE(jailed_pid("card-vsock", p), 0) << "an enclave-enabled parent has its vsock card";
+
+  build("vsock-send 3 5000 hello-from-the-enclave", "send.eif");
+  o = run_enclave(p, "send.eif", {"--debug-mode", "--enclave-cid", "21"});
+  ASSERT_EQ(o.status, 0) << o.err << slurp(dir_ + "/controller.log");
+  const std::string id = Json::parse(o.out)["EnclaveID"];
+  EXPECT_TRUE(console_has(p, "azote-guest: vsock-echo peer=21:", 60s)) << console(p);
+  std::string c;
+  EXPECT_TRUE(eventually([&] {
+    c = cli(cp_, {"enclave", "console", "--enclave-id", id}).out;
+    return c.find("azote-guest: vsock-send echoed bytes=22") != std::string::npos;
+  }, 60s)) << c;
+
+  // An enclave cannot reach the host (CID 2) nor anything but its parent.
+  build("vsock-send 2 5000 out", "host.eif");
+  o = run_enclave(p, "host.eif", {"--debug-mode"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const std::string id2 = Json::parse(o.out)["EnclaveID"];
+  EXPECT_TRUE(eventually([&] {
+    c = cli(cp_, {"enclave", "console", "--enclave-id", id2}).out;
+    return c.find("azote-guest: vsock-send error:") != std::string::npos;
+  }, 60s)) << c;
+  EXPECT_NE(c.find("RST"), std::string::npos) << c;
+}
+
 }  // namespace
 }  // namespace azote::test
