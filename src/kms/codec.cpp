@@ -79,10 +79,12 @@ std::string base64_encode(std::span<const uint8_t> b) {
   return out;
 }
 
-std::optional<Bytes> base64_decode(std::string_view t) {
+namespace {
+// Decodes canonical base64 into `out` (room for t.size() / 4 * 3 bytes); the number of
+// bytes, or nullopt.
+std::optional<size_t> decode_into(std::string_view t, uint8_t* out) {
   if (t.size() % 4 != 0) return std::nullopt;
-  Bytes out;
-  out.reserve(t.size() / 4 * 3);
+  size_t n = 0;
   for (size_t i = 0; i < t.size(); i += 4) {
     const bool last = i + 4 == t.size();
     const int pad = last ? (t[i + 3] == '=' ? (t[i + 2] == '=' ? 2 : 1) : 0) : 0;
@@ -93,18 +95,37 @@ std::optional<Bytes> base64_decode(std::string_view t) {
     }
     const uint32_t w = (static_cast<uint32_t>(v[0]) << 18) | (static_cast<uint32_t>(v[1]) << 12) |
                        (static_cast<uint32_t>(v[2]) << 6) | static_cast<uint32_t>(v[3]);
-    out.push_back(static_cast<uint8_t>(w >> 16));
+    out[n++] = static_cast<uint8_t>(w >> 16);
     if (pad == 2) {
       if ((w & 0xffff) != 0) return std::nullopt;  // unused bits must be zero
       break;
     }
-    out.push_back(static_cast<uint8_t>(w >> 8));
+    out[n++] = static_cast<uint8_t>(w >> 8);
     if (pad == 1) {
       if ((w & 0xff) != 0) return std::nullopt;
       break;
     }
-    out.push_back(static_cast<uint8_t>(w));
+    out[n++] = static_cast<uint8_t>(w);
   }
+  return n;
+}
+}  // namespace
+
+std::optional<Bytes> base64_decode(std::string_view t) {
+  Bytes out(t.size() / 4 * 3);
+  const auto n = decode_into(t, out.data());
+  if (!n) return std::nullopt;
+  out.resize(*n);
+  return out;
+}
+
+std::optional<SecretBytes> base64_decode_secret(std::string_view t) {
+  if (t.empty()) return SecretBytes();
+  SecretBytes out(t.size() / 4 * 3);
+  if (out.size() != t.size() / 4 * 3) return std::nullopt;  // out of memory
+  const auto n = decode_into(t, out.data());
+  if (!n) return std::nullopt;  // `out` is wiped as it goes
+  out.shrink(*n);
   return out;
 }
 

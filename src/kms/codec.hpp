@@ -45,6 +45,9 @@ std::string base64_encode(std::span<const uint8_t> bytes);
 // Only the canonical encoding: the standard alphabet, '=' padding to a multiple of 4,
 // no whitespace, zero unused bits. nullopt for anything else.
 std::optional<Bytes> base64_decode(std::string_view text);
+// The same, for a secret (Encrypt's Plaintext): decoded straight into wiped memory, so
+// no copy of it is left behind, not even of a half-decoded refusal.
+std::optional<SecretBytes> base64_decode_secret(std::string_view text);
 
 // Lowercase hex SHA-256.
 std::string sha256_hex(std::span<const uint8_t> bytes);

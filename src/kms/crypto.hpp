@@ -24,6 +24,9 @@ inline constexpr size_t kGcmTagBytes = 16;
 // Data keys: AES_256 (32 bytes, the default), AES_128 (16) or NumberOfBytes 1..64, so
 // that one OAEP block to the smallest allowed RSA key (2048 bits: 190 bytes) holds it.
 inline constexpr size_t kMaxDataKeyBytes = 64;
+// Encrypt's Plaintext (admin only): the same bound, since a later Decrypt hands it to the
+// recipient as one OAEP block, exactly like a data key.
+inline constexpr size_t kMaxPlaintextBytes = kMaxDataKeyBytes;
 
 KmsResult<Bytes> seal_blob(const SecretBytes& key, const std::string& key_id, std::span<const uint8_t> data_key);
 // The key id a blob names (kInvalidCiphertext if it is not a blob of this format).

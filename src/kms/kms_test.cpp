@@ -44,8 +44,16 @@ TEST(Codec, Base64RoundTripsAndRefusesAnythingNonCanonical) {
   }
   EXPECT_EQ(base64_encode(bytes_of("foobar")), "Zm9vYmFy");
   EXPECT_EQ(base64_encode(bytes_of("fo")), "Zm8=");
-  for (const char* bad : {"Zm8", "Zm9=", "Zg==\n", "Z m8=", "Zm=8", "Zh==", "Zm9vYmFy====", "Zm8-", "====", "Z==="})
+  for (const char* bad : {"Zm8", "Zm9=", "Zg==\n", "Z m8=", "Zm=8", "Zh==", "Zm9vYmFy====", "Zm8-", "====", "Z==="}) {
     EXPECT_FALSE(base64_decode(bad)) << bad;
+    EXPECT_FALSE(base64_decode_secret(bad)) << bad;
+  }
+  // The secret form decodes the same, into SecretBytes.
+  for (std::string_view s : {"", "f", "fo", "foo", "foob", "fooba", "foobar"}) {
+    const auto d = base64_decode_secret(base64_encode(bytes_of(s)));
+    ASSERT_TRUE(d) << s;
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(d->data()), d->size()), s);  // NOLINT
+  }
 }
 
 // ---- policies ----
@@ -548,7 +556,7 @@ TEST_F(ServiceTest, OnlyTheAttestedKeyHolderGetsTheDataKeyAndEveryDecisionIsAudi
           "is not RSAES_OAEP_SHA_256");
   refused({{"op", "GenerateDataKey"}, {"KeyId", key}, {"Recipient", {{"AttestationDocument", "not base64!"}}}},
           "ValidationException: Recipient.AttestationDocument is not base64");
-  refused({{"op", "Encrypt"}, {"KeyId", key}}, "UnsupportedOperationException");
+  refused({{"op", "Encrypt"}, {"KeyId", key}}, "UnsupportedOperationException: Encrypt is served only on the admin socket");
   // Admin ops are not on the request socket.
   refused({{"op", "CreateKey"}, {"Policy", {{"Statement", allow(nullptr)}}}}, "UnsupportedOperationException");
   // The clock moves on: a document made before is stale now.
@@ -584,6 +592,126 @@ TEST_F(ServiceTest, OnlyTheAttestedKeyHolderGetsTheDataKeyAndEveryDecisionIsAudi
   EXPECT_EQ(records.back()["detail"]["document"], "refused");
   EXPECT_EQ(records.back()["principal"], "");
   for (const Json& r : records) EXPECT_EQ(r.dump().find(to_hex(data_key)), std::string::npos) << "a data key in the audit log";
+}
+
+// A data owner's secret, sealed on the admin socket, reaches only an attested recipient
+// through Decrypt; Encrypt is refused on the request socket by name.
+TEST_F(ServiceTest, EncryptOnTheAdminSocketMakesABlobThatDecryptHandsOnlyToAnAttestedRecipient) {
+  const std::string key = create_key({{"Statement", {allow({{"StringEqualsIgnoreCase",
+                                                            {{"kms:RecipientAttestation:ImageSha384", kPcr0}}}})}}});
+  const std::string secret = "the data owner's database password: 48 bytes, ok";
+  ASSERT_EQ(secret.size(), 48u);
+  const Json e = service_->handle_admin({{"op", "Encrypt"}, {"KeyId", key}, {"Plaintext", base64_encode(bytes_of(secret))}});
+  ASSERT_EQ(e.value("ok", false), true) << e.dump();
+  EXPECT_EQ(e.size(), 3u) << e.dump();  // ok, KeyId, CiphertextBlob: nothing else
+  EXPECT_EQ(e["KeyId"], key);
+  const Bytes blob = *base64_decode(e["CiphertextBlob"].get<std::string>());
+  EXPECT_EQ(blob.size(), 2 + 20 + 12 + secret.size() + 16);
+  EXPECT_EQ(*blob_key_id(blob), key);
+  EXPECT_EQ(std::search(blob.begin(), blob.end(), secret.begin(), secret.end()), blob.end());
+
+  // Decrypt with an attested recipient: the secret, wrapped to the document's key.
+  const Json d = service_->handle({{"op", "Decrypt"}, {"CiphertextBlob", e["CiphertextBlob"]},
+                                   {"Recipient", recipient(signer_.document(kNow, nonce()))}});
+  ASSERT_EQ(d.value("ok", false), true) << d.dump();
+  EXPECT_EQ(d["KeyId"], key);
+  EXPECT_FALSE(d.contains("Plaintext"));
+  const Bytes back = oaep_decrypt(rsa2048().get(), *base64_decode(d["CiphertextForRecipient"].get<std::string>()));
+  EXPECT_EQ(std::string(back.begin(), back.end()), secret);
+  // The bounds: 1 and 64 bytes round-trip too.
+  for (size_t n : {size_t{1}, kMaxPlaintextBytes}) {
+    const Bytes p(n, 0x42);
+    const Json en = service_->handle_admin({{"op", "Encrypt"}, {"KeyId", key}, {"Plaintext", base64_encode(p)}});
+    ASSERT_EQ(en.value("ok", false), true) << en.dump();
+    const Json de = service_->handle({{"op", "Decrypt"}, {"CiphertextBlob", en["CiphertextBlob"]}, {"KeyId", key},
+                                      {"Recipient", recipient(signer_.document(kNow, nonce()))}});
+    ASSERT_EQ(de.value("ok", false), true) << de.dump();
+    EXPECT_EQ(oaep_decrypt(rsa2048().get(), *base64_decode(de["CiphertextForRecipient"].get<std::string>())), p) << n;
+  }
+  // The key policy still decides who gets it.
+  attest::Document other = signer_.document(kNow, nonce());
+  other.pcrs[0].fill(0xbb);
+  const Json denied = service_->handle({{"op", "Decrypt"}, {"CiphertextBlob", e["CiphertextBlob"]}, {"Recipient", recipient(other)}});
+  EXPECT_NE(denied.value("error", "").find("AccessDeniedException: no statement of the key policy allows kms:Decrypt"),
+            std::string::npos)
+      << denied.dump();
+
+  auto admin_refused = [&](const Json& req, const std::string& error) {
+    const Json r = service_->handle_admin(req);
+    EXPECT_EQ(r.value("ok", true), false) << req.dump();
+    EXPECT_FALSE(r.contains("CiphertextBlob"));
+    EXPECT_NE(r.value("error", "").find(error), std::string::npos) << r.dump();
+  };
+  const auto enc = [&](const Json& plaintext, const std::string& k) {
+    return Json{{"op", "Encrypt"}, {"KeyId", k}, {"Plaintext", plaintext}};
+  };
+  admin_refused(enc("", key), "ValidationException: Plaintext is 0 bytes, not 1 to 64");
+  admin_refused(enc(base64_encode(Bytes(65, 0x42)), key), "ValidationException: Plaintext is 65 bytes, not 1 to 64");
+  admin_refused(enc(base64_encode(bytes_of(secret)), "key-ffffffffffffffff"),
+                "NotFoundException: key key-ffffffffffffffff does not exist");
+  admin_refused(enc(base64_encode(bytes_of(secret)), "../../etc/passwd"), "NotFoundException");
+  admin_refused(enc("not base64!", key), "ValidationException: Plaintext is not base64");
+  admin_refused(enc(42, key), "ValidationException: Plaintext is not a string");
+  admin_refused({{"op", "Encrypt"}, {"KeyId", key}}, "ValidationException: Plaintext is required");
+  admin_refused({{"op", "Encrypt"}, {"Plaintext", base64_encode(bytes_of(secret))}}, "ValidationException: KeyId is required");
+  Json with_context = enc(base64_encode(bytes_of(secret)), key);
+  with_context["EncryptionContext"] = {{"a", "b"}};
+  admin_refused(with_context, "ValidationException: EncryptionContext is not supported");
+  Json with_alg = enc(base64_encode(bytes_of(secret)), key);
+  with_alg["EncryptionAlgorithm"] = "RSAES_OAEP_SHA_256";
+  admin_refused(with_alg, "ValidationException: EncryptionAlgorithm is not SYMMETRIC_DEFAULT");
+
+  // Never on the request socket: refused by name, and no blob.
+  const Json listen = service_->handle(enc(base64_encode(bytes_of(secret)), key));
+  EXPECT_EQ(listen.value("error", ""),
+            "UnsupportedOperationException: Encrypt is served only on the admin socket, never on this one: whoever "
+            "reaches this socket could otherwise make ciphertexts that an enclave would take for its data owner's")
+      << listen.dump();
+  EXPECT_FALSE(listen.contains("CiphertextBlob"));
+
+  // A key whose policy file is malformed fails closed here too.
+  std::ofstream(dir_ + "/state/keys/" + key + ".policy", std::ios::trunc) << "{";
+  admin_refused(enc(base64_encode(bytes_of(secret)), key), "MalformedPolicyDocumentException: key " + key);
+
+  // Every Encrypt is audited (kms.Encrypt, the key, the outcome), the plaintext never.
+  const auto pub = audit::VerifyKey::from_pem(
+      [&] { std::ifstream f(dir_ + "/audit/signing.pub"); return std::string(std::istreambuf_iterator<char>(f), {}); }());
+  ASSERT_TRUE(pub);
+  const audit::VerifyReport rep = audit::verify_file(service_->audit_path(), *pub);
+  EXPECT_TRUE(rep.ok) << rep.reason;
+  std::ifstream f(service_->audit_path());
+  std::vector<Json> records;
+  for (std::string line; std::getline(f, line);) records.push_back(Json::parse(line));
+  // kms.start, CreateKey, Encrypt, Decrypt, 2 x (Encrypt, Decrypt), Decrypt denied,
+  // 10 refused Encrypts, the one on the request socket, the malformed policy.
+  ASSERT_EQ(records.size(), 2 + 2 + 4 + 1 + 10 + 1 + 1u);
+  const Json& first = records[2];
+  EXPECT_EQ(first["method"], "kms.Encrypt");
+  EXPECT_EQ(first["principal"], "admin");
+  EXPECT_EQ(first["outcome"], "allowed");
+  EXPECT_EQ(first["resources"][0], key);
+  EXPECT_EQ(first["detail"]["op"], "Encrypt");
+  EXPECT_EQ(records[3]["method"], "kms.Decrypt");
+  EXPECT_EQ(records[3]["outcome"], "allowed");
+  EXPECT_EQ(records[3]["principal"], "i-0123456789abcdef0-enc0123456789abcdef");
+  const Json& too_short = records[9];
+  EXPECT_EQ(too_short["method"], "kms.Encrypt");
+  EXPECT_EQ(too_short["outcome"], "denied");
+  EXPECT_EQ(too_short["resources"][0], key);
+  EXPECT_NE(too_short["error"].get<std::string>().find("Plaintext is 0 bytes"), std::string::npos) << too_short.dump();
+  const Json& on_listen = records[records.size() - 2];
+  EXPECT_EQ(on_listen["method"], "kms.Encrypt");
+  EXPECT_EQ(on_listen["outcome"], "denied");
+  EXPECT_EQ(on_listen["principal"], "");
+  EXPECT_EQ(on_listen["resources"][0], key);
+  EXPECT_EQ(on_listen["detail"]["reason"], "Encrypt on the request socket");
+  EXPECT_EQ(records.back()["outcome"], "denied");
+  EXPECT_EQ(records.back()["method"], "kms.Encrypt");
+  for (const Json& r : records) {
+    const std::string text = r.dump();
+    for (const std::string& leak : {secret, to_hex(bytes_of(secret)), base64_encode(bytes_of(secret))})
+      EXPECT_EQ(text.find(leak), std::string::npos) << "the plaintext is in the audit log: " << text;
+  }
 }
 
 TEST_F(ServiceTest, KeysLiveInPrivateFilesAndAreListed) {

@@ -1,6 +1,6 @@
 // azote-kms: the key service that releases data keys only to attested enclave code
-// (service.hpp). A thin main: options, `create-key`, or the service: its keys, root and
-// audit log, its sockets, then its seccomp allowlist, until SIGTERM/SIGINT.
+// (service.hpp). A thin main: options, `create-key`, `encrypt`, or the service: its keys,
+// root and audit log, its sockets, then its seccomp allowlist, until SIGTERM/SIGINT.
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
@@ -20,8 +20,10 @@ const sandbox::ProcessPolicy& seccomp_policy();  // generated from seccomp.json
 
 namespace {
 int status_of(const kms::KmsError& e) {
-  if (e.code == kms::kUsage || e.code == kms::kMalformedPolicy) return runtime::kExitUsage;
-  if (e.code == kms::kNoInput) return runtime::kExitNoInput;
+  // kValidation: encrypt's plaintext is not 1..64 bytes; kNotFound: its key does not exist.
+  if (e.code == kms::kUsage || e.code == kms::kMalformedPolicy || e.code == kms::kValidation)
+    return runtime::kExitUsage;
+  if (e.code == kms::kNoInput || e.code == kms::kNotFound) return runtime::kExitNoInput;
   return runtime::kExitOsErr;
 }
 int failed(const kms::KmsError& e) {
@@ -38,6 +40,12 @@ int main(int argc, char** argv) {
     auto id = kms::create_key_command(parsed->options.state_dir, parsed->policy_file);
     if (!id) return failed(id.error());
     std::printf("%s\n", id->c_str());
+    return runtime::kExitOk;
+  }
+  if (parsed->command == kms::Parsed::Command::kEncrypt) {
+    auto blob = kms::encrypt_command(parsed->options.state_dir, parsed->key_id, parsed->plaintext_file);
+    if (!blob) return failed(blob.error());
+    std::printf("%s\n", blob->c_str());
     return runtime::kExitOk;
   }
   runtime::block_stop_signals();

@@ -1,6 +1,8 @@
 #include "kms/service.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -25,6 +27,9 @@ namespace {
 
 constexpr const char* kRecipientRequired =
     "a recipient attestation document is required; this service never returns plaintext keys";
+constexpr const char* kEncryptAdminOnly =
+    "Encrypt is served only on the admin socket, never on this one: whoever reaches this socket could otherwise "
+    "make ciphertexts that an enclave would take for its data owner's";
 
 Json refusal(const KmsError& e) { return control::refuse(e.message()); }
 
@@ -71,10 +76,14 @@ KmsResult<Parsed> parse_args(const std::vector<std::string>& in) {
   if (!args.empty() && args[0] == "create-key") {
     p.command = Parsed::Command::kCreateKey;
     args.erase(args.begin());
+  } else if (!args.empty() && args[0] == "encrypt") {
+    p.command = Parsed::Command::kEncrypt;
+    args.erase(args.begin());
   }
   const CommandLine c = split_command_line(
-      args, p.command == Parsed::Command::kCreateKey
-                ? std::set<std::string>{"--state-dir", "--policy", "--log-level"}
+      args, p.command == Parsed::Command::kCreateKey ? std::set<std::string>{"--state-dir", "--policy", "--log-level"}
+            : p.command == Parsed::Command::kEncrypt
+                ? std::set<std::string>{"--state-dir", "--key-id", "--plaintext-file", "--log-level"}
                 : std::set<std::string>{"--state-dir", "--root", "--listen", "--admin", "--audit", "--max-age",
                                         "--log-level", "--seccomp"});
   if (!c.error.empty()) return fail(kUsage, c.error);
@@ -89,6 +98,8 @@ KmsResult<Parsed> parse_args(const std::vector<std::string>& in) {
     else if (flag == "--admin") o.admin = value;
     else if (flag == "--audit") o.audit = value;
     else if (flag == "--policy") p.policy_file = value;
+    else if (flag == "--key-id") p.key_id = value;
+    else if (flag == "--plaintext-file") p.plaintext_file = value;
     else if (flag == "--log-level") o.log_level = value;
     else if (flag == "--max-age") {
       const auto s = parse_uint(value, 1, 86400);
@@ -105,6 +116,11 @@ KmsResult<Parsed> parse_args(const std::vector<std::string>& in) {
     if (p.policy_file.empty()) return fail(kUsage, "create-key: --policy POLICY.json is required");
     return p;
   }
+  if (p.command == Parsed::Command::kEncrypt) {
+    if (p.key_id.empty()) return fail(kUsage, "encrypt: --key-id KEY is required");
+    if (p.plaintext_file.empty()) return fail(kUsage, "encrypt: --plaintext-file FILE is required");
+    return p;
+  }
   if (o.root.empty()) return fail(kUsage, "--root PEM is required (the pinned root of attestation documents)");
   if (o.listen.empty()) return fail(kUsage, "--listen PATH|fd:N is required");
   if (o.audit.empty()) return fail(kUsage, "--audit DIR is required (every decision is audited)");
@@ -115,6 +131,7 @@ const char* usage_text() {
   return R"(Usage: azote-kms --state-dir DIR --root ROOT.pem --listen PATH|fd:N --audit DIR
                  [--admin PATH|fd:N] [--max-age SECONDS] [--log-level LEVEL] [--seccomp kill|log]
        azote-kms create-key --state-dir DIR --policy POLICY.json
+       azote-kms encrypt --state-dir DIR --key-id KEY --plaintext-file FILE
 
 A key service that releases data keys only to attested enclave code (the Recipient flow
 of AWS KMS, simplified: src/kms/DESIGN.md). Keys are AES-256, 32 random bytes each in
@@ -130,17 +147,26 @@ CiphertextForRecipient is the data key encrypted with RSAES-OAEP-SHA-256 to the
 document's public_key; no plaintext key is ever returned. A document must chain to
 --root, carry the ES384 signature of its leaf, an RSA public_key of 2048..4096 bits,
 PCRs not all zero, a timestamp within --max-age, and a nonce never used before.
+A data owner's own secret (1..64 bytes) becomes a CiphertextBlob with the admin
+socket's Encrypt or with `encrypt`; Decrypt with a Recipient then hands it to an
+attested enclave as it does a data key.
 Errors: {"ok": false, "error": "<AWS exception name>: <sentence>"}. Every decision is
 appended to the signed audit log (`azote audit verify AUDIT/audit.log`).
 
   create-key          make a key with the policy in POLICY.json; prints its id
+  encrypt             seal FILE's 1..64 bytes under KEY (read from DIR/keys, as create-key
+                      writes there; not through the service, so not in its audit log);
+                      prints the base64 CiphertextBlob that Decrypt takes
   --state-dir DIR     keys and the audit signing key (0700, created if missing)
   --root ROOT.pem     the pinned root certificate of attestation documents (azote-rot's
                       device certificate: its describe's layers[0].certificate)
   --listen PATH       the request socket (0600, only root and this uid may connect), or
                       fd:N, a listening socket handed over (its file mode is the guard)
   --admin PATH        the admin socket: {"op": "CreateKey", "Policy": {...}},
-                      {"op": "ListKeys"}, {"op": "GetKeyPolicy", "KeyId"}
+                      {"op": "ListKeys"}, {"op": "GetKeyPolicy", "KeyId"},
+                      {"op": "Encrypt", "KeyId", "Plaintext": BASE64 (1..64 bytes)}
+                      -> {"ok": true, "KeyId", "CiphertextBlob"}. Encrypt is refused on
+                      --listen: a caller there could make blobs an enclave would trust
   --audit DIR         the audit log: DIR/audit.log, DIR/audit.log.head, DIR/signing.pub
   --max-age SECONDS   how old a document may be (default 300; 60 s ahead is tolerated)
   --log-level LEVEL   error, warn, info (default), debug
@@ -148,9 +174,10 @@ appended to the signed audit log (`azote audit verify AUDIT/audit.log`).
                       (src/kms/seccomp.json) kills it; log: allowed and logged (debugging)
   -h, --help          this help;  --version  the version
 
-Exit status: 0 done or stopped by SIGTERM/SIGINT; 64 usage, a malformed policy; 66 the
-root certificate or the policy file cannot be read; 71 the state or audit directory,
-a socket or the audit log is unusable.
+Exit status: 0 done or stopped by SIGTERM/SIGINT; 64 usage, a malformed policy, a
+plaintext that is not 1..64 bytes; 66 the root certificate, the policy file, the
+plaintext file, the state directory or the key cannot be found or read; 71 the state
+or audit directory, a key file, a socket or the audit log is unusable.
 )";
 }
 
@@ -161,6 +188,50 @@ KmsResult<std::string> create_key_command(const std::string& state_dir, const st
   if (policy.is_discarded()) return fail(kMalformedPolicy, "--policy " + policy_file + " is not JSON");
   AZOTE_TRY(store, KeyStore::open(state_dir));
   return store.create_key(policy);
+}
+
+KmsResult<Bytes> encrypt_under(const KeyStore& keys, const std::string& key_id, const SecretBytes& plaintext) {
+  if (plaintext.size() < 1 || plaintext.size() > kMaxPlaintextBytes)
+    return fail(kValidation, "Plaintext is " + std::to_string(plaintext.size()) + " bytes, not 1 to " +
+                                 std::to_string(kMaxPlaintextBytes) +
+                                 " (a Decrypt hands it to the recipient as one RSA-OAEP block)");
+  // The policy is not evaluated (it governs what goes to recipients; Encrypt sends
+  // nothing anywhere), but it must parse: a blob under a key that fails closed is no use.
+  AZOTE_TRY(policy, keys.load_policy(key_id));
+  (void)policy;
+  AZOTE_TRY(key, keys.load_key(key_id));
+  return seal_blob(key, key_id, plaintext.span());
+}
+
+KmsResult<std::string> encrypt_command(const std::string& state_dir, const std::string& key_id,
+                                       const std::string& plaintext_file) {
+  // Like create-key: straight to the state directory's files. A missing one is not made.
+  struct stat st{};
+  if (::stat(state_dir.c_str(), &st) != 0)
+    return fail(kNoInput, "--state-dir " + state_dir + ": " + std::strerror(errno));
+  AZOTE_TRY(store, KeyStore::open(state_dir));
+  // One more byte than allowed: a longer file shows. Any file that reads (a pipe, /dev/stdin).
+  UniqueFd f(::open(plaintext_file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!f) return fail(kNoInput, "--plaintext-file " + plaintext_file + ": " + std::strerror(errno));
+  SecretBytes plaintext(kMaxPlaintextBytes + 1);
+  if (plaintext.size() != kMaxPlaintextBytes + 1) return fail(kInternal, "out of memory");
+  size_t got = 0;
+  while (got < plaintext.size()) {
+    const ssize_t n = ::read(f.get(), plaintext.data() + got, plaintext.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail(kNoInput, "--plaintext-file " + plaintext_file + ": " + std::strerror(errno));
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+  }
+  if (got == 0 || got > kMaxPlaintextBytes)
+    return fail(kValidation, "--plaintext-file " + plaintext_file +
+                                 (got == 0 ? " is empty" : " holds more than " + std::to_string(kMaxPlaintextBytes) +
+                                                               " bytes") +
+                                 "; Encrypt takes 1 to " + std::to_string(kMaxPlaintextBytes) +
+                                 " bytes (a Decrypt hands them to the recipient as one RSA-OAEP block)");
+  plaintext.shrink(got);
+  AZOTE_TRY(blob, encrypt_under(store, key_id, plaintext));
+  return base64_encode(blob);
 }
 
 KmsResult<std::unique_ptr<Service>> Service::create(const Options& o, Clock clock) {
@@ -319,6 +390,15 @@ Json Service::handle(const Json& req) {
   r.op = op != req.end() && op->is_string() ? op->get_ref<const std::string&>() : std::string();
   if (r.op == "GenerateDataKey") return generate_data_key(req, r);
   if (r.op == "Decrypt") return decrypt(req, r);
+  if (r.op == "Encrypt") {
+    // Refused by name, before anything of the request is read but the key id (for the
+    // record; never the plaintext). An attempt here is worth finding in the log.
+    const auto id = req.find("KeyId");
+    if (id != req.end() && id->is_string() && valid_key_id(id->get_ref<const std::string&>()))
+      r.key_id = id->get_ref<const std::string&>();
+    r.reason = "Encrypt on the request socket";
+    return decide(r, refusal({kUnsupported, kEncryptAdminOnly}));
+  }
   const std::string asked = shown(r.op);
   r.op = "unsupported";
   r.reason = "op \"" + asked + "\"";
@@ -417,6 +497,44 @@ Json Service::decrypt(const Json& req, Request& r) {
                         {"CiphertextForRecipient", base64_encode(*wrapped)}});
 }
 
+// Admin only (handle_admin): a data owner's secret sealed under a key, for an enclave to
+// get later through Decrypt with a Recipient. No policy is evaluated: the admin socket's
+// callers are root and this uid, who can read the key files anyway.
+Json Service::encrypt(const Json& req, Request& r) {
+  auto refuse = [&](const KmsError& e) {
+    r.internal = e.code == kInternal;
+    return decide(r, refusal(e));
+  };
+  if (auto f = only_fields(req, {"op", "KeyId", "Plaintext", "EncryptionAlgorithm"},
+                           {"EncryptionContext", "GrantTokens", "DryRun"}, "");
+      !f)
+    return refuse(f.error());
+  auto key_id = string_field(req, "KeyId", "");
+  if (!key_id) return refuse(key_id.error());
+  if (!*key_id) return refuse({kValidation, "KeyId is required"});
+  if (!valid_key_id(**key_id))
+    return refuse({kNotFound, "key \"" + shown(**key_id) + "\" does not exist (key ids are key-<16 hex>)"});
+  r.key_id = **key_id;
+  auto alg = string_field(req, "EncryptionAlgorithm", "");
+  if (!alg) return refuse(alg.error());
+  if (*alg && **alg != "SYMMETRIC_DEFAULT")
+    return refuse({kValidation, "EncryptionAlgorithm is not SYMMETRIC_DEFAULT"});
+  // The plaintext is read in place (string_field would copy it) and decoded straight
+  // into wiped memory.
+  const auto text = req.find("Plaintext");
+  if (text == req.end()) return refuse({kValidation, "Plaintext is required"});
+  if (!text->is_string()) return refuse({kValidation, "Plaintext is not a string"});
+  Bytes blob;
+  {
+    auto plaintext = base64_decode_secret(text->get_ref<const std::string&>());
+    if (!plaintext) return refuse({kValidation, "Plaintext is not base64"});
+    auto sealed = encrypt_under(keys_, r.key_id, *plaintext);
+    if (!sealed) return refuse(sealed.error());
+    blob = std::move(sealed).value();
+  }  // the plaintext is wiped here, before the decision is recorded
+  return decide(r, Json{{"ok", true}, {"KeyId", r.key_id}, {"CiphertextBlob", base64_encode(blob)}});
+}
+
 Json Service::handle_admin(const Json& req) {
   Request r;
   r.principal = "admin";
@@ -439,6 +557,7 @@ Json Service::handle_admin(const Json& req) {
     r.reason = "policy sha256:" + sha256_hex(std::span(reinterpret_cast<const uint8_t*>(dumped.data()), dumped.size()));  // NOLINT
     return decide(r, Json{{"ok", true}, {"KeyId", *id}});
   }
+  if (r.op == "Encrypt") return encrypt(req, r);
   if (r.op == "ListKeys") {
     if (auto f = only_fields(req, {"op"}, {"Limit", "Marker"}, ""); !f) return refuse(f.error());
     auto ids = keys_.list();
@@ -461,7 +580,8 @@ Json Service::handle_admin(const Json& req) {
   const std::string asked = shown(r.op);
   r.op = "unsupported";
   r.reason = "admin op \"" + asked + "\"";
-  return decide(r, refusal({kUnsupported, "admin op \"" + asked + "\" is not CreateKey, ListKeys or GetKeyPolicy"}));
+  return decide(r, refusal({kUnsupported,
+                            "admin op \"" + asked + "\" is not CreateKey, ListKeys, GetKeyPolicy or Encrypt"}));
 }
 
 }  // namespace azote::kms

@@ -14,7 +14,11 @@
 //   {"ok": false, "error": "<AWS exception name>: <sentence>"}.
 // Admin socket (--admin; only root and this uid may connect):
 //   {"op": "CreateKey", "Policy": {...}} -> {"KeyId"}; {"op": "ListKeys"} -> {"Keys":
-//   [{"KeyId"}]}; {"op": "GetKeyPolicy", "KeyId"} -> {"Policy"}.
+//   [{"KeyId"}]}; {"op": "GetKeyPolicy", "KeyId"} -> {"Policy"};
+//   {"op": "Encrypt", "KeyId", "Plaintext": BASE64 (1..64 bytes)} -> {"KeyId",
+//   "CiphertextBlob"}: a blob that Decrypt with a Recipient hands back to an attested
+//   enclave. Never on the request socket, which refuses it by name: whoever can reach
+//   that socket could otherwise make ciphertexts an enclave takes for its owner's.
 // Every decision, allowed or not, is appended to the signed audit log before it is
 // answered; when the log cannot take it, the request fails and nothing is released.
 #pragma once
@@ -47,10 +51,11 @@ struct Options {
   sandbox::SeccompMode seccomp = sandbox::SeccompMode::kKill;
 };
 struct Parsed {
-  enum class Command { kServe, kCreateKey };
+  enum class Command { kServe, kCreateKey, kEncrypt };
   Command command = Command::kServe;
   Options options;
   std::string policy_file;  // create-key --policy
+  std::string key_id, plaintext_file;  // encrypt --key-id, --plaintext-file
   bool help = false, version = false;
 };
 KmsResult<Parsed> parse_args(const std::vector<std::string>& args);
@@ -58,6 +63,15 @@ const char* usage_text();
 
 // `azote-kms create-key`: the key's id on success.
 KmsResult<std::string> create_key_command(const std::string& state_dir, const std::string& policy_file);
+// `azote-kms encrypt`: the base64 CiphertextBlob of the file's 1..64 bytes under the key,
+// read from the key file like create-key writes one (not through the service, and so
+// not in its audit log).
+KmsResult<std::string> encrypt_command(const std::string& state_dir, const std::string& key_id,
+                                       const std::string& plaintext_file);
+// Encrypt's work, for the admin op and the command: `plaintext` (1..64 bytes) sealed
+// under the key as a CiphertextBlob. The key's policy must parse (a key whose policy
+// is malformed fails closed everywhere, so a blob made under it could never be used).
+KmsResult<Bytes> encrypt_under(const KeyStore& keys, const std::string& key_id, const SecretBytes& plaintext);
 
 class Service {
  public:
@@ -88,6 +102,7 @@ class Service {
   struct Request;
   control::Json generate_data_key(const control::Json& req, Request& r);
   control::Json decrypt(const control::Json& req, Request& r);
+  control::Json encrypt(const control::Json& req, Request& r);
   // Appends the decision; the answer to send (a refusal if the log failed).
   control::Json decide(Request& r, control::Json answer);
   KmsResult<VerifiedRecipient> recipient(const control::Json& req, Request& r);

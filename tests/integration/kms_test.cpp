@@ -373,6 +373,124 @@ TEST_F(Kms, ForgedStaleReplayedDebugAndDeniedRequestsAreRefusedWithTheirReasonsA
   EXPECT_EQ(explicit_deny["detail"]["module_id"], "i-0123456789abcdef0-enc0123456789abcdef");
 }
 
+// A data owner's secret sealed without azote-kms ever handing a key out: Encrypt on the
+// admin socket (refused by name on the request socket), or `azote-kms encrypt` on the
+// key files; Decrypt with a real azote-rot document hands it to the key's holder only.
+TEST_F(Kms, EncryptOnTheAdminSocketOrTheCommandAndDecryptHandsTheSecretToTheAttestedHolder) {
+  const std::string key = create_key(image_policy());
+  ASSERT_EQ(key.size(), 20u) << key;
+  const std::string secret = "postgres://owner:s3cret@db/prod";  // the data owner's
+  const std::string offline = std::string(64, 'k');              // the most one blob holds
+  auto write_private = [&](const std::string& name, const std::string& bytes) {
+    std::ofstream(path(name), std::ios::binary) << bytes;
+    std::filesystem::permissions(path(name), std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    return path(name);
+  };
+  // The command form, like create-key: straight to the key files.
+  Outcome o = run({kKms, "encrypt", "--state-dir", path("kms"), "--key-id", key, "--plaintext-file",
+                   write_private("offline.bin", offline)},
+                  30s);
+  ASSERT_EQ(o.status, 0) << o.err;
+  ASSERT_FALSE(o.out.empty());
+  ASSERT_EQ(o.out.back(), '\n');
+  const std::string offline_blob = o.out.substr(0, o.out.size() - 1);
+  EXPECT_EQ(unb64(offline_blob).size(), 2 + 20 + 12 + 64 + 16u) << offline_blob;
+  o = run({kKms, "encrypt", "--state-dir", path("kms"), "--key-id", key, "--plaintext-file", write_private("empty.bin", "")},
+          30s);
+  EXPECT_EQ(o.status, 64) << o.err;
+  EXPECT_NE(o.err.find("ValidationException: --plaintext-file " + path("empty.bin") + " is empty"), std::string::npos) << o.err;
+  EXPECT_TRUE(o.out.empty()) << o.out;
+  o = run({kKms, "encrypt", "--state-dir", path("kms"), "--key-id", key, "--plaintext-file",
+           write_private("long.bin", std::string(65, 'x'))},
+          30s);
+  EXPECT_EQ(o.status, 64) << o.err;
+  EXPECT_NE(o.err.find("holds more than 64 bytes"), std::string::npos) << o.err;
+  o = run({kKms, "encrypt", "--state-dir", path("kms"), "--key-id", "key-0123456789abcdef", "--plaintext-file",
+           path("offline.bin")},
+          30s);
+  EXPECT_EQ(o.status, 66) << o.err;
+  EXPECT_NE(o.err.find("NotFoundException: key key-0123456789abcdef does not exist"), std::string::npos) << o.err;
+  o = run({kKms, "encrypt", "--state-dir", path("kms"), "--key-id", key}, 30s);
+  EXPECT_EQ(o.status, 64) << o.err;
+  EXPECT_NE(o.err.find("--plaintext-file"), std::string::npos) << o.err;
+  o = run({kKms, "--help"}, 30s);
+  for (const char* word : {"encrypt --state-dir DIR --key-id KEY --plaintext-file FILE", "{\"op\": \"Encrypt\""})
+    EXPECT_NE(o.out.find(word), std::string::npos) << word;
+
+  start();
+  // The admin op.
+  const Json e = ask({{"op", "Encrypt"}, {"KeyId", key}, {"Plaintext", b64(Bytes(secret.begin(), secret.end()))}},
+                     "kms-admin.sock");
+  ASSERT_EQ(e.value("ok", false), true) << e.dump();
+  EXPECT_EQ(e["KeyId"], key);
+  EXPECT_EQ(e.size(), 3u) << e.dump();
+  // Never on the request socket.
+  const Json on_listen = ask({{"op", "Encrypt"}, {"KeyId", key}, {"Plaintext", b64(Bytes(secret.begin(), secret.end()))}});
+  EXPECT_EQ(on_listen.value("error", ""),
+            "UnsupportedOperationException: Encrypt is served only on the admin socket, never on this one: whoever "
+            "reaches this socket could otherwise make ciphertexts that an enclave would take for its data owner's")
+      << on_listen.dump();
+  EXPECT_FALSE(on_listen.contains("CiphertextBlob"));
+  EXPECT_NE(ask({{"op", "Encrypt"}, {"KeyId", key}, {"Plaintext", b64(Bytes(65, 'x'))}}, "kms-admin.sock").value("error", "")
+                .find("ValidationException: Plaintext is 65 bytes, not 1 to 64"),
+            std::string::npos);
+
+  // Decrypt on the request socket, with a fresh azote-rot document each: the secret,
+  // wrapped to the document's public key.
+  const Json d = ask({{"op", "Decrypt"}, {"CiphertextBlob", e["CiphertextBlob"]},
+                      {"Recipient", recipient(document("e1e2e3e4e5e60001"))}});
+  ASSERT_EQ(d.value("ok", false), true) << d.dump();
+  EXPECT_EQ(d["KeyId"], key);
+  EXPECT_FALSE(d.contains("Plaintext"));
+  const Bytes back = oaep_decrypt(key_.get(), unb64(d["CiphertextForRecipient"].get<std::string>()));
+  EXPECT_EQ(std::string(back.begin(), back.end()), secret);
+  Pkey other(EVP_RSA_gen(2048));
+  EXPECT_TRUE(oaep_decrypt(other.get(), unb64(d["CiphertextForRecipient"].get<std::string>())).empty());
+  const Json d2 = ask({{"op", "Decrypt"}, {"CiphertextBlob", offline_blob}, {"KeyId", key},
+                       {"Recipient", recipient(document("e1e2e3e4e5e60002"))}});
+  ASSERT_EQ(d2.value("ok", false), true) << d2.dump();
+  const Bytes back2 = oaep_decrypt(key_.get(), unb64(d2["CiphertextForRecipient"].get<std::string>()));
+  EXPECT_EQ(std::string(back2.begin(), back2.end()), offline);
+  // Another image: the key policy refuses it the secret.
+  const Json denied = ask({{"op", "Decrypt"}, {"CiphertextBlob", e["CiphertextBlob"]},
+                           {"Recipient", recipient(document("rot.ctl", "e1e2e3e4e5e60003", spki(key_.get()),
+                                                            std::string(96, 'c')))}});
+  EXPECT_NE(denied.value("error", "").find("AccessDeniedException: no statement of the key policy allows kms:Decrypt"),
+            std::string::npos)
+      << denied.dump();
+
+  kms_->signal(SIGTERM);
+  o = kms_->wait(10s);
+  kms_.reset();
+  EXPECT_EQ(o.status, 0) << o.err;
+  EXPECT_EQ(o.err.find("seccomp"), std::string::npos) << o.err;
+  const Outcome v = run({kCli, "audit", "verify", path("audit/audit.log")});
+  EXPECT_EQ(v.status, 0) << v.out << v.err;
+  // kms.start, Encrypt, Encrypt refused on the request socket, Encrypt of 65 bytes,
+  // Decrypt, Decrypt, Decrypt denied. (The command's blob is not in the log: it never
+  // went through the service.)
+  const auto records = audit_records();
+  ASSERT_EQ(records.size(), 7u);
+  EXPECT_EQ(records[1]["method"], "kms.Encrypt");
+  EXPECT_EQ(records[1]["principal"], "admin");
+  EXPECT_EQ(records[1]["outcome"], "allowed");
+  EXPECT_EQ(records[1]["resources"][0], key);
+  EXPECT_EQ(records[2]["method"], "kms.Encrypt");
+  EXPECT_EQ(records[2]["principal"], "");
+  EXPECT_EQ(records[2]["outcome"], "denied");
+  EXPECT_EQ(records[2]["error"], on_listen["error"]);
+  EXPECT_EQ(records[3]["outcome"], "denied");
+  EXPECT_EQ(records[4]["method"], "kms.Decrypt");
+  EXPECT_EQ(records[4]["outcome"], "allowed");
+  EXPECT_EQ(records[4]["principal"], "i-0123456789abcdef0-enc0123456789abcdef");
+  EXPECT_EQ(records[5]["outcome"], "allowed");
+  EXPECT_EQ(records[6]["outcome"], "denied");
+  const std::string log = slurp(path("audit/audit.log"));
+  for (const std::string& leak : {secret, hex(Bytes(secret.begin(), secret.end())), b64(Bytes(secret.begin(), secret.end())),
+                                  offline, hex(Bytes(offline.begin(), offline.end()))})
+    EXPECT_EQ(log.find(leak), std::string::npos) << "a plaintext is in the audit log: " << leak;
+}
+
 TEST_F(Kms, BadCommandLinesPoliciesAndStateAreRefusedByName) {
   Outcome o = run({kKms, "--state-dir", path("kms"), "--listen", path("s"), "--audit", path("a")}, 30s);
   EXPECT_EQ(o.status, 64) << o.err;
