@@ -151,6 +151,10 @@ extern "C" [[noreturn]] void azote_user_main(uint64_t start_info) {
   if (a.name == "vsock-heartbeat-server") prog_vsock_heartbeat_server(a);
 #ifdef AZOTE_GUEST_BEARSSL
   if (a.name == "crypto-selftest") prog_crypto_selftest(a);
+  if (a.name == "enclave-kms-server") prog_enclave_kms_server(a);
+  if (a.name == "kms-proxy") prog_kms_proxy(a);
+  if (a.name == "enclave-ask") prog_enclave_ask(a);
+  if (a.name == "kms-parent") prog_kms_parent(a);
 #endif
   Line().s(kPrefix).s("unknown program ").s(a.name).print();
   exit(127);

@@ -125,4 +125,23 @@ bool net_lease(const char* who);
 // on a failed check ("crypto-selftest error: ..."); 126 on bad arguments.
 [[noreturn]] void prog_crypto_selftest(const Args& args);
 
+// The enclave demo (enclave_programs.cpp, built with BearSSL only; ENCLAVES.md §5-§7).
+// `enclave-kms-server PORT`: the enclave. Seeds an HMAC-DRBG from two NSM GetRandom
+// answers, makes an RSA-2048 key, "enclave-kms-server ready port=P", then per connection
+// from the parent (CID 3) one "DECRYPT <b64>\n" (<= 8 KiB): an NSM attestation document
+// (a fresh 32-byte nonce, the key's DER SPKI), azote-kms's Decrypt through the parent's
+// proxy at (3, 8000), the CiphertextForRecipient decrypted, and "RESULT sha256=<hex>
+// bytes=<n>\n" or "ERROR <reason>\n" back (the plaintext never leaves); "enclave-kms-server
+// answered ok|error ..." per request. Serves forever; exit 2 without an NSM or vsock
+// device, 1 on device failure. `kms-proxy PORT HOST_PORT`: the parent's proxy, each
+// enclave connection on PORT relayed byte for byte to (2, HOST_PORT), "kms-proxy relayed
+// peer=CID:PORT up=N down=M" each; forever. `enclave-ask CID PORT CIPHERTEXT_B64`: one
+// DECRYPT, "enclave-ask <the answer line>"; exit 0 on RESULT, 1 otherwise. `kms-parent
+// PORT HOST_PORT ENCLAVE_CID ENCLAVE_PORT CIPHERTEXT_B64`: the proxy and the ask in one
+// poll loop (the connect retried every 200 ms for 60 s), then proxies forever.
+[[noreturn]] void prog_enclave_kms_server(const Args& args);
+[[noreturn]] void prog_kms_proxy(const Args& args);
+[[noreturn]] void prog_enclave_ask(const Args& args);
+[[noreturn]] void prog_kms_parent(const Args& args);
+
 }  // namespace az

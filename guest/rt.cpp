@@ -147,6 +147,44 @@ size_t base64(const uint8_t* in, size_t n, char* out) {
   return k;
 }
 
+bool base64_decode(Str s, uint8_t* out, size_t cap, size_t* len) {
+  if (s.n % 4 != 0) return false;
+  auto value = [](char ch) -> int {
+    if (ch >= 'A' && ch <= 'Z') return ch - 'A';
+    if (ch >= 'a' && ch <= 'z') return ch - 'a' + 26;
+    if (ch >= '0' && ch <= '9') return ch - '0' + 52;
+    if (ch == '+') return 62;
+    if (ch == '/') return 63;
+    return -1;
+  };
+  size_t k = 0;
+  for (size_t i = 0; i < s.n; i += 4) {
+    const bool last = i + 4 == s.n;
+    uint32_t v = 0;
+    size_t pad = 0;
+    for (size_t j = 0; j < 4; ++j) {
+      const char ch = s.p[i + j];
+      if (ch == '=' && last && j >= 2) {
+        ++pad;
+        v <<= 6;
+        continue;
+      }
+      const int d = value(ch);
+      if (d < 0 || pad != 0) return false;  // not the alphabet, or data after '='
+      v = v << 6 | static_cast<uint32_t>(d);
+    }
+    // Canonical: the bits the padding leaves unused are zero.
+    if ((pad == 1 && (v & 0xff) != 0) || (pad == 2 && (v & 0xffff) != 0)) return false;
+    const size_t bytes = 3 - pad;
+    if (bytes > cap - k) return false;
+    out[k++] = static_cast<uint8_t>(v >> 16);
+    if (bytes > 1) out[k++] = static_cast<uint8_t>(v >> 8);
+    if (bytes > 2) out[k++] = static_cast<uint8_t>(v);
+  }
+  *len = k;
+  return true;
+}
+
 namespace {
 uint64_t tsc_hz_uncached() {
   const Cpuid hv = cpuid(0x40000000);

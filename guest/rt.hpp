@@ -92,6 +92,12 @@ bool parse_hex(Str s, uint8_t* out, size_t cap, size_t* len);
 // Standard base64 (RFC 4648: '+', '/', '=' padding, no line breaks) of in[0, n) into
 // out, which must hold 4 * ((n + 2) / 3) characters; returns that count.
 size_t base64(const uint8_t* in, size_t n, char* out);
+// Its inverse, strict: only the canonical form of what base64() writes is accepted (a
+// multiple of 4 characters, the alphabet above, '=' only as the last one or two
+// characters, the unused bits of the last data character zero; no whitespace). Decodes s
+// into out; false if anything else is found or more than cap bytes would come out. The
+// empty string decodes to 0 bytes.
+bool base64_decode(Str s, uint8_t* out, size_t cap, size_t* len);
 
 // ------------------------------------------------------------------- console
 // COM1 16550 with its FIFO enabled: one LSR poll for THRE, then up to 16 bytes
