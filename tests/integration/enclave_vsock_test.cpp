@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <atomic>
 #include <memory>
 #include <thread>
 
@@ -94,8 +95,10 @@ class EnclaveVsock : public ::testing::Test {
   std::string sock(uint32_t cid) const { return path("cid" + std::to_string(cid) + ".sock"); }
 
   // The card, serving the parent (3) and `enclaves`; `control`: its --control PATH.
-  void start_card(const std::vector<uint32_t>& enclaves, const std::string& control = "") {
+  void start_card(const std::vector<uint32_t>& enclaves, const std::string& control = "",
+                  const std::vector<std::string>& extra = {}) {
     std::vector<std::string> a{kCard, "--device", "cid=3,socket=" + sock(3)};
+    a.insert(a.end(), extra.begin(), extra.end());
     for (uint32_t cid : enclaves)
       a.insert(a.end(), {"--device", "cid=" + std::to_string(cid) + ",socket=" + sock(cid)});
     if (!control.empty()) a.insert(a.end(), {"--control", control});
@@ -237,6 +240,60 @@ TEST_F(EnclaveVsock, AnEnclaveAddedAndRemovedThroughTheControlSocket) {
   EXPECT_EQ(r["devices"].size(), 1u) << r.dump();
   EXPECT_EQ(r["enclaves"], 0) << r.dump();
   EXPECT_EQ(control_call(ctl, {{"op", "remove-device"}, {"cid", 12}}).value("ok", true), false);
+}
+
+// The host bridge: the parent (never an enclave) reaches a host Unix socket through the
+// card (--host-port 5000=PATH): the built-in guest's vsock-send to (2, 5000) is echoed
+// by a Unix echo server this test runs, 5 bytes and then 1 MiB.
+TEST_F(EnclaveVsock, TheParentReachesAHostUnixSocket) {
+  const std::string echo_path = path("echo.sock");
+  int lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(lfd, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, echo_path.data(), echo_path.size());
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<const sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
+  ASSERT_EQ(::listen(lfd, 8), 0);
+  std::atomic<bool> stop{false};
+  std::atomic<int> connections{0};
+  std::thread echo([&] {
+    while (!stop) {
+      pollfd p{lfd, POLLIN, 0};
+      if (::poll(&p, 1, 50) != 1) continue;
+      const int c = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      ++connections;
+      char buf[65536];
+      for (;;) {
+        const ssize_t r = ::read(c, buf, sizeof buf);
+        if (r <= 0) break;
+        for (ssize_t off = 0; off < r;) {
+          const ssize_t w = ::send(c, buf + off, static_cast<size_t>(r - off), MSG_NOSIGNAL);
+          if (w <= 0) break;
+          off += w;
+        }
+      }
+      ::close(c);
+    }
+  });
+  start_card({9}, "", {"--host-port", "5000=" + echo_path});
+  Outcome o = run(hv(3, "vsock-send", "2 5000 hello"), 60s);
+  EXPECT_EQ(o.status, 0) << o.out << o.err;
+  EXPECT_NE(o.out.find("azote-guest: vsock-send echoed bytes=5 "), std::string::npos) << o.out;
+  o = run(hv(3, "vsock-send", "2 5000 0123456789abcdef 65536"), 120s);
+  EXPECT_EQ(o.status, 0) << o.out << o.err;
+  EXPECT_NE(o.out.find("azote-guest: vsock-send echoed bytes=1048576 "), std::string::npos) << o.out;
+  // An unmapped host port, and an enclave towards the mapped one: refused at once.
+  o = run(hv(3, "vsock-send", "2 5001 hi"), 60s);
+  EXPECT_EQ(o.status, 1) << o.out;
+  EXPECT_NE(o.out.find("connection refused (RST)"), std::string::npos) << o.out;
+  o = run(hv(9, "vsock-send", "2 5000 hi"), 60s);
+  EXPECT_EQ(o.status, 1) << o.out;
+  EXPECT_NE(o.out.find("connection refused (RST)"), std::string::npos) << o.out;
+  EXPECT_EQ(connections.load(), 2) << "the enclave never reached the host socket";
+  stop = true;
+  echo.join();
+  ::close(lfd);
 }
 
 }  // namespace

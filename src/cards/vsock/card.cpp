@@ -74,6 +74,10 @@ CardResult<std::unique_ptr<Card>> Card::create(const CardOptions& o, Limits limi
       return make_error(CardErrc::kHost, "--device cid=" + std::to_string(o.devices[i].cid) +
                                              ",socket=" + o.devices[i].socket + ": " + s.error().message());
   }
+  for (const HostPortSpec& h : o.host_ports)
+    if (auto r = c->sw_->add_host_port(h.port, h.path); !r)
+      return make_error(CardErrc::kUsage, "--host-port " + std::to_string(h.port) + "=" + h.path + ": " +
+                                              r.error().message());
   if (!o.control.empty()) {
     auto s = control::Server::listen(o.control);
     if (!s) return make_error(CardErrc::kHost, "--control " + o.control + ": " + s.error().message());
@@ -207,6 +211,41 @@ Json Card::remove_device(const Json& r) {
   return control::ok();
 }
 
+// r["port"]: a vsock port, 1-4294967295.
+static CardResult<uint32_t> json_port(const std::string& op, const Json& r) {
+  if (!r.contains("port") || !r["port"].is_number())
+    return make_error(CardErrc::kUsage, op + " needs \"port\" (a number: a host vsock port, 1-4294967295)");
+  const Json& v = r["port"];
+  if (!v.is_number_unsigned() || v.get<uint64_t>() == 0 || v.get<uint64_t>() > std::numeric_limits<uint32_t>::max())
+    return make_error(CardErrc::kUsage, op + ": \"port\" " + v.dump() + " is not a port (1-4294967295)");
+  return static_cast<uint32_t>(v.get<uint64_t>());
+}
+
+Json Card::add_host_port(const Json& r) {
+  const std::string op = "add-host-port";
+  if (auto u = unknown_field(op, r, {"port", "socket"})) return control::refuse(*u);
+  auto port = json_port(op, r);
+  if (!port) return control::refuse(port.error().message());
+  if (!r.contains("socket") || !r["socket"].is_string())
+    return control::refuse(op + " needs \"socket\" (a string: an absolute path of 1-107 bytes)");
+  const std::string socket = r["socket"].get<std::string>();
+  if (socket.empty() || socket.front() != '/' || socket.size() >= 108 || socket.find('\0') != std::string::npos)
+    return control::refuse(op + ": \"socket\" " + Json(socket).dump() +
+                           " is not an absolute socket path of 1-107 bytes");
+  if (auto a = sw_->add_host_port(*port, socket); !a) return control::refuse(op + ": " + a.error().message());
+  return control::ok();
+}
+
+Json Card::remove_host_port(const Json& r) {
+  const std::string op = "remove-host-port";
+  if (auto u = unknown_field(op, r, {"port"})) return control::refuse(*u);
+  auto port = json_port(op, r);
+  if (!port) return control::refuse(port.error().message());
+  if (!sw_->remove_host_port(*port))
+    return control::refuse(op + ": \"port\" " + std::to_string(*port) + " is not a host port of this card");
+  return control::ok();
+}
+
 Json Card::describe() const {
   const SwitchStats st = sw_->stats();
   uint64_t enclave_connections = 0;
@@ -242,8 +281,19 @@ Json Card::describe() const {
   }
   Json drops = Json::object();
   for (size_t i = 0; i < kDropCount; ++i) drops[to_string(static_cast<Drop>(i))] = st.drops[i];
+  Json host_ports = Json::array();
+  for (const auto& [port, path] : sw_->host_ports()) host_ports.push_back(Json{{"port", port}, {"socket", path}});
+  const HostStats& h = st.host;
   return Json{{"ok", true},
               {"devices", devices},
+              {"host_ports", host_ports},
+              {"host_streams", Json{{"open", h.open},
+                                    {"opened", h.opened},
+                                    {"refused", h.refused},
+                                    {"bytes_to_host", h.bytes_to_host},
+                                    {"bytes_from_host", h.bytes_from_host},
+                                    {"resets_sent", h.resets_sent},
+                                    {"resets_received", h.resets_received}}},
               {"enclaves", served_.size() - 1},
               {"max_enclaves", kMaxEnclaves},
               {"resets_sent", st.rsts_sent},
@@ -254,9 +304,11 @@ Json Card::handle_control(const Json& r) {
   const std::string op = r.contains("op") && r["op"].is_string() ? r["op"].get<std::string>() : "";
   if (op == "add-device") return add_device(r);
   if (op == "remove-device") return remove_device(r);
+  if (op == "add-host-port") return add_host_port(r);
+  if (op == "remove-host-port") return remove_host_port(r);
   if (op == "describe") return describe();
   if (op == "ping") return control::ok();
-  return control::refuse("unknown op \"" + op + "\" (known: add-device, remove-device, describe, ping)");
+  return control::refuse("unknown op \"" + op + "\" (known: add-device, remove-device, add-host-port, remove-host-port, describe, ping)");
 }
 
 int Card::run() {

@@ -46,7 +46,9 @@ class Card {
   // One control request, on the loop thread (public for tests):
   //   {"op":"add-device","cid":N,"socket":"/abs/path"} -> {"ok":true} once it listens
   //   {"op":"remove-device","cid":N}                     -> {"ok":true} once it is gone
-  //   {"op":"describe"}  -> {"ok":true,"devices":[...],"enclaves":N,"drops":{...},...}
+  //   {"op":"add-host-port","port":N,"socket":"/abs/path"} -> {"ok":true} (the host bridge)
+  //   {"op":"remove-host-port","port":N}                    -> {"ok":true}
+  //   {"op":"describe"}  -> {"ok":true,"devices":[...],"enclaves":N,"drops":{...},"host_ports":[...],...}
   //   {"op":"ping"}      -> {"ok":true}
   // Anything else, or a bad field, is refused with a sentence naming it.
   control::Json handle_control(const control::Json& request);
@@ -69,6 +71,8 @@ class Card {
   CardResult<void> serve(uint32_t cid, const std::string& socket, size_t port, mode_t mode);
   control::Json add_device(const control::Json& r);
   control::Json remove_device(const control::Json& r);
+  control::Json add_host_port(const control::Json& r);
+  control::Json remove_host_port(const control::Json& r);
   control::Json describe() const;
   std::string cids(bool enclaves_only = false) const;  // "3, 5, 9"
   void close_devices();

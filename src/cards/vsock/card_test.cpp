@@ -202,7 +202,7 @@ TEST_F(Control, PingAndDescribe) {
   EXPECT_EQ(d["max_enclaves"], 4);
   EXPECT_EQ(d["drops"]["unroutable"], 0);
   EXPECT_EQ(d["resets_sent"], 0);
-  EXPECT_TRUE(has(refusal({{"op", "reboot"}}), "unknown op \"reboot\" (known: add-device, remove-device, describe, ping)"));
+  EXPECT_TRUE(has(refusal({{"op", "reboot"}}), "unknown op \"reboot\" (known: add-device, remove-device, add-host-port, remove-host-port, describe, ping)"));
 }
 
 TEST_F(Control, AddDeviceListensWithMode0666) {
@@ -402,6 +402,42 @@ TEST_F(Control, StopRemovesEverySocket) {
   EXPECT_EQ(mode_of(sock("p")), 0u);
   EXPECT_EQ(mode_of(sock("e5")), 0u);
   EXPECT_EQ(mode_of(dir_.file("ctl")), 0u);
+}
+
+// The host bridge's map through the control socket: add-host-port, remove-host-port,
+// describe lists it; every refusal names its field and changes nothing.
+TEST_F(Control, HostPortsAddedAndRemoved) {
+  const auto ports = [&] { return call({{"op", "describe"}})["host_ports"]; };
+  EXPECT_EQ(ports(), control::Json::array());
+  EXPECT_EQ(call({{"op", "add-host-port"}, {"port", 8000}, {"socket", "/run/h.sock"}}), kOk);
+  EXPECT_EQ(call({{"op", "add-host-port"}, {"port", 4294967295u}, {"socket", "/run/m.sock"}}), kOk);
+  EXPECT_EQ(ports(), (control::Json{{{"port", 8000}, {"socket", "/run/h.sock"}},
+                                    {{"port", 4294967295u}, {"socket", "/run/m.sock"}}}));
+  const control::Json d = call({{"op", "describe"}});
+  EXPECT_EQ(d["host_streams"]["opened"], 0) << d.dump();
+  EXPECT_EQ(d["host_streams"]["open"], 0) << d.dump();
+  const auto add_hp = [&](const control::Json& port, const control::Json& socket) {
+    return refusal({{"op", "add-host-port"}, {"port", port}, {"socket", socket}});
+  };
+  EXPECT_TRUE(has(add_hp(8000, "/run/x.sock"), "host port 8000 is already mapped (to /run/h.sock)"));
+  EXPECT_TRUE(has(add_hp(0, "/run/x.sock"), "\"port\" 0 is not a port"));
+  EXPECT_TRUE(has(add_hp(4294967296ull, "/run/x.sock"), "\"port\" 4294967296 is not a port"));
+  EXPECT_TRUE(has(add_hp(-1, "/run/x.sock"), "\"port\" -1 is not a port"));
+  EXPECT_TRUE(has(add_hp("80", "/run/x.sock"), "needs \"port\""));
+  EXPECT_TRUE(has(add_hp(81, "rel.sock"), "\"socket\" \"rel.sock\" is not an absolute socket path"));
+  EXPECT_TRUE(has(add_hp(81, "/" + std::string(107, 'a')), "is not an absolute socket path of 1-107 bytes"));
+  EXPECT_TRUE(has(add_hp(81, 5), "needs \"socket\""));
+  EXPECT_TRUE(has(refusal({{"op", "add-host-port"}, {"port", 81}, {"socket", "/s"}, {"mode", 1}}),
+                  "add-host-port: unknown field \"mode\" (known: port, socket)"));
+  for (uint32_t p = 1; p <= 6; ++p)
+    EXPECT_EQ(call({{"op", "add-host-port"}, {"port", p}, {"socket", "/run/" + std::to_string(p)}}), kOk);
+  EXPECT_TRUE(has(add_hp(7, "/run/7"), "the card already maps 8 host ports"));
+  EXPECT_EQ(ports().size(), 8u);
+  EXPECT_EQ(call({{"op", "remove-host-port"}, {"port", 8000}}), kOk);
+  EXPECT_TRUE(has(refusal({{"op", "remove-host-port"}, {"port", 8000}}), "\"port\" 8000 is not a host port"));
+  EXPECT_TRUE(has(refusal({{"op", "remove-host-port"}}), "remove-host-port needs \"port\""));
+  EXPECT_EQ(call({{"op", "add-host-port"}, {"port", 7}, {"socket", "/run/7"}}), kOk) << "room again";
+  EXPECT_EQ(ports().size(), 8u);
 }
 
 }  // namespace

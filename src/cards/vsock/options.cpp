@@ -15,7 +15,8 @@ Unexpected<CardError> usage(std::string what) { return make_error(CardErrc::kUsa
 
 const char* usage_text() {
   return R"(usage: azote-card-vsock --device cid=3,socket=PATH [--device cid=N,socket=PATH ...]
-                        [--control PATH|fd:N] [--log-level LEVEL] [--seccomp kill|log]
+                        [--host-port PORT=PATH ...] [--control PATH|fd:N]
+                        [--log-level LEVEL] [--seccomp kill|log]
 
 The vsock fabric of one parent instance and its enclaves (ENCLAVES.md §6): one
 virtio-vsock device (virtio id 19) per VM over vhost-user, stream packets switched
@@ -38,6 +39,13 @@ terminated here: credit flow control stays between the two guests.
                       who reaches it), {"op":"remove-device","cid":N} takes one away
                       (the parent's connections with it reset), {"op":"describe"},
                       {"op":"ping"}.
+  --host-port PORT=PATH
+                      The host bridge (the parent only, at most 8): the parent's stream
+                      connections to the host (CID 2) port PORT (1-4294967295) are ended
+                      by the card and relayed to the Unix stream socket PATH (absolute,
+                      1-107 bytes); enclaves never reach the host. Control ops:
+                      {"op":"add-host-port","port":N,"socket":"/abs/path"},
+                      {"op":"remove-host-port","port":N}.
   --log-level LEVEL   error, warn, info (default), debug
   --seccomp MODE      kill (default) or log (src/cards/vsock/seccomp.json)
   --help, --version
@@ -87,9 +95,23 @@ CardResult<DeviceSpec> parse_device(const std::string& value) {
   return d;
 }
 
+CardResult<HostPortSpec> parse_host_port(const std::string& value) {
+  const std::string origin = "--host-port \"" + value + "\"";
+  const size_t eq = value.find('=');
+  if (eq == std::string::npos) return usage(origin + ": expected PORT=PATH");
+  const std::string port = value.substr(0, eq);
+  const std::string path = value.substr(eq + 1);
+  const auto n = parse_uint(port, 0, std::numeric_limits<uint64_t>::max());
+  if (!n || *n == 0 || *n > std::numeric_limits<uint32_t>::max())
+    return usage(origin + ": port \"" + port + "\" is not a port (1-4294967295)");
+  if (path.empty() || path.front() != '/' || path.size() >= 108)
+    return usage(origin + ": \"" + path + "\" is not an absolute socket path of 1-107 bytes");
+  return HostPortSpec{static_cast<uint32_t>(*n), path};
+}
+
 CardResult<ParsedArgs> parse_args(const std::vector<std::string>& args) {
   ParsedArgs p;
-  const CommandLine line = split_command_line(args, {"--device", "--control", "--log-level", "--seccomp"});
+  const CommandLine line = split_command_line(args, {"--device", "--host-port", "--control", "--log-level", "--seccomp"});
   if (!line.error.empty()) return usage(line.error);
   p.help = line.help;
   p.version = line.version;
@@ -104,6 +126,15 @@ CardResult<ParsedArgs> parse_args(const std::vector<std::string>& args) {
         if (e.socket == d.socket) return usage("--device \"" + value + "\": socket " + d.socket + " given twice");
       }
       o.devices.push_back(d);
+      continue;
+    }
+    if (flag == "--host-port") {
+      AZOTE_TRY(h, parse_host_port(value));
+      for (const HostPortSpec& e : o.host_ports)
+        if (e.port == h.port) return usage("--host-port \"" + value + "\": port " + std::to_string(h.port) + " given twice");
+      if (o.host_ports.size() >= kMaxHostPortSpecs)
+        return usage("--host-port \"" + value + "\": at most " + std::to_string(kMaxHostPortSpecs) + " host ports");
+      o.host_ports.push_back(h);
       continue;
     }
     if (!seen.insert(flag).second) return usage(flag + " given twice");

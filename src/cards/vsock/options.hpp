@@ -25,8 +25,17 @@ struct DeviceSpec {
   std::string socket;  // the vhost-user socket that VM's azote-hv connects to (0600)
 };
 
+inline constexpr size_t kMaxHostPortSpecs = 8;  // Switch's kMaxHostPorts
+
+// --host-port PORT=PATH: the parent's streams to (2, PORT) reach the Unix socket PATH.
+struct HostPortSpec {
+  uint32_t port = 0;  // 1..4294967295
+  std::string path;   // absolute, 1-107 bytes
+};
+
 struct CardOptions {
   std::vector<DeviceSpec> devices;  // in command-line order; exactly one has cid 3
+  std::vector<HostPortSpec> host_ports;  // at most 8, ports distinct
   std::string control;              // --control: a socket path, "fd:N" (the launcher's), or "" (none)
   std::string log_level = "info";
   std::string seccomp = "kill";
@@ -39,6 +48,8 @@ struct ParsedArgs {
 CardResult<ParsedArgs> parse_args(const std::vector<std::string>& args);
 // "cid=N,socket=PATH" (either order).
 CardResult<DeviceSpec> parse_device(const std::string& value);
+// "PORT=PATH".
+CardResult<HostPortSpec> parse_host_port(const std::string& value);
 const char* usage_text();
 
 }  // namespace azote::card_vsock

@@ -78,5 +78,30 @@ TEST(Options, ErrorsNameTheBadValue) {
   EXPECT_TRUE(parse_args(five).ok()) << err(five);
 }
 
+TEST(Options, HostPorts) {
+  auto p = parse_args({"--device", "cid=3,socket=/p", "--host-port", "5000=/run/h.sock", "--host-port",
+                       "4294967295=/run/m.sock"});
+  ASSERT_TRUE(p.ok()) << p.error().message();
+  ASSERT_EQ(p->options.host_ports.size(), 2u);
+  EXPECT_EQ(p->options.host_ports[0].port, 5000u);
+  EXPECT_EQ(p->options.host_ports[0].path, "/run/h.sock");
+  EXPECT_EQ(p->options.host_ports[1].port, 4294967295u);
+  const auto e = [](const std::string& v) {
+    auto r = parse_args({"--device", "cid=3,socket=/p", "--host-port", v});
+    return r.ok() ? std::string() : r.error().message();
+  };
+  EXPECT_NE(e("0=/x").find("port \"0\" is not a port"), std::string::npos) << e("0=/x");
+  EXPECT_NE(e("4294967296=/x").find("port \"4294967296\""), std::string::npos);
+  EXPECT_NE(e("x=/x").find("port \"x\""), std::string::npos);
+  EXPECT_NE(e("5000").find("expected PORT=PATH"), std::string::npos);
+  EXPECT_NE(e("5000=rel").find("\"rel\" is not an absolute socket path"), std::string::npos);
+  EXPECT_NE(e("5000=/" + std::string(107, 'a')).find("1-107 bytes"), std::string::npos);
+  EXPECT_NE(err({"--device", "cid=3,socket=/p", "--host-port", "1=/a", "--host-port", "1=/b"}).find("port 1 given twice"),
+            std::string::npos);
+  std::vector<std::string> nine{"--device", "cid=3,socket=/p"};
+  for (int i = 1; i <= 9; ++i) nine.insert(nine.end(), {"--host-port", std::to_string(i) + "=/s"});
+  EXPECT_NE(err(nine).find("at most 8 host ports"), std::string::npos) << err(nine);
+}
+
 }  // namespace
 }  // namespace azote::card_vsock

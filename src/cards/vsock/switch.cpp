@@ -2,6 +2,8 @@
 
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -39,6 +41,8 @@ struct Switch::Packet {
   std::vector<uint8_t> bytes;  // header + payload
   uint32_t sent = 0;
   bool card = false;  // made by the card (an RST), not a guest's
+  // A host stream's packet for the parent (the host bridge): its stream's id and key.
+  uint64_t host_id = 0, host_key = 0;
   uint32_t payload() const { return static_cast<uint32_t>(bytes.size() - kHeaderBytes); }
 };
 
@@ -73,7 +77,8 @@ struct Switch::Port {
   std::unique_ptr<Ring> rx, tx;
   std::array<Inbound, kMaxDevices> from;  // by source port
   Inbound answers;                        // the card's RSTs answering this VM's packets
-  size_t rr = 0;                          // delivery cursor: 0 answers, 1 + s from[s]
+  Inbound host;                           // the parent only: the host bridge's streams
+  size_t rr = 0;                          // delivery cursor: 0 answers, 1 + s from[s], then host
   // As a source: a packet whose destination's queue was full; the tx ring waits.
   std::optional<Packet> held;
   size_t held_for = 0;
@@ -92,6 +97,28 @@ struct Switch::Port {
   std::atomic<bool> rx_flag{false}, tx_flag{false};
   std::atomic<uint64_t> tx_packets{0}, tx_bytes{0}, rx_packets{0}, rx_bytes{0}, rx_chains{0},
       rx_chains_too_small{0}, rsts_received{0}, stalls{0}, connections{0};
+};
+
+// A stream between the parent and a host Unix socket, ended by the card (the host
+// bridge): the card is the parent's peer, with its own credit both ways.
+struct Switch::HostStream {
+  uint64_t id = 0, key = 0;
+  uint32_t guest_port = 0, host_port = 0;
+  UniqueFd fd;  // the Unix stream socket, non-blocking
+  // Parent -> host: what the parent sent and the Unix socket has not taken yet.
+  std::vector<uint8_t> buf;
+  size_t off = 0;  // buf[off..] is pending
+  uint32_t rx_cnt = 0, fwd_cnt = 0, fwd_advertised = 0;
+  // Host -> parent: the parent's credit.
+  uint32_t peer_buf_alloc = 0, peer_fwd_cnt = 0, tx_cnt = 0;
+  size_t queued = 0;  // payload bytes of ours in the parent's queue
+  bool credit_queued = false;
+  uint32_t peer_shut = 0;  // SHUTDOWN flags from the parent
+  bool shut_wr = false;    // shutdown(SHUT_WR) done on the Unix side
+  bool host_eof = false;   // EOF read from the Unix side (SHUTDOWN(SEND) queued)
+  bool pending = true;     // I/O to try in the next host_pump()
+  size_t pending_bytes() const { return buf.size() - off; }
+  uint32_t credit() const { return peer_buf_alloc - (tx_cnt - peer_fwd_cnt); }
 };
 
 // A request from the vhost-user (or control) thread, on that thread's stack until `done`.
@@ -263,6 +290,32 @@ bool Switch::detach(size_t port) {
   return true;
 }
 
+CardResult<void> Switch::add_host_port(uint32_t port, const std::string& path) {
+  const std::string what = "host port " + std::to_string(port);
+  if (port == 0) return make_error(CardErrc::kUsage, what + " is not a port (1-4294967295)");
+  if (path.empty() || path.front() != '/' || path.size() >= sizeof(sockaddr_un{}.sun_path) ||
+      path.find('\0') != std::string::npos)
+    return make_error(CardErrc::kUsage, what + ": \"" + path + "\" is not an absolute socket path of 1-107 bytes");
+  std::lock_guard l(host_mu_);
+  if (host_ports_.count(port) > 0)
+    return make_error(CardErrc::kUsage, what + " is already mapped (to " + host_ports_[port] + ")");
+  if (host_ports_.size() >= kMaxHostPorts)
+    return make_error(CardErrc::kUsage,
+                      what + ": the card already maps " + std::to_string(kMaxHostPorts) + " host ports, the most");
+  host_ports_[port] = path;
+  return {};
+}
+
+bool Switch::remove_host_port(uint32_t port) {
+  std::lock_guard l(host_mu_);
+  return host_ports_.erase(port) > 0;
+}
+
+std::map<uint32_t, std::string> Switch::host_ports() const {
+  std::lock_guard l(host_mu_);
+  return host_ports_;
+}
+
 bool Switch::needs_reset(size_t port) const {
   return port < ports_.size() && ports_[port]->needs_reset.load(std::memory_order_acquire);
 }
@@ -289,6 +342,13 @@ SwitchStats Switch::stats() const {
   }
   for (size_t i = 0; i < kDropCount; ++i) s.drops[i] = drops_[i].load();
   s.rsts_sent = rsts_sent_.load();
+  s.host.opened = host_opened_.load();
+  s.host.refused = host_refused_.load();
+  s.host.bytes_to_host = host_to_.load();
+  s.host.bytes_from_host = host_from_.load();
+  s.host.resets_sent = host_rst_sent_.load();
+  s.host.resets_received = host_rst_received_.load();
+  s.host.open = host_open_.load();
   return s;
 }
 
@@ -312,6 +372,14 @@ void Switch::log_stats() const {
   }
   LOG_INFO("vsock: %llu resets sent by the card; dropped: %s", static_cast<unsigned long long>(s.rsts_sent),
            drops.empty() ? "none" : drops.c_str());
+  if (s.host.opened + s.host.refused > 0)
+    LOG_INFO("vsock: host bridge: %llu streams opened, %llu refused, %llu bytes to the host, %llu from it, "
+             "%llu reset by the card, %llu by the parent, %llu open",
+             static_cast<unsigned long long>(s.host.opened), static_cast<unsigned long long>(s.host.refused),
+             static_cast<unsigned long long>(s.host.bytes_to_host),
+             static_cast<unsigned long long>(s.host.bytes_from_host),
+             static_cast<unsigned long long>(s.host.resets_sent),
+             static_cast<unsigned long long>(s.host.resets_received), static_cast<unsigned long long>(s.host.open));
 }
 
 // ----- the switch thread ----------------------------------------------------------------
@@ -323,6 +391,7 @@ void Switch::run() {
   }
   cv_.notify_all();
   std::vector<pollfd> fds;
+  std::vector<HostStream*> polled;  // host streams, fds[host_at + i]
   bool more = false;
   std::optional<Clock::time_point> deadline;  // the next stuck check
   for (;;) {
@@ -339,6 +408,22 @@ void Switch::run() {
         if (p->tx->info.kick_fd >= 0) fds.push_back({p->tx->info.kick_fd, POLLIN, 0});
         else unkicked = true;
       }
+    }
+    // Host streams: readable while the parent has credit and the queue room, writable
+    // while bytes wait for the Unix socket; none of both: not polled (a hang-up is seen
+    // at the next read or write).
+    const size_t host_at = fds.size();
+    polled.clear();
+    const bool host_room = host_queued_ < limits_.host_queued;
+    for (auto& [key, hs] : host_) {
+      short ev = 0;
+      if (!hs->host_eof && (hs->peer_shut & kShutdownRcv) == 0 && hs->credit() > 0 && host_room &&
+          hs->queued < limits_.host_stream_queued)
+        ev |= POLLIN;
+      if (hs->pending_bytes() > 0) ev |= POLLOUT;
+      if (ev == 0) continue;
+      fds.push_back({hs->fd.get(), ev, 0});
+      polled.push_back(hs.get());
     }
     int timeout = -1;
     if (more) {
@@ -359,8 +444,11 @@ void Switch::run() {
       // One read per readable kick (base/eventfd.hpp); the rings are looked at below
       // anyway. Before the commands: a ring they stop has its kick fd closed by the
       // session as soon as the command is acknowledged.
-      for (size_t i = 1; i < fds.size(); ++i)
+      for (size_t i = 1; i < host_at; ++i)
         if ((fds[i].revents & POLLIN) != 0) (void)drain_eventfd(fds[i].fd);
+      // Before the commands too: one may close every host stream (the parent down).
+      for (size_t i = 0; i < polled.size(); ++i)
+        if (fds[host_at + i].revents != 0) polled[i]->pending = true;
       if ((fds[0].revents & POLLIN) != 0) {
         (void)drain_eventfd(ctl_.get());
         if (!handle_commands()) return;
@@ -459,6 +547,7 @@ void Switch::attach_port(size_t x, uint32_t cid) {
   p.held.reset();
   p.conns.clear();
   p.answers = Inbound{};
+  p.host = Inbound{};
   for (Inbound& in : p.from) in = Inbound{};
   p.needs_reset.store(false);
   for (auto* n : {&p.tx_packets, &p.tx_bytes, &p.rx_packets, &p.rx_bytes, &p.rx_chains, &p.rx_chains_too_small,
@@ -501,6 +590,7 @@ bool Switch::round(Clock::time_point now) {
   bool more = false;
   for (size_t d = 0; d < ports_.size(); ++d) (void)deliver(d, now);
   for (size_t s = 0; s < ports_.size(); ++s) more |= pump_tx(s, now);
+  more |= host_pump();
   unstalled_ = false;
   for (size_t d = 0; d < ports_.size(); ++d) (void)deliver(d, now);
   return more || unstalled_;
@@ -593,6 +683,10 @@ std::optional<size_t> Switch::route(size_t s, const Header& h) const {
 
 void Switch::handle_packet(size_t s, Packet&& p, const Header& h, Clock::time_point now) {
   Port& sp = *ports_[s];
+  if (sp.parent && h.dst_cid == kCidHost) {
+    host_packet(std::move(p), h);  // the host bridge; an enclave's are refused below
+    return;
+  }
   const auto d = route(s, h);
   if (!d || !ports_[*d]->up) {
     refuse(s, h, Drop::kUnroutable,
@@ -741,12 +835,12 @@ bool Switch::deliver(size_t d, Clock::time_point now) {
   Port& dp = *ports_[d];
   if (!dp.rx || dp.rx->queue.broken()) return false;
   Ring& r = *dp.rx;
-  const size_t slots = 1 + ports_.size();
+  const size_t slots = 2 + ports_.size();
   bool progress = false;
   size_t idle = 0;  // slots found empty in a row
   while (idle < slots) {
     const size_t slot = dp.rr % slots;
-    Inbound& in = slot == 0 ? dp.answers : dp.from[slot - 1];
+    Inbound& in = slot == 0 ? dp.answers : slot == slots - 1 ? dp.host : dp.from[slot - 1];
     if (in.q.empty()) {
       dp.rr = (slot + 1) % slots;
       ++idle;
@@ -795,8 +889,9 @@ bool Switch::deliver(size_t d, Clock::time_point now) {
       --in.data_packets;
       in.data_bytes -= p.bytes.size();
     }
+    if (p.host_id != 0) host_delivered(p);
     in.q.pop_front();
-    if (slot > 0) release_stall(slot - 1, d);
+    if (slot > 0 && slot < slots - 1) release_stall(slot - 1, d);
     dp.rr = (slot + 1) % slots;
     idle = 0;
   }
@@ -818,6 +913,8 @@ void Switch::down(size_t x) {
   }
   drop_all(xp.answers);
   for (Inbound& in : xp.from) drop_all(in);
+  drop_all(xp.host);
+  if (xp.parent) host_down();
   for (size_t s = 0; s < ports_.size(); ++s) {
     Port& sp = *ports_[s];
     if (s != x && sp.held && sp.held_for == x) {
@@ -882,6 +979,270 @@ std::optional<Switch::Clock::time_point> Switch::check_stuck(Clock::time_point n
     refuse(s, h, Drop::kStuck, "that VM takes no packets");
   }
   return next;
+}
+
+// ----- the host bridge ----------------------------------------------------------------
+// The parent's streams to (2, P), P mapped to a Unix socket: the card is their peer
+// (DESIGN.md "The host bridge"). All on the switch thread, its sockets non-blocking.
+
+namespace {
+constexpr size_t kHostChunksPerCall = 16;  // reads per stream per round (fairness)
+// Packets without payload the bridge may have queued for the parent from REQUESTs
+// (RESPONSEs; closed streams' leftovers): past it a REQUEST is refused. Each open
+// stream adds at most 3 more (SHUTDOWN, one CREDIT_UPDATE at a time, RST).
+constexpr size_t kHostCtlQueued = 256;
+}  // namespace
+
+void Switch::host_packet(Packet&& p, const Header& h) {
+  if (h.op == kOpRequest) {
+    host_request(h);
+    return;
+  }
+  const uint64_t key = (uint64_t{h.src_port} << 32) | h.dst_port;
+  const auto it = host_.find(key);
+  if (it == host_.end()) {
+    // No such stream (any more): as Linux answers a packet for no socket.
+    refuse(parent_, h, Drop::kUnroutable, "no host stream");
+    return;
+  }
+  HostStream& hs = *it->second;
+  hs.peer_buf_alloc = h.buf_alloc;
+  hs.peer_fwd_cnt = h.fwd_cnt;
+  hs.pending = true;
+  switch (h.op) {
+    case kOpRst:
+      host_close(key, /*rst=*/false, /*by_parent=*/true);
+      return;
+    case kOpRw: {
+      if (hs.pending_bytes() + h.len > limits_.host_buf_alloc) {
+        if (log_limit_.allow())
+          LOG_WARN("vsock: host stream %u -> %u: the parent sent %u bytes past the %u it was given: reset",
+                   hs.guest_port, hs.host_port, h.len, limits_.host_buf_alloc);
+        host_close(key, /*rst=*/true, /*by_parent=*/false);
+        return;
+      }
+      if (hs.off > 0 && hs.off * 2 >= hs.buf.size()) {
+        hs.buf.erase(hs.buf.begin(), hs.buf.begin() + static_cast<std::ptrdiff_t>(hs.off));
+        hs.off = 0;
+      }
+      hs.buf.insert(hs.buf.end(), p.bytes.begin() + kHeaderBytes, p.bytes.end());
+      hs.rx_cnt += h.len;
+      Port& pp = *ports_[parent_];
+      pp.tx_packets.fetch_add(1, std::memory_order_relaxed);
+      pp.tx_bytes.fetch_add(h.len, std::memory_order_relaxed);
+      return;
+    }
+    case kOpShutdown:
+      hs.peer_shut |= h.flags & kShutdownBoth;
+      return;
+    case kOpCreditRequest:
+      host_credit_update(hs, /*force=*/true);
+      return;
+    case kOpCreditUpdate:
+      return;  // the credit above
+    default:  // a RESPONSE: the card never asked
+      host_close(key, /*rst=*/true, /*by_parent=*/false);
+      return;
+  }
+}
+
+void Switch::host_request(const Header& h) {
+  const uint64_t key = (uint64_t{h.src_port} << 32) | h.dst_port;
+  // A REQUEST on a stream still open: the parent forgot it; the old one goes quietly.
+  if (host_.count(key) > 0) host_close(key, /*rst=*/false, /*by_parent=*/false);
+  std::string path;
+  {
+    std::lock_guard l(host_mu_);
+    const auto it = host_ports_.find(h.dst_port);
+    if (it != host_ports_.end()) path = it->second;
+  }
+  const auto refuse_host = [&](Drop why, const char* what) {
+    host_refused_.fetch_add(1, std::memory_order_relaxed);
+    refuse(parent_, h, why, what);
+  };
+  if (path.empty()) return refuse_host(Drop::kUnroutable, "no host port mapped (--host-port)");
+  if (host_.size() >= limits_.host_streams || host_ctl_ >= kHostCtlQueued)
+    return refuse_host(Drop::kTableFull, "too many host streams");
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) return refuse_host(Drop::kUnroutable, "socket(AF_UNIX) failed");
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, path.data(), path.size());
+  // A Unix stream connect completes at once or fails (EAGAIN: the listener's backlog
+  // is full, refused too).
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0) {
+    const int e = errno;
+    if (log_limit_.allow())
+      LOG_WARN("vsock: host port %u: connect %s: %s", h.dst_port, path.c_str(), std::strerror(e));
+    return refuse_host(Drop::kUnroutable, "the host socket refused the connection");
+  }
+  auto hs = std::make_unique<HostStream>();
+  hs->id = host_next_id_++;
+  hs->key = key;
+  hs->guest_port = h.src_port;
+  hs->host_port = h.dst_port;
+  hs->fd = std::move(fd);
+  hs->peer_buf_alloc = h.buf_alloc;
+  hs->peer_fwd_cnt = h.fwd_cnt;
+  HostStream& ref = *hs;
+  host_.emplace(key, std::move(hs));
+  host_open_.store(host_.size(), std::memory_order_relaxed);
+  host_opened_.fetch_add(1, std::memory_order_relaxed);
+  host_queue(ref, kOpResponse);
+}
+
+void Switch::host_queue(HostStream& hs, uint16_t op, uint32_t flags, const uint8_t* data, uint32_t n) {
+  Header h;
+  h.src_cid = kCidHost;
+  h.src_port = hs.host_port;
+  h.dst_cid = kCidParent;
+  h.dst_port = hs.guest_port;
+  h.len = n;
+  h.type = kTypeStream;
+  h.op = op;
+  h.flags = flags;
+  h.buf_alloc = limits_.host_buf_alloc;
+  h.fwd_cnt = hs.fwd_cnt;
+  hs.fwd_advertised = hs.fwd_cnt;
+  Packet p;
+  const auto b = encode_header(h);
+  p.bytes.reserve(kHeaderBytes + n);
+  p.bytes.assign(b.begin(), b.end());
+  if (n > 0) p.bytes.insert(p.bytes.end(), data, data + n);
+  p.host_id = hs.id;
+  p.host_key = hs.key;
+  if (n > 0) {
+    hs.queued += n;
+    host_queued_ += n;
+    hs.tx_cnt += n;
+    host_from_.fetch_add(n, std::memory_order_relaxed);
+  } else {
+    ++host_ctl_;
+  }
+  if (op == kOpCreditUpdate) hs.credit_queued = true;
+  Inbound& in = ports_[parent_]->host;
+  in.data_bytes += p.bytes.size();
+  ++in.data_packets;
+  in.q.push_back(std::move(p));
+}
+
+void Switch::host_delivered(const Packet& p) {
+  const uint32_t n = p.payload();
+  if (n > 0) host_queued_ -= n;
+  else if (host_ctl_ > 0) --host_ctl_;
+  const auto it = host_.find(p.host_key);
+  if (it == host_.end() || it->second->id != p.host_id) return;
+  HostStream& hs = *it->second;
+  hs.queued -= n;
+  if (decode_header(p.bytes).op == kOpCreditUpdate) hs.credit_queued = false;
+  hs.pending = true;  // room again: maybe more to read, a credit update to send
+}
+
+void Switch::host_credit_update(HostStream& hs, bool force) {
+  if (hs.credit_queued) return;  // one at a time; the next goes once it is delivered
+  const uint32_t unadvertised = hs.fwd_cnt - hs.fwd_advertised;
+  // The free space the parent knows of: below half the buffer, tell it of what drained.
+  const uint32_t known_free = limits_.host_buf_alloc - (hs.rx_cnt - hs.fwd_advertised);
+  if (force || (unadvertised > 0 && known_free < limits_.host_buf_alloc / 2)) host_queue(hs, kOpCreditUpdate);
+}
+
+void Switch::host_close(uint64_t key, bool rst, bool by_parent) {
+  const auto it = host_.find(key);
+  if (it == host_.end()) return;
+  HostStream& hs = *it->second;
+  if (rst) {
+    host_queue(hs, kOpRst);
+    // The answer to the parent's full shutdown is an ordinary close, not a reset.
+    if (hs.peer_shut != kShutdownBoth || hs.pending_bytes() > 0) host_rst_sent_.fetch_add(1, std::memory_order_relaxed);
+  } else if (by_parent) {
+    host_rst_received_.fetch_add(1, std::memory_order_relaxed);
+  }
+  host_.erase(it);  // closes the Unix socket
+  host_open_.store(host_.size(), std::memory_order_relaxed);
+}
+
+void Switch::host_io(HostStream& hs, short) {
+  const uint64_t key = hs.key;
+  // Parent -> host.
+  while (hs.pending_bytes() > 0) {
+    const ssize_t n = ::send(hs.fd.get(), hs.buf.data() + hs.off, hs.pending_bytes(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) break;
+    if (n <= 0) {
+      host_close(key, /*rst=*/true, /*by_parent=*/false);
+      return;
+    }
+    hs.off += static_cast<size_t>(n);
+    hs.fwd_cnt += static_cast<uint32_t>(n);
+    host_to_.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+  }
+  if (hs.pending_bytes() == 0) {
+    hs.buf.clear();
+    hs.off = 0;
+    if ((hs.peer_shut & kShutdownSend) != 0 && !hs.shut_wr) {
+      (void)::shutdown(hs.fd.get(), SHUT_WR);
+      hs.shut_wr = true;
+    }
+    // The parent shut both ways and everything it sent is out: the stream is done (as
+    // Linux answers a peer's full shutdown with an RST).
+    if (hs.peer_shut == kShutdownBoth) {
+      host_close(key, /*rst=*/true, /*by_parent=*/false);
+      return;
+    }
+  }
+  host_credit_update(hs, /*force=*/false);
+  // Host -> parent, within the parent's credit and the queue's bounds.
+  if (host_chunk_.size() < limits_.host_read_chunk) host_chunk_.resize(limits_.host_read_chunk);
+  uint8_t* chunk = host_chunk_.data();
+  for (size_t i = 0; i < kHostChunksPerCall; ++i) {
+    if (hs.host_eof || (hs.peer_shut & kShutdownRcv) != 0) return;
+    const uint64_t room = std::min<uint64_t>(
+        limits_.host_stream_queued - std::min(hs.queued, limits_.host_stream_queued),
+        limits_.host_queued - std::min(host_queued_, limits_.host_queued));
+    const uint32_t want = static_cast<uint32_t>(
+        std::min<uint64_t>({hs.credit(), room, limits_.host_read_chunk}));
+    if (want == 0) return;
+    const ssize_t n = ::read(hs.fd.get(), chunk, want);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (n < 0) {
+      host_close(key, /*rst=*/true, /*by_parent=*/false);
+      return;
+    }
+    if (n == 0) {
+      hs.host_eof = true;
+      host_queue(hs, kOpShutdown, kShutdownSend);
+      return;
+    }
+    host_queue(hs, kOpRw, 0, chunk, static_cast<uint32_t>(n));
+  }
+  hs.pending = true;  // more to read: the next round
+}
+
+bool Switch::host_pump() {
+  if (host_.empty()) return false;
+  bool more = false;
+  // host_io may close (erase) its own stream only: iterate over the keys first.
+  std::vector<uint64_t> keys;
+  for (const auto& [key, hs] : host_)
+    if (hs->pending) keys.push_back(key);
+  for (uint64_t key : keys) {
+    const auto it = host_.find(key);
+    if (it == host_.end()) continue;
+    it->second->pending = false;
+    host_io(*it->second, 0);
+    const auto again = host_.find(key);
+    if (again != host_.end() && again->second->pending) more = true;
+  }
+  return more;
+}
+
+void Switch::host_down() {
+  // The parent's queue was emptied (down()): its host streams end, their Unix sockets
+  // closed (their peers read EOF/ECONNRESET).
+  host_rst_sent_.fetch_add(host_.size(), std::memory_order_relaxed);
+  host_.clear();
+  host_queued_ = 0;
+  host_ctl_ = 0;
+  host_open_.store(0, std::memory_order_relaxed);
 }
 
 }  // namespace azote::card_vsock

@@ -87,6 +87,25 @@ struct Limits {
   std::chrono::milliseconds stuck_after{10000};
   // tx chains taken from one VM per round, so one VM cannot starve the others.
   uint32_t tx_batch = 64;
+  // The host bridge (DESIGN.md "The host bridge"): streams the card ends for the parent.
+  size_t host_streams = 64;             // open at once; a REQUEST past it gets RST
+  uint32_t host_buf_alloc = 64 * 1024;  // the card's receive buffer per stream (advertised)
+  uint32_t host_read_chunk = 4096;      // bytes per RW packet read from a Unix socket
+  size_t host_stream_queued = 64 * 1024;  // payload bytes one stream may have queued for the parent
+  size_t host_queued = 1u << 20;          // payload bytes all host streams may have queued
+};
+
+// The host bridge's ports: a parent's REQUEST to (2, port) reaches the Unix socket path.
+inline constexpr size_t kMaxHostPorts = kMaxHostPortSpecs;
+
+struct HostStats {
+  uint64_t opened = 0;          // REQUESTs answered with RESPONSE (connected)
+  uint64_t refused = 0;         // REQUESTs answered with RST (unmapped port, connect failed, table full)
+  uint64_t bytes_to_host = 0;   // written to Unix sockets
+  uint64_t bytes_from_host = 0; // read from Unix sockets (queued for the parent)
+  uint64_t resets_sent = 0;     // open streams the card reset (Unix error, credit overrun, parent gone...)
+  uint64_t resets_received = 0; // open streams the parent reset
+  uint64_t open = 0;            // open now
 };
 
 struct PortStats {
@@ -106,6 +125,7 @@ struct SwitchStats {
   std::vector<PortStats> ports;
   std::array<uint64_t, kDropCount> drops{};
   uint64_t rsts_sent = 0;  // RSTs the card queued
+  HostStats host;
   uint64_t drops_of(Drop d) const { return drops[static_cast<size_t>(d)]; }
 };
 
@@ -139,6 +159,14 @@ class Switch {
   // parent; false if `port` is not an attached enclave.
   bool detach(size_t port);
 
+  // The host bridge's map (any thread): the parent's REQUESTs to (2, port) are connected
+  // to the Unix stream socket `path` from then on. Refused (kUsage) for port 0, a path
+  // that is not absolute or over 107 bytes, a port already mapped, or a ninth port.
+  CardResult<void> add_host_port(uint32_t port, const std::string& path);
+  // false: not mapped. Streams already open on it go on; new REQUESTs get RST.
+  bool remove_host_port(uint32_t port);
+  std::map<uint32_t, std::string> host_ports() const;
+
   bool needs_reset(size_t port) const;
   size_t ports() const { return ports_.size(); }  // slots, attached or free
   SwitchStats stats() const;
@@ -152,6 +180,7 @@ class Switch {
   struct Conn;
   struct Port;
   struct Command;
+  struct HostStream;
 
   Switch(const std::vector<uint32_t>& cids, Limits limits, UniqueFd ctl);
   void post(Command& c);
@@ -181,6 +210,16 @@ class Switch {
   void interrupts();
   void break_ring(size_t port, Ring& r, const std::string& why);
   void count(Drop d, uint64_t n = 1);
+  // The host bridge (switch thread).
+  void host_packet(Packet&& p, const Header& h);
+  void host_request(const Header& h);
+  void host_io(HostStream& hs, short revents);
+  bool host_pump();  // every stream's pending I/O; true: more to do at once
+  void host_queue(HostStream& hs, uint16_t op, uint32_t flags = 0, const uint8_t* data = nullptr, uint32_t n = 0);
+  void host_credit_update(HostStream& hs, bool force);
+  void host_close(uint64_t key, bool rst, bool by_parent);
+  void host_delivered(const Packet& p);
+  void host_down();
 
   Limits limits_;
   size_t parent_ = 0;
@@ -189,6 +228,16 @@ class Switch {
   std::atomic<uint64_t> rsts_sent_{0};
   virtio::Chain chain_;
   bool unstalled_ = false;  // release_stall() let a source go
+  // The host bridge: streams by (parent port << 32 | host port), switch thread only.
+  std::map<uint64_t, std::unique_ptr<HostStream>> host_;
+  uint64_t host_next_id_ = 1;
+  size_t host_queued_ = 0;  // payload bytes of host streams in the parent's queue
+  std::vector<uint8_t> host_chunk_;  // one read from a Unix socket
+  size_t host_ctl_ = 0;     // their packets without payload there (RESPONSE, CREDIT_UPDATE, ...)
+  mutable std::mutex host_mu_;
+  std::map<uint32_t, std::string> host_ports_;  // under host_mu_
+  std::atomic<uint64_t> host_opened_{0}, host_refused_{0}, host_to_{0}, host_from_{0}, host_rst_sent_{0},
+      host_rst_received_{0}, host_open_{0};
 
   UniqueFd ctl_;
   std::mutex mu_;
