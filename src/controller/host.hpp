@@ -59,6 +59,8 @@ struct HostOptions {
   uint32_t guest_cpu_count = 0;     // CPUs for guests (all of them without a card split)
   uint64_t capacity_memory_mib = 0; // 0: 80% of MemTotal
   bool stop_on_exit = false;        // shutdown(): stop instances and the card too
+  // Host sockets (<state>/host/NAME) a parent reaches as vsock CID 2 PORT (its vsock card).
+  std::vector<std::pair<uint32_t, std::string>> enclave_host_ports;
 };
 
 struct RunRequest {

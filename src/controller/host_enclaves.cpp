@@ -332,6 +332,10 @@ ApiResult<void> Host::start_parent_vsock(const std::string& instance_id, uint32_
   req.listens = {{"control", vsock_control(instance_id)}};
   req.output = instance_dir(instance_id) + "/card-vsock.log";
   req.args = {"--device", std::string("cid=3,socket=") + kParentVsockSocket, "--control", "fd:{control}"};
+  // The host's services the parent may reach (azote-kms for its enclaves' proxy): the
+  // launcher binds <state>/host into the card's jail at /run/azote-host.
+  for (const auto& [port, name] : opt_.enclave_host_ports)
+    req.args.insert(req.args.end(), {"--host-port", std::to_string(port) + "=/run/azote-host/" + name});
   req.limits = card_limits();
   auto p = procs_.spawn(req);
   if (!p) return api_error(K::kInternal, "InternalError", "cannot start the vsock card of " + instance_id + ": " + p.error().message());

@@ -191,6 +191,7 @@ int main(int argc, char** argv) {
   ho.capacity_vcpus = o.capacity_vcpus;
   ho.capacity_memory_mib = o.capacity_memory_mib;
   ho.stop_on_exit = o.stop_on_exit;
+  ho.enclave_host_ports = o.enclave_host_ports;
   auto host = Host::open(ho, *pki, procs);
   if (!host) return fail(host.error().message());
 

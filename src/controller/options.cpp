@@ -37,7 +37,7 @@ Result<Options, OptionsError> parse_options(const std::vector<std::string>& args
                              a == "--uid-base" || a == "--probe" || a == "--test-socket" || a == "--card-cpus" ||
                              a == "--test-launch-delay" || a == "--dedicated-vcpus-per-cpu" ||
                              a == "--cgroup-favordynmods" || a == "--release-manifest" || a == "--release-key" ||
-                             a == "--write-guard" || a == "--guard-rehash-seconds";
+                             a == "--write-guard" || a == "--guard-rehash-seconds" || a == "--enclave-host-port";
     if (!wants_value) return bad("unknown option \"" + args[i] + "\" (see --help)");
     if (!has_inline) {
       if (i + 1 >= args.size()) return bad(a + " needs a value");
@@ -112,6 +112,14 @@ Result<Options, OptionsError> parse_options(const std::vector<std::string>& args
       o.test_socket = x;
     } else if (a == "--card-cpus") {
       o.card_cpus = x;
+    } else if (a == "--enclave-host-port") {
+      const size_t eq = x.find('=');
+      const auto port = eq == std::string::npos ? std::nullopt : parse_uint(x.substr(0, eq), 1, 4294967295ull);
+      const std::string name = eq == std::string::npos ? "" : x.substr(eq + 1);
+      if (!port || name.empty() || name.size() > 64 || name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789._-") != std::string::npos)
+        return bad("--enclave-host-port \"" + x + "\": expected PORT=NAME (a socket name in <state>/host: a-z 0-9 . _ -)");
+      if (o.enclave_host_ports.size() >= 8) return bad("--enclave-host-port: at most 8");
+      o.enclave_host_ports.emplace_back(static_cast<uint32_t>(*port), name);
     } else if (a == "--dedicated-vcpus-per-cpu") {
       const auto n = parse_uint(x, 1, 64);
       if (!n) return bad("--dedicated-vcpus-per-cpu \"" + x + "\": expected 1-64");
@@ -215,6 +223,12 @@ Options:
                           cpuset controllers are in v1 hierarchies (host-wide, left
                           set), so that moving a new process into its cgroups does not
                           wait ~8 ms for an RCU grace period; off leaves it alone
+  --enclave-host-port PORT=NAME
+                          an enclave-enabled parent reaches the host socket
+                          <state>/host/NAME (its owner makes it, e.g. azote-kms's)
+                          as vsock CID 2 port PORT, through its vsock card (the
+                          parent only; enclaves reach their parent alone), e.g.
+                          8000=kms.sock for the parent's KMS proxy; repeatable (8)
   --card-cpus LIST        host CPUs for the cards (cpuset list such as 3 or 2-3);
                           the guests' vCPUs get the others. "none": no split. The
                           default reserves the last CPU for the cards on hosts with

@@ -36,6 +36,9 @@ struct Options {
   std::string card_cpus;               // --card-cpus: "" default, "none", or a list
   uint32_t test_launch_delay_ms = 0;
   uint32_t dedicated_per_cpu = 1;      // --dedicated-vcpus-per-cpu   // tests only: a pause in every launch after the empty shell
+  // --enclave-host-port PORT=NAME: a parent's connections to the host (vsock CID 2) on
+  // PORT reach the host socket <state>/host/NAME (e.g. azote-kms's), through its vsock card.
+  std::vector<std::pair<uint32_t, std::string>> enclave_host_ports;
   bool help = false, version = false;
 };
 

@@ -259,7 +259,7 @@ Result<void, LauncherError> Launcher::prepare_state_dir() {
     if (ec) break;
     const std::string rel = fs::relative(it->path(), real).string();
     const bool jail_owned = rel == ".jail" || rel == "net" || rel.rfind("net/", 0) == 0 || rel == "rot" ||
-                            rel == "vsock" || rel.rfind("vsock/", 0) == 0 ||
+                            rel == "vsock" || rel.rfind("vsock/", 0) == 0 || rel == "host" || rel.rfind("host/", 0) == 0 ||
                             std::regex_match(rel, std::regex("instances/[^/]+/run(/.*)?"));
     if (jail_owned) {
       if (it->is_directory() && !it->is_symlink()) it.disable_recursion_pending();
@@ -268,7 +268,7 @@ Result<void, LauncherError> Launcher::prepare_state_dir() {
     (void)::lchown(it->path().c_str(), ctl, ctl);
   }
   for (auto [dir, owner, mode] : {std::tuple{".jail", 0u, 0755u}, {"instances", ctl, 0700u}, {"net", 0u, 0711u},
-                                     {"vsock", 0u, 0711u}})
+                                     {"vsock", 0u, 0711u}, {"host", 0u, 0711u}})
     if (auto d = ensure_dir(dir, owner, owner, mode); !d) return Unexpected{d.error()};
   if (!o_.rot_bin.empty()) {
     const uid_t rot = o_.uid_base + launch::kRotId;
@@ -1005,6 +1005,12 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
     if (!dir) return refuse("spawn: " + dir.error().message());
     spec.binds.push_back({o_.state_dir + "/vsock/" + r.instance, "/run/azote-vsock", true, dir->get()});
     bind_fds.push_back(std::move(dir).value());
+    // The host's service sockets a parent may reach through its card (read-only: the
+    // card connects to them, makes nothing there; each service's socket mode decides).
+    if (auto host = dir_beneath("host")) {
+      spec.binds.push_back({o_.state_dir + "/host", "/run/azote-host", false, host->get()});
+      bind_fds.push_back(std::move(host).value());
+    }
   }
   if (r.role == Role::kHv && enclave) {
     // An enclave's hv: its own socket directory of its parent's vsock card, made here for

@@ -296,12 +296,14 @@ class ControllerTest : public ::testing::Test {
   }
   // The host restarted under a release of build/bin signed into `rel` (sign_release):
   // its describe-host-attestation in *host, its root certificate in <rel>/root.pem.
-  void restart_under_release(const std::string& rel, Json* host) {
+  void restart_under_release(const std::string& rel, Json* host, const std::vector<std::string>& extra = {}) {
     if (::access("/usr/bin/openssl", X_OK) != 0 || ::access("/usr/bin/python3", X_OK) != 0)
       GTEST_SKIP() << "SKIPPED: needs /usr/bin/openssl (a release key) and /usr/bin/python3 (the verifier)";
     stop_controller(SIGTERM);
     ASSERT_NO_FATAL_FAILURE(sign_release(rel));
-    start_controller({"--release-manifest", rel + "/good.json", "--release-key", rel + "/key.pub"});
+    std::vector<std::string> args{"--release-manifest", rel + "/good.json", "--release-key", rel + "/key.pub"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    start_controller(args);
     *host = cli_json(cp_, {"describe-host-attestation"});
     ASSERT_EQ((*host)["mode"], "normal") << host->dump();
     std::ofstream(rel + "/root.pem") << (*host)["layers"][0]["certificate_pem"].get<std::string>();
