@@ -3,7 +3,7 @@ BUILD ?= build
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build deps test test-quick demo clean fuzz bench
+.PHONY: all build deps test test-quick demo enclave-demo clean fuzz bench
 
 all: build
 
@@ -26,6 +26,10 @@ test-quick: build
 
 demo: deps build
 	@scripts/demo.sh $(BUILD)
+
+# The enclave story (issue 12): a key released to the right enclave only (as root).
+enclave-demo: deps build
+	@scripts/enclave-demo.sh $(BUILD)
 
 bench: deps build
 	bench/run.sh $(BUILD)
