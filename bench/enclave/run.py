@@ -6,7 +6,10 @@
    run-instances` of the same program until its console says the same; alternating, N
    runs each. Both from the API call, through the CLI (mutual TLS), the console files read
    directly (root) every millisecond.
-2. Attestation documents per second: the built-in guest's `nsm-bench` in an enclave (its
+2. vsock between a parent and its enclave: round trips of one 4 KiB write and a stream
+   (the guests' vsock-echo / vsock-bench through the parent's azote-card-vsock); no peer
+   is measured (the host's vhost-vsock is not available to these guests).
+3. Attestation documents per second: the built-in guest's `nsm-bench` in an enclave (its
    NSM driver, azote-card-nsm over vhost-user, azote-rot), against azote-rot's own
    `attest` over its control socket from the host (bench/rot/attest.py's peer), the same
    number of PCRs (16) and a nonce.
@@ -116,6 +119,26 @@ def main():
                 if l.startswith("azote-guest: nsm-bench ")][0]
         fields = dict(kv.split("=") for kv in line.split()[2:])
         cli("enclave", "terminate-enclave", "--enclave-id", ident, check=False)
+        # vsock between a parent and its enclave: the parent's vsock-echo, the enclave's
+        # vsock-bench (round trips of one 4 KiB write, then a stream), through the
+        # parent's vsock card.
+        echo_image = json.loads(cli("register-image", "--name", "vsock-echo", "--kernel",
+                                    os.path.join(bin_dir, "azote-guest.elf"), "--cmdline",
+                                    "azote.run=vsock-echo 5000", "--output", "json"))["image_id"]
+        echo_parent = json.loads(cli("run-instances", "--image-id", echo_image, "--instance-type", "t3.micro",
+                                     "--no-network-interface", "--enclave-options", "Enabled=true", "--wait",
+                                     "--output", "json"))["instances"][0]["instance_id"]
+        wait_console(echo_parent, b"vsock-echo ready", time.perf_counter())
+        vbench_eif = eif("vsock-bench 3 5000 3 4096", "vbench.eif")
+        t0 = time.perf_counter()
+        ident = json.loads(cli("enclave", "run-enclave", "--instance-id", echo_parent, "--eif-path", vbench_eif,
+                               "--cpu-count", "1", "--memory", "128"))["EnclaveID"]
+        wait_console(ident, b"azote-guest: vsock-bench ", t0, timeout=120)
+        time.sleep(0.2)
+        vline = [l for l in open(os.path.join(state, "instances", ident, "console.log")).read().splitlines()
+                 if l.startswith("azote-guest: vsock-bench ")][0]
+        vfields = dict(kv.split("=") for kv in vline.split()[2:] if "=" in kv)
+        cli("enclave", "terminate-enclave", "--enclave-id", ident, check=False)
         peer = json.loads(subprocess.run(["/usr/bin/python3", os.path.join(os.path.dirname(__file__), "..", "rot",
                                                                              "attest.py"), bin_dir, "300"],
                                          check=True, capture_output=True, text=True).stdout)
@@ -127,6 +150,9 @@ def main():
             "enclave_attestations_per_s": int(fields["attest_per_s"]),
             "enclave_attest_us_avg": int(fields["attest_us_avg"]),
             "enclave_describe_pcr_per_s": int(fields["describe_pcr_per_s"]),
+            "vsock_rtt_us_p50": int(vfields["rtt_us_p50"]),
+            "vsock_rtt_us_p99": int(vfields["rtt_us_p99"]),
+            "vsock_stream_mbps": float(vfields["mbps"]),
             "rot_attest_ms_p50": peer["attest_ms"]["p50"],
             "rot_direct_attestations_per_s": round(1000 / peer["attest_ms"]["p50"]),
             "enclave_over_rot_direct": round(int(fields["attest_per_s"]) / (1000 / peer["attest_ms"]["p50"]), 2),
