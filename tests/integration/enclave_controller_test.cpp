@@ -263,6 +263,20 @@ TEST_F(EnclaveHost, TheParentAndItsEnclaveTalkOverVsockAndNothingElse) {
     return c.find("azote-guest: vsock-send error:") != std::string::npos;
   }, 60s)) << c;
   EXPECT_NE(c.find("RST"), std::string::npos) << c;
+
+  // Nor any disk or network: its guest finds neither device.
+  for (const auto& [program, line] : std::vector<std::pair<std::string, std::string>>{
+           {"blk-check", "azote-guest: blk-check: no virtio-blk device"},
+           {"net-dhcp", "azote-guest: net-dhcp: no virtio-net device"}}) {
+    build(program, program + ".eif");
+    o = run_enclave(p, program + ".eif", {"--debug-mode"});
+    ASSERT_EQ(o.status, 0) << o.err;
+    const std::string e = Json::parse(o.out)["EnclaveID"];
+    EXPECT_TRUE(eventually([&] {
+      c = cli(cp_, {"enclave", "console", "--enclave-id", e}).out;
+      return c.find(line) != std::string::npos;
+    }, 60s)) << program << ": " << c;
+  }
 }
 
 // The whole story (issue 12): azote-kms on the host holds a key whose policy names one
