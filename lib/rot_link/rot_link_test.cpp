@@ -1,5 +1,6 @@
 // The azote-rot connection (replies, bad lines, a timeout, EOF, the cancel descriptor)
 // against a peer played by the test over a socketpair.
+#include "rot_link/testing.hpp"
 #include "rot_link/rot_link.hpp"
 
 #include <gtest/gtest.h>
@@ -13,40 +14,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-struct Pair {
-  UniqueFd card, rot;
-  Pair() {
-    int sv[2];
-    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    card.reset(sv[0]);
-    rot.reset(sv[1]);
-  }
-};
-
-// Reads one line from `fd` (blocking).
-std::string read_line(int fd) {
-  std::string s;
-  char c = 0;
-  while (::recv(fd, &c, 1, 0) == 1 && c != '\n') s += c;
-  return s;
-}
-void write_all(int fd, const std::string& s) {
-  size_t at = 0;
-  while (at < s.size()) {
-    const ssize_t n = ::send(fd, s.data() + at, s.size() - at, MSG_NOSIGNAL);
-    if (n <= 0) return;
-    at += static_cast<size_t>(n);
-  }
-}
-
-// The peer answers one request with `reply`; *got: the request line.
-std::thread answer_once(int fd, std::string reply, std::string* got = nullptr) {
-  return std::thread([fd, reply = std::move(reply), got] {
-    const std::string line = read_line(fd);
-    if (got != nullptr) *got = line;
-    write_all(fd, reply);
-  });
-}
+using namespace azote::rot_link::testing;
 
 TEST(RotClient, OneRequestOneReplyAndBadLinesFailOnlyTheirRequest) {
   Pair p;
