@@ -243,6 +243,9 @@ class Host {
   void end_enclaves_of(const std::string& instance_id);
   // Enclaves whose hv has exited are ended (mu_ not held).
   void reap_enclaves();
+  // The parent's hv gets the CPU time its enclaves leave it: (its vCPUs - theirs) x 100%
+  // of a CPU (mu_ not held).
+  void rebalance_parent_cpu(const std::string& instance_id);
   // An enclave-enabled parent's launch: its vsock card started (no lock held).
   ApiResult<void> start_parent_vsock(const std::string& instance_id, uint32_t slot);
   // Where a parent's vsock card listens (its control socket, on the host).

@@ -170,6 +170,9 @@ ApiResult<EnclaveView> Host::run_enclave(const EnclaveRequest& r) {
     e.slot = slot;
   }
   const std::string id = view.id;
+  // The parent gives up the enclave's CPU time first (its hv's quota), before the
+  // enclave's hv exists; end_enclave gives it back.
+  rebalance_parent_cpu(r.instance_id);
   auto fail = [&](std::string why) -> ApiResult<EnclaveView> {
     end_enclave(id);
     LOG_WARN("enclave %s: %s", id.c_str(), why.c_str());
@@ -318,8 +321,26 @@ void Host::end_enclave(const std::string& enclave_id) {
   procs_.release(enclave_id);
   std::error_code ec;
   fs::remove_all(instance_dir(enclave_id), ec);
-  std::lock_guard lock(mu_);
-  enclaves_.erase(enclave_id);
+  {
+    std::lock_guard lock(mu_);
+    enclaves_.erase(enclave_id);
+  }
+  if (!parent.empty()) rebalance_parent_cpu(parent);
+}
+
+void Host::rebalance_parent_cpu(const std::string& instance_id) {
+  uint32_t vcpus = 0, taken = 0;
+  {
+    std::lock_guard lock(mu_);
+    auto it = instances_.find(instance_id);
+    if (it == instances_.end() || !rt_[instance_id].hv) return;
+    vcpus = it->second.vcpus;
+    for (const auto& [id, e] : enclaves_)
+      if (e.view.instance_id == instance_id) taken += e.view.cpus;
+  }
+  const uint32_t left = vcpus > taken ? vcpus - taken : 1;
+  if (auto r = procs_.cpu_limit(instance_id, left * 100); !r)
+    LOG_WARN("instance %s: its hypervisor's CPU quota (%u%%): %s", instance_id.c_str(), left * 100, r.error().message().c_str());
 }
 
 std::string Host::vsock_control(const std::string& instance_id) const { return instance_dir(instance_id) + "/card-vsock.ctl"; }

@@ -13,6 +13,23 @@
 namespace azote::test {
 namespace {
 
+// The CPU time a process's cgroup allows per 100 ms period, in µs ("max" or "" if none
+// can be read): cgroup v1's cpu.cfs_quota_us, or v2's cpu.max.
+std::string cpu_quota_of(pid_t pid) {
+  const std::string cg = slurp("/proc/" + std::to_string(pid) + "/cgroup");
+  std::smatch m;
+  if (std::regex_search(cg, m, std::regex("\\d+:([^:\\n]*\\bcpu\\b[^:\\n]*):([^\\n]*)"))) {
+    std::string q = slurp("/sys/fs/cgroup/" + std::string(m[1]) + std::string(m[2]) + "/cpu.cfs_quota_us");
+    while (!q.empty() && q.back() == '\n') q.pop_back();
+    return q == "-1" ? "max" : q;
+  }
+  if (std::regex_search(cg, m, std::regex("0::([^\\n]*)"))) {
+    std::string q = slurp("/sys/fs/cgroup" + std::string(m[1]) + "/cpu.max");
+    return q.substr(0, q.find(' '));
+  }
+  return "";
+}
+
 class EnclaveHost : public ControllerTest {
  protected:
   std::string parent(bool enclaves = true, const std::string& type = "t3.micro") {
@@ -89,6 +106,10 @@ TEST_F(EnclaveHost, ADebugEnclaveRunsApartFromItsParentAndAttestsThroughItsNsm) 
     if (q.value("instance", "") == p && q.value("role", "") == "hv") parent_uid = q.value("uid", 0u);
   }
   EXPECT_EQ(roles, (std::set<std::string>{"hv", "card-nsm"})) << procs.dump();
+  // Its vCPU's time comes out of its parent's (t3.micro: 2 vCPUs, 1 left to the parent).
+  const pid_t parent_hv = jailed_pid("hv", p);
+  EXPECT_EQ(cpu_quota_of(parent_hv), "100000") << "the parent's hv keeps one CPU's time";
+  EXPECT_EQ(cpu_quota_of(jailed_pid("hv", id)), "100000") << "the enclave's hv gets its one";
   EXPECT_NE(enclave_uid, 0u);
   EXPECT_NE(enclave_uid, parent_uid) << "an enclave is not its parent's uid";
 
@@ -124,6 +145,7 @@ TEST_F(EnclaveHost, ADebugEnclaveRunsApartFromItsParentAndAttestsThroughItsNsm) 
   EXPECT_TRUE(describe(p).empty());
   EXPECT_EQ(jailed_pid("hv", id), 0);
   EXPECT_EQ(jailed_pid("card-nsm", id), 0);
+  EXPECT_EQ(cpu_quota_of(parent_hv), "200000") << "given back to the parent";
   expect_code({"enclave", "terminate-enclave", "--enclave-id", id}, "InvalidEnclaveID.NotFound");
 
   // Every call audited.
