@@ -3,9 +3,11 @@
 //
 // An enclave is a VM of its own: an azote-hv booting the EIF (checked whole first) and
 // an azote-card-nsm measuring the same file, in a jail, uid and cgroup of their own
-// (the launcher's "instance" is the enclave id), with the NSM as the only device: no
-// block card, no network card, no TPM. Its vCPUs and memory are counted against its
-// parent's instance type (the parent keeps at least one vCPU and 128 MiB); nitro-cli's
+// (the launcher's "instance" is the enclave id), with the NSM and a vsock device on its
+// parent's vsock card as its only devices: no block card, no network card, no TPM. Its
+// vCPUs and memory are counted against its parent's instance type (the parent keeps at
+// least one vCPU and 128 MiB), its vCPUs' CPU time taken from the parent's hv quota for
+// its life (rebalance_parent_cpu; memory is not taken back from the parent); nitro-cli's
 // limits give the same kind of refusals (at least 64 MiB, at least four times the
 // image, at most four enclaves per parent, CIDs from 4). The console file is read only
 // for a debug-mode enclave; a debug-mode enclave's documents carry zero PCRs (azote-rot's
