@@ -206,6 +206,30 @@ TEST_F(EnclaveHost, NitroClisRefusalsAndNobodyReadsANonDebugConsole) {
   EXPECT_EQ(jailed_pid("card-nsm", id), 0);
 }
 
+// At most four enclaves per parent (nitro-cli's limit), whatever room it has left; one
+// more after one ends. (A t3.2xlarge parent: 8 vCPUs, 32 GiB, most of it never touched.)
+TEST_F(EnclaveHost, AParentRunsAtMostFourEnclaves) {
+  stop_controller(SIGTERM);
+  start_controller({"--capacity-vcpus", "16", "--capacity-memory", "40G"});
+  const std::string p = parent(true, "t3.2xlarge");
+  ASSERT_FALSE(p.empty());
+  build("init", "idle.eif");
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) {
+    auto o = run_enclave(p, "idle.eif");
+    ASSERT_EQ(o.status, 0) << i << ": " << o.err;
+    ids.push_back(Json::parse(o.out)["EnclaveID"]);
+  }
+  EXPECT_EQ(describe(p).size(), 4u);
+  expect_code({"enclave", "run-enclave", "--instance-id", p, "--eif-path", dir_ + "/idle.eif", "--cpu-count", "1",
+               "--memory", "128"},
+              "EnclaveLimitExceeded");
+  ASSERT_EQ(cli(cp_, {"enclave", "terminate-enclave", "--enclave-id", ids[0]}).status, 0);
+  auto o = run_enclave(p, "idle.eif");
+  EXPECT_EQ(o.status, 0) << o.err;
+  EXPECT_EQ(describe(p).size(), 4u);
+}
+
 // The enclave's guest writes 64 random bytes into its private memory (init --marker):
 // they are in its own azote-hv (the scan's positive control) and in no other process —
 // not its parent's hv, not its NSM card nor the parent's vsock card (they map only its
