@@ -26,7 +26,7 @@ std::string write_eif(const std::string& name) {
 std::string hex(const attest::Pcr& p) { return eif::hex(p); }
 
 // The values AWS publishes for PCR3 and PCR4 (ENCLAVES.md §2).
-TEST(card_nsm, PlatformPcrsMatchTheImageAndAwsTestVectors) {
+TEST(NsmCard, PlatformPcrsMatchTheImageAndAwsTestVectors) {
   CardOptions o;
   o.eif = write_eif("pcr.eif");
   o.enclave_id = "i-1234567890abcdef0-enc0123456789abcdef";
@@ -52,7 +52,7 @@ TEST(card_nsm, PlatformPcrsMatchTheImageAndAwsTestVectors) {
   EXPECT_EQ(pcrs->count(3), 0u) << "no role: PCR3 stays zero";
 }
 
-TEST(card_nsm, ABrokenImageIsRefused) {
+TEST(NsmCard, ABrokenImageIsRefused) {
   CardOptions o;
   o.eif = write_eif("broken.eif");
   o.enclave_id = "i-1234567890abcdef0-enc0123456789abcdef";
@@ -68,7 +68,7 @@ TEST(card_nsm, ABrokenImageIsRefused) {
   EXPECT_FALSE(platform_pcrs(o).ok());
 }
 
-TEST(card_nsm, OptionsNameWhatIsWrong) {
+TEST(NsmCard, OptionsNameWhatIsWrong) {
   auto p = parse_args({"--socket", "/tmp/x.sock", "--eif", "a.eif", "--enclave-id", "i-1234567890abcdef0-enc0123456789abcdef",
                        "--rot", "fd:5", "--parent-role", "arn:aws:iam::1:role/r"});
   ASSERT_TRUE(p.ok()) << p.error().message();
