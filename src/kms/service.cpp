@@ -405,11 +405,13 @@ Json Service::handle(const Json& req) {
   return decide(r, refusal({kUnsupported, "op \"" + asked + "\" is not GenerateDataKey or Decrypt"}));
 }
 
+Json Service::refuse_request(Request& r, const KmsError& e) {
+  r.internal = e.code == kInternal;
+  return decide(r, refusal(e));
+}
+
 Json Service::generate_data_key(const Json& req, Request& r) {
-  auto refuse = [&](const KmsError& e) {
-    r.internal = e.code == kInternal;
-    return decide(r, refusal(e));
-  };
+  const auto refuse = [&](const KmsError& e) { return refuse_request(r, e); };
   if (auto f = only_fields(req, {"op", "KeyId", "KeySpec", "NumberOfBytes", "Recipient"},
                            {"EncryptionContext", "GrantTokens", "DryRun"}, "");
       !f)
@@ -454,10 +456,7 @@ Json Service::generate_data_key(const Json& req, Request& r) {
 }
 
 Json Service::decrypt(const Json& req, Request& r) {
-  auto refuse = [&](const KmsError& e) {
-    r.internal = e.code == kInternal;
-    return decide(r, refusal(e));
-  };
+  const auto refuse = [&](const KmsError& e) { return refuse_request(r, e); };
   if (auto f = only_fields(req, {"op", "CiphertextBlob", "KeyId", "EncryptionAlgorithm", "Recipient"},
                            {"EncryptionContext", "GrantTokens", "DryRun"}, "");
       !f)
@@ -501,10 +500,7 @@ Json Service::decrypt(const Json& req, Request& r) {
 // get later through Decrypt with a Recipient. No policy is evaluated: the admin socket's
 // callers are root and this uid, who can read the key files anyway.
 Json Service::encrypt(const Json& req, Request& r) {
-  auto refuse = [&](const KmsError& e) {
-    r.internal = e.code == kInternal;
-    return decide(r, refusal(e));
-  };
+  const auto refuse = [&](const KmsError& e) { return refuse_request(r, e); };
   if (auto f = only_fields(req, {"op", "KeyId", "Plaintext", "EncryptionAlgorithm"},
                            {"EncryptionContext", "GrantTokens", "DryRun"}, "");
       !f)
@@ -540,10 +536,7 @@ Json Service::handle_admin(const Json& req) {
   r.principal = "admin";
   const auto op = req.find("op");
   r.op = op != req.end() && op->is_string() ? op->get_ref<const std::string&>() : std::string();
-  auto refuse = [&](const KmsError& e) {
-    r.internal = e.code == kInternal;
-    return decide(r, refusal(e));
-  };
+  const auto refuse = [&](const KmsError& e) { return refuse_request(r, e); };
   if (r.op == "CreateKey") {
     if (auto f = only_fields(req, {"op", "Policy"}, {"Description", "KeyUsage", "KeySpec", "Tags"}, ""); !f)
       return refuse(f.error());

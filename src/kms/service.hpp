@@ -105,6 +105,8 @@ class Service {
   control::Json encrypt(const control::Json& req, Request& r);
   // Appends the decision; the answer to send (a refusal if the log failed).
   control::Json decide(Request& r, control::Json answer);
+  // A refusal of request r (an internal failure when e says so), audited by decide().
+  control::Json refuse_request(Request& r, const KmsError& e);
   KmsResult<VerifiedRecipient> recipient(const control::Json& req, Request& r);
 
   KeyStore keys_;
