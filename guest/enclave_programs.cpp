@@ -122,21 +122,11 @@ bool starts_with(Str s, const char* prefix) {
 
 uint64_t us(uint64_t ticks) { return g_vs.tsc_hz() == 0 ? 0 : ticks * 1000000 / g_vs.tsc_hz(); }
 
-[[noreturn]] void vsock_died() {
-  Line l;
-  l.s(kPrefix).s(g_prog).s(" error: ");
-  g_vs.append_error(l).print();
-  exit(1);
-}
+[[noreturn]] void vsock_died() { vsock::exit_with_error(g_vs, g_prog); }
 
 void open_vsock(const char* prog) {
   g_prog = prog;
-  const vsock::Device::Open o = g_vs.open();
-  if (o == vsock::Device::Open::kNoDevice) {
-    Line().s(kPrefix).s(prog).s(" no vsock device").print();
-    exit(2);
-  }
-  if (o != vsock::Device::Open::kOk) vsock_died();
+  vsock::open_or_exit(g_vs, prog);
 }
 
 // What a failed socket call on c means.

@@ -767,4 +767,20 @@ void Device::drain(uint64_t timeout) {
       timeout);
 }
 
+void exit_with_error(const Device& dev, const char* prog) {
+  Line l;
+  l.s(kPrefix).s(prog).s(" error: ");
+  dev.append_error(l).print();
+  exit(1);
+}
+
+void open_or_exit(Device& dev, const char* prog) {
+  const Device::Open o = dev.open();
+  if (o == Device::Open::kNoDevice) {
+    Line().s(kPrefix).s(prog).s(" no vsock device").print();
+    exit(2);
+  }
+  if (o != Device::Open::kOk) exit_with_error(dev, prog);
+}
+
 }  // namespace az::vsock

@@ -273,4 +273,10 @@ class Device {
   uint64_t rx_packets_ = 0, tx_packets_ = 0, rx_dropped_ = 0, rst_sent_ = 0, ctl_lost_ = 0;
 };
 
+// For programs: "PROG error: virtio-vsock at 0x...: WHAT", exit 1.
+[[noreturn]] void exit_with_error(const Device& dev, const char* prog);
+// Opens `dev` for program `prog`: "PROG no vsock device" and exit 2 without one;
+// exit_with_error() if the device refuses.
+void open_or_exit(Device& dev, const char* prog);
+
 }  // namespace az::vsock

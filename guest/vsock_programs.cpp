@@ -32,21 +32,11 @@ constinit uint8_t g_buf[vsock::kBufAlloc];               // receive side of the 
 constinit uint8_t g_out[vsock::kBufAlloc + kChunk];      // send side of the clients
 constinit uint8_t g_pending[vsock::kMaxConns][kChunk];   // vsock-echo: read, not echoed yet
 
-[[noreturn]] void device_error() {
-  Line l;
-  l.s(kPrefix).s(g_prog).s(" error: ");
-  g_dev.append_error(l).print();
-  exit(1);
-}
+[[noreturn]] void device_error() { vsock::exit_with_error(g_dev, g_prog); }
 
 void open_or_exit(const char* prog) {
   g_prog = prog;
-  const vsock::Device::Open o = g_dev.open();
-  if (o == vsock::Device::Open::kNoDevice) {
-    Line().s(kPrefix).s(prog).s(" no vsock device").print();
-    exit(2);
-  }
-  if (o != vsock::Device::Open::kOk) device_error();
+  vsock::open_or_exit(g_dev, prog);
 }
 
 // What a failed socket call means, for an error line.
