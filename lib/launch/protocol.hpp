@@ -18,8 +18,6 @@
 //   {"op": "signal", "pid", "starttime", "signal"}  (only processes it started)
 //   {"op": "status", "pid"} -> {"ok": true, "exited": bool, "status": N}
 //   {"op": "release", "instance"}: kills what is left of the instance, removes its cgroups
-//   {"op": "cpu-limit", "instance", "cpu_percent"}: the instance's running hv's CPU quota
-//                       (what its enclaves leave it: 100 per vCPU)
 //   {"op": "describe"} -> {"ok": true, "layout", "processes": [{pid, role, instance, uid, cgroup}],
 //                          "rot": {pid, uid, cgroup} or null (azote-rot, started with the host)}
 //   {"op": "guard"} -> {"ok": true, "active", "why", "protected": [paths], "denials_total",

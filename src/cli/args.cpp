@@ -71,8 +71,9 @@ std::vector<CommandSpec> build_commands() {
          "instance metadata service: optional (default: IMDSv1 and IMDSv2) or required (IMDSv2 only)"},
         {"--no-network-interface", K::kSwitch, false, "",
          "launch without a network interface (also when the host has no network card)"},
-        {"--enclave-options", K::kValue, false, "Enabled=true|false",
-         "whether enclaves may be carved from the instances (azote enclave run-enclave)"},
+        {"--enclave-options", K::kValue, false, "Enabled=true|false[,MemoryMiB=N][,CpuCount=N]",
+         "whether enclaves may be carved from the instances (azote enclave run-enclave), and the pool set "
+         "aside for them from each instance's type (default: half its vCPUs, min(512, half its MiB))"},
         {kWait.name, kWait.kind, false, "", "wait until every instance is running"}}},
       {"describe-instances", Rpc::kDescribeInstances, "describe instances", "",
        {{"--instance-ids", K::kList, false, "ID ...", "only these instances (default: all)"}}},
@@ -361,9 +362,11 @@ CliResult<Action> Builder::build() {
       }
       req->set_no_network_interface(raw_.has("--no-network-interface"));
       if (raw_.has("--enclave-options")) {
-        auto enabled = parse_enclave_options(raw_.get("--enclave-options"));
-        if (!enabled.ok()) return usage(prefix() + "--enclave-options: " + enabled.error());
-        req->set_enclave_enabled(*enabled);
+        auto eo = parse_enclave_options(raw_.get("--enclave-options"));
+        if (!eo.ok()) return usage(prefix() + "--enclave-options: " + eo.error());
+        req->set_enclave_enabled(eo->enabled);
+        req->set_enclave_memory_mib(eo->memory_mib);
+        req->set_enclave_cpu_count(eo->cpu_count);
       }
       return Action{remote(req)};
     }
@@ -854,13 +857,50 @@ Result<std::string, std::string> read_whole_file(const std::string& path, uint64
   return data;
 }
 
-Result<bool, std::string> parse_enclave_options(std::string_view text) {
-  const std::string t(text);
-  if (t == "Enabled=true") return true;
-  if (t == "Enabled=false") return false;
-  const auto j = nlohmann::json::parse(t, nullptr, false);
-  if (j.is_object() && j.size() == 1 && j.contains("Enabled") && j["Enabled"].is_boolean()) return j["Enabled"].get<bool>();
-  return Unexpected{std::string("\"") + t + "\" is not Enabled=true, Enabled=false or {\"Enabled\": true|false}"};
+Result<EnclaveOptions, std::string> parse_enclave_options(std::string_view text) {
+  EnclaveOptions o;
+  bool have = false;
+  // Values come as strings in the shorthand and as JSON scalars; both end here.
+  const auto take = [&](const std::string& key, const std::string& value) -> std::string {
+    if (key == "Enabled") {
+      if (value != "true" && value != "false") return "Enabled must be true or false, not " + quote(value);
+      o.enabled = value == "true";
+      have = true;
+    } else if (key == "MemoryMiB") {
+      auto n = parse_uint(value, 1, uint64_t{1} << 40);
+      if (!n) return "MemoryMiB must be a number of MiB, not " + quote(value);
+      o.memory_mib = *n;
+    } else if (key == "CpuCount") {
+      auto n = parse_uint(value, 1, 4096);
+      if (!n) return "CpuCount must be a number of vCPUs, not " + quote(value);
+      o.cpu_count = static_cast<uint32_t>(*n);
+    } else {
+      return "unknown key " + quote(key) + " (Enabled, MemoryMiB, CpuCount)";
+    }
+    return "";
+  };
+  size_t first = 0;
+  while (first < text.size() && std::isspace(static_cast<unsigned char>(text[first])) != 0) ++first;
+  if (first < text.size() && text[first] == '{') {
+    const nlohmann::json doc = nlohmann::json::parse(text, nullptr, false);
+    if (doc.is_discarded() || !doc.is_object()) return Unexpected{"not a JSON object: " + quote(text)};
+    for (auto it = doc.begin(); it != doc.end(); ++it) {
+      const auto& v = it.value();
+      if (!v.is_boolean() && !v.is_number_unsigned()) return Unexpected{quote(it.key()) + " must be true/false or a number"};
+      if (auto why = take(it.key(), v.dump()); !why.empty()) return Unexpected{why};
+    }
+  } else {
+    std::stringstream in{std::string(text)};
+    for (std::string part; std::getline(in, part, ',');) {
+      const size_t eq = part.find('=');
+      if (eq == std::string::npos || eq == 0) return Unexpected{quote(part) + " is not KEY=VALUE"};
+      if (auto why = take(part.substr(0, eq), part.substr(eq + 1)); !why.empty()) return Unexpected{why};
+    }
+  }
+  if (!have) return Unexpected{std::string("Enabled=true|false is missing")};
+  if (!o.enabled && (o.memory_mib != 0 || o.cpu_count != 0))
+    return Unexpected{std::string("MemoryMiB and CpuCount size the enclaves' pool: only with Enabled=true")};
+  return o;
 }
 
 Result<std::string, std::string> parse_metadata_options(std::string_view text) {

@@ -188,8 +188,16 @@ Result<std::vector<v1::Tag>, std::string> parse_tag_specification(std::string_vi
 // the value of HttpTokens (the controller judges it), or a sentence.
 Result<std::string, std::string> parse_metadata_options(std::string_view text);
 
-// --enclave-options: shorthand "Enabled=true" or JSON {"Enabled": true}; the value, or a sentence.
-Result<bool, std::string> parse_enclave_options(std::string_view text);
+// --enclave-options: shorthand "Enabled=true[,MemoryMiB=N][,CpuCount=N]" or JSON
+// {"Enabled": true, "MemoryMiB": N, "CpuCount": N}. MemoryMiB and CpuCount (azote's, after
+// nitro's allocator.yaml memory_mib and cpu_count) size the pool set aside for enclaves
+// when the parent starts; 0 = the controller's default. The values, or a sentence.
+struct EnclaveOptions {
+  bool enabled = false;
+  uint64_t memory_mib = 0;
+  uint32_t cpu_count = 0;
+};
+Result<EnclaveOptions, std::string> parse_enclave_options(std::string_view text);
 
 // --port: "22", "1000-2000", "-1", or for ICMP "TYPE-CODE" ("8--1": type 8, any code).
 Result<std::pair<int, int>, std::string> parse_port_range(std::string_view text);

@@ -121,6 +121,20 @@ TEST(Parse, EnclaveCommandsTakeNitroCliFlags) {
   r = parse({"run-instances", "--image-id", "ami-1", "--enclave-options", R"({"Enabled": false})"});
   ASSERT_TRUE(r.ok()) << r.error().message();
   EXPECT_FALSE(request_of<v1::RunInstancesRequest>(*r).enclave_enabled());
+  r = parse({"run-instances", "--image-id", "ami-1", "--enclave-options", "Enabled=true,MemoryMiB=256,CpuCount=1"});
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(request_of<v1::RunInstancesRequest>(*r).enclave_memory_mib(), 256u);
+  EXPECT_EQ(request_of<v1::RunInstancesRequest>(*r).enclave_cpu_count(), 1u);
+  r = parse({"run-instances", "--image-id", "ami-1", "--enclave-options", R"({"Enabled": true, "CpuCount": 3})"});
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  EXPECT_EQ(request_of<v1::RunInstancesRequest>(*r).enclave_cpu_count(), 3u);
+  EXPECT_EQ(request_of<v1::RunInstancesRequest>(*r).enclave_memory_mib(), 0u);
+  EXPECT_NE(parse_error({"run-instances", "--image-id", "ami-1", "--enclave-options", "Enabled=false,CpuCount=1"}).find("only with Enabled=true"),
+            std::string::npos);
+  EXPECT_NE(parse_error({"run-instances", "--image-id", "ami-1", "--enclave-options", "Enabled=true,MemoryMiB=lots"}).find("MemoryMiB"),
+            std::string::npos);
+  EXPECT_NE(parse_error({"run-instances", "--image-id", "ami-1", "--enclave-options", "Enabled=true,Cores=2"}).find("unknown key"),
+            std::string::npos);
   EXPECT_NE(parse_error({"run-instances", "--image-id", "ami-1", "--enclave-options", "Enabled=yes"}).find("--enclave-options"),
             std::string::npos);
   EXPECT_NE(parse_error({"enclave", "run-enclave", "--instance-id", "i-1", "--eif-path", "/nonexistent.eif", "--cpu-count",

@@ -100,6 +100,8 @@ std::string request_hash(const RunRequest& r) {
   if (!r.security_group_ids.empty()) j["groups"] = r.security_group_ids;
   if (!r.http_tokens.empty()) j["http_tokens"] = r.http_tokens;
   if (r.enclave_enabled) j["enclave_enabled"] = true;
+  if (r.enclave_cpu_count != 0) j["enclave_cpus"] = r.enclave_cpu_count;
+  if (r.enclave_memory_mib != 0) j["enclave_mib"] = r.enclave_memory_mib;
   return sha256_hex(j.dump());
 }
 
@@ -846,6 +848,7 @@ ApiResult<RunResult> Host::run_instances(const RunRequest& req) {
   if (http_tokens != "optional" && http_tokens != "required")
     return api_error(K::kInvalid, "InvalidParameterValue",
                      "HttpTokens \"" + http_tokens + "\" is not optional or required");
+  AZOTE_TRY(pool, enclave_pool(*type, r));
 
   const uint32_t want_vcpus = type->vcpus * r.count;
   const uint64_t want_mem = type->memory_mib * r.count;
@@ -875,6 +878,8 @@ ApiResult<RunResult> Host::run_instances(const RunRequest& req) {
     inst.client_token = r.client_token;
     inst.http_tokens = http_tokens;
     inst.enclave_enabled = r.enclave_enabled;
+    inst.enclave_pool_cpus = pool.cpus;
+    inst.enclave_pool_mib = pool.memory_mib;
     if (subnet) {
       EniRec e;
       e.id = new_id("eni");
@@ -1678,6 +1683,11 @@ ApiResult<void> Host::launch(const std::string& id) {
   // jail, under the instance's uid, with the files it needs handed over by the launcher.
   const std::string dir = instance_dir(id);
   const std::string ctl = dir + "/hv.ctl";
+  // The guest runs on its type less the enclaves' pool (none unless enclave-enabled).
+  // (run_instances checked the pool; a record that says otherwise keeps the whole type.)
+  const bool pool_fits = inst.enclave_pool_cpus < inst.vcpus && inst.enclave_pool_mib < inst.memory_mib;
+  const uint32_t guest_vcpus = pool_fits ? inst.vcpus - inst.enclave_pool_cpus : inst.vcpus;
+  const uint64_t guest_mib = pool_fits ? inst.memory_mib - inst.enclave_pool_mib : inst.memory_mib;
   launch::SpawnRequest hv;
   hv.role = launch::Role::kHv;
   hv.instance = id;
@@ -1686,7 +1696,7 @@ ApiResult<void> Host::launch(const std::string& id) {
   hv.files = {{"console", dir + "/console.log", "append"}};
   hv.output = dir + "/hv.log";
   hv.args = {"--control", "fd:{control}", "--kvm-fd", "{kvm}", "--console", "fd:{console}",
-             "--vcpus", std::to_string(inst.vcpus), "--memory", std::to_string(inst.memory_mib) + "M"};
+             "--vcpus", std::to_string(guest_vcpus), "--memory", std::to_string(guest_mib) + "M"};
   if (img.kernel.rfind("builtin:", 0) == 0) {
     hv.args.insert(hv.args.end(), {"--kernel", img.kernel});
   } else {
@@ -1701,9 +1711,9 @@ ApiResult<void> Host::launch(const std::string& id) {
   if (!eni_id.empty()) hv.enis = {eni_id};
   // Its TPM: measured boot into it at "start" (the card is open by then).
   if (tpm != nullptr) hv.args.insert(hv.args.end(), {"--tpm", std::string(kTpmSocket)});
-  hv.limits.memory_mib = inst.memory_mib + kHvOverheadMib;
-  hv.limits.pids = inst.vcpus + kHvExtraPids;
-  hv.limits.cpu_percent = inst.vcpus * 100;
+  hv.limits.memory_mib = guest_mib + kHvOverheadMib;
+  hv.limits.pids = guest_vcpus + kHvExtraPids;
+  hv.limits.cpu_percent = guest_vcpus * 100;
   hv.limits.cpus = opt_.guest_cpus;
   {
     std::error_code ec;

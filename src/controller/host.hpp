@@ -72,6 +72,8 @@ struct RunRequest {
   std::string http_tokens;                      // "optional" (default) or "required"
   bool no_network = false;                      // no network interface at all
   bool enclave_enabled = false;                 // enclaves may be carved from it
+  uint32_t enclave_cpu_count = 0;               // their pool (0: the default; see enclave_pool)
+  uint64_t enclave_memory_mib = 0;
 };
 struct SubnetView {
   SubnetRec rec;
@@ -243,9 +245,13 @@ class Host {
   void end_enclaves_of(const std::string& instance_id);
   // Enclaves whose hv has exited are ended (mu_ not held).
   void reap_enclaves();
-  // The parent's hv gets the CPU time its enclaves leave it: (its vCPUs - theirs) x 100%
-  // of a CPU (mu_ not held).
-  void rebalance_parent_cpu(const std::string& instance_id);
+  // The enclaves' pool of an instance about to be launched (none without enclave
+  // support): the request's sizes or the defaults, checked against its type.
+  struct EnclavePool {
+    uint32_t cpus = 0;
+    uint64_t memory_mib = 0;
+  };
+  static ApiResult<EnclavePool> enclave_pool(const InstanceType& type, const RunRequest& r);
   // An enclave-enabled parent's launch: its vsock card started (no lock held).
   ApiResult<void> start_parent_vsock(const std::string& instance_id, uint32_t slot);
   // Where a parent's vsock card listens (its control socket, on the host).

@@ -5,11 +5,12 @@
 // an azote-card-nsm measuring the same file, in a jail, uid and cgroup of their own
 // (the launcher's "instance" is the enclave id), with the NSM and a vsock device on its
 // parent's vsock card as its only devices: no block card, no network card, no TPM. Its
-// vCPUs and memory are counted against its parent's instance type (the parent keeps at
-// least one vCPU and 128 MiB), its vCPUs' CPU time taken from the parent's hv quota for
-// its life (rebalance_parent_cpu; memory is not taken back from the parent); nitro-cli's
-// limits give the same kind of refusals (at least 64 MiB, at least four times the
-// image, at most four enclaves per parent, CIDs from 4). The console file is read only
+// vCPUs and memory come from its parent's pool, as nitro's allocator has it: set aside
+// from the parent's type when the parent starts (enclave_pool: the parent's guest runs
+// with that many fewer vCPUs and MiB, its hv's cgroup sized to match), drawn by each
+// enclave (its own hv's cgroup: its vCPUs' CPU time, its memory) and returned to the
+// pool when it ends. nitro-cli's limits give the same kind of refusals (at least 64 MiB,
+// at least four times the image, at most four enclaves per parent, CIDs from 4). The console file is read only
 // for a debug-mode enclave; a debug-mode enclave's documents carry zero PCRs (azote-rot's
 // binding, made by the launcher). Enclaves die with their parent (stop_hv) and are not
 // adopted by a restarted controller (recover() ends what is left of them).
@@ -38,6 +39,7 @@ using K = ApiError::Kind;
 constexpr uint32_t kMaxEnclavesPerParent = 4;
 constexpr uint64_t kMinEnclaveMib = 64;
 constexpr uint64_t kParentKeepsMib = 128;
+constexpr uint64_t kDefaultPoolMib = 512;  // nitro's allocator.yaml memory_mib
 constexpr uint64_t kMaxCid = 0xffffffffull - 1;  // u32::MAX is refused, as nitro-cli does
 // Where the enclave's NSM card serves, in the jails of the card and of the enclave's hv.
 constexpr const char* kNsmSocket = "/run/azote/nsm.sock";
@@ -68,6 +70,32 @@ bool write_bytes(const std::string& path, const std::string& data) {
 }
 
 }  // namespace
+
+ApiResult<Host::EnclavePool> Host::enclave_pool(const InstanceType& type, const RunRequest& r) {
+  if (!r.enclave_enabled) {
+    if (r.enclave_cpu_count != 0 || r.enclave_memory_mib != 0)
+      return api_error(K::kInvalid, "InvalidParameterCombination",
+                       "--enclave-options MemoryMiB and CpuCount size the enclaves' pool: only with Enabled=true");
+    return EnclavePool{};
+  }
+  const std::string t(type.name);
+  if (type.vcpus < 2)
+    return api_error(K::kInvalid, "UnsupportedOperation",
+                     t + " has " + std::to_string(type.vcpus) + " vCPU: an enclave parent needs two (one stays with it)");
+  EnclavePool p;
+  p.cpus = r.enclave_cpu_count != 0 ? r.enclave_cpu_count : type.vcpus / 2;
+  p.memory_mib = r.enclave_memory_mib != 0 ? r.enclave_memory_mib : std::min(kDefaultPoolMib, type.memory_mib / 2) / 2 * 2;
+  if (p.cpus >= type.vcpus)
+    return api_error(K::kInvalid, "InvalidParameterValue",
+                     "--enclave-options CpuCount=" + std::to_string(p.cpus) + ": " + t + " has " +
+                         std::to_string(type.vcpus) + " vCPUs and the parent keeps at least one");
+  if (p.memory_mib < kMinEnclaveMib || p.memory_mib % 2 != 0 || p.memory_mib + kParentKeepsMib > type.memory_mib)
+    return api_error(K::kInvalid, "InvalidParameterValue",
+                     "--enclave-options MemoryMiB=" + std::to_string(p.memory_mib) + ": the pool is at least " +
+                         std::to_string(kMinEnclaveMib) + " MiB, a multiple of 2 MiB, and leaves the parent at least " +
+                         std::to_string(kParentKeepsMib) + " of " + t + "'s " + std::to_string(type.memory_mib) + " MiB");
+  return p;
+}
 
 ApiResult<EnclaveView> Host::run_enclave(const EnclaveRequest& r) {
   reap_enclaves();
@@ -134,16 +162,19 @@ ApiResult<EnclaveView> Host::run_enclave(const EnclaveRequest& r) {
     }
     if (n >= kMaxEnclavesPerParent)
       return api_error(K::kCapacity, "EnclaveLimitExceeded", r.instance_id + " already runs 4 enclaves (the most a parent may)");
-    if (cpus + r.cpu_count + 1 > parent->vcpus)
+    // Out of the pool the parent set aside when it started (its guest never had it).
+    const std::string pool = r.instance_id + "'s enclave pool (" + std::to_string(parent->enclave_pool_cpus) + " vCPUs, " +
+                             std::to_string(parent->enclave_pool_mib) + " MiB: run-instances --enclave-options CpuCount, MemoryMiB)";
+    if (cpus + r.cpu_count > parent->enclave_pool_cpus)
       return api_error(K::kCapacity, "InsufficientCpu",
-                       "--cpu-count " + std::to_string(r.cpu_count) + ": " + r.instance_id + " has " +
-                           std::to_string(parent->vcpus) + " vCPUs, its enclaves hold " + std::to_string(cpus) +
-                           ", and it keeps at least one");
-    if (mem + r.memory_mib + kParentKeepsMib > parent->memory_mib)
+                       "--cpu-count " + std::to_string(r.cpu_count) + ": " + pool + " has " +
+                           std::to_string(parent->enclave_pool_cpus - std::min(cpus, parent->enclave_pool_cpus)) +
+                           " vCPUs left (its enclaves hold " + std::to_string(cpus) + ")");
+    if (mem + r.memory_mib > parent->enclave_pool_mib)
       return api_error(K::kCapacity, "InsufficientMemory",
-                       "--memory " + std::to_string(r.memory_mib) + " MiB: " + r.instance_id + " has " +
-                           std::to_string(parent->memory_mib) + " MiB, its enclaves hold " + std::to_string(mem) +
-                           " MiB, and it keeps at least " + std::to_string(kParentKeepsMib) + " MiB");
+                       "--memory " + std::to_string(r.memory_mib) + " MiB: " + pool + " has " +
+                           std::to_string(parent->enclave_pool_mib - std::min(mem, parent->enclave_pool_mib)) +
+                           " MiB left (its enclaves hold " + std::to_string(mem) + " MiB)");
     view.id = r.instance_id + "-enc" + hex16();
     view.instance_id = r.instance_id;
     view.cid = r.cid;
@@ -172,9 +203,6 @@ ApiResult<EnclaveView> Host::run_enclave(const EnclaveRequest& r) {
     e.slot = slot;
   }
   const std::string id = view.id;
-  // The parent gives up the enclave's CPU time first (its hv's quota), before the
-  // enclave's hv exists; end_enclave gives it back.
-  rebalance_parent_cpu(r.instance_id);
   auto fail = [&](std::string why) -> ApiResult<EnclaveView> {
     end_enclave(id);
     LOG_WARN("enclave %s: %s", id.c_str(), why.c_str());
@@ -327,22 +355,6 @@ void Host::end_enclave(const std::string& enclave_id) {
     std::lock_guard lock(mu_);
     enclaves_.erase(enclave_id);
   }
-  if (!parent.empty()) rebalance_parent_cpu(parent);
-}
-
-void Host::rebalance_parent_cpu(const std::string& instance_id) {
-  uint32_t vcpus = 0, taken = 0;
-  {
-    std::lock_guard lock(mu_);
-    auto it = instances_.find(instance_id);
-    if (it == instances_.end() || !rt_[instance_id].hv) return;
-    vcpus = it->second.vcpus;
-    for (const auto& [id, e] : enclaves_)
-      if (e.view.instance_id == instance_id) taken += e.view.cpus;
-  }
-  const uint32_t left = vcpus > taken ? vcpus - taken : 1;
-  if (auto r = procs_.cpu_limit(instance_id, left * 100); !r)
-    LOG_WARN("instance %s: its hypervisor's CPU quota (%u%%): %s", instance_id.c_str(), left * 100, r.error().message().c_str());
 }
 
 std::string Host::vsock_control(const std::string& instance_id) const { return instance_dir(instance_id) + "/card-vsock.ctl"; }

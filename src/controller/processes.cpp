@@ -95,13 +95,6 @@ void Processes::release(const std::string& instance) {
   (void)launcher_.call({{"op", "release"}, {"instance", instance}}, std::chrono::seconds(10));
 }
 
-Result<void, ProcError> Processes::cpu_limit(const std::string& instance, uint32_t cpu_percent) {
-  auto r = launcher_.call({{"op", "cpu-limit"}, {"instance", instance}, {"cpu_percent", cpu_percent}},
-                          std::chrono::seconds(10));
-  if (!r) return make_error(ProcErrc::kLauncher, "the launcher: " + r.error().message());
-  return {};
-}
-
 Result<launch::Json, ProcError> Processes::describe() {
   auto r = launcher_.call({{"op", "describe"}});
   if (!r) return make_error(ProcErrc::kLauncher, "the launcher: " + r.error().message());

@@ -52,8 +52,6 @@ class Processes {
   static bool wait_exit(const Proc& p, int timeout_ms);
   // Kills whatever is left of the instance's processes and removes its cgroups.
   void release(const std::string& instance);
-  // The instance's hv's CPU quota (100 = one CPU's time); the error is the launcher's.
-  Result<void, ProcError> cpu_limit(const std::string& instance, uint32_t cpu_percent);
   // The launcher's own description of what it runs (describe op).
   Result<launch::Json, ProcError> describe();
   // The write guard's state and the refusals since the last call (guard op).

@@ -56,6 +56,8 @@ void fill(v1::Instance* o, const InstanceRec& r, const std::vector<VolumeRec>& v
   md->set_http_endpoint("enabled");
   md->set_state("applied");
   o->mutable_enclave_options()->set_enabled(r.enclave_enabled);
+  o->mutable_enclave_options()->set_memory_mib(r.enclave_pool_mib);
+  o->mutable_enclave_options()->set_cpu_count(r.enclave_pool_cpus);
   const auto e = net.eni_of.find(r.id);
   if (e == net.eni_of.end()) return;  // none asked for, or terminated (the address is released)
   const EniRec& eni = e->second;
@@ -284,6 +286,8 @@ grpc::Status Service::RunInstances(grpc::ServerContext* ctx, const v1::RunInstan
     r.http_tokens = req->http_tokens();
     r.no_network = req->no_network_interface();
     r.enclave_enabled = req->enclave_enabled();
+    r.enclave_cpu_count = req->enclave_cpu_count();
+    r.enclave_memory_mib = req->enclave_memory_mib();
     AZOTE_TRY(out, host_.run_instances(r));
     AZOTE_TRY(vols, host_.describe_volumes({}));
     const NetworkView net = host_.network_view();

@@ -10,7 +10,7 @@
 namespace azote::controller {
 namespace {
 
-constexpr std::array<std::string_view, 5> kSchema = {R"sql(
+constexpr std::array<std::string_view, 6> kSchema = {R"sql(
 CREATE TABLE instances (
   id TEXT PRIMARY KEY, reservation_id TEXT NOT NULL, image_id TEXT NOT NULL, type TEXT NOT NULL,
   state TEXT NOT NULL, reason_code TEXT NOT NULL, reason_message TEXT NOT NULL, launch_time TEXT NOT NULL,
@@ -47,6 +47,14 @@ ALTER TABLE instances ADD COLUMN tpm_wrapped_key BLOB NOT NULL DEFAULT x'';
 )sql",
                                                      R"sql(
 ALTER TABLE instances ADD COLUMN enclave_enabled INTEGER NOT NULL DEFAULT 0;
+)sql",
+                                                     R"sql(
+ALTER TABLE instances ADD COLUMN enclave_pool_cpus INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE instances ADD COLUMN enclave_pool_mib INTEGER NOT NULL DEFAULT 0;
+-- Parents from before the pool get the default one (their guest runs on the rest from
+-- its next start).
+UPDATE instances SET enclave_pool_cpus = vcpus / 2, enclave_pool_mib = MIN(512, memory_mib / 2) / 2 * 2
+  WHERE enclave_enabled = 1;
 )sql"};
 
 std::string tags_json(const Tags& t) {
@@ -88,11 +96,12 @@ std::vector<std::string> strings_from(const std::string& s) {
 }
 
 sqlite::SqliteResult<void> put_instance(sqlite::Db& db, const InstanceRec& r) {
-  AZOTE_TRYV(db.run("INSERT OR REPLACE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", r.id,
+  AZOTE_TRYV(db.run("INSERT OR REPLACE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", r.id,
                     r.reservation_id, r.image_id, r.type, r.state, r.reason_code, r.reason_message, r.launch_time,
                     static_cast<int64_t>(r.vcpus), static_cast<int64_t>(r.memory_mib), bytes(r.user_data),
                     tags_json(r.tags), r.client_token, r.hv_pid, static_cast<int64_t>(r.hv_starttime), r.http_tokens,
-                    std::span<const uint8_t>(r.tpm_wrapped_key), static_cast<int64_t>(r.enclave_enabled ? 1 : 0)));
+                    std::span<const uint8_t>(r.tpm_wrapped_key), static_cast<int64_t>(r.enclave_enabled ? 1 : 0),
+                    static_cast<int64_t>(r.enclave_pool_cpus), static_cast<int64_t>(r.enclave_pool_mib)));
   return {};
 }
 sqlite::SqliteResult<void> put_eni(sqlite::Db& db, const EniRec& r) {
@@ -161,6 +170,8 @@ Result<std::vector<InstanceRec>, StoreError> Store::instances() {
     const auto tk = st->blob(c++);
     r.tpm_wrapped_key.assign(tk.begin(), tk.end());
     r.enclave_enabled = st->int64(c++) != 0;
+    r.enclave_pool_cpus = static_cast<uint32_t>(st->int64(c++));
+    r.enclave_pool_mib = static_cast<uint64_t>(st->int64(c++));
     out.push_back(std::move(r));
   }
   return out;

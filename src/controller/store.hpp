@@ -33,8 +33,12 @@ struct InstanceRec {
   // The key of its TPM's state (an image with TPM support), AES-256-GCM under the host
   // master key for "tpm:<id>"; made at its first launch, gone with the instance.
   std::vector<uint8_t> tpm_wrapped_key;
-  // Enclaves may be carved from it (RunInstances --enclave-options Enabled=true).
+  // Enclaves may be carved from it (RunInstances --enclave-options Enabled=true), out of
+  // a pool set aside from its type when it starts (nitro's allocator): its guest gets
+  // vcpus - enclave_pool_cpus and memory_mib - enclave_pool_mib.
   bool enclave_enabled = false;
+  uint32_t enclave_pool_cpus = 0;
+  uint64_t enclave_pool_mib = 0;
 };
 
 struct VolumeRec {

@@ -785,10 +785,9 @@ Json Launcher::dispatch(const Json& req, std::vector<UniqueFd>* fds, bool from_t
   if (op == "signal") return signal(req);
   if (op == "status") return status(req);
   if (op == "release") return release(req);
-  if (op == "cpu-limit") return cpu_limit(req);
   if (op == "describe") return describe();
   if (op == "guard") return guard_report();
-  return refuse("unknown op \"" + op + "\" (known: spawn, signal, status, release, cpu-limit, describe, guard)");
+  return refuse("unknown op \"" + op + "\" (known: spawn, signal, status, release, describe, guard)");
 }
 
 Result<UniqueFd, LauncherError> Launcher::open_beneath(const std::string& path, int flags, mode_t mode) {
@@ -1210,23 +1209,6 @@ void Launcher::remove_socket_dir(int parent, const char* name) {
     ::closedir(d);
   }
   ::unlinkat(parent, name, AT_REMOVEDIR);
-}
-
-Json Launcher::cpu_limit(const Json& req) {
-  // An instance's hv gets less (or again all) of its CPU time: what its enclaves take.
-  const std::string instance = req.value("instance", "");
-  if (!valid_instance(instance) || instance.find("-enc") != std::string::npos)
-    return refuse("cpu-limit needs \"instance\" (i-...)");
-  const auto p = req.find("cpu_percent");
-  if (p == req.end() || !p->is_number_unsigned() || p->get<uint64_t>() < 1 || p->get<uint64_t>() > 25400)
-    return refuse("cpu-limit needs \"cpu_percent\" from 1 to 25400");
-  // Only a running hv's cgroup: never one made again for an instance that is gone.
-  if (find(instance, Role::kHv) == nullptr) return refuse("cpu-limit: no hypervisor of " + instance + " runs");
-  sandbox::CgroupLimits limits;
-  limits.cpu_percent = static_cast<uint32_t>(p->get<uint64_t>());
-  auto r = cgroups_->create(instance + "/" + to_string(Role::kHv), limits);
-  if (!r) return refuse("cpu-limit: " + r.error().message());
-  return Json{{"ok", true}};
 }
 
 Json Launcher::release(const Json& req) {

@@ -125,8 +125,6 @@ class Launcher {
   launch::Json signal(const launch::Json& req);
   launch::Json status(const launch::Json& req);
   launch::Json release(const launch::Json& req);
-  // {"op": "cpu-limit", "instance", "cpu_percent"}: the instance's running hv's CPU quota.
-  launch::Json cpu_limit(const launch::Json& req);
   // Empties `name` (a directory of sockets beneath `parent`, never followed if a symlink)
   // and removes it.
   static void remove_socket_dir(int parent, const char* name);

@@ -30,12 +30,30 @@ std::string cpu_quota_of(pid_t pid) {
   return "";
 }
 
+// The memory limit of the cgroup that holds `pid`, in bytes ("max" when none).
+std::string memory_limit_of(pid_t pid) {
+  const std::string cg = slurp("/proc/" + std::to_string(pid) + "/cgroup");
+  std::smatch m;
+  if (std::regex_search(cg, m, std::regex("\\d+:([^:\\n]*\\bmemory\\b[^:\\n]*):([^\\n]*)"))) {
+    std::string v = slurp("/sys/fs/cgroup/" + std::string(m[1]) + std::string(m[2]) + "/memory.limit_in_bytes");
+    while (!v.empty() && v.back() == '\n') v.pop_back();
+    return v;
+  }
+  if (std::regex_search(cg, m, std::regex("0::([^\\n]*)"))) {
+    std::string v = slurp("/sys/fs/cgroup" + std::string(m[1]) + "/memory.max");
+    while (!v.empty() && v.back() == '\n') v.pop_back();
+    return v;
+  }
+  return "";
+}
+
 class EnclaveHost : public ControllerTest {
  protected:
-  std::string parent(bool enclaves = true, const std::string& type = "t3.micro") {
+  // A parent instance; `enclaves` is its --enclave-options ("": none).
+  std::string parent(const std::string& enclaves = "Enabled=true", const std::string& type = "t3.micro") {
     std::vector<std::string> args{"run-instances", "--image-id", "ami-builtin", "--instance-type", type,
                                   "--no-network-interface", "--output", "json"};
-    if (enclaves) args.insert(args.end(), {"--enclave-options", "Enabled=true"});
+    if (!enclaves.empty()) args.insert(args.end(), {"--enclave-options", enclaves});
     auto o = cli(cp_, args);
     EXPECT_EQ(o.status, 0) << o.out << o.err;
     if (o.status != 0) return "";
@@ -74,7 +92,21 @@ class EnclaveHost : public ControllerTest {
 TEST_F(EnclaveHost, ADebugEnclaveRunsApartFromItsParentAndAttestsThroughItsNsm) {
   const std::string p = parent();
   ASSERT_FALSE(p.empty());
-  EXPECT_EQ(instance(p)["enclave_options"].value("enabled", false), true);
+  // The default pool (t3.micro: 2 vCPUs, 1024 MiB): half its vCPUs, min(512, half its
+  // memory), set aside when it started: its guest runs on the rest, its hv's cgroup
+  // sized to match.
+  const Json eo = instance(p)["enclave_options"];
+  EXPECT_EQ(eo.value("enabled", false), true) << eo.dump();
+  EXPECT_EQ(eo.value("cpu_count", 0), 1) << eo.dump();
+  EXPECT_EQ(eo.value("memory_mib", "0"), "512") << eo.dump();
+  EXPECT_TRUE(console_has(p, "azote-guest: init vcpus=1 memory=512MiB")) << console(p);
+  const pid_t parent_hv = jailed_pid("hv", p);
+  EXPECT_EQ(cpu_quota_of(parent_hv), "100000") << "the parent's hv has one CPU's time";
+  const std::string parent_mem = memory_limit_of(parent_hv);
+  ASSERT_NE(parent_mem, "max");
+  ASSERT_FALSE(parent_mem.empty());
+  EXPECT_LT(std::stoull(parent_mem), 1024ull << 20) << "the parent's hv is not allowed its type's whole memory";
+  EXPECT_GE(std::stoull(parent_mem), 512ull << 20);
   const Json m = build("nsm-attest --park 5eed cafe", "attest.eif");  // attests, then stays up
   Outcome o = run_enclave(p, "attest.eif", {"--debug-mode", "--enclave-cid", "16"});
   ASSERT_EQ(o.status, 0) << o.out << o.err << slurp(dir_ + "/controller.log");
@@ -106,10 +138,15 @@ TEST_F(EnclaveHost, ADebugEnclaveRunsApartFromItsParentAndAttestsThroughItsNsm) 
     if (q.value("instance", "") == p && q.value("role", "") == "hv") parent_uid = q.value("uid", 0u);
   }
   EXPECT_EQ(roles, (std::set<std::string>{"hv", "card-nsm"})) << procs.dump();
-  // Its vCPU's time comes out of its parent's (t3.micro: 2 vCPUs, 1 left to the parent).
-  const pid_t parent_hv = jailed_pid("hv", p);
+  // Its vCPU and memory are its own hv's, out of the pool: the parent's hv has no more.
   EXPECT_EQ(cpu_quota_of(parent_hv), "100000") << "the parent's hv keeps one CPU's time";
+  EXPECT_EQ(memory_limit_of(parent_hv), parent_mem);
   EXPECT_EQ(cpu_quota_of(jailed_pid("hv", id)), "100000") << "the enclave's hv gets its one";
+  const std::string enclave_mem = memory_limit_of(jailed_pid("hv", id));
+  ASSERT_FALSE(enclave_mem.empty());
+  ASSERT_NE(enclave_mem, "max");
+  EXPECT_GE(std::stoull(enclave_mem), 128ull << 20);
+  EXPECT_LT(std::stoull(enclave_mem), 512ull << 20) << "the enclave's hv has its 128 MiB (and overhead), not the pool";
   EXPECT_NE(enclave_uid, 0u);
   EXPECT_NE(enclave_uid, parent_uid) << "an enclave is not its parent's uid";
 
@@ -145,7 +182,7 @@ TEST_F(EnclaveHost, ADebugEnclaveRunsApartFromItsParentAndAttestsThroughItsNsm) 
   EXPECT_TRUE(describe(p).empty());
   EXPECT_EQ(jailed_pid("hv", id), 0);
   EXPECT_EQ(jailed_pid("card-nsm", id), 0);
-  EXPECT_EQ(cpu_quota_of(parent_hv), "200000") << "given back to the parent";
+  EXPECT_EQ(cpu_quota_of(parent_hv), "100000") << "back in the pool, not the parent's (as nitro's allocator)";
   expect_code({"enclave", "terminate-enclave", "--enclave-id", id}, "InvalidEnclaveID.NotFound");
 
   // Every call audited.
@@ -158,7 +195,7 @@ TEST_F(EnclaveHost, ADebugEnclaveRunsApartFromItsParentAndAttestsThroughItsNsm) 
 }
 
 TEST_F(EnclaveHost, NitroClisRefusalsAndNobodyReadsANonDebugConsole) {
-  const std::string plain = parent(false, "t3.nano");
+  const std::string plain = parent("", "t3.nano");
   const std::string p = parent();
   ASSERT_FALSE(plain.empty());
   ASSERT_FALSE(p.empty());
@@ -175,6 +212,16 @@ TEST_F(EnclaveHost, NitroClisRefusalsAndNobodyReadsANonDebugConsole) {
   expect_code({"enclave", "run-enclave", "--instance-id", p, "--eif-path", dir_ + "/describe.eif", "--cpu-count", "1",
                "--memory", "4096"},
               "InsufficientMemory");
+  // 640 MiB would fit the parent's 1024 but not its 512 MiB pool.
+  expect_code({"enclave", "run-enclave", "--instance-id", p, "--eif-path", dir_ + "/describe.eif", "--cpu-count", "1",
+               "--memory", "640"},
+              "InsufficientMemory");
+  // Pools the type cannot give: every vCPU, too little memory left to the parent, none
+  // without enclave support.
+  for (const char* pool : {"Enabled=true,CpuCount=2", "Enabled=true,MemoryMiB=960", "Enabled=true,MemoryMiB=63"})
+    expect_code({"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.micro", "--no-network-interface",
+                 "--enclave-options", pool},
+                "InvalidParameterValue");
   expect_code({"enclave", "run-enclave", "--instance-id", p, "--eif-path", dir_ + "/describe.eif", "--cpu-count", "1",
                "--memory", "128", "--enclave-cid", "3"},
               "InvalidParameterValue");
@@ -206,12 +253,13 @@ TEST_F(EnclaveHost, NitroClisRefusalsAndNobodyReadsANonDebugConsole) {
   EXPECT_EQ(jailed_pid("card-nsm", id), 0);
 }
 
-// At most four enclaves per parent (nitro-cli's limit), whatever room it has left; one
-// more after one ends. (A t3.2xlarge parent: 8 vCPUs, 32 GiB, most of it never touched.)
+// At most four enclaves per parent (nitro-cli's limit), whatever room its pool has left;
+// one more after one ends. (A t3.2xlarge parent: 8 vCPUs, 32 GiB, a 6-vCPU 2 GiB pool;
+// most of it never touched.)
 TEST_F(EnclaveHost, AParentRunsAtMostFourEnclaves) {
   stop_controller(SIGTERM);
   start_controller({"--capacity-vcpus", "16", "--capacity-memory", "40G"});
-  const std::string p = parent(true, "t3.2xlarge");
+  const std::string p = parent("Enabled=true,CpuCount=6,MemoryMiB=2048", "t3.2xlarge");
   ASSERT_FALSE(p.empty());
   build("init", "idle.eif");
   std::vector<std::string> ids;
