@@ -27,6 +27,7 @@ packages=(
   libmicrohttpd-dev                # lib/imds: the HTTP server of the instance metadata service
   curl iproute2 iputils-ping ethtool  # IMDS and namespace tests (curl, ip, ping); bench/net (ethtool: offloads off)
   udhcpc bind9-dnsutils iperf3 netcat-openbsd iproute2  # card_net_ns_test: udhcpc, dig, iperf3, nc in namespaces via azote-tap-bridge
+  python3-botocore                 # lib/sigv4: botocore (the aws CLI's signer) signs the requests sigv4_test verifies
 )
 missing=()
 for p in "${packages[@]}"; do
