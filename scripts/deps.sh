@@ -12,6 +12,7 @@ packages=(
   lz4 binutils dpkg apt            # extracting the Debian cloud kernel for the Linux boot test
   fio                              # block benchmark peer (raw io_uring on the same file)
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler  # controller API (gRPC, mTLS)
+  etcd-server etcd-client golang-etcd-server-dev  # lib/etcd: etcd members for its tests (etcd, etcdctl) and the v3 API .proto files it compiles
   libsqlite3-dev                   # controller state
   libseccomp-dev                   # lib/sandbox: seccomp allowlists per thread class
   libcbor-dev                      # lib/attest: CBOR of attestation documents (COSE_Sign1)
