@@ -29,6 +29,7 @@ packages=(
   curl iproute2 iputils-ping ethtool  # IMDS and namespace tests (curl, ip, ping); bench/net (ethtool: offloads off)
   udhcpc bind9-dnsutils iperf3 netcat-openbsd iproute2  # card_net_ns_test: udhcpc, dig, iperf3, nc in namespaces via azote-tap-bridge
   python3-botocore                 # lib/sigv4: botocore (the aws CLI's signer) signs the requests sigv4_test verifies
+  libpugixml-dev python3-boto3 awscli  # lib/ec2api: pugixml for EC2's XML responses; its tests check them against the real clients (botocore, /usr/bin/aws)
 )
 missing=()
 for p in "${packages[@]}"; do
