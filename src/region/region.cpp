@@ -1,0 +1,927 @@
+#include "region/region.hpp"
+
+#include <sys/random.h>
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "api/azote.grpc.pb.h"
+#include "api/client.hpp"
+#include "base/log.hpp"
+#include "ec2api/error.hpp"
+#include "ec2api/params.hpp"
+#include "ec2api/request.hpp"
+#include "ec2api/responses.hpp"
+#include "ec2api/xml.hpp"
+#include "sigv4/sigv4.hpp"
+
+namespace azote::region {
+namespace {
+
+using Json = nlohmann::json;
+using ec2api::Ec2Error;
+using ec2api::api_error;
+template <class T>
+using ApiResult = Result<T, Ec2Error>;
+namespace v1 = ::azote::v1;
+
+constexpr auto kHostCallTimeout = std::chrono::seconds(30);
+constexpr int64_t kDefaultPageSize = 1000;
+
+std::string hex(size_t n) {
+  static const char* d = "0123456789abcdef";
+  std::string s;
+  while (s.size() < n) {
+    uint8_t b[16];
+    if (::getrandom(b, sizeof b, 0) != static_cast<ssize_t>(sizeof b)) continue;
+    for (uint8_t c : b)
+      if (s.size() < n) s += d[c & 15];
+  }
+  return s;
+}
+
+ec2api::Timestamp parse_time(const std::string& rfc3339) {
+  if (auto t = ec2api::parse_timestamp(rfc3339)) return *t;
+  return ec2api::Timestamp{};
+}
+
+Json instance_json(const InstanceRec& r) {
+  Json tags = Json::array();
+  for (const auto& [k, v] : r.tags) tags.push_back({k, v});
+  return {{"id", r.id},          {"host", r.host},       {"zone", r.zone},
+          {"reservation", r.reservation_id}, {"owner_key", r.owner_key}, {"image", r.image_id},
+          {"type", r.type},      {"launch_time", r.launch_time}, {"client_token", r.client_token},
+          {"vcpus", r.vcpus},    {"memory_mib", r.memory_mib},   {"tags", tags}};
+}
+
+std::optional<InstanceRec> instance_from(std::string_view text) {
+  const Json j = Json::parse(text, nullptr, false);
+  if (!j.is_object()) return std::nullopt;
+  InstanceRec r;
+  r.id = j.value("id", "");
+  r.host = j.value("host", "");
+  r.zone = j.value("zone", "");
+  r.reservation_id = j.value("reservation", "");
+  r.owner_key = j.value("owner_key", "");
+  r.image_id = j.value("image", "");
+  r.type = j.value("type", "");
+  r.launch_time = j.value("launch_time", "");
+  r.client_token = j.value("client_token", "");
+  r.vcpus = j.value("vcpus", 0u);
+  r.memory_mib = j.value("memory_mib", uint64_t{0});
+  if (j.contains("tags") && j["tags"].is_array())
+    for (const auto& t : j["tags"])
+      if (t.is_array() && t.size() == 2 && t[0].is_string() && t[1].is_string()) r.tags.emplace_back(t[0], t[1]);
+  if (r.id.empty() || r.host.empty()) return std::nullopt;
+  return r;
+}
+
+std::optional<HostRec> host_from(std::string_view text) {
+  const Json j = Json::parse(text, nullptr, false);
+  if (!j.is_object()) return std::nullopt;
+  HostRec h;
+  h.id = j.value("id", "");
+  h.endpoint = j.value("endpoint", "");
+  h.zone = j.value("zone", "");
+  h.vcpus = j.value("vcpus", 0u);
+  h.memory_mib = j.value("memory_mib", uint64_t{0});
+  if (h.id.empty() || h.endpoint.empty()) return std::nullopt;
+  return h;
+}
+
+// A filter of DescribeInstances: which names the region knows, and whether an instance
+// passes. Values: any may match; '*' and '?' are wildcards, as EC2's.
+bool filter_known(const std::string& name) {
+  static const std::set<std::string> known = {"instance-id", "instance-state-name", "instance-type", "image-id",
+                                              "availability-zone", "reservation-id", "tag-key", "private-ip-address",
+                                              "vpc-id", "subnet-id"};
+  return known.count(name) != 0 || name.rfind("tag:", 0) == 0;
+}
+
+bool any_value(const std::vector<std::string>& pats, const std::string& v) {
+  for (const auto& p : pats)
+    if (wildcard_match(p, v, false)) return true;
+  return false;
+}
+
+bool passes(const ec2api::Filter& f, const ec2api::Instance& i, const std::string& reservation) {
+  const std::string& n = f.name;
+  if (n == "instance-id") return any_value(f.values, i.instance_id);
+  if (n == "instance-state-name") return any_value(f.values, i.state.name);
+  if (n == "instance-type") return any_value(f.values, i.instance_type);
+  if (n == "image-id") return any_value(f.values, i.image_id);
+  if (n == "availability-zone") return any_value(f.values, i.placement.availability_zone);
+  if (n == "reservation-id") return any_value(f.values, reservation);
+  if (n == "private-ip-address") return any_value(f.values, i.private_ip_address);
+  if (n == "vpc-id") return any_value(f.values, i.vpc_id);
+  if (n == "subnet-id") return any_value(f.values, i.subnet_id);
+  if (n == "tag-key") {
+    for (const auto& t : i.tags)
+      if (any_value(f.values, t.key)) return true;
+    return false;
+  }
+  if (n.rfind("tag:", 0) == 0) {
+    const std::string key = n.substr(4);
+    for (const auto& t : i.tags)
+      if (t.key == key && any_value(f.values, t.value)) return true;
+    return false;
+  }
+  return false;
+}
+
+ec2api::InstanceState state_of(const std::string& name) {
+  auto s = ec2api::parse_instance_state_name(name);
+  return ec2api::instance_state(s ? *s : ec2api::InstanceStateName::kPending);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------
+struct Region::Impl {
+  Impl(Options o, etcd::Client s, std::vector<Principal> p, std::unique_ptr<audit::AuditLog> a)
+      : opt(std::move(o)), store(std::move(s)), principals(std::move(p)), audit(std::move(a)) {}
+  Options opt;
+  etcd::Client store;
+  std::vector<Principal> principals;
+  std::unique_ptr<audit::AuditLog> audit;
+  std::mutex place_mu;  // one placement at a time (the region is one process for now)
+
+  struct HostConn {
+    HostRec rec;
+    std::unique_ptr<v1::Ec2::Stub> stub;
+  };
+  std::mutex hosts_mu;
+  std::map<std::string, std::shared_ptr<HostConn>> conns;  // hosts_mu
+
+  // An instance as its host last described it.
+  struct Live {
+    v1::Instance inst;
+    std::string stale;  // why the view is not fresh ("" when it is)
+  };
+  // What one call carries through its handler.
+  struct Call {
+    const Principal* who = nullptr;
+    std::string request_id;
+    const ec2api::Params* params = nullptr;
+  };
+  using Handler = ApiResult<std::string> (Impl::*)(Call&);
+  struct ActionDef {
+    Handler handler;
+    // The parameters it reads (a name, or the root of a list or structure: "Filter" takes
+    // "Filter.1.Name"); any other is refused before anything runs, never ignored.
+    std::vector<std::string_view> params;
+  };
+
+  std::string key(std::string_view kind, std::string_view id) const { return opt.prefix + std::string(kind) + "/" + std::string(id); }
+  std::string arn(std::string_view kind, std::string_view id) const {
+    return "arn:aws:ec2:" + opt.name + ":" + opt.account + ":" + std::string(kind) + "/" + std::string(id);
+  }
+
+  // ---- hosts ------------------------------------------------------------------------
+  ApiResult<std::vector<HostRec>> hosts() {
+    auto snap = store.list_prefix(opt.prefix + "hosts/");
+    if (!snap) return api_error("Unavailable", "the region's store: " + snap.error().describe());
+    std::vector<HostRec> out;
+    for (const auto& kv : snap->kvs)
+      if (auto h = host_from(kv.value)) out.push_back(*h);
+    return out;
+  }
+
+  ApiResult<std::shared_ptr<HostConn>> conn(const std::string& host_id) {
+    {
+      std::lock_guard lock(hosts_mu);
+      if (auto it = conns.find(host_id); it != conns.end()) return it->second;
+    }
+    auto kv = store.get(key("hosts", host_id));
+    if (!kv) return api_error("Unavailable", "the region's store: " + kv.error().describe());
+    if (!*kv) return api_error("InternalError", "host " + host_id + " is not registered");
+    auto rec = host_from((*kv)->value);
+    if (!rec) return api_error("InternalError", "host " + host_id + "'s record does not read");
+    auto creds = api::load_credentials(opt.hosts_dir + "/" + host_id);
+    if (!creds) return api_error("InternalError", "credentials for host " + host_id + ": " + creds.error().message());
+    auto c = std::make_shared<HostConn>();
+    c->rec = *rec;
+    c->stub = v1::Ec2::NewStub(api::make_channel(rec->endpoint, *creds));
+    std::lock_guard lock(hosts_mu);
+    conns[host_id] = c;
+    return c;
+  }
+
+  // One call to a host's controller; its EC2 error (code and message) passed on as is,
+  // an unreachable host as Unavailable naming it.
+  template <class Req, class Resp>
+  ApiResult<Resp> host_call(const std::string& host_id,
+                            grpc::Status (v1::Ec2::Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+                            const Req& req, std::chrono::seconds timeout = kHostCallTimeout) {
+    AZOTE_TRY(c, conn(host_id));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+    Resp resp;
+    const grpc::Status st = ((*c->stub).*method)(&ctx, req, &resp);
+    if (st.ok()) return resp;
+    const api::ApiError e = api::describe_status(st, c->rec.endpoint, &ctx);
+    if (e.category == api::ApiError::Category::kConnection)
+      return api_error("Unavailable", "host " + host_id + " cannot be reached: " + e.message);
+    return api_error(e.code.empty() ? "InternalError" : e.code, e.message);
+  }
+
+  // ---- instances ----------------------------------------------------------------------
+  // "i-" and 8 or 17 hex digits, as EC2's (InvalidInstanceID.Malformed otherwise).
+  static ApiResult<void> well_formed(std::string_view id) {
+    const bool hex_tail = id.size() > 2 && std::all_of(id.begin() + 2, id.end(), [](char ch) {
+      return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f');
+    });
+    if (id.rfind("i-", 0) != 0 || (id.size() != 10 && id.size() != 19) || !hex_tail)
+      return api_error("InvalidInstanceID.Malformed", "Invalid id: \"" + std::string(id.substr(0, 64)) + "\"");
+    return {};
+  }
+
+  ApiResult<std::vector<InstanceRec>> instance_recs() {
+    auto snap = store.list_prefix(opt.prefix + "instances/", kDefaultPageSize);
+    if (!snap) return api_error("Unavailable", "the region's store: " + snap.error().describe());
+    std::vector<InstanceRec> out;
+    for (const auto& kv : snap->kvs)
+      if (auto r = instance_from(kv.value)) out.push_back(*r);
+    return out;
+  }
+
+  ApiResult<InstanceRec> instance_rec(std::string_view id) {
+    AZOTE_TRYV(well_formed(id));
+    auto kv = store.get(key("instances", id));
+    if (!kv) return api_error("Unavailable", "the region's store: " + kv.error().describe());
+    std::optional<InstanceRec> r;
+    if (*kv) r = instance_from((*kv)->value);
+    if (!r) return api_error("InvalidInstanceID.NotFound", "The instance ID '" + std::string(id) + "' does not exist");
+    return *r;
+  }
+
+  ec2api::Instance to_ec2(const InstanceRec& r, const Live* view) const {
+    const v1::Instance* live = view != nullptr ? &view->inst : nullptr;
+    ec2api::Instance i;
+    i.instance_id = r.id;
+    i.image_id = r.image_id;
+    i.instance_type = r.type;
+    i.launch_time = parse_time(r.launch_time);
+    i.placement.availability_zone = r.zone;
+    i.client_token = r.client_token;
+    for (const auto& [k, v] : r.tags) i.tags.push_back({k, v});
+    // The host's word on its state; a host that no longer knows it: terminated.
+    i.state = state_of(live != nullptr ? live->state().name() : "terminated");
+    if (live == nullptr) {
+      i.state_reason = ec2api::StateReason{"Server.InternalError", "the host no longer knows this instance"};
+      return i;
+    }
+    if (!live->state_reason().code().empty())
+      i.state_reason = ec2api::StateReason{live->state_reason().code(), live->state_reason().message()};
+    if (!view->stale.empty()) i.state_reason = ec2api::StateReason{"Server.InternalError", view->stale};
+    i.private_ip_address = live->private_ip_address();
+    i.private_dns_name = live->private_dns_name();
+    i.subnet_id = live->subnet_id();
+    i.vpc_id = live->vpc_id();
+    i.root_device_name = live->root_device_name().empty() ? i.root_device_name : live->root_device_name();
+    for (const auto& g : live->security_groups()) i.security_groups.push_back({g.group_id(), g.group_name()});
+    for (const auto& b : live->block_device_mappings()) {
+      ec2api::InstanceBlockDeviceMapping m;
+      m.device_name = b.device_name();
+      m.ebs.volume_id = b.volume_id();
+      m.ebs.status = b.status().empty() ? "attached" : b.status();
+      m.ebs.delete_on_termination = b.delete_on_termination();
+      m.ebs.attach_time = i.launch_time;
+      i.block_device_mappings.push_back(m);
+    }
+    i.metadata_options.http_tokens = live->metadata_options().http_tokens().empty() ? "optional" : live->metadata_options().http_tokens();
+    i.enclave_options_enabled = live->enclave_options().enabled();
+    i.cpu_options = ec2api::CpuOptions{static_cast<int>(std::max(1u, live->vcpus() / 2)), live->vcpus() >= 2 ? 2 : 1};
+    return i;
+  }
+
+  // The live view of these records: one DescribeInstances per host that holds some of
+  // them (in parallel; every instance of that host, so that one it forgot does not hide
+  // the others). A host that does not answer: its instances as last seen, marked stale.
+  std::mutex seen_mu;
+  std::map<std::string, v1::Instance> last_seen;  // seen_mu
+
+  std::map<std::string, Live> live(const std::vector<InstanceRec>& recs) {
+    std::map<std::string, std::vector<std::string>> by_host;
+    for (const auto& r : recs) by_host[r.host].push_back(r.id);
+    std::map<std::string, Live> out;
+    std::mutex mu;
+    std::vector<std::jthread> threads;
+    for (const auto& [host, ids] : by_host) {
+      threads.emplace_back([&, host = host, ids = ids] {
+        auto r = host_call(host, &v1::Ec2::Stub::DescribeInstances, v1::DescribeInstancesRequest{}, std::chrono::seconds(10));
+        std::lock_guard lock(mu);
+        std::lock_guard seen(seen_mu);
+        if (!r) {
+          for (const auto& id : ids) {
+            auto it = last_seen.find(id);
+            Live l;
+            if (it != last_seen.end()) l.inst = it->second;
+            l.inst.mutable_state()->set_name(it != last_seen.end() ? it->second.state().name() : "pending");
+            l.stale = "host " + host + " did not answer (" + r.error().code + "): the state is as last seen";
+            out[id] = l;
+          }
+          return;
+        }
+        for (const auto& i : r->instances()) {
+          last_seen[i.instance_id()] = i;
+          out[i.instance_id()] = Live{i, ""};
+        }
+      });
+    }
+    threads.clear();
+    return out;
+  }
+
+  // ---- the actions --------------------------------------------------------------------
+  ApiResult<std::string> describe_regions(Call& c) {
+    ec2api::Region r;
+    r.region_name = opt.name;
+    r.endpoint = opt.endpoint_name;
+    return ec2api::describe_regions_response(c.request_id, {r});
+  }
+
+  ApiResult<std::string> describe_availability_zones(Call& c) {
+    AZOTE_TRY(hs, hosts());
+    std::set<std::string> zones;
+    for (const auto& h : hs) zones.insert(h.zone);
+    std::vector<ec2api::AvailabilityZone> out;
+    for (const auto& z : zones) {
+      ec2api::AvailabilityZone a;
+      a.zone_name = z;
+      a.zone_id = z;
+      a.region_name = opt.name;
+      out.push_back(a);
+    }
+    return ec2api::describe_availability_zones_response(c.request_id, out);
+  }
+
+  ApiResult<std::string> any_host(std::string* host_id) {
+    AZOTE_TRY(hs, hosts());
+    if (hs.empty()) return api_error("Unavailable", "the region has no registered host");
+    *host_id = hs.front().id;
+    return std::string();
+  }
+
+  ApiResult<std::string> describe_instance_types(Call& c) {
+    std::string host;
+    AZOTE_TRYV(any_host(&host));
+    v1::DescribeInstanceTypesRequest req;
+    for (auto t : c.params->strings("InstanceType")) req.add_instance_types(std::string(t));
+    AZOTE_TRY(resp, host_call(host, &v1::Ec2::Stub::DescribeInstanceTypes, req));
+    std::vector<ec2api::InstanceTypeInfo> out;
+    for (const auto& t : resp.instance_types()) {
+      ec2api::InstanceTypeInfo i;
+      i.instance_type = t.instance_type();
+      i.default_vcpus = static_cast<int>(t.vcpus());
+      i.memory_mib = static_cast<int64_t>(t.memory_mib());
+      out.push_back(i);
+    }
+    return ec2api::describe_instance_types_response(c.request_id, out);
+  }
+
+  ApiResult<std::string> describe_images(Call& c) {
+    std::string host;
+    AZOTE_TRYV(any_host(&host));
+    v1::DescribeImagesRequest req;
+    for (auto t : c.params->strings("ImageId")) req.add_image_ids(std::string(t));
+    AZOTE_TRY(resp, host_call(host, &v1::Ec2::Stub::DescribeImages, req));
+    std::vector<ec2api::Image> out;
+    for (const auto& im : resp.images()) {
+      ec2api::Image i;
+      i.image_id = im.image_id();
+      i.name = im.name();
+      i.description = im.description();
+      i.state = im.state().empty() ? "available" : im.state();
+      i.owner_id = opt.account;
+      i.creation_date = parse_time(im.creation_date());
+      i.tpm_support = im.tpm_support();
+      out.push_back(i);
+    }
+    return ec2api::describe_images_response(c.request_id, out);
+  }
+
+  // Spread: the host with the most vCPUs left (then memory), among those with room.
+  ApiResult<std::vector<std::string>> placement_order(uint32_t vcpus, uint64_t mib) {
+    AZOTE_TRY(hs, hosts());
+    AZOTE_TRY(recs, instance_recs());
+    struct Room {
+      std::string id;
+      int64_t cpu, mem;
+    };
+    std::vector<Room> rooms;
+    for (const auto& h : hs) {
+      int64_t cpu = h.vcpus, mem = static_cast<int64_t>(h.memory_mib);
+      for (const auto& r : recs)
+        if (r.host == h.id) cpu -= r.vcpus, mem -= static_cast<int64_t>(r.memory_mib);
+      if (cpu >= vcpus && mem >= static_cast<int64_t>(mib)) rooms.push_back({h.id, cpu, mem});
+    }
+    std::stable_sort(rooms.begin(), rooms.end(), [](const Room& a, const Room& b) {
+      return a.cpu != b.cpu ? a.cpu > b.cpu : a.mem > b.mem;
+    });
+    std::vector<std::string> out;
+    for (const auto& r : rooms) out.push_back(r.id);
+    return out;
+  }
+
+  ApiResult<std::string> run_instances(Call& c) {
+    const auto& p = *c.params;
+    AZOTE_TRY(image, p.required("ImageId"));
+    const std::string type = std::string(p.get("InstanceType").value_or("t3.micro"));
+    AZOTE_TRY(min_count, p.root().get_int("MinCount"));
+    AZOTE_TRY(max_count, p.root().get_int("MaxCount"));
+    const int64_t lo = min_count.value_or(1), hi = max_count.value_or(lo);
+    if (lo < 1 || hi < lo || hi > 20)
+      return api_error("InvalidParameterValue", "MinCount and MaxCount: 1 <= MinCount <= MaxCount <= 20");
+    AZOTE_TRY(specs, ec2api::read_tag_specifications(p.root()));
+    std::vector<std::pair<std::string, std::string>> tags;
+    for (const auto& s : specs)
+      if (s.resource_type == "instance")
+        for (const auto& t : s.tags) tags.emplace_back(t.key, t.value.value_or(""));
+    const std::string token = std::string(p.get("ClientToken").value_or(""));
+    // The same ClientToken: the same reservation, nothing launched again.
+    if (!token.empty()) {
+      AZOTE_TRY(recs, instance_recs());
+      std::vector<InstanceRec> same;
+      for (const auto& r : recs)
+        if (r.client_token == token && r.owner_key == c.who->access_key_id) same.push_back(r);
+      if (!same.empty()) return reservation_answer(c, same, true);
+    }
+    // The type's size, from a host.
+    std::string any;
+    AZOTE_TRYV(any_host(&any));
+    v1::DescribeInstanceTypesRequest treq;
+    treq.add_instance_types(type);
+    auto tinfo = host_call(any, &v1::Ec2::Stub::DescribeInstanceTypes, treq);
+    if (!tinfo) return Unexpected{tinfo.error()};
+    if (tinfo->instance_types_size() != 1)
+      return api_error("InvalidParameterValue", "Invalid value '" + type + "' for InstanceType.");
+    const uint32_t vcpus = tinfo->instance_types(0).vcpus();
+    const uint64_t mib = tinfo->instance_types(0).memory_mib();
+
+    const std::string reservation = "r-" + hex(17);
+    std::vector<InstanceRec> launched;
+    std::string last_refusal = "no registered host has room for a " + type;
+    for (int64_t n = 0; n < hi; ++n) {
+      std::lock_guard lock(place_mu);
+      AZOTE_TRY(order, placement_order(vcpus, mib));
+      bool placed = false;
+      for (const auto& host : order) {
+        v1::RunInstancesRequest req;
+        req.set_image_id(std::string(image));
+        req.set_instance_type(type);
+        req.set_count(1);
+        for (const auto& [k, v] : tags) {
+          auto* t = req.add_tags();
+          t->set_key(k);
+          t->set_value(v);
+        }
+        if (auto ud = p.get("UserData")) req.set_user_data(std::string(*ud));
+        req.set_no_network_interface(true);  // the region's VPCs come with the mapping service (not yet)
+        auto r = host_call(host, &v1::Ec2::Stub::RunInstances, req);
+        if (!r) {
+          if (r.error().code == "InsufficientInstanceCapacity" || r.error().code == "Unavailable") {
+            last_refusal = host + ": " + r.error().message;
+            continue;  // the next host
+          }
+          if (launched.empty()) return Unexpected{r.error()};
+          break;
+        }
+        for (const auto& i : r->instances()) {
+          InstanceRec rec;
+          rec.id = i.instance_id();
+          rec.host = host;
+          AZOTE_TRY(hrec, conn(host));
+          rec.zone = hrec->rec.zone;
+          rec.reservation_id = reservation;
+          rec.owner_key = c.who->access_key_id;
+          rec.image_id = i.image_id();
+          rec.type = i.instance_type();
+          rec.launch_time = i.launch_time();
+          rec.client_token = token;
+          rec.vcpus = i.vcpus();
+          rec.memory_mib = i.memory_mib();
+          rec.tags = tags;
+          if (auto w = store.put(key("instances", rec.id), instance_json(rec).dump()); !w)
+            LOG_WARN("region: %s on %s: its record: %s", rec.id.c_str(), host.c_str(), w.error().describe().c_str());
+          launched.push_back(rec);
+        }
+        placed = true;
+        break;
+      }
+      if (!placed) break;
+    }
+    if (static_cast<int64_t>(launched.size()) < lo) {
+      // Fewer than MinCount: what was started is ended, as EC2 launches all or nothing.
+      for (const auto& r : launched) {
+        v1::InstanceIdsRequest req;
+        req.add_instance_ids(r.id);
+        (void)host_call(r.host, &v1::Ec2::Stub::TerminateInstances, req);
+      }
+      return api_error("InsufficientInstanceCapacity",
+                       "We currently do not have sufficient " + type + " capacity (" + last_refusal + ")");
+    }
+    return reservation_answer(c, launched, true);
+  }
+
+  ApiResult<std::string> reservation_answer(Call& c, const std::vector<InstanceRec>& recs, bool run) {
+    const auto lv = live(recs);
+    ec2api::Reservation res;
+    res.reservation_id = recs.front().reservation_id;
+    res.owner_id = opt.account;
+    for (size_t k = 0; k < recs.size(); ++k) {
+      const auto it = lv.find(recs[k].id);
+      res.instances.push_back(to_ec2(recs[k], it == lv.end() ? nullptr : &it->second));
+      res.instances.back().ami_launch_index = static_cast<int>(k);
+    }
+    (void)run;
+    return ec2api::run_instances_response(c.request_id, res);
+  }
+
+  ApiResult<std::string> describe_instances(Call& c) {
+    const auto& p = *c.params;
+    std::set<std::string> ids;
+    for (auto id : p.strings("InstanceId")) {
+      AZOTE_TRYV(well_formed(id));
+      ids.insert(std::string(id));
+    }
+    AZOTE_TRY(filters, ec2api::read_filters(p.root()));
+    for (const auto& f : filters)
+      if (!filter_known(f.name)) return api_error("InvalidParameterValue", "The filter '" + f.name + "' is invalid");
+    AZOTE_TRY(max, p.root().get_int("MaxResults"));
+    if (max && !ids.empty()) return api_error("InvalidParameterCombination", "The parameter instancesSet cannot be used with the parameter maxResults");
+    if (max && (*max < 5 || *max > 1000)) return api_error("InvalidParameterValue", "MaxResults must be 5 to 1000");
+    const std::string next = std::string(p.get("NextToken").value_or(""));
+
+    AZOTE_TRY(all, instance_recs());
+    std::vector<InstanceRec> recs;
+    for (const auto& r : all)
+      if (ids.empty() || ids.count(r.id) != 0) recs.push_back(r);
+    for (const auto& id : ids) {
+      if (std::none_of(recs.begin(), recs.end(), [&](const InstanceRec& r) { return r.id == id; }))
+        return api_error("InvalidInstanceID.NotFound", "The instance ID '" + id + "' does not exist");
+    }
+    std::sort(recs.begin(), recs.end(), [](const InstanceRec& a, const InstanceRec& b) {
+      return a.launch_time != b.launch_time ? a.launch_time < b.launch_time : a.id < b.id;
+    });
+    // Pages of instances after the token's (the last instance id of the previous page).
+    if (!next.empty()) {
+      auto it = std::find_if(recs.begin(), recs.end(), [&](const InstanceRec& r) { return r.id == next; });
+      if (it == recs.end()) return api_error("InvalidParameterValue", "Invalid NextToken");
+      recs.erase(recs.begin(), it + 1);
+    }
+    const auto lv = live(recs);
+    std::vector<ec2api::Reservation> out;
+    std::map<std::string, size_t> at;
+    size_t count = 0;
+    std::string token;
+    for (const auto& r : recs) {
+      const auto it = lv.find(r.id);
+      ec2api::Instance i = to_ec2(r, it == lv.end() ? nullptr : &it->second);
+      bool ok = true;
+      for (const auto& f : filters) ok = ok && passes(f, i, r.reservation_id);
+      if (!ok) continue;
+      if (max && count == static_cast<size_t>(*max)) {
+        token = out.back().instances.back().instance_id;
+        break;
+      }
+      auto [pos, fresh] = at.try_emplace(r.reservation_id, out.size());
+      if (fresh) {
+        ec2api::Reservation res;
+        res.reservation_id = r.reservation_id;
+        res.owner_id = opt.account;
+        out.push_back(res);
+      }
+      out[pos->second].instances.push_back(std::move(i));
+      ++count;
+    }
+    return ec2api::describe_instances_response(c.request_id, out, token);
+  }
+
+  ApiResult<std::vector<InstanceRec>> named_instances(Call& c) {
+    std::vector<InstanceRec> out;
+    for (auto id : c.params->strings("InstanceId")) {
+      AZOTE_TRY(r, instance_rec(id));
+      out.push_back(r);
+    }
+    if (out.empty()) return api_error("MissingParameter", "The request must contain the parameter InstanceId");
+    return out;
+  }
+
+  // Start, stop, reboot, terminate: each instance's host does it.
+  ApiResult<std::vector<ec2api::InstanceStateChange>> state_change(
+      Call& c, grpc::Status (v1::Ec2::Stub::*method)(grpc::ClientContext*, const v1::InstanceIdsRequest&,
+                                                     v1::InstanceStateChangesResponse*)) {
+    AZOTE_TRY(recs, named_instances(c));
+    AZOTE_TRY(force, c.params->get_bool("Force"));
+    std::vector<ec2api::InstanceStateChange> out;
+    for (const auto& r : recs) {
+      v1::InstanceIdsRequest req;
+      req.add_instance_ids(r.id);
+      req.set_force(force.value_or(false));
+      AZOTE_TRY(resp, host_call(r.host, method, req));
+      for (const auto& ch : resp.instances())
+        out.push_back({ch.instance_id(), state_of(ch.current_state().name()), state_of(ch.previous_state().name())});
+    }
+    return out;
+  }
+
+  ApiResult<std::string> start_instances(Call& c) {
+    AZOTE_TRY(ch, state_change(c, &v1::Ec2::Stub::StartInstances));
+    return ec2api::start_instances_response(c.request_id, ch);
+  }
+  ApiResult<std::string> stop_instances(Call& c) {
+    AZOTE_TRY(ch, state_change(c, &v1::Ec2::Stub::StopInstances));
+    return ec2api::stop_instances_response(c.request_id, ch);
+  }
+  ApiResult<std::string> terminate_instances(Call& c) {
+    AZOTE_TRY(ch, state_change(c, &v1::Ec2::Stub::TerminateInstances));
+    return ec2api::terminate_instances_response(c.request_id, ch);
+  }
+  ApiResult<std::string> reboot_instances(Call& c) {
+    AZOTE_TRY(ch, state_change(c, &v1::Ec2::Stub::RebootInstances));
+    return ec2api::return_response("RebootInstances", c.request_id);
+  }
+
+  ApiResult<std::string> get_console_output(Call& c) {
+    AZOTE_TRY(id, c.params->required("InstanceId"));
+    AZOTE_TRY(r, instance_rec(id));
+    v1::GetConsoleOutputRequest req;
+    req.set_instance_id(r.id);
+    AZOTE_TRY(resp, host_call(r.host, &v1::Ec2::Stub::GetConsoleOutput, req));
+    return ec2api::get_console_output_response(c.request_id, r.id, resp.output(),
+                                               parse_time(resp.timestamp()));
+  }
+
+  // Tags on instances (kept by the region: the hosts know their launch tags only).
+  ApiResult<std::string> change_tags(Call& c, bool create) {
+    std::vector<std::string> ids;
+    for (auto id : c.params->strings("ResourceId")) ids.emplace_back(id);
+    if (ids.empty()) return api_error("MissingParameter", "The request must contain the parameter ResourceId");
+    AZOTE_TRY(tags, ec2api::read_tags(c.params->root()));
+    for (const auto& id : ids) {
+      if (id.rfind("i-", 0) != 0) return api_error("InvalidID", "The ID '" + id + "' is not valid (instances only, for now)");
+      // Read, change, write back only if nobody changed it meanwhile (etcd's revision).
+      for (int attempt = 0;; ++attempt) {
+        auto kv = store.get(key("instances", id));
+        if (!kv) return api_error("Unavailable", "the region's store: " + kv.error().describe());
+        std::optional<InstanceRec> r;
+        if (*kv) r = instance_from((*kv)->value);
+        if (!r) return api_error("InvalidInstanceID.NotFound", "The instance ID '" + id + "' does not exist");
+        for (const auto& t : tags) {
+          auto& v = r->tags;
+          if (create) {
+            auto it = std::find_if(v.begin(), v.end(), [&](const auto& e) { return e.first == t.key; });
+            if (it != v.end()) it->second = t.value.value_or("");
+            else v.emplace_back(t.key, t.value.value_or(""));
+          } else {
+            std::erase_if(v, [&](const auto& e) { return e.first == t.key && (!t.value || *t.value == e.second); });
+          }
+        }
+        if (r->tags.size() > 50) return api_error("TagLimitExceeded", "an instance may have at most 50 tags");
+        auto cas = store.compare_and_swap(key("instances", id), (*kv)->mod_revision, instance_json(*r).dump());
+        if (!cas) return api_error("Unavailable", "the region's store: " + cas.error().describe());
+        if (cas->swapped) break;
+        if (attempt == 5) return api_error("ConcurrentTagAccess", "the tags of " + id + " keep changing; try again");
+      }
+    }
+    return ec2api::return_response(create ? "CreateTags" : "DeleteTags", c.request_id);
+  }
+  ApiResult<std::string> create_tags(Call& c) { return change_tags(c, true); }
+  ApiResult<std::string> delete_tags(Call& c) { return change_tags(c, false); }
+
+  ApiResult<std::string> describe_tags(Call& c) {
+    AZOTE_TRY(filters, ec2api::read_filters(c.params->root()));
+    AZOTE_TRY(recs, instance_recs());
+    std::vector<ec2api::TagDescription> out;
+    for (const auto& r : recs) {
+      for (const auto& [k, v] : r.tags) {
+        bool ok = true;
+        for (const auto& f : filters) {
+          if (f.name == "resource-id") ok = ok && any_value(f.values, r.id);
+          else if (f.name == "resource-type") ok = ok && any_value(f.values, "instance");
+          else if (f.name == "key") ok = ok && any_value(f.values, k);
+          else if (f.name == "value") ok = ok && any_value(f.values, v);
+          else return api_error("InvalidParameterValue", "The filter '" + f.name + "' is invalid");
+        }
+        if (ok) out.push_back({r.id, "instance", k, v});
+      }
+    }
+    return ec2api::describe_tags_response(c.request_id, out);
+  }
+
+  // Status checks as EC2 reports them: "ok" for an instance its host answers for,
+  // "impaired" for one whose host did not answer (its state as last seen). Running
+  // instances only, unless IncludeAllInstances.
+  ApiResult<std::string> describe_instance_status(Call& c) {
+    std::set<std::string> ids;
+    for (auto id : c.params->strings("InstanceId")) {
+      AZOTE_TRYV(well_formed(id));
+      ids.insert(std::string(id));
+    }
+    AZOTE_TRY(all_flag, c.params->get_bool("IncludeAllInstances"));
+    const bool all = all_flag.value_or(false);
+    AZOTE_TRY(recs_all, instance_recs());
+    std::vector<InstanceRec> recs;
+    for (const auto& r : recs_all)
+      if (ids.empty() || ids.count(r.id) != 0) recs.push_back(r);
+    for (const auto& id : ids)
+      if (std::none_of(recs.begin(), recs.end(), [&](const InstanceRec& r) { return r.id == id; }))
+        return api_error("InvalidInstanceID.NotFound", "The instance ID '" + id + "' does not exist");
+    const auto lv = live(recs);
+    std::vector<ec2api::InstanceStatus> out;
+    for (const auto& r : recs) {
+      const auto it = lv.find(r.id);
+      const ec2api::Instance i = to_ec2(r, it == lv.end() ? nullptr : &it->second);
+      if (!all && i.state.name != "running") continue;
+      ec2api::InstanceStatus st;
+      st.instance_id = r.id;
+      st.availability_zone = r.zone;
+      st.instance_state = i.state;
+      const bool stale = it == lv.end() || !it->second.stale.empty();
+      if (i.state.name != "running") {
+        st.instance_status.status = st.system_status.status = "not-applicable";
+        st.instance_status.details.clear();
+        st.system_status.details.clear();
+      } else if (stale) {
+        st.system_status.status = "impaired";
+        st.system_status.details[0].status = "failed";
+        st.instance_status.status = "insufficient-data";
+        st.instance_status.details[0].status = "insufficient-data";
+      }
+      out.push_back(st);
+    }
+    return ec2api::describe_instance_status_response(c.request_id, out);
+  }
+
+  // ---- the pipeline -----------------------------------------------------------------
+  const std::map<std::string, ActionDef, std::less<>>& actions() {
+    static const std::map<std::string, ActionDef, std::less<>> a = {
+        {"DescribeRegions", {&Impl::describe_regions, {"RegionName", "Filter", "AllRegions"}}},
+        {"DescribeAvailabilityZones", {&Impl::describe_availability_zones, {"ZoneName", "ZoneId", "Filter", "AllAvailabilityZones"}}},
+        {"DescribeInstanceTypes", {&Impl::describe_instance_types, {"InstanceType"}}},
+        {"DescribeImages", {&Impl::describe_images, {"ImageId", "Owner"}}},
+        {"RunInstances", {&Impl::run_instances, {"ImageId", "InstanceType", "MinCount", "MaxCount", "TagSpecification",
+                                                  "ClientToken", "UserData"}}},
+        {"DescribeInstances", {&Impl::describe_instances, {"InstanceId", "Filter", "MaxResults", "NextToken"}}},
+        {"DescribeInstanceStatus", {&Impl::describe_instance_status, {"InstanceId", "IncludeAllInstances", "MaxResults", "NextToken"}}},
+        {"StartInstances", {&Impl::start_instances, {"InstanceId"}}},
+        {"StopInstances", {&Impl::stop_instances, {"InstanceId", "Force"}}},
+        {"RebootInstances", {&Impl::reboot_instances, {"InstanceId"}}},
+        {"TerminateInstances", {&Impl::terminate_instances, {"InstanceId"}}},
+        {"GetConsoleOutput", {&Impl::get_console_output, {"InstanceId", "Latest"}}},
+        {"CreateTags", {&Impl::create_tags, {"ResourceId", "Tag"}}},
+        {"DeleteTags", {&Impl::delete_tags, {"ResourceId", "Tag"}}},
+        {"DescribeTags", {&Impl::describe_tags, {"Filter", "MaxResults", "NextToken"}}},
+    };
+    return a;
+  }
+
+  // What the policy judges: the ARNs a call names (instance ids, tagged resources), or
+  // "*" for a call on no particular resource.
+  std::vector<std::string> resources(std::string_view action, const ec2api::Params& p) const {
+    std::vector<std::string> out;
+    for (auto id : p.strings("InstanceId")) out.push_back(arn("instance", id));
+    for (auto id : p.strings("ResourceId")) {
+      const std::string s(id);
+      const std::string kind = s.rfind("i-", 0) == 0 ? "instance" : s.rfind("vol-", 0) == 0 ? "volume" : "resource";
+      out.push_back(arn(kind, s));
+    }
+    if (action == "RunInstances") {
+      out.push_back(arn("instance", "*"));
+      if (auto img = p.get("ImageId")) out.push_back("arn:aws:ec2:" + opt.name + "::image/" + std::string(*img));
+    }
+    if (out.empty()) out.push_back("*");
+    return out;
+  }
+
+  HttpResponse reply(const std::string& body) {
+    HttpResponse r;
+    r.body = body;
+    return r;
+  }
+  HttpResponse refuse(const Ec2Error& e, const std::string& rid) {
+    HttpResponse r;
+    r.status = e.http_status();
+    r.body = ec2api::error_document(e, rid);
+    return r;
+  }
+
+  void record(const std::string& who, std::string_view action, const std::vector<std::string>& res,
+              const std::string& outcome, const std::string& error, const std::string& rid) {
+    audit::Entry e;
+    e.principal = who;
+    e.method = "ec2:" + std::string(action.empty() ? "?" : action);
+    e.resources = res;
+    e.outcome = outcome;
+    e.error = error;
+    e.detail = {{"request_id", rid}};
+    if (auto a = audit->append(e); !a) LOG_WARN("region: audit: %s", a.error().message().c_str());
+  }
+
+  HttpResponse handle(const HttpRequest& http) {
+    const std::string rid = ec2api::random_request_id();
+    if (http.method != "POST" && http.method != "GET")
+      return refuse({"InvalidAction", "EC2's Query API takes POST or GET"}, rid);
+    // 1. Who: SigV4 over the request exactly as it came.
+    sigv4::Request sreq{http.method, http.path, http.query, http.headers, http.body};
+    sigv4::Options so;
+    so.regions = {opt.name};
+    auto v = sigv4::verify(
+        sreq,
+        [&](std::string_view id, std::string_view token) -> std::optional<std::string> {
+          if (!token.empty()) return std::nullopt;  // no session tokens are issued
+          for (const auto& p : principals)
+            if (p.access_key_id == id) return p.secret_access_key;
+          return std::nullopt;
+        },
+        ::time(nullptr), so);
+    if (!v) {
+      const Ec2Error e{sigv4::code_name(v.error().code), v.error().message()};
+      record("", "", {}, "denied", e.code + ": " + e.message, rid);
+      return refuse(e, rid);
+    }
+    const Principal* who = nullptr;
+    for (const auto& p : principals)
+      if (p.access_key_id == v->access_key_id) who = &p;
+    // 2. What: the form (the body of a POST, the query of a GET less the signature's own).
+    std::string form = http.method == "POST" ? http.body : std::string();
+    if (http.method == "GET") {
+      size_t at = 0;
+      while (at <= http.query.size()) {
+        size_t amp = http.query.find('&', at);
+        if (amp == std::string::npos) amp = http.query.size();
+        const std::string part = http.query.substr(at, amp - at);
+        if (!part.empty() && part.rfind("X-Amz-", 0) != 0) form += (form.empty() ? "" : "&") + part;
+        at = amp + 1;
+      }
+    }
+    auto params = ec2api::Params::parse(form);
+    if (!params) {
+      record(who->name, "", {}, "failed", params.error().code, rid);
+      return refuse(params.error(), rid);
+    }
+    if (auto cv = params->check_action_version(); !cv) {
+      record(who->name, params->action(), {}, "failed", cv.error().code, rid);
+      return refuse(cv.error(), rid);
+    }
+    const std::string action(params->action());
+    const auto& table = actions();
+    const auto def = table.find(action);
+    if (def == table.end()) {
+      record(who->name, action, {}, "failed", "InvalidAction", rid);
+      return refuse({"InvalidAction", "The action " + action + " is not valid for this web service (azote-region)"}, rid);
+    }
+    for (const auto& e : params->entries()) {
+      const std::string_view n = e.name;
+      if (n == "Action" || n == "Version" || n == "DryRun") continue;
+      const std::string_view root = n.substr(0, n.find('.'));
+      if (std::find(def->second.params.begin(), def->second.params.end(), root) == def->second.params.end()) {
+        const Ec2Error e2{"UnknownParameter", "The parameter " + std::string(root) + " is not recognized by " + action +
+                                                   " on azote-region (it is not supported here yet)"};
+        record(who->name, action, {}, "failed", e2.code, rid);
+        return refuse(e2, rid);
+      }
+    }
+    // 3. May they: the principal's policy over every resource the call names.
+    const std::vector<std::string> res = resources(action, *params);
+    const Decision d = evaluate(who->policy, "ec2:" + action, res);
+    if (!d.allowed()) {
+      const std::string why = d.effect == Effect::kExplicitDeny ? "an explicit deny" : "no allow";
+      record(who->name, action, res, "denied", why, rid);
+      return refuse({"UnauthorizedOperation",
+                     "You are not authorized to perform this operation. User: " + who->name + " (" + why + " for ec2:" +
+                         action + ")"},
+                    rid);
+    }
+    if (auto dry = params->get_bool("DryRun"); dry && *dry && **dry) {
+      record(who->name, action, res, "allowed", "DryRunOperation", rid);
+      return refuse({"DryRunOperation", "Request would have succeeded, but DryRun flag is set."}, rid);
+    }
+    // 4. Do it.
+    Call call{who, rid, &*params};
+    auto out = (this->*(def->second.handler))(call);
+    if (!out) {
+      record(who->name, action, res, "failed", out.error().code + ": " + out.error().message, rid);
+      return refuse(out.error(), rid);
+    }
+    record(who->name, action, res, "allowed", "", rid);
+    return reply(*out);
+  }
+};
+
+Region::Region(Options o, etcd::Client store, std::vector<Principal> principals, std::unique_ptr<audit::AuditLog> audit)
+    : impl_(std::make_unique<Impl>(std::move(o), std::move(store), std::move(principals), std::move(audit))) {}
+Region::~Region() = default;
+HttpResponse Region::handle(const HttpRequest& req) { return impl_->handle(req); }
+
+std::string Region::host_json(const HostRec& h) {
+  return Json{{"id", h.id}, {"endpoint", h.endpoint}, {"zone", h.zone}, {"vcpus", h.vcpus}, {"memory_mib", h.memory_mib}}
+      .dump();
+}
+
+}  // namespace azote::region

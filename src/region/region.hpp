@@ -1,0 +1,69 @@
+// azote-region's control plane: the EC2 Query API over HTTPS for many hosts, its state in
+// etcd (src/region/DESIGN.md).
+//
+// A request goes: SigV4 (lib/sigv4) against the principals' access keys → the action and
+// the resources it touches → the principal's policy (iam.hpp; explicit Deny wins) → the
+// handler → EC2's XML (lib/ec2api). Every call, refused or not, is one record in the
+// region's signed audit log.
+//
+// State (etcd, under Options::prefix; values are small JSON documents):
+//   hosts/<host-id>          a registered host: its controller's endpoint, zone, capacity
+//   instances/<instance-id>  an instance's placement and what the region adds to the
+//                            host's view: its reservation, owner, tags
+//   tokens/<key-id>/<token>  RunInstances idempotency: the reservation a ClientToken made
+// The instance's own state (pending, running, ...) is its host's: the region asks the
+// host, never keeps a copy that could disagree.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "audit/log.hpp"
+#include "etcd/client.hpp"
+#include "region/https.hpp"
+#include "region/iam.hpp"
+
+namespace azote::region {
+
+struct Options {
+  std::string name = "us-east-1";      // the region's name (SigV4 scope, DescribeRegions)
+  std::string account = "000000000000";  // the owner id in answers
+  std::string prefix = "/azote/region/";
+  std::string endpoint_name;           // for DescribeRegions: "https://127.0.0.1:8443"
+  std::string hosts_dir;               // <state>/hosts/<id>/{ca,cert,key}.pem: credentials for each host
+};
+
+struct HostRec {
+  std::string id, endpoint, zone;
+  uint32_t vcpus = 0;
+  uint64_t memory_mib = 0;
+};
+
+struct InstanceRec {
+  std::string id, host, zone, reservation_id, owner_key, image_id, type, launch_time, client_token;
+  uint32_t vcpus = 0;
+  uint64_t memory_mib = 0;
+  std::vector<std::pair<std::string, std::string>> tags;
+};
+
+class Region {
+ public:
+  Region(Options o, etcd::Client store, std::vector<Principal> principals, std::unique_ptr<audit::AuditLog> audit);
+  ~Region();
+  HttpResponse handle(const HttpRequest& req);
+
+  // For `azote-region register-host` (and tests): the host's record.
+  static std::string host_json(const HostRec& h);
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace azote::region

@@ -1,0 +1,272 @@
+// azote-region with real parts: Debian's etcd as its store, a real host (azote-controller
+// as root with its launcher, azote-hv, cards), and clients nobody here wrote: Debian's
+// aws CLI v2 (/usr/bin/aws) and boto3 (tests/region/boto3_story.py), speaking the EC2
+// Query API over HTTPS with SigV4.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "controller_fixture.hpp"
+#include "etcd/testing.hpp"
+
+#include <deque>
+
+namespace azote::test {
+namespace {
+
+uint16_t free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sa;
+  uint16_t port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) == 0)
+    port = ntohs(sa.sin_port);
+  ::close(fd);
+  return port;
+}
+
+class Region : public ControllerTest {
+ protected:
+  void SetUp() override {
+    ControllerTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    for (const char* tool : {"/usr/bin/etcd", "/usr/bin/aws"})
+      if (!file_exists(tool)) GTEST_SKIP() << "SKIPPED: needs " << tool << " (scripts/deps.sh installs it)";
+    // Three members: the region keeps working when one dies.
+    auto c = etcd::testing::EtcdCluster::start({.members = 3});
+    ASSERT_TRUE(c.ok()) << c.error().message();
+    etcd_ = std::move(c).value();
+    rdir_ = dir_ + "/region";
+    admin_ = principal("admin", {});
+    reader_ = principal("reader", {"--read-only"});
+    // The host: its controller's API socket, a control-plane credential its CA issued.
+    for (const auto& e : etcd_->endpoints()) etcd_eps_ += (etcd_eps_.empty() ? "" : ",") + e;
+    register_host("h1", dir_, cp_, "us-east-1a");
+    port_ = free_port();
+    region_ = std::make_unique<Process>(std::vector<std::string>{
+        AZOTE_REGION_BIN, "serve", "--state-dir", rdir_, "--etcd", etcd_eps_, "--listen",
+        "127.0.0.1:" + std::to_string(port_)});
+    ASSERT_TRUE(region_->wait_for_output("azote-region: ready", 30s)) << region_->wait(1s).err;
+    url_ = "https://127.0.0.1:" + std::to_string(port_);
+  }
+  void TearDown() override {
+    if (region_) {
+      region_->signal(SIGTERM);
+      region_->wait(10s);
+    }
+    for (auto& h : hosts_) stop_host(h);
+    ControllerTest::TearDown();
+  }
+
+  void register_host(const std::string& id, const std::string& state, const std::string& creds, const std::string& zone) {
+    // Capacity as the host's controller is started with (controller_fixture.hpp: 8 vCPUs, 8 GiB).
+    auto o = run({AZOTE_REGION_BIN, "register-host", "--state-dir", rdir_, "--etcd", etcd_->endpoint(0), "--host-id", id,
+                  "--endpoint", "unix:" + state + "/api.sock", "--credentials", creds, "--zone", zone, "--vcpus", "8",
+                  "--memory-mib", "8192"});
+    ASSERT_EQ(o.status, 0) << o.out << o.err;
+  }
+
+  // Another host on this machine: its own controller, launcher and state.
+  struct Host {
+    std::string dir, creds;
+    std::unique_ptr<Process> ctl;
+  };
+  Host& add_host(const std::string& id, const std::string& zone) {
+    Host h;
+    h.dir = dir_ + "-" + id;
+    std::filesystem::remove_all(h.dir);
+    std::filesystem::create_directories(h.dir);
+    const std::string cmd = "exec " + std::string(AZOTE_CONTROLLER_BIN) + " --state-dir " + h.dir +
+                            " --on-exit stop --capacity-vcpus 8 --capacity-memory 8G 2>>" + h.dir + "/controller.log";
+    h.ctl = std::make_unique<Process>(std::vector<std::string>{"/bin/sh", "-c", cmd});
+    EXPECT_TRUE(h.ctl->wait_for_output("azote-controller: ready", 15s)) << slurp(h.dir + "/controller.log");
+    h.creds = h.dir + "/creds-region";
+    auto o = run({AZOTE_CLI_BIN, "admin", "issue-cert", "--state-dir", h.dir, "--role", "control-plane", "--name",
+                  "region", "--out", h.creds});
+    EXPECT_EQ(o.status, 0) << o.err;
+    register_host(id, h.dir, h.creds, zone);
+    hosts_.push_back(std::move(h));
+    return hosts_.back();
+  }
+  void stop_host(Host& h) {
+    if (!h.ctl) return;
+    h.ctl->signal(SIGTERM);
+    h.ctl->wait(60s);
+    h.ctl.reset();
+  }
+  // The instance ids a host's own controller reports, in a state.
+  std::set<std::string> on_host(const std::string& state, const std::string& creds, const std::string& name = "running") {
+    auto o = run({AZOTE_CLI_BIN, "--endpoint", "unix:" + state + "/api.sock", "--credentials", creds, "describe-instances",
+                  "--output", "json"});
+    std::set<std::string> out;
+    const Json j = Json::parse(o.out, nullptr, false);
+    if (!j.is_object() || !j.contains("instances")) return out;
+    for (const auto& i : j["instances"])
+      if (i["state"].value("name", "") == name) out.insert(i.value("instance_id", ""));
+    return out;
+  }
+
+  std::pair<std::string, std::string> principal(const std::string& name, std::vector<std::string> extra) {
+    std::vector<std::string> argv{AZOTE_REGION_BIN, "add-principal", "--state-dir", rdir_, "--name", name};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto o = run(argv);
+    EXPECT_EQ(o.status, 0) << o.err;
+    const Json j = Json::parse(o.out, nullptr, false);
+    return {j.value("AccessKeyId", ""), j.value("SecretAccessKey", "")};
+  }
+
+  // Debian's aws CLI v2, with nothing of the user's configuration.
+  Outcome aws(const std::pair<std::string, std::string>& who, std::vector<std::string> args) {
+    std::vector<std::string> argv{"/usr/bin/env",
+                                  "-i",
+                                  "HOME=" + dir_,
+                                  "PATH=/usr/bin:/bin",
+                                  "AWS_ACCESS_KEY_ID=" + who.first,
+                                  "AWS_SECRET_ACCESS_KEY=" + who.second,
+                                  "AWS_DEFAULT_REGION=us-east-1",
+                                  "AWS_CA_BUNDLE=" + rdir_ + "/pki/ca.crt",
+                                  "AWS_CONFIG_FILE=/dev/null",
+                                  "AWS_SHARED_CREDENTIALS_FILE=/dev/null",
+                                  "AWS_PAGER=",
+                                  "AWS_MAX_ATTEMPTS=1",
+                                  "/usr/bin/aws",
+                                  "--endpoint-url",
+                                  url_,
+                                  "--output",
+                                  "json",
+                                  "ec2"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run(argv, 180s);
+  }
+
+  std::unique_ptr<etcd::testing::EtcdCluster> etcd_;
+  std::string etcd_eps_;
+  std::deque<Host> hosts_;
+  std::unique_ptr<Process> region_;
+  std::string rdir_, url_;
+  uint16_t port_ = 0;
+  std::pair<std::string, std::string> admin_, reader_;
+};
+
+TEST_F(Region, TheAwsCliLaunchesWaitsDescribesAndTerminatesThroughTheRegion) {
+  auto o = aws(admin_, {"describe-regions"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  EXPECT_EQ(Json::parse(o.out)["Regions"][0].value("RegionName", ""), "us-east-1");
+
+  o = aws(admin_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--count", "2",
+                   "--tag-specifications", "ResourceType=instance,Tags=[{Key=Name,Value=cli}]"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const Json launched = Json::parse(o.out);
+  ASSERT_EQ(launched["Instances"].size(), 2u) << o.out;
+  const std::string a = launched["Instances"][0].value("InstanceId", ""), b = launched["Instances"][1].value("InstanceId", "");
+  o = aws(admin_, {"wait", "instance-running", "--instance-ids", a, b});
+  ASSERT_EQ(o.status, 0) << o.err;
+  // The host runs them: its own API says so.
+  EXPECT_EQ(instance(a)["state"].value("name", ""), "running");
+
+  o = aws(admin_, {"describe-instances", "--filters", "Name=tag:Name,Values=cli", "Name=instance-state-name,Values=running",
+                   "--query", "Reservations[].Instances[].InstanceId"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  std::set<std::string> ids;
+  for (const auto& id : Json::parse(o.out)) ids.insert(id.get<std::string>());
+  EXPECT_EQ(ids, (std::set<std::string>{a, b}));
+
+  // The read-only principal: describes, may not terminate.
+  o = aws(reader_, {"describe-instances", "--instance-ids", a});
+  EXPECT_EQ(o.status, 0) << o.err;
+  o = aws(reader_, {"terminate-instances", "--instance-ids", a});
+  EXPECT_NE(o.status, 0);
+  EXPECT_NE(o.err.find("UnauthorizedOperation"), std::string::npos) << o.err;
+  // A wrong secret.
+  o = aws({admin_.first, std::string(40, 'x')}, {"describe-instances"});
+  EXPECT_NE(o.status, 0);
+  EXPECT_NE(o.err.find("AuthFailure"), std::string::npos) << o.err;
+
+  o = aws(admin_, {"terminate-instances", "--instance-ids", a, b});
+  ASSERT_EQ(o.status, 0) << o.err;
+  o = aws(admin_, {"wait", "instance-terminated", "--instance-ids", a, b});
+  EXPECT_EQ(o.status, 0) << o.err;
+
+  // Every call in the region's signed audit log, refusals included.
+  const std::string log = slurp(rdir_ + "/audit/audit.log");
+  EXPECT_NE(log.find("ec2:RunInstances"), std::string::npos);
+  EXPECT_NE(log.find("\"denied\""), std::string::npos);
+  o = run({AZOTE_CLI_BIN, "audit", "verify", rdir_ + "/audit/audit.log"});
+  EXPECT_EQ(o.status, 0) << o.out << o.err;
+}
+
+TEST_F(Region, Boto3RunsItsWholeStory) {
+  const auto o = run({"/usr/bin/python3", AZOTE_SOURCE_DIR "/tests/region/boto3_story.py", url_, rdir_ + "/pki/ca.crt",
+                      admin_.first, admin_.second, reader_.first, reader_.second},
+                     400s);
+  EXPECT_EQ(o.status, 0) << o.out << o.err;
+  EXPECT_NE(o.out.find("boto3 story: all checks held"), std::string::npos) << o.out;
+}
+
+// Two hosts: instances spread over both; the region keeps answering with one etcd member
+// dead, and with one host gone (its instances reported stale, new ones placed on the other).
+TEST_F(Region, InstancesSpreadOverHostsAndTheRegionOutlivesAnEtcdMemberAndAHost) {
+  Host& h2 = add_host("h2", "us-east-1b");
+  auto o = aws(admin_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--count", "4"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  std::set<std::string> ids;
+  const Json launched = Json::parse(o.out);
+  for (const auto& i : launched["Instances"]) ids.insert(i.value("InstanceId", ""));
+  ASSERT_EQ(ids.size(), 4u) << o.out;
+  std::vector<std::string> args{"wait", "instance-running", "--instance-ids"};
+  args.insert(args.end(), ids.begin(), ids.end());
+  ASSERT_EQ(aws(admin_, args).status, 0);
+  // Spread: two on each host, as each host's own controller says.
+  const std::set<std::string> one = on_host(dir_, cp_), two = on_host(h2.dir, h2.creds);
+  EXPECT_EQ(one.size(), 2u);
+  EXPECT_EQ(two.size(), 2u);
+  std::set<std::string> both = one;
+  both.insert(two.begin(), two.end());
+  EXPECT_EQ(both, ids);
+  o = aws(admin_, {"describe-availability-zones", "--query", "AvailabilityZones[].ZoneName"});
+  EXPECT_EQ(Json::parse(o.out, nullptr, false), Json::parse(R"(["us-east-1a", "us-east-1b"])"));
+
+  // An etcd member dies: reads and launches go on.
+  ASSERT_TRUE(etcd_->kill(0).ok());
+  o = aws(admin_, {"describe-instances", "--query", "Reservations[].Instances[].InstanceId"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  EXPECT_EQ(Json::parse(o.out).size(), 4u);
+  o = aws(admin_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  ids.insert(Json::parse(o.out)["Instances"][0].value("InstanceId", ""));
+
+  // Host 2 goes: the region still answers, its instances marked as last seen.
+  stop_host(h2);
+  o = aws(admin_, {"describe-instances"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  int stale = 0;
+  const Json described = Json::parse(o.out);
+  for (const auto& r : described["Reservations"])
+    for (const auto& i : r["Instances"])
+      if (i.contains("StateReason") && i["StateReason"].value("Message", "").find("h2 did not answer") != std::string::npos)
+        ++stale;
+  EXPECT_EQ(stale, static_cast<int>(two.size())) << o.out;
+  o = aws(admin_, {"describe-instance-status", "--query", "InstanceStatuses[?SystemStatus.Status=='impaired'].InstanceId"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  std::set<std::string> impaired;
+  for (const auto& id : Json::parse(o.out)) impaired.insert(id.get<std::string>());
+  EXPECT_EQ(impaired, two) << "the instances of the host that went are impaired";
+  // New instances land on the host that answers.
+  o = aws(admin_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const std::string last = Json::parse(o.out)["Instances"][0].value("InstanceId", "");
+  EXPECT_TRUE(eventually([&] { return on_host(dir_, cp_).count(last) == 1; }, 60s));
+
+  std::vector<std::string> mine;
+  for (const auto& id : on_host(dir_, cp_)) mine.push_back(id);
+  args = {"terminate-instances", "--instance-ids"};
+  args.insert(args.end(), mine.begin(), mine.end());
+  EXPECT_EQ(aws(admin_, args).status, 0);
+}
+
+}  // namespace
+}  // namespace azote::test
