@@ -3,7 +3,7 @@ BUILD ?= build
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all build deps test test-quick demo enclave-demo clean fuzz bench
+.PHONY: all build deps test test-quick demo host-demo enclave-demo clean fuzz bench
 
 all: build
 
@@ -24,7 +24,12 @@ test: deps build
 test-quick: build
 	ctest --test-dir $(BUILD) --output-on-failure -j 2 -LE long
 
+# A one-host region (etcd, a host, azote-region) driven by the real aws CLI; HOSTS=3 for more.
 demo: deps build
+	@scripts/region-demo.sh $(BUILD) --hosts $(or $(HOSTS),1)
+
+# One host through the azote CLI: its processes' jails, attestation, NitroTPM.
+host-demo: deps build
 	@scripts/demo.sh $(BUILD)
 
 # The enclave story (issue 12): a key released to the right enclave only (as root).
