@@ -93,6 +93,46 @@ std::optional<HostRec> host_from(std::string_view text) {
   return h;
 }
 
+// A volume's record: where it lives and what the region adds (owner, tags); its state,
+// size and attachments are its host's.
+struct VolumeRec {
+  std::string id, host, zone, owner_key;
+  std::string device;  // the name AttachVolume was given ("/dev/sdf"); the host names its own
+
+  std::vector<std::pair<std::string, std::string>> tags;
+};
+
+Json tags_json(const std::vector<std::pair<std::string, std::string>>& tags) {
+  Json out = Json::array();
+  for (const auto& [k, v] : tags) out.push_back({k, v});
+  return out;
+}
+std::vector<std::pair<std::string, std::string>> tags_from(const Json& j) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (j.is_array())
+    for (const auto& t : j)
+      if (t.is_array() && t.size() == 2 && t[0].is_string() && t[1].is_string()) out.emplace_back(t[0], t[1]);
+  return out;
+}
+
+Json volume_json(const VolumeRec& v) {
+  return {{"id", v.id},         {"host", v.host},     {"zone", v.zone},
+          {"owner_key", v.owner_key}, {"device", v.device}, {"tags", tags_json(v.tags)}};
+}
+std::optional<VolumeRec> volume_from(std::string_view text) {
+  const Json j = Json::parse(text, nullptr, false);
+  if (!j.is_object()) return std::nullopt;
+  VolumeRec v;
+  v.id = j.value("id", "");
+  v.host = j.value("host", "");
+  v.zone = j.value("zone", "");
+  v.owner_key = j.value("owner_key", "");
+  v.device = j.value("device", "");
+  if (j.contains("tags")) v.tags = tags_from(j["tags"]);
+  if (v.id.empty() || v.host.empty()) return std::nullopt;
+  return v;
+}
+
 // A filter of DescribeInstances: which names the region knows, and whether an instance
 // passes. Values: any may match; '*' and '?' are wildcards, as EC2's.
 bool filter_known(const std::string& name) {
@@ -508,6 +548,13 @@ struct Region::Impl {
           rec.tags = tags;
           if (auto w = store.put(key("instances", rec.id), instance_json(rec).dump()); !w)
             LOG_WARN("region: %s on %s: its record: %s", rec.id.c_str(), host.c_str(), w.error().describe().c_str());
+          // Its root volume is the region's to describe, tag and delete too.
+          for (const auto& b : i.block_device_mappings()) {
+            if (b.volume_id().empty()) continue;
+            const VolumeRec vr{b.volume_id(), host, rec.zone, rec.owner_key, "/dev/xvda", {}};
+            if (auto w = store.put(key("volumes", vr.id), volume_json(vr).dump()); !w)
+              LOG_WARN("region: %s on %s: its record: %s", vr.id.c_str(), host.c_str(), w.error().describe().c_str());
+          }
           launched.push_back(rec);
         }
         placed = true;
@@ -657,23 +704,29 @@ struct Region::Impl {
                                                parse_time(resp.timestamp()));
   }
 
-  // Tags on instances (kept by the region: the hosts know their launch tags only).
+  // Tags on instances and volumes, kept in their records by the region (hosts know their
+  // launch tags only). Each record is read, changed and written back only if nobody
+  // changed it meanwhile (a compare-and-swap on its etcd revision, retried).
   ApiResult<std::string> change_tags(Call& c, bool create) {
     std::vector<std::string> ids;
     for (auto id : c.params->strings("ResourceId")) ids.emplace_back(id);
     if (ids.empty()) return api_error("MissingParameter", "The request must contain the parameter ResourceId");
     AZOTE_TRY(tags, ec2api::read_tags(c.params->root()));
     for (const auto& id : ids) {
-      if (id.rfind("i-", 0) != 0) return api_error("InvalidID", "The ID '" + id + "' is not valid (instances only, for now)");
-      // Read, change, write back only if nobody changed it meanwhile (etcd's revision).
+      const bool instance = id.rfind("i-", 0) == 0, volume = id.rfind("vol-", 0) == 0;
+      if (!instance && !volume)
+        return api_error("InvalidID", "The ID '" + id + "' is not valid (instances and volumes only, for now)");
+      if (instance) AZOTE_TRYV(well_formed(id));
+      const std::string k = key(instance ? "instances" : "volumes", id);
       for (int attempt = 0;; ++attempt) {
-        auto kv = store.get(key("instances", id));
+        auto kv = store.get(k);
         if (!kv) return api_error("Unavailable", "the region's store: " + kv.error().describe());
-        std::optional<InstanceRec> r;
-        if (*kv) r = instance_from((*kv)->value);
-        if (!r) return api_error("InvalidInstanceID.NotFound", "The instance ID '" + id + "' does not exist");
+        Json j = *kv ? Json::parse((*kv)->value, nullptr, false) : Json();
+        if (!j.is_object())
+          return instance ? api_error("InvalidInstanceID.NotFound", "The instance ID '" + id + "' does not exist")
+                          : api_error("InvalidVolume.NotFound", "The volume '" + id + "' does not exist.");
+        auto v = tags_from(j.value("tags", Json::array()));
         for (const auto& t : tags) {
-          auto& v = r->tags;
           if (create) {
             auto it = std::find_if(v.begin(), v.end(), [&](const auto& e) { return e.first == t.key; });
             if (it != v.end()) it->second = t.value.value_or("");
@@ -682,8 +735,9 @@ struct Region::Impl {
             std::erase_if(v, [&](const auto& e) { return e.first == t.key && (!t.value || *t.value == e.second); });
           }
         }
-        if (r->tags.size() > 50) return api_error("TagLimitExceeded", "an instance may have at most 50 tags");
-        auto cas = store.compare_and_swap(key("instances", id), (*kv)->mod_revision, instance_json(*r).dump());
+        if (v.size() > 50) return api_error("TagLimitExceeded", id + " may have at most 50 tags");
+        j["tags"] = tags_json(v);
+        auto cas = store.compare_and_swap(k, (*kv)->mod_revision, j.dump());
         if (!cas) return api_error("Unavailable", "the region's store: " + cas.error().describe());
         if (cas->swapped) break;
         if (attempt == 5) return api_error("ConcurrentTagAccess", "the tags of " + id + " keep changing; try again");
@@ -696,22 +750,279 @@ struct Region::Impl {
 
   ApiResult<std::string> describe_tags(Call& c) {
     AZOTE_TRY(filters, ec2api::read_filters(c.params->root()));
+    for (const auto& f : filters)
+      if (f.name != "resource-id" && f.name != "resource-type" && f.name != "key" && f.name != "value")
+        return api_error("InvalidParameterValue", "The filter '" + f.name + "' is invalid");
     AZOTE_TRY(recs, instance_recs());
+    AZOTE_TRY(vols, volume_recs());
     std::vector<ec2api::TagDescription> out;
-    for (const auto& r : recs) {
-      for (const auto& [k, v] : r.tags) {
+    auto add = [&](const std::string& id, const char* type, const std::vector<std::pair<std::string, std::string>>& tags) {
+      for (const auto& [k, v] : tags) {
         bool ok = true;
         for (const auto& f : filters) {
-          if (f.name == "resource-id") ok = ok && any_value(f.values, r.id);
-          else if (f.name == "resource-type") ok = ok && any_value(f.values, "instance");
+          if (f.name == "resource-id") ok = ok && any_value(f.values, id);
+          else if (f.name == "resource-type") ok = ok && any_value(f.values, type);
           else if (f.name == "key") ok = ok && any_value(f.values, k);
-          else if (f.name == "value") ok = ok && any_value(f.values, v);
-          else return api_error("InvalidParameterValue", "The filter '" + f.name + "' is invalid");
+          else ok = ok && any_value(f.values, v);
         }
-        if (ok) out.push_back({r.id, "instance", k, v});
+        if (ok) out.push_back({id, type, k, v});
       }
-    }
+    };
+    for (const auto& r : recs) add(r.id, "instance", r.tags);
+    for (const auto& v : vols) add(v.id, "volume", v.tags);
     return ec2api::describe_tags_response(c.request_id, out);
+  }
+
+  // ---- volumes ------------------------------------------------------------------------
+  // A volume lives on one host (remote volumes are issue 16): it is made on a host of the
+  // zone asked for, and attaches only to instances of that host.
+  ApiResult<std::vector<VolumeRec>> volume_recs() {
+    auto snap = store.list_prefix(opt.prefix + "volumes/", kDefaultPageSize);
+    if (!snap) return api_error("Unavailable", "the region's store: " + snap.error().describe());
+    std::vector<VolumeRec> out;
+    for (const auto& kv : snap->kvs)
+      if (auto v = volume_from(kv.value)) out.push_back(*v);
+    return out;
+  }
+  ApiResult<VolumeRec> volume_rec(std::string_view id) {
+    if (id.rfind("vol-", 0) != 0 || id.size() > 64)
+      return api_error("InvalidParameterValue", "Invalid id: \"" + std::string(id.substr(0, 64)) + "\" (expecting \"vol-...\")");
+    auto kv = store.get(key("volumes", id));
+    if (!kv) return api_error("Unavailable", "the region's store: " + kv.error().describe());
+    std::optional<VolumeRec> v;
+    if (*kv) v = volume_from((*kv)->value);
+    if (!v) return api_error("InvalidVolume.NotFound", "The volume '" + std::string(id) + "' does not exist.");
+    return *v;
+  }
+
+  ec2api::Volume volume_to_ec2(const VolumeRec& r, const v1::Volume* live) const {
+    ec2api::Volume v;
+    v.volume_id = r.id;
+    v.availability_zone = r.zone;
+    for (const auto& [k, val] : r.tags) v.tags.push_back({k, val});
+    if (live == nullptr) {
+      v.state = "deleted";
+      return v;
+    }
+    v.size = live->size_gib();
+    v.state = live->state().empty() ? "available" : live->state();
+    v.create_time = parse_time(live->create_time());
+    v.volume_type = live->volume_type().empty() ? "gp3" : live->volume_type();
+    if (live->iops() != 0) v.iops = live->iops();
+    if (live->throughput_mbps() != 0) v.throughput = live->throughput_mbps();
+    v.encrypted = live->encrypted();
+    for (const auto& a : live->attachments()) {
+      ec2api::VolumeAttachment at;
+      at.volume_id = a.volume_id();
+      at.instance_id = a.instance_id();
+      at.device = r.device.empty() ? a.device() : r.device;
+      at.state = a.state().empty() ? "attached" : a.state();
+      at.attach_time = v.create_time;
+      at.delete_on_termination = a.delete_on_termination();
+      v.attachments.push_back(at);
+    }
+    return v;
+  }
+
+  // Each host holding some of these volumes, asked once (all its volumes).
+  std::map<std::string, v1::Volume> live_volumes(const std::vector<VolumeRec>& recs, std::set<std::string>* silent) {
+    std::set<std::string> hosts_of;
+    for (const auto& r : recs) hosts_of.insert(r.host);
+    std::map<std::string, v1::Volume> out;
+    std::mutex mu;
+    std::vector<std::jthread> threads;
+    for (const auto& host : hosts_of) {
+      threads.emplace_back([&, host] {
+        auto r = host_call(host, &v1::Ec2::Stub::DescribeVolumes, v1::DescribeVolumesRequest{}, std::chrono::seconds(10));
+        std::lock_guard lock(mu);
+        if (!r) {
+          silent->insert(host);
+          return;
+        }
+        for (const auto& v : r->volumes()) out[v.volume_id()] = v;
+      });
+    }
+    threads.clear();
+    return out;
+  }
+
+  ApiResult<std::string> create_volume(Call& c) {
+    const auto& p = *c.params;
+    AZOTE_TRY(zone, p.required("AvailabilityZone"));
+    AZOTE_TRY(size, p.root().get_int("Size", 1, 16384));
+    AZOTE_TRY(iops, p.root().get_int("Iops", 100, 256000));
+    AZOTE_TRY(throughput, p.root().get_int("Throughput", 125, 1000));
+    AZOTE_TRY(encrypted, p.get_bool("Encrypted"));
+    if (!size) return api_error("MissingParameter", "The request must contain the parameter size or snapshotId");
+    AZOTE_TRY(specs, ec2api::read_tag_specifications(p.root()));
+    std::vector<std::pair<std::string, std::string>> tags;
+    for (const auto& sp : specs)
+      if (sp.resource_type == "volume")
+        for (const auto& t : sp.tags) tags.emplace_back(t.key, t.value.value_or(""));
+    // A host of that zone, the one with the most room first.
+    AZOTE_TRY(hs, hosts());
+    AZOTE_TRY(order, placement_order(0, 0));
+    std::string host;
+    for (const auto& id : order)
+      for (const auto& h : hs)
+        if (host.empty() && h.id == id && h.zone == zone) host = id;
+    if (host.empty())
+      return api_error("InvalidParameterValue", "Invalid availability zone: [" + std::string(zone) + "]");
+    v1::CreateVolumeRequest req;
+    req.set_size_gib(static_cast<uint32_t>(*size));
+    if (auto t = p.get("VolumeType")) req.set_volume_type(std::string(*t));
+    if (iops) req.set_iops(static_cast<uint32_t>(*iops));
+    if (throughput) req.set_throughput_mbps(static_cast<uint32_t>(*throughput));
+    if (encrypted) req.set_encrypted(*encrypted);
+    if (auto tok = p.get("ClientToken")) req.set_client_token(std::string(c.who->access_key_id) + ":" + std::string(*tok));
+    AZOTE_TRY(vol, host_call(host, &v1::Ec2::Stub::CreateVolume, req));
+    const VolumeRec rec{vol.volume_id(), host, std::string(zone), c.who->access_key_id, "", tags};
+    if (auto w = store.put(key("volumes", rec.id), volume_json(rec).dump()); !w) {
+      // Not recorded, so not the region's: undone on the host rather than left unseen.
+      v1::DeleteVolumeRequest del;
+      del.set_volume_id(rec.id);
+      (void)host_call(host, &v1::Ec2::Stub::DeleteVolume, del);
+      return api_error("Unavailable", "the region's store: " + w.error().describe());
+    }
+    return ec2api::create_volume_response(c.request_id, volume_to_ec2(rec, &vol));
+  }
+
+  ApiResult<std::string> describe_volumes(Call& c) {
+    const auto& p = *c.params;
+    std::set<std::string> ids;
+    for (auto id : p.strings("VolumeId")) ids.insert(std::string(id));
+    AZOTE_TRY(filters, ec2api::read_filters(p.root()));
+    static const std::set<std::string> known = {"volume-id", "status", "availability-zone", "attachment.instance-id",
+                                                "attachment.status", "volume-type", "size", "tag-key"};
+    for (const auto& f : filters)
+      if (known.count(f.name) == 0 && f.name.rfind("tag:", 0) != 0)
+        return api_error("InvalidParameterValue", "The filter '" + f.name + "' is invalid");
+    AZOTE_TRY(max, p.root().get_int("MaxResults"));
+    if (max && (*max < 5 || *max > 500)) return api_error("InvalidParameterValue", "MaxResults must be 5 to 500");
+    const std::string next = std::string(p.get("NextToken").value_or(""));
+    AZOTE_TRY(all, volume_recs());
+    std::vector<VolumeRec> recs;
+    for (const auto& r : all)
+      if (ids.empty() || ids.count(r.id) != 0) recs.push_back(r);
+    for (const auto& id : ids)
+      if (std::none_of(recs.begin(), recs.end(), [&](const VolumeRec& r) { return r.id == id; }))
+        return api_error("InvalidVolume.NotFound", "The volume '" + id + "' does not exist.");
+    if (!next.empty()) {
+      auto it = std::find_if(recs.begin(), recs.end(), [&](const VolumeRec& r) { return r.id == next; });
+      if (it == recs.end()) return api_error("InvalidParameterValue", "Invalid NextToken");
+      recs.erase(recs.begin(), it + 1);
+    }
+    std::set<std::string> silent;
+    const auto lv = live_volumes(recs, &silent);
+    std::vector<ec2api::Volume> out;
+    std::string token;
+    for (const auto& r : recs) {
+      const auto it = lv.find(r.id);
+      if (it == lv.end() && silent.count(r.host) == 0 && ids.empty()) continue;  // gone from its host
+      ec2api::Volume v = volume_to_ec2(r, it == lv.end() ? nullptr : &it->second);
+      if (it == lv.end() && silent.count(r.host) != 0) v.state = "error";  // its host did not answer
+      bool ok = true;
+      for (const auto& f : filters) {
+        const std::string& n = f.name;
+        if (n == "volume-id") ok = ok && any_value(f.values, v.volume_id);
+        else if (n == "status") ok = ok && any_value(f.values, v.state);
+        else if (n == "availability-zone") ok = ok && any_value(f.values, v.availability_zone);
+        else if (n == "volume-type") ok = ok && any_value(f.values, v.volume_type);
+        else if (n == "size") ok = ok && any_value(f.values, std::to_string(v.size));
+        else if (n == "attachment.instance-id" || n == "attachment.status") {
+          bool any = false;
+          for (const auto& a : v.attachments)
+            any = any || any_value(f.values, n == "attachment.instance-id" ? a.instance_id : a.state);
+          ok = ok && any;
+        } else if (n == "tag-key") {
+          ok = ok && std::any_of(v.tags.begin(), v.tags.end(), [&](const auto& t) { return any_value(f.values, t.key); });
+        } else {
+          const std::string k = n.substr(4);
+          ok = ok && std::any_of(v.tags.begin(), v.tags.end(),
+                                 [&](const auto& t) { return t.key == k && any_value(f.values, t.value); });
+        }
+      }
+      if (!ok) continue;
+      if (max && out.size() == static_cast<size_t>(*max)) {
+        token = out.back().volume_id;
+        break;
+      }
+      out.push_back(std::move(v));
+    }
+    return ec2api::describe_volumes_response(c.request_id, out, token);
+  }
+
+  ec2api::VolumeAttachment attachment_of(const v1::VolumeAttachment& a) const {
+    ec2api::VolumeAttachment at;
+    at.volume_id = a.volume_id();
+    at.instance_id = a.instance_id();
+    at.device = a.device();
+    at.state = a.state();
+    at.attach_time = ec2api::Timestamp(std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::system_clock::now().time_since_epoch()));
+    at.delete_on_termination = a.delete_on_termination();
+    return at;
+  }
+
+  ApiResult<std::string> attach_volume(Call& c) {
+    AZOTE_TRY(vid, c.params->required("VolumeId"));
+    AZOTE_TRY(iid, c.params->required("InstanceId"));
+    AZOTE_TRY(device, c.params->required("Device"));
+    AZOTE_TRY(vol, volume_rec(vid));
+    AZOTE_TRY(inst, instance_rec(iid));
+    if (vol.host != inst.host)
+      return api_error("InvalidVolume.ZoneMismatch",
+                       "The volume '" + vol.id + "' is not in the same availability zone" +
+                           (vol.zone == inst.zone ? " host" : "") + " as instance '" + inst.id +
+                           "' (volumes are local to a host until remote volumes)");
+    // EC2's device names (/dev/sdf, /dev/xvdf) are labels; the host picks its own
+    // (/dev/vdb...), the region answers with the name it was given.
+    if (device.size() < 6 || device.size() > 16 || device.rfind("/dev/", 0) != 0)
+      return api_error("InvalidParameterValue", "Value (" + std::string(device.substr(0, 32)) + ") for parameter device is invalid.");
+    v1::AttachVolumeRequest req;
+    req.set_volume_id(vol.id);
+    req.set_instance_id(inst.id);
+    AZOTE_TRY(a, host_call(vol.host, &v1::Ec2::Stub::AttachVolume, req));
+    vol.device = std::string(device);
+    if (auto w = store.put(key("volumes", vol.id), volume_json(vol).dump()); !w)
+      LOG_WARN("region: %s: its device name: %s", vol.id.c_str(), w.error().describe().c_str());
+    ec2api::VolumeAttachment at = attachment_of(a);
+    at.device = vol.device;
+    return ec2api::attach_volume_response(c.request_id, at);
+  }
+
+  ApiResult<std::string> detach_volume(Call& c) {
+    AZOTE_TRY(vid, c.params->required("VolumeId"));
+    AZOTE_TRY(vol, volume_rec(vid));
+    AZOTE_TRY(force, c.params->get_bool("Force"));
+    // Named, the instance must be the one it is attached to (checked before detaching).
+    if (auto iid = c.params->get("InstanceId")) {
+      v1::DescribeVolumesRequest dq;
+      dq.add_volume_ids(vol.id);
+      AZOTE_TRY(cur, host_call(vol.host, &v1::Ec2::Stub::DescribeVolumes, dq));
+      const bool on = cur.volumes_size() == 1 && std::any_of(cur.volumes(0).attachments().begin(), cur.volumes(0).attachments().end(),
+                                                             [&](const v1::VolumeAttachment& x) { return x.instance_id() == *iid; });
+      if (!on) return api_error("IncorrectState", "volume " + vol.id + " is not attached to " + std::string(*iid));
+    }
+    v1::DetachVolumeRequest req;
+    req.set_volume_id(vol.id);
+    req.set_force(force.value_or(false));
+    AZOTE_TRY(a, host_call(vol.host, &v1::Ec2::Stub::DetachVolume, req));
+    ec2api::VolumeAttachment at = attachment_of(a);
+    if (!vol.device.empty()) at.device = vol.device;
+    return ec2api::detach_volume_response(c.request_id, at);
+  }
+
+  ApiResult<std::string> delete_volume(Call& c) {
+    AZOTE_TRY(vid, c.params->required("VolumeId"));
+    AZOTE_TRY(vol, volume_rec(vid));
+    v1::DeleteVolumeRequest req;
+    req.set_volume_id(vol.id);
+    auto r = host_call(vol.host, &v1::Ec2::Stub::DeleteVolume, req);
+    if (!r && r.error().code != "InvalidVolume.NotFound") return Unexpected{r.error()};
+    if (auto d = store.del(key("volumes", vol.id)); !d)
+      return api_error("Unavailable", "the region's store: " + d.error().describe());
+    return ec2api::return_response("DeleteVolume", c.request_id);
   }
 
   // Status checks as EC2 reports them: "ok" for an instance its host answers for,
@@ -777,6 +1088,12 @@ struct Region::Impl {
         {"CreateTags", {&Impl::create_tags, {"ResourceId", "Tag"}}},
         {"DeleteTags", {&Impl::delete_tags, {"ResourceId", "Tag"}}},
         {"DescribeTags", {&Impl::describe_tags, {"Filter", "MaxResults", "NextToken"}}},
+        {"CreateVolume", {&Impl::create_volume, {"AvailabilityZone", "Size", "VolumeType", "Iops", "Throughput", "Encrypted",
+                                                  "TagSpecification", "ClientToken"}}},
+        {"DescribeVolumes", {&Impl::describe_volumes, {"VolumeId", "Filter", "MaxResults", "NextToken"}}},
+        {"AttachVolume", {&Impl::attach_volume, {"VolumeId", "InstanceId", "Device"}}},
+        {"DetachVolume", {&Impl::detach_volume, {"VolumeId", "InstanceId", "Device", "Force"}}},
+        {"DeleteVolume", {&Impl::delete_volume, {"VolumeId"}}},
     };
     return a;
   }
@@ -786,6 +1103,10 @@ struct Region::Impl {
   std::vector<std::string> resources(std::string_view action, const ec2api::Params& p) const {
     std::vector<std::string> out;
     for (auto id : p.strings("InstanceId")) out.push_back(arn("instance", id));
+    if (auto id = p.get("InstanceId")) out.push_back(arn("instance", *id));
+    if (auto id = p.get("VolumeId")) out.push_back(arn("volume", *id));
+    for (auto id : p.strings("VolumeId")) out.push_back(arn("volume", id));
+    if (action == "CreateVolume") out.push_back(arn("volume", "*"));
     for (auto id : p.strings("ResourceId")) {
       const std::string s(id);
       const std::string kind = s.rfind("i-", 0) == 0 ? "instance" : s.rfind("vol-", 0) == 0 ? "volume" : "resource";

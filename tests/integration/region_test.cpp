@@ -205,6 +205,10 @@ TEST_F(Region, Boto3RunsItsWholeStory) {
                      400s);
   EXPECT_EQ(o.status, 0) << o.out << o.err;
   EXPECT_NE(o.out.find("boto3 story: all checks held"), std::string::npos) << o.out;
+  for (const char* step : {"ok   instance_running waiter", "ok   instance_stopped waiter", "ok   volume_in_use waiter",
+                           "ok   delete_volume", "ok   a 20-minute-old signature: RequestExpired",
+                           "ok   instance_terminated waiter"})
+    EXPECT_NE(o.out.find(step), std::string::npos) << step << "\n" << o.out;
 }
 
 // Two hosts: instances spread over both; the region keeps answering with one etcd member
@@ -229,6 +233,17 @@ TEST_F(Region, InstancesSpreadOverHostsAndTheRegionOutlivesAnEtcdMemberAndAHost)
   EXPECT_EQ(both, ids);
   o = aws(admin_, {"describe-availability-zones", "--query", "AvailabilityZones[].ZoneName"});
   EXPECT_EQ(Json::parse(o.out, nullptr, false), Json::parse(R"(["us-east-1a", "us-east-1b"])"));
+
+  // A volume lives on one host: made in us-east-1b (h2), it does not attach to an
+  // instance of h1.
+  o = aws(admin_, {"create-volume", "--availability-zone", "us-east-1b", "--size", "1"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const std::string vol = Json::parse(o.out).value("VolumeId", "");
+  EXPECT_EQ(aws(admin_, {"wait", "volume-available", "--volume-ids", vol}).status, 0);
+  o = aws(admin_, {"attach-volume", "--volume-id", vol, "--instance-id", *one.begin(), "--device", "/dev/sdf"});
+  EXPECT_NE(o.status, 0);
+  EXPECT_NE(o.err.find("InvalidVolume.ZoneMismatch"), std::string::npos) << o.err;
+  EXPECT_EQ(aws(admin_, {"delete-volume", "--volume-id", vol}).status, 0);
 
   // An etcd member dies: reads and launches go on.
   ASSERT_TRUE(etcd_->kill(0).ok());

@@ -37,6 +37,14 @@ def main():
         if not cond:
             fails.append(what)
 
+    # Errors EC2's way, as botocore parses them.
+    def code_of(fn):
+        try:
+            fn()
+        except botocore.exceptions.ClientError as e:
+            return e.response["Error"]["Code"]
+        return None
+
     regions = ec2.describe_regions()["Regions"]
     check([r["RegionName"] for r in regions] == ["us-east-1"], "describe_regions names the region")
     zones = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]]
@@ -77,6 +85,30 @@ def main():
     ec2.stop_instances(InstanceIds=[ids[0]])
     ec2.get_waiter("instance_stopped").wait(InstanceIds=[ids[0]], WaiterConfig={"Delay": 1, "MaxAttempts": 90})
     print("ok   instance_stopped waiter", flush=True)
+    # Volumes: made in the stopped instance's zone, attached (azote-hv has no hot-plug yet:
+    # volumes attach to stopped instances), detached, deleted; waiters volume_available
+    # and volume_in_use.
+    zone = ec2.describe_instances(InstanceIds=[ids[0]])["Reservations"][0]["Instances"][0]["Placement"]["AvailabilityZone"]
+    vol = ec2.create_volume(AvailabilityZone=zone, Size=1, VolumeType="gp3",
+                            TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": "Name", "Value": "data"}]}])
+    vid = vol["VolumeId"]
+    check(vid.startswith("vol-") and vol["Size"] == 1 and vol["AvailabilityZone"] == zone, "create_volume")
+    ec2.get_waiter("volume_available").wait(VolumeIds=[vid], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    print("ok   volume_available waiter", flush=True)
+    att = ec2.attach_volume(VolumeId=vid, InstanceId=ids[0], Device="/dev/sdf")
+    check(att["Device"] == "/dev/sdf" and att["InstanceId"] == ids[0], "attach_volume answers EC2's device name")
+    ec2.get_waiter("volume_in_use").wait(VolumeIds=[vid], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    print("ok   volume_in_use waiter", flush=True)
+    on = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [ids[0]]}])["Volumes"]
+    devices = sorted(a["Device"] for v in on for a in v["Attachments"])
+    check(devices == ["/dev/sdf", "/dev/xvda"], "describe_volumes: the root volume and the new one on %s (%s)" % (ids[0], devices))
+    tagged = ec2.describe_volumes(Filters=[{"Name": "tag:Name", "Values": ["data"]}])["Volumes"]
+    check([v["VolumeId"] for v in tagged] == [vid], "describe_volumes tag:Name")
+    ec2.detach_volume(VolumeId=vid, InstanceId=ids[0])
+    ec2.get_waiter("volume_available").wait(VolumeIds=[vid], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    ec2.delete_volume(VolumeId=vid)
+    check(code_of(lambda: ec2.describe_volumes(VolumeIds=[vid])) == "InvalidVolume.NotFound", "delete_volume")
+
     ec2.start_instances(InstanceIds=[ids[0]])
     ec2.get_waiter("instance_running").wait(InstanceIds=[ids[0]], WaiterConfig={"Delay": 1, "MaxAttempts": 90})
     print("ok   started again", flush=True)
@@ -86,13 +118,6 @@ def main():
     out = ec2.get_console_output(InstanceId=ids[1])
     check("azote-guest" in out.get("Output", ""), "get_console_output: the guest's console, base64 as EC2")
 
-    # Errors EC2's way, as botocore parses them.
-    def code_of(fn):
-        try:
-            fn()
-        except botocore.exceptions.ClientError as e:
-            return e.response["Error"]["Code"]
-        return None
 
     check(code_of(lambda: client(ak, "x" * 40).describe_instances()) == "AuthFailure", "a wrong secret: AuthFailure")
     check(code_of(lambda: client("AKIAAAAAAAAAAAAAAAAA", sk).describe_instances()) == "AuthFailure",
