@@ -1,5 +1,7 @@
 #include "controller/service.hpp"
 
+#include "base/parse.hpp"
+
 #include "base/log.hpp"
 #include "vpc_policy/flow.hpp"
 
@@ -264,6 +266,20 @@ grpc::Status Service::call(grpc::ServerContext* ctx, const char* method, Access 
     return finish(ctx, who, method, resources,
                   ApiError{K::kDenied, "UnauthorizedOperation",
                            "role \"" + principal->role + "\" may not call " + method});
+  // A call of azote-region: admitted only under its current lease of this host.
+  const auto& md = ctx->client_metadata();
+  if (const auto e = md.find("azote-region-epoch"); e != md.end()) {
+    const auto l = md.find("azote-region-lease-ms");
+    const std::string es(e->second.data(), e->second.size());
+    const std::string ls = l == md.end() ? "" : std::string(l->second.data(), l->second.size());
+    auto epoch = parse_uint(es, 1, UINT64_MAX);
+    auto lease = parse_uint(ls, 1000, 3600 * 1000);
+    if (!epoch || !lease)
+      return finish(ctx, who, method, resources,
+                    ApiError{K::kInvalid, "InvalidParameterValue", "azote-region-epoch and -lease-ms must be numbers"});
+    if (auto why = region_fence_.admit(*epoch, std::chrono::milliseconds(*lease), RegionFence::Clock::now()))
+      return finish(ctx, who, method, resources, ApiError{K::kConflict, "RegionLeaseLost", *why});
+  }
   std::optional<ApiError> err;
   if (auto r = body(resources); !r) err = r.error();
   return finish(ctx, who, method, resources, err);

@@ -19,6 +19,7 @@
 #include "api/azote.grpc.pb.h"
 #include "audit/log.hpp"
 #include "controller/host.hpp"
+#include "controller/region_fence.hpp"
 #include "controller/refusals.hpp"
 #include "pki/pki.hpp"
 
@@ -109,6 +110,7 @@ class Service final : public azote::v1::Ec2::Service {
   Host& host_;
   const pki::HostPki& pki_;
   audit::AuditLog& audit_;
+  RegionFence region_fence_;  // calls from azote-region carry its lease's epoch
   std::mutex stats_mu_;
   std::map<std::pair<std::string, std::string>, uint64_t> calls_;  // (method, outcome)
 };

@@ -37,11 +37,13 @@ namespace fs = std::filesystem;
 
 constexpr const char* kUsage = R"(Usage:
   azote-region serve --state-dir DIR --etcd HOST:PORT[,HOST:PORT...] [--listen ADDR:PORT]
-                     [--name REGION] [--account ID]
+                     [--name REGION] [--account ID] [--host-lease-seconds N]
       Serves the EC2 Query API (HTTPS, SigV4) on ADDR:PORT (default 127.0.0.1:8443; port 0:
       any free one). DIR holds the TLS certificate (pki/ca.crt is what clients trust: aws
       --ca-bundle), principals.json, the hosts' credentials and the signed audit log. Prints
-      "azote-region: ready https://ADDR:PORT" once serving.
+      "azote-region: ready https://ADDR:PORT" once serving. Each host is probed every third
+      of its lease (default 30 s) and holds an etcd lease while it answers; a host silent
+      for a whole lease is lost (describe-hosts: under-assessment) and fences itself.
   azote-region add-principal --state-dir DIR --name NAME [--policy FILE.json | --read-only]
       Adds a principal with fresh access keys (default policy: ec2:* on *; --read-only:
       ec2:Describe* and ec2:GetConsoleOutput) and prints {"AccessKeyId", "SecretAccessKey"}.
@@ -202,7 +204,7 @@ volatile std::sig_atomic_t g_stop = 0;
 
 int serve(int argc, char** argv) {
   std::string why;
-  auto a = parse(argc, argv, {"--state-dir", "--etcd", "--listen", "--name", "--account"}, {}, &why);
+  auto a = parse(argc, argv, {"--state-dir", "--etcd", "--listen", "--name", "--account", "--host-lease-seconds"}, {}, &why);
   if (!a) return usage(why);
   const std::string dir = a->get("--state-dir");
   if (dir.empty() || a->get("--etcd").empty()) return usage("serve needs --state-dir and --etcd");
@@ -256,8 +258,12 @@ int serve(int argc, char** argv) {
   ro.name = a->get("--name", ro.name);
   ro.account = a->get("--account", ro.account);
   ro.hosts_dir = dir + "/hosts";
+  const auto lease = parse_uint(a->get("--host-lease-seconds", "30"), 3, 3600);
+  if (!lease) return usage("--host-lease-seconds takes 3 to 3600");
+  ro.host_lease = std::chrono::seconds(*lease);
   const std::size_t n = principals->size();
   auto region = std::make_shared<region::Region>(ro, std::move(*store), std::move(*principals), std::move(*log));
+  region->start_host_monitor();
   auto server = region::HttpsServer::start(ho, [region](const region::HttpRequest& r) { return region->handle(r); });
   if (!server) {
     std::fprintf(stderr, "azote-region: %s\n", server.error().c_str());

@@ -55,7 +55,7 @@ Json instance_json(const InstanceRec& r) {
   return {{"id", r.id},          {"host", r.host},       {"zone", r.zone},
           {"reservation", r.reservation_id}, {"owner_key", r.owner_key}, {"image", r.image_id},
           {"type", r.type},      {"launch_time", r.launch_time}, {"client_token", r.client_token},
-          {"vcpus", r.vcpus},    {"memory_mib", r.memory_mib},   {"tags", tags}};
+          {"vcpus", r.vcpus},    {"memory_mib", r.memory_mib},   {"tags", tags}, {"terminated", r.terminated}};
 }
 
 std::optional<InstanceRec> instance_from(std::string_view text) {
@@ -73,6 +73,7 @@ std::optional<InstanceRec> instance_from(std::string_view text) {
   r.client_token = j.value("client_token", "");
   r.vcpus = j.value("vcpus", 0u);
   r.memory_mib = j.value("memory_mib", uint64_t{0});
+  r.terminated = j.value("terminated", false);
   if (j.contains("tags") && j["tags"].is_array())
     for (const auto& t : j["tags"])
       if (t.is_array() && t.size() == 2 && t[0].is_string() && t[1].is_string()) r.tags.emplace_back(t[0], t[1]);
@@ -184,11 +185,122 @@ ec2api::InstanceState state_of(const std::string& name) {
 struct Region::Impl {
   Impl(Options o, etcd::Client s, std::vector<Principal> p, std::unique_ptr<audit::AuditLog> a)
       : opt(std::move(o)), store(std::move(s)), principals(std::move(p)), audit(std::move(a)) {}
+  ~Impl() {
+    monitor.request_stop();
+    monitor_cv.notify_all();
+    if (monitor.joinable()) monitor.join();
+  }
   Options opt;
   etcd::Client store;
   std::vector<Principal> principals;
   std::unique_ptr<audit::AuditLog> audit;
   std::mutex place_mu;  // one placement at a time (the region is one process for now)
+
+  // ---- host leases ----------------------------------------------------------------------
+  // One etcd lease per host (key alive/<host>, its epoch the revision that wrote it) while
+  // the host answers probes; every call to a host carries the epoch, which the host
+  // admits only while it is current (controller/region_fence.hpp).
+  struct HostLease {
+    int64_t lease = 0;
+    uint64_t epoch = 0;  // 0: none (never reached, or lost)
+    std::chrono::steady_clock::time_point last_ok{};
+    bool probed = false;
+    bool lost = false;  // had a lease that lapsed
+    std::string lost_since;
+  };
+  std::mutex lease_mu;
+  std::map<std::string, HostLease> leases;  // lease_mu
+  std::mutex monitor_mu;
+  std::condition_variable_any monitor_cv;
+  std::jthread monitor;  // last member: stopped and joined first
+
+  uint64_t epoch_of(const std::string& host) {
+    std::lock_guard lock(lease_mu);
+    auto it = leases.find(host);
+    return it == leases.end() ? 0 : it->second.epoch;
+  }
+  // A host placement may use: it answered the last probes and holds a lease.
+  bool usable(const std::string& host) {
+    std::lock_guard lock(lease_mu);
+    auto it = leases.find(host);
+    return it != leases.end() && it->second.epoch != 0;
+  }
+
+  void probe(const HostRec& h) {
+    v1::DescribeInstanceTypesRequest req;
+    req.add_instance_types("t3.nano");
+    const auto now = std::chrono::steady_clock::now();
+    auto r = host_call(h.id, &v1::Ec2::Stub::DescribeInstanceTypes, req, std::chrono::seconds(5));
+    HostLease cur;
+    {
+      std::lock_guard lock(lease_mu);
+      cur = leases[h.id];
+    }
+    if (r) {
+      if (cur.epoch != 0) {
+        auto k = store.keep_alive_once(cur.lease);
+        if (!k) cur.epoch = 0;  // expired meanwhile: a new one below
+      }
+      if (cur.epoch == 0) {
+        const int64_t ttl_s = std::max<int64_t>(2, std::chrono::duration_cast<std::chrono::seconds>(opt.host_lease).count());
+        auto g = store.grant(ttl_s);
+        if (g) {
+          auto put = store.put(key("alive", h.id), Json{{"host", h.id}, {"since", ec2api::format_timestamp(now_ms())}}.dump(), g->id);
+          if (put) {
+            cur.lease = g->id;
+            cur.epoch = static_cast<uint64_t>(*put);
+            if (cur.lost) LOG_INFO("region: host %s answers again: new lease, epoch %llu", h.id.c_str(), static_cast<unsigned long long>(cur.epoch));
+            cur.lost = false;
+            cur.lost_since.clear();
+          } else {
+            (void)store.revoke(g->id);
+          }
+        }
+      }
+      cur.last_ok = now;
+    } else if (r.error().code == "RegionLeaseLost") {
+      // The host says the lease lapsed on its side: let it go; the next probe makes a new one.
+      if (cur.epoch != 0) (void)store.revoke(cur.lease);
+      cur.epoch = 0;
+    } else if (cur.epoch != 0 && now - cur.last_ok > opt.host_lease) {
+      // Silent for a whole lease: lost (the etcd lease, no longer kept alive, has lapsed too).
+      (void)store.revoke(cur.lease);
+      cur.epoch = 0;
+      cur.lost = true;
+      cur.lost_since = ec2api::format_timestamp(now_ms());
+      LOG_WARN("region: host %s lost: no answer for %lld ms (%s)", h.id.c_str(),
+               static_cast<long long>(opt.host_lease.count()), r.error().message.c_str());
+    }
+    cur.probed = true;
+    std::lock_guard lock(lease_mu);
+    leases[h.id] = cur;
+  }
+
+  void probe_all() {
+    auto hs = hosts();
+    if (!hs) return;
+    std::vector<std::jthread> threads;
+    for (const auto& h : *hs) threads.emplace_back([this, h] { probe(h); });
+  }
+
+  void start_monitor() {
+    probe_all();
+    monitor = std::jthread([this](std::stop_token st) {
+      while (!st.stop_requested()) {
+        {
+          std::unique_lock lock(monitor_mu);
+          monitor_cv.wait_for(lock, st, opt.host_lease / 3, [] { return false; });
+        }
+        if (st.stop_requested()) break;
+        probe_all();
+      }
+    });
+  }
+
+  static ec2api::Timestamp now_ms() {
+    return ec2api::Timestamp(std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::system_clock::now().time_since_epoch()));
+  }
 
   struct HostConn {
     HostRec rec;
@@ -260,6 +372,10 @@ struct Region::Impl {
     AZOTE_TRY(c, conn(host_id));
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+    if (const uint64_t epoch = epoch_of(host_id); epoch != 0) {
+      ctx.AddMetadata("azote-region-epoch", std::to_string(epoch));
+      ctx.AddMetadata("azote-region-lease-ms", std::to_string(opt.host_lease.count()));
+    }
     Resp resp;
     const grpc::Status st = ((*c->stub).*method)(&ctx, req, &resp);
     if (st.ok()) return resp;
@@ -362,7 +478,13 @@ struct Region::Impl {
             Live l;
             if (it != last_seen.end()) l.inst = it->second;
             l.inst.mutable_state()->set_name(it != last_seen.end() ? it->second.state().name() : "pending");
-            l.stale = "host " + host + " did not answer (" + r.error().code + "): the state is as last seen";
+            std::string since;
+            {
+              std::lock_guard leases_lock(lease_mu);
+              if (auto lt = leases.find(host); lt != leases.end() && lt->second.lost) since = lt->second.lost_since;
+            }
+            l.stale = "host " + host + " did not answer (" + r.error().code + ")" +
+                      (since.empty() ? "" : "; lost its lease at " + since) + ": the state is as last seen";
             out[id] = l;
           }
           return;
@@ -449,15 +571,25 @@ struct Region::Impl {
   ApiResult<std::vector<std::string>> placement_order(uint32_t vcpus, uint64_t mib) {
     AZOTE_TRY(hs, hosts());
     AZOTE_TRY(recs, instance_recs());
+    // A host registered since the last probe round is probed now rather than skipped.
+    for (const auto& h : hs) {
+      bool probed = false;
+      {
+        std::lock_guard lock(lease_mu);
+        probed = leases[h.id].probed;
+      }
+      if (!probed) probe(h);
+    }
     struct Room {
       std::string id;
       int64_t cpu, mem;
     };
     std::vector<Room> rooms;
     for (const auto& h : hs) {
+      if (!usable(h.id)) continue;
       int64_t cpu = h.vcpus, mem = static_cast<int64_t>(h.memory_mib);
       for (const auto& r : recs)
-        if (r.host == h.id) cpu -= r.vcpus, mem -= static_cast<int64_t>(r.memory_mib);
+        if (r.host == h.id && !r.terminated) cpu -= r.vcpus, mem -= static_cast<int64_t>(r.memory_mib);
       if (cpu >= vcpus && mem >= static_cast<int64_t>(mib)) rooms.push_back({h.id, cpu, mem});
     }
     std::stable_sort(rooms.begin(), rooms.end(), [](const Room& a, const Room& b) {
@@ -687,6 +819,13 @@ struct Region::Impl {
   }
   ApiResult<std::string> terminate_instances(Call& c) {
     AZOTE_TRY(ch, state_change(c, &v1::Ec2::Stub::TerminateInstances));
+    for (const auto& x : ch) {
+      auto r = instance_rec(x.instance_id);
+      if (!r || r->terminated) continue;
+      r->terminated = true;
+      if (auto w = store.put(key("instances", r->id), instance_json(*r).dump()); !w)
+        LOG_WARN("region: %s: marking it terminated: %s", r->id.c_str(), w.error().describe().c_str());
+    }
     return ec2api::terminate_instances_response(c.request_id, ch);
   }
   ApiResult<std::string> reboot_instances(Call& c) {
@@ -1069,6 +1208,39 @@ struct Region::Impl {
     return ec2api::describe_instance_status_response(c.request_id, out);
   }
 
+  // The registered hosts, as EC2's DescribeHosts shows Dedicated Hosts: "available" while
+  // the host holds its lease, "under-assessment" once lost (or not yet reached), with its
+  // vCPUs, those left, and the region's instances on it.
+  ApiResult<std::string> describe_hosts(Call& c) {
+    std::set<std::string> ids;
+    for (auto id : c.params->strings("HostId")) ids.insert(std::string(id));
+    AZOTE_TRY(hs, hosts());
+    AZOTE_TRY(recs, instance_recs());
+    ec2api::Document d("DescribeHosts", c.request_id);
+    ec2api::Element set = d.root().child("hostSet");
+    for (const auto& h : hs) {
+      if (!ids.empty() && ids.count(h.id) == 0) continue;
+      HostLease l;
+      {
+        std::lock_guard lock(lease_mu);
+        if (auto it = leases.find(h.id); it != leases.end()) l = it->second;
+      }
+      ec2api::Element e = set.item();
+      e.text("hostId", h.id).text("availabilityZone", h.zone).text("state", l.epoch != 0 ? "available" : "under-assessment");
+      e.child("hostProperties").integer("totalVCpus", h.vcpus).integer("sockets", 1).text("instanceFamily", "t3");
+      int64_t left = h.vcpus;
+      ec2api::Element inst = e.child("instances");
+      for (const auto& r : recs) {
+        if (r.host != h.id || r.terminated) continue;
+        left -= r.vcpus;
+        inst.item().text("instanceId", r.id).text("instanceType", r.type).text("ownerId", opt.account);
+      }
+      e.child("availableCapacity").integer("availableVCpus", std::max<int64_t>(0, left));
+      e.text("ownerId", opt.account);
+    }
+    return d.str();
+  }
+
   // ---- the pipeline -----------------------------------------------------------------
   const std::map<std::string, ActionDef, std::less<>>& actions() {
     static const std::map<std::string, ActionDef, std::less<>> a = {
@@ -1088,6 +1260,7 @@ struct Region::Impl {
         {"CreateTags", {&Impl::create_tags, {"ResourceId", "Tag"}}},
         {"DeleteTags", {&Impl::delete_tags, {"ResourceId", "Tag"}}},
         {"DescribeTags", {&Impl::describe_tags, {"Filter", "MaxResults", "NextToken"}}},
+        {"DescribeHosts", {&Impl::describe_hosts, {"HostId"}}},
         {"CreateVolume", {&Impl::create_volume, {"AvailabilityZone", "Size", "VolumeType", "Iops", "Throughput", "Encrypted",
                                                   "TagSpecification", "ClientToken"}}},
         {"DescribeVolumes", {&Impl::describe_volumes, {"VolumeId", "Filter", "MaxResults", "NextToken"}}},
@@ -1239,6 +1412,7 @@ Region::Region(Options o, etcd::Client store, std::vector<Principal> principals,
     : impl_(std::make_unique<Impl>(std::move(o), std::move(store), std::move(principals), std::move(audit))) {}
 Region::~Region() = default;
 HttpResponse Region::handle(const HttpRequest& req) { return impl_->handle(req); }
+void Region::start_host_monitor() { impl_->start_monitor(); }
 
 std::string Region::host_json(const HostRec& h) {
   return Json{{"id", h.id}, {"endpoint", h.endpoint}, {"zone", h.zone}, {"vcpus", h.vcpus}, {"memory_mib", h.memory_mib}}

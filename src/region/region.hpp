@@ -15,6 +15,7 @@
 // host, never keeps a copy that could disagree.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -36,6 +37,9 @@ struct Options {
   std::string prefix = "/azote/region/";
   std::string endpoint_name;           // for DescribeRegions: "https://127.0.0.1:8443"
   std::string hosts_dir;               // <state>/hosts/<id>/{ca,cert,key}.pem: credentials for each host
+  // Each host's lease: held while the host answers the region's probes (every third of
+  // it); a host silent for a whole lease is lost, and fences itself (controller/region_fence.hpp).
+  std::chrono::milliseconds host_lease{30000};
 };
 
 struct HostRec {
@@ -46,6 +50,7 @@ struct HostRec {
 
 struct InstanceRec {
   std::string id, host, zone, reservation_id, owner_key, image_id, type, launch_time, client_token;
+  bool terminated = false;  // by the region: its capacity is free again
   uint32_t vcpus = 0;
   uint64_t memory_mib = 0;
   std::vector<std::pair<std::string, std::string>> tags;
@@ -56,6 +61,9 @@ class Region {
   Region(Options o, etcd::Client store, std::vector<Principal> principals, std::unique_ptr<audit::AuditLog> audit);
   ~Region();
   HttpResponse handle(const HttpRequest& req);
+  // Probes every registered host once (so that placement can use them at once), then
+  // keeps doing so in the background until destroyed.
+  void start_host_monitor();
 
   // For `azote-region register-host` (and tests): the host's record.
   static std::string host_json(const HostRec& h);

@@ -11,6 +11,7 @@
 #include "etcd/testing.hpp"
 
 #include <deque>
+#include <thread>
 
 namespace azote::test {
 namespace {
@@ -28,6 +29,9 @@ uint16_t free_port() {
   ::close(fd);
   return port;
 }
+
+// Short host leases, so that losing a host is seen within a test's time.
+constexpr int kLeaseSeconds = 6;
 
 class Region : public ControllerTest {
  protected:
@@ -49,7 +53,7 @@ class Region : public ControllerTest {
     port_ = free_port();
     region_ = std::make_unique<Process>(std::vector<std::string>{
         AZOTE_REGION_BIN, "serve", "--state-dir", rdir_, "--etcd", etcd_eps_, "--listen",
-        "127.0.0.1:" + std::to_string(port_)});
+        "127.0.0.1:" + std::to_string(port_), "--host-lease-seconds", std::to_string(kLeaseSeconds)});
     ASSERT_TRUE(region_->wait_for_output("azote-region: ready", 30s)) << region_->wait(1s).err;
     url_ = "https://127.0.0.1:" + std::to_string(port_);
   }
@@ -254,8 +258,19 @@ TEST_F(Region, InstancesSpreadOverHostsAndTheRegionOutlivesAnEtcdMemberAndAHost)
   ASSERT_EQ(o.status, 0) << o.err;
   ids.insert(Json::parse(o.out)["Instances"][0].value("InstanceId", ""));
 
-  // Host 2 goes: the region still answers, its instances marked as last seen.
+  // Host 2 goes: the region still answers, its instances marked as last seen; the host is
+  // lost within its lease (and a third of it, the probe interval).
+  const auto stopped = std::chrono::steady_clock::now();
   stop_host(h2);
+  auto host_state = [&](const std::string& id) {
+    auto d = aws(admin_, {"describe-hosts", "--host-ids", id, "--query", "Hosts[0].State", "--output", "text"});
+    return d.out.substr(0, d.out.find('\n'));
+  };
+  EXPECT_TRUE(eventually([&] { return host_state("h2") == "under-assessment"; }, 60s));
+  const auto detected = std::chrono::steady_clock::now() - stopped;
+  EXPECT_LE(detected, std::chrono::seconds(kLeaseSeconds + kLeaseSeconds / 3 + 4))
+      << std::chrono::duration_cast<std::chrono::milliseconds>(detected).count() << " ms";
+  EXPECT_EQ(host_state("h1"), "available");
   o = aws(admin_, {"describe-instances"});
   ASSERT_EQ(o.status, 0) << o.err;
   int stale = 0;
@@ -281,6 +296,31 @@ TEST_F(Region, InstancesSpreadOverHostsAndTheRegionOutlivesAnEtcdMemberAndAHost)
   args = {"terminate-instances", "--instance-ids"};
   args.insert(args.end(), mine.begin(), mine.end());
   EXPECT_EQ(aws(admin_, args).status, 0);
+}
+
+// Fencing: a host the region has not reached for a whole lease refuses the region's old
+// epoch (it may have been declared lost and its work moved), and acts again only under a
+// new lease the region takes once it sees the refusal.
+TEST_F(Region, AHostRefusesALapsedLeaseAndTheRegionTakesANewOne) {
+  auto o = aws(admin_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const std::string id = Json::parse(o.out)["Instances"][0].value("InstanceId", "");
+  // The region freezes for longer than a lease (a long pause, a partition).
+  region_->signal(SIGSTOP);
+  std::this_thread::sleep_for(std::chrono::seconds(kLeaseSeconds + 2));
+  region_->signal(SIGCONT);
+  // Its first call under the old epoch is refused by the host, and audited there...
+  EXPECT_TRUE(eventually([&] { return slurp(dir_ + "/audit/audit.log").find("RegionLeaseLost") != std::string::npos ||
+                                      slurp(dir_ + "/audit/audit.log").find("lapsed") != std::string::npos; },
+                         30s))
+      << "the host never refused the lapsed lease";
+  // ...then the region takes a new lease and the host obeys it again.
+  EXPECT_TRUE(eventually([&] {
+    auto d = aws(admin_, {"describe-hosts", "--host-ids", "h1", "--query", "Hosts[0].State", "--output", "text"});
+    return d.out.rfind("available", 0) == 0;
+  }, 30s));
+  o = aws(admin_, {"terminate-instances", "--instance-ids", id});
+  EXPECT_EQ(o.status, 0) << o.err;
 }
 
 }  // namespace

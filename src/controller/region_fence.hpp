@@ -1,0 +1,37 @@
+// The host's side of the region's leases: fencing by epoch.
+//
+// azote-region holds one etcd lease per host while the host answers its probes, and sends
+// the lease's epoch (the etcd revision that made it, so a later lease has a larger one) and
+// its time to live with every call (metadata azote-region-epoch, azote-region-lease-ms).
+// The host admits a region call only if
+//   - its epoch is not older than one already admitted (a region replica or a request
+//     still in flight from before a new lease cannot act), and
+//   - it is a newer epoch, or the same one heard from within one lease: a host the region
+//     has not reached for a whole lease considers that lease lost (the region has by then
+//     marked the host lost) and waits for a new one before acting for the region again.
+// Calls without the metadata (the host's own operators, the azote CLI) are not fenced.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+
+namespace azote::controller {
+
+class RegionFence {
+ public:
+  using Clock = std::chrono::steady_clock;
+  // nullopt: admitted; otherwise why not (one sentence).
+  std::optional<std::string> admit(uint64_t epoch, std::chrono::milliseconds lease, Clock::time_point now);
+  uint64_t epoch() const;
+
+ private:
+  mutable std::mutex mu_;
+  uint64_t epoch_ = 0;
+  std::chrono::milliseconds lease_{0};
+  Clock::time_point last_{};
+};
+
+}  // namespace azote::controller
