@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -38,12 +40,15 @@ namespace fs = std::filesystem;
 constexpr const char* kUsage = R"(Usage:
   azote-region serve --state-dir DIR --etcd HOST:PORT[,HOST:PORT...] [--listen ADDR:PORT]
                      [--name REGION] [--account ID] [--host-lease-seconds N]
+                     [--etcd-retain-revisions N] [--compact-interval-seconds S]
       Serves the EC2 Query API (HTTPS, SigV4) on ADDR:PORT (default 127.0.0.1:8443; port 0:
       any free one). DIR holds the TLS certificate (pki/ca.crt is what clients trust: aws
       --ca-bundle), principals.json, the hosts' credentials and the signed audit log. Prints
       "azote-region: ready https://ADDR:PORT" once serving. Each host is probed every third
       of its lease (default 30 s) and holds an etcd lease while it answers; a host silent
       for a whole lease is lost (describe-hosts: under-assessment) and fences itself.
+      etcd's history is compacted to the last N revisions (default 10000) every S seconds
+      (default 300; 0: never).
   azote-region add-principal --state-dir DIR --name NAME [--policy FILE.json | --read-only]
       Adds a principal with fresh access keys (default policy: ec2:* on *; --read-only:
       ec2:Describe* and ec2:GetConsoleOutput) and prints {"AccessKeyId", "SecretAccessKey"}.
@@ -200,11 +205,12 @@ int register_host(int argc, char** argv) {
   return 0;
 }
 
-volatile std::sig_atomic_t g_stop = 0;
-
 int serve(int argc, char** argv) {
   std::string why;
-  auto a = parse(argc, argv, {"--state-dir", "--etcd", "--listen", "--name", "--account", "--host-lease-seconds"}, {}, &why);
+  auto a = parse(argc, argv,
+                 {"--state-dir", "--etcd", "--listen", "--name", "--account", "--host-lease-seconds",
+                  "--etcd-retain-revisions", "--compact-interval-seconds"},
+                 {}, &why);
   if (!a) return usage(why);
   const std::string dir = a->get("--state-dir");
   if (dir.empty() || a->get("--etcd").empty()) return usage("serve needs --state-dir and --etcd");
@@ -261,26 +267,48 @@ int serve(int argc, char** argv) {
   const auto lease = parse_uint(a->get("--host-lease-seconds", "30"), 3, 3600);
   if (!lease) return usage("--host-lease-seconds takes 3 to 3600");
   ro.host_lease = std::chrono::seconds(*lease);
+  const auto retain = parse_uint(a->get("--etcd-retain-revisions", "10000"), 10, uint64_t{1} << 40);
+  const auto every = parse_uint(a->get("--compact-interval-seconds", "300"), 0, 86400);
+  if (!retain || !every) return usage("--etcd-retain-revisions takes 10 or more, --compact-interval-seconds 0 to 86400");
+  ro.retain_revisions = static_cast<int64_t>(*retain);
+  ro.compact_every = std::chrono::seconds(*every);
   const std::size_t n = principals->size();
   auto region = std::make_shared<region::Region>(ro, std::move(*store), std::move(*principals), std::move(*log));
-  region->start_host_monitor();
+  if (auto st = region->start(); !st) {
+    std::fprintf(stderr, "azote-region: %s\n", st.error().c_str());
+    return 1;
+  }
   auto server = region::HttpsServer::start(ho, [region](const region::HttpRequest& r) { return region->handle(r); });
   if (!server) {
     std::fprintf(stderr, "azote-region: %s\n", server.error().c_str());
     return 1;
   }
-  std::signal(SIGTERM, [](int) { g_stop = 1; });
-  std::signal(SIGINT, [](int) { g_stop = 1; });
   std::printf("azote-region: ready https://%s:%u (%zu principals)\n", ho.address.c_str(), (*server)->port(), n);
   std::fflush(stdout);
-  while (g_stop == 0) ::pause();
-  std::printf("azote-region: stopping\n");
+  // SIGTERM and SIGINT are blocked in every thread (main() blocks them before any thread
+  // exists): this thread alone takes them.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  int sig = 0;
+  while (sigwait(&set, &sig) != 0) {
+  }
+  std::printf("azote-region: stopping (signal %d)\n", sig);
+  std::fflush(stdout);
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before any thread: the threads gRPC, etcd's client and libmicrohttpd start inherit the
+  // mask, so that `serve` takes SIGTERM/SIGINT in its main thread with sigwait.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
   if (argc < 2) return usage("a command is needed");
   const std::string cmd = argv[1];
   if (cmd == "--help" || cmd == "-h" || cmd == "help") {

@@ -7,6 +7,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <shared_mutex>
 #include <thread>
 
 #include "api/azote.grpc.pb.h"
@@ -17,6 +18,7 @@
 #include "ec2api/request.hpp"
 #include "ec2api/responses.hpp"
 #include "ec2api/xml.hpp"
+#include "etcd/watch.hpp"
 #include "sigv4/sigv4.hpp"
 
 namespace azote::region {
@@ -245,10 +247,10 @@ struct Region::Impl {
         const int64_t ttl_s = std::max<int64_t>(2, std::chrono::duration_cast<std::chrono::seconds>(opt.host_lease).count());
         auto g = store.grant(ttl_s);
         if (g) {
-          auto put = store.put(key("alive", h.id), Json{{"host", h.id}, {"since", ec2api::format_timestamp(now_ms())}}.dump(), g->id);
-          if (put) {
+          auto written = store.put(key("alive", h.id), Json{{"host", h.id}, {"since", ec2api::format_timestamp(now_ms())}}.dump(), g->id);
+          if (written) {
             cur.lease = g->id;
-            cur.epoch = static_cast<uint64_t>(*put);
+            cur.epoch = static_cast<uint64_t>(*written);
             if (cur.lost) LOG_INFO("region: host %s answers again: new lease, epoch %llu", h.id.c_str(), static_cast<unsigned long long>(cur.epoch));
             cur.lost = false;
             cur.lost_since.clear();
@@ -283,9 +285,19 @@ struct Region::Impl {
     for (const auto& h : *hs) threads.emplace_back([this, h] { probe(h); });
   }
 
+  Result<void, std::string> start() {
+    auto sy = etcd::PrefixSync::start(
+        store, opt.prefix, [this](const etcd::Snapshot& snap) { on_snapshot(snap); },
+        [this](const std::vector<etcd::Event>& ev) { on_events(ev); });
+    if (!sy) return Unexpected{"watching " + opt.prefix + " in etcd: " + sy.error().describe()};
+    sync.emplace(std::move(sy).value());
+    start_monitor();
+    return {};
+  }
   void start_monitor() {
     probe_all();
     monitor = std::jthread([this](std::stop_token st) {
+      auto compacted = std::chrono::steady_clock::now();
       while (!st.stop_requested()) {
         {
           std::unique_lock lock(monitor_mu);
@@ -293,8 +305,22 @@ struct Region::Impl {
         }
         if (st.stop_requested()) break;
         probe_all();
+        if (opt.compact_every.count() > 0 && std::chrono::steady_clock::now() - compacted >= opt.compact_every) {
+          compacted = std::chrono::steady_clock::now();
+          compact();
+        }
       }
     });
+  }
+
+  // History older than the last retain_revisions goes (the copy's watch re-lists if it
+  // ever falls that far behind).
+  void compact() {
+    const int64_t rev = sync ? sync->revision() : 0;
+    if (rev - opt.retain_revisions <= 1) return;
+    if (auto c = store.compact(rev - opt.retain_revisions); !c && c.error().kind != etcd::EtcdErrc::kCompacted)
+      LOG_WARN("region: compacting etcd to revision %lld: %s", static_cast<long long>(rev - opt.retain_revisions),
+               c.error().describe().c_str());
   }
 
   static ec2api::Timestamp now_ms() {
@@ -333,12 +359,99 @@ struct Region::Impl {
     return "arn:aws:ec2:" + opt.name + ":" + opt.account + ":" + std::string(kind) + "/" + std::string(id);
   }
 
+  // ---- the region's copy of its state -------------------------------------------------
+  // Every key under the prefix, kept by a PrefixSync (list, then watch; listed again after
+  // a compaction), so that reads never go to etcd; this process's own writes go into it
+  // at once (with their revision), so that a client reads what it just wrote. An entry is
+  // replaced only by a newer revision; a deleted key leaves a tombstone until the watch is
+  // past it, so that a late event cannot bring it back.
+  std::shared_mutex cache_mu;
+  std::map<std::string, etcd::KeyValue, std::less<>> cache;  // cache_mu
+  std::map<std::string, int64_t, std::less<>> tombstones;    // cache_mu: key -> revision of its deletion
+  std::optional<etcd::PrefixSync> sync;
+
+  void apply_locked(const etcd::KeyValue& kv, bool deleted) {
+    auto it = cache.find(kv.key);
+    if (it != cache.end() && it->second.mod_revision >= kv.mod_revision) return;
+    if (auto t = tombstones.find(kv.key); t != tombstones.end() && t->second >= kv.mod_revision) return;
+    if (deleted) {
+      if (it != cache.end()) cache.erase(it);
+      tombstones[kv.key] = kv.mod_revision;
+    } else {
+      cache[kv.key] = kv;
+      tombstones.erase(kv.key);
+    }
+  }
+  void on_snapshot(const etcd::Snapshot& snap) {
+    std::unique_lock lock(cache_mu);
+    std::map<std::string, etcd::KeyValue, std::less<>> next;
+    for (const auto& kv : snap.kvs) next[kv.key] = kv;
+    // Writes of this process newer than the snapshot stay (their events follow).
+    for (const auto& [k, kv] : cache)
+      if (kv.mod_revision > snap.revision) next[k] = kv;
+    for (auto it = tombstones.begin(); it != tombstones.end();) {
+      if (it->second > snap.revision) {
+        next.erase(it->first);
+        ++it;
+      } else {
+        it = tombstones.erase(it);
+      }
+    }
+    cache = std::move(next);
+  }
+  void on_events(const std::vector<etcd::Event>& events) {
+    std::unique_lock lock(cache_mu);
+    int64_t last = 0;
+    for (const auto& e : events) {
+      apply_locked(e.kv, e.type == etcd::Event::Type::kDelete);
+      last = std::max(last, e.revision());
+    }
+    std::erase_if(tombstones, [&](const auto& t) { return t.second <= last; });
+  }
+  // Records under "<prefix><kind>/", as they are now.
+  std::vector<etcd::KeyValue> list(std::string_view kind) {
+    const std::string from = opt.prefix + std::string(kind) + "/";
+    std::shared_lock lock(cache_mu);
+    std::vector<etcd::KeyValue> out;
+    for (auto it = cache.lower_bound(from); it != cache.end() && it->first.compare(0, from.size(), from) == 0; ++it)
+      out.push_back(it->second);
+    return out;
+  }
+  std::optional<etcd::KeyValue> get(const std::string& k) {
+    std::shared_lock lock(cache_mu);
+    auto it = cache.find(k);
+    if (it == cache.end()) return std::nullopt;
+    return it->second;
+  }
+  // Writes: to etcd, then into the copy.
+  ApiResult<void> put(const std::string& k, const std::string& value) {
+    auto r = store.put(k, value);
+    if (!r) return api_error("Unavailable", "the region's store: " + r.error().describe());
+    std::unique_lock lock(cache_mu);
+    apply_locked({k, value, 0, *r, 0, 0}, false);
+    return {};
+  }
+  // true: written; false: the record changed meanwhile (the copy now has what is there).
+  ApiResult<bool> swap(const std::string& k, int64_t mod_revision, const std::string& value) {
+    auto r = store.compare_and_swap(k, mod_revision, value);
+    if (!r) return api_error("Unavailable", "the region's store: " + r.error().describe());
+    std::unique_lock lock(cache_mu);
+    if (r->swapped) apply_locked({k, value, 0, r->revision, 0, 0}, false);
+    else if (r->current) apply_locked(*r->current, false);
+    return r->swapped;
+  }
+  ApiResult<void> erase(const std::string& k) {
+    auto r = store.del(k);
+    if (!r) return api_error("Unavailable", "the region's store: " + r.error().describe());
+    std::unique_lock lock(cache_mu);
+    apply_locked({k, "", 0, r->revision, 0, 0}, true);
+    return {};
+  }
+
   // ---- hosts ------------------------------------------------------------------------
   ApiResult<std::vector<HostRec>> hosts() {
-    auto snap = store.list_prefix(opt.prefix + "hosts/");
-    if (!snap) return api_error("Unavailable", "the region's store: " + snap.error().describe());
     std::vector<HostRec> out;
-    for (const auto& kv : snap->kvs)
+    for (const auto& kv : list("hosts"))
       if (auto h = host_from(kv.value)) out.push_back(*h);
     return out;
   }
@@ -348,10 +461,9 @@ struct Region::Impl {
       std::lock_guard lock(hosts_mu);
       if (auto it = conns.find(host_id); it != conns.end()) return it->second;
     }
-    auto kv = store.get(key("hosts", host_id));
-    if (!kv) return api_error("Unavailable", "the region's store: " + kv.error().describe());
-    if (!*kv) return api_error("InternalError", "host " + host_id + " is not registered");
-    auto rec = host_from((*kv)->value);
+    auto kv = get(key("hosts", host_id));
+    if (!kv) return api_error("InternalError", "host " + host_id + " is not registered");
+    auto rec = host_from(kv->value);
     if (!rec) return api_error("InternalError", "host " + host_id + "'s record does not read");
     auto creds = api::load_credentials(opt.hosts_dir + "/" + host_id);
     if (!creds) return api_error("InternalError", "credentials for host " + host_id + ": " + creds.error().message());
@@ -397,20 +509,17 @@ struct Region::Impl {
   }
 
   ApiResult<std::vector<InstanceRec>> instance_recs() {
-    auto snap = store.list_prefix(opt.prefix + "instances/", kDefaultPageSize);
-    if (!snap) return api_error("Unavailable", "the region's store: " + snap.error().describe());
     std::vector<InstanceRec> out;
-    for (const auto& kv : snap->kvs)
+    for (const auto& kv : list("instances"))
       if (auto r = instance_from(kv.value)) out.push_back(*r);
     return out;
   }
 
   ApiResult<InstanceRec> instance_rec(std::string_view id) {
     AZOTE_TRYV(well_formed(id));
-    auto kv = store.get(key("instances", id));
-    if (!kv) return api_error("Unavailable", "the region's store: " + kv.error().describe());
+    auto kv = get(key("instances", id));
     std::optional<InstanceRec> r;
-    if (*kv) r = instance_from((*kv)->value);
+    if (kv) r = instance_from(kv->value);
     if (!r) return api_error("InvalidInstanceID.NotFound", "The instance ID '" + std::string(id) + "' does not exist");
     return *r;
   }
@@ -678,14 +787,14 @@ struct Region::Impl {
           rec.vcpus = i.vcpus();
           rec.memory_mib = i.memory_mib();
           rec.tags = tags;
-          if (auto w = store.put(key("instances", rec.id), instance_json(rec).dump()); !w)
-            LOG_WARN("region: %s on %s: its record: %s", rec.id.c_str(), host.c_str(), w.error().describe().c_str());
+          if (auto w = put(key("instances", rec.id), instance_json(rec).dump()); !w)
+            LOG_WARN("region: %s on %s: its record: %s", rec.id.c_str(), host.c_str(), w.error().message.c_str());
           // Its root volume is the region's to describe, tag and delete too.
           for (const auto& b : i.block_device_mappings()) {
             if (b.volume_id().empty()) continue;
             const VolumeRec vr{b.volume_id(), host, rec.zone, rec.owner_key, "/dev/xvda", {}};
-            if (auto w = store.put(key("volumes", vr.id), volume_json(vr).dump()); !w)
-              LOG_WARN("region: %s on %s: its record: %s", vr.id.c_str(), host.c_str(), w.error().describe().c_str());
+            if (auto w = put(key("volumes", vr.id), volume_json(vr).dump()); !w)
+              LOG_WARN("region: %s on %s: its record: %s", vr.id.c_str(), host.c_str(), w.error().message.c_str());
           }
           launched.push_back(rec);
         }
@@ -823,8 +932,8 @@ struct Region::Impl {
       auto r = instance_rec(x.instance_id);
       if (!r || r->terminated) continue;
       r->terminated = true;
-      if (auto w = store.put(key("instances", r->id), instance_json(*r).dump()); !w)
-        LOG_WARN("region: %s: marking it terminated: %s", r->id.c_str(), w.error().describe().c_str());
+      if (auto w = put(key("instances", r->id), instance_json(*r).dump()); !w)
+        LOG_WARN("region: %s: marking it terminated: %s", r->id.c_str(), w.error().message.c_str());
     }
     return ec2api::terminate_instances_response(c.request_id, ch);
   }
@@ -858,9 +967,8 @@ struct Region::Impl {
       if (instance) AZOTE_TRYV(well_formed(id));
       const std::string k = key(instance ? "instances" : "volumes", id);
       for (int attempt = 0;; ++attempt) {
-        auto kv = store.get(k);
-        if (!kv) return api_error("Unavailable", "the region's store: " + kv.error().describe());
-        Json j = *kv ? Json::parse((*kv)->value, nullptr, false) : Json();
+        auto kv = get(k);
+        Json j = kv ? Json::parse(kv->value, nullptr, false) : Json();
         if (!j.is_object())
           return instance ? api_error("InvalidInstanceID.NotFound", "The instance ID '" + id + "' does not exist")
                           : api_error("InvalidVolume.NotFound", "The volume '" + id + "' does not exist.");
@@ -876,9 +984,8 @@ struct Region::Impl {
         }
         if (v.size() > 50) return api_error("TagLimitExceeded", id + " may have at most 50 tags");
         j["tags"] = tags_json(v);
-        auto cas = store.compare_and_swap(k, (*kv)->mod_revision, j.dump());
-        if (!cas) return api_error("Unavailable", "the region's store: " + cas.error().describe());
-        if (cas->swapped) break;
+        AZOTE_TRY(swapped, swap(k, kv->mod_revision, j.dump()));
+        if (swapped) break;
         if (attempt == 5) return api_error("ConcurrentTagAccess", "the tags of " + id + " keep changing; try again");
       }
     }
@@ -916,20 +1023,17 @@ struct Region::Impl {
   // A volume lives on one host (remote volumes are issue 16): it is made on a host of the
   // zone asked for, and attaches only to instances of that host.
   ApiResult<std::vector<VolumeRec>> volume_recs() {
-    auto snap = store.list_prefix(opt.prefix + "volumes/", kDefaultPageSize);
-    if (!snap) return api_error("Unavailable", "the region's store: " + snap.error().describe());
     std::vector<VolumeRec> out;
-    for (const auto& kv : snap->kvs)
+    for (const auto& kv : list("volumes"))
       if (auto v = volume_from(kv.value)) out.push_back(*v);
     return out;
   }
   ApiResult<VolumeRec> volume_rec(std::string_view id) {
     if (id.rfind("vol-", 0) != 0 || id.size() > 64)
       return api_error("InvalidParameterValue", "Invalid id: \"" + std::string(id.substr(0, 64)) + "\" (expecting \"vol-...\")");
-    auto kv = store.get(key("volumes", id));
-    if (!kv) return api_error("Unavailable", "the region's store: " + kv.error().describe());
+    auto kv = get(key("volumes", id));
     std::optional<VolumeRec> v;
-    if (*kv) v = volume_from((*kv)->value);
+    if (kv) v = volume_from(kv->value);
     if (!v) return api_error("InvalidVolume.NotFound", "The volume '" + std::string(id) + "' does not exist.");
     return *v;
   }
@@ -1016,12 +1120,12 @@ struct Region::Impl {
     if (auto tok = p.get("ClientToken")) req.set_client_token(std::string(c.who->access_key_id) + ":" + std::string(*tok));
     AZOTE_TRY(vol, host_call(host, &v1::Ec2::Stub::CreateVolume, req));
     const VolumeRec rec{vol.volume_id(), host, std::string(zone), c.who->access_key_id, "", tags};
-    if (auto w = store.put(key("volumes", rec.id), volume_json(rec).dump()); !w) {
+    if (auto w = put(key("volumes", rec.id), volume_json(rec).dump()); !w) {
       // Not recorded, so not the region's: undone on the host rather than left unseen.
       v1::DeleteVolumeRequest del;
       del.set_volume_id(rec.id);
       (void)host_call(host, &v1::Ec2::Stub::DeleteVolume, del);
-      return api_error("Unavailable", "the region's store: " + w.error().describe());
+      return Unexpected{w.error()};
     }
     return ec2api::create_volume_response(c.request_id, volume_to_ec2(rec, &vol));
   }
@@ -1123,8 +1227,8 @@ struct Region::Impl {
     req.set_instance_id(inst.id);
     AZOTE_TRY(a, host_call(vol.host, &v1::Ec2::Stub::AttachVolume, req));
     vol.device = std::string(device);
-    if (auto w = store.put(key("volumes", vol.id), volume_json(vol).dump()); !w)
-      LOG_WARN("region: %s: its device name: %s", vol.id.c_str(), w.error().describe().c_str());
+    if (auto w = put(key("volumes", vol.id), volume_json(vol).dump()); !w)
+      LOG_WARN("region: %s: its device name: %s", vol.id.c_str(), w.error().message.c_str());
     ec2api::VolumeAttachment at = attachment_of(a);
     at.device = vol.device;
     return ec2api::attach_volume_response(c.request_id, at);
@@ -1159,8 +1263,7 @@ struct Region::Impl {
     req.set_volume_id(vol.id);
     auto r = host_call(vol.host, &v1::Ec2::Stub::DeleteVolume, req);
     if (!r && r.error().code != "InvalidVolume.NotFound") return Unexpected{r.error()};
-    if (auto d = store.del(key("volumes", vol.id)); !d)
-      return api_error("Unavailable", "the region's store: " + d.error().describe());
+    AZOTE_TRYV(erase(key("volumes", vol.id)));
     return ec2api::return_response("DeleteVolume", c.request_id);
   }
 
@@ -1412,7 +1515,7 @@ Region::Region(Options o, etcd::Client store, std::vector<Principal> principals,
     : impl_(std::make_unique<Impl>(std::move(o), std::move(store), std::move(principals), std::move(audit))) {}
 Region::~Region() = default;
 HttpResponse Region::handle(const HttpRequest& req) { return impl_->handle(req); }
-void Region::start_host_monitor() { impl_->start_monitor(); }
+Result<void, std::string> Region::start() { return impl_->start(); }
 
 std::string Region::host_json(const HostRec& h) {
   return Json{{"id", h.id}, {"endpoint", h.endpoint}, {"zone", h.zone}, {"vcpus", h.vcpus}, {"memory_mib", h.memory_mib}}

@@ -40,6 +40,10 @@ struct Options {
   // Each host's lease: held while the host answers the region's probes (every third of
   // it); a host silent for a whole lease is lost, and fences itself (controller/region_fence.hpp).
   std::chrono::milliseconds host_lease{30000};
+  // etcd keeps every revision until compacted: the region compacts its history to the last
+  // `retain_revisions` every `compact_every` (0: never; etcd's own --auto-compaction then).
+  int64_t retain_revisions = 10000;
+  std::chrono::seconds compact_every{300};
 };
 
 struct HostRec {
@@ -61,9 +65,11 @@ class Region {
   Region(Options o, etcd::Client store, std::vector<Principal> principals, std::unique_ptr<audit::AuditLog> audit);
   ~Region();
   HttpResponse handle(const HttpRequest& req);
-  // Probes every registered host once (so that placement can use them at once), then
-  // keeps doing so in the background until destroyed.
-  void start_host_monitor();
+  // Lists the region's state from etcd and watches it from then on (a copy reads come
+  // from); probes every registered host once (so that placement can use them at once),
+  // then keeps doing so in the background until destroyed. A sentence if etcd cannot be
+  // listed.
+  Result<void, std::string> start();
 
   // For `azote-region register-host` (and tests): the host's record.
   static std::string host_json(const HostRec& h);

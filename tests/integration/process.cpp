@@ -89,7 +89,9 @@ Outcome Process::wait(std::chrono::milliseconds timeout) {
     o_.err = "spawn failed";
     return o_;
   }
-  const auto deadline = start_ + timeout;
+  // From now, not from the start: a long-lived process (a controller, the region) stopped
+  // at the end of a long test gets its whole timeout to exit.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (out_fd_ >= 0 || err_fd_ >= 0) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {

@@ -29,7 +29,7 @@ class Process {
   void signal(int sig);
   // Reads output until `needle` appears on stdout (true) or the deadline passes.
   bool wait_for_output(const std::string& needle, std::chrono::milliseconds timeout);
-  // Waits for exit, collecting output; kills with SIGKILL at the deadline.
+  // Waits for exit, collecting output; kills with SIGKILL `timeout` after this call.
   Outcome wait(std::chrono::milliseconds timeout);
 
  private:

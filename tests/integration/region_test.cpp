@@ -53,14 +53,17 @@ class Region : public ControllerTest {
     port_ = free_port();
     region_ = std::make_unique<Process>(std::vector<std::string>{
         AZOTE_REGION_BIN, "serve", "--state-dir", rdir_, "--etcd", etcd_eps_, "--listen",
-        "127.0.0.1:" + std::to_string(port_), "--host-lease-seconds", std::to_string(kLeaseSeconds)});
+        "127.0.0.1:" + std::to_string(port_), "--host-lease-seconds", std::to_string(kLeaseSeconds),
+        "--etcd-retain-revisions", "20", "--compact-interval-seconds", "2"});
     ASSERT_TRUE(region_->wait_for_output("azote-region: ready", 30s)) << region_->wait(1s).err;
     url_ = "https://127.0.0.1:" + std::to_string(port_);
   }
   void TearDown() override {
     if (region_) {
       region_->signal(SIGTERM);
-      region_->wait(10s);
+      const Outcome o = region_->wait(10s);
+      EXPECT_FALSE(o.timed_out) << "azote-region did not stop on SIGTERM";
+      if (HasFailure()) std::cerr << "azote-region's log:\n" << o.err.substr(o.err.size() > 6000 ? o.err.size() - 6000 : 0);
     }
     for (auto& h : hosts_) stop_host(h);
     ControllerTest::TearDown();
@@ -290,6 +293,22 @@ TEST_F(Region, InstancesSpreadOverHostsAndTheRegionOutlivesAnEtcdMemberAndAHost)
   ASSERT_EQ(o.status, 0) << o.err;
   const std::string last = Json::parse(o.out)["Instances"][0].value("InstanceId", "");
   EXPECT_TRUE(eventually([&] { return on_host(dir_, cp_).count(last) == 1; }, 60s));
+
+  Outcome last_etcdctl;
+  // The region compacts etcd's history (here to the last 20 revisions, every 2 s): the
+  // first revisions are gone, and the region's watched copy goes on. (Forty more writes
+  // under its prefix first, so that there are more than 20 to keep.)
+  for (int i = 0; i < 40; ++i)
+    run({"/usr/bin/env", "ETCDCTL_API=3", "/usr/bin/etcdctl", "--endpoints", etcd_->endpoint(1), "put",
+         "/azote/region/test-noise/" + std::to_string(i), "x"});
+  EXPECT_TRUE(eventually([&] {
+    last_etcdctl = run({"/usr/bin/env", "ETCDCTL_API=3", "/usr/bin/etcdctl", "--endpoints", etcd_->endpoint(1), "get",
+                        "--rev=2", "/azote/region/hosts/h1"});
+    return last_etcdctl.status != 0 && last_etcdctl.err.find("compacted") != std::string::npos;
+  }, 30s)) << "etcd's history was not compacted: " << last_etcdctl.out << last_etcdctl.err;
+  o = aws(admin_, {"describe-instances", "--instance-ids", last, "--query", "Reservations[0].Instances[0].State.Name",
+                   "--output", "text"});
+  EXPECT_EQ(o.out.substr(0, o.out.find('\n')), "running") << o.err;
 
   std::vector<std::string> mine;
   for (const auto& id : on_host(dir_, cp_)) mine.push_back(id);
