@@ -370,16 +370,70 @@ struct Region::Impl {
   std::map<std::string, int64_t, std::less<>> tombstones;    // cache_mu: key -> revision of its deletion
   std::optional<etcd::PrefixSync> sync;
 
+  // The same records parsed once, by id, and each host's vCPUs and MiB held by the
+  // instances placed on it (not terminated): placement reads these, never parses.
+  std::map<std::string, HostRec> host_by_id;         // cache_mu
+  std::map<std::string, InstanceRec> inst_by_id;     // cache_mu
+  std::map<std::string, VolumeRec> vol_by_id;        // cache_mu
+  struct Used {
+    int64_t vcpus = 0, mib = 0;
+  };
+  std::map<std::string, Used> used_by_host;          // cache_mu
+
+  void unindex_locked(const std::string& k) {
+    const std::string_view rest = std::string_view(k).substr(opt.prefix.size());
+    if (rest.rfind("instances/", 0) == 0) {
+      if (auto it = inst_by_id.find(std::string(rest.substr(10))); it != inst_by_id.end()) {
+        if (!it->second.terminated) {
+          Used& u = used_by_host[it->second.host];
+          u.vcpus -= it->second.vcpus;
+          u.mib -= static_cast<int64_t>(it->second.memory_mib);
+        }
+        inst_by_id.erase(it);
+      }
+    } else if (rest.rfind("volumes/", 0) == 0) {
+      vol_by_id.erase(std::string(rest.substr(8)));
+    } else if (rest.rfind("hosts/", 0) == 0) {
+      host_by_id.erase(std::string(rest.substr(6)));
+    }
+  }
+  void index_locked(const etcd::KeyValue& kv) {
+    const std::string_view rest = std::string_view(kv.key).substr(opt.prefix.size());
+    if (rest.rfind("instances/", 0) == 0) {
+      if (auto r = instance_from(kv.value)) {
+        if (!r->terminated) {
+          Used& u = used_by_host[r->host];
+          u.vcpus += r->vcpus;
+          u.mib += static_cast<int64_t>(r->memory_mib);
+        }
+        inst_by_id[r->id] = std::move(*r);
+      }
+    } else if (rest.rfind("volumes/", 0) == 0) {
+      if (auto v = volume_from(kv.value)) vol_by_id[v->id] = std::move(*v);
+    } else if (rest.rfind("hosts/", 0) == 0) {
+      if (auto h = host_from(kv.value)) host_by_id[h->id] = std::move(*h);
+    }
+  }
+  void reindex_locked() {
+    host_by_id.clear();
+    inst_by_id.clear();
+    vol_by_id.clear();
+    used_by_host.clear();
+    for (const auto& [k, kv] : cache) index_locked(kv);
+  }
+
   void apply_locked(const etcd::KeyValue& kv, bool deleted) {
     auto it = cache.find(kv.key);
     if (it != cache.end() && it->second.mod_revision >= kv.mod_revision) return;
     if (auto t = tombstones.find(kv.key); t != tombstones.end() && t->second >= kv.mod_revision) return;
+    unindex_locked(kv.key);
     if (deleted) {
       if (it != cache.end()) cache.erase(it);
       tombstones[kv.key] = kv.mod_revision;
     } else {
       cache[kv.key] = kv;
       tombstones.erase(kv.key);
+      index_locked(kv);
     }
   }
   void on_snapshot(const etcd::Snapshot& snap) {
@@ -398,6 +452,7 @@ struct Region::Impl {
       }
     }
     cache = std::move(next);
+    reindex_locked();
   }
   void on_events(const std::vector<etcd::Event>& events) {
     std::unique_lock lock(cache_mu);
@@ -407,15 +462,6 @@ struct Region::Impl {
       last = std::max(last, e.revision());
     }
     std::erase_if(tombstones, [&](const auto& t) { return t.second <= last; });
-  }
-  // Records under "<prefix><kind>/", as they are now.
-  std::vector<etcd::KeyValue> list(std::string_view kind) {
-    const std::string from = opt.prefix + std::string(kind) + "/";
-    std::shared_lock lock(cache_mu);
-    std::vector<etcd::KeyValue> out;
-    for (auto it = cache.lower_bound(from); it != cache.end() && it->first.compare(0, from.size(), from) == 0; ++it)
-      out.push_back(it->second);
-    return out;
   }
   std::optional<etcd::KeyValue> get(const std::string& k) {
     std::shared_lock lock(cache_mu);
@@ -450,9 +496,9 @@ struct Region::Impl {
 
   // ---- hosts ------------------------------------------------------------------------
   ApiResult<std::vector<HostRec>> hosts() {
+    std::shared_lock lock(cache_mu);
     std::vector<HostRec> out;
-    for (const auto& kv : list("hosts"))
-      if (auto h = host_from(kv.value)) out.push_back(*h);
+    for (const auto& [id, h] : host_by_id) out.push_back(h);
     return out;
   }
 
@@ -509,17 +555,20 @@ struct Region::Impl {
   }
 
   ApiResult<std::vector<InstanceRec>> instance_recs() {
+    std::shared_lock lock(cache_mu);
     std::vector<InstanceRec> out;
-    for (const auto& kv : list("instances"))
-      if (auto r = instance_from(kv.value)) out.push_back(*r);
+    out.reserve(inst_by_id.size());
+    for (const auto& [id, r] : inst_by_id) out.push_back(r);
     return out;
   }
 
   ApiResult<InstanceRec> instance_rec(std::string_view id) {
     AZOTE_TRYV(well_formed(id));
-    auto kv = get(key("instances", id));
     std::optional<InstanceRec> r;
-    if (kv) r = instance_from(kv->value);
+    {
+      std::shared_lock lock(cache_mu);
+      if (auto it = inst_by_id.find(std::string(id)); it != inst_by_id.end()) r = it->second;
+    }
     if (!r) return api_error("InvalidInstanceID.NotFound", "The instance ID '" + std::string(id) + "' does not exist");
     return *r;
   }
@@ -679,7 +728,6 @@ struct Region::Impl {
   // Spread: the host with the most vCPUs left (then memory), among those with room.
   ApiResult<std::vector<std::string>> placement_order(uint32_t vcpus, uint64_t mib) {
     AZOTE_TRY(hs, hosts());
-    AZOTE_TRY(recs, instance_recs());
     // A host registered since the last probe round is probed now rather than skipped.
     for (const auto& h : hs) {
       bool probed = false;
@@ -696,9 +744,12 @@ struct Region::Impl {
     std::vector<Room> rooms;
     for (const auto& h : hs) {
       if (!usable(h.id)) continue;
-      int64_t cpu = h.vcpus, mem = static_cast<int64_t>(h.memory_mib);
-      for (const auto& r : recs)
-        if (r.host == h.id && !r.terminated) cpu -= r.vcpus, mem -= static_cast<int64_t>(r.memory_mib);
+      Used u;
+      {
+        std::shared_lock lock(cache_mu);
+        if (auto it = used_by_host.find(h.id); it != used_by_host.end()) u = it->second;
+      }
+      const int64_t cpu = h.vcpus - u.vcpus, mem = static_cast<int64_t>(h.memory_mib) - u.mib;
       if (cpu >= vcpus && mem >= static_cast<int64_t>(mib)) rooms.push_back({h.id, cpu, mem});
     }
     std::stable_sort(rooms.begin(), rooms.end(), [](const Room& a, const Room& b) {
@@ -1023,17 +1074,19 @@ struct Region::Impl {
   // A volume lives on one host (remote volumes are issue 16): it is made on a host of the
   // zone asked for, and attaches only to instances of that host.
   ApiResult<std::vector<VolumeRec>> volume_recs() {
+    std::shared_lock lock(cache_mu);
     std::vector<VolumeRec> out;
-    for (const auto& kv : list("volumes"))
-      if (auto v = volume_from(kv.value)) out.push_back(*v);
+    for (const auto& [id, v] : vol_by_id) out.push_back(v);
     return out;
   }
   ApiResult<VolumeRec> volume_rec(std::string_view id) {
     if (id.rfind("vol-", 0) != 0 || id.size() > 64)
       return api_error("InvalidParameterValue", "Invalid id: \"" + std::string(id.substr(0, 64)) + "\" (expecting \"vol-...\")");
-    auto kv = get(key("volumes", id));
     std::optional<VolumeRec> v;
-    if (kv) v = volume_from(kv->value);
+    {
+      std::shared_lock lock(cache_mu);
+      if (auto it = vol_by_id.find(std::string(id)); it != vol_by_id.end()) v = it->second;
+    }
     if (!v) return api_error("InvalidVolume.NotFound", "The volume '" + std::string(id) + "' does not exist.");
     return *v;
   }
