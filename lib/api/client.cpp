@@ -80,7 +80,12 @@ std::string api_code_of(const std::string& message) {
 
 bool looks_like_tls_refusal(const std::string& message) {
   const std::string m = lower(message);
-  for (const char* needle : {"socket closed", "handshake", "ssl", "tls", "certificate", "tsi_"}) {
+  // A connection that was accepted and then closed during the handshake: with TLS 1.3 the
+  // client may finish its side and write before the server's verdict on its certificate
+  // arrives, and then sees the closed connection (EPIPE, ECONNRESET) instead of the alert.
+  // (A socket nobody listens on gives "No such file" or "Connection refused" instead.)
+  for (const char* needle : {"socket closed", "handshake", "ssl", "tls", "certificate", "tsi_", "broken pipe",
+                             "connection reset"}) {
     if (m.find(needle) != std::string::npos) return true;
   }
   return false;

@@ -946,6 +946,15 @@ TEST(Status, ConnectionFailures) {
             "UNAVAILABLE: unix:/x/api.sock: Socket closed (the controller refused this client's "
             "certificate, or the CA does not match)");
 
+  // The same refusal seen as a closed pipe (TLS 1.3: the client wrote before the verdict).
+  e = api::describe_status(
+      grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                   "failed to connect to all addresses; last error: UNAVAILABLE: unix:/x/api.sock: Broken pipe"),
+      "unix:/x/api.sock");
+  EXPECT_NE(e.message.find("(the controller refused this client's certificate, or the CA does not match)"),
+            std::string::npos)
+      << e.message;
+
   e = api::describe_status(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "Deadline Exceeded"), "h:9");
   EXPECT_EQ(e.category, api::ApiError::Category::kConnection);
   EXPECT_EQ(e.message, "cannot reach the controller at h:9: Deadline Exceeded");
