@@ -113,8 +113,15 @@ def main():
 
         def host_block(n):
             r = subprocess.run([bins + "/azote-launch-bench", "--endpoint", "unix:" + host + "/api.sock", "--credentials",
-                                host + "/creds", "--controller-pid", str(ctl.pid), "--launches", str(n), "--burst", "0"],
+                                host + "/creds", "--controller-pid", str(ctl.pid), "--launches", str(n), "--burst", "1"],
                                check=True, capture_output=True, text=True)
+            # Its burst of one is left running: ended here (untimed), as the region's are.
+            cli = [bins + "/azote", "--endpoint", "unix:" + host + "/api.sock", "--credentials", host + "/creds"]
+            d = json.loads(subprocess.run(cli + ["describe-instances", "--output", "json"], check=True, capture_output=True,
+                                          text=True).stdout)
+            live = [i["instance_id"] for i in d.get("instances", []) if i["state"]["name"] in ("pending", "running")]
+            if live:
+                subprocess.run(cli + ["terminate-instances", "--instance-ids", *live], check=True, capture_output=True)
             return json.loads(r.stdout)
 
         res = {"region_call": [], "region_running": [], "host_p50": [], "host_p99": []}
