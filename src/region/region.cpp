@@ -913,11 +913,14 @@ struct Region::Impl {
       if (it == recs.end()) return api_error("InvalidParameterValue", "Invalid NextToken");
       recs.erase(recs.begin(), it + 1);
     }
+    // Without filters a page is known before asking the hosts: only its instances' hosts
+    // are asked (one more record tells whether there is a next page).
+    if (filters.empty() && max && recs.size() > static_cast<size_t>(*max) + 1) recs.resize(static_cast<size_t>(*max) + 1);
     const auto lv = live(recs);
     std::vector<ec2api::Reservation> out;
     std::map<std::string, size_t> at;
     size_t count = 0;
-    std::string token;
+    std::string token, last_id;
     for (const auto& r : recs) {
       const auto it = lv.find(r.id);
       ec2api::Instance i = to_ec2(r, it == lv.end() ? nullptr : &it->second);
@@ -925,7 +928,7 @@ struct Region::Impl {
       for (const auto& f : filters) ok = ok && passes(f, i, r.reservation_id);
       if (!ok) continue;
       if (max && count == static_cast<size_t>(*max)) {
-        token = out.back().instances.back().instance_id;
+        token = last_id;  // the page's last instance in listing order (reservations group them otherwise)
         break;
       }
       auto [pos, fresh] = at.try_emplace(r.reservation_id, out.size());
@@ -936,6 +939,7 @@ struct Region::Impl {
         out.push_back(res);
       }
       out[pos->second].instances.push_back(std::move(i));
+      last_id = r.id;
       ++count;
     }
     return ec2api::describe_instances_response(c.request_id, out, token);
