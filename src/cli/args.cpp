@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -857,10 +858,42 @@ Result<std::string, std::string> read_whole_file(const std::string& path, uint64
   return data;
 }
 
+namespace {
+
+// An options value as the aws CLI takes it: the shorthand "K=V,K=V" or a JSON object. Each
+// key and value goes to `take` (a JSON string as its text; with `scalars`, also true/false
+// and unsigned numbers, as written), which answers "" or why not.
+std::string each_option(std::string_view text, bool scalars,
+                        const std::function<std::string(const std::string&, const std::string&)>& take) {
+  size_t first = 0;
+  while (first < text.size() && std::isspace(static_cast<unsigned char>(text[first])) != 0) ++first;
+  if (first < text.size() && text[first] == '{') {
+    const nlohmann::json doc = nlohmann::json::parse(text, nullptr, false);
+    if (doc.is_discarded() || !doc.is_object()) return "not a JSON object: " + quote(text);
+    for (auto it = doc.begin(); it != doc.end(); ++it) {
+      const auto& v = it.value();
+      std::string value;
+      if (v.is_string()) value = v.get<std::string>();
+      else if (scalars && (v.is_boolean() || v.is_number_unsigned())) value = v.dump();
+      else return quote(it.key()) + (scalars ? " must be true/false or a number" : " must be a string");
+      if (auto why = take(it.key(), value); !why.empty()) return why;
+    }
+    return "";
+  }
+  std::stringstream in{std::string(text)};
+  for (std::string part; std::getline(in, part, ',');) {
+    const size_t eq = part.find('=');
+    if (eq == std::string::npos || eq == 0) return quote(part) + " is not KEY=VALUE";
+    if (auto why = take(part.substr(0, eq), part.substr(eq + 1)); !why.empty()) return why;
+  }
+  return "";
+}
+
+}  // namespace
+
 Result<EnclaveOptions, std::string> parse_enclave_options(std::string_view text) {
   EnclaveOptions o;
   bool have = false;
-  // Values come as strings in the shorthand and as JSON scalars; both end here.
   const auto take = [&](const std::string& key, const std::string& value) -> std::string {
     if (key == "Enabled") {
       if (value != "true" && value != "false") return "Enabled must be true or false, not " + quote(value);
@@ -879,24 +912,7 @@ Result<EnclaveOptions, std::string> parse_enclave_options(std::string_view text)
     }
     return "";
   };
-  size_t first = 0;
-  while (first < text.size() && std::isspace(static_cast<unsigned char>(text[first])) != 0) ++first;
-  if (first < text.size() && text[first] == '{') {
-    const nlohmann::json doc = nlohmann::json::parse(text, nullptr, false);
-    if (doc.is_discarded() || !doc.is_object()) return Unexpected{"not a JSON object: " + quote(text)};
-    for (auto it = doc.begin(); it != doc.end(); ++it) {
-      const auto& v = it.value();
-      if (!v.is_boolean() && !v.is_number_unsigned()) return Unexpected{quote(it.key()) + " must be true/false or a number"};
-      if (auto why = take(it.key(), v.dump()); !why.empty()) return Unexpected{why};
-    }
-  } else {
-    std::stringstream in{std::string(text)};
-    for (std::string part; std::getline(in, part, ',');) {
-      const size_t eq = part.find('=');
-      if (eq == std::string::npos || eq == 0) return Unexpected{quote(part) + " is not KEY=VALUE"};
-      if (auto why = take(part.substr(0, eq), part.substr(eq + 1)); !why.empty()) return Unexpected{why};
-    }
-  }
+  if (auto why = each_option(text, true, take); !why.empty()) return Unexpected{why};
   if (!have) return Unexpected{std::string("Enabled=true|false is missing")};
   if (!o.enabled && (o.memory_mib != 0 || o.cpu_count != 0))
     return Unexpected{std::string("MemoryMiB and CpuCount size the enclaves' pool: only with Enabled=true")};
@@ -912,23 +928,7 @@ Result<std::string, std::string> parse_metadata_options(std::string_view text) {
     have = true;
     return "";
   };
-  size_t first = 0;
-  while (first < text.size() && std::isspace(static_cast<unsigned char>(text[first])) != 0) ++first;
-  if (first < text.size() && text[first] == '{') {
-    const nlohmann::json doc = nlohmann::json::parse(text, nullptr, false);
-    if (doc.is_discarded() || !doc.is_object()) return Unexpected{"not a JSON object: " + quote(text)};
-    for (auto it = doc.begin(); it != doc.end(); ++it) {
-      if (!it.value().is_string()) return Unexpected{quote(it.key()) + " must be a string"};
-      if (auto why = take(it.key(), it.value().get<std::string>()); !why.empty()) return Unexpected{why};
-    }
-  } else {
-    std::stringstream in{std::string(text)};
-    for (std::string part; std::getline(in, part, ',');) {
-      const size_t eq = part.find('=');
-      if (eq == std::string::npos || eq == 0) return Unexpected{quote(part) + " is not KEY=VALUE"};
-      if (auto why = take(part.substr(0, eq), part.substr(eq + 1)); !why.empty()) return Unexpected{why};
-    }
-  }
+  if (auto why = each_option(text, false, take); !why.empty()) return Unexpected{why};
   if (!have) return Unexpected{std::string("HttpTokens=optional|required is missing")};
   return tokens;
 }
