@@ -41,6 +41,7 @@ constexpr const char* kUsage = R"(Usage:
   azote-region serve --state-dir DIR --etcd HOST:PORT[,HOST:PORT...] [--listen ADDR:PORT]
                      [--name REGION] [--account ID] [--host-lease-seconds N]
                      [--etcd-retain-revisions N] [--compact-interval-seconds S]
+                     [--terminated-retention-seconds S]
       Serves the EC2 Query API (HTTPS, SigV4) on ADDR:PORT (default 127.0.0.1:8443; port 0:
       any free one). DIR holds the TLS certificate (pki/ca.crt is what clients trust: aws
       --ca-bundle), principals.json, the hosts' credentials and the signed audit log. Prints
@@ -48,7 +49,8 @@ constexpr const char* kUsage = R"(Usage:
       of its lease (default 30 s) and holds an etcd lease while it answers; a host silent
       for a whole lease is lost (describe-hosts: under-assessment) and fences itself.
       etcd's history is compacted to the last N revisions (default 10000) every S seconds
-      (default 300; 0: never).
+      (default 300; 0: never). A terminated instance stays visible S seconds (default
+      3600, as EC2's hour), then its record goes.
   azote-region add-principal --state-dir DIR --name NAME [--policy FILE.json | --read-only]
       Adds a principal with fresh access keys (default policy: ec2:* on *; --read-only:
       ec2:Describe* and ec2:GetConsoleOutput) and prints {"AccessKeyId", "SecretAccessKey"}.
@@ -209,7 +211,7 @@ int serve(int argc, char** argv) {
   std::string why;
   auto a = parse(argc, argv,
                  {"--state-dir", "--etcd", "--listen", "--name", "--account", "--host-lease-seconds",
-                  "--etcd-retain-revisions", "--compact-interval-seconds"},
+                  "--etcd-retain-revisions", "--compact-interval-seconds", "--terminated-retention-seconds"},
                  {}, &why);
   if (!a) return usage(why);
   const std::string dir = a->get("--state-dir");
@@ -272,6 +274,9 @@ int serve(int argc, char** argv) {
   if (!retain || !every) return usage("--etcd-retain-revisions takes 10 or more, --compact-interval-seconds 0 to 86400");
   ro.retain_revisions = static_cast<int64_t>(*retain);
   ro.compact_every = std::chrono::seconds(*every);
+  const auto keep = parse_uint(a->get("--terminated-retention-seconds", "3600"), 0, 30 * 86400);
+  if (!keep) return usage("--terminated-retention-seconds takes 0 to 2592000");
+  ro.terminated_retention = std::chrono::seconds(*keep);
   const std::size_t n = principals->size();
   auto region = std::make_shared<region::Region>(ro, std::move(*store), std::move(*principals), std::move(*log));
   if (auto st = region->start(); !st) {

@@ -57,7 +57,8 @@ Json instance_json(const InstanceRec& r) {
   return {{"id", r.id},          {"host", r.host},       {"zone", r.zone},
           {"reservation", r.reservation_id}, {"owner_key", r.owner_key}, {"image", r.image_id},
           {"type", r.type},      {"launch_time", r.launch_time}, {"client_token", r.client_token},
-          {"vcpus", r.vcpus},    {"memory_mib", r.memory_mib},   {"tags", tags}, {"terminated", r.terminated}};
+          {"vcpus", r.vcpus},    {"memory_mib", r.memory_mib},   {"tags", tags}, {"terminated", r.terminated},
+          {"terminated_at", r.terminated_at}};
 }
 
 std::optional<InstanceRec> instance_from(std::string_view text) {
@@ -76,6 +77,7 @@ std::optional<InstanceRec> instance_from(std::string_view text) {
   r.vcpus = j.value("vcpus", 0u);
   r.memory_mib = j.value("memory_mib", uint64_t{0});
   r.terminated = j.value("terminated", false);
+  r.terminated_at = j.value("terminated_at", int64_t{0});
   if (j.contains("tags") && j["tags"].is_array())
     for (const auto& t : j["tags"])
       if (t.is_array() && t.size() == 2 && t[0].is_string() && t[1].is_string()) r.tags.emplace_back(t[0], t[1]);
@@ -305,12 +307,37 @@ struct Region::Impl {
         }
         if (st.stop_requested()) break;
         probe_all();
+        forget_terminated();
         if (opt.compact_every.count() > 0 && std::chrono::steady_clock::now() - compacted >= opt.compact_every) {
           compacted = std::chrono::steady_clock::now();
           compact();
         }
       }
     });
+  }
+
+  // Records of instances terminated longer ago than the retention go (with the root
+  // volumes recorded for them: the host deleted those with the instance). Deleted only if
+  // unchanged since read (compare-and-swap on the revision), so a concurrent edit wins.
+  void forget_terminated() {
+    const int64_t now = static_cast<int64_t>(::time(nullptr));
+    std::vector<std::pair<std::string, int64_t>> gone;
+    {
+      std::shared_lock lock(cache_mu);
+      for (const auto& [id, r] : inst_by_id)
+        if (r.terminated && r.terminated_at != 0 && now - r.terminated_at >= opt.terminated_retention.count())
+          if (auto it = cache.find(key("instances", id)); it != cache.end()) gone.emplace_back(it->first, it->second.mod_revision);
+    }
+    for (const auto& [k, rev] : gone) {
+      auto t = store.txn({etcd::Compare::mod_revision(k, etcd::Compare::Cmp::kEqual, rev)}, {etcd::Op::del(k)});
+      if (!t) {
+        LOG_WARN("region: forgetting %s: %s", k.c_str(), t.error().describe().c_str());
+        continue;
+      }
+      if (!t->succeeded) continue;
+      std::unique_lock lock(cache_mu);
+      apply_locked({k, "", 0, t->revision, 0, 0}, true);
+    }
   }
 
   // History older than the last retain_revisions goes (the copy's watch re-lists if it
@@ -987,6 +1014,7 @@ struct Region::Impl {
       auto r = instance_rec(x.instance_id);
       if (!r || r->terminated) continue;
       r->terminated = true;
+      r->terminated_at = static_cast<int64_t>(::time(nullptr));
       if (auto w = put(key("instances", r->id), instance_json(*r).dump()); !w)
         LOG_WARN("region: %s: marking it terminated: %s", r->id.c_str(), w.error().message.c_str());
     }

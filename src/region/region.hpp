@@ -44,6 +44,8 @@ struct Options {
   // `retain_revisions` every `compact_every` (0: never; etcd's own --auto-compaction then).
   int64_t retain_revisions = 10000;
   std::chrono::seconds compact_every{300};
+  // A terminated instance stays visible this long (EC2: about an hour), then its record goes.
+  std::chrono::seconds terminated_retention{3600};
 };
 
 struct HostRec {
@@ -55,6 +57,7 @@ struct HostRec {
 struct InstanceRec {
   std::string id, host, zone, reservation_id, owner_key, image_id, type, launch_time, client_token;
   bool terminated = false;  // by the region: its capacity is free again
+  int64_t terminated_at = 0;  // unix seconds; the record goes `terminated_retention` later
   uint32_t vcpus = 0;
   uint64_t memory_mib = 0;
   std::vector<std::pair<std::string, std::string>> tags;

@@ -32,6 +32,8 @@ uint16_t free_port() {
 
 // Short host leases, so that losing a host is seen within a test's time.
 constexpr int kLeaseSeconds = 6;
+// How long a terminated instance stays visible (EC2: about an hour).
+constexpr int kTerminatedRetentionSeconds = 8;
 
 class Region : public ControllerTest {
  protected:
@@ -54,7 +56,8 @@ class Region : public ControllerTest {
     region_ = std::make_unique<Process>(std::vector<std::string>{
         AZOTE_REGION_BIN, "serve", "--state-dir", rdir_, "--etcd", etcd_eps_, "--listen",
         "127.0.0.1:" + std::to_string(port_), "--host-lease-seconds", std::to_string(kLeaseSeconds),
-        "--etcd-retain-revisions", "20", "--compact-interval-seconds", "2"});
+        "--etcd-retain-revisions", "20", "--compact-interval-seconds", "2", "--terminated-retention-seconds",
+        std::to_string(kTerminatedRetentionSeconds)});
     ASSERT_TRUE(region_->wait_for_output("azote-region: ready", 30s)) << region_->wait(1s).err;
     url_ = "https://127.0.0.1:" + std::to_string(port_);
   }
@@ -197,6 +200,14 @@ TEST_F(Region, TheAwsCliLaunchesWaitsDescribesAndTerminatesThroughTheRegion) {
   ASSERT_EQ(o.status, 0) << o.err;
   o = aws(admin_, {"wait", "instance-terminated", "--instance-ids", a, b});
   EXPECT_EQ(o.status, 0) << o.err;
+  // Shown as terminated for a while, then forgotten.
+  o = aws(admin_, {"describe-instances", "--instance-ids", a, "--query", "Reservations[0].Instances[0].State.Name",
+                   "--output", "text"});
+  EXPECT_EQ(o.out.substr(0, o.out.find('\n')), "terminated") << o.err;
+  EXPECT_TRUE(eventually([&] {
+    auto d = aws(admin_, {"describe-instances", "--instance-ids", a});
+    return d.status != 0 && d.err.find("InvalidInstanceID.NotFound") != std::string::npos;
+  }, std::chrono::seconds(kTerminatedRetentionSeconds + 30)));
 
   // Every call in the region's signed audit log, refusals included.
   const std::string log = slurp(rdir_ + "/audit/audit.log");
