@@ -316,9 +316,9 @@ struct Region::Impl {
     });
   }
 
-  // Records of instances terminated longer ago than the retention go (with the root
-  // volumes recorded for them: the host deleted those with the instance). Deleted only if
+  // Records of instances terminated longer ago than the retention go. Deleted only if
   // unchanged since read (compare-and-swap on the revision), so a concurrent edit wins.
+  // (The records of root volumes their host deleted with the instance stay: a known gap.)
   void forget_terminated() {
     const int64_t now = static_cast<int64_t>(::time(nullptr));
     std::vector<std::pair<std::string, int64_t>> gone;
@@ -707,10 +707,17 @@ struct Region::Impl {
     return ec2api::describe_availability_zones_response(c.request_id, out);
   }
 
+  // A host to ask what every host knows alike (instance types, the built-in images): one
+  // that holds its lease, if any does.
   ApiResult<std::string> any_host(std::string* host_id) {
     AZOTE_TRY(hs, hosts());
     if (hs.empty()) return api_error("Unavailable", "the region has no registered host");
     *host_id = hs.front().id;
+    for (const auto& h : hs)
+      if (usable(h.id)) {
+        *host_id = h.id;
+        break;
+      }
     return std::string();
   }
 
