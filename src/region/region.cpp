@@ -61,7 +61,7 @@ Json instance_json(const InstanceRec& r) {
           {"terminated_at", r.terminated_at}};
 }
 
-std::optional<InstanceRec> instance_from(std::string_view text) {
+std::optional<InstanceRec> instance_from_unchecked(std::string_view text) {
   const Json j = Json::parse(text, nullptr, false);
   if (!j.is_object()) return std::nullopt;
   InstanceRec r;
@@ -84,8 +84,17 @@ std::optional<InstanceRec> instance_from(std::string_view text) {
   if (r.id.empty() || r.host.empty()) return std::nullopt;
   return r;
 }
+// A record as anyone with access to etcd may have written it: a field of the wrong type
+// makes it unreadable (skipped), never stops the region (nlohmann::json::value throws).
+std::optional<InstanceRec> instance_from(std::string_view text) {
+  try {
+    return instance_from_unchecked(text);
+  } catch (const nlohmann::json::exception&) {
+    return std::nullopt;
+  }
+}
 
-std::optional<HostRec> host_from(std::string_view text) {
+std::optional<HostRec> host_from_unchecked(std::string_view text) {
   const Json j = Json::parse(text, nullptr, false);
   if (!j.is_object()) return std::nullopt;
   HostRec h;
@@ -96,6 +105,15 @@ std::optional<HostRec> host_from(std::string_view text) {
   h.memory_mib = j.value("memory_mib", uint64_t{0});
   if (h.id.empty() || h.endpoint.empty()) return std::nullopt;
   return h;
+}
+// A record as anyone with access to etcd may have written it: a field of the wrong type
+// makes it unreadable (skipped), never stops the region (nlohmann::json::value throws).
+std::optional<HostRec> host_from(std::string_view text) {
+  try {
+    return host_from_unchecked(text);
+  } catch (const nlohmann::json::exception&) {
+    return std::nullopt;
+  }
 }
 
 // A volume's record: where it lives and what the region adds (owner, tags); its state,
@@ -124,7 +142,7 @@ Json volume_json(const VolumeRec& v) {
   return {{"id", v.id},         {"host", v.host},     {"zone", v.zone},
           {"owner_key", v.owner_key}, {"device", v.device}, {"tags", tags_json(v.tags)}};
 }
-std::optional<VolumeRec> volume_from(std::string_view text) {
+std::optional<VolumeRec> volume_from_unchecked(std::string_view text) {
   const Json j = Json::parse(text, nullptr, false);
   if (!j.is_object()) return std::nullopt;
   VolumeRec v;
@@ -136,6 +154,15 @@ std::optional<VolumeRec> volume_from(std::string_view text) {
   if (j.contains("tags")) v.tags = tags_from(j["tags"]);
   if (v.id.empty() || v.host.empty()) return std::nullopt;
   return v;
+}
+// A record as anyone with access to etcd may have written it: a field of the wrong type
+// makes it unreadable (skipped), never stops the region (nlohmann::json::value throws).
+std::optional<VolumeRec> volume_from(std::string_view text) {
+  try {
+    return volume_from_unchecked(text);
+  } catch (const nlohmann::json::exception&) {
+    return std::nullopt;
+  }
 }
 
 // A filter of DescribeInstances: which names the region knows, and whether an instance

@@ -321,6 +321,18 @@ TEST_F(Region, InstancesSpreadOverHostsAndTheRegionOutlivesAnEtcdMemberAndAHost)
                    "--output", "text"});
   EXPECT_EQ(o.out.substr(0, o.out.find('\n')), "running") << o.err;
 
+  // Records of the wrong shape, written into etcd by someone else, are skipped: the region
+  // keeps answering.
+  for (const auto& [k, v] : std::vector<std::pair<std::string, std::string>>{
+           {"/azote/region/hosts/bad", R"({"id": 5, "endpoint": []})"},
+           {"/azote/region/instances/i-0000000000000bad", R"({"id": "i-0000000000000bad", "host": "h1", "vcpus": "two"})"},
+           {"/azote/region/volumes/vol-bad", "not json"}})
+    run({"/usr/bin/env", "ETCDCTL_API=3", "/usr/bin/etcdctl", "--endpoints", etcd_->endpoint(1), "put", k, v});
+  o = aws(admin_, {"describe-instances", "--query", "length(Reservations[].Instances[])"});
+  EXPECT_EQ(o.status, 0) << o.err;
+  o = aws(admin_, {"describe-hosts", "--query", "length(Hosts)"});
+  EXPECT_EQ(o.out.substr(0, o.out.find('\n')), "2") << o.out << o.err;
+
   std::vector<std::string> mine;
   for (const auto& id : on_host(dir_, cp_)) mine.push_back(id);
   args = {"terminate-instances", "--instance-ids"};
