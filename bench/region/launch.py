@@ -55,13 +55,16 @@ def main():
             if "ready" in open(host + "/controller.out").read():
                 break
             time.sleep(0.05)
-        subprocess.run([bins + "/azote", "admin", "issue-cert", "--state-dir", host, "--role", "control-plane", "--name",
-                        "bench", "--out", host + "/creds"], check=True, capture_output=True)
+        # One credential for the benchmark's own calls to the host, another for the region
+        # (whose calls carry its lease's epoch: the host fences that principal alone).
+        for name, out_dir in (("bench", host + "/creds"), ("region", host + "/region-creds")):
+            subprocess.run([bins + "/azote", "admin", "issue-cert", "--state-dir", host, "--role", "control-plane",
+                            "--name", name, "--out", out_dir], check=True, capture_output=True)
         rdir = top + "/region"
         for _ in range(100):
             r = subprocess.run([bins + "/azote-region", "register-host", "--state-dir", rdir, "--etcd", "127.0.0.1:%d" % c,
                                 "--host-id", "h1", "--endpoint", "unix:" + host + "/api.sock", "--credentials",
-                                host + "/creds", "--zone", "us-east-1a", "--vcpus", "256", "--memory-mib", "65536"],
+                                host + "/region-creds", "--zone", "us-east-1a", "--vcpus", "256", "--memory-mib", "65536"],
                                capture_output=True, text=True)
             if r.returncode == 0:
                 break

@@ -2,8 +2,10 @@
 
 namespace azote::controller {
 
-std::optional<std::string> RegionFence::admit(uint64_t epoch, std::chrono::milliseconds lease, Clock::time_point now) {
+std::optional<std::string> RegionFence::admit(uint64_t epoch, std::chrono::milliseconds lease, Clock::time_point now,
+                                              const std::string& principal) {
   std::lock_guard lock(mu_);
+  if (!principal.empty()) principal_ = principal;
   if (epoch == 0) return std::string("the region's epoch is missing or zero");
   if (epoch < epoch_)
     return "the region's epoch " + std::to_string(epoch) + " is older than " + std::to_string(epoch_) +
@@ -15,6 +17,12 @@ std::optional<std::string> RegionFence::admit(uint64_t epoch, std::chrono::milli
   lease_ = lease;
   last_ = now;
   return std::nullopt;
+}
+
+std::optional<std::string> RegionFence::admit_without_epoch(const std::string& principal) const {
+  std::lock_guard lock(mu_);
+  if (principal_.empty() || principal != principal_) return std::nullopt;
+  return principal + " acts for a region here: its calls must carry the region's epoch";
 }
 
 uint64_t RegionFence::epoch() const {

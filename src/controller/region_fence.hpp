@@ -9,7 +9,10 @@
 //   - it is a newer epoch, or the same one heard from within one lease: a host the region
 //     has not reached for a whole lease considers that lease lost (the region has by then
 //     marked the host lost) and waits for a new one before acting for the region again.
-// Calls without the metadata (the host's own operators, the azote CLI) are not fenced.
+// Once a principal (a client certificate's role/name) has presented an epoch, every call
+// of that principal must carry one: the region cannot step around the fence by leaving it
+// out. Other principals (the host's own operators, the azote CLI) are not fenced. The
+// fence lives in memory: a restarted controller admits the next epoch it is shown.
 #pragma once
 
 #include <chrono>
@@ -24,7 +27,10 @@ class RegionFence {
  public:
   using Clock = std::chrono::steady_clock;
   // nullopt: admitted; otherwise why not (one sentence).
-  std::optional<std::string> admit(uint64_t epoch, std::chrono::milliseconds lease, Clock::time_point now);
+  std::optional<std::string> admit(uint64_t epoch, std::chrono::milliseconds lease, Clock::time_point now,
+                                   const std::string& principal = "");
+  // A call of `principal` without an epoch: nullopt if admitted (it never presented one).
+  std::optional<std::string> admit_without_epoch(const std::string& principal) const;
   uint64_t epoch() const;
 
  private:
@@ -32,6 +38,7 @@ class RegionFence {
   uint64_t epoch_ = 0;
   std::chrono::milliseconds lease_{0};
   Clock::time_point last_{};
+  std::string principal_;  // who presented the epochs (empty: nobody yet)
 };
 
 }  // namespace azote::controller

@@ -36,5 +36,16 @@ TEST(RegionFence, ALeaseNotHeardFromForItsTimeToLiveIsLost) {
   EXPECT_FALSE(f.admit(8, 15s, t0 + 30s));
 }
 
+TEST(RegionFence, ThePrincipalThatPresentedEpochsCannotLeaveThemOut) {
+  RegionFence f;
+  const auto t0 = RegionFence::Clock::time_point{} + 1h;
+  EXPECT_FALSE(f.admit_without_epoch("control-plane/region"));  // nobody presented one yet
+  EXPECT_FALSE(f.admit(3, 15s, t0, "control-plane/region"));
+  auto why = f.admit_without_epoch("control-plane/region");
+  ASSERT_TRUE(why);
+  EXPECT_NE(why->find("must carry"), std::string::npos) << *why;
+  EXPECT_FALSE(f.admit_without_epoch("control-plane/operator-cli"));  // the host's own clients are not fenced
+}
+
 }  // namespace
 }  // namespace azote::controller

@@ -277,8 +277,10 @@ grpc::Status Service::call(grpc::ServerContext* ctx, const char* method, Access 
     if (!epoch || !lease)
       return finish(ctx, who, method, resources,
                     ApiError{K::kInvalid, "InvalidParameterValue", "azote-region-epoch and -lease-ms must be numbers"});
-    if (auto why = region_fence_.admit(*epoch, std::chrono::milliseconds(*lease), RegionFence::Clock::now()))
+    if (auto why = region_fence_.admit(*epoch, std::chrono::milliseconds(*lease), RegionFence::Clock::now(), who))
       return finish(ctx, who, method, resources, ApiError{K::kConflict, "RegionLeaseLost", *why});
+  } else if (auto why = region_fence_.admit_without_epoch(who)) {
+    return finish(ctx, who, method, resources, ApiError{K::kConflict, "RegionLeaseLost", *why});
   }
   std::optional<ApiError> err;
   if (auto r = body(resources); !r) err = r.error();

@@ -220,6 +220,8 @@ struct Region::Impl {
     monitor.request_stop();
     monitor_cv.notify_all();
     if (monitor.joinable()) monitor.join();
+    // The watch's thread writes into members declared after `sync`: stopped before they go.
+    sync.reset();
   }
   Options opt;
   etcd::Client store;
@@ -241,9 +243,10 @@ struct Region::Impl {
   };
   std::mutex lease_mu;
   std::map<std::string, HostLease> leases;  // lease_mu
+  std::mutex probe_mu;                      // one probe at a time
   std::mutex monitor_mu;
   std::condition_variable_any monitor_cv;
-  std::jthread monitor;  // last member: stopped and joined first
+  std::jthread monitor;  // stopped and joined first (~Impl), then the watch
 
   uint64_t epoch_of(const std::string& host) {
     std::lock_guard lock(lease_mu);
@@ -257,43 +260,55 @@ struct Region::Impl {
     return it != leases.end() && it->second.epoch != 0;
   }
 
+  // One probe of a host under its lease: a host without one gets a new lease first (the
+  // probe is its first call under the new epoch), which is revoked if it does not answer.
   void probe(const HostRec& h) {
-    v1::DescribeInstanceTypesRequest req;
-    req.add_instance_types("t3.nano");
-    const auto now = std::chrono::steady_clock::now();
-    auto r = host_call(h.id, &v1::Ec2::Stub::DescribeInstanceTypes, req, std::chrono::seconds(5));
+    std::lock_guard serial(probe_mu);  // the monitor and placement may probe the same host
     HostLease cur;
     {
       std::lock_guard lock(lease_mu);
       cur = leases[h.id];
     }
-    if (r) {
-      if (cur.epoch != 0) {
-        auto k = store.keep_alive_once(cur.lease);
-        if (!k) cur.epoch = 0;  // expired meanwhile: a new one below
+    const auto now = std::chrono::steady_clock::now();
+    bool fresh = false;
+    if (cur.epoch == 0) {
+      const int64_t ttl_s = std::max<int64_t>(2, std::chrono::duration_cast<std::chrono::seconds>(opt.host_lease).count());
+      auto g = store.grant(ttl_s);
+      if (!g) return;  // etcd is away: try again at the next round
+      auto written = store.put(key("alive", h.id), Json{{"host", h.id}, {"since", ec2api::format_timestamp(now_ms())}}.dump(), g->id);
+      if (!written) {
+        (void)store.revoke(g->id);
+        return;
       }
-      if (cur.epoch == 0) {
-        const int64_t ttl_s = std::max<int64_t>(2, std::chrono::duration_cast<std::chrono::seconds>(opt.host_lease).count());
-        auto g = store.grant(ttl_s);
-        if (g) {
-          auto written = store.put(key("alive", h.id), Json{{"host", h.id}, {"since", ec2api::format_timestamp(now_ms())}}.dump(), g->id);
-          if (written) {
-            cur.lease = g->id;
-            cur.epoch = static_cast<uint64_t>(*written);
-            if (cur.lost) LOG_INFO("region: host %s answers again: new lease, epoch %llu", h.id.c_str(), static_cast<unsigned long long>(cur.epoch));
-            cur.lost = false;
-            cur.lost_since.clear();
-          } else {
-            (void)store.revoke(g->id);
-          }
-        }
+      cur.lease = g->id;
+      cur.epoch = static_cast<uint64_t>(*written);
+      fresh = true;
+    }
+    v1::DescribeInstanceTypesRequest req;
+    req.add_instance_types("t3.nano");
+    auto r = host_call(h.id, &v1::Ec2::Stub::DescribeInstanceTypes, req, std::chrono::seconds(5), cur.epoch);
+    if (r) {
+      if (!fresh) {
+        auto k = store.keep_alive_once(cur.lease);
+        // Only a lease etcd no longer has is gone; an etcd that does not answer now is not
+        // a reason to drop a host that does.
+        if (!k && k.error().kind == etcd::EtcdErrc::kNotFound) cur.epoch = 0;
+      }
+      if (cur.epoch != 0 && cur.lost)
+        LOG_INFO("region: host %s answers again: new lease, epoch %llu", h.id.c_str(), static_cast<unsigned long long>(cur.epoch));
+      if (cur.epoch != 0) {
+        cur.lost = false;
+        cur.lost_since.clear();
       }
       cur.last_ok = now;
-    } else if (r.error().code == "RegionLeaseLost") {
-      // The host says the lease lapsed on its side: let it go; the next probe makes a new one.
-      if (cur.epoch != 0) (void)store.revoke(cur.lease);
+    } else if (fresh) {
+      (void)store.revoke(cur.lease);  // never acted under: let it go
       cur.epoch = 0;
-    } else if (cur.epoch != 0 && now - cur.last_ok > opt.host_lease) {
+    } else if (r.error().code == "RegionLeaseLost") {
+      // The host says the lease lapsed on its side: let it go; the next probe takes a new one.
+      (void)store.revoke(cur.lease);
+      cur.epoch = 0;
+    } else if (now - cur.last_ok > opt.host_lease) {
       // Silent for a whole lease: lost (the etcd lease, no longer kept alive, has lapsed too).
       (void)store.revoke(cur.lease);
       cur.epoch = 0;
@@ -577,17 +592,20 @@ struct Region::Impl {
 
   // One call to a host's controller; its EC2 error (code and message) passed on as is,
   // an unreachable host as Unavailable naming it.
+  // Every call carries the host's current lease epoch (`epoch`, or the one held now): a
+  // host without one is not called at all (Unavailable), so nothing reaches a host unfenced.
   template <class Req, class Resp>
   ApiResult<Resp> host_call(const std::string& host_id,
                             grpc::Status (v1::Ec2::Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
-                            const Req& req, std::chrono::seconds timeout = kHostCallTimeout) {
+                            const Req& req, std::chrono::seconds timeout = kHostCallTimeout, uint64_t epoch = 0) {
+    if (epoch == 0) epoch = epoch_of(host_id);
+    if (epoch == 0)
+      return api_error("Unavailable", "host " + host_id + " holds no lease of the region (lost, or not reached yet)");
     AZOTE_TRY(c, conn(host_id));
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + timeout);
-    if (const uint64_t epoch = epoch_of(host_id); epoch != 0) {
-      ctx.AddMetadata("azote-region-epoch", std::to_string(epoch));
-      ctx.AddMetadata("azote-region-lease-ms", std::to_string(opt.host_lease.count()));
-    }
+    ctx.AddMetadata("azote-region-epoch", std::to_string(epoch));
+    ctx.AddMetadata("azote-region-lease-ms", std::to_string(opt.host_lease.count()));
     Resp resp;
     const grpc::Status st = ((*c->stub).*method)(&ctx, req, &resp);
     if (st.ok()) return resp;
@@ -1614,7 +1632,12 @@ struct Region::Impl {
                          action + ")"},
                     rid);
     }
-    if (auto dry = params->get_bool("DryRun"); dry && *dry && **dry) {
+    auto dry = params->get_bool("DryRun");
+    if (!dry) {  // never run for real what was asked as a dry run
+      record(who->name, action, res, "failed", dry.error().code, rid);
+      return refuse(dry.error(), rid);
+    }
+    if (*dry && **dry) {
       record(who->name, action, res, "allowed", "DryRunOperation", rid);
       return refuse({"DryRunOperation", "Request would have succeeded, but DryRun flag is set."}, rid);
     }

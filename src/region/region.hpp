@@ -8,9 +8,10 @@
 //
 // State (etcd, under Options::prefix; values are small JSON documents):
 //   hosts/<host-id>          a registered host: its controller's endpoint, zone, capacity
+//   alive/<host-id>          under the host's lease while it answers; its revision is the epoch
 //   instances/<instance-id>  an instance's placement and what the region adds to the
-//                            host's view: its reservation, owner, tags
-//   tokens/<key-id>/<token>  RunInstances idempotency: the reservation a ClientToken made
+//                            host's view: its reservation, owner, client token, tags
+//   volumes/<volume-id>      a volume's host and zone, the device name it was given, tags
 // The instance's own state (pending, running, ...) is its host's: the region asks the
 // host, never keeps a copy that could disagree.
 #pragma once

@@ -51,7 +51,9 @@ class Region : public ControllerTest {
     reader_ = principal("reader", {"--read-only"});
     // The host: its controller's API socket, a control-plane credential its CA issued.
     for (const auto& e : etcd_->endpoints()) etcd_eps_ += (etcd_eps_.empty() ? "" : ",") + e;
-    register_host("h1", dir_, cp_, "us-east-1a");
+    // The region's own credential for h1 (its calls carry the lease's epoch; the test's
+    // own calls to the host, with cp_, do not and must not be fenced).
+    register_host("h1", dir_, issue("control-plane", "region"), "us-east-1a");
     port_ = free_port();
     region_ = std::make_unique<Process>(std::vector<std::string>{
         AZOTE_REGION_BIN, "serve", "--state-dir", rdir_, "--etcd", etcd_eps_, "--listen",
@@ -66,6 +68,7 @@ class Region : public ControllerTest {
       region_->signal(SIGTERM);
       const Outcome o = region_->wait(10s);
       EXPECT_FALSE(o.timed_out) << "azote-region did not stop on SIGTERM";
+      EXPECT_EQ(o.status, 0) << "azote-region's exit on SIGTERM";
       if (HasFailure()) std::cerr << "azote-region's log:\n" << o.err.substr(o.err.size() > 6000 ? o.err.size() - 6000 : 0);
     }
     for (auto& h : hosts_) stop_host(h);
@@ -94,11 +97,14 @@ class Region : public ControllerTest {
                             " --on-exit stop --capacity-vcpus 8 --capacity-memory 8G 2>>" + h.dir + "/controller.log";
     h.ctl = std::make_unique<Process>(std::vector<std::string>{"/bin/sh", "-c", cmd});
     EXPECT_TRUE(h.ctl->wait_for_output("azote-controller: ready", 15s)) << slurp(h.dir + "/controller.log");
-    h.creds = h.dir + "/creds-region";
-    auto o = run({AZOTE_CLI_BIN, "admin", "issue-cert", "--state-dir", h.dir, "--role", "control-plane", "--name",
-                  "region", "--out", h.creds});
-    EXPECT_EQ(o.status, 0) << o.err;
-    register_host(id, h.dir, h.creds, zone);
+    // One credential for the region (fenced by its epochs), one for the test's own calls.
+    for (const char* name : {"region", "tester"}) {
+      auto o = run({AZOTE_CLI_BIN, "admin", "issue-cert", "--state-dir", h.dir, "--role", "control-plane", "--name",
+                    name, "--out", h.dir + "/creds-" + name});
+      EXPECT_EQ(o.status, 0) << o.err;
+    }
+    h.creds = h.dir + "/creds-tester";
+    register_host(id, h.dir, h.dir + "/creds-region", zone);
     hosts_.push_back(std::move(h));
     return hosts_.back();
   }
@@ -347,6 +353,17 @@ TEST_F(Region, AHostRefusesALapsedLeaseAndTheRegionTakesANewOne) {
   auto o = aws(admin_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano"});
   ASSERT_EQ(o.status, 0) << o.err;
   const std::string id = Json::parse(o.out)["Instances"][0].value("InstanceId", "");
+  auto alive_revision = [&] {
+    auto e = run({"/usr/bin/env", "ETCDCTL_API=3", "/usr/bin/etcdctl", "--endpoints", etcd_eps_, "get",
+                  "/azote/region/alive/h1", "-w", "json"});
+    const Json j = Json::parse(e.out, nullptr, false);
+    return j.is_object() && j.contains("kvs") ? j["kvs"][0].value("mod_revision", int64_t{0}) : int64_t{0};
+  };
+  const int64_t epoch_before = alive_revision();
+  ASSERT_GT(epoch_before, 0);
+  // The host's own clients are not fenced; the region's principal cannot leave its epoch
+  // out (the fence, not the region's good will): the test's calls with cp_ keep working.
+  EXPECT_EQ(instance(id)["state"].value("name", ""), "running");
   // The region freezes for longer than a lease (a long pause, a partition).
   region_->signal(SIGSTOP);
   std::this_thread::sleep_for(std::chrono::seconds(kLeaseSeconds + 2));
@@ -356,7 +373,8 @@ TEST_F(Region, AHostRefusesALapsedLeaseAndTheRegionTakesANewOne) {
                                       slurp(dir_ + "/audit/audit.log").find("lapsed") != std::string::npos; },
                          30s))
       << "the host never refused the lapsed lease";
-  // ...then the region takes a new lease and the host obeys it again.
+  // ...then the region takes a new lease (a larger epoch) and the host obeys it again.
+  EXPECT_TRUE(eventually([&] { return alive_revision() > epoch_before; }, 30s)) << "no new lease was taken";
   EXPECT_TRUE(eventually([&] {
     auto d = aws(admin_, {"describe-hosts", "--host-ids", "h1", "--query", "Hosts[0].State", "--output", "text"});
     return d.out.rfind("available", 0) == 0;
