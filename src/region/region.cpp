@@ -555,6 +555,21 @@ struct Region::Impl {
     else if (r->current) apply_locked(*r->current, false);
     return r->swapped;
   }
+  // A record read, changed by `change` and written back only if nobody wrote it since
+  // (compare-and-swap on its revision, read again and retried): concurrent edits of one
+  // record (tags, termination, a device name) never undo each other. false: no such record.
+  ApiResult<bool> update(const std::string& k, std::string_view busy_code,
+                         const std::function<ApiResult<void>(Json&)>& change) {
+    for (int attempt = 0; attempt < 6; ++attempt) {
+      auto kv = get(k);
+      Json j = kv ? Json::parse(kv->value, nullptr, false) : Json();
+      if (!kv || !j.is_object()) return false;
+      AZOTE_TRYV(change(j));
+      AZOTE_TRY(swapped, swap(k, kv->mod_revision, j.dump()));
+      if (swapped) return true;
+    }
+    return api_error(busy_code, k.substr(opt.prefix.size()) + " keeps changing; try again");
+  }
   ApiResult<void> erase(const std::string& k) {
     auto r = store.del(k);
     if (!r) return api_error("Unavailable", "the region's store: " + r.error().describe());
@@ -1063,12 +1078,14 @@ struct Region::Impl {
   ApiResult<std::string> terminate_instances(Call& c) {
     AZOTE_TRY(ch, state_change(c, &v1::Ec2::Stub::TerminateInstances));
     for (const auto& x : ch) {
-      auto r = instance_rec(x.instance_id);
-      if (!r || r->terminated) continue;
-      r->terminated = true;
-      r->terminated_at = static_cast<int64_t>(::time(nullptr));
-      if (auto w = put(key("instances", r->id), instance_json(*r).dump()); !w)
-        LOG_WARN("region: %s: marking it terminated: %s", r->id.c_str(), w.error().message.c_str());
+      auto w = update(key("instances", x.instance_id), "IncorrectState", [](Json& j) -> ApiResult<void> {
+        if (!j.value("terminated", false)) {
+          j["terminated"] = true;
+          j["terminated_at"] = static_cast<int64_t>(::time(nullptr));
+        }
+        return {};
+      });
+      if (!w) LOG_WARN("region: %s: marking it terminated: %s", x.instance_id.c_str(), w.error().message.c_str());
     }
     return ec2api::terminate_instances_response(c.request_id, ch);
   }
@@ -1101,13 +1118,9 @@ struct Region::Impl {
         return api_error("InvalidID", "The ID '" + id + "' is not valid (instances and volumes only, for now)");
       if (instance) AZOTE_TRYV(well_formed(id));
       const std::string k = key(instance ? "instances" : "volumes", id);
-      for (int attempt = 0;; ++attempt) {
-        auto kv = get(k);
-        Json j = kv ? Json::parse(kv->value, nullptr, false) : Json();
-        if (!j.is_object())
-          return instance ? api_error("InvalidInstanceID.NotFound", "The instance ID '" + id + "' does not exist")
-                          : api_error("InvalidVolume.NotFound", "The volume '" + id + "' does not exist.");
+      AZOTE_TRY(found, update(k, "ConcurrentTagAccess", [&](Json& j) -> ApiResult<void> {
         auto v = tags_from(j.value("tags", Json::array()));
+        if (!create && tags.empty()) v.clear();  // DeleteTags without Tag: every tag, as EC2
         for (const auto& t : tags) {
           if (create) {
             auto it = std::find_if(v.begin(), v.end(), [&](const auto& e) { return e.first == t.key; });
@@ -1119,10 +1132,11 @@ struct Region::Impl {
         }
         if (v.size() > 50) return api_error("TagLimitExceeded", id + " may have at most 50 tags");
         j["tags"] = tags_json(v);
-        AZOTE_TRY(swapped, swap(k, kv->mod_revision, j.dump()));
-        if (swapped) break;
-        if (attempt == 5) return api_error("ConcurrentTagAccess", "the tags of " + id + " keep changing; try again");
-      }
+        return {};
+      }));
+      if (!found)
+        return instance ? api_error("InvalidInstanceID.NotFound", "The instance ID '" + id + "' does not exist")
+                        : api_error("InvalidVolume.NotFound", "The volume '" + id + "' does not exist.");
     }
     return ec2api::return_response(create ? "CreateTags" : "DeleteTags", c.request_id);
   }
@@ -1364,7 +1378,11 @@ struct Region::Impl {
     req.set_instance_id(inst.id);
     AZOTE_TRY(a, host_call(vol.host, &v1::Ec2::Stub::AttachVolume, req));
     vol.device = std::string(device);
-    if (auto w = put(key("volumes", vol.id), volume_json(vol).dump()); !w)
+    if (auto w = update(key("volumes", vol.id), "IncorrectState", [&](Json& j) -> ApiResult<void> {
+          j["device"] = vol.device;
+          return {};
+        });
+        !w)
       LOG_WARN("region: %s: its device name: %s", vol.id.c_str(), w.error().message.c_str());
     ec2api::VolumeAttachment at = attachment_of(a);
     at.device = vol.device;

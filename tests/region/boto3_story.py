@@ -81,6 +81,9 @@ def main():
     ec2.delete_tags(Resources=[ids[0]], Tags=[{"Key": "role"}])
     tags = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [ids[0]]}])["Tags"]
     check([t["Key"] for t in tags] == ["Name"], "delete_tags")
+    ec2.delete_tags(Resources=[ids[0]])  # no Tag: every tag, as EC2
+    tags = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [ids[0]]}])["Tags"]
+    check(tags == [], "delete_tags without tags deletes them all (%s)" % tags)
 
     ec2.stop_instances(InstanceIds=[ids[0]])
     ec2.get_waiter("instance_stopped").wait(InstanceIds=[ids[0]], WaiterConfig={"Delay": 1, "MaxAttempts": 90})
