@@ -21,6 +21,36 @@ inline std::string to_hex(std::span<const uint8_t> bytes) {
   return s;
 }
 
+// The value of one hex digit (either case), or -1.
+inline int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// application/x-www-form-urlencoded decoding: %XX escapes and '+' as a space; false on a
+// truncated or non-hex escape (what EC2's form parser and SigV4's canonical query need).
+inline bool form_decode(std::string_view in, std::string& out) {
+  out.clear();
+  out.reserve(in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    const char c = in[i];
+    if (c == '+') {
+      out += ' ';
+    } else if (c == '%') {
+      if (i + 2 >= in.size()) return false;
+      const int hi = hex_digit(in[i + 1]), lo = hex_digit(in[i + 2]);
+      if (hi < 0 || lo < 0) return false;
+      out += static_cast<char>(hi * 16 + lo);
+      i += 2;
+    } else {
+      out += c;
+    }
+  }
+  return true;
+}
+
 // nullopt unless `s` is an even number of hex digits (lowercase only if asked).
 inline std::optional<std::vector<uint8_t>> from_hex(std::string_view s, bool lowercase_only = false) {
   if (s.size() % 2 != 0) return std::nullopt;

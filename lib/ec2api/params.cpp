@@ -3,39 +3,15 @@
 #include <algorithm>
 #include <utility>
 
+#include "base/hex.hpp"
+
 namespace azote::ec2api {
 
 namespace {
 
 bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
-// Percent-decoding with '+' as a space; false on a truncated or non-hex escape.
-bool url_decode(std::string_view in, std::string& out) {
-  out.clear();
-  out.reserve(in.size());
-  for (size_t i = 0; i < in.size(); ++i) {
-    const char c = in[i];
-    if (c == '+') {
-      out += ' ';
-    } else if (c == '%') {
-      if (i + 2 >= in.size()) return false;
-      const int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
-      if (hi < 0 || lo < 0) return false;
-      out += static_cast<char>(hi * 16 + lo);
-      i += 2;
-    } else {
-      out += c;
-    }
-  }
-  return true;
-}
 
 // Well-formed UTF-8 (no overlongs, no surrogates, at most U+10FFFF).
 bool valid_utf8(std::string_view s) {
@@ -137,7 +113,7 @@ Result<Params, Ec2Error> Params::parse(std::string_view form, const Limits& limi
     const size_t eq = pair.find('=');
     const std::string_view raw_name = pair.substr(0, eq);
     const std::string_view raw_value = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
-    if (!url_decode(raw_name, name))
+    if (!form_decode(raw_name, name))
       return api_error(kMalformedQueryString, "Bad percent-encoding in the parameter name '" + shown(raw_name) + "'");
     if (name.empty()) return api_error(kMalformedQueryString, "A parameter has no name");
     if (name.size() > limits.max_name_bytes)
@@ -146,7 +122,7 @@ Result<Params, Ec2Error> Params::parse(std::string_view form, const Limits& limi
     if (!valid_utf8(name) ||
         std::any_of(name.begin(), name.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }))
       return api_error(kMalformedQueryString, "The parameter name '" + shown(raw_name) + "' is not valid");
-    if (!url_decode(raw_value, value))
+    if (!form_decode(raw_value, value))
       return api_error(kMalformedQueryString, "Bad percent-encoding in the value of parameter " + name);
     if (!valid_utf8(value)) return api_error(kMalformedQueryString, "The value of parameter " + name + " is not UTF-8");
     p.entries_.push_back(Entry{name, value});

@@ -41,14 +41,8 @@ std::string lower(std::string_view s) {
   for (char& c : out) c = to_lower(c);
   return out;
 }
-int hex_value(char c) {
-  if (is_digit(c)) return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 bool is_hex64(std::string_view s) {
-  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) { return hex_value(c) >= 0; });
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) { return hex_digit(c) >= 0; });
 }
 
 // A piece of client input made safe for an error message: printable ASCII only, bounded.
@@ -160,25 +154,6 @@ Result<std::optional<std::string_view>, SigV4Error> single_header(const std::vec
 
 using Param = std::pair<std::string, std::string>;
 
-bool percent_decode(std::string_view in, std::string& out) {
-  out.clear();
-  out.reserve(in.size());
-  for (size_t i = 0; i < in.size(); ++i) {
-    const char c = in[i];
-    if (c == '+') {
-      out += ' ';
-    } else if (c == '%') {
-      if (i + 2 >= in.size()) return false;
-      const int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
-      if (hi < 0 || lo < 0) return false;
-      out += static_cast<char>(hi * 16 + lo);
-      i += 2;
-    } else {
-      out += c;
-    }
-  }
-  return true;
-}
 
 // The query's parameters, decoded, in their order; empty pieces ("a=1&&b=2") skipped.
 Result<std::vector<Param>, SigV4Error> parse_query(std::string_view raw, const Limits& limits) {
@@ -199,7 +174,7 @@ Result<std::vector<Param>, SigV4Error> parse_query(std::string_view raw, const L
     const std::string_view name = piece.substr(0, eq);
     const std::string_view value = eq == std::string_view::npos ? std::string_view{} : piece.substr(eq + 1);
     Param p;
-    if (!percent_decode(name, p.first) || !percent_decode(value, p.second)) {
+    if (!form_decode(name, p.first) || !form_decode(value, p.second)) {
       ok = false;
       bad = "query parameter '" + shown(piece) + "' has an invalid percent-encoding";
       return;
