@@ -20,14 +20,13 @@ of the blocks' p50.
 """
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from common import free_port, pct
+from common import free_port, pct, stop_all
 
 
 def main():
@@ -143,13 +142,7 @@ def main():
         summary["loadavg"] = open("/proc/loadavg").read().split()[:3]
         print(json.dumps(summary, indent=1))
     finally:
-        for pr in reversed(procs):
-            pr.terminate()
-            try:
-                pr.wait(30)
-            except subprocess.TimeoutExpired:
-                pr.kill()
-        shutil.rmtree(top, ignore_errors=True)
+        stop_all(procs, top)
 
 
 if __name__ == "__main__":

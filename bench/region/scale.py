@@ -24,14 +24,13 @@ import json
 import os
 import random
 import re
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from common import free_port, pct
+from common import free_port, pct, stop_all
 
 import botocore.auth
 import botocore.awsrequest
@@ -186,13 +185,7 @@ def main():
             return 1
         return 0
     finally:
-        for pr in reversed(procs):
-            pr.terminate()
-            try:
-                pr.wait(30)
-            except subprocess.TimeoutExpired:
-                pr.kill()
-        shutil.rmtree(top, ignore_errors=True)
+        stop_all(procs, top)
 
 
 if __name__ == "__main__":
