@@ -114,7 +114,8 @@ Result<std::unique_ptr<Card>, CardError> Card::create(const CardOptions& o) {
     if (!c->flow_log_) return errno_error(CardErrc::kHost, "--flow-log " + o.flow_log_path);
   }
   if (o.underlay) {
-    auto l = FabricLink::start(sw, c->clock_, o.host_id, *o.underlay);
+    auto l = FabricLink::start(sw, c->clock_, o.host_id, *o.underlay,
+                               o.underlay_fd >= 0 ? UniqueFd(o.underlay_fd) : UniqueFd());
     if (!l) return make_error(l.error().code == LinkErrc::kHost ? CardErrc::kHost : CardErrc::kModel, l.error().message());
     c->fabric_ = std::move(l).value();
     sw.set_fabric(c->fabric_.get(), o.host_id);

@@ -49,10 +49,41 @@ void failed(const RemoteFrame& f) {
 FabricLink::FabricLink(Switch& sw, const rate_limit::Clock& clock, fabric::HostId self, const Endpoint& underlay)
     : sw_(sw), self_(self), underlay_(underlay), session_(self, clock) {}
 
+Result<void, LinkError> check_underlay_socket(int fd, const Endpoint& underlay, const std::string& what) {
+  int domain = 0, type = 0;
+  socklen_t len = sizeof domain;
+  if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0)
+    return make_error(LinkErrc::kConfig, what + " does not name an open socket", errno);
+  len = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0)
+    return make_error(LinkErrc::kConfig, what + ": SO_TYPE", errno);
+  if (domain != AF_INET || type != SOCK_DGRAM)
+    return make_error(LinkErrc::kConfig, what + " is not an IPv4 UDP socket (domain " + std::to_string(domain) + ", type " +
+                                             std::to_string(type) + "; expected AF_INET " + std::to_string(AF_INET) +
+                                             ", SOCK_DGRAM " + std::to_string(SOCK_DGRAM) + ")");
+  sockaddr_in sa{};
+  len = sizeof sa;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0)  // NOLINT
+    return make_error(LinkErrc::kConfig, what + ": getsockname", errno);
+  const Endpoint bound{net::Ipv4Address::from_u32(ntohl(sa.sin_addr.s_addr)), ntohs(sa.sin_port)};
+  if (bound.port == 0) return make_error(LinkErrc::kConfig, what + " is not bound (--underlay " + underlay.to_string() + " expected)");
+  if (bound.addr != underlay.addr || bound.port != underlay.port)
+    return make_error(LinkErrc::kConfig, what + " is bound to " + bound.to_string() + ", not to --underlay " + underlay.to_string());
+  return {};
+}
+
 Result<std::unique_ptr<FabricLink>, LinkError> FabricLink::start(Switch& sw, const rate_limit::Clock& clock,
-                                                                 fabric::HostId self, const Endpoint& underlay) {
+                                                                 fabric::HostId self, const Endpoint& underlay,
+                                                                 UniqueFd bound) {
   std::unique_ptr<FabricLink> l(new FabricLink(sw, clock, self, underlay));
-  l->socket_ = UniqueFd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  const bool given = static_cast<bool>(bound);
+  if (given) {
+    const std::string what = "--underlay-fd " + std::to_string(bound.get());
+    AZOTE_TRYV(check_underlay_socket(bound.get(), underlay, what));
+    l->socket_ = std::move(bound);
+  } else {
+    l->socket_ = UniqueFd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  }
   l->stop_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   l->epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
   if (!l->socket_ || !l->stop_ || !l->epoll_) return make_error(LinkErrc::kHost, "fabric: socket/eventfd/epoll", errno);
@@ -60,10 +91,15 @@ Result<std::unique_ptr<FabricLink>, LinkError> FabricLink::start(Switch& sw, con
   // send error and logged) instead of travelling as IP fragments.
   const int pmtu = IP_PMTUDISC_DO;
   (void)::setsockopt(l->socket_.get(), IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
+  // 4 MiB to receive into (the kernel caps it at net.core.rmem_max). A socket handed over
+  // may have more already (the launcher forces 4 MiB past rmem_max): never lowered.
   const int rcvbuf = 4 << 20;
-  (void)::setsockopt(l->socket_.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+  int have = 0;
+  socklen_t have_len = sizeof have;
+  if (!given || ::getsockopt(l->socket_.get(), SOL_SOCKET, SO_RCVBUF, &have, &have_len) != 0 || have < 2 * rcvbuf)
+    (void)::setsockopt(l->socket_.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
   const sockaddr_in sa = to_sockaddr(underlay);
-  if (::bind(l->socket_.get(), reinterpret_cast<const sockaddr*>(&sa), sizeof sa) != 0)  // NOLINT
+  if (!given && ::bind(l->socket_.get(), reinterpret_cast<const sockaddr*>(&sa), sizeof sa) != 0)  // NOLINT
     return make_error(LinkErrc::kHost, "--underlay " + underlay.to_string() + ": bind", errno);
   for (auto [fd, tag] : {std::pair{l->socket_.get(), 0}, std::pair{l->stop_.get(), 1}}) {
     epoll_event ev{};
@@ -75,7 +111,8 @@ Result<std::unique_ptr<FabricLink>, LinkError> FabricLink::start(Switch& sw, con
   l->thread_ = std::thread([p = l.get()] {
     if (runtime::enter_thread_class("fabric", "fabric")) p->run();
   });
-  LOG_INFO("fabric: host %u on udp %s (underlay MTU needed: %zu)", self, underlay.to_string().c_str(), kUnderlayMtu);
+  LOG_INFO("fabric: host %u on udp %s%s (underlay MTU needed: %zu)", self, underlay.to_string().c_str(),
+           given ? " (a socket bound by the launcher)" : "", kUnderlayMtu);
   return l;
 }
 

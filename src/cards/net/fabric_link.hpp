@@ -1,5 +1,6 @@
 // The card's end of the fabric: one UDP socket on the underlay (--underlay, bound in
-// the card's network namespace), lib/fabric's Session (keys, sealing, replay windows),
+// the card's network namespace, or --underlay-fd, bound by the launcher in the host's),
+// lib/fabric's Session (keys, sealing, replay windows),
 // the peers' addresses and per-peer counters.
 //
 //   send:    ENI worker -> Switch::transmit() (egress groups passed) -> FabricLink::send():
@@ -47,11 +48,17 @@ using LinkError = Error<LinkErrc>;
 inline constexpr size_t kUnderlayDatagram = kMaxFrame + fabric::kOverhead;  // 1558 (UDP payload)
 inline constexpr size_t kUnderlayMtu = kUnderlayDatagram + 8 + 20;          // 1586
 
+// Whether `fd` (--underlay-fd N: `what`) is an IPv4 UDP socket bound to exactly
+// `underlay`; an error naming what it is instead.
+Result<void, LinkError> check_underlay_socket(int fd, const Endpoint& underlay, const std::string& what);
+
 class FabricLink final : public FabricSender {
  public:
-  // Binds the socket and starts the receive thread. `sw` and `clock` outlive the link.
+  // Binds the socket (or takes `bound`, a UDP socket already bound to `underlay`:
+  // check_underlay_socket) and starts the receive thread. `sw` and `clock` outlive the link.
   static Result<std::unique_ptr<FabricLink>, LinkError> start(Switch& sw, const rate_limit::Clock& clock,
-                                                              fabric::HostId self, const Endpoint& underlay);
+                                                              fabric::HostId self, const Endpoint& underlay,
+                                                              UniqueFd bound = UniqueFd());
   ~FabricLink() override;  // stops the receive thread
   FabricLink(const FabricLink&) = delete;
   FabricLink& operator=(const FabricLink&) = delete;

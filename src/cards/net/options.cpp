@@ -600,7 +600,7 @@ Result<ParsedArgs, OptionsError> parse_args(const std::vector<std::string>& args
       static const std::set<std::string> kWithValue = {
           "--eni", "--config", "--metrics", "--flow-log", "--flow-log-window", "--control", "--log-level", "--region",
           "--underlay", "--host-id", "--imds", "--imds-fds", "--seccomp",
-          "--datagram-fd"};
+          "--datagram-fd", "--underlay-fd", "--fabric-inbox"};
       if (kWithValue.count(a) == 0) return bad("unknown option \"" + a + "\" (see --help)");
       if (i + 1 >= args.size()) return bad(a + " needs a value");
       value = args[++i];
@@ -664,8 +664,18 @@ Result<ParsedArgs, OptionsError> parse_args(const std::vector<std::string>& args
     } else if (flag == "--host-id") {
       AZOTE_TRY(h, parse_host_id("--host-id", nlohmann::json(value)));
       o.host_id = h;
+    } else if (flag == "--underlay-fd") {
+      const auto fd = parse_fd_ref("fd:" + value);
+      if (!fd) return bad("--underlay-fd: \"" + value + "\" is not a descriptor number from 3");
+      o.underlay_fd = *fd;
+    } else if (flag == "--fabric-inbox") {
+      if (value.empty() || value.front() != '/' || value.size() >= 108)
+        return bad("--fabric-inbox: \"" + value + "\" is not an absolute path shorter than 108 bytes");
+      o.fabric_inbox = value;
     }
   }
+  if (o.underlay_fd >= 0 && !o.underlay)
+    return bad("--underlay-fd needs --underlay ADDR:PORT: the address the socket it names is bound to");
   if (o.underlay.has_value() != (o.host_id != 0))
     return bad("the fabric needs both --underlay ADDR[:PORT] and --host-id ID (or \"fabric\": {\"underlay\", \"host_id\"})");
   if (!o.underlay && (!o.peers.empty() || !o.mappings.empty()))
@@ -761,10 +771,18 @@ Options:
                             by azote-launcher in the card's own network namespace (the
                             card then needs no privilege for it).
   --underlay IPV4[:PORT]    The fabric: the UDP address (default port 6081) this card
-                            binds, in its network namespace, to reach other hosts'
-                            cards. Their packets are Geneve with an IPv4 datagram of up
+                            binds, in its network namespace (or that the socket of
+                            --underlay-fd is bound to), to reach other hosts' cards. Their packets are Geneve with an IPv4 datagram of up
                             to 1586 bytes: the underlay's MTU must allow it.
+  --underlay-fd N           The underlay's UDP socket, already bound to --underlay by
+                            azote-launcher in the host's network namespace (the fabric
+                            process runs in a namespace of its own): the card checks it
+                            is an IPv4 UDP socket bound to exactly that address and
+                            binds nothing itself.
   --host-id ID              This host's id on the fabric (1..4294967294).
+  --fabric-inbox PATH       The fabric process: the relay inbox it binds (as "fabric":
+                            {"inbox"} in --config), where the instances' cards send
+                            frames for other hosts. Needs the fabric; no ENI.
   --log-level LEVEL         error, warn, info (default), debug.
   -h, --help                This text.    --version   The version.
 

@@ -129,10 +129,16 @@ struct CardOptions {
   // The fabric (--host-id, --underlay, "fabric" in --config): both or neither.
   fabric::HostId host_id = 0;
   std::optional<Endpoint> underlay = std::nullopt;
+  // --underlay-fd N: the underlay's UDP socket, already bound to `underlay` by whoever
+  // started the card (azote-launcher, in the host's network namespace, for the fabric
+  // process); the card checks it is and binds nothing itself. -1: the card makes and
+  // binds its own, in its own network namespace.
+  int underlay_fd = -1;
   std::vector<FabricPeerSpec> peers;
   std::vector<FabricMappingSpec> mappings;
-  // The fabric process of a host with one card per instance ("fabric": {"inbox"}): the
-  // relay inbox it binds; such a card holds the keys and serves no ENI (neighbours only).
+  // The fabric process of a host with one card per instance ("fabric": {"inbox"} or
+  // --fabric-inbox PATH): the relay inbox it binds; such a card holds the keys and serves
+  // no ENI (neighbours only).
   std::string fabric_inbox;
   // An instance's card ("relay": {"inbox", "uid"}): the fabric process's relay inbox and
   // uid; frames for VPC addresses no ENI of this host owns go there.

@@ -1,6 +1,12 @@
 #include "cards/net/options.hpp"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cards/net/fabric_link.hpp"
 
 namespace azote::card_net {
 namespace {
@@ -124,6 +130,40 @@ TEST(Options, Fabric) {
   EXPECT_LE(vni_for("vpc-1"), 0xffffffu);
 }
 
+// The fabric process as the launcher starts it: the underlay socket bound by the
+// launcher (--underlay-fd), the relay inbox on the command line (--fabric-inbox).
+TEST(Options, FabricProcessFlags) {
+  auto p = parse_args({"--control", "fd:4", "--host-id", "7", "--fabric-inbox", "/run/azote-net/fabric/inbox.sock",
+                       "--underlay", "127.0.0.1:6081", "--underlay-fd", "5"});
+  ASSERT_TRUE(p) << p.error().message();
+  EXPECT_EQ(p->options.underlay_fd, 5);
+  ASSERT_TRUE(p->options.underlay);
+  EXPECT_EQ(p->options.underlay->to_string(), "127.0.0.1:6081");
+  EXPECT_EQ(p->options.fabric_inbox, "/run/azote-net/fabric/inbox.sock");
+  auto plain = parse_args({"--control", "/c", "--host-id", "7", "--underlay", "127.0.0.1"});
+  ASSERT_TRUE(plain) << plain.error().message();
+  EXPECT_EQ(plain->options.underlay_fd, -1);  // the card binds its own
+  const std::pair<std::vector<std::string>, std::string> bad[] = {
+      {{"--control", "/c", "--host-id", "7", "--underlay-fd", "5"}, "--underlay-fd needs --underlay"},
+      {{"--control", "/c", "--host-id", "7", "--underlay", "127.0.0.1", "--underlay-fd", "2"},
+       "--underlay-fd: \"2\" is not a descriptor number from 3"},
+      {{"--control", "/c", "--host-id", "7", "--underlay", "127.0.0.1", "--underlay-fd", "five"}, "\"five\""},
+      {{"--control", "/c", "--host-id", "7", "--underlay", "127.0.0.1", "--fabric-inbox", "relay.sock"},
+       "--fabric-inbox: \"relay.sock\" is not an absolute path"},
+      {{"--control", "/c", "--host-id", "7", "--underlay", "127.0.0.1", "--fabric-inbox", "/" + std::string(120, 'x')},
+       "shorter than 108 bytes"},
+      {{"--control", "/c", "--fabric-inbox", "/run/relay.sock"}, "(the relay) needs the fabric"},
+      {{"--host-id", "7", "--underlay", "127.0.0.1", "--fabric-inbox", "/run/relay.sock", "--eni",
+        "socket=/a,id=eni-a,mac=02:00:00:00:00:01,ip=10.0.1.5,subnet=10.0.1.0/24,sg=g,vpc=v"},
+       "it serves no ENI"},
+  };
+  for (const auto& [args, word] : bad) {
+    auto e = parse_args(args);
+    ASSERT_FALSE(e) << args.back();
+    EXPECT_NE(e.error().message().find(word), std::string::npos) << e.error().message();
+  }
+}
+
 TEST(Options, EniLimitsAndMetadata) {
   const std::string base = R"("id": "eni-a", "socket": "/a", "mac": "02:00:00:00:00:01", "ip": "10.0.1.5",
     "subnet": "10.0.1.0/24", "vpc": "vpc-1", "security_groups": ["sg-a"])";
@@ -168,6 +208,63 @@ TEST(Options, EniLimitsAndMetadata) {
   auto x = parse_eni_json("add-eni", nlohmann::json::parse("{" + base + R"(, "metadata": {"user_data_b64": ")" + big + "\"}}"));
   ASSERT_FALSE(x);
   EXPECT_NE(x.error().message().find("16384"), std::string::npos) << x.error().message();
+}
+
+}  // namespace
+}  // namespace azote::card_net
+
+namespace azote::card_net {
+namespace {
+
+// --underlay-fd: the card takes the socket only if it is what --underlay says, an IPv4
+// UDP socket bound to that address and port.
+TEST(UnderlayFd, TheSocketMustBeBoundToTheUnderlay) {
+  UniqueFd udp(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(udp);
+  const Endpoint want{net::Ipv4Address(127, 0, 0, 1), 0};
+  auto unbound = check_underlay_socket(udp.get(), {net::Ipv4Address(127, 0, 0, 1), 6081}, "--underlay-fd 5");
+  ASSERT_FALSE(unbound);
+  EXPECT_EQ(unbound.error().message(), "--underlay-fd 5 is not bound (--underlay 127.0.0.1:6081 expected)");
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(0x7f000001);
+  ASSERT_EQ(::bind(udp.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);  // NOLINT
+  socklen_t len = sizeof sa;
+  ASSERT_EQ(::getsockname(udp.get(), reinterpret_cast<sockaddr*>(&sa), &len), 0);  // NOLINT
+  const uint16_t port = ntohs(sa.sin_port);
+  EXPECT_TRUE(check_underlay_socket(udp.get(), {want.addr, port}, "--underlay-fd 5"));
+  const uint16_t other = port == 65535 ? 1 : port + 1;
+  auto wrong_port = check_underlay_socket(udp.get(), {want.addr, other}, "--underlay-fd 5");
+  ASSERT_FALSE(wrong_port);
+  EXPECT_EQ(wrong_port.error().message(), "--underlay-fd 5 is bound to 127.0.0.1:" + std::to_string(port) +
+                                              ", not to --underlay 127.0.0.1:" + std::to_string(other));
+  auto wrong_addr = check_underlay_socket(udp.get(), {net::Ipv4Address(127, 0, 0, 2), port}, "--underlay-fd 5");
+  ASSERT_FALSE(wrong_addr);
+  EXPECT_NE(wrong_addr.error().message().find("not to --underlay 127.0.0.2:"), std::string::npos) << wrong_addr.error().message();
+
+  UniqueFd tcp(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(tcp);
+  auto stream = check_underlay_socket(tcp.get(), {want.addr, 6081}, "--underlay-fd 6");
+  ASSERT_FALSE(stream);
+  EXPECT_NE(stream.error().message().find("--underlay-fd 6 is not an IPv4 UDP socket"), std::string::npos)
+      << stream.error().message();
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv), 0);
+  UniqueFd a(sv[0]), b(sv[1]);
+  auto unix_dgram = check_underlay_socket(a.get(), {want.addr, 6081}, "--underlay-fd 7");
+  ASSERT_FALSE(unix_dgram);
+  EXPECT_NE(unix_dgram.error().message().find("is not an IPv4 UDP socket"), std::string::npos) << unix_dgram.error().message();
+  int pipefd[2];
+  ASSERT_EQ(::pipe2(pipefd, O_CLOEXEC), 0);
+  UniqueFd r(pipefd[0]), w(pipefd[1]);
+  auto pipe = check_underlay_socket(r.get(), {want.addr, 6081}, "--underlay-fd 8");
+  ASSERT_FALSE(pipe);
+  EXPECT_NE(pipe.error().message().find("--underlay-fd 8 does not name an open socket"), std::string::npos)
+      << pipe.error().message();
+  auto closed = check_underlay_socket(1000, {want.addr, 6081}, "--underlay-fd 1000");
+  ASSERT_FALSE(closed);
+  EXPECT_NE(closed.error().message().find("does not name an open socket: Bad file descriptor"), std::string::npos)
+      << closed.error().message();
 }
 
 }  // namespace
