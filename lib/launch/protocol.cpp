@@ -1,5 +1,6 @@
 #include "launch/protocol.hpp"
 
+#include <arpa/inet.h>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -32,13 +33,15 @@ const char* to_string(Role r) {
     case Role::kCardTpm: return "card-tpm";
     case Role::kCardNsm: return "card-nsm";
     case Role::kCardVsock: return "card-vsock";
+    case Role::kCardFabric: return "card-fabric";
     case Role::kProbe: return "probe";
   }
   return "?";
 }
 
 std::optional<Role> parse_role(const std::string& s) {
-  for (Role r : {Role::kHv, Role::kCardBlk, Role::kCardNet, Role::kCardTpm, Role::kCardNsm, Role::kCardVsock, Role::kProbe})
+  for (Role r : {Role::kHv, Role::kCardBlk, Role::kCardNet, Role::kCardTpm, Role::kCardNsm, Role::kCardVsock,
+                 Role::kCardFabric, Role::kProbe})
     if (s == to_string(r)) return r;
   return std::nullopt;
 }
@@ -52,6 +55,7 @@ Json to_json(const SpawnRequest& r) {
             {"enis", r.enis},      {"probe_as", to_string(r.probe_as)}, {"enclave_debug", r.enclave_debug},
             {"limits", {{"memory_mib", r.limits.memory_mib}, {"pids", r.limits.pids},
                         {"cpu_percent", r.limits.cpu_percent}, {"cpus", r.limits.cpus}}}};
+  if (!r.underlay.empty()) j["underlay"] = r.underlay;
   return j;
 }
 
@@ -106,11 +110,33 @@ Result<SpawnRequest, LaunchError> spawn_request_from_json(const Json& j) {
       r.enis.push_back(e.get<std::string>());
     }
   }
+  if (r.role == Role::kCardFabric && !r.enis.empty())
+    return bad("card-fabric serves no ENI (the instances' cards do): \"enis\" must be empty");
   if (j.contains("probe_as")) {
     AZOTE_TRY(as, str(j, "probe_as", true));
     const auto pa = parse_role(as);
-    if (!pa || *pa == Role::kProbe) return bad("\"probe_as\" must be hv, card-blk, card-net, card-tpm, card-nsm or card-vsock");
+    if (!pa || *pa == Role::kProbe)
+      return bad("\"probe_as\" must be hv, card-blk, card-net, card-tpm, card-nsm, card-vsock or card-fabric");
     r.probe_as = *pa;
+  }
+  // The host's fabric process serves no instance: its "instance" is "fabric", which names
+  // nothing else (a probe joins it by that name).
+  const bool fabric = r.role == Role::kCardFabric || (r.role == Role::kProbe && r.probe_as == Role::kCardFabric);
+  if (fabric && r.instance != kFabricInstance)
+    return bad(std::string(r.role == Role::kProbe ? "a probe of card-fabric" : "card-fabric") +
+               " needs \"instance\": \"fabric\" (the host's fabric process serves no instance), not \"" + r.instance + "\"");
+  if (!fabric && r.instance == kFabricInstance)
+    return bad(std::string("\"instance\": \"fabric\" is the host's fabric process (role card-fabric), not a ") +
+               to_string(r.role == Role::kProbe ? r.probe_as : r.role) + "'s instance");
+  if (j.contains("underlay")) {
+    AZOTE_TRY(u, str(j, "underlay", true));
+    r.underlay = u;
+  }
+  if (r.role == Role::kCardFabric) {
+    if (r.underlay.empty()) return bad("card-fabric needs \"underlay\": \"IPV4:PORT\" (the address its fabric socket is bound to)");
+    AZOTE_TRYV(parse_underlay(r.underlay));
+  } else if (!r.underlay.empty()) {
+    return bad(std::string("\"underlay\" is for card-fabric (the host's fabric process) only, not ") + to_string(r.role));
   }
   if (j.contains("enclave_debug")) {
     if (!j["enclave_debug"].is_boolean()) return bad("\"enclave_debug\" must be a boolean");
@@ -135,6 +161,22 @@ Result<SpawnRequest, LaunchError> spawn_request_from_json(const Json& j) {
     r.limits.cpus = cpus;
   }
   return r;
+}
+
+Result<sockaddr_in, LaunchError> parse_underlay(const std::string& text) {
+  const std::string what = "\"underlay\" \"" + text + "\"";
+  const size_t colon = text.rfind(':');
+  if (colon == std::string::npos) return bad(what + " is not IPV4:PORT (e.g. 192.168.0.10:6081)");
+  const std::string host = text.substr(0, colon), port = text.substr(colon + 1);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  if (::inet_pton(AF_INET, host.c_str(), &sa.sin_addr) != 1) return bad(what + ": \"" + host + "\" is not an IPv4 address");
+  unsigned long p = 0;
+  if (port.empty() || port.size() > 5 || !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+      (p = std::stoul(port)) == 0 || p > 65535)
+    return bad(what + ": the port must be 1 to 65535");
+  sa.sin_port = htons(static_cast<uint16_t>(p));
+  return sa;
 }
 
 Result<void, LaunchError> send_message(int fd, const Json& body, const std::vector<int>& fds) {

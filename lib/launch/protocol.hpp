@@ -8,11 +8,14 @@
 // the state directory (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), refuses
 // --seccomp=log, and never runs anything as root. See src/launcher/DESIGN.md.
 //
-//   {"op": "spawn", "role": "hv"|"card-blk"|"card-net"|"card-tpm"|"card-nsm"|"card-vsock"|"probe", "instance": "i-..."
-//    (or an enclave "i-...-enc<16 hex>": its own jail, uid and cgroup, apart from its parent's),
-//    "slot": N, "args": [...], "files": [{"name", "path", "access": "r"|"rw"|"append"}],
+//   {"op": "spawn", "role": "hv"|"card-blk"|"card-net"|"card-tpm"|"card-nsm"|"card-vsock"|"card-fabric"|"probe",
+//    "instance": "i-..." (or an enclave "i-...-enc<16 hex>": its own jail, uid and cgroup, apart from its
+//    parent's; card-fabric, the host's fabric process: "fabric", and only it),
+//    "slot": N (ignored for card-fabric), "args": [...], "files": [{"name", "path", "access": "r"|"rw"|"append"}],
 //    "listen": [{"name", "path"}], "output": PATH, "limits": {...}, "enis": [...],
-//    "probe_as": ROLE, "enclave_debug": BOOL (card-nsm: its azote-rot binding's debug mode)}
+//    "probe_as": ROLE, "enclave_debug": BOOL (card-nsm: its azote-rot binding's debug mode),
+//    "underlay": "IPV4:PORT" (card-fabric only, and required there: the UDP address the launcher
+//    binds in the host's network namespace and hands to the fabric process)}
 //       -> {"ok": true, "pid", "starttime", "uid", "cgroup"} + the process's pidfd.
 //       "{NAME}" in args becomes the descriptor number the file or socket NAME got.
 //   {"op": "signal", "pid", "starttime", "signal"}  (only processes it started)
@@ -26,6 +29,7 @@
 //                       write guard; the events are those since the last "guard" call
 #pragma once
 
+#include <netinet/in.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -53,7 +57,10 @@ using LaunchError = Error<LaunchErrc>;
 inline constexpr size_t kMaxMessageBytes = 256 * 1024;
 inline constexpr size_t kMaxFds = 16;
 
-enum class Role { kHv, kCardBlk, kCardNet, kCardTpm, kCardNsm, kCardVsock, kProbe };
+// kCardFabric: the host's fabric process, azote-card-net holding the fabric's keys and
+// serving no ENI (src/cards/net/DESIGN.md "The fabric process"); one per host, its
+// "instance" is kFabricInstance.
+enum class Role { kHv, kCardBlk, kCardNet, kCardTpm, kCardNsm, kCardVsock, kCardFabric, kProbe };
 const char* to_string(Role r);
 std::optional<Role> parse_role(const std::string& s);
 
@@ -87,16 +94,29 @@ struct SpawnRequest {
   // card-nsm: the enclave was started in debug mode; its documents then carry zero PCRs
   // (azote-rot's binding says so, not the card).
   bool enclave_debug = false;
+  // card-fabric only: "IPV4:PORT", the underlay address the launcher binds a UDP socket
+  // to (in its own, the host's, network namespace) and hands to the fabric process.
+  std::string underlay;
 };
 Json to_json(const SpawnRequest& r);
 Result<SpawnRequest, LaunchError> spawn_request_from_json(const Json& j);
+
+// The "instance" of the host's fabric process (Role::kCardFabric): not an instance id.
+inline constexpr const char* kFabricInstance = "fabric";
+
+// "IPV4:PORT" (dotted quad, port 1..65535) as the address to bind; an error naming the
+// text otherwise.
+Result<sockaddr_in, LaunchError> parse_underlay(const std::string& text);
 
 // Identities: the controller is base + 0; instance slot s is base + kFirstInstanceId + s
 // (uid and gid alike), for its hv and its cards. (base + 1 was the host-wide network
 // card's, before one network card per instance; it is no longer given out.) base + 2 is
 // azote-rot's, the host's root of trust, which the launcher starts at host start.
+// base + 3 is the host's fabric process's (Role::kCardFabric): the uid the instances'
+// cards are told for the relay (set-fabric-relay {"inbox", "uid"}).
 inline constexpr uint32_t kControllerId = 0;
 inline constexpr uint32_t kRotId = 2;
+inline constexpr uint32_t kFabricId = 3;
 inline constexpr uint32_t kFirstInstanceId = 16;
 inline constexpr uint32_t kMaxSlots = 65536;
 

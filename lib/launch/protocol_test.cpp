@@ -3,6 +3,7 @@
 #include "launch/protocol.hpp"
 
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -44,7 +45,8 @@ TEST(Protocol, BadRequestsAreNamed) {
       {{{"role", "hv"}, {"args", {1, 2}}}, "\"args\" must be an array of strings"},
       {{{"role", "hv"}, {"slot", -1}}, "\"slot\" out of range"},
       {{{"role", "hv"}, {"files", {{{"name", "k"}}}}}, "needs \"path\""},
-      {{{"role", "probe"}, {"probe_as", "probe"}}, "\"probe_as\" must be hv, card-blk, card-net, card-tpm, card-nsm or card-vsock"},
+      {{{"role", "probe"}, {"probe_as", "probe"}},
+       "\"probe_as\" must be hv, card-blk, card-net, card-tpm, card-nsm, card-vsock or card-fabric"},
       {{{"role", "card-nsm"}, {"enclave_debug", "yes"}}, "\"enclave_debug\" must be a boolean"},
       {{{"role", "hv"}, {"limits", {{"pids", "many"}}}}, "limits.pids must be a non-negative integer"},
   };
@@ -52,6 +54,75 @@ TEST(Protocol, BadRequestsAreNamed) {
     auto r = spawn_request_from_json(j);
     ASSERT_FALSE(r) << j.dump();
     EXPECT_NE(r.error().message().find(want), std::string::npos) << r.error().message();
+  }
+}
+
+// The host's fabric process: role card-fabric, instance "fabric" (and nothing else is),
+// its underlay address (and no other role has one).
+TEST(Protocol, FabricProcessRequestRoundTrips) {
+  EXPECT_STREQ(to_string(Role::kCardFabric), "card-fabric");
+  EXPECT_EQ(parse_role("card-fabric"), Role::kCardFabric);
+  EXPECT_EQ(kFabricId, 3u);
+  SpawnRequest r;
+  r.role = Role::kCardFabric;
+  r.instance = kFabricInstance;
+  r.args = {"--control", "fd:{control}", "--host-id", "7", "--fabric-inbox", "/run/azote-net/fabric/inbox.sock"};
+  r.listens = {{"control", "/s/host/fabric.ctl"}};
+  r.output = "/s/host/fabric.log";
+  r.limits = {256, 64, 0, ""};
+  r.underlay = "192.168.0.10:6081";
+  const Json j = to_json(r);
+  EXPECT_EQ(j["role"], "card-fabric");
+  EXPECT_EQ(j["underlay"], "192.168.0.10:6081");
+  auto back = spawn_request_from_json(j);
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(back->role, Role::kCardFabric);
+  EXPECT_EQ(back->instance, "fabric");
+  EXPECT_EQ(back->underlay, "192.168.0.10:6081");
+  EXPECT_EQ(back->args, r.args);
+  EXPECT_EQ(back->limits.memory_mib, 256u);
+  // Other roles carry no "underlay" at all.
+  SpawnRequest hv;
+  hv.instance = "i-0123456789abcdef0";
+  EXPECT_FALSE(to_json(hv).contains("underlay"));
+  // A probe joins the fabric process's jail by the same name.
+  auto probe = spawn_request_from_json({{"role", "probe"}, {"probe_as", "card-fabric"}, {"instance", "fabric"}});
+  ASSERT_TRUE(probe) << probe.error().message();
+  EXPECT_EQ(probe->probe_as, Role::kCardFabric);
+  auto sa = parse_underlay("127.0.0.1:6081");
+  ASSERT_TRUE(sa) << sa.error().message();
+  EXPECT_EQ(ntohs(sa->sin_port), 6081);
+  EXPECT_EQ(ntohl(sa->sin_addr.s_addr), 0x7f000001u);
+}
+
+TEST(Protocol, FabricProcessBadRequestsAreNamed) {
+  const Json fabric = {{"role", "card-fabric"}, {"instance", "fabric"}, {"underlay", "10.0.0.1:6081"}};
+  auto with = [&](Json base, const char* key, Json value) {
+    base[key] = std::move(value);
+    return base;
+  };
+  const std::pair<Json, std::string> cases[] = {
+      {with(fabric, "instance", "i-0123456789abcdef0"), "card-fabric needs \"instance\": \"fabric\""},
+      {with(fabric, "instance", ""), "card-fabric needs \"instance\": \"fabric\""},
+      {{{"role", "card-net"}, {"instance", "fabric"}}, "\"instance\": \"fabric\" is the host's fabric process"},
+      {{{"role", "hv"}, {"instance", "fabric"}}, "not a hv's instance"},
+      {{{"role", "probe"}, {"probe_as", "card-net"}, {"instance", "fabric"}}, "not a card-net's instance"},
+      {{{"role", "probe"}, {"probe_as", "card-fabric"}, {"instance", "i-0123456789abcdef0"}}, "a probe of card-fabric needs"},
+      {{{"role", "card-net"}, {"instance", "i-0123456789abcdef0"}, {"underlay", "10.0.0.1:6081"}},
+       "\"underlay\" is for card-fabric (the host's fabric process) only, not card-net"},
+      {{{"role", "card-fabric"}, {"instance", "fabric"}}, "card-fabric needs \"underlay\""},
+      {with(fabric, "underlay", 6081), "\"underlay\" must be a string"},
+      {with(fabric, "underlay", "10.0.0.1"), "\"underlay\" \"10.0.0.1\" is not IPV4:PORT"},
+      {with(fabric, "underlay", "host.example:6081"), "\"host.example\" is not an IPv4 address"},
+      {with(fabric, "underlay", "10.0.0.1:0"), "\"underlay\" \"10.0.0.1:0\": the port must be 1 to 65535"},
+      {with(fabric, "underlay", "10.0.0.1:65536"), "the port must be 1 to 65535"},
+      {with(fabric, "underlay", "10.0.0.1:60x"), "the port must be 1 to 65535"},
+      {with(fabric, "enis", {"eni-0123456789abcdef0"}), "card-fabric serves no ENI"},
+  };
+  for (const auto& [j, want] : cases) {
+    auto r = spawn_request_from_json(j);
+    ASSERT_FALSE(r) << j.dump();
+    EXPECT_NE(r.error().message().find(want), std::string::npos) << j.dump() << ": " << r.error().message();
   }
 }
 

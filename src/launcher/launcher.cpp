@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
@@ -195,7 +196,7 @@ Result<std::unique_ptr<Launcher>, LauncherError> Launcher::create(Options o) {
 
 void Launcher::adopt_existing() {
   // What an earlier launcher of this host started and still runs: known again by its
-  // leaf in the cgroup tree (<instance>/<role>), so that a launcher
+  // leaf in the cgroup tree (<instance>/<role>, host/card-fabric), so that a launcher
   // restart neither orphans nor forgets running instances. Their exit statuses are not
   // ours to reap (their parent is gone); an exit is seen through the pidfd.
   const std::string tree = cgroups_->membership_dir("");
@@ -204,9 +205,13 @@ void Launcher::adopt_existing() {
     if (!group.is_directory() || group.path().filename() == "controller" || group.path().filename() == "rot") continue;
     for (const auto& leaf : fs::directory_iterator(group.path(), ec)) {
       if (!leaf.is_directory()) continue;
-      const std::string instance = group.path().filename() == "host" ? "" : group.path().filename().string();
       const auto role = launch::parse_role(leaf.path().filename());
       if (!role) continue;
+      // host/: the host's own processes, of no instance; host/card-fabric is the fabric
+      // process, known by the name its requests use.
+      const std::string instance = group.path().filename() != "host" ? group.path().filename().string()
+                                   : *role == Role::kCardFabric        ? launch::kFabricInstance
+                                                                       : "";
       std::istringstream procs(slurp_file(leaf.path() / "cgroup.procs"));
       pid_t pid;
       while (procs >> pid) {
@@ -235,7 +240,10 @@ void Launcher::adopt_existing() {
   }
 }
 
-uint32_t Launcher::id_of(Role, uint32_t slot) const {
+uint32_t Launcher::id_of(Role role, uint32_t slot) const {
+  // The host's fabric process: its own uid (the instances' cards take relayed frames from
+  // it by that uid), whatever slot the request says.
+  if (role == Role::kCardFabric) return o_.uid_base + launch::kFabricId;
   // An instance's hv and cards share its uid: one tenant per process, and every process
   // of a tenant under one identity (a card's neighbours know it by that uid).
   return o_.uid_base + launch::kFirstInstanceId + slot;
@@ -846,7 +854,8 @@ std::pair<const char*, const std::string*> Launcher::binary_of(Role r) const {
   switch (r) {
     case Role::kHv: return {"azote-hv", &o_.hv_bin};
     case Role::kCardBlk: return {"azote-card-blk", &o_.card_blk_bin};
-    case Role::kCardNet: return {"azote-card-net", &o_.card_net_bin};
+    case Role::kCardNet:
+    case Role::kCardFabric: return {"azote-card-net", &o_.card_net_bin};
     case Role::kCardTpm: return {"azote-card-tpm", &o_.card_tpm_bin};
     case Role::kCardNsm: return {"azote-card-nsm", &o_.card_nsm_bin};
     case Role::kCardVsock: return {"azote-card-vsock", &o_.card_vsock_bin};
@@ -882,8 +891,30 @@ const Launcher::Child* Launcher::find(const std::string& instance, Role role) co
 }
 
 Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, std::optional<ReplyTo> defer) {
-  if (!valid_instance(r.instance)) return refuse("spawn: \"instance\" must be an instance id (i-...)");
+  // The host's fabric process is of no instance: "fabric" (lib/launch checked the pair).
+  const bool fabric = r.role == Role::kCardFabric;
+  if (fabric ? r.instance != launch::kFabricInstance : !valid_instance(r.instance))
+    return refuse(fabric ? "spawn: card-fabric's \"instance\" must be \"fabric\""
+                         : "spawn: \"instance\" must be an instance id (i-...)");
   if (auto why = refused_args(r.args)) return refuse("spawn: " + *why);
+  if (fabric)
+    for (const auto& a : r.args)
+      if (a == "--underlay" || a == "--underlay-fd" || a.rfind("--underlay=", 0) == 0 || a.rfind("--underlay-fd=", 0) == 0)
+        return refuse("spawn: card-fabric: \"" + a + "\" in \"args\": the launcher gives the fabric process its underlay "
+                      "(\"underlay\" in the request)");
+  if (fabric && !r.enis.empty()) return refuse("spawn: card-fabric serves no ENI");
+  if (fabric) {
+    // One per host: a second would take the first one's relay inbox (net/fabric) and
+    // control socket. One that has exited but is not reaped yet does not count.
+    reap();
+    for (const auto& [pid, c] : children_) {
+      if (c.role != Role::kCardFabric) continue;
+      pollfd p{c.pidfd.get(), POLLIN, 0};
+      if (::poll(&p, 1, 0) == 0)
+        return refuse("spawn: the host's fabric process runs already (pid " + std::to_string(pid) +
+                      "); signal and release it first");
+    }
+  }
   for (const auto& e : r.enis)
     if (!valid_eni(e)) return refuse("spawn: \"" + e + "\" is not an ENI id");
   const auto [bin_name, bin_path] = binary_of(r.role);
@@ -899,6 +930,30 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
   // Before anything is made for it (directories, cgroup leaf): a binary the release refused.
   if (const auto it = refused_.find(bin_name); it != refused_.end()) return refuse("spawn: " + it->second);
   const uint32_t id = id_of(r.role, r.slot);
+
+  // The fabric process's underlay: a UDP socket made and bound here, in this launcher's
+  // (the host's) network namespace. A socket keeps the namespace it was made in, so the
+  // card sends and receives on the host's underlay from its own, empty, namespace. Bound
+  // first: an address in use (a fabric process running already) or not the host's is
+  // refused before anything is made, the running one's sockets left alone.
+  UniqueFd underlay;
+  if (fabric) {
+    auto sa = launch::parse_underlay(r.underlay);
+    if (!sa) return refuse("spawn: " + sa.error().message());
+    underlay.reset(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!underlay) return refuse(std::string("spawn: the underlay's UDP socket: ") + std::strerror(errno));
+    if (::bind(underlay.get(), reinterpret_cast<const sockaddr*>(&*sa), sizeof *sa) != 0) {  // NOLINT
+      const int e = errno;
+      const char* name = strerrorname_np(e);
+      return refuse("spawn: the underlay " + r.underlay + " cannot be bound in the host's network namespace: " +
+                    std::strerror(e) + " (" + (name ? name : "?") + ")");
+    }
+    // 4 MiB to receive into, past net.core.rmem_max (which the card may not pass): bursts
+    // from other hosts wait there for the fabric thread.
+    const int bytes = 4 << 20;
+    if (::setsockopt(underlay.get(), SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0)
+      return refuse(std::string("spawn: the underlay's receive buffer: ") + std::strerror(errno));
+  }
 
   // Descriptors, in the order of their numbers in the jail: files, sockets, extras.
   std::vector<UniqueFd> fds;
@@ -942,7 +997,7 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
                c.error().message().c_str());
     }
   }
-  if (r.role == Role::kCardNet) {
+  if (r.role == Role::kCardNet || fabric) {
     // The socket the card sends other cards' inboxes their frames from, with a send
     // buffer of 4 MiB (SO_SNDBUFFORCE: past net.core.wmem_max, which the card may not
     // do): a unix datagram is charged to its sender until read, and the default
@@ -953,6 +1008,7 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
       return refuse(std::string("spawn: the network card's datagram socket: ") + std::strerror(errno));
     add("datagram", std::move(dg));
   }
+  if (fabric) add("underlay", std::move(underlay));
   UniqueFd output;
   if (!r.output.empty()) {
     auto o = open_beneath(r.output, O_WRONLY | O_APPEND | O_CREAT);
@@ -973,20 +1029,29 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
   if (rot_link) argv.insert(argv.end(), {"--rot", "fd:" + std::to_string(number["rot"])});
   sandbox::JailSpec spec;
   std::vector<UniqueFd> bind_fds;  // the binds' directories, held open until the spawn is done
-  spec.name = "azote-" + std::string(to_string(r.role)) + "-" + r.instance.substr(2, 8) +
-              (enclave ? "-e" + r.instance.substr(r.instance.size() - 4) : "");
+  spec.name = fabric ? std::string("azote-card-fabric")
+                     : "azote-" + std::string(to_string(r.role)) + "-" + r.instance.substr(2, 8) +
+                           (enclave ? "-e" + r.instance.substr(r.instance.size() - 4) : "");
   spec.root_dir = o_.state_dir + "/.jail";
   spec.uid = id;
   spec.gid = id;
   spec.output_fd = output ? output.get() : -1;
   for (const auto& f : fds) spec.fds.push_back(f.get());
-  if (auto d = ensure_dir("instances/" + r.instance, o_.uid_base, o_.uid_base, 0711); !d)
-    return refuse("spawn: " + d.error().message());
-  auto run = ensure_dir("instances/" + r.instance + "/run", id, id, 0700);
-  if (!run) return refuse("spawn: " + run.error().message());
-  if (r.role != Role::kCardNet) {
-    spec.binds.push_back({o_.state_dir + "/instances/" + r.instance + "/run", "/run/azote", true, run->get()});
-    bind_fds.push_back(std::move(run).value());
+  if (!fabric) {
+    if (auto d = ensure_dir("instances/" + r.instance, o_.uid_base, o_.uid_base, 0711); !d)
+      return refuse("spawn: " + d.error().message());
+    auto run = ensure_dir("instances/" + r.instance + "/run", id, id, 0700);
+    if (!run) return refuse("spawn: " + run.error().message());
+    if (r.role != Role::kCardNet) {
+      spec.binds.push_back({o_.state_dir + "/instances/" + r.instance + "/run", "/run/azote", true, run->get()});
+      bind_fds.push_back(std::move(run).value());
+    }
+  } else {
+    // The fabric process's own directory in net/: its relay inbox
+    // (/run/azote-net/fabric/inbox.sock), which the instances' cards send to.
+    auto dir = ensure_dir("net/fabric", id, id, 0755);
+    if (!dir) return refuse("spawn: " + dir.error().message());
+    bind_fds.push_back(std::move(dir).value());
   }
   for (const auto& e : r.enis) {
     enis_[r.instance].insert(e);
@@ -1023,9 +1088,10 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
       bind_fds.push_back(std::move(dir).value());
     }
   }
-  if (r.role == Role::kCardNet) {
+  if (r.role == Role::kCardNet || fabric) {
     // Every ENI directory of the host, by name only (net/ is 0711): its own to write in,
-    // the others' inboxes to send to.
+    // the others' inboxes to send to. (The fabric process: net/fabric to write in, the
+    // instances' inboxes to deliver frames from other hosts to.)
     auto net = dir_beneath("net");
     if (!net) return refuse("spawn: " + net.error().message());
     UniqueFd rw(::openat(net->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -1054,7 +1120,22 @@ Json Launcher::spawn(const launch::SpawnRequest& r, std::vector<UniqueFd>* out, 
     argv.insert(argv.end(), {"--imds-fds", std::to_string(tun) + "," + std::to_string(tun + 1), "--datagram-fd",
                              std::to_string(number["datagram"])});
   }
-  const std::string leaf = r.instance + "/" + to_string(r.role);
+  if (fabric) {
+    // Its own network namespace too, with nothing in it but loopback: everything it
+    // reaches, it reaches through descriptors and the bound net/ directory. Its relay
+    // inbox is made in that namespace: 1024 datagrams queued, as an instance card's inbox.
+    // No ENI, so no metadata service.
+    spec.in_child = [](std::vector<int>*) -> std::string {
+      UniqueFd q(::open("/proc/sys/net/unix/max_dgram_qlen", O_WRONLY | O_CLOEXEC));
+      if (!q || ::write(q.get(), "1024\n", 5) != 5)
+        return std::string("net.unix.max_dgram_qlen in the fabric process's namespace: ") + std::strerror(errno);
+      return {};
+    };
+    argv.insert(argv.end(), {"--underlay", r.underlay, "--underlay-fd", std::to_string(number["underlay"]), "--datagram-fd",
+                             std::to_string(number["datagram"]), "--imds", "off"});
+  }
+  // The fabric process: host/card-fabric, beside no instance's.
+  const std::string leaf = (fabric ? std::string("host") : r.instance) + "/" + to_string(r.role);
   sandbox::CgroupLimits limits;
   limits.memory_bytes = r.limits.memory_mib << 20;
   limits.pids = r.limits.pids;
@@ -1213,7 +1294,8 @@ void Launcher::remove_socket_dir(int parent, const char* name) {
 
 Json Launcher::release(const Json& req) {
   const std::string instance = req.value("instance", "");
-  if (!valid_instance(instance)) return refuse("release needs \"instance\" (i-...)");
+  if (instance == launch::kFabricInstance) return release_fabric();
+  if (!valid_instance(instance)) return refuse("release needs \"instance\" (i-... or \"fabric\")");
   cgroups_->kill(instance);
   for (int i = 0; i < 50 && !cgroups_->procs(instance).empty(); ++i) {
     ::usleep(20'000);
@@ -1237,6 +1319,22 @@ Json Launcher::release(const Json& req) {
       for (const auto& e : it->second) remove_socket_dir(net->get(), e.c_str());
     enis_.erase(it);
   }
+  return Json{{"ok", true}, {"cgroups_removed", removed}};
+}
+
+Json Launcher::release_fabric() {
+  // As an instance's: what is left of it killed, its cgroup and its socket directory
+  // (net/fabric: the relay inbox) removed; the next spawn makes them again.
+  const std::string leaf = std::string("host/") + to_string(Role::kCardFabric);
+  cgroups_->kill(leaf);
+  for (int i = 0; i < 50 && !cgroups_->procs(leaf).empty(); ++i) {
+    ::usleep(20'000);
+    reap();
+  }
+  reap();
+  bool removed = cgroups_->remove(leaf);
+  if (cgroups_->procs("host").empty()) removed = cgroups_->remove("host") && removed;
+  if (auto net = dir_beneath("net")) remove_socket_dir(net->get(), launch::kFabricInstance);
   return Json{{"ok", true}, {"cgroups_removed", removed}};
 }
 

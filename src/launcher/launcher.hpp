@@ -125,6 +125,7 @@ class Launcher {
   launch::Json signal(const launch::Json& req);
   launch::Json status(const launch::Json& req);
   launch::Json release(const launch::Json& req);
+  launch::Json release_fabric();  // "release" of "fabric": the host's fabric process
   // Empties `name` (a directory of sockets beneath `parent`, never followed if a symlink)
   // and removes it.
   static void remove_socket_dir(int parent, const char* name);

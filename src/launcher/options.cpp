@@ -90,7 +90,8 @@ non-root uid, no capabilities), opening the files they need for them.
 
   --state-dir DIR    the host's state directory (owned by the controller's uid)
   --controller BIN   azote-controller; --hv, --card-blk, --card-net, --card-tpm,
-                     --card-nsm, --card-vsock: the processes it may start (nothing else);
+                     --card-nsm, --card-vsock: the processes it may start (nothing else;
+                     --card-net also runs as the host's fabric process);
                      without --card-tpm no instance gets a TPM, without
                      --card-nsm no enclave starts
   --rot BIN          azote-rot, the host's root of trust: started at start as uid
@@ -98,9 +99,10 @@ non-root uid, no capabilities), opening the files they need for them.
                      controller on <state>/rot.sock; its layers: itself, this
                      launcher (and the release it runs under), the controller.
                      Restarted if it exits; without it nothing can be attested
-  --uid-base N       identities: N the controller, N+2 azote-rot, N+16+S the instance in slot S
-                     (its azote-hv, its block card and its network card); default
-                     2000000000
+  --uid-base N       identities: N the controller, N+2 azote-rot, N+3 the host's
+                     fabric process (azote-card-net holding the fabric's keys), N+16+S
+                     the instance in slot S (its azote-hv, its block card and its
+                     network card); default 2000000000
   --release-manifest FILE --release-key PUB
                      verified launch: FILE is a release manifest (azote admin
                      sign-release) signed with the key whose public half is PUB
