@@ -70,4 +70,15 @@ inline std::optional<std::vector<uint8_t>> from_hex(std::string_view s, bool low
   return out;
 }
 
+// An EC2-shaped resource id: PREFIX "-" and 8 or 17 lowercase hex digits
+// ("sg-0123456789abcdef0", "vpc-1a2b3c4d").
+inline bool valid_resource_id(std::string_view id, std::string_view prefix) {
+  if (id.size() <= prefix.size() + 1 || id.substr(0, prefix.size()) != prefix || id[prefix.size()] != '-') return false;
+  const std::string_view digits = id.substr(prefix.size() + 1);
+  if (digits.size() != 17 && digits.size() != 8) return false;
+  for (char c : digits)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
 }  // namespace azote

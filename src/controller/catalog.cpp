@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <ctime>
 
+#include "base/hex.hpp"
+
 namespace azote::controller {
 namespace {
 
@@ -30,12 +32,6 @@ constexpr std::array<InstanceType, 15> kTypes = {{
     {"c5.2xlarge", 8, 16384, 10000, 4750, 20000, 10000 * kPpsPerMbps},
     {"c5.4xlarge", 16, 32768, 10000, 4750, 20000, 10000 * kPpsPerMbps},
 }};
-
-bool is_hex(std::string_view s) {
-  for (char c : s)
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  return true;
-}
 
 std::string num(uint64_t v) { return std::to_string(v); }
 
@@ -107,11 +103,7 @@ std::string new_id(std::string_view prefix) {
   return id;
 }
 
-bool valid_id(std::string_view id, std::string_view prefix) {
-  if (id.size() <= prefix.size() + 1 || id.substr(0, prefix.size()) != prefix || id[prefix.size()] != '-') return false;
-  const std::string_view hex = id.substr(prefix.size() + 1);
-  return (hex.size() == 17 || hex.size() == 8) && is_hex(hex);
-}
+bool valid_id(std::string_view id, std::string_view prefix) { return valid_resource_id(id, prefix); }
 
 std::string image_id_from_hash(std::string_view sha256_hex) { return "ami-" + std::string(sha256_hex.substr(0, 17)); }
 

@@ -157,6 +157,12 @@ ApiResult<std::unique_ptr<Host>> Host::open(const HostOptions& o, const pki::Hos
   AZOTE_TRYV(load(h->store_.subnets(), h->subnets_));
   AZOTE_TRYV(load(h->store_.security_groups(), h->groups_));
   AZOTE_TRYV(load(h->store_.enis(), h->enis_));
+  auto rn = h->store_.region_network();
+  if (!rn) return api_error(K::kInternal, "InternalError", rn.error().message());
+  h->region_net_ = std::move(rn).value();
+  for (const auto& v : h->region_net_.vpcs) h->vpcs_[v.id] = v;
+  for (const auto& s : h->region_net_.subnets) h->subnets_[s.id] = s;
+  for (const auto& g : h->region_net_.groups) h->groups_[g.id] = g;
   AZOTE_TRYV(h->ensure_default_network());
   auto toks = h->store_.tokens();
   if (!toks) return api_error(K::kInternal, "InternalError", toks.error().message());
@@ -833,7 +839,17 @@ ApiResult<RunResult> Host::run_instances(const RunRequest& req) {
     for (const auto& [eid, e] : enis_)
       if (e.subnet_id == subnet->id)
         if (auto ip = vpc::parse_ipv4(e.private_ip)) used.insert(*ip);
-    for (uint32_t i = 0; cidr && i < r.count; ++i) {
+    if (!r.private_ip.empty()) {  // the region's choice: one instance, an unused usable address
+      const auto ip = vpc::parse_ipv4(r.private_ip);
+      if (!ip || !cidr || !cidr->contains(*ip) || reserved_address(*cidr, *ip) || r.count != 1)
+        return api_error(K::kInvalid, "InvalidParameterValue",
+                         "private address \"" + r.private_ip + "\" is not a usable address of " + subnet->id + " (" +
+                             subnet->cidr + ") for one instance");
+      if (used.count(*ip) != 0)
+        return api_error(K::kConflict, "InvalidIPAddress.InUse", "address " + r.private_ip + " is in use");
+      ips.push_back(*ip);
+    }
+    for (uint32_t i = 0; cidr && r.private_ip.empty() && i < r.count; ++i) {
       auto ip = next_free_address(*cidr, used);
       if (!ip) break;
       used.insert(*ip);
@@ -1229,6 +1245,92 @@ ApiResult<SecurityGroupRec*> Host::find_group(const std::string& id) {
   return &it->second;
 }
 
+ApiResult<uint64_t> Host::apply_region_network(RegionNetworkRec n) {
+  std::set<std::string> touched_groups;
+  std::vector<VpcRec> new_vpcs;
+  {
+    std::lock_guard lock(mu_);
+    if (n.generation == 0) return api_error(K::kInvalid, "InvalidParameterValue", "the region's network needs a generation");
+    if (n.generation < region_net_.generation)
+      return api_error(K::kConflict, "IncorrectState",
+                       "generation " + std::to_string(n.generation) + " is older than the " +
+                           std::to_string(region_net_.generation) + " this host holds");
+    if (n.generation == region_net_.generation) return region_net_.generation;  // a retry
+    std::set<std::string> old_v, old_s, old_g, new_v, new_s, new_g;
+    for (const auto& v : region_net_.vpcs) old_v.insert(v.id);
+    for (const auto& x : region_net_.subnets) old_s.insert(x.id);
+    for (const auto& g : region_net_.groups) old_g.insert(g.id);
+    std::map<std::string, std::string> vpc_cidr;
+    for (auto& v : n.vpcs) {
+      v.is_default = false;  // the host's own default VPC stays the default here
+      if (!valid_id(v.id, "vpc") || !parse_cidr(v.cidr) || !new_v.insert(v.id).second)
+        return api_error(K::kInvalid, "InvalidParameterValue", "the region's VPC " + v.id + " (" + v.cidr + ") is not a VPC id with a CIDR block, or is given twice");
+      if (vpcs_.count(v.id) && !old_v.count(v.id))
+        return api_error(K::kInvalid, "InvalidParameterValue", "VPC " + v.id + " is this host's own");
+      vpc_cidr[v.id] = v.cidr;
+    }
+    for (auto& x : n.subnets) {
+      x.is_default = false;
+      if (!valid_id(x.id, "subnet") || !vpc_cidr.count(x.vpc_id) || !new_s.insert(x.id).second)
+        return api_error(K::kInvalid, "InvalidParameterValue", "the region's subnet " + x.id + " names no VPC of the push, or is given twice");
+      if (auto why = check_network_layout(vpc_cidr[x.vpc_id], x.cidr))
+        return api_error(K::kInvalid, "InvalidParameterValue", "the region's subnet " + x.id + ": " + *why);
+      if (subnets_.count(x.id) && !old_s.count(x.id))
+        return api_error(K::kInvalid, "InvalidParameterValue", "subnet " + x.id + " is this host's own");
+    }
+    for (const auto& g : n.groups) {
+      if (!valid_id(g.id, "sg") || !vpc_cidr.count(g.vpc_id) || !new_g.insert(g.id).second)
+        return api_error(K::kInvalid, "InvalidParameterValue", "the region's security group " + g.id + " names no VPC of the push, or is given twice");
+      if (groups_.count(g.id) && !old_g.count(g.id))
+        return api_error(K::kInvalid, "InvalidParameterValue", "security group " + g.id + " is this host's own");
+    }
+    for (const auto& [eid, e] : enis_) {
+      if (old_s.count(e.subnet_id) && !new_s.count(e.subnet_id))
+        return api_error(K::kConflict, "DependencyViolation", "subnet " + e.subnet_id + " is used by " + eid + " of " + e.instance_id);
+      for (const auto& g : e.groups)
+        if (old_g.count(g) && !new_g.count(g))
+          return api_error(K::kConflict, "DependencyViolation", "security group " + g + " is used by " + eid + " of " + e.instance_id);
+    }
+    if (auto p = store_.put(n); !p) return api_error(K::kInternal, "InternalError", "state not saved: " + p.error().message());
+    for (const auto& id : old_v) vpcs_.erase(id);
+    for (const auto& id : old_s) subnets_.erase(id);
+    for (const auto& id : old_g) groups_.erase(id);
+    for (const auto& v : n.vpcs) {
+      if (!old_v.count(v.id)) new_vpcs.push_back(v);
+      vpcs_[v.id] = v;
+    }
+    for (const auto& x : n.subnets) subnets_[x.id] = x;
+    for (const auto& g : n.groups) groups_[g.id] = g;
+    touched_groups = old_g;
+    touched_groups.insert(new_g.begin(), new_g.end());
+    region_net_ = std::move(n);
+  }
+  // Running cards: the new VPCs (neighbours in them are refused without), every group.
+  {
+    std::lock_guard net_lock(net_mu_);
+    std::vector<Card*> cards;
+    {
+      std::lock_guard lock(mu_);
+      cards = net_cards();
+    }
+    for (Card* c : cards) {
+      if (!c->model_ok) continue;  // it gets the whole model when it (re)starts
+      for (const auto& v : new_vpcs) {
+        auto r = control::call_once(card_path(*c, ".ctl"), {{"op", "add-vpc"}, {"vpc", {{"id", v.id}, {"cidr", v.cidr}}}},
+                                    kControlTimeout);
+        if (!r && r.error().context.find("declared twice") == std::string::npos) {
+          LOG_ERROR("controller: %s: add-vpc %s: %s (the whole model is pushed again on its next start)", c->label.c_str(),
+                    v.id.c_str(), r.error().message().c_str());
+          c->model_ok = false;
+        }
+      }
+    }
+  }
+  for (const auto& g : touched_groups) net_push_group(g);
+  std::lock_guard lock(mu_);
+  return region_net_.generation;
+}
+
 ApiResult<std::vector<VpcRec>> Host::describe_vpcs(const std::vector<std::string>& ids) {
   std::lock_guard lock(mu_);
   std::vector<VpcRec> out;
@@ -1347,12 +1449,13 @@ ApiResult<SecurityGroupRec> Host::change_rules(const std::string& group_id, bool
     if (group_id.empty()) return api_error(K::kInvalid, "MissingParameter", "the request must contain the parameter groupId");
     AZOTE_TRY(g, find_group(group_id));
     const std::string vpc = g->vpc_id;
-    AZOTE_TRY(rules, rules_of(perms, [&](const std::string& ref) {
-                auto it = groups_.find(ref);
-                return it != groups_.end() && it->second.vpc_id == vpc;
-              }));
+    auto rules = rules_of(perms, [&](const std::string& ref) {
+      auto it = groups_.find(ref);
+      return it != groups_.end() && it->second.vpc_id == vpc;
+    });
+    if (!rules) return api_error(rules.error().not_found ? K::kNotFound : K::kInvalid, rules.error().code, rules.error().sentence);
     std::vector<vpc::Rule> next = ingress ? g->ingress : g->egress;
-    for (const auto& r : rules) {
+    for (const auto& r : *rules) {
       const auto at = std::find(next.begin(), next.end(), r);
       if (authorize) {
         if (at != next.end())

@@ -34,13 +34,15 @@
 
 #include "controller/catalog.hpp"
 #include "controller/errors.hpp"
-#include "controller/network.hpp"
+#include "vpc_model/model.hpp"
 #include "controller/processes.hpp"
 #include "controller/store.hpp"
 #include "control/control.hpp"
 #include "pki/pki.hpp"
 
 namespace azote::controller {
+
+using namespace vpc_model;  // the VPC as EC2 models it (lib/vpc_model)
 
 struct HostOptions {
   std::string state_dir;
@@ -69,6 +71,7 @@ struct RunRequest {
   Tags tags;
   std::vector<std::string> security_group_ids;  // default: the VPC's "default" group
   std::string subnet_id;                        // default: the default subnet
+  std::string private_ip;                       // default: the lowest free address (one instance only)
   std::string http_tokens;                      // "optional" (default) or "required"
   bool no_network = false;                      // no network interface at all
   bool enclave_enabled = false;                 // enclaves may be carved from it
@@ -157,6 +160,12 @@ class Host {
   ApiResult<std::vector<VolumeRec>> describe_volumes(const std::vector<std::string>& ids);
 
   ApiResult<std::vector<VpcRec>> describe_vpcs(const std::vector<std::string>& ids);
+  // azote-region's network (ApplyRegionNetwork): its VPCs, subnets and groups replace the
+  // ones it pushed before, beside the host's own; saved, then given to running cards.
+  // Refused: an older generation (IncorrectState), ids that are the host's own or that do
+  // not hold together (InvalidParameterValue), taking away a subnet or group an ENI here
+  // uses (DependencyViolation). The generation the host holds afterwards.
+  ApiResult<uint64_t> apply_region_network(RegionNetworkRec n);
   ApiResult<std::vector<SubnetView>> describe_subnets(const std::vector<std::string>& ids);
   ApiResult<SecurityGroupRec> create_security_group(const std::string& name, const std::string& description,
                                                     const std::string& vpc_id);
@@ -381,6 +390,7 @@ class Host {
   std::map<std::string, SubnetRec> subnets_;
   std::map<std::string, SecurityGroupRec> groups_;
   std::map<std::string, EniRec> enis_;  // by ENI id
+  RegionNetworkRec region_net_;         // mu_: what azote-region pushed last (its entries are in the maps above too)
   std::map<std::string, uint64_t> card_restarts_;  // "blk", "net" (every instance's)
   std::deque<std::pair<std::string, Job>> jobs_;
   bool stopping_ = false;         // the supervisor ends

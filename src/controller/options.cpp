@@ -3,9 +3,11 @@
 #include <algorithm>
 
 #include "base/parse.hpp"
-#include "controller/network.hpp"
+#include "vpc_model/model.hpp"
 
 namespace azote::controller {
+
+using namespace vpc_model;  // the VPC as EC2 models it (lib/vpc_model)
 namespace {
 
 Unexpected<OptionsError> bad(std::string s) { return make_error(OptionsErrc::kUsage, std::move(s)); }

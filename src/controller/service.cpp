@@ -301,6 +301,7 @@ grpc::Status Service::RunInstances(grpc::ServerContext* ctx, const v1::RunInstan
     r.root_volume_type = req->root_volume_type();
     r.security_group_ids = ids_of(req->security_group_ids());
     r.subnet_id = req->subnet_id();
+    r.private_ip = req->private_ip_address();
     r.http_tokens = req->http_tokens();
     r.no_network = req->no_network_interface();
     r.enclave_enabled = req->enclave_enabled();
@@ -550,6 +551,41 @@ grpc::Status Service::DescribeVolumes(grpc::ServerContext* ctx, const v1::Descri
     for (const auto& v : vs) fill(resp->add_volumes(), v);
     return {};
   });
+}
+
+grpc::Status Service::ApplyRegionNetwork(grpc::ServerContext* ctx, const v1::RegionNetwork* req,
+                                         v1::ApplyRegionNetworkResponse* resp) {
+  return call(ctx, "ApplyRegionNetwork", Access::kWrite, {"generation/" + std::to_string(req->generation())},
+              [&](std::vector<std::string>&) -> ApiResult<void> {
+                // Only azote-region pushes its network: a call under one of its leases
+                // (the fence above admitted the epoch).
+                if (ctx->client_metadata().find("azote-region-epoch") == ctx->client_metadata().end())
+                  return api_error(K::kDenied, "UnauthorizedOperation",
+                                   "only azote-region pushes the region's network (a call under its lease of this host)");
+                RegionNetworkRec n;
+                n.generation = req->generation();
+                for (const auto& v : req->vpcs()) n.vpcs.push_back({v.vpc_id(), v.cidr_block(), false});
+                for (const auto& x : req->subnets())
+                  n.subnets.push_back({x.subnet_id(), x.vpc_id(), x.cidr_block(), x.availability_zone(), false});
+                std::set<std::string> group_vpc;
+                for (const auto& g : req->security_groups()) group_vpc.insert(g.group_id() + "/" + g.vpc_id());
+                for (const auto& g : req->security_groups()) {
+                  SecurityGroupRec rec{g.group_id(), g.vpc_id(), g.group_name(), g.description(), {}, {}};
+                  const auto exists = [&](const std::string& ref) { return group_vpc.count(ref + "/" + g.vpc_id()) != 0; };
+                  for (int dir = 0; dir < 2; ++dir) {
+                    const auto& perms = dir == 0 ? g.ip_permissions() : g.ip_permissions_egress();
+                    if (perms.empty()) continue;
+                    auto rules = rules_of(permissions_of(perms), exists);
+                    if (!rules)
+                      return api_error(K::kInvalid, rules.error().code, "security group " + g.group_id() + ": " + rules.error().sentence);
+                    (dir == 0 ? rec.ingress : rec.egress) = std::move(rules).value();
+                  }
+                  n.groups.push_back(std::move(rec));
+                }
+                AZOTE_TRY(gen, host_.apply_region_network(std::move(n)));
+                resp->set_generation(gen);
+                return {};
+              });
 }
 
 grpc::Status Service::DescribeVpcs(grpc::ServerContext* ctx, const v1::DescribeVpcsRequest* req,

@@ -95,6 +95,7 @@ class Service final : public azote::v1::Ec2::Service {
                                          v1::SecurityGroupRulesResponse*) override;
   grpc::Status DescribeSecurityGroups(grpc::ServerContext*, const v1::DescribeSecurityGroupsRequest*,
                                       v1::DescribeSecurityGroupsResponse*) override;
+  grpc::Status ApplyRegionNetwork(grpc::ServerContext*, const v1::RegionNetwork*, v1::ApplyRegionNetworkResponse*) override;
 
  private:
   // Authenticates and authorizes, runs `body` (which fills the response and the

@@ -5,12 +5,14 @@
 
 #include <nlohmann/json.hpp>
 
-#include "controller/network.hpp"
+#include "vpc_model/model.hpp"
 
 namespace azote::controller {
+
+using namespace vpc_model;  // the VPC as EC2 models it (lib/vpc_model)
 namespace {
 
-constexpr std::array<std::string_view, 6> kSchema = {R"sql(
+constexpr std::array<std::string_view, 7> kSchema = {R"sql(
 CREATE TABLE instances (
   id TEXT PRIMARY KEY, reservation_id TEXT NOT NULL, image_id TEXT NOT NULL, type TEXT NOT NULL,
   state TEXT NOT NULL, reason_code TEXT NOT NULL, reason_message TEXT NOT NULL, launch_time TEXT NOT NULL,
@@ -55,6 +57,9 @@ ALTER TABLE instances ADD COLUMN enclave_pool_mib INTEGER NOT NULL DEFAULT 0;
 -- its next start).
 UPDATE instances SET enclave_pool_cpus = vcpus / 2, enclave_pool_mib = MIN(512, memory_mib / 2) / 2 * 2
   WHERE enclave_enabled = 1;
+)sql",
+                                                     R"sql(
+CREATE TABLE region_network (id INTEGER PRIMARY KEY CHECK (id = 1), generation INTEGER NOT NULL, doc TEXT NOT NULL);
 )sql"};
 
 std::string tags_json(const Tags& t) {
@@ -248,6 +253,45 @@ Result<std::vector<CardRec>, StoreError> Store::cards() {
     out.push_back({st->text(0), st->int64(1), static_cast<uint64_t>(st->int64(2))});
   }
   return out;
+}
+
+Result<RegionNetworkRec, StoreError> Store::region_network() {
+  RegionNetworkRec out;
+  auto st = db_.query("SELECT generation, doc FROM region_network WHERE id = 1");
+  if (!st) return make_error(StoreErrc::kDb, st.error().message());
+  std::string doc;
+  auto r = st->for_each([&](const sqlite::Stmt& s) {
+    out.generation = static_cast<uint64_t>(s.int64(0));
+    doc = s.text(1);
+  });
+  if (!r) return make_error(StoreErrc::kDb, r.error().message());
+  if (out.generation == 0) return out;
+  const auto j = nlohmann::json::parse(doc, nullptr, false);
+  if (!j.is_object()) return make_error(StoreErrc::kDb, "the region's network does not read");
+  try {
+    for (const auto& v : j.value("vpcs", nlohmann::json::array())) out.vpcs.push_back({v.at("id"), v.at("cidr"), false});
+    for (const auto& s : j.value("subnets", nlohmann::json::array()))
+      out.subnets.push_back({s.at("id"), s.at("vpc"), s.at("cidr"), s.at("zone"), false});
+    for (const auto& g : j.value("groups", nlohmann::json::array()))
+      out.groups.push_back({g.at("id"), g.at("vpc"), g.at("name"), g.at("description"),
+                            rules_from_json(g.at("ingress").dump()), rules_from_json(g.at("egress").dump())});
+  } catch (const nlohmann::json::exception& e) {
+    return make_error(StoreErrc::kDb, std::string("the region's network does not read: ") + e.what());
+  }
+  return out;
+}
+
+Result<void, StoreError> Store::put(const RegionNetworkRec& r) {
+  nlohmann::json j = {{"vpcs", nlohmann::json::array()}, {"subnets", nlohmann::json::array()}, {"groups", nlohmann::json::array()}};
+  for (const auto& v : r.vpcs) j["vpcs"].push_back({{"id", v.id}, {"cidr", v.cidr}});
+  for (const auto& s : r.subnets)
+    j["subnets"].push_back({{"id", s.id}, {"vpc", s.vpc_id}, {"cidr", s.cidr}, {"zone", s.availability_zone}});
+  for (const auto& g : r.groups)
+    j["groups"].push_back({{"id", g.id}, {"vpc", g.vpc_id}, {"name", g.name}, {"description", g.description},
+                           {"ingress", rules_json(g.ingress)}, {"egress", rules_json(g.egress)}});
+  if (auto x = db_.run("INSERT OR REPLACE INTO region_network VALUES (1, ?, ?)", static_cast<int64_t>(r.generation), j.dump()); !x)
+    return make_error(StoreErrc::kDb, x.error().message());
+  return {};
 }
 
 Result<std::vector<VpcRec>, StoreError> Store::vpcs() {

@@ -92,6 +92,15 @@ struct EniRec {
   std::vector<std::string> groups;  // 1..5 security group ids
 };
 
+// The region's network as azote-region last pushed it (ApplyRegionNetwork): VPCs,
+// subnets and groups beside the host's own, kept whole with their generation.
+struct RegionNetworkRec {
+  uint64_t generation = 0;
+  std::vector<VpcRec> vpcs;
+  std::vector<SubnetRec> subnets;
+  std::vector<SecurityGroupRec> groups;
+};
+
 enum class StoreErrc { kDb = 1 };
 using StoreError = Error<StoreErrc>;
 
@@ -108,6 +117,8 @@ class Store {
   Result<std::vector<SubnetRec>, StoreError> subnets();
   Result<std::vector<SecurityGroupRec>, StoreError> security_groups();
   Result<std::vector<EniRec>, StoreError> enis();
+  Result<RegionNetworkRec, StoreError> region_network();  // generation 0: none pushed yet
+  Result<void, StoreError> put(const RegionNetworkRec& r);
 
   Result<void, StoreError> put(const InstanceRec& r);
   Result<void, StoreError> put(const VolumeRec& r);

@@ -6,9 +6,11 @@
 #include <array>
 #include <filesystem>
 
-#include "controller/network.hpp"
+#include "vpc_model/model.hpp"
 
 namespace azote::controller {
+
+using namespace vpc_model;  // the VPC as EC2 models it (lib/vpc_model)
 namespace {
 
 struct TempDb {

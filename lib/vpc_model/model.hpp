@@ -1,4 +1,4 @@
-// The host's VPC as the controller models it, without any I/O: which addresses of a
+// A VPC as EC2 models it, without any I/O (the host's controller and azote-region both use it): which addresses of a
 // subnet an ENI may get, MAC addresses, security group rules as EC2 validates them
 // (from the API's IpPermission to lib/vpc_policy rules, with EC2's error codes), the
 // rule JSON of azote-card-net's control socket (also how rules are stored), and
@@ -15,10 +15,24 @@
 
 #include <nlohmann/json.hpp>
 
-#include "controller/errors.hpp"
+#include "base/error.hpp"
 #include "vpc_policy/security_group.hpp"
 
-namespace azote::controller {
+namespace azote::vpc_model {
+
+// An EC2 error of the model: its code ("InvalidParameterValue", ...), whether it says that
+// something named does not exist (the APIs answer those as not found), one sentence.
+struct ModelError {
+  std::string code;
+  std::string sentence;
+  bool not_found = false;
+  std::string message() const { return code + ": " + sentence; }
+};
+template <class T>
+using ModelResult = Result<T, ModelError>;
+inline Unexpected<ModelError> model_error(bool not_found, std::string code, std::string sentence) {
+  return Unexpected<ModelError>(ModelError{std::move(code), std::move(sentence), not_found});
+}
 
 // "a.b.c.d/n" with the host bits zero.
 std::optional<vpc::Cidr> parse_cidr(std::string_view text);
@@ -50,7 +64,7 @@ struct Permission {
 // Every (protocol, ports, peer) of `perms` as a rule, or EC2's error: MissingParameter,
 // InvalidParameterValue (protocol, ports, CIDR), InvalidGroupId.Malformed,
 // InvalidGroup.NotFound (`group_exists` says which group ids may be named).
-ApiResult<std::vector<vpc::Rule>> rules_of(const std::vector<Permission>& perms,
+ModelResult<std::vector<vpc::Rule>> rules_of(const std::vector<Permission>& perms,
                                            const std::function<bool(const std::string&)>& group_exists);
 // A rule as EC2 describes it, one peer per permission.
 Permission permission_of(const vpc::Rule& r);
@@ -71,4 +85,4 @@ std::vector<vpc::Rule> default_egress();
 
 std::string base64(std::string_view bytes);
 
-}  // namespace azote::controller
+}  // namespace azote::vpc_model

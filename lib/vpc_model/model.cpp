@@ -1,17 +1,15 @@
-#include "controller/network.hpp"
+#include "vpc_model/model.hpp"
 
 #include <sys/random.h>
 
 #include <cstdio>
 #include <cstdlib>
 
-#include "controller/catalog.hpp"
+#include "base/hex.hpp"
 #include "vpc_policy/flow.hpp"
 
-namespace azote::controller {
+namespace azote::vpc_model {
 namespace {
-
-using K = ApiError::Kind;
 
 uint64_t subnet_size(const vpc::Cidr& c) { return uint64_t{1} << (32 - c.prefix); }
 
@@ -98,25 +96,25 @@ std::string protocol_name(int protocol) {
   }
 }
 
-ApiResult<std::vector<vpc::Rule>> rules_of(const std::vector<Permission>& perms,
+ModelResult<std::vector<vpc::Rule>> rules_of(const std::vector<Permission>& perms,
                                            const std::function<bool(const std::string&)>& group_exists) {
-  if (perms.empty()) return api_error(K::kInvalid, "MissingParameter", "no IP permission given");
+  if (perms.empty()) return model_error(false, "MissingParameter", "no IP permission given");
   std::vector<vpc::Rule> out;
   for (const Permission& p : perms) {
     if (p.protocol.empty())
-      return api_error(K::kInvalid, "MissingParameter", "the request must contain the parameter ipProtocol");
+      return model_error(false, "MissingParameter", "the request must contain the parameter ipProtocol");
     auto proto = vpc::parse_protocol(p.protocol);
     if (!proto)
-      return api_error(K::kInvalid, "InvalidParameterValue",
+      return model_error(false, "InvalidParameterValue",
                        "invalid value '" + p.protocol + "' for IP protocol: unknown protocol (tcp, udp, icmp, -1 or 0-255)");
     vpc::Rule base;
     base.protocol = *proto;
     if (base.protocol == vpc::kProtoTcp || base.protocol == vpc::kProtoUdp) {
       if (!p.from_port || !p.to_port)
-        return api_error(K::kInvalid, "InvalidParameterValue",
+        return model_error(false, "InvalidParameterValue",
                          "invalid value 'Must specify both from and to ports with TCP/UDP.' for portRange");
       if (*p.from_port < 0 || *p.to_port > 65535 || *p.from_port > *p.to_port)
-        return api_error(K::kInvalid, "InvalidParameterValue",
+        return model_error(false, "InvalidParameterValue",
                          "invalid TCP/UDP port range " + port_text(p.from_port) + "-" + port_text(p.to_port) +
                              " (0 <= from <= to <= 65535)");
       base.from_port = *p.from_port;
@@ -126,34 +124,34 @@ ApiResult<std::vector<vpc::Rule>> rules_of(const std::vector<Permission>& perms,
       base.to_port = p.to_port.value_or(-1);
       if (base.from_port < -1 || base.from_port > 255 || base.to_port < -1 || base.to_port > 255 ||
           (base.from_port == -1 && base.to_port != -1))
-        return api_error(K::kInvalid, "InvalidParameterValue",
+        return model_error(false, "InvalidParameterValue",
                          "invalid ICMP type " + std::to_string(base.from_port) + " and code " +
                              std::to_string(base.to_port) + " (-1 or 0-255; a code needs a type)");
     }
     // Other protocols (and -1, all traffic) have no ports; EC2 ignores any given.
     if (p.cidrs.empty() && p.groups.empty())
-      return api_error(K::kInvalid, "MissingParameter",
+      return model_error(false, "MissingParameter",
                        "the permission names no peer: give a CIDR block or a security group");
     for (const auto& c : p.cidrs) {
       auto cidr = parse_cidr(c);
       if (!cidr)
-        return api_error(K::kInvalid, "InvalidParameterValue",
+        return model_error(false, "InvalidParameterValue",
                          "value (" + c + ") for parameter cidrIp is invalid: not a CIDR block with zero host bits");
       vpc::Rule r = base;
       r.peer = *cidr;
       out.push_back(r);
     }
     for (const auto& g : p.groups) {
-      if (!valid_id(g, "sg")) return api_error(K::kInvalid, "InvalidGroupId.Malformed", "invalid id: \"" + g + "\"");
+      if (!valid_resource_id(g, "sg")) return model_error(false, "InvalidGroupId.Malformed", "invalid id: \"" + g + "\"");
       if (!group_exists(g))
-        return api_error(K::kNotFound, "InvalidGroup.NotFound", "the security group '" + g + "' does not exist");
+        return model_error(true, "InvalidGroup.NotFound", "the security group '" + g + "' does not exist");
       vpc::Rule r = base;
       r.peer = vpc::GroupRef{g};
       out.push_back(r);
     }
   }
   for (const auto& r : out)
-    if (auto v = vpc::validate(r); !v) return api_error(K::kInvalid, "InvalidParameterValue", v.error().message());
+    if (auto v = vpc::validate(r); !v) return model_error(false, "InvalidParameterValue", v.error().message());
   return out;
 }
 
@@ -238,4 +236,4 @@ std::string base64(std::string_view in) {
   return out;
 }
 
-}  // namespace azote::controller
+}  // namespace azote::vpc_model

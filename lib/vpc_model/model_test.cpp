@@ -1,10 +1,10 @@
-#include "controller/network.hpp"
+#include "vpc_model/model.hpp"
 
 #include <gtest/gtest.h>
 
 #include "vpc_policy/flow.hpp"
 
-namespace azote::controller {
+namespace azote::vpc_model {
 namespace {
 
 uint32_t ip(const char* text) { return *vpc::parse_ipv4(text); }
@@ -140,4 +140,4 @@ TEST(Network, RulesRoundTripThroughTheCardJson) {
 }
 
 }  // namespace
-}  // namespace azote::controller
+}  // namespace azote::vpc_model
