@@ -104,9 +104,23 @@ class Sim final : public v1::Ec2::Service {
       i.set_memory_mib(type->mib);
       i.set_reservation_id(resp->reservation_id());
       *i.mutable_tags() = req->tags();
+      // The interface as the region chose it (a real host checks it against the pushed network).
+      i.set_subnet_id(req->subnet_id());
+      i.set_private_ip_address(req->private_ip_address());
       insts[i.instance_id()] = i;
       *resp->add_instances() = i;
     }
+    return Status::OK;
+  }
+
+  // The region's network: its generation kept per simulated host, nothing else.
+  Status ApplyRegionNetwork(ServerContext* ctx, const v1::RegionNetwork* req, v1::ApplyRegionNetworkResponse* resp) override {
+    std::lock_guard lock(mu_);
+    uint64_t& held = network_generation_[host_of(ctx)];
+    if (req->generation() < held)
+      return fail(ctx, grpc::StatusCode::FAILED_PRECONDITION, "IncorrectState", "an older generation");
+    held = req->generation();
+    resp->set_generation(held);
     return Status::OK;
   }
 
@@ -153,6 +167,7 @@ class Sim final : public v1::Ec2::Service {
   }
   std::mutex mu_;
   std::map<std::string, std::map<std::string, v1::Instance>> hosts_;  // mu_
+  std::map<std::string, uint64_t> network_generation_;  // mu_
 };
 
 int usage(const char* why) {

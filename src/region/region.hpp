@@ -12,6 +12,8 @@
 //   instances/<instance-id>  an instance's placement and what the region adds to the
 //                            host's view: its reservation, owner, client token, tags
 //   volumes/<volume-id>      a volume's host and zone, the device name it was given, tags
+//   vpcs/, subnets/, security-groups/<id>   the region's VPCs (network.hpp); each host
+//                            gets them pushed (ApplyRegionNetwork) with its instances' ENIs
 // The instance's own state (pending, running, ...) is its host's: the region asks the
 // host, never keeps a copy that could disagree.
 #pragma once
@@ -62,6 +64,10 @@ struct InstanceRec {
   uint32_t vcpus = 0;
   uint64_t memory_mib = 0;
   std::vector<std::pair<std::string, std::string>> tags;
+  // Its primary network interface as the region chose it (src/region/network.hpp):
+  // subnet, private address, security groups. Empty for an instance without one.
+  std::string subnet, ip;
+  std::vector<std::string> groups;
 };
 
 class Region {

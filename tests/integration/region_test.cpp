@@ -7,6 +7,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "api/azote.grpc.pb.h"
+#include "api/client.hpp"
 #include "controller_fixture.hpp"
 #include "etcd/testing.hpp"
 
@@ -221,6 +223,170 @@ TEST_F(Region, TheAwsCliLaunchesWaitsDescribesAndTerminatesThroughTheRegion) {
   EXPECT_NE(log.find("\"denied\""), std::string::npos);
   o = run({AZOTE_CLI_BIN, "audit", "verify", rdir_ + "/audit/audit.log"});
   EXPECT_EQ(o.status, 0) << o.out << o.err;
+}
+
+// VPCs, subnets and security groups are the region's: made through the aws CLI, checked
+// as EC2 checks them, pushed to the host (its own API shows them), and an instance
+// launched into them gets its address from the region.
+TEST_F(Region, VpcsSubnetsAndSecurityGroupsThroughTheAwsCli) {
+  // The default VPC and a default subnet in the host's zone exist from the start.
+  auto o = aws(admin_, {"describe-vpcs", "--filters", "Name=is-default,Values=true"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  ASSERT_EQ(Json::parse(o.out)["Vpcs"].size(), 1u) << o.out;
+  EXPECT_EQ(Json::parse(o.out)["Vpcs"][0].value("CidrBlock", ""), "172.31.0.0/16");
+  o = aws(admin_, {"describe-subnets", "--filters", "Name=default-for-az,Values=true"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  ASSERT_EQ(Json::parse(o.out)["Subnets"].size(), 1u) << o.out;
+  EXPECT_EQ(Json::parse(o.out)["Subnets"][0].value("AvailabilityZone", ""), "us-east-1a");
+
+  o = aws(admin_, {"create-vpc", "--cidr-block", "10.9.0.0/16", "--tag-specifications",
+                   "ResourceType=vpc,Tags=[{Key=Name,Value=blue}]"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const std::string vpc = Json::parse(o.out)["Vpc"].value("VpcId", "");
+  ASSERT_EQ(vpc.rfind("vpc-", 0), 0u) << o.out;
+  o = aws(admin_, {"create-vpc", "--cidr-block", "10.0.0.0/12"});
+  EXPECT_NE(o.err.find("InvalidVpc.Range"), std::string::npos) << o.err;
+  o = aws(admin_, {"create-subnet", "--vpc-id", vpc, "--cidr-block", "10.9.1.0/24", "--availability-zone", "us-east-1a"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const Json sn = Json::parse(o.out)["Subnet"];
+  const std::string subnet = sn.value("SubnetId", "");
+  EXPECT_EQ(sn.value("AvailableIpAddressCount", 0), 251);
+  o = aws(admin_, {"create-subnet", "--vpc-id", vpc, "--cidr-block", "10.9.1.128/25"});
+  EXPECT_NE(o.err.find("InvalidSubnet.Conflict"), std::string::npos) << o.err;
+  o = aws(admin_, {"create-subnet", "--vpc-id", vpc, "--cidr-block", "10.8.1.0/24"});
+  EXPECT_NE(o.err.find("InvalidSubnet.Range"), std::string::npos) << o.err;
+  o = aws(admin_, {"create-subnet", "--vpc-id", vpc, "--cidr-block", "10.9.2.0/24", "--availability-zone", "us-east-1z"});
+  EXPECT_NE(o.err.find("InvalidParameterValue"), std::string::npos) << o.err;
+
+  o = aws(admin_, {"create-security-group", "--group-name", "web", "--description", "web servers", "--vpc-id", vpc});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const std::string web = Json::parse(o.out).value("GroupId", "");
+  o = aws(admin_, {"create-security-group", "--group-name", "web", "--description", "again", "--vpc-id", vpc});
+  EXPECT_NE(o.err.find("InvalidGroup.Duplicate"), std::string::npos) << o.err;
+  // The CLI's flat form and IpPermissions; a duplicate is refused, a bad port range too.
+  o = aws(admin_, {"authorize-security-group-ingress", "--group-id", web, "--protocol", "tcp", "--port", "22",
+                   "--cidr", "10.9.0.0/16"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  EXPECT_EQ(Json::parse(o.out)["SecurityGroupRules"][0].value("FromPort", 0), 22) << o.out;
+  o = aws(admin_, {"authorize-security-group-ingress", "--group-id", web, "--ip-permissions",
+                   "IpProtocol=udp,FromPort=7,ToPort=7,IpRanges=[{CidrIp=0.0.0.0/0}]"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  o = aws(admin_, {"authorize-security-group-ingress", "--group-id", web, "--protocol", "tcp", "--port", "22",
+                   "--cidr", "10.9.0.0/16"});
+  EXPECT_NE(o.err.find("InvalidPermission.Duplicate"), std::string::npos) << o.err;
+  o = aws(admin_, {"authorize-security-group-ingress", "--group-id", web, "--ip-permissions",
+                   "IpProtocol=tcp,FromPort=90,ToPort=80,IpRanges=[{CidrIp=0.0.0.0/0}]"});
+  EXPECT_NE(o.err.find("InvalidParameterValue"), std::string::npos) << o.err;
+  o = aws(admin_, {"describe-security-groups", "--group-ids", web});
+  ASSERT_EQ(o.status, 0) << o.err;
+  EXPECT_EQ(Json::parse(o.out)["SecurityGroups"][0]["IpPermissions"].size(), 2u) << o.out;
+  o = aws(admin_, {"describe-security-groups", "--filters", "Name=vpc-id,Values=" + vpc, "Name=group-name,Values=default"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  ASSERT_EQ(Json::parse(o.out)["SecurityGroups"].size(), 1u) << o.out;
+  const std::string vpc_default = Json::parse(o.out)["SecurityGroups"][0].value("GroupId", "");
+
+  // The host was pushed the region's network: its own API lists the subnet and the rules.
+  EXPECT_TRUE(eventually([&] {
+    auto d = cli(cp_, {"describe-security-groups", "--output", "json"});
+    return d.status == 0 && d.out.find(web) != std::string::npos && d.out.find("10.9.0.0/16") != std::string::npos;
+  }, 30s));
+  auto d = cli(cp_, {"describe-subnets", "--output", "json"});
+  EXPECT_NE(d.out.find(subnet), std::string::npos) << d.out << d.err;
+  // Only azote-region pushes its network (a call under its lease): the test's own
+  // principal is refused, and the host keeps what the region gave it.
+  {
+    auto creds = api::load_credentials(cp_);
+    ASSERT_TRUE(creds.ok());
+    auto stub = v1::Ec2::NewStub(api::make_channel("unix:" + dir_ + "/api.sock", *creds));
+    grpc::ClientContext ctx;
+    v1::RegionNetwork n;
+    n.set_generation(uint64_t{1} << 40);
+    v1::ApplyRegionNetworkResponse resp;
+    const grpc::Status st = stub->ApplyRegionNetwork(&ctx, n, &resp);
+    EXPECT_FALSE(st.ok());
+    EXPECT_NE(st.error_message().find("only azote-region pushes"), std::string::npos) << st.error_message();
+    d = cli(cp_, {"describe-subnets", "--output", "json"});
+    EXPECT_NE(d.out.find(subnet), std::string::npos) << d.out << d.err;
+  }
+
+  // An instance in the subnet, with the group: its address from the region, the host's ENI.
+  o = aws(admin_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--subnet-id", subnet,
+                   "--security-group-ids", web, "--private-ip-address", "10.9.1.20"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const Json inst = Json::parse(o.out)["Instances"][0];
+  const std::string id = inst.value("InstanceId", "");
+  EXPECT_EQ(inst.value("PrivateIpAddress", ""), "10.9.1.20") << o.out;
+  EXPECT_EQ(inst.value("SubnetId", ""), subnet) << o.out;
+  EXPECT_EQ(inst.value("VpcId", ""), vpc) << o.out;
+  o = aws(admin_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--subnet-id", subnet,
+                   "--private-ip-address", "10.9.1.20"});
+  EXPECT_NE(o.err.find("InvalidIPAddress.InUse"), std::string::npos) << o.err;
+  o = aws(admin_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--subnet-id", subnet,
+                   "--security-group-ids", vpc_default, "--count", "2"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  std::set<std::string> addresses;
+  std::vector<std::string> more;
+  const Json two = Json::parse(o.out);
+  for (const auto& i : two["Instances"]) {
+    addresses.insert(i.value("PrivateIpAddress", ""));
+    more.push_back(i.value("InstanceId", ""));
+  }
+  EXPECT_EQ(addresses, (std::set<std::string>{"10.9.1.4", "10.9.1.5"})) << o.out;
+  o = aws(admin_, {"wait", "instance-running", "--instance-ids", id});
+  ASSERT_EQ(o.status, 0) << o.err;
+  EXPECT_EQ(instance(id).dump().find("10.9.1.20") != std::string::npos, true) << instance(id).dump();
+  o = aws(admin_, {"describe-subnets", "--subnet-ids", subnet, "--query", "Subnets[0].AvailableIpAddressCount"});
+  EXPECT_EQ(o.out.substr(0, o.out.find('\n')), "248") << o.out << o.err;
+
+  // What is in use cannot go; the default group never.
+  o = aws(admin_, {"delete-subnet", "--subnet-id", subnet});
+  EXPECT_NE(o.err.find("DependencyViolation"), std::string::npos) << o.err;
+  o = aws(admin_, {"delete-security-group", "--group-id", web});
+  EXPECT_NE(o.err.find("DependencyViolation"), std::string::npos) << o.err;
+  o = aws(admin_, {"delete-security-group", "--group-id", vpc_default});
+  EXPECT_NE(o.err.find("CannotDelete"), std::string::npos) << o.err;
+  o = aws(admin_, {"delete-vpc", "--vpc-id", vpc});
+  EXPECT_NE(o.err.find("DependencyViolation"), std::string::npos) << o.err;
+  // A revoked rule leaves the host too; an unknown one comes back as unknown.
+  o = aws(admin_, {"revoke-security-group-ingress", "--group-id", web, "--protocol", "tcp", "--port", "22",
+                   "--cidr", "10.9.0.0/16"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  o = aws(admin_, {"revoke-security-group-ingress", "--group-id", web, "--protocol", "tcp", "--port", "23",
+                   "--cidr", "10.9.0.0/16"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  EXPECT_NE(o.out.find("UnknownIpPermissions"), std::string::npos) << o.out;
+  EXPECT_TRUE(eventually([&] {
+    auto g = cli(cp_, {"describe-security-groups", "--group-ids", web, "--output", "json"});
+    return g.status == 0 && g.out.find("10.9.0.0/16") == std::string::npos && g.out.find("0.0.0.0/0") != std::string::npos;
+  }, 30s));
+  o = aws(admin_, {"create-tags", "--resources", vpc, subnet, web, "--tags", "Key=team,Value=net"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  o = aws(admin_, {"describe-tags", "--filters", "Name=key,Values=team", "--query", "Tags[].ResourceType"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  EXPECT_NE(o.out.find("security-group"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("subnet"), std::string::npos) << o.out;
+
+  // Gone in order: instances, group, subnet, VPC (its default group with it).
+  std::vector<std::string> all = more;
+  all.push_back(id);
+  std::vector<std::string> term{"terminate-instances", "--instance-ids"};
+  term.insert(term.end(), all.begin(), all.end());
+  ASSERT_EQ(aws(admin_, term).status, 0);
+  std::vector<std::string> wait{"wait", "instance-terminated", "--instance-ids"};
+  wait.insert(wait.end(), all.begin(), all.end());
+  ASSERT_EQ(aws(admin_, wait).status, 0);
+  for (const auto& args : std::vector<std::vector<std::string>>{{"delete-security-group", "--group-id", web},
+                                                                 {"delete-subnet", "--subnet-id", subnet},
+                                                                 {"delete-vpc", "--vpc-id", vpc}}) {
+    o = aws(admin_, args);
+    EXPECT_EQ(o.status, 0) << args[0] << ": " << o.err;
+  }
+  o = aws(admin_, {"describe-vpcs", "--vpc-ids", vpc});
+  EXPECT_NE(o.err.find("InvalidVpcID.NotFound"), std::string::npos) << o.err;
+  EXPECT_TRUE(eventually([&] {
+    auto g = cli(cp_, {"describe-subnets", "--output", "json"});
+    return g.status == 0 && g.out.find(subnet) == std::string::npos;
+  }, 30s));
 }
 
 TEST_F(Region, Boto3RunsItsWholeStory) {

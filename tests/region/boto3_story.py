@@ -121,6 +121,35 @@ def main():
     out = ec2.get_console_output(InstanceId=ids[1])
     check("azote-guest" in out.get("Output", ""), "get_console_output: the guest's console, base64 as EC2")
 
+    # The network: a VPC, a subnet, a group with a rule; an instance launched into them
+    # gets its address from the region; then all of it goes again.
+    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    sub = ec2.create_subnet(VpcId=vpc, CidrBlock="10.20.3.0/24", AvailabilityZone=zone)["Subnet"]
+    check(sub["AvailableIpAddressCount"] == 251, "create_subnet: a /24 has 251 usable addresses")
+    sg = ec2.create_security_group(GroupName="api", Description="api servers", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "10.20.0.0/16"}]}])
+    perms = ec2.describe_security_groups(GroupIds=[sg])["SecurityGroups"][0]["IpPermissions"]
+    check([(p["IpProtocol"], p["FromPort"], p["IpRanges"][0]["CidrIp"]) for p in perms] == [("tcp", 443, "10.20.0.0/16")],
+          "authorize_security_group_ingress/describe_security_groups (%s)" % perms)
+    r = ec2.run_instances(ImageId="ami-builtin", InstanceType="t3.nano", MinCount=1, MaxCount=1,
+                          SubnetId=sub["SubnetId"], SecurityGroupIds=[sg])
+    net = r["Instances"][0]
+    check(net["SubnetId"] == sub["SubnetId"] and net["VpcId"] == vpc and net["PrivateIpAddress"] == "10.20.3.4" and
+          [g["GroupId"] for g in net["SecurityGroups"]] == [sg], "run_instances into the subnet with the group")
+    check(code_of(lambda: ec2.delete_security_group(GroupId=sg)) == "DependencyViolation",
+          "a group in use: DependencyViolation")
+    ec2.revoke_security_group_ingress(GroupId=sg, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "10.20.0.0/16"}]}])
+    check(ec2.describe_security_groups(GroupIds=[sg])["SecurityGroups"][0]["IpPermissions"] == [],
+          "revoke_security_group_ingress")
+    ec2.terminate_instances(InstanceIds=[net["InstanceId"]])
+    ec2.get_waiter("instance_terminated").wait(InstanceIds=[net["InstanceId"]], WaiterConfig={"Delay": 1, "MaxAttempts": 90})
+    ec2.delete_security_group(GroupId=sg)
+    ec2.delete_subnet(SubnetId=sub["SubnetId"])
+    ec2.delete_vpc(VpcId=vpc)
+    check(code_of(lambda: ec2.describe_vpcs(VpcIds=[vpc])) == "InvalidVpcID.NotFound", "delete_vpc")
+
 
     check(code_of(lambda: client(ak, "x" * 40).describe_instances()) == "AuthFailure", "a wrong secret: AuthFailure")
     check(code_of(lambda: client("AKIAAAAAAAAAAAAAAAAA", sk).describe_instances()) == "AuthFailure",
@@ -135,7 +164,7 @@ def main():
           "a malformed instance id: InvalidInstanceID.Malformed")
     check(code_of(lambda: ec2.run_instances(ImageId="ami-builtin", MinCount=1, MaxCount=1, DryRun=True)) ==
           "DryRunOperation", "DryRun: DryRunOperation")
-    check(code_of(lambda: ec2.run_instances(ImageId="ami-builtin", MinCount=1, MaxCount=1, SubnetId="subnet-1")) ==
+    check(code_of(lambda: ec2.run_instances(ImageId="ami-builtin", MinCount=1, MaxCount=1, Ipv6AddressCount=1)) ==
           "UnknownParameter", "a parameter the region does not take is refused, not ignored: UnknownParameter")
 
     # An expired signature: botocore's own SigV4 signer (boto3 itself signs with awscrt
