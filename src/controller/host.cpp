@@ -196,6 +196,7 @@ ApiResult<std::unique_ptr<Host>> Host::open(const HostOptions& o, const pki::Hos
   ::epoll_ctl(h->epoll_.get(), EPOLL_CTL_ADD, procs.launcher_fd(), &lev);
   AZOTE_TRYV(h->recover());
   h->supervisor_ = std::thread([p = h.get()] { p->supervisor_loop(); });
+  h->sync_fabric();  // the region's network as stored: the fabric process started again
   h->liveness_ = std::thread([p = h.get()] { p->liveness_loop(); });
   for (int i = 0; i < kWorkers; ++i) h->workers_.emplace_back([p = h.get()] { p->worker_loop(); });
   return h;
@@ -215,6 +216,10 @@ void Host::watch(int pidfd) {
 std::string Host::volume_socket(const std::string& volume_id) { return "/run/azote/" + volume_id + ".sock"; }
 std::string Host::eni_socket(const std::string& eni_id) { return "/run/azote-net/" + eni_id + "/eni.sock"; }
 std::string Host::eni_inbox(const std::string& eni_id) { return "/run/azote-net/" + eni_id + "/inbox.sock"; }
+namespace {
+// The fabric process's relay inbox, as every card's jail sees it (the launcher makes net/fabric).
+constexpr const char* kFabricInbox = "/run/azote-net/fabric/inbox.sock";
+}  // namespace
 std::string Host::instance_dir(const std::string& id) const { return opt_.state_dir + "/instances/" + id; }
 
 std::vector<Host::Card*> Host::Runtime::cards() const {
@@ -334,6 +339,13 @@ ApiResult<void> Host::ensure_net(Card& c, std::unique_lock<std::mutex>& net_lock
     AZOTE_TRYV(net_push_model(c));
     c.model_ok = true;
   }
+  // Frames for addresses on other hosts go to the fabric process, if this host has one.
+  if (fabric_alive())
+    if (auto r = control::call_once(card_path(c, ".ctl"),
+                                    {{"op", "set-fabric-relay"}, {"inbox", kFabricInbox}, {"uid", opt_.uid_base + launch::kFabricId}},
+                                    kControlTimeout);
+        !r)
+      return api_error(K::kInternal, "InternalError", c.label + ": set-fabric-relay: " + r.error().message());
   return {};
 }
 
@@ -500,6 +512,14 @@ void Host::net_announce(const std::string& instance_id, bool present) {
     if (!n) continue;
     if (auto r = control::call_once(ctl, {{"op", "add-neighbour"}, {"eni", *n}}, kControlTimeout); !r)
       LOG_ERROR("controller: %s: add-neighbour %s: %s", c->label.c_str(), eni_id.c_str(), r.error().message().c_str());
+  }
+  // The fabric process hands what arrives for this ENI to its inbox.
+  if (fabric_alive()) {
+    const std::string ctl = fabric_ctl();
+    (void)control::call_once(ctl, {{"op", "remove-neighbour"}, {"id", eni_id}}, kControlTimeout);
+    if (n)
+      if (auto r = control::call_once(ctl, {{"op", "add-neighbour"}, {"eni", *n}}, kControlTimeout); !r)
+        LOG_ERROR("controller: fabric process: add-neighbour %s: %s", eni_id.c_str(), r.error().message().c_str());
   }
 }
 
@@ -1245,6 +1265,141 @@ ApiResult<SecurityGroupRec*> Host::find_group(const std::string& id) {
   return &it->second;
 }
 
+// ---- the fabric process ------------------------------------------------------------
+
+bool Host::fabric_alive() {
+  std::lock_guard lock(mu_);
+  return fabric_ && !Processes::wait_exit(*fabric_, 0);
+}
+
+void Host::sync_fabric() {
+  std::lock_guard net_lock(net_mu_);
+  RegionNetworkRec rn;
+  std::vector<VpcRec> vpcs;
+  std::vector<SecurityGroupRec> groups;
+  std::vector<control::Json> neighbours;
+  std::vector<std::string> card_ctls;
+  bool alive = false;
+  {
+    std::lock_guard lock(mu_);
+    rn = region_net_;
+    for (const auto& [id, v] : vpcs_) vpcs.push_back(v);
+    for (const auto& [id, g] : groups_) groups.push_back(g);
+    for (auto& [id, rt] : rt_) {
+      if (!rt.net || !rt.net->proc) continue;
+      card_ctls.push_back(card_path(*rt.net, ".ctl"));
+      const auto& st = instances_[id].state;
+      if (st != state::kRunning && st != state::kPending) continue;
+      if (auto n = neighbour_of(id)) neighbours.push_back(std::move(*n));
+    }
+    alive = fabric_ && !Processes::wait_exit(*fabric_, 0);
+  }
+  const bool want = rn.fabric_host_id != 0 && !opt_.underlay.empty();
+  const std::string ctl = fabric_ctl();
+  auto call = [&](const control::Json& req) { return control::call_once(ctl, req, kControlTimeout); };
+  auto end_it = [&] {
+    std::lock_guard lock(mu_);
+    if (fabric_) {
+      procs_.send_signal(*fabric_, SIGTERM);
+      if (!Processes::wait_exit(*fabric_, 5000)) procs_.send_signal(*fabric_, SIGKILL);
+      Processes::wait_exit(*fabric_, 2000);
+      procs_.reap(*fabric_);
+      fabric_.reset();
+    }
+    fabric_died_ = false;
+  };
+  if (alive && (!want || fabric_running_id_ != rn.fabric_host_id)) {
+    end_it();
+    procs_.release("fabric");
+    alive = false;
+    for (const auto& c : card_ctls) (void)control::call_once(c, {{"op", "set-fabric-relay"}, {"inbox", nullptr}}, kControlTimeout);
+  }
+  if (!want) return;
+  if (!alive) {
+    end_it();                  // a dead one: reaped
+    procs_.release("fabric");  // whatever is left of it (a controller restart's, too)
+    launch::SpawnRequest req;
+    req.role = launch::Role::kCardFabric;
+    req.instance = launch::kFabricInstance;
+    req.args = {"--control", "fd:{control}", "--metrics", "fd:{metrics}", "--host-id", std::to_string(rn.fabric_host_id),
+                "--region", opt_.region, "--fabric-inbox", kFabricInbox};
+    req.listens = {{"control", ctl}, {"metrics", opt_.state_dir + "/fabric.metrics"}};
+    req.output = opt_.state_dir + "/fabric.log";
+    req.limits = card_limits();
+    req.underlay = opt_.underlay;
+    auto p = procs_.spawn(req);
+    if (!p) {
+      LOG_ERROR("controller: cannot start the fabric process (underlay %s): %s; instances reach no other host",
+                opt_.underlay.c_str(), p.error().message().c_str());
+      return;
+    }
+    bool up = false;
+    for (int i = 0; i < 50 && !up; ++i) up = answers(ctl, 200ms);
+    {
+      std::lock_guard lock(mu_);
+      fabric_ = std::move(p).value();
+      fabric_died_ = false;
+      watch(fabric_->pidfd.get());
+    }
+    if (!up) {
+      LOG_ERROR("controller: the fabric process does not answer on %s (see %s/fabric.log)", ctl.c_str(), opt_.state_dir.c_str());
+      return;
+    }
+    LOG_INFO("controller: fabric process started (host id %u, underlay %s)", rn.fabric_host_id, opt_.underlay.c_str());
+    fabric_running_id_ = rn.fabric_host_id;
+    fabric_peers_.clear();
+    fabric_maps_.clear();
+    // The model its neighbours need (VPCs and groups by id; it applies no group itself),
+    // the host's ENIs, and every instance card's relay.
+    for (const auto& v : vpcs) (void)call({{"op", "add-vpc"}, {"vpc", {{"id", v.id}, {"cidr", v.cidr}}}});
+    for (const auto& g : groups) (void)call({{"op", "set-security-group-rules"}, {"group", g.id}});
+    for (const auto& n : neighbours)
+      if (auto r = call({{"op", "add-neighbour"}, {"eni", n}}); !r)
+        LOG_ERROR("controller: fabric process: add-neighbour: %s", r.error().message().c_str());
+    for (const auto& c : card_ctls)
+      (void)control::call_once(c, {{"op", "set-fabric-relay"}, {"inbox", kFabricInbox}, {"uid", opt_.uid_base + launch::kFabricId}},
+                               kControlTimeout);
+  } else {
+    // New VPCs and groups may be named by neighbours to come.
+    for (const auto& v : vpcs) (void)call({{"op", "add-vpc"}, {"vpc", {{"id", v.id}, {"cidr", v.cidr}}}});
+    for (const auto& g : groups) (void)call({{"op", "set-security-group-rules"}, {"group", g.id}});
+  }
+  for (const auto& p : rn.peers) {
+    const std::string given = p.address + "|" + p.key_hex + "|" + std::to_string(p.key_id);
+    if (fabric_peers_[p.host_id] == given) continue;
+    auto r = call({{"op", "set-fabric-peer"},
+                   {"peer", {{"host", p.host_id}, {"address", p.address}, {"key", p.key_hex}, {"key_id", p.key_id}}}});
+    if (!r) {
+      LOG_ERROR("controller: fabric process: peer %u: %s", p.host_id, r.error().message().c_str());
+      continue;
+    }
+    fabric_peers_[p.host_id] = given;
+  }
+  std::set<std::string> want_maps;
+  control::Json add = control::Json::array();
+  for (const auto& m : rn.mappings) {
+    const std::string k = m.vpc_id + "|" + m.ip + "|" + std::to_string(m.host_id);
+    want_maps.insert(k);
+    if (!fabric_maps_.count(k) && fabric_peers_.count(m.host_id))
+      add.push_back({{"vpc", m.vpc_id}, {"ip", m.ip}, {"host", m.host_id}});
+  }
+  for (const auto& k : fabric_maps_) {
+    if (want_maps.count(k)) continue;
+    const size_t a = k.find('|'), b = k.find('|', a + 1);
+    (void)call({{"op", "remove-fabric-mapping"}, {"vpc", k.substr(0, a)}, {"ip", k.substr(a + 1, b - a - 1)}});
+  }
+  std::erase_if(fabric_maps_, [&](const std::string& k) { return !want_maps.count(k); });
+  if (!add.empty()) {
+    if (auto r = call({{"op", "add-fabric-mapping"}, {"mappings", add}}); !r) {
+      LOG_ERROR("controller: fabric process: mappings: %s", r.error().message().c_str());
+    } else {
+      for (const auto& m : add)
+        fabric_maps_.insert(m["vpc"].get<std::string>() + "|" + m["ip"].get<std::string>() + "|" +
+                            std::to_string(m["host"].get<uint32_t>()));
+    }
+  }
+}
+
 ApiResult<uint64_t> Host::apply_region_network(RegionNetworkRec n) {
   std::set<std::string> touched_groups;
   std::vector<VpcRec> new_vpcs;
@@ -1284,6 +1439,18 @@ ApiResult<uint64_t> Host::apply_region_network(RegionNetworkRec n) {
       if (groups_.count(g.id) && !old_g.count(g.id))
         return api_error(K::kInvalid, "InvalidParameterValue", "security group " + g.id + " is this host's own");
     }
+    std::set<uint32_t> peer_ids;
+    for (const auto& p : n.peers) {
+      const size_t colon = p.address.rfind(':');
+      if (p.host_id == 0 || p.host_id == n.fabric_host_id || !peer_ids.insert(p.host_id).second ||
+          colon == std::string::npos || !vpc::parse_ipv4(p.address.substr(0, colon)) || p.key_hex.size() != 64)
+        return api_error(K::kInvalid, "InvalidParameterValue",
+                         "fabric peer " + std::to_string(p.host_id) + " (" + p.address + "): a host id other than this host's, given once, an IPV4:PORT and a 32-byte key");
+    }
+    for (const auto& m : n.mappings)
+      if (!vpc_cidr.count(m.vpc_id) || !vpc::parse_ipv4(m.ip) || !peer_ids.count(m.host_id))
+        return api_error(K::kInvalid, "InvalidParameterValue",
+                         "fabric mapping " + m.vpc_id + " " + m.ip + " -> host " + std::to_string(m.host_id) + ": a VPC of the push, an address, a peer");
     for (const auto& [eid, e] : enis_) {
       if (old_s.count(e.subnet_id) && !new_s.count(e.subnet_id))
         return api_error(K::kConflict, "DependencyViolation", "subnet " + e.subnet_id + " is used by " + eid + " of " + e.instance_id);
@@ -1327,6 +1494,7 @@ ApiResult<uint64_t> Host::apply_region_network(RegionNetworkRec n) {
     }
   }
   for (const auto& g : touched_groups) net_push_group(g);
+  sync_fabric();
   std::lock_guard lock(mu_);
   return region_net_.generation;
 }
@@ -2140,6 +2308,13 @@ void Host::supervisor_loop() {
           cv_.notify_all();  // stop_card waits for this
         }
         if (was_card) continue;
+        if (fabric_ && fabric_->pidfd.get() == fd) {
+          LOG_WARN("controller: the fabric process (pid %d) exited (status %d); starting it again", fabric_->pid,
+                   procs_.reap(*fabric_));
+          fabric_.reset();
+          fabric_died_ = true;
+          continue;
+        }
         for (auto& [id, rt] : rt_) {
           if (!rt.hv || rt.hv->pidfd.get() != fd) continue;
           rt.exit_status = procs_.reap(*rt.hv);
@@ -2166,6 +2341,12 @@ void Host::supervisor_loop() {
         }
       }
     }
+    bool fabric_again = false;
+    {
+      std::lock_guard lock(mu_);
+      fabric_again = std::exchange(fabric_died_, false);
+    }
+    if (fabric_again) sync_fabric();
     const auto now = std::chrono::steady_clock::now();
     for (Card* c : died) {
       // Restart at once the first time; a card that keeps dying is restarted with a
@@ -2503,6 +2684,15 @@ void Host::shutdown() {
   (void)!::write(wake_.get(), &one, sizeof one);
   if (supervisor_.joinable()) supervisor_.join();
   if (liveness_.joinable()) liveness_.join();
+  if (opt_.stop_on_exit) {
+    std::lock_guard lock(mu_);
+    if (fabric_) {
+      procs_.send_signal(*fabric_, SIGTERM);
+      if (!Processes::wait_exit(*fabric_, 5000)) procs_.send_signal(*fabric_, SIGKILL);
+      procs_.reap(*fabric_);
+      fabric_.reset();
+    }
+  }
   if (opt_.stop_on_exit) {
     std::lock_guard lock(mu_);
     std::vector<Card*> cards;

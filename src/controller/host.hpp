@@ -53,6 +53,7 @@ struct HostOptions {
   std::string card_cpus, guest_cpus;
   uint32_t test_launch_delay_ms = 0;  // tests only (--test-launch-delay)
   std::string region = "local-1";           // DNS: ip-a-b-c-d.<region>.compute.internal; zone <region>a
+  std::string underlay;                     // "IPV4:PORT": the fabric process's socket (a region host)
   std::string vpc_cidr = "10.0.0.0/16";     // the default VPC, made once (the stored one wins later)
   std::string subnet_cidr = "10.0.1.0/24";  // its default subnet
   uint32_t capacity_vcpus = 0;      // 0: 8 per guest CPU (burstable types overcommit)
@@ -391,6 +392,19 @@ class Host {
   std::map<std::string, SecurityGroupRec> groups_;
   std::map<std::string, EniRec> enis_;  // by ENI id
   RegionNetworkRec region_net_;         // mu_: what azote-region pushed last (its entries are in the maps above too)
+  // The host's fabric process (src/cards/net/DESIGN.md "The fabric process": the
+  // underlay, the peers' keys, the mappings, the host's ENIs as neighbours; no guest
+  // memory), run while the region gives this host a fabric id and --underlay is set.
+  std::optional<Proc> fabric_;                      // mu_
+  bool fabric_died_ = false;                        // mu_: seen by the supervisor; started again
+  uint32_t fabric_running_id_ = 0;                  // net_mu_: the host id it was started with
+  std::map<uint32_t, std::string> fabric_peers_;    // net_mu_: peer id -> "address|key" it was given
+  std::set<std::string> fabric_maps_;               // net_mu_: "vpc|ip|host" it was given
+  // Starts, reconfigures or stops the fabric process to match region_net_. net_mu_ not
+  // held on entry, nor mu_.
+  void sync_fabric();
+  std::string fabric_ctl() const { return opt_.state_dir + "/fabric.ctl"; }
+  bool fabric_alive();                              // mu_ not held
   std::map<std::string, uint64_t> card_restarts_;  // "blk", "net" (every instance's)
   std::deque<std::pair<std::string, Job>> jobs_;
   bool stopping_ = false;         // the supervisor ends

@@ -186,6 +186,7 @@ int main(int argc, char** argv) {
   }
   ho.guest_cpus = cpus->second;
   ho.region = o.region;
+  ho.underlay = o.underlay;
   ho.vpc_cidr = o.vpc_cidr;
   ho.subnet_cidr = o.subnet_cidr;
   ho.capacity_vcpus = o.capacity_vcpus;

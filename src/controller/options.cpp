@@ -4,6 +4,7 @@
 
 #include "base/parse.hpp"
 #include "vpc_model/model.hpp"
+#include "vpc_policy/flow.hpp"
 
 namespace azote::controller {
 
@@ -39,7 +40,8 @@ Result<Options, OptionsError> parse_options(const std::vector<std::string>& args
                              a == "--uid-base" || a == "--probe" || a == "--test-socket" || a == "--card-cpus" ||
                              a == "--test-launch-delay" || a == "--dedicated-vcpus-per-cpu" ||
                              a == "--cgroup-favordynmods" || a == "--release-manifest" || a == "--release-key" ||
-                             a == "--write-guard" || a == "--guard-rehash-seconds" || a == "--enclave-host-port";
+                             a == "--write-guard" || a == "--guard-rehash-seconds" || a == "--enclave-host-port" ||
+                             a == "--underlay";
     if (!wants_value) return bad("unknown option \"" + args[i] + "\" (see --help)");
     if (!has_inline) {
       if (i + 1 >= args.size()) return bad(a + " needs a value");
@@ -67,6 +69,12 @@ Result<Options, OptionsError> parse_options(const std::vector<std::string>& args
       }) && x.front() != '-' && x.back() != '-';
       if (!ok) return bad("--region \"" + x + "\": expected 1-32 lowercase letters, digits and inner dashes (e.g. local-1)");
       o.region = x;
+    } else if (a == "--underlay") {
+      const size_t colon = x.rfind(':');
+      const auto port = colon == std::string::npos ? std::nullopt : parse_uint(x.substr(colon + 1), 1, 65535);
+      if (colon == std::string::npos || !port || !vpc::parse_ipv4(x.substr(0, colon)))
+        return bad("--underlay \"" + x + "\": expected IPV4:PORT (e.g. 192.168.0.10:6081)");
+      o.underlay = x;
     } else if (a == "--vpc-cidr") {
       o.vpc_cidr = x;
     } else if (a == "--subnet-cidr") {
@@ -179,6 +187,10 @@ Options:
                           network interface (--no-network-interface) can run
   --region NAME           region name: DNS names ip-a-b-c-d.NAME.compute.internal, the
                           availability zone NAMEa (default local-1)
+  --underlay IPV4:PORT    this host's address on the encrypted fabric between hosts: with
+                          it, a host of azote-region runs the fabric process (keys, peers
+                          and where each VPC address lives, all pushed by the region) and
+                          instances reach those on other hosts (default: none)
   --vpc-cidr CIDR         the default VPC, made with a new state directory
                           (default 10.0.0.0/16; /16 to /28)
   --subnet-cidr CIDR      its default subnet (default 10.0.1.0/24; inside the VPC,

@@ -39,6 +39,20 @@ TEST(ControllerOptions, ErrorsNameTheInput) {
   EXPECT_TRUE(parse_options({"--help"})->help);
 }
 
+TEST(ControllerOptions, UnderlayIsAnIpv4AddressAndPort) {
+  auto o = parse_options({});
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->underlay, "");
+  o = parse_options({"--underlay", "192.168.0.10:6081"});
+  ASSERT_TRUE(o.ok()) << o.error().message();
+  EXPECT_EQ(o->underlay, "192.168.0.10:6081");
+  for (const char* bad : {"192.168.0.10", "192.168.0.10:0", "192.168.0.10:70000", "host:6081", "::1:6081", ""}) {
+    auto e = parse_options({"--underlay", bad});
+    ASSERT_FALSE(e.ok()) << bad;
+    EXPECT_NE(e.error().message().find("--underlay"), std::string::npos) << e.error().message();
+  }
+}
+
 TEST(ControllerOptions, NetworkDefaultsAndChecks) {
   auto o = parse_options({});
   ASSERT_TRUE(o.ok());

@@ -1,5 +1,7 @@
 #include "controller/service.hpp"
 
+#include "base/hex.hpp"
+
 #include "base/parse.hpp"
 
 #include "base/log.hpp"
@@ -564,6 +566,14 @@ grpc::Status Service::ApplyRegionNetwork(grpc::ServerContext* ctx, const v1::Reg
                                    "only azote-region pushes the region's network (a call under its lease of this host)");
                 RegionNetworkRec n;
                 n.generation = req->generation();
+                n.fabric_host_id = req->fabric_host_id();
+                for (const auto& p : req->peers()) {
+                  const auto& k = p.key();
+                  n.peers.push_back({p.host_id(), p.address(),
+                                     k.size() == 32 ? to_hex({reinterpret_cast<const uint8_t*>(k.data()), k.size()}) : "",
+                                     p.key_id()});
+                }
+                for (const auto& m : req->mappings()) n.mappings.push_back({m.vpc_id(), m.ip(), m.host_id()});
                 for (const auto& v : req->vpcs()) n.vpcs.push_back({v.vpc_id(), v.cidr_block(), false});
                 for (const auto& x : req->subnets())
                   n.subnets.push_back({x.subnet_id(), x.vpc_id(), x.cidr_block(), x.availability_zone(), false});

@@ -269,6 +269,10 @@ Result<RegionNetworkRec, StoreError> Store::region_network() {
   const auto j = nlohmann::json::parse(doc, nullptr, false);
   if (!j.is_object()) return make_error(StoreErrc::kDb, "the region's network does not read");
   try {
+    out.fabric_host_id = j.value("fabric_host_id", 0u);
+    for (const auto& p : j.value("peers", nlohmann::json::array()))
+      out.peers.push_back({p.at("host"), p.at("address"), p.at("key"), p.at("key_id")});
+    for (const auto& m : j.value("mappings", nlohmann::json::array())) out.mappings.push_back({m.at("vpc"), m.at("ip"), m.at("host")});
     for (const auto& v : j.value("vpcs", nlohmann::json::array())) out.vpcs.push_back({v.at("id"), v.at("cidr"), false});
     for (const auto& s : j.value("subnets", nlohmann::json::array()))
       out.subnets.push_back({s.at("id"), s.at("vpc"), s.at("cidr"), s.at("zone"), false});
@@ -283,6 +287,11 @@ Result<RegionNetworkRec, StoreError> Store::region_network() {
 
 Result<void, StoreError> Store::put(const RegionNetworkRec& r) {
   nlohmann::json j = {{"vpcs", nlohmann::json::array()}, {"subnets", nlohmann::json::array()}, {"groups", nlohmann::json::array()}};
+  j["fabric_host_id"] = r.fabric_host_id;
+  j["peers"] = nlohmann::json::array();
+  j["mappings"] = nlohmann::json::array();
+  for (const auto& p : r.peers) j["peers"].push_back({{"host", p.host_id}, {"address", p.address}, {"key", p.key_hex}, {"key_id", p.key_id}});
+  for (const auto& m : r.mappings) j["mappings"].push_back({{"vpc", m.vpc_id}, {"ip", m.ip}, {"host", m.host_id}});
   for (const auto& v : r.vpcs) j["vpcs"].push_back({{"id", v.id}, {"cidr", v.cidr}});
   for (const auto& s : r.subnets)
     j["subnets"].push_back({{"id", s.id}, {"vpc", s.vpc_id}, {"cidr", s.cidr}, {"zone", s.availability_zone}});

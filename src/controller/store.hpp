@@ -94,8 +94,21 @@ struct EniRec {
 
 // The region's network as azote-region last pushed it (ApplyRegionNetwork): VPCs,
 // subnets and groups beside the host's own, kept whole with their generation.
+struct FabricPeerRec {
+  uint32_t host_id = 0;
+  std::string address;  // "IPV4:PORT"
+  std::string key_hex;  // 64 hex digits
+  uint32_t key_id = 0;
+};
+struct FabricMappingRec {
+  std::string vpc_id, ip;
+  uint32_t host_id = 0;
+};
 struct RegionNetworkRec {
   uint64_t generation = 0;
+  uint32_t fabric_host_id = 0;  // 0: no fabric
+  std::vector<FabricPeerRec> peers;
+  std::vector<FabricMappingRec> mappings;
   std::vector<VpcRec> vpcs;
   std::vector<SubnetRec> subnets;
   std::vector<SecurityGroupRec> groups;
