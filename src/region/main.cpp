@@ -4,6 +4,8 @@
 //   azote-region add-principal --state-dir DIR --name NAME [--policy FILE.json | --read-only]
 //   azote-region register-host --state-dir DIR --etcd ... --host-id ID --endpoint EP
 //                              --credentials DIR --zone ZONE --vcpus N --memory-mib M
+#include <arpa/inet.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -57,9 +59,12 @@ constexpr const char* kUsage = R"(Usage:
       A running region reads principals.json when it starts.
   azote-region register-host --state-dir DIR --etcd HOST:PORT[,...] --host-id ID
                              --endpoint EP --credentials CREDS --zone ZONE --vcpus N --memory-mib M
+                             [--underlay IPV4:PORT]
       Registers a host's azote-controller (EP: host:port or unix:PATH) with credentials
       CREDS (ca.pem, cert.pem, key.pem: `azote admin issue-cert --role control-plane`),
-      copied into DIR/hosts/ID; its capacity for placement.
+      copied into DIR/hosts/ID; its capacity for placement. --underlay: the address its
+      controller's --underlay names; the host then gets a fabric id, its peers' keys
+      (derived from DIR/fabric.key) and where every VPC address lives.
 )";
 
 int usage(const std::string& why) {
@@ -166,7 +171,8 @@ int add_principal(int argc, char** argv) {
 int register_host(int argc, char** argv) {
   std::string why;
   auto a = parse(argc, argv,
-                 {"--state-dir", "--etcd", "--host-id", "--endpoint", "--credentials", "--zone", "--vcpus", "--memory-mib"},
+                 {"--state-dir", "--etcd", "--host-id", "--endpoint", "--credentials", "--zone", "--vcpus", "--memory-mib",
+                  "--underlay"},
                  {}, &why);
   if (!a) return usage(why);
   for (const char* k : {"--state-dir", "--etcd", "--host-id", "--endpoint", "--credentials", "--zone", "--vcpus", "--memory-mib"})
@@ -182,6 +188,14 @@ int register_host(int argc, char** argv) {
   if (!vcpus || !mib) return usage("--vcpus and --memory-mib are numbers");
   h.vcpus = static_cast<uint32_t>(*vcpus);
   h.memory_mib = *mib;
+  h.underlay = a->get("--underlay");
+  if (!h.underlay.empty()) {
+    const size_t colon = h.underlay.rfind(':');
+    in_addr ia{};
+    if (colon == std::string::npos || !parse_uint(h.underlay.substr(colon + 1), 1, 65535) ||
+        ::inet_pton(AF_INET, h.underlay.substr(0, colon).c_str(), &ia) != 1)
+      return usage("--underlay " + h.underlay + " is not IPV4:PORT (the host's azote-controller --underlay)");
+  }
   const std::string dest = a->get("--state-dir") + "/hosts/" + h.id;
   std::error_code ec;
   fs::create_directories(dest, ec);
@@ -198,6 +212,22 @@ int register_host(int argc, char** argv) {
   if (!client) {
     std::fprintf(stderr, "azote-region: etcd %s: %s\n", a->get("--etcd").c_str(), client.error().describe().c_str());
     return 1;
+  }
+  // A host on the fabric keeps its id when registered again; a new one takes the lowest
+  // free id (fabric-ids/<n>, created only if absent: two registrations never share one).
+  if (!h.underlay.empty()) {
+    if (auto old = client->get("/azote/region/hosts/" + h.id); old && *old) {
+      const Json j = Json::parse((*old)->value, nullptr, false);
+      if (j.is_object() && j.contains("fabric_id") && j["fabric_id"].is_number_unsigned()) h.fabric_id = j["fabric_id"].get<uint32_t>();
+    }
+    for (uint32_t n = 1; h.fabric_id == 0 && n < 65536; ++n) {
+      auto c = client->create_if_absent("/azote/region/fabric-ids/" + std::to_string(n), h.id);
+      if (!c) {
+        std::fprintf(stderr, "azote-region: a fabric id for %s: %s\n", h.id.c_str(), c.error().describe().c_str());
+        return 1;
+      }
+      if (c->created || (c->existing && c->existing->value == h.id)) h.fabric_id = n;
+    }
   }
   if (auto w = client->put("/azote/region/hosts/" + h.id, region::Region::host_json(h)); !w) {
     std::fprintf(stderr, "azote-region: registering %s: %s\n", h.id.c_str(), w.error().describe().c_str());
@@ -266,6 +296,19 @@ int serve(int argc, char** argv) {
   ro.name = a->get("--name", ro.name);
   ro.account = a->get("--account", ro.account);
   ro.hosts_dir = dir + "/hosts";
+  // The fabric secret: made once, kept in the state directory only (never in etcd).
+  {
+    const std::string path = dir + "/fabric.key";
+    std::string secret = fs::exists(path, ec) ? slurp(path) : std::string();
+    if (secret.size() != 32) {
+      secret.resize(32);
+      if (::getrandom(secret.data(), secret.size(), 0) != 32 || !pki::write_file_atomic(path, secret, 0600)) {
+        std::fprintf(stderr, "azote-region: %s cannot be made\n", path.c_str());
+        return 1;
+      }
+    }
+    ro.fabric_secret = secret;
+  }
   const auto lease = parse_uint(a->get("--host-lease-seconds", "30"), 3, 3600);
   if (!lease) return usage("--host-lease-seconds takes 3 to 3600");
   ro.host_lease = std::chrono::seconds(*lease);

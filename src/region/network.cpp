@@ -1,5 +1,10 @@
 #include "region/network.hpp"
 
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+
+#include <memory>
+
 #include "vpc_policy/flow.hpp"
 
 namespace azote::region {
@@ -129,6 +134,24 @@ ec2api::IpPermission ip_permission_of(const vpc::Rule& r) {
   for (const auto& c : p.cidrs) o.ip_ranges.push_back({c, ""});
   for (const auto& g : p.groups) o.user_id_group_pairs.push_back({g, "", "", "", ""});
   return o;
+}
+
+std::string pair_key(std::string_view secret, uint32_t a, uint32_t b) {
+  const std::string info = "azote fabric pair " + std::to_string(std::min(a, b)) + " " + std::to_string(std::max(a, b));
+  std::unique_ptr<EVP_PKEY_CTX, decltype(&EVP_PKEY_CTX_free)> ctx(EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, nullptr),
+                                                                  &EVP_PKEY_CTX_free);
+  std::string out(32, '\0');
+  size_t len = out.size();
+  static constexpr unsigned char kSalt[] = "azote-region fabric";
+  if (!ctx || EVP_PKEY_derive_init(ctx.get()) <= 0 || EVP_PKEY_CTX_set_hkdf_md(ctx.get(), EVP_sha256()) <= 0 ||
+      EVP_PKEY_CTX_set1_hkdf_salt(ctx.get(), kSalt, sizeof kSalt - 1) <= 0 ||
+      EVP_PKEY_CTX_set1_hkdf_key(ctx.get(), reinterpret_cast<const unsigned char*>(secret.data()),
+                                 static_cast<int>(secret.size())) <= 0 ||
+      EVP_PKEY_CTX_add1_hkdf_info(ctx.get(), reinterpret_cast<const unsigned char*>(info.data()),
+                                  static_cast<int>(info.size())) <= 0 ||
+      EVP_PKEY_derive(ctx.get(), reinterpret_cast<unsigned char*>(out.data()), &len) <= 0 || len != out.size())
+    return {};
+  return out;
 }
 
 ec2api::Vpc to_ec2(const VpcRec& v, std::string_view account) {

@@ -70,6 +70,11 @@ Result<std::vector<vpc_model::Permission>, ec2api::Ec2Error> permissions_of(
 // A rule as EC2 describes it (one peer per permission).
 ec2api::IpPermission ip_permission_of(const vpc::Rule& r);
 
+// The fabric key of hosts a and b (fabric ids; the same for (a, b) and (b, a)): 32 bytes,
+// HKDF-SHA256 of the region's fabric secret with info "azote fabric pair <lo> <hi>"
+// (OpenSSL). Empty if OpenSSL fails.
+std::string pair_key(std::string_view secret, uint32_t a, uint32_t b);
+
 ec2api::Vpc to_ec2(const VpcRec& v, std::string_view account);
 ec2api::Subnet to_ec2(const SubnetRec& s, std::string_view account, std::string_view region, int64_t available);
 ec2api::SecurityGroup to_ec2(const GroupRec& g, std::string_view account);

@@ -110,6 +110,8 @@ std::optional<HostRec> host_from_unchecked(std::string_view text) {
   h.zone = j.value("zone", "");
   h.vcpus = j.value("vcpus", 0u);
   h.memory_mib = j.value("memory_mib", uint64_t{0});
+  h.underlay = j.value("underlay", "");
+  h.fabric_id = j.value("fabric_id", 0u);
   if (h.id.empty() || h.endpoint.empty()) return std::nullopt;
   return h;
 }
@@ -450,6 +452,7 @@ struct Region::Impl {
   // The region's network changed (VPCs, subnets, groups, hosts): the revision
   // of the last such change; hosts are pushed their share when theirs is older.
   int64_t net_revision = 0;                          // cache_mu
+  int64_t map_revision = 0;                          // cache_mu: the same for instances (the fabric's mappings)
   template <class M>
   std::vector<typename M::mapped_type> all_of(const M& m) {
     std::shared_lock lock(cache_mu);
@@ -532,6 +535,8 @@ struct Region::Impl {
     if (auto t = tombstones.find(kv.key); t != tombstones.end() && t->second >= kv.mod_revision) return;
     unindex_locked(kv.key);
     if (network_key(kv.key)) net_revision = std::max(net_revision, kv.mod_revision);
+    if (std::string_view(kv.key).substr(std::min(kv.key.size(), opt.prefix.size())).rfind("instances/", 0) == 0)
+      map_revision = std::max(map_revision, kv.mod_revision);
     if (deleted) {
       if (it != cache.end()) cache.erase(it);
       tombstones[kv.key] = kv.mod_revision;
@@ -559,6 +564,7 @@ struct Region::Impl {
     cache = std::move(next);
     reindex_locked();
     net_revision = std::max(net_revision, snap.revision);
+    map_revision = std::max(map_revision, snap.revision);
   }
   void on_events(const std::vector<etcd::Event>& events) {
     std::unique_lock lock(cache_mu);
@@ -1063,6 +1069,7 @@ struct Region::Impl {
       return api_error("InsufficientInstanceCapacity",
                        "We currently do not have sufficient " + type + " capacity (" + last_refusal + ")");
     }
+    wake_pusher();  // the other hosts' fabric learns where the new addresses live
     return reservation_answer(c, launched, true);
   }
 
@@ -1192,6 +1199,7 @@ struct Region::Impl {
       });
       if (!w) LOG_WARN("region: %s: marking it terminated: %s", x.instance_id.c_str(), w.error().message.c_str());
     }
+    wake_pusher();  // their addresses leave the other hosts' fabric
     return ec2api::terminate_instances_response(c.request_id, ch);
   }
   ApiResult<std::string> reboot_instances(Call& c) {
@@ -2096,9 +2104,44 @@ struct Region::Impl {
     push_cv.notify_all();
   }
 
-  v1::RegionNetwork network_for(int64_t generation) {
+  v1::RegionNetwork network_for(const std::string& host_id, int64_t generation) {
     v1::RegionNetwork n;
     n.set_generation(static_cast<uint64_t>(generation));
+    // The fabric: this host's id, every other host on it (address, the pair's key), and
+    // every address of an instance not terminated on those hosts.
+    std::optional<HostRec> self;
+    std::map<std::string, HostRec> fabric_hosts;
+    {
+      std::shared_lock lock(cache_mu);
+      for (const auto& [id, h] : host_by_id)
+        if (!h.underlay.empty() && h.fabric_id != 0) fabric_hosts[id] = h;
+    }
+    if (auto it = fabric_hosts.find(host_id); it != fabric_hosts.end() && !opt.fabric_secret.empty()) self = it->second;
+    if (self) {
+      n.set_fabric_host_id(self->fabric_id);
+      for (const auto& [id, h] : fabric_hosts) {
+        if (id == host_id) continue;
+        const std::string k = pair_key(opt.fabric_secret, self->fabric_id, h.fabric_id);
+        if (k.size() != 32) continue;
+        auto* p = n.add_peers();
+        p->set_host_id(h.fabric_id);
+        p->set_address(h.underlay);
+        p->set_key(k);
+        p->set_key_id(1);
+      }
+      std::map<std::string, std::string> vpc_of_subnet;
+      for (const auto& sn : all_of(subnet_by_id)) vpc_of_subnet[sn.id] = sn.vpc;
+      for (const auto& r : all_of(inst_by_id)) {
+        if (r.terminated || r.ip.empty() || r.host == host_id) continue;
+        auto h = fabric_hosts.find(r.host);
+        auto v = vpc_of_subnet.find(r.subnet);
+        if (h == fabric_hosts.end() || v == vpc_of_subnet.end()) continue;
+        auto* m = n.add_mappings();
+        m->set_vpc_id(v->second);
+        m->set_ip(r.ip);
+        m->set_host_id(h->second.fabric_id);
+      }
+    }
     for (const auto& v : all_of(vpc_by_id)) {
       auto* o = n.add_vpcs();
       o->set_vpc_id(v.id);
@@ -2139,12 +2182,15 @@ struct Region::Impl {
     {
       std::shared_lock lock(cache_mu);
       rev = net_revision;
+      // A host on the fabric also needs every instance's address: their changes count.
+      if (auto h = host_by_id.find(host_id); h != host_by_id.end() && !h->second.underlay.empty())
+        rev = std::max(rev, map_revision);
     }
     {
       std::lock_guard lock(push_mu);
       if (pushed[host_id] >= rev) return {};
     }
-    AZOTE_TRY(resp, host_call(host_id, &v1::Ec2::Stub::ApplyRegionNetwork, network_for(rev), std::chrono::seconds(10)));
+    AZOTE_TRY(resp, host_call(host_id, &v1::Ec2::Stub::ApplyRegionNetwork, network_for(host_id, rev), std::chrono::seconds(10)));
     std::lock_guard lock(push_mu);
     pushed[host_id] = std::max(pushed[host_id], static_cast<int64_t>(resp.generation()));
     return {};
@@ -2370,8 +2416,12 @@ HttpResponse Region::handle(const HttpRequest& req) { return impl_->handle(req);
 Result<void, std::string> Region::start() { return impl_->start(); }
 
 std::string Region::host_json(const HostRec& h) {
-  return Json{{"id", h.id}, {"endpoint", h.endpoint}, {"zone", h.zone}, {"vcpus", h.vcpus}, {"memory_mib", h.memory_mib}}
-      .dump();
+  Json j{{"id", h.id}, {"endpoint", h.endpoint}, {"zone", h.zone}, {"vcpus", h.vcpus}, {"memory_mib", h.memory_mib}};
+  if (!h.underlay.empty()) {
+    j["underlay"] = h.underlay;
+    j["fabric_id"] = h.fabric_id;
+  }
+  return j.dump();
 }
 
 }  // namespace azote::region

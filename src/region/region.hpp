@@ -49,12 +49,20 @@ struct Options {
   std::chrono::seconds compact_every{300};
   // A terminated instance stays visible this long (EC2: about an hour), then its record goes.
   std::chrono::seconds terminated_retention{3600};
+  // 32 random bytes, the region's fabric secret: each pair of hosts' fabric key is derived
+  // from it (HKDF-SHA256); never stored in etcd. Empty: no fabric.
+  std::string fabric_secret;
 };
 
 struct HostRec {
   std::string id, endpoint, zone;
   uint32_t vcpus = 0;
   uint64_t memory_mib = 0;
+  // Its place on the fabric between hosts (none without an underlay): the address its
+  // fabric process listens on ("IPV4:PORT") and its fabric host id (1, 2, ...), unique
+  // in the region (register-host takes the next free one, fabric-ids/<n> in etcd).
+  std::string underlay;
+  uint32_t fabric_id = 0;
 };
 
 struct InstanceRec {

@@ -11,6 +11,7 @@
 #include "api/client.hpp"
 #include "controller_fixture.hpp"
 #include "etcd/testing.hpp"
+#include "netns.hpp"
 
 #include <deque>
 #include <thread>
@@ -77,11 +78,14 @@ class Region : public ControllerTest {
     ControllerTest::TearDown();
   }
 
-  void register_host(const std::string& id, const std::string& state, const std::string& creds, const std::string& zone) {
+  void register_host(const std::string& id, const std::string& state, const std::string& creds, const std::string& zone,
+                     const std::string& underlay = "") {
     // Capacity as the host's controller is started with (controller_fixture.hpp: 8 vCPUs, 8 GiB).
-    auto o = run({AZOTE_REGION_BIN, "register-host", "--state-dir", rdir_, "--etcd", etcd_->endpoint(0), "--host-id", id,
-                  "--endpoint", "unix:" + state + "/api.sock", "--credentials", creds, "--zone", zone, "--vcpus", "8",
-                  "--memory-mib", "8192"});
+    std::vector<std::string> argv{AZOTE_REGION_BIN, "register-host", "--state-dir", rdir_, "--etcd", etcd_->endpoint(0),
+                                  "--host-id", id, "--endpoint", "unix:" + state + "/api.sock", "--credentials", creds,
+                                  "--zone", zone, "--vcpus", "8", "--memory-mib", "8192"};
+    if (!underlay.empty()) argv.insert(argv.end(), {"--underlay", underlay});
+    auto o = run(argv);
     ASSERT_EQ(o.status, 0) << o.out << o.err;
   }
 
@@ -90,14 +94,21 @@ class Region : public ControllerTest {
     std::string dir, creds;
     std::unique_ptr<Process> ctl;
   };
-  Host& add_host(const std::string& id, const std::string& zone) {
+  // `ns`: the host runs in that network namespace (its API is a unix socket all the same);
+  // `underlay`: its fabric address there.
+  Host& add_host(const std::string& id, const std::string& zone, const Netns* ns = nullptr, const std::string& underlay = "") {
     Host h;
     h.dir = dir_ + "-" + id;
     std::filesystem::remove_all(h.dir);
     std::filesystem::create_directories(h.dir);
     const std::string cmd = "exec " + std::string(AZOTE_CONTROLLER_BIN) + " --state-dir " + h.dir +
-                            " --on-exit stop --capacity-vcpus 8 --capacity-memory 8G 2>>" + h.dir + "/controller.log";
-    h.ctl = std::make_unique<Process>(std::vector<std::string>{"/bin/sh", "-c", cmd});
+                            " --on-exit stop --capacity-vcpus 8 --capacity-memory 8G" +
+                            (underlay.empty() ? "" : " --underlay " + underlay) + " 2>>" + h.dir + "/controller.log";
+    std::vector<std::string> argv{"/bin/sh", "-c", cmd};
+    // nsenter, not `ip netns exec`: that one mounts a /sys of the namespace's, without the
+    // cgroup tree the launcher needs; only the network namespace is the host's own here.
+    if (ns != nullptr) argv.insert(argv.begin(), {"nsenter", "--net=/var/run/netns/" + ns->name()});
+    h.ctl = std::make_unique<Process>(argv);
     EXPECT_TRUE(h.ctl->wait_for_output("azote-controller: ready", 15s)) << slurp(h.dir + "/controller.log");
     // One credential for the region (fenced by its epochs), one for the test's own calls.
     for (const char* name : {"region", "tester"}) {
@@ -106,7 +117,7 @@ class Region : public ControllerTest {
       EXPECT_EQ(o.status, 0) << o.err;
     }
     h.creds = h.dir + "/creds-tester";
-    register_host(id, h.dir, h.dir + "/creds-region", zone);
+    register_host(id, h.dir, h.dir + "/creds-region", zone, underlay);
     hosts_.push_back(std::move(h));
     return hosts_.back();
   }
@@ -387,6 +398,111 @@ TEST_F(Region, VpcsSubnetsAndSecurityGroupsThroughTheAwsCli) {
     auto g = cli(cp_, {"describe-subnets", "--output", "json"});
     return g.status == 0 && g.out.find(subnet) == std::string::npos;
   }, 30s));
+}
+
+// Two hosts, each in its own network namespace joined by an underlay link: the region
+// gives each its fabric id, the other's address and their pair's key, and where every
+// address of the VPC lives; an instance on one host pings one on the other with no
+// manual step. An instance of another VPC (the same addresses) reaches nothing.
+TEST_F(Region, InstancesOnTwoHostsReachEachOtherOverTheFabricAndAnotherVpcDoesNot) {
+  std::string why;
+  if (!netns_usable(&why)) GTEST_SKIP() << "SKIPPED: needs network namespaces (" << why << ")";
+  Netns na("azra"), nb("azrb");
+  ASSERT_TRUE(na.ok() && nb.ok()) << na.error() << nb.error();
+  Veth link(&na, unique_name("azula"), &nb, unique_name("azulb"));
+  ASSERT_TRUE(link.ok()) << link.error();
+  for (const auto& [ns, dev, addr] : std::vector<std::tuple<const Netns*, std::string, std::string>>{
+           {&na, link.a_name(), "192.168.201.1/24"}, {&nb, link.b_name(), "192.168.201.2/24"}}) {
+    ASSERT_EQ(exec_in(*ns, {"ip", "addr", "add", addr, "dev", dev}).status, 0);
+    ASSERT_EQ(exec_in(*ns, {"ip", "link", "set", dev, "up"}).status, 0);
+  }
+  Host& a = add_host("fa", "us-east-1b", &na, "192.168.201.1:6081");
+  Host& b = add_host("fb", "us-east-1b", &nb, "192.168.201.2:6081");
+  // The same image on both hosts (content-addressed: the same id).
+  int images = 0;
+  auto image = [&](const std::string& cmdline) {
+    std::string id;
+    const std::string name = "guest-" + std::to_string(++images);
+    for (Host* h : {&a, &b}) {
+      auto o = run({AZOTE_CLI_BIN, "--endpoint", "unix:" + h->dir + "/api.sock", "--credentials", h->creds, "register-image",
+                    "--name", name, "--kernel", AZOTE_GUEST_ELF, "--cmdline", cmdline, "--output", "json"});
+      EXPECT_EQ(o.status, 0) << o.err;
+      const std::string got = Json::parse(o.out, nullptr, false).value("image_id", "");
+      EXPECT_TRUE(id.empty() || id == got) << id << " vs " << got;
+      id = got;
+    }
+    return id;
+  };
+  // The zone's default subnet, and a group that lets the VPC ping and echo.
+  std::string subnet;
+  ASSERT_TRUE(eventually([&] {
+    auto o = aws(admin_, {"describe-subnets", "--filters", "Name=availability-zone,Values=us-east-1b",
+                          "Name=default-for-az,Values=true", "--query", "Subnets[0].SubnetId", "--output", "text"});
+    subnet = o.out.substr(0, o.out.find('\n'));
+    return o.status == 0 && subnet.rfind("subnet-", 0) == 0;
+  }, 30s));
+  auto o = aws(admin_, {"create-security-group", "--group-name", "pingable", "--description", "icmp and udp in the VPC"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const std::string sg = Json::parse(o.out).value("GroupId", "");
+  o = aws(admin_, {"authorize-security-group-ingress", "--group-id", sg, "--ip-permissions",
+                   "IpProtocol=icmp,FromPort=-1,ToPort=-1,IpRanges=[{CidrIp=172.31.0.0/16}]",
+                   "IpProtocol=udp,FromPort=0,ToPort=65535,IpRanges=[{CidrIp=172.31.0.0/16}]"});
+  ASSERT_EQ(o.status, 0) << o.err;
+
+  o = aws(admin_, {"run-instances", "--image-id", image("azote.run=net-echo"), "--instance-type", "t3.nano", "--subnet-id",
+                   subnet, "--security-group-ids", sg});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const std::string echo = Json::parse(o.out)["Instances"][0].value("InstanceId", "");
+  const std::string echo_ip = Json::parse(o.out)["Instances"][0].value("PrivateIpAddress", "");
+  ASSERT_EQ(aws(admin_, {"wait", "instance-running", "--instance-ids", echo}).status, 0);
+  auto console = [&](const std::string& id) {
+    auto c = aws(admin_, {"get-console-output", "--instance-id", id, "--query", "Output", "--output", "text"});
+    return c.out;
+  };
+  ASSERT_TRUE(eventually([&] { return console(echo).find("net-echo ready ip=" + echo_ip) != std::string::npos; }, 90s))
+      << console(echo);
+  // Spread: the pinger goes to the other host.
+  o = aws(admin_, {"run-instances", "--image-id", image("azote.run=net-ping " + echo_ip + " 20"), "--instance-type",
+                   "t3.nano", "--subnet-id", subnet, "--security-group-ids", sg});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const std::string pinger = Json::parse(o.out)["Instances"][0].value("InstanceId", "");
+  const bool echo_on_a = on_host(a.dir, a.creds).count(echo) != 0;
+  EXPECT_TRUE(eventually([&] { return on_host(echo_on_a ? b.dir : a.dir, echo_on_a ? b.creds : a.creds).count(pinger) != 0; }, 60s))
+      << "the pinger is not on the other host";
+  std::string out;
+  ASSERT_TRUE(eventually([&] {
+    out = console(pinger);
+    return out.find("net-ping " + echo_ip + " sent=") != std::string::npos;
+  }, 120s)) << out;
+  const size_t at = out.find("received=", out.find("net-ping " + echo_ip + " sent="));
+  const int received = std::atoi(out.c_str() + at + 9);
+  EXPECT_GE(received, 15) << out;  // the first may go before the mapping reaches the echo's host
+  EXPECT_NE(out.find("net-ping reply from " + echo_ip), std::string::npos) << out;
+  // What crossed: each host's fabric process sealed and opened frames for the other.
+  const std::string fabric_log_a = slurp(a.dir + "/controller.log");
+  EXPECT_NE(fabric_log_a.find("fabric process started (host id"), std::string::npos) << fabric_log_a;
+
+  // Another VPC with the same addresses, a pinger in it: nothing comes back.
+  o = aws(admin_, {"create-vpc", "--cidr-block", "172.31.0.0/16"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const std::string vpc2 = Json::parse(o.out)["Vpc"].value("VpcId", "");
+  o = aws(admin_, {"create-subnet", "--vpc-id", vpc2, "--cidr-block", "172.31.16.0/20", "--availability-zone", "us-east-1b"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const std::string subnet2 = Json::parse(o.out)["Subnet"].value("SubnetId", "");
+  o = aws(admin_, {"run-instances", "--image-id", image("azote.run=net-ping " + echo_ip + " 5"), "--instance-type",
+                   "t3.nano", "--subnet-id", subnet2, "--private-ip-address", "172.31.16.9"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const std::string outsider = Json::parse(o.out)["Instances"][0].value("InstanceId", "");
+  // Nobody in its VPC has the echo's address: no ARP answer (or, were one given, no reply).
+  ASSERT_TRUE(eventually([&] {
+    out = console(outsider);
+    return out.find("net-ping " + echo_ip + " sent=") != std::string::npos ||
+           out.find("no ARP answer for the next hop of " + echo_ip) != std::string::npos;
+  }, 120s)) << out;
+  EXPECT_EQ(out.find("net-ping reply from"), std::string::npos) << out;
+  EXPECT_EQ(out.find("received=") == std::string::npos || out.find("received=0") != std::string::npos, true) << out;
+  o = aws(admin_, {"terminate-instances", "--instance-ids", echo, pinger, outsider});
+  EXPECT_EQ(o.status, 0) << o.err;
 }
 
 TEST_F(Region, Boto3RunsItsWholeStory) {
