@@ -2691,6 +2691,7 @@ void Host::shutdown() {
       if (!Processes::wait_exit(*fabric_, 5000)) procs_.send_signal(*fabric_, SIGKILL);
       procs_.reap(*fabric_);
       fabric_.reset();
+      procs_.release("fabric");  // its cgroup and relay inbox
     }
   }
   if (opt_.stop_on_exit) {

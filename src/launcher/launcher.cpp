@@ -1302,7 +1302,12 @@ Json Launcher::release(const Json& req) {
     reap();
   }
   reap();
-  const bool removed = cgroups_->remove(instance);
+  bool removed = cgroups_->remove(instance);
+  for (int i = 0; i < 50 && !removed; ++i) {  // an adopted process's zombie (see release_fabric)
+    ::usleep(20'000);
+    reap();
+    removed = cgroups_->remove(instance);
+  }
   // The instance's run directory and its ENIs' directories hold only the sockets its
   // processes made: removed through descriptors (the directories may have been swapped
   // for symlinks). The next spawn makes them again.
@@ -1332,7 +1337,14 @@ Json Launcher::release_fabric() {
     reap();
   }
   reap();
+  // An adopted process is not this launcher's child: killed, it lingers a moment as a
+  // zombie of init's, and its cgroup refuses rmdir (EBUSY) until init reaps it.
   bool removed = cgroups_->remove(leaf);
+  for (int i = 0; i < 50 && !removed; ++i) {
+    ::usleep(20'000);
+    reap();
+    removed = cgroups_->remove(leaf);
+  }
   if (cgroups_->procs("host").empty()) removed = cgroups_->remove("host") && removed;
   if (auto net = dir_beneath("net")) remove_socket_dir(net->get(), launch::kFabricInstance);
   return Json{{"ok", true}, {"cgroups_removed", removed}};
