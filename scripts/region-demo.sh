@@ -7,6 +7,9 @@
 # describe-images, run-instances, wait instance-running, describe-instances (where each
 # instance landed), get-console-output, terminate-instances, wait instance-terminated;
 # verifies the region's audit log and stops everything.
+# With --hosts 2 or more (as root, with iproute2 and nsenter): each host in its own network
+# namespace, their fabric addresses on a bridge between them (the underlay); an instance
+# on h1 answers pings from one on h2 over the encrypted fabric the region configured.
 #
 #   scripts/region-demo.sh [BUILD_DIR] [--hosts N]        (N: 1 to 4, default 1)
 set -euo pipefail
@@ -31,6 +34,15 @@ if [[ ! -r /dev/kvm || ! -w /dev/kvm ]]; then
   exit 1
 fi
 
+# Hosts on a fabric: namespaces, a bridge for the underlay (root, iproute2, nsenter).
+fabric=0
+if ((hosts > 1)); then
+  if [[ $(id -u) == 0 ]] && command -v ip > /dev/null && command -v nsenter > /dev/null; then
+    fabric=1
+  else
+    echo "region-demo: the hosts run without a fabric between them (it needs root, ip and nsenter)" >&2
+  fi
+fi
 if [[ -t 1 ]]; then bold=$'\033[1m' dim=$'\033[2m' off=$'\033[0m'; else bold='' dim='' off=''; fi
 state=$(mktemp -d /tmp/azote-region.XXXXXX)
 chmod 0755 "$state"  # the hosts' controllers run unprivileged and must reach their directories
@@ -44,6 +56,10 @@ cleanup() {
   # Whatever is left of a host that never came up (a launcher restarting its controller).
   pkill -TERM -f "$state/" 2>/dev/null && sleep 1
   pkill -KILL -f "$state/" 2>/dev/null || true
+  if ((fabric)); then
+    for n in $(seq "$hosts"); do ip netns del "azdemo-$$-h$n" 2> /dev/null || true; done
+    ip link del "azdbr$$" 2> /dev/null || true
+  fi
   rm -rf "$state"
 }
 trap cleanup EXIT
@@ -75,18 +91,35 @@ wait_for "$state/etcd.out" "ready to serve client requests" etcd
 echo "region-demo: etcd (the region's store) on 127.0.0.1:$client"
 
 # 2. The hosts: each its own controller, launcher, cards and state; a control-plane
-#    certificate of each host's CA for the region.
+#    certificate of each host's CA for the region. On a fabric: each in its namespace,
+#    192.168.222.N on the underlay bridge.
+if ((fabric)); then
+  ip link add "azdbr$$" type bridge
+  ip link set "azdbr$$" up
+fi
 for n in $(seq "$hosts"); do
   h="$state/h$n"
   mkdir -p "$h"
-  "$build/bin/azote-controller" --state-dir "$h" --on-exit stop --capacity-vcpus 8 --capacity-memory 8G \
-    > "$h/controller.out" 2> "$h/controller.log" &
+  in_ns=() underlay=()
+  if ((fabric)); then
+    ns="azdemo-$$-h$n"
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+    ip link add "azd$$h$n" type veth peer name ul0 netns "$ns"
+    ip link set "azd$$h$n" master "azdbr$$" up
+    ip -n "$ns" addr add "192.168.222.$n/24" dev ul0
+    ip -n "$ns" link set ul0 up
+    in_ns=(nsenter "--net=/var/run/netns/$ns")
+    underlay=(--underlay "192.168.222.$n:6081")
+  fi
+  "${in_ns[@]}" "$build/bin/azote-controller" --state-dir "$h" --on-exit stop --capacity-vcpus 8 --capacity-memory 8G \
+    "${underlay[@]}" > "$h/controller.out" 2> "$h/controller.log" &
   pids+=($!)
   wait_for "$h/controller.out" ready "the controller of host h$n"
   "$build/bin/azote" admin issue-cert --state-dir "$h" --role control-plane --name region --out "$h/region-creds" > /dev/null
   step "$build/bin/azote-region" register-host --state-dir "$state/region" --etcd "127.0.0.1:$client" --host-id "h$n" \
     --endpoint "unix:$h/api.sock" --credentials "$h/region-creds" --zone "us-east-1$(printf "\\x$(printf %x $((96 + n)))")" \
-    --vcpus 8 --memory-mib 8192
+    --vcpus 8 --memory-mib 8192 "${underlay[@]}"
 done
 
 # 3. The region, and a principal for the aws CLI.
@@ -129,6 +162,50 @@ done
 step aws ec2 get-console-output --instance-id "${ids[0]}" --output text
 step aws ec2 terminate-instances --instance-ids "${ids[@]}" --query 'TerminatingInstances[].[InstanceId,CurrentState.Name]'
 step aws ec2 wait instance-terminated --instance-ids "${ids[@]}"
+
+# 5. Across hosts: an echo guest on h1 (us-east-1a), a pinger on h2 (us-east-1b), each in
+#    its zone's default subnet of the default VPC, a group that lets ICMP in from the VPC.
+if ((fabric)); then
+  echo
+  echo "region-demo: two instances on two hosts, one VPC: the region told each host's fabric process where the other lives"
+  register() {  # HOST CMDLINE -> the image id (the same on every host: content-addressed)
+    "$build/bin/azote" admin issue-cert --state-dir "$state/h$1" --role control-plane --name demo --out "$state/h$1/demo-creds" > /dev/null 2>&1 || true
+    "$build/bin/azote" --endpoint "unix:$state/h$1/api.sock" --credentials "$state/h$1/demo-creds" register-image \
+      --name "guest-$RANDOM" --kernel "$build/bin/azote-guest.elf" --cmdline "$2" --output json |
+      /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["image_id"])'
+  }
+  subnet_of() { aws ec2 describe-subnets --filters "Name=availability-zone,Values=$1" Name=default-for-az,Values=true \
+                  --query 'Subnets[0].SubnetId' --output text; }
+  console_has() {  # INSTANCE NEEDLE: waits up to 2 minutes
+    for _ in $(seq 240); do
+      aws ec2 get-console-output --instance-id "$1" --output text 2> /dev/null | grep -q "$2" && return 0
+      sleep 0.5
+    done
+    return 1
+  }
+  sg=$(aws ec2 create-security-group --group-name pingable --description "ICMP from the VPC" --query GroupId --output text)
+  step aws ec2 authorize-security-group-ingress --group-id "$sg" \
+    --ip-permissions 'IpProtocol=icmp,FromPort=-1,ToPort=-1,IpRanges=[{CidrIp=172.31.0.0/16}]' --output text > /dev/null
+  read -r echo_id echo_ip < <(aws ec2 run-instances --image-id "$(register 1 azote.run=net-echo)" --instance-type t3.nano \
+    --subnet-id "$(subnet_of us-east-1a)" --security-group-ids "$sg" \
+    --query 'Instances[0].[InstanceId,PrivateIpAddress]' --output text)
+  echo "region-demo: echo guest $echo_id at $echo_ip on h1"
+  console_has "$echo_id" "net-echo ready" || { echo "region-demo: the echo guest did not start" >&2; exit 1; }
+  step aws ec2 run-instances --image-id "$(register 2 "azote.run=net-ping $echo_ip 5")" --instance-type t3.nano \
+    --subnet-id "$(subnet_of us-east-1b)" --security-group-ids "$sg" \
+    --query 'Instances[0].[InstanceId,PrivateIpAddress,Placement.AvailabilityZone]' --output text | tee "$state/pinger"
+  ping_id=$(grep -o '^i-[0-9a-f]\{17\}' "$state/pinger" | head -1)
+  console_has "$ping_id" "net-ping $echo_ip sent=" || {
+    echo "region-demo: the pinger did not finish; its console:" >&2
+    aws ec2 get-console-output --instance-id "$ping_id" --output text >&2
+    exit 1
+  }
+  printf '\n%s$ aws ec2 get-console-output --instance-id %s --output text | grep net-ping%s\n' "$bold" "$ping_id" "$off"
+  aws ec2 get-console-output --instance-id "$ping_id" --output text | grep 'net-ping'
+  aws ec2 get-console-output --instance-id "$ping_id" --output text | grep -q "net-ping $echo_ip sent=5 received=[1-9]" ||
+    { echo "region-demo: no reply crossed the fabric" >&2; exit 1; }
+  step aws ec2 terminate-instances --instance-ids "$echo_id" "$ping_id" --query 'TerminatingInstances[].[InstanceId,CurrentState.Name]'
+fi
 step "$build/bin/azote" audit verify "$state/region/audit/audit.log"
 echo
 echo "region-demo: done; stopping the region, the hosts and etcd."
