@@ -172,8 +172,41 @@ class Region : public ControllerTest {
     return run(argv, 180s);
   }
 
+  // Two more hosts (zones us-east-1b and -1c), each in its own network namespace with its
+  // fabric address 192.168.202.N on a bridge (itself in a namespace): with the fixture's
+  // own host, a region of three. Without network namespaces (not root), the two run in
+  // this namespace, without a fabric.
+  void three_hosts() {
+    std::string why;
+    if (!netns_usable(&why)) {
+      add_host("h2", "us-east-1b");
+      add_host("h3", "us-east-1c");
+      return;
+    }
+    bridge_ns_ = std::make_unique<Netns>("azrbr");
+    ASSERT_TRUE(bridge_ns_->ok()) << bridge_ns_->error();
+    ASSERT_EQ(exec_in(*bridge_ns_, {"ip", "link", "add", "br0", "type", "bridge"}).status, 0);
+    ASSERT_EQ(exec_in(*bridge_ns_, {"ip", "link", "set", "br0", "up"}).status, 0);
+    for (int k = 2; k <= 3; ++k) {
+      host_ns_.push_back(std::make_unique<Netns>("azrh" + std::to_string(k)));
+      const Netns& ns = *host_ns_.back();
+      ASSERT_TRUE(ns.ok()) << ns.error();
+      links_.push_back(std::make_unique<Veth>(bridge_ns_.get(), unique_name("azbr"), &ns, unique_name("azul")));
+      const Veth& l = *links_.back();
+      ASSERT_TRUE(l.ok()) << l.error();
+      ASSERT_EQ(exec_in(*bridge_ns_, {"ip", "link", "set", l.a_name(), "master", "br0", "up"}).status, 0);
+      const std::string ip = "192.168.202." + std::to_string(k);
+      ASSERT_EQ(exec_in(ns, {"ip", "addr", "add", ip + "/24", "dev", l.b_name()}).status, 0);
+      ASSERT_EQ(exec_in(ns, {"ip", "link", "set", l.b_name(), "up"}).status, 0);
+      add_host("h" + std::to_string(k), k == 2 ? "us-east-1b" : "us-east-1c", &ns, ip + ":6081");
+    }
+  }
+
   std::unique_ptr<etcd::testing::EtcdCluster> etcd_;
   std::string etcd_eps_;
+  std::unique_ptr<Netns> bridge_ns_;
+  std::vector<std::unique_ptr<Netns>> host_ns_;
+  std::vector<std::unique_ptr<Veth>> links_;
   std::deque<Host> hosts_;
   std::unique_ptr<Process> region_;
   std::string rdir_, url_;
@@ -182,6 +215,8 @@ class Region : public ControllerTest {
 };
 
 TEST_F(Region, TheAwsCliLaunchesWaitsDescribesAndTerminatesThroughTheRegion) {
+  three_hosts();
+  ASSERT_FALSE(HasFatalFailure());
   auto o = aws(admin_, {"describe-regions"});
   ASSERT_EQ(o.status, 0) << o.err;
   EXPECT_EQ(Json::parse(o.out)["Regions"][0].value("RegionName", ""), "us-east-1");
@@ -203,6 +238,47 @@ TEST_F(Region, TheAwsCliLaunchesWaitsDescribesAndTerminatesThroughTheRegion) {
   std::set<std::string> ids;
   for (const auto& id : Json::parse(o.out)) ids.insert(id.get<std::string>());
   EXPECT_EQ(ids, (std::set<std::string>{a, b}));
+  // Spread: two hosts of three hold one each.
+  std::set<std::string> zones;
+  o = aws(admin_, {"describe-instances", "--instance-ids", a, b, "--query", "Reservations[].Instances[].Placement.AvailabilityZone"});
+  for (const auto& z : Json::parse(o.out)) zones.insert(z.get<std::string>());
+  EXPECT_EQ(zones.size(), 2u) << o.out;
+  // The CLI's own pagination: one status a page, then on from the token it printed.
+  o = aws(admin_, {"describe-instance-status", "--instance-ids", a, b, "--max-items", "1"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const Json page1 = Json::parse(o.out);
+  ASSERT_TRUE(page1.contains("NextToken")) << o.out;
+  ASSERT_EQ(page1["InstanceStatuses"].size(), 1u) << o.out;
+  o = aws(admin_, {"describe-instance-status", "--instance-ids", a, b, "--max-items", "1", "--starting-token",
+                   page1.value("NextToken", "")});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const Json page2 = Json::parse(o.out);
+  ASSERT_EQ(page2["InstanceStatuses"].size(), 1u) << o.out;
+  EXPECT_EQ((std::set<std::string>{page1["InstanceStatuses"][0].value("InstanceId", ""),
+                                   page2["InstanceStatuses"][0].value("InstanceId", "")}),
+            (std::set<std::string>{a, b}))
+      << o.out;
+
+  // Stop, a volume attached while stopped (no hot-plug yet), start; detach and delete.
+  ASSERT_EQ(aws(admin_, {"stop-instances", "--instance-ids", a}).status, 0);
+  ASSERT_EQ(aws(admin_, {"wait", "instance-stopped", "--instance-ids", a}).status, 0);
+  o = aws(admin_, {"describe-instances", "--instance-ids", a, "--query", "Reservations[0].Instances[0].Placement.AvailabilityZone",
+                   "--output", "text"});
+  const std::string zone = o.out.substr(0, o.out.find('\n'));
+  o = aws(admin_, {"create-volume", "--availability-zone", zone, "--size", "1", "--query", "VolumeId", "--output", "text"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const std::string vol = o.out.substr(0, o.out.find('\n'));
+  ASSERT_EQ(aws(admin_, {"wait", "volume-available", "--volume-ids", vol}).status, 0);
+  o = aws(admin_, {"attach-volume", "--volume-id", vol, "--instance-id", a, "--device", "/dev/sdf"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  ASSERT_EQ(aws(admin_, {"wait", "volume-in-use", "--volume-ids", vol}).status, 0);
+  ASSERT_EQ(aws(admin_, {"start-instances", "--instance-ids", a}).status, 0);
+  ASSERT_EQ(aws(admin_, {"wait", "instance-running", "--instance-ids", a}).status, 0);
+  ASSERT_EQ(aws(admin_, {"stop-instances", "--instance-ids", a}).status, 0);
+  ASSERT_EQ(aws(admin_, {"wait", "instance-stopped", "--instance-ids", a}).status, 0);
+  ASSERT_EQ(aws(admin_, {"detach-volume", "--volume-id", vol}).status, 0);
+  ASSERT_EQ(aws(admin_, {"wait", "volume-available", "--volume-ids", vol}).status, 0);
+  ASSERT_EQ(aws(admin_, {"delete-volume", "--volume-id", vol}).status, 0);
 
   // The read-only principal: describes, may not terminate.
   o = aws(reader_, {"describe-instances", "--instance-ids", a});
@@ -506,6 +582,8 @@ TEST_F(Region, InstancesOnTwoHostsReachEachOtherOverTheFabricAndAnotherVpcDoesNo
 }
 
 TEST_F(Region, Boto3RunsItsWholeStory) {
+  three_hosts();
+  ASSERT_FALSE(HasFatalFailure());
   const auto o = run({"/usr/bin/python3", AZOTE_SOURCE_DIR "/tests/region/boto3_story.py", url_, rdir_ + "/pki/ca.crt",
                       admin_.first, admin_.second, reader_.first, reader_.second},
                      400s);

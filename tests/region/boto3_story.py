@@ -48,7 +48,7 @@ def main():
     regions = ec2.describe_regions()["Regions"]
     check([r["RegionName"] for r in regions] == ["us-east-1"], "describe_regions names the region")
     zones = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]]
-    check(zones == ["us-east-1a"], "describe_availability_zones: the host's zone (%s)" % zones)
+    check(zones == ["us-east-1a", "us-east-1b", "us-east-1c"], "describe_availability_zones: the hosts' zones (%s)" % zones)
     itypes = ec2.describe_instance_types(InstanceTypes=["t3.micro"])["InstanceTypes"]
     check(itypes and itypes[0]["VCpuInfo"]["DefaultVCpus"] == 2 and itypes[0]["MemoryInfo"]["SizeInMiB"] == 1024,
           "describe_instance_types t3.micro: 2 vCPUs, 1024 MiB")
@@ -57,6 +57,8 @@ def main():
                           TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "boto"}]}])
     ids = [i["InstanceId"] for i in r["Instances"]]
     check(len(ids) == 3 and r["ReservationId"].startswith("r-"), "run_instances: 3 instances in one reservation")
+    placed = sorted(i["Placement"]["AvailabilityZone"] for i in r["Instances"])
+    check(placed == ["us-east-1a", "us-east-1b", "us-east-1c"], "run_instances spreads them over the three hosts (%s)" % placed)
     ec2.get_waiter("instance_running").wait(InstanceIds=ids, WaiterConfig={"Delay": 1, "MaxAttempts": 90})
     print("ok   instance_running waiter", flush=True)
 
