@@ -1267,6 +1267,23 @@ ApiResult<SecurityGroupRec*> Host::find_group(const std::string& id) {
 
 // ---- the fabric process ------------------------------------------------------------
 
+void Host::stop_fabric() {
+  std::optional<Proc> p;
+  {
+    std::lock_guard lock(mu_);
+    p = std::move(fabric_);
+    fabric_.reset();
+    fabric_died_ = false;
+  }
+  if (p) {  // waited for without mu_: the API goes on meanwhile
+    procs_.send_signal(*p, SIGTERM);
+    if (!Processes::wait_exit(*p, 5000)) procs_.send_signal(*p, SIGKILL);
+    Processes::wait_exit(*p, 2000);
+    procs_.reap(*p);
+  }
+  procs_.release("fabric");  // its cgroup and relay inbox
+}
+
 bool Host::fabric_alive() {
   std::lock_guard lock(mu_);
   return fabric_ && !Processes::wait_exit(*fabric_, 0);
@@ -1297,27 +1314,22 @@ void Host::sync_fabric() {
   const bool want = rn.fabric_host_id != 0 && !opt_.underlay.empty();
   const std::string ctl = fabric_ctl();
   auto call = [&](const control::Json& req) { return control::call_once(ctl, req, kControlTimeout); };
-  auto end_it = [&] {
-    std::lock_guard lock(mu_);
-    if (fabric_) {
-      procs_.send_signal(*fabric_, SIGTERM);
-      if (!Processes::wait_exit(*fabric_, 5000)) procs_.send_signal(*fabric_, SIGKILL);
-      Processes::wait_exit(*fabric_, 2000);
-      procs_.reap(*fabric_);
-      fabric_.reset();
-    }
-    fabric_died_ = false;
-  };
-  if (alive && (!want || fabric_running_id_ != rn.fabric_host_id)) {
-    end_it();
-    procs_.release("fabric");
+  // A peer the region took away: the card cannot forget a peer's key, so the process is
+  // started afresh without it.
+  bool peer_gone = false;
+  for (const auto& [id, given] : fabric_peers_)
+    peer_gone |= std::none_of(rn.peers.begin(), rn.peers.end(), [&](const FabricPeerRec& p) { return p.host_id == id; });
+  if (alive && (!want || fabric_running_id_ != rn.fabric_host_id || peer_gone)) {
+    stop_fabric();
     alive = false;
     for (const auto& c : card_ctls) (void)control::call_once(c, {{"op", "set-fabric-relay"}, {"inbox", nullptr}}, kControlTimeout);
   }
   if (!want) return;
   if (!alive) {
-    end_it();                  // a dead one: reaped
-    procs_.release("fabric");  // whatever is left of it (a controller restart's, too)
+    stop_fabric();  // a dead one reaped, whatever is left of it released (a controller restart's, too)
+    fabric_running_id_ = 0;
+    fabric_peers_.clear();
+    fabric_maps_.clear();
     launch::SpawnRequest req;
     req.role = launch::Role::kCardFabric;
     req.instance = launch::kFabricInstance;
@@ -1380,7 +1392,7 @@ void Host::sync_fabric() {
   for (const auto& m : rn.mappings) {
     const std::string k = m.vpc_id + "|" + m.ip + "|" + std::to_string(m.host_id);
     want_maps.insert(k);
-    if (!fabric_maps_.count(k) && fabric_peers_.count(m.host_id))
+    if (!fabric_maps_.count(k) && fabric_peers_.find(m.host_id) != fabric_peers_.end())
       add.push_back({{"vpc", m.vpc_id}, {"ip", m.ip}, {"host", m.host_id}});
   }
   for (const auto& k : fabric_maps_) {
@@ -2684,16 +2696,7 @@ void Host::shutdown() {
   (void)!::write(wake_.get(), &one, sizeof one);
   if (supervisor_.joinable()) supervisor_.join();
   if (liveness_.joinable()) liveness_.join();
-  if (opt_.stop_on_exit) {
-    std::lock_guard lock(mu_);
-    if (fabric_) {
-      procs_.send_signal(*fabric_, SIGTERM);
-      if (!Processes::wait_exit(*fabric_, 5000)) procs_.send_signal(*fabric_, SIGKILL);
-      procs_.reap(*fabric_);
-      fabric_.reset();
-      procs_.release("fabric");  // its cgroup and relay inbox
-    }
-  }
+  if (opt_.stop_on_exit && fabric_alive()) stop_fabric();
   if (opt_.stop_on_exit) {
     std::lock_guard lock(mu_);
     std::vector<Card*> cards;

@@ -405,6 +405,7 @@ class Host {
   void sync_fabric();
   std::string fabric_ctl() const { return opt_.state_dir + "/fabric.ctl"; }
   bool fabric_alive();                              // mu_ not held
+  void stop_fabric();                               // mu_ not held: ends and releases it
   std::map<std::string, uint64_t> card_restarts_;  // "blk", "net" (every instance's)
   std::deque<std::pair<std::string, Job>> jobs_;
   bool stopping_ = false;         // the supervisor ends

@@ -268,9 +268,17 @@ grpc::Status Service::call(grpc::ServerContext* ctx, const char* method, Access 
     return finish(ctx, who, method, resources,
                   ApiError{K::kDenied, "UnauthorizedOperation",
                            "role \"" + principal->role + "\" may not call " + method});
-  // A call of azote-region: admitted only under its current lease of this host.
+  // A call of azote-region: admitted only under its current lease of this host, and only
+  // from the region's own certificate (control-plane, named "region": the one the
+  // operator issued for it), so that no other principal can move the fence.
   const auto& md = ctx->client_metadata();
+  const bool region = principal->role == "control-plane" && principal->name == kRegionPrincipal;
   if (const auto e = md.find("azote-region-epoch"); e != md.end()) {
+    if (!region)
+      return finish(ctx, who, method, resources,
+                    ApiError{K::kDenied, "UnauthorizedOperation",
+                             "only the region's certificate (control-plane/" + std::string(kRegionPrincipal) +
+                                 ") presents region lease epochs"});
     const auto l = md.find("azote-region-lease-ms");
     const std::string es(e->second.data(), e->second.size());
     const std::string ls = l == md.end() ? "" : std::string(l->second.data(), l->second.size());
@@ -283,6 +291,10 @@ grpc::Status Service::call(grpc::ServerContext* ctx, const char* method, Access 
       return finish(ctx, who, method, resources, ApiError{K::kConflict, "RegionLeaseLost", *why});
   } else if (auto why = region_fence_.admit_without_epoch(who)) {
     return finish(ctx, who, method, resources, ApiError{K::kConflict, "RegionLeaseLost", *why});
+  } else if (std::string_view(method) == "ApplyRegionNetwork") {
+    return finish(ctx, who, method, resources,
+                  ApiError{K::kDenied, "UnauthorizedOperation",
+                           "only azote-region pushes the region's network (a call under its lease of this host)"});
   }
   std::optional<ApiError> err;
   if (auto r = body(resources); !r) err = r.error();
@@ -559,11 +571,8 @@ grpc::Status Service::ApplyRegionNetwork(grpc::ServerContext* ctx, const v1::Reg
                                          v1::ApplyRegionNetworkResponse* resp) {
   return call(ctx, "ApplyRegionNetwork", Access::kWrite, {"generation/" + std::to_string(req->generation())},
               [&](std::vector<std::string>&) -> ApiResult<void> {
-                // Only azote-region pushes its network: a call under one of its leases
-                // (the fence above admitted the epoch).
-                if (ctx->client_metadata().find("azote-region-epoch") == ctx->client_metadata().end())
-                  return api_error(K::kDenied, "UnauthorizedOperation",
-                                   "only azote-region pushes the region's network (a call under its lease of this host)");
+                // Only azote-region pushes its network: call() admitted its certificate
+                // and the lease epoch it presented, or refused the call.
                 RegionNetworkRec n;
                 n.generation = req->generation();
                 n.fabric_host_id = req->fabric_host_id();

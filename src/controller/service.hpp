@@ -30,6 +30,11 @@ namespace azote::controller {
 // operator must not read a tenant's data. kWrite: changes.
 enum class Access { kRead, kTenant, kWrite };
 
+// The name of the control-plane certificate a host's operator issues for azote-region
+// (`azote admin issue-cert --role control-plane --name region`): the only principal that
+// may present region lease epochs and push the region's network (ApplyRegionNetwork).
+inline constexpr std::string_view kRegionPrincipal = "region";
+
 class Service final : public azote::v1::Ec2::Service {
  public:
   Service(Host& host, const pki::HostPki& pki, audit::AuditLog& audit) : host_(host), pki_(pki), audit_(audit) {}
