@@ -299,8 +299,14 @@ int serve(int argc, char** argv) {
   // The fabric secret: made once, kept in the state directory only (never in etcd).
   {
     const std::string path = dir + "/fabric.key";
-    std::string secret = fs::exists(path, ec) ? slurp(path) : std::string();
-    if (secret.size() != 32) {
+    const bool exists = fs::exists(path, ec);
+    std::string secret = exists ? slurp(path) : std::string();
+    if (exists && secret.size() != 32) {
+      // Never replaced: a new secret would change every pair's key under running hosts.
+      std::fprintf(stderr, "azote-region: %s is not 32 bytes (%zu): restore it from a backup\n", path.c_str(), secret.size());
+      return 1;
+    }
+    if (!exists) {
       secret.resize(32);
       if (::getrandom(secret.data(), secret.size(), 0) != 32 || !pki::write_file_atomic(path, secret, 0600)) {
         std::fprintf(stderr, "azote-region: %s cannot be made\n", path.c_str());

@@ -523,6 +523,14 @@ struct Region::Impl {
     for (const auto& [k, kv] : cache) index_locked(kv);
   }
 
+  // An instance record's part of the fabric's mappings ("" for none, or another key).
+  std::string mapping_of_locked(std::string_view k) const {
+    const std::string_view rest = k.substr(std::min(k.size(), opt.prefix.size()));
+    if (rest.rfind("instances/", 0) != 0) return "";
+    auto it = inst_by_id.find(std::string(rest.substr(10)));
+    if (it == inst_by_id.end() || it->second.terminated || it->second.ip.empty()) return "";
+    return it->second.host + "|" + it->second.subnet + "|" + it->second.ip;
+  }
   bool network_key(std::string_view k) const {
     const std::string_view rest = k.substr(std::min(k.size(), opt.prefix.size()));
     for (std::string_view kind : {"vpcs/", "subnets/", "security-groups/", "hosts/"})
@@ -533,10 +541,9 @@ struct Region::Impl {
     auto it = cache.find(kv.key);
     if (it != cache.end() && it->second.mod_revision >= kv.mod_revision) return;
     if (auto t = tombstones.find(kv.key); t != tombstones.end() && t->second >= kv.mod_revision) return;
+    const std::string mapping_before = mapping_of_locked(kv.key);
     unindex_locked(kv.key);
     if (network_key(kv.key)) net_revision = std::max(net_revision, kv.mod_revision);
-    if (std::string_view(kv.key).substr(std::min(kv.key.size(), opt.prefix.size())).rfind("instances/", 0) == 0)
-      map_revision = std::max(map_revision, kv.mod_revision);
     if (deleted) {
       if (it != cache.end()) cache.erase(it);
       tombstones[kv.key] = kv.mod_revision;
@@ -545,6 +552,8 @@ struct Region::Impl {
       tombstones.erase(kv.key);
       index_locked(kv);
     }
+    // Where an instance's address lives changed (not its tags): the fabric hosts' mappings.
+    if (mapping_of_locked(kv.key) != mapping_before) map_revision = std::max(map_revision, kv.mod_revision);
   }
   void on_snapshot(const etcd::Snapshot& snap) {
     std::unique_lock lock(cache_mu);
@@ -955,12 +964,14 @@ struct Region::Impl {
 
     const std::string reservation = "r-" + hex(17);
     std::vector<InstanceRec> launched;
+    std::optional<Ec2Error> failed;  // a refusal that ends the launch (after MinCount: what ran is kept)
     std::string last_refusal = "no registered host has room for a " + type;
     for (int64_t n = 0; n < hi; ++n) {
       std::lock_guard lock(place_mu);
       AZOTE_TRY(order, placement_order(vcpus, mib));
       bool placed = false;
       for (const auto& host : order) {
+        if (failed) break;
         AZOTE_TRY(hrec0, conn(host));
         std::optional<SubnetRec> subnet = asked_subnet;
         if (subnet && subnet->zone != hrec0->rec.zone) continue;  // not this zone's host
@@ -977,28 +988,40 @@ struct Region::Impl {
         }
         std::vector<std::string> groups;
         for (const auto& g : asked_groups) {
-          if (g.vpc != subnet->vpc)
-            return api_error("InvalidParameter", "Security group " + g.id + " and subnet " + subnet->id + " belong to different networks.");
+          if (g.vpc != subnet->vpc) {
+            failed = Ec2Error{"InvalidParameter", "Security group " + g.id + " and subnet " + subnet->id + " belong to different networks."};
+            break;
+          }
           groups.push_back(g.id);
         }
+        if (failed) break;
         if (groups.empty())
           for (const auto& g : all_of(group_by_id))
             if (g.vpc == subnet->vpc && g.name == "default") groups.push_back(g.id);
-        if (groups.empty()) return api_error("InvalidGroup.NotFound", "The VPC " + subnet->vpc + " has no default security group");
+        if (groups.empty()) {
+          failed = Ec2Error{"InvalidGroup.NotFound", "The VPC " + subnet->vpc + " has no default security group"};
+          break;
+        }
         const auto cidr = vpc_model::parse_cidr(subnet->cidr);
         std::set<uint32_t> used = used_addresses(subnet->id);
         std::optional<uint32_t> ip;
         if (asked_ip) {
-          if (!cidr || !cidr->contains(*asked_ip) || vpc_model::reserved_address(*cidr, *asked_ip))
-            return api_error("InvalidParameterValue", "Address " + vpc::format_ipv4(*asked_ip) + " is not a usable address of subnet " + subnet->id + " (" + subnet->cidr + ")");
-          if (used.count(*asked_ip) != 0)
-            return api_error("InvalidIPAddress.InUse", "Address " + vpc::format_ipv4(*asked_ip) + " is in use.");
+          if (!cidr || !cidr->contains(*asked_ip) || vpc_model::reserved_address(*cidr, *asked_ip)) {
+            failed = Ec2Error{"InvalidParameterValue", "Address " + vpc::format_ipv4(*asked_ip) + " is not a usable address of subnet " + subnet->id + " (" + subnet->cidr + ")"};
+            break;
+          }
+          if (used.count(*asked_ip) != 0) {
+            failed = Ec2Error{"InvalidIPAddress.InUse", "Address " + vpc::format_ipv4(*asked_ip) + " is in use."};
+            break;
+          }
           ip = asked_ip;
         } else if (cidr) {
           ip = vpc_model::next_free_address(*cidr, used);
         }
-        if (!ip)
-          return api_error("InsufficientFreeAddressesInSubnet", "There are not enough free addresses in subnet '" + subnet->id + "' to satisfy the requested number of instances.");
+        if (!ip) {
+          failed = Ec2Error{"InsufficientFreeAddressesInSubnet", "There are not enough free addresses in subnet '" + subnet->id + "' to satisfy the requested number of instances."};
+          break;
+        }
         if (auto pushed_ok = push_network(host); !pushed_ok) {
           last_refusal = host + ": " + pushed_ok.error().message;
           continue;
@@ -1006,7 +1029,6 @@ struct Region::Impl {
         v1::RunInstancesRequest req;
         req.set_subnet_id(subnet->id);
         for (const auto& g : groups) req.add_security_group_ids(g);
-        req.set_private_ip_address(vpc::format_ipv4(*ip));
         req.set_image_id(std::string(image));
         req.set_instance_type(type);
         req.set_count(1);
@@ -1016,13 +1038,23 @@ struct Region::Impl {
           t->set_value(v);
         }
         if (auto ud = p.get("UserData")) req.set_user_data(std::string(*ud));
-        auto r = host_call(host, &v1::Ec2::Stub::RunInstances, req);
+        // An address the host still holds (an instance terminated here, not yet gone):
+        // the next one, up to a few times.
+        ApiResult<v1::RunInstancesResponse> r = api_error("InternalError", "not called");
+        for (int tries = 0; tries < 8; ++tries) {
+          req.set_private_ip_address(vpc::format_ipv4(*ip));
+          r = host_call(host, &v1::Ec2::Stub::RunInstances, req);
+          if (r || asked_ip || r.error().code != "InvalidIPAddress.InUse" || !cidr) break;
+          used.insert(*ip);
+          ip = vpc_model::next_free_address(*cidr, used);
+          if (!ip) break;
+        }
         if (!r) {
           if (r.error().code == "InsufficientInstanceCapacity" || r.error().code == "Unavailable") {
             last_refusal = host + ": " + r.error().message;
             continue;  // the next host
           }
-          if (launched.empty()) return Unexpected{r.error()};
+          failed = r.error();
           break;
         }
         for (const auto& i : r->instances()) {
@@ -1057,15 +1089,22 @@ struct Region::Impl {
         placed = true;
         break;
       }
-      if (!placed) break;
+      if (!placed || failed) break;
     }
     if (static_cast<int64_t>(launched.size()) < lo) {
-      // Fewer than MinCount: what was started is ended, as EC2 launches all or nothing.
+      // Fewer than MinCount: what was started is ended (and its record with it), as EC2
+      // launches all or nothing.
       for (const auto& r : launched) {
         v1::InstanceIdsRequest req;
         req.add_instance_ids(r.id);
         (void)host_call(r.host, &v1::Ec2::Stub::TerminateInstances, req);
+        (void)update(key("instances", r.id), "IncorrectState", [](Json& j) -> ApiResult<void> {
+          j["terminated"] = true;
+          j["terminated_at"] = static_cast<int64_t>(::time(nullptr));
+          return {};
+        });
       }
+      if (failed) return Unexpected{*failed};
       return api_error("InsufficientInstanceCapacity",
                        "We currently do not have sufficient " + type + " capacity (" + last_refusal + ")");
     }
@@ -1638,13 +1677,13 @@ struct Region::Impl {
 
   std::string new_id(std::string_view prefix) { return std::string(prefix) + "-" + hex(17); }
 
-  Tags tags_for(const ec2api::Params& p, std::string_view type, std::vector<ec2api::TagSpecification>* specs_out = nullptr) {
+  // The tags a TagSpecification gives resources of `type`; a malformed one is refused.
+  ApiResult<Tags> tags_for(const ec2api::Params& p, std::string_view type) {
+    AZOTE_TRY(specs, ec2api::read_tag_specifications(p.root()));
     Tags tags;
-    if (auto specs = ec2api::read_tag_specifications(p.root()))
-      for (const auto& sp : *specs)
-        if (sp.resource_type == type)
-          for (const auto& t : sp.tags) tags.emplace_back(t.key, t.value.value_or(""));
-    (void)specs_out;
+    for (const auto& sp : specs)
+      if (sp.resource_type == type)
+        for (const auto& t : sp.tags) tags.emplace_back(t.key, t.value.value_or(""));
     return tags;
   }
 
@@ -1723,29 +1762,51 @@ struct Region::Impl {
   }
 
   // The default VPC (172.31.0.0/16 with its "default" group) and a default subnet in
-  // every zone a host is registered in, made when missing (at start, when hosts appear).
+  // every zone a host is registered in: made once each (at start, when a zone appears).
+  // What a user deletes stays deleted, as in EC2: a marker key (defaults/vpc,
+  // defaults/zone/<zone>) records that it was made.
   ApiResult<void> ensure_default_network() {
     std::lock_guard lock(net_mu);
+    auto mark = [&](const std::string& what) -> ApiResult<bool> {  // true: first time
+      auto r = store.create_if_absent(key("defaults", what), "made");
+      if (!r) return api_error("Unavailable", "the region's store: " + r.error().describe());
+      return r->created;
+    };
     auto v = default_vpc();
     if (!v) {
+      AZOTE_TRY(first, mark("vpc"));
+      if (!first) return {};  // deleted by a user
       VpcRec rec{new_id("vpc"), std::string(kDefaultVpcCidr), "", true, {}};
       AZOTE_TRYV(make_vpc(rec));
       v = rec;
+    } else {
+      AZOTE_TRYV(mark("vpc"));
     }
     AZOTE_TRY(hs, hosts());
     std::set<std::string> zones;
     for (const auto& h : hs) zones.insert(h.zone);
-    size_t defaults = 0;
-    for (const auto& sn : all_of(subnet_by_id))
-      if (sn.is_default && sn.vpc == v->id) {
-        zones.erase(sn.zone);
-        ++defaults;
-      }
+    std::vector<vpc::Cidr> taken;
+    for (const auto& sn : all_of(subnet_by_id)) {
+      if (sn.vpc != v->id) continue;
+      if (auto c = vpc_model::parse_cidr(sn.cidr)) taken.push_back(*c);
+      if (sn.is_default && zones.erase(sn.zone) != 0) AZOTE_TRYV(mark("zone/" + sn.zone));
+    }
     for (const auto& z : zones) {
-      auto cidr = default_subnet_cidr(defaults++);
-      if (!cidr) break;
+      // The first /20 of the VPC no subnet overlaps.
+      std::optional<std::string> cidr;
+      for (size_t n = 0; !cidr; ++n) {
+        auto c = default_subnet_cidr(n);
+        if (!c) break;
+        const auto parsed = vpc_model::parse_cidr(*c);
+        if (parsed && std::none_of(taken.begin(), taken.end(), [&](const vpc::Cidr& t) { return overlaps(t, *parsed); }))
+          cidr = c;
+      }
+      if (!cidr) continue;  // the default VPC is full
+      AZOTE_TRY(first, mark("zone/" + z));
+      if (!first) continue;  // this zone's default subnet was deleted by a user
       const SubnetRec sn{new_id("subnet"), v->id, *cidr, z, "", true, {}};
       AZOTE_TRYV(put(key("subnets", sn.id), subnet_json(sn).dump()));
+      taken.push_back(*vpc_model::parse_cidr(*cidr));
     }
     return {};
   }
@@ -1772,7 +1833,12 @@ struct Region::Impl {
     if (!parsed)
       return api_error("InvalidParameterValue", "Value (" + cidr + ") for parameter cidrBlock is invalid. This is not a valid CIDR block.");
     if (parsed->prefix < 16 || parsed->prefix > 28) return api_error("InvalidVpc.Range", "The CIDR '" + cidr + "' is invalid (/16 to /28).");
-    VpcRec v{new_id("vpc"), cidr, c.who->access_key_id, false, tags_for(*c.params, "vpc")};
+    AZOTE_TRY(ipv6, c.params->get_bool("AmazonProvidedIpv6CidrBlock"));
+    if (ipv6 && *ipv6) return api_error("InvalidParameterValue", "IPv6 CIDR blocks are not supported: azote's VPCs are IPv4 only");
+    if (auto t = c.params->get("InstanceTenancy"); t && *t != "default")
+      return api_error("InvalidParameterValue", "InstanceTenancy '" + std::string(*t) + "': only default tenancy is offered");
+    AZOTE_TRY(vtags, tags_for(*c.params, "vpc"));
+    VpcRec v{new_id("vpc"), cidr, c.who->access_key_id, false, vtags};
     {
       std::lock_guard lock(net_mu);
       if (all_of(vpc_by_id).size() >= kMaxVpcs)
@@ -1810,7 +1876,7 @@ struct Region::Impl {
 
   ApiResult<std::string> delete_vpc(Call& c) {
     AZOTE_TRY(id, c.params->required("VpcId"));
-    std::lock_guard lock(net_mu);
+    std::scoped_lock lock(place_mu, net_mu);  // no launch may pick what goes (place_mu first, as launches take them)
     AZOTE_TRY(v, vpc_named(id));
     std::vector<std::string> groups;
     for (const auto& sn : all_of(subnet_by_id))
@@ -1853,7 +1919,8 @@ struct Region::Impl {
       if (other.vpc == v.id)
         if (auto oc = vpc_model::parse_cidr(other.cidr); oc && overlaps(*oc, *parsed))
           return api_error("InvalidSubnet.Conflict", "The CIDR '" + cidr + "' conflicts with another subnet (" + other.id + ", " + other.cidr + ")");
-    const SubnetRec sn{new_id("subnet"), v.id, cidr, zone, c.who->access_key_id, false, tags_for(p, "subnet")};
+    AZOTE_TRY(stags, tags_for(p, "subnet"));
+    const SubnetRec sn{new_id("subnet"), v.id, cidr, zone, c.who->access_key_id, false, stags};
     AZOTE_TRYV(put(key("subnets", sn.id), subnet_json(sn).dump()));
     wake_pusher();
     return ec2api::create_subnet_response(c.request_id, region::to_ec2(sn, opt.account, opt.name, available_in(sn)));
@@ -1895,7 +1962,7 @@ struct Region::Impl {
 
   ApiResult<std::string> delete_subnet(Call& c) {
     AZOTE_TRY(id, c.params->required("SubnetId"));
-    std::lock_guard lock(net_mu);
+    std::scoped_lock lock(place_mu, net_mu);  // a launch under way in it finishes first
     AZOTE_TRY(sn, subnet_named(id));
     AZOTE_TRY(recs, instance_recs());
     for (const auto& r : recs)
@@ -1939,7 +2006,8 @@ struct Region::Impl {
     g.description = desc;
     g.owner_key = c.who->access_key_id;
     g.egress = vpc_model::default_egress();  // EC2: a new group allows all outbound, no inbound
-    g.tags = tags_for(p, "security-group");
+    AZOTE_TRY(gtags, tags_for(p, "security-group"));
+    g.tags = gtags;
     AZOTE_TRYV(put(key("security-groups", g.id), group_json(g).dump()));
     wake_pusher();
     std::vector<ec2api::Tag> tags;
@@ -1991,7 +2059,7 @@ struct Region::Impl {
   }
 
   ApiResult<std::string> delete_security_group(Call& c) {
-    std::lock_guard lock(net_mu);
+    std::scoped_lock lock(place_mu, net_mu);  // a launch under way with it finishes first
     AZOTE_TRY(g, group_of_call(*c.params));
     if (g.name == "default") return api_error("CannotDelete", "the default security group of " + g.vpc + " cannot be deleted");
     AZOTE_TRY(recs, instance_recs());
@@ -2010,8 +2078,9 @@ struct Region::Impl {
     return ec2api::return_response("DeleteSecurityGroup", c.request_id);
   }
 
-  // Authorize/Revoke Ingress/Egress: IpPermissions.N..., or (ingress, as the aws CLI's
-  // --protocol/--port/--cidr send it) IpProtocol, FromPort, ToPort, CidrIp.
+  // Authorize/Revoke Ingress/Egress: IpPermissions.N... (what the aws CLI sends, its
+  // --protocol/--port/--cidr included), or EC2's older flat form for ingress: IpProtocol,
+  // FromPort, ToPort, CidrIp.
   ApiResult<std::string> change_rules(Call& c, bool ingress, bool authorize) {
     const auto& p = *c.params;
     AZOTE_TRY(perms_in, ec2api::read_ip_permissions(p.root()));
@@ -2026,6 +2095,7 @@ struct Region::Impl {
       perms_in.push_back(flat);
     }
     AZOTE_TRY(perms, permissions_of(perms_in));
+    std::lock_guard net_lock(net_mu);  // a group a rule names cannot be deleted meanwhile
     AZOTE_TRY(g0, group_of_call(p));
     std::vector<vpc::Rule> rules;
     std::vector<ec2api::IpPermission> unknown;
@@ -2093,7 +2163,11 @@ struct Region::Impl {
   std::mutex push_mu;
   std::condition_variable_any push_cv;
   bool push_wanted = false;                 // push_mu
-  std::map<std::string, int64_t> pushed;    // push_mu: host -> the generation it holds
+  struct Pushed {
+    uint64_t epoch = 0;      // the host's lease it was pushed under
+    int64_t generation = 0;  // what it holds
+  };
+  std::map<std::string, Pushed> pushed;     // push_mu: by host
   std::jthread pusher;                      // stopped and joined in ~Impl, before the watch
 
   void wake_pusher() {
@@ -2105,23 +2179,42 @@ struct Region::Impl {
   }
 
   v1::RegionNetwork network_for(const std::string& host_id, int64_t generation) {
-    v1::RegionNetwork n;
-    n.set_generation(static_cast<uint64_t>(generation));
-    // The fabric: this host's id, every other host on it (address, the pair's key), and
-    // every address of an instance not terminated on those hosts.
-    std::optional<HostRec> self;
+    // One consistent copy (one read of the cache), and only what holds together: a subnet
+    // or group whose VPC is gone, a rule naming a group that is gone, are left out rather
+    // than making every host refuse the push.
     std::map<std::string, HostRec> fabric_hosts;
+    std::vector<VpcRec> vpcs;
+    std::vector<SubnetRec> subnets;
+    std::vector<GroupRec> groups;
+    std::vector<InstanceRec> insts;
     {
       std::shared_lock lock(cache_mu);
       for (const auto& [id, h] : host_by_id)
         if (!h.underlay.empty() && h.fabric_id != 0) fabric_hosts[id] = h;
+      for (const auto& [id, v] : vpc_by_id) vpcs.push_back(v);
+      for (const auto& [id, x] : subnet_by_id)
+        if (vpc_by_id.count(x.vpc) != 0) subnets.push_back(x);
+      for (const auto& [id, g] : group_by_id)
+        if (vpc_by_id.count(g.vpc) != 0) groups.push_back(g);
+      for (const auto& [id, r] : inst_by_id)
+        if (!r.terminated && !r.ip.empty() && r.host != host_id) insts.push_back(r);
     }
-    if (auto it = fabric_hosts.find(host_id); it != fabric_hosts.end() && !opt.fabric_secret.empty()) self = it->second;
-    if (self) {
-      n.set_fabric_host_id(self->fabric_id);
+    std::set<std::string> group_ids;
+    for (const auto& g : groups) group_ids.insert(g.id);
+    auto dangling = [&](const vpc::Rule& r) {
+      const auto* ref = std::get_if<vpc::GroupRef>(&r.peer);
+      return ref != nullptr && group_ids.count(ref->group_id) == 0;
+    };
+    v1::RegionNetwork n;
+    n.set_generation(static_cast<uint64_t>(generation));
+    // The fabric: this host's id, every other host on it (address, the pair's key), and
+    // every address of an instance not terminated on those hosts.
+    auto self = fabric_hosts.find(host_id);
+    if (self != fabric_hosts.end() && !opt.fabric_secret.empty()) {
+      n.set_fabric_host_id(self->second.fabric_id);
       for (const auto& [id, h] : fabric_hosts) {
         if (id == host_id) continue;
-        const std::string k = pair_key(opt.fabric_secret, self->fabric_id, h.fabric_id);
+        const std::string k = pair_key(opt.fabric_secret, self->second.fabric_id, h.fabric_id);
         if (k.size() != 32) continue;
         auto* p = n.add_peers();
         p->set_host_id(h.fabric_id);
@@ -2130,9 +2223,8 @@ struct Region::Impl {
         p->set_key_id(1);
       }
       std::map<std::string, std::string> vpc_of_subnet;
-      for (const auto& sn : all_of(subnet_by_id)) vpc_of_subnet[sn.id] = sn.vpc;
-      for (const auto& r : all_of(inst_by_id)) {
-        if (r.terminated || r.ip.empty() || r.host == host_id) continue;
+      for (const auto& sn : subnets) vpc_of_subnet[sn.id] = sn.vpc;
+      for (const auto& r : insts) {
         auto h = fabric_hosts.find(r.host);
         auto v = vpc_of_subnet.find(r.subnet);
         if (h == fabric_hosts.end() || v == vpc_of_subnet.end()) continue;
@@ -2142,13 +2234,13 @@ struct Region::Impl {
         m->set_host_id(h->second.fabric_id);
       }
     }
-    for (const auto& v : all_of(vpc_by_id)) {
+    for (const auto& v : vpcs) {
       auto* o = n.add_vpcs();
       o->set_vpc_id(v.id);
       o->set_cidr_block(v.cidr);
       o->set_is_default(v.is_default);
     }
-    for (const auto& sn : all_of(subnet_by_id)) {
+    for (const auto& sn : subnets) {
       auto* o = n.add_subnets();
       o->set_subnet_id(sn.id);
       o->set_vpc_id(sn.vpc);
@@ -2164,14 +2256,16 @@ struct Region::Impl {
       for (const auto& c : p.cidrs) o->add_cidr_ips(c);
       for (const auto& g : p.groups) o->add_source_group_ids(g);
     };
-    for (const auto& g : all_of(group_by_id)) {
+    for (const auto& g : groups) {
       auto* o = n.add_security_groups();
       o->set_group_id(g.id);
       o->set_group_name(g.name);
       o->set_description(g.description);
       o->set_vpc_id(g.vpc);
-      for (const auto& r : g.ingress) fill(o->add_ip_permissions(), r);
-      for (const auto& r : g.egress) fill(o->add_ip_permissions_egress(), r);
+      for (const auto& r : g.ingress)
+        if (!dangling(r)) fill(o->add_ip_permissions(), r);
+      for (const auto& r : g.egress)
+        if (!dangling(r)) fill(o->add_ip_permissions_egress(), r);
     }
     return n;
   }
@@ -2186,13 +2280,18 @@ struct Region::Impl {
       if (auto h = host_by_id.find(host_id); h != host_by_id.end() && !h->second.underlay.empty())
         rev = std::max(rev, map_revision);
     }
+    // A new lease of the host (it was lost, or restarted): pushed again whatever it held.
+    const uint64_t epoch = epoch_of(host_id);
     {
       std::lock_guard lock(push_mu);
-      if (pushed[host_id] >= rev) return {};
+      Pushed& p = pushed[host_id];
+      if (p.epoch == epoch && p.generation >= rev) return {};
     }
-    AZOTE_TRY(resp, host_call(host_id, &v1::Ec2::Stub::ApplyRegionNetwork, network_for(host_id, rev), std::chrono::seconds(10)));
+    AZOTE_TRY(resp, host_call(host_id, &v1::Ec2::Stub::ApplyRegionNetwork, network_for(host_id, rev), std::chrono::seconds(10), epoch));
     std::lock_guard lock(push_mu);
-    pushed[host_id] = std::max(pushed[host_id], static_cast<int64_t>(resp.generation()));
+    Pushed& p = pushed[host_id];
+    if (p.epoch != epoch) p = Pushed{epoch, 0};
+    p.generation = std::max(p.generation, static_cast<int64_t>(resp.generation()));
     return {};
   }
 
@@ -2277,10 +2376,10 @@ struct Region::Impl {
     if (auto id = p.get("GroupId")) out.push_back(arn("security-group", *id));
     for (auto id : p.strings("GroupId")) out.push_back(arn("security-group", id));
     for (auto id : p.strings("ResourceId")) {
-      const std::string s(id);
-      const std::string kind = s.rfind("i-", 0) == 0 ? "instance" : s.rfind("vol-", 0) == 0 ? "volume" : "resource";
-      out.push_back(arn(kind, s));
+      const TagKind* kind = tag_kind(id);
+      out.push_back(arn(kind != nullptr ? kind->type : std::string_view("resource"), id));
     }
+    for (auto id : p.strings("SecurityGroupId")) out.push_back(arn("security-group", id));
     if (action == "RunInstances") {
       out.push_back(arn("instance", "*"));
       if (auto img = p.get("ImageId")) out.push_back("arn:aws:ec2:" + opt.name + "::image/" + std::string(*img));

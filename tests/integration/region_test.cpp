@@ -392,6 +392,13 @@ TEST_F(Region, VpcsSubnetsAndSecurityGroupsThroughTheAwsCli) {
     const grpc::Status st = stub->ApplyRegionNetwork(&ctx, n, &resp);
     EXPECT_FALSE(st.ok());
     EXPECT_NE(st.error_message().find("only azote-region pushes"), std::string::npos) << st.error_message();
+    // Nor may it present a lease epoch (which would move the host's fence).
+    grpc::ClientContext ctx2;
+    ctx2.AddMetadata("azote-region-epoch", "18446744073709551615");
+    ctx2.AddMetadata("azote-region-lease-ms", "6000");
+    const grpc::Status st2 = stub->ApplyRegionNetwork(&ctx2, n, &resp);
+    EXPECT_FALSE(st2.ok());
+    EXPECT_NE(st2.error_message().find("only the region's certificate"), std::string::npos) << st2.error_message();
     d = cli(cp_, {"describe-subnets", "--output", "json"});
     EXPECT_NE(d.out.find(subnet), std::string::npos) << d.out << d.err;
   }
@@ -474,6 +481,17 @@ TEST_F(Region, VpcsSubnetsAndSecurityGroupsThroughTheAwsCli) {
     auto g = cli(cp_, {"describe-subnets", "--output", "json"});
     return g.status == 0 && g.out.find(subnet) == std::string::npos;
   }, 30s));
+  // A default subnet a user deletes stays deleted (as in EC2): launches without a subnet
+  // then find none in that zone.
+  o = aws(admin_, {"describe-subnets", "--filters", "Name=default-for-az,Values=true", "--query", "Subnets[0].SubnetId",
+                   "--output", "text"});
+  const std::string def = o.out.substr(0, o.out.find('\n'));
+  ASSERT_EQ(aws(admin_, {"delete-subnet", "--subnet-id", def}).status, 0);
+  std::this_thread::sleep_for(std::chrono::seconds(kLeaseSeconds));  // two rounds of the pusher
+  o = aws(admin_, {"describe-subnets", "--filters", "Name=default-for-az,Values=true"});
+  EXPECT_EQ(Json::parse(o.out)["Subnets"].size(), 0u) << o.out;
+  o = aws(admin_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano"});
+  EXPECT_NE(o.err.find("no default subnet"), std::string::npos) << o.err;
 }
 
 // Two hosts, each in its own network namespace joined by an underlay link: the region
