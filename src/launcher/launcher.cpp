@@ -1292,22 +1292,29 @@ void Launcher::remove_socket_dir(int parent, const char* name) {
   ::unlinkat(parent, name, AT_REMOVEDIR);
 }
 
-Json Launcher::release(const Json& req) {
-  const std::string instance = req.value("instance", "");
-  if (instance == launch::kFabricInstance) return release_fabric();
-  if (!valid_instance(instance)) return refuse("release needs \"instance\" (i-... or \"fabric\")");
-  cgroups_->kill(instance);
-  for (int i = 0; i < 50 && !cgroups_->procs(instance).empty(); ++i) {
+bool Launcher::kill_and_remove(const std::string& leaf) {
+  cgroups_->kill(leaf);
+  for (int i = 0; i < 50 && !cgroups_->procs(leaf).empty(); ++i) {
     ::usleep(20'000);
     reap();
   }
   reap();
-  bool removed = cgroups_->remove(instance);
-  for (int i = 0; i < 50 && !removed; ++i) {  // an adopted process's zombie (see release_fabric)
+  // An adopted process is not this launcher's child: killed, it lingers a moment as a
+  // zombie of init's, and its cgroup refuses rmdir (EBUSY) until init reaps it.
+  bool removed = cgroups_->remove(leaf);
+  for (int i = 0; i < 50 && !removed; ++i) {
     ::usleep(20'000);
     reap();
-    removed = cgroups_->remove(instance);
+    removed = cgroups_->remove(leaf);
   }
+  return removed;
+}
+
+Json Launcher::release(const Json& req) {
+  const std::string instance = req.value("instance", "");
+  if (instance == launch::kFabricInstance) return release_fabric();
+  if (!valid_instance(instance)) return refuse("release needs \"instance\" (i-... or \"fabric\")");
+  const bool removed = kill_and_remove(instance);
   // The instance's run directory and its ENIs' directories hold only the sockets its
   // processes made: removed through descriptors (the directories may have been swapped
   // for symlinks). The next spawn makes them again.
@@ -1331,20 +1338,7 @@ Json Launcher::release_fabric() {
   // As an instance's: what is left of it killed, its cgroup and its socket directory
   // (net/fabric: the relay inbox) removed; the next spawn makes them again.
   const std::string leaf = std::string("host/") + to_string(Role::kCardFabric);
-  cgroups_->kill(leaf);
-  for (int i = 0; i < 50 && !cgroups_->procs(leaf).empty(); ++i) {
-    ::usleep(20'000);
-    reap();
-  }
-  reap();
-  // An adopted process is not this launcher's child: killed, it lingers a moment as a
-  // zombie of init's, and its cgroup refuses rmdir (EBUSY) until init reaps it.
-  bool removed = cgroups_->remove(leaf);
-  for (int i = 0; i < 50 && !removed; ++i) {
-    ::usleep(20'000);
-    reap();
-    removed = cgroups_->remove(leaf);
-  }
+  bool removed = kill_and_remove(leaf);
   if (cgroups_->procs("host").empty()) removed = cgroups_->remove("host") && removed;
   if (auto net = dir_beneath("net")) remove_socket_dir(net->get(), launch::kFabricInstance);
   return Json{{"ok", true}, {"cgroups_removed", removed}};

@@ -126,6 +126,10 @@ class Launcher {
   launch::Json status(const launch::Json& req);
   launch::Json release(const launch::Json& req);
   launch::Json release_fabric();  // "release" of "fabric": the host's fabric process
+  // Kills what is left in the cgroup leaf (waiting up to 1 s for it to go) and removes it
+  // (retrying up to 1 s: an adopted process's zombie holds it until init reaps it); false
+  // if the leaf stayed.
+  bool kill_and_remove(const std::string& leaf);
   // Empties `name` (a directory of sockets beneath `parent`, never followed if a symlink)
   // and removes it.
   static void remove_socket_dir(int parent, const char* name);
