@@ -26,6 +26,7 @@ packages=(
   openssl                          # test fixtures: certificates signed by a foreign CA
   libldns-dev                      # lib/net: ldns, the independent DNS reference its tests and fuzz_dns check against
   libmicrohttpd-dev                # lib/imds: the HTTP server of the instance metadata service
+  libcurl4-openssl-dev             # azote-controller --join: enrolling with azote-region over HTTPS
   curl iproute2 iputils-ping ethtool  # IMDS and namespace tests (curl, ip, ping); bench/net (ethtool: offloads off)
   udhcpc bind9-dnsutils iperf3 netcat-openbsd iproute2  # card_net_ns_test: udhcpc, dig, iperf3, nc in namespaces via azote-tap-bridge
   python3-botocore                 # lib/sigv4: botocore (the aws CLI's signer) signs the requests sigv4_test verifies

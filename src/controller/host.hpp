@@ -368,6 +368,13 @@ class Host {
   uint32_t used_vcpus() const;
   uint32_t used_dedicated_vcpus() const;
   uint32_t dedicated_capacity() const { return opt_.guest_cpu_count * opt_.dedicated_per_cpu; }
+
+ public:
+  // What this host sells in all (its options, or the defaults Host::open worked out).
+  uint32_t capacity_vcpus() const { return opt_.capacity_vcpus; }
+  uint64_t capacity_memory_mib() const { return opt_.capacity_memory_mib; }
+
+ private:
   // Why `want` more vCPUs and `mem` MiB (of which `dedicated` vCPUs of dedicated types)
   // do not fit, or nullopt if they do (mu_ held).
   std::optional<std::string> no_room(uint32_t want, uint32_t dedicated, uint64_t mem) const;

@@ -16,6 +16,7 @@
 #include "audit/log.hpp"
 #include "audit/signing.hpp"
 #include "base/log.hpp"
+#include "controller/enrol.hpp"
 #include "controller/gate.hpp"
 #include "controller/host.hpp"
 #include "controller/options.hpp"
@@ -195,6 +196,30 @@ int main(int argc, char** argv) {
   ho.enclave_host_ports = o.enclave_host_ports;
   auto host = Host::open(ho, *pki, procs);
   if (!host) return fail(host.error().message());
+  if (!o.join.empty()) {
+    // Joining the region: once, before serving (the region probes the host afterwards).
+    EnrolRequest er;
+    er.url = o.join;
+    er.token = o.enrolment_token;
+    er.region_ca = o.region_ca;
+    er.zone = o.zone;
+    er.host_id = o.host_id;
+    if (er.host_id.empty()) {
+      char name[256] = {};
+      ::gethostname(name, sizeof name - 1);
+      er.host_id = name;
+    }
+    er.endpoint = o.listen;
+    er.underlay = o.underlay;
+    er.vcpus = (*host)->capacity_vcpus();
+    er.memory_mib = (*host)->capacity_memory_mib();
+    auto joined = enrol_once(o.state_dir, *pki, er);
+    if (!joined) {
+      (*host)->shutdown();
+      return fail("joining the region at " + o.join + ": " + joined.error().message());
+    }
+    LOG_INFO("controller: a host of the region at %s: %s", o.join.c_str(), joined->c_str());
+  }
 
   Service service(**host, *pki, **audit_log);
   (*host)->set_event_sink([&service](const std::string& m, const std::vector<std::string>& r, const std::string& e) {

@@ -41,7 +41,8 @@ Result<Options, OptionsError> parse_options(const std::vector<std::string>& args
                              a == "--test-launch-delay" || a == "--dedicated-vcpus-per-cpu" ||
                              a == "--cgroup-favordynmods" || a == "--release-manifest" || a == "--release-key" ||
                              a == "--write-guard" || a == "--guard-rehash-seconds" || a == "--enclave-host-port" ||
-                             a == "--underlay";
+                             a == "--underlay" || a == "--join" || a == "--enrolment-token" || a == "--region-ca" ||
+                             a == "--zone" || a == "--host-id";
     if (!wants_value) return bad("unknown option \"" + args[i] + "\" (see --help)");
     if (!has_inline) {
       if (i + 1 >= args.size()) return bad(a + " needs a value");
@@ -75,6 +76,22 @@ Result<Options, OptionsError> parse_options(const std::vector<std::string>& args
       if (colon == std::string::npos || !port || !vpc::parse_ipv4(x.substr(0, colon)))
         return bad("--underlay \"" + x + "\": expected IPV4:PORT (e.g. 192.168.0.10:6081)");
       o.underlay = x;
+    } else if (a == "--join") {
+      if (x.rfind("https://", 0) != 0 || x.size() <= 8) return bad("--join \"" + x + "\": expected the region's https://HOST:PORT");
+      o.join = x;
+    } else if (a == "--enrolment-token") {
+      o.enrolment_token = x;
+    } else if (a == "--region-ca") {
+      if (x.empty() || x[0] != '/') return bad("--region-ca \"" + x + "\": give an absolute path (the region's pki/ca.crt)");
+      o.region_ca = x;
+    } else if (a == "--zone") {
+      o.zone = x;
+    } else if (a == "--host-id") {
+      const bool ok = !x.empty() && x.size() <= 64 && std::all_of(x.begin(), x.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_';
+      });
+      if (!ok) return bad("--host-id \"" + x + "\": 1-64 letters, digits, - and _");
+      o.host_id = x;
     } else if (a == "--vpc-cidr") {
       o.vpc_cidr = x;
     } else if (a == "--subnet-cidr") {
@@ -145,6 +162,10 @@ Result<Options, OptionsError> parse_options(const std::vector<std::string>& args
     }
   }
   if (auto e = check_network_layout(o.vpc_cidr, o.subnet_cidr)) return bad("--vpc-cidr/--subnet-cidr: " + *e);
+  if (!o.join.empty() && (o.enrolment_token.empty() || o.region_ca.empty() || o.zone.empty()))
+    return bad("--join needs --enrolment-token, --region-ca and --zone");
+  if (o.join.empty() && (!o.enrolment_token.empty() || !o.region_ca.empty() || !o.zone.empty()))
+    return bad("--enrolment-token, --region-ca and --zone go with --join URL");
   if (o.listen.empty()) o.listen = "unix:" + o.state_dir + "/api.sock";
   if (o.listen.rfind("unix:", 0) == 0 && o.listen.size() - 5 >= 108)
     return bad("the API socket path " + o.listen.substr(5) + " is longer than 107 bytes; use a shorter --state-dir or --listen");
@@ -191,6 +212,12 @@ Options:
                           it, a host of azote-region runs the fabric process (keys, peers
                           and where each VPC address lives, all pushed by the region) and
                           instances reach those on other hosts (default: none)
+  --join URL              join azote-region at URL (https://HOST:PORT) once, before
+                          serving: with --enrolment-token TOKEN (azote-region
+                          create-enrolment-token), --region-ca FILE (the region's CA)
+                          and --zone ZONE (--host-id ID, default the hostname); the
+                          region then calls this host with a certificate of its own
+                          CA it sent; <state>/region.json records it (not again)
   --vpc-cidr CIDR         the default VPC, made with a new state directory
                           (default 10.0.0.0/16; /16 to /28)
   --subnet-cidr CIDR      its default subnet (default 10.0.1.0/24; inside the VPC,

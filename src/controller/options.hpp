@@ -18,6 +18,9 @@ struct Options {
   std::string hv_bin, card_blk_bin, card_net_bin;  // default: next to this program
   std::string region = "local-1";
   std::string underlay;  // "IPV4:PORT": this host's address on the fabric between hosts (region hosts)
+  // Joining azote-region by itself (enrol.hpp): its URL, a one-time token, the region's
+  // CA, this host's zone and id there (default: the machine's hostname).
+  std::string join, enrolment_token, region_ca, zone, host_id;
   std::string vpc_cidr = "10.0.0.0/16", subnet_cidr = "10.0.1.0/24";
   uint32_t capacity_vcpus = 0;
   uint64_t capacity_memory_mib = 0;

@@ -39,6 +39,24 @@ TEST(ControllerOptions, ErrorsNameTheInput) {
   EXPECT_TRUE(parse_options({"--help"})->help);
 }
 
+TEST(ControllerOptions, JoiningTheRegionNeedsItsTokenCaAndZone) {
+  auto o = parse_options({"--join", "https://10.0.0.1:8443", "--enrolment-token", "t", "--region-ca", "/etc/azote/region-ca.pem",
+                          "--zone", "us-east-1a", "--host-id", "rack-7"});
+  ASSERT_TRUE(o.ok()) << o.error().message();
+  EXPECT_EQ(o->join, "https://10.0.0.1:8443");
+  EXPECT_EQ(o->host_id, "rack-7");
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"--join", "http://10.0.0.1:8443", "--enrolment-token", "t", "--region-ca", "/ca", "--zone", "z"},
+        std::vector<std::string>{"--join", "https://r:8443", "--region-ca", "/ca", "--zone", "z"},
+        std::vector<std::string>{"--join", "https://r:8443", "--enrolment-token", "t", "--region-ca", "ca", "--zone", "z"},
+        std::vector<std::string>{"--enrolment-token", "t"},
+        std::vector<std::string>{"--join", "https://r:8443", "--enrolment-token", "t", "--region-ca", "/ca", "--zone", "z",
+                                 "--host-id", "a/b"}}) {
+    auto e = parse_options(bad);
+    EXPECT_FALSE(e.ok()) << bad[0] << " " << bad[1];
+  }
+}
+
 TEST(ControllerOptions, UnderlayIsAnIpv4AddressAndPort) {
   auto o = parse_options({});
   ASSERT_TRUE(o.ok());
