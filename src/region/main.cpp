@@ -29,6 +29,7 @@
 #include "etcd/client.hpp"
 #include "pki/files.hpp"
 #include "pki/pki.hpp"
+#include "region/enrol.hpp"
 #include "region/https.hpp"
 #include "region/iam.hpp"
 #include "region/region.hpp"
@@ -57,6 +58,11 @@ constexpr const char* kUsage = R"(Usage:
       Adds a principal with fresh access keys (default policy: ec2:* on *; --read-only:
       ec2:Describe* and ec2:GetConsoleOutput) and prints {"AccessKeyId", "SecretAccessKey"}.
       A running region reads principals.json when it starts.
+  azote-region create-enrolment-token --etcd HOST:PORT[,...] [--ttl-seconds S]
+      Prints {"Token", "ExpiresInSeconds"}: a one-time token (default 3600 s) with which a
+      host joins by itself: azote-controller --join https://REGION --enrolment-token TOKEN
+      --region-ca DIR/pki/ca.crt --zone ZONE [--host-id ID] [--underlay IPV4:PORT].
+      etcd keeps only the token's SHA-256, under a lease that ends it.
   azote-region register-host --state-dir DIR --etcd HOST:PORT[,...] --host-id ID
                              --endpoint EP --credentials CREDS --zone ZONE --vcpus N --memory-mib M
                              [--underlay IPV4:PORT]
@@ -168,6 +174,37 @@ int add_principal(int argc, char** argv) {
   return 0;
 }
 
+int create_enrolment_token(int argc, char** argv) {
+  std::string why;
+  auto a = parse(argc, argv, {"--etcd", "--ttl-seconds"}, {}, &why);
+  if (!a) return usage(why);
+  if (a->get("--etcd").empty()) return usage("create-enrolment-token needs --etcd");
+  const auto ttl = parse_uint(a->get("--ttl-seconds", "3600"), 10, 7 * 86400);
+  if (!ttl) return usage("--ttl-seconds takes 10 to 604800");
+  auto client = etcd::Client::connect(split(a->get("--etcd"), ','));
+  if (!client) {
+    std::fprintf(stderr, "azote-region: etcd %s: %s\n", a->get("--etcd").c_str(), client.error().describe().c_str());
+    return 1;
+  }
+  const std::string token = region::new_enrolment_token();
+  if (token.empty()) {
+    std::fprintf(stderr, "azote-region: no randomness for a token\n");
+    return 1;
+  }
+  // Kept under an etcd lease: gone when it expires, whether used or not; only its digest.
+  auto lease = client->grant(static_cast<int64_t>(*ttl));
+  if (!lease) {
+    std::fprintf(stderr, "azote-region: a lease for the token: %s\n", lease.error().describe().c_str());
+    return 1;
+  }
+  if (auto w = client->put("/azote/region/enrolment/" + region::enrolment_digest(token), "unused", lease->id); !w) {
+    std::fprintf(stderr, "azote-region: storing the token: %s\n", w.error().describe().c_str());
+    return 1;
+  }
+  std::printf("%s\n", Json{{"Token", token}, {"ExpiresInSeconds", *ttl}}.dump(2).c_str());
+  return 0;
+}
+
 int register_host(int argc, char** argv) {
   std::string why;
   auto a = parse(argc, argv,
@@ -214,20 +251,14 @@ int register_host(int argc, char** argv) {
     return 1;
   }
   // A host on the fabric keeps its id when registered again; a new one takes the lowest
-  // free id (fabric-ids/<n>, created only if absent: two registrations never share one).
+  // free id.
   if (!h.underlay.empty()) {
-    if (auto old = client->get("/azote/region/hosts/" + h.id); old && *old) {
-      const Json j = Json::parse((*old)->value, nullptr, false);
-      if (j.is_object() && j.contains("fabric_id") && j["fabric_id"].is_number_unsigned()) h.fabric_id = j["fabric_id"].get<uint32_t>();
+    auto id = region::Region::fabric_id_for(*client, "/azote/region/", h.id);
+    if (!id) {
+      std::fprintf(stderr, "azote-region: %s\n", id.error().c_str());
+      return 1;
     }
-    for (uint32_t n = 1; h.fabric_id == 0 && n < 65536; ++n) {
-      auto c = client->create_if_absent("/azote/region/fabric-ids/" + std::to_string(n), h.id);
-      if (!c) {
-        std::fprintf(stderr, "azote-region: a fabric id for %s: %s\n", h.id.c_str(), c.error().describe().c_str());
-        return 1;
-      }
-      if (c->created || (c->existing && c->existing->value == h.id)) h.fabric_id = n;
-    }
+    h.fabric_id = *id;
   }
   if (auto w = client->put("/azote/region/hosts/" + h.id, region::Region::host_json(h)); !w) {
     std::fprintf(stderr, "azote-region: registering %s: %s\n", h.id.c_str(), w.error().describe().c_str());
@@ -372,5 +403,6 @@ int main(int argc, char** argv) {
   if (cmd == "serve") return serve(argc, argv);
   if (cmd == "add-principal") return add_principal(argc, argv);
   if (cmd == "register-host") return register_host(argc, argv);
+  if (cmd == "create-enrolment-token") return create_enrolment_token(argc, argv);
   return usage("unknown command " + cmd);
 }

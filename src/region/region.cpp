@@ -1,11 +1,14 @@
 #include "region/region.hpp"
 
+#include "region/enrol.hpp"
 #include "region/network.hpp"
 
 #include <sys/random.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -16,6 +19,7 @@
 #include "api/client.hpp"
 #include "base/hex.hpp"
 #include "base/log.hpp"
+#include "pki/files.hpp"
 #include "ec2api/error.hpp"
 #include "ec2api/params.hpp"
 #include "ec2api/request.hpp"
@@ -2412,8 +2416,64 @@ struct Region::Impl {
     if (auto a = audit->append(e); !a) LOG_WARN("region: audit: %s", a.error().message().c_str());
   }
 
+  // ---- hosts joining by themselves ---------------------------------------------------
+  // POST /azote/enrol (enrol.hpp): a one-time token, consumed in etcd whatever comes
+  // next; the credential the host issued for the region kept as register-host keeps it;
+  // the host registered (a fabric id if it has an underlay). JSON in and out.
+  HttpResponse enrol(const HttpRequest& http, const std::string& rid) {
+    auto answer = [&](int status, const Json& j) {
+      HttpResponse r;
+      r.status = status;
+      r.content_type = "application/json";
+      r.body = j.dump();
+      return r;
+    };
+    auto refused = [&](int status, const std::string& who, const std::string& why) {
+      record(who, "azote:EnrolHost", {}, "denied", why, rid);
+      return answer(status, {{"error", why}, {"request_id", rid}});
+    };
+    if (http.method != "POST") return refused(405, "", "enrolment takes POST");
+    auto f = parse_enrol(http.body);
+    if (!f) return refused(400, "", f.error());
+    const std::string who = "enrolling-host/" + f->host_id;
+    const std::string k = key("enrolment", enrolment_digest(f->token));
+    auto t = store.txn({etcd::Compare::create_revision(k, etcd::Compare::Cmp::kGreater, 0)}, {etcd::Op::del(k)});
+    if (!t) return refused(503, who, "the region's store: " + t.error().describe());
+    if (!t->succeeded) return refused(403, who, "the enrolment token is unknown, used or expired");
+    const std::string dir = opt.hosts_dir + "/" + f->host_id;
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    ::chmod(dir.c_str(), 0700);
+    for (const auto& [name, pem] : {std::pair<const char*, const std::string*>{"ca.pem", &f->ca_pem},
+                                    {"cert.pem", &f->cert_pem}, {"key.pem", &f->key_pem}})
+      if (auto w = pki::write_file_atomic(dir + "/" + name, *pem, 0600); !w)
+        return refused(500, who, dir + "/" + name + ": " + w.error().message());
+    HostRec h;
+    h.id = f->host_id;
+    h.endpoint = f->endpoint;
+    h.zone = f->zone;
+    h.vcpus = f->vcpus;
+    h.memory_mib = f->memory_mib;
+    h.underlay = f->underlay;
+    if (!h.underlay.empty()) {
+      auto id = Region::fabric_id_for(store, opt.prefix, h.id);
+      if (!id) return refused(503, who, id.error());
+      h.fabric_id = *id;
+    }
+    if (auto w = put(key("hosts", h.id), Region::host_json(h)); !w) return refused(503, who, w.error().message);
+    {
+      std::lock_guard lock(hosts_mu);
+      conns.erase(h.id);  // a host enrolling again: its new credential from now on
+    }
+    record(who, "azote:EnrolHost", {"host/" + h.id}, "allowed", "", rid);
+    LOG_INFO("region: host %s enrolled (zone %s, endpoint %s%s)", h.id.c_str(), h.zone.c_str(), h.endpoint.c_str(),
+             h.underlay.empty() ? "" : (", underlay " + h.underlay).c_str());
+    return answer(200, {{"host_id", h.id}, {"fabric_id", h.fabric_id}, {"region", opt.name}, {"request_id", rid}});
+  }
+
   HttpResponse handle(const HttpRequest& http) {
     const std::string rid = ec2api::random_request_id();
+    if (http.path == "/azote/enrol") return enrol(http, rid);
     if (http.method != "POST" && http.method != "GET")
       return refuse({"InvalidAction", "EC2's Query API takes POST or GET"}, rid);
     // 1. Who: SigV4 over the request exactly as it came.
@@ -2513,6 +2573,18 @@ Region::Region(Options o, etcd::Client store, std::vector<Principal> principals,
 Region::~Region() = default;
 HttpResponse Region::handle(const HttpRequest& req) { return impl_->handle(req); }
 Result<void, std::string> Region::start() { return impl_->start(); }
+
+Result<uint32_t, std::string> Region::fabric_id_for(etcd::Client& store, const std::string& prefix,
+                                                   const std::string& host_id) {
+  if (auto old = store.get(prefix + "hosts/" + host_id); old && *old)
+    if (auto h = host_from((*old)->value); h && h->fabric_id != 0) return h->fabric_id;
+  for (uint32_t n = 1; n < 65536; ++n) {
+    auto c = store.create_if_absent(prefix + "fabric-ids/" + std::to_string(n), host_id);
+    if (!c) return Unexpected{"a fabric id for " + host_id + ": " + c.error().describe()};
+    if (c->created || (c->existing && c->existing->value == host_id)) return n;
+  }
+  return Unexpected{std::string("no fabric id is free (65535 hosts)")};
+}
 
 std::string Region::host_json(const HostRec& h) {
   Json j{{"id", h.id}, {"endpoint", h.endpoint}, {"zone", h.zone}, {"vcpus", h.vcpus}, {"memory_mib", h.memory_mib}};

@@ -91,6 +91,11 @@ class Region {
 
   // For `azote-region register-host` (and tests): the host's record.
   static std::string host_json(const HostRec& h);
+  // The host's fabric id: the one its record under `prefix` holds, else the lowest free
+  // one (fabric-ids/<n>, created only if absent: two hosts never share one). A sentence
+  // if etcd cannot be asked.
+  static Result<uint32_t, std::string> fabric_id_for(etcd::Client& store, const std::string& prefix,
+                                                     const std::string& host_id);
 
   struct Impl;
 

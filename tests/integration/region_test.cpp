@@ -599,6 +599,70 @@ TEST_F(Region, InstancesOnTwoHostsReachEachOtherOverTheFabricAndAnotherVpcDoesNo
   EXPECT_EQ(o.status, 0) << o.err;
 }
 
+// A host joins by itself: a one-time token from the region, the controller started with
+// --join; it enrols before serving, the region places instances on it; the same token a
+// second time is refused, and that controller does not start.
+TEST_F(Region, AHostJoinsWithAnEnrolmentTokenThatWorksOnce) {
+  auto tok = run({AZOTE_REGION_BIN, "create-enrolment-token", "--etcd", etcd_->endpoint(0), "--ttl-seconds", "600"});
+  ASSERT_EQ(tok.status, 0) << tok.err;
+  const std::string token = Json::parse(tok.out).value("Token", "");
+  ASSERT_EQ(token.size(), 64u) << tok.out;
+  // etcd holds its digest, not the token.
+  auto listed = run({"/usr/bin/env", "ETCDCTL_API=3", "/usr/bin/etcdctl", "--endpoints", etcd_->endpoint(0), "get",
+                     "--prefix", "/azote/region/enrolment/"});
+  EXPECT_NE(listed.out.find("/azote/region/enrolment/"), std::string::npos) << listed.out << listed.err;
+  EXPECT_EQ(listed.out.find(token), std::string::npos) << listed.out;
+  auto start = [&](const std::string& id) {
+    const std::string d = dir_ + "-" + id;
+    std::filesystem::remove_all(d);
+    std::filesystem::create_directories(d);
+    // The region's CA where the host's (unprivileged) controller can read it.
+    std::filesystem::copy_file(rdir_ + "/pki/ca.crt", d + "/region-ca.pem");
+    ::chmod((d + "/region-ca.pem").c_str(), 0644);
+    const std::string cmd = "exec " + std::string(AZOTE_CONTROLLER_BIN) + " --state-dir " + d +
+                            " --on-exit stop --capacity-vcpus 8 --capacity-memory 8G --join " + url_ +
+                            " --enrolment-token " + token + " --region-ca " + d + "/region-ca.pem --zone us-east-1d --host-id " +
+                            id + " 2>>" + d + "/controller.log";
+    return std::make_unique<Process>(std::vector<std::string>{"/bin/sh", "-c", cmd});
+  };
+  auto joined = start("hj");
+  ASSERT_TRUE(joined->wait_for_output("azote-controller: ready", 30s)) << slurp(dir_ + "-hj/controller.log");
+  EXPECT_NE(slurp(dir_ + "-hj/region.json").find("\"host_id\": \"hj\""), std::string::npos) << slurp(dir_ + "-hj/region.json");
+  // The region places an instance on it (its zone's default subnet).
+  std::string subnet;
+  ASSERT_TRUE(eventually([&] {
+    auto o = aws(admin_, {"describe-subnets", "--filters", "Name=availability-zone,Values=us-east-1d",
+                          "Name=default-for-az,Values=true", "--query", "Subnets[0].SubnetId", "--output", "text"});
+    subnet = o.out.substr(0, o.out.find('\n'));
+    return o.status == 0 && subnet.rfind("subnet-", 0) == 0;
+  }, 30s));
+  auto o = aws(admin_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--subnet-id", subnet});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const std::string id = Json::parse(o.out)["Instances"][0].value("InstanceId", "");
+  ASSERT_EQ(aws(admin_, {"wait", "instance-running", "--instance-ids", id}).status, 0);
+  // Its own API says so, to the credential its own CA issued for the tests.
+  auto creds = run({AZOTE_CLI_BIN, "admin", "issue-cert", "--state-dir", dir_ + "-hj", "--role", "control-plane", "--name",
+                    "tester", "--out", dir_ + "-hj/creds-tester"});
+  ASSERT_EQ(creds.status, 0) << creds.err;
+  EXPECT_EQ(on_host(dir_ + "-hj", dir_ + "-hj/creds-tester").count(id), 1u);
+  // The enrolment is on the region's audit record.
+  EXPECT_NE(slurp(rdir_ + "/audit/audit.log").find("azote:EnrolHost"), std::string::npos);
+
+  // The same token again: refused, and that controller does not serve (its launcher tries
+  // it again later, as after any failed start).
+  auto again = start("hk");
+  EXPECT_TRUE(eventually([&] {
+    return slurp(dir_ + "-hk/controller.log").find("the enrolment token is unknown, used or expired") != std::string::npos;
+  }, 30s)) << slurp(dir_ + "-hk/controller.log");
+  EXPECT_FALSE(again->wait_for_output("azote-controller: ready", 1s));
+  again->signal(SIGTERM);
+  EXPECT_FALSE(again->wait(30s).timed_out);
+  ASSERT_EQ(aws(admin_, {"terminate-instances", "--instance-ids", id}).status, 0);
+  ASSERT_EQ(aws(admin_, {"wait", "instance-terminated", "--instance-ids", id}).status, 0);
+  joined->signal(SIGTERM);
+  EXPECT_FALSE(joined->wait(60s).timed_out);
+}
+
 TEST_F(Region, Boto3RunsItsWholeStory) {
   three_hosts();
   ASSERT_FALSE(HasFatalFailure());
