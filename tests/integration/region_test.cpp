@@ -202,6 +202,19 @@ class Region : public ControllerTest {
     }
   }
 
+  // The default subnet the region makes for a zone once a host is registered there (its
+  // pusher's next round: up to a third of the lease); empty if none within 30 s.
+  std::string default_subnet(const std::string& zone) {
+    std::string subnet;
+    const bool found = eventually([&] {
+      auto o = aws(admin_, {"describe-subnets", "--filters", "Name=availability-zone,Values=" + zone,
+                            "Name=default-for-az,Values=true", "--query", "Subnets[0].SubnetId", "--output", "text"});
+      subnet = o.out.substr(0, o.out.find('\n'));
+      return o.status == 0 && subnet.rfind("subnet-", 0) == 0;
+    }, 30s);
+    return found ? subnet : std::string();
+  }
+
   std::unique_ptr<etcd::testing::EtcdCluster> etcd_;
   std::string etcd_eps_;
   std::unique_ptr<Netns> bridge_ns_;
@@ -528,13 +541,8 @@ TEST_F(Region, InstancesOnTwoHostsReachEachOtherOverTheFabricAndAnotherVpcDoesNo
     return id;
   };
   // The zone's default subnet, and a group that lets the VPC ping and echo.
-  std::string subnet;
-  ASSERT_TRUE(eventually([&] {
-    auto o = aws(admin_, {"describe-subnets", "--filters", "Name=availability-zone,Values=us-east-1b",
-                          "Name=default-for-az,Values=true", "--query", "Subnets[0].SubnetId", "--output", "text"});
-    subnet = o.out.substr(0, o.out.find('\n'));
-    return o.status == 0 && subnet.rfind("subnet-", 0) == 0;
-  }, 30s));
+  const std::string subnet = default_subnet("us-east-1b");
+  ASSERT_FALSE(subnet.empty()) << "no default subnet in us-east-1b";
   auto o = aws(admin_, {"create-security-group", "--group-name", "pingable", "--description", "icmp and udp in the VPC"});
   ASSERT_EQ(o.status, 0) << o.err;
   const std::string sg = Json::parse(o.out).value("GroupId", "");
@@ -629,13 +637,8 @@ TEST_F(Region, AHostJoinsWithAnEnrolmentTokenThatWorksOnce) {
   ASSERT_TRUE(joined->wait_for_output("azote-controller: ready", 30s)) << slurp(dir_ + "-hj/controller.log");
   EXPECT_NE(slurp(dir_ + "-hj/region.json").find("\"host_id\": \"hj\""), std::string::npos) << slurp(dir_ + "-hj/region.json");
   // The region places an instance on it (its zone's default subnet).
-  std::string subnet;
-  ASSERT_TRUE(eventually([&] {
-    auto o = aws(admin_, {"describe-subnets", "--filters", "Name=availability-zone,Values=us-east-1d",
-                          "Name=default-for-az,Values=true", "--query", "Subnets[0].SubnetId", "--output", "text"});
-    subnet = o.out.substr(0, o.out.find('\n'));
-    return o.status == 0 && subnet.rfind("subnet-", 0) == 0;
-  }, 30s));
+  const std::string subnet = default_subnet("us-east-1d");
+  ASSERT_FALSE(subnet.empty()) << "no default subnet in us-east-1d";
   auto o = aws(admin_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--subnet-id", subnet});
   ASSERT_EQ(o.status, 0) << o.err;
   const std::string id = Json::parse(o.out)["Instances"][0].value("InstanceId", "");
