@@ -741,6 +741,26 @@ struct Region::Impl {
     i.vpc_id = live->vpc_id();
     i.root_device_name = live->root_device_name().empty() ? i.root_device_name : live->root_device_name();
     for (const auto& g : live->security_groups()) i.security_groups.push_back({g.group_id(), g.group_name()});
+    for (const auto& n : live->network_interfaces()) {
+      ec2api::InstanceNetworkInterface o;
+      o.network_interface_id = n.network_interface_id();
+      o.subnet_id = n.subnet_id();
+      o.vpc_id = n.vpc_id();
+      o.owner_id = opt.account;
+      o.status = n.status().empty() ? "in-use" : n.status();
+      o.mac_address = n.mac_address();
+      o.private_ip_address = n.private_ip_address();
+      o.private_dns_name = n.private_dns_name();
+      o.source_dest_check = n.source_dest_check();
+      for (const auto& g : n.groups()) o.groups.push_back({g.group_id(), g.group_name()});
+      const std::string_view eni = o.network_interface_id;
+      o.attachment.attachment_id = "eni-attach-" + std::string(eni.substr(std::min<size_t>(4, eni.size())));
+      o.attachment.device_index = static_cast<int>(n.attachment().device_index());
+      o.attachment.status = n.attachment().status().empty() ? "attached" : n.attachment().status();
+      o.attachment.attach_time = i.launch_time;
+      o.attachment.delete_on_termination = n.attachment().delete_on_termination();
+      i.network_interfaces.push_back(o);
+    }
     for (const auto& b : live->block_device_mappings()) {
       ec2api::InstanceBlockDeviceMapping m;
       m.device_name = b.device_name();

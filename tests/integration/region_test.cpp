@@ -425,6 +425,16 @@ TEST_F(Region, VpcsSubnetsAndSecurityGroupsThroughTheAwsCli) {
   EXPECT_EQ(inst.value("PrivateIpAddress", ""), "10.9.1.20") << o.out;
   EXPECT_EQ(inst.value("SubnetId", ""), subnet) << o.out;
   EXPECT_EQ(inst.value("VpcId", ""), vpc) << o.out;
+  // Its interface as EC2 describes it (the host's ENI).
+  o = aws(admin_, {"describe-instances", "--instance-ids", inst.value("InstanceId", ""), "--query",
+                   "Reservations[0].Instances[0].NetworkInterfaces[0]"});
+  ASSERT_EQ(o.status, 0) << o.err;
+  const Json nic = Json::parse(o.out, nullptr, false);
+  EXPECT_EQ(nic.value("NetworkInterfaceId", "").rfind("eni-", 0), 0u) << o.out;
+  EXPECT_EQ(nic.value("PrivateIpAddress", ""), "10.9.1.20") << o.out;
+  EXPECT_EQ(nic.value("SubnetId", ""), subnet) << o.out;
+  EXPECT_EQ(nic["Groups"][0].value("GroupId", ""), web) << o.out;
+  EXPECT_EQ(nic["Attachment"].value("DeviceIndex", -1), 0) << o.out;
   o = aws(admin_, {"run-instances", "--image-id", "ami-builtin", "--instance-type", "t3.nano", "--subnet-id", subnet,
                    "--private-ip-address", "10.9.1.20"});
   EXPECT_NE(o.err.find("InvalidIPAddress.InUse"), std::string::npos) << o.err;
