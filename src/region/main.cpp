@@ -69,9 +69,10 @@ constexpr const char* kUsage = R"(Usage:
       Registers a host's azote-controller (EP: host:port or unix:PATH) with credentials
       CREDS (ca.pem, cert.pem, key.pem: `azote admin issue-cert --role control-plane
       --name region` on the host: the host lets only that name present the region's lease
-      epochs and push its network), copied into DIR/hosts/ID; its capacity for placement. --underlay: the address its
-      controller's --underlay names; the host then gets a fabric id, its peers' keys
-      (derived from DIR/fabric.key) and where every VPC address lives.
+      epochs and push its network), copied into DIR/hosts/ID; its capacity for placement.
+      --underlay: the address its controller's --underlay names; the host then gets a
+      fabric id, its peers' keys (derived from DIR/fabric.key) and where every VPC address
+      lives.
 )";
 
 int usage(const std::string& why) {
