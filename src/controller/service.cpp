@@ -1,7 +1,6 @@
 #include "controller/service.hpp"
 
 #include "base/hex.hpp"
-
 #include "base/parse.hpp"
 
 #include "base/log.hpp"

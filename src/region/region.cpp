@@ -1697,6 +1697,7 @@ struct Region::Impl {
   // theirs; every change is pushed to the hosts (push_network). Creations and deletions
   // take net_mu (names and CIDR blocks stay unique); rule changes are compare-and-swaps.
   std::mutex net_mu;
+  std::set<std::string> defaults_marked;  // net_mu: defaults/ markers known to exist
   static constexpr size_t kMaxVpcs = 5;  // EC2's default quota per region
 
   std::string new_id(std::string_view prefix) { return std::string(prefix) + "-" + hex(17); }
@@ -1792,8 +1793,10 @@ struct Region::Impl {
   ApiResult<void> ensure_default_network() {
     std::lock_guard lock(net_mu);
     auto mark = [&](const std::string& what) -> ApiResult<bool> {  // true: first time
+      if (defaults_marked.count(what) != 0) return false;  // known: no etcd round trip every pusher round
       auto r = store.create_if_absent(key("defaults", what), "made");
       if (!r) return api_error("Unavailable", "the region's store: " + r.error().describe());
+      defaults_marked.insert(what);
       return r->created;
     };
     auto v = default_vpc();
